@@ -1,0 +1,206 @@
+"""The checklist compiler: each Validation Checklist line becomes one rule.
+
+A *form* is a pattern plus a builder; the first form whose pattern matches a line builds the
+rule's check. The built-in forms (:mod:`pytest_batchgen.rules`) and users' forms (from the
+``pytest_batchgen_checklist_forms`` hook in a ``conftest.py``) go through the same path.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, Union
+
+from .document import OutputDocument
+from .errors import ChecklistError
+from .plan import ListItem, Plan, Row
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a check failed: what was found and what was expected, at an output line if known."""
+
+    message: str
+    line: int | None = None
+    detail: str | None = None  # longer text shown under the message (a linter's output)
+
+
+CheckResult = Union[Failure, str, None]
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a check sees: the parsed output, its row, the plan and the run's mode."""
+
+    doc: OutputDocument
+    row: Row
+    plan: Plan
+    readonly: bool = False
+    others_pass: Callable[[], bool] = field(default=lambda: True, compare=False)
+
+    @property
+    def path(self) -> Path:
+        return self.doc.path
+
+
+Check = Callable[[CheckContext], CheckResult]
+Builder = Callable[[re.Match, "CompileContext"], Check]
+
+
+@dataclass(frozen=True)
+class CompileContext:
+    """What a form's builder may consult while compiling a line."""
+
+    plan: Plan
+    item: ListItem
+    options: dict = field(default_factory=dict, compare=False)
+
+    def error(self, message: str, *other_lines: int) -> ChecklistError:
+        also = ""
+        if other_lines:
+            also = " (see also line " + ", ".join(str(n) for n in other_lines) + ")"
+        return ChecklistError(message + also, self.plan.path, self.item.line)
+
+
+@dataclass(frozen=True)
+class ChecklistForm:
+    """A checklist form: lines matching ``pattern`` (whole line, case-insensitive) become rules.
+
+    ``build(match, ctx)`` returns the check, and may raise ``ctx.error(...)`` when the line
+    refers to something the plan lacks. For a check that needs nothing from the line, pass
+    ``check`` instead of ``build``. ``name`` names the rule in test ids (``{group}`` in it is
+    replaced by that named group of the match, e.g. ``"{key}-value"``). ``runs_last`` rules run
+    after the row's other rules (the tracking-file registration needs their verdicts).
+    """
+
+    name: str
+    pattern: Union[str, re.Pattern]
+    build: Builder | None = None
+    check: Check | None = None
+    example: str = ""
+    runs_last: bool = False
+
+    def regex(self) -> re.Pattern:
+        if isinstance(self.pattern, re.Pattern):
+            return self.pattern
+        return re.compile(self.pattern, re.IGNORECASE)
+
+    def make(self, match: re.Match, ctx: CompileContext) -> Check:
+        if self.build is not None:
+            return self.build(match, ctx)
+        if self.check is not None:
+            return self.check
+        raise TypeError(f"checklist form {self.name!r} has neither build nor check")
+
+    def rule_name(self, match: re.Match) -> str:
+        groups = {k: (v or "") for k, v in match.groupdict().items()}
+        try:
+            name = self.name.format(**groups)
+        except (KeyError, IndexError):
+            name = self.name
+        return re.sub(r"[^A-Za-z0-9_.\-]+", "-", name.strip().lower()).strip("-") or "check"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A compiled checklist line."""
+
+    name: str
+    item: ListItem
+    form: ChecklistForm
+    check: Check = field(compare=False)
+
+    @property
+    def line(self) -> int:
+        return self.item.line
+
+    def run(self, ctx: CheckContext) -> Failure | None:
+        result = self.check(ctx)
+        if result is None or result is True:
+            return None
+        if isinstance(result, Failure):
+            return result
+        return Failure(str(result))
+
+
+def compile_checklist(
+    plan: Plan, forms: Sequence[ChecklistForm], options: dict | None = None
+) -> tuple[Rule, ...]:
+    """Compile every checklist line; raise :class:`ChecklistError` for the first bad line."""
+    if not plan.checklist:
+        raise ChecklistError(
+            "the Validation Checklist has no numbered lines; add at least one check",
+            plan.path,
+            plan.checklist_line,
+        )
+    rules: list[Rule] = []
+    used: dict[str, int] = {}
+    for item in plan.checklist:
+        text = item.text.strip().rstrip(".").strip()
+        for form in forms:
+            m = form.regex().fullmatch(text)
+            if m is None:
+                continue
+            check = form.make(m, CompileContext(plan, item, options or {}))
+            name = form.rule_name(m)
+            used[name] = used.get(name, 0) + 1
+            if used[name] > 1:
+                name = f"{name}-{used[name]}"
+            rules.append(Rule(name=name, item=item, form=form, check=check))
+            break
+        else:
+            known = "\n".join(f"  - {f.example or f.pattern}" for f in forms)
+            raise ChecklistError(
+                f"checklist line {item.text!r} matches no checklist form. Reword it as one of:\n{known}\n"
+                "or add a form in conftest.py with the pytest_batchgen_checklist_forms hook",
+                plan.path,
+                item.line,
+            )
+    return tuple(sorted(rules, key=lambda r: r.form.runs_last))
+
+
+_QUOTED = re.compile(r"`([^`]*)`|\"([^\"]*)\"|'([^']*)'|“([^”]*)”")
+
+
+def split_list(text: str) -> list[str]:
+    """Split ``A, B, and C`` into names; quoted or backticked names may hold commas or "and"."""
+    placeholders: list[str] = []
+
+    def hide(m: re.Match) -> str:
+        placeholders.append(next(g for g in m.groups() if g is not None))
+        return f"\x00{len(placeholders) - 1}\x00"
+
+    hidden = _QUOTED.sub(hide, text)
+    parts = re.split(r"\s*,\s*(?:and\s+|&\s+)?|\s+and\s+|\s+&\s+", hidden.strip().rstrip("."))
+    out = []
+    for part in parts:
+        part = part.strip()
+        if part.lower().startswith("and "):
+            part = part[4:].strip()
+        if not part:
+            continue
+        out.append(re.sub(r"\x00(\d+)\x00", lambda m: placeholders[int(m.group(1))], part).strip())
+    return [p for p in out if p]
+
+
+_NUMBER_WORDS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
+}
+
+
+def parse_count(word: str) -> int | None:
+    """``"2"`` or ``"two"`` -> 2; anything else -> None."""
+    word = word.strip().lower()
+    if word.isdigit():
+        return int(word)
+    return _NUMBER_WORDS.get(word)
+
+
+def collect_forms(results: Iterable[Iterable[ChecklistForm]]) -> list[ChecklistForm]:
+    """Flatten the hook's results (users' conftest forms come before the built-ins)."""
+    forms: list[ChecklistForm] = []
+    for group in results:
+        forms.extend(group or ())
+    return forms

@@ -1,0 +1,511 @@
+"""The plan file: parsed into frozen dataclasses that remember their line numbers.
+
+Structure comes from markdown-it-py's token stream (``token.map`` gives each block's lines),
+so headings, lists and tables are found the way a Markdown renderer sees them. Only the
+editor (:mod:`pytest_batchgen.planedit`) looks at raw bytes, and only on the lines of rows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from .errors import PlanError
+
+#: Aliases mapped to current model ids; override with a ``## Models`` section or the
+#: ``batchgen_models`` ini option.
+DEFAULT_MODELS: Mapping[str, str] = MappingProxyType(
+    {
+        "haiku": "claude-haiku-5-5",
+        "sonnet": "claude-sonnet-5-5",
+        "opus": "claude-opus-5-5",
+    }
+)
+
+STATUSES = ("pending", "complete")
+REQUIRED_COLUMNS = ("title", "filename", "model", "status")
+REQUIRED_SECTIONS = ("format reference", "output directory", "content rules", "validation checklist")
+NOTES_SECTION = "batchgen notes"
+
+_PHASE_RE = re.compile(r"^phase\s+([^\s:.\-–—]+)", re.IGNORECASE)
+
+
+@lru_cache(maxsize=1)
+def _markdown() -> MarkdownIt:
+    return MarkdownIt("commonmark").enable("table")
+
+
+@dataclass(frozen=True)
+class ListItem:
+    """One bullet or numbered line of a section, with its 1-based line in the plan."""
+
+    text: str
+    line: int
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """A table body row as markdown-it parsed it: stripped cell texts and the row's line."""
+
+    cells: tuple[str, ...]
+    line: int
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    line: int
+    rows: tuple[TableRow, ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A ``##`` section: its heading, the heading's line and the blocks under it."""
+
+    title: str
+    line: int
+    end_line: int  # last line (1-based, inclusive) before the next ``##`` heading
+    paragraphs: tuple[ListItem, ...]
+    items: tuple[ListItem, ...]
+    tables: tuple[Table, ...]
+
+    @property
+    def key(self) -> str:
+        return " ".join(self.title.lower().split())
+
+
+@lru_cache(maxsize=8)
+def scan(text: str) -> tuple[Section, ...]:
+    """Split a Markdown document into its level-2 sections, without judging them.
+
+    Shared by the plan parser and the in-place editor, so both see the same rows at the
+    same lines.
+    """
+    tokens = _markdown().parse(text)
+    n_lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+    sections: list[dict] = []
+    current: dict | None = None
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.type == "heading_open" and tok.tag == "h2":
+            if current is not None:
+                current["end_line"] = tok.map[0] if tok.map else current["line"]
+            current = {
+                "title": tokens[i + 1].content.strip(),
+                "line": tok.map[0] + 1 if tok.map else 0,
+                "end_line": n_lines,
+                "paragraphs": [],
+                "items": [],
+                "tables": [],
+            }
+            sections.append(current)
+            i += 3
+            continue
+        if tok.type == "heading_open" and tok.tag == "h1" and current is not None:
+            current["end_line"] = tok.map[0] if tok.map else current["line"]
+            current = None
+        if current is None:
+            i += 1
+            continue
+        if tok.type == "table_open":
+            table, i = _read_table(tokens, i)
+            current["tables"].append(table)
+            continue
+        if tok.type == "list_item_open":
+            i = _read_list_item(tokens, i, current["items"])
+            continue
+        if tok.type == "paragraph_open" and tok.level == 0:
+            inline = tokens[i + 1]
+            for offset, line in enumerate(inline.content.splitlines()):
+                if line.strip():
+                    current["paragraphs"].append(ListItem(line.strip(), tok.map[0] + 1 + offset))
+        i += 1
+    return tuple(
+        Section(
+            title=s["title"],
+            line=s["line"],
+            end_line=s["end_line"],
+            paragraphs=tuple(s["paragraphs"]),
+            items=tuple(s["items"]),
+            tables=tuple(s["tables"]),
+        )
+        for s in sections
+    )
+
+
+def _read_list_item(tokens: list[Token], i: int, out: list[ListItem]) -> int:
+    """Take a list item's first paragraph (its text joined on one line); skip nested blocks."""
+    start = tokens[i]
+    depth = 0
+    j = i
+    text = None
+    while j < len(tokens):
+        t = tokens[j]
+        if t.type == "list_item_open":
+            depth += 1
+        elif t.type == "list_item_close":
+            depth -= 1
+            if depth == 0:
+                break
+        elif t.type == "inline" and text is None and depth == 1:
+            text = " ".join(part.strip() for part in t.content.splitlines())
+        j += 1
+    if text is not None:
+        out.append(ListItem(text.strip(), start.map[0] + 1 if start.map else 0))
+    return j + 1
+
+
+def _read_table(tokens: list[Token], i: int) -> tuple[Table, int]:
+    table_line = tokens[i].map[0] + 1 if tokens[i].map else 0
+    header: list[str] = []
+    rows: list[TableRow] = []
+    in_head = False
+    cells: list[str] = []
+    row_line = 0
+    while i < len(tokens):
+        t = tokens[i]
+        if t.type == "table_close":
+            break
+        if t.type == "thead_open":
+            in_head = True
+        elif t.type == "thead_close":
+            in_head = False
+        elif t.type == "tr_open":
+            cells = []
+            row_line = t.map[0] + 1 if t.map else 0
+        elif t.type == "inline":
+            cells.append(t.content.strip())
+        elif t.type == "tr_close":
+            if in_head:
+                header = cells
+            else:
+                rows.append(TableRow(tuple(cells), row_line))
+        i += 1
+    return Table(tuple(header), table_line, tuple(rows)), i + 1
+
+
+def _unquote(text: str) -> str:
+    text = text.strip()
+    for q in ("`", '"', "'"):
+        if len(text) >= 2 and text.startswith(q) and text.endswith(q):
+            return text[1:-1].strip()
+    return text
+
+
+@dataclass(frozen=True)
+class Row:
+    """One output to produce: a table row of a phase."""
+
+    phase: str
+    line: int
+    title: str
+    filename: str
+    model_cell: str
+    model: str
+    status: str
+    columns: Mapping[str, str] = field(compare=False)
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+
+@dataclass(frozen=True)
+class Phase:
+    number: str
+    title: str
+    line: int
+    header: tuple[str, ...]
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan. Paths are absolute; lines are 1-based lines of ``path``."""
+
+    path: Path
+    rootdir: Path
+    format_reference: Path
+    format_reference_line: int
+    output_dir: Path
+    output_dir_line: int
+    content_rules: tuple[ListItem, ...]
+    checklist: tuple[ListItem, ...]
+    phases: tuple[Phase, ...]
+    models: Mapping[str, str]
+    default_model: str | None
+    checklist_line: int
+    content_rules_line: int
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        return tuple(r for p in self.phases for r in p.rows)
+
+    def row(self, filename: str) -> Row:
+        for r in self.rows:
+            if r.filename == filename:
+                return r
+        raise KeyError(filename)
+
+    def output_path(self, row: Row) -> Path:
+        return self.output_dir / row.filename
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the rootdir when it lies below it (for messages and prompts)."""
+        try:
+            return path.relative_to(self.rootdir).as_posix()
+        except ValueError:
+            return str(path)
+
+
+def _section_value(section: Section, plan_path: Path, what: str) -> ListItem:
+    candidates = list(section.paragraphs) + list(section.items)
+    candidates.sort(key=lambda it: it.line)
+    if not candidates:
+        raise PlanError(
+            f"the '## {section.title}' section is empty; write the {what} on the line below the heading",
+            plan_path,
+            section.line,
+        )
+    first = candidates[0]
+    return ListItem(_unquote(first.text), first.line)
+
+
+_MODEL_LINE_RE = re.compile(r"^\s*`?([A-Za-z0-9_.\-]+)`?\s*(?::|->|→|=)\s*`?([A-Za-z0-9_.\-@:/]+)`?\s*$")
+_DEFAULT_RE = re.compile(r"^\s*default\s*(?:model)?\s*[:=]\s*`?([A-Za-z0-9_.\-]+)`?", re.IGNORECASE)
+
+
+def parse_models(section: Section | None, plan_path: Path) -> dict[str, str]:
+    """Read ``alias: model-id`` lines (bullets, or a two-column table) of a ``## Models`` section."""
+    models: dict[str, str] = {}
+    if section is None:
+        return models
+    for item in list(section.items) + list(section.paragraphs):
+        m = _MODEL_LINE_RE.match(item.text)
+        if not m:
+            raise PlanError(
+                f"cannot read model alias line {item.text!r}; write it as 'alias: model-id'",
+                plan_path,
+                item.line,
+            )
+        models[m.group(1).lower()] = m.group(2)
+    for table in section.tables:
+        for row in table.rows:
+            if len(row.cells) >= 2 and row.cells[0]:
+                models[_unquote(row.cells[0]).lower()] = _unquote(row.cells[1])
+    return models
+
+
+def resolve_model(cell: str, models: Mapping[str, str]) -> str:
+    """An alias resolves through ``models``; anything else is taken as a full model id."""
+    return models.get(cell.lower(), cell)
+
+
+def load_plan(
+    path: Path | str,
+    rootdir: Path | str,
+    models: Mapping[str, str] | None = None,
+) -> Plan:
+    """Read and validate a plan; raise :class:`PlanError` naming the line and the fix.
+
+    ``models`` are alias overrides from the ini file; a ``## Models`` section in the plan wins
+    over them, and both win over :data:`DEFAULT_MODELS`.
+    """
+    plan_path = Path(path)
+    root = Path(rootdir).resolve()
+    if not plan_path.is_absolute():
+        plan_path = root / plan_path
+    if not plan_path.is_file():
+        raise PlanError(
+            "plan file not found; pass the path of an existing plan to --batch-plan (relative to the rootdir)",
+            plan_path,
+        )
+    try:
+        text = plan_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"plan is not UTF-8 text ({exc.reason} at byte {exc.start})", plan_path) from None
+    if not text.strip():
+        raise PlanError(
+            "plan is empty; a plan needs the sections Format Reference, Output Directory, "
+            "Content Rules, Validation Checklist and at least one '## Phase N' table",
+            plan_path,
+        )
+    sections = scan(text)
+    by_key: dict[str, Section] = {}
+    for s in sections:
+        by_key.setdefault(s.key, s)
+
+    missing = [name for name in REQUIRED_SECTIONS if name not in by_key]
+    if missing:
+        names = ", ".join(f"'## {m.title()}'" for m in missing)
+        raise PlanError(f"plan has no {names} section; add it (see the plan format in the README)", plan_path)
+
+    ref_item = _section_value(by_key["format reference"], plan_path, "path of the format reference")
+    out_item = _section_value(by_key["output directory"], plan_path, "output folder")
+    format_reference = (root / ref_item.text).resolve()
+    output_dir = (root / out_item.text).resolve()
+    if not format_reference.is_file():
+        raise PlanError(
+            f"format reference {ref_item.text!r} not found (looked for {format_reference}); "
+            "write the hand-made output first, or fix the path",
+            plan_path,
+            ref_item.line,
+        )
+
+    alias_map = {k.lower(): v for k, v in DEFAULT_MODELS.items()}
+    alias_map.update({k.lower(): v for k, v in (models or {}).items()})
+    alias_map.update(parse_models(by_key.get("models"), plan_path))
+
+    default_model = None
+    selection = by_key.get("model selection rules")
+    if selection is not None:
+        for item in list(selection.items) + list(selection.paragraphs):
+            m = _DEFAULT_RE.match(item.text)
+            if m:
+                default_model = resolve_model(m.group(1), alias_map)
+                break
+
+    phases: list[Phase] = []
+    seen: dict[str, int] = {}
+    for s in sections:
+        m = _PHASE_RE.match(s.title)
+        if not m:
+            continue
+        phases.append(_read_phase(s, m.group(1), plan_path, output_dir, alias_map, default_model, seen))
+    if not phases:
+        raise PlanError(
+            "plan has no phase table; add a '## Phase 1' section with a table of "
+            "Title | Filename | Model | Status",
+            plan_path,
+        )
+
+    checklist = by_key["validation checklist"]
+    rules = by_key["content rules"]
+    return Plan(
+        path=plan_path,
+        rootdir=root,
+        format_reference=format_reference,
+        format_reference_line=ref_item.line,
+        output_dir=output_dir,
+        output_dir_line=out_item.line,
+        content_rules=rules.items,
+        checklist=checklist.items,
+        phases=tuple(phases),
+        models=MappingProxyType(alias_map),
+        default_model=default_model,
+        checklist_line=checklist.line,
+        content_rules_line=rules.line,
+    )
+
+
+def _read_phase(
+    section: Section,
+    number: str,
+    plan_path: Path,
+    output_dir: Path,
+    alias_map: Mapping[str, str],
+    default_model: str | None,
+    seen: dict[str, int],
+) -> Phase:
+    if not section.tables:
+        raise PlanError(
+            f"'## {section.title}' has no table; add one with the columns Title | Filename | Model | Status",
+            plan_path,
+            section.line,
+        )
+    table = section.tables[0]
+    header = tuple(_unquote(h).lower() for h in table.header)
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        cols = ", ".join(c.title() for c in missing)
+        raise PlanError(
+            f"the table of '## {section.title}' has no {cols} column; its header must name "
+            "Title, Filename, Model and Status (any order, extra columns allowed)",
+            plan_path,
+            table.line,
+        )
+    col = {name: header.index(name) for name in REQUIRED_COLUMNS}
+    rows: list[Row] = []
+    for tr in table.rows:
+        cells = tuple(tr.cells) + ("",) * (len(header) - len(tr.cells))
+
+        def cell(name: str) -> str:
+            return _unquote(cells[col[name]])
+
+        filename = cell("filename")
+        if not filename:
+            raise PlanError("row has an empty Filename cell; name the output file", plan_path, tr.line)
+        _check_filename(filename, output_dir, plan_path, tr.line)
+        if filename in seen:
+            raise PlanError(
+                f"duplicate filename {filename!r} (first used on line {seen[filename]}); "
+                "each row must write its own file",
+                plan_path,
+                tr.line,
+            )
+        seen[filename] = tr.line
+        status = cell("status").lower()
+        if status not in STATUSES:
+            raise PlanError(
+                f"unknown status {cell('status')!r} for {filename!r}; use 'pending' or 'complete'",
+                plan_path,
+                tr.line,
+            )
+        model_cell = cell("model")
+        if model_cell:
+            model = resolve_model(model_cell, alias_map)
+        elif default_model:
+            model = default_model
+        else:
+            raise PlanError(
+                f"row {filename!r} has no model and the plan names no default; fill the Model cell "
+                "or add '- Default: haiku' under '## Model Selection Rules'",
+                plan_path,
+                tr.line,
+            )
+        rows.append(
+            Row(
+                phase=number,
+                line=tr.line,
+                title=cell("title"),
+                filename=filename,
+                model_cell=model_cell,
+                model=model,
+                status=status,
+                columns=MappingProxyType({h: _unquote(c) for h, c in zip(header, cells)}),
+            )
+        )
+    return Phase(number=number, title=section.title, line=section.line, header=header, rows=tuple(rows))
+
+
+def _check_filename(filename: str, output_dir: Path, plan_path: Path, line: int) -> None:
+    """Refuse names that would write outside the output directory (``..``, absolute, links)."""
+    pure = Path(filename)
+    if pure.is_absolute() or filename.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", filename):
+        raise PlanError(
+            f"filename {filename!r} is absolute; write it relative to the output directory",
+            plan_path,
+            line,
+        )
+    target = (output_dir / pure).resolve()
+    if target != output_dir and output_dir not in target.parents:
+        raise PlanError(
+            f"filename {filename!r} leaves the output directory {output_dir}; "
+            "write a path inside it (no '..', no link pointing outside)",
+            plan_path,
+            line,
+        )
+    if target == output_dir:
+        raise PlanError(f"filename {filename!r} names the output directory itself", plan_path, line)

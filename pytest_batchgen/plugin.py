@@ -1,0 +1,444 @@
+"""pytest glue: options, collection of plan rows as items, fixtures and the RECORD step.
+
+Everything that decides something lives in the core modules; this file only connects them to
+pytest's hooks. Without ``--batch-plan`` every hook returns at once and the run is untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from . import hookspecs
+from .checklist import Failure, Rule, collect_forms, compile_checklist
+from .document import DEFAULT_MAX_BYTES, BatchOutput, DocumentCache
+from .errors import BatchgenError
+from .plan import Plan, Row, load_plan
+from .planedit import apply_updates
+from .results import ItemFailure, RowTally, plan_updates
+from .run import PlanRun
+
+FIXTURE_NAMES = ("batch_output", "batch_row")
+
+
+@dataclass
+class BatchState:
+    """The session's plugin state (kept in ``config.stash``)."""
+
+    runs: list[PlanRun]
+    validate_only: bool
+    readonly: bool
+    is_worker: bool
+    tallies: dict[str, dict[str, RowTally]] = field(default_factory=dict)
+    item_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    partial: set[tuple[str, str]] = field(default_factory=set)
+    recorded: dict[str, bool] = field(default_factory=dict)
+
+    def run_for(self, plan_path: Path) -> PlanRun | None:
+        for run in self.runs:
+            if run.plan.path == plan_path:
+                return run
+        return None
+
+    def selected(self) -> Iterator[tuple[PlanRun, Row]]:
+        for run in self.runs:
+            for row in run.rows:
+                yield run, row
+
+
+state_key = pytest.StashKey[BatchState]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("batchgen", "batch generation with Claude (pytest-batchgen)")
+    group.addoption(
+        "--batch-plan",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="plan file to run: each row becomes tests, pending rows are generated (repeatable). "
+        "Without it the plugin does nothing.",
+    )
+    group.addoption(
+        "--batch-phase",
+        action="append",
+        default=[],
+        metavar="N",
+        help="only run the rows of phase N of the plan (repeatable; default: all phases).",
+    )
+    group.addoption(
+        "--batch-validate-only",
+        action="store_true",
+        default=False,
+        help="make no model call: validate the outputs that exist and record the results; "
+        "pending rows without an output are skipped.",
+    )
+    group.addoption(
+        "--batch-readonly",
+        action="store_true",
+        default=False,
+        help="pure CI gate: implies --batch-validate-only and changes no file at all "
+        "(plan, outputs, tracking file, cassettes).",
+    )
+    parser.addini(
+        "batchgen_models",
+        type="linelist",
+        default=[],
+        help="model aliases, one 'alias = model-id' per line (a plan's '## Models' section wins).",
+    )
+    parser.addini(
+        "batchgen_linter_timeout",
+        default="60",
+        help="seconds a 'Linter passes' command may run before it is killed and the check fails.",
+    )
+    parser.addini(
+        "batchgen_max_output_bytes",
+        default=str(DEFAULT_MAX_BYTES),
+        help="outputs larger than this fail their checks unread.",
+    )
+    parser.addini(
+        "batchgen_checks",
+        type="paths",
+        default=[],
+        help="test files with custom checks (tests using batch_output / batch_row) collected "
+        "with the plan when no paths are given on the command line.",
+    )
+
+
+def _ini_models(config: pytest.Config) -> dict[str, str]:
+    models: dict[str, str] = {}
+    for line in config.getini("batchgen_models"):
+        if "=" not in line and ":" not in line:
+            raise pytest.UsageError(f"batchgen_models: cannot read {line!r}; write 'alias = model-id'")
+        sep = "=" if "=" in line else ":"
+        alias, _, model = line.partition(sep)
+        models[alias.strip().lower()] = model.strip()
+    return models
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    plans = config.getoption("batch_plan")
+    if not plans:
+        return
+    config.addinivalue_line("markers", "batchgen(plan, filename, model): an item that checks a plan row's output")
+    config.pluginmanager.import_plugin("pytest_batchgen.rules")
+    readonly = bool(config.getoption("batch_readonly"))
+    validate_only = readonly or bool(config.getoption("batch_validate_only"))
+    rootdir = Path(config.rootpath)
+    phases = [str(p) for p in config.getoption("batch_phase")]
+    try:
+        timeout = float(config.getini("batchgen_linter_timeout"))
+        max_bytes = int(config.getini("batchgen_max_output_bytes"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"pytest-batchgen ini option: {exc}") from None
+    forms = collect_forms(config.hook.pytest_batchgen_checklist_forms())
+    runs: list[PlanRun] = []
+    docs = DocumentCache(max_bytes)
+    try:
+        models = _ini_models(config)
+        for raw in plans:
+            plan = load_plan(raw, rootdir, models)
+            if any(r.plan.path == plan.path for r in runs):
+                continue
+            rules = compile_checklist(plan, forms, {"linter_timeout": timeout})
+            rows = _select(plan, phases)
+            runs.append(PlanRun(plan=plan, rules=rules, rows=rows, docs=docs, readonly=readonly))
+    except BatchgenError as exc:
+        raise pytest.UsageError(exc.format()) from None
+    state = BatchState(
+        runs=runs,
+        validate_only=validate_only,
+        readonly=readonly,
+        is_worker=hasattr(config, "workerinput"),
+    )
+    config.stash[state_key] = state
+    config.pluginmanager.register(SessionHooks(config, state), "batchgen-session")
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        # no paths on the command line: collect the plans (and the custom checks), not testpaths
+        config.args = [str(r.plan.path) for r in runs] + [str(p) for p in config.getini("batchgen_checks")]
+    else:
+        config.args = list(config.args) + [str(r.plan.path) for r in runs]
+
+
+def _select(plan: Plan, phases: list[str]) -> tuple[Row, ...]:
+    if not phases:
+        return plan.rows
+    known = {p.number for p in plan.phases}
+    unknown = [p for p in phases if p not in known]
+    if unknown:
+        raise BatchgenError(
+            f"--batch-phase {', '.join(unknown)}: no such phase; the plan has phase "
+            + ", ".join(sorted(known)),
+            plan.path,
+        )
+    return tuple(r for r in plan.rows if r.phase in phases)
+
+
+def _state(config: pytest.Config) -> BatchState | None:
+    return config.stash.get(state_key, None)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    state = _state(parent.config)
+    if state is None:
+        return None
+    run = state.run_for(file_path.resolve())
+    if run is None:
+        return None
+    return PlanFile.from_parent(parent, path=file_path, run=run)
+
+
+class PlanFile(pytest.File):
+    """A plan: collects one node per selected row."""
+
+    def __init__(self, *, run: PlanRun, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.run = run
+
+    def collect(self) -> Iterator[pytest.Collector]:
+        for row in self.run.rows:
+            yield RowNode.from_parent(self, name=row.filename, row=row, run=self.run)
+
+
+class RowNode(pytest.Collector):
+    """A row of the plan: one check item per compiled checklist line."""
+
+    def __init__(self, *, row: Row, run: PlanRun, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.row = row
+        self.run = run
+
+    def collect(self) -> Iterator[pytest.Item]:
+        for rule in self.run.rules:
+            yield CheckItem.from_parent(self, name=rule.name, row=self.row, run=self.run, rule=rule)
+
+    def reportinfo(self):
+        return self.run.plan.path, self.row.line - 1, f"{self.row.filename} (plan line {self.row.line})"
+
+
+class CheckFailed(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class CheckItem(pytest.Item):
+    """One checklist line applied to one row's output."""
+
+    def __init__(self, *, row: Row, run: PlanRun, rule: Rule, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.row = row
+        self.run = run
+        self.rule = rule
+        self.add_marker(pytest.mark.batchgen(plan=run.plan.name, filename=row.filename, model=row.model))
+
+    def runtest(self) -> None:
+        state = _state(self.config)
+        assert state is not None
+        path = self.run.path(self.row)
+        if state.validate_only and not self.row.complete and not path.exists():
+            pytest.skip(f"pending row without an output ({self.run.plan.rel(path)}); validate-only makes no model call")
+        failure = self.run.evaluate(self.row, self.rule)
+        if failure is not None:
+            raise CheckFailed(failure)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None):
+        if isinstance(excinfo.value, CheckFailed):
+            return format_failure(self.run, self.row, self.rule, excinfo.value.failure)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        plan = self.run.plan
+        return plan.path, self.rule.line - 1, f"{self.row.filename}: {self.rule.item.text}"
+
+
+def format_failure(run: PlanRun, row: Row, rule: Rule, failure: Failure) -> str:
+    plan = run.plan
+    output = plan.rel(run.path(row))
+    where = f"{output}:{failure.line}" if failure.line else output
+    lines = [
+        f"{where}: {failure.message}",
+        f"  check: {plan.rel(plan.path)}:{rule.line}: {rule.item.text}",
+        f"  row:   {plan.rel(plan.path)}:{row.line}: {row.title} ({row.filename}, {row.status})",
+    ]
+    if failure.detail:
+        lines.append("  output of the check:")
+        lines.extend("    " + ln for ln in failure.detail.splitlines()[:60])
+    return "\n".join(lines)
+
+
+# -- batch_output / batch_row: ordinary tests parametrised over the selected rows ------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    state = _state(metafunc.config)
+    if state is None or not any(name in metafunc.fixturenames for name in FIXTURE_NAMES):
+        return
+    params = [(run, row) for run, row in state.selected()]
+    ids = [row.filename if len(state.runs) == 1 else f"{run.plan.name}/{row.filename}" for run, row in params]
+    metafunc.parametrize("_batchgen_param", params, ids=ids, indirect=True)
+
+
+@pytest.fixture
+def _batchgen_param(request: pytest.FixtureRequest):
+    return request.param
+
+
+@pytest.fixture
+def batch_row(request: pytest.FixtureRequest) -> Row:
+    """The plan row this test is running for (parametrised over every selected row)."""
+    if _state(request.config) is None:
+        pytest.skip("batch_row needs --batch-plan")
+    run, row = request.getfixturevalue("_batchgen_param")
+    return row
+
+
+@pytest.fixture
+def batch_output(request: pytest.FixtureRequest) -> BatchOutput:
+    """The row's output, parsed once and shared with the checklist's rules."""
+    state = _state(request.config)
+    if state is None:
+        pytest.skip("batch_output needs --batch-plan")
+    run, row = request.getfixturevalue("_batchgen_param")
+    path = run.path(row)
+    if state.validate_only and not row.complete and not path.exists():
+        pytest.skip(f"pending row without an output ({run.plan.rel(path)})")
+    return BatchOutput(row=row, path=path, document=run.document(row))
+
+
+def _row_of(item: pytest.Item) -> tuple[PlanRun, Row] | None:
+    if isinstance(item, CheckItem):
+        return item.run, item.row
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "_batchgen_param" in callspec.params:
+        return callspec.params["_batchgen_param"]
+    return None
+
+
+# -- the session's bookkeeping: counting items per row, tallying reports, recording --------
+
+
+class SessionHooks:
+    """Hooks that need the session's state; registered only when a plan is given.
+
+    ``pytest_runtest_logreport`` sees every report, from this process or from xdist workers,
+    so the controller tallies all rows and is the one process that records into the plan.
+    """
+
+    def __init__(self, config: pytest.Config, state: BatchState) -> None:
+        self.config = config
+        self.state = state
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            found = _row_of(item)
+            if found:
+                key = (str(found[0].plan.path), found[1].filename)
+                self.state.item_counts[key] = self.state.item_counts.get(key, 0) + 1
+        # registration and other run-last rules go after every other item of their row
+        items.sort(key=lambda it: isinstance(it, CheckItem) and it.rule.form.runs_last)
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            found = _row_of(item)
+            if found:
+                self.state.partial.add((str(found[0].plan.path), found[1].filename))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        report = yield
+        found = _row_of(item)
+        if found is not None:
+            report.batchgen = _report_info(self.state, item, call, report, *found)  # type: ignore[attr-defined]
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        info = getattr(report, "batchgen", None)
+        if not info:
+            return
+        rows = self.state.tallies.setdefault(info["plan"], {})
+        tally = rows.get(info["filename"])
+        if tally is None:
+            tally = rows[info["filename"]] = RowTally(filename=info["filename"], status_before=info["status"])
+        tally.expected = max(tally.expected, info["expected"])
+        tally.partial = tally.partial or info["partial"]
+        if report.failed:
+            tally.failures.append(ItemFailure(**info.get("failure", {"check": "?", "message": "failed"})))
+        elif report.skipped and report.when in ("setup", "call"):
+            tally.skipped += 1
+        elif report.passed and report.when == "call":
+            tally.passed += 1
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        state = self.state
+        if state.is_worker or state.readonly:
+            return
+        if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.USAGE_ERROR):
+            return
+        for run in state.runs:
+            updates = plan_updates(state.tallies.get(str(run.plan.path), {}))
+            state.recorded[str(run.plan.path)] = apply_updates(run.plan.path, updates)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        state = self.state
+        if state.is_worker:
+            return
+        tr = terminalreporter
+        tr.section("pytest-batchgen")
+        for run in state.runs:
+            tallies = state.tallies.get(str(run.plan.path), {})
+            counts: dict[str, int] = {}
+            for row in run.rows:
+                t = tallies.get(row.filename)
+                verdict = t.verdict if t else "not run"
+                counts[verdict] = counts.get(verdict, 0) + 1
+                if t and t.failures:
+                    tr.write_line(f"{row.filename}: {len(t.failures)} check(s) failed")
+                    for f in t.failures:
+                        tr.write_line(f"    {f.describe()}")
+            summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+            if state.readonly:
+                action = "plan unchanged (read-only)"
+            else:
+                action = "plan updated" if state.recorded.get(str(run.plan.path)) else "plan unchanged"
+            tr.write_line(f"{run.plan.rel(run.plan.path)}: {len(run.rows)} rows: {summary}; {action}")
+
+
+def _report_info(
+    state: BatchState, item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, run: PlanRun, row: Row
+) -> dict[str, Any]:
+    """Plain data about the row an item belongs to; it travels with the report across xdist."""
+    key = (str(run.plan.path), row.filename)
+    info: dict[str, Any] = {
+        "plan": key[0],
+        "filename": row.filename,
+        "status": row.status,
+        "expected": state.item_counts.get(key, 0),
+        "partial": key in state.partial,
+    }
+    if report.failed:
+        if isinstance(item, CheckItem) and call.excinfo is not None and isinstance(call.excinfo.value, CheckFailed):
+            f = call.excinfo.value.failure
+            info["failure"] = {
+                "check": item.rule.name,
+                "message": f.message,
+                "checklist_line": item.rule.line,
+                "output": run.plan.rel(run.path(row)),
+                "output_line": f.line,
+            }
+        else:
+            text = report.longreprtext.strip().splitlines()
+            info["failure"] = {
+                "check": item.rule.name if isinstance(item, CheckItem) else item.name,
+                "message": (text[-1] if text else "failed")[:300],
+            }
+    return info

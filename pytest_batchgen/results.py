@@ -1,0 +1,80 @@
+"""The RECORD step: from per-item outcomes to the plan's new statuses and notes.
+
+Outcomes arrive as pytest reports (possibly from xdist workers), so the tally is plain data
+keyed by (plan, filename). A row becomes complete only when every one of its items ran in
+this session and passed; a row with any failure keeps its status and gets a note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .planedit import RowUpdate
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """One failing item of a row, as it goes into the plan's note and the reports."""
+
+    check: str
+    message: str
+    checklist_line: int | None = None
+    output: str | None = None
+    output_line: int | None = None
+
+    def describe(self) -> str:
+        where = ""
+        if self.output:
+            where = f"{self.output}:{self.output_line}: " if self.output_line else f"{self.output}: "
+        origin = f" (checklist line {self.checklist_line})" if self.checklist_line else ""
+        first = self.message.strip().splitlines()[0] if self.message.strip() else "failed"
+        return f"{self.check}{origin}: {where}{first}"
+
+
+@dataclass
+class RowTally:
+    """What the session saw of one row's items."""
+
+    filename: str
+    status_before: str
+    expected: int = 0
+    partial: bool = False
+    passed: int = 0
+    skipped: int = 0
+    failures: list[ItemFailure] = field(default_factory=list)
+
+    @property
+    def ran_all_and_passed(self) -> bool:
+        return not self.partial and self.expected > 0 and self.passed == self.expected and not self.failures
+
+    @property
+    def verdict(self) -> str:
+        """``complete``, ``failed``, ``incomplete`` (some items did not run) or ``skipped``."""
+        if self.failures:
+            return "failed"
+        if self.ran_all_and_passed:
+            return "complete"
+        if self.skipped and not self.passed:
+            return "skipped"
+        return "incomplete"
+
+
+def note_for(tally: RowTally) -> str:
+    n = len(tally.failures)
+    head = f"{n} check{'s' if n != 1 else ''} failed"
+    if tally.status_before == "complete":
+        head += " (the row was complete; it stays complete until you change it)"
+    return "\n".join([head] + [f"- {f.describe()}" for f in tally.failures])
+
+
+def plan_updates(tallies: Mapping[str, RowTally]) -> dict[str, RowUpdate]:
+    """The edits the session's outcomes call for, by filename."""
+    updates: dict[str, RowUpdate] = {}
+    for filename, tally in tallies.items():
+        verdict = tally.verdict
+        if verdict == "complete":
+            updates[filename] = RowUpdate(status="complete", note="")
+        elif verdict == "failed":
+            updates[filename] = RowUpdate(status=None, note=note_for(tally))
+    return updates

@@ -1,0 +1,361 @@
+"""The built-in checklist forms (PRODUCT.md section 4).
+
+They are registered through the same ``pytest_batchgen_checklist_forms`` hook users implement,
+so a user's form can shadow one of these simply by matching first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .checklist import CheckContext, ChecklistForm, CompileContext, Failure, parse_count, split_list
+from .document import OutputDocument
+from .tracking import is_registered, register
+
+DEFAULT_LINTER_TIMEOUT = 60.0
+
+
+def _blank(value: Any) -> bool:
+    """Null, empty or whitespace strings, and lists or mappings holding only blanks are blank."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, (list, tuple, set)):
+        return all(_blank(v) for v in value)
+    if isinstance(value, dict):
+        return not value
+    return False
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _front_matter_problem(doc: OutputDocument) -> Failure | None:
+    if doc.error:
+        return Failure(doc.error)
+    if not doc.has_front_matter:
+        return Failure("the output has no YAML front matter (it must start with a '---' line)", 1)
+    if doc.front_matter_error:
+        return Failure(doc.front_matter_error, 1)
+    return None
+
+
+# -- Front matter includes K1, K2[,] and at least N K3 ------------------------------------
+
+_FRONT_MATTER = (
+    r"front[- ]matter (?:includes|has|contains)\s+(?P<keys>.+?)"
+    r"(?:,?\s*(?:and\s+)?at least (?P<count>\w+) (?P<listkey>[\w\-]+))?"
+)
+
+
+def _build_front_matter(m: re.Match, ctx: CompileContext):
+    keys = split_list(m.group("keys")) if m.group("keys") else []
+    list_key = m.group("listkey")
+    count = None
+    if list_key:
+        count = parse_count(m.group("count"))
+        if count is None:
+            raise ctx.error(f"cannot read the number {m.group('count')!r}; write it in digits or words")
+    if not keys and not list_key:
+        raise ctx.error("name at least one front matter key")
+
+    def check(c: CheckContext):
+        doc = c.doc
+        problem = _front_matter_problem(doc)
+        if problem:
+            return problem
+        meta = doc.metadata
+        missing = [k for k in keys if k not in meta]
+        blank = [k for k in keys if k in meta and _blank(meta[k])]
+        msgs = []
+        line = None
+        if missing:
+            msgs.append("missing key" + ("s " if len(missing) > 1 else " ") + ", ".join(missing))
+            line = 1
+        if blank:
+            msgs.append(", ".join(f"{k} is blank ({_show(meta[k])})" for k in blank))
+            line = line or doc.line_of(blank[0])
+        if list_key:
+            value = meta.get(list_key)
+            kline = doc.line_of(list_key)
+            if list_key not in meta:
+                msgs.append(f"missing key {list_key} (expected a list of at least {count})")
+                line = line or 1
+            elif not isinstance(value, list):
+                msgs.append(
+                    f"{list_key} is a {type(value).__name__} ({_show(value)}), expected a list of at least {count}"
+                )
+                line = line or kline
+            else:
+                filled = [v for v in value if not _blank(v)]
+                if len(filled) < count:
+                    msgs.append(
+                        f"{list_key} has {len(filled)} non-blank item{'s' if len(filled) != 1 else ''} "
+                        f"({_show(value)}), expected at least {count}"
+                    )
+                    line = line or kline
+        if msgs:
+            return Failure("front matter: " + "; ".join(msgs), line)
+        return None
+
+    return check
+
+
+# -- K is one of ... ------------------------------------------------------------------------
+
+
+def _one_of_check(key: str, allowed: list[str]):
+    def check(c: CheckContext):
+        doc = c.doc
+        problem = _front_matter_problem(doc)
+        if problem:
+            return problem
+        expected = "expected one of: " + ", ".join(allowed)
+        if key not in doc.metadata:
+            return Failure(f"front matter has no {key}; {expected}", 1)
+        value = doc.metadata[key]
+        line = doc.line_of(key)
+        if not isinstance(value, str):
+            return Failure(f"{key} is a {type(value).__name__} ({_show(value)}), not a single value; {expected}", line)
+        if value in allowed:
+            return None
+        hint = ""
+        near = [a for a in allowed if a.lower() == value.strip().lower()]
+        if near:
+            hint = f" (values are case-sensitive: did you mean {near[0]!r}?)"
+        return Failure(f"{key} is {value!r}, {expected}{hint}", line)
+
+    return check
+
+
+_RULE_LIST_RE = r"^`?{key}`?\s+(?:must be|is) one of\s*:?\s*(?P<values>.+)$"
+
+
+def _build_one_of_listed(m: re.Match, ctx: CompileContext):
+    key = m.group("key")
+    pattern = re.compile(_RULE_LIST_RE.format(key=re.escape(key)), re.IGNORECASE)
+    for rule in ctx.plan.content_rules:
+        found = pattern.match(rule.text.strip())
+        if found:
+            values = split_list(found.group("values"))
+            break
+    else:
+        raise ctx.error(
+            f"this line needs a Content Rules line '{key} must be one of: A, B, C', and the plan has none",
+            ctx.plan.content_rules_line,
+        )
+    if m.group("count"):
+        n = parse_count(m.group("count"))
+        if n is None:
+            raise ctx.error(f"cannot read the number {m.group('count')!r}")
+        if n != len(values):
+            raise ctx.error(
+                f"says {m.group('count')} values, but Content Rules lists {len(values)} ({', '.join(values)})",
+                rule.line,
+            )
+    return _one_of_check(key, values)
+
+
+def _build_one_of_inline(m: re.Match, ctx: CompileContext):
+    values = split_list(m.group("values"))
+    if not values:
+        raise ctx.error("list the allowed values after 'is one of:'")
+    return _one_of_check(m.group("key"), values)
+
+
+# -- S1, S2 and S3 sections present[, in that order] --------------------------------------
+
+
+def _build_sections(m: re.Match, ctx: CompileContext):
+    wanted = split_list(m.group("sections"))
+    ordered = bool(m.group("order"))
+    if not wanted:
+        raise ctx.error("name the sections, e.g. 'Definition, Details and Related Terms sections present'")
+
+    def check(c: CheckContext):
+        doc = c.doc
+        if doc.error:
+            return Failure(doc.error)
+        h2 = [h for h in doc.headings if h.level == 2]
+        first: dict[str, int] = {}
+        for idx, h in enumerate(h2):
+            first.setdefault(h.text, idx)
+        missing = [s for s in wanted if s.strip() not in first]
+        if missing:
+            found = ", ".join(repr(h.text) for h in h2) or "none"
+            hints = []
+            for s in missing:
+                near = [h for h in doc.headings if h.text.strip().lower() == s.strip().lower()]
+                if near:
+                    h = near[0]
+                    hints.append(f"{'#' * h.level} {h.text!r} at line {h.line} is close but not the same")
+            hint = ("; " + "; ".join(hints)) if hints else ""
+            return Failure(
+                f"missing section{'s' if len(missing) > 1 else ''} "
+                + ", ".join(repr(s) for s in missing)
+                + f" (level-2 headings found: {found}){hint}",
+                None,
+            )
+        if ordered:
+            positions = [first[s.strip()] for s in wanted]
+            if positions != sorted(positions):
+                actual = sorted(wanted, key=lambda s: first[s.strip()])
+                bad = next(i for i in range(1, len(positions)) if positions[i] < positions[i - 1])
+                return Failure(
+                    "sections out of order: found " + ", ".join(actual) + "; expected " + ", ".join(wanted),
+                    h2[positions[bad]].line,
+                )
+        return None
+
+    return check
+
+
+# -- Linter passes: `COMMAND` ---------------------------------------------------------------
+
+
+def _build_linter(m: re.Match, ctx: CompileContext):
+    command = m.group("cmd").strip().strip("`").strip()
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise ctx.error(f"cannot split the linter command: {exc}") from None
+    if not argv:
+        raise ctx.error("the linter command is empty")
+    timeout = float(ctx.options.get("linter_timeout", DEFAULT_LINTER_TIMEOUT))
+    rootdir = ctx.plan.rootdir
+
+    def check(c: CheckContext):
+        return run_linter(argv, c.plan.rel(c.path), rootdir, timeout)
+
+    return check
+
+
+def resolve_command(name: str) -> str:
+    """Find a bare command on PATH, else beside the running interpreter (an unactivated venv)."""
+    if os.sep in name or (os.altsep and os.altsep in name):
+        return name
+    found = shutil.which(name)
+    if found:
+        return found
+    beside = shutil.which(name, path=str(Path(sys.executable).parent))
+    return beside or name
+
+
+def run_linter(argv: list[str], path: str, cwd: Path, timeout: float) -> Failure | None:
+    """Run a linter without a shell; exit 0 passes, anything else fails with its output."""
+    args = [a.replace("{path}", path) for a in argv]
+    if not any("{path}" in a for a in argv):
+        args.append(path)
+    args[0] = resolve_command(args[0])
+    shown = " ".join(shlex.quote(a) for a in args)
+    try:
+        proc = subprocess.run(
+            args,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+    except FileNotFoundError:
+        return Failure(f"linter command not found: {args[0]!r}; install it or fix the checklist line")
+    except PermissionError:
+        return Failure(f"linter command {args[0]!r} is not executable")
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"") + (exc.stderr or b"")
+        return Failure(
+            f"linter timed out after {timeout:g}s and was killed: {shown}",
+            detail=out.decode("utf-8", "replace").strip() or None,
+        )
+    if proc.returncode == 0:
+        return None
+    out = (proc.stdout + proc.stderr).decode("utf-8", "replace").strip()
+    line = None
+    lm = re.search(re.escape(path) + r":(\d+)", out)
+    if lm:
+        line = int(lm.group(1))
+    return Failure(f"linter exited {proc.returncode}: {shown}", line, detail=out or None)
+
+
+# -- Output registered in `PATH` ------------------------------------------------------------
+
+
+def _build_registered(m: re.Match, ctx: CompileContext):
+    raw = m.group("path").strip().strip("`\"'")
+    tracking = (ctx.plan.rootdir / raw).resolve()
+    root = ctx.plan.rootdir
+    if Path(raw).is_absolute() or (tracking != root and root not in tracking.parents):
+        raise ctx.error(f"tracking file {raw!r} lies outside the rootdir {root}; name a path inside it")
+    if tracking == ctx.plan.path.resolve():
+        raise ctx.error("the tracking file cannot be the plan itself")
+
+    def check(c: CheckContext):
+        output = c.path.resolve()
+        if not c.readonly and not c.doc.error and not is_registered(tracking, output):
+            if c.others_pass():
+                register(tracking, output, c.row.title or c.row.filename)
+            else:
+                return Failure(
+                    f"not registered in {raw}: the output is registered once its other checks pass"
+                )
+        if is_registered(tracking, output):
+            return None
+        return Failure(f"{raw} has no Markdown link to {c.plan.rel(output)}")
+
+    return check
+
+
+BUILTIN_FORMS: tuple[ChecklistForm, ...] = (
+    ChecklistForm(
+        name="front-matter",
+        pattern=_FRONT_MATTER,
+        build=_build_front_matter,
+        example="Front matter includes term, category, and at least 2 tags",
+    ),
+    ChecklistForm(
+        name="{key}-value",
+        pattern=r"`?(?P<key>[\w\-]+)`? (?:is|must be) one of the (?:(?P<count>\w+) )?(?:allowed )?values listed in content rules",
+        build=_build_one_of_listed,
+        example="category is one of the four values listed in Content Rules",
+    ),
+    ChecklistForm(
+        name="{key}-value",
+        pattern=r"`?(?P<key>[\w\-]+)`? (?:is|must be) one of\s*:\s*(?P<values>.+)",
+        build=_build_one_of_inline,
+        example="status is one of: draft, review, published",
+    ),
+    ChecklistForm(
+        name="sections",
+        pattern=r"(?P<sections>.+?) sections? (?:are )?present(?P<order>,? in (?:that|this|the same) order)?",
+        build=_build_sections,
+        example="Definition, Details, and Related Terms sections present, in that order",
+    ),
+    ChecklistForm(
+        name="lint",
+        pattern=r"linter passes\s*:\s*(?P<cmd>.+)",
+        build=_build_linter,
+        example="Linter passes: `pymarkdown --config .pymarkdown.json scan {path}`",
+    ),
+    ChecklistForm(
+        name="registered",
+        pattern=r"output (?:is )?registered in\s+(?P<path>.+)",
+        build=_build_registered,
+        example="Output registered in `output/INDEX.md`",
+        runs_last=True,
+    ),
+)
+
+
+def pytest_batchgen_checklist_forms():
+    """The built-ins, offered through the same hook users implement."""
+    return list(BUILTIN_FORMS)

@@ -1,0 +1,66 @@
+"""One plan in one session: its compiled rules, the selected rows and their verdicts.
+
+Checks are evaluated through here so that each (row, rule) runs once per version of the
+output: the registration rule and the repair loop ask for the other rules' verdicts without
+re-running a linter that already ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checklist import CheckContext, Failure, Rule
+from .document import DocumentCache, OutputDocument
+from .plan import Plan, Row
+
+
+@dataclass
+class PlanRun:
+    plan: Plan
+    rules: tuple[Rule, ...]
+    rows: tuple[Row, ...]
+    docs: DocumentCache = field(default_factory=DocumentCache)
+    readonly: bool = False
+    _verdicts: dict[tuple[str, str], tuple[OutputDocument, Failure | None]] = field(default_factory=dict)
+
+    def path(self, row: Row) -> Path:
+        return self.plan.output_path(row)
+
+    def document(self, row: Row) -> OutputDocument:
+        return self.docs.get(self.path(row))
+
+    def evaluate(self, row: Row, rule: Rule) -> Failure | None:
+        """The rule's verdict on the row's current output (cached while the file is unchanged)."""
+        doc = self.document(row)
+        key = (row.filename, rule.name)
+        hit = self._verdicts.get(key)
+        if hit is not None and hit[0] is doc:
+            return hit[1]
+        ctx = CheckContext(
+            doc=doc,
+            row=row,
+            plan=self.plan,
+            readonly=self.readonly,
+            others_pass=lambda: self.others_pass(row, rule),
+        )
+        failure = rule.run(ctx)
+        self._verdicts[key] = (doc, failure)
+        return failure
+
+    def others_pass(self, row: Row, rule: Rule) -> bool:
+        return all(self.evaluate(row, r) is None for r in self.rules if r is not rule and not r.form.runs_last)
+
+    def draft_failures(self, row: Row) -> list[tuple[Rule, Failure]]:
+        """Every failing rule except the ones that run last (registration): what a repair fixes."""
+        out = []
+        for rule in self.rules:
+            if rule.form.runs_last:
+                continue
+            try:
+                failure = self.evaluate(row, rule)
+            except Exception as exc:  # a user's check crashed; report it rather than stop the batch
+                failure = Failure(f"the check raised {type(exc).__name__}: {exc}")
+            if failure is not None:
+                out.append((rule, failure))
+        return out
