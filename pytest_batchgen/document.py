@@ -16,7 +16,11 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
-_KEY_RE = re.compile(r"^([^\s:#\-][^:]*?)\s*:(?:\s|$)")
+# greedy up to the first colon (linear; a lazy group before ``\s*:`` is quadratic on long blank runs)
+_KEY_RE = re.compile(r"^([^\s:#\-][^:]*):(?:\s|$)")
+# a front matter boundary: a line of three or more dashes (python-frontmatter's own pattern ends
+# in ``\s*$``, which also swallows the blank lines after the boundary and shifts every line number)
+_FM_BOUNDARY = re.compile(r"^-{3,}[ \t]*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,9 @@ def parse_text(path: Path, text: str) -> OutputDocument:
     has_fm = False
     body = text
     body_offset = 0  # file line of the body's line 0
-    if handler.detect(text):
+    if _FM_BOUNDARY.match(text):
         try:
-            _, fm, body = handler.FM_BOUNDARY.split(text, 2)
+            _, fm, body = _FM_BOUNDARY.split(text, 2)
         except ValueError:
             fm = None
         if fm is not None:
@@ -87,7 +91,7 @@ def parse_text(path: Path, text: str) -> OutputDocument:
             for i, line in enumerate(fm.split("\n")):
                 m = _KEY_RE.match(line)
                 if m and i > 0:
-                    key_lines.setdefault(m.group(1).strip("'\""), 1 + i)
+                    key_lines.setdefault(m.group(1).strip().strip("'\""), 1 + i)
             try:
                 loaded = handler.load(fm)
             except Exception as exc:  # yaml raises many error types; all mean "invalid YAML"
@@ -164,6 +168,10 @@ class DocumentCache:
         self.max_bytes = max_bytes
         self._docs: dict[Path, tuple[tuple[int, int] | None, OutputDocument]] = {}
         self.parses = 0
+
+    def forget(self, path: Path) -> None:
+        """Drop a cached parse (the file was just rewritten; mtime may not have moved)."""
+        self._docs.pop(path, None)
 
     def get(self, path: Path) -> OutputDocument:
         try:

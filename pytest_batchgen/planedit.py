@@ -186,26 +186,45 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
             merged.pop(filename, None)
     if merged == entries:
         return "".join(lines)
+    # A file without a final newline keeps ending without one, so that removing the notes
+    # gives back the user's bytes exactly.
+    unterminated = bool(lines) and not lines[-1].endswith(("\n", "\r"))
     if start is None:
         if not merged:
             return "".join(lines)
-        if lines and not lines[-1].endswith(("\n", "\r")):
+        if unterminated:
             lines[-1] += newline
-        if lines and lines[-1].strip():
+        if lines:
+            # always exactly one blank line before the section, so that removing it is exact
             lines.append(newline)
-        return "".join(lines + _render_notes(merged, newline))
+        body = _render_notes(merged, newline)
+        if unterminated:
+            body[-1] = _strip_newline(body[-1])
+        return "".join(lines + body)
     assert end is not None
     tail = lines[end:]
     head = lines[:start]
     if not merged:
-        # drop the section and the blank line that separated it, as the plugin added them
-        while head and not head[-1].strip() and not tail:
-            head.pop()
+        if not tail:
+            # drop the section and the one blank line the plugin put before it
+            if head and not head[-1].strip():
+                head.pop()
+            if unterminated and head:
+                head[-1] = _strip_newline(head[-1])
         return "".join(head + tail)
     body = _render_notes(merged, newline)
     if tail:
         body.append(newline)
+    elif unterminated:
+        body[-1] = _strip_newline(body[-1])
     return "".join(head + body + tail)
+
+
+def _strip_newline(line: str) -> str:
+    for ending in ("\r\n", "\n", "\r"):
+        if line.endswith(ending):
+            return line[: -len(ending)]
+    return line
 
 
 def apply_updates(path: Path, updates: Mapping[str, RowUpdate]) -> bool:

@@ -6,6 +6,7 @@ pytest's hooks. Without ``--batch-plan`` every hook returns at once and the run 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,10 +19,12 @@ from .document import DEFAULT_MAX_BYTES, BatchOutput, DocumentCache
 from .errors import BatchgenError
 from .plan import Plan, Row, load_plan
 from .planedit import apply_updates
+from .prompts import DEFAULT_MAX_TOKENS, build_prompt
 from .results import ItemFailure, RowTally, plan_updates
 from .run import PlanRun
 
 FIXTURE_NAMES = ("batch_output", "batch_row")
+RECORD_MODES = ("none", "once", "new_episodes", "all")
 
 
 @dataclass
@@ -32,7 +35,12 @@ class BatchState:
     validate_only: bool
     readonly: bool
     is_worker: bool
+    dry_run: bool = False
+    record_mode: str = "none"
+    generate_here: bool = True
+    dispatcher: Any = None
     tallies: dict[str, dict[str, RowTally]] = field(default_factory=dict)
+    dispatcher_results: dict[str, Any] = field(default_factory=dict)
     item_counts: dict[tuple[str, str], int] = field(default_factory=dict)
     partial: set[tuple[str, str]] = field(default_factory=set)
     recorded: dict[str, bool] = field(default_factory=dict)
@@ -86,6 +94,48 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="pure CI gate: implies --batch-validate-only and changes no file at all "
         "(plan, outputs, tracking file, cassettes).",
+    )
+    group.addoption(
+        "--batch-dry-run",
+        action="store_true",
+        default=False,
+        help="print each pending row's model and resolved prompt; send nothing, write nothing.",
+    )
+    group.addoption(
+        "--batch-record-mode",
+        choices=RECORD_MODES,
+        default=None,
+        help="vcrpy record mode for the model calls' cassettes (plans/cassettes/<plan>/): none, once, "
+        "new_episodes, all. Default: new_episodes with ANTHROPIC_API_KEY set outside CI, else none.",
+    )
+    group.addoption(
+        "--batch-concurrency",
+        type=int,
+        default=8,
+        metavar="N",
+        help="requests in flight at once (default: 8).",
+    )
+    group.addoption(
+        "--batch-max-attempts",
+        type=int,
+        default=2,
+        metavar="N",
+        help="attempts per row: the first request plus repairs that re-ask with the failed checks (default: 2).",
+    )
+    parser.addini(
+        "batchgen_max_tokens",
+        default=str(DEFAULT_MAX_TOKENS),
+        help="max_tokens of each generation request; a reply cut off there fails the row as truncated.",
+    )
+    parser.addini(
+        "batchgen_max_retries",
+        default="2",
+        help="retries the anthropic SDK makes on 429, 5xx and 529 (with backoff, honouring retry-after).",
+    )
+    parser.addini(
+        "batchgen_timeout",
+        default="600",
+        help="seconds one model request may take.",
     )
     parser.addini(
         "batchgen_models",
@@ -153,11 +203,20 @@ def pytest_configure(config: pytest.Config) -> None:
             runs.append(PlanRun(plan=plan, rules=rules, rows=rows, docs=docs, readonly=readonly))
     except BatchgenError as exc:
         raise pytest.UsageError(exc.format()) from None
+    is_worker = hasattr(config, "workerinput")
+    dry_run = bool(config.getoption("batch_dry_run"))
+    for name in ("batch_concurrency", "batch_max_attempts"):
+        if config.getoption(name) < 1:
+            raise pytest.UsageError(f"--{name.replace('_', '-')} must be at least 1")
     state = BatchState(
         runs=runs,
         validate_only=validate_only,
         readonly=readonly,
-        is_worker=hasattr(config, "workerinput"),
+        is_worker=is_worker,
+        dry_run=dry_run,
+        record_mode=_record_mode(config),
+        # with pytest-xdist the controller generates before the workers start; workers only check
+        generate_here=not validate_only and not dry_run and not _xdist_active(config),
     )
     config.stash[state_key] = state
     config.pluginmanager.register(SessionHooks(config, state), "batchgen-session")
@@ -166,6 +225,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args = [str(r.plan.path) for r in runs] + [str(p) for p in config.getini("batchgen_checks")]
     else:
         config.args = list(config.args) + [str(r.plan.path) for r in runs]
+
+
+def _record_mode(config: pytest.Config) -> str:
+    mode = config.getoption("batch_record_mode")
+    if mode:
+        return mode
+    in_ci = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+    return "new_episodes" if os.environ.get("ANTHROPIC_API_KEY") and not in_ci else "none"
+
+
+def _xdist_active(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput") or bool(getattr(config.option, "numprocesses", None))
 
 
 def _select(plan: Plan, phases: list[str]) -> tuple[Row, ...]:
@@ -217,6 +288,9 @@ class RowNode(pytest.Collector):
         self.run = run
 
     def collect(self) -> Iterator[pytest.Item]:
+        state = _state(self.config)
+        if state is not None and state.generate_here and not self.row.complete:
+            yield GenerateItem.from_parent(self, name="generate", row=self.row, run=self.run)
         for rule in self.run.rules:
             yield CheckItem.from_parent(self, name=rule.name, row=self.row, run=self.run, rule=rule)
 
@@ -243,6 +317,7 @@ class CheckItem(pytest.Item):
     def runtest(self) -> None:
         state = _state(self.config)
         assert state is not None
+        _wait_for_generation(state, self.run, self.row)
         path = self.run.path(self.row)
         if state.validate_only and not self.row.complete and not path.exists():
             pytest.skip(f"pending row without an output ({self.run.plan.rel(path)}); validate-only makes no model call")
@@ -258,6 +333,47 @@ class CheckItem(pytest.Item):
     def reportinfo(self):
         plan = self.run.plan
         return plan.path, self.rule.line - 1, f"{self.row.filename}: {self.rule.item.text}"
+
+
+def _wait_for_generation(state: BatchState, run: PlanRun, row: Row):
+    if state.dispatcher is None:
+        return None
+    return state.dispatcher.result(f"{run.plan.path}::{row.filename}")
+
+
+class GenerationFailed(Exception):
+    pass
+
+
+class GenerateItem(pytest.Item):
+    """A pending row's generation: passes once a draft was written (the checks judge it)."""
+
+    def __init__(self, *, row: Row, run: PlanRun, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.row = row
+        self.run = run
+        self.add_marker(pytest.mark.batchgen(plan=run.plan.name, filename=row.filename, model=row.model))
+
+    def runtest(self) -> None:
+        state = _state(self.config)
+        assert state is not None
+        result = _wait_for_generation(state, self.run, self.row)
+        if result is None:
+            pytest.skip("not dispatched in this run")
+        if result.outcome in ("error", "truncated", "refused"):
+            raise GenerationFailed(f"{result.outcome}: {result.error}")
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, GenerationFailed):
+            plan = self.run.plan
+            return (
+                f"{plan.rel(self.run.path(self.row))}: generation failed: {excinfo.value}\n"
+                f"  row: {plan.rel(plan.path)}:{self.row.line}: {self.row.title} ({self.row.model})"
+            )
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.run.plan.path, self.row.line - 1, f"{self.row.filename}: generate with {self.row.model}"
 
 
 def format_failure(run: PlanRun, row: Row, rule: Rule, failure: Failure) -> str:
@@ -315,7 +431,7 @@ def batch_output(request: pytest.FixtureRequest) -> BatchOutput:
 
 
 def _row_of(item: pytest.Item) -> tuple[PlanRun, Row] | None:
-    if isinstance(item, CheckItem):
+    if isinstance(item, (CheckItem, GenerateItem)):
         return item.run, item.row
     callspec = getattr(item, "callspec", None)
     if callspec is not None and "_batchgen_param" in callspec.params:
@@ -346,6 +462,56 @@ class SessionHooks:
                 self.state.item_counts[key] = self.state.item_counts.get(key, 0) + 1
         # registration and other run-last rules go after every other item of their row
         items.sort(key=lambda it: isinstance(it, CheckItem) and it.rule.form.runs_last)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        state = self.state
+        if not state.generate_here:
+            return
+        wanted = {(str(run.plan.path), row.filename): (run, row) for run, row in state.selected() if not row.complete}
+        picked = []
+        for item in session.items:
+            found = _row_of(item)
+            if found and (str(found[0].plan.path), found[1].filename) in wanted:
+                picked.append(wanted.pop((str(found[0].plan.path), found[1].filename)))
+        if picked:
+            state.dispatcher = make_dispatcher(self.config, state, picked)
+            state.dispatcher.start()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        state = self.state
+        if state.is_worker or state.validate_only or state.dry_run or not _xdist_active(self.config):
+            return
+        # pytest-xdist: generate every selected pending row here, before the workers start
+        jobs = [(run, row) for run, row in state.selected() if not row.complete]
+        if jobs:
+            dispatcher = make_dispatcher(self.config, state, jobs)
+            dispatcher.start()
+            dispatcher.join()
+            state.dispatcher_results = dispatcher.results()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session):
+        if not self.state.dry_run:
+            return None
+        tw = self.config.get_terminal_writer()
+        max_tokens = int(self.config.getini("batchgen_max_tokens"))
+        shown = set()
+        for item in session.items:
+            found = _row_of(item)
+            if not found or found[1].complete or (found[0].plan.path, found[1].filename) in shown:
+                continue
+            run, row = found
+            shown.add((run.plan.path, row.filename))
+            prompt = build_prompt(run.plan, row, max_tokens)
+            tw.sep("-", f"{row.filename} -> {prompt.model}")
+            tw.line("system (shared, cached):")
+            tw.line(prompt.system)
+            tw.line("")
+            tw.line("user:")
+            tw.line(prompt.user)
+        tw.sep("-", f"dry run: {len(shown)} pending row(s); nothing sent, nothing written")
+        return True
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         for item in items:
@@ -380,7 +546,9 @@ class SessionHooks:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         state = self.state
-        if state.is_worker or state.readonly:
+        if state.dispatcher is not None:
+            state.dispatcher.join()
+        if state.is_worker or state.readonly or state.dry_run:
             return
         if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.USAGE_ERROR):
             return
@@ -413,6 +581,36 @@ class SessionHooks:
             tr.write_line(f"{run.plan.rel(run.plan.path)}: {len(run.rows)} rows: {summary}; {action}")
 
 
+def make_dispatcher(config: pytest.Config, state: BatchState, rows: list[tuple[PlanRun, Row]]):
+    """Build the dispatcher and its client; the SDK and vcrpy are imported only here."""
+    from .client import ClientSettings, ModelClient
+    from .dispatch import Dispatcher, Job
+    from .recording import Recorder
+
+    jobs = [Job(run, row) for run, row in rows]
+    paths = {j.key: j.run.plan.path.parent / "cassettes" / j.run.plan.name / f"{j.row.filename}.yaml" for j in jobs}
+    hints = {
+        j.key: f"pytest --batch-plan {j.run.plan.rel(j.run.plan.path)} --batch-record-mode all -k {j.row.filename!r}"
+        for j in jobs
+    }
+    api_key = os.environ.get("ANTHROPIC_API_KEY")
+    mode = state.record_mode
+    recorder = Recorder(paths, mode, hints, secrets=(api_key,) if api_key else ())
+    settings = ClientSettings(
+        max_retries=int(config.getini("batchgen_max_retries")),
+        timeout=float(config.getini("batchgen_timeout")),
+        # replay needs no key; the placeholder never leaves this process (the recorder answers)
+        api_key=api_key or ("replay-without-a-key" if mode == "none" else None),
+    )
+    return Dispatcher(
+        jobs,
+        lambda: ModelClient(settings, recorder),
+        concurrency=config.getoption("batch_concurrency"),
+        max_attempts=config.getoption("batch_max_attempts"),
+        max_tokens=int(config.getini("batchgen_max_tokens")),
+    )
+
+
 def _report_info(
     state: BatchState, item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, run: PlanRun, row: Row
 ) -> dict[str, Any]:
@@ -435,6 +633,8 @@ def _report_info(
                 "output": run.plan.rel(run.path(row)),
                 "output_line": f.line,
             }
+        elif isinstance(item, GenerateItem) and call.excinfo is not None:
+            info["failure"] = {"check": "generate", "message": str(call.excinfo.value)}
         else:
             text = report.longreprtext.strip().splitlines()
             info["failure"] = {

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from .checklist import CheckContext, ChecklistForm, CompileContext, Failure, parse_count, split_list
 from .document import OutputDocument
@@ -23,20 +26,40 @@ DEFAULT_LINTER_TIMEOUT = 60.0
 
 
 def _blank(value: Any) -> bool:
-    """Null, empty or whitespace strings, and lists or mappings holding only blanks are blank."""
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, (list, tuple, set)):
-        return all(_blank(v) for v in value)
-    if isinstance(value, dict):
-        return not value
-    return False
+    """Null, empty or whitespace strings, and lists or mappings holding only blanks are blank.
+
+    Iterative, and each container is visited once: YAML anchors can nest lists a thousand deep,
+    refer to themselves (``&a [*a]``) or share one list exponentially often ("billion laughs").
+    """
+    stack = [value]
+    seen: set[int] = set()
+    while stack:
+        v = stack.pop()
+        if v is None:
+            continue
+        if isinstance(v, str):
+            if v.strip():
+                return False
+            continue
+        if isinstance(v, (list, tuple, set)):
+            if id(v) not in seen:
+                seen.add(id(v))
+                stack.extend(v)
+            continue
+        if isinstance(v, dict):
+            if v:
+                return False
+            continue
+        return False
+    return True
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 8, 8, 78, 78
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)  # bounded: front matter values can be huge, deep or self-referential
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -53,8 +76,8 @@ def _front_matter_problem(doc: OutputDocument) -> Failure | None:
 # -- Front matter includes K1, K2[,] and at least N K3 ------------------------------------
 
 _FRONT_MATTER = (
-    r"front[- ]matter (?:includes|has|contains)\s+(?P<keys>.+?)"
-    r"(?:,?\s*(?:and\s+)?at least (?P<count>\w+) (?P<listkey>[\w\-]+))?"
+    r"front[- ]matter (?:includes|has|contains)\s+(?:(?P<keys>.+?),?\s*(?:and\s+)?)??"
+    r"(?:at least (?P<count>\w+) (?P<listkey>[\w\-]+))?"
 )
 
 
@@ -324,7 +347,7 @@ BUILTIN_FORMS: tuple[ChecklistForm, ...] = (
     ),
     ChecklistForm(
         name="{key}-value",
-        pattern=r"`?(?P<key>[\w\-]+)`? (?:is|must be) one of the (?:(?P<count>\w+) )?(?:allowed )?values listed in content rules",
+        pattern=r"`?(?P<key>[\w\-]+)`? (?:is|must be) one of the (?:(?P<count>(?!allowed\b)\w+) )?(?:allowed )?values listed in content rules",
         build=_build_one_of_listed,
         example="category is one of the four values listed in Content Rules",
     ),
@@ -356,6 +379,7 @@ BUILTIN_FORMS: tuple[ChecklistForm, ...] = (
 )
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_batchgen_checklist_forms():
-    """The built-ins, offered through the same hook users implement."""
+    """The built-ins, offered through the same hook users implement (last, so users' forms win)."""
     return list(BUILTIN_FORMS)

@@ -1,0 +1,211 @@
+"""DISPATCH: send every pending row to its model, concurrently, and repair failed drafts.
+
+The dispatcher runs an asyncio loop in a background thread, started as soon as collection
+ends, with at most ``concurrency`` requests in flight. Each row is generated at most once per
+attempt; the row's test items block only on that row's future, so results are consumed as
+they arrive. A draft is checked with the same compiled rules the items use; when checks fail
+and attempts remain, the conversation continues with the draft and the failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from .client import Completion, ModelCallError, Usage
+from .fsutil import atomic_write
+from .plan import Row
+from .prompts import Prompt, build_prompt, normalise_output, repair_message, shared_prefix
+from .run import PlanRun
+
+
+@dataclass
+class Attempt:
+    """One request of a row: its usage, how it ended, and what the checks said of the draft."""
+
+    number: int
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: str | None = None
+    replayed: bool = False
+    model: str = ""
+    failures: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class RowResult:
+    """How generation ended for a row.
+
+    ``outcome`` is ``passed`` (the last draft passed its checks), ``failed`` (it did not, after
+    every attempt), ``truncated``, ``refused``, ``error`` (the API failed for good or a replay
+    missed), ``kept`` (an existing output already passed, nothing was sent) or ``skipped``.
+    """
+
+    key: str
+    outcome: str
+    attempts: list[Attempt] = field(default_factory=list)
+    error: str | None = None
+    wrote: bool = False
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for a in self.attempts:
+            total = total + a.usage
+        return total
+
+
+@dataclass(frozen=True)
+class Job:
+    run: PlanRun
+    row: Row
+
+    @property
+    def key(self) -> str:
+        return f"{self.run.plan.path}::{self.row.filename}"
+
+
+class Dispatcher:
+    """Generates ``jobs`` in a background thread; :meth:`result` waits for one row."""
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        client_factory: Callable[[], Any],
+        *,
+        concurrency: int = 8,
+        max_attempts: int = 2,
+        max_tokens: int = 8192,
+        on_event: Callable[[str, Job, RowResult | None], None] | None = None,
+    ) -> None:
+        self.jobs = list(jobs)
+        self._client_factory = client_factory
+        self.concurrency = max(1, concurrency)
+        self.max_attempts = max(1, max_attempts)
+        self.max_tokens = max_tokens
+        self._on_event = on_event or (lambda *a: None)
+        self._futures: dict[str, concurrent.futures.Future[RowResult]] = {
+            j.key: concurrent.futures.Future() for j in self.jobs
+        }
+        self._thread: threading.Thread | None = None
+        self._prefixes: dict[str, str] = {}
+        self.in_flight = 0
+        self.done = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        if not self.jobs or self._thread is not None:
+            return
+        for job in self.jobs:  # read the shared prefix once per plan, in this thread
+            self._prefixes.setdefault(str(job.run.plan.path), shared_prefix(job.run.plan))
+        self._thread = threading.Thread(target=self._main, name="batchgen-dispatch", daemon=True)
+        self._thread.start()
+
+    def result(self, key: str, timeout: float | None = None) -> RowResult | None:
+        fut = self._futures.get(key)
+        if fut is None:
+            return None
+        return fut.result(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def results(self) -> dict[str, RowResult]:
+        return {k: f.result() for k, f in self._futures.items() if f.done() and not f.exception()}
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._dispatch_all())
+        except BaseException as exc:  # never leave a test waiting forever
+            for key, fut in self._futures.items():
+                if not fut.done():
+                    fut.set_result(RowResult(key, "error", error=f"dispatcher stopped: {type(exc).__name__}: {exc}"))
+
+    async def _dispatch_all(self) -> None:
+        client = self._client_factory()
+        sem = asyncio.Semaphore(self.concurrency)
+        try:
+            await asyncio.gather(*(self._row(client, sem, job) for job in self.jobs))
+        finally:
+            await client.aclose()
+
+    async def _row(self, client: Any, sem: asyncio.Semaphore, job: Job) -> None:
+        try:
+            result = await self._generate(client, sem, job)
+        except Exception as exc:  # a bug must fail the row, not hang it
+            result = RowResult(job.key, "error", error=f"{type(exc).__name__}: {exc}")
+        self.done += 1
+        if result.outcome not in ("passed", "kept"):
+            self.failed += 1
+        self._on_event("done", job, result)
+        self._futures[job.key].set_result(result)
+
+    async def _generate(self, client: Any, sem: asyncio.Semaphore, job: Job) -> RowResult:
+        run, row = job.run, job.row
+        loop = asyncio.get_running_loop()
+        path = run.path(row)
+        if path.exists():
+            existing = await loop.run_in_executor(None, run.draft_failures, row)
+            if not existing:
+                return RowResult(job.key, "kept")
+        prompt: Prompt = build_prompt(run.plan, row, self.max_tokens, self._prefixes[str(run.plan.path)])
+        history: list[dict[str, Any]] = []
+        result = RowResult(job.key, "failed")
+        for number in range(1, self.max_attempts + 1):
+            attempt = Attempt(number, model=prompt.model)
+            result.attempts.append(attempt)
+            started = time.monotonic()
+            async with sem:
+                self.in_flight += 1
+                self._on_event("sent", job, None)
+                try:
+                    completion: Completion = await client.complete(job.key, prompt.params(history))
+                except ModelCallError as exc:
+                    attempt.error = str(exc)
+                    result.outcome, result.error = "error", str(exc)
+                    return result
+                finally:
+                    self.in_flight -= 1
+                    attempt.seconds = time.monotonic() - started
+            attempt.usage = completion.usage
+            attempt.stop_reason = completion.stop_reason
+            attempt.replayed = completion.replayed
+            text = normalise_output(completion.text)
+            if completion.stop_reason == "refusal":
+                result.outcome, result.error = "refused", "the model refused to write this output"
+                attempt.error = result.error
+                return result
+            await loop.run_in_executor(None, atomic_write, path, text)
+            run.docs.forget(path)
+            result.wrote = True
+            if completion.stop_reason == "max_tokens":
+                result.outcome = "truncated"
+                result.error = (
+                    f"the reply was cut off at max_tokens ({prompt.max_tokens}); the partial draft is in "
+                    f"{run.plan.rel(path)}. Raise batchgen_max_tokens or shorten the format reference"
+                )
+                attempt.error = result.error
+                return result
+            failures = await loop.run_in_executor(None, run.draft_failures, row)
+            attempt.failures = [f"{rule.name}: {f.message}" for rule, f in failures]
+            if not failures:
+                result.outcome = "passed"
+                return result
+            if number < self.max_attempts:
+                history += [
+                    {"role": "assistant", "content": text.rstrip("\n")},
+                    {
+                        "role": "user",
+                        "content": repair_message([(r.name, r.item.text, f.message) for r, f in failures]),
+                    },
+                ]
+        result.outcome = "failed"
+        return result
