@@ -69,7 +69,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping
@@ -186,8 +186,11 @@ def _default_reply(body: dict) -> Reply:
 class Logged:
     """One HTTP request as the fake saw it.
 
-    ``status`` and ``finished`` are filled in when the response has been
-    written (``finished`` is None while the request is in flight).
+    ``status`` is set just before the response is written (so it is already
+    there when the client sees the response; None if the connection was
+    dropped), ``finished`` right after it was written (None while in flight;
+    call ``FakeAnthropic.wait_idle()`` before reading it).  ``reply`` is the
+    Reply chosen for a ``/v1/messages`` request.
     """
 
     method: str
@@ -428,7 +431,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             status, headers, payload = fake._handle(entry)
             entry.status = status
-            out = [f"{self.protocol_version} {status} {self.responses.get(status, ('',))[0]}".encode("latin-1")]
+            reason = "Overloaded" if status == 529 else self.responses.get(status, ("",))[0]
+            out = [f"{self.protocol_version} {status} {reason}".encode("latin-1")]
             headers = {
                 "date": self.date_time_string(),
                 "server": self.server_version,
@@ -497,7 +501,7 @@ class FakeAnthropic:
         self._httpd = httpd
         self.port = httpd.server_address[1]
         self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="FakeAnthropic", daemon=True
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, name="FakeAnthropic", daemon=True
         )
         self._thread.start()
         return self

@@ -166,11 +166,11 @@ def test_script_matches_last_user_message_text_blocks(fake):
 )
 def test_retryable_error_then_success_is_retried_by_sdk(fake, first, exc_type):
     fake.script("retry me", first, Reply.ok("recovered"))
-    t0 = time.monotonic()
     msg = ask(client(fake), "retry me")
     assert msg.content[0].text == "recovered"
-    assert time.monotonic() - t0 < 0.3  # honoured the tiny retry-after, no 0.5 s backoff
     fake.wait_idle()
+    # honoured the tiny retry-after: no 0.375-0.5 s exponential backoff
+    assert fake.requests[1].started - fake.requests[0].started < 0.35
     assert [r.status for r in fake.requests] == [first.status, 200]
     assert [r.headers["x-stainless-retry-count"] for r in fake.requests] == ["0", "1"]
     assert "x-should-retry" not in (fake.requests[0].reply.headers or {})
@@ -244,10 +244,9 @@ def test_retry_after_zero_falls_back_to_sdk_backoff(fake):
 
 def test_retry_after_ms_header_is_preferred(fake):
     fake.script("ms", Reply.rate_limited(retry_after=30, headers={"retry-after-ms": "10"}), Reply.ok())
-    t0 = time.monotonic()
     ask(client(fake), "ms")
-    assert time.monotonic() - t0 < 0.3  # the 30 s retry-after was not used
-    assert len(fake.requests) == 2
+    first, second = fake.requests
+    assert second.started - first.started < 0.35  # the 30 s retry-after was not used
 
 
 def test_stop_reasons_max_tokens_and_refusal(fake):
@@ -316,6 +315,7 @@ def test_latency_applies_to_every_messages_request(fake):
     t0 = time.monotonic()
     ask(client(fake), "slow")
     assert time.monotonic() - t0 >= 0.15
+    fake.wait_idle()
     assert fake.requests[0].duration >= 0.15
 
 
@@ -355,7 +355,7 @@ def test_max_in_flight_counts_concurrent_async_requests(fake):
     msgs, elapsed = asyncio.run(main())
     assert [m.content[0].text for m in msgs] == ["slow"] * 4
     assert fake.max_in_flight == 4
-    assert elapsed < 0.9  # overlapped, not 4 * 0.3
+    assert elapsed < 1.1  # overlapped, not 4 * 0.3
 
 
 def test_max_in_flight_respects_client_semaphore(fake):
@@ -485,7 +485,7 @@ def test_stop_is_prompt_with_request_in_flight_and_idle_keepalive():
 
     t = threading.Thread(target=worker)
     t.start()
-    while fake.in_flight == 0:
+    while len(fake.requests) < 2 or fake.in_flight == 0:
         time.sleep(0.005)
     t0 = time.monotonic()
     fake.stop()
