@@ -61,7 +61,7 @@ def locate_rows(text: str) -> dict[str, RowLocation]:
 
 
 def cell_spans(line: str) -> list[tuple[int, int]]:
-    """Character spans of a table line's cells, between unescaped pipes (GFM's rule)."""
+    """Character spans of a table line's cells, between unescaped pipes (as markdown-it splits them)."""
     pipes = [i for i, ch in enumerate(line) if ch == "|" and not _escaped(line, i)]
     body_end = len(line.rstrip("\r\n"))
     spans: list[tuple[int, int]] = []
@@ -81,10 +81,9 @@ def cell_spans(line: str) -> list[tuple[int, int]]:
 
 
 def _escaped(line: str, i: int) -> bool:
-    n = 0
-    while i - n - 1 >= 0 and line[i - n - 1] == "\\":
-        n += 1
-    return n % 2 == 1
+    # markdown-it's table rule (escapedSplit) treats a pipe right after a backslash as part
+    # of the cell, even after "\\"; counting the same way keeps the editor on the parser's cells
+    return i > 0 and line[i - 1] == "\\"
 
 
 def _styled(word: str, like: str) -> str:

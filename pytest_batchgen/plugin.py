@@ -405,26 +405,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def _batchgen_param(request: pytest.FixtureRequest):
-    return request.param
+    """The (plan run, row) a batch test is parametrised with; None without --batch-plan."""
+    return getattr(request, "param", None)
 
 
 @pytest.fixture
-def batch_row(request: pytest.FixtureRequest) -> Row:
+def batch_row(_batchgen_param) -> Row:
     """The plan row this test is running for (parametrised over every selected row)."""
-    if _state(request.config) is None:
+    if _batchgen_param is None:
         pytest.skip("batch_row needs --batch-plan")
-    run, row = request.getfixturevalue("_batchgen_param")
-    return row
+    return _batchgen_param[1]
 
 
 @pytest.fixture
-def batch_output(request: pytest.FixtureRequest) -> BatchOutput:
+def batch_output(request: pytest.FixtureRequest, _batchgen_param) -> BatchOutput:
     """The row's output, parsed once and shared with the checklist's rules."""
     state = _state(request.config)
-    if state is None:
+    if state is None or _batchgen_param is None:
         pytest.skip("batch_output needs --batch-plan")
-    run, row = request.getfixturevalue("_batchgen_param")
+    run, row = _batchgen_param
     path = run.path(row)
+    _wait_for_generation(state, run, row)
     if state.validate_only and not row.complete and not path.exists():
         pytest.skip(f"pending row without an output ({run.plan.rel(path)})")
     return BatchOutput(row=row, path=path, document=run.document(row))

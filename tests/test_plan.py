@@ -1,0 +1,477 @@
+"""The plan parser (pytest_batchgen.plan), core only: no pytest plugin involved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from planfactory import (
+    EXAMPLE_PLAN,
+    HEAD,
+    PHASE_1,
+    PHASE_2,
+    REPO,
+    generated_plans,
+    line_of,
+    plan_text,
+    write_project,
+)
+from pytest_batchgen.errors import PlanError
+from pytest_batchgen.plan import DEFAULT_MODELS, load_plan, resolve_model
+
+
+def load(tmp_path: Path, text: str, **kwargs):
+    write_project(tmp_path, text)
+    return load_plan("plan.md", tmp_path, **kwargs)
+
+
+# -- the example ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def example():
+    return load_plan(EXAMPLE_PLAN, REPO)
+
+
+def test_example_phases_and_rows(example):
+    assert [p.number for p in example.phases] == ["1", "2"]
+    assert [p.line for p in example.phases] == [22, 32]
+    assert [len(p.rows) for p in example.phases] == [6, 3]
+    assert [r.filename for r in example.rows] == [
+        "idempotency.md",
+        "quorum.md",
+        "backpressure.md",
+        "fencing-token.md",
+        "vector-clock.md",
+        "circuit-breaker.md",
+        "cap-theorem.md",
+        "optimistic-vs-pessimistic-locking.md",
+        "vector-clocks-vs-lamport-timestamps.md",
+    ]
+    assert example.phases[0].header == ("#", "title", "filename", "model", "status")
+    assert all(r.phase == "1" for r in example.phases[0].rows)
+    assert all(r.phase == "2" for r in example.phases[1].rows)
+
+
+def test_example_row_lines_point_at_the_rows(example):
+    assert [r.line for r in example.rows] == [25, 26, 27, 28, 29, 30, 35, 36, 37]
+    lines = EXAMPLE_PLAN.read_text(encoding="utf-8").splitlines()
+    for row in example.rows:
+        assert f"| {row.filename} |" in lines[row.line - 1]
+
+
+def test_example_models_titles_and_columns(example):
+    first = example.row("idempotency.md")
+    assert first.title == "Idempotency"
+    assert first.model_cell == "haiku"
+    assert first.model == DEFAULT_MODELS["haiku"]
+    assert first.status == "complete" and first.complete
+    assert first.columns["#"] == "1"
+    cap = example.row("cap-theorem.md")
+    assert cap.title == "CAP Theorem: What Consistency and Availability Each Cost (synthesis)"
+    assert cap.model == DEFAULT_MODELS["sonnet"]
+    assert cap.columns["#"] == "7"
+    assert all(r.status in ("pending", "complete") for r in example.rows)
+    assert example.default_model == DEFAULT_MODELS["haiku"]
+
+
+def test_example_sections_and_their_lines(example):
+    assert example.path == EXAMPLE_PLAN
+    assert example.name == "glossary"
+    assert example.format_reference == REPO / "output" / "idempotency.md"
+    assert example.format_reference_line == 4
+    assert example.output_dir == REPO / "output"
+    assert example.output_dir_line == 7
+    assert example.content_rules_line == 9
+    assert [i.line for i in example.content_rules] == [10, 11, 12, 13]
+    assert example.content_rules[1].text == "category must be one of: Consistency, Concurrency, Scalability, Reliability"
+    assert example.checklist_line == 15
+    assert [i.line for i in example.checklist] == [16, 17, 18, 19, 20]
+    assert example.checklist[3].text == "Linter passes: `pymarkdown --config .pymarkdown.json scan {path}`"
+    assert example.output_path(example.row("quorum.md")) == REPO / "output" / "quorum.md"
+    assert example.rel(example.output_path(example.row("quorum.md"))) == "output/quorum.md"
+
+
+def test_unknown_row_is_a_key_error(example):
+    with pytest.raises(KeyError):
+        example.row("no-such.md")
+
+
+# -- variants ---------------------------------------------------------------------------------
+
+
+def test_columns_reordered_and_extra_columns_kept(tmp_path):
+    phase = """\
+## Phase 1
+| Status | Owner | Filename | Model | Title | Priority |
+|--------|-------|----------|-------|-------|----------|
+| pending | ana | one.md | opus | One | high |
+| complete | bo | two.md | haiku | Two | `low` |
+"""
+    plan = load(tmp_path, plan_text(phase))
+    one, two = plan.rows
+    assert (one.title, one.filename, one.model_cell, one.status) == ("One", "one.md", "opus", "pending")
+    assert (two.title, two.filename, two.status) == ("Two", "two.md", "complete")
+    assert one.model == DEFAULT_MODELS["opus"]
+    assert dict(one.columns) == {
+        "status": "pending",
+        "owner": "ana",
+        "filename": "one.md",
+        "model": "opus",
+        "title": "One",
+        "priority": "high",
+    }
+    assert two.columns["priority"] == "low"  # backticks unquoted like the other cells
+    assert plan.phases[0].header == ("status", "owner", "filename", "model", "title", "priority")
+
+
+def test_a_row_with_fewer_cells_gets_empty_extras(tmp_path):
+    phase = """\
+## Phase 1
+| Title | Filename | Model | Status | Notes |
+|---|---|---|---|---|
+| One | one.md | haiku | pending |
+"""
+    (row,) = load(tmp_path, plan_text(phase)).rows
+    assert row.columns["notes"] == ""
+    assert row.status == "pending"
+
+
+def test_headings_match_case_insensitively(tmp_path):
+    head = HEAD.replace("## Format Reference", "## format reference").replace(
+        "## Output Directory", "## OUTPUT   DIRECTORY"
+    ).replace("## Validation Checklist", "## validation CHECKLIST")
+    text = plan_text(PHASE_1.replace("## Phase 1", "## PHASE 1"), PHASE_2.replace("## Phase 2", "## phase 2"), head=head)
+    plan = load(tmp_path, text)
+    assert [p.number for p in plan.phases] == ["1", "2"]
+    assert [p.title for p in plan.phases] == ["PHASE 1", "phase 2"]
+    assert plan.format_reference == tmp_path / "out" / "ref.md"
+    assert plan.output_dir == tmp_path / "out"
+    assert [r.filename for r in plan.rows] == ["alpha.md", "beta.md", "gamma.md"]
+
+
+def test_phase_heading_with_a_title(tmp_path):
+    text = plan_text(PHASE_1, PHASE_2.replace("## Phase 2", "## Phase 2: Comparisons"))
+    plan = load(tmp_path, text)
+    assert [p.number for p in plan.phases] == ["1", "2"]
+    assert plan.phases[1].title == "Phase 2: Comparisons"
+    assert plan.row("gamma.md").phase == "2"
+    assert plan.phases[1].line == line_of(text, "## Phase 2: Comparisons")
+
+
+@pytest.mark.parametrize(
+    "heading, number",
+    [("## Phase 3 - synthesis", "3"), ("## Phase 2a", "2a"), ("## Phase IV. Extra", "IV"), ("## phase 10", "10")],
+)
+def test_phase_numbers(tmp_path, heading, number):
+    plan = load(tmp_path, plan_text(PHASE_1.replace("## Phase 1", heading)))
+    assert plan.phases[0].number == number
+
+
+def test_a_section_not_named_phase_is_not_a_phase(tmp_path):
+    extra = "## Phases overview\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| X | x.md | haiku | pending |\n"
+    plan = load(tmp_path, plan_text(PHASE_1, extra))
+    assert [r.filename for r in plan.rows] == ["alpha.md", "beta.md"]
+
+
+def test_empty_model_cell_takes_the_default(tmp_path):
+    phase = PHASE_1.replace("| 2 | Beta | beta.md | haiku | pending |", "| 2 | Beta | beta.md |  | pending |")
+    tail = "## Model Selection Rules\n- Default: sonnet for a single term\n- Use opus for synthesis\n"
+    plan = load(tmp_path, plan_text(phase, tail=tail))
+    beta = plan.row("beta.md")
+    assert beta.model_cell == ""
+    assert beta.model == DEFAULT_MODELS["sonnet"]
+    assert plan.row("alpha.md").model == DEFAULT_MODELS["haiku"]
+    assert plan.default_model == DEFAULT_MODELS["sonnet"]
+
+
+def test_default_model_written_as_a_full_id_or_through_an_override(tmp_path):
+    phase = PHASE_1.replace("| beta.md | haiku |", "| beta.md | |")
+    tail = "## Model Selection Rules\n- Default model: `claude-special-1`\n"
+    plan = load(tmp_path, plan_text(phase, tail=tail))
+    assert plan.row("beta.md").model == "claude-special-1"
+    tail = "## Model Selection Rules\n- Default: haiku\n\n## Models\n- haiku: claude-haiku-custom\n"
+    plan = load(tmp_path, plan_text(phase, tail=tail))
+    assert plan.row("beta.md").model == "claude-haiku-custom"
+
+
+def test_empty_model_cell_without_a_default_is_an_error(tmp_path):
+    phase = PHASE_1.replace("| beta.md | haiku |", "| beta.md | |")
+    text = plan_text(phase)
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert info.value.line == line_of(text, "beta.md")
+    assert "no model" in info.value.message and "Default" in info.value.message
+
+
+def test_no_default_line_means_no_default(tmp_path):
+    tail = "## Model Selection Rules\n- Use sonnet for synthesis\n"
+    assert load(tmp_path, plan_text(tail=tail)).default_model is None
+
+
+def test_aliases_resolve_through_the_default_map(tmp_path):
+    plan = load(tmp_path, plan_text())
+    assert plan.row("alpha.md").model == DEFAULT_MODELS["haiku"] == "claude-haiku-5-5"
+    assert plan.row("gamma.md").model == DEFAULT_MODELS["sonnet"] == "claude-sonnet-5-5"
+    assert dict(plan.models) == dict(DEFAULT_MODELS)
+
+
+def test_alias_case_does_not_matter(tmp_path):
+    phase = PHASE_1.replace("| alpha.md | haiku |", "| alpha.md | Haiku |").replace(
+        "| beta.md | haiku |", "| beta.md | OPUS |"
+    )
+    plan = load(tmp_path, plan_text(phase))
+    assert plan.row("alpha.md").model == DEFAULT_MODELS["haiku"]
+    assert plan.row("alpha.md").model_cell == "Haiku"
+    assert plan.row("beta.md").model == DEFAULT_MODELS["opus"]
+
+
+def test_a_full_model_id_is_kept_as_is(tmp_path):
+    phase = PHASE_1.replace("| alpha.md | haiku |", "| alpha.md | claude-3-5-haiku-20241022 |").replace(
+        "| beta.md | haiku |", "| beta.md | `claude-opus-4-1` |"
+    )
+    plan = load(tmp_path, plan_text(phase))
+    assert plan.row("alpha.md").model == "claude-3-5-haiku-20241022"
+    assert plan.row("beta.md").model == "claude-opus-4-1"
+    assert resolve_model("claude-x", DEFAULT_MODELS) == "claude-x"
+
+
+def test_models_argument_overrides_the_defaults(tmp_path):
+    plan = load(tmp_path, plan_text(), models={"haiku": "ini-haiku", "fast": "ini-fast"})
+    assert plan.row("alpha.md").model == "ini-haiku"
+    assert plan.row("gamma.md").model == DEFAULT_MODELS["sonnet"]  # not overridden
+    assert plan.models["fast"] == "ini-fast"
+
+
+def test_models_section_overrides_the_argument_and_the_defaults(tmp_path):
+    tail = "## Models\n- haiku: plan-haiku\n- `sonnet` -> `plan-sonnet`\n"
+    plan = load(tmp_path, plan_text(tail=tail), models={"haiku": "ini-haiku", "opus": "ini-opus"})
+    assert plan.row("alpha.md").model == "plan-haiku"
+    assert plan.row("gamma.md").model == "plan-sonnet"
+    assert plan.models["opus"] == "ini-opus"
+
+
+def test_models_section_as_a_table(tmp_path):
+    tail = "## MODELS\n| Alias | Model |\n|---|---|\n| Sonnet | `table-sonnet` |\n"
+    plan = load(tmp_path, plan_text(tail=tail))
+    assert plan.row("gamma.md").model == "table-sonnet"
+
+
+def test_unreadable_models_line_names_its_line(tmp_path):
+    tail = "## Models\n- haiku is the fast one\n"
+    text = plan_text(tail=tail)
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert info.value.line == line_of(text, "haiku is the fast one")
+
+
+def test_backticked_filenames_and_paths(tmp_path):
+    head = HEAD.replace("\nout/ref.md\n", "\n`out/ref.md`\n").replace("\nout/\n", "\n`out/`\n")
+    phase = PHASE_1.replace("| alpha.md |", "| `alpha.md` |").replace("| beta.md |", "| `sub/beta.md` |")
+    plan = load(tmp_path, plan_text(phase, head=head))
+    assert [r.filename for r in plan.rows] == ["alpha.md", "sub/beta.md"]
+    assert plan.format_reference == tmp_path / "out" / "ref.md"
+    assert plan.output_path(plan.row("sub/beta.md")) == tmp_path / "out" / "sub" / "beta.md"
+
+
+def test_status_is_case_insensitive(tmp_path):
+    phase = PHASE_1.replace("| complete |", "| COMPLETE |").replace("| pending |", "| Pending |")
+    plan = load(tmp_path, plan_text(phase))
+    assert [r.status for r in plan.rows] == ["complete", "pending"]
+    assert plan.rows[0].columns["status"] == "COMPLETE"  # the cell as written
+
+
+def test_line_numbers_with_comments_blank_lines_and_wrapped_items(tmp_path):
+    text = """\
+# Plan
+
+<!-- a comment
+spanning lines -->
+
+## Format Reference
+
+out/ref.md
+
+## Output Directory
+`out/`
+
+## Content Rules
+- First rule,
+  wrapped on a second line
+- Second rule
+
+## Validation Checklist
+
+1. Front matter includes term, category, and at least 2 tags
+2. category is one of the values
+   listed in Content Rules
+
+3. Definition section present
+
+Some prose about the phases.
+
+## Phase 1
+
+Rows to generate:
+
+| Title | Filename | Model | Status |
+|---|---|---|---|
+| A | a.md | haiku | pending |
+
+| B | b.md | haiku | pending |
+"""
+    plan = load(tmp_path, text)
+    assert plan.format_reference_line == line_of(text, "out/ref.md")
+    assert plan.output_dir_line == line_of(text, "`out/`")
+    assert [(i.line, i.text) for i in plan.content_rules] == [
+        (line_of(text, "- First rule"), "First rule, wrapped on a second line"),
+        (line_of(text, "- Second rule"), "Second rule"),
+    ]
+    assert [i.line for i in plan.checklist] == [
+        line_of(text, "1. Front"),
+        line_of(text, "2. category"),
+        line_of(text, "3. Definition"),
+    ]
+    assert plan.checklist[1].text == "category is one of the values listed in Content Rules"
+    # the blank line ends the table: the "B" line is a paragraph, not a row
+    assert [(r.filename, r.line) for r in plan.rows] == [("a.md", line_of(text, "| a.md |"))]
+    assert plan.phases[0].line == line_of(text, "## Phase 1")
+
+
+def test_crlf_plan_parses_with_the_same_lines(tmp_path):
+    text = plan_text()
+    plan_lf = load(tmp_path, text)
+    crlf = tmp_path / "crlf"
+    crlf.mkdir()
+    write_project(crlf, text.replace("\n", "\r\n"))
+    plan_crlf = load_plan("plan.md", crlf)
+    assert [(r.filename, r.line, r.status, r.model) for r in plan_crlf.rows] == [
+        (r.filename, r.line, r.status, r.model) for r in plan_lf.rows
+    ]
+    assert [i.line for i in plan_crlf.checklist] == [i.line for i in plan_lf.checklist]
+
+
+def test_second_table_of_a_phase_is_ignored(tmp_path):
+    phase = PHASE_1 + "\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| Z | z.md | haiku | pending |\n"
+    plan = load(tmp_path, plan_text(phase))
+    assert "z.md" not in [r.filename for r in plan.rows]
+
+
+def test_an_h1_ends_the_section(tmp_path):
+    text = plan_text(PHASE_1, tail="# Appendix\n\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| Z | z.md | haiku | pending |\n")
+    plan = load(tmp_path, text)
+    assert [r.filename for r in plan.rows] == ["alpha.md", "beta.md"]
+
+
+# -- errors raised by the core (the plugin turns them into usage errors) ----------------------
+
+
+@pytest.mark.parametrize(
+    "old, new, needle, words",
+    [
+        ("| beta.md | haiku | pending |", "| alpha.md | haiku | pending |", "| 2 | Beta | alpha.md", "duplicate"),
+        ("| beta.md | haiku | pending |", "| beta.md | haiku | done |", "| 2 | Beta |", "unknown status"),
+        ("| beta.md | haiku | pending |", "| ../x.md | haiku | pending |", "| 2 | Beta |", "leaves the output directory"),
+        ("| beta.md | haiku | pending |", "| sub/../../x.md | haiku | pending |", "| 2 | Beta |", "leaves"),
+        ("| beta.md | haiku | pending |", "| /etc/x.md | haiku | pending |", "| 2 | Beta |", "absolute"),
+        ("| beta.md | haiku | pending |", "| C:/x.md | haiku | pending |", "| 2 | Beta |", "absolute"),
+        ("| beta.md | haiku | pending |", "|  | haiku | pending |", "| 2 | Beta |", "empty Filename"),
+        ("| beta.md | haiku | pending |", "| . | haiku | pending |", "| 2 | Beta |", "output directory itself"),
+        ("| # | Title | Filename | Model | Status |", "| # | Title | Filename | Model | State |", "| # | Title", "Status column"),
+    ],
+)
+def test_row_errors_name_the_line(tmp_path, old, new, needle, words):
+    phase = PHASE_1.replace(old, new)
+    assert phase != PHASE_1
+    text = plan_text(phase)
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert info.value.line == line_of(text, needle)
+    assert words in info.value.message
+    assert info.value.format().startswith(f"{tmp_path / 'plan.md'}:{info.value.line}: ")
+
+
+def test_symlink_out_of_the_output_directory_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    text = plan_text(PHASE_1.replace("| beta.md |", "| link/beta.md |"))
+    write_project(tmp_path, text)
+    (tmp_path / "out" / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(PlanError) as info:
+        load_plan("plan.md", tmp_path)
+    assert info.value.line == line_of(text, "link/beta.md")
+    assert "leaves the output directory" in info.value.message
+
+
+def test_symlink_inside_the_output_directory_is_allowed(tmp_path):
+    text = plan_text(PHASE_1.replace("| beta.md |", "| link/beta.md |"))
+    write_project(tmp_path, text)
+    (tmp_path / "out" / "real").mkdir()
+    (tmp_path / "out" / "link").symlink_to(tmp_path / "out" / "real", target_is_directory=True)
+    plan = load_plan("plan.md", tmp_path)
+    assert plan.row("link/beta.md").line == line_of(text, "link/beta.md")
+
+
+def test_missing_plan_empty_plan_and_missing_sections(tmp_path):
+    with pytest.raises(PlanError, match="plan file not found"):
+        load_plan("nope.md", tmp_path)
+    with pytest.raises(PlanError, match="plan is empty"):
+        load(tmp_path, " \n\n")
+    with pytest.raises(PlanError, match="'## Validation Checklist'"):
+        load(tmp_path, plan_text().replace("## Validation Checklist", "## Checks"))
+    with pytest.raises(PlanError, match="no phase table"):
+        load(tmp_path, HEAD)
+
+
+def test_phase_without_a_table_names_its_heading(tmp_path):
+    text = plan_text("## Phase 1\nNothing here yet.\n")
+    with pytest.raises(PlanError, match="has no table") as info:
+        load(tmp_path, text)
+    assert info.value.line == line_of(text, "## Phase 1")
+
+
+def test_missing_format_reference_names_the_path_and_line(tmp_path):
+    text = plan_text()
+    write_project(tmp_path, text, reference=False)
+    with pytest.raises(PlanError) as info:
+        load_plan("plan.md", tmp_path)
+    assert info.value.line == line_of(text, "out/ref.md")
+    assert "'out/ref.md'" in info.value.message
+
+
+def test_empty_format_reference_section(tmp_path):
+    text = plan_text().replace("out/ref.md\n", "")
+    with pytest.raises(PlanError, match="section is empty") as info:
+        load(tmp_path, text)
+    assert info.value.line == line_of(text, "## Format Reference")
+
+
+def test_plan_that_is_not_utf8(tmp_path):
+    write_project(tmp_path, b"## Format Reference\n\xff\xfe\n")
+    with pytest.raises(PlanError, match="not UTF-8"):
+        load_plan("plan.md", tmp_path)
+
+
+# -- property: every generated plan parses to what was generated ------------------------------
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(gen=generated_plans())
+def test_generated_plans_parse_back(gen, tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    write_project(root, gen.text)
+    plan = load_plan("plan.md", root)
+    assert [r.filename for r in plan.rows] == [r.filename for r in gen.rows]
+    assert [r.line for r in plan.rows] == [r.line for r in gen.rows]
+    assert [p.line for p in plan.phases] == gen.phase_lines
+    default = DEFAULT_MODELS.get(gen.default_model or "", None)
+    for row, want in zip(plan.rows, gen.rows):
+        assert row.title == want.title
+        assert row.status == want.status.lower()
+        assert row.columns["status"] == want.status
+        assert row.model_cell == want.model
+        assert row.model == (DEFAULT_MODELS.get(want.model.lower(), want.model) if want.model else default)
+        for name, value in want.extras.items():
+            assert row.columns[name.lower()] == value

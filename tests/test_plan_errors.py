@@ -1,0 +1,189 @@
+"""Bad plans through pytest itself (PRODUCT.md section 10): a usage error naming the plan and
+the line, no traceback, and not one byte written to the plan or the output folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from planfactory import HEAD, PHASE_1, PHASE_2, line_of, plan_text, snapshot, write_project
+
+
+@dataclass
+class Case:
+    text: str | None  # the plan (None: no plan file at all)
+    needle: str | None  # a text on the line the message must name (None: no line to name)
+    words: tuple[str, ...]  # must appear in the message
+    args: tuple[str, ...] = ()
+    setup: Callable[[Path], None] | None = None
+    reference: bool = True
+    names_path: str | None = None  # a path below the project the message must name in full
+
+
+def _link_outside(root: Path) -> None:
+    outside = root.parent / f"{root.name}-outside"
+    outside.mkdir()
+    (root / "out" / "link").symlink_to(outside, target_is_directory=True)
+
+
+_DUPLICATE = plan_text(PHASE_1, PHASE_2.replace("gamma.md", "alpha.md"))
+
+CASES = {
+    "missing-plan": Case(None, None, ("plan file not found",)),
+    "empty-plan": Case("\n   \n", None, ("plan is empty",)),
+    "no-phase-table": Case(HEAD + "\n## Model Selection Rules\n- Default: haiku\n", None, ("no phase table",)),
+    "phase-without-table": Case(plan_text("## Phase 1\nTo do.\n"), "## Phase 1", ("has no table",)),
+    "missing-column": Case(
+        plan_text(PHASE_1.replace("| Model |", "| Engine |")), "| # | Title | Filename | Engine", ("no Model column",)
+    ),
+    "missing-section": Case(
+        plan_text().replace("## Content Rules", "## Rules"), None, ("'## Content Rules'",)
+    ),
+    "duplicate-filename": Case(
+        _DUPLICATE,
+        "| 3 | Gamma | alpha.md",
+        ("duplicate filename 'alpha.md'", f"first used on line {line_of(_DUPLICATE, '| 1 | Alpha | alpha.md')})"),
+    ),
+    "unknown-status": Case(
+        plan_text(PHASE_1.replace("| beta.md | haiku | pending |", "| beta.md | haiku | in progress |")),
+        "| beta.md |",
+        ("unknown status 'in progress'",),
+    ),
+    "dotdot-filename": Case(
+        plan_text(PHASE_1.replace("| beta.md |", "| ../x.md |")), "| ../x.md |", ("'../x.md'", "leaves the output directory")
+    ),
+    "absolute-filename": Case(
+        plan_text(PHASE_1.replace("| beta.md |", "| /tmp/x.md |")), "| /tmp/x.md |", ("'/tmp/x.md'", "absolute")
+    ),
+    "symlink-outside": Case(
+        plan_text(PHASE_1.replace("| beta.md |", "| link/x.md |")),
+        "| link/x.md |",
+        ("'link/x.md'", "leaves the output directory"),
+        setup=_link_outside,
+    ),
+    "missing-format-reference": Case(
+        plan_text(), "out/ref.md", ("format reference 'out/ref.md' not found",), reference=False, names_path="out/ref.md"
+    ),
+    "empty-model-no-default": Case(
+        plan_text(PHASE_1.replace("| beta.md | haiku |", "| beta.md |  |")), "| beta.md |", ("no model",)
+    ),
+    "unknown-phase": Case(plan_text(), None, ("--batch-phase 7", "no such phase", "1, 2"), args=("--batch-phase", "7")),
+    "bad-checklist-line": Case(
+        plan_text().replace("1. Front matter includes", "1. Sparkles on every line of\n2. Front matter includes"),
+        "1. Sparkles",
+        ("Sparkles",),
+    ),
+}
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Path:
+    pytester.makeini("[pytest]\n")  # pins the rootdir, which plan paths are relative to
+    return pytester.path
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_plan_is_a_usage_error(pytester: pytest.Pytester, project: Path, name: str):
+    case = CASES[name]
+    if case.text is not None:
+        write_project(project, case.text, reference=case.reference)
+    else:
+        write_project(project, "", reference=True)
+        (project / "plan.md").unlink()
+    if case.setup:
+        case.setup(project)
+    outside = project.parent / f"{project.name}-outside"
+    before = snapshot(project)
+
+    result = pytester.runpytest("--batch-plan", "plan.md", "--batch-validate-only", *case.args)
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = result.stdout.str() + "\n" + result.stderr.str()
+    assert "Traceback" not in output
+    (message,) = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
+    plan = str(project / "plan.md")
+    if case.needle is not None:
+        assert case.text is not None
+        assert f"ERROR: {plan}:{line_of(case.text, case.needle)}: " in message
+    else:
+        assert message.startswith(f"ERROR: {plan}: ")
+    for words in case.words:
+        assert words in message
+    if case.names_path:
+        assert str(project / case.names_path) in message
+    assert "pytest-batchgen" not in result.stdout.str()  # no session, no summary
+    assert snapshot(project) == before
+    if outside.exists():
+        assert list(outside.iterdir()) == []
+
+
+def test_the_valid_plan_the_cases_start_from_passes(pytester: pytest.Pytester, project: Path):
+    """The control: without its defect, each case's plan is accepted (so the errors above are
+    about the defect, not about the fixture)."""
+    write_project(project, plan_text())
+    (project / "out" / "alpha.md").write_text(
+        "---\nterm: Alpha\ncategory: Alpha\ntags: [a, b]\n---\n\n## Definition\n\nA.\n", encoding="utf-8"
+    )
+    before = snapshot(project)
+    result = pytester.runpytest("--batch-plan", "plan.md", "--batch-validate-only", "--batch-readonly")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=1, skipped=2)
+    assert "pytest-batchgen" in result.stdout.str()
+    assert snapshot(project) == before
+    result = pytester.runpytest("--batch-plan", "plan.md", "--batch-validate-only", "--batch-phase", "2")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(skipped=1)
+
+
+def test_without_batch_plan_an_ordinary_run_is_untouched(pytester: pytest.Pytester, project: Path):
+    write_project(project, plan_text())  # a plan lying around is not picked up
+    pytester.makepyfile(test_ordinary="def test_one():\n    assert 1 + 1 == 2\n")
+    before = snapshot(project)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=1)
+    assert "pytest-batchgen" not in result.stdout.str()
+    assert "plan.md" not in result.stdout.str()
+    assert snapshot(project) == before
+    # the plugin is installed, and its options are there (so "untouched" is not "absent")
+    help_result = pytester.runpytest("--help")
+    assert "--batch-plan" in help_result.stdout.str()
+
+
+def test_ini_model_aliases_reach_the_rows(pytester: pytest.Pytester):
+    """``batchgen_models`` in the ini file is the ``models=`` of load_plan: it beats the
+    defaults, and a plan's ``## Models`` section beats it."""
+    pytester.makeini("[pytest]\nbatchgen_models =\n    haiku = ini-haiku\n    sonnet = ini-sonnet\n")
+    write_project(pytester.path, plan_text(tail="## Models\n- sonnet: plan-sonnet\n"))
+    pytester.makeconftest(
+        """
+        def pytest_report_collectionfinish(config, start_path, items):
+            found = set()
+            for item in items:
+                mark = item.get_closest_marker("batchgen")
+                if mark is not None:
+                    found.add(f"MODEL {mark.kwargs['filename']} {mark.kwargs['model']}")
+            return sorted(found)
+        """
+    )
+    result = pytester.runpytest("--batch-plan", "plan.md", "--batch-readonly", "--collect-only")
+    assert result.ret == pytest.ExitCode.OK
+    assert [line for line in result.stdout.lines if line.startswith("MODEL ")] == [
+        "MODEL alpha.md ini-haiku",
+        "MODEL beta.md ini-haiku",
+        "MODEL gamma.md plan-sonnet",
+    ]
+
+
+def test_unreadable_ini_model_line_is_a_usage_error(pytester: pytest.Pytester):
+    pytester.makeini("[pytest]\nbatchgen_models =\n    just-a-word\n")
+    write_project(pytester.path, plan_text())
+    before = snapshot(pytester.path)
+    result = pytester.runpytest("--batch-plan", "plan.md", "--batch-validate-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "batchgen_models" in result.stderr.str() and "'just-a-word'" in result.stderr.str()
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert snapshot(pytester.path) == before

@@ -1,0 +1,393 @@
+"""The in-place editor (pytest_batchgen.planedit) and the atomic writes under it (fsutil)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planfactory import EXAMPLE_PLAN, PHASE_1, generated_plans, line_of, plan_text, write_project
+from pytest_batchgen import fsutil
+from pytest_batchgen.plan import load_plan, scan
+from pytest_batchgen.planedit import (
+    NOTES_HEADING,
+    NOTES_MARKER,
+    RowUpdate,
+    apply_updates,
+    cell_spans,
+    edit_text,
+    read_notes,
+    replace_cell_word,
+    split_lines,
+)
+
+EXAMPLE = EXAMPLE_PLAN.read_text(encoding="utf-8")
+
+
+def changed_lines(old: str, new: str) -> dict[int, tuple[str, str]]:
+    a, b = split_lines(old), split_lines(new)
+    assert len(a) == len(b)
+    return {i + 1: (x, y) for i, (x, y) in enumerate(zip(a, b)) if x != y}
+
+
+# -- cells ------------------------------------------------------------------------------------
+
+
+def test_cell_spans_with_outer_pipes():
+    line = "| 1 | Quorum | quorum.md | haiku | pending |\n"
+    assert [line[a:b] for a, b in cell_spans(line)] == [" 1 ", " Quorum ", " quorum.md ", " haiku ", " pending "]
+
+
+def test_cell_spans_without_outer_pipes_and_with_crlf():
+    line = "Quorum | quorum.md|haiku |  pending  \r\n"
+    assert [line[a:b] for a, b in cell_spans(line)] == ["Quorum ", " quorum.md", "haiku ", "  pending  "]
+
+
+def test_cell_spans_keep_escaped_pipes_inside_a_cell():
+    line = r"| a \| b | x.md | c \\| d |" + "\n"
+    # like markdown-it's table rule, any pipe right after a backslash is part of the cell
+    assert [line[a:b] for a, b in cell_spans(line)] == [r" a \| b ", " x.md ", r" c \\| d "]
+
+
+def test_a_cell_ending_in_two_backslashes_does_not_shift_the_edit():
+    # markdown-it reads "a\\| b" as ONE cell, so Status is the 4th cell: "pending".
+    # Splitting there (as if "\\" escaped the backslash) made the editor overwrite "haiku".
+    text = (
+        "## Phase 1\n| Title | Filename | Model | Status | Extra |\n|---|---|---|---|---|\n"
+        "| a\\\\| b | f.md | haiku | pending |\n"
+    )
+    new = edit_text(text, {"f.md": RowUpdate(status="complete")})
+    assert new.endswith("| a\\\\| b | f.md | haiku | complete |\n")
+
+
+_ROW_CHARS = st.text(st.sampled_from(["a", "b", " ", "\\", "|", "`", "é"]), max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=_ROW_CHARS, outer=st.booleans(), ending=st.sampled_from(["\n", "\r\n"]))
+def test_cell_spans_agree_with_the_parser(body, outer, ending):
+    """The editor's cells are the parser's cells, whatever mix of pipes and backslashes."""
+    row = ("|" + body if outer else "a" + body)
+    text = "## Phase 1\n| A | B | C | D |\n|---|---|---|---|\n" + row + ending
+    sections = scan(text)
+    rows = sections[0].tables[0].rows if sections[0].tables else ()
+    if not rows:
+        return  # the line did not make a row (e.g. blank after trimming)
+    parsed = rows[0].cells
+    spans = cell_spans(row + ending)
+    mine = [row[a:b].replace("\\|", "|").strip() for a, b in spans]
+    mine = (mine + [""] * len(parsed))[: len(parsed)]
+    assert mine == list(parsed)
+
+
+@pytest.mark.parametrize(
+    "line, word, expected",
+    [
+        ("| x | pending  |\n", "complete", "| x | complete |\n"),  # width kept: one pad taken
+        ("| x | pending |\n", "complete", "| x | complete |\n"),  # a single space is kept
+        ("| x |pending|\n", "complete", "| x |complete|\n"),
+        ("| x | complete |\n", "pending", "| x | pending  |\n"),  # width kept: one pad given
+        ("| x |complete|\n", "pending", "| x |pending|\n"),
+        ("| x | Pending   |\n", "complete", "| x | Complete  |\n"),
+        ("| x | PENDING  |\r\n", "complete", "| x | COMPLETE |\r\n"),
+        ("x | pending\n", "complete", "x | complete\n"),
+    ],
+)
+def test_replace_cell_word(line, word, expected):
+    assert replace_cell_word(line, 1, word) == expected
+
+
+# -- statuses ---------------------------------------------------------------------------------
+
+
+def test_edit_example_changes_only_the_rows_status_cells():
+    new = edit_text(EXAMPLE, {"quorum.md": RowUpdate(status="complete"), "cap-theorem.md": RowUpdate(status="complete")})
+    changes = changed_lines(EXAMPLE, new)
+    quorum, cap = line_of(EXAMPLE, "| quorum.md |"), line_of(EXAMPLE, "| cap-theorem.md |")
+    assert set(changes) == {quorum, cap}
+    old_q, new_q = changes[quorum]
+    assert old_q.replace("| pending |", "| complete |") == new_q
+
+
+def test_setting_the_current_status_changes_nothing():
+    text = plan_text(PHASE_1.replace("| complete |", "| COMPLETE |"))
+    assert edit_text(text, {"alpha.md": RowUpdate(status="complete")}) == text
+    assert edit_text(text, {"beta.md": RowUpdate(status="pending")}) == text
+
+
+def test_unknown_filenames_and_empty_updates_change_nothing():
+    assert edit_text(EXAMPLE, {"no-such.md": RowUpdate(status="complete", note="")}) == EXAMPLE
+    assert edit_text(EXAMPLE, {"quorum.md": RowUpdate()}) == EXAMPLE
+    assert edit_text(EXAMPLE, {}) == EXAMPLE
+
+
+def test_the_edit_keeps_the_case_style_of_the_cell():
+    text = plan_text(PHASE_1.replace("| complete |", "| Complete |").replace("| pending |", "| PENDING |"))
+    new = edit_text(text, {"alpha.md": RowUpdate(status="pending"), "beta.md": RowUpdate(status="complete")})
+    assert "| 1 | Alpha | alpha.md | haiku | Pending  |" in new
+    assert "| 2 | Beta | beta.md | haiku | COMPLETE |" in new
+
+
+def test_rows_outside_phases_or_in_tables_without_the_columns_are_not_touched():
+    other = "## Summary\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| S | s.md | haiku | pending |\n"
+    odd = "## Phase 3\n| Title | File | Model | Status |\n|---|---|---|---|\n| T | t.md | haiku | pending |\n"
+    text = plan_text(PHASE_1, other, odd)
+    assert edit_text(text, {"s.md": RowUpdate(status="complete"), "t.md": RowUpdate(status="complete")}) == text
+
+
+def test_a_row_too_short_for_its_status_cell_is_left_alone():
+    text = "## Phase 1\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| A | a.md | haiku\n"
+    assert edit_text(text, {"a.md": RowUpdate(status="complete")}) == text
+
+
+def test_a_title_with_an_escaped_pipe():
+    phase = PHASE_1.replace("| Beta |", r"| Be \| ta |")
+    text = plan_text(phase)
+    new = edit_text(text, {"beta.md": RowUpdate(status="complete")})
+    assert r"| 2 | Be \| ta | beta.md | haiku | complete |" in new
+    assert set(changed_lines(text, new)) == {line_of(text, "beta.md")}
+
+
+# -- notes ------------------------------------------------------------------------------------
+
+
+def test_notes_are_appended_in_their_own_section():
+    new = edit_text(EXAMPLE, {"quorum.md": RowUpdate(note="2 checks failed\n- lint: MD058\n- sections: missing")})
+    assert new.startswith(EXAMPLE)
+    assert new[len(EXAMPLE) :] == (
+        f"\n{NOTES_HEADING}\n\n{NOTES_MARKER}\n\n"
+        "- `quorum.md`: 2 checks failed\n  - lint: MD058\n  - sections: missing\n"
+    )
+    assert read_notes(new) == {"quorum.md": "2 checks failed\n- lint: MD058\n- sections: missing"}
+
+
+def test_notes_are_replaced_merged_and_removed():
+    one = edit_text(EXAMPLE, {"quorum.md": RowUpdate(note="first")})
+    two = edit_text(one, {"quorum.md": RowUpdate(note="second"), "cap-theorem.md": RowUpdate(note="other")})
+    assert read_notes(two) == {"quorum.md": "second", "cap-theorem.md": "other"}
+    assert two.count(NOTES_HEADING) == 1
+    three = edit_text(two, {"quorum.md": RowUpdate(note="")})
+    assert read_notes(three) == {"cap-theorem.md": "other"}
+    assert edit_text(three, {"cap-theorem.md": RowUpdate(note="")}) == EXAMPLE
+    # removing a note that is not there changes nothing
+    assert edit_text(EXAMPLE, {"quorum.md": RowUpdate(note="")}) == EXAMPLE
+
+
+def test_status_and_note_in_one_edit():
+    new = edit_text(EXAMPLE, {"quorum.md": RowUpdate(status="complete", note="")})
+    assert read_notes(new) == {}
+    failed = edit_text(EXAMPLE, {"quorum.md": RowUpdate(note="1 check failed")})
+    done = edit_text(failed, {"quorum.md": RowUpdate(status="complete", note="")})
+    assert done == new
+    assert set(changed_lines(EXAMPLE, done)) == {line_of(EXAMPLE, "| quorum.md |")}
+
+
+def test_notes_section_followed_by_other_sections_stays_in_place():
+    text = plan_text(tail=f"{NOTES_HEADING}\n\n{NOTES_MARKER}\n\n- `beta.md`: old\n\n## Afterword\nKeep me.\n")
+    new = edit_text(text, {"beta.md": RowUpdate(note="new\n- detail"), "alpha.md": RowUpdate(note="x")})
+    assert new.endswith("- `beta.md`: new\n  - detail\n- `alpha.md`: x\n\n## Afterword\nKeep me.\n")
+    assert read_notes(new) == {"beta.md": "new\n- detail", "alpha.md": "x"}
+    gone = edit_text(new, {"beta.md": RowUpdate(note=""), "alpha.md": RowUpdate(note="")})
+    assert NOTES_HEADING not in gone
+    assert gone.endswith("\n## Afterword\nKeep me.\n")
+    assert gone.startswith(plan_text())
+
+
+@pytest.mark.parametrize("ending", ["\n", "", "\n\n"], ids=["newline", "no-final-newline", "blank-line"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+def test_adding_then_removing_notes_is_byte_identical(ending, newline):
+    text = (plan_text().rstrip("\n") + ending).replace("\n", newline)
+    added = edit_text(text, {"beta.md": RowUpdate(note="1 check failed\n- lint: MD058")})
+    assert read_notes(added) == {"beta.md": "1 check failed\n- lint: MD058"}
+    assert added.startswith(text)
+    if newline == "\r\n":
+        assert "\n" not in added.replace("\r\n", "")
+    changed = edit_text(added, {"beta.md": RowUpdate(note="2 checks failed"), "alpha.md": RowUpdate(note="y")})
+    assert read_notes(changed) == {"beta.md": "2 checks failed", "alpha.md": "y"}
+    assert edit_text(changed, {"beta.md": RowUpdate(note=""), "alpha.md": RowUpdate(note="")}) == text
+
+
+# -- apply_updates and the atomic write -------------------------------------------------------
+
+
+def test_apply_updates_writes_in_place(tmp_path):
+    path = write_project(tmp_path, EXAMPLE)
+    os.chmod(path, 0o640)
+    assert apply_updates(path, {"quorum.md": RowUpdate(status="complete")}) is True
+    text = path.read_text(encoding="utf-8")
+    assert "| 2 | Quorum | quorum.md | haiku | complete |" in text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "plan.md"]  # no temporary left
+    assert text == EXAMPLE.replace("| quorum.md | haiku | pending |", "| quorum.md | haiku | complete |")
+
+
+def test_apply_updates_without_a_change_does_not_write(tmp_path):
+    path = write_project(tmp_path, EXAMPLE)
+    before = path.stat()
+    assert apply_updates(path, {}) is False
+    assert apply_updates(path, {"idempotency.md": RowUpdate(status="complete")}) is False
+    assert apply_updates(path, {"gone.md": RowUpdate(status="complete", note="")}) is False
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_apply_updates_keeps_crlf_bytes(tmp_path):
+    raw = EXAMPLE.replace("\n", "\r\n").encode()
+    path = write_project(tmp_path, raw)
+    assert apply_updates(path, {"quorum.md": RowUpdate(status="complete", note="")}) is True
+    assert path.read_bytes() == raw.replace(
+        b"| 2 | Quorum | quorum.md | haiku | pending |", b"| 2 | Quorum | quorum.md | haiku | complete |"
+    )
+
+
+def test_atomic_write_failure_leaves_the_old_content(tmp_path, monkeypatch):
+    path = tmp_path / "plan.md"
+    path.write_bytes(b"old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fsutil.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        fsutil.atomic_write(path, "new")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.md"]
+
+
+def test_atomic_write_creates_folders_and_accepts_text(tmp_path):
+    path = tmp_path / "a" / "b" / "out.md"
+    fsutil.atomic_write(path, "héllo\n")
+    assert path.read_bytes() == "héllo\n".encode()
+
+
+def test_lock_is_per_resolved_path(tmp_path, monkeypatch):
+    a = tmp_path / "plan.md"
+    a.write_text("x")
+    monkeypatch.chdir(tmp_path)
+    assert fsutil.lock_for(Path("plan.md")).lock_file == fsutil.lock_for(a).lock_file
+    assert fsutil.lock_for(a).lock_file != fsutil.lock_for(tmp_path / "other.md").lock_file
+    assert not list(tmp_path.glob("*.lock"))
+
+
+# -- properties over generated plans ----------------------------------------------------------
+
+
+def _styled(word: str, like: str) -> str:
+    if like.isupper():
+        return word.upper()
+    if like[:1].isupper():
+        return word.capitalize()
+    return word
+
+
+@st.composite
+def plans_and_edits(draw):
+    gen = draw(generated_plans())
+    chosen = draw(st.lists(st.sampled_from([r.filename for r in gen.rows]), unique=True))
+    edits = {f: draw(st.sampled_from(["pending", "complete"])) for f in chosen}
+    return gen, edits
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=plans_and_edits())
+def test_status_edits_touch_only_their_cells(case, tmp_path_factory):
+    gen, edits = case
+    old = gen.text
+    new = edit_text(old, {f: RowUpdate(status=s) for f, s in edits.items()})
+    old_lines, new_lines = split_lines(old), split_lines(new)
+    assert len(old_lines) == len(new_lines)
+
+    # (a) only the lines of rows whose status really changes differ
+    expected_changed = {
+        gen.row(f).line for f, s in edits.items() if gen.row(f).status.lower() != s
+    }
+    assert {i + 1 for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b} == expected_changed
+
+    # (c) on an edited line, everything outside the status cell is byte for byte the same
+    for f, word in edits.items():
+        row = gen.row(f)
+        if row.line not in expected_changed:
+            continue
+        a, b = old_lines[row.line - 1], new_lines[row.line - 1]
+        col = gen.status_col[f]
+        (s0, e0), (s1, e1) = cell_spans(a)[col], cell_spans(b)[col]
+        assert s0 == s1 and a[:s0] == b[:s1]
+        assert a[e0:] == b[e1:]  # the rest of the line, its ending included
+        old_cell, new_cell = a[s0:e0], b[s1:e1]
+        assert new_cell.strip() == _styled(word, row.status)
+        lead = len(old_cell) - len(old_cell.lstrip())
+        assert new_cell[:lead] == old_cell[:lead] and new_cell[lead] != " "
+        trail = len(old_cell) - len(old_cell.rstrip())
+        grows = len(word) > len(row.status)
+        if grows:
+            assert len(new_cell) == len(old_cell) + (0 if trail >= 2 else 1)
+        else:
+            assert len(new_cell) == len(old_cell) - (0 if trail >= 1 else 1)
+
+    # (b) parsing the edited plan gives back exactly the edits
+    root = tmp_path_factory.mktemp("edit")
+    write_project(root, new)
+    plan = load_plan("plan.md", root)
+    assert [(r.filename, r.line) for r in plan.rows] == [(r.filename, r.line) for r in gen.rows]
+    for parsed, row in zip(plan.rows, gen.rows):
+        assert parsed.status == edits.get(row.filename, row.status.lower())
+        assert parsed.title == row.title
+
+    # editing is idempotent
+    assert edit_text(new, {f: RowUpdate(status=s) for f, s in edits.items()}) == new
+
+
+_NOTE_TEXT = st.text(
+    st.characters(categories=("L", "N", "P", "S", "Zs"), exclude_characters="\u2028\u2029\x85"), max_size=30
+)
+_ALNUM = st.characters(categories=("L", "N"))
+
+
+@st.composite
+def note_lines(draw) -> str:
+    return (draw(_ALNUM) + draw(_NOTE_TEXT)).strip()
+
+
+@st.composite
+def notes(draw) -> str:
+    first = draw(note_lines())
+    rest = draw(st.lists(st.one_of(note_lines(), note_lines().map(lambda s: "- " + s)), max_size=3))
+    return "\n".join([first, *rest])
+
+
+@st.composite
+def plans_and_notes(draw):
+    gen = draw(generated_plans(ending=True))
+    names = [r.filename for r in gen.rows] + ["not-a-row.md"]
+    chosen = draw(st.lists(st.sampled_from(names), unique=True, min_size=1))
+    return gen, {f: draw(notes()) for f in chosen}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=plans_and_notes(), data=st.data())
+def test_notes_round_trip(case, data, tmp_path_factory):
+    gen, wanted = case
+    text = gen.text
+    added = edit_text(text, {f: RowUpdate(note=n) for f, n in wanted.items()})
+    assert added.startswith(text)  # nothing before the notes moves
+    assert read_notes(added) == wanted
+    if gen.newline == "\r\n":
+        assert "\n" not in added.replace("\r\n", "")
+
+    # the plan still parses to the same rows
+    root = tmp_path_factory.mktemp("notes")
+    write_project(root, added)
+    plan = load_plan("plan.md", root)
+    assert [(r.filename, r.line, r.status) for r in plan.rows] == [
+        (r.filename, r.line, r.status.lower()) for r in gen.rows
+    ]
+
+    # remove some, then the rest: the original comes back byte for byte
+    some = data.draw(st.lists(st.sampled_from(sorted(wanted)), unique=True))
+    partial = edit_text(added, {f: RowUpdate(note="") for f in some})
+    assert read_notes(partial) == {f: n for f, n in wanted.items() if f not in some}
+    assert edit_text(partial, {f: RowUpdate(note="") for f in wanted}) == text
