@@ -96,7 +96,7 @@ def parse_text(path: Path, text: str) -> OutputDocument:
                 loaded = handler.load(fm)
             except Exception as exc:  # yaml raises many error types; all mean "invalid YAML"
                 mark = getattr(exc, "problem_mark", None)
-                where = f" at line {mark.line + 2}" if mark is not None else ""
+                where = f" at line {mark.line + 1}" if mark is not None else ""  # fm line 0 is the opening --- line
                 problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
                 fm_error = f"front matter is not valid YAML{where}: {problem}"
             else:

@@ -637,9 +637,13 @@ def _report_info(
         elif isinstance(item, GenerateItem) and call.excinfo is not None:
             info["failure"] = {"check": "generate", "message": str(call.excinfo.value)}
         else:
-            text = report.longreprtext.strip().splitlines()
+            if call.excinfo is not None:
+                message = call.excinfo.exconly().strip()
+            else:
+                lines = report.longreprtext.strip().splitlines()
+                message = lines[-1] if lines else "failed"
             info["failure"] = {
                 "check": item.rule.name if isinstance(item, CheckItem) else item.name,
-                "message": (text[-1] if text else "failed")[:300],
+                "message": " ".join(message.split())[:300],
             }
     return info

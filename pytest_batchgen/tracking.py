@@ -7,10 +7,13 @@ and atomic (a locked read-modify-rename), so concurrent workers may register at 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .fsutil import atomic_write, lock_for
+
+_HREF_UNSAFE = frozenset(' ()<>#?%&:\\"\x7f')
 
 
 def _links(text: str) -> list[str]:
@@ -54,8 +57,10 @@ def register(tracking: Path, output: Path, title: str) -> bool:
         except FileNotFoundError:
             text = ""
         rel = Path(os.path.relpath(output.resolve(), tracking.parent.resolve())).as_posix()
-        safe_title = title.replace("[", "\\[").replace("]", "\\]")
-        href = rel.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+        safe_title = re.sub(r"([\\\[\]`<>])", r"\\\1", title)
+        # percent-encode what a link destination would otherwise read as something else
+        # (a fragment, a query, a scheme, an escape, an entity); _target unquotes it back
+        href = "".join(f"%{ord(ch):02X}" if ch in _HREF_UNSAFE or ord(ch) < 0x20 else ch for ch in rel)
         if text and not text.endswith("\n"):
             text += "\n"
         atomic_write(tracking, text + f"- [{safe_title}]({href})\n")

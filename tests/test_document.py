@@ -1,0 +1,188 @@
+"""Reading and parsing an output once (issue #3): front matter, headings, lines, bad input.
+
+The rules point users at lines of their files, so line numbers are checked against files
+whose lines are counted by hand in the comments.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_batchgen.document import BatchOutput, DocumentCache, Heading, load_document, parse_bytes
+
+P = Path("entry.md")
+
+ENTRY = """\
+---
+term: Quorum
+category: Consistency
+tags: [replication, consensus]
+---
+
+## Definition
+
+A quorum is a number of replicas.
+
+## Details
+
+### Overlap
+
+R + W > N.
+"""
+# line 1 '---', 2 term, 3 category, 4 tags, 5 '---', 7 Definition, 11 Details, 13 Overlap
+
+
+def test_front_matter_keys_and_headings_with_their_lines():
+    doc = parse_bytes(P, ENTRY.encode())
+    assert doc.ok and doc.has_front_matter and doc.front_matter_error is None
+    assert dict(doc.metadata) == {"term": "Quorum", "category": "Consistency", "tags": ["replication", "consensus"]}
+    assert dict(doc.key_lines) == {"term": 2, "category": 3, "tags": 4}
+    assert doc.line_of("category") == 3 and doc.line_of("nope") is None
+    assert doc.front_matter_end == 5
+    assert doc.headings == (
+        Heading(2, "Definition", 7),
+        Heading(2, "Details", 11),
+        Heading(3, "Overlap", 13),
+    )
+
+
+def test_blank_lines_around_the_boundaries_do_not_shift_lines():
+    text = "---\n\nterm: X\n\ncategory: Y\n---\n\n\n\n## Definition\n"
+    # 1 '---', 3 term, 5 category, 6 '---', 10 Definition
+    doc = parse_bytes(P, text.encode())
+    assert dict(doc.key_lines) == {"term": 3, "category": 5}
+    assert doc.front_matter_end == 6
+    assert doc.headings == (Heading(2, "Definition", 10),)
+
+
+def test_boundaries_may_be_longer_or_carry_trailing_spaces():
+    doc = parse_bytes(P, b"----  \nterm: X\n-----\t\n## H\n")
+    assert doc.has_front_matter and doc.metadata == {"term": "X"}
+    assert doc.headings == (Heading(2, "H", 4),)
+
+
+def test_crlf_and_bom_give_the_same_parse():
+    lf = parse_bytes(P, ENTRY.encode())
+    crlf = parse_bytes(P, b"\xef\xbb\xbf" + ENTRY.replace("\n", "\r\n").encode())
+    assert crlf.metadata == lf.metadata
+    assert crlf.key_lines == lf.key_lines
+    assert crlf.headings == lf.headings
+
+
+def test_without_front_matter():
+    doc = parse_bytes(P, b"# Title\n\n## Section\n")
+    assert doc.ok and not doc.has_front_matter and doc.metadata == {}
+    assert doc.front_matter_end == 0
+    assert doc.headings == (Heading(1, "Title", 1), Heading(2, "Section", 3))
+
+
+def test_unclosed_front_matter_is_not_front_matter():
+    doc = parse_bytes(P, b"---\nterm: X\n\n## Section\n")
+    assert doc.ok and not doc.has_front_matter
+
+
+def test_empty_front_matter_is_an_empty_mapping():
+    doc = parse_bytes(P, b"---\n---\n\n## A\n")
+    assert doc.has_front_matter and doc.front_matter_error is None and doc.metadata == {}
+    assert doc.headings == (Heading(2, "A", 4),)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("---\nterm: X\nc: d: e\n---\n", "front matter is not valid YAML at line 3: mapping values are not allowed"),
+        ("---\n\tterm: X\n---\n", "front matter is not valid YAML at line 2: found character that cannot start"),
+        ("---\n\n\nterm: X\n\tc: d\n---\n", "front matter is not valid YAML at line 5"),
+        ("---\n- a\n- b\n---\n", "front matter is a YAML list, not a mapping of keys to values"),
+        ("---\njust words\n---\n", "front matter is a YAML str, not a mapping"),
+        ("---\n? [a, b]\n: c\n---\n", "front matter is not valid YAML"),
+        ("---\nwhen: 2020-13-45\n---\n", "front matter is not valid YAML"),
+        ("---\nflag: !!bool maybe\n---\n", "front matter is not valid YAML"),
+        ("---\nx: !!python/object:os.system ls\n---\n", "front matter is not valid YAML"),
+    ],
+)
+def test_bad_front_matter_gives_an_error_not_an_exception(text, message):
+    doc = parse_bytes(P, text.encode())
+    assert doc.ok and doc.has_front_matter
+    assert doc.front_matter_error is not None and doc.front_matter_error.startswith(message)
+    assert doc.metadata == {}
+
+
+def test_yaml_keys_of_other_types_become_strings():
+    doc = parse_bytes(P, b"---\n1: one\n2020-01-01: day\n3.5: half\n---\n")
+    assert set(doc.metadata) == {"1", "2020-01-01", "3.5"}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "the output is empty"),
+        (b" \n\t\n", "the output is empty"),
+        (b"---\nterm: X\x00\n---\n", "the output is binary (it contains NUL bytes), not Markdown text"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "the output is binary"),
+        (b"caf\xe9\n", "the output is not UTF-8 text (invalid continuation byte at byte 3)"),
+    ],
+)
+def test_unreadable_content_gives_an_error(data, message):
+    doc = parse_bytes(P, data)
+    assert not doc.ok
+    assert doc.error == message or doc.error.startswith(message)
+    assert doc.metadata == {} and doc.headings == ()
+
+
+def test_size_limit_is_exact():
+    at_limit = parse_bytes(P, b"#" + b" x" * 50, max_bytes=101)
+    assert at_limit.ok
+    over = parse_bytes(P, b"#" + b" x" * 50 + b"!", max_bytes=101)
+    assert over.error == "the output is 102 bytes, above the 101-byte limit"
+
+
+def test_load_document_reports_missing_folder_and_too_large(tmp_path: Path):
+    assert load_document(tmp_path / "none.md").error == "the output file does not exist"
+    assert load_document(tmp_path).error == "the output path is a folder, not a file"
+    big = tmp_path / "big.md"
+    big.write_bytes(b"x" * 2000)
+    assert load_document(big, max_bytes=1000).error == "the output is 2,000 bytes, above the 1,000-byte limit"
+    assert load_document(big, max_bytes=2000).ok
+
+
+def test_headings_are_markdown_headings_only():
+    text = "```\n## Not a heading\n```\n\n    ## indented code\n\n> ## Quoted\n\nSetext\n------\n\n#NoSpace\n"
+    doc = parse_bytes(P, text.encode())
+    # a heading inside a blockquote is still a heading; code is not; '#NoSpace' is a paragraph
+    assert doc.headings == (Heading(2, "Quoted", 7), Heading(2, "Setext", 9))
+
+
+def test_long_blank_runs_in_front_matter_parse_in_linear_time():
+    # a lazy key pattern made this quadratic: 40,000 spaces took ~6 s, 200,000 would take minutes
+    data = b"---\nterm" + b" " * 200_000 + b"x\ncategory: A\n---\n"
+    start = time.monotonic()
+    doc = parse_bytes(P, data)
+    assert time.monotonic() - start < 2
+    assert doc.ok and doc.line_of("category") == 3
+
+
+def test_document_cache_parses_each_version_once(tmp_path: Path):
+    path = tmp_path / "entry.md"
+    path.write_text(ENTRY)
+    cache = DocumentCache()
+    first = cache.get(path)
+    assert cache.get(path) is first and cache.parses == 1
+    path.write_text(ENTRY.replace("Quorum", "Quorums"))  # a different size: a new version
+    second = cache.get(path)
+    assert second is not first and second.metadata["term"] == "Quorums" and cache.parses == 2
+    missing = tmp_path / "missing.md"
+    assert cache.get(missing).error == "the output file does not exist"
+    missing.write_text(ENTRY)
+    assert cache.get(missing).ok  # a file that appears is read, not served from the cache
+
+
+def test_batch_output_exposes_text_and_metadata(tmp_path: Path):
+    path = tmp_path / "entry.md"
+    path.write_text(ENTRY, encoding="utf-8")
+    out = BatchOutput(row=None, path=path, document=load_document(path))
+    assert out.text == ENTRY
+    assert out.metadata["tags"] == ["replication", "consensus"]

@@ -1,0 +1,482 @@
+"""End to end (issue #3): ``--batch-validate-only`` and ``--batch-readonly`` in real pytest runs.
+
+Two projects are copied into ``pytester.path``:
+
+* the repository's example (``plans/glossary.md``, ``output/idempotency.md``, ``output/INDEX.md``,
+  ``.pymarkdown.json``), linted by the real pymarkdown;
+* ``tests/data/changelog``: an API changelog in another domain, with its own format reference,
+  content rules, a Python linter script and outputs that each break one rule:
+
+  ==========  =========  =====================================================================
+  row         status     what its output does
+  ==========  =========  =====================================================================
+  v1.0.0.md   complete   the format reference: passes everything, already in INDEX.md
+  v1.1.0.md   pending    passes everything, not yet in INDEX.md
+  v1.2.0.md   pending    ``category: fix`` (the value is ``Fix``)
+  v1.3.0.md   pending    ``### Endpoints`` instead of ``## Endpoints``
+  v1.4.0.md   pending    ``tags: [headers, ""]``: one non-blank tag of the two needed
+  v1.5.0.md   pending    a tab and a 103-character line (line 16): the linter exits 1
+  v1.6.0.md   pending    Endpoints before Breaking Changes and Migration
+  v1.7.0.md   pending    front matter with an unclosed ``[``: invalid YAML
+  v2.0.0.md   complete   ``status: Published`` (the value is ``published``)
+  v2.1.0.md   pending    no output yet
+  v2.2.0.md   complete   passes; an extra section sits between the required ones
+  ==========  =========  =====================================================================
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_batchgen.plan import load_plan
+from pytest_batchgen.planedit import RowUpdate, edit_text, read_notes
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+CHANGELOG = "plans/changelog.md"
+GLOSSARY = "plans/glossary.md"
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    # no hypothesis plugin inside: pytester restores sys.modules after each run, so it would
+    # re-import (and re-rewrite) hypothesis every time, a second per run
+    return pytester.runpytest("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-rfs", *args)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def statuses(pytester: pytest.Pytester, plan: str) -> dict[str, str]:
+    return {r.filename: r.status for r in load_plan(pytester.path / plan, pytester.path).rows}
+
+
+def notes(pytester: pytest.Pytester, plan: str) -> dict[str, str]:
+    return read_notes((pytester.path / plan).read_text(encoding="utf-8"))
+
+
+def outcomes(result: pytest.RunResult) -> dict[str, int]:
+    return {k: v for k, v in result.parseoutcomes().items() if k in ("passed", "failed", "skipped", "deselected", "error", "errors")}
+
+
+@pytest.fixture
+def glossary(pytester: pytest.Pytester) -> pytest.Pytester:
+    for rel in ("plans/glossary.md", "output/idempotency.md", ".pymarkdown.json"):
+        (pytester.path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / rel, pytester.path / rel)
+    # the example as shipped, even after the Quick start ran in this checkout: only the format
+    # reference complete and registered, no notes
+    plan = pytester.path / GLOSSARY
+    text = plan.read_text()
+    rows = load_plan(plan, pytester.path).rows
+    updates = {r.filename: RowUpdate(status="complete" if r.filename == "idempotency.md" else "pending", note="") for r in rows}
+    plan.write_text(edit_text(text, updates))
+    (pytester.path / "output" / "INDEX.md").write_text("- [Idempotency](idempotency.md)\n")
+    return pytester
+
+
+@pytest.fixture
+def changelog(pytester: pytest.Pytester) -> pytest.Pytester:
+    shutil.copytree(DATA / "changelog", pytester.path, dirs_exist_ok=True)
+    # run the linter script with this interpreter: a bare 'python' may be a slow shim (pyenv)
+    plan = pytester.path / CHANGELOG
+    plan.write_text(plan.read_text().replace("`python tools/", f"`{shlex.quote(sys.executable)} tools/"))
+    return pytester
+
+
+
+
+# -- the repository's example ----------------------------------------------------------------------
+
+
+def test_example_plan_idempotency_passes_and_pending_rows_are_skipped(glossary: pytest.Pytester):
+    before = snapshot(glossary.path)
+    result = run(glossary, "--batch-plan", GLOSSARY, "--batch-validate-only", "-v")
+    assert result.ret == pytest.ExitCode.OK
+    assert outcomes(result) == {"passed": 5, "skipped": 40}
+    for check in ("front-matter", "category-value", "sections", "lint", "registered"):
+        result.stdout.fnmatch_lines([f"*glossary.md::idempotency.md::{check} PASSED*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*SKIPPED [[]5[]] *pending row without an output (output/quorum.md); validate-only makes no model call",
+            "*SKIPPED [[]5[]] *pending row without an output (output/vector-clocks-vs-lamport-timestamps.md)*",
+        ]
+    )
+    # nothing to record: idempotency was complete and registered, the rest were skipped
+    assert snapshot(glossary.path) == before
+    assert statuses(glossary, GLOSSARY)["quorum.md"] == "pending"
+
+
+def test_example_plan_selects_a_row_or_a_check_with_k(glossary: pytest.Pytester):
+    shutil.copyfile(DATA / "glossary" / "quorum.draft1.md", glossary.path / "output" / "quorum.md")
+    shutil.copyfile(DATA / "glossary" / "backpressure.md", glossary.path / "output" / "backpressure.md")
+
+    result = run(glossary, "--batch-plan", GLOSSARY, "--batch-validate-only", "-k", "quorum")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    # the draft has `category: Consistent`: only that check fails, and registration waits for it
+    assert outcomes(result) == {"passed": 3, "failed": 2, "deselected": 40}
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED plans/glossary.md::quorum.md::category-value*",
+            "FAILED plans/glossary.md::quorum.md::registered*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["output/quorum.md:3: category is 'Consistent', expected one of: Consistency, Concurrency, Scalability, Reliability"]
+    )
+    assert "backpressure" not in (glossary.path / "output" / "INDEX.md").read_text()
+    note = notes(glossary, GLOSSARY)["quorum.md"]
+    assert note.startswith("2 checks failed\n- category-value (checklist line 17): output/quorum.md:3: ")
+    assert statuses(glossary, GLOSSARY)["quorum.md"] == "pending"
+
+    result = run(glossary, "--batch-plan", GLOSSARY, "--batch-validate-only", "-k", "category")
+    assert outcomes(result) == {"passed": 2, "failed": 1, "skipped": 6, "deselected": 36}
+    result.stdout.fnmatch_lines(["FAILED plans/glossary.md::quorum.md::category-value*"])
+    # backpressure passed the one check that ran; its other checks did not run, so it stays pending
+    assert statuses(glossary, GLOSSARY)["backpressure.md"] == "pending"
+    assert "backpressure.md" not in notes(glossary, GLOSSARY)
+
+
+FENCING_TOKEN = """\
+---
+term: Fencing Token
+category: Consistency
+tags: [locking, leases]
+---
+
+## Definition
+
+A fencing token is a number that grows with every lock grant.
+
+## Details
+| Aspect | Value |
+|--------|-------|
+| Issued by | The lock service |
+
+## Related Terms
+
+Leases and quorums.
+"""
+
+
+def test_example_plan_real_linter_failure_is_shown_and_noted(glossary: pytest.Pytester):
+    # the table sits right under its heading: pymarkdown reports MD022 and MD058 (.pymarkdown.json)
+    (glossary.path / "output" / "fencing-token.md").write_text(FENCING_TOKEN)
+    result = run(glossary, "--batch-plan", GLOSSARY, "--batch-validate-only", "-k", "fencing")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert outcomes(result) == {"passed": 3, "failed": 2, "deselected": 40}
+    result.stdout.fnmatch_lines(
+        [
+            "output/fencing-token.md:11: linter exited 1: */pymarkdown --config .pymarkdown.json scan output/fencing-token.md",
+            "*output of the check:*",
+            "*output/fencing-token.md:11:1: MD022: *",
+            "*output/fencing-token.md:12:1: MD058: *",
+        ]
+    )
+    note = notes(glossary, GLOSSARY)["fencing-token.md"]
+    assert note.splitlines()[1].startswith("- lint (checklist line 19): output/fencing-token.md:11: linter exited 1: ")
+    assert statuses(glossary, GLOSSARY)["fencing-token.md"] == "pending"
+
+
+# -- the changelog project: statuses, notes, registration ------------------------------------------
+
+EXPECTED_FAILURES = {
+    "v1.2.0.md": [
+        "category-value (checklist line 21): changelog/v1.2.0.md:5: category is 'fix', expected one of: "
+        "Feature, Fix, Deprecation, Security (values are case-sensitive: did you mean 'Fix'?)",
+    ],
+    "v1.3.0.md": [
+        "sections (checklist line 23): changelog/v1.3.0.md: missing section 'Endpoints' (level-2 headings found: "
+        "'Summary', 'Breaking Changes and Migration'); ### 'Endpoints' at line 18 is close but not the same",
+    ],
+    "v1.4.0.md": [
+        "front-matter (checklist line 20): changelog/v1.4.0.md:7: front matter: tags has 1 non-blank item "
+        "(['headers', '']), expected at least 2",
+    ],
+    "v1.5.0.md": ["lint (checklist line 24): changelog/v1.5.0.md:16: linter exited 1: "],
+    "v1.6.0.md": [
+        "sections (checklist line 23): changelog/v1.6.0.md:14: sections out of order: found Summary, Endpoints, "
+        "Breaking Changes and Migration; expected Summary, Breaking Changes and Migration, Endpoints",
+    ],
+    "v1.7.0.md": [
+        "front-matter (checklist line 20): changelog/v1.7.0.md:1: front matter is not valid YAML",
+        "category-value (checklist line 21): changelog/v1.7.0.md:1: front matter is not valid YAML",
+        "status-value (checklist line 22): changelog/v1.7.0.md:1: front matter is not valid YAML",
+    ],
+}
+UNREGISTERED = (
+    "registered (checklist line 25): changelog/{name}: not registered in changelog/INDEX.md: "
+    "the output is registered once its other checks pass"
+)
+
+
+def test_changelog_statuses_notes_and_registration(changelog: pytest.Pytester):
+    plan_before = (changelog.path / CHANGELOG).read_text(encoding="utf-8")
+    outputs_before = {k: v for k, v in snapshot(changelog.path).items() if k.startswith("changelog/v")}
+
+    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    # 11 rows x 6 checks; v2.1.0 has no output (6 skipped); 6 rows fail 1-3 checks plus registration
+    assert outcomes(result) == {"passed": 45, "failed": 15, "skipped": 6}
+    result.stdout.fnmatch_lines(["*pending row without an output (changelog/v2.1.0.md)*"])
+    # the linter's own output is shown under the failure
+    result.stdout.fnmatch_lines(
+        ["*output of the check:*", "*changelog/v1.5.0.md:16: tab character*", "*changelog/v1.5.0.md:16: line is 103*"]
+    )
+
+    assert statuses(changelog, CHANGELOG) == {
+        "v1.0.0.md": "complete",
+        "v1.1.0.md": "complete",  # every check passed: complete, and registered
+        "v1.2.0.md": "pending",
+        "v1.3.0.md": "pending",
+        "v1.4.0.md": "pending",
+        "v1.5.0.md": "pending",
+        "v1.6.0.md": "pending",
+        "v1.7.0.md": "pending",
+        "v2.0.0.md": "complete",  # failed, but a complete row stays complete
+        "v2.1.0.md": "pending",
+        "v2.2.0.md": "complete",
+    }
+
+    got = notes(changelog, CHANGELOG)
+    assert set(got) == set(EXPECTED_FAILURES) | {"v2.0.0.md"}
+    for name, expected in EXPECTED_FAILURES.items():
+        lines = got[name].splitlines()
+        n = len(expected) + 1
+        assert lines[0] == f"{n} checks failed", name
+        assert len(lines) == 1 + n, name
+        for want, have in zip(expected, lines[1:]):
+            assert have.startswith("- " + want), (name, have)
+        assert lines[-1] == "- " + UNREGISTERED.format(name=name)
+    assert got["v2.0.0.md"] == (
+        "1 check failed (the row was complete; it stays complete until you change it)\n"
+        "- status-value (checklist line 22): changelog/v2.0.0.md:4: status is 'Published', expected one of: "
+        "draft, review, published (values are case-sensitive: did you mean 'published'?)"
+    )
+
+    # the tracking file gained exactly the newly passing output
+    assert (changelog.path / "changelog" / "INDEX.md").read_text().splitlines()[-2:] == [
+        "- [v2.2.0: Token leak fix](v2.2.0.md#summary)",
+        "- [v1.1.0: Order search](v1.1.0.md)",
+    ]
+
+    # the plan was edited minimally: one status cell (padding kept), then the notes at the end
+    plan_after = (changelog.path / CHANGELOG).read_text(encoding="utf-8")
+    old, new = plan_before.splitlines(), plan_after.splitlines()
+    changed = [i for i, (a, b) in enumerate(zip(old, new)) if a != b]
+    assert [(old[i], new[i]) for i in changed] == [
+        (
+            "| 2  | v1.1.0: Order search           | v1.1.0.md | haiku | pending  | ben    |",
+            "| 2  | v1.1.0: Order search           | v1.1.0.md | haiku | complete | ben    |",
+        )
+    ]
+    assert new[len(old) :][:2] == ["", "## Batchgen Notes"]
+    # outputs are never touched in validate-only mode
+    assert {k: v for k, v in snapshot(changelog.path).items() if k.startswith("changelog/v")} == outputs_before
+
+    # a second run finds the same failures and changes nothing
+    after_first = snapshot(changelog.path)
+    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert outcomes(result) == {"passed": 45, "failed": 15, "skipped": 6}
+    assert snapshot(changelog.path) == after_first
+
+
+def test_fixing_an_output_completes_its_row_and_drops_its_note(changelog: pytest.Pytester):
+    run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only")
+    assert "v1.2.0.md" in notes(changelog, CHANGELOG)
+    entry = changelog.path / "changelog" / "v1.2.0.md"
+    entry.write_text(entry.read_text().replace("category: fix", "category: Fix"))
+    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only", "-k", "v1.2.0")
+    assert result.ret == pytest.ExitCode.OK
+    assert outcomes(result) == {"passed": 6, "deselected": 60}
+    assert statuses(changelog, CHANGELOG)["v1.2.0.md"] == "complete"
+    assert "v1.2.0.md" not in notes(changelog, CHANGELOG)
+    assert "v1.3.0.md" in notes(changelog, CHANGELOG)  # other rows' notes are kept
+    assert "- [v1.2.0: Webhook retries](v1.2.0.md)" in (changelog.path / "changelog" / "INDEX.md").read_text()
+
+
+def test_readonly_changes_no_file_at_all(changelog: pytest.Pytester):
+    before = snapshot(changelog.path)
+    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-readonly")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    # v1.1.0 passes everything else but is not in INDEX.md, and read-only mode does not add it
+    assert outcomes(result) == {"passed": 44, "failed": 16, "skipped": 6}
+    result.stdout.fnmatch_lines(
+        [
+            "changelog/v1.1.0.md: changelog/INDEX.md has no Markdown link to changelog/v1.1.0.md",
+            "FAILED plans/changelog.md::v1.1.0.md::registered*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*plan unchanged (read-only)*"])
+    assert snapshot(changelog.path) == before
+
+
+def test_deselected_checks_keep_a_passing_row_pending(changelog: pytest.Pytester):
+    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only", "-k", "not lint")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert outcomes(result)["deselected"] == 11
+    got = statuses(changelog, CHANGELOG)
+    assert got["v1.1.0.md"] == "pending"  # passed all it ran, but its lint check did not run
+    assert got["v1.0.0.md"] == got["v2.2.0.md"] == "complete"
+    got_notes = notes(changelog, CHANGELOG)
+    assert "v1.1.0.md" not in got_notes
+    assert got_notes["v1.2.0.md"].startswith("2 checks failed\n- category-value")
+    # v1.5.0's lint item did not run, so the note does not list it; registration still waited
+    # for the linter's verdict, as it does for every check of the row
+    assert got_notes["v1.5.0.md"] == "1 check failed\n- " + UNREGISTERED.format(name="v1.5.0.md")
+
+
+def test_custom_test_with_batch_output_counts_toward_completion(changelog: pytest.Pytester):
+    changelog.makepyfile(
+        test_titles="""
+        def test_title_starts_with_version(batch_output):
+            meta = batch_output.metadata
+            assert str(meta.get("title", "")).startswith("v" + str(meta.get("version"))), meta.get("title")
+
+        def test_row_is_a_plan_row(batch_row):
+            assert batch_row.filename.endswith(".md")
+        """
+    )
+    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only", "test_titles.py", "-v")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    # parametrised over every row of the plan, with the row's filename as the id
+    result.stdout.fnmatch_lines(
+        [
+            "test_titles.py::test_title_starts_with_version[[]v1.0.0.md[]] PASSED*",
+            "test_titles.py::test_title_starts_with_version[[]v1.1.0.md[]] FAILED*",
+            "test_titles.py::test_title_starts_with_version[[]v2.1.0.md[]] SKIPPED*",
+            "test_titles.py::test_row_is_a_plan_row[[]v2.2.0.md[]] PASSED*",
+        ]
+    )
+    got = statuses(changelog, CHANGELOG)
+    # v1.1.0 passes every checklist line, but its title ('Order search') fails the custom test
+    assert got["v1.1.0.md"] == "pending"
+    assert got["v1.0.0.md"] == got["v2.2.0.md"] == "complete"
+    note = notes(changelog, CHANGELOG)["v1.1.0.md"]
+    assert note.startswith("1 check failed\n- test_title_starts_with_version[v1.1.0.md]: AssertionError")
+    assert "v1.0.0.md" not in notes(changelog, CHANGELOG)
+
+
+def test_custom_test_note_keeps_the_assertion_message(changelog: pytest.Pytester):
+    changelog.makepyfile(
+        test_titles="""
+        def test_title_starts_with_version(batch_output):
+            title = str(batch_output.metadata.get("title", ""))
+            assert title.startswith("v"), "title does not start with the version: " + title
+        """
+    )
+    run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only", "test_titles.py", "-k", "v1.1.0")
+    note = notes(changelog, CHANGELOG)["v1.1.0.md"]
+    assert "title does not start with the version: Order search" in note
+
+
+# -- users' checklist forms through the hook -------------------------------------------------------
+
+HOOK_PLAN = """\
+# Recipes
+
+## Format Reference
+recipes/pancakes.md
+
+## Output Directory
+recipes/
+
+## Content Rules
+- Every recipe has front matter: title, serves
+- No TODO markers left in a finished recipe
+
+## Validation Checklist
+1. Front matter includes title and serves
+2. No TODO markers left
+3. Linter passes: `definitely-not-installed-linter {path}`
+
+## Phase 1
+| Title | Filename | Model | Status |
+|-------|----------|-------|--------|
+| Pancakes | pancakes.md | haiku | complete |
+| Shakshuka | shakshuka.md | haiku | pending |
+"""
+
+HOOK_CONFTEST = """
+from pytest_batchgen import ChecklistForm, Failure
+
+def pytest_batchgen_checklist_forms():
+    def no_todo(ctx):
+        for n, line in enumerate(ctx.path.read_text(encoding="utf-8").splitlines(), 1):
+            if "TODO" in line:
+                return Failure("the output still contains TODO: " + line.strip(), n)
+        return None
+
+    return [
+        ChecklistForm(name="no-todo", pattern=r"no todo (?:markers )?left", check=no_todo, example="No TODO left"),
+        # shadows the built-in linter form: users' forms are tried first
+        ChecklistForm(name="fake-lint", pattern=r"linter passes: .*", check=lambda ctx: None),
+    ]
+"""
+
+
+def test_conftest_forms_become_items_and_their_failures_are_reported(pytester: pytest.Pytester):
+    (pytester.path / "plans").mkdir()
+    (pytester.path / "plans" / "recipes.md").write_text(HOOK_PLAN)
+    (pytester.path / "recipes").mkdir()
+    (pytester.path / "recipes" / "pancakes.md").write_text("---\ntitle: Pancakes\nserves: 4\n---\n\nMix.\n")
+    (pytester.path / "recipes" / "shakshuka.md").write_text(
+        "---\ntitle: Shakshuka\nserves: 2\n---\n\nSimmer the tomatoes.\nTODO: how many eggs?\n"
+    )
+    pytester.makeconftest(HOOK_CONFTEST)
+    result = run(pytester, "--batch-plan", "plans/recipes.md", "--batch-validate-only", "-v")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert outcomes(result) == {"passed": 5, "failed": 1}
+    result.stdout.fnmatch_lines(
+        [
+            "*recipes.md::pancakes.md::no-todo PASSED*",
+            "*recipes.md::pancakes.md::fake-lint PASSED*",
+            "*recipes.md::shakshuka.md::no-todo FAILED*",
+            "recipes/shakshuka.md:7: the output still contains TODO: TODO: how many eggs?",
+            "  check: plans/recipes.md:15: No TODO markers left",
+        ]
+    )
+    assert "linter command not found" not in result.stdout.str()  # the built-in linter form never ran
+    assert statuses(pytester, "plans/recipes.md") == {"pancakes.md": "complete", "shakshuka.md": "pending"}
+    assert notes(pytester, "plans/recipes.md") == {
+        "shakshuka.md": "1 check failed\n- no-todo (checklist line 15): recipes/shakshuka.md:7: "
+        "the output still contains TODO: TODO: how many eggs?"
+    }
+
+
+# -- errors in the plan's checklist stop the run before anything is written -------------------------
+
+
+def test_unknown_checklist_line_is_a_usage_error_naming_it(changelog: pytest.Pytester):
+    plan = changelog.path / CHANGELOG
+    plan.write_text(plan.read_text().replace("3. status is one of: draft, review, published", "3. Reads well"))
+    before = snapshot(changelog.path)
+    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "plans/changelog.md:22: checklist line 'Reads well' matches no checklist form" in err
+    assert "status is one of: draft, review, published" in err  # the known forms are listed
+    assert "Traceback" not in err + result.stdout.str()
+    assert snapshot(changelog.path) == before
+
+
+def test_count_mismatch_is_a_usage_error_naming_both_lines(changelog: pytest.Pytester):
+    plan = changelog.path / CHANGELOG
+    plan.write_text(plan.read_text().replace("one of the 4 values", "one of the five values"))
+    before = snapshot(changelog.path)
+    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "plans/changelog.md:21: says five values, but Content Rules lists 4" in err
+    assert "(see also line 13)" in err
+    assert snapshot(changelog.path) == before
