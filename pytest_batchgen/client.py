@@ -88,12 +88,19 @@ class ModelClient:
         if recorder is not None:
             transport = recorder.transport(transport)
         self._http = httpx2.AsyncClient(transport=transport, timeout=settings.timeout)
-        self._client = anthropic.AsyncAnthropic(
-            api_key=settings.api_key,
-            max_retries=settings.max_retries,
-            timeout=settings.timeout,
-            http_client=self._http,
-        )
+        options: dict[str, Any] = {
+            "max_retries": settings.max_retries,
+            "timeout": settings.timeout,
+            "http_client": self._http,
+        }
+        self._client = anthropic.AsyncAnthropic(api_key=settings.api_key, **options)
+        c = self._client
+        if recorder is not None and c.api_key is None and c.auth_token is None and c.credentials is None:
+            # No credentials at all: recorded replies still replay, in every record mode that
+            # replays; a request without a recording fails as a replay miss that names the
+            # missing key (not the SDK's TypeError), and the placeholder never leaves the process.
+            recorder.live_refusal = "ANTHROPIC_API_KEY is not set, so this run can only replay"
+            self._client = anthropic.AsyncAnthropic(api_key="replay-without-a-key", **options)
 
     async def complete(self, key: str, params: dict[str, Any]) -> Completion:
         info = CallInfo(key)

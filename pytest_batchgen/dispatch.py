@@ -16,11 +16,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from .checklist import Failure
 from .client import Completion, ModelCallError, Usage
 from .fsutil import atomic_write
 from .plan import Row
 from .prompts import Prompt, build_prompt, normalise_output, repair_message, shared_prefix
 from .run import PlanRun
+
+
+#: at most this many lines of a check's output (a linter's report) go into a repair turn
+REPAIR_DETAIL_LINES = 60
+
+
+def _repair_text(failure: Failure) -> str:
+    """A failure as the model needs it: the message, then the check's own output (what the
+    linter found, at which line), without which "linter exited 1" cannot be acted on."""
+    if not failure.detail:
+        return failure.message
+    return "\n".join([failure.message, *failure.detail.splitlines()[:REPAIR_DETAIL_LINES]])
 
 
 @dataclass
@@ -204,7 +217,7 @@ class Dispatcher:
                     {"role": "assistant", "content": text.rstrip("\n")},
                     {
                         "role": "user",
-                        "content": repair_message([(r.name, r.item.text, f.message) for r, f in failures]),
+                        "content": repair_message([(r.name, r.item.text, _repair_text(f)) for r, f in failures]),
                     },
                 ]
         result.outcome = "failed"

@@ -77,7 +77,8 @@ def build_prompt(plan: Plan, row: Row, max_tokens: int = DEFAULT_MAX_TOKENS, pre
 def repair_message(failures: Sequence[tuple[str, str, str]]) -> str:
     """The user turn that asks for a fixed file: each failing check and what it found.
 
-    ``failures`` are (rule name, checklist line text, failure message). API errors never come
+    ``failures`` are (rule name, checklist line text, failure message; further lines of the
+    message, such as a linter's report, are indented under its item). API errors never come
     here: only verdicts of the checklist on the draft.
     """
     lines = [
@@ -85,7 +86,9 @@ def repair_message(failures: Sequence[tuple[str, str, str]]) -> str:
         "",
     ]
     for name, text, message in failures:
-        lines.append(f"- {text} ({name}): {message}")
+        first, *more = message.splitlines() or [""]
+        lines.append(f"- {text} ({name}): {first}")
+        lines.extend(f"  {line}" for line in more)  # a check's output, indented under its item
     lines += [
         "",
         "Write the whole file again with these problems fixed, keeping everything that was right. "

@@ -77,6 +77,8 @@ class Recorder:
         self.mode = mode
         self.hints = dict(hints or {})
         self._secrets = tuple(s for s in secrets if s)
+        #: why no request may go out in this run, whatever the mode (set when there is no key)
+        self.live_refusal: str | None = None
         self._cassettes: dict[str, Cassette] = {}
         self._lock = threading.Lock()
 
@@ -127,6 +129,8 @@ class Recorder:
         else:
             what = f"no recorded request in {path} matches this one: " + self._diff(cassette, body)
         hint = f" To record it: {self.hints[key]}" if key in self.hints else ""
+        if self.live_refusal and not cassette.write_protected:
+            return f"{what} ({self.live_refusal}).{hint}"
         return f"{what} (record mode {self.mode!r} never calls the API).{hint}"
 
     @staticmethod
@@ -167,7 +171,7 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
         if cassette.can_play_response_for(vreq):
             call.replayed += 1
             return _deserialize_response(cassette.play_response(vreq), httpx2)
-        if cassette.write_protected:
+        if cassette.write_protected or self.recorder.live_refusal:
             raise ReplayMiss(self.recorder.miss_message(call.key, cassette, body))
         response = await self.inner.handle_async_request(request)
         content = b"".join([part async for part in response.stream])

@@ -1,0 +1,552 @@
+"""Generation (issue #4, PRODUCT.md sections 5, 6 and 10), end to end through pytester.
+
+Every run here is a real pytest session in-process: the plugin dispatches the pending rows
+through the real anthropic SDK to a loopback :class:`~fakeapi.FakeAnthropic`, checks each draft
+with the compiled checklist, repairs, and records statuses and notes in the plan. Assertions
+are on what a user sees: the plan's statuses and notes, the output files, the exit code, the
+items' outcomes, and what the server received.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from genhelpers import (
+    API_KEY,
+    CONTENT_RULES,
+    FAST_RETRY,
+    FORMAT_REFERENCE,
+    REFERENCE_MARKER,
+    RULE_NAMES,
+    PlanRow,
+    Reply,
+    bad_value,
+    cassette,
+    cassette_usage,
+    draft,
+    fake,  # noqa: F401  (fixture)
+    fenced,
+    few_tags,
+    item_outcomes,
+    item_report,
+    lint_bad,
+    missing_section,
+    notes,
+    requests_by_row,
+    router,
+    row_of,
+    rows_for,
+    snapshot,
+    statuses,
+    write_project,
+)
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("--batch-plan", "plan.md", *args)
+
+
+def output(pytester: pytest.Pytester, filename: str) -> str:
+    return (pytester.path / "output" / filename).read_text(encoding="utf-8")
+
+
+# -- rows that pass; what every prompt holds ----------------------------------------------------
+
+
+def test_passing_rows_become_complete_and_every_prompt_holds_its_parts(pytester, fake):
+    rows = [
+        PlanRow("Reference", "reference.md", "haiku", "complete"),  # the format reference itself
+        *rows_for("quorum", "backpressure"),
+        *rows_for("cap-theorem", "lamport-clock", model="sonnet"),
+    ]
+    write_project(pytester.path, rows, ini_extra="batchgen_max_tokens = 1234\n")
+
+    result = run(pytester)
+
+    assert result.ret == 0, result.stdout.str()
+    assert statuses(pytester.path) == {
+        "reference.md": "complete",
+        "quorum.md": "complete",
+        "backpressure.md": "complete",
+        "cap-theorem.md": "complete",
+        "lamport-clock.md": "complete",
+    }
+    assert notes(pytester.path) == {}
+    for row in rows[1:]:
+        assert output(pytester, row.filename) == draft(row.title)
+    assert output(pytester, "reference.md") == FORMAT_REFERENCE  # complete: validated, never sent
+    outcomes = item_outcomes(result)
+    assert outcomes["quorum.md::generate"] == "passed"
+    assert "reference.md::generate" not in outcomes
+    assert {outcomes[f"cap-theorem.md::{name}"] for name in RULE_NAMES} == {"passed"}
+
+    by_row = requests_by_row(fake)
+    assert sorted(by_row) == ["backpressure.md", "cap-theorem.md", "lamport-clock.md", "quorum.md"]
+    assert all(len(reqs) == 1 for reqs in by_row.values())
+    prefixes: dict[str, set[str]] = {}
+    for filename, (entry,) in by_row.items():
+        body = entry.body
+        row = next(r for r in rows if r.filename == filename)
+        # the model: a Haiku id for haiku rows, a Sonnet id for sonnet rows
+        family = "haiku" if row.model == "haiku" else "sonnet"
+        assert family in body["model"], (filename, body["model"])
+        assert body["max_tokens"] == 1234
+        # the shared prefix: one system text block, marked for caching
+        assert len(body["system"]) == 1
+        block = body["system"][0]
+        assert block["type"] == "text"
+        assert block["cache_control"] == {"type": "ephemeral"}
+        system = block["text"]
+        assert FORMAT_REFERENCE.rstrip() in system  # the reference's full text, not its path
+        assert '<format_reference path="output/reference.md">' in system
+        rules_block = system.split("<content_rules>", 1)[1].split("</content_rules>", 1)[0]
+        for rule in CONTENT_RULES:
+            assert rule in rules_block
+        assert "code fence" in system  # the instruction to answer with the file only
+        # the row-specific part: one user message with the title and the output path
+        assert [m["role"] for m in body["messages"]] == ["user"]
+        user = body["messages"][0]["content"]
+        assert f"<title>{row.title}</title>" in user
+        assert f"<output_path>output/{filename}</output_path>" in user
+        assert row.title not in system and filename not in system
+        assert entry.api_key == API_KEY
+        prefixes.setdefault(body["model"], set()).add(system)
+    # byte-identical across the rows of a model (and here across models too: one plan, one prefix)
+    assert len(prefixes) == 2
+    assert all(len(texts) == 1 for texts in prefixes.values())
+    assert len(set().union(*prefixes.values())) == 1
+
+
+def test_shared_prefix_is_written_to_the_cache_once_then_read(pytester, fake):
+    # the fake caches the prefix up to each cache_control block, keyed by model and bytes: only
+    # a byte-identical, marked prefix is read back (the usage is in the recorded replies)
+    write_project(pytester.path, rows_for("quorum", "backpressure", "fencing-token"))
+
+    result = run(pytester, "--batch-concurrency", "1")
+
+    assert result.ret == 0, result.stdout.str()
+    order = [row_of(e) for e in fake.messages_requests()]
+    usage = {name: cassette_usage(cassette(pytester.path, name))[0] for name in order}
+    first, *rest = order
+    assert usage[first]["cache_creation_input_tokens"] > 0
+    assert usage[first]["cache_read_input_tokens"] == 0
+    for name in rest:
+        assert usage[name]["cache_creation_input_tokens"] == 0
+        assert usage[name]["cache_read_input_tokens"] == usage[first]["cache_creation_input_tokens"]
+
+
+# -- every way a row can end, in one batch ------------------------------------------------------
+
+MIXED = [
+    "passes",
+    "wrong-value",
+    "missing-section",
+    "few-tags",
+    "lint-fails",
+    "repaired",
+    "fenced",
+    "truncated",
+    "refused",
+    "rate-limited",
+    "overloaded",
+    "server-error",
+    "down",
+]
+
+
+def script_mixed(fake) -> None:
+    r = router(fake)
+    title = {name: name.replace("-", " ").title() for name in MIXED}
+    r.set("wrong-value.md", Reply.ok(bad_value(title["wrong-value"])))
+    r.set("missing-section.md", Reply.ok(missing_section(title["missing-section"])))
+    r.set("few-tags.md", Reply.ok(few_tags(title["few-tags"])))
+    r.set("lint-fails.md", Reply.ok(lint_bad(title["lint-fails"])))
+    r.set("repaired.md", Reply.ok(bad_value(title["repaired"])), Reply.ok(draft(title["repaired"])))
+    r.set("fenced.md", Reply.ok(fenced(draft(title["fenced"]))))
+    r.set("truncated.md", Reply.truncated(draft(title["truncated"])[:40]))
+    r.set("refused.md", Reply.refused())
+    r.set("rate-limited.md", Reply.rate_limited(retry_after=FAST_RETRY), Reply.ok(draft(title["rate-limited"])))
+    r.set("overloaded.md", Reply.overloaded(retry_after=FAST_RETRY), Reply.ok(draft(title["overloaded"])))
+    r.set("server-error.md", Reply.server_error(retry_after=FAST_RETRY), Reply.ok(draft(title["server-error"])))
+    r.set("down.md", Reply.error(500, message="upstream exploded (code 4711)", retry_after=FAST_RETRY))
+
+
+def test_mixed_batch_ends_with_exact_statuses_notes_and_a_failing_exit_code(pytester, fake):
+    write_project(pytester.path, rows_for(*MIXED))
+    script_mixed(fake)
+    before = (pytester.path / "plan.md").read_text(encoding="utf-8")
+
+    result = run(pytester)
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    complete = {"passes", "repaired", "fenced", "rate-limited", "overloaded", "server-error"}
+    assert statuses(pytester.path) == {
+        f"{name}.md": "complete" if name in complete else "pending" for name in MIXED
+    }
+    found = notes(pytester.path)
+    assert set(found) == {f"{name}.md" for name in MIXED if name not in complete}
+
+    # failing checks, even after the repair: each note names the check, where, and what it found
+    assert found["wrong-value.md"] == (
+        "1 check failed\n- category-value (checklist line 16): output/wrong-value.md:3: "
+        "category is 'Z', expected one of: A, B, C"
+    )
+    assert found["missing-section.md"] == (
+        "1 check failed\n- sections (checklist line 17): output/missing-section.md: "
+        "missing section 'Related Terms' (level-2 headings found: 'Definition', 'Details')"
+    )
+    assert found["few-tags.md"] == (
+        "1 check failed\n- front-matter (checklist line 15): output/few-tags.md:4: "
+        "front matter: tags has 1 non-blank item (['alpha']), expected at least 2"
+    )
+    assert found["lint-fails.md"].startswith(
+        "1 check failed\n- lint (checklist line 18): output/lint-fails.md:19: linter exited 1: "
+    )
+    # generation failures: the note's first entry is the generate item's, saying why
+    generate = {name: found[f"{name}.md"].split("\n")[1] for name in ("truncated", "refused", "down")}
+    assert generate["truncated"].startswith("- generate: truncated: the reply was cut off at max_tokens")
+    assert generate["refused"] == "- generate: refused: the model refused to write this output"
+    assert generate["down"] == (
+        "- generate: error: InternalServerError: HTTP 500 api_error: upstream exploded (code 4711)"
+    )
+
+    outcomes = item_outcomes(result)
+    for name in complete:
+        assert {outcomes[f"{name}.md::{item}"] for item in ("generate", *RULE_NAMES)} == {"passed"}, name
+    for name in ("wrong-value", "missing-section", "few-tags", "lint-fails"):
+        assert outcomes[f"{name}.md::generate"] == "passed"
+    assert outcomes["wrong-value.md::category-value"] == "failed"
+    assert outcomes["wrong-value.md::sections"] == "passed"
+    assert outcomes["missing-section.md::sections"] == "failed"
+    assert outcomes["few-tags.md::front-matter"] == "failed"
+    assert outcomes["lint-fails.md::lint"] == "failed"
+    assert outcomes["lint-fails.md::front-matter"] == "passed"
+    for name in ("truncated", "refused", "down"):
+        assert outcomes[f"{name}.md::generate"] == "failed"
+    assert "truncated" in item_report(result, "truncated.md::generate")
+    assert "refused" in item_report(result, "refused.md::generate")
+    down = item_report(result, "down.md::generate")
+    assert "InternalServerError" in down and "HTTP 500" in down and "upstream exploded (code 4711)" in down
+
+    # the server's side: a repair for every failed draft, the SDK's retries for 429/529/500
+    counts = {name: len(reqs) for name, reqs in requests_by_row(fake).items()}
+    assert counts == {
+        "passes.md": 1,
+        "wrong-value.md": 2,
+        "missing-section.md": 2,
+        "few-tags.md": 2,
+        "lint-fails.md": 2,
+        "repaired.md": 2,
+        "fenced.md": 1,
+        "truncated.md": 1,  # a truncated reply is not repaired
+        "refused.md": 1,
+        "rate-limited.md": 2,
+        "overloaded.md": 2,
+        "server-error.md": 2,
+        "down.md": 2,  # the first try and batchgen_max_retries = 1 retry
+    }
+    statuses_seen = {
+        name: [e.status for e in reqs] for name, reqs in requests_by_row(fake).items() if name in (
+            "rate-limited.md", "overloaded.md", "server-error.md", "down.md")
+    }
+    assert statuses_seen == {
+        "rate-limited.md": [429, 200],
+        "overloaded.md": [529, 200],
+        "server-error.md": [500, 200],
+        "down.md": [500, 500],
+    }
+
+    # the outputs: unwrapped, readable failed drafts, nothing for a refusal or a dead API
+    assert output(pytester, "fenced.md") == draft("Fenced")
+    assert output(pytester, "repaired.md") == draft("Repaired")
+    assert output(pytester, "wrong-value.md") == bad_value("Wrong Value")
+    assert output(pytester, "truncated.md") == draft("Truncated")[:40] + "\n"
+    assert not (pytester.path / "output" / "refused.md").exists()
+    assert not (pytester.path / "output" / "down.md").exists()
+    # only statuses and the notes section changed in the plan
+    after = (pytester.path / "plan.md").read_text(encoding="utf-8")
+    assert after.split("## Batchgen Notes")[0].replace("| complete |", "| pending |").rstrip() == before.rstrip()
+
+
+def test_fail_for_good_does_not_stop_the_others(pytester, fake):
+    rows = rows_for("down", "slow-a", "slow-b", "slow-c")
+    write_project(pytester.path, rows, max_retries=2)
+    router(fake).set("down.md", Reply.error(503, "api_error", "service unavailable right now", retry_after=FAST_RETRY))
+    for name in ("slow-a", "slow-b", "slow-c"):
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=0.2))
+
+    result = run(pytester, "--batch-concurrency", "2")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert statuses(pytester.path) == {
+        "down.md": "pending",
+        "slow-a.md": "complete",
+        "slow-b.md": "complete",
+        "slow-c.md": "complete",
+    }
+    by_row = requests_by_row(fake)
+    assert [e.status for e in by_row["down.md"]] == [503, 503, 503]  # 1 + batchgen_max_retries
+    report = item_report(result, "down.md::generate")
+    assert "ServiceUnavailableError" in report and "HTTP 503" in report
+    assert "service unavailable right now" in report
+    assert list(notes(pytester.path)) == ["down.md"]
+
+
+# -- repair ---------------------------------------------------------------------------------
+
+
+def test_repair_continues_the_conversation_with_the_draft_and_the_failures(pytester, fake):
+    write_project(pytester.path, rows_for("quorum", "fencing-token"))
+    first = bad_value("Quorum")
+    two_problems = draft("Fencing Token", tags="[alpha]", sections=("Definition", "Details"))
+    router(fake).set("quorum.md", Reply.ok(first), Reply.ok(draft("Quorum")))
+    router(fake).set("fencing-token.md", Reply.ok(two_problems), Reply.ok(draft("Fencing Token")))
+
+    result = run(pytester)
+
+    assert result.ret == 0, result.stdout.str()
+    assert statuses(pytester.path) == {"quorum.md": "complete", "fencing-token.md": "complete"}
+    by_row = requests_by_row(fake)
+    ask, repair = by_row["quorum.md"]
+    # same system prefix, same first user turn, then the draft and the failures
+    assert repair.body["system"] == ask.body["system"]
+    assert repair.body["model"] == ask.body["model"]
+    assert repair.body["messages"][0] == ask.body["messages"][0]
+    assert [m["role"] for m in repair.body["messages"]] == ["user", "assistant", "user"]
+    assert repair.body["messages"][1]["content"].strip() == first.strip()
+    turn = repair.body["messages"][2]["content"]
+    assert "category is one of the three values listed in Content Rules" in turn  # the check
+    assert "category is 'Z', expected one of: A, B, C" in turn  # the value found and the allowed ones
+    assert "sections present" not in turn and "Linter passes" not in turn  # only the failing checks
+    # two failing checks: both listed, each with its own message
+    turn = by_row["fencing-token.md"][1].body["messages"][2]["content"]
+    assert "missing section 'Related Terms'" in turn
+    assert "tags has 1 non-blank item" in turn
+    assert by_row["fencing-token.md"][1].body["messages"][1]["content"].strip() == two_problems.strip()
+
+
+def test_a_linter_failure_is_repaired_with_the_linter_s_output(pytester, fake):
+    # "linter exited 1" alone does not tell the model what to fix; its output does
+    write_project(pytester.path, rows_for("quorum"))
+    router(fake).set("quorum.md", Reply.ok(lint_bad("Quorum")), Reply.ok(draft("Quorum")))
+
+    result = run(pytester)
+
+    assert result.ret == 0, result.stdout.str()
+    ask, repair = fake.messages_requests()
+    turn = repair.body["messages"][2]["content"]
+    assert "Linter passes" in turn and "linter exited 1" in turn
+    assert "output/quorum.md:19: X001 forbidden marker LINT-BAD" in turn
+    assert statuses(pytester.path) == {"quorum.md": "complete"}
+
+
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_max_attempts_bounds_the_requests_of_a_row_that_keeps_failing(pytester, fake, attempts):
+    write_project(pytester.path, rows_for("quorum"))
+    router(fake).set("quorum.md", Reply.ok(bad_value("Quorum")))
+
+    result = run(pytester, "--batch-max-attempts", str(attempts))
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    requests = fake.messages_requests()
+    assert len(requests) == attempts
+    # each repair continues the same conversation: user, (assistant, user) per earlier attempt
+    assert [len(e.body["messages"]) for e in requests] == [1 + 2 * n for n in range(attempts)]
+    assert statuses(pytester.path) == {"quorum.md": "pending"}
+    assert "category is 'Z'" in notes(pytester.path)["quorum.md"]
+
+
+def test_api_errors_are_never_pasted_into_a_repair(pytester, fake):
+    write_project(pytester.path, rows_for("quorum"))
+    secret_error = "database shard 7 on fire, request req_SHOULD_NOT_LEAK"
+    router(fake).set(
+        "quorum.md",
+        Reply.error(500, message=secret_error, retry_after=FAST_RETRY),
+        Reply.ok(bad_value("Quorum")),
+        Reply.ok(draft("Quorum")),
+    )
+
+    result = run(pytester)
+
+    assert result.ret == 0, result.stdout.str()
+    first, retry, repair = fake.messages_requests()
+    assert first.status == 500 and retry.status == 200 and repair.status == 200
+    assert retry.raw == first.raw  # the SDK's retry resends the same request
+    assert len(repair.body["messages"]) == 3
+    sent = repair.raw.decode("utf-8")
+    for leak in ("shard 7", "SHOULD_NOT_LEAK", "api_error", "InternalServerError", "HTTP 500"):
+        assert leak not in sent
+    assert "category is 'Z'" in repair.body["messages"][2]["content"]
+    assert statuses(pytester.path) == {"quorum.md": "complete"}
+
+
+# -- replies --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        pytest.param(lambda t: fenced(t, "markdown"), id="markdown"),
+        pytest.param(lambda t: fenced(t, ""), id="bare"),
+        pytest.param(lambda t: "\n" + fenced(t, "md") + "\n\n", id="padded"),
+        pytest.param(lambda t: "~~~markdown\n" + t + "~~~", id="tildes"),
+    ],
+)
+def test_a_reply_fenced_whole_is_unwrapped(pytester, fake, wrap):
+    write_project(pytester.path, rows_for("quorum"))
+    router(fake).set("quorum.md", Reply.ok(wrap(draft("Quorum"))))
+
+    result = run(pytester)
+
+    assert result.ret == 0, result.stdout.str()
+    assert output(pytester, "quorum.md") == draft("Quorum")
+    assert len(fake.messages_requests()) == 1  # passed at once: no repair was needed
+
+
+def test_a_reply_with_an_inner_fence_is_kept_as_it_is(pytester, fake):
+    write_project(pytester.path, rows_for("quorum"))
+    text = draft("Quorum", extra="```python\nprint(1)\n```\n")
+    router(fake).set("quorum.md", Reply.ok(text))
+
+    result = run(pytester)
+
+    assert result.ret == 0, result.stdout.str()
+    assert output(pytester, "quorum.md") == text
+
+
+def test_truncated_and_refused_replies_fail_generation_and_are_not_repaired(pytester, fake):
+    write_project(pytester.path, rows_for("truncated", "refused", "fine"))
+    router(fake).set("truncated.md", Reply.truncated(draft("Truncated")))  # complete-looking, but cut off
+    router(fake).set("refused.md", Reply.refused("I can't help with that."))
+
+    result = run(pytester)
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    outcomes = item_outcomes(result)
+    assert outcomes["truncated.md::generate"] == "failed"
+    assert outcomes["refused.md::generate"] == "failed"
+    assert outcomes["fine.md::generate"] == "passed"
+    truncated = item_report(result, "truncated.md::generate")
+    assert "truncated" in truncated and "max_tokens" in truncated
+    assert "refused" in item_report(result, "refused.md::generate")
+    # a truncated draft stays readable; a refusal's text is not an output
+    assert output(pytester, "truncated.md") == draft("Truncated")
+    assert not (pytester.path / "output" / "refused.md").exists()
+    # even though every check passes on the cut-off draft, the row is not complete
+    assert statuses(pytester.path) == {"truncated.md": "pending", "refused.md": "pending", "fine.md": "complete"}
+    assert len(requests_by_row(fake)["truncated.md"]) == 1
+    assert len(requests_by_row(fake)["refused.md"]) == 1
+
+
+def test_retries_429_529_and_500_then_succeed(pytester, fake):
+    write_project(pytester.path, rows_for("rate-limited", "overloaded", "server-error"), max_retries=3)
+    router(fake).set(
+        "rate-limited.md",
+        Reply.rate_limited(retry_after=FAST_RETRY),
+        Reply.rate_limited(retry_after=FAST_RETRY),
+        Reply.ok(draft("Rate Limited")),
+    )
+    router(fake).set("overloaded.md", Reply.overloaded(retry_after=FAST_RETRY), Reply.ok(draft("Overloaded")))
+    router(fake).set("server-error.md", Reply.server_error(retry_after=FAST_RETRY), Reply.ok(draft("Server Error")))
+
+    started = time.monotonic()
+    result = run(pytester)
+    elapsed = time.monotonic() - started
+
+    assert result.ret == 0, result.stdout.str()
+    assert set(statuses(pytester.path).values()) == {"complete"}
+    by_row = requests_by_row(fake)
+    assert [e.status for e in by_row["rate-limited.md"]] == [429, 429, 200]
+    assert [e.status for e in by_row["overloaded.md"]] == [529, 200]
+    assert [e.status for e in by_row["server-error.md"]] == [500, 200]
+    assert [e.headers.get("x-stainless-retry-count") for e in by_row["rate-limited.md"]] == ["0", "1", "2"]
+    assert elapsed < 10  # retry-after (10 ms) was honoured, not a long backoff
+    assert notes(pytester.path) == {}
+
+
+# -- concurrency ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("concurrency", "expected"), [(3, 3), (8, 6)])
+def test_requests_in_flight_never_exceed_the_concurrency_and_reach_it(pytester, fake, concurrency, expected):
+    names = ["a-one", "b-two", "c-three", "d-four", "e-five", "f-six"]
+    write_project(pytester.path, rows_for(*names))
+    for name in names:
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=0.3))
+
+    result = run(pytester, "--batch-concurrency", str(concurrency))
+
+    assert result.ret == 0, result.stdout.str()
+    requests = fake.messages_requests()
+    assert len(requests) == 6
+    assert fake.max_in_flight == expected
+    # the server was busy about ceil(rows / concurrency) x latency, far from rows x latency
+    assert fake.wait_idle()
+    busy = max(e.finished for e in requests) - min(e.started for e in requests)
+    waves = -(-6 // concurrency)
+    assert waves * 0.3 <= busy < waves * 0.3 + 0.25
+    assert set(statuses(pytester.path).values()) == {"complete"}
+
+
+def test_rows_are_all_dispatched_before_the_first_check_runs(pytester, fake):
+    # the slow row comes first in the plan; the others must not wait for its items to finish
+    write_project(pytester.path, rows_for("slow", "b-fast", "c-fast"))
+    router(fake).set("slow.md", Reply.ok(draft("Slow"), delay=0.5))
+
+    result = run(pytester, "--batch-concurrency", "3")
+
+    assert result.ret == 0, result.stdout.str()
+    requests = fake.messages_requests()
+    assert len(requests) == 3 and fake.max_in_flight >= 2
+    slow = next(e for e in requests if "slow.md" in e.raw.decode())
+    others = [e for e in requests if e is not slow]
+    assert all(e.started < slow.started + 0.4 for e in others)  # sent while the slow one was in flight
+
+
+# -- outputs that exist ------------------------------------------------------------------------
+
+
+def test_a_pending_row_whose_output_already_passes_is_kept_and_not_sent(pytester, fake):
+    write_project(pytester.path, rows_for("kept", "stale"))
+    out = pytester.path / "output"
+    (out / "kept.md").write_text(draft("Kept", category="B"), encoding="utf-8")
+    (out / "stale.md").write_text(bad_value("Stale"), encoding="utf-8")
+
+    result = run(pytester)
+
+    assert result.ret == 0, result.stdout.str()
+    assert list(requests_by_row(fake)) == ["stale.md"]  # only the failing output is regenerated
+    assert output(pytester, "kept.md") == draft("Kept", category="B")
+    assert output(pytester, "stale.md") == draft("Stale")
+    assert statuses(pytester.path) == {"kept.md": "complete", "stale.md": "complete"}
+
+
+# -- dry run ---------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_prompts_and_sends_and_writes_nothing(pytester, fake):
+    rows = [
+        PlanRow("Reference", "reference.md", "haiku", "complete"),
+        *rows_for("quorum"),
+        *rows_for("cap-theorem", model="sonnet"),
+    ]
+    write_project(pytester.path, rows)
+    (pytester.path / "output" / "quorum.md").write_text(bad_value("Quorum"), encoding="utf-8")
+    before = snapshot(pytester.path)
+
+    result = run(pytester, "--batch-dry-run")
+
+    assert result.ret == pytest.ExitCode.OK
+    assert fake.requests == []
+    assert snapshot(pytester.path) == before
+    out = result.stdout.str()
+    assert REFERENCE_MARKER in out
+    assert "category must be one of: A, B, C" in out
+    assert "<title>Quorum</title>" in out and "<output_path>output/quorum.md</output_path>" in out
+    assert "<title>Cap Theorem</title>" in out and "<output_path>output/cap-theorem.md</output_path>" in out
+    assert "quorum.md -> claude-haiku" in out and "cap-theorem.md -> claude-sonnet" in out
+    assert "<title>Reference</title>" not in out  # complete rows are not sent
+    assert "2 pending row(s)" in out
+    assert not (pytester.path / "cassettes").exists()
