@@ -110,6 +110,15 @@ class Dispatcher:
         self.in_flight = 0
         self.done = 0
         self.failed = 0
+        self._stop = threading.Event()
+        self.stop_reason = ""
+
+    def cancel(self, reason: str) -> None:
+        """Send no new request (rows not yet sent end as ``skipped``); requests in flight finish
+        and are recorded, so what was paid for is kept."""
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            self._stop.set()
 
     def start(self) -> None:
         if not self.jobs or self._thread is not None:
@@ -177,6 +186,10 @@ class Dispatcher:
             result.attempts.append(attempt)
             started = time.monotonic()
             async with sem:
+                if self._stop.is_set():
+                    result.attempts.pop()
+                    result.outcome, result.error = "skipped", f"not sent: {self.stop_reason}"
+                    return result
                 self.in_flight += 1
                 self._on_event("sent", job, None)
                 try:

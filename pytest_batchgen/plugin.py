@@ -317,7 +317,9 @@ class CheckItem(pytest.Item):
     def runtest(self) -> None:
         state = _state(self.config)
         assert state is not None
-        _wait_for_generation(state, self.run, self.row)
+        result = _wait_for_generation(state, self.run, self.row)
+        if result is not None and not result.wrote and result.outcome in ("error", "refused", "skipped"):
+            pytest.skip(f"not checked: generation did not write an output ({result.outcome}; see {self.row.filename}::generate)")
         path = self.run.path(self.row)
         if state.validate_only and not self.row.complete and not path.exists():
             pytest.skip(f"pending row without an output ({self.run.plan.rel(path)}); validate-only makes no model call")
@@ -360,6 +362,8 @@ class GenerateItem(pytest.Item):
         result = _wait_for_generation(state, self.run, self.row)
         if result is None:
             pytest.skip("not dispatched in this run")
+        if result.outcome == "skipped":
+            pytest.skip(result.error or "not sent")
         if result.outcome in ("error", "truncated", "refused"):
             raise GenerationFailed(f"{result.outcome}: {result.error}")
 
@@ -514,6 +518,10 @@ class SessionHooks:
         tw.sep("-", f"dry run: {len(shown)} pending row(s); nothing sent, nothing written")
         return True
 
+    def pytest_keyboard_interrupt(self) -> None:
+        if self.state.dispatcher is not None:
+            self.state.dispatcher.cancel("the run was interrupted before this row was sent")
+
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         for item in items:
             found = _row_of(item)
@@ -548,6 +556,8 @@ class SessionHooks:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         state = self.state
         if state.dispatcher is not None:
+            if exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop or session.shouldfail:
+                state.dispatcher.cancel("the run was stopped before this row was sent")
             state.dispatcher.join()
         if state.is_worker or state.readonly or state.dry_run:
             return

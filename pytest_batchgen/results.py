@@ -27,7 +27,7 @@ class ItemFailure:
         where = ""
         if self.output:
             where = f"{self.output}:{self.output_line}: " if self.output_line else f"{self.output}: "
-        origin = f" (checklist line {self.checklist_line})" if self.checklist_line else ""
+        origin = f" (plan line {self.checklist_line})" if self.checklist_line else ""
         first = self.message.strip().splitlines()[0] if self.message.strip() else "failed"
         return f"{self.check}{origin}: {where}{first}"
 

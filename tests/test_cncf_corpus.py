@@ -162,9 +162,9 @@ def test_cncf_glossary_validate_only(pytester: pytest.Pytester):
     assert set(notes) == set(files) - passing
     assert notes["api-gateway.md"] == (
         "2 checks failed\n"
-        "- category-value (checklist line 21): glossary/api-gateway.md:4: category is 'technology', "
+        "- category-value (plan line 21): glossary/api-gateway.md:4: category is 'technology', "
         "expected one of: Concept, Technology, Property (values are case-sensitive: did you mean 'Technology'?)\n"
-        "- registered (checklist line 24): glossary/api-gateway.md: not registered in glossary/INDEX.md: "
+        "- registered (plan line 24): glossary/api-gateway.md: not registered in glossary/INDEX.md: "
         "the output is registered once its other checks pass"
     )
 

@@ -190,19 +190,19 @@ def test_mixed_batch_ends_with_exact_statuses_notes_and_a_failing_exit_code(pyte
 
     # failing checks, even after the repair: each note names the check, where, and what it found
     assert found["wrong-value.md"] == (
-        "1 check failed\n- category-value (checklist line 16): output/wrong-value.md:3: "
+        "1 check failed\n- category-value (plan line 16): output/wrong-value.md:3: "
         "category is 'Z', expected one of: A, B, C"
     )
     assert found["missing-section.md"] == (
-        "1 check failed\n- sections (checklist line 17): output/missing-section.md: "
+        "1 check failed\n- sections (plan line 17): output/missing-section.md: "
         "missing section 'Related Terms' (level-2 headings found: 'Definition', 'Details')"
     )
     assert found["few-tags.md"] == (
-        "1 check failed\n- front-matter (checklist line 15): output/few-tags.md:4: "
+        "1 check failed\n- front-matter (plan line 15): output/few-tags.md:4: "
         "front matter: tags has 1 non-blank item (['alpha']), expected at least 2"
     )
     assert found["lint-fails.md"].startswith(
-        "1 check failed\n- lint (checklist line 18): output/lint-fails.md:19: linter exited 1: "
+        "1 check failed\n- lint (plan line 18): output/lint-fails.md:19: linter exited 1: "
     )
     # generation failures: the note's first entry is the generate item's, saying why
     generate = {name: found[f"{name}.md"].split("\n")[1] for name in ("truncated", "refused", "down")}
@@ -550,3 +550,22 @@ def test_dry_run_prints_the_prompts_and_sends_and_writes_nothing(pytester, fake)
     assert "<title>Reference</title>" not in out  # complete rows are not sent
     assert "2 pending row(s)" in out
     assert not (pytester.path / "cassettes").exists()
+
+
+# -- stopping early sends nothing more ---------------------------------------------------------
+
+
+def test_stopping_with_x_sends_no_new_request_and_skips_the_unsent_rows(pytester, fake):
+    rows = [PlanRow("Reference", "reference.md", "haiku", "complete"), *rows_for("a1", "a2", "a3", "a4", "a5")]
+    write_project(pytester.path, rows)
+    fake.latency = 0.4
+    router(fake).set("a1.md", Reply.ok(bad_value("A1")))
+
+    result = run(pytester, "--batch-concurrency", "1", "--batch-max-attempts", "1", "-x")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    sent = {row_of(entry) for entry in fake.messages_requests()}
+    # a1 failed a check; at most the row in flight at that moment was still answered
+    assert "a1.md" in sent and len(sent) <= 2, sent
+    assert {"a4.md", "a5.md"}.isdisjoint(sent)
+    assert statuses(pytester.path)["a5.md"] == "pending"

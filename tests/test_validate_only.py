@@ -135,7 +135,7 @@ def test_example_plan_selects_a_row_or_a_check_with_k(glossary: pytest.Pytester)
     )
     assert "backpressure" not in (glossary.path / "output" / "INDEX.md").read_text()
     note = notes(glossary, GLOSSARY)["quorum.md"]
-    assert note.startswith("2 checks failed\n- category-value (checklist line 17): output/quorum.md:3: ")
+    assert note.startswith("2 checks failed\n- category-value (plan line 17): output/quorum.md:3: ")
     assert statuses(glossary, GLOSSARY)["quorum.md"] == "pending"
 
     result = run(glossary, "--batch-plan", GLOSSARY, "--batch-validate-only", "-k", "category")
@@ -183,7 +183,7 @@ def test_example_plan_real_linter_failure_is_shown_and_noted(glossary: pytest.Py
         ]
     )
     note = notes(glossary, GLOSSARY)["fencing-token.md"]
-    assert note.splitlines()[1].startswith("- lint (checklist line 19): output/fencing-token.md:11: linter exited 1: ")
+    assert note.splitlines()[1].startswith("- lint (plan line 19): output/fencing-token.md:11: linter exited 1: ")
     assert statuses(glossary, GLOSSARY)["fencing-token.md"] == "pending"
 
 
@@ -191,30 +191,30 @@ def test_example_plan_real_linter_failure_is_shown_and_noted(glossary: pytest.Py
 
 EXPECTED_FAILURES = {
     "v1.2.0.md": [
-        "category-value (checklist line 21): changelog/v1.2.0.md:5: category is 'fix', expected one of: "
+        "category-value (plan line 21): changelog/v1.2.0.md:5: category is 'fix', expected one of: "
         "Feature, Fix, Deprecation, Security (values are case-sensitive: did you mean 'Fix'?)",
     ],
     "v1.3.0.md": [
-        "sections (checklist line 23): changelog/v1.3.0.md: missing section 'Endpoints' (level-2 headings found: "
+        "sections (plan line 23): changelog/v1.3.0.md: missing section 'Endpoints' (level-2 headings found: "
         "'Summary', 'Breaking Changes and Migration'); ### 'Endpoints' at line 18 is close but not the same",
     ],
     "v1.4.0.md": [
-        "front-matter (checklist line 20): changelog/v1.4.0.md:7: front matter: tags has 1 non-blank item "
+        "front-matter (plan line 20): changelog/v1.4.0.md:7: front matter: tags has 1 non-blank item "
         "(['headers', '']), expected at least 2",
     ],
-    "v1.5.0.md": ["lint (checklist line 24): changelog/v1.5.0.md:16: linter exited 1: "],
+    "v1.5.0.md": ["lint (plan line 24): changelog/v1.5.0.md:16: linter exited 1: "],
     "v1.6.0.md": [
-        "sections (checklist line 23): changelog/v1.6.0.md:14: sections out of order: found Summary, Endpoints, "
+        "sections (plan line 23): changelog/v1.6.0.md:14: sections out of order: found Summary, Endpoints, "
         "Breaking Changes and Migration; expected Summary, Breaking Changes and Migration, Endpoints",
     ],
     "v1.7.0.md": [
-        "front-matter (checklist line 20): changelog/v1.7.0.md:1: front matter is not valid YAML",
-        "category-value (checklist line 21): changelog/v1.7.0.md:1: front matter is not valid YAML",
-        "status-value (checklist line 22): changelog/v1.7.0.md:1: front matter is not valid YAML",
+        "front-matter (plan line 20): changelog/v1.7.0.md:1: front matter is not valid YAML",
+        "category-value (plan line 21): changelog/v1.7.0.md:1: front matter is not valid YAML",
+        "status-value (plan line 22): changelog/v1.7.0.md:1: front matter is not valid YAML",
     ],
 }
 UNREGISTERED = (
-    "registered (checklist line 25): changelog/{name}: not registered in changelog/INDEX.md: "
+    "registered (plan line 25): changelog/{name}: not registered in changelog/INDEX.md: "
     "the output is registered once its other checks pass"
 )
 
@@ -259,7 +259,7 @@ def test_changelog_statuses_notes_and_registration(changelog: pytest.Pytester):
         assert lines[-1] == "- " + UNREGISTERED.format(name=name)
     assert got["v2.0.0.md"] == (
         "1 check failed (the row was complete; it stays complete until you change it)\n"
-        "- status-value (checklist line 22): changelog/v2.0.0.md:4: status is 'Published', expected one of: "
+        "- status-value (plan line 22): changelog/v2.0.0.md:4: status is 'Published', expected one of: "
         "draft, review, published (values are case-sensitive: did you mean 'published'?)"
     )
 
@@ -449,7 +449,7 @@ def test_conftest_forms_become_items_and_their_failures_are_reported(pytester: p
     assert "linter command not found" not in result.stdout.str()  # the built-in linter form never ran
     assert statuses(pytester, "plans/recipes.md") == {"pancakes.md": "complete", "shakshuka.md": "pending"}
     assert notes(pytester, "plans/recipes.md") == {
-        "shakshuka.md": "1 check failed\n- no-todo (checklist line 15): recipes/shakshuka.md:7: "
+        "shakshuka.md": "1 check failed\n- no-todo (plan line 15): recipes/shakshuka.md:7: "
         "the output still contains TODO: TODO: how many eggs?"
     }
 
