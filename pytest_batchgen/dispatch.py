@@ -14,6 +14,7 @@ import concurrent.futures
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .checklist import Failure
@@ -34,6 +35,14 @@ def _repair_text(failure: Failure) -> str:
     if not failure.detail:
         return failure.message
     return "\n".join([failure.message, *failure.detail.splitlines()[:REPAIR_DETAIL_LINES]])
+
+
+def _discard_draft(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()  # only when empty
+    except OSError:
+        pass
 
 
 @dataclass
@@ -77,6 +86,7 @@ class RowResult:
 class Job:
     run: PlanRun
     row: Row
+    rerecord: bool = False  # regenerate even when the output passes (record mode "all")
 
     @property
     def key(self) -> str:
@@ -173,11 +183,13 @@ class Dispatcher:
     async def _generate(self, client: Any, sem: asyncio.Semaphore, job: Job) -> RowResult:
         run, row = job.run, job.row
         loop = asyncio.get_running_loop()
-        path = run.path(row)
-        if path.exists():
+        output = path = run.path(row)
+        if output.exists():
             existing = await loop.run_in_executor(None, run.draft_failures, row)
-            if not existing:
+            if not existing and not job.rerecord:
                 return RowResult(job.key, "kept")
+            if not existing:
+                path = run.plan.draft_path(row)  # re-recording: drafts go aside until one passes
         prompt: Prompt = build_prompt(run.plan, row, self.max_tokens, self._prefixes[str(run.plan.path)])
         history: list[dict[str, Any]] = []
         result = RowResult(job.key, "failed")
@@ -220,9 +232,13 @@ class Dispatcher:
                 )
                 attempt.error = result.error
                 return result
-            failures = await loop.run_in_executor(None, run.draft_failures, row)
+            failures = await loop.run_in_executor(None, run.draft_failures, row, path)
             attempt.failures = [f"{rule.name}: {f.message}" for rule, f in failures]
             if not failures:
+                if path != output:
+                    await loop.run_in_executor(None, atomic_write, output, text)
+                    await loop.run_in_executor(None, _discard_draft, path)
+                    run.docs.forget(output)
                 result.outcome = "passed"
                 return result
             if number < self.max_attempts:

@@ -262,6 +262,14 @@ class Plan:
     def output_path(self, row: Row) -> Path:
         return self.output_dir / row.filename
 
+    def draft_path(self, row: Row) -> Path:
+        """Where a new draft goes while the row's output passes: it never replaces a good output."""
+        return self.output_dir / ".batchgen-drafts" / row.filename
+
+    def cassette_path(self, row: Row) -> Path:
+        """The row's recording: ``<plan folder>/cassettes/<plan name>/<filename>.yaml``."""
+        return self.path.parent / "cassettes" / self.name / f"{row.filename}.yaml"
+
     def rel(self, path: Path) -> str:
         """``path`` relative to the rootdir when it lies below it (for messages and prompts)."""
         try:

@@ -56,6 +56,12 @@ class BatchState:
             for row in run.rows:
                 yield run, row
 
+    def to_generate(self, run: PlanRun, row: Row) -> bool:
+        """Pending rows; and in record mode ``all``, complete rows that were recorded before."""
+        if not row.complete:
+            return True
+        return self.record_mode == "all" and run.plan.cassette_path(row).exists()
+
 
 state_key = pytest.StashKey[BatchState]()
 
@@ -224,7 +230,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # no paths on the command line: collect the plans (and the custom checks), not testpaths
         config.args = [str(r.plan.path) for r in runs] + [str(p) for p in config.getini("batchgen_checks")]
     else:
-        config.args = list(config.args) + [str(r.plan.path) for r in runs]
+        # add each plan unless a node of it was named (``plans/glossary.md::quorum.md``)
+        named = {(Path(config.invocation_params.dir) / a.split("::")[0]).resolve() for a in config.args}
+        config.args = list(config.args) + [str(r.plan.path) for r in runs if r.plan.path not in named]
 
 
 def _record_mode(config: pytest.Config) -> str:
@@ -289,7 +297,7 @@ class RowNode(pytest.Collector):
 
     def collect(self) -> Iterator[pytest.Item]:
         state = _state(self.config)
-        if state is not None and state.generate_here and not self.row.complete:
+        if state is not None and state.generate_here and state.to_generate(self.run, self.row):
             yield GenerateItem.from_parent(self, name="generate", row=self.row, run=self.run)
         for rule in self.run.rules:
             yield CheckItem.from_parent(self, name=rule.name, row=self.row, run=self.run, rule=rule)
@@ -472,7 +480,9 @@ class SessionHooks:
         state = self.state
         if not state.generate_here:
             return
-        wanted = {(str(run.plan.path), row.filename): (run, row) for run, row in state.selected() if not row.complete}
+        wanted = {
+            (str(run.plan.path), row.filename): (run, row) for run, row in state.selected() if state.to_generate(run, row)
+        }
         picked = []
         for item in session.items:
             found = _row_of(item)
@@ -488,7 +498,7 @@ class SessionHooks:
         if state.is_worker or state.validate_only or state.dry_run or not _xdist_active(self.config):
             return
         # pytest-xdist: generate every selected pending row here, before the workers start
-        jobs = [(run, row) for run, row in state.selected() if not row.complete]
+        jobs = [(run, row) for run, row in state.selected() if state.to_generate(run, row)]
         if jobs:
             dispatcher = make_dispatcher(self.config, state, jobs)
             dispatcher.start()
@@ -504,7 +514,7 @@ class SessionHooks:
         shown = set()
         for item in session.items:
             found = _row_of(item)
-            if not found or found[1].complete or (found[0].plan.path, found[1].filename) in shown:
+            if not found or not self.state.to_generate(*found) or (found[0].plan.path, found[1].filename) in shown:
                 continue
             run, row = found
             shown.add((run.plan.path, row.filename))
@@ -598,15 +608,19 @@ def make_dispatcher(config: pytest.Config, state: BatchState, rows: list[tuple[P
     from .dispatch import Dispatcher, Job
     from .recording import Recorder
 
-    jobs = [Job(run, row) for run, row in rows]
-    paths = {j.key: j.run.plan.path.parent / "cassettes" / j.run.plan.name / f"{j.row.filename}.yaml" for j in jobs}
+    jobs = [Job(run, row, rerecord=state.record_mode == "all") for run, row in rows]
+    paths = {j.key: j.run.plan.cassette_path(j.row) for j in jobs}
     hints = {
-        j.key: f"pytest --batch-plan {j.run.plan.rel(j.run.plan.path)} --batch-record-mode all -k {j.row.filename!r}"
+        j.key: (
+            f"pytest --batch-plan {j.run.plan.rel(j.run.plan.path)} --batch-record-mode all "
+            f"'{j.run.plan.rel(j.run.plan.path)}::{j.row.filename}'"
+        )
         for j in jobs
     }
     api_key = os.environ.get("ANTHROPIC_API_KEY")
     mode = state.record_mode
     recorder = Recorder(paths, mode, hints, secrets=(api_key,) if api_key else ())
+    recorder.labels = {j.key: j.run.plan.rel(paths[j.key]) for j in jobs}
     settings = ClientSettings(
         max_retries=int(config.getini("batchgen_max_retries")),
         timeout=float(config.getini("batchgen_timeout")),

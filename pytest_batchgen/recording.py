@@ -76,6 +76,8 @@ class Recorder:
         self.paths = dict(paths)
         self.mode = mode
         self.hints = dict(hints or {})
+        #: how to show each cassette's path in messages (relative to the rootdir)
+        self.labels: dict[str, str] = {}
         self._secrets = tuple(s for s in secrets if s)
         #: why no request may go out in this run, whatever the mode (set when there is no key)
         self.live_refusal: str | None = None
@@ -123,7 +125,7 @@ class Recorder:
         return _RecordingTransport(self, inner)
 
     def miss_message(self, key: str, cassette: Cassette, body: bytes) -> str:
-        path = self.path(key)
+        path = self.labels.get(key, self.path(key))
         if not cassette.data:
             what = f"no recording for this row ({path} does not exist or is empty)"
         else:

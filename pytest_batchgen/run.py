@@ -22,7 +22,7 @@ class PlanRun:
     rows: tuple[Row, ...]
     docs: DocumentCache = field(default_factory=DocumentCache)
     readonly: bool = False
-    _verdicts: dict[tuple[str, str], tuple[OutputDocument, Failure | None]] = field(default_factory=dict)
+    _verdicts: dict[tuple[str, str, Path], tuple[OutputDocument, Failure | None]] = field(default_factory=dict)
 
     def path(self, row: Row) -> Path:
         return self.plan.output_path(row)
@@ -30,10 +30,13 @@ class PlanRun:
     def document(self, row: Row) -> OutputDocument:
         return self.docs.get(self.path(row))
 
-    def evaluate(self, row: Row, rule: Rule) -> Failure | None:
-        """The rule's verdict on the row's current output (cached while the file is unchanged)."""
-        doc = self.document(row)
-        key = (row.filename, rule.name)
+    def evaluate(self, row: Row, rule: Rule, path: Path | None = None) -> Failure | None:
+        """The rule's verdict on the row's output (cached while the file is unchanged).
+
+        ``path`` checks a draft kept elsewhere (a re-recorded row whose output passed)."""
+        path = path or self.path(row)
+        doc = self.docs.get(path)
+        key = (row.filename, rule.name, path)
         hit = self._verdicts.get(key)
         if hit is not None and hit[0] is doc:
             return hit[1]
@@ -51,14 +54,14 @@ class PlanRun:
     def others_pass(self, row: Row, rule: Rule) -> bool:
         return all(self.evaluate(row, r) is None for r in self.rules if r is not rule and not r.form.runs_last)
 
-    def draft_failures(self, row: Row) -> list[tuple[Rule, Failure]]:
+    def draft_failures(self, row: Row, path: Path | None = None) -> list[tuple[Rule, Failure]]:
         """Every failing rule except the ones that run last (registration): what a repair fixes."""
         out = []
         for rule in self.rules:
             if rule.form.runs_last:
                 continue
             try:
-                failure = self.evaluate(row, rule)
+                failure = self.evaluate(row, rule, path)
             except Exception as exc:  # a user's check crashed; report it rather than stop the batch
                 failure = Failure(f"the check raised {type(exc).__name__}: {exc}")
             if failure is not None:

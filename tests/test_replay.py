@@ -194,7 +194,7 @@ def test_a_changed_prompt_misses_in_none_mode_naming_what_changed(pytester, fake
     assert item_outcomes(result)["quorum.md::generate"] == "failed"
     message = item_report(result, "quorum.md::generate")
     assert what in message
-    assert "--batch-record-mode all" in message and "-k" in message and "quorum.md" in message
+    assert "--batch-record-mode all 'plan.md::quorum.md'" in message
     assert "pytest --batch-plan plan.md" in message
     assert not (pytester.path / "output" / "quorum.md").exists()
     assert statuses(pytester.path) == {"quorum.md": "pending"}
@@ -217,7 +217,7 @@ def test_a_changed_format_reference_replays_for_no_row(pytester, fake, monkeypat
     assert {item_outcomes(result)[f"{r.filename}::generate"] for r in rows} == {"failed"}
     for row in rows:
         message = item_report(result, f"{row.filename}::generate")
-        assert "format reference" in message and f"-k '{row.filename}'" in message
+        assert "format reference" in message and f"'plan.md::{row.filename}'" in message
     assert cassettes(pytester.path) == before  # none mode writes no cassette
     assert outputs(pytester.path) == {}
 
@@ -443,3 +443,30 @@ def test_kill_9_mid_run_then_rerun_pays_for_no_reply_twice(pytester, fake):
         assert (pytester.path / "output" / f"{name}.md").read_text(encoding="utf-8") == draft(
             name.replace("-", " ").title()
         )
+
+
+def test_rerecording_a_complete_row_keeps_its_passing_output_until_a_new_draft_passes(pytester, fake):
+    rows = rows_for("quorum", "backpressure")
+    write_project(pytester.path, rows)
+    assert run(pytester).ret == 0
+    assert statuses(pytester.path) == {"quorum.md": "complete", "backpressure.md": "complete"}
+    good = (pytester.path / "output" / "quorum.md").read_text(encoding="utf-8")
+
+    # a re-record whose every draft fails: the passing output is not replaced
+    fake.reset_log()
+    router(fake).set("quorum.md", Reply.ok(bad_value("Quorum")))
+    result = run(pytester, "--batch-record-mode", "all", "plan.md::quorum.md")
+    assert list(requests_by_row(fake)) == ["quorum.md"]
+    assert (pytester.path / "output" / "quorum.md").read_text(encoding="utf-8") == good
+    kept_draft = pytester.path / "output" / ".batchgen-drafts" / "quorum.md"
+    assert kept_draft.read_text(encoding="utf-8") == bad_value("Quorum")
+    assert result.ret == 0  # the output that is checked still passes
+    assert statuses(pytester.path)["quorum.md"] == "complete"
+
+    # a re-record whose draft passes replaces the output, and the draft folder is cleaned up
+    router(fake).set("quorum.md", Reply.ok(draft("Quorum", category="B")))
+    result = run(pytester, "--batch-record-mode", "all", "plan.md::quorum.md")
+    assert result.ret == 0, result.stdout.str()
+    assert (pytester.path / "output" / "quorum.md").read_text(encoding="utf-8") == draft("Quorum", category="B")
+    assert not (pytester.path / "output" / ".batchgen-drafts").exists()
+    assert "category: B" in cassette(pytester.path, "quorum.md").read_text(encoding="utf-8")
