@@ -57,6 +57,8 @@ class Attempt:
     failures: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    cost: float = 0.0  # estimated dollars; 0 for a replayed call
+    would_cost: float = 0.0  # what the call costs live (what replay saved)
 
 
 @dataclass
@@ -105,6 +107,8 @@ class Dispatcher:
         max_attempts: int = 2,
         max_tokens: int = 8192,
         on_event: Callable[[str, Job, RowResult | None], None] | None = None,
+        cost: Callable[[str, Usage], float] | None = None,
+        max_cost: float | None = None,
     ) -> None:
         self.jobs = list(jobs)
         self._client_factory = client_factory
@@ -122,6 +126,11 @@ class Dispatcher:
         self.failed = 0
         self._stop = threading.Event()
         self.stop_reason = ""
+        self._cost = cost or (lambda model, usage: 0.0)
+        self.max_cost = max_cost
+        self.spent = 0.0
+        self.tokens = 0
+        self.budget_stopped = False
 
     def cancel(self, reason: str) -> None:
         """Send no new request (rows not yet sent end as ``skipped``); requests in flight finish
@@ -198,9 +207,14 @@ class Dispatcher:
             result.attempts.append(attempt)
             started = time.monotonic()
             async with sem:
+                if self.max_cost is not None and self.spent >= self.max_cost and not self._stop.is_set():
+                    self.budget_stopped = True
+                    self.cancel(f"the estimated spend (${self.spent:.4f}) reached --batch-max-cost ${self.max_cost:g}")
                 if self._stop.is_set():
                     result.attempts.pop()
-                    result.outcome, result.error = "skipped", f"not sent: {self.stop_reason}"
+                    result.error = f"not sent: {self.stop_reason}"
+                    # a row stopped before a repair keeps its draft for the checks to judge
+                    result.outcome = "failed" if result.attempts else "skipped"
                     return result
                 self.in_flight += 1
                 self._on_event("sent", job, None)
@@ -216,6 +230,11 @@ class Dispatcher:
             attempt.usage = completion.usage
             attempt.stop_reason = completion.stop_reason
             attempt.replayed = completion.replayed
+            attempt.would_cost = self._cost(prompt.model, completion.usage)
+            attempt.cost = 0.0 if completion.replayed else attempt.would_cost
+            self.spent += attempt.cost
+            u = completion.usage
+            self.tokens += u.input_tokens + u.output_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens
             text = normalise_output(completion.text)
             if completion.stop_reason == "refusal":
                 result.outcome, result.error = "refused", "the model refused to write this output"

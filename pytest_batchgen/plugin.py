@@ -6,6 +6,7 @@ pytest's hooks. Without ``--batch-plan`` every hook returns at once and the run 
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ from .document import DEFAULT_MAX_BYTES, BatchOutput, DocumentCache
 from .errors import BatchgenError
 from .plan import Plan, Row, load_plan
 from .planedit import apply_updates
+from .pricing import PriceTable, ini_prices, plan_prices
 from .prompts import DEFAULT_MAX_TOKENS, build_prompt
+from .report import Progress, build_rows, github_annotations, json_report, summary_lines, write_json
 from .results import ItemFailure, RowTally, plan_updates
 from .run import PlanRun
 
@@ -39,6 +42,13 @@ class BatchState:
     record_mode: str = "none"
     generate_here: bool = True
     dispatcher: Any = None
+    prices: PriceTable = field(default_factory=PriceTable)
+    progress: Any = None
+
+    def generation_results(self) -> dict[str, Any]:
+        if self.dispatcher is not None:
+            return self.dispatcher.results()
+        return dict(self.dispatcher_results)
     tallies: dict[str, dict[str, RowTally]] = field(default_factory=dict)
     dispatcher_results: dict[str, Any] = field(default_factory=dict)
     item_counts: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -128,6 +138,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         help="attempts per row: the first request plus repairs that re-ask with the failed checks (default: 2).",
     )
+    group.addoption(
+        "--batch-report",
+        default=None,
+        metavar="PATH",
+        help="write a JSON report (schema pytest-batchgen-report v1): per row its statuses, attempts, "
+        "tokens, estimated cost and failures.",
+    )
+    group.addoption(
+        "--batch-max-cost",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="send no new request once the estimated spend reaches USD; rows not sent are skipped.",
+    )
+    parser.addini(
+        "batchgen_prices",
+        type="linelist",
+        default=[],
+        help="price overrides, one 'model-or-prefix: input, output[, cache_write, cache_read]' per line "
+        "(dollars per million tokens).",
+    )
     parser.addini(
         "batchgen_max_tokens",
         default=str(DEFAULT_MAX_TOKENS),
@@ -207,8 +238,16 @@ def pytest_configure(config: pytest.Config) -> None:
             rules = compile_checklist(plan, forms, {"linter_timeout": timeout})
             rows = _select(plan, phases)
             runs.append(PlanRun(plan=plan, rules=rules, rows=rows, docs=docs, readonly=readonly))
+        overrides = ini_prices(config.getini("batchgen_prices"))
+        for run in runs:
+            overrides.update(plan_prices(run.plan.path))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     except BatchgenError as exc:
         raise pytest.UsageError(exc.format()) from None
+    max_cost = config.getoption("batch_max_cost")
+    if max_cost is not None and max_cost < 0:
+        raise pytest.UsageError("--batch-max-cost must be zero or more (dollars)")
     is_worker = hasattr(config, "workerinput")
     dry_run = bool(config.getoption("batch_dry_run"))
     for name in ("batch_concurrency", "batch_max_attempts"):
@@ -223,6 +262,7 @@ def pytest_configure(config: pytest.Config) -> None:
         record_mode=_record_mode(config),
         # with pytest-xdist the controller generates before the workers start; workers only check
         generate_here=not validate_only and not dry_run and not _xdist_active(config),
+        prices=PriceTable(overrides),
     )
     config.stash[state_key] = state
     config.pluginmanager.register(SessionHooks(config, state), "batchgen-session")
@@ -326,6 +366,7 @@ class CheckItem(pytest.Item):
         state = _state(self.config)
         assert state is not None
         result = _wait_for_generation(state, self.run, self.row)
+        _record_properties(self, self.run, self.row, result)
         if result is not None and not result.wrote and result.outcome in ("error", "refused", "skipped"):
             pytest.skip(f"not checked: generation did not write an output ({result.outcome}; see {self.row.filename}::generate)")
         path = self.run.path(self.row)
@@ -346,9 +387,39 @@ class CheckItem(pytest.Item):
 
 
 def _wait_for_generation(state: BatchState, run: PlanRun, row: Row):
-    if state.dispatcher is None:
+    """Block until the row's generation ended, redrawing the progress line meanwhile."""
+    dispatcher = state.dispatcher
+    if dispatcher is None:
         return None
-    return state.dispatcher.result(f"{run.plan.path}::{row.filename}")
+    key = f"{run.plan.path}::{row.filename}"
+    waited = False
+    while True:
+        try:
+            result = dispatcher.result(key, timeout=0.25)
+        except concurrent.futures.TimeoutError:
+            waited = True
+            if state.progress is not None:
+                state.progress.update(dispatcher)
+            continue
+        if waited and state.progress is not None:
+            state.progress.update(dispatcher)
+            state.progress.end_wait()
+        return result
+
+
+def _record_properties(item: pytest.Item, run: PlanRun, row: Row, result: Any) -> None:
+    """Row properties for ``--junitxml`` (and any other reader of ``user_properties``)."""
+    attempts = list(result.attempts) if result is not None else []
+    props = {
+        "batchgen_filename": row.filename,
+        "batchgen_model": row.model,
+        "batchgen_attempts": str(len(attempts)),
+        "batchgen_cost_usd": f"{sum(a.cost for a in attempts):.6f}",
+    }
+    if attempts:
+        props["batchgen_calls"] = "replayed" if all(a.replayed for a in attempts) else "live"
+    names = {name for name, _ in item.user_properties}
+    item.user_properties.extend((k, v) for k, v in props.items() if k not in names)
 
 
 class GenerationFailed(Exception):
@@ -368,6 +439,7 @@ class GenerateItem(pytest.Item):
         state = _state(self.config)
         assert state is not None
         result = _wait_for_generation(state, self.run, self.row)
+        _record_properties(self, self.run, self.row, result)
         if result is None:
             pytest.skip("not dispatched in this run")
         if result.outcome == "skipped":
@@ -490,6 +562,7 @@ class SessionHooks:
                 picked.append(wanted.pop((str(found[0].plan.path), found[1].filename)))
         if picked:
             state.dispatcher = make_dispatcher(self.config, state, picked)
+            state.progress = _progress(self.config)
             state.dispatcher.start()
 
     @pytest.hookimpl(tryfirst=True)
@@ -577,29 +650,78 @@ class SessionHooks:
             updates = plan_updates(state.tallies.get(str(run.plan.path), {}))
             state.recorded[str(run.plan.path)] = apply_updates(run.plan.path, updates)
 
+    @pytest.hookimpl(specname="pytest_sessionfinish", trylast=True)
+    def write_report(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write ``--batch-report`` after the plan was recorded (also in read-only runs)."""
+        state = self.state
+        target = self.config.getoption("batch_report")
+        if not target or state.is_worker or state.dry_run:
+            return
+        meta = {
+            "record_mode": state.record_mode,
+            "validate_only": state.validate_only,
+            "readonly": state.readonly,
+            "exit_status": int(exitstatus),
+        }
+        path = Path(self.config.invocation_params.dir) / target
+        write_json(path, json_report(self._rows(), state.prices, meta=meta, budget_note=self._budget_note()))
+
+    def _rows(self):
+        state = self.state
+        results = state.generation_results()
+        reports = []
+        for run in state.runs:
+            reports += build_rows(
+                run.plan.rel(run.plan.path),
+                run.rows,
+                state.tallies.get(str(run.plan.path), {}),
+                results,
+                lambda row, run=run: f"{run.plan.path}::{row.filename}",
+                state.readonly or state.dry_run,
+            )
+        return reports
+
+    def _budget_note(self) -> str:
+        d = self.state.dispatcher
+        if d is not None and d.budget_stopped:
+            return f"stopped dispatching: {d.stop_reason}; the rows not sent were skipped"
+        return ""
+
     def pytest_terminal_summary(self, terminalreporter) -> None:
         state = self.state
-        if state.is_worker:
+        if state.is_worker or state.dry_run:
             return
         tr = terminalreporter
         tr.section("pytest-batchgen")
+        reports = self._rows()
+        for line in summary_lines(reports, state.prices, self._budget_note()):
+            tr.write_line(line)
         for run in state.runs:
-            tallies = state.tallies.get(str(run.plan.path), {})
-            counts: dict[str, int] = {}
-            for row in run.rows:
-                t = tallies.get(row.filename)
-                verdict = t.verdict if t else "not run"
-                counts[verdict] = counts.get(verdict, 0) + 1
-                if t and t.failures:
-                    tr.write_line(f"{row.filename}: {len(t.failures)} check(s) failed")
-                    for f in t.failures:
-                        tr.write_line(f"    {f.describe()}")
-            summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
             if state.readonly:
                 action = "plan unchanged (read-only)"
             else:
                 action = "plan updated" if state.recorded.get(str(run.plan.path)) else "plan unchanged"
-            tr.write_line(f"{run.plan.rel(run.plan.path)}: {len(run.rows)} rows: {summary}; {action}")
+            tr.write_line(f"{run.plan.rel(run.plan.path)}: {action}")
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            for line in github_annotations(reports):
+                tr.write_line(line)
+
+
+def _progress(config: pytest.Config) -> Progress | None:
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None:
+        return None
+
+    def write(text: str) -> None:
+        tr.ensure_newline()
+        tr.write_line(text)
+        tr.currentfspath = None  # pytest starts a fresh line for the next results
+
+    def rewrite(text: str) -> None:
+        tr.rewrite(text, erase=True)
+        tr.currentfspath = None
+
+    return Progress(write, rewrite if tr.isatty() else None)
 
 
 def make_dispatcher(config: pytest.Config, state: BatchState, rows: list[tuple[PlanRun, Row]]):
@@ -633,6 +755,8 @@ def make_dispatcher(config: pytest.Config, state: BatchState, rows: list[tuple[P
         concurrency=config.getoption("batch_concurrency"),
         max_attempts=config.getoption("batch_max_attempts"),
         max_tokens=int(config.getini("batchgen_max_tokens")),
+        cost=state.prices.cost,
+        max_cost=config.getoption("batch_max_cost"),
     )
 
 

@@ -1,0 +1,130 @@
+"""Estimated cost: a price table per model and the arithmetic on an attempt's usage.
+
+Prices are US dollars per million tokens. The defaults are Anthropic's list prices
+(https://www.anthropic.com/pricing, as published for Claude Haiku 4.5, Sonnet 4.5 and Opus
+4.5; read 2026-11-29 from our own notes, not fetched live). The 5.x model ids the aliases map to
+are assumed to cost what their 4.5 predecessors cost until you say otherwise. Cache writes are
+the 5-minute ephemeral rate (1.25 x input), cache reads 0.1 x input, and the Message Batches API
+halves everything. Override per model (or model-id prefix) in the ini option
+``batchgen_prices`` or a plan's ``## Prices`` section; every figure here is an estimate.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+from .client import Usage
+from .errors import PlanError
+
+PRICES_SOURCE = "https://www.anthropic.com/pricing (list prices of Claude Haiku/Sonnet/Opus 4.5; 2026-11-29)"
+BATCH_DISCOUNT = 0.5
+
+
+@dataclass(frozen=True)
+class Price:
+    """Dollars per million tokens."""
+
+    input: float
+    output: float
+    cache_write: float
+    cache_read: float
+
+    def cost(self, usage: Usage, batch: bool = False) -> float:
+        dollars = (
+            usage.input_tokens * self.input
+            + usage.output_tokens * self.output
+            + usage.cache_creation_input_tokens * self.cache_write
+            + usage.cache_read_input_tokens * self.cache_read
+        ) / 1_000_000
+        return dollars * (BATCH_DISCOUNT if batch else 1.0)
+
+    def caching_saved(self, usage: Usage) -> float:
+        """What the cache reads saved, less what the cache writes cost beyond plain input."""
+        saved = usage.cache_read_input_tokens * (self.input - self.cache_read)
+        extra = usage.cache_creation_input_tokens * (self.cache_write - self.input)
+        return (saved - extra) / 1_000_000
+
+
+#: model-id prefixes -> price; the longest matching prefix wins.
+DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType(
+    {
+        "claude-haiku": Price(1.00, 5.00, 1.25, 0.10),
+        "claude-sonnet": Price(3.00, 15.00, 3.75, 0.30),
+        "claude-opus": Price(5.00, 25.00, 6.25, 0.50),
+        "claude-opus-4-1": Price(15.00, 75.00, 18.75, 1.50),
+        "claude-opus-4-0": Price(15.00, 75.00, 18.75, 1.50),
+        "claude-opus-4-2025": Price(15.00, 75.00, 18.75, 1.50),
+    }
+)
+
+_PRICE_LINE = re.compile(
+    r"^\s*`?(?P<model>[A-Za-z0-9_.\-]+)`?\s*[:=]\s*\$?(?P<a>[\d.]+)\s*,\s*\$?(?P<b>[\d.]+)"
+    r"(?:\s*,\s*\$?(?P<c>[\d.]+)\s*,\s*\$?(?P<d>[\d.]+))?\s*$"
+)
+
+
+def parse_price_line(line: str) -> tuple[str, Price] | None:
+    """``model: input, output[, cache_write, cache_read]`` (dollars per million tokens)."""
+    m = _PRICE_LINE.match(line)
+    if not m:
+        return None
+    inp, out = float(m["a"]), float(m["b"])
+    write = float(m["c"]) if m["c"] else inp * 1.25
+    read = float(m["d"]) if m["d"] else inp * 0.1
+    return m["model"], Price(inp, out, write, read)
+
+
+class PriceTable:
+    """Prices by model-id prefix: defaults, then ini overrides, then the plan's."""
+
+    def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
+        self.prices = dict(DEFAULT_PRICES)
+        self.prices.update(overrides or {})
+
+    def price(self, model: str) -> Price | None:
+        best = None
+        for prefix, price in self.prices.items():
+            if model.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
+                best = (prefix, price)
+        return best[1] if best else None
+
+    def cost(self, model: str, usage: Usage, batch: bool = False) -> float:
+        price = self.price(model)
+        return price.cost(usage, batch) if price else 0.0
+
+
+def ini_prices(lines: Iterable[str]) -> dict[str, Price]:
+    out: dict[str, Price] = {}
+    for line in lines:
+        parsed = parse_price_line(line)
+        if parsed is None:
+            raise ValueError(
+                f"batchgen_prices: cannot read {line!r}; write 'model: input, output[, cache_write, cache_read]'"
+            )
+        out[parsed[0]] = parsed[1]
+    return out
+
+
+def plan_prices(plan_path: Path) -> dict[str, Price]:
+    """A plan's ``## Prices`` section: bullet lines ``model: input, output[, write, read]``."""
+    from .plan import scan
+
+    out: dict[str, Price] = {}
+    for section in scan(plan_path.read_text(encoding="utf-8")):
+        if section.key != "prices":
+            continue
+        for item in list(section.items) + list(section.paragraphs):
+            parsed = parse_price_line(item.text)
+            if parsed is None:
+                raise PlanError(
+                    f"cannot read price line {item.text!r}; write 'model: input, output[, cache_write, cache_read]' "
+                    "in dollars per million tokens",
+                    plan_path,
+                    item.line,
+                )
+            out[parsed[0]] = parsed[1]
+    return out
