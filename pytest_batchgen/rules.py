@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +257,10 @@ def _build_linter(m: re.Match, ctx: CompileContext):
         raise ctx.error("the linter command is empty")
     timeout = float(ctx.options.get("linter_timeout", DEFAULT_LINTER_TIMEOUT))
     rootdir = ctx.plan.rootdir
+    if "{paths}" in argv:
+        if argv.count("{paths}") > 1 or any("{path}" in a for a in argv):
+            raise ctx.error("write {paths} once, as an argument of its own, and not with {path}")
+        return LinterBatch(argv, rootdir, timeout).check
 
     def check(c: CheckContext):
         return run_linter(argv, c.plan.rel(c.path), rootdir, timeout)
@@ -274,12 +279,9 @@ def resolve_command(name: str) -> str:
     return beside or name
 
 
-def run_linter(argv: list[str], path: str, cwd: Path, timeout: float) -> Failure | None:
-    """Run a linter without a shell; exit 0 passes, anything else fails with its output."""
-    args = [a.replace("{path}", path) for a in argv]
-    if not any("{path}" in a for a in argv):
-        args.append(path)
-    args[0] = resolve_command(args[0])
+def _invoke(args: list[str], cwd: Path, timeout: float) -> tuple[Failure | None, int, str]:
+    """Run without a shell: (a failure to run at all, exit code, combined output)."""
+    args = [resolve_command(args[0]), *args[1:]]
     shown = " ".join(shlex.quote(a) for a in args)
     try:
         proc = subprocess.run(
@@ -291,23 +293,119 @@ def run_linter(argv: list[str], path: str, cwd: Path, timeout: float) -> Failure
             env={**os.environ, "NO_COLOR": "1"},
         )
     except FileNotFoundError:
-        return Failure(f"linter command not found: {args[0]!r}; install it or fix the checklist line")
+        return Failure(f"linter command not found: {args[0]!r}; install it or fix the checklist line"), -1, ""
     except PermissionError:
-        return Failure(f"linter command {args[0]!r} is not executable")
+        return Failure(f"linter command {args[0]!r} is not executable"), -1, ""
     except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"") + (exc.stderr or b"")
-        return Failure(
-            f"linter timed out after {timeout:g}s and was killed: {shown}",
-            detail=out.decode("utf-8", "replace").strip() or None,
-        )
-    if proc.returncode == 0:
-        return None
+        out = ((exc.stdout or b"") + (exc.stderr or b"")).decode("utf-8", "replace").strip()
+        return Failure(f"linter timed out after {timeout:g}s and was killed: {shown}", detail=out or None), -1, out
     out = (proc.stdout + proc.stderr).decode("utf-8", "replace").strip()
-    line = None
-    lm = re.search(re.escape(path) + r":(\d+)", out)
-    if lm:
-        line = int(lm.group(1))
-    return Failure(f"linter exited {proc.returncode}: {shown}", line, detail=out or None)
+    return None, proc.returncode, out
+
+
+def _shown(args: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _first_line(out: str, *names: str) -> int | None:
+    for name in names:
+        lm = re.search(re.escape(name) + r":(\d+)", out)
+        if lm:
+            return int(lm.group(1))
+    return None
+
+
+def run_linter(argv: list[str], path: str, cwd: Path, timeout: float) -> Failure | None:
+    """Run a linter on one file; exit 0 passes, anything else fails with its output."""
+    args = [a.replace("{path}", path) for a in argv]
+    if not any("{path}" in a for a in argv):
+        args.append(path)
+    error, code, out = _invoke(args, cwd, timeout)
+    if error is not None:
+        return error
+    if code == 0:
+        return None
+    return Failure(f"linter exited {code}: {_shown(args)}", _first_line(out, path), detail=out or None)
+
+
+class LinterBatch:
+    """A linter that takes many paths (``{paths}``): one run per batch of files, not per file.
+
+    The first check runs the linter over every existing output of the plan whose verdict is not
+    known yet (in chunks of ``chunk`` paths); later checks read the verdict while the file is
+    unchanged. Output lines naming a file are that file's failure; when the linter fails without
+    naming any file, each file is linted alone so the verdicts stay exact.
+    """
+
+    def __init__(self, argv: list[str], cwd: Path, timeout: float, chunk: int = 200) -> None:
+        self.argv = argv
+        self.cwd = cwd
+        self.timeout = timeout
+        self.chunk = chunk
+        self.runs = 0
+        self._lock = threading.Lock()
+        self._verdicts: dict[str, tuple[tuple[int, int] | None, Failure | None]] = {}
+
+    @staticmethod
+    def _sig(path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns)
+
+    def check(self, c: CheckContext) -> Failure | None:
+        rel = c.plan.rel(c.path)
+        with self._lock:
+            sig = self._sig(c.path)
+            hit = self._verdicts.get(rel)
+            if hit is not None and hit[0] == sig and sig is not None:
+                return hit[1]
+            stale: dict[str, tuple[Path, tuple[int, int] | None]] = {}
+            for row in c.plan.rows:
+                path = c.plan.output_path(row)
+                r, s = c.plan.rel(path), self._sig(path)
+                old = self._verdicts.get(r)
+                if s is not None and (old is None or old[0] != s):
+                    stale[r] = (path, s)
+            stale[rel] = (c.path, sig)
+            names = list(stale)
+            for i in range(0, len(names), self.chunk):
+                self._run({n: stale[n] for n in names[i : i + self.chunk]})
+            return self._verdicts[rel][1]
+
+    def _run(self, files: dict[str, tuple[Path, tuple[int, int] | None]]) -> None:
+        at = self.argv.index("{paths}")
+        args = self.argv[:at] + list(files) + self.argv[at + 1 :]
+        self.runs += 1
+        error, code, out = _invoke(args, self.cwd, self.timeout)
+        if error is not None:
+            for name, (_, sig) in files.items():
+                self._verdicts[name] = (sig, error)
+            return
+        if code == 0:
+            for name, (_, sig) in files.items():
+                self._verdicts[name] = (sig, None)
+            return
+        lines = out.splitlines()
+        named = {}
+        for name, (path, _) in files.items():
+            mine = [ln for ln in lines if name in ln or str(path.resolve()) in ln]
+            if mine:
+                named[name] = mine
+        for name, (path, sig) in files.items():
+            if not named:  # nothing attributable: lint each file alone
+                self._verdicts[name] = (sig, run_linter([*self.argv[:at], "{path}", *self.argv[at + 1 :]], name, self.cwd, self.timeout))
+                self.runs += 1
+            elif name in named:
+                detail = "\n".join(named[name])
+                self._verdicts[name] = (
+                    sig,
+                    Failure(f"linter exited {code}: {_shown(args[:at] + [name] + args[at + len(files):])}",
+                            _first_line(detail, name, str(path.resolve())), detail=detail),
+                )
+            else:
+                self._verdicts[name] = (sig, None)
 
 
 # -- Output registered in `PATH` ------------------------------------------------------------
