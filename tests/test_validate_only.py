@@ -176,7 +176,7 @@ def test_example_plan_real_linter_failure_is_shown_and_noted(glossary: pytest.Py
     assert outcomes(result) == {"passed": 3, "failed": 2, "deselected": 40}
     result.stdout.fnmatch_lines(
         [
-            "output/fencing-token.md:11: linter exited 1: */pymarkdown --config .pymarkdown.json scan output/fencing-token.md",
+            "output/fencing-token.md:11: linter exited 1: *pymarkdown --config .pymarkdown.json scan output/fencing-token.md",
             "*output of the check:*",
             "*output/fencing-token.md:11:1: MD022: *",
             "*output/fencing-token.md:12:1: MD058: *",
