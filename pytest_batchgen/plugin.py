@@ -20,7 +20,7 @@ from .document import DEFAULT_MAX_BYTES, BatchOutput, DocumentCache
 from .errors import BatchgenError
 from .plan import Plan, Row, load_plan
 from .planedit import apply_updates
-from .pricing import PriceTable, ini_prices, plan_prices
+from .pricing import PriceTable, ini_prices, plan_prices, with_aliases
 from .prompts import DEFAULT_MAX_TOKENS, build_prompt
 from .report import Progress, build_rows, github_annotations, json_report, summary_lines, write_json
 from .results import ItemFailure, RowTally, plan_updates
@@ -238,9 +238,12 @@ def pytest_configure(config: pytest.Config) -> None:
             rules = compile_checklist(plan, forms, {"linter_timeout": timeout})
             rows = _select(plan, phases)
             runs.append(PlanRun(plan=plan, rules=rules, rows=rows, docs=docs, readonly=readonly))
-        overrides = ini_prices(config.getini("batchgen_prices"))
+        ini = ini_prices(config.getini("batchgen_prices"))
+        overrides = {}
+        for run in runs:  # aliases resolve through each plan's models; the plan's prices win
+            overrides.update(with_aliases(ini, run.plan.models))
         for run in runs:
-            overrides.update(plan_prices(run.plan.path))
+            overrides.update(with_aliases(plan_prices(run.plan.path), run.plan.models))
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     except BatchgenError as exc:
@@ -577,6 +580,7 @@ class SessionHooks:
             dispatcher.start()
             dispatcher.join()
             state.dispatcher_results = dispatcher.results()
+            self.xdist_dispatcher = dispatcher  # for the summary's budget note
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session):
@@ -651,8 +655,11 @@ class SessionHooks:
             state.recorded[str(run.plan.path)] = apply_updates(run.plan.path, updates)
 
     @pytest.hookimpl(specname="pytest_sessionfinish", trylast=True)
-    def write_report(self, session: pytest.Session, exitstatus: int) -> None:
-        """Write ``--batch-report`` after the plan was recorded (also in read-only runs)."""
+    def pytest_sessionfinish_write_report(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write ``--batch-report`` after the plan was recorded (also in read-only runs).
+
+        The name must start with ``pytest_``: pytest ignores any other method, ``specname``
+        or not, so a plain ``write_report`` was never called."""
         state = self.state
         target = self.config.getoption("batch_report")
         if not target or state.is_worker or state.dry_run:
@@ -682,7 +689,7 @@ class SessionHooks:
         return reports
 
     def _budget_note(self) -> str:
-        d = self.state.dispatcher
+        d = self.state.dispatcher or getattr(self, "xdist_dispatcher", None)
         if d is not None and d.budget_stopped:
             return f"stopped dispatching: {d.stop_reason}; the rows not sent were skipped"
         return ""
@@ -712,16 +719,30 @@ def _progress(config: pytest.Config) -> Progress | None:
     if tr is None:
         return None
 
+    capman = config.pluginmanager.get_plugin("capturemanager")
+
+    def uncaptured(fn):
+        # the line is drawn while a test waits, i.e. while pytest captures output: step outside
+        def call(text: str) -> None:
+            if capman is None:
+                fn(text)
+                return
+            with capman.global_and_fixture_disabled():
+                fn(text)
+
+        return call
+
     def write(text: str) -> None:
         tr.ensure_newline()
         tr.write_line(text)
         tr.currentfspath = None  # pytest starts a fresh line for the next results
 
     def rewrite(text: str) -> None:
+        tr.ensure_newline()  # leave the results line as it is; draw on a line of its own
         tr.rewrite(text, erase=True)
         tr.currentfspath = None
 
-    return Progress(write, rewrite if tr.isatty() else None)
+    return Progress(uncaptured(write), uncaptured(rewrite) if tr.isatty() else None)
 
 
 def make_dispatcher(config: pytest.Config, state: BatchState, rows: list[tuple[PlanRun, Row]]):

@@ -72,9 +72,12 @@ def parse_price_line(line: str) -> tuple[str, Price] | None:
     m = _PRICE_LINE.match(line)
     if not m:
         return None
-    inp, out = float(m["a"]), float(m["b"])
-    write = float(m["c"]) if m["c"] else inp * 1.25
-    read = float(m["d"]) if m["d"] else inp * 0.1
+    try:  # ``[\d.]+`` also matches "1.2.3"
+        inp, out = float(m["a"]), float(m["b"])
+        write = float(m["c"]) if m["c"] else inp * 1.25
+        read = float(m["d"]) if m["d"] else inp * 0.1
+    except ValueError:
+        return None
     return m["model"], Price(inp, out, write, read)
 
 
@@ -95,6 +98,14 @@ class PriceTable:
     def cost(self, model: str, usage: Usage, batch: bool = False) -> float:
         price = self.price(model)
         return price.cost(usage, batch) if price else 0.0
+
+
+def with_aliases(prices: Mapping[str, Price], aliases: Mapping[str, str]) -> dict[str, Price]:
+    """Price keys that are model aliases (``haiku``) stand for the model id they resolve to.
+
+    Without this, ``haiku: 2, 10`` (the name the plan's rows use) matches no model id and the
+    override is silently ignored."""
+    return {aliases.get(key.lower(), key): price for key, price in prices.items()}
 
 
 def ini_prices(lines: Iterable[str]) -> dict[str, Price]:

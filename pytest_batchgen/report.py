@@ -297,8 +297,8 @@ class Progress:
         self._write = write
         self._rewrite = rewrite
         self.plain_every = plain_every
-        self._last = 0.0
-        self._last_text = ""
+        self._last = float("-inf")  # the first line at once (monotonic() may start near 0)
+        self._last_text = ""  # the last text shown
         self.drawn = False
         self.finished = False
 
@@ -320,16 +320,15 @@ class Progress:
             if text != self._last_text:
                 self._rewrite(text)
                 self.drawn = True
+                self._last_text = text
         elif done or now - self._last >= self.plain_every:
             if text != self._last_text:
                 self._write(text)
                 self._last = now
-        self._last_text = text
+                self._last_text = text
         if done:
             self.finished = True
 
     def end_wait(self) -> None:
-        """A wait ended: on a terminal, leave the last state on its own line."""
-        if self._rewrite is not None and self.drawn:
-            self._write("")
-            self.drawn = False
+        """A wait ended; the last state stays on its line and results continue below it."""
+        self.drawn = False

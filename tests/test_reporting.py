@@ -1,0 +1,759 @@
+"""Reporting and cost (issue #6, PRODUCT.md section 8), end to end through pytester.
+
+Every run is an in-process pytest session against the loopback :class:`~fakeapi.FakeAnthropic`.
+Replies pin their ``usage`` (``Reply(usage=...)``), so every token count and every dollar
+figure below is exact: the expected costs are computed from :data:`pricing.DEFAULT_PRICES` (or
+the overriding price) on the same numbers. Checked here: the terminal summary's rows and totals,
+the ``--batch-report`` JSON against its schema, the GitHub Actions annotations, the JUnit
+properties, the price overrides, the ``--batch-max-cost`` cap, a replayed run and the live
+progress line. Unit tests of the same functions are in ``test_pricing.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import sys
+import xml.etree.ElementTree as ET
+from typing import Literal, Optional
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from genhelpers import (
+    FAST_RETRY,
+    PlanRow,
+    Reply,
+    bad_value,
+    block_network,
+    draft,
+    fake,  # noqa: F401  (fixture)
+    item_outcomes,
+    lint_bad,
+    plan_text,
+    requests_by_row,
+    reset_outputs,
+    router,
+    rows_for,
+    statuses,
+    write_project,
+)
+from pytest_batchgen.client import Usage
+from pytest_batchgen.pricing import DEFAULT_PRICES, Price
+
+HAIKU = DEFAULT_PRICES["claude-haiku"]
+HAIKU_ID = "claude-haiku-5-5"
+
+
+def pin(i: int, o: int, cw: int = 0, cr: int = 0) -> dict:
+    """A reply's usage, every count fixed (the fake would compute them from the text)."""
+    return {"input_tokens": i, "output_tokens": o, "cache_creation_input_tokens": cw, "cache_read_input_tokens": cr}
+
+
+def usage(d: dict) -> Usage:
+    return Usage(d["input_tokens"], d["output_tokens"], d["cache_creation_input_tokens"], d["cache_read_input_tokens"])
+
+
+def cost(d: dict, price: Price = HAIKU) -> float:
+    return price.cost(usage(d))
+
+
+def money(x: float) -> str:
+    return f"${x:.4f}"
+
+
+def tokens(d: dict) -> str:
+    u = usage(d)
+    return f"{u.input_tokens}/{u.output_tokens}/{u.cache_creation_input_tokens}/{u.cache_read_input_tokens}"
+
+
+def add(*ds: dict) -> dict:
+    total = Usage()
+    for d in ds:
+        total = total + usage(d)
+    return total.as_dict()
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("--batch-plan", "plan.md", *args)
+
+
+def summary(result: pytest.RunResult) -> list[str]:
+    """The lines of the ``pytest-batchgen`` section of the terminal summary."""
+    lines = result.stdout.lines
+    start = next(i for i, line in enumerate(lines) if re.match(r"^=+ pytest-batchgen =+$", line))
+    out = []
+    for line in lines[start + 1 :]:
+        if re.match(r"^[=-]+ .* [=-]+$", line):  # the next section, or "- generated xml file: ... -"
+            break
+        if line.strip():
+            out.append(line)
+    return out
+
+
+def cells(line: str) -> list[str]:
+    return re.split(r"\s{2,}", line.rstrip())
+
+
+def table(result: pytest.RunResult) -> dict[str, list[str]]:
+    """The summary's table: filename -> its cells (the header under ``"file"``)."""
+    rows = {}
+    for line in summary(result):
+        if line.startswith(("total:", "prompt caching", "replay saved", "every call", "stopped", "plan.md:", "::")):
+            continue
+        c = cells(line)
+        rows[c[1]] = c
+    return rows
+
+
+def total_line(result: pytest.RunResult) -> str:
+    (line,) = [line for line in summary(result) if line.startswith("total:")]
+    return line
+
+
+# -- the JSON report's schema (version 1), as a reader of the report relies on it -------------------
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class UsageV1(Strict):
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    cache_creation_input_tokens: int = Field(ge=0)
+    cache_read_input_tokens: int = Field(ge=0)
+
+
+class AttemptV1(Strict):
+    number: int = Field(ge=1)
+    call: Literal["live", "replayed", "failed"]
+    model: str
+    stop_reason: Optional[str]
+    usage: UsageV1
+    cost_usd: float = Field(ge=0)
+    seconds: float = Field(ge=0)
+    error: Optional[str]
+    failed_checks: list[str]
+
+
+class GenerationV1(Strict):
+    outcome: Literal["passed", "failed", "truncated", "refused", "error", "kept", "skipped"]
+    error: Optional[str]
+    wrote_output: bool
+
+
+class FailureV1(Strict):
+    check: str
+    message: str
+    plan_line: Optional[int]
+    output: Optional[str]
+    output_line: Optional[int]
+
+
+class RowV1(Strict):
+    phase: str
+    filename: str
+    title: str
+    model: str
+    plan_line: int
+    status_before: Literal["pending", "complete"]
+    status_after: Literal["pending", "complete"]
+    verdict: Literal["complete", "failed", "incomplete", "skipped", "not run"]
+    generation: Optional[GenerationV1]
+    attempts: list[AttemptV1]
+    repairs: int = Field(ge=0)
+    usage: UsageV1
+    cost_usd: float = Field(ge=0)
+    failures: list[FailureV1]
+
+
+class PlanV1(Strict):
+    plan: str
+    rows: list[RowV1]
+
+
+class TotalsV1(Strict):
+    rows: int
+    complete: int
+    failed: int
+    calls: int
+    calls_live: int
+    calls_replayed: int
+    all_replayed: bool
+    usage: UsageV1
+    cost_usd: float = Field(ge=0)
+    replay_saved_usd: float = Field(ge=0)
+    caching_saved_usd: float
+    skipped_by_budget: int = Field(ge=0)
+    budget_note: Optional[str]
+
+
+class ReportV1(Strict):
+    schema_: Literal["pytest-batchgen-report"] = Field(alias="schema")
+    version: Literal[1]
+    created: str = Field(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$")
+    record_mode: Literal["none", "once", "new_episodes", "all"]
+    validate_only: bool
+    readonly: bool
+    exit_status: int
+    prices_source: str
+    plans: list[PlanV1]
+    totals: TotalsV1
+
+
+def load_report(pytester: pytest.Pytester, name: str = "report.json") -> dict:
+    """Read the report, validate it against the schema, and check that its sums add up."""
+    text = (pytester.path / name).read_text(encoding="utf-8")
+    ReportV1.model_validate_json(text)
+    doc = json.loads(text)
+    all_rows = [r for p in doc["plans"] for r in p["rows"]]
+    for r in all_rows:
+        assert r["usage"] == add(*(a["usage"] for a in r["attempts"])), r["filename"]
+        assert r["cost_usd"] == pytest.approx(sum(a["cost_usd"] for a in r["attempts"]), abs=2e-6)
+        assert r["repairs"] == max(len(r["attempts"]) - 1, 0)
+        assert [a["number"] for a in r["attempts"]] == list(range(1, len(r["attempts"]) + 1))
+    t = doc["totals"]
+    attempts = [a for r in all_rows for a in r["attempts"]]
+    assert t["rows"] == len(all_rows)
+    assert t["calls"] == len(attempts)
+    assert t["calls_live"] == sum(a["call"] == "live" for a in attempts)
+    assert t["calls_replayed"] == sum(a["call"] == "replayed" for a in attempts)
+    assert t["usage"] == add(*(r["usage"] for r in all_rows))
+    assert t["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in all_rows), abs=1e-5)
+    return doc
+
+
+def rows_of(doc: dict) -> dict[str, dict]:
+    return {r["filename"]: r for p in doc["plans"] for r in p["rows"]}
+
+
+# -- the summary and the JSON report of a run with a repair and a failure ------------------------
+
+A1 = pin(1_000, 400, 2_000, 0)  # alpha: the first call writes the cache
+B1 = pin(300, 350, 0, 2_000)  # beta: a bad draft...
+B2 = pin(900, 360, 0, 2_000)  # ...repaired (the repair turn carries the draft and the failures)
+G1 = pin(310, 370, 0, 2_000)  # gamma: wrong, and still wrong after the repair
+G2 = pin(920, 380, 0, 2_000)
+
+
+def script_mixed(fake) -> None:
+    r = router(fake)
+    r.set("alpha.md", Reply.ok(draft("Alpha"), usage=A1))
+    r.set("beta.md", Reply.ok(bad_value("Beta"), usage=B1), Reply.ok(draft("Beta"), usage=B2))
+    r.set("gamma.md", Reply.ok(bad_value("Gamma"), usage=G1), Reply.ok(bad_value("Gamma"), usage=G2))
+
+
+def mixed_project(pytester) -> list[PlanRow]:
+    rows = [*rows_for("alpha", "beta", "gamma"), PlanRow("Done", "done.md", "haiku", "complete")]
+    write_project(pytester.path, rows)
+    (pytester.path / "output" / "done.md").write_text(draft("Done"), encoding="utf-8")
+    return rows
+
+
+def test_summary_has_one_row_per_plan_row_and_exact_totals(pytester, fake):
+    mixed_project(pytester)
+    script_mixed(fake)
+
+    result = run(pytester, "--batch-concurrency", "1")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    rows = table(result)
+    assert rows["file"] == ["phase", "file", "model", "status", "att", "tokens in/out/cw/cr", "cost", "failed checks"]
+    assert rows["alpha.md"] == ["1", "alpha.md", "haiku", "pending -> complete", "1", tokens(A1), money(cost(A1)), "-"]
+    assert rows["beta.md"] == [
+        "1", "beta.md", "haiku", "pending -> complete", "2", tokens(add(B1, B2)), money(cost(B1) + cost(B2)), "-"
+    ]
+    assert rows["gamma.md"] == [
+        "1", "gamma.md", "haiku", "pending -> pending", "2", tokens(add(G1, G2)), money(cost(G1) + cost(G2)),
+        "category-value",
+    ]
+    # a complete row: validated, nothing generated
+    assert rows["done.md"] == ["1", "done.md", "haiku", "complete -> complete", "-", "-", "-", "-"]
+    assert list(rows) == ["file", "alpha.md", "beta.md", "gamma.md", "done.md"]  # plan order
+
+    everything = (A1, B1, B2, G1, G2)
+    total = sum(cost(u) for u in everything)
+    assert total_line(result) == (
+        f"total: 4 rows, 3 complete, 1 failed; 5 calls (5 live, 0 replayed); tokens {tokens(add(*everything))} "
+        f"(in/out/cache write/cache read); estimated cost {money(total)}"
+    )
+    caching = sum(HAIKU.caching_saved(usage(u)) for u in everything)
+    assert caching == pytest.approx((4 * 2_000 * 0.9 - 2_000 * 0.25) / 1e6)
+    lines = summary(result)
+    assert f"prompt caching saved {money(caching)}" in lines
+    assert not any(line.startswith(("replay saved", "every call", "stopped dispatching")) for line in lines)
+    assert "plan.md: plan updated" in lines
+    assert not any(line.startswith("::error") for line in lines)  # not on GitHub Actions
+    assert statuses(pytester.path) == {"alpha.md": "complete", "beta.md": "complete", "gamma.md": "pending", "done.md": "complete"}
+
+
+def test_json_report_counts_every_attempt_and_its_cost(pytester, fake):
+    mixed_project(pytester)
+    script_mixed(fake)
+
+    result = run(pytester, "--batch-report", "report.json")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    doc = load_report(pytester)
+    assert doc["schema"] == "pytest-batchgen-report" and doc["version"] == 1
+    assert (doc["record_mode"], doc["validate_only"], doc["readonly"], doc["exit_status"]) == ("new_episodes", False, False, 1)
+    assert [p["plan"] for p in doc["plans"]] == ["plan.md"]
+    rows = rows_of(doc)
+    assert list(rows) == ["alpha.md", "beta.md", "gamma.md", "done.md"]
+
+    beta = rows["beta.md"]
+    assert (beta["status_before"], beta["status_after"], beta["verdict"]) == ("pending", "complete", "complete")
+    assert beta["model"] == HAIKU_ID and beta["title"] == "Beta" and beta["phase"] == "1"
+    assert beta["generation"] == {"outcome": "passed", "error": None, "wrote_output": True}
+    assert beta["repairs"] == 1
+    assert [a["usage"] for a in beta["attempts"]] == [B1, B2]
+    assert [a["cost_usd"] for a in beta["attempts"]] == [round(cost(B1), 6), round(cost(B2), 6)]
+    assert [a["call"] for a in beta["attempts"]] == ["live", "live"]
+    assert [a["model"] for a in beta["attempts"]] == [HAIKU_ID, HAIKU_ID]
+    assert [a["stop_reason"] for a in beta["attempts"]] == ["end_turn", "end_turn"]
+    assert beta["attempts"][0]["failed_checks"] == ["category-value: category is 'Z', expected one of: A, B, C"]
+    assert beta["attempts"][1]["failed_checks"] == []
+    assert beta["usage"] == add(B1, B2)
+    assert beta["cost_usd"] == round(cost(B1) + cost(B2), 6)
+    assert beta["failures"] == []
+
+    gamma = rows["gamma.md"]
+    assert (gamma["status_before"], gamma["status_after"], gamma["verdict"]) == ("pending", "pending", "failed")
+    assert gamma["generation"]["outcome"] == "failed"
+    assert gamma["repairs"] == 1
+    assert [a["usage"] for a in gamma["attempts"]] == [G1, G2]
+    assert gamma["failures"] == [
+        {
+            "check": "category-value",
+            "message": "category is 'Z', expected one of: A, B, C",
+            "plan_line": 16,
+            "output": "output/gamma.md",
+            "output_line": 3,
+        }
+    ]
+    alpha = rows["alpha.md"]
+    assert alpha["repairs"] == 0 and [a["usage"] for a in alpha["attempts"]] == [A1]
+    assert alpha["cost_usd"] == round(cost(A1), 6)
+    done = rows["done.md"]
+    assert done["generation"] is None and done["attempts"] == [] and done["cost_usd"] == 0
+    assert (done["status_before"], done["status_after"], done["verdict"]) == ("complete", "complete", "complete")
+
+    everything = (A1, B1, B2, G1, G2)
+    t = doc["totals"]
+    assert (t["rows"], t["complete"], t["failed"]) == (4, 3, 1)
+    assert (t["calls"], t["calls_live"], t["calls_replayed"], t["all_replayed"]) == (5, 5, 0, False)
+    assert t["usage"] == add(*everything)
+    assert t["cost_usd"] == round(sum(cost(u) for u in everything), 6)
+    assert t["caching_saved_usd"] == round(sum(HAIKU.caching_saved(usage(u)) for u in everything), 6)
+    assert (t["replay_saved_usd"], t["skipped_by_budget"], t["budget_note"]) == (0.0, 0, None)
+    # the summary shows the same total
+    assert total_line(result).endswith(f"estimated cost {money(t['cost_usd'])}")
+
+
+def test_report_path_is_relative_to_the_invocation_folder_and_written_in_read_only_runs(pytester, fake):
+    mixed_project(pytester)
+    script_mixed(fake)
+    assert run(pytester).ret == pytest.ExitCode.TESTS_FAILED  # generate first
+    sent = len(fake.messages_requests())
+
+    result = run(pytester, "--batch-readonly", "--batch-report", "reports/ci/gate.json")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert len(fake.messages_requests()) == sent  # read-only: nothing sent
+    doc = load_report(pytester, "reports/ci/gate.json")
+    assert (doc["validate_only"], doc["readonly"], doc["record_mode"]) == (True, True, "new_episodes")
+    assert doc["totals"]["calls"] == 0 and doc["totals"]["cost_usd"] == 0 and doc["totals"]["all_replayed"] is False
+    rows = rows_of(doc)
+    assert {f: (r["status_before"], r["status_after"], r["verdict"]) for f, r in rows.items()} == {
+        "alpha.md": ("complete", "complete", "complete"),
+        "beta.md": ("complete", "complete", "complete"),
+        "gamma.md": ("pending", "pending", "failed"),
+        "done.md": ("complete", "complete", "complete"),
+    }
+    assert all(r["generation"] is None and r["attempts"] == [] for r in rows.values())
+    lines = summary(result)
+    assert "plan.md: plan unchanged (read-only)" in lines
+    assert total_line(result).startswith("total: 4 rows, 3 complete, 1 failed; 0 calls (0 live, 0 replayed)")
+    assert table(result)["gamma.md"][3:] == ["pending -> pending", "-", "-", "-", "category-value"]
+
+
+# -- prices: the plan's ## Prices section and the ini option -------------------------------------
+
+P1 = pin(2_000, 1_000, 4_000, 8_000)
+
+
+def test_a_prices_section_in_the_plan_overrides_the_default_price(pytester, fake):
+    rows = rows_for("alpha")
+    write_project(pytester.path, rows)
+    plan = pytester.path / "plan.md"
+    plan.write_text(plan_text(rows) + "\n## Prices\n\n- claude-haiku: 2, 10\n", encoding="utf-8")
+    router(fake).set("alpha.md", Reply.ok(draft("Alpha"), usage=P1))
+
+    result = run(pytester, "--batch-report", "report.json")
+
+    assert result.ret == 0, result.stdout.str()
+    price = Price(2, 10, 2.5, 0.2)  # cache rates default to 1.25 x and 0.1 x input
+    expected = (2_000 * 2 + 1_000 * 10 + 4_000 * 2.5 + 8_000 * 0.2) / 1e6
+    assert cost(P1, price) == pytest.approx(expected) and expected != pytest.approx(cost(P1))
+    doc = load_report(pytester)
+    assert doc["totals"]["cost_usd"] == round(expected, 6)
+    assert rows_of(doc)["alpha.md"]["attempts"][0]["cost_usd"] == round(expected, 6)
+    assert table(result)["alpha.md"][6] == money(expected)
+
+
+def test_a_price_may_name_the_model_alias_the_plan_uses(pytester, fake):
+    rows = rows_for("alpha")
+    write_project(pytester.path, rows)
+    plan = pytester.path / "plan.md"
+    plan.write_text(plan_text(rows) + "\n## Prices\n\n- haiku: 3, 20, 4, 0.5\n", encoding="utf-8")
+    router(fake).set("alpha.md", Reply.ok(draft("Alpha"), usage=P1))
+
+    result = run(pytester, "--batch-report", "report.json")
+
+    assert result.ret == 0, result.stdout.str()
+    expected = (2_000 * 3 + 1_000 * 20 + 4_000 * 4 + 8_000 * 0.5) / 1e6
+    assert load_report(pytester)["totals"]["cost_usd"] == round(expected, 6)
+
+
+def test_the_ini_option_overrides_the_default_and_the_plan_overrides_the_ini(pytester, fake):
+    rows = rows_for("alpha")
+    write_project(pytester.path, rows, ini_extra="batchgen_prices =\n    claude-haiku: 4, 20, 5, 0.4\n    claude-opus: 1, 1\n")
+    router(fake).set("alpha.md", Reply.ok(draft("Alpha"), usage=P1))
+
+    result = run(pytester, "--batch-report", "report.json")
+
+    assert result.ret == 0, result.stdout.str()
+    ini_cost = (2_000 * 4 + 1_000 * 20 + 4_000 * 5 + 8_000 * 0.4) / 1e6
+    assert load_report(pytester)["totals"]["cost_usd"] == round(ini_cost, 6)
+    assert total_line(result).endswith(f"estimated cost {money(ini_cost)}")
+
+    # the plan's own price wins over the ini file's (a new call: no cassette to replay)
+    reset_outputs(pytester.path, rows)
+    shutil.rmtree(pytester.path / "cassettes")
+    plan = pytester.path / "plan.md"
+    plan.write_text(plan_text(rows) + "\n## Prices\n\n- claude-haiku-5-5: 0.5, 1, 0.5, 0.5\n", encoding="utf-8")
+
+    result = run(pytester, "--batch-report", "report.json")
+
+    assert result.ret == 0, result.stdout.str()
+    plan_cost = (2_000 * 0.5 + 1_000 * 1 + 4_000 * 0.5 + 8_000 * 0.5) / 1e6
+    assert load_report(pytester)["totals"]["cost_usd"] == round(plan_cost, 6)
+
+
+def test_an_unreadable_price_is_a_usage_error_naming_the_line(pytester, fake):
+    rows = rows_for("alpha")
+    write_project(pytester.path, rows)
+    text = plan_text(rows) + "\n## Prices\n\n- claude-haiku: 2, 10\n- claude-opus: expensive\n"
+    (pytester.path / "plan.md").write_text(text, encoding="utf-8")
+    bad_line = text.splitlines().index("- claude-opus: expensive") + 1
+
+    result = run(pytester)
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "cannot read price line 'claude-opus: expensive'" in err
+    assert f"plan.md:{bad_line}" in err
+    assert fake.messages_requests() == []
+
+    (pytester.path / "plan.md").write_text(plan_text(rows), encoding="utf-8")
+    (pytester.path / "pytest.ini").write_text(
+        (pytester.path / "pytest.ini").read_text() + "batchgen_prices = claude-haiku: 1.2.3, 4\n"
+    )
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "batchgen_prices: cannot read 'claude-haiku: 1.2.3, 4'" in result.stderr.str()
+
+
+# -- GitHub Actions annotations -----------------------------------------------------------------
+
+
+def annotation_project(pytester, fake) -> str:
+    write_project(pytester.path, rows_for("alpha", "gamma", "linty", "down"))
+    r = router(fake)
+    r.set("gamma.md", Reply.ok(bad_value("Gamma")))
+    r.set("linty.md", Reply.ok(lint_bad("Linty")))
+    r.set("down.md", Reply.error(500, message="the backend is down", retry_after=FAST_RETRY))
+    return (pytester.path / "plan.md").read_text(encoding="utf-8")
+
+
+def test_github_actions_gets_one_error_annotation_per_failing_check(pytester, fake, monkeypatch):
+    plan = annotation_project(pytester, fake)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+
+    result = run(pytester, "--batch-max-attempts", "1")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    down_line = plan.splitlines().index("| Down | down.md | haiku | pending |") + 1
+    linty_line = draft("Linty", extra="LINT-BAD appears here.\n").splitlines().index("LINT-BAD appears here.") + 1
+    annotations = [line for line in result.stdout.lines if line.startswith("::")]
+    python = shlex.quote(sys.executable)
+    assert annotations == [
+        "::error file=output/gamma.md,line=3,title=batchgen gamma.md%3A category-value::"
+        "category is 'Z', expected one of: A, B, C",
+        # the linter's own report names the line
+        f"::error file=output/linty.md,line={linty_line},title=batchgen linty.md%3A lint::"
+        f"linter exited 1: {python} -I -S lint.py output/linty.md",
+        # no output was written: the annotation points at the row in the plan
+        f"::error file=plan.md,line={down_line},title=batchgen down.md%3A generate::"
+        "error: InternalServerError: HTTP 500 api_error: the backend is down",
+    ]
+    # only failing checks: the passing row and the skipped checks of the row without an output have none
+    assert not any("alpha.md" in a for a in annotations)
+    assert sum("down.md" in a for a in annotations) == 1
+
+
+def test_no_annotations_off_github_actions(pytester, fake, monkeypatch):
+    annotation_project(pytester, fake)
+    monkeypatch.setenv("GITHUB_ACTIONS", "false")
+
+    result = run(pytester, "--batch-max-attempts", "1")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert not any(line.startswith("::") for line in result.stdout.lines)
+
+
+# -- JUnit XML properties -----------------------------------------------------------------------
+
+
+def test_junitxml_items_carry_the_rows_filename_model_attempts_and_cost(pytester, fake):
+    mixed_project(pytester)
+    script_mixed(fake)
+
+    result = run(pytester, "--junitxml", "junit.xml")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    tree = ET.parse(pytester.path / "junit.xml")
+    cases = {}
+    for case in tree.iter("testcase"):
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        cases[f"{case.get('classname').rsplit('.', 2)[-2]}.md::{case.get('name')}"] = props
+    beta_cost = f"{cost(B1) + cost(B2):.6f}"
+    expected_beta = {
+        "batchgen_filename": "beta.md",
+        "batchgen_model": HAIKU_ID,
+        "batchgen_attempts": "2",
+        "batchgen_cost_usd": beta_cost,
+        "batchgen_calls": "live",
+    }
+    for item in ("generate", "front-matter", "category-value", "sections", "lint"):
+        assert cases[f"beta.md::{item}"] == expected_beta, item
+    assert cases["alpha.md::generate"]["batchgen_attempts"] == "1"
+    assert cases["alpha.md::generate"]["batchgen_cost_usd"] == f"{cost(A1):.6f}"
+    assert cases["gamma.md::category-value"] == {
+        "batchgen_filename": "gamma.md",
+        "batchgen_model": HAIKU_ID,
+        "batchgen_attempts": "2",
+        "batchgen_cost_usd": f"{cost(G1) + cost(G2):.6f}",
+        "batchgen_calls": "live",
+    }
+    # a complete row was not generated: no attempts, no cost, no calls
+    assert cases["done.md::sections"] == {
+        "batchgen_filename": "done.md",
+        "batchgen_model": HAIKU_ID,
+        "batchgen_attempts": "0",
+        "batchgen_cost_usd": "0.000000",
+    }
+    assert "done.md::generate" not in cases
+    failed = [c for c in tree.iter("testcase") if c.find("failure") is not None]
+    assert [(c.get("name"), cases_key(c)) for c in failed] == [("category-value", "gamma.md")]
+
+
+def cases_key(case: ET.Element) -> str:
+    return case.get("classname").rsplit(".", 2)[-2] + ".md"
+
+
+# -- --batch-max-cost -----------------------------------------------------------------------------
+
+CENT = pin(500, 1_900)  # $0.0005 + $0.0095 = $0.01 at Haiku's price
+
+
+def test_budget_cap_stops_sending_and_skips_the_rows_not_sent(pytester, fake):
+    names = ["one", "two", "three", "four", "five"]
+    write_project(pytester.path, rows_for(*names))
+    for name in names:
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.title()), usage=CENT))
+    assert cost(CENT) == pytest.approx(0.01)
+
+    result = run(pytester, "--batch-concurrency", "1", "--batch-max-cost", "0.015", "--batch-report", "report.json")
+
+    # the first call spends $0.01 (< $0.015, so a second is sent); after it, $0.02 >= the cap
+    sent = requests_by_row(fake)
+    assert len(fake.messages_requests()) == 2 < len(names)
+    assert all(len(reqs) == 1 for reqs in sent.values())
+    not_sent = [f"{n}.md" for n in names if f"{n}.md" not in sent]
+    assert len(not_sent) == 3
+    assert result.ret == 0, result.stdout.str()  # skipped, not failed
+    outcomes = item_outcomes(result)
+    reasons = skip_reasons(result)
+    for filename in sent:
+        assert outcomes[f"{filename}::generate"] == "passed"
+    for filename in not_sent:
+        assert outcomes[f"{filename}::generate"] == "skipped"
+        reason = reasons[f"{filename}::generate"]
+        assert "max-cost" in reason, reason
+        assert reason == "Skipped: not sent: the estimated spend ($0.0200) reached --batch-max-cost $0.015"
+        for check in ("front-matter", "category-value", "sections", "lint"):
+            assert outcomes[f"{filename}::{check}"] == "skipped"
+    assert statuses(pytester.path) == {f"{n}.md": "complete" if f"{n}.md" in sent else "pending" for n in names}
+    assert not any((pytester.path / "output" / f).exists() for f in not_sent)
+
+    note = "stopped dispatching: the estimated spend ($0.0200) reached --batch-max-cost $0.015; the rows not sent were skipped"
+    lines = summary(result)
+    assert note in lines
+    rows = table(result)
+    for filename in not_sent:
+        assert rows[filename][3:7] == ["pending -> pending", "0", "0/0/0/0", "skipped"]
+    for filename in sent:
+        assert rows[filename][3:7] == ["pending -> complete", "1", tokens(CENT), "$0.0100"]
+    assert total_line(result).startswith("total: 5 rows, 2 complete, 0 failed; 2 calls (2 live, 0 replayed)")
+    assert total_line(result).endswith("estimated cost $0.0200")
+
+    doc = load_report(pytester)
+    assert doc["totals"]["skipped_by_budget"] == 3
+    assert doc["totals"]["budget_note"] == note
+    assert doc["totals"]["cost_usd"] == 0.02
+    for filename in not_sent:
+        row = rows_of(doc)[filename]
+        assert row["generation"] == {
+            "outcome": "skipped",
+            "error": "not sent: the estimated spend ($0.0200) reached --batch-max-cost $0.015",
+            "wrote_output": False,
+        }
+        assert row["attempts"] == [] and row["verdict"] == "skipped"
+
+
+def test_a_zero_budget_sends_nothing(pytester, fake):
+    write_project(pytester.path, rows_for("one", "two"))
+
+    result = run(pytester, "--batch-max-cost", "0", "--batch-report", "report.json")
+
+    assert fake.messages_requests() == []
+    assert result.ret == 0
+    assert "max-cost" in skip_reasons(result)["one.md::generate"]
+    assert load_report(pytester)["totals"]["skipped_by_budget"] == 2
+    assert any(line.startswith("stopped dispatching: the estimated spend ($0.0000)") for line in summary(result))
+
+
+def test_a_negative_budget_is_a_usage_error(pytester, fake):
+    write_project(pytester.path, rows_for("one"))
+    result = run(pytester, "--batch-max-cost", "-1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--batch-max-cost must be zero or more" in result.stderr.str()
+
+
+def skip_reasons(result: pytest.RunResult) -> dict[str, str]:
+    out = {}
+    for rep in result.reprec.getreports("pytest_runtest_logreport"):  # type: ignore[attr-defined]
+        if rep.skipped:
+            out["::".join(rep.nodeid.split("::")[1:])] = rep.longrepr[2]
+    return out
+
+
+# -- a replayed run costs nothing -----------------------------------------------------------------
+
+
+def test_a_replayed_run_reports_zero_cost_and_that_every_call_was_replayed(pytester, fake, monkeypatch):
+    rows = rows_for("alpha", "beta")
+    write_project(pytester.path, rows)
+    r = router(fake)
+    r.set("alpha.md", Reply.ok(draft("Alpha"), usage=A1))
+    r.set("beta.md", Reply.ok(bad_value("Beta"), usage=B1), Reply.ok(draft("Beta"), usage=B2))
+    recorded = run(pytester, "--batch-report", "recorded.json")
+    assert recorded.ret == 0, recorded.stdout.str()
+    recorded_cost = cost(A1) + cost(B1) + cost(B2)
+    assert load_report(pytester, "recorded.json")["totals"]["cost_usd"] == round(recorded_cost, 6)
+
+    fake.stop()
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    monkeypatch.delenv("ANTHROPIC_BASE_URL")
+    attempts = block_network(monkeypatch)
+    reset_outputs(pytester.path, rows)
+
+    result = run(pytester, "--batch-record-mode", "none", "--batch-report", "report.json", "--junitxml", "junit.xml")
+
+    assert result.ret == 0, result.stdout.str()
+    assert attempts == []
+    assert len(fake.messages_requests()) == 3  # all from the recording run
+    lines = summary(result)
+    assert "every call was replayed from cassettes: nothing was sent, nothing was spent" in lines
+    assert f"replay saved {money(recorded_cost)}" in lines
+    assert not any(line.startswith("prompt caching saved") for line in lines)  # nothing was sent
+    rows_ = table(result)
+    assert rows_["alpha.md"][3:] == ["pending -> complete", "1", tokens(A1), "replayed", "-"]
+    assert rows_["beta.md"][3:] == ["pending -> complete", "2", tokens(add(B1, B2)), "replayed", "-"]
+    assert total_line(result) == (
+        f"total: 2 rows, 2 complete, 0 failed; 3 calls (0 live, 3 replayed); tokens {tokens(add(A1, B1, B2))} "
+        "(in/out/cache write/cache read); estimated cost $0.0000"
+    )
+
+    doc = load_report(pytester)
+    assert doc["record_mode"] == "none"
+    t = doc["totals"]
+    assert (t["calls"], t["calls_live"], t["calls_replayed"], t["all_replayed"]) == (3, 0, 3, True)
+    assert t["cost_usd"] == 0
+    assert t["replay_saved_usd"] == round(recorded_cost, 6)
+    assert t["caching_saved_usd"] == 0
+    assert t["usage"] == add(A1, B1, B2)
+    beta = rows_of(doc)["beta.md"]
+    assert [a["call"] for a in beta["attempts"]] == ["replayed", "replayed"]
+    assert [a["cost_usd"] for a in beta["attempts"]] == [0, 0]
+    assert [a["usage"] for a in beta["attempts"]] == [B1, B2]  # the recorded usage
+    assert beta["repairs"] == 1
+    props = {
+        p.get("name"): p.get("value")
+        for case in ET.parse(pytester.path / "junit.xml").iter("testcase")
+        if case.get("name") == "generate" and "beta" in case.get("classname")
+        for p in case.iter("property")
+    }
+    assert props["batchgen_calls"] == "replayed" and props["batchgen_cost_usd"] == "0.000000"
+    assert props["batchgen_attempts"] == "2"
+
+
+# -- the live progress line -------------------------------------------------------------------
+
+
+def test_progress_lines_when_the_output_is_not_a_terminal(pytester, fake):
+    write_project(pytester.path, rows_for("quick", "slow"))
+    r = router(fake)
+    r.set("quick.md", Reply.ok(draft("Quick"), usage=CENT))
+    r.set("slow.md", Reply.ok(draft("Slow"), usage=CENT, delay=1.0))
+
+    result = run(pytester)
+
+    assert result.ret == 0, result.stdout.str()
+    progress = [line for line in result.stdout.lines if line.startswith("[batchgen]")]
+    # not a terminal: plain lines, no carriage returns; the slow row's wait shows the state,
+    # and when the wait ends with every row done, the final state
+    assert all("\r" not in line for line in progress)
+    # (the quick row is normally done before any wait; on a slow machine its own wait shows 0/2)
+    assert re.fullmatch(
+        r"\[batchgen\] [01]/2 rows done, [12] in flight, 0 failed; (0|2,400) tokens, \$0\.0[01]00 so far", progress[0]
+    ), progress
+    assert progress[-1] == "[batchgen] 2/2 rows done, 0 in flight, 0 failed; 4,800 tokens, $0.0200 so far"
+    assert len(progress) == len(set(progress))
+    assert len(progress) <= 2  # throttled: one line per 15 s at most, then the final one
+
+
+def test_budget_note_with_xdist(pytester, fake):
+    # with pytest-xdist the controller generates before the workers start (a subprocess run:
+    # xdist's workers cannot start in-process)
+    names = ["one", "two", "three"]
+    write_project(pytester.path, rows_for(*names))
+    for name in names:
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.title()), usage=CENT))
+
+    result = pytester.runpytest_subprocess(
+        "--batch-plan", "plan.md", "-n", "2", "--batch-concurrency", "1", "--batch-max-cost", "0.015",
+        "--batch-report", "report.json",
+    )
+
+    assert len(fake.messages_requests()) == 2
+    note = "stopped dispatching: the estimated spend ($0.0200) reached --batch-max-cost $0.015; the rows not sent were skipped"
+    assert note in summary(result)
+    doc = json.loads((pytester.path / "report.json").read_text(encoding="utf-8"))
+    assert doc["totals"]["skipped_by_budget"] == 1
+    assert doc["totals"]["budget_note"] == note
+    assert doc["totals"]["cost_usd"] == 0.02
