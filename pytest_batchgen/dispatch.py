@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -82,6 +82,16 @@ class RowResult:
         for a in self.attempts:
             total = total + a.usage
         return total
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, to hand the result to pytest-xdist workers."""
+        data = asdict(self)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RowResult":
+        attempts = [Attempt(**{**a, "usage": Usage(**a["usage"])}) for a in data.get("attempts", [])]
+        return cls(**{**data, "attempts": attempts})
 
 
 @dataclass(frozen=True)

@@ -269,6 +269,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[state_key] = state
     config.pluginmanager.register(SessionHooks(config, state), "batchgen-session")
+    if is_worker:
+        from .dispatch import RowResult
+
+        sent = config.workerinput.get("batchgen_results") or {}  # type: ignore[attr-defined]
+        state.dispatcher_results = {k: RowResult.from_dict(v) for k, v in sent.items()}
+    elif _xdist_active(config):
+        config.pluginmanager.register(XdistHooks(state), "batchgen-xdist")
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         # no paths on the command line: collect the plans (and the custom checks), not testpaths
         config.args = [str(r.plan.path) for r in runs] + [str(p) for p in config.getini("batchgen_checks")]
@@ -355,15 +362,22 @@ class CheckFailed(Exception):
         self.failure = failure
 
 
-class CheckItem(pytest.Item):
-    """One checklist line applied to one row's output."""
+class RowItem(pytest.Item):
+    """An item of one plan row, marked ``batchgen(plan, filename, model)`` for ``-m`` and reports."""
 
-    def __init__(self, *, row: Row, run: PlanRun, rule: Rule, **kwargs: Any) -> None:
+    def __init__(self, *, row: Row, run: PlanRun, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.row = row
         self.run = run
-        self.rule = rule
         self.add_marker(pytest.mark.batchgen(plan=run.plan.name, filename=row.filename, model=row.model))
+
+
+class CheckItem(RowItem):
+    """One checklist line applied to one row's output."""
+
+    def __init__(self, *, rule: Rule, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rule = rule
 
     def runtest(self) -> None:
         state = _state(self.config)
@@ -371,7 +385,11 @@ class CheckItem(pytest.Item):
         result = _wait_for_generation(state, self.run, self.row)
         _record_properties(self, self.run, self.row, result)
         if result is not None and not result.wrote and result.outcome in ("error", "refused", "skipped"):
-            pytest.skip(f"not checked: generation did not write an output ({result.outcome}; see {self.row.filename}::generate)")
+            if result.outcome != "skipped" and not state.generate_here:
+                # an xdist worker: no generate item of this row here to carry the error
+                raise CheckFailed(Failure(f"not checked: generation failed: {result.outcome}: {result.error}"))
+            why = f"{result.outcome}: {result.error}" if result.error else result.outcome
+            pytest.skip(f"not checked: generation wrote no output ({why})")
         path = self.run.path(self.row)
         if state.validate_only and not self.row.complete and not path.exists():
             pytest.skip(f"pending row without an output ({self.run.plan.rel(path)}); validate-only makes no model call")
@@ -392,9 +410,9 @@ class CheckItem(pytest.Item):
 def _wait_for_generation(state: BatchState, run: PlanRun, row: Row):
     """Block until the row's generation ended, redrawing the progress line meanwhile."""
     dispatcher = state.dispatcher
-    if dispatcher is None:
-        return None
     key = f"{run.plan.path}::{row.filename}"
+    if dispatcher is None:  # an xdist worker gets the controller's results, or there are none
+        return state.dispatcher_results.get(key)
     waited = False
     while True:
         try:
@@ -429,14 +447,8 @@ class GenerationFailed(Exception):
     pass
 
 
-class GenerateItem(pytest.Item):
+class GenerateItem(RowItem):
     """A pending row's generation: passes once a draft was written (the checks judge it)."""
-
-    def __init__(self, *, row: Row, run: PlanRun, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.row = row
-        self.run = run
-        self.add_marker(pytest.mark.batchgen(plan=run.plan.name, filename=row.filename, model=row.model))
 
     def runtest(self) -> None:
         state = _state(self.config)
@@ -519,7 +531,7 @@ def batch_output(request: pytest.FixtureRequest, _batchgen_param) -> BatchOutput
 
 
 def _row_of(item: pytest.Item) -> tuple[PlanRun, Row] | None:
-    if isinstance(item, (CheckItem, GenerateItem)):
+    if isinstance(item, RowItem):
         return item.run, item.row
     callspec = getattr(item, "callspec", None)
     if callspec is not None and "_batchgen_param" in callspec.params:
@@ -779,6 +791,16 @@ def make_dispatcher(config: pytest.Config, state: BatchState, rows: list[tuple[P
         cost=state.prices.cost,
         max_cost=config.getoption("batch_max_cost"),
     )
+
+
+class XdistHooks:
+    """Only with pytest-xdist: hand the controller's generation results to every worker."""
+
+    def __init__(self, state: BatchState) -> None:
+        self.state = state
+
+    def pytest_configure_node(self, node) -> None:
+        node.workerinput["batchgen_results"] = {k: r.to_dict() for k, r in self.state.dispatcher_results.items()}
 
 
 def _report_info(

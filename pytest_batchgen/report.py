@@ -39,10 +39,7 @@ class RowReport:
 
     @property
     def usage(self) -> Usage:
-        total = Usage()
-        for a in self.attempts:
-            total = total + a.usage
-        return total
+        return self.generation.usage if self.generation is not None else Usage()
 
     @property
     def cost(self) -> float:

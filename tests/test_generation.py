@@ -569,3 +569,22 @@ def test_stopping_with_x_sends_no_new_request_and_skips_the_unsent_rows(pytester
     assert "a1.md" in sent and len(sent) <= 2, sent
     assert {"a4.md", "a5.md"}.isdisjoint(sent)
     assert statuses(pytester.path)["a5.md"] == "pending"
+
+
+# -- pytest-xdist: the controller generates, the workers check with its results ----------------
+
+
+def test_with_xdist_a_row_that_failed_to_generate_fails_and_is_noted(pytester, fake):
+    rows = rows_for("good-one", "broken")
+    write_project(pytester.path, rows)
+    router(fake).set("broken.md", Reply.server_error())
+
+    result = run(pytester, "-n", "2", "-p", "no:randomly")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert statuses(pytester.path) == {"good-one.md": "complete", "broken.md": "pending"}
+    note = notes(pytester.path)["broken.md"]
+    assert "generation failed: error: InternalServerError" in note
+    # each row was sent once (plus the SDK's retries of the 500), by the controller alone
+    assert {row_of(e) for e in fake.messages_requests()} == {"good-one.md", "broken.md"}
+    assert sum(row_of(e) == "good-one.md" for e in fake.messages_requests()) == 1
