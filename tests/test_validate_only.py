@@ -480,3 +480,19 @@ def test_count_mismatch_is_a_usage_error_naming_both_lines(changelog: pytest.Pyt
     assert "plans/changelog.md:21: says five values, but Content Rules lists 4" in err
     assert "(see also line 13)" in err
     assert snapshot(changelog.path) == before
+
+
+def test_validate_only_imports_neither_the_sdk_nor_vcrpy(changelog: pytest.Pytester):
+    # a fresh interpreter (subprocess): in-process runs share this one's sys.modules
+    changelog.makeconftest(
+        """
+        import sys
+
+        def pytest_sessionfinish(session):
+            heavy = sorted(m for m in ("anthropic", "vcr", "httpx2") if m in sys.modules)
+            open("imported.txt", "w").write(",".join(heavy) or "none")
+        """
+    )
+    result = changelog.runpytest_subprocess("-p", "no:cacheprovider", "--batch-plan", CHANGELOG, "--batch-validate-only")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the changelog has failing outputs: it ran
+    assert (changelog.path / "imported.txt").read_text() == "none"
