@@ -237,6 +237,7 @@ class Plan:
     rootdir: Path
     format_reference: Path
     format_reference_line: int
+    format_reference_text: str  # read once at load: every prompt inlines it
     output_dir: Path
     output_dir_line: int
     content_rules: tuple[ListItem, ...]
@@ -337,6 +338,7 @@ def load_plan(
     root = Path(rootdir).resolve()
     if not plan_path.is_absolute():
         plan_path = root / plan_path
+    plan_path = plan_path.resolve()  # one spelling of the path, whatever '..' or links the user wrote
     if not plan_path.is_file():
         raise PlanError(
             "plan file not found; pass the path of an existing plan to --batch-plan (relative to the rootdir)",
@@ -364,8 +366,8 @@ def load_plan(
 
     ref_item = _section_value(by_key["format reference"], plan_path, "path of the format reference")
     out_item = _section_value(by_key["output directory"], plan_path, "output folder")
-    format_reference = (root / ref_item.text).resolve()
-    output_dir = (root / out_item.text).resolve()
+    format_reference = _inside_rootdir(ref_item, root, plan_path, "format reference")
+    output_dir = _inside_rootdir(out_item, root, plan_path, "output directory")
     if not format_reference.is_file():
         raise PlanError(
             f"format reference {ref_item.text!r} not found (looked for {format_reference}); "
@@ -373,6 +375,16 @@ def load_plan(
             plan_path,
             ref_item.line,
         )
+    try:
+        reference_text = format_reference.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PlanError(
+            f"format reference {ref_item.text!r} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            plan_path,
+            ref_item.line,
+        ) from None
+    except OSError as exc:
+        raise PlanError(f"format reference {ref_item.text!r} cannot be read: {exc.strerror or exc}", plan_path, ref_item.line) from None
 
     alias_map = {k.lower(): v for k, v in DEFAULT_MODELS.items()}
     alias_map.update({k.lower(): v for k, v in (models or {}).items()})
@@ -407,6 +419,7 @@ def load_plan(
         path=plan_path,
         rootdir=root,
         format_reference=format_reference,
+        format_reference_text=reference_text,
         format_reference_line=ref_item.line,
         output_dir=output_dir,
         output_dir_line=out_item.line,
@@ -418,6 +431,18 @@ def load_plan(
         checklist_line=checklist.line,
         content_rules_line=rules.line,
     )
+
+
+def _inside_rootdir(item: ListItem, root: Path, plan_path: Path, what: str) -> Path:
+    """Plan paths are relative to the rootdir and may not leave it (no absolute path, no '..')."""
+    target = (root / item.text).resolve()
+    if Path(item.text).is_absolute() or (target != root and root not in target.parents):
+        raise PlanError(
+            f"the {what} {item.text!r} lies outside the rootdir {root}; write a path inside the project",
+            plan_path,
+            item.line,
+        )
+    return target
 
 
 def _read_phase(

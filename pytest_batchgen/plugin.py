@@ -221,11 +221,25 @@ def pytest_configure(config: pytest.Config) -> None:
     validate_only = readonly or bool(config.getoption("batch_validate_only"))
     rootdir = Path(config.rootpath)
     phases = [str(p) for p in config.getoption("batch_phase")]
-    try:
-        timeout = float(config.getini("batchgen_linter_timeout"))
-        max_bytes = int(config.getini("batchgen_max_output_bytes"))
-    except ValueError as exc:
-        raise pytest.UsageError(f"pytest-batchgen ini option: {exc}") from None
+    numbers = {}
+    for name, kind in (
+        ("batchgen_linter_timeout", float),
+        ("batchgen_max_output_bytes", int),
+        ("batchgen_max_tokens", int),
+        ("batchgen_max_retries", int),
+        ("batchgen_timeout", float),
+    ):
+        raw_value = config.getini(name)
+        try:
+            numbers[name] = kind(raw_value)
+        except (TypeError, ValueError):
+            raise pytest.UsageError(
+                f"ini option {name} = {raw_value!r} is not a number; write e.g. {kind(1)!r}"
+            ) from None
+        if numbers[name] < 0 or (numbers[name] == 0 and name != "batchgen_max_retries"):
+            raise pytest.UsageError(f"ini option {name} = {raw_value!r} must be more than zero")
+    timeout = numbers["batchgen_linter_timeout"]
+    max_bytes = numbers["batchgen_max_output_bytes"]
     forms = collect_forms(config.hook.pytest_batchgen_checklist_forms())
     runs: list[PlanRun] = []
     docs = DocumentCache(max_bytes)

@@ -47,7 +47,7 @@ class Prompt:
 
 def shared_prefix(plan: Plan) -> str:
     """The system text shared by all rows: byte-identical across them, so it caches."""
-    reference = plan.format_reference.read_text(encoding="utf-8")
+    reference = plan.format_reference_text
     rules = "\n".join(f"- {item.text}" for item in plan.content_rules)
     return (
         f"{INSTRUCTIONS}\n\n"

@@ -185,8 +185,10 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
             stream=httpx2.ByteStream(content),
             extensions=response.extensions,
         )
-        cassette.append(vreq, _serialize_response(replay, content))
-        cassette._save()  # on disk before the run goes on
+        if response.is_success:
+            # only replies are kept: a recorded 429/529/5xx would be replayed, and fail, forever
+            cassette.append(vreq, _serialize_response(replay, content))
+            cassette._save()  # on disk before the run goes on
         return replay
 
     async def aclose(self) -> None:

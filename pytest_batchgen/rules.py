@@ -21,7 +21,7 @@ import pytest
 
 from .checklist import CheckContext, ChecklistForm, CompileContext, Failure, parse_count, split_list
 from .document import OutputDocument
-from .tracking import is_registered, register
+from .tracking import TrackingError, is_registered, register
 
 DEFAULT_LINTER_TIMEOUT = 60.0
 
@@ -419,18 +419,23 @@ def _build_registered(m: re.Match, ctx: CompileContext):
         raise ctx.error(f"tracking file {raw!r} lies outside the rootdir {root}; name a path inside it")
     if tracking == ctx.plan.path.resolve():
         raise ctx.error("the tracking file cannot be the plan itself")
+    if tracking.suffix.lower() not in (".md", ".markdown"):
+        raise ctx.error(f"tracking file {raw!r} must be a Markdown file (.md): the plugin appends links to it")
 
     def check(c: CheckContext):
         output = c.path.resolve()
-        if not c.readonly and not c.doc.error and not is_registered(tracking, output):
-            if c.others_pass():
-                register(tracking, output, c.row.title or c.row.filename)
-            else:
-                return Failure(
-                    f"not registered in {raw}: the output is registered once its other checks pass"
-                )
-        if is_registered(tracking, output):
-            return None
+        try:
+            if not c.readonly and not c.doc.error and not is_registered(tracking, output):
+                if c.others_pass():
+                    register(tracking, output, c.row.title or c.row.filename)
+                else:
+                    return Failure(
+                        f"not registered in {raw}: the output is registered once its other checks pass"
+                    )
+            if is_registered(tracking, output):
+                return None
+        except TrackingError as exc:
+            return Failure(f"tracking file: {exc}")
         return Failure(f"{raw} has no Markdown link to {c.plan.rel(output)}")
 
     return check

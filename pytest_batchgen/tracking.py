@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -16,12 +18,16 @@ from .fsutil import atomic_write, lock_for
 _HREF_UNSAFE = frozenset(' ()<>#?%&:\\"\x7f')
 
 
-def _links(text: str) -> list[str]:
+@lru_cache(maxsize=1)
+def _parser():
     from markdown_it import MarkdownIt
 
+    return MarkdownIt("commonmark")
+
+
+def _links(text: str) -> list[str]:
     hrefs: list[str] = []
-    tokens = MarkdownIt("commonmark").parse(text)
-    for tok in tokens:
+    for tok in _parser().parse(text):
         for child in tok.children or ():
             if child.type == "link_open":
                 href = child.attrGet("href")
@@ -37,14 +43,49 @@ def _target(tracking: Path, href: str) -> Path | None:
     return (tracking.parent / unquote(parts.path)).resolve()
 
 
+class TrackingError(Exception):
+    """The tracking file cannot be read or written (a folder, not UTF-8, no permission)."""
+
+
+_targets_cache: dict[Path, tuple[tuple[int, int, int], frozenset[Path]]] = {}
+_cache_lock = threading.Lock()
+
+
+def _read(tracking: Path) -> str:
+    try:
+        return tracking.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    except IsADirectoryError:
+        raise TrackingError(f"{tracking} is a folder, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise TrackingError(f"{tracking} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise TrackingError(f"{tracking} cannot be read: {exc.strerror or exc}") from None
+
+
+def targets(tracking: Path) -> frozenset[Path]:
+    """The resolved targets of the tracking file's links, parsed once per version of the file."""
+    try:
+        st = tracking.stat()
+    except FileNotFoundError:
+        return frozenset()
+    except OSError as exc:
+        raise TrackingError(f"{tracking} cannot be read: {exc.strerror or exc}") from None
+    sig = (st.st_size, st.st_mtime_ns, st.st_ino)
+    with _cache_lock:
+        hit = _targets_cache.get(tracking)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    found = frozenset(t for t in (_target(tracking, h) for h in _links(_read(tracking))) if t is not None)
+    with _cache_lock:
+        _targets_cache[tracking] = (sig, found)
+    return found
+
+
 def is_registered(tracking: Path, output: Path) -> bool:
     """Whether the tracking file holds a Markdown link that resolves to ``output``."""
-    try:
-        text = tracking.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return False
-    output = output.resolve()
-    return any(_target(tracking, href) == output for href in _links(text))
+    return output.resolve() in targets(tracking)
 
 
 def register(tracking: Path, output: Path, title: str) -> bool:
@@ -52,10 +93,7 @@ def register(tracking: Path, output: Path, title: str) -> bool:
     with lock_for(tracking):
         if is_registered(tracking, output):
             return False
-        try:
-            text = tracking.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            text = ""
+        text = _read(tracking)
         rel = Path(os.path.relpath(output.resolve(), tracking.parent.resolve())).as_posix()
         safe_title = re.sub(r"([\\\[\]`<>])", r"\\\1", title)
         # percent-encode what a link destination would otherwise read as something else

@@ -100,7 +100,8 @@ def test_replay_offline_without_a_key_reproduces_the_recorded_run(pytester, fake
     assert recorded_statuses == {
         f"{n}.md": "pending" if n in ("stays-wrong", "down") else "complete" for n in RECORDED
     }
-    assert sorted(cassettes(pytester.path)) == sorted(f"{n}.md.yaml" for n in RECORDED)
+    # a row whose API failed for good has nothing recorded: errors are never replayed
+    assert sorted(cassettes(pytester.path)) == sorted(f"{n}.md.yaml" for n in RECORDED if n != "down")
     sent = len(fake.messages_requests())
     assert sent == 11  # passes 1, repaired 2, fenced 1, rate-limited 2, stays-wrong 2, down 2, sonnet 1
 
@@ -116,10 +117,12 @@ def test_replay_offline_without_a_key_reproduces_the_recorded_run(pytester, fake
     assert replayed.ret == recorded.ret
     assert outputs(pytester.path) == recorded_outputs
     assert statuses(pytester.path) == recorded_statuses
-    assert notes(pytester.path) == notes_of(recorded_plan)
-    assert (pytester.path / "plan.md").read_bytes() == recorded_plan
+    replayed_notes, recorded_notes = notes(pytester.path), notes_of(recorded_plan)
+    assert replayed_notes.pop("down.md") != recorded_notes.pop("down.md")
+    assert replayed_notes == recorded_notes
     assert item_outcomes(replayed) == item_outcomes(recorded)
-    assert "the backend is down" in item_report(replayed, "down.md::generate")
+    assert "the backend is down" in item_report(recorded, "down.md::generate")
+    assert "no recording for this row" in item_report(replayed, "down.md::generate")
 
 
 def test_the_key_reaches_no_file(pytester, fake):
@@ -470,3 +473,18 @@ def test_rerecording_a_complete_row_keeps_its_passing_output_until_a_new_draft_p
     assert (pytester.path / "output" / "quorum.md").read_text(encoding="utf-8") == draft("Quorum", category="B")
     assert not (pytester.path / "output" / ".batchgen-drafts").exists()
     assert "category: B" in cassette(pytester.path, "quorum.md").read_text(encoding="utf-8")
+
+
+def test_a_transient_error_is_not_recorded_so_the_next_run_tries_again(pytester, fake):
+    write_project(pytester.path, rows_for("flaky"))
+    router(fake).set("flaky.md", Reply.overloaded(retry_after=FAST_RETRY))
+    first = run(pytester)
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    assert not cassette(pytester.path, "flaky.md").exists()  # nothing but errors came back
+
+    fake.reset_log()
+    router(fake).set("flaky.md", Reply.ok(draft("Flaky")))
+    second = run(pytester)
+    assert second.ret == 0, second.stdout.str()
+    assert len(fake.messages_requests()) == 1  # sent again, not replayed from a recorded 529
+    assert statuses(pytester.path) == {"flaky.md": "complete"}
