@@ -9,7 +9,7 @@ that validate-only runs never load it.
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 #: The row whose request is in flight in this task; the recorder files interactions under it.
@@ -68,12 +68,15 @@ class ModelCallError(Exception):
         self.replay_miss = replay_miss
 
 
+#: vcrpy's record modes, as ``--batch-record-mode`` takes them
+RECORD_MODES = ("none", "once", "new_episodes", "all")
+
+
 @dataclass
 class ClientSettings:
     max_retries: int = 2
     timeout: float = 600.0
     api_key: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ModelClient:

@@ -116,7 +116,6 @@ class Dispatcher:
         concurrency: int = 8,
         max_attempts: int = 2,
         max_tokens: int = 8192,
-        on_event: Callable[[str, Job, RowResult | None], None] | None = None,
         cost: Callable[[str, Usage], float] | None = None,
         max_cost: float | None = None,
     ) -> None:
@@ -125,7 +124,6 @@ class Dispatcher:
         self.concurrency = max(1, concurrency)
         self.max_attempts = max(1, max_attempts)
         self.max_tokens = max_tokens
-        self._on_event = on_event or (lambda *a: None)
         self._futures: dict[str, concurrent.futures.Future[RowResult]] = {
             j.key: concurrent.futures.Future() for j in self.jobs
         }
@@ -163,6 +161,10 @@ class Dispatcher:
             return None
         return fut.result(timeout)
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
@@ -196,7 +198,6 @@ class Dispatcher:
         self.done += 1
         if result.outcome not in ("passed", "kept"):
             self.failed += 1
-        self._on_event("done", job, result)
         self._futures[job.key].set_result(result)
 
     async def _generate(self, client: Any, sem: asyncio.Semaphore, job: Job) -> RowResult:
@@ -207,8 +208,9 @@ class Dispatcher:
             existing = await loop.run_in_executor(None, run.draft_failures, row)
             if not existing and not job.rerecord:
                 return RowResult(job.key, "kept")
-            if not existing:
-                path = run.plan.draft_path(row)  # re-recording: drafts go aside until one passes
+            if not existing or row.complete:
+                # re-recording a passing (or complete) row: drafts go aside until one passes
+                path = run.plan.draft_path(row)
         prompt: Prompt = build_prompt(run.plan, row, self.max_tokens, self._prefixes[str(run.plan.path)])
         history: list[dict[str, Any]] = []
         result = RowResult(job.key, "failed")
@@ -227,7 +229,6 @@ class Dispatcher:
                     result.outcome = "failed" if result.attempts else "skipped"
                     return result
                 self.in_flight += 1
-                self._on_event("sent", job, None)
                 try:
                     completion: Completion = await client.complete(job.key, prompt.params(history))
                 except ModelCallError as exc:

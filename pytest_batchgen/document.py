@@ -168,7 +168,7 @@ class DocumentCache:
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._docs: dict[Path, tuple[tuple[int, int] | None, OutputDocument]] = {}
+        self._docs: dict[Path, tuple[tuple[int, int, int] | None, OutputDocument]] = {}
         self.parses = 0
 
     def forget(self, path: Path) -> None:
@@ -178,7 +178,7 @@ class DocumentCache:
     def get(self, path: Path) -> OutputDocument:
         try:
             st = path.stat()
-            sig: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
+            sig: tuple[int, int, int] | None = (st.st_size, st.st_mtime_ns, st.st_ino)
         except OSError:
             sig = None
         hit = self._docs.get(path)

@@ -7,7 +7,9 @@ pytest's hooks. Without ``--batch-plan`` every hook returns at once and the run 
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,6 +18,7 @@ import pytest
 
 from . import hookspecs
 from .checklist import Failure, Rule, collect_forms, compile_checklist
+from .client import RECORD_MODES
 from .document import DEFAULT_MAX_BYTES, BatchOutput, DocumentCache
 from .errors import BatchgenError
 from .plan import Plan, Row, load_plan
@@ -27,7 +30,6 @@ from .results import ItemFailure, RowTally, plan_updates
 from .run import PlanRun
 
 FIXTURE_NAMES = ("batch_output", "batch_row")
-RECORD_MODES = ("none", "once", "new_episodes", "all")
 
 
 @dataclass
@@ -44,16 +46,28 @@ class BatchState:
     dispatcher: Any = None
     prices: PriceTable = field(default_factory=PriceTable)
     progress: Any = None
-
-    def generation_results(self) -> dict[str, Any]:
-        if self.dispatcher is not None:
-            return self.dispatcher.results()
-        return dict(self.dispatcher_results)
     tallies: dict[str, dict[str, RowTally]] = field(default_factory=dict)
-    dispatcher_results: dict[str, Any] = field(default_factory=dict)
     item_counts: dict[tuple[str, str], int] = field(default_factory=dict)
     partial: set[tuple[str, str]] = field(default_factory=set)
     recorded: dict[str, bool] = field(default_factory=dict)
+    results_file: Path | None = None  # an xdist worker: where the controller wrote its results
+    _loaded_results: dict[str, Any] | None = None
+
+    def generation_results(self) -> dict[str, Any]:
+        """The dispatcher's results; on an xdist worker, the controller's (read once)."""
+        if self.dispatcher is not None:
+            return self.dispatcher.results()
+        if self._loaded_results is None:
+            self._loaded_results = {}
+            if self.results_file is not None:
+                from .dispatch import RowResult
+
+                try:
+                    data = json.loads(self.results_file.read_text(encoding="utf-8") or "{}")
+                except (OSError, ValueError):
+                    data = {}
+                self._loaded_results = {k: RowResult.from_dict(v) for k, v in data.items()}
+        return self._loaded_results
 
     def run_for(self, plan_path: Path) -> PlanRun | None:
         for run in self.runs:
@@ -284,12 +298,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[state_key] = state
     config.pluginmanager.register(SessionHooks(config, state), "batchgen-session")
     if is_worker:
-        from .dispatch import RowResult
-
-        sent = config.workerinput.get("batchgen_results") or {}  # type: ignore[attr-defined]
-        state.dispatcher_results = {k: RowResult.from_dict(v) for k, v in sent.items()}
+        sent = config.workerinput.get("batchgen_results_file")  # type: ignore[attr-defined]
+        state.results_file = Path(sent) if sent else None
     elif _xdist_active(config):
-        config.pluginmanager.register(XdistHooks(state), "batchgen-xdist")
+        config.pluginmanager.register(XdistHooks(config, state), "batchgen-xdist")
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         # no paths on the command line: collect the plans (and the custom checks), not testpaths
         config.args = [str(r.plan.path) for r in runs] + [str(p) for p in config.getini("batchgen_checks")]
@@ -398,10 +410,10 @@ class CheckItem(RowItem):
         assert state is not None
         result = _wait_for_generation(state, self.run, self.row)
         _record_properties(self, self.run, self.row, result)
+        if result is not None and not state.generate_here and result.outcome in ("error", "refused", "truncated"):
+            # an xdist worker: no generate item of this row here to carry the failure
+            raise CheckFailed(Failure(f"generation failed: {result.outcome}: {result.error}"))
         if result is not None and not result.wrote and result.outcome in ("error", "refused", "skipped"):
-            if result.outcome != "skipped" and not state.generate_here:
-                # an xdist worker: no generate item of this row here to carry the error
-                raise CheckFailed(Failure(f"not checked: generation failed: {result.outcome}: {result.error}"))
             why = f"{result.outcome}: {result.error}" if result.error else result.outcome
             pytest.skip(f"not checked: generation wrote no output ({why})")
         path = self.run.path(self.row)
@@ -426,7 +438,7 @@ def _wait_for_generation(state: BatchState, run: PlanRun, row: Row):
     dispatcher = state.dispatcher
     key = f"{run.plan.path}::{row.filename}"
     if dispatcher is None:  # an xdist worker gets the controller's results, or there are none
-        return state.dispatcher_results.get(key)
+        return state.generation_results().get(key)
     waited = False
     while True:
         try:
@@ -438,7 +450,6 @@ def _wait_for_generation(state: BatchState, run: PlanRun, row: Row):
             continue
         if waited and state.progress is not None:
             state.progress.update(dispatcher)
-            state.progress.end_wait()
         return result
 
 
@@ -595,20 +606,6 @@ class SessionHooks:
             state.dispatcher.start()
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        state = self.state
-        if state.is_worker or state.validate_only or state.dry_run or not _xdist_active(self.config):
-            return
-        # pytest-xdist: generate every selected pending row here, before the workers start
-        jobs = [(run, row) for run, row in state.selected() if state.to_generate(run, row)]
-        if jobs:
-            dispatcher = make_dispatcher(self.config, state, jobs)
-            dispatcher.start()
-            dispatcher.join()
-            state.dispatcher_results = dispatcher.results()
-            self.xdist_dispatcher = dispatcher  # for the summary's budget note
-
-    @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session):
         if not self.state.dry_run:
             return None
@@ -715,7 +712,7 @@ class SessionHooks:
         return reports
 
     def _budget_note(self) -> str:
-        d = self.state.dispatcher or getattr(self, "xdist_dispatcher", None)
+        d = self.state.dispatcher
         if d is not None and d.budget_stopped:
             return f"stopped dispatching: {d.stop_reason}; the rows not sent were skipped"
         return ""
@@ -808,13 +805,55 @@ def make_dispatcher(config: pytest.Config, state: BatchState, rows: list[tuple[P
 
 
 class XdistHooks:
-    """Only with pytest-xdist: hand the controller's generation results to every worker."""
+    """Only with pytest-xdist, on the controller: generate once, for every worker.
 
-    def __init__(self, state: BatchState) -> None:
+    The controller learns the selected items when the first worker reports its collection
+    (after ``-k`` and node ids); it generates those rows' outputs before the items are
+    scheduled, and writes the results to a file the workers read, so that each row is
+    generated exactly once and its checks see the final output.
+    """
+
+    def __init__(self, config: pytest.Config, state: BatchState) -> None:
+        self.config = config
         self.state = state
+        fd, name = tempfile.mkstemp(prefix="pytest-batchgen-results-", suffix=".json")
+        os.close(fd)
+        self.results_file = Path(name)
+        self.done = False
 
     def pytest_configure_node(self, node) -> None:
-        node.workerinput["batchgen_results"] = {k: r.to_dict() for k, r in self.state.dispatcher_results.items()}
+        node.workerinput["batchgen_results_file"] = str(self.results_file)
+
+    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+        state = self.state
+        if self.done or state.validate_only or state.dry_run:
+            return
+        self.done = True
+        chosen = {tuple(i.split("::")[:2]) for i in ids if i.count("::") >= 2}
+        rows = [
+            (run, row)
+            for run, row in state.selected()
+            if state.to_generate(run, row) and (run.plan.rel(run.plan.path), row.filename) in chosen
+        ]
+        if not rows:
+            return
+        dispatcher = state.dispatcher = make_dispatcher(self.config, state, rows)
+        state.progress = _progress(self.config)
+        dispatcher.start()
+        try:
+            while dispatcher.running:
+                dispatcher.join(0.25)
+                if state.progress is not None:
+                    state.progress.update(dispatcher)
+        except KeyboardInterrupt:
+            dispatcher.cancel("the run was interrupted before this row was sent")
+            dispatcher.join()
+            raise
+        dispatcher.join()
+        write_json(self.results_file, {k: r.to_dict() for k, r in dispatcher.results().items()})
+
+    def pytest_unconfigure(self) -> None:
+        self.results_file.unlink(missing_ok=True)
 
 
 def _report_info(

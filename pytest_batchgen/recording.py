@@ -26,11 +26,10 @@ from vcr.record_mode import RecordMode
 from vcr.request import Request as VcrRequest
 from vcr.stubs.httpx_stubs import _deserialize_response, _serialize_response
 
-from .client import current_call
+from .client import RECORD_MODES, current_call
 from .fsutil import atomic_write
 from .prompts import prompt_parts
 
-RECORD_MODES = ("none", "once", "new_episodes", "all")
 _SECRET_WORDS = ("api-key", "apikey", "authorization", "auth-token", "cookie", "organization", "secret", "token")
 
 

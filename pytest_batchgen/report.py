@@ -296,7 +296,6 @@ class Progress:
         self.plain_every = plain_every
         self._last = float("-inf")  # the first line at once (monotonic() may start near 0)
         self._last_text = ""  # the last text shown
-        self.drawn = False
         self.finished = False
 
     @staticmethod
@@ -316,7 +315,6 @@ class Progress:
         if self._rewrite is not None:
             if text != self._last_text:
                 self._rewrite(text)
-                self.drawn = True
                 self._last_text = text
         elif done or now - self._last >= self.plain_every:
             if text != self._last_text:
@@ -325,7 +323,3 @@ class Progress:
                 self._last_text = text
         if done:
             self.finished = True
-
-    def end_wait(self) -> None:
-        """A wait ended; the last state stays on its line and results continue below it."""
-        self.drawn = False

@@ -344,15 +344,15 @@ class LinterBatch:
         self.chunk = chunk
         self.runs = 0
         self._lock = threading.Lock()
-        self._verdicts: dict[str, tuple[tuple[int, int] | None, Failure | None]] = {}
+        self._verdicts: dict[str, tuple[tuple[int, int, int] | None, Failure | None]] = {}
 
     @staticmethod
-    def _sig(path: Path) -> tuple[int, int] | None:
+    def _sig(path: Path) -> tuple[int, int, int] | None:
         try:
             st = path.stat()
         except OSError:
             return None
-        return (st.st_size, st.st_mtime_ns)
+        return (st.st_size, st.st_mtime_ns, st.st_ino)  # atomic writes make a new inode
 
     def check(self, c: CheckContext) -> Failure | None:
         rel = c.plan.rel(c.path)
@@ -361,7 +361,7 @@ class LinterBatch:
             hit = self._verdicts.get(rel)
             if hit is not None and hit[0] == sig and sig is not None:
                 return hit[1]
-            stale: dict[str, tuple[Path, tuple[int, int] | None]] = {}
+            stale: dict[str, tuple[Path, tuple[int, int, int] | None]] = {}
             for row in c.plan.rows:
                 path = c.plan.output_path(row)
                 r, s = c.plan.rel(path), self._sig(path)
@@ -374,7 +374,7 @@ class LinterBatch:
                 self._run({n: stale[n] for n in names[i : i + self.chunk]})
             return self._verdicts[rel][1]
 
-    def _run(self, files: dict[str, tuple[Path, tuple[int, int] | None]]) -> None:
+    def _run(self, files: dict[str, tuple[Path, tuple[int, int, int] | None]]) -> None:
         at = self.argv.index("{paths}")
         args = self.argv[:at] + list(files) + self.argv[at + 1 :]
         self.runs += 1

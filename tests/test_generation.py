@@ -588,3 +588,14 @@ def test_with_xdist_a_row_that_failed_to_generate_fails_and_is_noted(pytester, f
     # each row was sent once (plus the SDK's retries of the 500), by the controller alone
     assert {row_of(e) for e in fake.messages_requests()} == {"good-one.md", "broken.md"}
     assert sum(row_of(e) == "good-one.md" for e in fake.messages_requests()) == 1
+
+
+def test_with_xdist_only_the_selected_rows_are_generated(pytester, fake):
+    write_project(pytester.path, rows_for("picked", "other", "third"))
+
+    result = run(pytester, "-n", "2", "-p", "no:randomly", "plan.md::picked.md")
+
+    assert result.ret == 0, result.stdout.str()
+    assert {row_of(e) for e in fake.messages_requests()} == {"picked.md"}
+    assert statuses(pytester.path) == {"picked.md": "complete", "other.md": "pending", "third.md": "pending"}
+    assert not (pytester.path / "output" / "other.md").exists()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planfactory import EXAMPLE_PLAN, PHASE_1, generated_plans, line_of, plan_text, write_project
+from planfactory import PHASE_1, SHIPPED_EXAMPLE, generated_plans, line_of, plan_text, write_project
 from pytest_batchgen import fsutil
 from pytest_batchgen.plan import load_plan, scan
 from pytest_batchgen.planedit import (
@@ -25,7 +25,7 @@ from pytest_batchgen.planedit import (
     split_lines,
 )
 
-EXAMPLE = EXAMPLE_PLAN.read_text(encoding="utf-8")
+EXAMPLE = SHIPPED_EXAMPLE.read_text(encoding="utf-8")
 
 
 def changed_lines(old: str, new: str) -> dict[int, tuple[str, str]]:

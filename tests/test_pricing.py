@@ -466,10 +466,7 @@ def test_progress_on_a_terminal_redraws_in_place(clock):
         "[batchgen] 0/3 rows done, 3 in flight, 0 failed; 0 tokens, $0.0000 so far",
         "[batchgen] 1/3 rows done, 2 in flight, 0 failed; 500 tokens, $0.0100 so far",
     ]
-    assert written == []  # in place: no new lines while waiting
-    p.end_wait()  # the wait ended: the last state stays where it was drawn
-    assert not p.drawn
-    assert all(w == "" for w in written)  # never the progress text as a plain line
+    assert written == []  # in place: never a plain line on a terminal
     d.done, d.in_flight, d.failed = 3, 0, 1
     p.update(d)
     assert drawn[-1] == "[batchgen] 3/3 rows done, 0 in flight, 1 failed; 500 tokens, $0.0100 so far"
@@ -496,7 +493,6 @@ def test_progress_off_a_terminal_writes_plain_lines_at_most_every_plain_every_se
     clock.now += 20
     p.update(d)  # nothing changed since the last line: not repeated
     assert len(written) == 2
-    p.end_wait()  # no terminal: nothing to close
     assert len(written) == 2
 
 
