@@ -101,5 +101,10 @@ def register(tracking: Path, output: Path, title: str) -> bool:
         href = "".join(f"%{ord(ch):02X}" if ch in _HREF_UNSAFE or ord(ch) < 0x20 else ch for ch in rel)
         if text and not text.endswith("\n"):
             text += "\n"
+        known = targets(tracking)
         atomic_write(tracking, text + f"- [{safe_title}]({href})\n")
+        # we know what the new version links to: no re-parse when the next row registers
+        st = tracking.stat()
+        with _cache_lock:
+            _targets_cache[tracking] = ((st.st_size, st.st_mtime_ns, st.st_ino), known | {output.resolve()})
         return True
