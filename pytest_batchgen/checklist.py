@@ -38,6 +38,8 @@ class CheckContext:
     plan: Plan
     readonly: bool = False
     others_pass: Callable[[], bool] = field(default=lambda: True, compare=False)
+    #: the rows this session checks (phase-selected); batch checks lint only these
+    selected: tuple[Row, ...] = ()
 
     @property
     def path(self) -> Path:

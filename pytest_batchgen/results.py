@@ -65,7 +65,19 @@ def note_for(tally: RowTally) -> str:
     head = f"{n} check{'s' if n != 1 else ''} failed"
     if tally.status_before == "complete":
         head += " (the row was complete; it stays complete until you change it)"
-    return "\n".join([head] + [f"- {f.describe()}" for f in tally.failures])
+    # one line per failing check, except that a failed generation (seen by every check of the
+    # row on an xdist worker) is one line naming them all
+    groups: dict[object, list[ItemFailure]] = {}
+    for i, f in enumerate(tally.failures):
+        key = f.message if f.message.startswith("generation failed:") else i
+        groups.setdefault(key, []).append(f)
+    lines = []
+    for same in groups.values():
+        first = same[0]
+        if len(same) > 1:
+            first = ItemFailure(", ".join(f.check for f in same), first.message, None, first.output, first.output_line)
+        lines.append(f"- {first.describe()}")
+    return "\n".join([head] + lines)
 
 
 def plan_updates(tallies: Mapping[str, RowTally]) -> dict[str, RowUpdate]:

@@ -331,8 +331,8 @@ def run_linter(argv: list[str], path: str, cwd: Path, timeout: float) -> Failure
 class LinterBatch:
     """A linter that takes many paths (``{paths}``): one run per batch of files, not per file.
 
-    The first check runs the linter over every existing output of the plan whose verdict is not
-    known yet (in chunks of ``chunk`` paths); later checks read the verdict while the file is
+    The first check runs the linter over every existing output of the session's rows whose
+    verdict is not known yet (in chunks of ``chunk`` paths); later checks read the verdict while the file is
     unchanged. Output lines naming a file are that file's failure; when the linter fails without
     naming any file, each file is linted alone so the verdicts stay exact.
     """
@@ -362,7 +362,7 @@ class LinterBatch:
             if hit is not None and hit[0] == sig and sig is not None:
                 return hit[1]
             stale: dict[str, tuple[Path, tuple[int, int, int] | None]] = {}
-            for row in c.plan.rows:
+            for row in c.selected or c.plan.rows:
                 path = c.plan.output_path(row)
                 r, s = c.plan.rel(path), self._sig(path)
                 old = self._verdicts.get(r)

@@ -46,6 +46,7 @@ class PlanRun:
             plan=self.plan,
             readonly=self.readonly,
             others_pass=lambda: self.others_pass(row, rule),
+            selected=self.rows,
         )
         failure = rule.run(ctx)
         self._verdicts[key] = (doc, failure)

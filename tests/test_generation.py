@@ -599,3 +599,16 @@ def test_with_xdist_only_the_selected_rows_are_generated(pytester, fake):
     assert {row_of(e) for e in fake.messages_requests()} == {"picked.md"}
     assert statuses(pytester.path) == {"picked.md": "complete", "other.md": "pending", "third.md": "pending"}
     assert not (pytester.path / "output" / "other.md").exists()
+
+
+def test_with_xdist_a_truncated_row_fails_once_in_its_note(pytester, fake):
+    write_project(pytester.path, rows_for("cut"))
+    router(fake).set("cut.md", Reply.truncated(draft("Cut")))
+
+    result = run(pytester, "-n", "2", "-p", "no:randomly")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert statuses(pytester.path) == {"cut.md": "pending"}  # a passing partial draft is not complete
+    note = notes(pytester.path)["cut.md"].splitlines()
+    assert len(note) == 2 and note[1].startswith("- " + ", ".join(RULE_NAMES) + ": ")
+    assert "generation failed: truncated" in note[1]
