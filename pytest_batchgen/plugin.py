@@ -275,7 +275,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     except BatchgenError as exc:
-        raise pytest.UsageError(exc.format()) from None
+        raise pytest.UsageError(_shown_error(exc, rootdir)) from None
     max_cost = config.getoption("batch_max_cost")
     if max_cost is not None and max_cost < 0:
         raise pytest.UsageError("--batch-max-cost must be zero or more (dollars)")
@@ -309,6 +309,16 @@ def pytest_configure(config: pytest.Config) -> None:
         # add each plan unless a node of it was named (``plans/glossary.md::quorum.md``)
         named = {(Path(config.invocation_params.dir) / a.split("::")[0]).resolve() for a in config.args}
         config.args = list(config.args) + [str(r.plan.path) for r in runs if r.plan.path not in named]
+
+
+def _shown_error(exc: BatchgenError, rootdir: Path) -> str:
+    """The error with its file relative to the rootdir, as the user wrote it."""
+    if exc.path is not None:
+        try:
+            exc.path = exc.path.relative_to(rootdir)
+        except ValueError:
+            pass
+    return exc.format()
 
 
 def _record_mode(config: pytest.Config) -> str:

@@ -104,7 +104,7 @@ def test_bad_plan_is_a_usage_error(pytester: pytest.Pytester, project: Path, nam
     output = result.stdout.str() + "\n" + result.stderr.str()
     assert "Traceback" not in output
     (message,) = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
-    plan = str(project / "plan.md")
+    plan = "plan.md"  # relative to the rootdir, as the user wrote it
     if case.needle is not None:
         assert case.text is not None
         assert f"ERROR: {plan}:{line_of(case.text, case.needle)}: " in message
