@@ -128,6 +128,7 @@ class Dispatcher:
             j.key: concurrent.futures.Future() for j in self.jobs
         }
         self._thread: threading.Thread | None = None
+        self._finished = threading.Event()
         self._prefixes: dict[str, str] = {}
         self.in_flight = 0
         self.done = 0
@@ -161,13 +162,16 @@ class Dispatcher:
             return None
         return fut.result(timeout)
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every row ended; True when they have.
 
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        An Event, not ``Thread.join``: a KeyboardInterrupt inside ``Thread.join`` (Python < 3.13)
+        marks the thread finished while its requests are still in flight, and the replies they
+        paid for would be lost at exit.
+        """
+        if self._thread is None:
+            return True
+        return self._finished.wait(timeout)
 
     def results(self) -> dict[str, RowResult]:
         return {k: f.result() for k, f in self._futures.items() if f.done() and not f.exception()}
@@ -181,6 +185,8 @@ class Dispatcher:
             for key, fut in self._futures.items():
                 if not fut.done():
                     fut.set_result(RowResult(key, "error", error=f"dispatcher stopped: {type(exc).__name__}: {exc}"))
+        finally:
+            self._finished.set()
 
     async def _dispatch_all(self) -> None:
         client = self._client_factory()
@@ -196,7 +202,7 @@ class Dispatcher:
         except Exception as exc:  # a bug must fail the row, not hang it
             result = RowResult(job.key, "error", error=f"{type(exc).__name__}: {exc}")
         self.done += 1
-        if result.outcome not in ("passed", "kept"):
+        if result.outcome not in ("passed", "kept", "skipped"):
             self.failed += 1
         self._futures[job.key].set_result(result)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -236,22 +237,14 @@ def pytest_configure(config: pytest.Config) -> None:
     rootdir = Path(config.rootpath)
     phases = [str(p) for p in config.getoption("batch_phase")]
     numbers = {}
-    for name, kind in (
-        ("batchgen_linter_timeout", float),
-        ("batchgen_max_output_bytes", int),
-        ("batchgen_max_tokens", int),
-        ("batchgen_max_retries", int),
-        ("batchgen_timeout", float),
+    for name, kind, minimum in (
+        ("batchgen_linter_timeout", float, 0),
+        ("batchgen_max_output_bytes", int, 0),
+        ("batchgen_max_tokens", int, 0),
+        ("batchgen_max_retries", int, -1),
+        ("batchgen_timeout", float, 0),
     ):
-        raw_value = config.getini(name)
-        try:
-            numbers[name] = kind(raw_value)
-        except (TypeError, ValueError):
-            raise pytest.UsageError(
-                f"ini option {name} = {raw_value!r} is not a number; write e.g. {kind(1)!r}"
-            ) from None
-        if numbers[name] < 0 or (numbers[name] == 0 and name != "batchgen_max_retries"):
-            raise pytest.UsageError(f"ini option {name} = {raw_value!r} must be more than zero")
+        numbers[name] = _ini_number(config, name, kind, minimum)
     timeout = numbers["batchgen_linter_timeout"]
     max_bytes = numbers["batchgen_max_output_bytes"]
     forms = collect_forms(config.hook.pytest_batchgen_checklist_forms())
@@ -311,6 +304,22 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args = list(config.args) + [str(r.plan.path) for r in runs if r.plan.path not in named]
 
 
+def _ini_number(config: pytest.Config, name: str, kind: type, minimum: float) -> float:
+    """A finite number above ``minimum`` (whole when ``kind`` is int), else a usage error."""
+    raw = config.getini(name)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or (kind is int and not value.is_integer()):
+        what = "a whole number" if kind is int else "a number"
+        raise pytest.UsageError(f"ini option {name} = {raw!r} is not {what}")
+    if value <= minimum:
+        bound = "zero or more" if minimum < 0 else "more than zero"
+        raise pytest.UsageError(f"ini option {name} = {raw!r} must be {bound}")
+    return kind(value)
+
+
 def _shown_error(exc: BatchgenError, rootdir: Path) -> str:
     """The error with its file relative to the rootdir, as the user wrote it."""
     if exc.path is not None:
@@ -330,7 +339,10 @@ def _record_mode(config: pytest.Config) -> str:
 
 
 def _xdist_active(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput") or bool(getattr(config.option, "numprocesses", None))
+    """pytest-xdist distributes this run (``-n``, or ``--dist``/``--tx`` without ``-n``)."""
+    if hasattr(config, "workerinput"):
+        return True
+    return bool(getattr(config.option, "numprocesses", None)) or getattr(config.option, "dist", "no") != "no"
 
 
 def _select(plan: Plan, phases: list[str]) -> tuple[Row, ...]:
@@ -622,8 +634,9 @@ class SessionHooks:
         tw = self.config.get_terminal_writer()
         max_tokens = int(self.config.getini("batchgen_max_tokens"))
         shown = set()
-        for item in session.items:
-            found = _row_of(item)
+        # under xdist the controller has no items: then every selected row is shown
+        candidates = [_row_of(item) for item in session.items] or list(self.state.selected())
+        for found in candidates:
             if not found or not self.state.to_generate(*found) or (found[0].plan.path, found[1].filename) in shown:
                 continue
             run, row = found
@@ -678,7 +691,9 @@ class SessionHooks:
         if state.dispatcher is not None:
             if exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop or session.shouldfail:
                 state.dispatcher.cancel("the run was stopped before this row was sent")
-            state.dispatcher.join()
+            state.dispatcher.join()  # requests in flight finish and are recorded
+        if state.dry_run and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            session.exitstatus = pytest.ExitCode.OK  # a dry run runs no test by design (xdist)
         if state.is_worker or state.readonly or state.dry_run:
             return
         if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.USAGE_ERROR):
@@ -814,6 +829,22 @@ def make_dispatcher(config: pytest.Config, state: BatchState, rows: list[tuple[P
     )
 
 
+def _selected_by(ids: list[str], run: PlanRun, row: Row, rootpath: Path, n_plans: int) -> bool:
+    """Whether any collected node id is one of the row's items (checks or ``batch_output`` tests)."""
+    for nodeid in ids:
+        parts = nodeid.split("::")
+        if len(parts) >= 3 and parts[1] == row.filename:
+            first = (rootpath / parts[0]).resolve() if parts[0] else None
+            if first == run.plan.path or n_plans == 1:
+                return True
+        elif parts[-1].endswith("]") and "[" in parts[-1]:
+            param = parts[-1][parts[-1].index("[") + 1 : -1]  # test_x[quorum.md] -> quorum.md
+            for ident in (row.filename, f"{run.plan.name}/{row.filename}"):
+                if param == ident or param.startswith(ident + "-") or param.endswith("-" + ident) or f"-{ident}-" in param:
+                    return True
+    return False
+
+
 class XdistHooks:
     """Only with pytest-xdist, on the controller: generate once, for every worker.
 
@@ -839,27 +870,21 @@ class XdistHooks:
         if self.done or state.validate_only or state.dry_run:
             return
         self.done = True
-        chosen = {tuple(i.split("::")[:2]) for i in ids if i.count("::") >= 2}
-        rows = [
-            (run, row)
-            for run, row in state.selected()
-            if state.to_generate(run, row) and (run.plan.rel(run.plan.path), row.filename) in chosen
-        ]
+        rows = [(run, row) for run, row in state.selected() if state.to_generate(run, row)]
+        rows = [(run, row) for run, row in rows if _selected_by(ids, run, row, self.config.rootpath, len(state.runs))]
         if not rows:
             return
         dispatcher = state.dispatcher = make_dispatcher(self.config, state, rows)
         state.progress = _progress(self.config)
         dispatcher.start()
         try:
-            while dispatcher.running:
-                dispatcher.join(0.25)
+            while not dispatcher.join(0.25):
                 if state.progress is not None:
                     state.progress.update(dispatcher)
         except KeyboardInterrupt:
             dispatcher.cancel("the run was interrupted before this row was sent")
-            dispatcher.join()
+            dispatcher.join()  # the requests in flight finish and are recorded; a second Ctrl-C aborts
             raise
-        dispatcher.join()
         write_json(self.results_file, {k: r.to_dict() for k, r in dispatcher.results().items()})
 
     def pytest_unconfigure(self) -> None:

@@ -68,7 +68,9 @@ def note_for(tally: RowTally) -> str:
     # one line per failing check, except that a failed generation (seen by every check of the
     # row on an xdist worker) is one line naming them all
     groups: dict[object, list[ItemFailure]] = {}
-    for i, f in enumerate(tally.failures):
+    # in checklist order, whatever order the reports came in (xdist): notes stay stable
+    ordered = sorted(tally.failures, key=lambda f: (f.checklist_line is None, f.checklist_line or 0, f.check))
+    for i, f in enumerate(ordered):
         key = f.message if f.message.startswith("generation failed:") else i
         groups.setdefault(key, []).append(f)
     lines = []

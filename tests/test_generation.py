@@ -610,5 +610,42 @@ def test_with_xdist_a_truncated_row_fails_once_in_its_note(pytester, fake):
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert statuses(pytester.path) == {"cut.md": "pending"}  # a passing partial draft is not complete
     note = notes(pytester.path)["cut.md"].splitlines()
-    assert len(note) == 2 and note[1].startswith("- " + ", ".join(RULE_NAMES) + ": ")
+    assert len(note) == 2 and note[1].startswith("- " + ", ".join(RULE_NAMES) + ": ")  # checklist order
     assert "generation failed: truncated" in note[1]
+
+
+def test_with_xdist_rows_selected_only_through_a_batch_output_test_are_generated(pytester, fake):
+    write_project(pytester.path, rows_for("picked", "other"))
+    pytester.makepyfile(
+        test_custom="""
+        def test_has_term(batch_output):
+            assert batch_output.metadata["term"]
+        """
+    )
+
+    result = run(pytester, "-n", "2", "-p", "no:randomly", "test_custom.py", "-k", "test_has_term and picked")
+
+    assert result.ret == 0, result.stdout.str()
+    assert {row_of(e) for e in fake.messages_requests()} == {"picked.md"}
+    assert (pytester.path / "output" / "picked.md").exists()
+    assert not (pytester.path / "output" / "other.md").exists()
+
+
+def test_xdist_without_n_still_generates(pytester, fake):
+    write_project(pytester.path, rows_for("solo"))
+
+    result = run(pytester, "--dist", "load", "--tx", "2*popen", "-p", "no:randomly")
+
+    assert result.ret == 0, result.stdout.str()
+    assert [row_of(e) for e in fake.messages_requests()] == ["solo.md"]
+    assert statuses(pytester.path) == {"solo.md": "complete"}
+
+
+def test_dry_run_under_xdist_still_prints_the_prompts(pytester, fake):
+    write_project(pytester.path, rows_for("quorum", "vector-clock"))
+
+    result = run(pytester, "-n", "2", "--batch-dry-run")
+
+    assert result.ret == pytest.ExitCode.OK
+    assert fake.requests == []
+    assert "dry run: 2 pending row(s)" in result.stdout.str()

@@ -43,7 +43,21 @@ def test_a_format_reference_that_is_not_utf8_is_a_usage_error(pytester):
 @pytest.mark.parametrize("option", ["batchgen_max_tokens", "batchgen_timeout", "batchgen_max_retries", "batchgen_linter_timeout"])
 def test_a_non_numeric_ini_option_is_a_usage_error(pytester, option):
     write_project(pytester.path, plan_text())
-    assert_clean_usage_error(run(pytester, "-o", f"{option}=lots"), option, "'lots' is not a number")
+    assert_clean_usage_error(run(pytester, "-o", f"{option}=lots"), option, "'lots' is not a")
+
+
+@pytest.mark.parametrize("value, says", [("nan", "is not a"), ("inf", "is not a"), ("0", "more than zero"), ("-1", "more than zero")])
+def test_ini_timeouts_must_be_finite_and_positive(pytester, value, says):
+    write_project(pytester.path, plan_text())
+    assert_clean_usage_error(run(pytester, "-o", f"batchgen_linter_timeout={value}"), "batchgen_linter_timeout", says)
+
+
+def test_ini_whole_numbers(pytester):
+    write_project(pytester.path, plan_text())
+    (pytester.path / "out" / "alpha.md").write_text(REFERENCE)
+    assert run(pytester, "-o", "batchgen_max_output_bytes=1e6").ret == pytest.ExitCode.OK
+    assert_clean_usage_error(run(pytester, "-o", "batchgen_max_tokens=2.5"), "is not a whole number")
+    assert_clean_usage_error(run(pytester, "-o", "batchgen_max_retries=-1"), "must be zero or more")
 
 
 def test_a_tracking_file_must_be_markdown(pytester):
