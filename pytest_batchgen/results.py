@@ -68,8 +68,13 @@ def note_for(tally: RowTally) -> str:
     # one line per failing check, except that a failed generation (seen by every check of the
     # row on an xdist worker) is one line naming them all
     groups: dict[object, list[ItemFailure]] = {}
-    # in checklist order, whatever order the reports came in (xdist): notes stay stable
-    ordered = sorted(tally.failures, key=lambda f: (f.checklist_line is None, f.checklist_line or 0, f.check))
+    # generation first, then checklist order, then custom tests, whatever order the reports
+    # came in (xdist): notes stay stable from run to run
+    def order(f: ItemFailure) -> tuple[int, int, str]:
+        rank = 0 if f.check == "generate" else 1 if f.checklist_line is not None else 2
+        return (rank, f.checklist_line or 0, f.check)
+
+    ordered = sorted(tally.failures, key=order)
     for i, f in enumerate(ordered):
         key = f.message if f.message.startswith("generation failed:") else i
         groups.setdefault(key, []).append(f)
