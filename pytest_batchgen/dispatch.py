@@ -85,8 +85,7 @@ class RowResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, to hand the result to pytest-xdist workers."""
-        data = asdict(self)
-        return data
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RowResult":
@@ -102,7 +101,7 @@ class Job:
 
     @property
     def key(self) -> str:
-        return f"{self.run.plan.path}::{self.row.filename}"
+        return self.run.key(self.row)
 
 
 class Dispatcher:

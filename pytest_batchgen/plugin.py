@@ -48,8 +48,8 @@ class BatchState:
     prices: PriceTable = field(default_factory=PriceTable)
     progress: Any = None
     tallies: dict[str, dict[str, RowTally]] = field(default_factory=dict)
-    item_counts: dict[tuple[str, str], int] = field(default_factory=dict)
-    partial: set[tuple[str, str]] = field(default_factory=set)
+    item_counts: dict[str, int] = field(default_factory=dict)  # by PlanRun.key
+    partial: set[str] = field(default_factory=set)  # keys of rows with a deselected item
     recorded: dict[str, bool] = field(default_factory=dict)
     results_file: Path | None = None  # an xdist worker: where the controller wrote its results
     _loaded_results: dict[str, Any] | None = None
@@ -458,7 +458,7 @@ class CheckItem(RowItem):
 def _wait_for_generation(state: BatchState, run: PlanRun, row: Row):
     """Block until the row's generation ended, redrawing the progress line meanwhile."""
     dispatcher = state.dispatcher
-    key = f"{run.plan.path}::{row.filename}"
+    key = run.key(row)
     if dispatcher is None:  # an xdist worker gets the controller's results, or there are none
         return state.generation_results().get(key)
     waited = False
@@ -605,7 +605,7 @@ class SessionHooks:
         for item in items:
             found = _row_of(item)
             if found:
-                key = (str(found[0].plan.path), found[1].filename)
+                key = found[0].key(found[1])
                 self.state.item_counts[key] = self.state.item_counts.get(key, 0) + 1
         # registration and other run-last rules go after every other item of their row
         items.sort(key=lambda it: isinstance(it, CheckItem) and it.rule.form.runs_last)
@@ -614,14 +614,12 @@ class SessionHooks:
         state = self.state
         if not state.generate_here:
             return
-        wanted = {
-            (str(run.plan.path), row.filename): (run, row) for run, row in state.selected() if state.to_generate(run, row)
-        }
+        wanted = {run.key(row): (run, row) for run, row in state.selected() if state.to_generate(run, row)}
         picked = []
         for item in session.items:
             found = _row_of(item)
-            if found and (str(found[0].plan.path), found[1].filename) in wanted:
-                picked.append(wanted.pop((str(found[0].plan.path), found[1].filename)))
+            if found and found[0].key(found[1]) in wanted:
+                picked.append(wanted.pop(found[0].key(found[1])))
         if picked:
             state.dispatcher = make_dispatcher(self.config, state, picked)
             state.progress = _progress(self.config)
@@ -659,7 +657,7 @@ class SessionHooks:
         for item in items:
             found = _row_of(item)
             if found:
-                self.state.partial.add((str(found[0].plan.path), found[1].filename))
+                self.state.partial.add(found[0].key(found[1]))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
@@ -731,7 +729,7 @@ class SessionHooks:
                 run.rows,
                 state.tallies.get(str(run.plan.path), {}),
                 results,
-                lambda row, run=run: f"{run.plan.path}::{row.filename}",
+                run.key,
                 state.readonly or state.dry_run,
             )
         return reports
@@ -895,9 +893,9 @@ def _report_info(
     state: BatchState, item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, run: PlanRun, row: Row
 ) -> dict[str, Any]:
     """Plain data about the row an item belongs to; it travels with the report across xdist."""
-    key = (str(run.plan.path), row.filename)
+    key = run.key(row)
     info: dict[str, Any] = {
-        "plan": key[0],
+        "plan": str(run.plan.path),
         "filename": row.filename,
         "status": row.status,
         "expected": state.item_counts.get(key, 0),

@@ -24,6 +24,10 @@ class PlanRun:
     readonly: bool = False
     _verdicts: dict[tuple[str, str, Path], tuple[OutputDocument, Failure | None]] = field(default_factory=dict)
 
+    def key(self, row: Row) -> str:
+        """The row's identity in the session: dispatcher results, item counts, reports."""
+        return f"{self.plan.path}::{row.filename}"
+
     def path(self, row: Row) -> Path:
         return self.plan.output_path(row)
 
