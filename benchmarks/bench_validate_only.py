@@ -5,7 +5,8 @@ Prints the ratios of PRODUCT.md section 9:
   (target <= 1.5), over a plan of N rows x 3 checklist rules (front matter, a value, sections);
 - updating the plan for 10,000 rows (every status flipped, one write) (target <= 1 s);
 - peak memory of a 10,000-row validate-only run (target <= 300 MB);
-- whether the anthropic SDK or vcrpy was imported in validate-only mode (must be "no").
+- whether the anthropic SDK or vcrpy was imported in validate-only mode (must be "no");
+- the registration rule over many rows, and a real linter run per file against per batch.
 
     python benchmarks/bench_validate_only.py [--rows 2000] [--big 10000]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +42,7 @@ def pytest_sessionfinish(session):
 """
 
 
-def make_plan(folder: Path, rows: int, write_outputs: bool = True) -> None:
+def make_plan(folder: Path, rows: int, write_outputs: bool = True, extra_rule: str = "") -> None:
     out = folder / "out"
     out.mkdir(parents=True)
     for i in range(rows if write_outputs else 1):
@@ -49,7 +51,7 @@ def make_plan(folder: Path, rows: int, write_outputs: bool = True) -> None:
     (folder / "plan.md").write_text(
         "## Format Reference\nout/e0.md\n\n## Output Directory\nout/\n\n"
         "## Content Rules\n- category must be one of: Alpha, Beta\n\n"
-        f"## Validation Checklist\n{CHECKLIST}\n"
+        f"## Validation Checklist\n{CHECKLIST}{extra_rule}\n"
         f"## Phase 1\n| Title | Filename | Model | Status |\n|---|---|---|---|\n{table}\n"
     )
     (folder / "conftest.py").write_text(IMPORT_PROBE)
@@ -72,6 +74,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--big", type=int, default=10000)
+    ap.add_argument("--registered", type=int, default=1000)
+    ap.add_argument("--linted", type=int, default=30)
     args = ap.parse_args()
     pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
 
@@ -93,6 +97,29 @@ def main() -> None:
         print(f"  pytest --batch-plan --batch-readonly:       {ours:.2f}s")
         print(f"  ratio (target <= 1.5): {ours / base:.2f}")
         print(f"  heavy modules imported in validate-only: {heavy}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # the registration rule over many rows: the first run registers every output
+        folder = Path(tmp)
+        make_plan(folder, args.registered, extra_rule="4. Output registered in `out/INDEX.md`\n")
+        first = run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-validate-only"], folder)[0]
+        again = run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-readonly"], folder)[0]
+        print(f"registration rule, {args.registered} rows x 4 rules: {first:.1f}s registering all, {again:.1f}s all registered")
+
+    if shutil.which("pymarkdown", path=str(Path(sys.executable).parent)) or shutil.which("pymarkdown"):
+        # a real linter once per file ({path}) against once per batch ({paths})
+        timings = {}
+        for form in ("{path}", "{paths}"):
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                shutil.copy(ROOT / ".pymarkdown.json", folder)
+                rule = f"4. Linter passes: `pymarkdown --config .pymarkdown.json scan {form}`\n"
+                make_plan(folder, args.linted, extra_rule=rule)
+                timings[form] = run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-readonly"], folder)[0]
+        print(
+            f"linter over {args.linted} outputs: {timings['{path}']:.1f}s once per file, "
+            f"{timings['{paths}']:.1f}s once per batch"
+        )
 
     from pytest_batchgen.plan import scan
     from pytest_batchgen.planedit import RowUpdate, apply_updates
