@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 from .checklist import Failure
 from .client import Completion, ModelCallError, Usage
 from .fsutil import atomic_write
+from .outcomes import Outcome
 from .plan import Row
 from .prompts import Prompt, build_prompt, normalise_output, repair_message, shared_prefix
 from .run import PlanRun
@@ -71,10 +72,14 @@ class RowResult:
     """
 
     key: str
-    outcome: str
+    outcome: Outcome
     attempts: list[Attempt] = field(default_factory=list)
     error: str | None = None
     wrote: bool = False
+    budget_skipped: bool = False  # not sent because --batch-max-cost was reached
+
+    def __post_init__(self) -> None:
+        self.outcome = Outcome(self.outcome)  # a plain string (JSON, tests) becomes the enum
 
     @property
     def usage(self) -> Usage:
@@ -90,7 +95,7 @@ class RowResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RowResult":
         attempts = [Attempt(**{**a, "usage": Usage(**a["usage"])}) for a in data.get("attempts", [])]
-        return cls(**{**data, "attempts": attempts})
+        return cls(**{**data, "outcome": Outcome(data["outcome"]), "attempts": attempts})
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ class Job:
 
     @property
     def key(self) -> str:
-        return self.run.key(self.row)
+        return self.run.row_id(self.row).key
 
 
 class Dispatcher:
@@ -183,7 +188,7 @@ class Dispatcher:
         except BaseException as exc:  # never leave a test waiting forever
             for key, fut in self._futures.items():
                 if not fut.done():
-                    fut.set_result(RowResult(key, "error", error=f"dispatcher stopped: {type(exc).__name__}: {exc}"))
+                    fut.set_result(RowResult(key, Outcome.ERROR, error=f"dispatcher stopped: {type(exc).__name__}: {exc}"))
         finally:
             self._finished.set()
 
@@ -199,26 +204,26 @@ class Dispatcher:
         try:
             result = await self._generate(client, sem, job)
         except Exception as exc:  # a bug must fail the row, not hang it
-            result = RowResult(job.key, "error", error=f"{type(exc).__name__}: {exc}")
+            result = RowResult(job.key, Outcome.ERROR, error=f"{type(exc).__name__}: {exc}")
         self.done += 1
-        if result.outcome not in ("passed", "kept", "skipped"):
+        if result.outcome.counts_as_failed:
             self.failed += 1
         self._futures[job.key].set_result(result)
 
     async def _generate(self, client: Any, sem: asyncio.Semaphore, job: Job) -> RowResult:
         run, row = job.run, job.row
         loop = asyncio.get_running_loop()
-        output = path = run.path(row)
+        output = path = run.output_path(row)
         if output.exists():
             existing = await loop.run_in_executor(None, run.draft_failures, row)
             if not existing and not job.rerecord:
-                return RowResult(job.key, "kept")
+                return RowResult(job.key, Outcome.KEPT)
             if not existing or row.complete:
                 # re-recording a passing (or complete) row: drafts go aside until one passes
                 path = run.plan.draft_path(row)
         prompt: Prompt = build_prompt(run.plan, row, self.max_tokens, self._prefixes[str(run.plan.path)])
         history: list[dict[str, Any]] = []
-        result = RowResult(job.key, "failed")
+        result = RowResult(job.key, Outcome.FAILED)
         for number in range(1, self.max_attempts + 1):
             attempt = Attempt(number, model=prompt.model)
             result.attempts.append(attempt)
@@ -231,14 +236,15 @@ class Dispatcher:
                     result.attempts.pop()
                     result.error = f"not sent: {self.stop_reason}"
                     # a row stopped before a repair keeps its draft for the checks to judge
-                    result.outcome = "failed" if result.attempts else "skipped"
+                    result.outcome = Outcome.FAILED if result.attempts else Outcome.SKIPPED
+                    result.budget_skipped = self.budget_stopped and not result.attempts
                     return result
                 self.in_flight += 1
                 try:
                     completion: Completion = await client.complete(job.key, prompt.params(history))
                 except ModelCallError as exc:
                     attempt.error = str(exc)
-                    result.outcome, result.error = "error", str(exc)
+                    result.outcome, result.error = Outcome.ERROR, str(exc)
                     return result
                 finally:
                     self.in_flight -= 1
@@ -253,14 +259,14 @@ class Dispatcher:
             self.tokens += u.input_tokens + u.output_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens
             text = normalise_output(completion.text)
             if completion.stop_reason == "refusal":
-                result.outcome, result.error = "refused", "the model refused to write this output"
+                result.outcome, result.error = Outcome.REFUSED, "the model refused to write this output"
                 attempt.error = result.error
                 return result
             await loop.run_in_executor(None, atomic_write, path, text)
             run.docs.forget(path)
             result.wrote = True
             if completion.stop_reason == "max_tokens":
-                result.outcome = "truncated"
+                result.outcome = Outcome.TRUNCATED
                 result.error = (
                     f"the reply was cut off at max_tokens ({prompt.max_tokens}); the partial draft is in "
                     f"{run.plan.rel(path)}. Raise batchgen_max_tokens or shorten the format reference"
@@ -274,7 +280,7 @@ class Dispatcher:
                     await loop.run_in_executor(None, atomic_write, output, text)
                     await loop.run_in_executor(None, _discard_draft, path)
                     run.docs.forget(output)
-                result.outcome = "passed"
+                result.outcome = Outcome.PASSED
                 return result
             if number < self.max_attempts:
                 history += [
@@ -284,5 +290,5 @@ class Dispatcher:
                         "content": repair_message([(r.name, r.item.text, _repair_text(f)) for r, f in failures]),
                     },
                 ]
-        result.outcome = "failed"
+        result.outcome = Outcome.FAILED
         return result

@@ -12,12 +12,17 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from .client import Usage
+from .fsutil import atomic_write
+from .outcomes import Outcome, Verdict
 from .plan import Row
 from .pricing import PRICES_SOURCE, PriceTable
 from .results import ItemFailure, RowTally
+
+if TYPE_CHECKING:  # dispatch imports asyncio: not on the validate-only path
+    from .dispatch import Attempt, Dispatcher, RowResult
 
 SCHEMA = "pytest-batchgen-report"
 SCHEMA_VERSION = 1
@@ -29,12 +34,12 @@ class RowReport:
     row: Row
     status_before: str
     status_after: str
-    verdict: str
-    generation: Any = None  # dispatch.RowResult or None
+    verdict: Verdict
+    generation: RowResult | None = None
     failures: list[ItemFailure] = field(default_factory=list)
 
     @property
-    def attempts(self) -> list[Any]:
+    def attempts(self) -> list[Attempt]:
         return list(self.generation.attempts) if self.generation is not None else []
 
     @property
@@ -54,15 +59,16 @@ def build_rows(
     plan_rel: str,
     rows: Sequence[Row],
     tallies: Mapping[str, RowTally],
-    results: Mapping[str, Any],
+    results: Mapping[str, RowResult],
     key_of: Callable[[Row], str],
     readonly: bool,
 ) -> list[RowReport]:
+    """One report per row, from the session's tallies (by filename) and generation results."""
     out = []
     for row in rows:
         tally = tallies.get(row.filename)
-        verdict = tally.verdict if tally else "not run"
-        after = "complete" if verdict == "complete" and not readonly else row.status
+        verdict = tally.verdict if tally else Verdict.NOT_RUN
+        after = "complete" if verdict == Verdict.COMPLETE and not readonly else row.status
         out.append(
             RowReport(
                 plan=plan_rel,
@@ -97,7 +103,7 @@ def totals(reports: Iterable[RowReport], prices: PriceTable) -> Totals:
     for r in reports:
         t.rows += 1
         t.complete += r.status_after == "complete"
-        t.failed += r.verdict == "failed"
+        t.failed += r.verdict == Verdict.FAILED
         for a in r.attempts:
             t.attempts += 1
             if a.replayed:
@@ -111,7 +117,7 @@ def totals(reports: Iterable[RowReport], prices: PriceTable) -> Totals:
         t.cost += r.cost
         t.replay_saved += r.replay_saved
         gen = r.generation
-        if gen is not None and gen.outcome == "skipped" and "max-cost" in (gen.error or ""):
+        if gen is not None and gen.budget_skipped:
             t.skipped_by_budget += 1
     return t
 
@@ -133,7 +139,7 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
         attempts = str(len(r.attempts)) if gen is not None else "-"
         if gen is not None and r.attempts and all(a.replayed for a in r.attempts):
             cost = "replayed"
-        elif gen is not None and gen.outcome == "skipped":
+        elif gen is not None and gen.outcome == Outcome.SKIPPED:
             cost = "skipped"
         else:
             cost = _money(r.cost) if gen is not None else "-"
@@ -172,10 +178,6 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
     return lines
 
 
-def _usage_dict(u: Usage) -> dict[str, int]:
-    return u.as_dict()
-
-
 def json_report(
     reports: Sequence[RowReport], prices: PriceTable, *, meta: Mapping[str, Any], budget_note: str = ""
 ) -> dict[str, Any]:
@@ -203,7 +205,7 @@ def json_report(
                         "call": "replayed" if a.replayed else ("failed" if a.error and a.usage == Usage() else "live"),
                         "model": a.model,
                         "stop_reason": a.stop_reason,
-                        "usage": _usage_dict(a.usage),
+                        "usage": a.usage.as_dict(),
                         "cost_usd": round(a.cost, 6),
                         "seconds": round(a.seconds, 3),
                         "error": a.error,
@@ -212,7 +214,7 @@ def json_report(
                     for a in r.attempts
                 ],
                 "repairs": max(len(r.attempts) - 1, 0),
-                "usage": _usage_dict(r.usage),
+                "usage": r.usage.as_dict(),
                 "cost_usd": round(r.cost, 6),
                 "failures": [
                     {
@@ -241,7 +243,7 @@ def json_report(
             "calls_live": t.live,
             "calls_replayed": t.replayed,
             "all_replayed": bool(t.attempts) and t.replayed == t.attempts,
-            "usage": _usage_dict(t.usage),
+            "usage": t.usage.as_dict(),
             "cost_usd": round(t.cost, 6),
             "replay_saved_usd": round(t.replay_saved, 6),
             "caching_saved_usd": round(t.caching_saved, 6),
@@ -252,8 +254,6 @@ def json_report(
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> None:
-    from .fsutil import atomic_write
-
     atomic_write(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
 
 
@@ -299,14 +299,14 @@ class Progress:
         self.finished = False
 
     @staticmethod
-    def text(d: Any) -> str:
+    def text(d: Dispatcher) -> str:
         total = len(d.jobs)
         return (
             f"[batchgen] {d.done}/{total} rows done, {d.in_flight} in flight, {d.failed} failed; "
             f"{d.tokens:,} tokens, ${d.spent:.4f} so far"
         )
 
-    def update(self, dispatcher: Any) -> None:
+    def update(self, dispatcher: Dispatcher) -> None:
         if self.finished:
             return
         text = self.text(dispatcher)

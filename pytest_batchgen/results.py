@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from .outcomes import Verdict
 from .planedit import RowUpdate
 
 
@@ -49,15 +50,14 @@ class RowTally:
         return not self.partial and self.expected > 0 and self.passed == self.expected and not self.failures
 
     @property
-    def verdict(self) -> str:
-        """``complete``, ``failed``, ``incomplete`` (some items did not run) or ``skipped``."""
+    def verdict(self) -> Verdict:
         if self.failures:
-            return "failed"
+            return Verdict.FAILED
         if self.ran_all_and_passed:
-            return "complete"
+            return Verdict.COMPLETE
         if self.skipped and not self.passed:
-            return "skipped"
-        return "incomplete"
+            return Verdict.SKIPPED
+        return Verdict.INCOMPLETE
 
 
 def note_for(tally: RowTally) -> str:
@@ -92,8 +92,8 @@ def plan_updates(tallies: Mapping[str, RowTally]) -> dict[str, RowUpdate]:
     updates: dict[str, RowUpdate] = {}
     for filename, tally in tallies.items():
         verdict = tally.verdict
-        if verdict == "complete":
+        if verdict == Verdict.COMPLETE:
             updates[filename] = RowUpdate(status="complete", note="")
-        elif verdict == "failed":
+        elif verdict == Verdict.FAILED:
             updates[filename] = RowUpdate(status=None, note=note_for(tally))
     return updates

@@ -13,6 +13,7 @@ from pathlib import Path
 from .checklist import CheckContext, Failure, Rule
 from .document import DocumentCache, OutputDocument
 from .plan import Plan, Row
+from .rowid import RowId
 
 
 @dataclass
@@ -24,21 +25,21 @@ class PlanRun:
     readonly: bool = False
     _verdicts: dict[tuple[str, str, Path], tuple[OutputDocument, Failure | None]] = field(default_factory=dict)
 
-    def key(self, row: Row) -> str:
+    def row_id(self, row: Row) -> RowId:
         """The row's identity in the session: dispatcher results, item counts, reports."""
-        return f"{self.plan.path}::{row.filename}"
+        return RowId(self.plan.path, row.filename)
 
-    def path(self, row: Row) -> Path:
+    def output_path(self, row: Row) -> Path:
         return self.plan.output_path(row)
 
     def document(self, row: Row) -> OutputDocument:
-        return self.docs.get(self.path(row))
+        return self.docs.get(self.output_path(row))
 
     def evaluate(self, row: Row, rule: Rule, path: Path | None = None) -> Failure | None:
         """The rule's verdict on the row's output (cached while the file is unchanged).
 
         ``path`` checks a draft kept elsewhere (a re-recorded row whose output passed)."""
-        path = path or self.path(row)
+        path = path or self.output_path(row)
         doc = self.docs.get(path)
         key = (row.filename, rule.name, path)
         hit = self._verdicts.get(key)

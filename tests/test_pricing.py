@@ -342,7 +342,13 @@ def test_summary_column_widths_line_up():
 
 def test_a_skipped_row_shows_skipped_and_counts_toward_the_budget():
     row = make_row("late.md")
-    gen = RowResult("k", "skipped", [], error="not sent: the estimated spend ($0.0200) reached --batch-max-cost $0.015")
+    gen = RowResult(
+        "k",
+        "skipped",
+        [],
+        error="not sent: the estimated spend ($0.0200) reached --batch-max-cost $0.015",
+        budget_skipped=True,
+    )
     other = RowResult("k2", "skipped", [], error="not sent: the run was interrupted before this row was sent")
     reports = [
         RowReport("plan.md", row, "pending", "pending", "skipped", gen),

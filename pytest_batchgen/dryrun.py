@@ -1,0 +1,47 @@
+"""``--batch-dry-run``: print each row's model and resolved prompt; run and write nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from .generation import wants_generation
+from .nodes import row_of
+from .prompts import build_prompt
+from .rowid import RowId
+from .state import BatchState
+
+
+class DryRunPlugin:
+    """Replaces the test loop: no item runs, nothing is sent, nothing is recorded."""
+
+    def __init__(self, config: pytest.Config, state: BatchState) -> None:
+        self.config = config
+        self.state = state
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        state = self.state
+        tw = self.config.get_terminal_writer()
+        mode = state.settings.record_mode
+        shown: set[RowId] = set()
+        # under xdist the controller has no items: then every selected row is shown
+        found = [row_of(item) for item in session.items]
+        candidates = [f for f in found if f is not None] if session.items else list(state.selected())
+        for run, row in candidates:
+            row_id = run.row_id(row)
+            if not wants_generation(run, row, mode) or row_id in shown:
+                continue
+            shown.add(row_id)
+            prompt = build_prompt(run.plan, row, state.settings.max_tokens)
+            tw.sep("-", f"{row.filename} -> {prompt.model}")
+            tw.line("system (shared, cached):")
+            tw.line(prompt.system)
+            tw.line("")
+            tw.line("user:")
+            tw.line(prompt.user)
+        tw.sep("-", f"dry run: {len(shown)} pending row(s); nothing sent, nothing written")
+        return True
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            session.exitstatus = pytest.ExitCode.OK  # a dry run runs no test by design (xdist)

@@ -1,0 +1,33 @@
+"""``--batch-report PATH``: the JSON report, registered only when the option is given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .report import json_report, write_json
+from .state import BatchState
+from .tally import TallyPlugin
+
+
+class JsonReportPlugin:
+    """Writes the report at the end of the session (also in read-only runs)."""
+
+    def __init__(self, state: BatchState, tally: TallyPlugin, path: Path) -> None:
+        self.state = state
+        self.tally = tally
+        self.path = path
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """After the plan was recorded, so the statuses after are the plan's."""
+        settings = self.state.settings
+        meta = {
+            "record_mode": settings.record_mode,
+            "validate_only": settings.validate_only,
+            "readonly": settings.readonly,
+            "exit_status": int(exitstatus),
+        }
+        document = json_report(self.tally.row_reports(), self.state.prices, meta=meta, budget_note=self.state.budget_note)
+        write_json(self.path, document)

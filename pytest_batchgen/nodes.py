@@ -1,0 +1,204 @@
+"""The collection tree: a plan file, a node per row, an item per checklist line.
+
+``PLAN::FILENAME::RULE`` items run one compiled rule on the row's output; a pending row that
+is generated in this process also gets a ``generate`` item. ``reportinfo`` points at the
+plan's line (the checklist line, or the row) and a failure at the output's line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from _pytest._code.code import TerminalRepr
+
+from .checklist import Failure, Rule
+from .generation import wants_generation
+from .outcomes import Outcome
+from .plan import Row
+from .run import PlanRun
+from .state import BatchState, state_of
+
+if TYPE_CHECKING:
+    from .dispatch import RowResult
+
+#: the fixtures that parametrise an ordinary test over the selected rows
+FIXTURE_NAMES = ("batch_output", "batch_row")
+#: the indirect parameter that carries ``(PlanRun, Row)`` into those fixtures
+PARAM_NAME = "_batchgen_param"
+
+
+def _state(node: pytest.Node) -> BatchState:
+    state = state_of(node.config)
+    assert state is not None, "batchgen nodes exist only in a run with --batch-plan"
+    return state
+
+
+class PlanFile(pytest.File):
+    """A plan: collects one node per selected row."""
+
+    def __init__(self, *, run: PlanRun, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.run = run
+
+    def collect(self) -> Iterator[pytest.Collector]:
+        for row in self.run.rows:
+            yield RowNode.from_parent(self, name=row.filename, row=row, run=self.run)
+
+
+class RowNode(pytest.Collector):
+    """A row of the plan: one check item per compiled checklist line."""
+
+    def __init__(self, *, row: Row, run: PlanRun, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.row = row
+        self.run = run
+
+    def collect(self) -> Iterator[pytest.Item]:
+        settings = _state(self).settings
+        if settings.generates_here and wants_generation(self.run, self.row, settings.record_mode):
+            yield GenerateItem.from_parent(self, name="generate", row=self.row, run=self.run)
+        for rule in self.run.rules:
+            yield CheckItem.from_parent(self, name=rule.name, row=self.row, run=self.run, rule=rule)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.run.plan.path, self.row.line - 1, f"{self.row.filename} (plan line {self.row.line})"
+
+
+class CheckFailed(Exception):
+    """A checklist rule failed on the row's output; carries the rule's :class:`Failure`."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class GenerationFailed(Exception):
+    """The row's generation failed for good (API error, truncated, refused)."""
+
+
+class RowItem(pytest.Item):
+    """An item of one plan row, marked ``batchgen(plan, filename, model)`` for ``-m`` and reports."""
+
+    def __init__(self, *, row: Row, run: PlanRun, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.row = row
+        self.run = run
+        self.add_marker(pytest.mark.batchgen(plan=run.plan.name, filename=row.filename, model=row.model))
+
+    def generation_result(self) -> RowResult | None:
+        """The row's generation (waiting for it), recorded in the item's properties."""
+        result = _state(self).result(self.run, self.row)
+        record_properties(self, self.row, result)
+        return result
+
+
+class CheckItem(RowItem):
+    """One checklist line applied to one row's output."""
+
+    def __init__(self, *, rule: Rule, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rule = rule
+
+    def runtest(self) -> None:
+        state = _state(self)
+        result = self.generation_result()
+        if result is not None:
+            if result.outcome.generation_failed and not state.settings.generates_here:
+                # an xdist worker: no generate item of this row here to carry the failure
+                raise CheckFailed(Failure(f"generation failed: {result.outcome}: {result.error}"))
+            skip_unwritten(result)
+        path = self.run.output_path(self.row)
+        if state.settings.validate_only and not self.row.complete and not path.exists():
+            pytest.skip(f"pending row without an output ({self.run.plan.rel(path)}); validate-only makes no model call")
+        failure = self.run.evaluate(self.row, self.rule)
+        if failure is not None:
+            raise CheckFailed(failure)
+
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, CheckFailed):
+            return format_failure(self.run, self.row, self.rule, excinfo.value.failure)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.run.plan.path, self.rule.line - 1, f"{self.row.filename}: {self.rule.item.text}"
+
+
+class GenerateItem(RowItem):
+    """A pending row's generation: passes once a draft was written (the checks judge it)."""
+
+    def runtest(self) -> None:
+        result = self.generation_result()
+        if result is None:
+            pytest.skip("not dispatched in this run")
+        if result.outcome == Outcome.SKIPPED:
+            pytest.skip(result.error or "not sent")
+        if result.outcome.generation_failed:
+            raise GenerationFailed(f"{result.outcome}: {result.error}")
+
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, GenerationFailed):
+            plan = self.run.plan
+            return (
+                f"{plan.rel(self.run.output_path(self.row))}: generation failed: {excinfo.value}\n"
+                f"  row: {plan.rel(plan.path)}:{self.row.line}: {self.row.title} ({self.row.model})"
+            )
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.run.plan.path, self.row.line - 1, f"{self.row.filename}: generate with {self.row.model}"
+
+
+def skip_unwritten(result: RowResult) -> None:
+    """Skip a check when the row's generation wrote nothing to check, saying why."""
+    if not result.wrote and result.outcome in (Outcome.ERROR, Outcome.REFUSED, Outcome.SKIPPED):
+        why = f"{result.outcome}: {result.error}" if result.error else str(result.outcome)
+        pytest.skip(f"not checked: generation wrote no output ({why})")
+
+
+def record_properties(item: pytest.Item, row: Row, result: RowResult | None) -> None:
+    """Row properties for ``--junitxml`` (and any other reader of ``user_properties``)."""
+    attempts = list(result.attempts) if result is not None else []
+    props = {
+        "batchgen_filename": row.filename,
+        "batchgen_model": row.model,
+        "batchgen_attempts": str(len(attempts)),
+        "batchgen_cost_usd": f"{sum(a.cost for a in attempts):.6f}",
+    }
+    if attempts:
+        props["batchgen_calls"] = "replayed" if all(a.replayed for a in attempts) else "live"
+    names = {name for name, _ in item.user_properties}
+    item.user_properties.extend((k, v) for k, v in props.items() if k not in names)
+
+
+def format_failure(run: PlanRun, row: Row, rule: Rule, failure: Failure) -> str:
+    """A failed check as the user reads it: the output's line, the checklist line, the row."""
+    plan = run.plan
+    output = plan.rel(run.output_path(row))
+    where = f"{output}:{failure.line}" if failure.line else output
+    lines = [
+        f"{where}: {failure.message}",
+        f"  check: {plan.rel(plan.path)}:{rule.line}: {rule.item.text}",
+        f"  row:   {plan.rel(plan.path)}:{row.line}: {row.title} ({row.filename}, {row.status})",
+    ]
+    if failure.detail:
+        lines.append("  output of the check:")
+        lines.extend("    " + ln for ln in failure.detail.splitlines()[:60])
+    return "\n".join(lines)
+
+
+def row_of(item: pytest.Item) -> tuple[PlanRun, Row] | None:
+    """The row an item belongs to: a checklist/generate item, or a test parametrised over rows."""
+    if isinstance(item, RowItem):
+        return item.run, item.row
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and PARAM_NAME in callspec.params:
+        found: tuple[PlanRun, Row] = callspec.params[PARAM_NAME]
+        return found
+    return None

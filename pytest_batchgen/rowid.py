@@ -1,0 +1,56 @@
+"""One spelling of a row's identity: the plan it belongs to and its output's filename.
+
+The same row appears as a dispatcher result, an item count, a tally, a node id
+(``plans/glossary.md::quorum.md::front-matter``) and a parametrize id of a custom test
+(``test_x[quorum.md]``). All of them are formatted, and parsed back, here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RowId:
+    """A row of a plan in this session. ``plan`` is the plan's resolved path."""
+
+    plan: Path
+    filename: str
+
+    @property
+    def key(self) -> str:
+        """A plain string for maps and for data that crosses processes (xdist, JSON)."""
+        return f"{self.plan}::{self.filename}"
+
+    def param_id(self, several_plans: bool) -> str:
+        """The id of a ``batch_output``/``batch_row`` test's parameter: the filename, prefixed
+        with the plan's name when the session runs several plans (filenames may repeat)."""
+        return f"{self.plan.stem}/{self.filename}" if several_plans else self.filename
+
+    def node_id(self, rootdir: Path) -> str:
+        """The row's collector node id, which is also what ``pytest PLAN::FILENAME`` names."""
+        try:
+            plan = self.plan.relative_to(rootdir).as_posix()
+        except ValueError:
+            plan = str(self.plan)
+        return f"{plan}::{self.filename}"
+
+    def matches(self, nodeid: str, rootdir: Path, several_plans: bool) -> bool:
+        """Whether the collected ``nodeid`` is one of this row's items.
+
+        A checklist item is ``PLAN::FILENAME::RULE``; a custom test carries the row in its
+        parametrize id, possibly among other parameters' ids joined by ``-``. With a single
+        plan the plan part of a checklist item is not compared (xdist workers may report it
+        relative to another folder)."""
+        parts = nodeid.split("::")
+        if len(parts) >= 3 and parts[1] == self.filename:
+            if not several_plans:
+                return True
+            return bool(parts[0]) and (rootdir / parts[0]).resolve() == self.plan
+        last = parts[-1]
+        if not (last.endswith("]") and "[" in last):
+            return False
+        param = last[last.index("[") + 1 : -1]
+        ident = self.param_id(several_plans)
+        return param == ident or param.startswith(ident + "-") or param.endswith("-" + ident) or f"-{ident}-" in param

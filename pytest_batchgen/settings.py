@@ -1,0 +1,299 @@
+"""Options and ini values: declared here, read and validated once into a frozen :class:`Settings`.
+
+Nothing else calls ``config.getoption`` or ``config.getini``: every other module takes typed
+values from the settings, so a value is parsed in one place and in one way. (An ini number
+that was validated and then re-parsed raw elsewhere once turned ``batchgen_max_tokens =
+8192.0`` into an INTERNALERROR.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, cast
+
+import pytest
+
+from .client import RECORD_MODES
+from .document import DEFAULT_MAX_BYTES
+from .errors import BatchgenError
+from .pricing import Price, ini_prices
+from .prompts import DEFAULT_MAX_TOKENS
+
+#: one of :data:`pytest_batchgen.client.RECORD_MODES` (vcrpy's record modes)
+RecordMode = Literal["none", "once", "new_episodes", "all"]
+
+
+class Role(enum.Enum):
+    """What this process is in the run: it decides who generates and who records."""
+
+    PLAIN = "plain"  # no pytest-xdist: this process generates, checks and records
+    CONTROLLER = "controller"  # the xdist controller: generates and records, runs no test
+    WORKER = "worker"  # an xdist worker: runs checks on the controller's results
+
+    @classmethod
+    def of(cls, config: pytest.Config) -> Role:
+        if hasattr(config, "workerinput"):
+            return cls.WORKER
+        option = config.option
+        # ``-n``, or ``--dist``/``--tx`` without ``-n``
+        if getattr(option, "numprocesses", None) or getattr(option, "dist", "no") != "no":
+            return cls.CONTROLLER
+        return cls.PLAIN
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def _dollars(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of dollars") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: --batch-max-cost must be zero or more (dollars)")
+    return value
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Declare the command-line options (one group) and the ini values."""
+    group = parser.getgroup("batchgen", "batch generation with Claude (pytest-batchgen)")
+    group.addoption(
+        "--batch-plan",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="plan file to run: each row becomes tests, pending rows are generated (repeatable). "
+        "Without it the plugin does nothing.",
+    )
+    group.addoption(
+        "--batch-phase",
+        action="append",
+        default=[],
+        metavar="N",
+        help="only run the rows of phase N of the plan (repeatable; default: all phases).",
+    )
+    group.addoption(
+        "--batch-validate-only",
+        action="store_true",
+        default=False,
+        help="make no model call: validate the outputs that exist and record the results; "
+        "pending rows without an output are skipped.",
+    )
+    group.addoption(
+        "--batch-readonly",
+        action="store_true",
+        default=False,
+        help="pure CI gate: implies --batch-validate-only and changes no file at all "
+        "(plan, outputs, tracking file, cassettes).",
+    )
+    group.addoption(
+        "--batch-dry-run",
+        action="store_true",
+        default=False,
+        help="print each pending row's model and resolved prompt; send nothing, write nothing.",
+    )
+    group.addoption(
+        "--batch-record-mode",
+        choices=RECORD_MODES,
+        default=None,
+        help="vcrpy record mode for the model calls' cassettes (plans/cassettes/<plan>/): none, once, "
+        "new_episodes, all. Default: new_episodes with ANTHROPIC_API_KEY set outside CI, else none.",
+    )
+    group.addoption(
+        "--batch-concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="requests in flight at once (default: 8).",
+    )
+    group.addoption(
+        "--batch-max-attempts",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="attempts per row: the first request plus repairs that re-ask with the failed checks (default: 2).",
+    )
+    group.addoption(
+        "--batch-report",
+        default=None,
+        metavar="PATH",
+        help="write a JSON report (schema pytest-batchgen-report v1): per row its statuses, attempts, "
+        "tokens, estimated cost and failures.",
+    )
+    group.addoption(
+        "--batch-max-cost",
+        type=_dollars,
+        default=None,
+        metavar="USD",
+        help="send no new request once the estimated spend reaches USD; rows not sent are skipped.",
+    )
+    parser.addini(
+        "batchgen_prices",
+        type="linelist",
+        default=[],
+        help="price overrides, one 'model-or-prefix: input, output[, cache_write, cache_read]' per line "
+        "(dollars per million tokens).",
+    )
+    parser.addini(
+        "batchgen_max_tokens",
+        default=str(DEFAULT_MAX_TOKENS),
+        help="max_tokens of each generation request; a reply cut off there fails the row as truncated.",
+    )
+    parser.addini(
+        "batchgen_max_retries",
+        default="2",
+        help="retries the anthropic SDK makes on 429, 5xx and 529 (with backoff, honouring retry-after).",
+    )
+    parser.addini("batchgen_timeout", default="600", help="seconds one model request may take.")
+    parser.addini(
+        "batchgen_models",
+        type="linelist",
+        default=[],
+        help="model aliases, one 'alias = model-id' per line (a plan's '## Models' section wins).",
+    )
+    parser.addini(
+        "batchgen_linter_timeout",
+        default="60",
+        help="seconds a 'Linter passes' command may run before it is killed and the check fails.",
+    )
+    parser.addini(
+        "batchgen_max_output_bytes",
+        default=str(DEFAULT_MAX_BYTES),
+        help="outputs larger than this fail their checks unread.",
+    )
+    parser.addini(
+        "batchgen_checks",
+        type="paths",
+        default=[],
+        help="test files with custom checks (tests using batch_output / batch_row) collected "
+        "with the plan when no paths are given on the command line.",
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every option and ini value of the run, validated; built once in ``pytest_configure``."""
+
+    plans: tuple[str, ...]
+    rootdir: Path
+    invocation_dir: Path
+    role: Role
+    phases: tuple[str, ...] = ()
+    validate_only: bool = False
+    readonly: bool = False
+    dry_run: bool = False
+    record_mode: RecordMode = "none"
+    concurrency: int = 8
+    max_attempts: int = 2
+    report: Path | None = None
+    max_cost: float | None = None
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_retries: int = 2
+    timeout: float = 600.0
+    linter_timeout: float = 60.0
+    max_output_bytes: int = DEFAULT_MAX_BYTES
+    models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    prices: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
+    checks: tuple[Path, ...] = ()
+    api_key: str | None = None
+
+    @property
+    def generates_here(self) -> bool:
+        """Whether this process sends requests: a plain run that may call the model.
+
+        Under pytest-xdist the controller generates (see :mod:`pytest_batchgen.xdist`)."""
+        return self.role is Role.PLAIN and not self.validate_only and not self.dry_run
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        """Read and validate every value; a bad one is a :class:`BatchgenError` naming it."""
+        readonly = bool(config.getoption("batch_readonly"))
+        report = config.getoption("batch_report")
+        invocation_dir = Path(config.invocation_params.dir)
+        return cls(
+            plans=tuple(config.getoption("batch_plan")),
+            rootdir=Path(config.rootpath),
+            invocation_dir=invocation_dir,
+            role=Role.of(config),
+            phases=tuple(str(p) for p in config.getoption("batch_phase")),
+            validate_only=readonly or bool(config.getoption("batch_validate_only")),
+            readonly=readonly,
+            dry_run=bool(config.getoption("batch_dry_run")),
+            record_mode=default_record_mode(config.getoption("batch_record_mode")),
+            concurrency=config.getoption("batch_concurrency"),
+            max_attempts=config.getoption("batch_max_attempts"),
+            report=invocation_dir / report if report else None,
+            max_cost=config.getoption("batch_max_cost"),
+            max_tokens=int(_ini_number(config, "batchgen_max_tokens", whole=True)),
+            max_retries=int(_ini_number(config, "batchgen_max_retries", whole=True, zero_ok=True)),
+            timeout=_ini_number(config, "batchgen_timeout"),
+            linter_timeout=_ini_number(config, "batchgen_linter_timeout"),
+            max_output_bytes=int(_ini_number(config, "batchgen_max_output_bytes", whole=True)),
+            models=MappingProxyType(ini_models(config.getini("batchgen_models"))),
+            prices=MappingProxyType(_ini_prices(config.getini("batchgen_prices"))),
+            checks=tuple(Path(p) for p in config.getini("batchgen_checks")),
+            api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
+        )
+
+
+def default_record_mode(given: str | None) -> RecordMode:
+    """The command line wins; else ``new_episodes`` with a key outside CI, else ``none``.
+
+    Outside CI with a key the user means to generate; in CI (``CI`` set and not false) a run
+    must never spend money by surprise, so it only replays unless told otherwise."""
+    if given:
+        return cast(RecordMode, given)
+    in_ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return "new_episodes" if os.environ.get("ANTHROPIC_API_KEY") and not in_ci else "none"
+
+
+def _ini_number(config: pytest.Config, name: str, *, whole: bool = False, zero_ok: bool = False) -> float:
+    """A finite number above zero (or zero, with ``zero_ok``), whole when ``whole``.
+
+    ``8192.0``, `` 60 `` and ``1e3`` are accepted (they are the numbers they look like); ``nan``,
+    ``inf``, ``2.5`` for a whole number and ``0x10`` are refused with the option's name."""
+    raw = config.getini(name)
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or (whole and not value.is_integer()):
+        what = "a whole number" if whole else "a number"
+        raise BatchgenError(f"ini option {name} = {raw!r} is not {what}")
+    if value < 0 or (value == 0 and not zero_ok):
+        bound = "zero or more" if zero_ok else "more than zero"
+        raise BatchgenError(f"ini option {name} = {raw!r} must be {bound}")
+    return value
+
+
+def _ini_prices(lines: list[str]) -> dict[str, Price]:
+    try:
+        return ini_prices(lines)
+    except ValueError as exc:
+        raise BatchgenError(str(exc)) from None
+
+
+def ini_models(lines: list[str]) -> dict[str, str]:
+    """``batchgen_models``: one ``alias = model-id`` (or ``alias: model-id``) per line."""
+    models: dict[str, str] = {}
+    for line in lines:
+        if "=" not in line and ":" not in line:
+            raise BatchgenError(f"batchgen_models: cannot read {line!r}; write 'alias = model-id'")
+        sep = "=" if "=" in line else ":"
+        alias, _, model = line.partition(sep)
+        models[alias.strip().lower()] = model.strip()
+    return models

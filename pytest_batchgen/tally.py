@@ -1,0 +1,175 @@
+"""The RECORD step's pytest side: count each row's items, tally their reports, update the plan.
+
+``pytest_runtest_makereport`` attaches a small plain-data payload (:class:`ReportPayload`) to
+each report of a row's item, in the process that ran it; ``pytest_runtest_logreport`` sees
+every report, from this process or from xdist workers, so the controller tallies all rows and
+is the one process that records into the plan.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import pytest
+
+from .nodes import CheckFailed, CheckItem, GenerateItem, row_of
+from .outcomes import Verdict
+from .planedit import apply_updates
+from .plan import Row
+from .report import RowReport, build_rows
+from .results import ItemFailure, RowTally, plan_updates
+from .run import PlanRun
+from .settings import Role
+from .state import BatchState
+
+
+class FailurePayload(TypedDict, total=False):
+    check: str
+    message: str
+    checklist_line: int | None
+    output: str | None
+    output_line: int | None
+
+
+class _PayloadBase(TypedDict):
+    plan: str
+    filename: str
+    status: str
+    expected: int
+    partial: bool
+
+
+class ReportPayload(_PayloadBase, total=False):
+    """What a report carries about its row (``report.batchgen``); it crosses xdist as is."""
+
+    failure: FailurePayload
+
+
+#: a row's items: first the checks, registration (and other run-last rules) after the others
+def _runs_last(item: pytest.Item) -> bool:
+    return isinstance(item, CheckItem) and item.rule.form.runs_last
+
+
+class TallyPlugin:
+    """Item counts, the tally of reports by row, and the plan update at the end."""
+
+    def __init__(self, state: BatchState) -> None:
+        self.state = state
+        self.tallies: dict[str, dict[str, RowTally]] = {}  # plan path -> filename -> tally
+        self.item_counts: dict[str, int] = {}  # by RowId.key
+        self.partial: set[str] = set()  # keys of rows with a deselected item
+        self.recorded: dict[str, bool] = {}  # plan path -> whether the plan's bytes changed
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            found = row_of(item)
+            if found:
+                key = found[0].row_id(found[1]).key
+                self.item_counts[key] = self.item_counts.get(key, 0) + 1
+        items.sort(key=_runs_last)
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            found = row_of(item)
+            if found:
+                self.partial.add(found[0].row_id(found[1]).key)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+        report = yield
+        found = row_of(item)
+        if found is not None:
+            report.batchgen = self._payload(item, call, report, *found)
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        info: ReportPayload | None = getattr(report, "batchgen", None)
+        if not info:
+            return
+        rows = self.tallies.setdefault(info["plan"], {})
+        tally = rows.get(info["filename"])
+        if tally is None:
+            tally = rows[info["filename"]] = RowTally(filename=info["filename"], status_before=info["status"])
+        tally.expected = max(tally.expected, info["expected"])
+        tally.partial = tally.partial or info["partial"]
+        if report.failed:
+            failure = info.get("failure") or {"check": "?", "message": "failed"}
+            tally.failures.append(ItemFailure(**failure))
+        elif report.skipped and report.when in ("setup", "call"):
+            tally.skipped += 1
+        elif report.passed and report.when == "call":
+            tally.passed += 1
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Record into the plans: after the generation finished (its ``tryfirst`` hook)."""
+        settings = self.state.settings
+        if settings.role is Role.WORKER or settings.readonly or settings.dry_run:
+            return
+        if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.USAGE_ERROR):
+            return
+        for run in self.state.runs:
+            updates = plan_updates(self.tallies.get(str(run.plan.path), {}))
+            self.recorded[str(run.plan.path)] = apply_updates(run.plan.path, updates)
+
+    def row_reports(self) -> list[RowReport]:
+        """Every selected row's report: statuses, verdict, generation and failures."""
+        state = self.state
+        results = state.results()
+        frozen = state.settings.readonly or state.settings.dry_run
+        reports: list[RowReport] = []
+        for run in state.runs:
+            reports += build_rows(
+                run.plan.rel(run.plan.path),
+                run.rows,
+                self.tallies.get(str(run.plan.path), {}),
+                results,
+                lambda row, run=run: run.row_id(row).key,  # type: ignore[misc]
+                frozen,
+            )
+        return reports
+
+    def verdict(self, run: PlanRun, row: Row) -> Verdict:
+        tally = self.tallies.get(str(run.plan.path), {}).get(row.filename)
+        return tally.verdict if tally else Verdict.NOT_RUN
+
+    def _payload(
+        self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport, run: PlanRun, row: Row
+    ) -> ReportPayload:
+        key = run.row_id(row).key
+        info: ReportPayload = {
+            "plan": str(run.plan.path),
+            "filename": row.filename,
+            "status": row.status,
+            "expected": self.item_counts.get(key, 0),
+            "partial": key in self.partial,
+        }
+        if report.failed:
+            info["failure"] = _failure(item, call, report, run, row)
+        return info
+
+
+def _failure(
+    item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport, run: PlanRun, row: Row
+) -> FailurePayload:
+    """What the plan's note and the reports say about a failed item."""
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(item, CheckItem) and isinstance(exc, CheckFailed):
+        return {
+            "check": item.rule.name,
+            "message": exc.failure.message,
+            "checklist_line": item.rule.line,
+            "output": run.plan.rel(run.output_path(row)),
+            "output_line": exc.failure.line,
+        }
+    if isinstance(item, GenerateItem) and exc is not None:
+        return {"check": "generate", "message": str(exc)}
+    if call.excinfo is not None:
+        message = call.excinfo.exconly().strip()
+    else:
+        lines = report.longreprtext.strip().splitlines()
+        message = lines[-1] if lines else "failed"
+    return {
+        "check": item.rule.name if isinstance(item, CheckItem) else item.name,
+        "message": " ".join(message.split())[:300],
+    }

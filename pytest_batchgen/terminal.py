@@ -1,0 +1,75 @@
+"""The terminal side of reporting: the run summary, GitHub annotations and the progress line.
+
+The numbers come from :mod:`pytest_batchgen.report`; this module only decides where they are
+drawn. Not registered on xdist workers nor in a dry run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+
+from .report import Progress, github_annotations, summary_lines
+from .state import BatchState
+from .tally import TallyPlugin
+
+
+class TerminalPlugin:
+    """The ``pytest-batchgen`` section after the run."""
+
+    def __init__(self, state: BatchState, tally: TallyPlugin) -> None:
+        self.state = state
+        self.tally = tally
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        """After every ``pytest_sessionfinish``: the plan is already recorded."""
+        state = self.state
+        tr = terminalreporter
+        tr.section("pytest-batchgen")
+        reports = self.tally.row_reports()
+        for line in summary_lines(reports, state.prices, state.budget_note):
+            tr.write_line(line)
+        for run in state.runs:
+            if state.settings.readonly:
+                action = "plan unchanged (read-only)"
+            else:
+                action = "plan updated" if self.tally.recorded.get(str(run.plan.path)) else "plan unchanged"
+            tr.write_line(f"{run.plan.rel(run.plan.path)}: {action}")
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            for line in github_annotations(reports):
+                tr.write_line(line)
+
+
+def progress_line(config: pytest.Config) -> Progress | None:
+    """The live line while generating, drawn outside pytest's output capture.
+
+    The line is drawn while a test waits, i.e. while pytest captures output, so it steps
+    outside the capture; on a terminal it is redrawn in place on a line of its own."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None:
+        return None
+    capman = config.pluginmanager.get_plugin("capturemanager")
+
+    def uncaptured(fn: Callable[[str], None]) -> Callable[[str], None]:
+        def call(text: str) -> None:
+            if capman is None:
+                fn(text)
+                return
+            with capman.global_and_fixture_disabled():
+                fn(text)
+
+        return call
+
+    def write(text: str) -> None:
+        tr.ensure_newline()
+        tr.write_line(text)
+        tr.currentfspath = None  # pytest starts a fresh line for the next results
+
+    def rewrite(text: str) -> None:
+        tr.ensure_newline()  # leave the results line as it is; draw on a line of its own
+        tr.rewrite(text, erase=True)
+        tr.currentfspath = None
+
+    return Progress(uncaptured(write), uncaptured(rewrite) if tr.isatty() else None)

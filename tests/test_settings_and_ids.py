@@ -1,0 +1,209 @@
+"""The glue's typed seams: settings read once, the process role, one row identity, outcome enums."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pytest_batchgen.dispatch import Attempt, RowResult
+from pytest_batchgen.outcomes import Outcome, Verdict
+from pytest_batchgen.report import RowReport, totals
+from pytest_batchgen.plan import Row
+from pytest_batchgen.pricing import PriceTable
+from pytest_batchgen.rowid import RowId
+from pytest_batchgen.settings import Role
+from pytest_batchgen.state import state_of
+
+PLAN = """\
+# Plan
+
+## Format Reference
+out/ref.md
+
+## Output Directory
+out/
+
+## Content Rules
+- Be brief.
+
+## Validation Checklist
+1. Front matter includes term
+
+## Phase 1
+
+| Title | Filename | Model | Status |
+|---|---|---|---|
+| Ref | ref.md | haiku | complete |
+| Next | next.md | haiku | pending |
+"""
+
+
+@pytest.fixture
+def plan_project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makefile(".md", plan=PLAN)
+    (pytester.path / "out").mkdir()
+    (pytester.path / "out" / "ref.md").write_text("---\nterm: Ref\n---\n\n## Definition\n\nR.\n", encoding="utf-8")
+    return pytester
+
+
+def assert_usage_error(result: pytest.RunResult, *needles: str) -> None:
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "Traceback" not in out and "INTERNALERROR" not in out, out
+    for needle in needles:
+        assert needle in out, out
+
+
+# -- every value is parsed once: unusual but valid spellings work, others are usage errors ----
+
+
+@pytest.mark.parametrize(
+    "option, raw, attribute, expected",
+    [
+        ("batchgen_max_tokens", "8192.0", "max_tokens", 8192),
+        ("batchgen_max_tokens", " 1e3 ", "max_tokens", 1000),
+        ("batchgen_max_retries", "0", "max_retries", 0),
+        ("batchgen_max_retries", "3.0", "max_retries", 3),
+        ("batchgen_timeout", "1e2", "timeout", 100.0),
+        ("batchgen_linter_timeout", "0.5", "linter_timeout", 0.5),
+        ("batchgen_max_output_bytes", "1_000_000", "max_output_bytes", 1_000_000),
+    ],
+)
+def test_an_ini_number_in_an_unusual_spelling_is_read_once_as_that_number(
+    plan_project: pytest.Pytester, option: str, raw: str, attribute: str, expected: float
+) -> None:
+    config = plan_project.parseconfigure("--batch-plan", "plan.md", "-o", f"{option}={raw}")
+    state = state_of(config)
+    assert state is not None
+    value = getattr(state.settings, attribute)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_a_float_spelled_max_tokens_reaches_the_dry_run_and_the_request(plan_project: pytest.Pytester) -> None:
+    """The INTERNALERROR of ``int('8192.0')``: the value was validated, then re-read raw."""
+    result = plan_project.runpytest("--batch-plan", "plan.md", "--batch-dry-run", "-o", "batchgen_max_tokens=8192.0")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["*next.md -> claude-haiku*", "*dry run: 1 pending row(s)*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["-o", "batchgen_max_tokens=0x10"], ["batchgen_max_tokens", "is not a whole number"]),
+        (["-o", "batchgen_max_output_bytes=2.5"], ["batchgen_max_output_bytes", "is not a whole number"]),
+        (["-o", "batchgen_timeout=nan"], ["batchgen_timeout", "is not a number"]),
+        (["-o", "batchgen_timeout=-inf"], ["batchgen_timeout", "is not a number"]),
+        (["-o", "batchgen_linter_timeout=0"], ["batchgen_linter_timeout", "more than zero"]),
+        (["-o", "batchgen_max_retries=-1"], ["batchgen_max_retries", "zero or more"]),
+        (["-o", "batchgen_models=just-a-word"], ["batchgen_models", "'just-a-word'"]),
+        (["-o", "batchgen_prices=haiku: cheap"], ["batchgen_prices", "cannot read"]),
+        (["--batch-concurrency", "0"], ["--batch-concurrency", "at least 1"]),
+        (["--batch-concurrency", "2.5"], ["--batch-concurrency", "not a whole number"]),
+        (["--batch-max-attempts", "many"], ["--batch-max-attempts", "not a whole number"]),
+        (["--batch-max-cost", "-1"], ["--batch-max-cost must be zero or more"]),
+        (["--batch-max-cost", "nan"], ["--batch-max-cost must be zero or more"]),
+        (["--batch-max-cost", "cheap"], ["--batch-max-cost", "not a number"]),
+    ],
+)
+def test_a_bad_value_is_a_usage_error_naming_it(plan_project: pytest.Pytester, args: list[str], needles: list[str]) -> None:
+    assert_usage_error(plan_project.runpytest("--batch-plan", "plan.md", "--batch-dry-run", *args), *needles)
+
+
+def test_command_line_numbers_in_unusual_spellings(plan_project: pytest.Pytester) -> None:
+    config = plan_project.parseconfigure(
+        "--batch-plan", "plan.md", "--batch-concurrency", "016", "--batch-max-cost", "1e-2"
+    )
+    state = state_of(config)
+    assert state is not None
+    assert state.settings.concurrency == 16 and state.settings.max_cost == 0.01
+
+
+# -- the process's role ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config, role",
+    [
+        (SimpleNamespace(option=SimpleNamespace()), Role.PLAIN),
+        (SimpleNamespace(option=SimpleNamespace(numprocesses=0, dist="no")), Role.PLAIN),
+        (SimpleNamespace(option=SimpleNamespace(numprocesses=2, dist="load")), Role.CONTROLLER),
+        (SimpleNamespace(option=SimpleNamespace(numprocesses=None, dist="loadscope")), Role.CONTROLLER),
+        (SimpleNamespace(option=SimpleNamespace(numprocesses=2, dist="load"), workerinput={}), Role.WORKER),
+    ],
+)
+def test_the_role_of_a_process(config: object, role: Role) -> None:
+    assert Role.of(config) is role  # type: ignore[arg-type]
+
+
+# -- one row identity ------------------------------------------------------------------------
+
+ROOT = Path("/repo")
+GLOSSARY = RowId(ROOT / "plans" / "glossary.md", "quorum.md")
+OTHER = RowId(ROOT / "plans" / "other.md", "quorum.md")
+
+
+def test_a_row_id_formats_its_key_param_id_and_node_id() -> None:
+    assert GLOSSARY.key == "/repo/plans/glossary.md::quorum.md"
+    assert GLOSSARY.param_id(several_plans=False) == "quorum.md"
+    assert GLOSSARY.param_id(several_plans=True) == "glossary/quorum.md"
+    assert GLOSSARY.node_id(ROOT) == "plans/glossary.md::quorum.md"
+    assert GLOSSARY.node_id(Path("/elsewhere")) == "/repo/plans/glossary.md::quorum.md"
+    assert GLOSSARY != OTHER and len({GLOSSARY, OTHER, RowId(GLOSSARY.plan, "quorum.md")}) == 2
+
+
+@pytest.mark.parametrize(
+    "nodeid, several, expected",
+    [
+        ("plans/glossary.md::quorum.md::front-matter", False, True),
+        ("plans/glossary.md::quorum.md::generate", True, True),
+        ("plans/other.md::quorum.md::generate", True, False),
+        ("plans/other.md::quorum.md::generate", False, True),  # one plan: the plan part is not compared
+        ("plans/glossary.md::cap.md::front-matter", False, False),
+        ("checks/test_x.py::test_y[quorum.md]", False, True),
+        ("checks/test_x.py::test_y[glossary/quorum.md]", True, True),
+        ("checks/test_x.py::test_y[other/quorum.md]", True, False),
+        ("checks/test_x.py::test_y[quorum.md-1]", False, True),
+        ("checks/test_x.py::test_y[a-quorum.md]", False, True),
+        ("checks/test_x.py::test_y[a-quorum.md-b]", False, True),
+        ("checks/test_x.py::test_y[xquorum.md]", False, False),
+        ("checks/test_x.py::test_y", False, False),
+        ("checks/test_x.py::TestK::test_y[quorum.md]", False, True),
+    ],
+)
+def test_a_row_id_matches_the_node_ids_of_its_items(nodeid: str, several: bool, expected: bool) -> None:
+    assert GLOSSARY.matches(nodeid, ROOT, several) is expected
+
+
+# -- outcomes and verdicts are enums that keep their strings -----------------------------------
+
+
+def test_outcomes_say_what_they_mean() -> None:
+    assert {o for o in Outcome if o.generation_failed} == {Outcome.ERROR, Outcome.TRUNCATED, Outcome.REFUSED}
+    assert {o for o in Outcome if not o.counts_as_failed} == {Outcome.PASSED, Outcome.KEPT, Outcome.SKIPPED}
+    assert f"{Outcome.TRUNCATED}: x" == "truncated: x" and f"{Verdict.NOT_RUN}" == "not run"
+
+
+def test_a_row_result_crosses_processes_as_plain_json_and_comes_back_typed() -> None:
+    result = RowResult("k", Outcome.FAILED, [Attempt(1, model="m", failures=["a: b"])], error="e", wrote=True)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["outcome"] == "failed"
+    back = RowResult.from_dict(data)
+    assert back == result and back.outcome is Outcome.FAILED
+
+
+def _row(filename: str) -> Row:
+    return Row("1", 10, "T", filename, "haiku", "claude-haiku-5-5", "pending", {})
+
+
+def test_a_budget_skip_is_a_field_not_a_phrase_in_the_error() -> None:
+    says_max_cost = RowResult("a", "skipped", error="not sent: --batch-max-cost mentioned by a user's message")
+    budget = RowResult("b", "skipped", error="not sent", budget_skipped=True)
+    reports = [
+        RowReport("plan.md", _row("a.md"), "pending", "pending", Verdict.SKIPPED, says_max_cost),
+        RowReport("plan.md", _row("b.md"), "pending", "pending", Verdict.SKIPPED, budget),
+    ]
+    assert totals(reports, PriceTable()).skipped_by_budget == 1
