@@ -16,6 +16,7 @@ Without ``--batch-plan`` nothing is registered and every hook here returns at on
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,11 @@ from . import hookspecs
 from .checklist import collect_forms, compile_checklist
 from .document import BatchOutput, DocumentCache
 from .errors import BatchgenError
-from .nodes import FIXTURE_NAMES, PARAM_NAME, PlanFile
+from .nodes import FIXTURE_NAMES, PARAM_NAME, PlanFile, skip_unwritten
 from .plan import Plan, Row, load_plan
 from .pricing import PriceTable, plan_prices, with_aliases
 from .run import PlanRun
+from .selection import select
 from .settings import Role, Settings, add_options
 from .state import BatchState, state_key, state_of
 from .tally import TallyPlugin
@@ -39,6 +41,17 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    """``--batch-readonly`` writes nothing, pytest's own files included: before any plugin is
+    configured, block the cache plugin (as ``-p no:cacheprovider`` does) and stop bytecode
+    files of the custom checks and conftests (as ``PYTHONDONTWRITEBYTECODE`` does). ``args``
+    already holds the ini file's and ``PYTEST_ADDOPTS``' options."""
+    if "--batch-readonly" in args:
+        early_config.pluginmanager.consider_pluginarg("no:cacheprovider")  # stepwise goes too
+        sys.dont_write_bytecode = True
 
 
 @pytest.hookimpl(trylast=True)
@@ -106,15 +119,17 @@ def _register_plugins(config: pytest.Config, state: BatchState) -> None:
 
 
 def _collect_plans(config: pytest.Config, state: BatchState) -> None:
-    """Point collection at the plans: with no paths on the command line, the plans (and the
-    custom checks of ``batchgen_checks``) instead of ``testpaths``; with paths, add each plan
-    unless a node of it was named (``plans/glossary.md::quorum.md``)."""
-    plans = [str(r.plan.path) for r in state.runs]
+    """Point collection at the plans and the custom checks of ``batchgen_checks``: with no
+    paths on the command line, instead of ``testpaths``; with paths, beside them, a named node
+    of a plan (``plans/glossary.md::quorum.md``) selecting that row's items, custom tests
+    included (see :mod:`pytest_batchgen.selection`)."""
+    plans = [r.plan.path for r in state.runs]
+    checks = state.settings.checks
     if config.args_source != pytest.Config.ArgsSource.ARGS:
-        config.args = plans + [str(p) for p in state.settings.checks]
+        config.args = [str(p) for p in plans] + [str(p) for p in checks]
         return
-    named = {(Path(config.invocation_params.dir) / a.split("::")[0]).resolve() for a in config.args}
-    config.args = list(config.args) + [str(r.plan.path) for r in state.runs if r.plan.path not in named]
+    state.selection = select(config.args, state.settings.invocation_dir, plans, checks)
+    config.args = list(state.selection.args)
 
 
 def _shown_error(exc: BatchgenError, rootdir: Path) -> str:
@@ -185,7 +200,9 @@ def batch_output(request: pytest.FixtureRequest, _batchgen_param: tuple[PlanRun,
         pytest.skip("batch_output needs --batch-plan")
     run, row = _batchgen_param
     path = run.output_path(row)
-    state.result(run, row)
-    if state.settings.validate_only and not row.complete and not path.exists():
+    result = state.result(run, row)
+    if result is not None:
+        skip_unwritten(result)
+    if not row.complete and not path.exists():
         pytest.skip(f"pending row without an output ({run.plan.rel(path)})")
     return BatchOutput(row=row, path=path, document=run.document(row))

@@ -102,7 +102,7 @@ def totals(reports: Iterable[RowReport], prices: PriceTable) -> Totals:
     t = Totals()
     for r in reports:
         t.rows += 1
-        t.complete += r.status_after == "complete"
+        t.complete += r.verdict == Verdict.COMPLETE  # by this run's verdict, as "failed" is
         t.failed += r.verdict == Verdict.FAILED
         for a in r.attempts:
             t.attempts += 1
@@ -148,7 +148,7 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
             (
                 r.row.phase,
                 r.row.filename,
-                r.row.model_cell or r.row.model,
+                r.row.model,
                 f"{r.status_before} -> {r.status_after}",
                 attempts,
                 _tokens(r.usage) if gen is not None else "-",

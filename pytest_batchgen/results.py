@@ -23,6 +23,7 @@ class ItemFailure:
     checklist_line: int | None = None
     output: str | None = None
     output_line: int | None = None
+    detail: str | None = None  # the first lines of what the check printed (a linter's report)
 
     def describe(self) -> str:
         where = ""
@@ -60,11 +61,19 @@ class RowTally:
         return Verdict.INCOMPLETE
 
 
+#: at most this many lines of a check's own output (a linter's report) go into the plan's note
+NOTE_DETAIL_LINES = 5
+
+
 def note_for(tally: RowTally) -> str:
     n = len(tally.failures)
     head = f"{n} check{'s' if n != 1 else ''} failed"
-    if tally.status_before == "complete":
-        head += " (the row was complete; it stays complete until you change it)"
+    if tally.status_before == "complete" and tally.failures:
+        output = next((f.output for f in tally.failures if f.output), None) or "the output"
+        head += (
+            f" (the row was complete and stays complete: fix {output} by hand, or set its Status to "
+            "pending to generate it again)"
+        )
     # one line per failing check, except that a failed generation (seen by every check of the
     # row on an xdist worker) is one line naming them all
     groups: dict[object, list[ItemFailure]] = {}
@@ -84,6 +93,8 @@ def note_for(tally: RowTally) -> str:
         if len(same) > 1:
             first = ItemFailure(", ".join(f.check for f in same), first.message, None, first.output, first.output_line)
         lines.append(f"- {first.describe()}")
+        if first.detail:
+            lines.extend(f"  {line}" for line in first.detail.splitlines()[:NOTE_DETAIL_LINES] if line.strip())
     return "\n".join([head] + lines)
 
 

@@ -16,6 +16,7 @@ import pytest
 from .plan import Row
 from .pricing import PriceTable
 from .run import PlanRun
+from .selection import Selection
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class BatchState:
     runs: tuple[PlanRun, ...]
     prices: PriceTable
     generation: GenerationSource | None = None
+    selection: Selection | None = None  # rows and items named on the command line
 
     @property
     def several_plans(self) -> bool:

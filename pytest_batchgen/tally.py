@@ -29,6 +29,7 @@ class FailurePayload(TypedDict, total=False):
     checklist_line: int | None
     output: str | None
     output_line: int | None
+    detail: str | None
 
 
 class _PayloadBase(TypedDict):
@@ -61,7 +62,22 @@ class TallyPlugin:
         self.recorded: dict[str, bool] = {}  # plan path -> whether the plan's bytes changed
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """Deselect the items outside the rows named on the command line (before ``-k``/``-m``
+        deselect theirs), count each row's items, and put run-last rules after the others."""
+        selection = self.state.selection
+        if selection is not None and selection.filters:
+            kept, dropped = [], []
+            for item in items:
+                found = row_of(item)
+                name = item.rule.name if isinstance(item, CheckItem) else "generate" if isinstance(item, GenerateItem) else None
+                if found is None or selection.keeps(found[0].row_id(found[1]), name):
+                    kept.append(item)
+                else:
+                    dropped.append(item)
+            if dropped:
+                config.hook.pytest_deselected(items=dropped)
+                items[:] = kept
         for item in items:
             found = row_of(item)
             if found:
@@ -161,6 +177,7 @@ def _failure(
             "checklist_line": item.rule.line,
             "output": run.plan.rel(run.output_path(row)),
             "output_line": exc.failure.line,
+            "detail": exc.failure.detail or None,
         }
     if isinstance(item, GenerateItem) and exc is not None:
         return {"check": "generate", "message": str(exc)}

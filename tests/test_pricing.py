@@ -315,14 +315,14 @@ def test_summary_lines_one_row_each_then_totals():
     lines = summary_lines(reports, PriceTable(), budget_note="")
     cells = [report_cells(line) for line in lines[:5]]
     assert cells[0] == ["phase", "file", "model", "status", "att", "tokens in/out/cw/cr", "cost", "failed checks"]
-    assert cells[1] == ["1", "alpha.md", "haiku", "pending -> complete", "1", "1000/200/3000/0", money(HAIKU.cost(U1)), "-"]
+    assert cells[1] == ["1", "alpha.md", "claude-haiku-5-5", "pending -> complete", "1", "1000/200/3000/0", money(HAIKU.cost(U1)), "-"]
     assert cells[2] == [
-        "1", "beta.md", "haiku", "pending -> complete", "2", "900/220/0/6000", money(HAIKU.cost(U2) + HAIKU.cost(U3)), "-"
+        "1", "beta.md", "claude-haiku-5-5", "pending -> complete", "2", "900/220/0/6000", money(HAIKU.cost(U2) + HAIKU.cost(U3)), "-"
     ]
     # each failing check once, in the order they failed
     assert cells[3][-1] == "category-value, lint"
     assert cells[3][3] == "pending -> pending"
-    assert cells[4] == ["1", "done.md", "haiku", "complete -> complete", "-", "-", "-", "-"]
+    assert cells[4] == ["1", "done.md", "claude-haiku-5-5", "complete -> complete", "-", "-", "-", "-"]
     total = sum(HAIKU.cost(u) for u in (U1, U2, U3, U2, U3))
     assert lines[5] == (
         "total: 4 rows, 3 complete, 1 failed; 5 calls (5 live, 0 replayed); tokens 2800/640/3000/12000 "
@@ -336,7 +336,7 @@ def test_summary_lines_one_row_each_then_totals():
 
 def test_summary_column_widths_line_up():
     lines = summary_lines(sample_reports(), PriceTable())
-    starts = {line.index("haiku") for line in lines[1:5]}
+    starts = {line.index("claude-haiku") for line in lines[1:5]}
     assert starts == {lines[0].index("model")}
 
 

@@ -247,7 +247,7 @@ def script_mixed(fake) -> None:
 
 
 def mixed_project(pytester) -> list[PlanRow]:
-    rows = [*rows_for("alpha", "beta", "gamma"), PlanRow("Done", "done.md", "haiku", "complete")]
+    rows = [*rows_for("alpha", "beta", "gamma"), PlanRow("Done", "done.md", "claude-haiku-5-5", "complete")]
     write_project(pytester.path, rows)
     (pytester.path / "output" / "done.md").write_text(draft("Done"), encoding="utf-8")
     return rows
@@ -262,16 +262,16 @@ def test_summary_has_one_row_per_plan_row_and_exact_totals(pytester, fake):
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     rows = table(result)
     assert rows["file"] == ["phase", "file", "model", "status", "att", "tokens in/out/cw/cr", "cost", "failed checks"]
-    assert rows["alpha.md"] == ["1", "alpha.md", "haiku", "pending -> complete", "1", tokens(A1), money(cost(A1)), "-"]
+    assert rows["alpha.md"] == ["1", "alpha.md", "claude-haiku-5-5", "pending -> complete", "1", tokens(A1), money(cost(A1)), "-"]
     assert rows["beta.md"] == [
-        "1", "beta.md", "haiku", "pending -> complete", "2", tokens(add(B1, B2)), money(cost(B1) + cost(B2)), "-"
+        "1", "beta.md", "claude-haiku-5-5", "pending -> complete", "2", tokens(add(B1, B2)), money(cost(B1) + cost(B2)), "-"
     ]
     assert rows["gamma.md"] == [
-        "1", "gamma.md", "haiku", "pending -> pending", "2", tokens(add(G1, G2)), money(cost(G1) + cost(G2)),
+        "1", "gamma.md", "claude-haiku-5-5", "pending -> pending", "2", tokens(add(G1, G2)), money(cost(G1) + cost(G2)),
         "category-value",
     ]
     # a complete row: validated, nothing generated
-    assert rows["done.md"] == ["1", "done.md", "haiku", "complete -> complete", "-", "-", "-", "-"]
+    assert rows["done.md"] == ["1", "done.md", "claude-haiku-5-5", "complete -> complete", "-", "-", "-", "-"]
     assert list(rows) == ["file", "alpha.md", "beta.md", "gamma.md", "done.md"]  # plan order
 
     everything = (A1, B1, B2, G1, G2)
