@@ -69,14 +69,24 @@ class Run:
         # in-process runs only: a subprocess run has no report recorder
         return self.result.reprec.getreports("pytest_runtest_logreport")  # type: ignore[attr-defined]
 
-    def outcomes(self) -> dict[str, str]:
-        """``filename::item`` -> passed / failed / skipped (the call, or a setup that did not pass)."""
-        out: dict[str, str] = {}
+    def reports(self) -> dict[str, pytest.TestReport]:
+        """``filename::item`` (the node id without its file) -> the report that says how the
+        item ended: its call's, or that of a setup or teardown that did not pass."""
+        out: dict[str, pytest.TestReport] = {}
         for rep in self._reports():
-            key = "::".join(rep.nodeid.split("::")[1:])
-            if rep.when == "call" or (rep.when == "setup" and not rep.passed):
-                out[key] = rep.outcome
+            if rep.when == "call" or not rep.passed:
+                out["::".join(rep.nodeid.split("::")[1:])] = rep
         return out
+
+    def outcomes(self) -> dict[str, str]:
+        """``filename::item`` -> passed / failed / skipped."""
+        return {key: rep.outcome for key, rep in self.reports().items()}
+
+    def assert_items(self, expected: dict[str, str]) -> None:
+        """Each item named in ``expected`` (``filename::item``) ended as given; others are not looked at."""
+        got = self.outcomes()
+        wrong = {key: (got.get(key, "not run"), want) for key, want in expected.items() if got.get(key) != want}
+        assert not wrong, f"items that ended otherwise (found, expected): {wrong}"
 
     def failure(self, key: str) -> str:
         """The failure text of item ``filename::name``."""

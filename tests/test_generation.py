@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from fakeapi import Logged
 from genhelpers import (
     API_KEY,
     CONTENT_RULES,
@@ -33,19 +34,23 @@ from genhelpers import (
     row_of,
     rows_for,
 )
+from harness import Project, Run
 # -- rows that pass; what every prompt holds ----------------------------------------------------
 
 
 def test_passing_rows_become_complete_and_every_prompt_holds_its_parts(project, fake):
+    # given: a complete row (the format reference itself) and pending rows of two models
     rows = [
-        PlanRow("Reference", "reference.md", "haiku", "complete"),  # the format reference itself
+        PlanRow("Reference", "reference.md", "haiku", "complete"),
         *rows_for("quorum", "backpressure"),
         *rows_for("cap-theorem", "lamport-clock", model="sonnet"),
     ]
     project.write_rows(rows, ini_extra="batchgen_max_tokens = 1234\n")
 
+    # when
     result = project.run()
 
+    # then: every row is complete with its draft, the complete row was validated and never sent
     assert result.ret == 0, result.stdout.str()
     assert project.statuses() == {
         "reference.md": "complete",
@@ -57,44 +62,56 @@ def test_passing_rows_become_complete_and_every_prompt_holds_its_parts(project, 
     assert project.notes() == {}
     for row in rows[1:]:
         assert project.output(row.filename) == draft(row.title)
-    assert project.output("reference.md") == FORMAT_REFERENCE  # complete: validated, never sent
+    assert project.output("reference.md") == FORMAT_REFERENCE
     outcomes = result.outcomes()
     assert outcomes["quorum.md::generate"] == "passed"
     assert "reference.md::generate" not in outcomes
     assert {outcomes[f"cap-theorem.md::{name}"] for name in RULE_NAMES} == {"passed"}
-
+    # and each pending row was sent once, with the shared prefix and its own part
     by_row = requests_by_row(fake)
     assert sorted(by_row) == ["backpressure.md", "cap-theorem.md", "lamport-clock.md", "quorum.md"]
     assert all(len(reqs) == 1 for reqs in by_row.values())
+    by_name = {r.filename: r for r in rows}
+    systems = {filename: assert_prompt_parts(entry, by_name[filename]) for filename, (entry,) in by_row.items()}
+    assert_one_prefix_per_model(by_row, systems)
+
+
+def assert_prompt_parts(entry: Logged, row: PlanRow) -> str:
+    """One request holds the model, max_tokens, the cached shared prefix and the row's own
+    part, with the key; returns its system text."""
+    body = entry.body
+    # the model: a Haiku id for haiku rows, a Sonnet id for sonnet rows
+    family = "haiku" if row.model == "haiku" else "sonnet"
+    assert family in body["model"], (row.filename, body["model"])
+    assert body["max_tokens"] == 1234
+    # the shared prefix: one system text block, marked for caching
+    assert len(body["system"]) == 1
+    block = body["system"][0]
+    assert block["type"] == "text"
+    assert block["cache_control"] == {"type": "ephemeral"}
+    system = block["text"]
+    assert FORMAT_REFERENCE.rstrip() in system  # the reference's full text, not its path
+    assert '<format_reference path="output/reference.md">' in system
+    rules_block = system.split("<content_rules>", 1)[1].split("</content_rules>", 1)[0]
+    for rule in CONTENT_RULES:
+        assert rule in rules_block
+    assert "code fence" in system  # the instruction to answer with the file only
+    # the row-specific part: one user message with the title and the output path
+    assert [m["role"] for m in body["messages"]] == ["user"]
+    user = body["messages"][0]["content"]
+    assert f"<title>{row.title}</title>" in user
+    assert f"<output_path>output/{row.filename}</output_path>" in user
+    assert row.title not in system and row.filename not in system
+    assert entry.api_key == API_KEY
+    return system
+
+
+def assert_one_prefix_per_model(by_row: dict[str, list[Logged]], systems: dict[str, str]) -> None:
+    """The prefix is byte-identical across the rows of a model (and here across models too:
+    one plan, one prefix)."""
     prefixes: dict[str, set[str]] = {}
     for filename, (entry,) in by_row.items():
-        body = entry.body
-        row = next(r for r in rows if r.filename == filename)
-        # the model: a Haiku id for haiku rows, a Sonnet id for sonnet rows
-        family = "haiku" if row.model == "haiku" else "sonnet"
-        assert family in body["model"], (filename, body["model"])
-        assert body["max_tokens"] == 1234
-        # the shared prefix: one system text block, marked for caching
-        assert len(body["system"]) == 1
-        block = body["system"][0]
-        assert block["type"] == "text"
-        assert block["cache_control"] == {"type": "ephemeral"}
-        system = block["text"]
-        assert FORMAT_REFERENCE.rstrip() in system  # the reference's full text, not its path
-        assert '<format_reference path="output/reference.md">' in system
-        rules_block = system.split("<content_rules>", 1)[1].split("</content_rules>", 1)[0]
-        for rule in CONTENT_RULES:
-            assert rule in rules_block
-        assert "code fence" in system  # the instruction to answer with the file only
-        # the row-specific part: one user message with the title and the output path
-        assert [m["role"] for m in body["messages"]] == ["user"]
-        user = body["messages"][0]["content"]
-        assert f"<title>{row.title}</title>" in user
-        assert f"<output_path>output/{filename}</output_path>" in user
-        assert row.title not in system and filename not in system
-        assert entry.api_key == API_KEY
-        prefixes.setdefault(body["model"], set()).add(system)
-    # byte-identical across the rows of a model (and here across models too: one plan, one prefix)
+        prefixes.setdefault(entry.body["model"], set()).add(systems[filename])
     assert len(prefixes) == 2
     assert all(len(texts) == 1 for texts in prefixes.values())
     assert len(set().union(*prefixes.values())) == 1
@@ -154,20 +171,36 @@ def script_mixed(fake) -> None:
     r.set("down.md", Reply.error(500, message="upstream exploded (code 4711)", retry_after=FAST_RETRY))
 
 
+#: the rows of MIXED that end complete (a good draft at once, after a repair or after retries)
+MIXED_COMPLETE = ("passes", "repaired", "fenced", "rate-limited", "overloaded", "server-error")
+
+
 def test_mixed_batch_ends_with_exact_statuses_notes_and_a_failing_exit_code(project, fake):
+    # given: one row for every way a row can end
     project.write_rows(rows_for(*MIXED))
     script_mixed(fake)
     before = project.read()
 
+    # when
     result = project.run()
 
+    # then
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    complete = {"passes", "repaired", "fenced", "rate-limited", "overloaded", "server-error"}
     assert project.statuses() == {
-        f"{name}.md": "complete" if name in complete else "pending" for name in MIXED
+        f"{name}.md": "complete" if name in MIXED_COMPLETE else "pending" for name in MIXED
     }
-    found = project.notes()
-    assert set(found) == {f"{name}.md" for name in MIXED if name not in complete}
+    assert_mixed_notes(project.notes())
+    assert_mixed_items(result)
+    assert_mixed_requests(fake)
+    assert_mixed_outputs(project)
+    # only statuses and the notes section changed in the plan
+    after = project.read()
+    assert after.split("## Batchgen Notes")[0].replace("| complete |", "| pending |").rstrip() == before.rstrip()
+
+
+def assert_mixed_notes(found: dict[str, str]) -> None:
+    """A note for each row that is not complete, naming what failed."""
+    assert set(found) == {f"{name}.md" for name in MIXED if name not in MIXED_COMPLETE}
 
     # failing checks, even after the repair: each note names the check, where, and what it found
     assert found["wrong-value.md"] == (
@@ -193,25 +226,34 @@ def test_mixed_batch_ends_with_exact_statuses_notes_and_a_failing_exit_code(proj
         "- generate: error: InternalServerError: HTTP 500 api_error: upstream exploded (code 4711)"
     )
 
-    outcomes = result.outcomes()
-    for name in complete:
-        assert {outcomes[f"{name}.md::{item}"] for item in ("generate", *RULE_NAMES)} == {"passed"}, name
-    for name in ("wrong-value", "missing-section", "few-tags", "lint-fails"):
-        assert outcomes[f"{name}.md::generate"] == "passed"
-    assert outcomes["wrong-value.md::category-value"] == "failed"
-    assert outcomes["wrong-value.md::sections"] == "passed"
-    assert outcomes["missing-section.md::sections"] == "failed"
-    assert outcomes["few-tags.md::front-matter"] == "failed"
-    assert outcomes["lint-fails.md::lint"] == "failed"
-    assert outcomes["lint-fails.md::front-matter"] == "passed"
-    for name in ("truncated", "refused", "down"):
-        assert outcomes[f"{name}.md::generate"] == "failed"
+
+def assert_mixed_items(result: Run) -> None:
+    """Every item of a complete row passed; each other row failed the item that says why."""
+    result.assert_items(
+        {f"{name}.md::{item}": "passed" for name in MIXED_COMPLETE for item in ("generate", *RULE_NAMES)}
+    )
+    result.assert_items(
+        {f"{name}.md::generate": "passed" for name in ("wrong-value", "missing-section", "few-tags", "lint-fails")}
+    )
+    result.assert_items(
+        {
+            "wrong-value.md::category-value": "failed",
+            "wrong-value.md::sections": "passed",
+            "missing-section.md::sections": "failed",
+            "few-tags.md::front-matter": "failed",
+            "lint-fails.md::lint": "failed",
+            "lint-fails.md::front-matter": "passed",
+        }
+    )
+    result.assert_items({f"{name}.md::generate": "failed" for name in ("truncated", "refused", "down")})
     assert "truncated" in result.failure("truncated.md::generate")
     assert "refused" in result.failure("refused.md::generate")
     down = result.failure("down.md::generate")
     assert "InternalServerError" in down and "HTTP 500" in down and "upstream exploded (code 4711)" in down
 
-    # the server's side: a repair for every failed draft, the SDK's retries for 429/529/500
+
+def assert_mixed_requests(fake) -> None:
+    """The server's side: a repair for every failed draft, the SDK's retries for 429/529/500."""
     counts = {name: len(reqs) for name, reqs in requests_by_row(fake).items()}
     assert counts == {
         "passes.md": 1,
@@ -239,16 +281,15 @@ def test_mixed_batch_ends_with_exact_statuses_notes_and_a_failing_exit_code(proj
         "down.md": [500, 500],
     }
 
-    # the outputs: unwrapped, readable failed drafts, nothing for a refusal or a dead API
+
+def assert_mixed_outputs(project: Project) -> None:
+    """The outputs: unwrapped, readable failed drafts, nothing for a refusal or a dead API."""
     assert project.output("fenced.md") == draft("Fenced")
     assert project.output("repaired.md") == draft("Repaired")
     assert project.output("wrong-value.md") == bad_value("Wrong Value")
     assert project.output("truncated.md") == draft("Truncated")[:40] + "\n"
     assert not (project.path / "output" / "refused.md").exists()
     assert not (project.path / "output" / "down.md").exists()
-    # only statuses and the notes section changed in the plan
-    after = project.read()
-    assert after.split("## Batchgen Notes")[0].replace("| complete |", "| pending |").rstrip() == before.rstrip()
 
 
 def test_fail_for_good_does_not_stop_the_others(project, fake):

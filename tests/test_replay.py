@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import pytest
 
@@ -58,12 +59,11 @@ def script_recorded(fake) -> None:
 
 
 def test_replay_offline_without_a_key_reproduces_the_recorded_run(project, fake, monkeypatch):
+    # given: a run recorded with a key, each row ending another way
     rows = recorded_rows()
     project.write_rows(rows)
     script_recorded(fake)
-
     recorded = project.run()
-
     assert recorded.ret == pytest.ExitCode.TESTS_FAILED  # stays-wrong and down fail
     recorded_plan = (project.path / "plan.md").read_bytes()
     recorded_outputs = project.outputs()
@@ -76,17 +76,21 @@ def test_replay_offline_without_a_key_reproduces_the_recorded_run(project, fake,
     sent = len(fake.messages_requests())
     assert sent == 11  # passes 1, repaired 2, fenced 1, rate-limited 2, stays-wrong 2, down 2, sonnet 1
 
+    # and the project put back as it was before that run, with no server, no key and no network
     attempts = go_offline(fake, monkeypatch)
     project.reset(rows)
     assert project.outputs() == {} and set(project.statuses().values()) == {"pending"}
 
+    # when
     replayed = project.run("--batch-record-mode", "none")
 
+    # then: nothing was sent, and the run left what the recorded run left
     assert attempts == []
     assert len(fake.messages_requests()) == sent
     assert replayed.ret == recorded.ret
     assert project.outputs() == recorded_outputs
     assert project.statuses() == recorded_statuses
+    # but for the row whose API failed: it had nothing to record, and says so now
     replayed_notes, recorded_notes = project.notes(), notes_of(recorded_plan)
     assert replayed_notes.pop("down.md") != recorded_notes.pop("down.md")
     assert replayed_notes == recorded_notes
@@ -342,16 +346,55 @@ def test_concurrent_rows_record_to_and_replay_from_their_own_cassettes(project, 
 # -- a crash ------------------------------------------------------------------------------------
 
 
+def title_of(name: str) -> str:
+    return name.replace("-", " ").title()
+
+
 def test_kill_9_mid_run_then_rerun_pays_for_no_reply_twice(project, fake):
+    # given: two rows answered at once and two whose replies take 30 s
     fast, slow = ["fast-one", "fast-two"], ["slow-one", "slow-two"]
-    rows = rows_for(*fast, *slow)
-    project.write_rows(rows)
+    project.write_rows(rows_for(*fast, *slow))
     original_plan = (project.path / "plan.md").read_bytes()
     for name in slow:
-        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=30))
+        router(fake).set(f"{name}.md", Reply.ok(draft(title_of(name)), delay=30))
 
+    # when: the run is killed once the fast replies are recorded and the slow ones are in flight
+    returncode = run_and_kill_9(
+        project,
+        ready=lambda: all(project.cassette(f"{n}.md").exists() for n in fast) and fake.in_flight == len(slow),
+    )
+
+    # then: the plan is intact, every output is either absent or whole, only replies are recorded
+    assert returncode == -signal.SIGKILL
+    assert (project.path / "plan.md").read_bytes() == original_plan
+    assert set(project.statuses().values()) == {"pending"}
+    assert_whole_or_absent(project, fast, slow)
+    assert {row_of(e) for e in fake.messages_requests()} == {f"{n}.md" for n in fast + slow}
+    assert not any(project.cassette(f"{n}.md").exists() for n in slow)  # no reply, no recording
+    for name in fast:
+        assert [row_of(b) for b in project.cassette_bodies(f"{name}.md")] == [f"{name}.md"]
+
+    # when it runs again, the slow rows answering at once now (and the second fast row's output
+    # gone, so that it must come back from its cassette, not from a kept output)
+    (project.path / "output" / "fast-two.md").unlink(missing_ok=True)
+    fake.reset_log()
+    for name in slow:
+        router(fake).set(f"{name}.md", Reply.ok(draft(title_of(name))))
+    result = project.run()
+
+    # then: the fast rows' replies are not paid for again
+    assert result.ret == 0, result.stdout.str()
+    assert sorted(row_of(e) for e in fake.messages_requests()) == ["slow-one.md", "slow-two.md"]
+    assert set(project.statuses().values()) == {"complete"}
+    for name in fast + slow:
+        assert project.output(f"{name}.md") == draft(title_of(name))
+
+
+def run_and_kill_9(project: Project, ready: Callable[[], bool]) -> int:
+    """Run pytest on the project's plan in a process of its own; SIGKILL it once ``ready()``
+    holds (and the dispatcher had 0.1 s to write what it received). Returns its exit code."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "--batch-plan", "plan.md", "-q"],
+        [sys.executable, "-m", "pytest", "--batch-plan", project.plan, "-q"],
         cwd=project.path,
         env=dict(os.environ),
         stdout=subprocess.DEVNULL,
@@ -360,9 +403,7 @@ def test_kill_9_mid_run_then_rerun_pays_for_no_reply_twice(project, fake):
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            recorded = all(project.cassette(f"{n}.md").exists() for n in fast)
-            waiting = fake.in_flight == len(slow)
-            if recorded and waiting:
+            if ready():
                 break
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.05)
@@ -374,38 +415,19 @@ def test_kill_9_mid_run_then_rerun_pays_for_no_reply_twice(project, fake):
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
+    return proc.returncode
 
-    # after the crash: the plan is intact, every output is either absent or whole
-    assert (project.path / "plan.md").read_bytes() == original_plan
-    assert set(project.statuses().values()) == {"pending"}
+
+def assert_whole_or_absent(project: Project, fast: list[str], slow: list[str]) -> None:
+    """After a crash: a fast row's output is absent or its whole draft, a slow row's is absent,
+    and nothing else (no temporary file) is left in the output folder."""
     left = {p.name: p.read_text(encoding="utf-8") for p in (project.path / "output").iterdir()}
     for name in fast + slow:
         if f"{name}.md" in left:
-            assert left[f"{name}.md"] == draft(name.replace("-", " ").title())
+            assert left[f"{name}.md"] == draft(title_of(name))
     assert not any(f"{n}.md" in left for n in slow)
-    assert {row_of(e) for e in fake.messages_requests()} == {f"{n}.md" for n in fast + slow}
-    assert not any(project.cassette(f"{n}.md").exists() for n in slow)  # no reply, no recording
     stray = [p.name for p in (project.path / "output").iterdir() if not p.name.startswith(".")]
     assert set(stray) <= {"reference.md", "fast-one.md", "fast-two.md"}
-    for name in fast:
-        assert [row_of(b) for b in project.cassette_bodies(f"{name}.md")] == [f"{name}.md"]
-    # the second fast row must come back from its cassette, not from a kept output
-    (project.path / "output" / "fast-two.md").unlink(missing_ok=True)
-
-    # rerun: the slow rows answer at once now; the fast rows' replies are not paid for again
-    fake.reset_log()
-    for name in slow:
-        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title())))
-    result = project.run()
-
-    assert result.ret == 0, result.stdout.str()
-    assert sorted(row_of(e) for e in fake.messages_requests()) == ["slow-one.md", "slow-two.md"]
-    assert set(project.statuses().values()) == {"complete"}
-    for name in fast + slow:
-        assert project.output(f"{name}.md") == draft(
-            name.replace("-", " ").title()
-        )
 
 
 def test_rerecording_a_complete_row_keeps_its_passing_output_until_a_new_draft_passes(project, fake):

@@ -283,11 +283,14 @@ def test_summary_has_one_row_per_plan_row_and_exact_totals(project, fake):
 
 
 def test_json_report_counts_every_attempt_and_its_cost(project, fake):
+    # given: a row that passes, one repaired, one still wrong after its repair, one complete
     mixed_project(project)
     script_mixed(fake)
 
+    # when
     result = project.run("--batch-report", "report.json")
 
+    # then: the report (valid, its sums adding up: load_report) says so row by row and in total
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     doc = load_report(project)
     assert doc["schema"] == "pytest-batchgen-report" and doc["version"] == 1
@@ -295,8 +298,21 @@ def test_json_report_counts_every_attempt_and_its_cost(project, fake):
     assert [p["plan"] for p in doc["plans"]] == ["plan.md"]
     rows = rows_of(doc)
     assert list(rows) == ["alpha.md", "beta.md", "gamma.md", "done.md"]
+    assert_repaired_beta(rows["beta.md"])
+    assert_failed_gamma(rows["gamma.md"])
+    alpha = rows["alpha.md"]
+    assert alpha["repairs"] == 0 and [a["usage"] for a in alpha["attempts"]] == [A1]
+    assert alpha["cost_usd"] == round(cost(A1), 6)
+    done = rows["done.md"]
+    assert done["generation"] is None and done["attempts"] == [] and done["cost_usd"] == 0
+    assert (done["status_before"], done["status_after"], done["verdict"]) == ("complete", "complete", "complete")
+    assert_mixed_totals(doc["totals"])
+    # the summary shows the same total
+    assert total_line(result).endswith(f"estimated cost {money(doc['totals']['cost_usd'])}")
 
-    beta = rows["beta.md"]
+
+def assert_repaired_beta(beta: dict) -> None:
+    """beta: a bad draft, then a good one: complete, both attempts counted."""
     assert (beta["status_before"], beta["status_after"], beta["verdict"]) == ("pending", "complete", "complete")
     assert beta["model"] == HAIKU_ID and beta["title"] == "Beta" and beta["phase"] == "1"
     assert beta["generation"] == {"outcome": "passed", "error": None, "wrote_output": True}
@@ -312,7 +328,9 @@ def test_json_report_counts_every_attempt_and_its_cost(project, fake):
     assert beta["cost_usd"] == round(cost(B1) + cost(B2), 6)
     assert beta["failures"] == []
 
-    gamma = rows["gamma.md"]
+
+def assert_failed_gamma(gamma: dict) -> None:
+    """gamma: wrong twice: pending, failed, its failure located in the plan and the output."""
     assert (gamma["status_before"], gamma["status_after"], gamma["verdict"]) == ("pending", "pending", "failed")
     assert gamma["generation"]["outcome"] == "failed"
     assert gamma["repairs"] == 1
@@ -326,23 +344,17 @@ def test_json_report_counts_every_attempt_and_its_cost(project, fake):
             "output_line": 3,
         }
     ]
-    alpha = rows["alpha.md"]
-    assert alpha["repairs"] == 0 and [a["usage"] for a in alpha["attempts"]] == [A1]
-    assert alpha["cost_usd"] == round(cost(A1), 6)
-    done = rows["done.md"]
-    assert done["generation"] is None and done["attempts"] == [] and done["cost_usd"] == 0
-    assert (done["status_before"], done["status_after"], done["verdict"]) == ("complete", "complete", "complete")
 
+
+def assert_mixed_totals(t: dict) -> None:
+    """The totals of the mixed project's five live calls."""
     everything = (A1, B1, B2, G1, G2)
-    t = doc["totals"]
     assert (t["rows"], t["complete"], t["failed"]) == (4, 3, 1)
     assert (t["calls"], t["calls_live"], t["calls_replayed"], t["all_replayed"]) == (5, 5, 0, False)
     assert t["usage"] == add(*everything)
     assert t["cost_usd"] == round(sum(cost(u) for u in everything), 6)
     assert t["caching_saved_usd"] == round(sum(HAIKU.caching_saved(usage(u)) for u in everything), 6)
     assert (t["replay_saved_usd"], t["skipped_by_budget"], t["budget_note"]) == (0.0, 0, None)
-    # the summary shows the same total
-    assert total_line(result).endswith(f"estimated cost {money(t['cost_usd'])}")
 
 
 def test_report_path_is_relative_to_the_invocation_folder_and_written_in_read_only_runs(project, fake):
@@ -557,22 +569,41 @@ def cases_key(case: ET.Element) -> str:
 CENT = pin(500, 1_900)  # $0.0005 + $0.0095 = $0.01 at Haiku's price
 
 
+BUDGET_NOTE = (
+    "stopped dispatching: the estimated spend ($0.0200) reached --batch-max-cost $0.015; the rows not sent were skipped"
+)
+NOT_SENT = "not sent: the estimated spend ($0.0200) reached --batch-max-cost $0.015"
+
+
 def test_budget_cap_stops_sending_and_skips_the_rows_not_sent(project, fake):
+    # given: five rows whose every reply costs a cent
     names = ["one", "two", "three", "four", "five"]
     project.write_rows(rows_for(*names))
     for name in names:
         router(fake).set(f"{name}.md", Reply.ok(draft(name.title()), usage=CENT))
     assert cost(CENT) == pytest.approx(0.01)
 
+    # when: one row at a time, with a cap of a cent and a half
     result = project.run("--batch-concurrency", "1", "--batch-max-cost", "0.015", "--batch-report", "report.json")
 
-    # the first call spends $0.01 (< $0.015, so a second is sent); after it, $0.02 >= the cap
+    # then: the first call spends $0.01 (< $0.015, so a second is sent); after it, $0.02 >= the cap
     sent = requests_by_row(fake)
     assert len(fake.messages_requests()) == 2 < len(names)
     assert all(len(reqs) == 1 for reqs in sent.values())
     not_sent = [f"{n}.md" for n in names if f"{n}.md" not in sent]
     assert len(not_sent) == 3
-    assert result.ret == 0, result.stdout.str()  # skipped, not failed
+    # the rows not sent are skipped, not failed, and stay pending without an output
+    assert result.ret == 0, result.stdout.str()
+    assert_skipped_by_budget(result, sent=list(sent), not_sent=not_sent)
+    assert project.statuses() == {f"{n}.md": "complete" if f"{n}.md" in sent else "pending" for n in names}
+    assert not any((project.path / "output" / f).exists() for f in not_sent)
+    # the summary and the report say why
+    assert_budget_summary(result, sent=list(sent), not_sent=not_sent)
+    assert_budget_report(load_report(project), not_sent=not_sent)
+
+
+def assert_skipped_by_budget(result: Run, sent: list[str], not_sent: list[str]) -> None:
+    """A sent row's generate item passed; every item of a row not sent was skipped, saying why."""
     outcomes = result.outcomes()
     reasons = result.skip_reasons()
     for filename in sent:
@@ -581,15 +612,13 @@ def test_budget_cap_stops_sending_and_skips_the_rows_not_sent(project, fake):
         assert outcomes[f"{filename}::generate"] == "skipped"
         reason = reasons[f"{filename}::generate"]
         assert "max-cost" in reason, reason
-        assert reason == "Skipped: not sent: the estimated spend ($0.0200) reached --batch-max-cost $0.015"
+        assert reason == "Skipped: " + NOT_SENT
         for check in ("front-matter", "category-value", "sections", "lint"):
             assert outcomes[f"{filename}::{check}"] == "skipped"
-    assert project.statuses() == {f"{n}.md": "complete" if f"{n}.md" in sent else "pending" for n in names}
-    assert not any((project.path / "output" / f).exists() for f in not_sent)
 
-    note = "stopped dispatching: the estimated spend ($0.0200) reached --batch-max-cost $0.015; the rows not sent were skipped"
-    lines = summary(result)
-    assert note in lines
+
+def assert_budget_summary(result: Run, sent: list[str], not_sent: list[str]) -> None:
+    assert BUDGET_NOTE in summary(result)
     rows = table(result)
     for filename in not_sent:
         assert rows[filename][3:7] == ["pending -> pending", "0", "0/0/0/0", "skipped"]
@@ -598,17 +627,14 @@ def test_budget_cap_stops_sending_and_skips_the_rows_not_sent(project, fake):
     assert total_line(result).startswith("total: 5 rows, 2 complete, 0 failed; 2 calls (2 live, 0 replayed)")
     assert total_line(result).endswith("estimated cost $0.0200")
 
-    doc = load_report(project)
+
+def assert_budget_report(doc: dict, not_sent: list[str]) -> None:
     assert doc["totals"]["skipped_by_budget"] == 3
-    assert doc["totals"]["budget_note"] == note
+    assert doc["totals"]["budget_note"] == BUDGET_NOTE
     assert doc["totals"]["cost_usd"] == 0.02
     for filename in not_sent:
         row = rows_of(doc)[filename]
-        assert row["generation"] == {
-            "outcome": "skipped",
-            "error": "not sent: the estimated spend ($0.0200) reached --batch-max-cost $0.015",
-            "wrote_output": False,
-        }
+        assert row["generation"] == {"outcome": "skipped", "error": NOT_SENT, "wrote_output": False}
         assert row["attempts"] == [] and row["verdict"] == "skipped"
 
 
@@ -730,9 +756,8 @@ def test_budget_note_with_xdist(project, fake):
     # the workers know the unsent row was skipped: its checks are skipped, not failed
     assert result.ret == 0, result.stdout.str()
     assert result.counts().get("failed", 0) == 0
-    note = "stopped dispatching: the estimated spend ($0.0200) reached --batch-max-cost $0.015; the rows not sent were skipped"
-    assert note in summary(result)
+    assert BUDGET_NOTE in summary(result)
     doc = json.loads(project.read("report.json"))
     assert doc["totals"]["skipped_by_budget"] == 1
-    assert doc["totals"]["budget_note"] == note
+    assert doc["totals"]["budget_note"] == BUDGET_NOTE
     assert doc["totals"]["cost_usd"] == 0.02

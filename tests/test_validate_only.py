@@ -191,10 +191,14 @@ UNREGISTERED = (
 
 
 def test_changelog_statuses_notes_and_registration(changelog: Project):
+    # given: the changelog project as copied (see the table at the top)
     plan_before = changelog.read()
-    outputs_before = {k: v for k, v in changelog.snapshot().items() if k.startswith("changelog/v")}
+    outputs_before = versions(changelog.snapshot())
 
+    # when
     result = changelog.run("--batch-validate-only")
+
+    # then: the failures are shown...
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     # 11 rows x 6 checks; v2.1.0 has no output (6 skipped); 6 rows fail 1-3 checks plus registration
     assert result.counts() == {"passed": 45, "failed": 15, "skipped": 6}
@@ -203,7 +207,7 @@ def test_changelog_statuses_notes_and_registration(changelog: Project):
     result.stdout.fnmatch_lines(
         ["*output of the check:*", "*changelog/v1.5.0.md:16: tab character*", "*changelog/v1.5.0.md:16: line is 103*"]
     )
-
+    # ...the statuses and notes recorded, the newly passing output registered...
     assert changelog.statuses() == {
         "v1.0.0.md": "complete",
         "v1.1.0.md": "complete",  # every check passed: complete, and registered
@@ -217,8 +221,31 @@ def test_changelog_statuses_notes_and_registration(changelog: Project):
         "v2.1.0.md": "pending",
         "v2.2.0.md": "complete",
     }
+    assert_changelog_notes(changelog.notes())
+    # the tracking file gained exactly the newly passing output
+    assert changelog.read("changelog/INDEX.md").splitlines()[-2:] == [
+        "- [v2.2.0: Token leak fix](v2.2.0.md#summary)",
+        "- [v1.1.0: Order search](v1.1.0.md)",
+    ]
+    # ...with a minimal edit of the plan, and outputs are never touched in validate-only mode
+    assert_one_status_cell_then_notes(plan_before, changelog.read())
+    assert versions(changelog.snapshot()) == outputs_before
 
-    got = changelog.notes()
+    # when it runs again, then it finds the same failures and changes nothing
+    after_first = changelog.snapshot()
+    result = changelog.run("--batch-validate-only")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.counts() == {"passed": 45, "failed": 15, "skipped": 6}
+    assert changelog.snapshot() == after_first
+
+
+def versions(snapshot: dict[str, bytes]) -> dict[str, bytes]:
+    """The changelog's entries (``changelog/v*``) of a snapshot."""
+    return {k: v for k, v in snapshot.items() if k.startswith("changelog/v")}
+
+
+def assert_changelog_notes(got: dict[str, str]) -> None:
+    """One note per failing row: its failures in checklist order, then the registration that waited."""
     assert set(got) == set(EXPECTED_FAILURES) | {"v2.0.0.md"}
     for name, expected in EXPECTED_FAILURES.items():
         lines = got[name].splitlines()
@@ -234,14 +261,9 @@ def test_changelog_statuses_notes_and_registration(changelog: Project):
         "draft, review, published (values are case-sensitive: did you mean 'published'?)"
     )
 
-    # the tracking file gained exactly the newly passing output
-    assert changelog.read("changelog/INDEX.md").splitlines()[-2:] == [
-        "- [v2.2.0: Token leak fix](v2.2.0.md#summary)",
-        "- [v1.1.0: Order search](v1.1.0.md)",
-    ]
 
-    # the plan was edited minimally: one status cell (padding kept), then the notes at the end
-    plan_after = changelog.read()
+def assert_one_status_cell_then_notes(plan_before: str, plan_after: str) -> None:
+    """The plan was edited minimally: one status cell (padding kept), then the notes at the end."""
     old, new = plan_before.splitlines(), plan_after.splitlines()
     changed = [i for i, (a, b) in enumerate(zip(old, new)) if a != b]
     assert [(old[i], new[i]) for i in changed] == [
@@ -251,15 +273,6 @@ def test_changelog_statuses_notes_and_registration(changelog: Project):
         )
     ]
     assert new[len(old) :][:2] == ["", "## Batchgen Notes"]
-    # outputs are never touched in validate-only mode
-    assert {k: v for k, v in changelog.snapshot().items() if k.startswith("changelog/v")} == outputs_before
-
-    # a second run finds the same failures and changes nothing
-    after_first = changelog.snapshot()
-    result = changelog.run("--batch-validate-only")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert result.counts() == {"passed": 45, "failed": 15, "skipped": 6}
-    assert changelog.snapshot() == after_first
 
 
 def test_fixing_an_output_completes_its_row_and_drops_its_note(changelog: Project):
