@@ -8,8 +8,8 @@ Not a test module. The ``project`` fixture (``conftest.py``) is a :class:`Projec
   ``pytest.ini``), :meth:`Project.copy` (a folder of ``tests/data``), :meth:`Project.write`,
   :meth:`Project.edit`, :meth:`Project.ini`, :meth:`Project.reset`.
 * When: :meth:`Project.run` runs pytest on the project's plan (:meth:`Project.pytest` without
-  ``--batch-plan``) and returns a :class:`Run`: pytest's result plus each item's outcome and
-  failure text.
+  ``--batch-plan``) and returns a :class:`Run`: pytest's result plus each item's outcome,
+  report and failure text, and :meth:`Run.assert_items` to check some items' outcomes.
 * Then: the readers return what a run left behind: :meth:`Project.statuses`,
   :meth:`Project.notes`, :meth:`Project.output`, :meth:`Project.outputs`,
   :meth:`Project.cassette`, :meth:`Project.cassettes`, :meth:`Project.snapshot`.
