@@ -1,20 +1,20 @@
-"""Shared pieces for the generation and record/replay tests (issues #4 and #5).
+"""The generation tests' project and the fake API's per-row script (issues #4, #5 and #6).
 
-Not a test module: ``test_generation.py`` and ``test_replay.py`` import it (``tests/`` is on
-``sys.path`` under pytest's default import mode).
+Not a test module: ``harness.Project.write_rows`` lays this project out, and the generation,
+replay and reporting tests import the drafts and the router from here (``tests/`` is on
+``sys.path`` through ``pythonpath`` in pyproject.toml).
 
-* :func:`fake` (a fixture): a :class:`~fakeapi.FakeAnthropic` per test, with the SDK's
-  environment pointing at it (``ANTHROPIC_BASE_URL``, a distinctive ``ANTHROPIC_API_KEY``,
-  ``CI`` unset) and a :class:`Router` as its default reply.
+* The project: :class:`PlanRow` rows (:func:`rows_for`) in a plan (:func:`rows_plan_text`)
+  with a format reference, content rules ("category must be one of: A, B, C"), a checklist
+  using front matter / one-of / sections / a linter (a tiny Python script run with
+  ``sys.executable``).
+* Draft texts: :func:`draft` (passes every check) and its broken variants.
 * :class:`Router`: scripts replies per *row* (by the ``<output_path>`` of the conversation's
   first user message), so a row's repair turn, whose last user message names no file, still
-  gets that row's next reply. Unscripted rows get a good draft of their title.
-* :func:`write_project`: a small plan in ``pytester.path`` with a format reference, content
-  rules ("category must be one of: A, B, C"), a checklist using front matter / one-of /
-  sections / a linter (a tiny Python script run with ``sys.executable``), and an ini file.
-* Draft texts: :func:`draft` (passes every check) and its broken variants.
-* :func:`block_network`: refuse (and log) every socket connection of this process, for
-  replays that must make none; :func:`reset_outputs` puts a project back before a run.
+  gets that row's next reply. Unscripted rows get a good draft of their title. The ``fake``
+  fixture (``conftest.py``) installs one as the server's default reply.
+* :func:`go_offline`: stop the server, forget the key, and refuse (and log) every socket
+  connection of this process, for replays that must make none.
 
 Why a router and not ``server.script(match, ...)``: the fake matches on the *last* user
 message, and a repair turn's last user message is the list of failures, which names no row.
@@ -22,28 +22,16 @@ message, and a repair turn's last user message is the list of failures, which na
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fakeapi import FakeAnthropic, Logged, Reply  # noqa: E402
-
-# Imported here, before any in-process run: pytester restores ``sys.modules`` after each
-# ``runpytest``, so whatever a run imports first is imported again by the next one (the SDK
-# alone takes seconds). Modules loaded before the run are kept.
-import pytest_batchgen.client  # noqa: E402,F401
-import pytest_batchgen.dispatch  # noqa: E402,F401
-import pytest_batchgen.recording  # noqa: E402,F401
-from pytest_batchgen.plan import load_plan  # noqa: E402
-from pytest_batchgen.planedit import read_notes  # noqa: E402
+from fakeapi import FakeAnthropic, Logged, Reply
 
 #: A key no real service would issue, easy to grep for in every file a run leaves behind.
 API_KEY = "sk-ant-api03-batchgen-TEST-KEY-q7Zr2Lp4Xv9M"
@@ -122,7 +110,8 @@ def rows_for(*names: str, model: str = "haiku") -> list[PlanRow]:
     return [PlanRow(n.replace("-", " ").title(), f"{n}.md", model) for n in names]
 
 
-def plan_text(rows: Iterable[PlanRow], *, reference: str = "output/reference.md") -> str:
+def rows_plan_text(rows: Iterable[PlanRow], *, reference: str = "output/reference.md") -> str:
+    """``plan.md`` of the generation project: haiku rows in phase 1, sonnet rows in phase 2."""
     rows = list(rows)
     phases: dict[int, list[PlanRow]] = {}
     for row in rows:
@@ -139,24 +128,6 @@ def plan_text(rows: Iterable[PlanRow], *, reference: str = "output/reference.md"
         table += "".join(f"| {r.title} | {r.filename} | {r.model} | {r.status} |\n" for r in phase_rows)
         parts.append(f"## Phase {number}\n{table}")
     return "\n".join(parts)
-
-
-def write_project(root: Path, rows: Iterable[PlanRow], *, max_retries: int = 1, ini_extra: str = "") -> Path:
-    """The plan ``plan.md``, its format reference, the linter and ``pytest.ini`` under ``root``."""
-    (root / "output").mkdir(exist_ok=True)
-    (root / "output" / "reference.md").write_text(FORMAT_REFERENCE, encoding="utf-8")
-    (root / "lint.py").write_text(LINT_SCRIPT, encoding="utf-8")
-    (root / "pytest.ini").write_text(
-        # no cache folder in the project; hypothesis' plugin imports hypothesis at every run's end
-        "[pytest]\naddopts = -p no:cacheprovider -p no:hypothesispytest\n"
-        # in-process runs: the plugin was imported by the outer session already
-        "filterwarnings = ignore::pytest.PytestAssertRewriteWarning\n"
-        f"batchgen_max_retries = {max_retries}\n{ini_extra}",
-        encoding="utf-8",
-    )
-    plan = root / "plan.md"
-    plan.write_text(plan_text(rows), encoding="utf-8")
-    return plan
 
 
 # -- drafts ---------------------------------------------------------------------------------
@@ -240,22 +211,6 @@ class Router:
             return replies[min(n, len(replies) - 1)]
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch):
-    """A fresh loopback API per test; the SDK finds it through the environment."""
-    server = FakeAnthropic()
-    server.default = Router()
-    server.start()
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
-    monkeypatch.delenv("CI", raising=False)
-    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def router(server: FakeAnthropic) -> Router:
     assert isinstance(server.default, Router)
     return server.default
@@ -266,19 +221,6 @@ def requests_by_row(server: FakeAnthropic) -> dict[str, list[Logged]]:
     for entry in server.messages_requests():
         out.setdefault(row_of(entry), []).append(entry)
     return out
-
-
-def system_text(entry: Logged) -> str:
-    system = entry.body["system"]
-    return system if isinstance(system, str) else "".join(b["text"] for b in system)
-
-
-def reset_outputs(root: Path, rows: Iterable[PlanRow]) -> None:
-    """Back to before the run: the plan as first written (every row as given), no outputs."""
-    (root / "plan.md").write_text(plan_text(rows), encoding="utf-8")
-    for path in (root / "output").iterdir():
-        if path.name != "reference.md":
-            path.unlink()
 
 
 def block_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -305,108 +247,10 @@ def block_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return attempts
 
 
-# -- what a run left behind -----------------------------------------------------------------
-
-
-def statuses(root: Path, plan: str = "plan.md") -> dict[str, str]:
-    return {r.filename: r.status for r in load_plan(plan, root).rows}
-
-
-def notes(root: Path, plan: str = "plan.md") -> dict[str, str]:
-    return read_notes((root / plan).read_text(encoding="utf-8"))
-
-
-def item_outcomes(result: pytest.RunResult) -> dict[str, str]:
-    """``filename::item`` -> passed / failed / skipped, from an in-process run's reports."""
-    out: dict[str, str] = {}
-    for rep in result.reprec.getreports("pytest_runtest_logreport"):  # type: ignore[attr-defined]
-        key = "::".join(rep.nodeid.split("::")[1:])
-        if rep.when == "call" or (rep.when == "setup" and not rep.passed):
-            out[key] = rep.outcome
-    return out
-
-
-def item_report(result: pytest.RunResult, key: str) -> str:
-    """The failure text of item ``filename::name``."""
-    for rep in result.reprec.getreports("pytest_runtest_logreport"):  # type: ignore[attr-defined]
-        if rep.nodeid.endswith("::" + key) and rep.failed:
-            return rep.longreprtext
-    raise AssertionError(f"no failed report for {key}")
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative path -> bytes), caches excluded."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts and ".pytest_cache" not in p.parts
-    }
-
-
-def cassette_dir(root: Path, plan: str = "plan") -> Path:
-    return root / "cassettes" / plan
-
-
-def cassette(root: Path, filename: str, plan: str = "plan") -> Path:
-    return cassette_dir(root, plan) / f"{filename}.yaml"
-
-
-def cassette_bodies(path: Path) -> list[dict]:
-    """The request bodies recorded in a cassette, in order."""
-    import yaml
-
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return [json.loads(i["request"]["body"]) for i in data["interactions"]]
-
-
-def cassette_usage(path: Path) -> list[dict]:
-    """The ``usage`` of each recorded reply of a cassette (empty dict for an error reply)."""
-    import yaml
-
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    out = []
-    for interaction in data["interactions"]:
-        body = json.loads(interaction["response"]["body"]["string"])
-        out.append(body.get("usage", {}))
-    return out
-
-
-__all__ = [
-    "API_KEY",
-    "FAST_RETRY",
-    "FORMAT_REFERENCE",
-    "REFERENCE_MARKER",
-    "CONTENT_RULES",
-    "RULE_NAMES",
-    "FakeAnthropic",
-    "Logged",
-    "PlanRow",
-    "Reply",
-    "Router",
-    "bad_value",
-    "cassette",
-    "cassette_bodies",
-    "cassette_usage",
-    "cassette_dir",
-    "checklist_lines",
-    "draft",
-    "fake",
-    "fenced",
-    "few_tags",
-    "item_outcomes",
-    "item_report",
-    "lint_bad",
-    "missing_section",
-    "notes",
-    "block_network",
-    "plan_text",
-    "reset_outputs",
-    "requests_by_row",
-    "router",
-    "row_of",
-    "rows_for",
-    "snapshot",
-    "statuses",
-    "system_text",
-    "write_project",
-]
+def go_offline(server: FakeAnthropic, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Stop the server, forget the key and the URL, and block the network: a replay must need
+    none of them. Returns the list :func:`block_network` fills with any connection attempt."""
+    server.stop()
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    monkeypatch.delenv("ANTHROPIC_BASE_URL")
+    return block_network(monkeypatch)

@@ -1,8 +1,9 @@
 """Plan texts for the tests: a small valid plan to vary by hand, and Hypothesis strategies.
 
-Not a test module: ``test_plan.py``, ``test_planedit.py``, ``test_plan_errors.py`` and
-``test_concurrent_edits.py`` import it (``tests/`` is on ``sys.path`` under pytest's default
-import mode, and spawned worker processes inherit that ``sys.path``).
+Not a test module: the parser, editor and plan-error tests import it, and so do the processes
+``test_concurrent_edits.py`` spawns (:func:`edit_worker`): ``tests/`` is on ``sys.path``
+through ``pythonpath`` in pyproject.toml, and spawned processes inherit that ``sys.path``.
+``harness.Project.write_plan`` writes these plans with their format reference.
 """
 
 from __future__ import annotations
@@ -71,17 +72,6 @@ def plan_text(*phases: str, head: str = HEAD, tail: str = "") -> str:
     return "\n".join([head, *phases]) + ("\n" + tail if tail else "")
 
 
-def write_project(root: Path, text: str | bytes, *, plan: str = "plan.md", reference: bool = True) -> Path:
-    """Write a plan (bytes as given) and the ``out/`` folder with its format reference."""
-    out = root / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    if reference:
-        (out / "ref.md").write_text(REFERENCE, encoding="utf-8")
-    path = root / plan
-    path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
-    return path
-
-
 def line_of(text: str, needle: str, occurrence: int = 1) -> int:
     """1-based number of the ``occurrence``-th line containing ``needle``."""
     seen = 0
@@ -91,22 +81,6 @@ def line_of(text: str, needle: str, occurrence: int = 1) -> int:
             if seen == occurrence:
                 return number
     raise AssertionError(f"{needle!r} (occurrence {occurrence}) not in the text")
-
-
-def snapshot(root: Path) -> dict[str, bytes | str]:
-    """Every file below ``root`` by relative path: its bytes, or ``-> target`` for a link."""
-    found: dict[str, bytes | str] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if "__pycache__" in rel or rel.startswith(".pytest_cache"):
-            continue
-        if path.is_symlink():
-            found[rel] = "-> " + str(path.readlink())
-        elif path.is_file():
-            found[rel] = path.read_bytes()
-        elif path.is_dir():
-            found[rel + "/"] = b""
-    return found
 
 
 # -- Hypothesis: generated plans -------------------------------------------------------------
@@ -142,7 +116,8 @@ def _styled(word: str, style: str) -> str:
     return {"lower": word.lower(), "upper": word.upper(), "title": word.capitalize()}[style]
 
 
-def statuses() -> st.SearchStrategy[str]:
+def status_cells() -> st.SearchStrategy[str]:
+    """A status word as a Status cell may spell it: pending, COMPLETE, Pending, ..."""
     return st.builds(_styled, st.sampled_from(["pending", "complete"]), st.sampled_from(["lower", "upper", "title"]))
 
 
@@ -217,7 +192,7 @@ def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> G
                 title=draw(titles()),
                 filename=f"row-{counter}.md",
                 model=draw(st.sampled_from(model_choices)),
-                status=draw(statuses()),
+                status=draw(status_cells()),
                 extras={e: draw(st.text(_EXTRA_CHARS, min_size=1, max_size=6)) for e in extras},
             )
             row.extras["_filename_cell"] = f"`{row.filename}`" if backticked else row.filename

@@ -2,19 +2,18 @@
 
 ``tests/data/cncf/cncf-glossary.md`` is a plan with one pending row per entry (generated from
 the folder's listing) and a checklist suited to the glossary's own shape. The entries are
-copied into ``pytester.path/glossary/`` and gated with ``--batch-validate-only``. The verdicts
+copied into the project's ``glossary/`` folder and gated with ``--batch-validate-only``. The verdicts
 asserted below were checked by hand in the files; each comment says what the file holds.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from harness import Project
 from pytest_batchgen.plan import load_plan
-from pytest_batchgen.planedit import read_notes
 
 CORPUS = Path("/work/shared/corpora/cncf-glossary/en")
 PLAN = Path(__file__).resolve().parent / "data" / "cncf" / "cncf-glossary.md"
@@ -103,40 +102,57 @@ PASSING_BY_HAND = {
 }
 
 
-def _run_corpus(pytester: pytest.Pytester):
-    shutil.copytree(CORPUS, pytester.path / "glossary", ignore=shutil.ignore_patterns("README.md"))
-    (pytester.path / "plans").mkdir()
-    shutil.copyfile(PLAN, pytester.path / "plans" / "cncf-glossary.md")
-    before = {p.name: p.read_bytes() for p in (pytester.path / "glossary").glob("*.md")}
-    reports: dict[tuple[str, str], pytest.TestReport] = {}
-
-    class Collect:
-        def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-            if report.when == "call" or report.outcome != "passed":
-                _, filename, check = report.nodeid.split("::")
-                reports[(filename, check)] = report
-
-    result = pytester.runpytest(
-        "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
-        "--batch-plan", "plans/cncf-glossary.md", "--batch-validate-only",
-        plugins=[Collect()],
-    )  # fmt: skip
-    return result, reports, before
-
-
-def test_cncf_glossary_validate_only(pytester: pytest.Pytester):
+def test_cncf_glossary_validate_only(project: Project):
+    # given: the corpus's entries in glossary/ and the plan with a row for each
     files = sorted(p.name for p in CORPUS.glob("*.md") if p.name != "README.md")
     assert len(files) == 90
+    project.copy(CORPUS, "glossary")
+    (project.path / "glossary" / "README.md").unlink(missing_ok=True)
+    project.copy(PLAN, "plans/cncf-glossary.md")
+    project.plan = "plans/cncf-glossary.md"
+    before = entries(project)
 
-    result, reports, before = _run_corpus(pytester)
+    # when
+    result = project.run("--batch-validate-only")
+
+    # then: every check of every row ran, with the verdicts checked by hand
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-
-    plan_path = pytester.path / "plans" / "cncf-glossary.md"
-    rows = load_plan(plan_path, pytester.path).rows
+    rows = load_plan(project.path / project.plan, project.path).rows
     assert sorted(r.filename for r in rows) == files  # a row for every entry
+    reports = {tuple(key.split("::")): rep for key, rep in result.reports().items()}
     assert len(reports) == 90 * len(CHECKS)  # every (row, check) ran, none skipped or errored
     assert all(r.outcome in ("passed", "failed") for r in reports.values())
+    assert_hand_checked(reports)
+    passing = {f for f in files if all(reports[(f, c)].passed for c in CHECKS)}
+    assert PASSING_BY_HAND <= passing
+    assert not passing & set(HAND_CHECKED)
+    assert len(passing) == 19  # 71 of the 90 entries break at least one rule
 
+    # and the plan records it: passing rows complete, the others pending with a note each
+    assert {f for f, s in project.statuses().items() if s == "complete"} == passing
+    notes = project.notes()
+    assert set(notes) == set(files) - passing
+    assert notes["api-gateway.md"] == (
+        "2 checks failed\n"
+        "- category-value (plan line 21): glossary/api-gateway.md:4: category is 'technology', "
+        "expected one of: Concept, Technology, Property (values are case-sensitive: did you mean 'Technology'?)\n"
+        "- registered (plan line 24): glossary/api-gateway.md: not registered in glossary/INDEX.md: "
+        "the output is registered once its other checks pass"
+    )
+
+    # and the tracking file lists exactly the passing entries; the entries themselves are untouched
+    index = project.read("glossary/INDEX.md").splitlines()
+    assert sorted(line.split("](")[1].rstrip(")") for line in index) == sorted(passing)
+    assert {name: data for name, data in entries(project).items() if name != "INDEX.md"} == before
+
+
+def entries(project: Project) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (project.path / "glossary").glob("*.md")}
+
+
+def assert_hand_checked(reports: dict[tuple[str, ...], pytest.TestReport]) -> None:
+    """Each hand-checked entry fails exactly the checks listed, with the message listed (and its
+    registration waits); each entry known to pass passes every check."""
     for filename, failing in HAND_CHECKED.items():
         for check in CHECKS:
             report = reports[(filename, check)]
@@ -149,26 +165,3 @@ def test_cncf_glossary_validate_only(pytester: pytest.Pytester):
                 assert report.passed, (filename, check, report.longreprtext)
     for filename in PASSING_BY_HAND:
         assert all(reports[(filename, check)].passed for check in CHECKS), filename
-
-    passing = {f for f in files if all(reports[(f, c)].passed for c in CHECKS)}
-    assert PASSING_BY_HAND <= passing
-    assert not passing & set(HAND_CHECKED)
-    assert len(passing) == 19  # 71 of the 90 entries break at least one rule
-
-    # the plan records it: passing rows complete, the others pending with a note each
-    statuses = {r.filename: r.status for r in rows}
-    assert {f for f, s in statuses.items() if s == "complete"} == passing
-    notes = read_notes(plan_path.read_text(encoding="utf-8"))
-    assert set(notes) == set(files) - passing
-    assert notes["api-gateway.md"] == (
-        "2 checks failed\n"
-        "- category-value (plan line 21): glossary/api-gateway.md:4: category is 'technology', "
-        "expected one of: Concept, Technology, Property (values are case-sensitive: did you mean 'Technology'?)\n"
-        "- registered (plan line 24): glossary/api-gateway.md: not registered in glossary/INDEX.md: "
-        "the output is registered once its other checks pass"
-    )
-
-    # the tracking file lists exactly the passing entries; the entries themselves are untouched
-    index = (pytester.path / "glossary" / "INDEX.md").read_text(encoding="utf-8").splitlines()
-    assert sorted(line.split("](")[1].rstrip(")") for line in index) == sorted(passing)
-    assert {p.name: p.read_bytes() for p in (pytester.path / "glossary").glob("*.md") if p.name != "INDEX.md"} == before

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 
-from planfactory import edit_worker, line_of, plan_text, write_project
+from harness import Project
+from planfactory import edit_worker, line_of, plan_text
 from pytest_batchgen.plan import load_plan
 from pytest_batchgen.planedit import read_notes, split_lines
 
@@ -13,7 +14,7 @@ ITERATIONS = 30
 
 def test_two_processes_update_different_rows(tmp_path):
     text = plan_text()
-    path = write_project(tmp_path, text)
+    path = Project(tmp_path).write_plan(text)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
     jobs = [

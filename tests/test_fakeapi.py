@@ -28,20 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import anthropic
 import pytest
 from anthropic.types import Message
 from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fakeapi import FakeAnthropic, Reply  # noqa: E402
+from fakeapi import FakeAnthropic, Reply
 
 MODEL = "claude-haiku-4-5"
 FAST = 0.01  # retry-after seconds small enough to keep retries fast
@@ -49,6 +46,8 @@ FAST = 0.01  # retry-after seconds small enough to keep retries fast
 
 @pytest.fixture
 def fake():
+    """The bare server, with its own default reply: these tests drive it with the SDK directly,
+    so this fixture replaces conftest's ``fake`` (which adds a per-row router and the environment)."""
     with FakeAnthropic() as server:
         yield server
 

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from fakeapi import Logged
 from genhelpers import (
     API_KEY,
     CONTENT_RULES,
@@ -23,112 +24,109 @@ from genhelpers import (
     PlanRow,
     Reply,
     bad_value,
-    cassette,
-    cassette_usage,
     draft,
-    fake,  # noqa: F401  (fixture)
     fenced,
     few_tags,
-    item_outcomes,
-    item_report,
     lint_bad,
     missing_section,
-    notes,
     requests_by_row,
     router,
     row_of,
     rows_for,
-    snapshot,
-    statuses,
-    write_project,
 )
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest("--batch-plan", "plan.md", *args)
-
-
-def output(pytester: pytest.Pytester, filename: str) -> str:
-    return (pytester.path / "output" / filename).read_text(encoding="utf-8")
-
-
+from harness import Project, Run
 # -- rows that pass; what every prompt holds ----------------------------------------------------
 
 
-def test_passing_rows_become_complete_and_every_prompt_holds_its_parts(pytester, fake):
+def test_passing_rows_become_complete_and_every_prompt_holds_its_parts(project, fake):
+    # given: a complete row (the format reference itself) and pending rows of two models
     rows = [
-        PlanRow("Reference", "reference.md", "haiku", "complete"),  # the format reference itself
+        PlanRow("Reference", "reference.md", "haiku", "complete"),
         *rows_for("quorum", "backpressure"),
         *rows_for("cap-theorem", "lamport-clock", model="sonnet"),
     ]
-    write_project(pytester.path, rows, ini_extra="batchgen_max_tokens = 1234\n")
+    project.write_rows(rows, ini_extra="batchgen_max_tokens = 1234\n")
 
-    result = run(pytester)
+    # when
+    result = project.run()
 
+    # then: every row is complete with its draft, the complete row was validated and never sent
     assert result.ret == 0, result.stdout.str()
-    assert statuses(pytester.path) == {
+    assert project.statuses() == {
         "reference.md": "complete",
         "quorum.md": "complete",
         "backpressure.md": "complete",
         "cap-theorem.md": "complete",
         "lamport-clock.md": "complete",
     }
-    assert notes(pytester.path) == {}
+    assert project.notes() == {}
     for row in rows[1:]:
-        assert output(pytester, row.filename) == draft(row.title)
-    assert output(pytester, "reference.md") == FORMAT_REFERENCE  # complete: validated, never sent
-    outcomes = item_outcomes(result)
+        assert project.output(row.filename) == draft(row.title)
+    assert project.output("reference.md") == FORMAT_REFERENCE
+    outcomes = result.outcomes()
     assert outcomes["quorum.md::generate"] == "passed"
     assert "reference.md::generate" not in outcomes
     assert {outcomes[f"cap-theorem.md::{name}"] for name in RULE_NAMES} == {"passed"}
-
+    # and each pending row was sent once, with the shared prefix and its own part
     by_row = requests_by_row(fake)
     assert sorted(by_row) == ["backpressure.md", "cap-theorem.md", "lamport-clock.md", "quorum.md"]
     assert all(len(reqs) == 1 for reqs in by_row.values())
+    by_name = {r.filename: r for r in rows}
+    systems = {filename: assert_prompt_parts(entry, by_name[filename]) for filename, (entry,) in by_row.items()}
+    assert_one_prefix_per_model(by_row, systems)
+
+
+def assert_prompt_parts(entry: Logged, row: PlanRow) -> str:
+    """One request holds the model, max_tokens, the cached shared prefix and the row's own
+    part, with the key; returns its system text."""
+    body = entry.body
+    # the model: a Haiku id for haiku rows, a Sonnet id for sonnet rows
+    family = "haiku" if row.model == "haiku" else "sonnet"
+    assert family in body["model"], (row.filename, body["model"])
+    assert body["max_tokens"] == 1234
+    # the shared prefix: one system text block, marked for caching
+    assert len(body["system"]) == 1
+    block = body["system"][0]
+    assert block["type"] == "text"
+    assert block["cache_control"] == {"type": "ephemeral"}
+    system = block["text"]
+    assert FORMAT_REFERENCE.rstrip() in system  # the reference's full text, not its path
+    assert '<format_reference path="output/reference.md">' in system
+    rules_block = system.split("<content_rules>", 1)[1].split("</content_rules>", 1)[0]
+    for rule in CONTENT_RULES:
+        assert rule in rules_block
+    assert "code fence" in system  # the instruction to answer with the file only
+    # the row-specific part: one user message with the title and the output path
+    assert [m["role"] for m in body["messages"]] == ["user"]
+    user = body["messages"][0]["content"]
+    assert f"<title>{row.title}</title>" in user
+    assert f"<output_path>output/{row.filename}</output_path>" in user
+    assert row.title not in system and row.filename not in system
+    assert entry.api_key == API_KEY
+    return system
+
+
+def assert_one_prefix_per_model(by_row: dict[str, list[Logged]], systems: dict[str, str]) -> None:
+    """The prefix is byte-identical across the rows of a model (and here across models too:
+    one plan, one prefix)."""
     prefixes: dict[str, set[str]] = {}
     for filename, (entry,) in by_row.items():
-        body = entry.body
-        row = next(r for r in rows if r.filename == filename)
-        # the model: a Haiku id for haiku rows, a Sonnet id for sonnet rows
-        family = "haiku" if row.model == "haiku" else "sonnet"
-        assert family in body["model"], (filename, body["model"])
-        assert body["max_tokens"] == 1234
-        # the shared prefix: one system text block, marked for caching
-        assert len(body["system"]) == 1
-        block = body["system"][0]
-        assert block["type"] == "text"
-        assert block["cache_control"] == {"type": "ephemeral"}
-        system = block["text"]
-        assert FORMAT_REFERENCE.rstrip() in system  # the reference's full text, not its path
-        assert '<format_reference path="output/reference.md">' in system
-        rules_block = system.split("<content_rules>", 1)[1].split("</content_rules>", 1)[0]
-        for rule in CONTENT_RULES:
-            assert rule in rules_block
-        assert "code fence" in system  # the instruction to answer with the file only
-        # the row-specific part: one user message with the title and the output path
-        assert [m["role"] for m in body["messages"]] == ["user"]
-        user = body["messages"][0]["content"]
-        assert f"<title>{row.title}</title>" in user
-        assert f"<output_path>output/{filename}</output_path>" in user
-        assert row.title not in system and filename not in system
-        assert entry.api_key == API_KEY
-        prefixes.setdefault(body["model"], set()).add(system)
-    # byte-identical across the rows of a model (and here across models too: one plan, one prefix)
+        prefixes.setdefault(entry.body["model"], set()).add(systems[filename])
     assert len(prefixes) == 2
     assert all(len(texts) == 1 for texts in prefixes.values())
     assert len(set().union(*prefixes.values())) == 1
 
 
-def test_shared_prefix_is_written_to_the_cache_once_then_read(pytester, fake):
+def test_shared_prefix_is_written_to_the_cache_once_then_read(project, fake):
     # the fake caches the prefix up to each cache_control block, keyed by model and bytes: only
     # a byte-identical, marked prefix is read back (the usage is in the recorded replies)
-    write_project(pytester.path, rows_for("quorum", "backpressure", "fencing-token"))
+    project.write_rows(rows_for("quorum", "backpressure", "fencing-token"))
 
-    result = run(pytester, "--batch-concurrency", "1")
+    result = project.run("--batch-concurrency", "1")
 
     assert result.ret == 0, result.stdout.str()
     order = [row_of(e) for e in fake.messages_requests()]
-    usage = {name: cassette_usage(cassette(pytester.path, name))[0] for name in order}
+    usage = {name: project.cassette_usage(name)[0] for name in order}
     first, *rest = order
     assert usage[first]["cache_creation_input_tokens"] > 0
     assert usage[first]["cache_read_input_tokens"] == 0
@@ -173,20 +171,36 @@ def script_mixed(fake) -> None:
     r.set("down.md", Reply.error(500, message="upstream exploded (code 4711)", retry_after=FAST_RETRY))
 
 
-def test_mixed_batch_ends_with_exact_statuses_notes_and_a_failing_exit_code(pytester, fake):
-    write_project(pytester.path, rows_for(*MIXED))
+#: the rows of MIXED that end complete (a good draft at once, after a repair or after retries)
+MIXED_COMPLETE = ("passes", "repaired", "fenced", "rate-limited", "overloaded", "server-error")
+
+
+def test_mixed_batch_ends_with_exact_statuses_notes_and_a_failing_exit_code(project, fake):
+    # given: one row for every way a row can end
+    project.write_rows(rows_for(*MIXED))
     script_mixed(fake)
-    before = (pytester.path / "plan.md").read_text(encoding="utf-8")
+    before = project.read()
 
-    result = run(pytester)
+    # when
+    result = project.run()
 
+    # then
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    complete = {"passes", "repaired", "fenced", "rate-limited", "overloaded", "server-error"}
-    assert statuses(pytester.path) == {
-        f"{name}.md": "complete" if name in complete else "pending" for name in MIXED
+    assert project.statuses() == {
+        f"{name}.md": "complete" if name in MIXED_COMPLETE else "pending" for name in MIXED
     }
-    found = notes(pytester.path)
-    assert set(found) == {f"{name}.md" for name in MIXED if name not in complete}
+    assert_mixed_notes(project.notes())
+    assert_mixed_items(result)
+    assert_mixed_requests(fake)
+    assert_mixed_outputs(project)
+    # only statuses and the notes section changed in the plan
+    after = project.read()
+    assert after.split("## Batchgen Notes")[0].replace("| complete |", "| pending |").rstrip() == before.rstrip()
+
+
+def assert_mixed_notes(found: dict[str, str]) -> None:
+    """A note for each row that is not complete, naming what failed."""
+    assert set(found) == {f"{name}.md" for name in MIXED if name not in MIXED_COMPLETE}
 
     # failing checks, even after the repair: each note names the check, where, and what it found
     assert found["wrong-value.md"] == (
@@ -212,25 +226,34 @@ def test_mixed_batch_ends_with_exact_statuses_notes_and_a_failing_exit_code(pyte
         "- generate: error: InternalServerError: HTTP 500 api_error: upstream exploded (code 4711)"
     )
 
-    outcomes = item_outcomes(result)
-    for name in complete:
-        assert {outcomes[f"{name}.md::{item}"] for item in ("generate", *RULE_NAMES)} == {"passed"}, name
-    for name in ("wrong-value", "missing-section", "few-tags", "lint-fails"):
-        assert outcomes[f"{name}.md::generate"] == "passed"
-    assert outcomes["wrong-value.md::category-value"] == "failed"
-    assert outcomes["wrong-value.md::sections"] == "passed"
-    assert outcomes["missing-section.md::sections"] == "failed"
-    assert outcomes["few-tags.md::front-matter"] == "failed"
-    assert outcomes["lint-fails.md::lint"] == "failed"
-    assert outcomes["lint-fails.md::front-matter"] == "passed"
-    for name in ("truncated", "refused", "down"):
-        assert outcomes[f"{name}.md::generate"] == "failed"
-    assert "truncated" in item_report(result, "truncated.md::generate")
-    assert "refused" in item_report(result, "refused.md::generate")
-    down = item_report(result, "down.md::generate")
+
+def assert_mixed_items(result: Run) -> None:
+    """Every item of a complete row passed; each other row failed the item that says why."""
+    result.assert_items(
+        {f"{name}.md::{item}": "passed" for name in MIXED_COMPLETE for item in ("generate", *RULE_NAMES)}
+    )
+    result.assert_items(
+        {f"{name}.md::generate": "passed" for name in ("wrong-value", "missing-section", "few-tags", "lint-fails")}
+    )
+    result.assert_items(
+        {
+            "wrong-value.md::category-value": "failed",
+            "wrong-value.md::sections": "passed",
+            "missing-section.md::sections": "failed",
+            "few-tags.md::front-matter": "failed",
+            "lint-fails.md::lint": "failed",
+            "lint-fails.md::front-matter": "passed",
+        }
+    )
+    result.assert_items({f"{name}.md::generate": "failed" for name in ("truncated", "refused", "down")})
+    assert "truncated" in result.failure("truncated.md::generate")
+    assert "refused" in result.failure("refused.md::generate")
+    down = result.failure("down.md::generate")
     assert "InternalServerError" in down and "HTTP 500" in down and "upstream exploded (code 4711)" in down
 
-    # the server's side: a repair for every failed draft, the SDK's retries for 429/529/500
+
+def assert_mixed_requests(fake) -> None:
+    """The server's side: a repair for every failed draft, the SDK's retries for 429/529/500."""
     counts = {name: len(reqs) for name, reqs in requests_by_row(fake).items()}
     assert counts == {
         "passes.md": 1,
@@ -258,29 +281,28 @@ def test_mixed_batch_ends_with_exact_statuses_notes_and_a_failing_exit_code(pyte
         "down.md": [500, 500],
     }
 
-    # the outputs: unwrapped, readable failed drafts, nothing for a refusal or a dead API
-    assert output(pytester, "fenced.md") == draft("Fenced")
-    assert output(pytester, "repaired.md") == draft("Repaired")
-    assert output(pytester, "wrong-value.md") == bad_value("Wrong Value")
-    assert output(pytester, "truncated.md") == draft("Truncated")[:40] + "\n"
-    assert not (pytester.path / "output" / "refused.md").exists()
-    assert not (pytester.path / "output" / "down.md").exists()
-    # only statuses and the notes section changed in the plan
-    after = (pytester.path / "plan.md").read_text(encoding="utf-8")
-    assert after.split("## Batchgen Notes")[0].replace("| complete |", "| pending |").rstrip() == before.rstrip()
+
+def assert_mixed_outputs(project: Project) -> None:
+    """The outputs: unwrapped, readable failed drafts, nothing for a refusal or a dead API."""
+    assert project.output("fenced.md") == draft("Fenced")
+    assert project.output("repaired.md") == draft("Repaired")
+    assert project.output("wrong-value.md") == bad_value("Wrong Value")
+    assert project.output("truncated.md") == draft("Truncated")[:40] + "\n"
+    assert not (project.path / "output" / "refused.md").exists()
+    assert not (project.path / "output" / "down.md").exists()
 
 
-def test_fail_for_good_does_not_stop_the_others(pytester, fake):
+def test_fail_for_good_does_not_stop_the_others(project, fake):
     rows = rows_for("down", "slow-a", "slow-b", "slow-c")
-    write_project(pytester.path, rows, max_retries=2)
+    project.write_rows(rows, max_retries=2)
     router(fake).set("down.md", Reply.error(503, "api_error", "service unavailable right now", retry_after=FAST_RETRY))
     for name in ("slow-a", "slow-b", "slow-c"):
         router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=0.2))
 
-    result = run(pytester, "--batch-concurrency", "2")
+    result = project.run("--batch-concurrency", "2")
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert statuses(pytester.path) == {
+    assert project.statuses() == {
         "down.md": "pending",
         "slow-a.md": "complete",
         "slow-b.md": "complete",
@@ -288,26 +310,26 @@ def test_fail_for_good_does_not_stop_the_others(pytester, fake):
     }
     by_row = requests_by_row(fake)
     assert [e.status for e in by_row["down.md"]] == [503, 503, 503]  # 1 + batchgen_max_retries
-    report = item_report(result, "down.md::generate")
+    report = result.failure("down.md::generate")
     assert "ServiceUnavailableError" in report and "HTTP 503" in report
     assert "service unavailable right now" in report
-    assert list(notes(pytester.path)) == ["down.md"]
+    assert list(project.notes()) == ["down.md"]
 
 
 # -- repair ---------------------------------------------------------------------------------
 
 
-def test_repair_continues_the_conversation_with_the_draft_and_the_failures(pytester, fake):
-    write_project(pytester.path, rows_for("quorum", "fencing-token"))
+def test_repair_continues_the_conversation_with_the_draft_and_the_failures(project, fake):
+    project.write_rows(rows_for("quorum", "fencing-token"))
     first = bad_value("Quorum")
     two_problems = draft("Fencing Token", tags="[alpha]", sections=("Definition", "Details"))
     router(fake).set("quorum.md", Reply.ok(first), Reply.ok(draft("Quorum")))
     router(fake).set("fencing-token.md", Reply.ok(two_problems), Reply.ok(draft("Fencing Token")))
 
-    result = run(pytester)
+    result = project.run()
 
     assert result.ret == 0, result.stdout.str()
-    assert statuses(pytester.path) == {"quorum.md": "complete", "fencing-token.md": "complete"}
+    assert project.statuses() == {"quorum.md": "complete", "fencing-token.md": "complete"}
     by_row = requests_by_row(fake)
     ask, repair = by_row["quorum.md"]
     # same system prefix, same first user turn, then the draft and the failures
@@ -327,39 +349,39 @@ def test_repair_continues_the_conversation_with_the_draft_and_the_failures(pytes
     assert by_row["fencing-token.md"][1].body["messages"][1]["content"].strip() == two_problems.strip()
 
 
-def test_a_linter_failure_is_repaired_with_the_linter_s_output(pytester, fake):
+def test_a_linter_failure_is_repaired_with_the_linter_s_output(project, fake):
     # "linter exited 1" alone does not tell the model what to fix; its output does
-    write_project(pytester.path, rows_for("quorum"))
+    project.write_rows(rows_for("quorum"))
     router(fake).set("quorum.md", Reply.ok(lint_bad("Quorum")), Reply.ok(draft("Quorum")))
 
-    result = run(pytester)
+    result = project.run()
 
     assert result.ret == 0, result.stdout.str()
     ask, repair = fake.messages_requests()
     turn = repair.body["messages"][2]["content"]
     assert "Linter passes" in turn and "linter exited 1" in turn
     assert "output/quorum.md:19: X001 forbidden marker LINT-BAD" in turn
-    assert statuses(pytester.path) == {"quorum.md": "complete"}
+    assert project.statuses() == {"quorum.md": "complete"}
 
 
 @pytest.mark.parametrize("attempts", [1, 3])
-def test_max_attempts_bounds_the_requests_of_a_row_that_keeps_failing(pytester, fake, attempts):
-    write_project(pytester.path, rows_for("quorum"))
+def test_max_attempts_bounds_the_requests_of_a_row_that_keeps_failing(project, fake, attempts):
+    project.write_rows(rows_for("quorum"))
     router(fake).set("quorum.md", Reply.ok(bad_value("Quorum")))
 
-    result = run(pytester, "--batch-max-attempts", str(attempts))
+    result = project.run("--batch-max-attempts", str(attempts))
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     requests = fake.messages_requests()
     assert len(requests) == attempts
     # each repair continues the same conversation: user, (assistant, user) per earlier attempt
     assert [len(e.body["messages"]) for e in requests] == [1 + 2 * n for n in range(attempts)]
-    assert statuses(pytester.path) == {"quorum.md": "pending"}
-    assert "category is 'Z'" in notes(pytester.path)["quorum.md"]
+    assert project.statuses() == {"quorum.md": "pending"}
+    assert "category is 'Z'" in project.notes()["quorum.md"]
 
 
-def test_api_errors_are_never_pasted_into_a_repair(pytester, fake):
-    write_project(pytester.path, rows_for("quorum"))
+def test_api_errors_are_never_pasted_into_a_repair(project, fake):
+    project.write_rows(rows_for("quorum"))
     secret_error = "database shard 7 on fire, request req_SHOULD_NOT_LEAK"
     router(fake).set(
         "quorum.md",
@@ -368,7 +390,7 @@ def test_api_errors_are_never_pasted_into_a_repair(pytester, fake):
         Reply.ok(draft("Quorum")),
     )
 
-    result = run(pytester)
+    result = project.run()
 
     assert result.ret == 0, result.stdout.str()
     first, retry, repair = fake.messages_requests()
@@ -379,7 +401,7 @@ def test_api_errors_are_never_pasted_into_a_repair(pytester, fake):
     for leak in ("shard 7", "SHOULD_NOT_LEAK", "api_error", "InternalServerError", "HTTP 500"):
         assert leak not in sent
     assert "category is 'Z'" in repair.body["messages"][2]["content"]
-    assert statuses(pytester.path) == {"quorum.md": "complete"}
+    assert project.statuses() == {"quorum.md": "complete"}
 
 
 # -- replies --------------------------------------------------------------------------------
@@ -394,54 +416,54 @@ def test_api_errors_are_never_pasted_into_a_repair(pytester, fake):
         pytest.param(lambda t: "~~~markdown\n" + t + "~~~", id="tildes"),
     ],
 )
-def test_a_reply_fenced_whole_is_unwrapped(pytester, fake, wrap):
-    write_project(pytester.path, rows_for("quorum"))
+def test_a_reply_fenced_whole_is_unwrapped(project, fake, wrap):
+    project.write_rows(rows_for("quorum"))
     router(fake).set("quorum.md", Reply.ok(wrap(draft("Quorum"))))
 
-    result = run(pytester)
+    result = project.run()
 
     assert result.ret == 0, result.stdout.str()
-    assert output(pytester, "quorum.md") == draft("Quorum")
+    assert project.output("quorum.md") == draft("Quorum")
     assert len(fake.messages_requests()) == 1  # passed at once: no repair was needed
 
 
-def test_a_reply_with_an_inner_fence_is_kept_as_it_is(pytester, fake):
-    write_project(pytester.path, rows_for("quorum"))
+def test_a_reply_with_an_inner_fence_is_kept_as_it_is(project, fake):
+    project.write_rows(rows_for("quorum"))
     text = draft("Quorum", extra="```python\nprint(1)\n```\n")
     router(fake).set("quorum.md", Reply.ok(text))
 
-    result = run(pytester)
+    result = project.run()
 
     assert result.ret == 0, result.stdout.str()
-    assert output(pytester, "quorum.md") == text
+    assert project.output("quorum.md") == text
 
 
-def test_truncated_and_refused_replies_fail_generation_and_are_not_repaired(pytester, fake):
-    write_project(pytester.path, rows_for("truncated", "refused", "fine"))
+def test_truncated_and_refused_replies_fail_generation_and_are_not_repaired(project, fake):
+    project.write_rows(rows_for("truncated", "refused", "fine"))
     router(fake).set("truncated.md", Reply.truncated(draft("Truncated")))  # complete-looking, but cut off
     router(fake).set("refused.md", Reply.refused("I can't help with that."))
 
-    result = run(pytester)
+    result = project.run()
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    outcomes = item_outcomes(result)
+    outcomes = result.outcomes()
     assert outcomes["truncated.md::generate"] == "failed"
     assert outcomes["refused.md::generate"] == "failed"
     assert outcomes["fine.md::generate"] == "passed"
-    truncated = item_report(result, "truncated.md::generate")
+    truncated = result.failure("truncated.md::generate")
     assert "truncated" in truncated and "max_tokens" in truncated
-    assert "refused" in item_report(result, "refused.md::generate")
+    assert "refused" in result.failure("refused.md::generate")
     # a truncated draft stays readable; a refusal's text is not an output
-    assert output(pytester, "truncated.md") == draft("Truncated")
-    assert not (pytester.path / "output" / "refused.md").exists()
+    assert project.output("truncated.md") == draft("Truncated")
+    assert not (project.path / "output" / "refused.md").exists()
     # even though every check passes on the cut-off draft, the row is not complete
-    assert statuses(pytester.path) == {"truncated.md": "pending", "refused.md": "pending", "fine.md": "complete"}
+    assert project.statuses() == {"truncated.md": "pending", "refused.md": "pending", "fine.md": "complete"}
     assert len(requests_by_row(fake)["truncated.md"]) == 1
     assert len(requests_by_row(fake)["refused.md"]) == 1
 
 
-def test_retries_429_529_and_500_then_succeed(pytester, fake):
-    write_project(pytester.path, rows_for("rate-limited", "overloaded", "server-error"), max_retries=3)
+def test_retries_429_529_and_500_then_succeed(project, fake):
+    project.write_rows(rows_for("rate-limited", "overloaded", "server-error"), max_retries=3)
     router(fake).set(
         "rate-limited.md",
         Reply.rate_limited(retry_after=FAST_RETRY),
@@ -452,31 +474,31 @@ def test_retries_429_529_and_500_then_succeed(pytester, fake):
     router(fake).set("server-error.md", Reply.server_error(retry_after=FAST_RETRY), Reply.ok(draft("Server Error")))
 
     started = time.monotonic()
-    result = run(pytester)
+    result = project.run()
     elapsed = time.monotonic() - started
 
     assert result.ret == 0, result.stdout.str()
-    assert set(statuses(pytester.path).values()) == {"complete"}
+    assert set(project.statuses().values()) == {"complete"}
     by_row = requests_by_row(fake)
     assert [e.status for e in by_row["rate-limited.md"]] == [429, 429, 200]
     assert [e.status for e in by_row["overloaded.md"]] == [529, 200]
     assert [e.status for e in by_row["server-error.md"]] == [500, 200]
     assert [e.headers.get("x-stainless-retry-count") for e in by_row["rate-limited.md"]] == ["0", "1", "2"]
     assert elapsed < 10  # retry-after (10 ms) was honoured, not a long backoff
-    assert notes(pytester.path) == {}
+    assert project.notes() == {}
 
 
 # -- concurrency ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("concurrency", "expected"), [(3, 3), (8, 6)])
-def test_requests_in_flight_never_exceed_the_concurrency_and_reach_it(pytester, fake, concurrency, expected):
+def test_requests_in_flight_never_exceed_the_concurrency_and_reach_it(project, fake, concurrency, expected):
     names = ["a-one", "b-two", "c-three", "d-four", "e-five", "f-six"]
-    write_project(pytester.path, rows_for(*names))
+    project.write_rows(rows_for(*names))
     for name in names:
         router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=0.3))
 
-    result = run(pytester, "--batch-concurrency", str(concurrency))
+    result = project.run("--batch-concurrency", str(concurrency))
 
     assert result.ret == 0, result.stdout.str()
     requests = fake.messages_requests()
@@ -487,15 +509,15 @@ def test_requests_in_flight_never_exceed_the_concurrency_and_reach_it(pytester, 
     busy = max(e.finished for e in requests) - min(e.started for e in requests)
     waves = -(-6 // concurrency)
     assert waves * 0.3 <= busy < waves * 0.3 + 0.25
-    assert set(statuses(pytester.path).values()) == {"complete"}
+    assert set(project.statuses().values()) == {"complete"}
 
 
-def test_rows_are_all_dispatched_before_the_first_check_runs(pytester, fake):
+def test_rows_are_all_dispatched_before_the_first_check_runs(project, fake):
     # the slow row comes first in the plan; the others must not wait for its items to finish
-    write_project(pytester.path, rows_for("slow", "b-fast", "c-fast"))
+    project.write_rows(rows_for("slow", "b-fast", "c-fast"))
     router(fake).set("slow.md", Reply.ok(draft("Slow"), delay=0.5))
 
-    result = run(pytester, "--batch-concurrency", "3")
+    result = project.run("--batch-concurrency", "3")
 
     assert result.ret == 0, result.stdout.str()
     requests = fake.messages_requests()
@@ -508,39 +530,39 @@ def test_rows_are_all_dispatched_before_the_first_check_runs(pytester, fake):
 # -- outputs that exist ------------------------------------------------------------------------
 
 
-def test_a_pending_row_whose_output_already_passes_is_kept_and_not_sent(pytester, fake):
-    write_project(pytester.path, rows_for("kept", "stale"))
-    out = pytester.path / "output"
+def test_a_pending_row_whose_output_already_passes_is_kept_and_not_sent(project, fake):
+    project.write_rows(rows_for("kept", "stale"))
+    out = project.path / "output"
     (out / "kept.md").write_text(draft("Kept", category="B"), encoding="utf-8")
     (out / "stale.md").write_text(bad_value("Stale"), encoding="utf-8")
 
-    result = run(pytester)
+    result = project.run()
 
     assert result.ret == 0, result.stdout.str()
     assert list(requests_by_row(fake)) == ["stale.md"]  # only the failing output is regenerated
-    assert output(pytester, "kept.md") == draft("Kept", category="B")
-    assert output(pytester, "stale.md") == draft("Stale")
-    assert statuses(pytester.path) == {"kept.md": "complete", "stale.md": "complete"}
+    assert project.output("kept.md") == draft("Kept", category="B")
+    assert project.output("stale.md") == draft("Stale")
+    assert project.statuses() == {"kept.md": "complete", "stale.md": "complete"}
 
 
 # -- dry run ---------------------------------------------------------------------------------
 
 
-def test_dry_run_prints_the_prompts_and_sends_and_writes_nothing(pytester, fake):
+def test_dry_run_prints_the_prompts_and_sends_and_writes_nothing(project, fake):
     rows = [
         PlanRow("Reference", "reference.md", "haiku", "complete"),
         *rows_for("quorum"),
         *rows_for("cap-theorem", model="sonnet"),
     ]
-    write_project(pytester.path, rows)
-    (pytester.path / "output" / "quorum.md").write_text(bad_value("Quorum"), encoding="utf-8")
-    before = snapshot(pytester.path)
+    project.write_rows(rows)
+    (project.path / "output" / "quorum.md").write_text(bad_value("Quorum"), encoding="utf-8")
+    before = project.snapshot()
 
-    result = run(pytester, "--batch-dry-run")
+    result = project.run("--batch-dry-run")
 
     assert result.ret == pytest.ExitCode.OK
     assert fake.requests == []
-    assert snapshot(pytester.path) == before
+    assert project.snapshot() == before
     out = result.stdout.str()
     assert REFERENCE_MARKER in out
     assert "category must be one of: A, B, C" in out
@@ -549,73 +571,73 @@ def test_dry_run_prints_the_prompts_and_sends_and_writes_nothing(pytester, fake)
     assert "quorum.md -> claude-haiku" in out and "cap-theorem.md -> claude-sonnet" in out
     assert "<title>Reference</title>" not in out  # complete rows are not sent
     assert "2 pending row(s)" in out
-    assert not (pytester.path / "cassettes").exists()
+    assert not (project.path / "cassettes").exists()
 
 
 # -- stopping early sends nothing more ---------------------------------------------------------
 
 
-def test_stopping_with_x_sends_no_new_request_and_skips_the_unsent_rows(pytester, fake):
+def test_stopping_with_x_sends_no_new_request_and_skips_the_unsent_rows(project, fake):
     rows = [PlanRow("Reference", "reference.md", "haiku", "complete"), *rows_for("a1", "a2", "a3", "a4", "a5")]
-    write_project(pytester.path, rows)
+    project.write_rows(rows)
     fake.latency = 0.4
     router(fake).set("a1.md", Reply.ok(bad_value("A1")))
 
-    result = run(pytester, "--batch-concurrency", "1", "--batch-max-attempts", "1", "-x")
+    result = project.run("--batch-concurrency", "1", "--batch-max-attempts", "1", "-x")
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     sent = {row_of(entry) for entry in fake.messages_requests()}
     # a1 failed a check; at most the row in flight at that moment was still answered
     assert "a1.md" in sent and len(sent) <= 2, sent
     assert {"a4.md", "a5.md"}.isdisjoint(sent)
-    assert statuses(pytester.path)["a5.md"] == "pending"
+    assert project.statuses()["a5.md"] == "pending"
 
 
 # -- pytest-xdist: the controller generates, the workers check with its results ----------------
 
 
-def test_with_xdist_a_row_that_failed_to_generate_fails_and_is_noted(pytester, fake):
+def test_with_xdist_a_row_that_failed_to_generate_fails_and_is_noted(project, fake):
     rows = rows_for("good-one", "broken")
-    write_project(pytester.path, rows)
+    project.write_rows(rows)
     router(fake).set("broken.md", Reply.server_error())
 
-    result = run(pytester, "-n", "2", "-p", "no:randomly")
+    result = project.run("-n", "2", "-p", "no:randomly")
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert statuses(pytester.path) == {"good-one.md": "complete", "broken.md": "pending"}
-    note = notes(pytester.path)["broken.md"]
+    assert project.statuses() == {"good-one.md": "complete", "broken.md": "pending"}
+    note = project.notes()["broken.md"]
     assert "generation failed: error: InternalServerError" in note
     # each row was sent once (plus the SDK's retries of the 500), by the controller alone
     assert {row_of(e) for e in fake.messages_requests()} == {"good-one.md", "broken.md"}
     assert sum(row_of(e) == "good-one.md" for e in fake.messages_requests()) == 1
 
 
-def test_with_xdist_only_the_selected_rows_are_generated(pytester, fake):
-    write_project(pytester.path, rows_for("picked", "other", "third"))
+def test_with_xdist_only_the_selected_rows_are_generated(project, fake):
+    project.write_rows(rows_for("picked", "other", "third"))
 
-    result = run(pytester, "-n", "2", "-p", "no:randomly", "plan.md::picked.md")
+    result = project.run("-n", "2", "-p", "no:randomly", "plan.md::picked.md")
 
     assert result.ret == 0, result.stdout.str()
     assert {row_of(e) for e in fake.messages_requests()} == {"picked.md"}
-    assert statuses(pytester.path) == {"picked.md": "complete", "other.md": "pending", "third.md": "pending"}
-    assert not (pytester.path / "output" / "other.md").exists()
+    assert project.statuses() == {"picked.md": "complete", "other.md": "pending", "third.md": "pending"}
+    assert not (project.path / "output" / "other.md").exists()
 
 
-def test_with_xdist_a_truncated_row_fails_once_in_its_note(pytester, fake):
-    write_project(pytester.path, rows_for("cut"))
+def test_with_xdist_a_truncated_row_fails_once_in_its_note(project, fake):
+    project.write_rows(rows_for("cut"))
     router(fake).set("cut.md", Reply.truncated(draft("Cut")))
 
-    result = run(pytester, "-n", "2", "-p", "no:randomly")
+    result = project.run("-n", "2", "-p", "no:randomly")
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert statuses(pytester.path) == {"cut.md": "pending"}  # a passing partial draft is not complete
-    note = notes(pytester.path)["cut.md"].splitlines()
+    assert project.statuses() == {"cut.md": "pending"}  # a passing partial draft is not complete
+    note = project.notes()["cut.md"].splitlines()
     assert len(note) == 2 and note[1].startswith("- " + ", ".join(RULE_NAMES) + ": ")  # checklist order
     assert "generation failed: truncated" in note[1]
 
 
-def test_with_xdist_rows_selected_only_through_a_batch_output_test_are_generated(pytester, fake):
-    write_project(pytester.path, rows_for("picked", "other"))
+def test_with_xdist_rows_selected_only_through_a_batch_output_test_are_generated(pytester, project, fake):
+    project.write_rows(rows_for("picked", "other"))
     pytester.makepyfile(
         test_custom="""
         def test_has_term(batch_output):
@@ -623,28 +645,28 @@ def test_with_xdist_rows_selected_only_through_a_batch_output_test_are_generated
         """
     )
 
-    result = run(pytester, "-n", "2", "-p", "no:randomly", "test_custom.py", "-k", "test_has_term and picked")
+    result = project.run("-n", "2", "-p", "no:randomly", "test_custom.py", "-k", "test_has_term and picked")
 
     assert result.ret == 0, result.stdout.str()
     assert {row_of(e) for e in fake.messages_requests()} == {"picked.md"}
-    assert (pytester.path / "output" / "picked.md").exists()
-    assert not (pytester.path / "output" / "other.md").exists()
+    assert (project.path / "output" / "picked.md").exists()
+    assert not (project.path / "output" / "other.md").exists()
 
 
-def test_xdist_without_n_still_generates(pytester, fake):
-    write_project(pytester.path, rows_for("solo"))
+def test_xdist_without_n_still_generates(project, fake):
+    project.write_rows(rows_for("solo"))
 
-    result = run(pytester, "--dist", "load", "--tx", "2*popen", "-p", "no:randomly")
+    result = project.run("--dist", "load", "--tx", "2*popen", "-p", "no:randomly")
 
     assert result.ret == 0, result.stdout.str()
     assert [row_of(e) for e in fake.messages_requests()] == ["solo.md"]
-    assert statuses(pytester.path) == {"solo.md": "complete"}
+    assert project.statuses() == {"solo.md": "complete"}
 
 
-def test_dry_run_under_xdist_still_prints_the_prompts(pytester, fake):
-    write_project(pytester.path, rows_for("quorum", "vector-clock"))
+def test_dry_run_under_xdist_still_prints_the_prompts(project, fake):
+    project.write_rows(rows_for("quorum", "vector-clock"))
 
-    result = run(pytester, "-n", "2", "--batch-dry-run")
+    result = project.run("-n", "2", "--batch-dry-run")
 
     assert result.ret == pytest.ExitCode.OK
     assert fake.requests == []

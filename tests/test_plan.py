@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from harness import Project
 from planfactory import (
     EXAMPLE_PLAN,
     HEAD,
@@ -17,14 +18,13 @@ from planfactory import (
     generated_plans,
     line_of,
     plan_text,
-    write_project,
 )
 from pytest_batchgen.errors import PlanError
 from pytest_batchgen.plan import DEFAULT_MODELS, load_plan, resolve_model
 
 
 def load(tmp_path: Path, text: str, **kwargs):
-    write_project(tmp_path, text)
+    Project(tmp_path).write_plan(text)
     return load_plan("plan.md", tmp_path, **kwargs)
 
 
@@ -346,7 +346,7 @@ def test_crlf_plan_parses_with_the_same_lines(tmp_path):
     plan_lf = load(tmp_path, text)
     crlf = tmp_path / "crlf"
     crlf.mkdir()
-    write_project(crlf, text.replace("\n", "\r\n"))
+    Project(crlf).write_plan(text.replace("\n", "\r\n"))
     plan_crlf = load_plan("plan.md", crlf)
     assert [(r.filename, r.line, r.status, r.model) for r in plan_crlf.rows] == [
         (r.filename, r.line, r.status, r.model) for r in plan_lf.rows
@@ -398,7 +398,7 @@ def test_symlink_out_of_the_output_directory_is_refused(tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     text = plan_text(PHASE_1.replace("| beta.md |", "| link/beta.md |"))
-    write_project(tmp_path, text)
+    Project(tmp_path).write_plan(text)
     (tmp_path / "out" / "link").symlink_to(outside, target_is_directory=True)
     with pytest.raises(PlanError) as info:
         load_plan("plan.md", tmp_path)
@@ -408,7 +408,7 @@ def test_symlink_out_of_the_output_directory_is_refused(tmp_path):
 
 def test_symlink_inside_the_output_directory_is_allowed(tmp_path):
     text = plan_text(PHASE_1.replace("| beta.md |", "| link/beta.md |"))
-    write_project(tmp_path, text)
+    Project(tmp_path).write_plan(text)
     (tmp_path / "out" / "real").mkdir()
     (tmp_path / "out" / "link").symlink_to(tmp_path / "out" / "real", target_is_directory=True)
     plan = load_plan("plan.md", tmp_path)
@@ -435,7 +435,7 @@ def test_phase_without_a_table_names_its_heading(tmp_path):
 
 def test_missing_format_reference_names_the_path_and_line(tmp_path):
     text = plan_text()
-    write_project(tmp_path, text, reference=False)
+    Project(tmp_path).write_plan(text, reference=False)
     with pytest.raises(PlanError) as info:
         load_plan("plan.md", tmp_path)
     assert info.value.line == line_of(text, "out/ref.md")
@@ -450,7 +450,7 @@ def test_empty_format_reference_section(tmp_path):
 
 
 def test_plan_that_is_not_utf8(tmp_path):
-    write_project(tmp_path, b"## Format Reference\n\xff\xfe\n")
+    Project(tmp_path).write_plan(b"## Format Reference\n\xff\xfe\n")
     with pytest.raises(PlanError, match="not UTF-8"):
         load_plan("plan.md", tmp_path)
 
@@ -462,7 +462,7 @@ def test_plan_that_is_not_utf8(tmp_path):
 @given(gen=generated_plans())
 def test_generated_plans_parse_back(gen, tmp_path_factory):
     root = tmp_path_factory.mktemp("gen")
-    write_project(root, gen.text)
+    Project(root).write_plan(gen.text)
     plan = load_plan("plan.md", root)
     assert [r.filename for r in plan.rows] == [r.filename for r in gen.rows]
     assert [r.line for r in plan.rows] == [r.line for r in gen.rows]

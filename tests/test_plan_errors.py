@@ -9,7 +9,8 @@ from typing import Callable
 
 import pytest
 
-from planfactory import HEAD, PHASE_1, PHASE_2, line_of, plan_text, snapshot, write_project
+from harness import Project
+from planfactory import HEAD, PHASE_1, PHASE_2, line_of, plan_text
 
 
 @dataclass
@@ -79,26 +80,20 @@ CASES = {
 }
 
 
-@pytest.fixture
-def project(pytester: pytest.Pytester) -> Path:
-    pytester.makeini("[pytest]\n")  # pins the rootdir, which plan paths are relative to
-    return pytester.path
-
-
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_plan_is_a_usage_error(pytester: pytest.Pytester, project: Path, name: str):
+def test_bad_plan_is_a_usage_error(project: Project, name: str):
     case = CASES[name]
+    project.ini()
     if case.text is not None:
-        write_project(project, case.text, reference=case.reference)
+        project.write_plan(case.text, reference=case.reference)
     else:
-        write_project(project, "", reference=True)
-        (project / "plan.md").unlink()
+        project.write_plan("", reference=True).unlink()
     if case.setup:
-        case.setup(project)
-    outside = project.parent / f"{project.name}-outside"
-    before = snapshot(project)
+        case.setup(project.path)
+    outside = project.path.parent / f"{project.path.name}-outside"
+    before = project.snapshot()
 
-    result = pytester.runpytest("--batch-plan", "plan.md", "--batch-validate-only", *case.args)
+    result = project.run("--batch-validate-only", *case.args)
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     output = result.stdout.str() + "\n" + result.stderr.str()
@@ -113,51 +108,51 @@ def test_bad_plan_is_a_usage_error(pytester: pytest.Pytester, project: Path, nam
     for words in case.words:
         assert words in message
     if case.names_path:
-        assert str(project / case.names_path) in message
+        assert str(project.path / case.names_path) in message
     assert "pytest-batchgen" not in result.stdout.str()  # no session, no summary
-    assert snapshot(project) == before
+    assert project.snapshot() == before
     if outside.exists():
         assert list(outside.iterdir()) == []
 
 
-def test_the_valid_plan_the_cases_start_from_passes(pytester: pytest.Pytester, project: Path):
+def test_the_valid_plan_the_cases_start_from_passes(project: Project):
     """The control: without its defect, each case's plan is accepted (so the errors above are
     about the defect, not about the fixture)."""
-    write_project(project, plan_text())
-    (project / "out" / "alpha.md").write_text(
-        "---\nterm: Alpha\ncategory: Alpha\ntags: [a, b]\n---\n\n## Definition\n\nA.\n", encoding="utf-8"
-    )
-    before = snapshot(project)
-    result = pytester.runpytest("--batch-plan", "plan.md", "--batch-validate-only", "--batch-readonly")
+    project.ini()
+    project.write_plan(plan_text())
+    project.write("out/alpha.md", "---\nterm: Alpha\ncategory: Alpha\ntags: [a, b]\n---\n\n## Definition\n\nA.\n")
+    before = project.snapshot()
+    result = project.run("--batch-validate-only", "--batch-readonly")
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(passed=1, skipped=2)
     assert "pytest-batchgen" in result.stdout.str()
-    assert snapshot(project) == before
-    result = pytester.runpytest("--batch-plan", "plan.md", "--batch-validate-only", "--batch-phase", "2")
+    assert project.snapshot() == before
+    result = project.run("--batch-validate-only", "--batch-phase", "2")
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(skipped=1)
 
 
-def test_without_batch_plan_an_ordinary_run_is_untouched(pytester: pytest.Pytester, project: Path):
-    write_project(project, plan_text())  # a plan lying around is not picked up
+def test_without_batch_plan_an_ordinary_run_is_untouched(pytester: pytest.Pytester, project: Project):
+    project.ini()
+    project.write_plan(plan_text())  # a plan lying around is not picked up
     pytester.makepyfile(test_ordinary="def test_one():\n    assert 1 + 1 == 2\n")
-    before = snapshot(project)
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    before = project.snapshot()
+    result = project.pytest()
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(passed=1)
     assert "pytest-batchgen" not in result.stdout.str()
     assert "plan.md" not in result.stdout.str()
-    assert snapshot(project) == before
+    assert project.snapshot() == before
     # the plugin is installed, and its options are there (so "untouched" is not "absent")
-    help_result = pytester.runpytest("--help")
+    help_result = project.pytest("--help")
     assert "--batch-plan" in help_result.stdout.str()
 
 
-def test_ini_model_aliases_reach_the_rows(pytester: pytest.Pytester):
+def test_ini_model_aliases_reach_the_rows(pytester: pytest.Pytester, project: Project):
     """``batchgen_models`` in the ini file is the ``models=`` of load_plan: it beats the
     defaults, and a plan's ``## Models`` section beats it."""
-    pytester.makeini("[pytest]\nbatchgen_models =\n    haiku = ini-haiku\n    sonnet = ini-sonnet\n")
-    write_project(pytester.path, plan_text(tail="## Models\n- sonnet: plan-sonnet\n"))
+    project.ini("batchgen_models =\n    haiku = ini-haiku\n    sonnet = ini-sonnet\n")
+    project.write_plan(plan_text(tail="## Models\n- sonnet: plan-sonnet\n"))
     pytester.makeconftest(
         """
         def pytest_report_collectionfinish(config, start_path, items):
@@ -169,7 +164,7 @@ def test_ini_model_aliases_reach_the_rows(pytester: pytest.Pytester):
             return sorted(found)
         """
     )
-    result = pytester.runpytest("--batch-plan", "plan.md", "--batch-readonly", "--collect-only")
+    result = project.run("--batch-readonly", "--collect-only")
     assert result.ret == pytest.ExitCode.OK
     assert [line for line in result.stdout.lines if line.startswith("MODEL ")] == [
         "MODEL alpha.md ini-haiku",
@@ -178,12 +173,12 @@ def test_ini_model_aliases_reach_the_rows(pytester: pytest.Pytester):
     ]
 
 
-def test_unreadable_ini_model_line_is_a_usage_error(pytester: pytest.Pytester):
-    pytester.makeini("[pytest]\nbatchgen_models =\n    just-a-word\n")
-    write_project(pytester.path, plan_text())
-    before = snapshot(pytester.path)
-    result = pytester.runpytest("--batch-plan", "plan.md", "--batch-validate-only")
+def test_unreadable_ini_model_line_is_a_usage_error(project: Project):
+    project.ini("batchgen_models =\n    just-a-word\n")
+    project.write_plan(plan_text())
+    before = project.snapshot()
+    result = project.run("--batch-validate-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "batchgen_models" in result.stderr.str() and "'just-a-word'" in result.stderr.str()
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
-    assert snapshot(pytester.path) == before
+    assert project.snapshot() == before

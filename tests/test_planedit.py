@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planfactory import PHASE_1, SHIPPED_EXAMPLE, generated_plans, line_of, plan_text, write_project
+from harness import Project
+from planfactory import PHASE_1, SHIPPED_EXAMPLE, generated_plans, line_of, plan_text
 from pytest_batchgen import fsutil
 from pytest_batchgen.plan import load_plan, scan
 from pytest_batchgen.planedit import (
@@ -215,7 +216,7 @@ def test_adding_then_removing_notes_is_byte_identical(ending, newline):
 
 
 def test_apply_updates_writes_in_place(tmp_path):
-    path = write_project(tmp_path, EXAMPLE)
+    path = Project(tmp_path).write_plan(EXAMPLE)
     os.chmod(path, 0o640)
     assert apply_updates(path, {"quorum.md": RowUpdate(status="complete")}) is True
     text = path.read_text(encoding="utf-8")
@@ -226,7 +227,7 @@ def test_apply_updates_writes_in_place(tmp_path):
 
 
 def test_apply_updates_without_a_change_does_not_write(tmp_path):
-    path = write_project(tmp_path, EXAMPLE)
+    path = Project(tmp_path).write_plan(EXAMPLE)
     before = path.stat()
     assert apply_updates(path, {}) is False
     assert apply_updates(path, {"idempotency.md": RowUpdate(status="complete")}) is False
@@ -237,7 +238,7 @@ def test_apply_updates_without_a_change_does_not_write(tmp_path):
 
 def test_apply_updates_keeps_crlf_bytes(tmp_path):
     raw = EXAMPLE.replace("\n", "\r\n").encode()
-    path = write_project(tmp_path, raw)
+    path = Project(tmp_path).write_plan(raw)
     assert apply_updates(path, {"quorum.md": RowUpdate(status="complete", note="")}) is True
     assert path.read_bytes() == raw.replace(
         b"| 2 | Quorum | quorum.md | haiku | pending |", b"| 2 | Quorum | quorum.md | haiku | complete |"
@@ -276,12 +277,23 @@ def test_lock_is_per_resolved_path(tmp_path, monkeypatch):
 # -- properties over generated plans ----------------------------------------------------------
 
 
-def _styled(word: str, like: str) -> str:
-    if like.isupper():
-        return word.upper()
-    if like[:1].isupper():
-        return word.capitalize()
-    return word
+#: The word the editor writes into a status cell, by the cell's old text and the new status:
+#: the old cell's case style is kept. Written out, not computed, so that it is not a copy of
+#: the editor's rule; these are every spelling ``planfactory.status_cells`` generates.
+RESTYLED = {
+    ("pending", "complete"): "complete",
+    ("Pending", "complete"): "Complete",
+    ("PENDING", "complete"): "COMPLETE",
+    ("complete", "pending"): "pending",
+    ("Complete", "pending"): "Pending",
+    ("COMPLETE", "pending"): "PENDING",
+}
+
+
+@pytest.mark.parametrize(("old", "new"), list(RESTYLED))
+def test_the_restyled_table_is_what_the_editor_writes(old, new):
+    # (the cell's width is another matter: test_replace_cell_word)
+    assert replace_cell_word(f"| x | {old} |\n", 1, new).split("|")[2].strip() == RESTYLED[old, new]
 
 
 @st.composite
@@ -318,7 +330,7 @@ def test_status_edits_touch_only_their_cells(case, tmp_path_factory):
         assert s0 == s1 and a[:s0] == b[:s1]
         assert a[e0:] == b[e1:]  # the rest of the line, its ending included
         old_cell, new_cell = a[s0:e0], b[s1:e1]
-        assert new_cell.strip() == _styled(word, row.status)
+        assert new_cell.strip() == RESTYLED[row.status, word]
         lead = len(old_cell) - len(old_cell.lstrip())
         assert new_cell[:lead] == old_cell[:lead] and new_cell[lead] != " "
         trail = len(old_cell) - len(old_cell.rstrip())
@@ -330,7 +342,7 @@ def test_status_edits_touch_only_their_cells(case, tmp_path_factory):
 
     # (b) parsing the edited plan gives back exactly the edits
     root = tmp_path_factory.mktemp("edit")
-    write_project(root, new)
+    Project(root).write_plan(new)
     plan = load_plan("plan.md", root)
     assert [(r.filename, r.line) for r in plan.rows] == [(r.filename, r.line) for r in gen.rows]
     for parsed, row in zip(plan.rows, gen.rows):
@@ -380,7 +392,7 @@ def test_notes_round_trip(case, data, tmp_path_factory):
 
     # the plan still parses to the same rows
     root = tmp_path_factory.mktemp("notes")
-    write_project(root, added)
+    Project(root).write_plan(added)
     plan = load_plan("plan.md", root)
     assert [(r.filename, r.line, r.status) for r in plan.rows] == [
         (r.filename, r.line, r.status.lower()) for r in gen.rows

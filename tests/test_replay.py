@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import pytest
 
@@ -22,49 +23,20 @@ from genhelpers import (
     PlanRow,
     Reply,
     bad_value,
-    block_network,
-    cassette,
-    cassette_bodies,
-    cassette_dir,
     draft,
-    fake,  # noqa: F401  (fixture)
     fenced,
-    item_outcomes,
-    item_report,
-    notes,
+    go_offline,
     requests_by_row,
-    reset_outputs,
     router,
     row_of,
     rows_for,
-    snapshot,
-    statuses,
-    write_project,
 )
+from harness import Project
 from pytest_batchgen.planedit import read_notes
 
 
 def notes_of(plan: bytes) -> dict[str, str]:
     return read_notes(plan.decode("utf-8"))
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest("--batch-plan", "plan.md", *args)
-
-
-def outputs(root) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((root / "output").iterdir()) if p.name != "reference.md"}
-
-
-def cassettes(root) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(cassette_dir(root).iterdir())}
-
-
-def go_offline(fake, monkeypatch) -> None:
-    """Stop the server and forget the key and the URL: replay must need none of them."""
-    fake.stop()
-    monkeypatch.delenv("ANTHROPIC_API_KEY")
-    monkeypatch.delenv("ANTHROPIC_BASE_URL")
 
 
 RECORDED = ["passes", "repaired", "fenced", "rate-limited", "stays-wrong", "down", "sonnet-row"]
@@ -86,89 +58,85 @@ def script_recorded(fake) -> None:
 # -- replay reproduces the recorded run, offline ------------------------------------------------
 
 
-def test_replay_offline_without_a_key_reproduces_the_recorded_run(pytester, fake, monkeypatch):
+def test_replay_offline_without_a_key_reproduces_the_recorded_run(project, fake, monkeypatch):
+    # given: a run recorded with a key, each row ending another way
     rows = recorded_rows()
-    write_project(pytester.path, rows)
+    project.write_rows(rows)
     script_recorded(fake)
-
-    recorded = run(pytester)
-
+    recorded = project.run()
     assert recorded.ret == pytest.ExitCode.TESTS_FAILED  # stays-wrong and down fail
-    recorded_plan = (pytester.path / "plan.md").read_bytes()
-    recorded_outputs = outputs(pytester.path)
-    recorded_statuses = statuses(pytester.path)
+    recorded_plan = (project.path / "plan.md").read_bytes()
+    recorded_outputs = project.outputs()
+    recorded_statuses = project.statuses()
     assert recorded_statuses == {
         f"{n}.md": "pending" if n in ("stays-wrong", "down") else "complete" for n in RECORDED
     }
     # a row whose API failed for good has nothing recorded: errors are never replayed
-    assert sorted(cassettes(pytester.path)) == sorted(f"{n}.md.yaml" for n in RECORDED if n != "down")
+    assert sorted(project.cassettes()) == sorted(f"{n}.md.yaml" for n in RECORDED if n != "down")
     sent = len(fake.messages_requests())
     assert sent == 11  # passes 1, repaired 2, fenced 1, rate-limited 2, stays-wrong 2, down 2, sonnet 1
 
-    go_offline(fake, monkeypatch)
-    attempts = block_network(monkeypatch)
-    reset_outputs(pytester.path, rows)
-    assert outputs(pytester.path) == {} and set(statuses(pytester.path).values()) == {"pending"}
+    # and the project put back as it was before that run, with no server, no key and no network
+    attempts = go_offline(fake, monkeypatch)
+    project.reset(rows)
+    assert project.outputs() == {} and set(project.statuses().values()) == {"pending"}
 
-    replayed = run(pytester, "--batch-record-mode", "none")
+    # when
+    replayed = project.run("--batch-record-mode", "none")
 
+    # then: nothing was sent, and the run left what the recorded run left
     assert attempts == []
     assert len(fake.messages_requests()) == sent
     assert replayed.ret == recorded.ret
-    assert outputs(pytester.path) == recorded_outputs
-    assert statuses(pytester.path) == recorded_statuses
-    replayed_notes, recorded_notes = notes(pytester.path), notes_of(recorded_plan)
+    assert project.outputs() == recorded_outputs
+    assert project.statuses() == recorded_statuses
+    # but for the row whose API failed: it had nothing to record, and says so now
+    replayed_notes, recorded_notes = project.notes(), notes_of(recorded_plan)
     assert replayed_notes.pop("down.md") != recorded_notes.pop("down.md")
     assert replayed_notes == recorded_notes
-    assert item_outcomes(replayed) == item_outcomes(recorded)
-    assert "the backend is down" in item_report(recorded, "down.md::generate")
-    assert "no recording for this row" in item_report(replayed, "down.md::generate")
+    assert replayed.outcomes() == recorded.outcomes()
+    assert "the backend is down" in recorded.failure("down.md::generate")
+    assert "no recording for this row" in replayed.failure("down.md::generate")
 
 
-def test_the_key_reaches_no_file(pytester, fake):
-    write_project(pytester.path, recorded_rows())
+def test_the_key_reaches_no_file(project, fake):
+    project.write_rows(recorded_rows())
     script_recorded(fake)
 
-    result = run(pytester)
+    result = project.run()
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert all(e.api_key == API_KEY for e in fake.messages_requests())  # it was sent...
-    files = snapshot(pytester.path)
+    files = project.snapshot()
     assert any(name.startswith("cassettes/") for name in files)
     leaks = [name for name, data in files.items() if API_KEY.encode() in data or b"TEST-KEY" in data]
     assert leaks == []  # ...and written nowhere
-    for name in cassettes(pytester.path):
-        text = (cassette_dir(pytester.path) / name).read_text(encoding="utf-8").lower()
+    for name in project.cassettes():
+        text = (project.cassette_dir() / name).read_text(encoding="utf-8").lower()
         assert "authorization" not in text and "x-api-key" not in text
 
 
 # -- misses ---------------------------------------------------------------------------------
 
 
-def edit(path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text
-    path.write_text(text.replace(old, new), encoding="utf-8")
+def change_reference(project: Project) -> None:
+    project.edit("output/reference.md", "safely retry", "retry")
 
 
-def change_reference(root, rows):
-    edit(root / "output" / "reference.md", "safely retry", "retry")
+def change_content_rules(project: Project) -> None:
+    project.edit("plan.md", "- category must be one of", "- Keep it short\n- category must be one of")
 
 
-def change_content_rules(root, rows):
-    edit(root / "plan.md", "- category must be one of", "- Keep it short\n- category must be one of")
+def change_title(project: Project) -> None:
+    project.edit("plan.md", "| Quorum |", "| Quorum Systems |")
 
 
-def change_title(root, rows):
-    edit(root / "plan.md", "| Quorum |", "| Quorum Systems |")
+def change_model(project: Project) -> None:
+    project.edit("plan.md", "| quorum.md | haiku |", "| quorum.md | opus |")
 
 
-def change_model(root, rows):
-    edit(root / "plan.md", "| quorum.md | haiku |", "| quorum.md | opus |")
-
-
-def drop_cassette(root, rows):
-    cassette(root, "quorum.md").unlink()
+def drop_cassette(project: Project) -> None:
+    project.cassette("quorum.md").unlink()
 
 
 @pytest.mark.parametrize(
@@ -181,112 +149,110 @@ def drop_cassette(root, rows):
         pytest.param(drop_cassette, "no recording for this row", id="no-cassette"),
     ],
 )
-def test_a_changed_prompt_misses_in_none_mode_naming_what_changed(pytester, fake, monkeypatch, change, what):
+def test_a_changed_prompt_misses_in_none_mode_naming_what_changed(project, fake, monkeypatch, change, what):
     rows = rows_for("quorum")
-    write_project(pytester.path, rows)
-    assert run(pytester).ret == 0
-    go_offline(fake, monkeypatch)
-    attempts = block_network(monkeypatch)
-    reset_outputs(pytester.path, rows)
-    change(pytester.path, rows)
+    project.write_rows(rows)
+    assert project.run().ret == 0
+    attempts = go_offline(fake, monkeypatch)
+    project.reset(rows)
+    change(project)
 
-    result = run(pytester, "--batch-record-mode", "none")
+    result = project.run("--batch-record-mode", "none")
 
     assert attempts == []  # a miss never calls the network
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert item_outcomes(result)["quorum.md::generate"] == "failed"
-    message = item_report(result, "quorum.md::generate")
+    assert result.outcomes()["quorum.md::generate"] == "failed"
+    message = result.failure("quorum.md::generate")
     assert what in message
     assert "--batch-record-mode all 'plan.md::quorum.md'" in message
     assert "pytest --batch-plan plan.md" in message
-    assert not (pytester.path / "output" / "quorum.md").exists()
-    assert statuses(pytester.path) == {"quorum.md": "pending"}
-    assert what in notes(pytester.path)["quorum.md"]
+    assert not (project.path / "output" / "quorum.md").exists()
+    assert project.statuses() == {"quorum.md": "pending"}
+    assert what in project.notes()["quorum.md"]
 
 
-def test_a_changed_format_reference_replays_for_no_row(pytester, fake, monkeypatch):
+def test_a_changed_format_reference_replays_for_no_row(project, fake, monkeypatch):
     rows = rows_for("quorum", "backpressure", "fencing-token")
-    write_project(pytester.path, rows)
-    assert run(pytester).ret == 0
-    before = cassettes(pytester.path)
-    go_offline(fake, monkeypatch)
-    attempts = block_network(monkeypatch)
-    reset_outputs(pytester.path, rows)
-    change_reference(pytester.path, rows)
+    project.write_rows(rows)
+    assert project.run().ret == 0
+    before = project.cassettes()
+    attempts = go_offline(fake, monkeypatch)
+    project.reset(rows)
+    change_reference(project)
 
-    result = run(pytester, "--batch-record-mode", "none")
+    result = project.run("--batch-record-mode", "none")
 
     assert attempts == []
-    assert {item_outcomes(result)[f"{r.filename}::generate"] for r in rows} == {"failed"}
+    assert {result.outcomes()[f"{r.filename}::generate"] for r in rows} == {"failed"}
     for row in rows:
-        message = item_report(result, f"{row.filename}::generate")
+        message = result.failure(f"{row.filename}::generate")
         assert "format reference" in message and f"'plan.md::{row.filename}'" in message
-    assert cassettes(pytester.path) == before  # none mode writes no cassette
-    assert outputs(pytester.path) == {}
+    assert project.cassettes() == before  # none mode writes no cassette
+    assert project.outputs() == {}
 
 
 # -- record modes ---------------------------------------------------------------------------
 
 
-def test_new_episodes_records_only_the_rows_without_a_recording(pytester, fake, monkeypatch):
+def test_new_episodes_records_only_the_rows_without_a_recording(project, fake, monkeypatch):
     first = rows_for("quorum", "backpressure")
-    write_project(pytester.path, first)
+    project.write_rows(first)
     router(fake).set("backpressure.md", Reply.ok(bad_value("Backpressure")), Reply.ok(draft("Backpressure")))
-    assert run(pytester).ret == 0
-    before = cassettes(pytester.path)
+    assert project.run().ret == 0
+    before = project.cassettes()
     fake.reset_log()
 
     # a new row, and the old rows to generate again (their outputs are gone)
     rows = first + rows_for("fencing-token")
-    reset_outputs(pytester.path, rows)
-    result = run(pytester)  # key set, CI unset: the default mode is new_episodes
+    project.reset(rows)
+    result = project.run()  # key set, CI unset: the default mode is new_episodes
 
     assert result.ret == 0, result.stdout.str()
     assert list(requests_by_row(fake)) == ["fencing-token.md"]
-    assert set(statuses(pytester.path).values()) == {"complete"}
-    after = cassettes(pytester.path)
+    assert set(project.statuses().values()) == {"complete"}
+    after = project.cassettes()
     assert {k: after[k] for k in before} == before
-    assert [row_of(b) for b in cassette_bodies(cassette(pytester.path, "fencing-token.md"))] == ["fencing-token.md"]
-    assert (pytester.path / "output" / "backpressure.md").read_text(encoding="utf-8") == draft("Backpressure")
+    assert [row_of(b) for b in project.cassette_bodies("fencing-token.md")] == ["fencing-token.md"]
+    assert project.output("backpressure.md") == draft("Backpressure")
 
     # in CI the default is none: a row without a recording fails and nothing is sent
     fake.reset_log()
     monkeypatch.setenv("CI", "true")
     rows = rows + rows_for("vector-clock")
-    reset_outputs(pytester.path, rows)
-    result = run(pytester)
+    project.reset(rows)
+    result = project.run()
     assert fake.messages_requests() == []
-    assert statuses(pytester.path)["vector-clock.md"] == "pending"
-    assert statuses(pytester.path)["fencing-token.md"] == "complete"
-    assert "no recording for this row" in item_report(result, "vector-clock.md::generate")
+    assert project.statuses()["vector-clock.md"] == "pending"
+    assert project.statuses()["fencing-token.md"] == "complete"
+    assert "no recording for this row" in result.failure("vector-clock.md::generate")
 
 
-def test_rerecording_one_row_leaves_the_other_cassettes_byte_for_byte(pytester, fake):
+def test_rerecording_one_row_leaves_the_other_cassettes_byte_for_byte(project, fake):
     rows = rows_for("quorum", "backpressure", "fencing-token")
-    write_project(pytester.path, rows)
+    project.write_rows(rows)
     router(fake).set("backpressure.md", Reply.ok(bad_value("Backpressure")), Reply.ok(draft("Backpressure")))
-    assert run(pytester).ret == 0
-    before = cassettes(pytester.path)
-    assert len(cassette_bodies(cassette(pytester.path, "backpressure.md"))) == 2  # the draft and its repair
+    assert project.run().ret == 0
+    before = project.cassettes()
+    assert len(project.cassette_bodies("backpressure.md")) == 2  # the draft and its repair
 
     fake.reset_log()
     router(fake).set("backpressure.md", Reply.ok(draft("Backpressure", category="C")))
-    reset_outputs(pytester.path, rows)
-    result = run(pytester, "--batch-record-mode", "all", "-k", "backpressure.md")
+    project.reset(rows)
+    result = project.run("--batch-record-mode", "all", "-k", "backpressure.md")
 
     assert result.ret == 0, result.stdout.str()
     assert list(requests_by_row(fake)) == ["backpressure.md"]
     assert len(fake.messages_requests()) == 1
-    after = cassettes(pytester.path)
+    after = project.cassettes()
     assert after["quorum.md.yaml"] == before["quorum.md.yaml"]
     assert after["fencing-token.md.yaml"] == before["fencing-token.md.yaml"]
     assert after["backpressure.md.yaml"] != before["backpressure.md.yaml"]
     # the stale interactions (the old draft and its repair) are gone; only the new one is left
-    bodies = cassette_bodies(cassette(pytester.path, "backpressure.md"))
+    bodies = project.cassette_bodies("backpressure.md")
     assert len(bodies) == 1 and len(bodies[0]["messages"]) == 1
-    text = cassette(pytester.path, "backpressure.md").read_text(encoding="utf-8")
+    text = project.cassette("backpressure.md").read_text(encoding="utf-8")
     assert "category: Z" not in text and "category: C" in text
-    assert statuses(pytester.path) == {
+    assert project.statuses() == {
         "quorum.md": "pending",  # not selected: not run, not recorded
         "backpressure.md": "complete",
         "fencing-token.md": "pending",
@@ -294,105 +260,142 @@ def test_rerecording_one_row_leaves_the_other_cassettes_byte_for_byte(pytester, 
 
     # and the whole plan still replays offline, with the re-recorded row's new reply
     fake.stop()
-    reset_outputs(pytester.path, rows)
-    result = run(pytester, "--batch-record-mode", "none")
+    project.reset(rows)
+    result = project.run("--batch-record-mode", "none")
     assert result.ret == 0, result.stdout.str()
-    new_output = (pytester.path / "output" / "backpressure.md").read_text(encoding="utf-8")
+    new_output = project.output("backpressure.md")
     assert new_output == draft("Backpressure", category="C")
 
 
-def test_once_mode_records_new_rows_and_never_extends_a_recording(pytester, fake):
+def test_once_mode_records_new_rows_and_never_extends_a_recording(project, fake):
     rows = rows_for("quorum")
-    write_project(pytester.path, rows)
+    project.write_rows(rows)
     router(fake).set("quorum.md", Reply.ok(draft("Quorum")))
-    assert run(pytester, "--batch-record-mode", "once").ret == 0
-    before = cassettes(pytester.path)
+    assert project.run("--batch-record-mode", "once").ret == 0
+    before = project.cassettes()
     fake.reset_log()
 
     # the recorded row's prompt changes: once mode may not add to an existing cassette
     rows = [PlanRow("Quorum Systems", "quorum.md")] + rows_for("backpressure")
-    reset_outputs(pytester.path, rows)
-    result = run(pytester, "--batch-record-mode", "once")
+    project.reset(rows)
+    result = project.run("--batch-record-mode", "once")
 
     assert list(requests_by_row(fake)) == ["backpressure.md"]
-    assert "the title changed" in item_report(result, "quorum.md::generate")
-    assert cassettes(pytester.path)["quorum.md.yaml"] == before["quorum.md.yaml"]
-    assert statuses(pytester.path) == {"quorum.md": "pending", "backpressure.md": "complete"}
+    assert "the title changed" in result.failure("quorum.md::generate")
+    assert project.cassettes()["quorum.md.yaml"] == before["quorum.md.yaml"]
+    assert project.statuses() == {"quorum.md": "pending", "backpressure.md": "complete"}
 
 
 @pytest.mark.parametrize("mode", ["once", "new_episodes"])
-def test_recorded_rows_replay_without_a_key_in_every_mode_that_may_replay(pytester, fake, monkeypatch, mode):
+def test_recorded_rows_replay_without_a_key_in_every_mode_that_may_replay(project, fake, monkeypatch, mode):
     rows = rows_for("quorum")
-    write_project(pytester.path, rows)
-    assert run(pytester).ret == 0
-    go_offline(fake, monkeypatch)
-    attempts = block_network(monkeypatch)
+    project.write_rows(rows)
+    assert project.run().ret == 0
+    attempts = go_offline(fake, monkeypatch)
     rows = rows + rows_for("backpressure")  # a row with no recording
-    reset_outputs(pytester.path, rows)
+    project.reset(rows)
 
-    result = run(pytester, "--batch-record-mode", mode)
+    result = project.run("--batch-record-mode", mode)
 
     assert attempts == []
-    assert statuses(pytester.path) == {"quorum.md": "complete", "backpressure.md": "pending"}
-    assert (pytester.path / "output" / "quorum.md").read_text(encoding="utf-8") == draft("Quorum")
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "pending"}
+    assert project.output("quorum.md") == draft("Quorum")
     # the row that needs a live call fails clearly, naming the missing key, and sends nothing
-    message = item_report(result, "backpressure.md::generate")
+    message = result.failure("backpressure.md::generate")
     assert "ANTHROPIC_API_KEY" in message
     assert "TypeError" not in message
-    assert not cassette(pytester.path, "backpressure.md").exists()
+    assert not project.cassette("backpressure.md").exists()
 
 
 # -- concurrency --------------------------------------------------------------------------------
 
 
-def test_concurrent_rows_record_to_and_replay_from_their_own_cassettes(pytester, fake, monkeypatch):
+def test_concurrent_rows_record_to_and_replay_from_their_own_cassettes(project, fake, monkeypatch):
     names = ["a-one", "b-two", "c-three", "d-four", "e-five", "f-six"]
     rows = rows_for(*names)
-    write_project(pytester.path, rows)
+    project.write_rows(rows)
     for n, name in enumerate(names):
         title = name.replace("-", " ").title()
         # staggered, overlapping replies; every other row needs a repair
         first = Reply.ok(bad_value(title) if n % 2 else draft(title), delay=0.1 + 0.05 * (5 - n))
         router(fake).set(f"{name}.md", first, Reply.ok(draft(title), delay=0.05 * n))
 
-    recorded = run(pytester, "--batch-concurrency", "6")
+    recorded = project.run("--batch-concurrency", "6")
 
     assert recorded.ret == 0, recorded.stdout.str()
     assert fake.max_in_flight == 6  # they did overlap
-    recorded_outputs = outputs(pytester.path)
+    recorded_outputs = project.outputs()
     for name in names:
-        bodies = cassette_bodies(cassette(pytester.path, f"{name}.md"))
+        bodies = project.cassette_bodies(f"{name}.md")
         assert [row_of(b) for b in bodies] == [f"{name}.md"] * len(bodies)
         assert len(bodies) == (2 if names.index(name) % 2 else 1)
-        text = cassette(pytester.path, f"{name}.md").read_text(encoding="utf-8")
+        text = project.cassette(f"{name}.md").read_text(encoding="utf-8")
         others = [n for n in names if n != name]
         assert not any(f"output/{o}.md" in text for o in others)
 
-    go_offline(fake, monkeypatch)
-    attempts = block_network(monkeypatch)
-    reset_outputs(pytester.path, rows)
-    replayed = run(pytester, "--batch-record-mode", "none", "--batch-concurrency", "6")
+    attempts = go_offline(fake, monkeypatch)
+    project.reset(rows)
+    replayed = project.run("--batch-record-mode", "none", "--batch-concurrency", "6")
 
     assert attempts == []
     assert replayed.ret == 0, replayed.stdout.str()
-    assert outputs(pytester.path) == recorded_outputs
-    assert set(statuses(pytester.path).values()) == {"complete"}
+    assert project.outputs() == recorded_outputs
+    assert set(project.statuses().values()) == {"complete"}
 
 
 # -- a crash ------------------------------------------------------------------------------------
 
 
-def test_kill_9_mid_run_then_rerun_pays_for_no_reply_twice(pytester, fake):
-    fast, slow = ["fast-one", "fast-two"], ["slow-one", "slow-two"]
-    rows = rows_for(*fast, *slow)
-    write_project(pytester.path, rows)
-    original_plan = (pytester.path / "plan.md").read_bytes()
-    for name in slow:
-        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=30))
+def title_of(name: str) -> str:
+    return name.replace("-", " ").title()
 
+
+def test_kill_9_mid_run_then_rerun_pays_for_no_reply_twice(project, fake):
+    # given: two rows answered at once and two whose replies take 30 s
+    fast, slow = ["fast-one", "fast-two"], ["slow-one", "slow-two"]
+    project.write_rows(rows_for(*fast, *slow))
+    original_plan = (project.path / "plan.md").read_bytes()
+    for name in slow:
+        router(fake).set(f"{name}.md", Reply.ok(draft(title_of(name)), delay=30))
+
+    # when: the run is killed once the fast replies are recorded and the slow ones are in flight
+    returncode = run_and_kill_9(
+        project,
+        ready=lambda: all(project.cassette(f"{n}.md").exists() for n in fast) and fake.in_flight == len(slow),
+    )
+
+    # then: the plan is intact, every output is either absent or whole, only replies are recorded
+    assert returncode == -signal.SIGKILL
+    assert (project.path / "plan.md").read_bytes() == original_plan
+    assert set(project.statuses().values()) == {"pending"}
+    assert_whole_or_absent(project, fast, slow)
+    assert {row_of(e) for e in fake.messages_requests()} == {f"{n}.md" for n in fast + slow}
+    assert not any(project.cassette(f"{n}.md").exists() for n in slow)  # no reply, no recording
+    for name in fast:
+        assert [row_of(b) for b in project.cassette_bodies(f"{name}.md")] == [f"{name}.md"]
+
+    # when it runs again, the slow rows answering at once now (and the second fast row's output
+    # gone, so that it must come back from its cassette, not from a kept output)
+    (project.path / "output" / "fast-two.md").unlink(missing_ok=True)
+    fake.reset_log()
+    for name in slow:
+        router(fake).set(f"{name}.md", Reply.ok(draft(title_of(name))))
+    result = project.run()
+
+    # then: the fast rows' replies are not paid for again
+    assert result.ret == 0, result.stdout.str()
+    assert sorted(row_of(e) for e in fake.messages_requests()) == ["slow-one.md", "slow-two.md"]
+    assert set(project.statuses().values()) == {"complete"}
+    for name in fast + slow:
+        assert project.output(f"{name}.md") == draft(title_of(name))
+
+
+def run_and_kill_9(project: Project, ready: Callable[[], bool]) -> int:
+    """Run pytest on the project's plan in a process of its own; SIGKILL it once ``ready()``
+    holds (and the dispatcher had 0.1 s to write what it received). Returns its exit code."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "--batch-plan", "plan.md", "-q"],
-        cwd=pytester.path,
+        [sys.executable, "-m", "pytest", "--batch-plan", project.plan, "-q"],
+        cwd=project.path,
         env=dict(os.environ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -400,9 +403,7 @@ def test_kill_9_mid_run_then_rerun_pays_for_no_reply_twice(pytester, fake):
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            recorded = all(cassette(pytester.path, f"{n}.md").exists() for n in fast)
-            waiting = fake.in_flight == len(slow)
-            if recorded and waiting:
+            if ready():
                 break
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.05)
@@ -414,77 +415,58 @@ def test_kill_9_mid_run_then_rerun_pays_for_no_reply_twice(pytester, fake):
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
+    return proc.returncode
 
-    # after the crash: the plan is intact, every output is either absent or whole
-    assert (pytester.path / "plan.md").read_bytes() == original_plan
-    assert set(statuses(pytester.path).values()) == {"pending"}
-    left = {p.name: p.read_text(encoding="utf-8") for p in (pytester.path / "output").iterdir()}
+
+def assert_whole_or_absent(project: Project, fast: list[str], slow: list[str]) -> None:
+    """After a crash: a fast row's output is absent or its whole draft, a slow row's is absent,
+    and nothing else (no temporary file) is left in the output folder."""
+    left = {p.name: p.read_text(encoding="utf-8") for p in (project.path / "output").iterdir()}
     for name in fast + slow:
         if f"{name}.md" in left:
-            assert left[f"{name}.md"] == draft(name.replace("-", " ").title())
+            assert left[f"{name}.md"] == draft(title_of(name))
     assert not any(f"{n}.md" in left for n in slow)
-    assert {row_of(e) for e in fake.messages_requests()} == {f"{n}.md" for n in fast + slow}
-    assert not any(cassette(pytester.path, f"{n}.md").exists() for n in slow)  # no reply, no recording
-    stray = [p.name for p in (pytester.path / "output").iterdir() if not p.name.startswith(".")]
+    stray = [p.name for p in (project.path / "output").iterdir() if not p.name.startswith(".")]
     assert set(stray) <= {"reference.md", "fast-one.md", "fast-two.md"}
-    for name in fast:
-        assert [row_of(b) for b in cassette_bodies(cassette(pytester.path, f"{name}.md"))] == [f"{name}.md"]
-    # the second fast row must come back from its cassette, not from a kept output
-    (pytester.path / "output" / "fast-two.md").unlink(missing_ok=True)
-
-    # rerun: the slow rows answer at once now; the fast rows' replies are not paid for again
-    fake.reset_log()
-    for name in slow:
-        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title())))
-    result = run(pytester)
-
-    assert result.ret == 0, result.stdout.str()
-    assert sorted(row_of(e) for e in fake.messages_requests()) == ["slow-one.md", "slow-two.md"]
-    assert set(statuses(pytester.path).values()) == {"complete"}
-    for name in fast + slow:
-        assert (pytester.path / "output" / f"{name}.md").read_text(encoding="utf-8") == draft(
-            name.replace("-", " ").title()
-        )
 
 
-def test_rerecording_a_complete_row_keeps_its_passing_output_until_a_new_draft_passes(pytester, fake):
+def test_rerecording_a_complete_row_keeps_its_passing_output_until_a_new_draft_passes(project, fake):
     rows = rows_for("quorum", "backpressure")
-    write_project(pytester.path, rows)
-    assert run(pytester).ret == 0
-    assert statuses(pytester.path) == {"quorum.md": "complete", "backpressure.md": "complete"}
-    good = (pytester.path / "output" / "quorum.md").read_text(encoding="utf-8")
+    project.write_rows(rows)
+    assert project.run().ret == 0
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}
+    good = project.output("quorum.md")
 
     # a re-record whose every draft fails: the passing output is not replaced
     fake.reset_log()
     router(fake).set("quorum.md", Reply.ok(bad_value("Quorum")))
-    result = run(pytester, "--batch-record-mode", "all", "plan.md::quorum.md")
+    result = project.run("--batch-record-mode", "all", "plan.md::quorum.md")
     assert list(requests_by_row(fake)) == ["quorum.md"]
-    assert (pytester.path / "output" / "quorum.md").read_text(encoding="utf-8") == good
-    kept_draft = pytester.path / "output" / ".batchgen-drafts" / "quorum.md"
+    assert project.output("quorum.md") == good
+    kept_draft = project.path / "output" / ".batchgen-drafts" / "quorum.md"
     assert kept_draft.read_text(encoding="utf-8") == bad_value("Quorum")
     assert result.ret == 0  # the output that is checked still passes
-    assert statuses(pytester.path)["quorum.md"] == "complete"
+    assert project.statuses()["quorum.md"] == "complete"
 
     # a re-record whose draft passes replaces the output, and the draft folder is cleaned up
     router(fake).set("quorum.md", Reply.ok(draft("Quorum", category="B")))
-    result = run(pytester, "--batch-record-mode", "all", "plan.md::quorum.md")
+    result = project.run("--batch-record-mode", "all", "plan.md::quorum.md")
     assert result.ret == 0, result.stdout.str()
-    assert (pytester.path / "output" / "quorum.md").read_text(encoding="utf-8") == draft("Quorum", category="B")
-    assert not (pytester.path / "output" / ".batchgen-drafts").exists()
-    assert "category: B" in cassette(pytester.path, "quorum.md").read_text(encoding="utf-8")
+    assert project.output("quorum.md") == draft("Quorum", category="B")
+    assert not (project.path / "output" / ".batchgen-drafts").exists()
+    assert "category: B" in project.cassette("quorum.md").read_text(encoding="utf-8")
 
 
-def test_a_transient_error_is_not_recorded_so_the_next_run_tries_again(pytester, fake):
-    write_project(pytester.path, rows_for("flaky"))
+def test_a_transient_error_is_not_recorded_so_the_next_run_tries_again(project, fake):
+    project.write_rows(rows_for("flaky"))
     router(fake).set("flaky.md", Reply.overloaded(retry_after=FAST_RETRY))
-    first = run(pytester)
+    first = project.run()
     assert first.ret == pytest.ExitCode.TESTS_FAILED
-    assert not cassette(pytester.path, "flaky.md").exists()  # nothing but errors came back
+    assert not project.cassette("flaky.md").exists()  # nothing but errors came back
 
     fake.reset_log()
     router(fake).set("flaky.md", Reply.ok(draft("Flaky")))
-    second = run(pytester)
+    second = project.run()
     assert second.ret == 0, second.stdout.str()
     assert len(fake.messages_requests()) == 1  # sent again, not replayed from a recorded 529
-    assert statuses(pytester.path) == {"flaky.md": "complete"}
+    assert project.statuses() == {"flaky.md": "complete"}

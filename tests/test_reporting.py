@@ -27,19 +27,15 @@ from genhelpers import (
     PlanRow,
     Reply,
     bad_value,
-    block_network,
     draft,
-    fake,  # noqa: F401  (fixture)
-    item_outcomes,
+    go_offline,
     lint_bad,
-    plan_text,
     requests_by_row,
-    reset_outputs,
     router,
     rows_for,
-    statuses,
-    write_project,
+    rows_plan_text,
 )
+from harness import Project, Run
 from pytest_batchgen.client import Usage
 from pytest_batchgen.pricing import DEFAULT_PRICES, Price
 
@@ -76,11 +72,7 @@ def add(*ds: dict) -> dict:
     return total.as_dict()
 
 
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest("--batch-plan", "plan.md", *args)
-
-
-def summary(result: pytest.RunResult) -> list[str]:
+def summary(result: Run) -> list[str]:
     """The lines of the ``pytest-batchgen`` section of the terminal summary."""
     lines = result.stdout.lines
     start = next(i for i, line in enumerate(lines) if re.match(r"^=+ pytest-batchgen =+$", line))
@@ -97,7 +89,7 @@ def cells(line: str) -> list[str]:
     return re.split(r"\s{2,}", line.rstrip())
 
 
-def table(result: pytest.RunResult) -> dict[str, list[str]]:
+def table(result: Run) -> dict[str, list[str]]:
     """The summary's table: filename -> its cells (the header under ``"file"``)."""
     rows = {}
     for line in summary(result):
@@ -108,7 +100,7 @@ def table(result: pytest.RunResult) -> dict[str, list[str]]:
     return rows
 
 
-def total_line(result: pytest.RunResult) -> str:
+def total_line(result: Run) -> str:
     (line,) = [line for line in summary(result) if line.startswith("total:")]
     return line
 
@@ -204,9 +196,9 @@ class ReportV1(Strict):
     totals: TotalsV1
 
 
-def load_report(pytester: pytest.Pytester, name: str = "report.json") -> dict:
+def load_report(project: pytest.Pytester, name: str = "report.json") -> dict:
     """Read the report, validate it against the schema, and check that its sums add up."""
-    text = (pytester.path / name).read_text(encoding="utf-8")
+    text = project.read(name)
     ReportV1.model_validate_json(text)
     doc = json.loads(text)
     all_rows = [r for p in doc["plans"] for r in p["rows"]]
@@ -246,18 +238,18 @@ def script_mixed(fake) -> None:
     r.set("gamma.md", Reply.ok(bad_value("Gamma"), usage=G1), Reply.ok(bad_value("Gamma"), usage=G2))
 
 
-def mixed_project(pytester) -> list[PlanRow]:
-    rows = [*rows_for("alpha", "beta", "gamma"), PlanRow("Done", "done.md", "claude-haiku-5-5", "complete")]
-    write_project(pytester.path, rows)
-    (pytester.path / "output" / "done.md").write_text(draft("Done"), encoding="utf-8")
+def mixed_project(project: Project) -> list[PlanRow]:
+    rows = [*rows_for("alpha", "beta", "gamma"), PlanRow("Done", "done.md", "haiku", "complete")]
+    project.write_rows(rows)
+    project.write("output/done.md", draft("Done"))
     return rows
 
 
-def test_summary_has_one_row_per_plan_row_and_exact_totals(pytester, fake):
-    mixed_project(pytester)
+def test_summary_has_one_row_per_plan_row_and_exact_totals(project, fake):
+    mixed_project(project)
     script_mixed(fake)
 
-    result = run(pytester, "--batch-concurrency", "1")
+    result = project.run("--batch-concurrency", "1")
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     rows = table(result)
@@ -287,24 +279,40 @@ def test_summary_has_one_row_per_plan_row_and_exact_totals(pytester, fake):
     assert not any(line.startswith(("replay saved", "every call", "stopped dispatching")) for line in lines)
     assert "plan.md: plan updated" in lines
     assert not any(line.startswith("::error") for line in lines)  # not on GitHub Actions
-    assert statuses(pytester.path) == {"alpha.md": "complete", "beta.md": "complete", "gamma.md": "pending", "done.md": "complete"}
+    assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete", "gamma.md": "pending", "done.md": "complete"}
 
 
-def test_json_report_counts_every_attempt_and_its_cost(pytester, fake):
-    mixed_project(pytester)
+def test_json_report_counts_every_attempt_and_its_cost(project, fake):
+    # given: a row that passes, one repaired, one still wrong after its repair, one complete
+    mixed_project(project)
     script_mixed(fake)
 
-    result = run(pytester, "--batch-report", "report.json")
+    # when
+    result = project.run("--batch-report", "report.json")
 
+    # then: the report (valid, its sums adding up: load_report) says so row by row and in total
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    doc = load_report(pytester)
+    doc = load_report(project)
     assert doc["schema"] == "pytest-batchgen-report" and doc["version"] == 1
     assert (doc["record_mode"], doc["validate_only"], doc["readonly"], doc["exit_status"]) == ("new_episodes", False, False, 1)
     assert [p["plan"] for p in doc["plans"]] == ["plan.md"]
     rows = rows_of(doc)
     assert list(rows) == ["alpha.md", "beta.md", "gamma.md", "done.md"]
+    assert_repaired_beta(rows["beta.md"])
+    assert_failed_gamma(rows["gamma.md"])
+    alpha = rows["alpha.md"]
+    assert alpha["repairs"] == 0 and [a["usage"] for a in alpha["attempts"]] == [A1]
+    assert alpha["cost_usd"] == round(cost(A1), 6)
+    done = rows["done.md"]
+    assert done["generation"] is None and done["attempts"] == [] and done["cost_usd"] == 0
+    assert (done["status_before"], done["status_after"], done["verdict"]) == ("complete", "complete", "complete")
+    assert_mixed_totals(doc["totals"])
+    # the summary shows the same total
+    assert total_line(result).endswith(f"estimated cost {money(doc['totals']['cost_usd'])}")
 
-    beta = rows["beta.md"]
+
+def assert_repaired_beta(beta: dict) -> None:
+    """beta: a bad draft, then a good one: complete, both attempts counted."""
     assert (beta["status_before"], beta["status_after"], beta["verdict"]) == ("pending", "complete", "complete")
     assert beta["model"] == HAIKU_ID and beta["title"] == "Beta" and beta["phase"] == "1"
     assert beta["generation"] == {"outcome": "passed", "error": None, "wrote_output": True}
@@ -320,7 +328,9 @@ def test_json_report_counts_every_attempt_and_its_cost(pytester, fake):
     assert beta["cost_usd"] == round(cost(B1) + cost(B2), 6)
     assert beta["failures"] == []
 
-    gamma = rows["gamma.md"]
+
+def assert_failed_gamma(gamma: dict) -> None:
+    """gamma: wrong twice: pending, failed, its failure located in the plan and the output."""
     assert (gamma["status_before"], gamma["status_after"], gamma["verdict"]) == ("pending", "pending", "failed")
     assert gamma["generation"]["outcome"] == "failed"
     assert gamma["repairs"] == 1
@@ -334,36 +344,30 @@ def test_json_report_counts_every_attempt_and_its_cost(pytester, fake):
             "output_line": 3,
         }
     ]
-    alpha = rows["alpha.md"]
-    assert alpha["repairs"] == 0 and [a["usage"] for a in alpha["attempts"]] == [A1]
-    assert alpha["cost_usd"] == round(cost(A1), 6)
-    done = rows["done.md"]
-    assert done["generation"] is None and done["attempts"] == [] and done["cost_usd"] == 0
-    assert (done["status_before"], done["status_after"], done["verdict"]) == ("complete", "complete", "complete")
 
+
+def assert_mixed_totals(t: dict) -> None:
+    """The totals of the mixed project's five live calls."""
     everything = (A1, B1, B2, G1, G2)
-    t = doc["totals"]
     assert (t["rows"], t["complete"], t["failed"]) == (4, 3, 1)
     assert (t["calls"], t["calls_live"], t["calls_replayed"], t["all_replayed"]) == (5, 5, 0, False)
     assert t["usage"] == add(*everything)
     assert t["cost_usd"] == round(sum(cost(u) for u in everything), 6)
     assert t["caching_saved_usd"] == round(sum(HAIKU.caching_saved(usage(u)) for u in everything), 6)
     assert (t["replay_saved_usd"], t["skipped_by_budget"], t["budget_note"]) == (0.0, 0, None)
-    # the summary shows the same total
-    assert total_line(result).endswith(f"estimated cost {money(t['cost_usd'])}")
 
 
-def test_report_path_is_relative_to_the_invocation_folder_and_written_in_read_only_runs(pytester, fake):
-    mixed_project(pytester)
+def test_report_path_is_relative_to_the_invocation_folder_and_written_in_read_only_runs(project, fake):
+    mixed_project(project)
     script_mixed(fake)
-    assert run(pytester).ret == pytest.ExitCode.TESTS_FAILED  # generate first
+    assert project.run().ret == pytest.ExitCode.TESTS_FAILED  # generate first
     sent = len(fake.messages_requests())
 
-    result = run(pytester, "--batch-readonly", "--batch-report", "reports/ci/gate.json")
+    result = project.run("--batch-readonly", "--batch-report", "reports/ci/gate.json")
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert len(fake.messages_requests()) == sent  # read-only: nothing sent
-    doc = load_report(pytester, "reports/ci/gate.json")
+    doc = load_report(project, "reports/ci/gate.json")
     assert (doc["validate_only"], doc["readonly"], doc["record_mode"]) == (True, True, "new_episodes")
     assert doc["totals"]["calls"] == 0 and doc["totals"]["cost_usd"] == 0 and doc["totals"]["all_replayed"] is False
     rows = rows_of(doc)
@@ -385,72 +389,69 @@ def test_report_path_is_relative_to_the_invocation_folder_and_written_in_read_on
 P1 = pin(2_000, 1_000, 4_000, 8_000)
 
 
-def test_a_prices_section_in_the_plan_overrides_the_default_price(pytester, fake):
+def test_a_prices_section_in_the_plan_overrides_the_default_price(project, fake):
     rows = rows_for("alpha")
-    write_project(pytester.path, rows)
-    plan = pytester.path / "plan.md"
-    plan.write_text(plan_text(rows) + "\n## Prices\n\n- claude-haiku: 2, 10\n", encoding="utf-8")
+    project.write_rows(rows)
+    project.write("plan.md", rows_plan_text(rows) + "\n## Prices\n\n- claude-haiku: 2, 10\n")
     router(fake).set("alpha.md", Reply.ok(draft("Alpha"), usage=P1))
 
-    result = run(pytester, "--batch-report", "report.json")
+    result = project.run("--batch-report", "report.json")
 
     assert result.ret == 0, result.stdout.str()
     price = Price(2, 10, 2.5, 0.2)  # cache rates default to 1.25 x and 0.1 x input
     expected = (2_000 * 2 + 1_000 * 10 + 4_000 * 2.5 + 8_000 * 0.2) / 1e6
     assert cost(P1, price) == pytest.approx(expected) and expected != pytest.approx(cost(P1))
-    doc = load_report(pytester)
+    doc = load_report(project)
     assert doc["totals"]["cost_usd"] == round(expected, 6)
     assert rows_of(doc)["alpha.md"]["attempts"][0]["cost_usd"] == round(expected, 6)
     assert table(result)["alpha.md"][6] == money(expected)
 
 
-def test_a_price_may_name_the_model_alias_the_plan_uses(pytester, fake):
+def test_a_price_may_name_the_model_alias_the_plan_uses(project, fake):
     rows = rows_for("alpha")
-    write_project(pytester.path, rows)
-    plan = pytester.path / "plan.md"
-    plan.write_text(plan_text(rows) + "\n## Prices\n\n- haiku: 3, 20, 4, 0.5\n", encoding="utf-8")
+    project.write_rows(rows)
+    project.write("plan.md", rows_plan_text(rows) + "\n## Prices\n\n- haiku: 3, 20, 4, 0.5\n")
     router(fake).set("alpha.md", Reply.ok(draft("Alpha"), usage=P1))
 
-    result = run(pytester, "--batch-report", "report.json")
+    result = project.run("--batch-report", "report.json")
 
     assert result.ret == 0, result.stdout.str()
     expected = (2_000 * 3 + 1_000 * 20 + 4_000 * 4 + 8_000 * 0.5) / 1e6
-    assert load_report(pytester)["totals"]["cost_usd"] == round(expected, 6)
+    assert load_report(project)["totals"]["cost_usd"] == round(expected, 6)
 
 
-def test_the_ini_option_overrides_the_default_and_the_plan_overrides_the_ini(pytester, fake):
+def test_the_ini_option_overrides_the_default_and_the_plan_overrides_the_ini(project, fake):
     rows = rows_for("alpha")
-    write_project(pytester.path, rows, ini_extra="batchgen_prices =\n    claude-haiku: 4, 20, 5, 0.4\n    claude-opus: 1, 1\n")
+    project.write_rows(rows, ini_extra="batchgen_prices =\n    claude-haiku: 4, 20, 5, 0.4\n    claude-opus: 1, 1\n")
     router(fake).set("alpha.md", Reply.ok(draft("Alpha"), usage=P1))
 
-    result = run(pytester, "--batch-report", "report.json")
+    result = project.run("--batch-report", "report.json")
 
     assert result.ret == 0, result.stdout.str()
     ini_cost = (2_000 * 4 + 1_000 * 20 + 4_000 * 5 + 8_000 * 0.4) / 1e6
-    assert load_report(pytester)["totals"]["cost_usd"] == round(ini_cost, 6)
+    assert load_report(project)["totals"]["cost_usd"] == round(ini_cost, 6)
     assert total_line(result).endswith(f"estimated cost {money(ini_cost)}")
 
     # the plan's own price wins over the ini file's (a new call: no cassette to replay)
-    reset_outputs(pytester.path, rows)
-    shutil.rmtree(pytester.path / "cassettes")
-    plan = pytester.path / "plan.md"
-    plan.write_text(plan_text(rows) + "\n## Prices\n\n- claude-haiku-5-5: 0.5, 1, 0.5, 0.5\n", encoding="utf-8")
+    project.reset(rows)
+    shutil.rmtree(project.path / "cassettes")
+    project.write("plan.md", rows_plan_text(rows) + "\n## Prices\n\n- claude-haiku-5-5: 0.5, 1, 0.5, 0.5\n")
 
-    result = run(pytester, "--batch-report", "report.json")
+    result = project.run("--batch-report", "report.json")
 
     assert result.ret == 0, result.stdout.str()
     plan_cost = (2_000 * 0.5 + 1_000 * 1 + 4_000 * 0.5 + 8_000 * 0.5) / 1e6
-    assert load_report(pytester)["totals"]["cost_usd"] == round(plan_cost, 6)
+    assert load_report(project)["totals"]["cost_usd"] == round(plan_cost, 6)
 
 
-def test_an_unreadable_price_is_a_usage_error_naming_the_line(pytester, fake):
+def test_an_unreadable_price_is_a_usage_error_naming_the_line(project, fake):
     rows = rows_for("alpha")
-    write_project(pytester.path, rows)
-    text = plan_text(rows) + "\n## Prices\n\n- claude-haiku: 2, 10\n- claude-opus: expensive\n"
-    (pytester.path / "plan.md").write_text(text, encoding="utf-8")
+    project.write_rows(rows)
+    text = rows_plan_text(rows) + "\n## Prices\n\n- claude-haiku: 2, 10\n- claude-opus: expensive\n"
+    project.write("plan.md", text)
     bad_line = text.splitlines().index("- claude-opus: expensive") + 1
 
-    result = run(pytester)
+    result = project.run()
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
@@ -458,11 +459,9 @@ def test_an_unreadable_price_is_a_usage_error_naming_the_line(pytester, fake):
     assert f"plan.md:{bad_line}" in err
     assert fake.messages_requests() == []
 
-    (pytester.path / "plan.md").write_text(plan_text(rows), encoding="utf-8")
-    (pytester.path / "pytest.ini").write_text(
-        (pytester.path / "pytest.ini").read_text() + "batchgen_prices = claude-haiku: 1.2.3, 4\n"
-    )
-    result = run(pytester)
+    project.write("plan.md", rows_plan_text(rows))
+    project.write("pytest.ini", project.read("pytest.ini") + "batchgen_prices = claude-haiku: 1.2.3, 4\n")
+    result = project.run()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "batchgen_prices: cannot read 'claude-haiku: 1.2.3, 4'" in result.stderr.str()
 
@@ -470,20 +469,20 @@ def test_an_unreadable_price_is_a_usage_error_naming_the_line(pytester, fake):
 # -- GitHub Actions annotations -----------------------------------------------------------------
 
 
-def annotation_project(pytester, fake) -> str:
-    write_project(pytester.path, rows_for("alpha", "gamma", "linty", "down"))
+def annotation_project(project, fake) -> str:
+    project.write_rows(rows_for("alpha", "gamma", "linty", "down"))
     r = router(fake)
     r.set("gamma.md", Reply.ok(bad_value("Gamma")))
     r.set("linty.md", Reply.ok(lint_bad("Linty")))
     r.set("down.md", Reply.error(500, message="the backend is down", retry_after=FAST_RETRY))
-    return (pytester.path / "plan.md").read_text(encoding="utf-8")
+    return project.read()
 
 
-def test_github_actions_gets_one_error_annotation_per_failing_check(pytester, fake, monkeypatch):
-    plan = annotation_project(pytester, fake)
+def test_github_actions_gets_one_error_annotation_per_failing_check(project, fake, monkeypatch):
+    plan = annotation_project(project, fake)
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
 
-    result = run(pytester, "--batch-max-attempts", "1")
+    result = project.run("--batch-max-attempts", "1")
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     down_line = plan.splitlines().index("| Down | down.md | haiku | pending |") + 1
@@ -505,11 +504,11 @@ def test_github_actions_gets_one_error_annotation_per_failing_check(pytester, fa
     assert sum("down.md" in a for a in annotations) == 1
 
 
-def test_no_annotations_off_github_actions(pytester, fake, monkeypatch):
-    annotation_project(pytester, fake)
+def test_no_annotations_off_github_actions(project, fake, monkeypatch):
+    annotation_project(project, fake)
     monkeypatch.setenv("GITHUB_ACTIONS", "false")
 
-    result = run(pytester, "--batch-max-attempts", "1")
+    result = project.run("--batch-max-attempts", "1")
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert not any(line.startswith("::") for line in result.stdout.lines)
@@ -518,14 +517,14 @@ def test_no_annotations_off_github_actions(pytester, fake, monkeypatch):
 # -- JUnit XML properties -----------------------------------------------------------------------
 
 
-def test_junitxml_items_carry_the_rows_filename_model_attempts_and_cost(pytester, fake):
-    mixed_project(pytester)
+def test_junitxml_items_carry_the_rows_filename_model_attempts_and_cost(project, fake):
+    mixed_project(project)
     script_mixed(fake)
 
-    result = run(pytester, "--junitxml", "junit.xml")
+    result = project.run("--junitxml", "junit.xml")
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    tree = ET.parse(pytester.path / "junit.xml")
+    tree = ET.parse(project.path / "junit.xml")
     cases = {}
     for case in tree.iter("testcase"):
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
@@ -570,39 +569,56 @@ def cases_key(case: ET.Element) -> str:
 CENT = pin(500, 1_900)  # $0.0005 + $0.0095 = $0.01 at Haiku's price
 
 
-def test_budget_cap_stops_sending_and_skips_the_rows_not_sent(pytester, fake):
+BUDGET_NOTE = (
+    "stopped dispatching: the estimated spend ($0.0200) reached --batch-max-cost $0.015; the rows not sent were skipped"
+)
+NOT_SENT = "not sent: the estimated spend ($0.0200) reached --batch-max-cost $0.015"
+
+
+def test_budget_cap_stops_sending_and_skips_the_rows_not_sent(project, fake):
+    # given: five rows whose every reply costs a cent
     names = ["one", "two", "three", "four", "five"]
-    write_project(pytester.path, rows_for(*names))
+    project.write_rows(rows_for(*names))
     for name in names:
         router(fake).set(f"{name}.md", Reply.ok(draft(name.title()), usage=CENT))
     assert cost(CENT) == pytest.approx(0.01)
 
-    result = run(pytester, "--batch-concurrency", "1", "--batch-max-cost", "0.015", "--batch-report", "report.json")
+    # when: one row at a time, with a cap of a cent and a half
+    result = project.run("--batch-concurrency", "1", "--batch-max-cost", "0.015", "--batch-report", "report.json")
 
-    # the first call spends $0.01 (< $0.015, so a second is sent); after it, $0.02 >= the cap
+    # then: the first call spends $0.01 (< $0.015, so a second is sent); after it, $0.02 >= the cap
     sent = requests_by_row(fake)
     assert len(fake.messages_requests()) == 2 < len(names)
     assert all(len(reqs) == 1 for reqs in sent.values())
     not_sent = [f"{n}.md" for n in names if f"{n}.md" not in sent]
     assert len(not_sent) == 3
-    assert result.ret == 0, result.stdout.str()  # skipped, not failed
-    outcomes = item_outcomes(result)
-    reasons = skip_reasons(result)
+    # the rows not sent are skipped, not failed, and stay pending without an output
+    assert result.ret == 0, result.stdout.str()
+    assert_skipped_by_budget(result, sent=list(sent), not_sent=not_sent)
+    assert project.statuses() == {f"{n}.md": "complete" if f"{n}.md" in sent else "pending" for n in names}
+    assert not any((project.path / "output" / f).exists() for f in not_sent)
+    # the summary and the report say why
+    assert_budget_summary(result, sent=list(sent), not_sent=not_sent)
+    assert_budget_report(load_report(project), not_sent=not_sent)
+
+
+def assert_skipped_by_budget(result: Run, sent: list[str], not_sent: list[str]) -> None:
+    """A sent row's generate item passed; every item of a row not sent was skipped, saying why."""
+    outcomes = result.outcomes()
+    reasons = result.skip_reasons()
     for filename in sent:
         assert outcomes[f"{filename}::generate"] == "passed"
     for filename in not_sent:
         assert outcomes[f"{filename}::generate"] == "skipped"
         reason = reasons[f"{filename}::generate"]
         assert "max-cost" in reason, reason
-        assert reason == "Skipped: not sent: the estimated spend ($0.0200) reached --batch-max-cost $0.015"
+        assert reason == "Skipped: " + NOT_SENT
         for check in ("front-matter", "category-value", "sections", "lint"):
             assert outcomes[f"{filename}::{check}"] == "skipped"
-    assert statuses(pytester.path) == {f"{n}.md": "complete" if f"{n}.md" in sent else "pending" for n in names}
-    assert not any((pytester.path / "output" / f).exists() for f in not_sent)
 
-    note = "stopped dispatching: the estimated spend ($0.0200) reached --batch-max-cost $0.015; the rows not sent were skipped"
-    lines = summary(result)
-    assert note in lines
+
+def assert_budget_summary(result: Run, sent: list[str], not_sent: list[str]) -> None:
+    assert BUDGET_NOTE in summary(result)
     rows = table(result)
     for filename in not_sent:
         assert rows[filename][3:7] == ["pending -> pending", "0", "0/0/0/0", "skipped"]
@@ -611,68 +627,54 @@ def test_budget_cap_stops_sending_and_skips_the_rows_not_sent(pytester, fake):
     assert total_line(result).startswith("total: 5 rows, 2 complete, 0 failed; 2 calls (2 live, 0 replayed)")
     assert total_line(result).endswith("estimated cost $0.0200")
 
-    doc = load_report(pytester)
+
+def assert_budget_report(doc: dict, not_sent: list[str]) -> None:
     assert doc["totals"]["skipped_by_budget"] == 3
-    assert doc["totals"]["budget_note"] == note
+    assert doc["totals"]["budget_note"] == BUDGET_NOTE
     assert doc["totals"]["cost_usd"] == 0.02
     for filename in not_sent:
         row = rows_of(doc)[filename]
-        assert row["generation"] == {
-            "outcome": "skipped",
-            "error": "not sent: the estimated spend ($0.0200) reached --batch-max-cost $0.015",
-            "wrote_output": False,
-        }
+        assert row["generation"] == {"outcome": "skipped", "error": NOT_SENT, "wrote_output": False}
         assert row["attempts"] == [] and row["verdict"] == "skipped"
 
 
-def test_a_zero_budget_sends_nothing(pytester, fake):
-    write_project(pytester.path, rows_for("one", "two"))
+def test_a_zero_budget_sends_nothing(project, fake):
+    project.write_rows(rows_for("one", "two"))
 
-    result = run(pytester, "--batch-max-cost", "0", "--batch-report", "report.json")
+    result = project.run("--batch-max-cost", "0", "--batch-report", "report.json")
 
     assert fake.messages_requests() == []
     assert result.ret == 0
-    assert "max-cost" in skip_reasons(result)["one.md::generate"]
-    assert load_report(pytester)["totals"]["skipped_by_budget"] == 2
+    assert "max-cost" in result.skip_reasons()["one.md::generate"]
+    assert load_report(project)["totals"]["skipped_by_budget"] == 2
     assert any(line.startswith("stopped dispatching: the estimated spend ($0.0000)") for line in summary(result))
 
 
-def test_a_negative_budget_is_a_usage_error(pytester, fake):
-    write_project(pytester.path, rows_for("one"))
-    result = run(pytester, "--batch-max-cost", "-1")
+def test_a_negative_budget_is_a_usage_error(project, fake):
+    project.write_rows(rows_for("one"))
+    result = project.run("--batch-max-cost", "-1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--batch-max-cost must be zero or more" in result.stderr.str()
-
-
-def skip_reasons(result: pytest.RunResult) -> dict[str, str]:
-    out = {}
-    for rep in result.reprec.getreports("pytest_runtest_logreport"):  # type: ignore[attr-defined]
-        if rep.skipped:
-            out["::".join(rep.nodeid.split("::")[1:])] = rep.longrepr[2]
-    return out
 
 
 # -- a replayed run costs nothing -----------------------------------------------------------------
 
 
-def test_a_replayed_run_reports_zero_cost_and_that_every_call_was_replayed(pytester, fake, monkeypatch):
+def test_a_replayed_run_reports_zero_cost_and_that_every_call_was_replayed(project, fake, monkeypatch):
     rows = rows_for("alpha", "beta")
-    write_project(pytester.path, rows)
+    project.write_rows(rows)
     r = router(fake)
     r.set("alpha.md", Reply.ok(draft("Alpha"), usage=A1))
     r.set("beta.md", Reply.ok(bad_value("Beta"), usage=B1), Reply.ok(draft("Beta"), usage=B2))
-    recorded = run(pytester, "--batch-report", "recorded.json")
+    recorded = project.run("--batch-report", "recorded.json")
     assert recorded.ret == 0, recorded.stdout.str()
     recorded_cost = cost(A1) + cost(B1) + cost(B2)
-    assert load_report(pytester, "recorded.json")["totals"]["cost_usd"] == round(recorded_cost, 6)
+    assert load_report(project, "recorded.json")["totals"]["cost_usd"] == round(recorded_cost, 6)
 
-    fake.stop()
-    monkeypatch.delenv("ANTHROPIC_API_KEY")
-    monkeypatch.delenv("ANTHROPIC_BASE_URL")
-    attempts = block_network(monkeypatch)
-    reset_outputs(pytester.path, rows)
+    attempts = go_offline(fake, monkeypatch)
+    project.reset(rows)
 
-    result = run(pytester, "--batch-record-mode", "none", "--batch-report", "report.json", "--junitxml", "junit.xml")
+    result = project.run("--batch-record-mode", "none", "--batch-report", "report.json", "--junitxml", "junit.xml")
 
     assert result.ret == 0, result.stdout.str()
     assert attempts == []
@@ -689,7 +691,7 @@ def test_a_replayed_run_reports_zero_cost_and_that_every_call_was_replayed(pytes
         "(in/out/cache write/cache read); estimated cost $0.0000"
     )
 
-    doc = load_report(pytester)
+    doc = load_report(project)
     assert doc["record_mode"] == "none"
     t = doc["totals"]
     assert (t["calls"], t["calls_live"], t["calls_replayed"], t["all_replayed"]) == (3, 0, 3, True)
@@ -704,7 +706,7 @@ def test_a_replayed_run_reports_zero_cost_and_that_every_call_was_replayed(pytes
     assert beta["repairs"] == 1
     props = {
         p.get("name"): p.get("value")
-        for case in ET.parse(pytester.path / "junit.xml").iter("testcase")
+        for case in ET.parse(project.path / "junit.xml").iter("testcase")
         if case.get("name") == "generate" and "beta" in case.get("classname")
         for p in case.iter("property")
     }
@@ -715,13 +717,13 @@ def test_a_replayed_run_reports_zero_cost_and_that_every_call_was_replayed(pytes
 # -- the live progress line -------------------------------------------------------------------
 
 
-def test_progress_lines_when_the_output_is_not_a_terminal(pytester, fake):
-    write_project(pytester.path, rows_for("quick", "slow"))
+def test_progress_lines_when_the_output_is_not_a_terminal(project, fake):
+    project.write_rows(rows_for("quick", "slow"))
     r = router(fake)
     r.set("quick.md", Reply.ok(draft("Quick"), usage=CENT))
     r.set("slow.md", Reply.ok(draft("Slow"), usage=CENT, delay=1.0))
 
-    result = run(pytester)
+    result = project.run()
 
     assert result.ret == 0, result.stdout.str()
     progress = [line for line in result.stdout.lines if line.startswith("[batchgen]")]
@@ -737,26 +739,25 @@ def test_progress_lines_when_the_output_is_not_a_terminal(pytester, fake):
     assert len(progress) <= 2  # throttled: one line per 15 s at most, then the final one
 
 
-def test_budget_note_with_xdist(pytester, fake):
+def test_budget_note_with_xdist(project, fake):
     # with pytest-xdist the controller generates before the workers start (a subprocess run:
     # xdist's workers cannot start in-process)
     names = ["one", "two", "three"]
-    write_project(pytester.path, rows_for(*names))
+    project.write_rows(rows_for(*names))
     for name in names:
         router(fake).set(f"{name}.md", Reply.ok(draft(name.title()), usage=CENT))
 
-    result = pytester.runpytest_subprocess(
-        "--batch-plan", "plan.md", "-n", "2", "--batch-concurrency", "1", "--batch-max-cost", "0.015",
-        "--batch-report", "report.json",
+    result = project.run(
+        "-n", "2", "--batch-concurrency", "1", "--batch-max-cost", "0.015", "--batch-report", "report.json",
+        subprocess=True,
     )
 
     assert len(fake.messages_requests()) == 2
     # the workers know the unsent row was skipped: its checks are skipped, not failed
     assert result.ret == 0, result.stdout.str()
-    assert result.parseoutcomes().get("failed", 0) == 0
-    note = "stopped dispatching: the estimated spend ($0.0200) reached --batch-max-cost $0.015; the rows not sent were skipped"
-    assert note in summary(result)
-    doc = json.loads((pytester.path / "report.json").read_text(encoding="utf-8"))
+    assert result.counts().get("failed", 0) == 0
+    assert BUDGET_NOTE in summary(result)
+    doc = json.loads(project.read("report.json"))
     assert doc["totals"]["skipped_by_budget"] == 1
-    assert doc["totals"]["budget_note"] == note
+    assert doc["totals"]["budget_note"] == BUDGET_NOTE
     assert doc["totals"]["cost_usd"] == 0.02

@@ -1,6 +1,6 @@
 """End to end (issue #3): ``--batch-validate-only`` and ``--batch-readonly`` in real pytest runs.
 
-Two projects are copied into ``pytester.path``:
+Two projects are copied into the ``project`` fixture's folder:
 
 * the repository's example (``plans/glossary.md``, ``output/idempotency.md``, ``output/INDEX.md``,
   ``.pymarkdown.json``), linted by the real pymarkdown;
@@ -27,14 +27,14 @@ Two projects are copied into ``pytester.path``:
 from __future__ import annotations
 
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
+from harness import Project
 from pytest_batchgen.plan import load_plan
-from pytest_batchgen.planedit import RowUpdate, edit_text, read_notes
+from pytest_batchgen.planedit import RowUpdate, edit_text
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -43,66 +43,37 @@ CHANGELOG = "plans/changelog.md"
 GLOSSARY = "plans/glossary.md"
 
 
-# -- helpers ---------------------------------------------------------------------------------------
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    # no hypothesis plugin inside: pytester restores sys.modules after each run, so it would
-    # re-import (and re-rewrite) hypothesis every time, a second per run
-    return pytester.runpytest("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-rfs", *args)
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def statuses(pytester: pytest.Pytester, plan: str) -> dict[str, str]:
-    return {r.filename: r.status for r in load_plan(pytester.path / plan, pytester.path).rows}
-
-
-def notes(pytester: pytest.Pytester, plan: str) -> dict[str, str]:
-    return read_notes((pytester.path / plan).read_text(encoding="utf-8"))
-
-
-def outcomes(result: pytest.RunResult) -> dict[str, int]:
-    return {k: v for k, v in result.parseoutcomes().items() if k in ("passed", "failed", "skipped", "deselected", "error", "errors")}
-
-
 @pytest.fixture
-def glossary(pytester: pytest.Pytester) -> pytest.Pytester:
+def glossary(project: Project) -> Project:
     for rel in ("plans/glossary.md", "output/idempotency.md", ".pymarkdown.json"):
-        (pytester.path / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(REPO / rel, pytester.path / rel)
+        project.copy(REPO / rel, rel)
+    project.plan = GLOSSARY
     # the example as shipped, even after the Quick start ran in this checkout: only the format
     # reference complete and registered, no notes
-    plan = pytester.path / GLOSSARY
-    text = plan.read_text()
-    rows = load_plan(plan, pytester.path).rows
+    rows = load_plan(project.path / GLOSSARY, project.path).rows
     updates = {r.filename: RowUpdate(status="complete" if r.filename == "idempotency.md" else "pending", note="") for r in rows}
-    plan.write_text(edit_text(text, updates))
-    (pytester.path / "output" / "INDEX.md").write_text("- [Idempotency](idempotency.md)\n")
-    return pytester
+    project.write(GLOSSARY, edit_text(project.read(), updates))
+    project.write("output/INDEX.md", "- [Idempotency](idempotency.md)\n")
+    return project
 
 
 @pytest.fixture
-def changelog(pytester: pytest.Pytester) -> pytest.Pytester:
-    shutil.copytree(DATA / "changelog", pytester.path, dirs_exist_ok=True)
+def changelog(project: Project) -> Project:
+    project.copy(DATA / "changelog")
+    project.plan = CHANGELOG
     # run the linter script with this interpreter: a bare 'python' may be a slow shim (pyenv)
-    plan = pytester.path / CHANGELOG
-    plan.write_text(plan.read_text().replace("`python tools/", f"`{shlex.quote(sys.executable)} tools/"))
-    return pytester
-
-
+    project.edit(CHANGELOG, "`python tools/", f"`{shlex.quote(sys.executable)} tools/")
+    return project
 
 
 # -- the repository's example ----------------------------------------------------------------------
 
 
-def test_example_plan_idempotency_passes_and_pending_rows_are_skipped(glossary: pytest.Pytester):
-    before = snapshot(glossary.path)
-    result = run(glossary, "--batch-plan", GLOSSARY, "--batch-validate-only", "-v")
+def test_example_plan_idempotency_passes_and_pending_rows_are_skipped(glossary: Project):
+    before = glossary.snapshot()
+    result = glossary.run("--batch-validate-only", "-v")
     assert result.ret == pytest.ExitCode.OK
-    assert outcomes(result) == {"passed": 5, "skipped": 40}
+    assert result.counts() == {"passed": 5, "skipped": 40}
     for check in ("front-matter", "category-value", "sections", "lint", "registered"):
         result.stdout.fnmatch_lines([f"*glossary.md::idempotency.md::{check} PASSED*"])
     result.stdout.fnmatch_lines(
@@ -112,18 +83,18 @@ def test_example_plan_idempotency_passes_and_pending_rows_are_skipped(glossary: 
         ]
     )
     # nothing to record: idempotency was complete and registered, the rest were skipped
-    assert snapshot(glossary.path) == before
-    assert statuses(glossary, GLOSSARY)["quorum.md"] == "pending"
+    assert glossary.snapshot() == before
+    assert glossary.statuses()["quorum.md"] == "pending"
 
 
-def test_example_plan_selects_a_row_or_a_check_with_k(glossary: pytest.Pytester):
-    shutil.copyfile(DATA / "glossary" / "quorum.draft1.md", glossary.path / "output" / "quorum.md")
-    shutil.copyfile(DATA / "glossary" / "backpressure.md", glossary.path / "output" / "backpressure.md")
+def test_example_plan_selects_a_row_or_a_check_with_k(glossary: Project):
+    glossary.copy(DATA / "glossary" / "quorum.draft1.md", "output/quorum.md")
+    glossary.copy(DATA / "glossary" / "backpressure.md", "output/backpressure.md")
 
-    result = run(glossary, "--batch-plan", GLOSSARY, "--batch-validate-only", "-k", "quorum")
+    result = glossary.run("--batch-validate-only", "-k", "quorum")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     # the draft has `category: Consistent`: only that check fails, and registration waits for it
-    assert outcomes(result) == {"passed": 3, "failed": 2, "deselected": 40}
+    assert result.counts() == {"passed": 3, "failed": 2, "deselected": 40}
     result.stdout.fnmatch_lines(
         [
             "FAILED plans/glossary.md::quorum.md::category-value*",
@@ -133,17 +104,17 @@ def test_example_plan_selects_a_row_or_a_check_with_k(glossary: pytest.Pytester)
     result.stdout.fnmatch_lines(
         ["output/quorum.md:3: category is 'Consistent', expected one of: Consistency, Concurrency, Scalability, Reliability"]
     )
-    assert "backpressure" not in (glossary.path / "output" / "INDEX.md").read_text()
-    note = notes(glossary, GLOSSARY)["quorum.md"]
+    assert "backpressure" not in glossary.read("output/INDEX.md")
+    note = glossary.notes()["quorum.md"]
     assert note.startswith("2 checks failed\n- category-value (plan line 17): output/quorum.md:3: ")
-    assert statuses(glossary, GLOSSARY)["quorum.md"] == "pending"
+    assert glossary.statuses()["quorum.md"] == "pending"
 
-    result = run(glossary, "--batch-plan", GLOSSARY, "--batch-validate-only", "-k", "category")
-    assert outcomes(result) == {"passed": 2, "failed": 1, "skipped": 6, "deselected": 36}
+    result = glossary.run("--batch-validate-only", "-k", "category")
+    assert result.counts() == {"passed": 2, "failed": 1, "skipped": 6, "deselected": 36}
     result.stdout.fnmatch_lines(["FAILED plans/glossary.md::quorum.md::category-value*"])
     # backpressure passed the one check that ran; its other checks did not run, so it stays pending
-    assert statuses(glossary, GLOSSARY)["backpressure.md"] == "pending"
-    assert "backpressure.md" not in notes(glossary, GLOSSARY)
+    assert glossary.statuses()["backpressure.md"] == "pending"
+    assert "backpressure.md" not in glossary.notes()
 
 
 FENCING_TOKEN = """\
@@ -168,12 +139,12 @@ Leases and quorums.
 """
 
 
-def test_example_plan_real_linter_failure_is_shown_and_noted(glossary: pytest.Pytester):
+def test_example_plan_real_linter_failure_is_shown_and_noted(glossary: Project):
     # the table sits right under its heading: pymarkdown reports MD022 and MD058 (.pymarkdown.json)
-    (glossary.path / "output" / "fencing-token.md").write_text(FENCING_TOKEN)
-    result = run(glossary, "--batch-plan", GLOSSARY, "--batch-validate-only", "-k", "fencing")
+    glossary.write("output/fencing-token.md", FENCING_TOKEN)
+    result = glossary.run("--batch-validate-only", "-k", "fencing")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert outcomes(result) == {"passed": 3, "failed": 2, "deselected": 40}
+    assert result.counts() == {"passed": 3, "failed": 2, "deselected": 40}
     result.stdout.fnmatch_lines(
         [
             "output/fencing-token.md:11: linter exited 1: *pymarkdown --config .pymarkdown.json scan output/fencing-token.md",
@@ -182,9 +153,9 @@ def test_example_plan_real_linter_failure_is_shown_and_noted(glossary: pytest.Py
             "*output/fencing-token.md:12:1: MD058: *",
         ]
     )
-    note = notes(glossary, GLOSSARY)["fencing-token.md"]
+    note = glossary.notes()["fencing-token.md"]
     assert note.splitlines()[1].startswith("- lint (plan line 19): output/fencing-token.md:11: linter exited 1: ")
-    assert statuses(glossary, GLOSSARY)["fencing-token.md"] == "pending"
+    assert glossary.statuses()["fencing-token.md"] == "pending"
 
 
 # -- the changelog project: statuses, notes, registration ------------------------------------------
@@ -219,21 +190,25 @@ UNREGISTERED = (
 )
 
 
-def test_changelog_statuses_notes_and_registration(changelog: pytest.Pytester):
-    plan_before = (changelog.path / CHANGELOG).read_text(encoding="utf-8")
-    outputs_before = {k: v for k, v in snapshot(changelog.path).items() if k.startswith("changelog/v")}
+def test_changelog_statuses_notes_and_registration(changelog: Project):
+    # given: the changelog project as copied (see the table at the top)
+    plan_before = changelog.read()
+    outputs_before = versions(changelog.snapshot())
 
-    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only")
+    # when
+    result = changelog.run("--batch-validate-only")
+
+    # then: the failures are shown...
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     # 11 rows x 6 checks; v2.1.0 has no output (6 skipped); 6 rows fail 1-3 checks plus registration
-    assert outcomes(result) == {"passed": 45, "failed": 15, "skipped": 6}
+    assert result.counts() == {"passed": 45, "failed": 15, "skipped": 6}
     result.stdout.fnmatch_lines(["*pending row without an output (changelog/v2.1.0.md)*"])
     # the linter's own output is shown under the failure
     result.stdout.fnmatch_lines(
         ["*output of the check:*", "*changelog/v1.5.0.md:16: tab character*", "*changelog/v1.5.0.md:16: line is 103*"]
     )
-
-    assert statuses(changelog, CHANGELOG) == {
+    # ...the statuses and notes recorded, the newly passing output registered...
+    assert changelog.statuses() == {
         "v1.0.0.md": "complete",
         "v1.1.0.md": "complete",  # every check passed: complete, and registered
         "v1.2.0.md": "pending",
@@ -246,8 +221,31 @@ def test_changelog_statuses_notes_and_registration(changelog: pytest.Pytester):
         "v2.1.0.md": "pending",
         "v2.2.0.md": "complete",
     }
+    assert_changelog_notes(changelog.notes())
+    # the tracking file gained exactly the newly passing output
+    assert changelog.read("changelog/INDEX.md").splitlines()[-2:] == [
+        "- [v2.2.0: Token leak fix](v2.2.0.md#summary)",
+        "- [v1.1.0: Order search](v1.1.0.md)",
+    ]
+    # ...with a minimal edit of the plan, and outputs are never touched in validate-only mode
+    assert_one_status_cell_then_notes(plan_before, changelog.read())
+    assert versions(changelog.snapshot()) == outputs_before
 
-    got = notes(changelog, CHANGELOG)
+    # when it runs again, then it finds the same failures and changes nothing
+    after_first = changelog.snapshot()
+    result = changelog.run("--batch-validate-only")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.counts() == {"passed": 45, "failed": 15, "skipped": 6}
+    assert changelog.snapshot() == after_first
+
+
+def versions(snapshot: dict[str, bytes]) -> dict[str, bytes]:
+    """The changelog's entries (``changelog/v*``) of a snapshot."""
+    return {k: v for k, v in snapshot.items() if k.startswith("changelog/v")}
+
+
+def assert_changelog_notes(got: dict[str, str]) -> None:
+    """One note per failing row: its failures in checklist order, then the registration that waited."""
     assert set(got) == set(EXPECTED_FAILURES) | {"v2.0.0.md"}
     for name, expected in EXPECTED_FAILURES.items():
         lines = got[name].splitlines()
@@ -265,14 +263,9 @@ def test_changelog_statuses_notes_and_registration(changelog: pytest.Pytester):
         "draft, review, published (values are case-sensitive: did you mean 'published'?)"
     )
 
-    # the tracking file gained exactly the newly passing output
-    assert (changelog.path / "changelog" / "INDEX.md").read_text().splitlines()[-2:] == [
-        "- [v2.2.0: Token leak fix](v2.2.0.md#summary)",
-        "- [v1.1.0: Order search](v1.1.0.md)",
-    ]
 
-    # the plan was edited minimally: one status cell (padding kept), then the notes at the end
-    plan_after = (changelog.path / CHANGELOG).read_text(encoding="utf-8")
+def assert_one_status_cell_then_notes(plan_before: str, plan_after: str) -> None:
+    """The plan was edited minimally: one status cell (padding kept), then the notes at the end."""
     old, new = plan_before.splitlines(), plan_after.splitlines()
     changed = [i for i, (a, b) in enumerate(zip(old, new)) if a != b]
     assert [(old[i], new[i]) for i in changed] == [
@@ -282,37 +275,27 @@ def test_changelog_statuses_notes_and_registration(changelog: pytest.Pytester):
         )
     ]
     assert new[len(old) :][:2] == ["", "## Batchgen Notes"]
-    # outputs are never touched in validate-only mode
-    assert {k: v for k, v in snapshot(changelog.path).items() if k.startswith("changelog/v")} == outputs_before
-
-    # a second run finds the same failures and changes nothing
-    after_first = snapshot(changelog.path)
-    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert outcomes(result) == {"passed": 45, "failed": 15, "skipped": 6}
-    assert snapshot(changelog.path) == after_first
 
 
-def test_fixing_an_output_completes_its_row_and_drops_its_note(changelog: pytest.Pytester):
-    run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only")
-    assert "v1.2.0.md" in notes(changelog, CHANGELOG)
-    entry = changelog.path / "changelog" / "v1.2.0.md"
-    entry.write_text(entry.read_text().replace("category: fix", "category: Fix"))
-    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only", "-k", "v1.2.0")
+def test_fixing_an_output_completes_its_row_and_drops_its_note(changelog: Project):
+    changelog.run("--batch-validate-only")
+    assert "v1.2.0.md" in changelog.notes()
+    changelog.edit("changelog/v1.2.0.md", "category: fix", "category: Fix")
+    result = changelog.run("--batch-validate-only", "-k", "v1.2.0")
     assert result.ret == pytest.ExitCode.OK
-    assert outcomes(result) == {"passed": 6, "deselected": 60}
-    assert statuses(changelog, CHANGELOG)["v1.2.0.md"] == "complete"
-    assert "v1.2.0.md" not in notes(changelog, CHANGELOG)
-    assert "v1.3.0.md" in notes(changelog, CHANGELOG)  # other rows' notes are kept
-    assert "- [v1.2.0: Webhook retries](v1.2.0.md)" in (changelog.path / "changelog" / "INDEX.md").read_text()
+    assert result.counts() == {"passed": 6, "deselected": 60}
+    assert changelog.statuses()["v1.2.0.md"] == "complete"
+    assert "v1.2.0.md" not in changelog.notes()
+    assert "v1.3.0.md" in changelog.notes()  # other rows' notes are kept
+    assert "- [v1.2.0: Webhook retries](v1.2.0.md)" in changelog.read("changelog/INDEX.md")
 
 
-def test_readonly_changes_no_file_at_all(changelog: pytest.Pytester):
-    before = snapshot(changelog.path)
-    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-readonly")
+def test_readonly_changes_no_file_at_all(changelog: Project):
+    before = changelog.snapshot()
+    result = changelog.run("--batch-readonly")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     # v1.1.0 passes everything else but is not in INDEX.md, and read-only mode does not add it
-    assert outcomes(result) == {"passed": 44, "failed": 16, "skipped": 6}
+    assert result.counts() == {"passed": 44, "failed": 16, "skipped": 6}
     result.stdout.fnmatch_lines(
         [
             "changelog/v1.1.0.md: changelog/INDEX.md has no Markdown link to changelog/v1.1.0.md",
@@ -320,17 +303,17 @@ def test_readonly_changes_no_file_at_all(changelog: pytest.Pytester):
         ]
     )
     result.stdout.fnmatch_lines(["*plan unchanged (read-only)*"])
-    assert snapshot(changelog.path) == before
+    assert changelog.snapshot() == before
 
 
-def test_deselected_checks_keep_a_passing_row_pending(changelog: pytest.Pytester):
-    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only", "-k", "not lint")
+def test_deselected_checks_keep_a_passing_row_pending(changelog: Project):
+    result = changelog.run("--batch-validate-only", "-k", "not lint")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert outcomes(result)["deselected"] == 11
-    got = statuses(changelog, CHANGELOG)
+    assert result.counts()["deselected"] == 11
+    got = changelog.statuses()
     assert got["v1.1.0.md"] == "pending"  # passed all it ran, but its lint check did not run
     assert got["v1.0.0.md"] == got["v2.2.0.md"] == "complete"
-    got_notes = notes(changelog, CHANGELOG)
+    got_notes = changelog.notes()
     assert "v1.1.0.md" not in got_notes
     assert got_notes["v1.2.0.md"].startswith("2 checks failed\n- category-value")
     # v1.5.0's lint item did not run, so the note does not list it; registration still waited
@@ -338,8 +321,8 @@ def test_deselected_checks_keep_a_passing_row_pending(changelog: pytest.Pytester
     assert got_notes["v1.5.0.md"] == "1 check failed\n- " + UNREGISTERED.format(name="v1.5.0.md")
 
 
-def test_custom_test_with_batch_output_counts_toward_completion(changelog: pytest.Pytester):
-    changelog.makepyfile(
+def test_custom_test_with_batch_output_counts_toward_completion(pytester: pytest.Pytester, changelog: Project):
+    pytester.makepyfile(
         test_titles="""
         def test_title_starts_with_version(batch_output):
             meta = batch_output.metadata
@@ -349,7 +332,7 @@ def test_custom_test_with_batch_output_counts_toward_completion(changelog: pytes
             assert batch_row.filename.endswith(".md")
         """
     )
-    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only", "test_titles.py", "-v")
+    result = changelog.run("--batch-validate-only", "test_titles.py", "-v")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     # parametrised over every row of the plan, with the row's filename as the id
     result.stdout.fnmatch_lines(
@@ -360,25 +343,25 @@ def test_custom_test_with_batch_output_counts_toward_completion(changelog: pytes
             "test_titles.py::test_row_is_a_plan_row[[]v2.2.0.md[]] PASSED*",
         ]
     )
-    got = statuses(changelog, CHANGELOG)
+    got = changelog.statuses()
     # v1.1.0 passes every checklist line, but its title ('Order search') fails the custom test
     assert got["v1.1.0.md"] == "pending"
     assert got["v1.0.0.md"] == got["v2.2.0.md"] == "complete"
-    note = notes(changelog, CHANGELOG)["v1.1.0.md"]
+    note = changelog.notes()["v1.1.0.md"]
     assert note.startswith("1 check failed\n- test_title_starts_with_version[v1.1.0.md]: AssertionError")
-    assert "v1.0.0.md" not in notes(changelog, CHANGELOG)
+    assert "v1.0.0.md" not in changelog.notes()
 
 
-def test_custom_test_note_keeps_the_assertion_message(changelog: pytest.Pytester):
-    changelog.makepyfile(
+def test_custom_test_note_keeps_the_assertion_message(pytester: pytest.Pytester, changelog: Project):
+    pytester.makepyfile(
         test_titles="""
         def test_title_starts_with_version(batch_output):
             title = str(batch_output.metadata.get("title", ""))
             assert title.startswith("v"), "title does not start with the version: " + title
         """
     )
-    run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only", "test_titles.py", "-k", "v1.1.0")
-    note = notes(changelog, CHANGELOG)["v1.1.0.md"]
+    changelog.run("--batch-validate-only", "test_titles.py", "-k", "v1.1.0")
+    note = changelog.notes()["v1.1.0.md"]
     assert "title does not start with the version: Order search" in note
 
 
@@ -427,18 +410,18 @@ def pytest_batchgen_checklist_forms():
 """
 
 
-def test_conftest_forms_become_items_and_their_failures_are_reported(pytester: pytest.Pytester):
-    (pytester.path / "plans").mkdir()
-    (pytester.path / "plans" / "recipes.md").write_text(HOOK_PLAN)
-    (pytester.path / "recipes").mkdir()
-    (pytester.path / "recipes" / "pancakes.md").write_text("---\ntitle: Pancakes\nserves: 4\n---\n\nMix.\n")
-    (pytester.path / "recipes" / "shakshuka.md").write_text(
+def test_conftest_forms_become_items_and_their_failures_are_reported(pytester: pytest.Pytester, project: Project):
+    project.plan = "plans/recipes.md"
+    project.write("plans/recipes.md", HOOK_PLAN)
+    project.write("recipes/pancakes.md", "---\ntitle: Pancakes\nserves: 4\n---\n\nMix.\n")
+    project.write(
+        "recipes/shakshuka.md",
         "---\ntitle: Shakshuka\nserves: 2\n---\n\nSimmer the tomatoes.\nTODO: how many eggs?\n"
     )
     pytester.makeconftest(HOOK_CONFTEST)
-    result = run(pytester, "--batch-plan", "plans/recipes.md", "--batch-validate-only", "-v")
+    result = project.run("--batch-validate-only", "-v")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert outcomes(result) == {"passed": 5, "failed": 1}
+    assert result.counts() == {"passed": 5, "failed": 1}
     result.stdout.fnmatch_lines(
         [
             "*recipes.md::pancakes.md::no-todo PASSED*",
@@ -449,8 +432,8 @@ def test_conftest_forms_become_items_and_their_failures_are_reported(pytester: p
         ]
     )
     assert "linter command not found" not in result.stdout.str()  # the built-in linter form never ran
-    assert statuses(pytester, "plans/recipes.md") == {"pancakes.md": "complete", "shakshuka.md": "pending"}
-    assert notes(pytester, "plans/recipes.md") == {
+    assert project.statuses() == {"pancakes.md": "complete", "shakshuka.md": "pending"}
+    assert project.notes() == {
         "shakshuka.md": "1 check failed\n- no-todo (plan line 15): recipes/shakshuka.md:7: "
         "the output still contains TODO: TODO: how many eggs?"
     }
@@ -459,34 +442,32 @@ def test_conftest_forms_become_items_and_their_failures_are_reported(pytester: p
 # -- errors in the plan's checklist stop the run before anything is written -------------------------
 
 
-def test_unknown_checklist_line_is_a_usage_error_naming_it(changelog: pytest.Pytester):
-    plan = changelog.path / CHANGELOG
-    plan.write_text(plan.read_text().replace("3. status is one of: draft, review, published", "3. Reads well"))
-    before = snapshot(changelog.path)
-    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only")
+def test_unknown_checklist_line_is_a_usage_error_naming_it(changelog: Project):
+    changelog.edit(CHANGELOG, "3. status is one of: draft, review, published", "3. Reads well")
+    before = changelog.snapshot()
+    result = changelog.run("--batch-validate-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "plans/changelog.md:22: checklist line 'Reads well' matches no checklist form" in err
     assert "status is one of: draft, review, published" in err  # the known forms are listed
     assert "Traceback" not in err + result.stdout.str()
-    assert snapshot(changelog.path) == before
+    assert changelog.snapshot() == before
 
 
-def test_count_mismatch_is_a_usage_error_naming_both_lines(changelog: pytest.Pytester):
-    plan = changelog.path / CHANGELOG
-    plan.write_text(plan.read_text().replace("one of the 4 values", "one of the five values"))
-    before = snapshot(changelog.path)
-    result = run(changelog, "--batch-plan", CHANGELOG, "--batch-validate-only")
+def test_count_mismatch_is_a_usage_error_naming_both_lines(changelog: Project):
+    changelog.edit(CHANGELOG, "one of the 4 values", "one of the five values")
+    before = changelog.snapshot()
+    result = changelog.run("--batch-validate-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "plans/changelog.md:21: says five values, but Content Rules lists 4" in err
     assert "(see also line 13)" in err
-    assert snapshot(changelog.path) == before
+    assert changelog.snapshot() == before
 
 
-def test_validate_only_imports_neither_the_sdk_nor_vcrpy(changelog: pytest.Pytester):
+def test_validate_only_imports_neither_the_sdk_nor_vcrpy(pytester: pytest.Pytester, changelog: Project):
     # a fresh interpreter (subprocess): in-process runs share this one's sys.modules
-    changelog.makeconftest(
+    pytester.makeconftest(
         """
         import sys
 
@@ -495,6 +476,6 @@ def test_validate_only_imports_neither_the_sdk_nor_vcrpy(changelog: pytest.Pytes
             open("imported.txt", "w").write(",".join(heavy) or "none")
         """
     )
-    result = changelog.runpytest_subprocess("-p", "no:cacheprovider", "--batch-plan", CHANGELOG, "--batch-validate-only")
+    result = changelog.run("--batch-validate-only", subprocess=True)
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # the changelog has failing outputs: it ran
-    assert (changelog.path / "imported.txt").read_text() == "none"
+    assert changelog.read("imported.txt") == "none"

@@ -1,0 +1,48 @@
+"""Fixtures shared by the test modules: ``fake`` (the loopback Anthropic API) and ``project``
+(a project folder to lay out, run pytest in and read back; see ``harness.py``).
+
+``tests/`` is on ``sys.path`` through ``pythonpath`` in pyproject.toml, so test modules import
+``fakeapi``, ``genhelpers``, ``harness`` and ``planfactory`` by name, and so do the processes
+they spawn (multiprocessing's spawn start method passes ``sys.path`` on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+# Imported here, before any in-process run: pytester restores ``sys.modules`` after each
+# ``runpytest``, so whatever a run imports first is imported again by the next one (the SDK
+# alone takes seconds). Modules loaded before the run are kept, and conftest is loaded before
+# any test runs.
+import pytest_batchgen.client  # noqa: F401
+import pytest_batchgen.dispatch  # noqa: F401
+import pytest_batchgen.recording  # noqa: F401
+from fakeapi import FakeAnthropic
+from genhelpers import API_KEY, Router
+from harness import Project
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
+    """A fresh loopback API per test, with a :class:`~genhelpers.Router` as its default reply;
+    the SDK finds it through the environment (``ANTHROPIC_BASE_URL``, a distinctive
+    ``ANTHROPIC_API_KEY``, ``CI`` and ``GITHUB_ACTIONS`` unset)."""
+    server = FakeAnthropic()
+    server.default = Router()
+    server.start()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Project:
+    """An empty project in ``pytester.path`` (the working folder of the runs)."""
+    return Project(pytester.path, pytester)

@@ -1,0 +1,255 @@
+"""The test harness: a project folder to lay out, run pytest in, and read back.
+
+Not a test module. The ``project`` fixture (``conftest.py``) is a :class:`Project` on
+``pytester.path``; tests that never run pytest build one on ``tmp_path`` (``Project(tmp_path)``).
+
+* Given: :meth:`Project.write_plan` (a plan text as given, with ``out/ref.md``),
+  :meth:`Project.write_rows` (the generation tests' project: plan rows, format reference, linter,
+  ``pytest.ini``), :meth:`Project.copy` (a folder of ``tests/data``), :meth:`Project.write`,
+  :meth:`Project.edit`, :meth:`Project.ini`, :meth:`Project.reset`.
+* When: :meth:`Project.run` runs pytest on the project's plan (:meth:`Project.pytest` without
+  ``--batch-plan``) and returns a :class:`Run`: pytest's result plus each item's outcome,
+  report and failure text, and :meth:`Run.assert_items` to check some items' outcomes.
+* Then: the readers return what a run left behind: :meth:`Project.statuses`,
+  :meth:`Project.notes`, :meth:`Project.output`, :meth:`Project.outputs`,
+  :meth:`Project.cassette`, :meth:`Project.cassettes`, :meth:`Project.snapshot`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+import pytest
+import yaml
+
+from genhelpers import FORMAT_REFERENCE, LINT_SCRIPT, PlanRow, rows_plan_text
+from planfactory import REFERENCE
+from pytest_batchgen.plan import load_plan
+from pytest_batchgen.planedit import read_notes
+
+#: Options of every run: no cache folder in the project, failures and skips in the short
+#: summary, and no hypothesis plugin inside (pytester restores ``sys.modules`` after each
+#: in-process run, so it would import and rewrite hypothesis again every time, a second a run).
+RUN_OPTIONS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-rfEs")
+
+
+class Run:
+    """One pytest run: pytest's :class:`~pytest.RunResult` and what its items did."""
+
+    def __init__(self, result: pytest.RunResult) -> None:
+        self.result = result
+
+    @property
+    def ret(self) -> int | pytest.ExitCode:
+        return self.result.ret
+
+    @property
+    def stdout(self) -> pytest.LineMatcher:
+        return self.result.stdout
+
+    @property
+    def stderr(self) -> pytest.LineMatcher:
+        return self.result.stderr
+
+    def counts(self) -> dict[str, int]:
+        """The session's tally (``passed``, ``failed``, ``skipped``, ``deselected``, errors)."""
+        return {
+            k: v
+            for k, v in self.result.parseoutcomes().items()
+            if k in ("passed", "failed", "skipped", "deselected", "error", "errors")
+        }
+
+    def assert_outcomes(self, **counts: int) -> None:
+        self.result.assert_outcomes(**counts)
+
+    def _reports(self) -> list[pytest.TestReport]:
+        # in-process runs only: a subprocess run has no report recorder
+        return self.result.reprec.getreports("pytest_runtest_logreport")  # type: ignore[attr-defined]
+
+    def reports(self) -> dict[str, pytest.TestReport]:
+        """``filename::item`` (the node id without its file) -> the report that says how the
+        item ended: its call's, or that of a setup or teardown that did not pass."""
+        out: dict[str, pytest.TestReport] = {}
+        for rep in self._reports():
+            if rep.when == "call" or not rep.passed:
+                out["::".join(rep.nodeid.split("::")[1:])] = rep
+        return out
+
+    def outcomes(self) -> dict[str, str]:
+        """``filename::item`` -> passed / failed / skipped."""
+        return {key: rep.outcome for key, rep in self.reports().items()}
+
+    def assert_items(self, expected: dict[str, str]) -> None:
+        """Each item named in ``expected`` (``filename::item``) ended as given; others are not looked at."""
+        got = self.outcomes()
+        wrong = {key: (got.get(key, "not run"), want) for key, want in expected.items() if got.get(key) != want}
+        assert not wrong, f"items that ended otherwise (found, expected): {wrong}"
+
+    def failure(self, key: str) -> str:
+        """The failure text of item ``filename::name``."""
+        for rep in self._reports():
+            if rep.nodeid.endswith("::" + key) and rep.failed:
+                return rep.longreprtext
+        raise AssertionError(f"no failed report for {key}")
+
+    def skip_reasons(self) -> dict[str, str]:
+        """``filename::item`` -> its skip message (``Skipped: ...``)."""
+        out = {}
+        for rep in self._reports():
+            if rep.skipped:
+                out["::".join(rep.nodeid.split("::")[1:])] = rep.longrepr[2]  # type: ignore[index]
+        return out
+
+
+class Project:
+    """A project folder: its plan (``self.plan``, relative to the folder) and its files."""
+
+    def __init__(self, path: Path, pytester: pytest.Pytester | None = None) -> None:
+        self.path = path
+        self.plan = "plan.md"
+        self._pytester = pytester
+
+    # -- given ----------------------------------------------------------------------------
+
+    def write(self, rel: str, content: str | bytes) -> Path:
+        """Write a file below the project (folders made as needed); str as UTF-8, bytes as given."""
+        path = self.path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        return path
+
+    def ini(self, body: str = "") -> Path:
+        """``pytest.ini`` (``[pytest]`` then ``body``): it pins the rootdir, which plan paths are relative to."""
+        return self.write("pytest.ini", "[pytest]\n" + body)
+
+    def write_plan(self, text: str | bytes, *, name: str = "plan.md", reference: bool = True) -> Path:
+        """A plan (bytes as given) and the ``out/`` folder with its format reference ``out/ref.md``."""
+        (self.path / "out").mkdir(parents=True, exist_ok=True)
+        if reference:
+            self.write("out/ref.md", REFERENCE)
+        self.plan = name
+        return self.write(name, text)
+
+    def write_rows(self, rows: Iterable[PlanRow], *, max_retries: int = 1, ini_extra: str = "") -> Path:
+        """The generation project: ``plan.md`` with ``rows``, ``output/reference.md``, the linter
+        ``lint.py`` and a ``pytest.ini`` (see ``genhelpers``)."""
+        self.write("output/reference.md", FORMAT_REFERENCE)
+        self.write("lint.py", LINT_SCRIPT)
+        self.write(
+            "pytest.ini",
+            # no cache folder in the project; hypothesis' plugin imports hypothesis at every run's end
+            "[pytest]\naddopts = -p no:cacheprovider -p no:hypothesispytest\n"
+            # in-process runs: the plugin was imported by the outer session already
+            "filterwarnings = ignore::pytest.PytestAssertRewriteWarning\n"
+            f"batchgen_max_retries = {max_retries}\n{ini_extra}",
+        )
+        self.plan = "plan.md"
+        return self.write("plan.md", rows_plan_text(rows))
+
+    def reset(self, rows: Iterable[PlanRow]) -> None:
+        """Back to before a run of :meth:`write_rows`' project: the plan with ``rows`` as given, no outputs."""
+        self.write("plan.md", rows_plan_text(rows))
+        for path in (self.path / "output").iterdir():
+            if path.name != "reference.md":
+                path.unlink()
+
+    def copy(self, source: Path, rel: str = ".") -> Path:
+        """Copy a file or a folder's contents to ``rel`` below the project."""
+        target = self.path / rel
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        return target
+
+    def edit(self, rel: str, old: str, new: str) -> None:
+        """Replace ``old`` (which must be there) by ``new`` in a file of the project."""
+        text = self.read(rel)
+        assert old in text, f"{old!r} is not in {rel}"
+        self.write(rel, text.replace(old, new))
+
+    # -- when -----------------------------------------------------------------------------
+
+    def run(self, *args: str, plan: str | None = None, subprocess: bool = False) -> Run:
+        """pytest ``--batch-plan`` (the project's plan unless ``plan`` is given) with ``args``."""
+        return self.pytest("--batch-plan", plan or self.plan, *args, subprocess=subprocess)
+
+    def pytest(self, *args: str, subprocess: bool = False) -> Run:
+        """pytest with ``args`` in the project folder: in-process, or in a fresh interpreter."""
+        assert self._pytester is not None, "running pytest needs the project fixture (pytester)"
+        run = self._pytester.runpytest_subprocess if subprocess else self._pytester.runpytest
+        return Run(run(*RUN_OPTIONS, *args))
+
+    # -- then -----------------------------------------------------------------------------
+
+    def read(self, rel: str | None = None) -> str:
+        """A file's text (default: the plan's)."""
+        return (self.path / (rel or self.plan)).read_text(encoding="utf-8")
+
+    def statuses(self, plan: str | None = None) -> dict[str, str]:
+        """Each row's status as the plan says now: filename -> pending / complete."""
+        return {r.filename: r.status for r in load_plan(self.path / (plan or self.plan), self.path).rows}
+
+    def notes(self, plan: str | None = None) -> dict[str, str]:
+        """The plan's Batchgen Notes: filename -> note."""
+        return read_notes(self.read(plan))
+
+    def output_dir(self) -> Path:
+        return load_plan(self.path / self.plan, self.path).output_dir
+
+    def output(self, filename: str) -> str:
+        """The text of a row's output."""
+        return (self.output_dir() / filename).read_text(encoding="utf-8")
+
+    def outputs(self) -> dict[str, bytes]:
+        """Everything in the output folder but the format reference (a folder as ``name/``)."""
+        plan = load_plan(self.path / self.plan, self.path)
+        return {
+            p.name + ("/" if p.is_dir() else ""): b"" if p.is_dir() else p.read_bytes()
+            for p in sorted(plan.output_dir.iterdir())
+            if p != plan.format_reference
+        }
+
+    def cassette_dir(self) -> Path:
+        """Where the plan's recordings go: ``cassettes/<plan name>/`` beside the plan."""
+        plan = self.path / self.plan
+        return plan.parent / "cassettes" / plan.stem
+
+    def cassette(self, filename: str) -> Path:
+        return self.cassette_dir() / f"{filename}.yaml"
+
+    def cassettes(self) -> dict[str, bytes]:
+        """Every cassette of the plan: file name -> bytes."""
+        return {p.name: p.read_bytes() for p in sorted(self.cassette_dir().iterdir())}
+
+    def cassette_bodies(self, filename: str) -> list[dict]:
+        """The request bodies recorded for a row, in order."""
+        return [json.loads(i["request"]["body"]) for i in self._interactions(filename)]
+
+    def cassette_usage(self, filename: str) -> list[dict]:
+        """The ``usage`` of each recorded reply of a row (empty dict for an error reply)."""
+        return [json.loads(i["response"]["body"]["string"]).get("usage", {}) for i in self._interactions(filename)]
+
+    def _interactions(self, filename: str) -> list[dict]:
+        return yaml.safe_load(self.cassette(filename).read_text(encoding="utf-8"))["interactions"]
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file and folder below the project, caches excluded: relative path -> bytes
+        (a folder as ``path/`` -> ``b""``, a symbolic link as ``b"-> target"``)."""
+        found: dict[str, bytes] = {}
+        for path in sorted(self.path.rglob("*")):
+            parts = path.relative_to(self.path).parts
+            if "__pycache__" in parts or ".pytest_cache" in parts:
+                continue
+            rel = "/".join(parts)
+            if path.is_symlink():
+                found[rel] = b"-> " + str(path.readlink()).encode()
+            elif path.is_file():
+                found[rel] = path.read_bytes()
+            elif path.is_dir():
+                found[rel + "/"] = b""
+        return found
