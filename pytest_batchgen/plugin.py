@@ -24,7 +24,7 @@ from .document import DEFAULT_MAX_BYTES, BatchOutput, DocumentCache
 from .errors import BatchgenError
 from .plan import Plan, Row, load_plan
 from .planedit import apply_updates
-from .pricing import PriceTable, ini_prices, plan_prices, with_aliases
+from .pricing import PriceTable, ini_prices, with_aliases
 from .prompts import DEFAULT_MAX_TOKENS, build_prompt
 from .report import Progress, build_rows, github_annotations, json_report, summary_lines, write_json
 from .results import ItemFailure, RowTally, plan_updates
@@ -264,7 +264,7 @@ def pytest_configure(config: pytest.Config) -> None:
         for run in runs:  # aliases resolve through each plan's models; the plan's prices win
             overrides.update(with_aliases(ini, run.plan.models))
         for run in runs:
-            overrides.update(with_aliases(plan_prices(run.plan.path), run.plan.models))
+            overrides.update(with_aliases(run.plan.prices, run.plan.models))
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     except BatchgenError as exc:
