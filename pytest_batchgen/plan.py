@@ -226,12 +226,6 @@ def _unquote(text: str) -> str:
     return text
 
 
-def cell_value(text: str) -> str:
-    """A cell's or a value line's text as the plan means it: stripped, one pair of quotes or
-    backticks removed (```a.md``` is ``a.md``)."""
-    return _unquote(text)
-
-
 @dataclass(frozen=True)
 class PhaseTable:
     """A ``## Phase N`` section's table, as both the parser and the editor read it.
@@ -528,11 +522,17 @@ def load_plan(
 
     phases: list[Phase] = []
     seen: dict[str, int] = {}
+    tables = {id(t.section): t for t in phase_tables(sections)}
     for s in sections:
-        m = _PHASE_RE.match(s.title)
-        if not m:
+        if not _PHASE_RE.match(s.title):
             continue
-        phases.append(_read_phase(s, m.group(1), plan_path, output_dir, alias_map, default_model, seen))
+        if id(s) not in tables:
+            raise PlanError(
+                f"'## {s.title}' has no table; add one with the columns Title | Filename | Model | Status",
+                plan_path,
+                s.line,
+            )
+        phases.append(_read_phase(tables[id(s)], plan_path, output_dir, alias_map, default_model, seen))
     if not phases:
         raise PlanError(
             "plan has no phase table; add a '## Phase 1' section with a table of "
@@ -612,21 +612,14 @@ def _resolve(path: Path, what: str, plan_path: Path, line: int) -> Path:
 
 
 def _read_phase(
-    section: Section,
-    number: str,
+    phase: PhaseTable,
     plan_path: Path,
     output_dir: Path,
     alias_map: Mapping[str, str],
     default_model: str | None,
     seen: dict[str, int],
 ) -> Phase:
-    if not section.tables:
-        raise PlanError(
-            f"'## {section.title}' has no table; add one with the columns Title | Filename | Model | Status",
-            plan_path,
-            section.line,
-        )
-    table = section.tables[0]
+    section, number, table, header = phase.section, phase.number, phase.table, phase.header
     if table.nested:
         raise PlanError(
             f"the table of '## {section.title}' is inside a blockquote; the plugin edits its Status "
@@ -634,7 +627,6 @@ def _read_phase(
             plan_path,
             table.line,
         )
-    header = tuple(_unquote(h).lower() for h in table.header)
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         cols = ", ".join(c.title() for c in missing)

@@ -186,8 +186,7 @@ def _entry(line: str) -> tuple[str, str] | None:
     if span is None or not span[0]:
         return None
     filename, rest = span
-    if rest.startswith(":"):
-        rest = rest[1:]
+    rest = rest.removeprefix(":")
     if rest.startswith((" ", "\t")):
         rest = rest[1:]
     return filename, rest
@@ -211,15 +210,15 @@ def find_notes(text: str, lines: list[str] | None = None) -> Notes:
         if section.key == NOTES_SECTION:
             start, end = section.line - 1, section.end_line
             return Notes(start, end, _read_entries(lines[start + 1 : end]))
-    start = _swallowed_notes_start(text, lines)
-    if start is None:
+    hidden = _swallowed_notes_start(text, lines)
+    if hidden is None:
         return Notes(None, None)
-    end = _swallowed_notes_end(lines, start)
+    hidden_end = _swallowed_notes_end(lines, hidden)
     # ours only if the user's own text (everything but this section) still ends inside an open
     # block: a heading in a closed example block, or a closed-after one, is the user's text
-    if not _ends_open("".join(lines[:start] + lines[end:])):
+    if not _ends_open("".join(lines[:hidden] + lines[hidden_end:])):
         return Notes(None, None)
-    return Notes(start, end, _read_entries(lines[start + 1 : end]))
+    return Notes(hidden, hidden_end, _read_entries(lines[hidden + 1 : hidden_end]))
 
 
 def _swallowed_notes_start(text: str, lines: list[str]) -> int | None:

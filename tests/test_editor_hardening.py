@@ -409,3 +409,56 @@ def test_notes_merge_over_several_runs_and_are_always_found(data):
     cleared = edit_text(current, {n: RowUpdate(note="") for n in names + quoted})
     assert read_notes(cleared) == {} and NOTES_HEADING not in cleared
     assert table_rows(cleared) == table_rows(current)
+
+
+# -- through pytest ----------------------------------------------------------------------------
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--batch-plan", "plan.md", *args)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [PLAN.replace("# Plan\n", "# Plan\rsubtitle\n", 1), with_endings(PLAN, "\r")],
+    ids=["stray-cr", "old-mac"],
+)
+def test_a_validate_only_run_marks_the_row_whose_output_passed(pytester: pytest.Pytester, text):
+    plan = write(pytester.path, text)
+    (pytester.path / "out" / "a.md").write_text("---\nterm: A\n---\n\n# A\n", encoding="utf-8")
+    result = run(pytester, "--batch-validate-only")
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.OK, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    done = text.replace("| a.md | haiku | pending  |", "| a.md | haiku | complete |")
+    assert plan.read_bytes() == done.encode("utf-8")
+
+
+def test_a_symlink_loop_is_a_usage_error_naming_the_row(pytester: pytest.Pytester):
+    plan = write(pytester.path, PLAN)
+    os.symlink("b.md", pytester.path / "out" / "a.md")
+    os.symlink("a.md", pytester.path / "out" / "b.md")
+    result = run(pytester, "--batch-validate-only")
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    line = PLAN.splitlines().index("| A | a.md | haiku | pending  |") + 1
+    assert f"plan.md:{line}: filename 'a.md' cannot be resolved: symlink loop" in output
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    assert plan.read_bytes() == PLAN.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [("\nref.md\n", "\n" + "r" * 300 + ".md\n"), ("| a.md |", "| " + "a" * 300 + ".md |")],
+    ids=["format-reference", "output"],
+)
+def test_a_name_over_255_bytes_is_a_usage_error_naming_its_line(pytester: pytest.Pytester, old, new):
+    text = PLAN.replace(old, new)
+    plan = write(pytester.path, text)
+    result = run(pytester, "--batch-validate-only")
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "r" * 300 in s or "a" * 300 in s)
+    assert f"plan.md:{line}: " in output and "File name too long" in output
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    assert plan.read_bytes() == text.encode("utf-8")
