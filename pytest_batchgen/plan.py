@@ -7,17 +7,19 @@ editor (:mod:`pytest_batchgen.planedit`) looks at raw bytes, and only on the lin
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Iterable, Iterator, Mapping
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from .errors import PlanError
+from .errors import BatchgenError, PlanError
+from .pricing import Price, parse_price_line
 
 #: Aliases mapped to current model ids; override with a ``## Models`` section or the
 #: ``batchgen_models`` ini option.
@@ -35,6 +37,20 @@ REQUIRED_SECTIONS = ("format reference", "output directory", "content rules", "v
 NOTES_SECTION = "batchgen notes"
 
 _PHASE_RE = re.compile(r"^phase\s+([^\s:.\-–—]+)", re.IGNORECASE)
+
+BOM = "\ufeff"
+# markdown-it normalizes "\r\n", a lone "\r" and "\n" to one line break each (its core rule
+# ``normalize``); the editor must count lines the same way or it edits the wrong row.
+_LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines with their own endings, broken where markdown-it breaks them (``\\r\\n``, ``\\r``, ``\\n``).
+
+    The one line model of the parser and the editor: line ``n`` of :func:`scan` is
+    ``split_lines(text)[n - 1]``, whatever mix of endings the file has.
+    """
+    return _LINE_RE.findall(text)
 
 
 @lru_cache(maxsize=1)
@@ -65,6 +81,9 @@ class Table:
     header: tuple[str, ...]
     line: int
     rows: tuple[TableRow, ...]
+    #: inside a blockquote (``> | a | b |``): its lines carry a prefix that is not a cell, so
+    #: the editor cannot find a cell by counting pipes; phase tables may not be nested
+    nested: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,8 +109,11 @@ def scan(text: str) -> tuple[Section, ...]:
     Shared by the plan parser and the in-place editor, so both see the same rows at the
     same lines.
     """
+    # a UTF-8 BOM is not text: markdown-it would make it part of the first line, hiding a
+    # heading there; dropping it moves no line
+    text = text[1:] if text.startswith(BOM) else text
     tokens = _markdown().parse(text)
-    n_lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+    n_lines = len(split_lines(text))
     sections: list[dict] = []
     current: dict | None = None
     i = 0
@@ -126,7 +148,8 @@ def scan(text: str) -> tuple[Section, ...]:
             continue
         if tok.type == "paragraph_open" and tok.level == 0:
             inline = tokens[i + 1]
-            for offset, line in enumerate(inline.content.splitlines()):
+            # split as markdown-it counted (str.splitlines also breaks on \f, \x1c, \u2028...)
+            for offset, line in enumerate(inline.content.split("\n")):
                 if line.strip():
                     current["paragraphs"].append(ListItem(line.strip(), tok.map[0] + 1 + offset))
         i += 1
@@ -158,7 +181,7 @@ def _read_list_item(tokens: list[Token], i: int, out: list[ListItem]) -> int:
             if depth == 0:
                 break
         elif t.type == "inline" and text is None and depth == 1:
-            text = " ".join(part.strip() for part in t.content.splitlines())
+            text = " ".join(part.strip() for part in t.content.split("\n"))
         j += 1
     if text is not None:
         out.append(ListItem(text.strip(), start.map[0] + 1 if start.map else 0))
@@ -167,6 +190,7 @@ def _read_list_item(tokens: list[Token], i: int, out: list[ListItem]) -> int:
 
 def _read_table(tokens: list[Token], i: int) -> tuple[Table, int]:
     table_line = tokens[i].map[0] + 1 if tokens[i].map else 0
+    nested = tokens[i].level > 0
     header: list[str] = []
     rows: list[TableRow] = []
     in_head = False
@@ -191,7 +215,7 @@ def _read_table(tokens: list[Token], i: int) -> tuple[Table, int]:
             else:
                 rows.append(TableRow(tuple(cells), row_line))
         i += 1
-    return Table(tuple(header), table_line, tuple(rows)), i + 1
+    return Table(tuple(header), table_line, tuple(rows), nested), i + 1
 
 
 def _unquote(text: str) -> str:
@@ -200,6 +224,48 @@ def _unquote(text: str) -> str:
         if len(text) >= 2 and text.startswith(q) and text.endswith(q):
             return text[1:-1].strip()
     return text
+
+
+@dataclass(frozen=True)
+class PhaseTable:
+    """A ``## Phase N`` section's table, as both the parser and the editor read it.
+
+    ``header`` holds the column names as compared (unquoted, lower case); ``column(name)``
+    is a column's index among a row's cells, or ``None``.
+    """
+
+    section: Section
+    number: str
+    table: Table
+    header: tuple[str, ...]
+
+    def column(self, name: str) -> int | None:
+        return self.header.index(name) if name in self.header else None
+
+    @property
+    def complete_header(self) -> bool:
+        """The header names every required column, so rows can be read (and edited)."""
+        return all(c in self.header for c in REQUIRED_COLUMNS)
+
+    def value(self, row: TableRow, name: str) -> str:
+        """The unquoted text of ``row``'s cell in column ``name`` ("" when the row is short)."""
+        index = self.column(name)
+        if index is None or index >= len(row.cells):
+            return ""
+        return _unquote(row.cells[index])
+
+
+def phase_tables(sections: Iterable[Section]) -> Iterator[PhaseTable]:
+    """The table of every phase section (its first table), in plan order.
+
+    One definition of "a phase's table" for :func:`load_plan` and the editor; sections
+    without a table are skipped here (the parser reports them).
+    """
+    for section in sections:
+        m = _PHASE_RE.match(section.title)
+        if m and section.tables:
+            table = section.tables[0]
+            yield PhaseTable(section, m.group(1), table, tuple(_unquote(h).lower() for h in table.header))
 
 
 @dataclass(frozen=True)
@@ -247,6 +313,8 @@ class Plan:
     default_model: str | None
     checklist_line: int
     content_rules_line: int
+    #: the plan's ``## Prices`` overrides, by model id, prefix or alias (empty without the section)
+    prices: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def name(self) -> str:
@@ -295,7 +363,35 @@ def _section_value(section: Section, plan_path: Path, what: str) -> ListItem:
 
 
 _MODEL_LINE_RE = re.compile(r"^\s*`?([A-Za-z0-9_.\-]+)`?\s*(?::|->|→|=)\s*`?([A-Za-z0-9_.\-@:/]+)`?\s*$")
-_DEFAULT_RE = re.compile(r"^\s*default\s*(?:model)?\s*[:=]\s*`?([A-Za-z0-9_.\-]+)`?", re.IGNORECASE)
+# "default" and "model" are each followed by their own optional spaces: two adjacent "\s*" around
+# an optional word could split a run of spaces in n ways, and a 40,000-space line took minutes
+_DEFAULT_RE = re.compile(r"^\s*default(?:\s*model)?\s*[:=]\s*`?([A-Za-z0-9_.\-]+)`?", re.IGNORECASE)
+
+
+def parse_model_line(text: str) -> tuple[str, str] | None:
+    """``alias: model-id`` (or ``alias = model-id``, ``alias -> model-id``) as (lower-case alias, id).
+
+    The one reader of alias lines, for a plan's ``## Models`` section and the ``batchgen_models``
+    ini option; ``None`` when the line is not one.
+    """
+    m = _MODEL_LINE_RE.match(text)
+    return (m.group(1).lower(), m.group(2)) if m else None
+
+
+def ini_models(lines: Iterable[str]) -> dict[str, str]:
+    """The ``batchgen_models`` ini option's lines, read like a ``## Models`` section's.
+
+    Raises :class:`BatchgenError` naming the option and the line that cannot be read.
+    """
+    models: dict[str, str] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        parsed = parse_model_line(line)
+        if parsed is None:
+            raise BatchgenError(f"batchgen_models: cannot read {line.strip()!r}; write 'alias = model-id'")
+        models[parsed[0]] = parsed[1]
+    return models
 
 
 def parse_models(section: Section | None, plan_path: Path) -> dict[str, str]:
@@ -304,19 +400,37 @@ def parse_models(section: Section | None, plan_path: Path) -> dict[str, str]:
     if section is None:
         return models
     for item in list(section.items) + list(section.paragraphs):
-        m = _MODEL_LINE_RE.match(item.text)
-        if not m:
+        parsed = parse_model_line(item.text)
+        if parsed is None:
             raise PlanError(
                 f"cannot read model alias line {item.text!r}; write it as 'alias: model-id'",
                 plan_path,
                 item.line,
             )
-        models[m.group(1).lower()] = m.group(2)
+        models[parsed[0]] = parsed[1]
     for table in section.tables:
         for row in table.rows:
             if len(row.cells) >= 2 and row.cells[0]:
                 models[_unquote(row.cells[0]).lower()] = _unquote(row.cells[1])
     return models
+
+
+def parse_prices(section: Section | None, plan_path: Path) -> dict[str, Price]:
+    """A ``## Prices`` section: lines ``model: input, output[, cache_write, cache_read]``."""
+    out: dict[str, Price] = {}
+    if section is None:
+        return out
+    for item in sorted(list(section.items) + list(section.paragraphs), key=lambda it: it.line):
+        parsed = parse_price_line(item.text)
+        if parsed is None:
+            raise PlanError(
+                f"cannot read price line {item.text!r}; write 'model: input, output[, cache_write, cache_read]' "
+                "in dollars per million tokens",
+                plan_path,
+                item.line,
+            )
+        out[parsed[0]] = parsed[1]
+    return out
 
 
 def resolve_model(cell: str, models: Mapping[str, str]) -> str:
@@ -361,14 +475,21 @@ def load_plan(
 
     missing = [name for name in REQUIRED_SECTIONS if name not in by_key]
     if missing:
-        names = ", ".join(f"'## {m.title()}'" for m in missing)
-        raise PlanError(f"plan has no {names} section; add it (see the plan format in the README)", plan_path)
+        _missing_sections(missing, sections, plan_path)
 
     ref_item = _section_value(by_key["format reference"], plan_path, "path of the format reference")
     out_item = _section_value(by_key["output directory"], plan_path, "output folder")
     format_reference = _inside_rootdir(ref_item, root, plan_path, "format reference")
     output_dir = _inside_rootdir(out_item, root, plan_path, "output directory")
-    if not format_reference.is_file():
+    try:
+        is_file = format_reference.is_file()
+    except OSError as exc:  # e.g. a name over 255 bytes (ENAMETOOLONG): is_file only hides ENOENT
+        raise PlanError(
+            f"format reference {ref_item.text!r} cannot be read: {exc.strerror or exc}; fix the path",
+            plan_path,
+            ref_item.line,
+        ) from None
+    if not is_file:
         raise PlanError(
             f"format reference {ref_item.text!r} not found (looked for {format_reference}); "
             "write the hand-made output first, or fix the path",
@@ -401,11 +522,17 @@ def load_plan(
 
     phases: list[Phase] = []
     seen: dict[str, int] = {}
+    tables = {id(t.section): t for t in phase_tables(sections)}
     for s in sections:
-        m = _PHASE_RE.match(s.title)
-        if not m:
+        if not _PHASE_RE.match(s.title):
             continue
-        phases.append(_read_phase(s, m.group(1), plan_path, output_dir, alias_map, default_model, seen))
+        if id(s) not in tables:
+            raise PlanError(
+                f"'## {s.title}' has no table; add one with the columns Title | Filename | Model | Status",
+                plan_path,
+                s.line,
+            )
+        phases.append(_read_phase(tables[id(s)], plan_path, output_dir, alias_map, default_model, seen))
     if not phases:
         raise PlanError(
             "plan has no phase table; add a '## Phase 1' section with a table of "
@@ -430,12 +557,38 @@ def load_plan(
         default_model=default_model,
         checklist_line=checklist.line,
         content_rules_line=rules.line,
+        prices=MappingProxyType(parse_prices(by_key.get("prices"), plan_path)),
+    )
+
+
+def _missing_sections(missing: list[str], sections: tuple[Section, ...], plan_path: Path) -> None:
+    """Raise for absent required sections, pointing at the heading each one probably is.
+
+    A misspelled heading (``## Validaton Checklist``) is the usual cause; naming it and its
+    line turns "has no section" into a one-character fix.
+    """
+    known = set(REQUIRED_SECTIONS) | {NOTES_SECTION, "models", "prices", "model selection rules"}
+    candidates = [s for s in sections if s.key not in known and not _PHASE_RE.match(s.title)]
+    parts: list[str] = []
+    first_line: int | None = None
+    for name in missing:
+        text = f"'## {name.title()}'"
+        close = difflib.get_close_matches(name, [s.key for s in candidates], n=1, cutoff=0.6)
+        if close:
+            guess = next(s for s in candidates if s.key == close[0])
+            text += f" (did you mean '## {guess.title}' on line {guess.line}?)"
+            first_line = first_line or guess.line
+        parts.append(text)
+    raise PlanError(
+        f"plan has no {', '.join(parts)} section; add it or fix its heading (see the plan format in the README)",
+        plan_path,
+        first_line,
     )
 
 
 def _inside_rootdir(item: ListItem, root: Path, plan_path: Path, what: str) -> Path:
     """Plan paths are relative to the rootdir and may not leave it (no absolute path, no '..')."""
-    target = (root / item.text).resolve()
+    target = _resolve(root / item.text, f"the {what} {item.text!r}", plan_path, item.line)
     if Path(item.text).is_absolute() or (target != root and root not in target.parents):
         raise PlanError(
             f"the {what} {item.text!r} lies outside the rootdir {root}; write a path inside the project",
@@ -445,23 +598,35 @@ def _inside_rootdir(item: ListItem, root: Path, plan_path: Path, what: str) -> P
     return target
 
 
+def _resolve(path: Path, what: str, plan_path: Path, line: int) -> Path:
+    """``path.resolve()``, with its failures (a symlink loop, a name the system refuses) as plan errors."""
+    try:
+        resolved = path.resolve()
+        resolved.exists()  # raises for names the system refuses (over 255 bytes), not for absent ones
+    except RuntimeError:  # Python < 3.13 reports a symlink loop this way
+        raise PlanError(f"{what} cannot be resolved: symlink loop; fix or remove the link", plan_path, line) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise PlanError(f"{what} cannot be resolved: {reason}; fix the path", plan_path, line) from None
+    return resolved
+
+
 def _read_phase(
-    section: Section,
-    number: str,
+    phase: PhaseTable,
     plan_path: Path,
     output_dir: Path,
     alias_map: Mapping[str, str],
     default_model: str | None,
     seen: dict[str, int],
 ) -> Phase:
-    if not section.tables:
+    section, number, table, header = phase.section, phase.number, phase.table, phase.header
+    if table.nested:
         raise PlanError(
-            f"'## {section.title}' has no table; add one with the columns Title | Filename | Model | Status",
+            f"the table of '## {section.title}' is inside a blockquote; the plugin edits its Status "
+            "cells in place and only does that in a table at the top level: remove the '>' before its lines",
             plan_path,
-            section.line,
+            table.line,
         )
-    table = section.tables[0]
-    header = tuple(_unquote(h).lower() for h in table.header)
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         cols = ", ".join(c.title() for c in missing)
@@ -534,7 +699,7 @@ def _check_filename(filename: str, output_dir: Path, plan_path: Path, line: int)
             plan_path,
             line,
         )
-    target = (output_dir / pure).resolve()
+    target = _resolve(output_dir / pure, f"filename {filename!r}", plan_path, line)
     if target != output_dir and output_dir not in target.parents:
         raise PlanError(
             f"filename {filename!r} leaves the output directory {output_dir}; "

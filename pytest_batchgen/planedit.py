@@ -9,21 +9,19 @@ write, under a cross-process lock, through a temporary file and a rename.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from .fsutil import atomic_write, lock_for
-from .plan import NOTES_SECTION, REQUIRED_COLUMNS, _PHASE_RE, _unquote, scan
+from .plan import NOTES_SECTION, phase_tables, scan, split_lines
 
 NOTES_HEADING = "## Batchgen Notes"
 NOTES_MARKER = (
     "<!-- Written by pytest-batchgen: one entry per row whose last check run failed. "
     "Entries are replaced on the next run. -->"
 )
-_LINE_RE = re.compile(r"[^\n]*\n|[^\n]+\Z")
-_ENTRY_RE = re.compile(r"^- `([^`]+)`:?\s?(.*)$")
 
 
 @dataclass(frozen=True)
@@ -39,24 +37,29 @@ class RowUpdate:
 
 @dataclass(frozen=True)
 class RowLocation:
-    line_index: int  # 0-based index in the file's lines
+    line_index: int  # 0-based index in split_lines(text)
     status_cell: int  # index of the status cell among the row's cells
+    #: the Status cell's text as the parser read it; the editor writes only into a cell whose
+    #: bytes say the same, so a line it cannot split like the parser is left alone
+    status_text: str | None = None
 
 
 def locate_rows(text: str) -> dict[str, RowLocation]:
-    """Where each row's status cell is, by filename, from the same scan the parser uses."""
+    """Where each row's status cell is, by filename, from the same scan the parser uses.
+
+    Tables inside a blockquote are skipped: their lines start with ``>``, which is no cell
+    (the parser refuses such a phase table, so no run gets this far with one).
+    """
     found: dict[str, RowLocation] = {}
-    for section in scan(text):
-        if not _PHASE_RE.match(section.title) or not section.tables:
+    for table in phase_tables(scan(text)):
+        scol = table.column("status")
+        if table.table.nested or not table.complete_header or scol is None:
             continue
-        table = section.tables[0]
-        header = [_unquote(h).lower() for h in table.header]
-        if not all(c in header for c in REQUIRED_COLUMNS):
-            continue
-        fcol, scol = header.index("filename"), header.index("status")
-        for row in table.rows:
-            if fcol < len(row.cells):
-                found.setdefault(_unquote(row.cells[fcol]), RowLocation(row.line - 1, scol))
+        for row in table.table.rows:
+            filename = table.value(row, "filename")
+            if filename:
+                status = row.cells[scol] if scol < len(row.cells) else None
+                found.setdefault(filename, RowLocation(row.line - 1, scol, status))
     return found
 
 
@@ -115,42 +118,159 @@ def replace_cell_word(line: str, cell: int, word: str) -> str:
     return line[:start] + new_raw + line[end:]
 
 
-def _split_notes(lines: list[str], text: str) -> tuple[int | None, int | None, dict[str, str]]:
-    """Find the notes section's line range and its entries (filename -> note text)."""
+@dataclass(frozen=True)
+class Notes:
+    """The notes section's lines ``[start, end)`` (``None`` when there is none) and its entries."""
+
+    start: int | None
+    end: int | None
+    entries: Mapping[str, str] = field(default_factory=dict)
+
+
+def code_span(text: str) -> str:
+    """``text`` as a CommonMark code span that reads back as exactly ``text``.
+
+    The fence is one backtick longer than the longest run inside, and a space pads a text that
+    starts or ends with a backtick (CommonMark strips one such space from each side), so any
+    filename survives, ``a`b.md`` included.
+    """
+    longest = max((len(run) for run in _backtick_runs(text)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or (text.startswith(" ") and text.endswith(" ")) else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def _backtick_runs(text: str) -> list[str]:
+    runs, current = [], ""
+    for ch in text:
+        if ch == "`":
+            current += ch
+        elif current:
+            runs.append(current)
+            current = ""
+    if current:
+        runs.append(current)
+    return runs
+
+
+def read_code_span(text: str) -> tuple[str, str] | None:
+    """Split ``text`` that starts with a code span into (the span's content, the rest).
+
+    The span closes at the first backtick run exactly as long as the opening one (CommonMark),
+    found in one pass, so a long line costs linear time.
+    """
+    n = len(text) - len(text.lstrip("`"))
+    if n == 0:
+        return None
+    i = n
+    while True:
+        start = text.find("`", i)
+        if start < 0:
+            return None
+        end = start
+        while end < len(text) and text[end] == "`":
+            end += 1
+        if end - start == n:
+            content = text[n:start]
+            if len(content) >= 2 and content.startswith(" ") and content.endswith(" ") and content.strip(" "):
+                content = content[1:-1]
+            return content, text[end:]
+        i = end
+
+
+def _entry(line: str) -> tuple[str, str] | None:
+    """A notes entry line ``- `file`: note`` as (filename, first line of the note)."""
+    if not line.startswith("- "):
+        return None
+    span = read_code_span(line[2:])
+    if span is None or not span[0]:
+        return None
+    filename, rest = span
+    rest = rest.removeprefix(":")
+    if rest.startswith((" ", "\t")):
+        rest = rest[1:]
+    return filename, rest
+
+
+def _body(line: str) -> str:
+    return line.rstrip("\r\n")
+
+
+def find_notes(text: str, lines: list[str] | None = None) -> Notes:
+    """The plugin's notes section in ``text``: the one reader of notes, for the editor and tools.
+
+    Found as a ``## Batchgen Notes`` section of the same scan the parser uses; when the plan
+    ends inside a block that swallows the lines after it (an unclosed code fence or ``<!--``),
+    the section the plugin appended there is found by its heading and marker lines instead,
+    so a run never appends a second one.
+    """
+    if lines is None:
+        lines = split_lines(text)
     for section in scan(text):
         if section.key == NOTES_SECTION:
             start, end = section.line - 1, section.end_line
-            entries: dict[str, list[str]] = {}
-            current: list[str] | None = None
-            for raw in lines[start + 1 : end]:
-                m = _ENTRY_RE.match(raw.rstrip("\r\n"))
-                if m:
-                    current = entries.setdefault(m.group(1), [])
-                    current.append(m.group(2))
-                elif current is not None and raw.startswith("  ") and raw.strip():
-                    current.append(raw.rstrip("\r\n")[2:])
-                else:
-                    current = None
-            return start, end, {k: "\n".join(v) for k, v in entries.items()}
-    return None, None, {}
+            return Notes(start, end, _read_entries(lines[start + 1 : end]))
+    hidden = _swallowed_notes_start(text, lines)
+    if hidden is None:
+        return Notes(None, None)
+    hidden_end = _swallowed_notes_end(lines, hidden)
+    # ours only if the user's own text (everything but this section) still ends inside an open
+    # block: a heading in a closed example block, or a closed-after one, is the user's text
+    if not _ends_open("".join(lines[:hidden] + lines[hidden_end:])):
+        return Notes(None, None)
+    return Notes(hidden, hidden_end, _read_entries(lines[hidden + 1 : hidden_end]))
 
 
-def split_lines(text: str) -> list[str]:
-    """Lines with their endings, split on ``\\n`` only (as markdown-it counts lines)."""
-    return _LINE_RE.findall(text)
+def _swallowed_notes_start(text: str, lines: list[str]) -> int | None:
+    """The last notes heading (with its marker) after the last heading the scan can see."""
+    last_visible = max((s.line - 1 for s in scan(text)), default=-1)
+    for i in range(len(lines) - 3, last_visible, -1):
+        if _body(lines[i]) == NOTES_HEADING and not lines[i + 1].strip() and _body(lines[i + 2]) == NOTES_MARKER:
+            return i
+    return None
+
+
+def _swallowed_notes_end(lines: list[str], start: int) -> int:
+    """The plugin's lines from ``start``: heading, marker, entries and blank lines, nothing else."""
+    end = start + 3
+    while end < len(lines) and (
+        not lines[end].strip() or _entry(_body(lines[end])) is not None or lines[end].startswith("  ")
+    ):
+        end += 1
+    return end
+
+
+def _ends_open(text: str) -> bool:
+    """Whether ``text`` ends inside a block that would swallow a heading after it (a fence, ``<!--``)."""
+    ending = "" if not text or text.endswith(("\n", "\r")) else "\n"
+    return not any(s.title == "Batchgen Probe" for s in scan(text + ending + "\n## Batchgen Probe\n"))
+
+
+def _read_entries(section_lines: list[str]) -> dict[str, str]:
+    entries: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for raw in section_lines:
+        entry = _entry(_body(raw))
+        if entry:
+            current = entries.setdefault(entry[0], [])
+            current.append(entry[1])
+        elif current is not None and raw.startswith("  ") and raw.strip():
+            current.append(_body(raw)[2:])
+        else:
+            current = None
+    return {k: "\n".join(v) for k, v in entries.items()}
 
 
 def read_notes(text: str) -> dict[str, str]:
-    """The plugin's notes in a plan, by filename."""
-    lines = split_lines(text)
-    return _split_notes(lines, text)[2]
+    """The plugin's notes in a plan, by filename (what :func:`edit_text` reads and merges)."""
+    return dict(find_notes(text).entries)
 
 
 def _render_notes(entries: Mapping[str, str], newline: str) -> list[str]:
     out = [NOTES_HEADING + newline, newline, NOTES_MARKER + newline, newline]
     for filename, note in entries.items():
         first, *rest = note.split("\n")
-        out.append(f"- `{filename}`: {first}".rstrip() + newline)
+        out.append(f"- {code_span(filename)}: {first}".rstrip() + newline)
         out.extend(f"  {line}".rstrip() + newline for line in rest)
     return out
 
@@ -158,7 +278,7 @@ def _render_notes(entries: Mapping[str, str], newline: str) -> list[str]:
 def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
     """Apply ``updates`` to a plan's text; unknown filenames are ignored (the row was removed)."""
     lines = split_lines(text)
-    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    newline = _usual_ending(lines)
     where = locate_rows(text)
     for filename, update in updates.items():
         loc = where.get(filename)
@@ -169,6 +289,8 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
         if loc.status_cell >= len(spans):
             continue
         current = line[spans[loc.status_cell][0] : spans[loc.status_cell][1]].strip()
+        if loc.status_text is not None and current != loc.status_text:
+            continue  # the bytes disagree with the parser's cell: never write into another cell
         if current.lower() == update.status:
             continue
         lines[loc.line_index] = replace_cell_word(line, loc.status_cell, update.status)
@@ -176,7 +298,8 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
     note_updates = {f: u.note for f, u in updates.items() if u.note is not None}
     if not note_updates:
         return "".join(lines)
-    start, end, entries = _split_notes(lines, text)
+    notes = find_notes(text, lines)
+    start, end, entries = notes.start, notes.end, dict(notes.entries)
     merged = dict(entries)
     for filename, note in note_updates.items():
         if note:
@@ -217,6 +340,15 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
     elif unterminated:
         body[-1] = _strip_newline(body[-1])
     return "".join(head + body + tail)
+
+
+def _usual_ending(lines: list[str]) -> str:
+    """The file's most common line ending (the first line's on a tie), for the lines it adds."""
+    endings = Counter(ending for line in lines if (ending := line[len(_body(line)) :]))
+    if not endings:
+        return "\n"
+    best = max(endings.values())
+    return next(line[len(_body(line)) :] for line in lines if endings.get(line[len(_body(line)) :]) == best)
 
 
 def _strip_newline(line: str) -> str:

@@ -27,7 +27,7 @@ from .document import BatchOutput, DocumentCache
 from .errors import BatchgenError
 from .nodes import FIXTURE_NAMES, PARAM_NAME, PlanFile, skip_unwritten
 from .plan import Plan, Row, load_plan
-from .pricing import PriceTable, plan_prices, with_aliases
+from .pricing import PriceTable, with_aliases
 from .run import PlanRun
 from .selection import select
 from .settings import Role, Settings, add_options
@@ -87,7 +87,7 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
     for run in runs:  # aliases resolve through each plan's models; the plan's prices win
         overrides.update(with_aliases(settings.prices, run.plan.models))
     for run in runs:
-        overrides.update(with_aliases(plan_prices(run.plan.path), run.plan.models))
+        overrides.update(with_aliases(run.plan.prices, run.plan.models))
     return BatchState(settings=settings, runs=tuple(runs), prices=PriceTable(overrides))
 
 

@@ -6,19 +6,18 @@ Prices are US dollars per million tokens. The defaults are Anthropic's list pric
 are assumed to cost what their 4.5 predecessors cost until you say otherwise. Cache writes are
 the 5-minute ephemeral rate (1.25 x input), cache reads 0.1 x input, and the Message Batches API
 halves everything. Override per model (or model-id prefix) in the ini option
-``batchgen_prices`` or a plan's ``## Prices`` section; every figure here is an estimate.
+``batchgen_prices`` or a plan's ``## Prices`` section (read with the plan, as ``Plan.prices``); every figure here is an estimate.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from .client import Usage
-from .errors import PlanError
+from .errors import BatchgenError
 
 PRICES_SOURCE = "https://www.anthropic.com/pricing (list prices of Claude Haiku/Sonnet/Opus 4.5; 2026-11-29)"
 BATCH_DISCOUNT = 0.5
@@ -109,33 +108,13 @@ def with_aliases(prices: Mapping[str, Price], aliases: Mapping[str, str]) -> dic
 
 
 def ini_prices(lines: Iterable[str]) -> dict[str, Price]:
+    """The ``batchgen_prices`` ini option's lines; a line that is not a price is a usage error."""
     out: dict[str, Price] = {}
     for line in lines:
         parsed = parse_price_line(line)
         if parsed is None:
-            raise ValueError(
+            raise BatchgenError(
                 f"batchgen_prices: cannot read {line!r}; write 'model: input, output[, cache_write, cache_read]'"
             )
         out[parsed[0]] = parsed[1]
-    return out
-
-
-def plan_prices(plan_path: Path) -> dict[str, Price]:
-    """A plan's ``## Prices`` section: bullet lines ``model: input, output[, write, read]``."""
-    from .plan import scan
-
-    out: dict[str, Price] = {}
-    for section in scan(plan_path.read_text(encoding="utf-8")):
-        if section.key != "prices":
-            continue
-        for item in list(section.items) + list(section.paragraphs):
-            parsed = parse_price_line(item.text)
-            if parsed is None:
-                raise PlanError(
-                    f"cannot read price line {item.text!r}; write 'model: input, output[, cache_write, cache_read]' "
-                    "in dollars per million tokens",
-                    plan_path,
-                    item.line,
-                )
-            out[parsed[0]] = parsed[1]
     return out

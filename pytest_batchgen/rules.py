@@ -419,6 +419,12 @@ def _build_registered(m: re.Match, ctx: CompileContext):
         raise ctx.error(f"tracking file {raw!r} lies outside the rootdir {root}; name a path inside it")
     if tracking == ctx.plan.path.resolve():
         raise ctx.error("the tracking file cannot be the plan itself")
+    if tracking == ctx.plan.format_reference:
+        # every registration would add a link to it, and every later prompt would change
+        raise ctx.error(
+            f"the tracking file {raw!r} is the format reference (line {ctx.plan.format_reference_line}); "
+            "name another file, e.g. an INDEX.md in the output directory"
+        )
     if tracking.suffix.lower() not in (".md", ".markdown"):
         raise ctx.error(f"tracking file {raw!r} must be a Markdown file (.md): the plugin appends links to it")
 

@@ -23,6 +23,7 @@ import pytest
 from .client import RECORD_MODES
 from .document import DEFAULT_MAX_BYTES
 from .errors import BatchgenError
+from .plan import ini_models
 from .pricing import Price, ini_prices
 from .prompts import DEFAULT_MAX_TOKENS
 
@@ -244,7 +245,7 @@ class Settings:
             linter_timeout=_ini_number(config, "batchgen_linter_timeout"),
             max_output_bytes=int(_ini_number(config, "batchgen_max_output_bytes", whole=True)),
             models=MappingProxyType(ini_models(config.getini("batchgen_models"))),
-            prices=MappingProxyType(_ini_prices(config.getini("batchgen_prices"))),
+            prices=MappingProxyType(ini_prices(config.getini("batchgen_prices"))),
             checks=tuple(Path(p) for p in config.getini("batchgen_checks")),
             api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
         )
@@ -278,22 +279,3 @@ def _ini_number(config: pytest.Config, name: str, *, whole: bool = False, zero_o
         bound = "zero or more" if zero_ok else "more than zero"
         raise BatchgenError(f"ini option {name} = {raw!r} must be {bound}")
     return value
-
-
-def _ini_prices(lines: list[str]) -> dict[str, Price]:
-    try:
-        return ini_prices(lines)
-    except ValueError as exc:
-        raise BatchgenError(str(exc)) from None
-
-
-def ini_models(lines: list[str]) -> dict[str, str]:
-    """``batchgen_models``: one ``alias = model-id`` (or ``alias: model-id``) per line."""
-    models: dict[str, str] = {}
-    for line in lines:
-        if "=" not in line and ":" not in line:
-            raise BatchgenError(f"batchgen_models: cannot read {line!r}; write 'alias = model-id'")
-        sep = "=" if "=" in line else ":"
-        alias, _, model = line.partition(sep)
-        models[alias.strip().lower()] = model.strip()
-    return models

@@ -15,8 +15,8 @@ import pytest
 from pytest_batchgen import report
 from pytest_batchgen.client import Usage
 from pytest_batchgen.dispatch import Attempt, RowResult
-from pytest_batchgen.errors import PlanError
-from pytest_batchgen.plan import Row
+from pytest_batchgen.errors import BatchgenError, PlanError
+from pytest_batchgen.plan import Row, parse_prices, scan
 from pytest_batchgen.pricing import (
     BATCH_DISCOUNT,
     DEFAULT_PRICES,
@@ -24,7 +24,6 @@ from pytest_batchgen.pricing import (
     PriceTable,
     ini_prices,
     parse_price_line,
-    plan_prices,
     with_aliases,
 )
 from pytest_batchgen.report import (
@@ -164,11 +163,17 @@ def test_ini_prices_reads_every_line_and_names_a_bad_one():
     assert_price(prices["claude-haiku"], Price(2, 10, 2.5, 0.2))
     assert prices["claude-opus"] == Price(4, 20, 5, 0.4)
     assert ini_prices([]) == {}
-    with pytest.raises(ValueError, match=r"batchgen_prices: cannot read 'claude-haiku: 1\.2\.3, 4'"):
+    with pytest.raises(BatchgenError, match=r"batchgen_prices: cannot read 'claude-haiku: 1\.2\.3, 4'"):
         ini_prices(["claude-haiku: 2, 10", "claude-haiku: 1.2.3, 4"])
 
 
 PLAN_HEAD = "# Plan\n\n## Format Reference\nref.md\n\n"
+
+
+def plan_prices(path):
+    """What load_plan puts in ``Plan.prices``: the ``## Prices`` section read by plan.parse_prices."""
+    sections = scan(path.read_text(encoding="utf-8"))
+    return parse_prices(next((s for s in sections if s.key == "prices"), None), path)
 
 
 def test_plan_prices_reads_bullets_and_plain_lines_of_the_prices_section(tmp_path):
