@@ -1,0 +1,266 @@
+"""Hardening of model calls, recordings and linters (issue 11 items 7-12, 17, 19; issue 10's
+failed rows and messages): each test failed on the starting point of the ``hardening`` branch.
+
+Runs go through pytester in-process against the loopback :class:`fakeapi.FakeAnthropic`; the
+small project each test writes is local to this file (one plan, a format reference, a checklist
+with a front matter check and a tiny linter).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fakeapi import FakeAnthropic, Reply  # noqa: E402
+
+# imported before any in-process run, so that pytester's module snapshot keeps them loaded
+import pytest_batchgen.client  # noqa: E402,F401
+import pytest_batchgen.dispatch  # noqa: E402,F401
+import pytest_batchgen.recording  # noqa: E402,F401
+from pytest_batchgen.checklist import ChecklistForm, compile_checklist, split_list  # noqa: E402
+from pytest_batchgen.errors import ChecklistError  # noqa: E402
+from pytest_batchgen.plan import load_plan  # noqa: E402
+from pytest_batchgen.rules import BUILTIN_FORMS, linter_env, run_linter  # noqa: E402
+
+API_KEY = "sk-ant-api03-hardening-SECRET-KEY-Zq81"
+
+LINT = """\
+import os, sys
+path = sys.argv[-1]
+if os.environ.get("PRINT_ENV"):
+    print("\\n".join(f"{k}={v}" for k, v in sorted(os.environ.items())))
+text = open(path, encoding="utf-8").read()
+bad = [n for n, line in enumerate(text.splitlines(), 1) if "LINT-BAD" in line]
+for n in bad:
+    print(f"{path}:{n}: forbidden marker")
+sys.exit(1 if bad else 0)
+"""
+
+REFERENCE = "---\nterm: Reference\n---\n\n## Reference\n\nThe shape of every output.\n"
+
+
+def good(title: str) -> str:
+    return f"---\nterm: {title}\n---\n\n## {title}\n\n{title} text.\n"
+
+
+def lint_bad(title: str) -> str:
+    return good(title) + "\nLINT-BAD here.\n"
+
+
+def write_project(root: Path, filenames: list[str], *, extra_ini: str = "") -> None:
+    (root / "output").mkdir(exist_ok=True)
+    (root / "output" / "reference.md").write_text(REFERENCE, encoding="utf-8")
+    (root / "lint.py").write_text(LINT, encoding="utf-8")
+    python = shlex.quote(sys.executable)
+    rows = "".join(f"| {Path(f).stem.title()} | {f} | haiku | pending |\n" for f in filenames)
+    (root / "plan.md").write_text(
+        "# Plan\n\n## Format Reference\noutput/reference.md\n\n## Output Directory\noutput/\n\n"
+        "## Content Rules\n- Keep it short\n\n"
+        "## Validation Checklist\n1. Front matter includes term\n"
+        f"2. Linter passes: `{python} -I -S lint.py {{path}}`\n\n"
+        "## Phase 1\n| Title | Filename | Model | Status |\n|---|---|---|---|\n" + rows,
+        encoding="utf-8",
+    )
+    (root / "pytest.ini").write_text(
+        "[pytest]\naddopts = -p no:cacheprovider -p no:hypothesispytest\n"
+        "filterwarnings = ignore::pytest.PytestAssertRewriteWarning\n"
+        f"batchgen_max_retries = 0\n{extra_ini}",
+        encoding="utf-8",
+    )
+
+
+_PATH_RE = re.compile(r"<output_path>(.*?)</output_path>")
+
+
+def row_of(body: dict) -> str:
+    content = body["messages"][0]["content"]
+    text = content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
+    m = _PATH_RE.search(text)
+    return m.group(1).rsplit("/", 1)[-1] if m else "?"
+
+
+class Router:
+    """Replies per row, in order (the last repeats); an unscripted row gets a good draft."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, list[Reply]] = {}
+        self.served: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def set(self, filename: str, *replies: Reply) -> None:
+        with self._lock:
+            self.replies[filename] = list(replies)
+            self.served[filename] = 0
+
+    def __call__(self, body: dict) -> Reply:
+        name = row_of(body)
+        with self._lock:
+            replies = self.replies.get(name)
+            if not replies:
+                return Reply.ok(good(Path(name).stem.title()))
+            n = self.served.get(name, 0)
+            self.served[name] = n + 1
+            return replies[min(n, len(replies) - 1)]
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch):
+    server = FakeAnthropic()
+    server.default = Router()
+    server.start()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("--batch-plan", "plan.md", *args)
+
+
+def statuses(root: Path) -> dict[str, str]:
+    return {r.filename: r.status for r in load_plan("plan.md", root).rows}
+
+
+def cassette(root: Path, filename: str) -> Path:
+    return root / "cassettes" / "plan" / f"{filename}.yaml"
+
+
+def text_of(result: pytest.RunResult) -> str:
+    return result.stdout.str() + result.stderr.str()
+
+
+def sent(fake: FakeAnthropic, filename: str) -> int:
+    return sum(1 for e in fake.messages_requests() if row_of(e.body) == filename)
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+# -- 11.10: linters get no credentials; the key is in no recorded request ----------------------
+
+
+def test_linters_inherit_no_credentials():
+    env, secrets = linter_env(
+        {
+            "PATH": "/usr/bin",
+            "HOME": "/home/u",
+            "ANTHROPIC_API_KEY": API_KEY,
+            "ANTHROPIC_AUTH_TOKEN": "auth-token-123456",
+            "OPENAI_API_KEY": "sk-openai-123456",
+            "GITHUB_TOKEN": "ghp_123456789",
+            "AWS_SECRET_ACCESS_KEY": "aws-secret-123456",
+            "COPY_OF_IT": API_KEY,
+            "PYMARKDOWN_CONFIG": "cfg.json",
+        }
+    )
+    assert env == {"PATH": "/usr/bin", "HOME": "/home/u", "PYMARKDOWN_CONFIG": "cfg.json", "NO_COLOR": "1"}
+    assert API_KEY in secrets
+
+
+def test_a_linter_printing_its_environment_puts_the_key_in_no_request_and_no_file(pytester, fake, monkeypatch):
+    write_project(pytester.path, ["alpha.md"])
+    monkeypatch.setenv("PRINT_ENV", "1")
+    fake.default.set("alpha.md", Reply.ok(lint_bad("Alpha")), Reply.ok(good("Alpha")))
+
+    result = run(pytester)
+
+    assert result.ret == pytest.ExitCode.OK, text_of(result)
+    bodies = [e.raw for e in fake.messages_requests()]
+    assert len(bodies) == 2 and b"PRINT_ENV=1" in bodies[1]  # the linter's output was in the repair turn
+    assert [b for b in bodies if API_KEY.encode() in b] == []
+    leaks = [name for name, data in files_under(pytester.path).items() if API_KEY.encode() in data]
+    assert leaks == [] and cassette(pytester.path, "alpha.md").exists()
+
+
+def test_the_key_is_scrubbed_from_recorded_request_bodies(tmp_path):
+    from pytest_batchgen.recording import Recorder
+    from vcr.request import Request
+
+    recorder = Recorder({"k": tmp_path / "k.yaml"}, "new_episodes", secrets=(API_KEY,))
+    body = json.dumps({"messages": [{"role": "user", "content": f"env: KEY={API_KEY}"}]}).encode()
+    scrubbed = recorder._scrub_request(Request("POST", "http://x/v1/messages", body, {"x-api-key": API_KEY}))
+    assert API_KEY.encode() not in scrubbed.body and b"<redacted>" in scrubbed.body
+    assert "x-api-key" not in scrubbed.headers
+
+
+# -- 11.11: a linter's children die with it at its timeout --------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_linters_children_are_killed_at_its_timeout(tmp_path):
+    import time
+
+    (tmp_path / "a.md").write_text("x\n")
+    argv = ["sh", "-c", 'sleep 93 & echo $! > child.pid; wait', "sh"]
+    failure = run_linter(argv, "a.md", tmp_path, 1.0)
+    assert failure is not None and "timed out" in failure.message
+    pid = int((tmp_path / "child.pid").read_text())
+    for _ in range(100):  # SIGKILL is delivered at once; give init a moment to reap it
+        if not _alive(pid):
+            break
+        time.sleep(0.05)
+    alive = _alive(pid)
+    if alive:
+        os.kill(pid, 9)
+    assert not alive
+
+
+# -- 11.12: an option-like filename reaches the linter as a path --------------------------------
+
+ARGPARSE_LINT = """\
+import argparse, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("paths", nargs="+")
+args = parser.parse_args()
+bad = [p for p in args.paths if "LINT-BAD" in open(p, encoding="utf-8").read()]
+print("\\n".join(f"{p}:1: bad" for p in bad))
+sys.exit(1 if bad else 0)
+"""
+
+
+def test_an_option_like_filename_is_passed_as_a_path(tmp_path):
+    (tmp_path / "lint.py").write_text(ARGPARSE_LINT)
+    (tmp_path / "--help").write_text("LINT-BAD\n")
+    failure = run_linter([sys.executable, "lint.py"], "--help", tmp_path, 30.0)
+    assert failure is not None and "linter exited 1" in failure.message
+    assert "./--help" in failure.message and failure.line == 1
+
+
+def test_option_like_filenames_in_a_batch_lint_mask_no_failure(pytester, fake):
+    write_project(pytester.path, ["--help", "beta.md"])
+    (pytester.path / "lint.py").write_text(ARGPARSE_LINT)
+    plan = pytester.path / "plan.md"
+    plan.write_text(plan.read_text().replace("lint.py {path}", "lint.py {paths}").replace("output/\n", "./\n", 1))
+    (pytester.path / "--help").write_text(good("Help"))
+    (pytester.path / "beta.md").write_text(lint_bad("Beta"))
+    fake.default.set("beta.md", Reply.ok(lint_bad("Beta")))
+
+    result = run(pytester, "--batch-max-attempts", "1")
+
+    assert statuses(pytester.path) == {"--help": "complete", "beta.md": "pending"}, text_of(result)
