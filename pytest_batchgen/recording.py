@@ -216,7 +216,11 @@ class Recorder:
                     self.set_aside[key] = aside
                     self.cassette(key)
                     continue
-                fix = "fix it (resolve the merge conflict, or restore it from version control) or delete it"
+                fix = (
+                    "resolve the merge conflict in it or delete it"
+                    if "merge-conflict" in exc.why
+                    else "restore it from version control or delete it"
+                )
                 hint = f", then record it again: {self.retry_command(key)}" if key in self.hints else ""
                 self.corrupt[key] = f"the recording {self.label(key)} cannot be read: it {exc.why}. To go on, {fix}{hint}"
 

@@ -28,7 +28,7 @@ import pytest_batchgen.recording  # noqa: E402,F401
 from pytest_batchgen.checklist import ChecklistForm, compile_checklist, split_list  # noqa: E402
 from pytest_batchgen.errors import ChecklistError  # noqa: E402
 from pytest_batchgen.plan import load_plan  # noqa: E402
-from pytest_batchgen.rules import BUILTIN_FORMS, linter_env, run_linter  # noqa: E402
+from pytest_batchgen.rules import BUILTIN_FORMS, run_linter  # noqa: E402
 
 API_KEY = "sk-ant-api03-hardening-SECRET-KEY-Zq81"
 
@@ -158,6 +158,8 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 
 def test_linters_inherit_no_credentials():
+    from pytest_batchgen.rules import linter_env
+
     env, secrets = linter_env(
         {
             "PATH": "/usr/bin",
@@ -217,7 +219,7 @@ def test_a_linters_children_are_killed_at_its_timeout(tmp_path):
     import time
 
     (tmp_path / "a.md").write_text("x\n")
-    argv = ["sh", "-c", 'sleep 93 & echo $! > child.pid; wait', "sh"]
+    argv = ["sh", "-c", 'sleep 93 >/dev/null 2>&1 & echo $! > child.pid; wait', "sh"]
     failure = run_linter(argv, "a.md", tmp_path, 1.0)
     assert failure is not None and "timed out" in failure.message
     pid = int((tmp_path / "child.pid").read_text())
@@ -264,3 +266,189 @@ def test_option_like_filenames_in_a_batch_lint_mask_no_failure(pytester, fake):
     result = run(pytester, "--batch-max-attempts", "1")
 
     assert statuses(pytester.path) == {"--help": "complete", "beta.md": "pending"}, text_of(result)
+
+
+# -- 11.7: a 2xx reply that is not a message is never recorded ----------------------------------
+
+_NULL_CONTENT = {
+    "id": "msg_01null",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-haiku-4-5",
+    "content": None,
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 1, "output_tokens": 1},
+}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(Reply.raw('{"id": "msg_01trunc", "type": "mess'), id="malformed-json"),
+        pytest.param(Reply.raw("<html><body>Gateway says hi</body></html>", content_type="text/html"), id="html-200"),
+        pytest.param(Reply.raw(json.dumps({"result": "ok", "data": [1, 2]})), id="wrong-schema"),
+        pytest.param(Reply.raw(json.dumps(_NULL_CONTENT)), id="null-content"),
+    ],
+)
+def test_a_2xx_reply_that_is_not_a_message_is_not_recorded(pytester, fake, reply):
+    write_project(pytester.path, ["alpha.md"])
+    fake.default.set("alpha.md", reply)
+
+    first = run(pytester)
+
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    assert statuses(pytester.path) == {"alpha.md": "pending"}
+    assert not cassette(pytester.path, "alpha.md").exists()
+
+    fake.default.set("alpha.md", Reply.ok(good("Alpha")))  # the server is healthy again
+    second = run(pytester)
+
+    assert second.ret == pytest.ExitCode.OK, text_of(second)
+    assert sent(fake, "alpha.md") == 2  # sent again, not replayed
+    assert statuses(pytester.path) == {"alpha.md": "complete"}
+
+
+def test_a_parsed_reply_is_on_disk_before_the_run_goes_on(tmp_path, fake):
+    """Deferring the save until the SDK's parse keeps "persisted before the run goes on"."""
+    import asyncio
+
+    from pytest_batchgen.client import ClientSettings, ModelClient
+    from pytest_batchgen.recording import Recorder
+
+    path = tmp_path / "alpha.md.yaml"
+    recorder = Recorder({"alpha": path}, "new_episodes", secrets=(API_KEY,))
+
+    async def call() -> bool:
+        client = ModelClient(ClientSettings(max_retries=0, api_key=API_KEY), recorder)
+        try:
+            await client.complete("alpha", _params("alpha.md"))
+            return path.exists()
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(call()) is True
+
+
+def _params(filename: str) -> dict:
+    return {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": f"<output_path>output/{filename}</output_path>"}],
+    }
+
+
+# -- 11.9: a corrupt cassette is named before any request, and re-recorded where it may be ------
+
+
+def _conflict(data: bytes) -> bytes:
+    return b"<<<<<<< HEAD\n" + data + b"=======\nversion: 1\ninteractions: []\n>>>>>>> other\n"
+
+
+def _truncate(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _missing_key(data: bytes) -> bytes:
+    return data.replace(b"interactions:", b"interactionz:")
+
+
+def _not_utf8(data: bytes) -> bytes:
+    return data[:40] + b"\xff\xfe\xfa" + data[40:]
+
+
+CORRUPTIONS = [
+    pytest.param(_conflict, "merge-conflict marker", id="conflict-markers"),
+    pytest.param(_truncate, "", id="truncated"),
+    pytest.param(_missing_key, "not a vcrpy cassette", id="missing-key"),
+    pytest.param(_not_utf8, "not UTF-8", id="not-utf8"),
+]
+
+
+def _record_then_corrupt(pytester, fake, corrupt) -> Path:
+    write_project(pytester.path, ["alpha.md"])
+    assert run(pytester).ret == pytest.ExitCode.OK
+    path = cassette(pytester.path, "alpha.md")
+    path.write_bytes(corrupt(path.read_bytes()))
+    write_project(pytester.path, ["alpha.md"])  # pending again
+    (pytester.path / "output" / "alpha.md").unlink()
+    fake.reset_log()
+    return path
+
+
+@pytest.mark.parametrize("corrupt, says", CORRUPTIONS)
+def test_a_corrupt_cassette_is_a_clear_error_when_the_run_cannot_record(pytester, fake, monkeypatch, corrupt, says):
+    path = _record_then_corrupt(pytester, fake, corrupt)
+    before = path.read_bytes()
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+
+    result = run(pytester)  # new_episodes, but no key: it can only replay
+
+    out = text_of(result)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "cassettes/plan/alpha.md.yaml cannot be read: it " in out and says in out
+    assert "ScannerError" not in out and "APIConnectionError" not in out
+    assert "does not exist or is empty" not in out
+    assert "ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md" in out
+    assert fake.messages_requests() == [] and path.read_bytes() == before
+
+
+@pytest.mark.parametrize("corrupt, says", CORRUPTIONS)
+def test_a_corrupt_cassette_is_set_aside_and_recorded_again_when_the_run_may_record(pytester, fake, corrupt, says):
+    path = _record_then_corrupt(pytester, fake, corrupt)
+    before = path.read_bytes()
+
+    result = run(pytester)
+
+    assert result.ret == pytest.ExitCode.OK, text_of(result)
+    assert sent(fake, "alpha.md") == 1
+    assert path.with_name("alpha.md.yaml.corrupt").read_bytes() == before
+    assert b"interactions:" in path.read_bytes() and statuses(pytester.path) == {"alpha.md": "complete"}
+
+
+# -- 11.19: a body that stalls half-way, and a total per request ------------------------------
+
+
+def _complete(settings, filename: str = "alpha.md"):
+    import asyncio
+
+    from pytest_batchgen.client import ModelCallError, ModelClient
+
+    async def call():
+        client = ModelClient(settings)
+        try:
+            return await client.complete("alpha", _params(filename))
+        except ModelCallError as exc:
+            return exc
+        finally:
+            await client.aclose()
+
+    return asyncio.run(call())
+
+
+def test_a_reply_whose_body_stalls_times_out_and_is_retried(fake):
+    from pytest_batchgen.client import ClientSettings, ModelCallError
+
+    fake.default.set("alpha.md", Reply.stalled(good("Alpha"), after=30))
+    outcome = _complete(ClientSettings(max_retries=1, api_key=API_KEY, timeout=600, body_timeout=0.3))
+    assert isinstance(outcome, ModelCallError) and outcome.kind == "APITimeoutError"
+    assert "stalled" in outcome.message
+    assert sent(fake, "alpha.md") == 2  # the SDK retried it once
+
+
+def test_one_request_has_a_total_time_bound_retries_included(fake):
+    from pytest_batchgen.client import ClientSettings, ModelCallError
+
+    fake.default.set("alpha.md", Reply.ok(good("Alpha"), delay=30))
+    outcome = _complete(ClientSettings(max_retries=3, api_key=API_KEY, timeout=600, total=0.5))
+    assert isinstance(outcome, ModelCallError) and outcome.kind == "Timeout"
+    assert "no reply within 0.5s" in outcome.message
+
+
+def test_default_timeouts_are_separate_and_bounded():
+    from pytest_batchgen.client import ClientSettings
+
+    s = ClientSettings()
+    t = s.httpx_timeout()
+    assert (t.connect, t.read, t.write, t.pool) == (10.0, 300.0, 60.0, 60.0)
+    assert s.body_timeout == 30.0 and s.total == 900.0
