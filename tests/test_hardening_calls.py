@@ -452,3 +452,85 @@ def test_default_timeouts_are_separate_and_bounded():
     t = s.httpx_timeout()
     assert (t.connect, t.read, t.write, t.pool) == (10.0, 300.0, 60.0, 60.0)
     assert s.body_timeout == 30.0 and s.total == 900.0
+
+
+# -- 11.8 and issue 10: a recording that ended in failure is not replayed forever ----------------
+
+
+def generation_of(root: Path, filename: str) -> dict:
+    report = json.loads((root / "report.json").read_text(encoding="utf-8"))
+    rows = [r for p in report["plans"] for r in p["rows"] if r["filename"] == filename]
+    return rows[0]["generation"]
+
+
+def interactions(path: Path) -> int:
+    return path.read_text(encoding="utf-8").count("- request:")
+
+
+def test_a_failed_row_is_generated_again_live_in_a_mode_that_may_record(pytester, fake):
+    write_project(pytester.path, ["alpha.md"])
+    fake.default.set("alpha.md", Reply.ok(lint_bad("Alpha")))
+    assert run(pytester).ret == pytest.ExitCode.TESTS_FAILED
+    assert sent(fake, "alpha.md") == 2 and interactions(cassette(pytester.path, "alpha.md")) == 2
+
+    fake.default.set("alpha.md", Reply.ok(good("Alpha")))
+    result = run(pytester)  # key set, default mode new_episodes
+
+    assert result.ret == pytest.ExitCode.OK, text_of(result)
+    assert sent(fake, "alpha.md") == 3  # the two failed drafts replayed, then one live request
+    assert statuses(pytester.path) == {"alpha.md": "complete"}
+    assert interactions(cassette(pytester.path, "alpha.md")) == 1  # the failed interactions replaced
+
+    fake.reset_log()
+    write_project(pytester.path, ["alpha.md"])
+    (pytester.path / "output" / "alpha.md").unlink()
+    assert run(pytester).ret == pytest.ExitCode.OK
+    assert fake.messages_requests() == []  # a recording that passed replays as before
+
+
+def test_a_failed_row_without_a_key_says_a_key_is_needed_and_which_command_tries_again(pytester, fake, monkeypatch):
+    write_project(pytester.path, ["alpha.md"])
+    fake.default.set("alpha.md", Reply.ok(lint_bad("Alpha")))
+    assert run(pytester).ret == pytest.ExitCode.TESTS_FAILED
+    before = cassette(pytester.path, "alpha.md").read_bytes()
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    fake.reset_log()
+
+    result = run(pytester, "--batch-report", "report.json")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert fake.messages_requests() == []
+    error = generation_of(pytester.path, "alpha.md")["error"]
+    assert "ANTHROPIC_API_KEY is not set" in error
+    assert "replayed from cassettes/plan/alpha.md.yaml" in error
+    assert "ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md --batch-record-mode all 'plan.md::alpha.md'" in error
+    assert cassette(pytester.path, "alpha.md").read_bytes() == before
+
+
+def test_a_recorded_refusal_is_sent_again_in_a_mode_that_may_record(pytester, fake):
+    write_project(pytester.path, ["alpha.md"])
+    fake.default.set("alpha.md", Reply.refused())
+    first = run(pytester)
+    assert first.ret == pytest.ExitCode.TESTS_FAILED and "refused" in text_of(first)
+
+    fake.default.set("alpha.md", Reply.ok(good("Alpha")))
+    result = run(pytester)
+
+    assert result.ret == pytest.ExitCode.OK, text_of(result)
+    assert sent(fake, "alpha.md") == 2
+    assert statuses(pytester.path) == {"alpha.md": "complete"}
+    assert b"refusal" not in cassette(pytester.path, "alpha.md").read_bytes()
+
+
+def test_a_replayed_refusal_in_none_mode_says_how_to_retry(pytester, fake):
+    write_project(pytester.path, ["alpha.md"])
+    fake.default.set("alpha.md", Reply.refused())
+    assert run(pytester).ret == pytest.ExitCode.TESTS_FAILED
+    fake.reset_log()
+
+    result = run(pytester, "--batch-record-mode", "none")
+
+    out = text_of(result)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED and fake.messages_requests() == []
+    assert "refused" in out and "replayed from cassettes/plan/alpha.md.yaml (record mode 'none' replays it)" in out
+    assert "to generate it again: pytest --batch-plan plan.md --batch-record-mode all 'plan.md::alpha.md'" in out
