@@ -77,20 +77,33 @@ def _front_matter_problem(doc: OutputDocument) -> Failure | None:
 
 # -- Front matter includes K1, K2[,] and at least N K3 ------------------------------------
 
-_FRONT_MATTER = (
-    r"front[- ]matter (?:includes|has|contains)\s+(?:(?P<keys>.+?),?\s*(?:and\s+)?)??"
-    r"(?:at least (?P<count>\w+) (?P<listkey>[\w\-]+))?"
-)
+# Matching is linear: the line is cut with plain patterns (one lazy group followed by optional
+# whitespace, as the old single pattern had, backtracks quadratically over a run of spaces).
+_FRONT_MATTER = r"front[- ]matter (?:includes|has|contains)\s+(?P<rest>.+)"
+_AT_LEAST = re.compile(r"at least (?P<count>\w+) (?P<listkey>[\w\-]+)\Z", re.IGNORECASE)
+_TRAILING_AND = re.compile(r"(?:^|\s)and\Z", re.IGNORECASE)
+
+
+def _front_matter_parts(rest: str) -> tuple[str, str | None, str | None]:
+    """``"term, tags, and at least 2 tags"`` -> (``"term, tags"``, ``"2"``, ``"tags"``)."""
+    rest = " ".join(rest.split())  # one space between words, whatever the line had
+    count = list_key = None
+    m = _AT_LEAST.search(rest)
+    if m and (m.start() == 0 or rest[m.start() - 1] in " ,"):
+        count, list_key = m.group("count"), m.group("listkey")
+        rest = rest[: m.start()].rstrip(" ,")
+        rest = _TRAILING_AND.sub("", rest).rstrip(" ,")
+    return rest, count, list_key
 
 
 def _build_front_matter(m: re.Match, ctx: CompileContext):
-    keys = split_list(m.group("keys")) if m.group("keys") else []
-    list_key = m.group("listkey")
+    keys_text, count_word, list_key = _front_matter_parts(m.group("rest"))
+    keys = split_list(keys_text) if keys_text else []
     count = None
     if list_key:
-        count = parse_count(m.group("count"))
+        count = parse_count(count_word)
         if count is None:
-            raise ctx.error(f"cannot read the number {m.group('count')!r}; write it in digits or words")
+            raise ctx.error(f"cannot read the number {count_word!r}; write it in digits or words")
     if not keys and not list_key:
         raise ctx.error("name at least one front matter key")
 
@@ -163,7 +176,7 @@ def _one_of_check(key: str, allowed: list[str]):
     return check
 
 
-_RULE_LIST_RE = r"^`?{key}`?\s+(?:must be|is) one of\s*:?\s*(?P<values>.+)$"
+_RULE_LIST_RE = r"^`?{key}`?\s+(?:must be|is) one of\s*(?::\s*)?(?P<values>\S.*)$"
 
 
 def _build_one_of_listed(m: re.Match, ctx: CompileContext):

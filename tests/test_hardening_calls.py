@@ -534,3 +534,101 @@ def test_a_replayed_refusal_in_none_mode_says_how_to_retry(pytester, fake):
     assert result.ret == pytest.ExitCode.TESTS_FAILED and fake.messages_requests() == []
     assert "refused" in out and "replayed from cassettes/plan/alpha.md.yaml (record mode 'none' replays it)" in out
     assert "to generate it again: pytest --batch-plan plan.md --batch-record-mode all 'plan.md::alpha.md'" in out
+
+
+# -- issue 10: messages a new user can act on ---------------------------------------------------
+
+
+@pytest.mark.parametrize("mode_args", [(), ("--batch-record-mode", "none")], ids=["new_episodes", "none"])
+def test_a_replay_miss_without_a_key_names_the_key_and_the_command_includes_it(pytester, fake, monkeypatch, mode_args):
+    write_project(pytester.path, ["alpha.md"])
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+
+    result = run(pytester, *mode_args)
+
+    out = text_of(result)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED and fake.messages_requests() == []
+    assert "ANTHROPIC_API_KEY is not set" in out
+    assert "To record it: ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md --batch-record-mode all 'plan.md::alpha.md'" in out
+
+
+def _plan_with_line(root: Path, line: str):
+    write_project(root, ["alpha.md"])
+    plan = root / "plan.md"
+    plan.write_text(plan.read_text().replace("1. Front matter includes term", f"1. {line}"))
+    return load_plan("plan.md", root)
+
+
+def test_a_line_matching_no_form_shows_each_forms_example_not_its_regex(tmp_path):
+    plan = _plan_with_line(tmp_path, "Sounds friendly")
+    custom = [
+        ChecklistForm(name="word-count", pattern=r"at most (?P<n>\d+) words", check=lambda c: None, example="At most 300 words"),
+        ChecklistForm(name="shouty", pattern=r"(?P<x>LOUD+) (?:\w+ )*line", check=lambda c: None),
+    ]
+    with pytest.raises(ChecklistError) as err:
+        compile_checklist(plan, [*custom, *BUILTIN_FORMS])
+    message = str(err.value)
+    assert "At most 300 words" in message
+    assert all(f.example in message for f in BUILTIN_FORMS)
+    assert r"(?P<x>LOUD+)" not in message
+    assert "'shouty' form, which has no example: give its ChecklistForm example=" in message
+
+
+def test_checklist_form_example_is_optional():
+    form = ChecklistForm(name="x", pattern="x", check=lambda c: None)
+    assert form.example == ""
+
+
+# -- 11.17: the checklist's forms match in linear time ------------------------------------------
+
+SPACES = " " * 40_000
+
+
+def _compile_one(root: Path, line: str):
+    plan = _plan_with_line(root, line)
+    rules = compile_checklist(plan, list(BUILTIN_FORMS))
+    return plan, rules[0]
+
+
+def _check(plan, rule, text: str):
+    from pytest_batchgen.checklist import CheckContext
+    from pytest_batchgen.document import parse_text
+
+    doc = parse_text(plan.rootdir / "output" / "alpha.md", text)
+    return rule.run(CheckContext(doc=doc, row=plan.rows[0], plan=plan))
+
+
+def test_a_front_matter_line_with_a_long_run_of_spaces_compiles_to_its_keys(tmp_path):
+    plan, rule = _compile_one(tmp_path, "Front matter includes term" + SPACES + "x")
+    assert rule.name == "front-matter"
+    failure = _check(plan, rule, "---\nterm: a\n---\n\n## A\n")
+    assert failure is not None and failure.message == "front matter: missing key term x"
+
+
+def test_a_front_matter_line_with_spaces_before_at_least_keeps_its_count(tmp_path):
+    plan, rule = _compile_one(tmp_path, "Front matter includes term," + SPACES + "and at least 2" + SPACES + "tags")
+    failure = _check(plan, rule, "---\nterm: a\ntags: [one]\n---\n")
+    assert failure is not None and "tags has 1 non-blank item" in failure.message and "at least 2" in failure.message
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Definition," + SPACES + "Details" + SPACES + "sections present" + SPACES + "x",
+        "status is one of:" + SPACES + "draft," + SPACES + "x",
+        "Linter passes:" + SPACES,
+        "Output registered in" + SPACES + "x" + SPACES,
+        "category is one of the" + SPACES + "values listed in content rules" + SPACES + "x",
+    ],
+    ids=["sections", "one-of-inline", "linter", "registered", "one-of-listed"],
+)
+def test_every_builtin_form_answers_a_long_line(tmp_path, line):
+    try:
+        _compile_one(tmp_path, line)
+    except ChecklistError as exc:
+        assert "plan.md" in str(exc)
+
+
+def test_split_list_with_long_runs_of_spaces_and_commas():
+    assert split_list("a" + SPACES + "and" + SPACES + "b") == ["a", "b"]
+    assert split_list("a" + " ," * 20_000 + " b") == ["a", "b"]
