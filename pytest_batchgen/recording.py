@@ -161,8 +161,8 @@ class Recorder:
         self._secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
         #: why no request may go out in this run, whatever the mode (set when there is no key)
         self.live_refusal: str | None = None
-        #: rows whose cassette cannot be read (key -> message); their requests fail with it
-        self.corrupt: dict[str, str] = {}
+        #: rows whose cassette cannot be read (found by load_all before any request)
+        self.corrupt: dict[str, CorruptCassette] = {}
         #: corrupt cassettes moved aside to be recorded again (key -> where they went)
         self.set_aside: dict[str, Path] = {}
         self._cassettes: dict[str, Cassette] = {}
@@ -199,30 +199,43 @@ class Recorder:
         return self.mode != "none" and not self.live_refusal
 
     def load_all(self) -> None:
-        """Load every row's cassette before any request is sent.
+        """Load every row's cassette before any request is sent; note the corrupt ones.
 
-        A corrupt cassette is set aside as ``<name>.corrupt`` and its row recorded again when
-        the run may record; otherwise its row's requests fail with a message naming the file
-        and the fix (the run's other rows go on).
+        What happens to a corrupt one is decided at its row's first request (a row whose output
+        already passes sends none, and its file is left alone): see :meth:`corrupt_message`.
         """
         for key in self.paths:
             try:
                 self.cassette(key)
             except CorruptCassette as exc:
+                self.corrupt[key] = exc
+
+    def corrupt_message(self, key: str) -> str | None:
+        """None when the row's cassette can be used (now); else why not, naming the file and the fix.
+
+        When the run may record, a corrupt cassette is moved aside as ``<name>.corrupt`` (kept
+        for the user to inspect) and the row is recorded again.
+        """
+        with self._lock:
+            exc = self.corrupt.get(key)
+            if exc is None:
+                return None
+            if self.may_record:
                 path = self.path(key)
-                if self.may_record:
-                    aside = path.with_name(path.name + ".corrupt")
+                aside = path.with_name(path.name + ".corrupt")
+                if path.exists():
                     os.replace(path, aside)
-                    self.set_aside[key] = aside
-                    self.cassette(key)
-                    continue
-                fix = (
-                    "resolve the merge conflict in it or delete it"
-                    if "merge-conflict" in exc.why
-                    else "restore it from version control or delete it"
-                )
-                hint = f", then record it again: {self.retry_command(key)}" if key in self.hints else ""
-                self.corrupt[key] = f"the recording {self.label(key)} cannot be read: it {exc.why}. To go on, {fix}{hint}"
+                self.set_aside[key] = aside
+                del self.corrupt[key]
+                self._cassettes[key] = Cassette(**self._options(key))
+                return None
+        fix = (
+            "resolve the merge conflict in it or delete it"
+            if "merge-conflict" in exc.why
+            else "restore it from version control or delete it"
+        )
+        hint = f", then record it again: {self.retry_command(key)}" if key in self.hints else ""
+        return f"the recording {self.label(key)} cannot be read: it {exc.why}. To go on, {fix}{hint}"
 
     def start_afresh(self, key: str) -> bool:
         """Forget a row's recording so that its next requests go out live and replace it.
@@ -325,8 +338,9 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
         call = current_call.get(None)
         if call is None:  # not a row's request: nothing to file it under
             return await self.inner.handle_async_request(request)
-        if call.key in self.recorder.corrupt:
-            raise ReplayMiss(self.recorder.corrupt[call.key])
+        broken = self.recorder.corrupt_message(call.key)
+        if broken:
+            raise ReplayMiss(broken)
         body = b"".join([part async for part in request.stream])
         request.stream = httpx2.ByteStream(body)
         cassette = self.recorder.cassette(call.key)

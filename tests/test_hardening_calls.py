@@ -632,3 +632,43 @@ def test_every_builtin_form_answers_a_long_line(tmp_path, line):
 def test_split_list_with_long_runs_of_spaces_and_commas():
     assert split_list("a" + SPACES + "and" + SPACES + "b") == ["a", "b"]
     assert split_list("a" + " ," * 20_000 + " b") == ["a", "b"]
+
+
+def test_a_corrupt_cassette_of_a_row_that_sends_nothing_is_left_alone(pytester, fake):
+    path = _record_then_corrupt(pytester, fake, _truncate)
+    before = path.read_bytes()
+    (pytester.path / "output" / "alpha.md").write_text(good("Alpha"), encoding="utf-8")  # already passes
+
+    result = run(pytester)
+
+    assert result.ret == pytest.ExitCode.OK, text_of(result)
+    assert fake.messages_requests() == [] and path.read_bytes() == before
+    assert not path.with_name("alpha.md.yaml.corrupt").exists()
+
+
+def test_front_matter_lines_read_the_same_whatever_their_whitespace():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pytest_batchgen.rules import _front_matter_parts
+
+    word = st.from_regex(r"[a-z][a-z_\-]{0,8}", fullmatch=True).filter(lambda w: w not in ("and", "at", "least"))
+    gap = st.text(alphabet=" \t", min_size=1, max_size=30)
+
+    @settings(max_examples=150, deadline=None)
+    @given(keys=st.lists(word, min_size=0, max_size=5), count=st.sampled_from([None, "2", "three"]), list_key=word, gaps=st.lists(gap, min_size=12, max_size=12))
+    def prop(keys, count, list_key, gaps):
+        tokens = []
+        for i, k in enumerate(keys):
+            tokens.append(k + ("," if i < len(keys) - 1 else ""))
+        if count:
+            tokens += (["and"] if keys else []) + ["at", "least", count, list_key]
+        if not tokens:
+            return
+        spaced = tokens[0] + "".join(g + t for g, t in zip(gaps * 3, tokens[1:]))
+        got = _front_matter_parts(spaced)
+        assert got == _front_matter_parts(" ".join(tokens))
+        assert split_list(got[0]) == keys
+        assert got[1:] == ((count, list_key) if count else (None, None))
+
+    prop()
