@@ -188,7 +188,7 @@ class ModelClient:
             return ""
         r = self.recorder
         why = f" ({r.live_refusal})" if r.live_refusal else f" (record mode {r.mode!r} replays it)"
-        return f"these replies were replayed from {r.label(key)}{why}; to generate it again: {r.retry_command(key)}"
+        return f"replayed from {r.label(key)}{why}; to generate it again: {r.retry_command(key)}"
 
     async def complete(self, key: str, params: dict[str, Any]) -> Completion:
         info = CallInfo(key)
