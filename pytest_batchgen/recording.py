@@ -23,9 +23,8 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 import httpx2
+import yaml
 from anthropic import AnthropicError
 from vcr import matchers
 from vcr.cassette import Cassette
@@ -175,15 +174,15 @@ class Recorder:
         return str(self.labels.get(key, self.path(key)))
 
     def _options(self, key: str) -> dict[str, Any]:
-        return dict(
-            path=str(self.path(key)),
-            record_mode=RecordMode(self.mode),
-            match_on=(matchers.method, matchers.path, matchers.body),
-            before_record_request=self._scrub_request,
-            before_record_response=self._scrub_response,
-            persister=_AtomicPersister,
-            drop_unused_requests=self.mode == "all",
-        )
+        return {
+            "path": str(self.path(key)),
+            "record_mode": RecordMode(self.mode),
+            "match_on": (matchers.method, matchers.path, matchers.body),
+            "before_record_request": self._scrub_request,
+            "before_record_response": self._scrub_response,
+            "persister": _AtomicPersister,
+            "drop_unused_requests": self.mode == "all",
+        }
 
     def cassette(self, key: str) -> Cassette:
         with self._lock:

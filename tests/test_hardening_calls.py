@@ -19,16 +19,16 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fakeapi import FakeAnthropic, Reply  # noqa: E402
+from fakeapi import FakeAnthropic, Reply
 
 # imported before any in-process run, so that pytester's module snapshot keeps them loaded
-import pytest_batchgen.client  # noqa: E402,F401
-import pytest_batchgen.dispatch  # noqa: E402,F401
-import pytest_batchgen.recording  # noqa: E402,F401
-from pytest_batchgen.checklist import ChecklistForm, compile_checklist, split_list  # noqa: E402
-from pytest_batchgen.errors import ChecklistError  # noqa: E402
-from pytest_batchgen.plan import load_plan  # noqa: E402
-from pytest_batchgen.rules import BUILTIN_FORMS, run_linter  # noqa: E402
+import pytest_batchgen.client
+import pytest_batchgen.dispatch
+import pytest_batchgen.recording  # noqa: F401
+from pytest_batchgen.checklist import ChecklistForm, compile_checklist, split_list
+from pytest_batchgen.errors import ChecklistError
+from pytest_batchgen.plan import load_plan
+from pytest_batchgen.rules import BUILTIN_FORMS, run_linter
 
 API_KEY = "sk-ant-api03-hardening-SECRET-KEY-Zq81"
 
@@ -193,8 +193,9 @@ def test_a_linter_printing_its_environment_puts_the_key_in_no_request_and_no_fil
 
 
 def test_the_key_is_scrubbed_from_recorded_request_bodies(tmp_path):
-    from pytest_batchgen.recording import Recorder
     from vcr.request import Request
+
+    from pytest_batchgen.recording import Recorder
 
     recorder = Recorder({"k": tmp_path / "k.yaml"}, "new_episodes", secrets=(API_KEY,))
     body = json.dumps({"messages": [{"role": "user", "content": f"env: KEY={API_KEY}"}]}).encode()
