@@ -71,7 +71,8 @@ class ChecklistForm:
 
     ``build(match, ctx)`` returns the check, and may raise ``ctx.error(...)`` when the line
     refers to something the plan lacks. For a check that needs nothing from the line, pass
-    ``check`` instead of ``build``. ``name`` names the rule in test ids (``{group}`` in it is
+    ``check`` instead of ``build``. ``example`` is a checklist line the form accepts, shown
+    when a line matches no form. ``name`` names the rule in test ids (``{group}`` in it is
     replaced by that named group of the match, e.g. ``"{key}-value"``). ``runs_last`` rules run
     after the row's other rules (the tracking-file registration needs their verdicts).
     """
@@ -82,6 +83,12 @@ class ChecklistForm:
     check: Check | None = None
     example: str = ""
     runs_last: bool = False
+
+    def describe(self) -> str:
+        """The form as a user writes it: its example (a raw regex helps nobody reword a line)."""
+        if self.example:
+            return self.example
+        return f"(a line for the {self.name!r} form, which has no example: give its ChecklistForm example=\"...\")"
 
     def regex(self) -> re.Pattern:
         if isinstance(self.pattern, re.Pattern):
@@ -152,7 +159,7 @@ def compile_checklist(
             rules.append(Rule(name=name, item=item, form=form, check=check))
             break
         else:
-            known = "\n".join(f"  - {f.example or f.pattern}" for f in forms)
+            known = "\n".join(dict.fromkeys(f"  - {f.describe()}" for f in forms))
             raise ChecklistError(
                 f"checklist line {item.text!r} matches no checklist form. Reword it as one of:\n{known}\n"
                 "or add a form in conftest.py with the pytest_batchgen_checklist_forms hook",
@@ -173,7 +180,7 @@ def split_list(text: str) -> list[str]:
         placeholders.append(next(g for g in m.groups() if g is not None))
         return f"\x00{len(placeholders) - 1}\x00"
 
-    hidden = _QUOTED.sub(hide, text)
+    hidden = " ".join(_QUOTED.sub(hide, text).split())  # single spaces: the split below stays linear
     parts = re.split(r"\s*,\s*(?:and\s+|&\s+)?|\s+and\s+|\s+&\s+", hidden.strip().rstrip("."))
     out = []
     for part in parts:

@@ -8,8 +8,9 @@ that validate-only runs never load it.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 #: The row whose request is in flight in this task; the recorder files interactions under it.
@@ -23,6 +24,8 @@ class CallInfo:
     key: str
     replayed: int = 0
     live: int = 0
+    #: a live reply waiting for the SDK's parse before it is recorded (see Recorder.commit)
+    pending: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -72,11 +75,74 @@ class ModelCallError(Exception):
 RECORD_MODES = ("none", "once", "new_episodes", "all")
 
 
+#: the api_key of a run without one: it never leaves the process (the recorder answers or refuses)
+NO_KEY_PLACEHOLDER = "replay-without-a-key"
+
+
 @dataclass
 class ClientSettings:
+    """How long and how often one request may be tried.
+
+    ``timeout`` is the read timeout: how long to wait for the reply (a non-streamed message is
+    sent whole once generated, so this bounds the generation time, a few minutes at most for
+    ``max_tokens`` 8192). Once the reply started, its body must arrive within ``body_timeout``
+    (a server that sends half a body and goes silent is a dead connection, not a slow model).
+    ``total`` bounds one call, the SDK's retries and backoff included.
+    """
+
     max_retries: int = 2
-    timeout: float = 600.0
+    timeout: float = 300.0
     api_key: str | None = None
+    connect_timeout: float = 10.0
+    write_timeout: float = 60.0
+    pool_timeout: float = 60.0
+    body_timeout: float = 30.0
+    total: float | None = 900.0
+
+    def httpx_timeout(self) -> Any:
+        import httpx2
+
+        return httpx2.Timeout(
+            self.timeout, connect=self.connect_timeout, write=self.write_timeout, pool=self.pool_timeout
+        )
+
+
+def _whole_body(inner: Any, body_timeout: float) -> Any:
+    """A transport that reads each reply's body in full, within ``body_timeout`` of its headers.
+
+    httpx's read timeout applies per read, so a body that stalls mid-way would hold the request
+    for the whole read timeout, then be retried. A stalled body is an ``httpx2.ReadTimeout``,
+    which the SDK retries at once like any other timeout. (A factory: httpx2 is imported only
+    when a client is built.)
+    """
+    import httpx2
+
+    class WholeBody(httpx2.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            response = await inner.handle_async_request(request)
+
+            async def read() -> bytes:
+                return b"".join([part async for part in response.stream])
+
+            try:
+                content = await asyncio.wait_for(read(), body_timeout)
+            except asyncio.TimeoutError:
+                await response.aclose()
+                raise httpx2.ReadTimeout(
+                    f"the reply's body stalled: not complete {body_timeout:g}s after its headers", request=request
+                ) from None
+            await response.aclose()
+            return httpx2.Response(
+                response.status_code,
+                headers=response.headers.multi_items(),
+                stream=httpx2.ByteStream(content),
+                extensions=response.extensions,
+            )
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    return WholeBody()
 
 
 class ModelClient:
@@ -87,29 +153,53 @@ class ModelClient:
         import httpx2
 
         self._anthropic = anthropic
-        transport: Any = httpx2.AsyncHTTPTransport()
+        self.settings = settings
+        self.recorder = recorder
+        transport: Any = _whole_body(httpx2.AsyncHTTPTransport(), settings.body_timeout)
         if recorder is not None:
             transport = recorder.transport(transport)
-        self._http = httpx2.AsyncClient(transport=transport, timeout=settings.timeout)
+        timeout = settings.httpx_timeout()
+        self._http = httpx2.AsyncClient(transport=transport, timeout=timeout)
         options: dict[str, Any] = {
             "max_retries": settings.max_retries,
-            "timeout": settings.timeout,
+            "timeout": timeout,
             "http_client": self._http,
         }
         self._client = anthropic.AsyncAnthropic(api_key=settings.api_key, **options)
         c = self._client
-        if recorder is not None and c.api_key is None and c.auth_token is None and c.credentials is None:
+        no_key = c.api_key in (None, NO_KEY_PLACEHOLDER) and c.auth_token is None and c.credentials is None
+        if recorder is not None and no_key:
             # No credentials at all: recorded replies still replay, in every record mode that
             # replays; a request without a recording fails as a replay miss that names the
             # missing key (not the SDK's TypeError), and the placeholder never leaves the process.
             recorder.live_refusal = "ANTHROPIC_API_KEY is not set, so this run can only replay"
-            self._client = anthropic.AsyncAnthropic(api_key="replay-without-a-key", **options)
+            self._client = anthropic.AsyncAnthropic(api_key=NO_KEY_PLACEHOLDER, **options)
+        if recorder is not None:
+            recorder.load_all()  # before any request: a corrupt recording is named up front
+
+    def start_afresh(self, key: str) -> bool:
+        """The row's replayed attempts ended in failure: forget its recording so that the next
+        attempts go out live (True), or False when this run may not record."""
+        return self.recorder is not None and self.recorder.start_afresh(key)
+
+    def retry_hint(self, key: str) -> str:
+        """How to generate a row again whose replayed attempts ended in failure."""
+        if self.recorder is None:
+            return ""
+        r = self.recorder
+        why = f" ({r.live_refusal})" if r.live_refusal else f" (record mode {r.mode!r} replays it)"
+        return f"replayed from {r.label(key)}{why}; to generate it again: {r.retry_command(key)}"
 
     async def complete(self, key: str, params: dict[str, Any]) -> Completion:
         info = CallInfo(key)
         token = current_call.set(info)
         try:
-            message = await self._client.messages.create(**params)
+            create = self._client.messages.create(**params)
+            message = await (asyncio.wait_for(create, self.settings.total) if self.settings.total else create)
+        except asyncio.TimeoutError:
+            raise ModelCallError(
+                "Timeout", f"no reply within {self.settings.total:g}s (one request, the SDK's retries included)"
+            ) from None
         except self._anthropic.APIStatusError as exc:
             raise ModelCallError(type(exc).__name__, _status_message(exc)) from None
         except self._anthropic.APIError as exc:
@@ -119,9 +209,17 @@ class ModelClient:
         except self._anthropic.AnthropicError as exc:
             miss = getattr(exc, "replay_miss", False)
             raise ModelCallError(type(exc).__name__, str(exc), replay_miss=miss) from None
+        except ValueError as exc:  # a 2xx body the SDK could not parse (JSONDecodeError)
+            raise ModelCallError("InvalidReply", f"the API's reply is not a message: {type(exc).__name__}: {exc}") from None
         finally:
             current_call.reset(token)
-        text = "".join(getattr(block, "text", "") for block in message.content if block.type == "text")
+        problem = _not_a_message(message)
+        if problem:
+            info.pending = []  # never recorded: it would be replayed, and fail, forever
+            raise ModelCallError("InvalidReply", f"the API's reply is not a message: {problem}")
+        if self.recorder is not None:
+            self.recorder.commit(info)  # on disk before the run goes on
+        text = "".join(getattr(block, "text", "") or "" for block in message.content if getattr(block, "type", None) == "text")
         u = message.usage
         usage = Usage(
             u.input_tokens or 0,
@@ -133,6 +231,19 @@ class ModelClient:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _not_a_message(message: Any) -> str | None:
+    """Why an SDK result is not a usable message (None when it is)."""
+    if isinstance(message, (str, bytes)) or not hasattr(message, "content"):
+        return f"got {type(message).__name__} {str(message)[:80]!r}"
+    if getattr(message, "type", None) != "message":
+        return f"type is {getattr(message, 'type', None)!r}, not 'message'"
+    if not isinstance(message.content, list):
+        return f"content is {type(message.content).__name__}, not a list"
+    if getattr(message, "usage", None) is None:
+        return "it has no usage"
+    return None
 
 
 def _status_message(exc: Any) -> str:

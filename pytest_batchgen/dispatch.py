@@ -203,6 +203,12 @@ class Dispatcher:
     async def _row(self, client: Any, sem: asyncio.Semaphore, job: Job) -> None:
         try:
             result = await self._generate(client, sem, job)
+            if result.outcome in ("failed", "refused") and result.attempts and all(a.replayed for a in result.attempts):
+                # its recording ended in failure: generate it again, live, where the run may record
+                if getattr(client, "start_afresh", lambda key: False)(job.key) and not self._stop.is_set():
+                    result = await self._generate(client, sem, job)
+                elif hasattr(client, "retry_hint"):
+                    result.error = "; ".join(filter(None, [result.error, client.retry_hint(job.key)]))
         except Exception as exc:  # a bug must fail the row, not hang it
             result = RowResult(job.key, Outcome.ERROR, error=f"{type(exc).__name__}: {exc}")
         self.done += 1

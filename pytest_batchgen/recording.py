@@ -7,26 +7,33 @@ by :class:`~pytest_batchgen.client.ModelClient`), and the transport plays or rec
 through that row's own vcrpy :class:`~vcr.cassette.Cassette`. vcrpy still does what it is
 good at: record modes, matching, serialisation and filtering.
 
-Every interaction is saved to its cassette as soon as the reply arrives, so a crash never
-makes the user pay for that reply twice.
+Every reply the SDK parsed into a message is saved to its cassette before the run goes on
+(the client commits it right after the parse), so a crash never makes the user pay for that
+reply twice; a 2xx reply that is not a message (malformed JSON, an HTML page, a wrong schema) is
+never saved, so it cannot be replayed forever. Cassettes are loaded before any request: a
+corrupt one is a clear error naming the file, or, in a mode that may record and with a key, is
+set aside as ``<name>.corrupt`` and recorded again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any, Mapping
 
 import httpx2
+import yaml
 from anthropic import AnthropicError
 from vcr import matchers
 from vcr.cassette import Cassette
+from vcr.persisters.filesystem import CassetteNotFoundError
 from vcr.record_mode import RecordMode
 from vcr.request import Request as VcrRequest
 from vcr.stubs.httpx_stubs import _deserialize_response, _serialize_response
 
-from .client import RECORD_MODES, current_call
+from .client import RECORD_MODES, CallInfo, current_call
 from .fsutil import atomic_write
 from .prompts import prompt_parts
 
@@ -44,20 +51,93 @@ class ReplayMiss(AnthropicError):
     replay_miss = True
 
 
+class CorruptCassette(AnthropicError):
+    """A cassette that cannot be read; raised for its row's requests, never retried by the SDK."""
+
+    replay_miss = True
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+        self.path = path
+        self.why = why
+
+
+def is_message_body(body: Any) -> bool:
+    """Whether a reply body has the shape of a Messages API message (what the SDK can use)."""
+    if isinstance(body, (bytes, str)):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return False
+    return (
+        isinstance(body, dict)
+        and body.get("type") == "message"
+        and isinstance(body.get("content"), list)
+        and isinstance(body.get("usage"), dict)
+    )
+
+
+def read_cassette(path: Path, serializer: Any) -> tuple[list, list]:
+    """Load a cassette strictly: anything vcrpy would choke on later is a :class:`CorruptCassette`.
+
+    A missing or blank file is "no recording" (recorded in a mode that may record). Not UTF-8,
+    merge-conflict markers, YAML errors, missing keys and recorded replies that are not messages
+    are corrupt: vcrpy would otherwise treat bad bytes as empty, or fail inside the request with
+    a ScannerError that the SDK retries and reports without the path.
+    """
+    from vcr.serialize import deserialize
+
+    if not path.is_file():
+        raise CassetteNotFoundError()
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise CassetteNotFoundError()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CorruptCassette(path, f"is not UTF-8 (line {line}, byte {exc.start})") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line.rstrip() == "=======":
+            raise CorruptCassette(path, f"has a merge-conflict marker at line {number}") from None
+    try:
+        requests, responses, *_ = deserialize(text, serializer)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise CorruptCassette(path, f"is not valid YAML{where} ({problem}); it may be truncated") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise CorruptCassette(path, f"is not a vcrpy cassette ({type(exc).__name__}: {exc})") from None
+    for n, response in enumerate(responses, 1):
+        try:
+            code = response["status"]["code"]
+            body = response["body"]["string"]
+            response["headers"]
+        except (KeyError, TypeError) as exc:
+            raise CorruptCassette(path, f"interaction {n} has no response {exc}") from None
+        if not (200 <= int(code) < 300 and is_message_body(body)):
+            raise CorruptCassette(path, f"interaction {n}'s reply is not a message (HTTP {code})") from None
+    return requests, responses
+
+
 class _AtomicPersister:
-    """vcrpy's filesystem persister, but written through a temporary file and a rename."""
+    """vcrpy's filesystem persister, but strict on load and written through a temporary file
+    and a rename."""
 
     @staticmethod
     def load_cassette(cassette_path, serializer):
-        from vcr.persisters.filesystem import FilesystemPersister
-
-        return FilesystemPersister.load_cassette(cassette_path, serializer)
+        return read_cassette(Path(cassette_path), serializer)
 
     @staticmethod
     def save_cassette(cassette_path, cassette_dict, serializer):
         from vcr.serialize import serialize
 
         atomic_write(Path(cassette_path), serialize(cassette_dict, serializer))
+
+
+#: what a "To record it" command needs in front when the run has no key
+KEY_PREFIX = "ANTHROPIC_API_KEY=sk-ant-... "
 
 
 class Recorder:
@@ -77,61 +157,153 @@ class Recorder:
         self.hints = dict(hints or {})
         #: how to show each cassette's path in messages (relative to the rootdir)
         self.labels: dict[str, str] = {}
-        self._secrets = tuple(s for s in secrets if s)
+        self._secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
         #: why no request may go out in this run, whatever the mode (set when there is no key)
         self.live_refusal: str | None = None
+        #: rows whose cassette cannot be read (found by load_all before any request)
+        self.corrupt: dict[str, CorruptCassette] = {}
+        #: corrupt cassettes moved aside to be recorded again (key -> where they went)
+        self.set_aside: dict[str, Path] = {}
         self._cassettes: dict[str, Cassette] = {}
         self._lock = threading.Lock()
 
     def path(self, key: str) -> Path:
         return self.paths[key]
 
+    def label(self, key: str) -> str:
+        return str(self.labels.get(key, self.path(key)))
+
+    def _options(self, key: str) -> dict[str, Any]:
+        return {
+            "path": str(self.path(key)),
+            "record_mode": RecordMode(self.mode),
+            "match_on": (matchers.method, matchers.path, matchers.body),
+            "before_record_request": self._scrub_request,
+            "before_record_response": self._scrub_response,
+            "persister": _AtomicPersister,
+            "drop_unused_requests": self.mode == "all",
+        }
+
     def cassette(self, key: str) -> Cassette:
         with self._lock:
             c = self._cassettes.get(key)
             if c is None:
-                c = Cassette.load(
-                    path=str(self.path(key)),
-                    record_mode=RecordMode(self.mode),
-                    match_on=(matchers.method, matchers.path, matchers.body),
-                    before_record_request=self._scrub_request,
-                    before_record_response=self._scrub_response,
-                    persister=_AtomicPersister,
-                    drop_unused_requests=self.mode == "all",
-                )
+                c = Cassette.load(**self._options(key))
                 self._cassettes[key] = c
             return c
+
+    @property
+    def may_record(self) -> bool:
+        """Whether this run may send requests and record them at all (a mode and a key)."""
+        return self.mode != "none" and not self.live_refusal
+
+    def load_all(self) -> None:
+        """Load every row's cassette before any request is sent; note the corrupt ones.
+
+        What happens to a corrupt one is decided at its row's first request (a row whose output
+        already passes sends none, and its file is left alone): see :meth:`corrupt_message`.
+        """
+        for key in self.paths:
+            try:
+                self.cassette(key)
+            except CorruptCassette as exc:
+                self.corrupt[key] = exc
+
+    def corrupt_message(self, key: str) -> str | None:
+        """None when the row's cassette can be used (now); else why not, naming the file and the fix.
+
+        When the run may record, a corrupt cassette is moved aside as ``<name>.corrupt`` (kept
+        for the user to inspect) and the row is recorded again.
+        """
+        with self._lock:
+            exc = self.corrupt.get(key)
+            if exc is None:
+                return None
+            if self.may_record:
+                path = self.path(key)
+                aside = path.with_name(path.name + ".corrupt")
+                if path.exists():
+                    os.replace(path, aside)
+                self.set_aside[key] = aside
+                del self.corrupt[key]
+                self._cassettes[key] = Cassette(**self._options(key))
+                return None
+        fix = (
+            "resolve the merge conflict in it or delete it"
+            if "merge-conflict" in exc.why
+            else "restore it from version control or delete it"
+        )
+        hint = f", then record it again: {self.retry_command(key)}" if key in self.hints else ""
+        return f"the recording {self.label(key)} cannot be read: it {exc.why}. To go on, {fix}{hint}"
+
+    def start_afresh(self, key: str) -> bool:
+        """Forget a row's recording so that its next requests go out live and replace it.
+
+        Called when the row's replayed attempts ended in failure (failed checks or a refusal);
+        the file is rewritten only when a new reply is recorded. False when this run may not
+        record (no key, mode ``none``, or ``once`` with a recording).
+        """
+        with self._lock:
+            old = self._cassettes.get(key)
+            if not self.may_record or (old is not None and old.write_protected):
+                return False
+            self._cassettes[key] = Cassette(**self._options(key))
+            return True
+
+    def retry_command(self, key: str) -> str:
+        """The command that records the row again, with the key in front when the run had none."""
+        hint = self.hints.get(key, "pytest --batch-record-mode all")
+        return (KEY_PREFIX if self.live_refusal else "") + hint
+
+    def _redact(self, data: Any) -> Any:
+        for secret in self._secrets:
+            if isinstance(data, bytes):
+                data = data.replace(secret.encode(), b"<redacted>")
+            elif isinstance(data, str):
+                data = data.replace(secret, "<redacted>")
+        return data
 
     def _scrub_request(self, request: VcrRequest) -> VcrRequest:
         for name in list(request.headers):
             if _is_secret(name):
                 del request.headers[name]
+        if self._secrets and request.body:
+            request.body = self._redact(request.body)
         return request
 
     def _scrub_response(self, response: dict[str, Any]) -> dict[str, Any]:
         response["headers"] = {k: v for k, v in response.get("headers", {}).items() if not _is_secret(k)}
         body = response.get("body", {}).get("string")
         if self._secrets and isinstance(body, (bytes, str)):
-            for secret in self._secrets:
-                if isinstance(body, bytes):
-                    body = body.replace(secret.encode(), b"<redacted>")
-                else:
-                    body = body.replace(secret, "<redacted>")
-            response["body"]["string"] = body
+            response["body"]["string"] = self._redact(body)
         return response
 
     def transport(self, inner: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
         return _RecordingTransport(self, inner)
 
+    def commit(self, call: CallInfo) -> None:
+        """Persist the replies of ``call`` that the SDK parsed into a message (before the run goes on)."""
+        pending, call.pending = call.pending, []
+        if not pending:
+            return
+        cassette = self.cassette(call.key)
+        for vreq, response in pending:
+            cassette.append(vreq, response)
+        cassette._save()
+
     def miss_message(self, key: str, cassette: Cassette, body: bytes) -> str:
-        path = self.labels.get(key, self.path(key))
+        path = self.label(key)
         if not cassette.data:
             what = f"no recording for this row ({path} does not exist or is empty)"
         else:
             what = f"no recorded request in {path} matches this one: " + self._diff(cassette, body)
-        hint = f" To record it: {self.hints[key]}" if key in self.hints else ""
-        if self.live_refusal and not cassette.write_protected:
+        hint = f" To record it: {self.retry_command(key)}" if key in self.hints else ""
+        if self.live_refusal and self.mode == "none":
+            return f"{what} ({self.live_refusal}, and record mode 'none' never calls the API).{hint}"
+        if self.live_refusal:
             return f"{what} ({self.live_refusal}).{hint}"
+        if cassette.write_protected and self.mode == "once":
+            return f"{what} (record mode 'once' adds nothing to an existing recording).{hint}"
         return f"{what} (record mode {self.mode!r} never calls the API).{hint}"
 
     @staticmethod
@@ -153,7 +325,7 @@ class Recorder:
                 best = changed
         if not best:
             return "the request differs from the recorded ones"
-        return "the " + ", the ".join(best) + (" changed" if len(best) == 1 else " changed") + " since it was recorded"
+        return "the " + ", the ".join(best) + " changed since it was recorded"
 
 
 class _RecordingTransport(httpx2.AsyncBaseTransport):
@@ -165,6 +337,9 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
         call = current_call.get(None)
         if call is None:  # not a row's request: nothing to file it under
             return await self.inner.handle_async_request(request)
+        broken = self.recorder.corrupt_message(call.key)
+        if broken:
+            raise ReplayMiss(broken)
         body = b"".join([part async for part in request.stream])
         request.stream = httpx2.ByteStream(body)
         cassette = self.recorder.cassette(call.key)
@@ -184,10 +359,10 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
             stream=httpx2.ByteStream(content),
             extensions=response.extensions,
         )
-        if response.is_success:
-            # only replies are kept: a recorded 429/529/5xx would be replayed, and fail, forever
-            cassette.append(vreq, _serialize_response(replay, content))
-            cassette._save()  # on disk before the run goes on
+        if response.is_success and is_message_body(content):
+            # Only messages are kept: a recorded 429/529/5xx, HTML page or malformed body would be
+            # replayed, and fail, forever. The client commits it once the SDK parsed it.
+            call.pending = [(vreq, _serialize_response(replay, content))]
         return replay
 
     async def aclose(self) -> None:

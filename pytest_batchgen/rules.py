@@ -11,11 +11,12 @@ import re
 import reprlib
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pytest
 
@@ -76,20 +77,33 @@ def _front_matter_problem(doc: OutputDocument) -> Failure | None:
 
 # -- Front matter includes K1, K2[,] and at least N K3 ------------------------------------
 
-_FRONT_MATTER = (
-    r"front[- ]matter (?:includes|has|contains)\s+(?:(?P<keys>.+?),?\s*(?:and\s+)?)??"
-    r"(?:at least (?P<count>\w+) (?P<listkey>[\w\-]+))?"
-)
+# Matching is linear: the line is cut with plain patterns (one lazy group followed by optional
+# whitespace, as the old single pattern had, backtracks quadratically over a run of spaces).
+_FRONT_MATTER = r"front[- ]matter (?:includes|has|contains)\s+(?P<rest>.+)"
+_AT_LEAST = re.compile(r"at least (?P<count>\w+) (?P<listkey>[\w\-]+)\Z", re.IGNORECASE)
+_TRAILING_AND = re.compile(r"(?:^|\s)and\Z", re.IGNORECASE)
+
+
+def _front_matter_parts(rest: str) -> tuple[str, str | None, str | None]:
+    """``"term, tags, and at least 2 tags"`` -> (``"term, tags"``, ``"2"``, ``"tags"``)."""
+    rest = " ".join(rest.split())  # one space between words, whatever the line had
+    count = list_key = None
+    m = _AT_LEAST.search(rest)
+    if m and (m.start() == 0 or rest[m.start() - 1] in " ,"):
+        count, list_key = m.group("count"), m.group("listkey")
+        rest = rest[: m.start()].rstrip(" ,")
+        rest = _TRAILING_AND.sub("", rest).rstrip(" ,")
+    return rest, count, list_key
 
 
 def _build_front_matter(m: re.Match, ctx: CompileContext):
-    keys = split_list(m.group("keys")) if m.group("keys") else []
-    list_key = m.group("listkey")
+    keys_text, count_word, list_key = _front_matter_parts(m.group("rest"))
+    keys = split_list(keys_text) if keys_text else []
     count = None
     if list_key:
-        count = parse_count(m.group("count"))
+        count = parse_count(count_word)
         if count is None:
-            raise ctx.error(f"cannot read the number {m.group('count')!r}; write it in digits or words")
+            raise ctx.error(f"cannot read the number {count_word!r}; write it in digits or words")
     if not keys and not list_key:
         raise ctx.error("name at least one front matter key")
 
@@ -162,7 +176,7 @@ def _one_of_check(key: str, allowed: list[str]):
     return check
 
 
-_RULE_LIST_RE = r"^`?{key}`?\s+(?:must be|is) one of\s*:?\s*(?P<values>.+)$"
+_RULE_LIST_RE = r"^`?{key}`?\s+(?:must be|is) one of\s*(?::\s*)?(?P<values>\S.*)$"
 
 
 def _build_one_of_listed(m: re.Match, ctx: CompileContext):
@@ -279,27 +293,90 @@ def resolve_command(name: str) -> str:
     return beside or name
 
 
+#: words in an environment variable's name that mark it as a credential a linter must not see
+_SECRET_NAME_WORDS = ("API_KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE_KEY", "ACCESS_KEY")
+
+
+def _is_credential(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith("ANTHROPIC_") or any(w in upper for w in _SECRET_NAME_WORDS)
+
+
+def linter_env(environ: Mapping[str, str] | None = None) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The environment a linter runs in, and the secret values withheld from it.
+
+    A linter is a third-party program run on model output; it needs PATH, HOME, locale and its
+    own settings, never the API key. Dropped: every ``ANTHROPIC_*`` variable and every variable
+    whose name says it is a credential (``*_API_KEY``, ``*_TOKEN``, ``*SECRET*``,
+    ``*PASSWORD*``, ``*CREDENTIAL*``, ``*ACCESS_KEY*``, ``*PRIVATE_KEY*``), plus any variable
+    holding the same value as one of those. The withheld values (8 characters or more) are also
+    blanked out of whatever the linter prints, which ends up in repair turns and the plan's notes.
+    """
+    environ = os.environ if environ is None else environ
+    secrets = {v for k, v in environ.items() if _is_credential(k) and len(v) >= 8}
+    env = {k: v for k, v in environ.items() if not _is_credential(k) and v not in secrets}
+    env["NO_COLOR"] = "1"
+    return env, tuple(sorted(secrets, key=len, reverse=True))
+
+
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
+def safe_path(path: str) -> str:
+    """A relative path that no program can read as an option (``--help`` -> ``./--help``)."""
+    return f".{os.sep}{path}" if path.startswith("-") else path
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the linter and every process it started (they share its new session)."""
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _invoke(args: list[str], cwd: Path, timeout: float) -> tuple[Failure | None, int, str]:
-    """Run without a shell: (a failure to run at all, exit code, combined output)."""
+    """Run without a shell: (a failure to run at all, exit code, combined output).
+
+    The linter starts in a session of its own, so that on a timeout its whole process group is
+    killed: a ``sh -c "..."`` wrapper's children must not outlive the check (or pytest).
+    """
     args = [resolve_command(args[0]), *args[1:]]
     shown = " ".join(shlex.quote(a) for a in args)
+    env, secrets = linter_env()
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             args,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            env={**os.environ, "NO_COLOR": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=os.name == "posix",
         )
     except FileNotFoundError:
         return Failure(f"linter command not found: {args[0]!r}; install it or fix the checklist line"), -1, ""
     except PermissionError:
         return Failure(f"linter command {args[0]!r} is not executable"), -1, ""
-    except subprocess.TimeoutExpired as exc:
-        out = ((exc.stdout or b"") + (exc.stderr or b"")).decode("utf-8", "replace").strip()
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        stdout, stderr = proc.communicate()
+        out = _redact(((stdout or b"") + (stderr or b"")).decode("utf-8", "replace").strip(), secrets)
         return Failure(f"linter timed out after {timeout:g}s and was killed: {shown}", detail=out or None), -1, out
-    out = (proc.stdout + proc.stderr).decode("utf-8", "replace").strip()
+    except BaseException:
+        _kill_group(proc)
+        proc.wait()
+        raise
+    _kill_group(proc)  # anything it left running in the background goes with it
+    out = _redact((stdout + stderr).decode("utf-8", "replace").strip(), secrets)
     return None, proc.returncode, out
 
 
@@ -317,9 +394,10 @@ def _first_line(out: str, *names: str) -> int | None:
 
 def run_linter(argv: list[str], path: str, cwd: Path, timeout: float) -> Failure | None:
     """Run a linter on one file; exit 0 passes, anything else fails with its output."""
-    args = [a.replace("{path}", path) for a in argv]
+    arg = safe_path(path)
+    args = [a.replace("{path}", arg) for a in argv]
     if not any("{path}" in a for a in argv):
-        args.append(path)
+        args.append(arg)
     error, code, out = _invoke(args, cwd, timeout)
     if error is not None:
         return error
@@ -376,7 +454,7 @@ class LinterBatch:
 
     def _run(self, files: dict[str, tuple[Path, tuple[int, int, int] | None]]) -> None:
         at = self.argv.index("{paths}")
-        args = self.argv[:at] + list(files) + self.argv[at + 1 :]
+        args = self.argv[:at] + [safe_path(n) for n in files] + self.argv[at + 1 :]
         self.runs += 1
         error, code, out = _invoke(args, self.cwd, self.timeout)
         if error is not None:
@@ -401,7 +479,7 @@ class LinterBatch:
                 detail = "\n".join(named[name])
                 self._verdicts[name] = (
                     sig,
-                    Failure(f"linter exited {code}: {_shown(args[:at] + [name] + args[at + len(files):])}",
+                    Failure(f"linter exited {code}: {_shown(args[:at] + [safe_path(name)] + args[at + len(files):])}",
                             _first_line(detail, name, str(path.resolve())), detail=detail),
                 )
             else:

@@ -105,6 +105,11 @@ class Reply:
     as the ``retry-after`` header, ``headers`` adds any other response headers
     (e.g. ``{"retry-after-ms": "10"}``), ``delay`` is slept before answering,
     and ``usage`` overrides keys of the computed usage dict.
+
+    Faults: ``raw_body`` is sent as the body instead of the message JSON (with ``status`` and
+    ``content_type``; see :meth:`raw`); ``stall_after`` sends the headers (with the full
+    ``content-length``) and only that many bytes of the body, then holds the connection open
+    without a byte more until the server stops (see :meth:`stalled`).
     """
 
     text: str = "ok"
@@ -115,6 +120,9 @@ class Reply:
     delay: float = 0.0
     usage: dict | None = None
     headers: Mapping[str, str] | None = None
+    raw_body: bytes | None = None
+    content_type: str = "application/json"
+    stall_after: int | None = None
 
     @property
     def is_error(self) -> bool:
@@ -136,6 +144,17 @@ class Reply:
     def refused(cls, text: str = "", delay: float = 0.0, **kw: Any) -> "Reply":
         """stop_reason "refusal"; empty ``text`` gives ``content == []``."""
         return cls(text=text, stop_reason="refusal", delay=delay, **kw)
+
+    @classmethod
+    def raw(cls, body: bytes | str, status: int = 200, content_type: str = "application/json", **kw: Any) -> "Reply":
+        """Any body with any status: malformed JSON, an HTML page, a message of the wrong shape."""
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        return cls(status=status, raw_body=data, content_type=content_type, **kw)
+
+    @classmethod
+    def stalled(cls, text: str = "ok", after: int = 20, **kw: Any) -> "Reply":
+        """A good reply of which only the first ``after`` bytes of the body are ever sent."""
+        return cls(text=text, stall_after=after, **kw)
 
     @classmethod
     def error(
@@ -442,6 +461,12 @@ class _Handler(BaseHTTPRequestHandler):
             if self.close_connection:
                 headers["connection"] = "close"
             out += [f"{k}: {v}".encode("latin-1") for k, v in headers.items()]
+            stall = entry.reply.stall_after if entry.reply is not None else None
+            if stall is not None:  # half the body, then silence on an open connection
+                self.wfile.write(b"\r\n".join(out) + b"\r\n\r\n" + payload[:stall])
+                self.wfile.flush()
+                fake._stopping.wait()
+                raise OSError("FakeAnthropic stopping")
             # one write for the whole response
             self.wfile.write(b"\r\n".join(out) + b"\r\n\r\n" + payload)
             self.wfile.flush()
@@ -715,6 +740,8 @@ class FakeAnthropic:
         extra = dict(reply.headers or {})
         if reply.retry_after is not None:
             extra["retry-after"] = _fmt_seconds(reply.retry_after)
+        if reply.raw_body is not None:
+            return reply.status, {"content-type": reply.content_type, "request-id": request_id, **extra}, reply.raw_body
         if reply.is_error:
             return self._error_response(reply.status, reply.resolved_error_type, reply.text, request_id, extra)
         status, headers, payload = self._json(self._message_json(body, reply, "standard"), request_id, reply.status)
