@@ -68,6 +68,9 @@ def init(folder: Path, name: str, out: TextIO, err: TextIO) -> int:
     except BatchgenError as exc:
         print(f"batchgen init: {exc}", file=err)
         return 1
+    except OSError as exc:  # an unreadable config, a read-only folder: say which, no traceback
+        print(f"batchgen init: {exc.filename or folder}: {exc.strerror or exc}; nothing was written", file=err)
+        return 1
     _report(scaffold, folder, out)
     return 0
 

@@ -285,7 +285,6 @@ def find_pytest_config(root: Path) -> PytestConfig | None:
     Stdlib only (no pytest import): ``pytest.toml``/``pytest.ini`` count even when empty;
     ``pyproject.toml``, ``tox.ini`` and ``setup.cfg`` only with their pytest section.
     """
-
     for name in ("pytest.toml", ".pytest.toml"):
         if (root / name).is_file():
             return PytestConfig(name, "[pytest]", toml=True)
@@ -305,17 +304,21 @@ def find_pytest_config(root: Path) -> PytestConfig | None:
     return None
 
 
+_TOML_HEADER = re.compile(r"(?m)^\s*\[\s*([\w.\- ]+?)\s*\]")
+
+
 def _toml_tables(path: Path) -> set[str]:
     """Dotted names of the tables a TOML file defines (``tool.pytest.ini_options``, ...)."""
     text = path.read_text(encoding="utf-8", errors="replace")
+    headers = {m.group(1).replace(" ", "") for m in _TOML_HEADER.finditer(text)}
     try:
         import tomllib  # Python 3.11+
-    except ImportError:  # pragma: no cover - Python 3.10: headers are enough to decide
-        return {m.group(1).replace(" ", "") for m in re.finditer(r"(?m)^\s*\[\s*([\w.\- ]+?)\s*\]", text)}
+    except ImportError:  # pragma: no cover - Python 3.10: the table headers are enough to decide
+        return headers
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
-        return {m.group(1).replace(" ", "") for m in re.finditer(r"(?m)^\s*\[\s*([\w.\- ]+?)\s*\]", text)}
+        return headers  # pytest will say what is wrong with it
     found: set[str] = set()
     stack: list[tuple[str, dict]] = [("", data)]
     while stack:
@@ -387,7 +390,11 @@ def plan_scaffold(root: Path | str, name: str = DEFAULT_NAME) -> Scaffold:
             rel = f"{out}/{filename}"
             if status == "pending" and os.path.lexists(root / rel):
                 conflicts.append(f"{rel} (a pending row of the plan would generate it)")
-    planned.append(_gitignore(root))
+    gitignore = root / ".gitignore"
+    if os.path.lexists(gitignore) and not gitignore.is_file():
+        conflicts.append(".gitignore (not a file: cannot add the drafts line)")
+    else:
+        planned.append(_gitignore(root))
     if conflicts:
         raise ScaffoldError(
             "nothing was written, since these already exist:\n"
