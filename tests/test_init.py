@@ -157,6 +157,16 @@ def test_init_says_how_to_install_the_linter_when_it_is_missing(pytester, capsys
     assert "pymarkdown, is not installed here; install it with pip install 'pytest-batchgen[lint]'" in out
 
 
+def test_the_console_script_is_the_same_command():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    module, _, attr = pyproject["project"]["scripts"]["batchgen"].partition(":")
+    entry = getattr(__import__(module, fromlist=[attr]), attr)
+
+    assert entry is main
+    assert "lint" in pyproject["project"]["optional-dependencies"]  # what init tells users to install
+
+
 # -- it never overwrites -----------------------------------------------------------------------
 
 
