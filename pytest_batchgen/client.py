@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # recording imports vcrpy: only where a recorder is built
+    from .recording import Recorder
 
 #: The row whose request is in flight in this task; the recorder files interactions under it.
 current_call: contextvars.ContextVar["CallInfo"] = contextvars.ContextVar("batchgen_current_call")
@@ -148,7 +151,7 @@ def _whole_body(inner: Any, body_timeout: float) -> Any:
 class ModelClient:
     """One SDK client for the run; requests are tagged with their row via :data:`current_call`."""
 
-    def __init__(self, settings: ClientSettings, recorder: Any | None = None) -> None:
+    def __init__(self, settings: ClientSettings, recorder: Recorder | None = None) -> None:
         import anthropic
         import httpx2
 

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from .checklist import Failure
 from .client import Completion, ModelCallError, Usage
@@ -77,6 +77,7 @@ class RowResult:
     error: str | None = None
     wrote: bool = False
     budget_skipped: bool = False  # not sent because --batch-max-cost was reached
+    hint: str | None = None  # how to try again (a replayed failure that this run may not re-record)
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)  # a plain string (JSON, tests) becomes the enum
@@ -109,13 +110,28 @@ class Job:
         return self.run.row_id(self.row).key
 
 
+class CompletionClient(Protocol):
+    """What the dispatcher needs of a model client (:class:`pytest_batchgen.client.ModelClient`)."""
+
+    async def complete(self, key: str, params: dict[str, Any]) -> Completion: ...
+
+    def start_afresh(self, key: str) -> bool:
+        """Forget the row's recording, so its next requests are sent live; False when the
+        run may not record (no key, record mode ``none``)."""
+        ...
+
+    def retry_hint(self, key: str) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Dispatcher:
     """Generates ``jobs`` in a background thread; :meth:`result` waits for one row."""
 
     def __init__(
         self,
         jobs: Sequence[Job],
-        client_factory: Callable[[], Any],
+        client_factory: Callable[[], CompletionClient],
         *,
         concurrency: int = 8,
         max_attempts: int = 2,
@@ -200,15 +216,15 @@ class Dispatcher:
         finally:
             await client.aclose()
 
-    async def _row(self, client: Any, sem: asyncio.Semaphore, job: Job) -> None:
+    async def _row(self, client: CompletionClient, sem: asyncio.Semaphore, job: Job) -> None:
         try:
             result = await self._generate(client, sem, job)
             if result.outcome in ("failed", "refused") and result.attempts and all(a.replayed for a in result.attempts):
                 # its recording ended in failure: generate it again, live, where the run may record
-                if getattr(client, "start_afresh", lambda key: False)(job.key) and not self._stop.is_set():
+                if client.start_afresh(job.key) and not self._stop.is_set():
                     result = await self._generate(client, sem, job)
-                elif hasattr(client, "retry_hint"):
-                    result.error = "; ".join(filter(None, [result.error, client.retry_hint(job.key)]))
+                else:
+                    result.hint = client.retry_hint(job.key) or None
         except Exception as exc:  # a bug must fail the row, not hang it
             result = RowResult(job.key, Outcome.ERROR, error=f"{type(exc).__name__}: {exc}")
         self.done += 1
@@ -216,7 +232,7 @@ class Dispatcher:
             self.failed += 1
         self._futures[job.key].set_result(result)
 
-    async def _generate(self, client: Any, sem: asyncio.Semaphore, job: Job) -> RowResult:
+    async def _generate(self, client: CompletionClient, sem: asyncio.Semaphore, job: Job) -> RowResult:
         run, row = job.run, job.row
         loop = asyncio.get_running_loop()
         output = path = run.output_path(row)

@@ -59,6 +59,7 @@ def make_dispatcher(settings: Settings, prices: PriceTable, rows: Sequence[tuple
     client_settings = ClientSettings(
         max_retries=settings.max_retries,
         timeout=settings.timeout,
+        total=settings.total_timeout,
         # replay needs no key; the placeholder never leaves this process (the recorder answers)
         api_key=api_key or ("replay-without-a-key" if mode == "none" else None),
     )

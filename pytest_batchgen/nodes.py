@@ -70,9 +70,10 @@ class RowNode(pytest.Collector):
 class CheckFailed(Exception):
     """A checklist rule failed on the row's output; carries the rule's :class:`Failure`."""
 
-    def __init__(self, failure: Failure) -> None:
+    def __init__(self, failure: Failure, hint: str | None = None) -> None:
         super().__init__(failure.message)
         self.failure = failure
+        self.hint = hint  # how to try again when the row's failure was replayed
 
 
 class GenerationFailed(Exception):
@@ -115,13 +116,13 @@ class CheckItem(RowItem):
             pytest.skip(f"pending row without an output ({self.run.plan.rel(path)}); validate-only makes no model call")
         failure = self.run.evaluate(self.row, self.rule)
         if failure is not None:
-            raise CheckFailed(failure)
+            raise CheckFailed(failure, result.hint if result is not None else None)
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
     ) -> str | TerminalRepr:
         if isinstance(excinfo.value, CheckFailed):
-            return format_failure(self.run, self.row, self.rule, excinfo.value.failure)
+            return format_failure(self.run, self.row, self.rule, excinfo.value.failure, excinfo.value.hint)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int, str]:
@@ -138,7 +139,8 @@ class GenerateItem(RowItem):
         if result.outcome == Outcome.SKIPPED:
             pytest.skip(result.error or "not sent")
         if result.outcome.generation_failed:
-            raise GenerationFailed(f"{result.outcome}: {result.error}")
+            hint = f"; {result.hint}" if result.hint else ""
+            raise GenerationFailed(f"{result.outcome}: {result.error}{hint}")
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
@@ -177,7 +179,7 @@ def record_properties(item: pytest.Item, row: Row, result: RowResult | None) -> 
     item.user_properties.extend((k, v) for k, v in props.items() if k not in names)
 
 
-def format_failure(run: PlanRun, row: Row, rule: Rule, failure: Failure) -> str:
+def format_failure(run: PlanRun, row: Row, rule: Rule, failure: Failure, hint: str | None = None) -> str:
     """A failed check as the user reads it: the output's line, the checklist line, the row."""
     plan = run.plan
     output = plan.rel(run.output_path(row))
@@ -190,6 +192,8 @@ def format_failure(run: PlanRun, row: Row, rule: Rule, failure: Failure) -> str:
     if failure.detail:
         lines.append("  output of the check:")
         lines.extend("    " + ln for ln in failure.detail.splitlines()[:60])
+    if hint:
+        lines.append(f"  {hint}")
     return "\n".join(lines)
 
 

@@ -198,7 +198,7 @@ def json_report(
                 "verdict": r.verdict,
                 "generation": None
                 if gen is None
-                else {"outcome": gen.outcome, "error": gen.error, "wrote_output": gen.wrote},
+                else {"outcome": gen.outcome, "error": gen.error, "hint": gen.hint, "wrote_output": gen.wrote},
                 "attempts": [
                     {
                         "number": a.number,

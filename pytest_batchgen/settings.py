@@ -159,7 +159,16 @@ def add_options(parser: pytest.Parser) -> None:
         default="2",
         help="retries the anthropic SDK makes on 429, 5xx and 529 (with backoff, honouring retry-after).",
     )
-    parser.addini("batchgen_timeout", default="600", help="seconds one model request may take.")
+    parser.addini(
+        "batchgen_timeout",
+        default="300",
+        help="seconds to wait for a model reply to start (a reply is sent whole once generated).",
+    )
+    parser.addini(
+        "batchgen_total_timeout",
+        default="900",
+        help="seconds one model call may take in all, the SDK's retries and backoff included.",
+    )
     parser.addini(
         "batchgen_models",
         type="linelist",
@@ -204,7 +213,8 @@ class Settings:
     max_cost: float | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_retries: int = 2
-    timeout: float = 600.0
+    timeout: float = 300.0
+    total_timeout: float = 900.0
     linter_timeout: float = 60.0
     max_output_bytes: int = DEFAULT_MAX_BYTES
     models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -242,6 +252,7 @@ class Settings:
             max_tokens=int(_ini_number(config, "batchgen_max_tokens", whole=True)),
             max_retries=int(_ini_number(config, "batchgen_max_retries", whole=True, zero_ok=True)),
             timeout=_ini_number(config, "batchgen_timeout"),
+            total_timeout=_ini_number(config, "batchgen_total_timeout"),
             linter_timeout=_ini_number(config, "batchgen_linter_timeout"),
             max_output_bytes=int(_ini_number(config, "batchgen_max_output_bytes", whole=True)),
             models=MappingProxyType(ini_models(config.getini("batchgen_models"))),

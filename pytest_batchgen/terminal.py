@@ -31,6 +31,9 @@ class TerminalPlugin:
         reports = self.tally.row_reports()
         for line in summary_lines(reports, state.prices, state.budget_note):
             tr.write_line(line)
+        for report in reports:
+            if report.generation is not None and report.generation.hint and report.verdict == "failed":
+                tr.write_line(f"{report.row.filename}: {report.generation.hint}")
         for run in state.runs:
             if state.settings.readonly:
                 action = "plan unchanged (read-only)"

@@ -501,10 +501,13 @@ def test_a_failed_row_without_a_key_says_a_key_is_needed_and_which_command_tries
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert fake.messages_requests() == []
-    error = generation_of(pytester.path, "alpha.md")["error"]
-    assert "ANTHROPIC_API_KEY is not set" in error
-    assert "replayed from cassettes/plan/alpha.md.yaml" in error
-    assert "ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md --batch-record-mode all 'plan.md::alpha.md'" in error
+    hint = generation_of(pytester.path, "alpha.md")["hint"]
+    assert "ANTHROPIC_API_KEY is not set" in hint
+    assert "replayed from cassettes/plan/alpha.md.yaml" in hint
+    command = "ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md --batch-record-mode all 'plan.md::alpha.md'"
+    assert command in hint
+    out = result.stdout.str()
+    assert out.count(command) >= 2  # in the failing check's message, and in the summary
     assert cassette(pytester.path, "alpha.md").read_bytes() == before
 
 

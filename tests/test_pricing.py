@@ -365,7 +365,12 @@ def test_a_skipped_row_shows_skipped_and_counts_toward_the_budget():
     doc = json_report(reports, PriceTable(), meta={}, budget_note="stopped dispatching: spent")
     assert doc["totals"]["skipped_by_budget"] == 1
     assert doc["totals"]["budget_note"] == "stopped dispatching: spent"
-    assert doc["plans"][0]["rows"][0]["generation"] == {"outcome": "skipped", "error": gen.error, "wrote_output": False}
+    assert doc["plans"][0]["rows"][0]["generation"] == {
+        "outcome": "skipped",
+        "error": gen.error,
+        "hint": None,
+        "wrote_output": False,
+    }
 
 
 def test_json_report_document():

@@ -134,6 +134,7 @@ class AttemptV1(Strict):
 class GenerationV1(Strict):
     outcome: Literal["passed", "failed", "truncated", "refused", "error", "kept", "skipped"]
     error: Optional[str]
+    hint: Optional[str]
     wrote_output: bool
 
 
@@ -315,7 +316,7 @@ def assert_repaired_beta(beta: dict) -> None:
     """beta: a bad draft, then a good one: complete, both attempts counted."""
     assert (beta["status_before"], beta["status_after"], beta["verdict"]) == ("pending", "complete", "complete")
     assert beta["model"] == HAIKU_ID and beta["title"] == "Beta" and beta["phase"] == "1"
-    assert beta["generation"] == {"outcome": "passed", "error": None, "wrote_output": True}
+    assert beta["generation"] == {"outcome": "passed", "error": None, "hint": None, "wrote_output": True}
     assert beta["repairs"] == 1
     assert [a["usage"] for a in beta["attempts"]] == [B1, B2]
     assert [a["cost_usd"] for a in beta["attempts"]] == [round(cost(B1), 6), round(cost(B2), 6)]
@@ -634,7 +635,7 @@ def assert_budget_report(doc: dict, not_sent: list[str]) -> None:
     assert doc["totals"]["cost_usd"] == 0.02
     for filename in not_sent:
         row = rows_of(doc)[filename]
-        assert row["generation"] == {"outcome": "skipped", "error": NOT_SENT, "wrote_output": False}
+        assert row["generation"] == {"outcome": "skipped", "error": NOT_SENT, "hint": None, "wrote_output": False}
         assert row["attempts"] == [] and row["verdict"] == "skipped"
 
 
