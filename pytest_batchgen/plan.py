@@ -14,10 +14,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from .errors import PlanError
+from .mdparse import block_parser
 
 #: Aliases mapped to current model ids; override with a ``## Models`` section or the
 #: ``batchgen_models`` ini option.
@@ -37,11 +37,7 @@ NOTES_SECTION = "batchgen notes"
 _PHASE_RE = re.compile(r"^phase\s+([^\s:.\-–—]+)", re.IGNORECASE)
 
 
-@lru_cache(maxsize=1)
-def _markdown() -> MarkdownIt:
-    # block structure only: inline tokens keep their raw text in .content, and skipping the
-    # inline pass (links, emphasis) is a third of the parse time on large plans
-    return MarkdownIt("commonmark").enable("table").disable("inline")
+_markdown = block_parser  # CommonMark with tables, block structure only (see mdparse)
 
 
 @dataclass(frozen=True)
