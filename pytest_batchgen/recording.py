@@ -24,6 +24,8 @@ from vcr import matchers
 from vcr.cassette import Cassette
 from vcr.record_mode import RecordMode
 from vcr.request import Request as VcrRequest
+# vcrpy private API (checked against vcrpy 9.4.2): the httpx stub's response (de)serialisers,
+# so cassettes keep vcrpy's own httpx format; an upgrade must check their signatures
 from vcr.stubs.httpx_stubs import _deserialize_response, _serialize_response
 
 from .client import RECORD_MODES, current_call
@@ -125,7 +127,7 @@ class Recorder:
 
     def miss_message(self, key: str, cassette: Cassette, body: bytes) -> str:
         path = self.labels.get(key, self.path(key))
-        if not cassette.data:
+        if not cassette.data:  # vcrpy internal attribute (9.4.2): the loaded (request, response) pairs
             what = f"no recording for this row ({path} does not exist or is empty)"
         else:
             what = f"no recorded request in {path} matches this one: " + self._diff(cassette, body)
@@ -186,6 +188,8 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
         )
         if response.is_success:
             # only replies are kept: a recorded 429/529/5xx would be replayed, and fail, forever
+            # vcrpy private API (9.4.2): Cassette.append (undocumented) and Cassette._save, which the
+            # public API only calls when a use_cassette context exits
             cassette.append(vreq, _serialize_response(replay, content))
             cassette._save()  # on disk before the run goes on
         return replay
