@@ -14,10 +14,11 @@ message naming the limit, instead of taking seconds to minutes and hundreds of m
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from frontmatter.default_handlers import YAMLHandler
 
@@ -84,7 +85,10 @@ def _too_big(body: str) -> str | None:
         )
     lines = body.count("\n") + (not body.endswith("\n"))
     if lines > MAX_LINES:
-        return f"the output has {lines:,} lines, above the {MAX_LINES:,}-line limit for parsing; split it into smaller files"
+        return (
+            f"the output has {lines:,} lines, above the {MAX_LINES:,}-line limit for parsing; "
+            "split it into smaller files"
+        )
     return None
 
 
@@ -105,7 +109,10 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         # whole file is the body, as a Markdown renderer would see it
         has_fm = True
         opening = text.split("\n", 1)[0].rstrip()
-        fm_error = f"the front matter opened by {opening!r} on line 1 is never closed: add a '---' line after its last key"
+        fm_error = (
+            f"the front matter opened by {opening!r} on line 1 is never closed: "
+            "add a '---' line after its last key"
+        )
     elif len(parts) == 3:
         _, fm, body = parts
         has_fm = True

@@ -11,6 +11,7 @@ the file they serve, named so that two ``.gitignore`` lines cover them::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -109,16 +110,13 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        try:
+        # an existing file keeps its mode; a new one has the umask's, applied at creation
+        with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp, path.stat().st_mode & 0o7777)
-        except FileNotFoundError:
-            pass  # a new file: the umask already applied when the temporary was created
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

@@ -24,9 +24,7 @@ from vcr import matchers
 from vcr.cassette import Cassette
 from vcr.record_mode import RecordMode
 from vcr.request import Request as VcrRequest
-# vcrpy private API (checked against vcrpy 9.4.2): the httpx stub's response (de)serialisers,
-# so cassettes keep vcrpy's own httpx format; an upgrade must check their signatures
-from vcr.stubs.httpx_stubs import _deserialize_response, _serialize_response
+from vcr.stubs.httpx_stubs import _deserialize_response, _serialize_response  # private API, vcrpy 9.4.2
 
 from .client import RECORD_MODES, current_call
 from .fsutil import atomic_write
@@ -159,6 +157,9 @@ class Recorder:
 
 
 class _RecordingTransport(httpx2.AsyncBaseTransport):
+    # vcrpy private API (checked against vcrpy 9.4.2): _serialize_response/_deserialize_response
+    # (the httpx stub's, so cassettes keep vcrpy's own httpx format), Cassette.append and
+    # Cassette._save; an upgrade of vcrpy must check them first
     def __init__(self, recorder: Recorder, inner: httpx2.AsyncBaseTransport) -> None:
         self.recorder = recorder
         self.inner = inner

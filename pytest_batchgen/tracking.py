@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 from markdown_it.helpers import parseLinkLabel
