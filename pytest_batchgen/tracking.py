@@ -42,7 +42,11 @@ class _Entry:
 
     line: int  # 0-based line of the item's text
     content: str  # the item's raw inline text, e.g. ``[Title](path)``
-    label_end: int  # index in ``content`` of the ``]`` that closes the link text
+
+    def reads(self, label: str) -> bool:
+        """Whether the link text is ``label`` (as :func:`_label` writes it: no unescaped bracket
+        or backtick inside, so its first ``]`` closes it)."""
+        return self.content.startswith(label) and self.content[len(label) : len(label) + 1] in ("(", "[")
 
 
 @dataclass(frozen=True)
@@ -71,42 +75,35 @@ def _target(tracking: Path, href: str) -> Path | None:
     return (tracking.parent / unquote(parts.path)).resolve()
 
 
+_ENTRY_SHAPE = ["list_item_open", "paragraph_open", "inline", "paragraph_close", "list_item_close"]
+
+
 def _parse(tracking: Path, text: str) -> _Index:
     """Every link's resolved target, and the entries (sole-link list items) by target."""
-    md = inline_parser()
-    tokens = md.parse(text)
+    tokens = inline_parser().parse(text)
     targets: set[Path] = set()
     entries: dict[Path, list[_Entry]] = {}
     for i, tok in enumerate(tokens):
-        for child in tok.children or ():
+        if tok.type != "inline" or not tok.children:
+            continue
+        found: list[Path | None] = []
+        for child in tok.children:
             if child.type == "link_open":
                 href = child.attrGet("href")
-                target = _target(tracking, href) if isinstance(href, str) else None
-                if target is not None:
-                    targets.add(target)
-        if tok.type != "list_item_open" or [t.type for t in tokens[i + 1 : i + 5]] != [
-            "paragraph_open",
-            "inline",
-            "paragraph_close",
-            "list_item_close",
-        ]:
-            continue
-        para, inline = tokens[i + 1], tokens[i + 2]
-        children = inline.children or []
+                found.append(_target(tracking, href) if isinstance(href, str) else None)
+        targets.update(t for t in found if t is not None)
+        first = found[0] if len(found) == 1 else None
+        para = tokens[i - 1]
         if (
-            not para.map
-            or para.map[1] - para.map[0] != 1
-            or not children
-            or children[0].type != "link_open"
-            or children[-1].type != "link_close"
-            or sum(c.type == "link_open" for c in children) != 1
+            first is not None
+            and i >= 2
+            and [t.type for t in tokens[i - 2 : i + 3]] == _ENTRY_SHAPE
+            and para.map
+            and para.map[1] - para.map[0] == 1
+            and tok.children[0].type == "link_open"
+            and tok.children[-1].type == "link_close"
         ):
-            continue
-        href = children[0].attrGet("href")
-        target = _target(tracking, href) if isinstance(href, str) else None
-        label_end = parseLinkLabel(StateInline(inline.content, md, {}, []), 0)
-        if target is not None and label_end > 0:
-            entries.setdefault(target, []).append(_Entry(para.map[0], inline.content, label_end))
+            entries.setdefault(first, []).append(_Entry(para.map[0], tok.content))
     return _Index(frozenset(targets), MappingProxyType({k: tuple(v) for k, v in entries.items()}))
 
 
@@ -189,7 +186,7 @@ def register(tracking: Path, output: Path, title: str) -> bool:
         # we know what the new version links to: no re-parse when the next row registers
         target = output.resolve()
         entries = dict(known.entries)
-        entries[target] = (*entries.get(target, ()), _Entry(len(lines), f"{label}({href})", len(label) - 1))
+        entries[target] = (*entries.get(target, ()), _Entry(len(lines), f"{label}({href})"))
         _remember(tracking, _Index(known.targets | {target}, MappingProxyType(entries)))
         return True
 
@@ -213,7 +210,7 @@ def retitle(tracking: Path, output: Path, title: str) -> bool:
     target = output.resolve()
 
     def stale(index: _Index) -> tuple[_Entry, ...]:
-        return tuple(e for e in index.entries.get(target, ()) if e.content[: e.label_end + 1] != label)
+        return tuple(e for e in index.entries.get(target, ()) if not e.reads(label))
 
     if not stale(_index(tracking)):
         return False
@@ -222,8 +219,10 @@ def retitle(tracking: Path, output: Path, title: str) -> bool:
         lines = _lines(text)
         for entry in stale(_parse(tracking, text)):
             parts = _split_entry(lines[entry.line], entry)
-            if parts is not None:
-                lines[entry.line] = parts[0] + label + entry.content[entry.label_end + 1 :] + parts[1]
+            # where the old link text ends, found the way markdown-it finds it (escapes, code spans)
+            end = parseLinkLabel(StateInline(entry.content, inline_parser(), {}, []), 0)
+            if parts is not None and end > 0:
+                lines[entry.line] = parts[0] + label + entry.content[end + 1 :] + parts[1]
         new = "".join(lines)
         if new == text:
             return False
