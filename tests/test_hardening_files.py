@@ -192,8 +192,9 @@ def test_a_file_just_under_the_bounds_still_parses():
     assert doc.error is None and doc.front_matter_error is None and len(doc.headings) == MAX_HEADINGS
 
 
-def test_too_many_lines_fail_with_the_limit():
-    data = ("---\nterm: X\n---\n" + "- item\n" * (document.MAX_LINES + 1)).encode()
+@pytest.mark.parametrize("ending", ["\n", "\r"])
+def test_too_many_lines_fail_with_the_limit(ending):
+    data = ("---\nterm: X\n---\n" + f"- item{ending}" * (document.MAX_LINES + 1)).encode()
     doc = parse_bytes(Path("long.md"), data)
     assert doc.error is not None and f"above the {document.MAX_LINES:,}-line limit" in doc.error
 
