@@ -44,9 +44,11 @@ class _Entry:
     content: str  # the item's raw inline text, e.g. ``[Title](path)``
 
     def reads(self, label: str) -> bool:
-        """Whether the link text is ``label`` (as :func:`_label` writes it: no unescaped bracket
-        or backtick inside, so its first ``]`` closes it)."""
-        return self.content.startswith(label) and self.content[len(label) : len(label) + 1] in ("(", "[")
+        """Whether the link text is ``label``, or cannot be changed (a reference link's text is
+        its key). ``label`` is as :func:`_label` writes it: no unescaped bracket or backtick
+        inside, so its first ``]`` closes it."""
+        inline = self.content.endswith(")")  # [text](destination)
+        return not inline or self.content.startswith(label + "(")
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ def retitle(tracking: Path, output: Path, title: str) -> bool:
             parts = _split_entry(lines[entry.line], entry)
             # where the old link text ends, found the way markdown-it finds it (escapes, code spans)
             end = parseLinkLabel(StateInline(entry.content, inline_parser(), {}, []), 0)
-            if parts is not None and end > 0:
+            if parts is not None and end > 0 and entry.content[end + 1 : end + 2] == "(":
                 lines[entry.line] = parts[0] + label + entry.content[end + 1 :] + parts[1]
         new = "".join(lines)
         if new == text:

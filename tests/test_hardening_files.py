@@ -280,6 +280,16 @@ def test_retitle_after_register_uses_the_cached_entry(tmp_path: Path):
     assert retitle(tracking, a, "A") is False
 
 
+def test_retitle_leaves_reference_links_alone(tmp_path: Path):
+    tracking, a, b = entry_files(tmp_path)
+    text = "- [A]\n- [Bee][b]\n\n[a]: a.md\n[b]: b.md\n"  # the text of [A] is its reference key
+    tracking.write_text(text)
+    assert is_registered(tracking, a) and is_registered(tracking, b)
+    assert retitle(tracking, a, "New A") is False
+    assert retitle(tracking, b, "New B") is False
+    assert tracking.read_text() == text
+
+
 def test_retitle_of_an_unregistered_output_does_nothing(tmp_path: Path):
     tracking, a, b = entry_files(tmp_path)
     tracking.write_text("- [A](a.md)\n")
