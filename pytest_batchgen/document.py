@@ -4,18 +4,39 @@ Front matter is split and loaded with python-frontmatter's YAML handler; the bod
 with markdown-it-py, whose token maps give each heading's line in the file. Nothing here
 raises on bad content: a file that cannot be read or parsed yields a document whose
 ``error`` (or ``front_matter_error``) says why, and the rules turn that into a failure.
+
+Parsing is bounded before it starts: YAML and Markdown parsing cost far more per byte than
+reading, so an output with more front matter, lines or headings than any batch file needs
+(:data:`MAX_FRONT_MATTER_BYTES`, :data:`MAX_LINES`, :data:`MAX_HEADINGS`) fails at once with a
+message naming the limit, instead of taking seconds to minutes and hundreds of megabytes.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
+
+from frontmatter.default_handlers import YAMLHandler
+
+from .fsutil import Signature, signature
+from .mdparse import block_parser
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+#: YAML parsing of a 4.8 MB front matter list took 37 s and 867 MB; a batch file's front matter
+#: is a few keys, so 64 KiB is generous and parses in a fraction of a second
+MAX_FRONT_MATTER_BYTES = 64 * 1024
+#: the Markdown parse costs up to ~60 us per line (tight lists, tables, nested quotes): 20,000 lines
+#: parse in about a second on a busy 2-core machine, and are far more than a 64k-token reply holds
+MAX_LINES = 20_000
+#: 150,000 headings took 12 s to parse; no batch file has 10,000 sections
+MAX_HEADINGS = 10_000
+# a line that may be an ATX heading or a setext underline: counted before parsing (an upper bound,
+# since lines inside code fences count too)
+_HEADING_LINE = re.compile(r"^ {0,3}(?:#{1,6}(?:[ \t]|$)|=+[ \t]*$)", re.MULTILINE)
 # greedy up to the first colon (linear; a lazy group before ``\s*:`` is quadratic on long blank runs)
 _KEY_RE = re.compile(r"^([^\s:#\-][^:]*):(?:\s|$)")
 # a front matter boundary: a line of three or more dashes (python-frontmatter's own pattern ends
@@ -47,75 +68,72 @@ class OutputDocument:
     headings: tuple[Heading, ...] = ()
     front_matter_end: int = 0  # line of the closing ``---``, 0 without front matter
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
     def line_of(self, key: str) -> int | None:
         return self.key_lines.get(key)
 
 
-@lru_cache(maxsize=1)
-def _markdown():
-    from markdown_it import MarkdownIt
-
-    # block structure only: inline tokens keep their raw text in .content, and skipping the
-    # inline pass (links, emphasis) is a third of the parse time on large plans
-    return MarkdownIt("commonmark").enable("table").disable("inline")
+_YAML = YAMLHandler()
 
 
-@lru_cache(maxsize=1)
-def _yaml_handler():
-    from frontmatter.default_handlers import YAMLHandler
-
-    return YAMLHandler()
+def _too_big(body: str) -> str | None:
+    """Why the Markdown ``body`` is too large to parse, or None; linear and cheap (C-level counting)."""
+    body = body.replace("\r", "\n")  # markdown-it ends a line at a lone "\r" too
+    headings = sum(1 for _ in _HEADING_LINE.finditer(body))
+    if headings > MAX_HEADINGS:
+        return (
+            f"the output has {headings:,} heading lines, above the {MAX_HEADINGS:,}-heading limit for parsing; "
+            "split it into smaller files"
+        )
+    lines = body.count("\n") + (not body.endswith("\n"))
+    if lines > MAX_LINES:
+        return (
+            f"the output has {lines:,} lines, above the {MAX_LINES:,}-line limit for parsing; "
+            "split it into smaller files"
+        )
+    return None
 
 
 def parse_text(path: Path, text: str) -> OutputDocument:
     """Parse decoded text; never raises."""
     if not text.strip():
         return OutputDocument(path=path, error="the output is empty")
-    handler = _yaml_handler()
     metadata: Mapping[str, Any] = MappingProxyType({})
     key_lines: dict[str, int] = {}
     fm_error = None
     has_fm = False
     body = text
-    body_offset = 0  # file line of the body's line 0
-    if _FM_BOUNDARY.match(text):
-        try:
-            _, fm, body = _FM_BOUNDARY.split(text, 2)
-        except ValueError:
-            fm = None
-        if fm is not None:
-            has_fm = True
-            body_offset = 1 + fm.count("\n")
-            for i, line in enumerate(fm.split("\n")):
-                m = _KEY_RE.match(line)
-                if m and i > 0:
-                    key_lines.setdefault(m.group(1).strip().strip("'\""), 1 + i)
-            try:
-                loaded = handler.load(fm)
-            except Exception as exc:  # yaml raises many error types; all mean "invalid YAML"
-                mark = getattr(exc, "problem_mark", None)
-                where = f" at line {mark.line + 1}" if mark is not None else ""  # fm line 0 is the opening --- line
-                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-                fm_error = f"front matter is not valid YAML{where}: {problem}"
-            else:
-                if loaded is None:
-                    loaded = {}
-                if isinstance(loaded, dict):
-                    metadata = MappingProxyType({str(k): v for k, v in loaded.items()})
-                else:
-                    fm_error = f"front matter is a YAML {type(loaded).__name__}, not a mapping of keys to values"
+    body_line = 1  # the file line (1-based) of the body's first line
+    front_matter_end = 0
+    parts = _FM_BOUNDARY.split(text, 2) if _FM_BOUNDARY.match(text) else []
+    if len(parts) == 2:
+        # it starts like front matter but never ends: say so, rather than "no front matter"; the
+        # whole file is the body, as a Markdown renderer would see it
+        has_fm = True
+        opening = text.split("\n", 1)[0].rstrip()
+        fm_error = (
+            f"the front matter opened by {opening!r} on line 1 is never closed: "
+            "add a '---' line after its last key"
+        )
+    elif len(parts) == 3:
+        _, fm, body = parts
+        has_fm = True
+        body_line = front_matter_end = 1 + fm.count("\n")
+        loaded = _load_front_matter(fm, key_lines)
+        if isinstance(loaded, str):
+            fm_error = loaded
+        else:
+            metadata = loaded
+    too_big = _too_big(body)
+    if too_big:
+        return OutputDocument(path=path, error=too_big)
     headings: list[Heading] = []
     try:
-        tokens = _markdown().parse(body)
+        tokens = block_parser().parse(body)
     except Exception as exc:  # markdown-it is total on str input; guard anyway, never crash a run
         return OutputDocument(path=path, error=f"the Markdown could not be parsed: {exc}")
     for i, tok in enumerate(tokens):
         if tok.type == "heading_open" and i + 1 < len(tokens):
-            line = body_offset + (tok.map[0] if tok.map else 0) + (0 if has_fm else 1)
+            line = body_line + (tok.map[0] if tok.map else 0)
             headings.append(Heading(int(tok.tag[1:]), tokens[i + 1].content.strip(), line))
     return OutputDocument(
         path=path,
@@ -124,8 +142,34 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         metadata=metadata,
         key_lines=MappingProxyType(key_lines),
         headings=tuple(headings),
-        front_matter_end=body_offset if has_fm else 0,
+        front_matter_end=front_matter_end,
     )
+
+
+def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[str, Any] | str:
+    """The front matter's mapping, or why it has none; fills ``key_lines`` (key -> file line)."""
+    for i, line in enumerate(fm.split("\n")):  # linear, so done whatever the size
+        m = _KEY_RE.match(line)
+        if m and i > 0:
+            key_lines.setdefault(m.group(1).strip().strip("'\""), 1 + i)
+    size = len(fm.encode("utf-8"))
+    if size > MAX_FRONT_MATTER_BYTES:
+        return (
+            f"the front matter is {size:,} bytes, above the {MAX_FRONT_MATTER_BYTES:,}-byte limit for parsing; "
+            "keep long content in the body"
+        )
+    try:
+        loaded = _YAML.load(fm)
+    except Exception as exc:  # yaml raises many error types; all mean "invalid YAML"
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""  # fm line 0 is the opening --- line
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return f"front matter is not valid YAML{where}: {problem}"
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        return f"front matter is a YAML {type(loaded).__name__}, not a mapping of keys to values"
+    return MappingProxyType({str(k): v for k, v in loaded.items()})
 
 
 def parse_bytes(path: Path, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> OutputDocument:
@@ -164,11 +208,11 @@ def load_document(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> OutputDocum
 
 
 class DocumentCache:
-    """Parsed documents by path, re-read only when the file changes (size or mtime)."""
+    """Parsed documents by path, re-read only when the file's signature (size, mtime, inode) changes."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._docs: dict[Path, tuple[tuple[int, int, int] | None, OutputDocument]] = {}
+        self._docs: dict[Path, tuple[Signature | None, OutputDocument]] = {}
         self.parses = 0
 
     def forget(self, path: Path) -> None:
@@ -176,11 +220,7 @@ class DocumentCache:
         self._docs.pop(path, None)
 
     def get(self, path: Path) -> OutputDocument:
-        try:
-            st = path.stat()
-            sig: tuple[int, int, int] | None = (st.st_size, st.st_mtime_ns, st.st_ino)
-        except OSError:
-            sig = None
+        sig = signature(path)
         hit = self._docs.get(path)
         if hit is not None and hit[0] == sig and sig is not None:
             return hit[1]

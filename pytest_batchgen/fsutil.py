@@ -1,47 +1,141 @@
-"""Atomic file writes and cross-process locks.
+"""Atomic file writes, cross-process locks and file signatures.
 
 Every file the plugin writes (outputs, the plan, the tracking file, cassettes) goes through
 :func:`atomic_write` so that a crash or ``kill -9`` leaves either the old or the new content,
-never half of it.
+never half of it. Its temporary files and the locks of :func:`lock_for` are hidden files beside
+the file they serve, named so that two ``.gitignore`` lines cover them::
+
+    .*.batchgen-tmp-*
+    .*.batchgen-lock
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
-import tempfile
+import threading
+import time
 from pathlib import Path
 
 from filelock import FileLock
 
+#: (size, mtime_ns, inode): changes whenever the file does (atomic writes make a new inode)
+Signature = tuple[int, int, int]
+
+TMP_MARK = ".batchgen-tmp-"
+LOCK_SUFFIX = ".batchgen-lock"
+#: a temporary untouched for this long belongs to a write that died (a write takes well under a
+#: second); age is used rather than the writer's pid, which means nothing to another container or
+#: host sharing the same work tree
+STALE_TMP_SECONDS = 10 * 60
+
+_swept: set[Path] = set()
+_swept_lock = threading.Lock()
+
+
+def signature(path: Path) -> Signature | None:
+    """The file's (size, mtime_ns, inode), or None when it cannot be stat'ed (missing, no access).
+
+    The stat caches (parsed documents, tracking-file links, linter verdicts) reuse a result only
+    while the signature is unchanged.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def sweep_stale_temporaries(folder: Path, max_age: float = STALE_TMP_SECONDS) -> list[Path]:
+    """Delete this plugin's temporaries in ``folder`` that were last written over ``max_age`` ago.
+
+    They are what a ``kill -9`` during :func:`atomic_write` leaves behind. Only names carrying
+    :data:`TMP_MARK` are touched; a file that another process removes first is not an error.
+    """
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.startswith(".") and TMP_MARK in entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or now - entry.stat(follow_symlinks=False).st_mtime < max_age:
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    """Sweep a folder on this process's first write into it (later writes skip the listing)."""
+    key = folder.resolve()
+    with _swept_lock:
+        if key in _swept:
+            return
+        _swept.add(key)
+    sweep_stale_temporaries(key)
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """Open a new hidden temporary beside ``path``, with the mode a new file gets (0666 & ~umask).
+
+    ``mkstemp`` would create it 0600, and that mode would survive the rename; opening with 0666
+    lets the kernel apply the umask (and any default ACL) as it does for every other tool.
+    """
+    while True:
+        tmp = path.parent / f".{path.name}{TMP_MARK}{os.urandom(4).hex()}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), str(tmp)
+        except FileExistsError:
+            continue
+
 
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    An existing file keeps its mode; a new one gets ``0666 & ~umask``.
+    """
     if isinstance(data, str):
         data = data.encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _sweep_once(path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        if path.exists():
+        # an existing file keeps its mode; a new one has the umask's, applied at creation
+        with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp, path.stat().st_mode & 0o7777)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
-def lock_for(path: Path, timeout: float = 60.0) -> FileLock:
-    """A lock shared by every process that edits ``path``.
+def lock_path(path: Path) -> Path:
+    """The lock file of ``path``: hidden, beside the (resolved) file it guards.
 
-    The lock file lives in the temporary folder, keyed by the resolved path, so that users'
-    repositories do not collect ``.lock`` files next to their plans.
+    Beside the file rather than in ``$TMPDIR``, so that every process that can see the file sees
+    the lock, whatever its own ``TMPDIR`` (two containers sharing a work tree, for instance).
     """
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
-    return FileLock(os.path.join(tempfile.gettempdir(), f"pytest-batchgen-{key}.lock"), timeout=timeout)
+    resolved = path.resolve()
+    return resolved.parent / f".{resolved.name}{LOCK_SUFFIX}"
+
+
+def lock_for(path: Path, timeout: float = 60.0) -> FileLock:
+    """A lock shared by every process that edits ``path`` (see :func:`lock_path`).
+
+    The lock file stays after release: deleting it would let a process that opened the old one
+    and a process that creates a new one both hold "the" lock.
+    """
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(lock), timeout=timeout)

@@ -15,10 +15,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Iterable, Iterator, Mapping
 
-from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from .errors import BatchgenError, PlanError
+from .mdparse import block_parser
 from .pricing import Price, parse_price_line
 
 #: Aliases mapped to current model ids; override with a ``## Models`` section or the
@@ -53,11 +53,7 @@ def split_lines(text: str) -> list[str]:
     return _LINE_RE.findall(text)
 
 
-@lru_cache(maxsize=1)
-def _markdown() -> MarkdownIt:
-    # block structure only: inline tokens keep their raw text in .content, and skipping the
-    # inline pass (links, emphasis) is a third of the parse time on large plans
-    return MarkdownIt("commonmark").enable("table").disable("inline")
+_markdown = block_parser  # CommonMark with tables, block structure only (see mdparse)
 
 
 @dataclass(frozen=True)

@@ -366,6 +366,9 @@ def apply_updates(path: Path, updates: Mapping[str, RowUpdate]) -> bool:
     """
     if not updates:
         return False
+    text = path.read_bytes().decode("utf-8")
+    if edit_text(text, updates) == text:
+        return False  # checked before locking: a run that changes nothing leaves no lock file beside the plan
     with lock_for(path):
         raw = path.read_bytes()
         text = raw.decode("utf-8")

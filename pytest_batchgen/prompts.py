@@ -8,8 +8,9 @@ after the first row; only the short user message differs from row to row.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .plan import Plan, Row
 

@@ -31,7 +31,7 @@ from vcr.cassette import Cassette
 from vcr.persisters.filesystem import CassetteNotFoundError
 from vcr.record_mode import RecordMode
 from vcr.request import Request as VcrRequest
-from vcr.stubs.httpx_stubs import _deserialize_response, _serialize_response
+from vcr.stubs.httpx_stubs import _deserialize_response, _serialize_response  # private API, vcrpy 9.4.2
 
 from .client import RECORD_MODES, CallInfo, current_call
 from .fsutil import atomic_write
@@ -293,7 +293,7 @@ class Recorder:
 
     def miss_message(self, key: str, cassette: Cassette, body: bytes) -> str:
         path = self.label(key)
-        if not cassette.data:
+        if not cassette.data:  # vcrpy internal attribute (9.4.2): the loaded (request, response) pairs
             what = f"no recording for this row ({path} does not exist or is empty)"
         else:
             what = f"no recorded request in {path} matches this one: " + self._diff(cassette, body)
@@ -329,6 +329,9 @@ class Recorder:
 
 
 class _RecordingTransport(httpx2.AsyncBaseTransport):
+    # vcrpy private API (checked against vcrpy 9.4.2): _serialize_response/_deserialize_response
+    # (the httpx stub's, so cassettes keep vcrpy's own httpx format), Cassette.append and
+    # Cassette._save; an upgrade of vcrpy must check them first
     def __init__(self, recorder: Recorder, inner: httpx2.AsyncBaseTransport) -> None:
         self.recorder = recorder
         self.inner = inner

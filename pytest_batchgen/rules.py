@@ -22,6 +22,7 @@ import pytest
 
 from .checklist import CheckContext, ChecklistForm, CompileContext, Failure, parse_count, split_list
 from .document import OutputDocument
+from .fsutil import signature
 from .tracking import TrackingError, is_registered, register
 
 DEFAULT_LINTER_TIMEOUT = 60.0
@@ -424,13 +425,7 @@ class LinterBatch:
         self._lock = threading.Lock()
         self._verdicts: dict[str, tuple[tuple[int, int, int] | None, Failure | None]] = {}
 
-    @staticmethod
-    def _sig(path: Path) -> tuple[int, int, int] | None:
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return (st.st_size, st.st_mtime_ns, st.st_ino)  # atomic writes make a new inode
+    _sig = staticmethod(signature)  # (size, mtime_ns, inode): atomic writes make a new inode
 
     def check(self, c: CheckContext) -> Failure | None:
         rel = c.plan.rel(c.path)

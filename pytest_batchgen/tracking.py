@@ -2,6 +2,12 @@
 
 Registration is idempotent (a link that already resolves to the output is not added twice)
 and atomic (a locked read-modify-rename), so concurrent workers may register at once.
+
+The plugin edits only *entries*: list items whose whole text is one link (``- [Title](path)``,
+the form it writes). An entry's link text can be updated (:func:`retitle`, when a row's title
+changed) and an entry can be removed (:func:`unregister`, when the output no longer passes).
+A link to an output anywhere else (in prose, a table, a reference definition) still counts as
+registered and is never edited: it is the user's text.
 """
 
 from __future__ import annotations
@@ -9,31 +15,59 @@ from __future__ import annotations
 import os
 import re
 import threading
-from functools import lru_cache
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from urllib.parse import unquote, urlsplit
 
-from .fsutil import atomic_write, lock_for
+from markdown_it.helpers import parseLinkLabel
+from markdown_it.rules_inline import StateInline
+
+from .fsutil import Signature, atomic_write, lock_for, signature
+from .mdparse import inline_parser
 
 _HREF_UNSAFE = frozenset(' ()<>#?%&:\\"\x7f')
+# markdown-it's own line model: "\r\n", "\r" and "\n" each end a line
+_LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
 
-@lru_cache(maxsize=1)
-def _parser():
-    from markdown_it import MarkdownIt
-
-    return MarkdownIt("commonmark")
+class TrackingError(Exception):
+    """The tracking file cannot be read or written (a folder, not UTF-8, no permission)."""
 
 
-def _links(text: str) -> list[str]:
-    hrefs: list[str] = []
-    for tok in _parser().parse(text):
-        for child in tok.children or ():
-            if child.type == "link_open":
-                href = child.attrGet("href")
-                if isinstance(href, str):
-                    hrefs.append(href)
-    return hrefs
+@dataclass(frozen=True)
+class _Entry:
+    """A list item that is one link and nothing else: what the plugin may edit."""
+
+    line: int  # 0-based line of the item's text
+    content: str  # the item's raw inline text, e.g. ``[Title](path)``
+
+    def reads(self, label: str) -> bool:
+        """Whether the link text is ``label``, or cannot be changed (a reference link's text is
+        its key). ``label`` is as :func:`_label` writes it: no unescaped bracket or backtick
+        inside, so its first ``]`` closes it."""
+        inline = self.content.endswith(")")  # [text](destination)
+        return not inline or self.content.startswith(label + "(")
+
+
+@dataclass(frozen=True)
+class _Index:
+    targets: frozenset[Path]
+    entries: Mapping[Path, tuple[_Entry, ...]]
+
+
+_EMPTY = _Index(frozenset(), MappingProxyType({}))
+_index_cache: dict[Path, tuple[Signature, _Index]] = {}
+_cache_lock = threading.Lock()
+
+
+def _lines(text: str) -> list[str]:
+    return _LINE_RE.findall(text)
+
+
+def _ending(line: str) -> str:
+    return line[len(line.rstrip("\r\n")) :]
 
 
 def _target(tracking: Path, href: str) -> Path | None:
@@ -43,17 +77,41 @@ def _target(tracking: Path, href: str) -> Path | None:
     return (tracking.parent / unquote(parts.path)).resolve()
 
 
-class TrackingError(Exception):
-    """The tracking file cannot be read or written (a folder, not UTF-8, no permission)."""
+_ENTRY_SHAPE = ["list_item_open", "paragraph_open", "inline", "paragraph_close", "list_item_close"]
 
 
-_targets_cache: dict[Path, tuple[tuple[int, int, int], frozenset[Path]]] = {}
-_cache_lock = threading.Lock()
+def _parse(tracking: Path, text: str) -> _Index:
+    """Every link's resolved target, and the entries (sole-link list items) by target."""
+    tokens = inline_parser().parse(text)
+    targets: set[Path] = set()
+    entries: dict[Path, list[_Entry]] = {}
+    for i, tok in enumerate(tokens):
+        if tok.type != "inline" or not tok.children:
+            continue
+        found: list[Path | None] = []
+        for child in tok.children:
+            if child.type == "link_open":
+                href = child.attrGet("href")
+                found.append(_target(tracking, href) if isinstance(href, str) else None)
+        targets.update(t for t in found if t is not None)
+        first = found[0] if len(found) == 1 else None
+        para = tokens[i - 1]
+        if (
+            first is not None
+            and i >= 2
+            and [t.type for t in tokens[i - 2 : i + 3]] == _ENTRY_SHAPE
+            and para.map
+            and para.map[1] - para.map[0] == 1
+            and tok.children[0].type == "link_open"
+            and tok.children[-1].type == "link_close"
+        ):
+            entries.setdefault(first, []).append(_Entry(para.map[0], tok.content))
+    return _Index(frozenset(targets), MappingProxyType({k: tuple(v) for k, v in entries.items()}))
 
 
 def _read(tracking: Path) -> str:
     try:
-        return tracking.read_text(encoding="utf-8")
+        return tracking.read_bytes().decode("utf-8")  # not read_text: its newline translation would rewrite "\r\n"
     except FileNotFoundError:
         return ""
     except IsADirectoryError:
@@ -64,23 +122,35 @@ def _read(tracking: Path) -> str:
         raise TrackingError(f"{tracking} cannot be read: {exc.strerror or exc}") from None
 
 
-def targets(tracking: Path) -> frozenset[Path]:
-    """The resolved targets of the tracking file's links, parsed once per version of the file."""
-    try:
-        st = tracking.stat()
-    except FileNotFoundError:
-        return frozenset()
-    except OSError as exc:
-        raise TrackingError(f"{tracking} cannot be read: {exc.strerror or exc}") from None
-    sig = (st.st_size, st.st_mtime_ns, st.st_ino)
+def _index(tracking: Path) -> _Index:
+    """The tracking file's links, parsed once per version (signature) of the file."""
+    sig = signature(tracking)
+    if sig is None:  # missing (no links yet), or unreadable: _read says which
+        text = _read(tracking)
+        return _parse(tracking, text) if text else _EMPTY
     with _cache_lock:
-        hit = _targets_cache.get(tracking)
+        hit = _index_cache.get(tracking)
     if hit is not None and hit[0] == sig:
         return hit[1]
-    found = frozenset(t for t in (_target(tracking, h) for h in _links(_read(tracking))) if t is not None)
+    found = _parse(tracking, _read(tracking))
     with _cache_lock:
-        _targets_cache[tracking] = (sig, found)
+        _index_cache[tracking] = (sig, found)
     return found
+
+
+def _remember(tracking: Path, index: _Index | None) -> None:
+    """Cache what the version just written holds (None: forget it, the next reader parses)."""
+    sig = signature(tracking)
+    with _cache_lock:
+        if index is None or sig is None:
+            _index_cache.pop(tracking, None)
+        else:
+            _index_cache[tracking] = (sig, index)
+
+
+def targets(tracking: Path) -> frozenset[Path]:
+    """The resolved targets of the tracking file's links, parsed once per version of the file."""
+    return _index(tracking).targets
 
 
 def is_registered(tracking: Path, output: Path) -> bool:
@@ -88,23 +158,104 @@ def is_registered(tracking: Path, output: Path) -> bool:
     return output.resolve() in targets(tracking)
 
 
+def _label(title: str) -> str:
+    return "[" + re.sub(r"([\\\[\]`<>])", r"\\\1", title) + "]"
+
+
+def _href(tracking: Path, output: Path) -> str:
+    rel = Path(os.path.relpath(output.resolve(), tracking.parent.resolve())).as_posix()
+    # percent-encode what a link destination would otherwise read as something else
+    # (a fragment, a query, a scheme, an escape, an entity); _target unquotes it back
+    return "".join(f"%{ord(ch):02X}" if ch in _HREF_UNSAFE or ord(ch) < 0x20 else ch for ch in rel)
+
+
 def register(tracking: Path, output: Path, title: str) -> bool:
-    """Append ``- [title](relative/path)`` unless a link to ``output`` is already there."""
+    """Append ``- [title](relative/path)`` unless a link to ``output`` is already there.
+
+    An existing link is left as it is, whatever its text: :func:`retitle` updates that.
+    """
     with lock_for(tracking):
         if is_registered(tracking, output):
             return False
         text = _read(tracking)
-        rel = Path(os.path.relpath(output.resolve(), tracking.parent.resolve())).as_posix()
-        safe_title = re.sub(r"([\\\[\]`<>])", r"\\\1", title)
-        # percent-encode what a link destination would otherwise read as something else
-        # (a fragment, a query, a scheme, an escape, an entity); _target unquotes it back
-        href = "".join(f"%{ord(ch):02X}" if ch in _HREF_UNSAFE or ord(ch) < 0x20 else ch for ch in rel)
-        if text and not text.endswith("\n"):
-            text += "\n"
-        known = targets(tracking)
-        atomic_write(tracking, text + f"- [{safe_title}]({href})\n")
+        lines = _lines(text)
+        newline = (_ending(lines[0]) if lines else "") or "\n"  # the file's own line ending
+        if lines and not _ending(lines[-1]):
+            text += newline
+        known = _index(tracking)
+        label, href = _label(title), _href(tracking, output)
+        atomic_write(tracking, text + f"- {label}({href}){newline}")
         # we know what the new version links to: no re-parse when the next row registers
-        st = tracking.stat()
-        with _cache_lock:
-            _targets_cache[tracking] = ((st.st_size, st.st_mtime_ns, st.st_ino), known | {output.resolve()})
+        target = output.resolve()
+        entries = dict(known.entries)
+        entries[target] = (*entries.get(target, ()), _Entry(len(lines), f"{label}({href})"))
+        _remember(tracking, _Index(known.targets | {target}, MappingProxyType(entries)))
+        return True
+
+
+def _split_entry(line: str, entry: _Entry) -> tuple[str, str] | None:
+    """(what precedes the entry's text on its line, what follows it), or None if it moved."""
+    rest = line.rstrip()
+    if not rest.endswith(entry.content):
+        return None
+    return rest[: len(rest) - len(entry.content)], line[len(rest) :]
+
+
+def retitle(tracking: Path, output: Path, title: str) -> bool:
+    """Make every entry that links to ``output`` read ``title``; True if the file changed.
+
+    Only the link text is rewritten; the list marker, the link's destination (and anything
+    after it) and the line ending stay. A link outside an entry is never edited. Cheap when
+    nothing changes: the cached parse answers without the lock.
+    """
+    label = _label(title)
+    target = output.resolve()
+
+    def stale(index: _Index) -> tuple[_Entry, ...]:
+        return tuple(e for e in index.entries.get(target, ()) if not e.reads(label))
+
+    if not stale(_index(tracking)):
+        return False
+    with lock_for(tracking):
+        text = _read(tracking)
+        lines = _lines(text)
+        for entry in stale(_parse(tracking, text)):
+            parts = _split_entry(lines[entry.line], entry)
+            # where the old link text ends, found the way markdown-it finds it (escapes, code spans)
+            end = parseLinkLabel(StateInline(entry.content, inline_parser(), {}, []), 0)
+            if parts is not None and end > 0 and entry.content[end + 1 : end + 2] == "(":
+                lines[entry.line] = parts[0] + label + entry.content[end + 1 :] + parts[1]
+        new = "".join(lines)
+        if new == text:
+            return False
+        atomic_write(tracking, new)
+        _remember(tracking, None)
+        return True
+
+
+def unregister(tracking: Path, output: Path) -> bool:
+    """Remove every entry that links to ``output``; True if the file changed.
+
+    A link to ``output`` outside an entry stays (it is the user's text), so the output may
+    still be registered afterwards: check with :func:`is_registered`. A blank line left
+    doubled by the removal (in a loose list) is removed with it.
+    """
+    target = output.resolve()
+    if target not in _index(tracking).entries:
+        return False
+    with lock_for(tracking):
+        text = _read(tracking)
+        lines = _lines(text)
+        drop: set[int] = set()
+        for entry in _parse(tracking, text).entries.get(target, ()):
+            if _split_entry(lines[entry.line], entry) is None:
+                continue
+            drop.add(entry.line)
+            before_blank = entry.line == 0 or not lines[entry.line - 1].strip() or entry.line - 1 in drop
+            if before_blank and entry.line + 1 < len(lines) and not lines[entry.line + 1].strip():
+                drop.add(entry.line + 1)
+        if not drop:
+            return False
+        atomic_write(tracking, "".join(line for i, line in enumerate(lines) if i not in drop))
+        _remember(tracking, None)
         return True

@@ -69,10 +69,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["FakeAnthropic", "Reply", "Logged", "Batch"]
@@ -133,26 +134,26 @@ class Reply:
         return self.error_type or _DEFAULT_ERROR_TYPES.get(self.status, "api_error")
 
     @classmethod
-    def ok(cls, text: str = "ok", delay: float = 0.0, **kw: Any) -> "Reply":
+    def ok(cls, text: str = "ok", delay: float = 0.0, **kw: Any) -> Reply:
         return cls(text=text, delay=delay, **kw)
 
     @classmethod
-    def truncated(cls, text: str = "truncated", delay: float = 0.0, **kw: Any) -> "Reply":
+    def truncated(cls, text: str = "truncated", delay: float = 0.0, **kw: Any) -> Reply:
         return cls(text=text, stop_reason="max_tokens", delay=delay, **kw)
 
     @classmethod
-    def refused(cls, text: str = "", delay: float = 0.0, **kw: Any) -> "Reply":
+    def refused(cls, text: str = "", delay: float = 0.0, **kw: Any) -> Reply:
         """stop_reason "refusal"; empty ``text`` gives ``content == []``."""
         return cls(text=text, stop_reason="refusal", delay=delay, **kw)
 
     @classmethod
-    def raw(cls, body: bytes | str, status: int = 200, content_type: str = "application/json", **kw: Any) -> "Reply":
+    def raw(cls, body: bytes | str, status: int = 200, content_type: str = "application/json", **kw: Any) -> Reply:
         """Any body with any status: malformed JSON, an HTML page, a message of the wrong shape."""
         data = body.encode("utf-8") if isinstance(body, str) else body
         return cls(status=status, raw_body=data, content_type=content_type, **kw)
 
     @classmethod
-    def stalled(cls, text: str = "ok", after: int = 20, **kw: Any) -> "Reply":
+    def stalled(cls, text: str = "ok", after: int = 20, **kw: Any) -> Reply:
         """A good reply of which only the first ``after`` bytes of the body are ever sent."""
         return cls(text=text, stall_after=after, **kw)
 
@@ -165,13 +166,13 @@ class Reply:
         retry_after: float | None = None,
         delay: float = 0.0,
         **kw: Any,
-    ) -> "Reply":
+    ) -> Reply:
         return cls(
             text=message, status=status, error_type=error_type, retry_after=retry_after, delay=delay, **kw
         )
 
     @classmethod
-    def rate_limited(cls, retry_after: float | None = 0, delay: float = 0.0, **kw: Any) -> "Reply":
+    def rate_limited(cls, retry_after: float | None = 0, delay: float = 0.0, **kw: Any) -> Reply:
         return cls.error(
             429,
             "rate_limit_error",
@@ -182,15 +183,15 @@ class Reply:
         )
 
     @classmethod
-    def overloaded(cls, retry_after: float | None = None, delay: float = 0.0, **kw: Any) -> "Reply":
+    def overloaded(cls, retry_after: float | None = None, delay: float = 0.0, **kw: Any) -> Reply:
         return cls.error(529, "overloaded_error", "Overloaded", retry_after=retry_after, delay=delay, **kw)
 
     @classmethod
-    def server_error(cls, retry_after: float | None = None, delay: float = 0.0, **kw: Any) -> "Reply":
+    def server_error(cls, retry_after: float | None = None, delay: float = 0.0, **kw: Any) -> Reply:
         return cls.error(500, "api_error", "Internal server error", retry_after=retry_after, delay=delay, **kw)
 
     @classmethod
-    def invalid_request(cls, message: str = "invalid request", **kw: Any) -> "Reply":
+    def invalid_request(cls, message: str = "invalid request", **kw: Any) -> Reply:
         return cls.error(400, "invalid_request_error", message, **kw)
 
 
@@ -367,7 +368,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
-    fake: "FakeAnthropic"
+    fake: FakeAnthropic
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # quiet
         pass
@@ -517,7 +518,7 @@ class FakeAnthropic:
 
     # ---- lifecycle
 
-    def start(self) -> "FakeAnthropic":
+    def start(self) -> FakeAnthropic:
         if self._httpd is not None:
             raise RuntimeError("FakeAnthropic already started")
         self._stopping.clear()
@@ -549,7 +550,7 @@ class FakeAnthropic:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "FakeAnthropic":
+    def __enter__(self) -> FakeAnthropic:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -26,8 +26,8 @@ import re
 import shlex
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import pytest
 

@@ -124,7 +124,7 @@ def test_cncf_glossary_validate_only(project: Project):
     assert all(r.outcome in ("passed", "failed") for r in reports.values())
     assert_hand_checked(reports)
     passing = {f for f in files if all(reports[(f, c)].passed for c in CHECKS)}
-    assert PASSING_BY_HAND <= passing
+    assert passing >= PASSING_BY_HAND
     assert not passing & set(HAND_CHECKED)
     assert len(passing) == 19  # 71 of the 90 entries break at least one rule
 

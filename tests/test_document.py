@@ -37,7 +37,7 @@ R + W > N.
 
 def test_front_matter_keys_and_headings_with_their_lines():
     doc = parse_bytes(P, ENTRY.encode())
-    assert doc.ok and doc.has_front_matter and doc.front_matter_error is None
+    assert doc.error is None and doc.has_front_matter and doc.front_matter_error is None
     assert dict(doc.metadata) == {"term": "Quorum", "category": "Consistency", "tags": ["replication", "consensus"]}
     assert dict(doc.key_lines) == {"term": 2, "category": 3, "tags": 4}
     assert doc.line_of("category") == 3 and doc.line_of("nope") is None
@@ -74,14 +74,15 @@ def test_crlf_and_bom_give_the_same_parse():
 
 def test_without_front_matter():
     doc = parse_bytes(P, b"# Title\n\n## Section\n")
-    assert doc.ok and not doc.has_front_matter and doc.metadata == {}
+    assert doc.error is None and not doc.has_front_matter and doc.metadata == {}
     assert doc.front_matter_end == 0
     assert doc.headings == (Heading(1, "Title", 1), Heading(2, "Section", 3))
 
 
-def test_unclosed_front_matter_is_not_front_matter():
+def test_unclosed_front_matter_is_reported_as_unclosed():
     doc = parse_bytes(P, b"---\nterm: X\n\n## Section\n")
-    assert doc.ok and not doc.has_front_matter
+    assert doc.error is None and doc.has_front_matter
+    assert doc.front_matter_error is not None and "never closed" in doc.front_matter_error
 
 
 def test_empty_front_matter_is_an_empty_mapping():
@@ -106,7 +107,7 @@ def test_empty_front_matter_is_an_empty_mapping():
 )
 def test_bad_front_matter_gives_an_error_not_an_exception(text, message):
     doc = parse_bytes(P, text.encode())
-    assert doc.ok and doc.has_front_matter
+    assert doc.error is None and doc.has_front_matter
     assert doc.front_matter_error is not None and doc.front_matter_error.startswith(message)
     assert doc.metadata == {}
 
@@ -128,14 +129,14 @@ def test_yaml_keys_of_other_types_become_strings():
 )
 def test_unreadable_content_gives_an_error(data, message):
     doc = parse_bytes(P, data)
-    assert not doc.ok
+    assert doc.error is not None
     assert doc.error == message or doc.error.startswith(message)
     assert doc.metadata == {} and doc.headings == ()
 
 
 def test_size_limit_is_exact():
     at_limit = parse_bytes(P, b"#" + b" x" * 50, max_bytes=101)
-    assert at_limit.ok
+    assert at_limit.error is None
     over = parse_bytes(P, b"#" + b" x" * 50 + b"!", max_bytes=101)
     assert over.error == "the output is 102 bytes, above the 101-byte limit"
 
@@ -146,7 +147,7 @@ def test_load_document_reports_missing_folder_and_too_large(tmp_path: Path):
     big = tmp_path / "big.md"
     big.write_bytes(b"x" * 2000)
     assert load_document(big, max_bytes=1000).error == "the output is 2,000 bytes, above the 1,000-byte limit"
-    assert load_document(big, max_bytes=2000).ok
+    assert load_document(big, max_bytes=2000).error is None
 
 
 def test_headings_are_markdown_headings_only():
@@ -162,7 +163,7 @@ def test_long_blank_runs_in_front_matter_parse_in_linear_time():
     start = time.monotonic()
     doc = parse_bytes(P, data)
     assert time.monotonic() - start < 2
-    assert doc.ok and doc.line_of("category") == 3
+    assert doc.error is None and doc.line_of("category") == 3
 
 
 def test_document_cache_parses_each_version_once(tmp_path: Path):
@@ -177,7 +178,7 @@ def test_document_cache_parses_each_version_once(tmp_path: Path):
     missing = tmp_path / "missing.md"
     assert cache.get(missing).error == "the output file does not exist"
     missing.write_text(ENTRY)
-    assert cache.get(missing).ok  # a file that appears is read, not served from the cache
+    assert cache.get(missing).error is None  # a file that appears is read, not served from the cache
 
 
 def test_batch_output_exposes_text_and_metadata(tmp_path: Path):

@@ -135,7 +135,7 @@ def test_input_near_the_size_limit(size: int, fill: bytes):
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=datas, readonly=st.booleans(), others=st.booleans())
-@example(data="---\ntag: x\n---\n## Pros and Cons\n## Summary\n".encode(), readonly=False, others=True)
+@example(data=b"---\ntag: x\n---\n## Pros and Cons\n## Summary\n", readonly=False, others=True)
 @example(data=b"\xff\xfe\x00junk", readonly=False, others=True)
 def test_every_builtin_rule_returns_none_or_a_failure(project, data: bytes, readonly: bool, others: bool):
     plan, rules = project

@@ -3,9 +3,9 @@ the line, no traceback, and not one byte written to the plan or the output folde
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

@@ -17,7 +17,7 @@ import shlex
 import shutil
 import sys
 import xml.etree.ElementTree as ET
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
@@ -123,27 +123,27 @@ class AttemptV1(Strict):
     number: int = Field(ge=1)
     call: Literal["live", "replayed", "failed"]
     model: str
-    stop_reason: Optional[str]
+    stop_reason: str | None
     usage: UsageV1
     cost_usd: float = Field(ge=0)
     seconds: float = Field(ge=0)
-    error: Optional[str]
+    error: str | None
     failed_checks: list[str]
 
 
 class GenerationV1(Strict):
     outcome: Literal["passed", "failed", "truncated", "refused", "error", "kept", "skipped"]
-    error: Optional[str]
-    hint: Optional[str]
+    error: str | None
+    hint: str | None
     wrote_output: bool
 
 
 class FailureV1(Strict):
     check: str
     message: str
-    plan_line: Optional[int]
-    output: Optional[str]
-    output_line: Optional[int]
+    plan_line: int | None
+    output: str | None
+    output_line: int | None
 
 
 class RowV1(Strict):
@@ -155,7 +155,7 @@ class RowV1(Strict):
     status_before: Literal["pending", "complete"]
     status_after: Literal["pending", "complete"]
     verdict: Literal["complete", "failed", "incomplete", "skipped", "not run"]
-    generation: Optional[GenerationV1]
+    generation: GenerationV1 | None
     attempts: list[AttemptV1]
     repairs: int = Field(ge=0)
     usage: UsageV1
@@ -181,7 +181,7 @@ class TotalsV1(Strict):
     replay_saved_usd: float = Field(ge=0)
     caching_saved_usd: float
     skipped_by_budget: int = Field(ge=0)
-    budget_note: Optional[str]
+    budget_note: str | None
 
 
 class ReportV1(Strict):

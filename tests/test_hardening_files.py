@@ -1,0 +1,339 @@
+"""Files, locks, modes and output bounds (issue 10 item 3 and messages, issue 11 items 13, 14, 18).
+
+Each test reproduces a finding: it failed before the fix it is named after.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from filelock import Timeout
+
+from pytest_batchgen import document, fsutil
+from pytest_batchgen.document import MAX_FRONT_MATTER_BYTES, MAX_HEADINGS, parse_bytes
+from pytest_batchgen.tracking import is_registered, register, retitle, unregister
+
+GITIGNORE = (".*.batchgen-tmp-*", ".*.batchgen-lock")
+
+
+def ignored(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in GITIGNORE)
+
+
+# -- issue 11 item 13: the lock lives beside the file, whatever TMPDIR says ----------------------
+
+
+def test_the_lock_is_a_hidden_file_beside_the_edited_file(tmp_path: Path, monkeypatch):
+    path = tmp_path / "INDEX.md"
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp-a"))
+    a = fsutil.lock_for(path).lock_file
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp-b"))
+    b = fsutil.lock_for(path).lock_file
+    assert a == b == str(tmp_path / ".INDEX.md.batchgen-lock")
+    assert ignored(Path(a).name)
+
+
+def test_processes_with_different_tmpdirs_share_the_lock(tmp_path: Path):
+    path = tmp_path / "INDEX.md"
+    holder = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from pytest_batchgen.fsutil import lock_for
+        with lock_for(Path({str(path)!r})):
+            print("locked", flush=True)
+            sys.stdin.readline()
+        """
+    )
+    other_tmp = tmp_path / "other-tmp"
+    other_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(other_tmp)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        with pytest.raises(Timeout):  # this process's TMPDIR differs; the lock is still the same one
+            fsutil.lock_for(path, timeout=0.2).acquire()
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    with fsutil.lock_for(path, timeout=5):
+        pass  # released with the holder
+
+
+# -- issue 11 item 14: temporaries one .gitignore line covers, stale ones swept ------------------
+
+
+def test_temporaries_are_named_for_one_gitignore_line(tmp_path: Path, monkeypatch):
+    seen: list[str] = []
+
+    def boom(src, dst):
+        seen.append(Path(src).name)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        fsutil.atomic_write(tmp_path / "INDEX.md", "x")
+    assert len(seen) == 1 and seen[0].startswith(".INDEX.md.batchgen-tmp-") and ignored(seen[0])
+
+
+def test_stale_temporaries_are_swept_on_the_next_write_to_the_folder(tmp_path: Path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    dead = folder / ".INDEX.md.batchgen-tmp-0badf00d"  # what a kill -9 mid-write leaves
+    other = folder / ".quorum.md.batchgen-tmp-12345678"  # another file's, just as dead
+    live = folder / ".INDEX.md.batchgen-tmp-c0ffee00"  # a write in progress right now
+    foreign = folder / ".INDEX.md.abcd.tmp"  # not ours: never touched
+    for path in (dead, other, live, foreign):
+        path.write_text("partial")
+    old = time.time() - fsutil.STALE_TMP_SECONDS - 60
+    for path in (dead, other, foreign):
+        os.utime(path, (old, old))
+    fsutil.atomic_write(folder / "alpha.md", "# Alpha\n")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["alpha.md", live.name, foreign.name])
+
+
+# -- issue 10 item 3: new files get 0666 & ~umask, existing files keep their mode ----------------
+
+
+@pytest.fixture
+def umask():
+    def set_umask(mask: int) -> None:
+        os.umask(mask)
+
+    before = os.umask(0o022)
+    os.umask(before)
+    yield set_umask
+    os.umask(before)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_a_new_file_gets_the_umask_mode(tmp_path: Path, umask, mask, mode):
+    umask(mask)
+    path = tmp_path / "new.md"
+    fsutil.atomic_write(path, "x\n")
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_a_new_tracking_file_gets_the_umask_mode(tmp_path: Path, umask):
+    umask(0o022)
+    output = tmp_path / "a.md"
+    output.write_text("x")
+    register(tmp_path / "INDEX.md", output, "A")
+    assert stat.S_IMODE((tmp_path / "INDEX.md").stat().st_mode) == 0o644
+
+
+def test_an_existing_file_keeps_its_mode(tmp_path: Path, umask):
+    umask(0o022)
+    path = tmp_path / "plan.md"
+    path.write_text("old\n")
+    os.chmod(path, 0o600)
+    fsutil.atomic_write(path, "new\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "new\n"
+
+
+# -- issue 11 item 18: outputs too large to parse fail at once, naming the limit -----------------
+
+
+@pytest.fixture
+def parsers(monkeypatch):
+    """Record what reaches the YAML loader and the Markdown parser (sizes in characters)."""
+    seen: dict[str, list[int]] = {"yaml": [], "markdown": []}
+    real_load, real_parser = document._YAML.load, document.block_parser
+
+    def load(fm, **kw):
+        seen["yaml"].append(len(fm))
+        return real_load(fm, **kw)
+
+    class Parser:
+        def parse(self, src):
+            seen["markdown"].append(len(src))
+            return real_parser().parse(src)
+
+    monkeypatch.setattr(document._YAML, "load", load)
+    monkeypatch.setattr(document, "block_parser", Parser)
+    return seen
+
+
+def test_a_huge_front_matter_list_fails_without_being_parsed(parsers):
+    data = ("---\nterm: X\ntags:\n" + "".join(f"  - tag-{i}\n" for i in range(330_000)) + "---\n\n## A\n").encode()
+    assert 4_500_000 < len(data) < 5 * 1024 * 1024
+    doc = parse_bytes(Path("big.md"), data)
+    assert doc.front_matter_error is not None
+    assert f"above the {MAX_FRONT_MATTER_BYTES:,}-byte limit" in doc.front_matter_error
+    assert parsers["yaml"] == []  # the YAML was never loaded
+    assert parsers["markdown"] == [len("\n\n## A\n")]  # the body is still read: its headings count
+    assert doc.line_of("tags") == 3
+
+
+def test_a_file_with_150000_headings_fails_without_being_parsed(parsers):
+    data = "".join(f"## Heading {i}\n\n" for i in range(150_000)).encode()
+    assert len(data) > 1_700_000
+    doc = parse_bytes(Path("many.md"), data)
+    assert doc.error is not None and f"above the {MAX_HEADINGS:,}-heading limit" in doc.error
+    assert parsers["markdown"] == []
+
+
+def test_a_file_just_under_the_bounds_still_parses():
+    data = ("---\nterm: X\n---\n" + "## H\n" * MAX_HEADINGS).encode()
+    doc = parse_bytes(Path("ok.md"), data)
+    assert doc.error is None and doc.front_matter_error is None and len(doc.headings) == MAX_HEADINGS
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r"])
+def test_too_many_lines_fail_with_the_limit(ending):
+    data = ("---\nterm: X\n---\n" + f"- item{ending}" * (document.MAX_LINES + 1)).encode()
+    doc = parse_bytes(Path("long.md"), data)
+    assert doc.error is not None and f"above the {document.MAX_LINES:,}-line limit" in doc.error
+
+
+# -- issue 10, messages: unterminated front matter says so ---------------------------------------
+
+
+def test_unterminated_front_matter_says_it_is_never_closed():
+    doc = parse_bytes(Path("u.md"), b"---\nterm: X\ncategory: A\n\n## Definition\n\ntext\n")
+    assert doc.front_matter_error is not None
+    assert "never closed" in doc.front_matter_error and "line 1" in doc.front_matter_error
+    assert "add a '---' line" in doc.front_matter_error
+
+
+PLAN = """\
+# Plan
+
+## Format Reference
+output/ref.md
+
+## Output Directory
+output/
+
+## Content Rules
+- front matter: term
+
+## Validation Checklist
+1. Front matter includes term
+2. Definition sections present
+
+## Phase 1
+| # | Title | Filename | Model | Status |
+|---|-------|----------|-------|--------|
+| 1 | Ref | ref.md | haiku | complete |
+| 2 | Unclosed | unclosed.md | haiku | pending |
+| 3 | Big | big.md | haiku | pending |
+"""
+
+
+def test_validate_only_reports_unclosed_and_oversized_front_matter(pytester: pytest.Pytester):
+    (pytester.path / "plans").mkdir()
+    (pytester.path / "plans" / "p.md").write_text(PLAN)
+    out = pytester.path / "output"
+    out.mkdir()
+    (out / "ref.md").write_text("---\nterm: Ref\n---\n\n## Definition\n\nx\n")
+    (out / "unclosed.md").write_text("---\nterm: U\n\n## Definition\n\nx\n")
+    (out / "big.md").write_text("---\nterm: B\nlist:\n" + "  - x\n" * 20_000 + "---\n\n## Definition\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--batch-plan", "plans/p.md", "--batch-validate-only")
+    result.assert_outcomes(passed=4, failed=2)
+    text = result.stdout.str()
+    assert "output/unclosed.md:1: the front matter opened by '---' on line 1 is never closed" in text
+    assert "no YAML front matter" not in text
+    assert re.search(rf"output/big.md:1: the front matter is [\d,]+ bytes, above the {MAX_FRONT_MATTER_BYTES:,}-byte limit", text)
+
+
+# -- issue 10: a renamed title updates its link; a failing output can be unlisted ----------------
+
+
+def entry_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    tracking, a, b = tmp_path / "INDEX.md", tmp_path / "a.md", tmp_path / "b.md"
+    a.write_text("x")
+    b.write_text("x")
+    return tracking, a, b
+
+
+def test_retitle_rewrites_only_the_link_text_of_the_outputs_entry(tmp_path: Path):
+    tracking, a, b = entry_files(tmp_path)
+    tracking.write_text("# Index\n\nSee [old a](a.md) in prose.\n\n* [Old A](./a.md#top)  \r\n- [B](b.md)\n")
+    assert retitle(tracking, a, "New [A]") is True
+    assert tracking.read_bytes().decode() == (
+        "# Index\n\nSee [old a](a.md) in prose.\n\n* [New \\[A\\]](./a.md#top)  \r\n- [B](b.md)\n"
+    )
+    assert retitle(tracking, a, "New [A]") is False  # already so: nothing written
+    assert is_registered(tracking, a)
+
+
+def test_retitle_after_register_uses_the_cached_entry(tmp_path: Path):
+    tracking, a, b = entry_files(tmp_path)
+    register(tracking, a, "A")
+    register(tracking, b, "B")
+    assert retitle(tracking, b, "B renamed") is True
+    assert tracking.read_text() == "- [A](a.md)\n- [B renamed](b.md)\n"
+    assert retitle(tracking, a, "A") is False
+
+
+def test_retitle_leaves_reference_links_alone(tmp_path: Path):
+    tracking, a, b = entry_files(tmp_path)
+    text = "- [A]\n- [Bee][b]\n\n[a]: a.md\n[b]: b.md\n"  # the text of [A] is its reference key
+    tracking.write_text(text)
+    assert is_registered(tracking, a) and is_registered(tracking, b)
+    assert retitle(tracking, a, "New A") is False
+    assert retitle(tracking, b, "New B") is False
+    assert tracking.read_text() == text
+
+
+def test_retitle_of_an_unregistered_output_does_nothing(tmp_path: Path):
+    tracking, a, b = entry_files(tmp_path)
+    tracking.write_text("- [A](a.md)\n")
+    assert retitle(tracking, b, "B") is False
+    assert tracking.read_text() == "- [A](a.md)\n"
+
+
+def test_unregister_removes_the_entry_and_keeps_everything_else(tmp_path: Path):
+    tracking, a, b = entry_files(tmp_path)
+    tracking.write_text("# Index\n\n- [A](a.md)\n- [B](b.md)\n\nNotes.\n")
+    assert unregister(tracking, a) is True
+    assert tracking.read_text() == "# Index\n\n- [B](b.md)\n\nNotes.\n"
+    assert not is_registered(tracking, a) and is_registered(tracking, b)
+    assert unregister(tracking, a) is False
+
+
+def test_unregister_in_a_loose_list_leaves_no_double_blank_line(tmp_path: Path):
+    tracking, a, b = entry_files(tmp_path)
+    tracking.write_text("- [B](b.md)\n\n- [A](a.md)\n\n- [C](c.md)\n")
+    assert unregister(tracking, a) is True
+    assert tracking.read_text() == "- [B](b.md)\n\n- [C](c.md)\n"
+
+
+def test_unregister_never_edits_a_link_in_prose(tmp_path: Path):
+    tracking, a, b = entry_files(tmp_path)
+    tracking.write_text("Read [A](a.md) first.\n")
+    assert unregister(tracking, a) is False
+    assert tracking.read_text() == "Read [A](a.md) first.\n"
+    assert is_registered(tracking, a)  # still listed: the caller says so
+
+
+def test_register_keeps_the_files_line_endings(tmp_path: Path):
+    tracking, a, b = entry_files(tmp_path)
+    tracking.write_bytes(b"# Index\r\n\r\n- [A](a.md)\r\n")
+    register(tracking, b, "B")
+    assert tracking.read_bytes() == b"# Index\r\n\r\n- [A](a.md)\r\n- [B](b.md)\r\n"
+    assert unregister(tracking, a) is True
+    assert tracking.read_bytes() == b"# Index\r\n\r\n- [B](b.md)\r\n"
+
+
+def test_register_after_unregister_lists_the_output_again(tmp_path: Path):
+    tracking, a, b = entry_files(tmp_path)
+    register(tracking, a, "A")
+    register(tracking, b, "B")
+    assert unregister(tracking, a) is True
+    assert register(tracking, a, "A") is True
+    assert tracking.read_text() == "- [B](b.md)\n- [A](a.md)\n"
