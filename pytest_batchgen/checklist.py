@@ -8,9 +8,10 @@ rule's check. The built-in forms (:mod:`pytest_batchgen.rules`) and users' forms
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, Union
+from typing import Union
 
 from .document import OutputDocument
 from .errors import ChecklistError
@@ -78,7 +79,7 @@ class ChecklistForm:
     """
 
     name: str
-    pattern: Union[str, re.Pattern]
+    pattern: str | re.Pattern
     build: Builder | None = None
     check: Check | None = None
     example: str = ""

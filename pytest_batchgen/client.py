@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # recording imports vcrpy: only where a recorder is built
     from .recording import Recorder
 
 #: The row whose request is in flight in this task; the recorder files interactions under it.
-current_call: contextvars.ContextVar["CallInfo"] = contextvars.ContextVar("batchgen_current_call")
+current_call: contextvars.ContextVar[CallInfo] = contextvars.ContextVar("batchgen_current_call")
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Usage:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,

@@ -13,9 +13,10 @@ import asyncio
 import concurrent.futures
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from .checklist import Failure
 from .client import Completion, ModelCallError, Usage
@@ -24,7 +25,6 @@ from .outcomes import Outcome
 from .plan import Row
 from .prompts import Prompt, build_prompt, normalise_output, repair_message, shared_prefix
 from .run import PlanRun
-
 
 #: at most this many lines of a check's output (a linter's report) go into a repair turn
 REPAIR_DETAIL_LINES = 60
@@ -94,7 +94,7 @@ class RowResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RowResult":
+    def from_dict(cls, data: dict[str, Any]) -> RowResult:
         attempts = [Attempt(**{**a, "usage": Usage(**a["usage"])}) for a in data.get("attempts", [])]
         return cls(**{**data, "outcome": Outcome(data["outcome"]), "attempts": attempts})
 

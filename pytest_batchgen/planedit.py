@@ -10,9 +10,9 @@ write, under a cross-process lock, through a temporary file and a rename.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from .fsutil import atomic_write, lock_for
 from .plan import NOTES_SECTION, phase_tables, scan, split_lines

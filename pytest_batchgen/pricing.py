@@ -12,9 +12,9 @@ halves everything. Override per model (or model-id prefix) in the ini option
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Iterable, Mapping
 
 from .client import Usage
 from .errors import BatchgenError

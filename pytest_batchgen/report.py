@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .client import Usage
 from .fsutil import atomic_write

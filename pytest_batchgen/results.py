@@ -7,8 +7,8 @@ this session and passed; a row with any failure keeps its status and gets a note
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from .outcomes import Verdict
 from .planedit import RowUpdate
