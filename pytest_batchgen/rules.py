@@ -24,7 +24,7 @@ import pytest
 from .checklist import CheckContext, ChecklistForm, CompileContext, Failure, parse_count, split_list
 from .document import OutputDocument
 from .fsutil import signature
-from .tracking import TrackingError, is_registered, register
+from .tracking import TrackingError, is_registered, register, retitle
 
 DEFAULT_LINTER_TIMEOUT = 60.0
 
@@ -502,21 +502,36 @@ def _build_registered(m: re.Match, ctx: CompileContext):
     if tracking.suffix.lower() not in (".md", ".markdown"):
         raise ctx.error(f"tracking file {raw!r} must be a Markdown file (.md): the plugin appends links to it")
 
+    order = tuple(ctx.plan.output_path(row).resolve() for row in ctx.plan.rows)
+
     def check(c: CheckContext):
+        """The tracking file lists the outputs that pass, under the row's current title.
+
+        A passing output is registered (in plan order) or its entry retitled; an output that
+        fails its other checks while listed fails this check too, saying so: the entry is the
+        team's published index, so it is not removed behind their back, nor left silently."""
         output = c.path.resolve()
+        rel = c.plan.rel(output)
+        title = c.row.title or c.row.filename
         try:
-            if not c.readonly and not c.doc.error and not is_registered(tracking, output):
-                if c.others_pass():
-                    register(tracking, output, c.row.title or c.row.filename)
-                else:
-                    return Failure(
-                        f"not registered in {raw}: the output is registered once its other checks pass"
-                    )
-            if is_registered(tracking, output):
-                return None
+            listed = is_registered(tracking, output)
+            if not c.doc.error and c.others_pass():
+                if not c.readonly:
+                    if listed:
+                        retitle(tracking, output, title)
+                    else:
+                        register(tracking, output, title, order)
+                    return None
+                return None if listed else Failure(f"{raw} has no Markdown link to {rel}")
+            if listed:
+                return Failure(
+                    f"{raw} lists {rel}, which fails its other checks: fix the output, or remove its entry"
+                )
+            if c.readonly or c.doc.error:
+                return Failure(f"{raw} has no Markdown link to {rel}")
+            return Failure(f"not registered in {raw}: the output is registered once its other checks pass")
         except TrackingError as exc:
             return Failure(f"tracking file: {exc}")
-        return Failure(f"{raw} has no Markdown link to {c.plan.rel(output)}")
 
     return check
 

@@ -5,7 +5,7 @@ and atomic (a locked read-modify-rename), so concurrent workers may register at 
 
 The plugin edits only *entries*: list items whose whole text is one link (``- [Title](path)``,
 the form it writes). An entry's link text can be updated (:func:`retitle`, when a row's title
-changed) and an entry can be removed (:func:`unregister`, when the output no longer passes).
+changed); new entries are placed in the plan's order (:func:`register`).
 A link to an output anywhere else (in prose, a table, a reference definition) still counts as
 registered and is never edited: it is the user's text.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -169,10 +169,28 @@ def _href(tracking: Path, output: Path) -> str:
     return "".join(f"%{ord(ch):02X}" if ch in _HREF_UNSAFE or ord(ch) < 0x20 else ch for ch in rel)
 
 
-def register(tracking: Path, output: Path, title: str) -> bool:
-    """Append ``- [title](relative/path)`` unless a link to ``output`` is already there.
+def _insertion_line(index: _Index, target: Path, order: Sequence[Path], n_lines: int) -> int:
+    """Where a new entry goes so the plugin's entries follow ``order`` (the plan's rows):
+    after the entry of the nearest earlier output, else before that of the nearest later one,
+    else at the end. Registration order then does not depend on which xdist worker ran first."""
+    if target not in order:
+        return n_lines
+    at = order.index(target)
+    for earlier in reversed(order[:at]):
+        if index.entries.get(earlier):
+            return index.entries[earlier][-1].line + 1
+    for later in order[at + 1 :]:
+        if index.entries.get(later):
+            return index.entries[later][0].line
+    return n_lines
 
-    An existing link is left as it is, whatever its text: :func:`retitle` updates that.
+
+def register(tracking: Path, output: Path, title: str, order: Sequence[Path] = ()) -> bool:
+    """Add ``- [title](relative/path)`` unless a link to ``output`` is already there.
+
+    ``order`` is the plan's outputs, resolved, in plan order: the entry is placed among the
+    entries of the other outputs by that order (at the end when it has no neighbour). An
+    existing link is left as it is, whatever its text: :func:`retitle` updates that.
     """
     with lock_for(tracking):
         if is_registered(tracking, output):
@@ -181,14 +199,19 @@ def register(tracking: Path, output: Path, title: str) -> bool:
         lines = _lines(text)
         newline = (_ending(lines[0]) if lines else "") or "\n"  # the file's own line ending
         if lines and not _ending(lines[-1]):
-            text += newline
+            lines[-1] += newline
         known = _index(tracking)
         label, href = _label(title), _href(tracking, output)
-        atomic_write(tracking, text + f"- {label}({href}){newline}")
-        # we know what the new version links to: no re-parse when the next row registers
         target = output.resolve()
-        entries = dict(known.entries)
-        entries[target] = (*entries.get(target, ()), _Entry(len(lines), f"{label}({href})"))
+        at = _insertion_line(known, target, order, len(lines))
+        lines.insert(at, f"- {label}({href}){newline}")
+        atomic_write(tracking, "".join(lines))
+        # we know what the new version links to: no re-parse when the next row registers
+        entries = {
+            t: tuple(e if e.line < at else _Entry(e.line + 1, e.content) for e in found)
+            for t, found in known.entries.items()
+        }
+        entries[target] = (*entries.get(target, ()), _Entry(at, f"{label}({href})"))
         _remember(tracking, _Index(known.targets | {target}, MappingProxyType(entries)))
         return True
 
@@ -229,33 +252,5 @@ def retitle(tracking: Path, output: Path, title: str) -> bool:
         if new == text:
             return False
         atomic_write(tracking, new)
-        _remember(tracking, None)
-        return True
-
-
-def unregister(tracking: Path, output: Path) -> bool:
-    """Remove every entry that links to ``output``; True if the file changed.
-
-    A link to ``output`` outside an entry stays (it is the user's text), so the output may
-    still be registered afterwards: check with :func:`is_registered`. A blank line left
-    doubled by the removal (in a loose list) is removed with it.
-    """
-    target = output.resolve()
-    if target not in _index(tracking).entries:
-        return False
-    with lock_for(tracking):
-        text = _read(tracking)
-        lines = _lines(text)
-        drop: set[int] = set()
-        for entry in _parse(tracking, text).entries.get(target, ()):
-            if _split_entry(lines[entry.line], entry) is None:
-                continue
-            drop.add(entry.line)
-            before_blank = entry.line == 0 or not lines[entry.line - 1].strip() or entry.line - 1 in drop
-            if before_blank and entry.line + 1 < len(lines) and not lines[entry.line + 1].strip():
-                drop.add(entry.line + 1)
-        if not drop:
-            return False
-        atomic_write(tracking, "".join(line for i, line in enumerate(lines) if i not in drop))
         _remember(tracking, None)
         return True

@@ -163,3 +163,35 @@ def test_readonly_writes_no_file_not_even_pytests_cache(project, pytester):
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     assert "5 passed" in result.stdout.str()
     assert tree() == before
+
+
+def registered(project: Project) -> list[str]:
+    return [line for line in project.read("output/INDEX.md").splitlines() if line.startswith("- ")]
+
+
+def given_rows_with_passing_outputs(project: Project, *names: str) -> None:
+    project.write_rows(rows_for(*names))
+    project.edit("plan.md", "\n\n## Phase 1", "\n5. Output registered in `output/INDEX.md`\n\n## Phase 1")
+    for name in names:
+        project.write(f"output/{name}.md", draft(name.title()))
+
+
+def test_registration_follows_the_plan_order_under_xdist(project):
+    names = ("golf", "echo", "alpha", "hotel", "delta", "bravo", "foxtrot", "charlie")
+    given_rows_with_passing_outputs(project, *names)
+
+    result = project.run("--batch-validate-only", "-n", "2", "-p", "no:randomly")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert registered(project) == [f"- [{name.title()}]({name}.md)" for name in names]
+
+
+def test_a_renamed_title_updates_its_entry_in_the_tracking_file(project):
+    given_rows_with_passing_outputs(project, "alpha", "bravo")
+    assert project.run("--batch-validate-only").ret == pytest.ExitCode.OK
+    assert registered(project) == ["- [Alpha](alpha.md)", "- [Bravo](bravo.md)"]
+
+    project.edit("plan.md", "| Alpha | alpha.md |", "| Alpha, renamed | alpha.md |")
+    assert project.run("--batch-validate-only").ret == pytest.ExitCode.OK
+
+    assert registered(project) == ["- [Alpha, renamed](alpha.md)", "- [Bravo](bravo.md)"]

@@ -20,7 +20,7 @@ from filelock import Timeout
 
 from pytest_batchgen import document, fsutil
 from pytest_batchgen.document import MAX_FRONT_MATTER_BYTES, MAX_HEADINGS, parse_bytes
-from pytest_batchgen.tracking import is_registered, register, retitle, unregister
+from pytest_batchgen.tracking import is_registered, register, retitle
 
 GITIGNORE = (".*.batchgen-tmp-*", ".*.batchgen-lock")
 
@@ -297,43 +297,23 @@ def test_retitle_of_an_unregistered_output_does_nothing(tmp_path: Path):
     assert tracking.read_text() == "- [A](a.md)\n"
 
 
-def test_unregister_removes_the_entry_and_keeps_everything_else(tmp_path: Path):
-    tracking, a, b = entry_files(tmp_path)
-    tracking.write_text("# Index\n\n- [A](a.md)\n- [B](b.md)\n\nNotes.\n")
-    assert unregister(tracking, a) is True
-    assert tracking.read_text() == "# Index\n\n- [B](b.md)\n\nNotes.\n"
-    assert not is_registered(tracking, a) and is_registered(tracking, b)
-    assert unregister(tracking, a) is False
-
-
-def test_unregister_in_a_loose_list_leaves_no_double_blank_line(tmp_path: Path):
-    tracking, a, b = entry_files(tmp_path)
-    tracking.write_text("- [B](b.md)\n\n- [A](a.md)\n\n- [C](c.md)\n")
-    assert unregister(tracking, a) is True
-    assert tracking.read_text() == "- [B](b.md)\n\n- [C](c.md)\n"
-
-
-def test_unregister_never_edits_a_link_in_prose(tmp_path: Path):
-    tracking, a, b = entry_files(tmp_path)
-    tracking.write_text("Read [A](a.md) first.\n")
-    assert unregister(tracking, a) is False
-    assert tracking.read_text() == "Read [A](a.md) first.\n"
-    assert is_registered(tracking, a)  # still listed: the caller says so
-
-
 def test_register_keeps_the_files_line_endings(tmp_path: Path):
     tracking, a, b = entry_files(tmp_path)
     tracking.write_bytes(b"# Index\r\n\r\n- [A](a.md)\r\n")
     register(tracking, b, "B")
     assert tracking.read_bytes() == b"# Index\r\n\r\n- [A](a.md)\r\n- [B](b.md)\r\n"
-    assert unregister(tracking, a) is True
-    assert tracking.read_bytes() == b"# Index\r\n\r\n- [B](b.md)\r\n"
 
 
-def test_register_after_unregister_lists_the_output_again(tmp_path: Path):
-    tracking, a, b = entry_files(tmp_path)
-    register(tracking, a, "A")
-    register(tracking, b, "B")
-    assert unregister(tracking, a) is True
-    assert register(tracking, a, "A") is True
-    assert tracking.read_text() == "- [B](b.md)\n- [A](a.md)\n"
+def test_register_places_entries_in_plan_order_whatever_order_they_come_in(tmp_path: Path):
+    tracking = tmp_path / "INDEX.md"
+    outputs = [tmp_path / f"{name}.md" for name in "abcde"]
+    tracking.write_text("# Index\n\n- [C](c.md)\n\nWritten by hand.\n")
+    for i in (4, 0, 3, 1):  # as xdist workers might finish them
+        register(tracking, outputs[i], "abcde"[i].upper(), [p.resolve() for p in outputs])
+    assert tracking.read_text() == (
+        "# Index\n\n- [A](a.md)\n- [B](b.md)\n- [C](c.md)\n- [D](d.md)\n- [E](e.md)\n\nWritten by hand.\n"
+    )
+    register(tracking, tmp_path / "z.md", "Z", [p.resolve() for p in outputs])  # not in the plan: at the end
+    assert tracking.read_text().endswith("Written by hand.\n- [Z](z.md)\n")
+
+

@@ -749,7 +749,28 @@ def test_existing_link_from_another_folder_counts(project: Project):
     (project.root / "docs").mkdir()
     (project.root / "docs" / "INDEX.md").write_text("- [Q](../out/entry.md)\n")
     assert project.check(plan, rule, GOOD) is None
-    assert (project.root / "docs" / "INDEX.md").read_text() == "- [Q](../out/entry.md)\n"
+    # the entry (a list item that is one link) takes the row's title; its destination stays
+    assert (project.root / "docs" / "INDEX.md").read_text() == "- [Quorum](../out/entry.md)\n"
+
+
+def test_a_link_in_prose_counts_and_is_never_edited(project: Project):
+    plan, rule = project.rule("Output registered in `docs/INDEX.md`")
+    (project.root / "docs").mkdir()
+    (project.root / "docs" / "INDEX.md").write_text("See [Q](../out/entry.md) for quorums.\n")
+    assert project.check(plan, rule, GOOD) is None
+    assert (project.root / "docs" / "INDEX.md").read_text() == "See [Q](../out/entry.md) for quorums.\n"
+
+
+def test_a_listed_output_that_fails_its_other_checks_fails_registration_saying_so(project: Project):
+    plan, rule = project.rule("Output registered in `docs/INDEX.md`")
+    (project.root / "docs").mkdir()
+    (project.root / "docs" / "INDEX.md").write_text("- [Quorum](../out/entry.md)\n")
+    failure = project.check(plan, rule, "no front matter here\n", others_pass=False)
+    assert failure is not None
+    assert failure.message == (
+        "docs/INDEX.md lists out/entry.md, which fails its other checks: fix the output, or remove its entry"
+    )
+    assert (project.root / "docs" / "INDEX.md").read_text() == "- [Quorum](../out/entry.md)\n"  # not removed
 
 
 # -- users' forms ----------------------------------------------------------------------------------

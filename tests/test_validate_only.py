@@ -200,8 +200,9 @@ def test_changelog_statuses_notes_and_registration(changelog: Project):
 
     # then: the failures are shown...
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    # 11 rows x 6 checks; v2.1.0 has no output (6 skipped); 6 rows fail 1-3 checks plus registration
-    assert result.counts() == {"passed": 45, "failed": 15, "skipped": 6}
+    # 11 rows x 6 checks; v2.1.0 has no output (6 skipped); 6 rows fail 1-3 checks plus registration;
+    # v2.0.0 fails a check while listed in INDEX.md, so its registration fails too
+    assert result.counts() == {"passed": 44, "failed": 16, "skipped": 6}
     result.stdout.fnmatch_lines(["*pending row without an output (changelog/v2.1.0.md)*"])
     # the linter's own output is shown under the failure
     result.stdout.fnmatch_lines(
@@ -222,10 +223,12 @@ def test_changelog_statuses_notes_and_registration(changelog: Project):
         "v2.2.0.md": "complete",
     }
     assert_changelog_notes(changelog.notes())
-    # the tracking file gained exactly the newly passing output
-    assert changelog.read("changelog/INDEX.md").splitlines()[-2:] == [
-        "- [v2.2.0: Token leak fix](v2.2.0.md#summary)",
+    # the tracking file gained exactly the newly passing output, in the plan's order
+    assert changelog.read("changelog/INDEX.md").splitlines()[-4:] == [
+        "- [v1.0.0: First stable release](v1.0.0.md)",
         "- [v1.1.0: Order search](v1.1.0.md)",
+        "- [v2.0.0: Orders v2](./v2.0.0.md)",
+        "- [v2.2.0: Token leak fix](v2.2.0.md#summary)",
     ]
     # ...with a minimal edit of the plan, and outputs are never touched in validate-only mode
     assert_one_status_cell_then_notes(plan_before, changelog.read())
@@ -235,7 +238,7 @@ def test_changelog_statuses_notes_and_registration(changelog: Project):
     after_first = changelog.snapshot()
     result = changelog.run("--batch-validate-only")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert result.counts() == {"passed": 45, "failed": 15, "skipped": 6}
+    assert result.counts() == {"passed": 44, "failed": 16, "skipped": 6}
     assert changelog.snapshot() == after_first
 
 
@@ -257,10 +260,12 @@ def assert_changelog_notes(got: dict[str, str]) -> None:
             assert have.startswith("- " + want), (name, have)
         assert entries[-1] == "- " + UNREGISTERED.format(name=name)
     assert got["v2.0.0.md"] == (
-        "1 check failed (the row was complete and stays complete: fix changelog/v2.0.0.md by hand, "
+        "2 checks failed (the row was complete and stays complete: fix changelog/v2.0.0.md by hand, "
         "or set its Status to pending to generate it again)\n"
         "- status-value (plan line 22): changelog/v2.0.0.md:4: status is 'Published', expected one of: "
-        "draft, review, published (values are case-sensitive: did you mean 'published'?)"
+        "draft, review, published (values are case-sensitive: did you mean 'published'?)\n"
+        "- registered (plan line 25): changelog/v2.0.0.md: changelog/INDEX.md lists changelog/v2.0.0.md, "
+        "which fails its other checks: fix the output, or remove its entry"
     )
 
 
@@ -295,7 +300,7 @@ def test_readonly_changes_no_file_at_all(changelog: Project):
     result = changelog.run("--batch-readonly")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     # v1.1.0 passes everything else but is not in INDEX.md, and read-only mode does not add it
-    assert result.counts() == {"passed": 44, "failed": 16, "skipped": 6}
+    assert result.counts() == {"passed": 43, "failed": 17, "skipped": 6}
     result.stdout.fnmatch_lines(
         [
             "changelog/v1.1.0.md: changelog/INDEX.md has no Markdown link to changelog/v1.1.0.md",
