@@ -159,6 +159,7 @@ class Dispatcher:
         self.max_cost = max_cost
         self.spent = 0.0
         self.tokens = 0
+        self.replies = 0  # replies received, repairs included: tokens come with replies, not rows
         self.budget_stopped = False
 
     def cancel(self, reason: str) -> None:
@@ -272,6 +273,7 @@ class Dispatcher:
                     self.in_flight -= 1
                     attempt.seconds = time.monotonic() - started
             attempt.usage = completion.usage
+            self.replies += 1
             attempt.stop_reason = completion.stop_reason
             attempt.replayed = completion.replayed
             attempt.would_cost = self._cost(prompt.model, completion.usage)

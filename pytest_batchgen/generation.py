@@ -90,7 +90,8 @@ class Generation:
         generation.dispatcher.start()
         return generation
 
-    def _redraw(self) -> None:
+    def redraw(self) -> None:
+        """Draw the progress line if it changed (and is due, off a terminal)."""
         if self.progress is not None:
             self.progress.update(self.dispatcher)
 
@@ -102,10 +103,10 @@ class Generation:
                 result = self.dispatcher.result(key, timeout=POLL_SECONDS)
             except concurrent.futures.TimeoutError:
                 waited = True
-                self._redraw()
+                self.redraw()
                 continue
             if waited:
-                self._redraw()
+                self.redraw()
             return result
 
     def wait_all(self) -> None:
@@ -113,12 +114,12 @@ class Generation:
         flight finish and be recorded (they are paid for); a second Ctrl-C aborts."""
         try:
             while not self.dispatcher.join(POLL_SECONDS):
-                self._redraw()
+                self.redraw()
         except KeyboardInterrupt:
             self.cancel("the run was interrupted before this row was sent")
             self.dispatcher.join()
             raise
-        self._redraw()
+        self.redraw()
 
     def finish(self, stopped: bool) -> None:
         """At the end of the session: stop sending when the run was stopped (``-x``, Ctrl-C,
@@ -168,6 +169,12 @@ class GenerationPlugin:
         if picked:
             self.generation = state.generation = Generation.start_for(self.config, state, picked)
 
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Between tests (outside their output capture): the line follows rows as they end,
+        not only while a test waits for its row."""
+        if self.generation is not None and report.when == "teardown":
+            self.generation.redraw()
+
     def pytest_keyboard_interrupt(self) -> None:
         if self.generation is not None:
             self.generation.cancel("the run was interrupted before this row was sent")
@@ -178,3 +185,4 @@ class GenerationPlugin:
         if self.generation is not None:
             stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop or session.shouldfail)
             self.generation.finish(stopped)
+            self.generation.redraw()  # the final count

@@ -285,10 +285,12 @@ def github_annotations(reports: Iterable[RowReport]) -> list[str]:
 
 
 class Progress:
-    """The live line while generating: rows done / in flight / failed, tokens, cost so far.
+    """The live line while generating: rows done / in flight / failed, replies, tokens, cost.
 
-    On a terminal it is redrawn in place; elsewhere (CI logs) a plain line is written at most
-    every ``plain_every`` seconds, and when generation ends.
+    On a terminal it is redrawn in place whenever it changes; elsewhere (CI logs) a plain line
+    is written when another tenth of the rows is done or ``plain_every`` seconds passed with a
+    change, and always when generation ends. Replies are counted apart from rows: a row whose
+    draft is being repaired is not done, but its first reply's tokens are already spent.
     """
 
     def __init__(self, write: Callable[[str], None], rewrite: Callable[[str], None] | None, plain_every: float = 15.0):
@@ -297,6 +299,7 @@ class Progress:
         self.plain_every = plain_every
         self._last = float("-inf")  # the first line at once (monotonic() may start near 0)
         self._last_text = ""  # the last text shown
+        self._last_done = 0  # rows done when the last plain line was written
         self.finished = False
 
     @staticmethod
@@ -304,23 +307,26 @@ class Progress:
         total = len(d.jobs)
         return (
             f"[batchgen] {d.done}/{total} rows done, {d.in_flight} in flight, {d.failed} failed; "
-            f"{d.tokens:,} tokens, ${d.spent:.4f} so far"
+            f"{d.replies} {'reply' if d.replies == 1 else 'replies'}, {d.tokens:,} tokens, ${d.spent:.4f} so far"
         )
 
     def update(self, dispatcher: Dispatcher) -> None:
         if self.finished:
             return
         text = self.text(dispatcher)
-        done = dispatcher.done == len(dispatcher.jobs)
+        total = len(dispatcher.jobs)
+        done = dispatcher.done == total
         now = time.monotonic()
+        step = max(1, -(-total // 10))  # a tenth of the rows, rounded up
         if self._rewrite is not None:
             if text != self._last_text:
                 self._rewrite(text)
                 self._last_text = text
-        elif done or now - self._last >= self.plain_every:
+        elif done or now - self._last >= self.plain_every or dispatcher.done - self._last_done >= step:
             if text != self._last_text:
                 self._write(text)
                 self._last = now
                 self._last_text = text
+                self._last_done = dispatcher.done
         if done:
             self.finished = True

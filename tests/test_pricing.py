@@ -445,8 +445,16 @@ class FakeDispatcher(SimpleNamespace):
     pass
 
 
-def dispatcher(done=0, total=3, in_flight=0, failed=0, tokens=0, spent=0.0) -> FakeDispatcher:
-    return FakeDispatcher(jobs=[object()] * total, done=done, in_flight=in_flight, failed=failed, tokens=tokens, spent=spent)
+def dispatcher(done=0, total=3, in_flight=0, failed=0, tokens=0, spent=0.0, replies=0) -> FakeDispatcher:
+    return FakeDispatcher(
+        jobs=[object()] * total,
+        done=done,
+        in_flight=in_flight,
+        failed=failed,
+        tokens=tokens,
+        spent=spent,
+        replies=replies,
+    )
 
 
 class Clock:
@@ -465,8 +473,16 @@ def clock(monkeypatch):
 
 
 def test_progress_text():
-    d = dispatcher(done=2, total=5, in_flight=3, failed=1, tokens=1234567, spent=0.123456)
-    assert Progress.text(d) == "[batchgen] 2/5 rows done, 3 in flight, 1 failed; 1,234,567 tokens, $0.1235 so far"
+    d = dispatcher(done=2, total=5, in_flight=3, failed=1, tokens=1234567, spent=0.123456, replies=7)
+    assert Progress.text(d) == (
+        "[batchgen] 2/5 rows done, 3 in flight, 1 failed; 7 replies, 1,234,567 tokens, $0.1235 so far"
+    )
+
+
+def test_progress_text_says_replies_so_tokens_before_any_row_is_done_make_sense():
+    d = dispatcher(done=0, total=8, in_flight=8, tokens=8130, spent=0.01, replies=8)
+    assert Progress.text(d) == "[batchgen] 0/8 rows done, 8 in flight, 0 failed; 8 replies, 8,130 tokens, $0.0100 so far"
+    assert "1 reply," in Progress.text(dispatcher(replies=1))
 
 
 def test_progress_on_a_terminal_redraws_in_place(clock):
@@ -475,17 +491,17 @@ def test_progress_on_a_terminal_redraws_in_place(clock):
     d = dispatcher(total=3, in_flight=3)
     p.update(d)
     p.update(d)  # nothing changed: not redrawn
-    d.done, d.in_flight, d.tokens, d.spent = 1, 2, 500, 0.01
+    d.done, d.in_flight, d.tokens, d.spent, d.replies = 1, 2, 500, 0.01, 1
     clock.now += 0.25  # no throttling on a terminal
     p.update(d)
     assert drawn == [
-        "[batchgen] 0/3 rows done, 3 in flight, 0 failed; 0 tokens, $0.0000 so far",
-        "[batchgen] 1/3 rows done, 2 in flight, 0 failed; 500 tokens, $0.0100 so far",
+        "[batchgen] 0/3 rows done, 3 in flight, 0 failed; 0 replies, 0 tokens, $0.0000 so far",
+        "[batchgen] 1/3 rows done, 2 in flight, 0 failed; 1 reply, 500 tokens, $0.0100 so far",
     ]
     assert written == []  # in place: never a plain line on a terminal
     d.done, d.in_flight, d.failed = 3, 0, 1
     p.update(d)
-    assert drawn[-1] == "[batchgen] 3/3 rows done, 0 in flight, 1 failed; 500 tokens, $0.0100 so far"
+    assert drawn[-1] == "[batchgen] 3/3 rows done, 0 in flight, 1 failed; 1 reply, 500 tokens, $0.0100 so far"
     assert p.finished
     p.update(dispatcher(done=0, total=3))  # finished: never drawn again
     assert len(drawn) == 3
@@ -494,9 +510,9 @@ def test_progress_on_a_terminal_redraws_in_place(clock):
 def test_progress_off_a_terminal_writes_plain_lines_at_most_every_plain_every_seconds(clock):
     written = []
     p = Progress(written.append, None, plain_every=10)
-    d = dispatcher(total=3, in_flight=3)
+    d = dispatcher(total=30, in_flight=3)  # one row is less than a tenth: throttled by time
     p.update(d)  # the first line at once
-    assert written == ["[batchgen] 0/3 rows done, 3 in flight, 0 failed; 0 tokens, $0.0000 so far"]
+    assert written == ["[batchgen] 0/30 rows done, 3 in flight, 0 failed; 0 replies, 0 tokens, $0.0000 so far"]
     clock.now += 4
     d.done, d.in_flight = 1, 2
     p.update(d)  # changed, but too soon
@@ -505,17 +521,20 @@ def test_progress_off_a_terminal_writes_plain_lines_at_most_every_plain_every_se
     assert len(written) == 1
     clock.now += 1.5  # 10.5 s after the last line
     p.update(d)
-    assert written[-1] == "[batchgen] 1/3 rows done, 2 in flight, 0 failed; 0 tokens, $0.0000 so far"
+    assert written[-1] == "[batchgen] 1/30 rows done, 2 in flight, 0 failed; 0 replies, 0 tokens, $0.0000 so far"
     clock.now += 20
     p.update(d)  # nothing changed since the last line: not repeated
     assert len(written) == 2
-    assert len(written) == 2
+    d.done = 4  # a tenth of the rows more (3 of 30): written at once, whatever the time
+    clock.now += 0.1
+    p.update(d)
+    assert written[-1] == "[batchgen] 4/30 rows done, 2 in flight, 0 failed; 0 replies, 0 tokens, $0.0000 so far"
 
 
 def test_progress_off_a_terminal_shows_a_state_first_seen_while_throttled(clock):
     written = []
     p = Progress(written.append, None, plain_every=10)
-    d = dispatcher(total=3, in_flight=3)
+    d = dispatcher(total=30, in_flight=3)  # one row is less than a tenth: throttled by time
     p.update(d)
     clock.now += 2
     d.done, d.in_flight = 1, 2
@@ -523,8 +542,8 @@ def test_progress_off_a_terminal_shows_a_state_first_seen_while_throttled(clock)
     clock.now += 30  # a slow request: the state has not changed since
     p.update(d)
     assert written == [
-        "[batchgen] 0/3 rows done, 3 in flight, 0 failed; 0 tokens, $0.0000 so far",
-        "[batchgen] 1/3 rows done, 2 in flight, 0 failed; 0 tokens, $0.0000 so far",
+        "[batchgen] 0/30 rows done, 3 in flight, 0 failed; 0 replies, 0 tokens, $0.0000 so far",
+        "[batchgen] 1/30 rows done, 2 in flight, 0 failed; 0 replies, 0 tokens, $0.0000 so far",
     ]
 
 
@@ -533,7 +552,7 @@ def test_progress_off_a_terminal_writes_its_first_line_at_once_even_early_after_
     written = []
     p = Progress(written.append, None, plain_every=15)
     p.update(dispatcher(total=2, in_flight=2))
-    assert written == ["[batchgen] 0/2 rows done, 2 in flight, 0 failed; 0 tokens, $0.0000 so far"]
+    assert written == ["[batchgen] 0/2 rows done, 2 in flight, 0 failed; 0 replies, 0 tokens, $0.0000 so far"]
 
 
 def test_progress_off_a_terminal_always_writes_the_final_line(clock):
@@ -541,12 +560,12 @@ def test_progress_off_a_terminal_always_writes_the_final_line(clock):
     p = Progress(written.append, None, plain_every=3600)
     d = dispatcher(total=2, in_flight=2)
     p.update(d)
-    d.done, d.in_flight, d.tokens, d.spent = 2, 0, 2400, 0.02
+    d.done, d.in_flight, d.tokens, d.spent, d.replies = 2, 0, 2400, 0.02, 2
     clock.now += 0.5  # well within plain_every: the end is shown anyway
     p.update(d)
     assert written == [
-        "[batchgen] 0/2 rows done, 2 in flight, 0 failed; 0 tokens, $0.0000 so far",
-        "[batchgen] 2/2 rows done, 0 in flight, 0 failed; 2,400 tokens, $0.0200 so far",
+        "[batchgen] 0/2 rows done, 2 in flight, 0 failed; 0 replies, 0 tokens, $0.0000 so far",
+        "[batchgen] 2/2 rows done, 0 in flight, 0 failed; 2 replies, 2,400 tokens, $0.0200 so far",
     ]
     assert p.finished
     p.update(d)

@@ -733,9 +733,10 @@ def test_progress_lines_when_the_output_is_not_a_terminal(project, fake):
     assert all("\r" not in line for line in progress)
     # (the quick row is normally done before any wait; on a slow machine its own wait shows 0/2)
     assert re.fullmatch(
-        r"\[batchgen\] [01]/2 rows done, [12] in flight, 0 failed; (0|2,400) tokens, \$0\.0[01]00 so far", progress[0]
+        r"\[batchgen\] [01]/2 rows done, [12] in flight, 0 failed; (0 replies, 0|1 reply, 2,400) tokens, \$0\.0[01]00 so far",
+        progress[0],
     ), progress
-    assert progress[-1] == "[batchgen] 2/2 rows done, 0 in flight, 0 failed; 4,800 tokens, $0.0200 so far"
+    assert progress[-1] == "[batchgen] 2/2 rows done, 0 in flight, 0 failed; 2 replies, 4,800 tokens, $0.0200 so far"
     assert len(progress) == len(set(progress))
     assert len(progress) <= 2  # throttled: one line per 15 s at most, then the final one
 
