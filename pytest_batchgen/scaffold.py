@@ -234,9 +234,16 @@ PYTEST_INI = Template("""\
 batchgen_checks = $checks
 """)
 
+#: what the plugin leaves beside the files it writes: locks (kept: deleting a held lock file
+#: breaks mutual exclusion) and the temporaries of writes a ``kill -9`` interrupted
+HIDDEN_IGNORES = (".*.batchgen-lock", ".*.batchgen-tmp-*")
+
 GITIGNORE = f"""\
 # pytest-batchgen: new drafts of outputs that already pass, kept until one passes too
 {DRAFTS_IGNORE}
+# pytest-batchgen: its lock files and interrupted writes, hidden beside the files they serve
+{HIDDEN_IGNORES[0]}
+{HIDDEN_IGNORES[1]}
 """
 
 
@@ -427,11 +434,14 @@ def _gitignore(root: Path) -> ScaffoldFile:
     if not path.is_file():
         return ScaffoldFile(".gitignore", GITIGNORE, f"ignores drafts ({DRAFTS_IGNORE})")
     text = path.read_text(encoding="utf-8", errors="replace")
-    wanted = {DRAFTS_IGNORE, DRAFTS_IGNORE.rstrip("/"), "**/" + DRAFTS_IGNORE, "**/" + DRAFTS_IGNORE.rstrip("/")}
-    if any(line.strip() in wanted for line in text.splitlines()):
-        return ScaffoldFile(".gitignore", "", f"already ignores {DRAFTS_IGNORE}", "keep")
-    addition = ("" if not text or text.endswith("\n") else "\n") + GITIGNORE
-    return ScaffoldFile(".gitignore", addition, f"appended {DRAFTS_IGNORE}", "append")
+    present = {line.strip() for line in text.splitlines()}
+    drafts = {DRAFTS_IGNORE, DRAFTS_IGNORE.rstrip("/"), "**/" + DRAFTS_IGNORE, "**/" + DRAFTS_IGNORE.rstrip("/")}
+    missing = ([] if present & drafts else [DRAFTS_IGNORE]) + [p for p in HIDDEN_IGNORES if p not in present]
+    if not missing:
+        return ScaffoldFile(".gitignore", "", f"already ignores {DRAFTS_IGNORE} and the plugin's files", "keep")
+    lines = "".join(f"{p}\n" for p in missing)
+    addition = ("" if not text or text.endswith("\n") else "\n") + "# pytest-batchgen\n" + lines
+    return ScaffoldFile(".gitignore", addition, f"appended {', '.join(missing)}", "append")
 
 
 def write_scaffold(scaffold: Scaffold) -> None:

@@ -84,7 +84,12 @@ def test_init_in_an_empty_folder_then_validate_only_passes_and_dry_run_shows_pro
         assert f"  {step}\n" in out
     assert "cd " not in out  # already in the folder
     assert "not installed" not in out  # the test environment has pymarkdown
-    assert (pytester.path / ".gitignore").read_text().splitlines()[-1] == ".batchgen-drafts/"
+    assert (pytester.path / ".gitignore").read_text().splitlines()[-4:] == [
+        ".batchgen-drafts/",
+        "# pytest-batchgen: its lock files and interrupted writes, hidden beside the files they serve",
+        ".*.batchgen-lock",
+        ".*.batchgen-tmp-*",
+    ]
     written = snapshot(pytester.path)
 
     result = pytester.runpytest("--batch-plan", PLAN, "--batch-validate-only", "-v", *NO_CACHE)
@@ -225,7 +230,7 @@ def test_init_beside_a_pytest_config_prints_the_ini_line_and_appends_to_gitignor
     assert re.search(r"^  appended to\s+\.gitignore\s", out, re.MULTILINE)
     gitignore = pytester.path.joinpath(".gitignore").read_text()
     assert gitignore.startswith("build/\n#")
-    assert gitignore.endswith("\n.batchgen-drafts/\n")
+    assert gitignore.endswith("\n# pytest-batchgen\n.batchgen-drafts/\n.*.batchgen-lock\n.*.batchgen-tmp-*\n")
 
     # a second plan in the same folder: the identical linter config and the .gitignore are kept
     code, out, err = init(capsys, "--name", "second")
