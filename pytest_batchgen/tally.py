@@ -8,16 +8,17 @@ is the one process that records into the plan.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TypedDict
 
 import pytest
 
 from .nodes import CheckFailed, CheckItem, GenerateItem, row_of
-from .outcomes import Verdict
 from .plan import Row
 from .planedit import apply_updates
 from .report import RowReport, build_rows
 from .results import ItemFailure, RowTally, plan_updates
+from .rowid import RowId
 from .run import PlanRun
 from .settings import Role
 from .state import BatchState
@@ -56,10 +57,10 @@ class TallyPlugin:
 
     def __init__(self, state: BatchState) -> None:
         self.state = state
-        self.tallies: dict[str, dict[str, RowTally]] = {}  # plan path -> filename -> tally
-        self.item_counts: dict[str, int] = {}  # by RowId.key
-        self.partial: set[str] = set()  # keys of rows with a deselected item
-        self.recorded: dict[str, bool] = {}  # plan path -> whether the plan's bytes changed
+        self.tallies: dict[RowId, RowTally] = {}
+        self.item_counts: dict[RowId, int] = {}  # items collected per row
+        self.partial: set[RowId] = set()  # rows with a deselected item
+        self.recorded: dict[Path, bool] = {}  # plan -> whether the plan's bytes changed
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -81,15 +82,15 @@ class TallyPlugin:
         for item in items:
             found = row_of(item)
             if found:
-                key = found[0].row_id(found[1]).key
-                self.item_counts[key] = self.item_counts.get(key, 0) + 1
+                row_id = found[0].row_id(found[1])
+                self.item_counts[row_id] = self.item_counts.get(row_id, 0) + 1
         items.sort(key=_runs_last)
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         for item in items:
             found = row_of(item)
             if found:
-                self.partial.add(found[0].row_id(found[1]).key)
+                self.partial.add(found[0].row_id(found[1]))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
@@ -103,10 +104,10 @@ class TallyPlugin:
         info: ReportPayload | None = getattr(report, "batchgen", None)
         if not info:
             return
-        rows = self.tallies.setdefault(info["plan"], {})
-        tally = rows.get(info["filename"])
+        row_id = RowId(Path(info["plan"]), info["filename"])
+        tally = self.tallies.get(row_id)
         if tally is None:
-            tally = rows[info["filename"]] = RowTally(filename=info["filename"], status_before=info["status"])
+            tally = self.tallies[row_id] = RowTally(filename=info["filename"], status_before=info["status"])
         tally.expected = max(tally.expected, info["expected"])
         tally.partial = tally.partial or info["partial"]
         if report.failed:
@@ -125,8 +126,8 @@ class TallyPlugin:
         if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.USAGE_ERROR):
             return
         for run in self.state.runs:
-            updates = plan_updates(self.tallies.get(str(run.plan.path), {}))
-            self.recorded[str(run.plan.path)] = apply_updates(run.plan.path, updates)
+            updates = plan_updates(self.tallies_of(run))
+            self.recorded[run.plan.path] = apply_updates(run.plan.path, updates)
 
     def row_reports(self) -> list[RowReport]:
         """Every selected row's report: statuses, verdict, generation and failures."""
@@ -138,27 +139,27 @@ class TallyPlugin:
             reports += build_rows(
                 run.plan.rel(run.plan.path),
                 run.rows,
-                self.tallies.get(str(run.plan.path), {}),
+                self.tallies_of(run),
                 results,
                 lambda row, run=run: run.row_id(row).key,  # type: ignore[misc]
                 frozen,
             )
         return reports
 
-    def verdict(self, run: PlanRun, row: Row) -> Verdict:
-        tally = self.tallies.get(str(run.plan.path), {}).get(row.filename)
-        return tally.verdict if tally else Verdict.NOT_RUN
+    def tallies_of(self, run: PlanRun) -> dict[str, RowTally]:
+        """One plan's tallies by filename (how the plan editor and the reports name its rows)."""
+        return {row_id.filename: t for row_id, t in self.tallies.items() if row_id.plan == run.plan.path}
 
     def _payload(
         self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport, run: PlanRun, row: Row
     ) -> ReportPayload:
-        key = run.row_id(row).key
+        row_id = run.row_id(row)
         info: ReportPayload = {
             "plan": str(run.plan.path),
             "filename": row.filename,
             "status": row.status,
-            "expected": self.item_counts.get(key, 0),
-            "partial": key in self.partial,
+            "expected": self.item_counts.get(row_id, 0),
+            "partial": row_id in self.partial,
         }
         if report.failed:
             info["failure"] = _failure(item, call, report, run, row)

@@ -38,7 +38,7 @@ class TerminalPlugin:
             if state.settings.readonly:
                 action = "plan unchanged (read-only)"
             else:
-                action = "plan updated" if self.tally.recorded.get(str(run.plan.path)) else "plan unchanged"
+                action = "plan updated" if self.tally.recorded.get(run.plan.path) else "plan unchanged"
             tr.write_line(f"{run.plan.rel(run.plan.path)}: {action}")
         if os.environ.get("GITHUB_ACTIONS") == "true":
             for line in github_annotations(reports):
