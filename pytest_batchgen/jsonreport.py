@@ -29,5 +29,6 @@ class JsonReportPlugin:
             "readonly": settings.readonly,
             "exit_status": int(exitstatus),
         }
-        document = json_report(self.tally.row_reports(), self.state.prices, meta=meta, budget_note=self.state.budget_note)
+        reports = self.tally.row_reports()
+        document = json_report(reports, self.state.prices, meta=meta, budget_note=self.state.budget_note)
         write_json(self.path, document)

@@ -30,7 +30,7 @@ FIXTURE_NAMES = ("batch_output", "batch_row")
 PARAM_NAME = "_batchgen_param"
 
 
-def _state(node: pytest.Node) -> BatchState:
+def _state(node: pytest.Item | pytest.Collector) -> BatchState:
     state = state_of(node.config)
     assert state is not None, "batchgen nodes exist only in a run with --batch-plan"
     return state

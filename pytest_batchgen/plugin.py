@@ -134,11 +134,8 @@ def _collect_plans(config: pytest.Config, state: BatchState) -> None:
 
 def _shown_error(exc: BatchgenError, rootdir: Path) -> str:
     """The error with its file relative to the rootdir, as the user wrote it."""
-    if exc.path is not None:
-        try:
-            exc.path = exc.path.relative_to(rootdir)
-        except ValueError:
-            pass
+    if exc.path is not None and exc.path.is_relative_to(rootdir):
+        exc.path = exc.path.relative_to(rootdir)
     return exc.format()
 
 

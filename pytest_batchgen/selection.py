@@ -38,10 +38,7 @@ class Selection:
         """Whether an item of ``row`` stays selected (``item_name`` None: a custom test)."""
         if row.plan not in self.filtered_plans:
             return True
-        for f in self.filters:
-            if f.row == row and (f.item is None or f.item == item_name):
-                return True
-        return False
+        return any(f.row == row and (f.item is None or f.item == item_name) for f in self.filters)
 
 
 def select(

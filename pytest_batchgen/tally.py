@@ -8,6 +8,7 @@ is the one process that records into the plan.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 from typing import TypedDict
 
@@ -52,6 +53,13 @@ def _runs_last(item: pytest.Item) -> bool:
     return isinstance(item, CheckItem) and item.rule.form.runs_last
 
 
+def _item_name(item: pytest.Item) -> str | None:
+    """A plan item's name within its row (``generate`` or a rule id); None for a custom test."""
+    if isinstance(item, CheckItem):
+        return item.rule.name
+    return "generate" if isinstance(item, GenerateItem) else None
+
+
 class TallyPlugin:
     """Item counts, the tally of reports by row, and the plan update at the end."""
 
@@ -71,7 +79,7 @@ class TallyPlugin:
             kept, dropped = [], []
             for item in items:
                 found = row_of(item)
-                name = item.rule.name if isinstance(item, CheckItem) else "generate" if isinstance(item, GenerateItem) else None
+                name = _item_name(item)
                 if found is None or selection.keeps(found[0].row_id(found[1]), name):
                     kept.append(item)
                 else:
@@ -93,11 +101,13 @@ class TallyPlugin:
                 self.partial.add(found[0].row_id(found[1]))
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         found = row_of(item)
         if found is not None:
-            report.batchgen = self._payload(item, call, report, *found)
+            report.batchgen = self._payload(item, call, report, *found)  # type: ignore[attr-defined]
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
