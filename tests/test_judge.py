@@ -7,13 +7,17 @@ Against the loopback server (``fake``), whose judge answers are scripted per out
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import yaml  # noqa: F401  (in-process generations: see tests/test_init.py)
 
 from genhelpers import Reply, draft, go_offline, router, row_of, rows_for
+import benchmarks_judge_calibration as calibration
 from harness import Project
 from judgehelpers import fails, install, is_judge, passes, verdict_reply
+from pytest_batchgen.calibration import accuracy, cohen_kappa, flip_rate
 from pytest_batchgen.judge import (
     Sample,
     judge_slug,
@@ -26,6 +30,7 @@ from pytest_batchgen.judge import (
 CRITERION = "the Definition is accurate and not circular"
 RULE = judge_slug(CRITERION)  # judge-definition-accurate-not-circular
 JUDGE_LINE = f"5. Judge (sonnet): {CRITERION}\n"
+JUDGE_DATA = Path(__file__).resolve().parent / "data" / "judge"
 
 
 def given_rows_with_a_judge(project: Project, *names: str, line: str = JUDGE_LINE, ini_extra: str = "") -> None:
@@ -332,3 +337,73 @@ def test_the_dry_run_shows_each_judge_prompt_for_one_row(project):
     out = result.stdout.str()
     assert out.count(f"judge {RULE} -> claude-sonnet-5-5") == 1
     assert f"<criterion>{CRITERION}</criterion>" in out
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+
+def test_cohen_kappa_against_hand_computed_values():
+    # 50 items: both yes 20, A yes B no 5, A no B yes 10, both no 15: po = 0.7, pe = 0.5*0.6 + 0.5*0.4 = 0.5
+    pairs = [("pass", "pass")] * 20 + [("pass", "fail")] * 5 + [("fail", "pass")] * 10 + [("fail", "fail")] * 15
+    assert accuracy(pairs) == pytest.approx(0.7)
+    assert cohen_kappa(pairs) == pytest.approx(0.4)
+    # po = 0.6; both say pass 3 times in 5: pe = 0.36 + 0.16 = 0.52; kappa = 0.08 / 0.48
+    five = [("pass", "pass"), ("pass", "pass"), ("pass", "fail"), ("fail", "fail"), ("fail", "pass")]
+    assert cohen_kappa(five) == pytest.approx(1 / 6)
+    assert cohen_kappa([("pass", "pass"), ("fail", "fail")]) == pytest.approx(1.0)
+    assert cohen_kappa([("pass", "fail"), ("fail", "pass")]) == pytest.approx(-1.0)
+    assert cohen_kappa([("pass", "pass")] * 4) is None  # one verdict throughout: undefined
+
+
+def test_flip_rate_counts_items_whose_samples_disagree():
+    assert flip_rate([["pass"] * 3, ["pass", "fail", "pass"], ["fail"] * 3, [None, "pass", "pass"]]) == 0.5
+    assert flip_rate([["pass"], ["fail"]]) == 0.0
+
+
+def test_the_labelled_set_has_every_fault_kind_with_reasons():
+    labels = yaml.safe_load((JUDGE_DATA / "labels.yaml").read_text(encoding="utf-8"))
+    assert 20 <= len(labels["outputs"]) <= 40
+    assert set(labels["criteria"]) == {"not-circular", "compares", "related-in-plan", "right-category"}
+    for entry in labels["outputs"]:
+        assert (JUDGE_DATA / "outputs" / entry["file"]).is_file()
+        assert set(entry["labels"]) == set(labels["criteria"])
+        for criterion, label in entry["labels"].items():
+            assert label["verdict"] in ("pass", "fail") and label["reason"]
+            assert (label["verdict"] == "fail") == (criterion in entry["planted"])
+    for criterion in labels["criteria"]:
+        fails = [e for e in labels["outputs"] if e["labels"][criterion]["verdict"] == "fail"]
+        assert len(fails) == 6
+
+
+def test_the_calibration_command_prints_accuracy_kappa_and_flip_rate(tmp_path, capsys, monkeypatch):
+    """Four outputs, two criteria, three samples; the loopback judge is scripted to get two
+    'compares' items wrong, both by a 2-1 vote. By hand for 'compares': labels P F P P, judge
+    P P F P: accuracy 0.5, pe = 3/4*3/4 + 1/4*1/4 = 0.625, kappa = (0.5 - 0.625) / 0.375 = -1/3,
+    flip rate 2/4."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    full = yaml.safe_load((JUDGE_DATA / "labels.yaml").read_text(encoding="utf-8"))
+    keep = ("quorum.good.md", "quorum.fault.md", "backpressure.good.md", "backpressure.fault.md")
+    small = {
+        "plan": "plan.md",
+        "criteria": {k: full["criteria"][k] for k in ("not-circular", "compares")},
+        "outputs": [
+            {**e, "labels": {k: e["labels"][k] for k in ("not-circular", "compares")}}
+            for e in full["outputs"] if e["file"] in keep
+        ],
+    }
+    shutil.copytree(JUDGE_DATA / "outputs", tmp_path / "set" / "outputs")
+    shutil.copy(JUDGE_DATA / "plan.md", tmp_path / "set" / "plan.md")
+    (tmp_path / "set" / "labels.yaml").write_text(yaml.safe_dump(small), "utf-8")
+    (tmp_path / "answers.yaml").write_text(
+        "quorum.fault.md: {compares: [pass, pass, fail]}\nbackpressure.good.md: {compares: [fail, fail, pass]}\n", "utf-8"
+    )
+
+    code = calibration.main(["--labels", str(tmp_path / "set" / "labels.yaml"), "--samples", "3",
+                             "--loopback", str(tmp_path / "answers.yaml"), "--workers", "2"])
+
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1:] for line in out[1:3]}
+    assert rows["not-circular"] == ["4", "4", "1.000", "1.000", "0.000"]
+    assert rows["compares"] == ["4", "4", "0.500", "-0.333", "0.500"]
+    assert out[3].startswith("24 judge calls to the loopback server")
