@@ -409,6 +409,8 @@ class JudgeService:
             try:
                 completion = self._complete(key, params)
             except ModelCallError as exc:
+                if exc.replay_miss and key in self._recorder.corrupt:  # the judge cassette is unreadable
+                    return Failure(f"the judge's recording cannot be used: {exc.message}")
                 if exc.replay_miss:
                     return self._no_recording(plan, row, rule, exc.message)
                 attempt.error = str(exc)

@@ -407,3 +407,31 @@ def test_the_calibration_command_prints_accuracy_kappa_and_flip_rate(tmp_path, c
     assert rows["not-circular"] == ["4", "4", "1.000", "1.000", "0.000"]
     assert rows["compares"] == ["4", "4", "0.500", "-0.333", "0.500"]
     assert out[3].startswith("24 judge calls to the loopback server")
+
+
+def test_under_xdist_the_controller_judges_the_drafts_and_the_workers_replay(project, fake):
+    judge = install(fake)
+    judge.set("beta.md", fails("Beta is defined by Beta", 9))
+    given_rows_with_a_judge(project, "alpha", "beta")
+
+    result = project.run("-n", "2", "-p", "no:randomly")
+
+    assert result.outcomes()[item("alpha.md")] == "passed", result.stdout.str()
+    assert result.outcomes()[item("beta.md")] == "failed"
+    assert "Beta is defined by Beta" in project.notes()["beta.md"]
+    assert len(judge.judge_calls()) == 2  # once per row, by the controller; the workers replayed
+    assert project.statuses() == {"alpha.md": "complete", "beta.md": "pending"}
+
+
+def test_a_corrupt_judge_recording_is_a_failure_naming_the_file(project, fake, monkeypatch):
+    install(fake)
+    given_rows_with_a_judge(project, "alpha")
+    project.run()
+    project.write("cassettes/plan/alpha.md.judge.yaml", "interactions: [\n")
+    go_offline(fake, monkeypatch)
+
+    result = project.run("--batch-validate-only")
+
+    assert result.outcomes()[item("alpha.md")] == "failed"
+    assert "cassettes/plan/alpha.md.judge.yaml" in result.failure(item("alpha.md"))
+    assert "is not valid YAML" in result.failure(item("alpha.md"))
