@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -149,7 +150,7 @@ def judge_set(
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
     verdicts: dict[tuple[str, str], list[str | None]] = {}
-    for filename, row in rows.items():
+    for filename in rows:
         for attempt in service.attempts.get(RowId(plan.path, filename).key, []):
             verdicts.setdefault((filename, attempt.check), []).append(attempt.verdict)
     return verdicts, service

@@ -29,10 +29,18 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .checklist import CheckContext, CheckSkipped, ChecklistForm, CompileContext, Failure
+from .checklist import (
+    CheckContext,
+    ChecklistForm,
+    CheckSkipped,
+    CompileContext,
+    Failure,
+)
 from .client import Usage
 from .plan import Plan, Row
 from .rowid import RowId
@@ -78,7 +86,7 @@ JUDGE_MAX_TOKENS = 1024
 #: the word in a criterion that sends the judge the plan's titles (cross-reference criteria)
 _PLAN_WORD = re.compile(r"\bplan\b", re.IGNORECASE)
 
-_STOP_WORDS = frozenset("a an and are be has have in is it its of on or the this that to with".split())
+_STOP_WORDS = frozenset(["a", "an", "and", "are", "be", "has", "have", "in", "is", "it", "its", "of", "on", "or", "the", "this", "that", "to", "with"])
 _FULL_ID = re.compile(r"^claude-[A-Za-z0-9_.\-@:]+$")
 
 
@@ -215,6 +223,9 @@ class JudgeAttempt:
     reason: str = ""
     line: int | None = None
     error: str | None = None
+    #: the majority of this call's K samples and how many agreed with it ("2/3"), once all answered
+    majority: str | None = None
+    agreement: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -272,7 +283,7 @@ class JudgeSettings:
         )
 
 
-def judge_cassette(plan: Plan, row: Row):  # -> Path
+def judge_cassette(plan: Plan, row: Row) -> Path:
     """Beside the row's generation cassette: ``<filename>.judge.yaml``. Apart, so that
     re-recording a row's generation never drops its verdicts, and the reverse."""
     return plan.cassette_path(row).with_name(f"{row.filename}.judge.yaml")
@@ -300,7 +311,7 @@ class JudgeService:
     def _start(self) -> None:
         if self._client is not None:
             return
-        from .client import ClientSettings, ModelClient, NO_KEY_PLACEHOLDER
+        from .client import NO_KEY_PLACEHOLDER, ClientSettings, ModelClient
         from .recording import Recorder
 
         s = self.settings
@@ -401,6 +412,7 @@ class JudgeService:
         s = self.settings
         row_key = RowId(plan.path, row.filename).key
         samples: list[Sample] = []
+        mine: list[JudgeAttempt] = []
         for number in range(1, s.samples + 1):
             spent = self.spent + self.other_spent()
             if s.max_cost is not None and s.may_call and spent >= s.max_cost:
@@ -426,7 +438,11 @@ class JudgeService:
                 self.spent += attempt.cost
                 self.attempts.setdefault(row_key, []).append(attempt)
             samples.append(sample)
-        return majority(samples)
+            mine.append(attempt)
+        verdict = majority(samples)
+        for attempt in mine:
+            attempt.majority, attempt.agreement = verdict.verdict, verdict.agreement
+        return verdict
 
 
 def verdict_failure(verdict: JudgeVerdict, model: str, text: str) -> Failure | None:

@@ -12,7 +12,8 @@ import json
 import re
 import threading
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fakeapi import Reply
 

@@ -10,13 +10,13 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-import yaml  # noqa: F401  (in-process generations: see tests/test_init.py)
-
-from genhelpers import Reply, draft, go_offline, router, row_of, rows_for
 import benchmarks_judge_calibration as calibration
+import pytest
+import yaml
+from genhelpers import Reply, draft, go_offline, router, row_of, rows_for
 from harness import Project
 from judgehelpers import fails, install, is_judge, passes, verdict_reply
+
 from pytest_batchgen.calibration import accuracy, cohen_kappa, flip_rate
 from pytest_batchgen.judge import (
     Sample,
@@ -151,7 +151,7 @@ def test_a_failing_verdict_reaches_the_item_the_note_the_report_and_the_repair_t
     assert "output line 9: Alpha: definition text." in failure
     note = project.notes()["alpha.md"]
     assert "the Definition defines Alpha as alpha: circular" in note and "output/alpha.md:9" in note
-    [first, repair] = generation_requests(fake, "alpha.md")  # the draft was repaired against the reason
+    [_first, repair] = generation_requests(fake, "alpha.md")  # the draft was repaired against the reason
     turn = repair.body["messages"][-1]["content"]
     assert f"{CRITERION} ({RULE}): judge (claude-sonnet-5-5): the Definition defines Alpha as alpha: circular" in turn
     assert "output line 9: Alpha: definition text." in turn
@@ -299,6 +299,7 @@ def test_k_samples_take_the_majority(project, fake, script, outcome, agreement):
         assert f"judge (claude-sonnet-5-5, {agreement} samples agree): sample says fail" in result.failure(item("alpha.md"))
     row = json.loads(project.read("r.json"))["plans"][0]["rows"][0]
     assert [a["verdict"] for a in row["judge_attempts"]] == list(script)
+    assert {(a["majority"], a["agreement"]) for a in row["judge_attempts"]} == {(outcome[:4], "2/3")}
 
 
 def test_judge_tokens_and_cost_count_in_the_row_and_the_totals(project, fake):
