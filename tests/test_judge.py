@@ -257,7 +257,9 @@ def test_validate_only_replays_a_recorded_verdict_and_skips_without_one(project,
     assert f"To record it: ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md 'plan.md::beta.md::{RULE}'" in reason
     assert project.statuses()["beta.md"] == "pending"  # a skipped judge keeps the row pending
 
+    before = project.snapshot()
     required = project.run("--batch-readonly", "--batch-judge-required")
+    assert project.snapshot() == before  # read-only: not even a judge recording is written
     assert required.outcomes()[item("beta.md")] == "failed"
     assert "judge verdict required" in required.failure(item("beta.md"))
 
@@ -436,3 +438,17 @@ def test_a_corrupt_judge_recording_is_a_failure_naming_the_file(project, fake, m
     assert result.outcomes()[item("alpha.md")] == "failed"
     assert "cassettes/plan/alpha.md.judge.yaml" in result.failure(item("alpha.md"))
     assert "is not valid YAML" in result.failure(item("alpha.md"))
+
+
+def test_registration_waits_for_the_judge(project, fake):
+    judge = install(fake)
+    judge.set("beta.md", fails("Beta is defined by Beta", 9))
+    given_rows_with_a_judge(project, "alpha", "beta", line=JUDGE_LINE + "6. Output registered in `output/INDEX.md`\n")
+
+    result = project.run()
+
+    assert result.outcomes()["alpha.md::registered"] == "passed"
+    assert result.outcomes()["beta.md::registered"] == "failed"
+    assert "registered once its other checks pass" in result.failure("beta.md::registered")
+    index = project.read("output/INDEX.md")
+    assert "alpha.md" in index and "beta.md" not in index
