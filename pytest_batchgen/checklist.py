@@ -30,6 +30,12 @@ class Failure:
 CheckResult = Union[Failure, str, None]
 
 
+class CheckSkipped(Exception):
+    """A check that cannot give a verdict on this output now (a judge rule whose row's other
+    checks fail, or with no recorded verdict in a run that may not call the model): its item
+    is skipped with the message, and a draft is not repaired for it."""
+
+
 @dataclass(frozen=True)
 class CheckContext:
     """What a check sees: the parsed output, its row, the plan and the run's mode."""
@@ -41,6 +47,8 @@ class CheckContext:
     others_pass: Callable[[], bool] = field(default=lambda: True, compare=False)
     #: the rows this session checks (phase-selected); batch checks lint only these
     selected: tuple[Row, ...] = ()
+    #: the failures of the row's mechanical rules (not model-graded, not run-last) on this output
+    mechanical_failures: Callable[[], list] = field(default=lambda: [], compare=False)
 
     @property
     def path(self) -> Path:
@@ -84,6 +92,8 @@ class ChecklistForm:
     check: Check | None = None
     example: str = ""
     runs_last: bool = False
+    #: graded by a model (judge rules): runs after the row's mechanical rules, before run-last ones
+    model_graded: bool = False
 
     def describe(self) -> str:
         """The form as a user writes it: its example (a raw regex helps nobody reword a line)."""
@@ -167,7 +177,7 @@ def compile_checklist(
                 plan.path,
                 item.line,
             )
-    return tuple(sorted(rules, key=lambda r: r.form.runs_last))
+    return tuple(sorted(rules, key=lambda r: (r.form.runs_last, r.form.model_graded)))
 
 
 _QUOTED = re.compile(r"`([^`]*)`|\"([^\"]*)\"|'([^']*)'|“([^”]*)”")

@@ -62,6 +62,8 @@ class Completion:
     usage: Usage
     model: str
     replayed: bool = False
+    #: the input of the reply's first ``tool_use`` block (a judge's structured verdict), if any
+    tool_input: Any = None
 
 
 class ModelCallError(Exception):
@@ -230,7 +232,11 @@ class ModelClient:
             getattr(u, "cache_creation_input_tokens", 0) or 0,
             getattr(u, "cache_read_input_tokens", 0) or 0,
         )
-        return Completion(text, message.stop_reason, usage, message.model, replayed=info.live == 0 and info.replayed > 0)
+        tool_input = next((getattr(b, "input", None) for b in message.content if getattr(b, "type", None) == "tool_use"), None)
+        return Completion(
+            text, message.stop_reason, usage, message.model,
+            replayed=info.live == 0 and info.replayed > 0, tool_input=tool_input,
+        )
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -161,6 +161,8 @@ class Dispatcher:
         self.tokens = 0
         self.replies = 0  # replies received, repairs included: tokens come with replies, not rows
         self.budget_stopped = False
+        #: spend outside this dispatcher that counts against max_cost (the judge's)
+        self.extra_spent: Callable[[], float] = lambda: 0.0
 
     def cancel(self, reason: str) -> None:
         """Send no new request (rows not yet sent end as ``skipped``); requests in flight finish
@@ -252,9 +254,10 @@ class Dispatcher:
             result.attempts.append(attempt)
             started = time.monotonic()
             async with sem:
-                if self.max_cost is not None and self.spent >= self.max_cost and not self._stop.is_set():
+                spent = self.spent + self.extra_spent()
+                if self.max_cost is not None and spent >= self.max_cost and not self._stop.is_set():
                     self.budget_stopped = True
-                    self.cancel(f"the estimated spend (${self.spent:.4f}) reached --batch-max-cost ${self.max_cost:g}")
+                    self.cancel(f"the estimated spend (${spent:.4f}) reached --batch-max-cost ${self.max_cost:g}")
                 if self._stop.is_set():
                     result.attempts.pop()
                     result.error = f"not sent: {self.stop_reason}"

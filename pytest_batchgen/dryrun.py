@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from .generation import wants_generation
+from .judge import dry_run_lines, has_judge_rules
 from .nodes import row_of
 from .prompts import build_prompt
 from .rowid import RowId
@@ -24,6 +25,7 @@ class DryRunPlugin:
         tw = self.config.get_terminal_writer()
         mode = state.settings.record_mode
         shown: set[RowId] = set()
+        judged = False  # the judge prompts are shown for one row (they differ only in the output)
         # under xdist the controller has no items: then every selected row is shown
         found = [row_of(item) for item in session.items]
         candidates = [f for f in found if f is not None] if session.items else list(state.selected())
@@ -39,6 +41,11 @@ class DryRunPlugin:
             tw.line("")
             tw.line("user:")
             tw.line(prompt.user)
+            if not judged and has_judge_rules(run.rules):
+                judged = True
+                tw.line("")
+                for line in dry_run_lines(run.plan, row, run.rules):
+                    tw.line(line)
         tw.sep("-", f"dry run: {len(shown)} pending row(s); nothing sent, nothing written")
         return True
 

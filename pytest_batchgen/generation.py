@@ -87,6 +87,10 @@ class Generation:
         from .terminal import progress_line
 
         generation = cls(make_dispatcher(state.settings, state.prices, rows), progress_line(config))
+        judge, dispatcher = state.judge, generation.dispatcher
+        if judge is not None:  # one --batch-max-cost for generation and judge calls
+            dispatcher.extra_spent = lambda: judge.spent
+            judge.other_spent = lambda: dispatcher.spent
         generation.dispatcher.start()
         return generation
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from .judge import has_judge_rules
 from .report import json_report, write_json
 from .state import BatchState
 from .tally import TallyPlugin
@@ -29,6 +30,7 @@ class JsonReportPlugin:
             "readonly": settings.readonly,
             "exit_status": int(exitstatus),
         }
+        judged = any(has_judge_rules(run.rules) for run in self.state.runs)
         reports = self.tally.row_reports()
-        document = json_report(reports, self.state.prices, meta=meta, budget_note=self.state.budget_note)
+        document = json_report(reports, self.state.prices, meta=meta, budget_note=self.state.budget_note, judged=judged)
         write_json(self.path, document)

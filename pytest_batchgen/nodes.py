@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _pytest._code.code import TerminalRepr
 
-from .checklist import Failure, Rule
+from .checklist import CheckSkipped, Failure, Rule
 from .generation import wants_generation
 from .outcomes import Outcome
 from .plan import Row
@@ -114,7 +114,10 @@ class CheckItem(RowItem):
         path = self.run.output_path(self.row)
         if state.settings.validate_only and not self.row.complete and not path.exists():
             pytest.skip(f"pending row without an output ({self.run.plan.rel(path)}); validate-only makes no model call")
-        failure = self.run.evaluate(self.row, self.rule)
+        try:
+            failure = self.run.evaluate(self.row, self.rule)
+        except CheckSkipped as exc:  # a judge rule with no verdict on this output
+            pytest.skip(str(exc))
         if failure is not None:
             raise CheckFailed(failure, result.hint if result is not None else None)
 

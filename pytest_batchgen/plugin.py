@@ -25,6 +25,7 @@ from . import hookspecs
 from .checklist import collect_forms, compile_checklist
 from .document import BatchOutput, DocumentCache
 from .errors import BatchgenError
+from .judge import JudgeService, JudgeSettings
 from .nodes import FIXTURE_NAMES, PARAM_NAME, PlanFile, skip_unwritten
 from .plan import Plan, Row, load_plan
 from .pricing import PriceTable, with_aliases
@@ -75,12 +76,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
     forms = collect_forms(config.hook.pytest_batchgen_checklist_forms())
     docs = DocumentCache(settings.max_output_bytes)
+    judge = JudgeService(JudgeSettings.from_settings(settings))
     runs: list[PlanRun] = []
     for raw in settings.plans:
         plan = load_plan(raw, settings.rootdir, settings.models)
         if any(r.plan.path == plan.path for r in runs):
             continue
-        rules = compile_checklist(plan, forms, {"linter_timeout": settings.linter_timeout})
+        rules = compile_checklist(plan, forms, {"linter_timeout": settings.linter_timeout, "judge": judge})
         rows = _select(plan, settings.phases)
         runs.append(PlanRun(plan=plan, rules=rules, rows=rows, docs=docs, readonly=settings.readonly))
     overrides = {}
@@ -88,7 +90,9 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
         overrides.update(with_aliases(settings.prices, run.plan.models))
     for run in runs:
         overrides.update(with_aliases(run.plan.prices, run.plan.models))
-    return BatchState(settings=settings, runs=tuple(runs), prices=PriceTable(overrides))
+    prices = PriceTable(overrides)
+    judge.prices = prices
+    return BatchState(settings=settings, runs=tuple(runs), prices=prices, judge=judge)
 
 
 def _register_plugins(config: pytest.Config, state: BatchState) -> None:
@@ -203,3 +207,10 @@ def batch_output(request: pytest.FixtureRequest, _batchgen_param: tuple[PlanRun,
     if not row.complete and not path.exists():
         pytest.skip(f"pending row without an output ({run.plan.rel(path)})")
     return BatchOutput(row=row, path=path, document=run.document(row))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Close the judge's client, if a judge rule called it (every verdict is already on disk)."""
+    state = state_of(config)
+    if state is not None and state.judge is not None:
+        state.judge.close()

@@ -24,6 +24,7 @@ from .results import ItemFailure, RowTally
 
 if TYPE_CHECKING:  # dispatch imports asyncio: not on the validate-only path
     from .dispatch import Attempt, Dispatcher, RowResult
+    from .judge import JudgeAttempt
 
 SCHEMA = "pytest-batchgen-report"
 SCHEMA_VERSION = 1
@@ -38,6 +39,8 @@ class RowReport:
     verdict: Verdict
     generation: RowResult | None = None
     failures: list[ItemFailure] = field(default_factory=list)
+    #: the judge calls of the row's judge rules, apart from its generation attempts
+    judge: list[JudgeAttempt] = field(default_factory=list)
 
     @property
     def attempts(self) -> list[Attempt]:
@@ -45,15 +48,19 @@ class RowReport:
 
     @property
     def usage(self) -> Usage:
-        return self.generation.usage if self.generation is not None else Usage()
+        """Generation and judge tokens together."""
+        total = self.generation.usage if self.generation is not None else Usage()
+        for j in self.judge:
+            total = total + j.usage
+        return total
 
     @property
     def cost(self) -> float:
-        return sum(a.cost for a in self.attempts)
+        return sum(a.cost for a in self.attempts) + sum(j.cost for j in self.judge)
 
     @property
     def replay_saved(self) -> float:
-        return sum(a.would_cost for a in self.attempts if a.replayed)
+        return sum(a.would_cost for a in [*self.attempts, *self.judge] if a.replayed)
 
 
 def build_rows(
@@ -63,8 +70,10 @@ def build_rows(
     results: Mapping[str, RowResult],
     key_of: Callable[[Row], str],
     readonly: bool,
+    judged: Mapping[str, list[JudgeAttempt]] | None = None,
 ) -> list[RowReport]:
-    """One report per row, from the session's tallies (by filename) and generation results."""
+    """One report per row, from the session's tallies (by filename), generation results and
+    judge calls (both by row key)."""
     out = []
     for row in rows:
         tally = tallies.get(row.filename)
@@ -79,6 +88,7 @@ def build_rows(
                 verdict=verdict,
                 generation=results.get(key_of(row)),
                 failures=list(tally.failures) if tally else [],
+                judge=list((judged or {}).get(key_of(row), [])),
             )
         )
     return out
@@ -97,6 +107,9 @@ class Totals:
     replay_saved: float = 0.0
     caching_saved: float = 0.0
     skipped_by_budget: int = 0
+    judge_calls: int = 0
+    judge_live: int = 0
+    judge_replayed: int = 0
 
 
 def totals(reports: Iterable[RowReport], prices: PriceTable) -> Totals:
@@ -114,6 +127,10 @@ def totals(reports: Iterable[RowReport], prices: PriceTable) -> Totals:
             price = prices.price(a.model or r.row.model)
             if price and not a.replayed:
                 t.caching_saved += price.caching_saved(a.usage)
+        for j in r.judge:
+            t.judge_calls += 1
+            t.judge_replayed += j.replayed
+            t.judge_live += not j.replayed and (j.error is None or j.usage != Usage())
         t.usage = t.usage + r.usage
         t.cost += r.cost
         t.replay_saved += r.replay_saved
@@ -138,12 +155,13 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
     for r in reports:
         gen = r.generation
         attempts = str(len(r.attempts)) if gen is not None else "-"
-        if gen is not None and r.attempts and all(a.replayed for a in r.attempts):
+        calls = [*r.attempts, *r.judge]
+        if calls and all(a.replayed for a in calls):
             cost = "replayed"
         elif gen is not None and gen.outcome == Outcome.SKIPPED:
             cost = "skipped"
         else:
-            cost = _money(r.cost) if gen is not None else "-"
+            cost = _money(r.cost) if gen is not None or r.judge else "-"
         failed = ", ".join(dict.fromkeys(f.check for f in r.failures)) or "-"
         table.append(
             (
@@ -152,7 +170,7 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
                 r.row.model,
                 f"{r.status_before} -> {r.status_after}",
                 attempts,
-                _tokens(r.usage) if gen is not None else "-",
+                _tokens(r.usage) if gen is not None or r.judge else "-",
                 cost,
                 failed,
             )
@@ -162,8 +180,9 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
     t = totals(reports, prices)
     lines.append(
         f"total: {t.rows} rows, {t.complete} complete, {t.failed} failed; {t.attempts} calls "
-        f"({t.live} live, {t.replayed} replayed); tokens {_tokens(t.usage)} (in/out/cache write/cache read); "
-        f"estimated cost {_money(t.cost)}"
+        f"({t.live} live, {t.replayed} replayed); "
+        + (f"{t.judge_calls} judge calls ({t.judge_live} live, {t.judge_replayed} replayed); " if t.judge_calls else "")
+        + f"tokens {_tokens(t.usage)} (in/out/cache write/cache read); estimated cost {_money(t.cost)}"
     )
     saved = []
     if t.caching_saved:
@@ -172,7 +191,7 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
         saved.append(f"replay saved {_money(t.replay_saved)}")
     if saved:
         lines.append("; ".join(saved))
-    if t.attempts and t.replayed == t.attempts:
+    if t.attempts + t.judge_calls and t.replayed + t.judge_replayed == t.attempts + t.judge_calls:
         lines.append("every call was replayed from cassettes: nothing was sent, nothing was spent")
     if budget_note:
         lines.append(budget_note)
@@ -180,9 +199,13 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
 
 
 def json_report(
-    reports: Sequence[RowReport], prices: PriceTable, *, meta: Mapping[str, Any], budget_note: str = ""
+    reports: Sequence[RowReport], prices: PriceTable, *, meta: Mapping[str, Any], budget_note: str = "",
+    judged: bool = False,
 ) -> dict[str, Any]:
-    """The ``--batch-report`` document (schema ``pytest-batchgen-report``, version 1)."""
+    """The ``--batch-report`` document (schema ``pytest-batchgen-report``, version 1).
+
+    With ``judged`` (a plan has judge rules) each row has ``judge_attempts`` and the totals the
+    ``judge_*`` counts: keys added only then, so a report without judges is as before."""
     t = totals(reports, prices)
     plans: dict[str, list[dict[str, Any]]] = {}
     for r in reports:
@@ -215,6 +238,7 @@ def json_report(
                     for a in r.attempts
                 ],
                 "repairs": max(len(r.attempts) - 1, 0),
+                **({"judge_attempts": [j.to_dict() for j in r.judge]} if judged else {}),
                 "usage": r.usage.as_dict(),
                 "cost_usd": round(r.cost, 6),
                 "failures": [
@@ -243,12 +267,22 @@ def json_report(
             "calls": t.attempts,
             "calls_live": t.live,
             "calls_replayed": t.replayed,
-            "all_replayed": bool(t.attempts) and t.replayed == t.attempts,
+            "all_replayed": bool(t.attempts + t.judge_calls) and t.replayed + t.judge_replayed == t.attempts + t.judge_calls,
             "usage": t.usage.as_dict(),
             "cost_usd": round(t.cost, 6),
             "replay_saved_usd": round(t.replay_saved, 6),
             "caching_saved_usd": round(t.caching_saved, 6),
             "skipped_by_budget": t.skipped_by_budget,
+            **(
+                {
+                    "judge_calls": t.judge_calls,
+                    "judge_calls_live": t.judge_live,
+                    "judge_calls_replayed": t.judge_replayed,
+                    "judge_cost_usd": round(sum(j.cost for r in reports for j in r.judge), 6),
+                }
+                if judged
+                else {}
+            ),
             "budget_note": budget_note or None,
         },
     }

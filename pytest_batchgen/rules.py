@@ -24,6 +24,7 @@ import pytest
 from .checklist import CheckContext, ChecklistForm, CompileContext, Failure, parse_count, split_list
 from .document import OutputDocument
 from .fsutil import signature
+from .judge import JUDGE_FORM
 from .tracking import TrackingError, is_registered, register, retitle
 
 DEFAULT_LINTER_TIMEOUT = 60.0
@@ -579,5 +580,8 @@ BUILTIN_FORMS: tuple[ChecklistForm, ...] = (
 
 @pytest.hookimpl(trylast=True)
 def pytest_batchgen_checklist_forms():
-    """The built-ins, offered through the same hook users implement (last, so users' forms win)."""
-    return list(BUILTIN_FORMS)
+    """The built-ins, offered through the same hook users implement (last, so users' forms win).
+
+    The judge form (pytest_batchgen/judge.py) comes first: "Judge: ... sections present" is a
+    judge line, not a sections line."""
+    return [JUDGE_FORM, *BUILTIN_FORMS]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checklist import CheckContext, Failure, Rule
+from .checklist import CheckContext, CheckSkipped, Failure, Rule
 from .document import DocumentCache, OutputDocument
 from .plan import Plan, Row
 from .rowid import RowId
@@ -23,7 +23,7 @@ class PlanRun:
     rows: tuple[Row, ...]
     docs: DocumentCache = field(default_factory=DocumentCache)
     readonly: bool = False
-    _verdicts: dict[tuple[str, str, Path], tuple[OutputDocument, Failure | None]] = field(default_factory=dict)
+    _verdicts: dict[tuple[str, str, Path], tuple[OutputDocument, Failure | CheckSkipped | None]] = field(default_factory=dict)
 
     def row_id(self, row: Row) -> RowId:
         """The row's identity in the session: dispatcher results, item counts, reports."""
@@ -44,6 +44,8 @@ class PlanRun:
         key = (row.filename, rule.name, path)
         hit = self._verdicts.get(key)
         if hit is not None and hit[0] is doc:
+            if isinstance(hit[1], CheckSkipped):
+                raise CheckSkipped(str(hit[1]))
             return hit[1]
         ctx = CheckContext(
             doc=doc,
@@ -52,13 +54,38 @@ class PlanRun:
             readonly=self.readonly,
             others_pass=lambda: self.others_pass(row, rule),
             selected=self.rows,
+            mechanical_failures=lambda: self.mechanical_failures(row, path),
         )
-        failure = rule.run(ctx)
+        try:
+            failure = rule.run(ctx)
+        except CheckSkipped as exc:  # no verdict on this version of the output (judge rules)
+            self._verdicts[key] = (doc, exc)
+            raise
         self._verdicts[key] = (doc, failure)
         return failure
 
     def others_pass(self, row: Row, rule: Rule) -> bool:
-        return all(self.evaluate(row, r) is None for r in self.rules if r is not rule and not r.form.runs_last)
+        """Whether every other rule (judge rules included) passes; a skipped one does not."""
+        try:
+            return all(self.evaluate(row, r) is None for r in self.rules if r is not rule and not r.form.runs_last)
+        except CheckSkipped:
+            return False
+
+    def mechanical_failures(self, row: Row, path: Path | None = None) -> list[tuple[Rule, Failure]]:
+        """The failing rules that are neither model-graded nor run-last: judge rules wait for these."""
+        out = []
+        for rule in self.rules:
+            if rule.form.runs_last or rule.form.model_graded:
+                continue
+            try:
+                failure = self.evaluate(row, rule, path)
+            except CheckSkipped:
+                continue
+            except Exception as exc:  # a user's check crashed: that is a failure too
+                failure = Failure(f"the check raised {type(exc).__name__}: {exc}")
+            if failure is not None:
+                out.append((rule, failure))
+        return out
 
     def draft_failures(self, row: Row, path: Path | None = None) -> list[tuple[Rule, Failure]]:
         """Every failing rule except the ones that run last (registration): what a repair fixes."""
@@ -68,6 +95,8 @@ class PlanRun:
                 continue
             try:
                 failure = self.evaluate(row, rule, path)
+            except CheckSkipped:  # a judge with no verdict: nothing to repair
+                continue
             except Exception as exc:  # a user's check crashed; report it rather than stop the batch
                 failure = Failure(f"the check raised {type(exc).__name__}: {exc}")
             if failure is not None:

@@ -192,6 +192,27 @@ def add_options(parser: pytest.Parser) -> None:
         help="test files with custom checks (tests using batch_output / batch_row) collected "
         "with the plan when no paths are given on the command line.",
     )
+    # -- judge rules (pytest_batchgen/judge.py) --
+    group.addoption(
+        "--batch-judge-samples",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="ask the judge of each 'Judge:' checklist line K times and take the majority (default: 1).",
+    )
+    group.addoption(
+        "--batch-judge-required",
+        action="store_true",
+        default=False,
+        help="a judge rule with no recorded verdict in a run that may not call the model fails "
+        "(by default it is skipped, saying how to record it).",
+    )
+    parser.addini(
+        "batchgen_judge_model",
+        default="",
+        help="model (alias or id) of 'Judge:' checklist lines that name none; a plan's '## Models' "
+        "entry 'judge: ALIAS' wins.",
+    )
 
 
 @dataclass(frozen=True)
@@ -221,6 +242,9 @@ class Settings:
     prices: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
     checks: tuple[Path, ...] = ()
     api_key: str | None = None
+    judge_samples: int = 1
+    judge_required: bool = False
+    judge_model: str = ""
 
     @property
     def generates_here(self) -> bool:
@@ -259,6 +283,9 @@ class Settings:
             prices=MappingProxyType(ini_prices(config.getini("batchgen_prices"))),
             checks=tuple(Path(p) for p in config.getini("batchgen_checks")),
             api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
+            judge_samples=config.getoption("batch_judge_samples"),
+            judge_required=bool(config.getoption("batch_judge_required")),
+            judge_model=str(config.getini("batchgen_judge_model") or "").strip(),
         )
 
 

@@ -21,6 +21,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .dispatch import RowResult
+    from .judge import JudgeService
 
 
 class GenerationSource(Protocol):
@@ -43,6 +44,7 @@ class BatchState:
     prices: PriceTable
     generation: GenerationSource | None = None
     selection: Selection | None = None  # rows and items named on the command line
+    judge: JudgeService | None = None  # the judge of 'Judge:' checklist lines (judge.py)
 
     @property
     def several_plans(self) -> bool:

@@ -153,6 +153,7 @@ class TallyPlugin:
                 results,
                 lambda row, run=run: run.row_id(row).key,  # type: ignore[misc]
                 frozen,
+                state.judge.attempts if state.judge is not None else None,
             )
         return reports
 

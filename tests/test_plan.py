@@ -38,7 +38,7 @@ def example():
 
 def test_example_phases_and_rows(example):
     assert [p.number for p in example.phases] == ["1", "2"]
-    assert [p.line for p in example.phases] == [22, 32]
+    assert [p.line for p in example.phases] == [23, 33]
     assert [len(p.rows) for p in example.phases] == [6, 3]
     assert [r.filename for r in example.rows] == [
         "idempotency.md",
@@ -57,7 +57,7 @@ def test_example_phases_and_rows(example):
 
 
 def test_example_row_lines_point_at_the_rows(example):
-    assert [r.line for r in example.rows] == [25, 26, 27, 28, 29, 30, 35, 36, 37]
+    assert [r.line for r in example.rows] == [26, 27, 28, 29, 30, 31, 36, 37, 38]
     lines = EXAMPLE_PLAN.read_text(encoding="utf-8").splitlines()
     for row in example.rows:
         assert f"| {row.filename} |" in lines[row.line - 1]
@@ -89,7 +89,7 @@ def test_example_sections_and_their_lines(example):
     assert [i.line for i in example.content_rules] == [10, 11, 12, 13]
     assert example.content_rules[1].text == "category must be one of: Consistency, Concurrency, Scalability, Reliability"
     assert example.checklist_line == 15
-    assert [i.line for i in example.checklist] == [16, 17, 18, 19, 20]
+    assert [i.line for i in example.checklist] == [16, 17, 18, 19, 20, 21]
     assert example.checklist[3].text == "Linter passes: `pymarkdown --config .pymarkdown.json scan {path}`"
     assert example.output_path(example.row("quorum.md")) == REPO / "output" / "quorum.md"
     assert example.rel(example.output_path(example.row("quorum.md"))) == "output/quorum.md"

@@ -4,8 +4,11 @@ Nothing here reaches the Anthropic API, so the example's recordings are made by 
 replies are the hand-written entries in tests/data/example-replies/, served by the test
 suite's loopback server (tests/fakeapi.py), which speaks the Messages wire format. The
 plugin records them exactly as it records a live run; the quorum row first gets a draft with
-``category: Consistent`` and is repaired on its second attempt. Afterwards the loopback
-address in the recorded ``host`` header is replaced with api.anthropic.com.
+``category: Consistent`` and is repaired on its second attempt. The judge line's verdicts
+(``<filename>.judge.yaml``) are hand-made the same way: the loopback server answers every judge
+call with a ``record_verdict`` pass that quotes the output's first Definition line (see
+:func:`judge_verdict`); no model graded these outputs. Afterwards the loopback address in the
+recorded ``host`` header is replaced with api.anthropic.com.
 
 With a real key, record for real instead:
     ANTHROPIC_API_KEY=... pytest --batch-plan plans/glossary.md --batch-record-mode all
@@ -27,8 +30,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fakeapi import FakeAnthropic, Reply  # noqa: E402
+from judgehelpers import is_judge, verdict_reply  # noqa: E402
 
 REPLIES = ROOT / "tests" / "data" / "example-replies"
+
+_OUTPUT_RE = re.compile(r'<output path="[^"]*">\n(.*?)\n</output>', re.DOTALL)
+
+
+def judge_verdict(body: dict) -> Reply:
+    """A hand-made pass for the example's judge line, quoting the first line of the Definition."""
+    m = _OUTPUT_RE.search(body["messages"][0]["content"])
+    numbered = m.group(1).splitlines() if m else []
+    lines = [(int(n), text.lstrip()) for n, _, text in (ln.partition("|") for ln in numbered)]
+    heading = next((n for n, text in lines if text.strip() == "## Definition"), 0)
+    line, quote = next(((n, text) for n, text in lines if n > heading and text.strip()), (1, ""))
+    first = quote.split(". ")[0]
+    return verdict_reply(
+        "pass",
+        f"The Definition explains the term in other words (line {line}: \"{first[:80]}...\"); it does not define it by itself.",
+        line,
+        quote,
+        model=body["model"],
+    )
 
 
 def main() -> int:
@@ -39,6 +62,8 @@ def main() -> int:
     with FakeAnthropic() as server:
 
         def answer(body: dict) -> Reply:
+            if is_judge(body):
+                return judge_verdict(body)
             first = body["messages"][0]["content"]
             for reply in REPLIES.glob("*.md"):
                 if f"<output_path>output/{reply.name}</output_path>" in first:

@@ -1,0 +1,556 @@
+"""Judge rules: checklist lines that a model grades, recorded like every other model call.
+
+``Judge: CRITERION`` or ``Judge (ALIAS): CRITERION`` compiles to a rule named
+``judge-<slug of the criterion>``. Its check runs only once the row's mechanical rules pass
+(there is no point grading a file with no front matter): until then it raises
+:class:`~pytest_batchgen.checklist.CheckSkipped`. The judge answers through a forced tool call
+(``record_verdict``: verdict, line, quote, reason); with ``--batch-judge-samples K`` it is
+asked K times and the majority wins (a tie fails). There is no temperature to set: API version
+2026-10-21, which the SDK 2.x sends, removed the sampling parameters (a request with
+``temperature`` is a 400), so the verdict's stability comes from recording and from K samples.
+
+Every judge call goes through the same vcrpy :class:`~pytest_batchgen.recording.Recorder` as
+generation, into a cassette beside the row's (``<filename>.judge.yaml``), matched on the exact
+request, which contains the output's text: an unchanged output replays its verdict with no key
+and no network, a changed one is judged afresh. A run that may not call the model
+(``--batch-validate-only``, ``--batch-readonly``, an xdist worker, no key) replays or skips
+(``--batch-judge-required``: fails). The SDK and vcrpy are imported on the first judge call
+only, so a plan without judge lines never loads them on the validate-only path.
+
+The judge has its own event loop in a background thread: its calls come from pytest's main
+thread (a complete row's items) and from the dispatcher's executor threads (drafts), and both
+wait on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .checklist import (
+    CheckContext,
+    ChecklistForm,
+    CheckSkipped,
+    CompileContext,
+    Failure,
+)
+from .client import Usage
+from .plan import Plan, Row
+from .rowid import RowId
+
+if TYPE_CHECKING:
+    from .client import Completion
+    from .pricing import PriceTable
+    from .settings import Settings
+
+#: the tool the judge must call; its input is the verdict
+VERDICT_TOOL: dict[str, Any] = {
+    "name": "record_verdict",
+    "description": "Record whether the file meets the criterion.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "verdict": {"type": "string", "enum": ["pass", "fail"]},
+            "line": {
+                "type": "integer",
+                "description": "the number of the output line the verdict rests on (0 when the fault is something missing)",
+            },
+            "quote": {"type": "string", "description": "that line's text, copied exactly"},
+            "reason": {"type": "string", "description": "one or two sentences a writer can act on"},
+        },
+        "required": ["verdict", "line", "quote", "reason"],
+    },
+}
+
+JUDGE_INSTRUCTIONS = """\
+You grade one file of a generated batch against one criterion. Read the criterion and the \
+file (its lines are numbered), decide whether the file meets the criterion, and answer only by \
+calling the record_verdict tool: verdict "pass" or "fail"; line: the number of the output line \
+your verdict rests on (for a fail, the line that shows the fault; 0 when the fault is something \
+missing); quote: that line's text, copied exactly; reason: one or two sentences that a writer \
+could act on to fix the file.
+
+Judge only this criterion. The file's shape (front matter keys, headings, Markdown style) is \
+checked elsewhere; do not fail the file for it."""
+
+#: max_tokens of a judge request (a verdict is a few sentences)
+JUDGE_MAX_TOKENS = 1024
+
+#: the word in a criterion that sends the judge the plan's titles (cross-reference criteria)
+_PLAN_WORD = re.compile(r"\bplan\b", re.IGNORECASE)
+
+_STOP_WORDS = frozenset(["a", "an", "and", "are", "be", "has", "have", "in", "is", "it", "its", "of", "on", "or", "the", "this", "that", "to", "with"])
+_FULL_ID = re.compile(r"^claude-[A-Za-z0-9_.\-@:]+$")
+
+
+def judge_slug(criterion: str, words: int = 5) -> str:
+    """``judge-<the criterion's first words>``: stable, lower-case, ``-k`` friendly.
+
+    ``"the Definition is accurate and not circular"`` -> ``judge-definition-accurate-not-circular``."""
+    tokens = re.findall(r"[a-z0-9]+", criterion.lower())
+    kept = [t for t in tokens if t not in _STOP_WORDS] or tokens
+    return "judge-" + ("-".join(kept[:words]) or "criterion")
+
+
+class JudgeForm(ChecklistForm):
+    """The judge form: its rule name is a slug of the criterion, not a format string."""
+
+    def rule_name(self, match: re.Match) -> str:
+        return judge_slug(match.group("criterion"))
+
+
+# -- the request ---------------------------------------------------------------------------
+
+
+def numbered(text: str) -> str:
+    """The output with its line numbers, as the judge sees it (``  12| text``)."""
+    lines = text.splitlines()
+    width = max(3, len(str(len(lines))))
+    return "\n".join(f"{n:>{width}}| {line}" for n, line in enumerate(lines, 1))
+
+
+def sends_titles(criterion: str) -> bool:
+    """Whether the judge gets the plan's titles: only when the criterion mentions the plan, so
+    that adding a row re-judges only the rules that cross-reference."""
+    return bool(_PLAN_WORD.search(criterion))
+
+
+def judge_message(plan: Plan, row: Row, criterion: str, text: str) -> str:
+    """The judge's user turn: the criterion, the row's title, the content rules, the plan's
+    titles when the criterion mentions the plan, and the output with line numbers.
+
+    The output's path is always the row's (never a draft's), so a draft and the output it
+    becomes make the same request."""
+    parts = [f"<criterion>{criterion}</criterion>", f"<row_title>{row.title}</row_title>"]
+    if plan.content_rules:
+        rules = "\n".join(f"- {item.text}" for item in plan.content_rules)
+        parts.append(f"<content_rules>\n{rules}\n</content_rules>")
+    if sends_titles(criterion):
+        titles = "\n".join(f"- {r.title} ({r.filename})" for r in plan.rows)
+        parts.append(f"<plan_titles>\n{titles}\n</plan_titles>")
+    path = plan.rel(plan.output_path(row))
+    parts.append(f'<output path="{path}">\n{numbered(text)}\n</output>')
+    return "\n\n".join(parts)
+
+
+def judge_request(plan: Plan, row: Row, criterion: str, text: str, model: str, max_tokens: int = JUDGE_MAX_TOKENS) -> dict[str, Any]:
+    """The Messages API parameters of one judge call (the same bytes for the same output)."""
+    return {
+        "model": model,
+        "max_tokens": max_tokens,
+        # no "temperature": API version 2026-10-21 (sent by the anthropic SDK 2.x) removed the
+        # sampling parameters and answers 400 to any of them; the SDK has no such argument
+        "system": JUDGE_INSTRUCTIONS,
+        "tools": [VERDICT_TOOL],
+        "tool_choice": {"type": "tool", "name": VERDICT_TOOL["name"]},
+        "messages": [{"role": "user", "content": judge_message(plan, row, criterion, text)}],
+    }
+
+
+# -- verdicts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One answer of the judge; ``verdict`` is None when the reply could not be read."""
+
+    verdict: str | None
+    reason: str = ""
+    line: int | None = None
+    quote: str = ""
+
+
+def parse_sample(data: Any) -> Sample:
+    """The tool input of a judge reply as a :class:`Sample` (an unreadable one has no verdict)."""
+    if not isinstance(data, Mapping):
+        return Sample(None, f"the judge did not call {VERDICT_TOOL['name']}")
+    verdict = str(data.get("verdict", "")).strip().lower()
+    if verdict not in ("pass", "fail"):
+        return Sample(None, f"the judge's verdict {data.get('verdict')!r} is neither pass nor fail")
+    line = data.get("line")
+    if isinstance(line, bool) or not isinstance(line, (int, float)) or int(line) < 1:
+        line = None
+    return Sample(verdict, str(data.get("reason") or "").strip(), int(line) if line is not None else None,
+                  str(data.get("quote") or "").strip())
+
+
+@dataclass(frozen=True)
+class JudgeVerdict:
+    """The majority of K samples: ``verdict`` pass/fail (or ``error`` when none was readable)."""
+
+    verdict: str
+    reason: str
+    line: int | None
+    agree: int
+    samples: int
+
+    @property
+    def agreement(self) -> str:
+        return f"{self.agree}/{self.samples}"
+
+
+def majority(samples: Sequence[Sample]) -> JudgeVerdict:
+    """Pass only when more samples pass than fail (a tie fails); the reason and line are those
+    of the first sample on the winning side."""
+    passes = [s for s in samples if s.verdict == "pass"]
+    fails = [s for s in samples if s.verdict == "fail"]
+    if not passes and not fails:
+        why = samples[0].reason if samples else "no answer"
+        return JudgeVerdict("error", f"the judge gave no usable verdict ({why})", None, 0, len(samples))
+    side, verdict = (passes, "pass") if len(passes) > len(fails) else (fails, "fail")
+    return JudgeVerdict(verdict, side[0].reason, side[0].line, len(side), len(samples))
+
+
+@dataclass
+class JudgeAttempt:
+    """One judge call of a row: kept apart from the row's generation attempts in the reports."""
+
+    check: str
+    sample: int
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    replayed: bool = False
+    cost: float = 0.0
+    would_cost: float = 0.0
+    verdict: str | None = None
+    reason: str = ""
+    line: int | None = None
+    error: str | None = None
+    #: the majority of this call's K samples and how many agreed with it ("2/3"), once all answered
+    majority: str | None = None
+    agreement: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["usage"] = self.usage.as_dict()
+        data["call"] = "replayed" if self.replayed else ("failed" if self.error and self.usage == Usage() else "live")
+        data["cost_usd"] = round(data.pop("cost"), 6)
+        data.pop("would_cost")
+        return data
+
+
+# -- the service ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """What the judge needs of the run's settings."""
+
+    samples: int = 1
+    required: bool = False
+    record_mode: str = "none"
+    api_key: str | None = None
+    #: whether this process may send judge requests (not validate-only, dry run or an xdist worker)
+    may_call: bool = False
+    why_not: str = "this run makes no model call"
+    max_cost: float | None = None
+    default_model: str = ""
+    max_retries: int = 2
+    timeout: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JudgeSettings:
+        from .settings import Role
+
+        if settings.readonly:
+            why = "--batch-readonly makes no model call"
+        elif settings.validate_only:
+            why = "--batch-validate-only makes no model call"
+        elif settings.dry_run:
+            why = "--batch-dry-run makes no model call"
+        elif settings.role is Role.WORKER:
+            why = "xdist workers only replay judge verdicts (the controller judges the drafts it generates)"
+        else:
+            why = ""
+        return cls(
+            samples=settings.judge_samples,
+            required=settings.judge_required,
+            record_mode=settings.record_mode,
+            api_key=settings.api_key,
+            may_call=not why,
+            why_not=why,
+            max_cost=settings.max_cost,
+            default_model=settings.judge_model,
+            max_retries=settings.max_retries,
+            timeout=settings.timeout,
+        )
+
+
+def judge_cassette(plan: Plan, row: Row) -> Path:
+    """Beside the row's generation cassette: ``<filename>.judge.yaml``. Apart, so that
+    re-recording a row's generation never drops its verdicts, and the reverse."""
+    return plan.cassette_path(row).with_name(f"{row.filename}.judge.yaml")
+
+
+class JudgeService:
+    """The session's judge: one client and recorder, started on the first judge call."""
+
+    def __init__(self, settings: JudgeSettings | None = None, prices: PriceTable | None = None) -> None:
+        self.settings = settings or JudgeSettings()
+        self.prices = prices
+        self.attempts: dict[str, list[JudgeAttempt]] = {}  # by row key
+        self.verdicts: dict[str, dict[str, JudgeVerdict]] = {}  # row key -> rule -> latest verdict
+        self.spent = 0.0
+        #: the generation's spend, for --batch-max-cost (set when a dispatcher starts)
+        self.other_spent: Callable[[], float] = lambda: 0.0
+        self._memo: dict[str, JudgeVerdict] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+        self._recorder: Any = None
+
+    # -- the client, started lazily (the SDK and vcrpy are imported here) --
+
+    def _start(self) -> None:
+        if self._client is not None:
+            return
+        from .client import NO_KEY_PLACEHOLDER, ClientSettings, ModelClient
+        from .recording import Recorder
+
+        s = self.settings
+        mode = s.record_mode if s.may_call else "none"
+        recorder = Recorder({}, mode, {}, secrets=(s.api_key,) if s.api_key else ())
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="batchgen-judge", daemon=True).start()
+        settings = ClientSettings(
+            max_retries=s.max_retries,
+            timeout=s.timeout,
+            api_key=(s.api_key if s.may_call else None) or (NO_KEY_PLACEHOLDER if mode == "none" else None),
+        )
+
+        async def make() -> Any:
+            return ModelClient(settings, recorder)
+
+        self._client = asyncio.run_coroutine_threadsafe(make(), loop).result()
+        if not s.may_call:
+            recorder.live_refusal = s.why_not
+        self._loop, self._recorder = loop, recorder
+
+    def close(self) -> None:
+        """Close the client and stop the loop (at the end of the session)."""
+        if self._client is None or self._loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=10)
+        except Exception:  # closing is best effort: every verdict is already on disk
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._client = None
+
+    def _register(self, plan: Plan, row: Row, rule: str) -> str:
+        from .recording import CorruptCassette
+
+        key = RowId(plan.path, row.filename).key + "#judge"
+        r = self._recorder
+        if key not in r.paths:
+            path = judge_cassette(plan, row)
+            r.paths[key] = path
+            r.labels[key] = plan.rel(path)
+            r.hints[key] = self.record_command(plan, row, rule)
+            try:
+                r.cassette(key)
+            except CorruptCassette as exc:
+                r.corrupt[key] = exc
+        return key
+
+    def record_command(self, plan: Plan, row: Row, rule: str) -> str:
+        node = RowId(plan.path, row.filename).node_id(plan.rootdir)
+        return f"pytest --batch-plan {plan.rel(plan.path)} '{node}::{rule}'"
+
+    def _complete(self, key: str, params: dict[str, Any]) -> Completion:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(self._client.complete(key, params), self._loop).result()
+
+    def _no_recording(self, plan: Plan, row: Row, rule: str, detail: str) -> Failure:
+        """No verdict recorded for this output, and this run may not ask: skip (or fail)."""
+        s = self.settings
+        where = plan.rel(judge_cassette(plan, row))
+        why = s.why_not or (
+            "ANTHROPIC_API_KEY is not set" if not s.api_key else f"record mode {s.record_mode!r} adds no recording"
+        )
+        message = (
+            f"not judged: no recorded verdict for the output as it is in {where} ({why}). "
+            f"To record it: ANTHROPIC_API_KEY=sk-ant-... {self.record_command(plan, row, rule)}"
+        )
+        if s.required:
+            return Failure(message.replace("not judged:", "judge verdict required:", 1), detail=detail or None)
+        raise CheckSkipped(message)
+
+    # -- judging --
+
+    def check(self, plan: Plan, row: Row, rule: str, criterion: str, model: str, text: str) -> Failure | None:
+        """Judge ``text`` (the row's output) against ``criterion``: None on a pass."""
+        params = judge_request(plan, row, criterion, text, model)
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+        row_key = RowId(plan.path, row.filename).key
+        with self._lock:
+            verdict = self._memo.get(digest)
+        if verdict is None:
+            verdict_or_failure = self._ask(plan, row, rule, model, params)
+            if isinstance(verdict_or_failure, Failure):
+                return verdict_or_failure
+            verdict = verdict_or_failure
+            with self._lock:
+                self._memo[digest] = verdict
+        with self._lock:
+            self.verdicts.setdefault(row_key, {})[rule] = verdict
+        return verdict_failure(verdict, model, text)
+
+    def _ask(self, plan: Plan, row: Row, rule: str, model: str, params: dict[str, Any]) -> JudgeVerdict | Failure:
+        from .client import ModelCallError
+
+        with self._lock:
+            self._start()
+            key = self._register(plan, row, rule)
+        s = self.settings
+        row_key = RowId(plan.path, row.filename).key
+        samples: list[Sample] = []
+        mine: list[JudgeAttempt] = []
+        for number in range(1, s.samples + 1):
+            spent = self.spent + self.other_spent()
+            if s.max_cost is not None and s.may_call and spent >= s.max_cost:
+                raise CheckSkipped(f"not judged: the estimated spend (${spent:.4f}) reached --batch-max-cost ${s.max_cost:g}")
+            attempt = JudgeAttempt(rule, number, model)
+            try:
+                completion = self._complete(key, params)
+            except ModelCallError as exc:
+                if exc.replay_miss and key in self._recorder.corrupt:  # the judge cassette is unreadable
+                    return Failure(f"the judge's recording cannot be used: {exc.message}")
+                if exc.replay_miss:
+                    return self._no_recording(plan, row, rule, exc.message)
+                attempt.error = str(exc)
+                with self._lock:
+                    self.attempts.setdefault(row_key, []).append(attempt)
+                return Failure(f"the judge's call failed: {exc}")
+            sample = parse_sample(completion.tool_input)
+            attempt.usage, attempt.replayed = completion.usage, completion.replayed
+            attempt.verdict, attempt.reason, attempt.line = sample.verdict, sample.reason, sample.line
+            attempt.would_cost = self.prices.cost(model, completion.usage) if self.prices is not None else 0.0
+            attempt.cost = 0.0 if completion.replayed else attempt.would_cost
+            with self._lock:
+                self.spent += attempt.cost
+                self.attempts.setdefault(row_key, []).append(attempt)
+            samples.append(sample)
+            mine.append(attempt)
+        verdict = majority(samples)
+        for attempt in mine:
+            attempt.majority, attempt.agreement = verdict.verdict, verdict.agreement
+        return verdict
+
+
+def verdict_failure(verdict: JudgeVerdict, model: str, text: str) -> Failure | None:
+    """A failing verdict as a check's :class:`Failure`: the judge's reason, at the output line it
+    named, with that line's text (what the note, the report and the repair turn show)."""
+    if verdict.verdict == "pass":
+        return None
+    agree = f", {verdict.agreement} samples agree" if verdict.samples > 1 else ""
+    lines = text.splitlines()
+    line = verdict.line if verdict.line is not None and 1 <= verdict.line <= len(lines) else None
+    detail = f"output line {line}: {lines[line - 1].strip()}" if line is not None else None
+    if verdict.verdict == "error":
+        return Failure(f"judge ({model}): {verdict.reason}")
+    return Failure(f"judge ({model}{agree}): {verdict.reason or 'the criterion is not met'}", line, detail)
+
+
+# -- the checklist form --------------------------------------------------------------------
+
+
+def resolve_judge_model(alias: str | None, plan: Plan, default: str, ctx: CompileContext) -> str:
+    """The line's alias, else the plan's ``judge`` alias (``## Models`` or ``batchgen_models``),
+    else ``batchgen_judge_model``; each is an alias of the plan or a full ``claude-...`` id."""
+    models = plan.models
+
+    def resolve(name: str, origin: str) -> str:
+        value = name.strip().strip("`")
+        for _ in range(3):  # judge -> sonnet -> claude-sonnet-...
+            if value.lower() in models and models[value.lower()] != value:
+                value = models[value.lower()]
+            else:
+                break
+        if _FULL_ID.match(value):
+            return value
+        known = ", ".join(sorted(k for k in models if k != "judge"))
+        raise ctx.error(
+            f"unknown judge model {name.strip()!r} ({origin}); use one of the plan's aliases ({known}), "
+            "a full model id such as claude-sonnet-5-5, or add it under '## Models'"
+        )
+
+    if alias and alias.strip():
+        return resolve(alias, "in the line")
+    if "judge" in models:
+        return resolve("judge", "the plan's 'judge' model alias")
+    if default:
+        return resolve(default, "ini option batchgen_judge_model")
+    raise ctx.error(
+        "this judge line names no model and the plan has no judge default: write 'Judge (sonnet): ...', "
+        "add '- judge: sonnet' under '## Models', or set batchgen_judge_model in the ini file"
+    )
+
+
+def _build_judge(m: re.Match, ctx: CompileContext):
+    service: JudgeService = ctx.options.get("judge") or JudgeService()
+    criterion = " ".join(m.group("criterion").split())
+    if not criterion:
+        raise ctx.error("the judge line has no criterion; write 'Judge: the Definition is not circular'")
+    model = resolve_judge_model(m.group("alias"), ctx.plan, service.settings.default_model, ctx)
+    name = judge_slug(criterion)
+
+    def check(c: CheckContext) -> Failure | None:
+        failing = c.mechanical_failures()
+        if failing:
+            names = ", ".join(rule.name for rule, _ in failing)
+            raise CheckSkipped(f"not judged: the row's other checks fail first ({names})")
+        if c.doc.error:
+            return Failure(c.doc.error)
+        try:
+            text = c.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return Failure(f"cannot read the output for the judge: {exc}")
+        return service.check(c.plan, c.row, name, criterion, model, text)
+
+    check.judge = (criterion, model)  # type: ignore[attr-defined]  # read by the dry run
+    return check
+
+
+JUDGE_FORM = JudgeForm(
+    name="judge",
+    pattern=r"judge(?:\s*\((?P<alias>[^)]*)\))?\s*:\s*(?P<criterion>.*)",
+    build=_build_judge,
+    example="Judge: the Definition is accurate and not circular   (or 'Judge (sonnet): ...')",
+    model_graded=True,
+)
+
+
+def has_judge_rules(rules: Sequence[Any]) -> bool:
+    return any(getattr(r.form, "model_graded", False) for r in rules)
+
+
+def dry_run_lines(plan: Plan, row: Row, rules: Sequence[Any]) -> list[str]:
+    """Each judge prompt of ``row``, as ``--batch-dry-run`` shows it (the output as it is on
+    disk, or a placeholder when it is not written yet)."""
+    path = plan.output_path(row)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = "(the row's output, once generated, goes here with its line numbers)"
+    lines: list[str] = []
+    for rule in rules:
+        info = getattr(rule.check, "judge", None)
+        if info is None:
+            continue
+        criterion, model = info
+        lines += [f"judge {rule.name} -> {model} (forced tool {VERDICT_TOOL['name']}):",
+                  "system:", JUDGE_INSTRUCTIONS, "", "user:", judge_message(plan, row, criterion, text), ""]
+    return lines
+
+
+def report_rows(service: JudgeService | None) -> dict[str, list[JudgeAttempt]]:
+    """The judge attempts by row key (empty without a judge)."""
+    return dict(service.attempts) if service is not None else {}

@@ -1,0 +1,454 @@
+"""Judge rules (issue #14): checklist lines a model grades, recorded and replayed like generation.
+
+Against the loopback server (``fake``), whose judge answers are scripted per output file by
+:class:`judgehelpers.JudgeRouter`; generation replies come from the usual per-row router.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import benchmarks_judge_calibration as calibration
+import pytest
+import yaml
+from genhelpers import Reply, draft, go_offline, router, row_of, rows_for
+from harness import Project
+from judgehelpers import fails, install, is_judge, passes, verdict_reply
+
+from pytest_batchgen.calibration import accuracy, cohen_kappa, flip_rate
+from pytest_batchgen.judge import (
+    Sample,
+    judge_slug,
+    majority,
+    numbered,
+    parse_sample,
+    sends_titles,
+)
+
+CRITERION = "the Definition is accurate and not circular"
+RULE = judge_slug(CRITERION)  # judge-definition-accurate-not-circular
+JUDGE_LINE = f"5. Judge (sonnet): {CRITERION}\n"
+JUDGE_DATA = Path(__file__).resolve().parent / "data" / "judge"
+
+
+def given_rows_with_a_judge(project: Project, *names: str, line: str = JUDGE_LINE, ini_extra: str = "") -> None:
+    project.write_rows(rows_for(*names), ini_extra=ini_extra)
+    text = project.read()
+    anchor = "\n## Phase 1"
+    project.write("plan.md", text.replace(anchor, line + anchor, 1))
+
+
+def judge_cassette(project: Project, filename: str) -> list[dict]:
+    path = project.cassette_dir() / f"{filename}.judge.yaml"
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["interactions"]
+
+
+def generation_requests(fake, filename: str) -> list:
+    """The row's generation requests (judge calls left out)."""
+    return [e for e in fake.messages_requests() if not is_judge(e.body) and row_of(e) == filename]
+
+
+def item(filename: str) -> str:
+    return f"{filename}::{RULE}"
+
+
+# -- the form ------------------------------------------------------------------------------
+
+
+def test_the_rule_id_is_a_stable_slug_of_the_criterion():
+    assert RULE == "judge-definition-accurate-not-circular"
+    assert judge_slug("The Related Terms section names another term of this plan") == (
+        "judge-related-terms-section-names-another"
+    )
+
+
+def test_majority_of_samples_wins_and_a_tie_fails():
+    p, f = Sample("pass", "ok", 1), Sample("fail", "circular", 7)
+    assert majority([f, p, f]).verdict == "fail" and majority([f, p, f]).agreement == "2/3"
+    assert majority([p, f, p]).verdict == "pass"
+    assert majority([p, f]).verdict == "fail"  # a tie fails
+    assert majority([f, p, f]).line == 7
+    assert majority([Sample(None, "no tool call")]).verdict == "error"
+
+
+def test_a_reply_without_the_tool_call_is_no_verdict():
+    assert parse_sample(None).verdict is None
+    assert parse_sample({"verdict": "maybe"}).verdict is None
+    assert parse_sample({"verdict": "FAIL", "line": 3, "reason": "r"}) == Sample("fail", "r", 3, "")
+    assert parse_sample({"verdict": "pass", "line": True}).line is None
+
+
+def test_the_plan_titles_go_only_to_criteria_that_mention_the_plan():
+    assert sends_titles("Related Terms name another term of this plan")
+    assert not sends_titles("the Definition is not circular")
+    assert numbered("a\nb") == "  1| a\n  2| b"
+
+
+def test_an_unknown_model_alias_is_a_plan_error_naming_the_line(project):
+    given_rows_with_a_judge(project, "alpha", line=f"5. Judge (sonet): {CRITERION}\n")
+    result = project.run("--batch-validate-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    line = project.read().splitlines().index(f"5. Judge (sonet): {CRITERION}") + 1
+    assert f"plan.md:{line}: unknown judge model 'sonet'" in err, err
+    assert "haiku, opus, sonnet" in err
+
+
+def test_a_judge_line_without_a_model_needs_a_default(project):
+    given_rows_with_a_judge(project, "alpha", line=f"5. Judge: {CRITERION}\n")
+    result = project.run("--batch-validate-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "names no model" in result.stderr.str()
+
+
+def test_the_plan_wide_judge_model_comes_from_models_or_the_ini(project, fake):
+    judge = install(fake)
+    given_rows_with_a_judge(project, "alpha", line=f"5. Judge: {CRITERION}\n")
+    project.write("plan.md", project.read() + "\n## Models\n- judge: opus\n")
+    project.run()
+    assert [b["model"] for b in judge.judge_calls()] == ["claude-opus-5-5"]
+
+    given_rows_with_a_judge(project, "beta", line=f"5. Judge: {CRITERION}\n", ini_extra="batchgen_judge_model = haiku\n")
+    project.run()
+    assert judge.judge_calls("beta.md")[0]["model"] == "claude-haiku-5-5"
+
+
+# -- generation, failure, repair -------------------------------------------------------------
+
+
+def test_a_passing_judge_rule_completes_the_row_and_is_recorded(project, fake):
+    judge = install(fake)
+    given_rows_with_a_judge(project, "alpha")
+
+    result = project.run()
+
+    assert result.outcomes()[item("alpha.md")] == "passed", result.stdout.str()
+    assert project.statuses() == {"alpha.md": "complete"}
+    [body] = judge.judge_calls("alpha.md")
+    assert "temperature" not in body  # API 2026-10-21 answers 400 to sampling parameters
+    assert body["tool_choice"] == {"type": "tool", "name": "record_verdict"}
+    assert body["model"] == "claude-sonnet-5-5"
+    text = body["messages"][0]["content"]
+    assert f"<criterion>{CRITERION}</criterion>" in text and "<row_title>Alpha</row_title>" in text
+    assert "  1| ---" in text and "<plan_titles>" not in text
+    assert "category must be one of: A, B, C" in text  # the content rules
+    assert len(judge_cassette(project, "alpha.md")) == 1
+
+
+def test_a_failing_verdict_reaches_the_item_the_note_the_report_and_the_repair_turn(project, fake, monkeypatch):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    judge = install(fake)
+    judge.set("alpha.md", fails("the Definition defines Alpha as alpha: circular", 9))
+    given_rows_with_a_judge(project, "alpha")
+
+    result = project.run("--batch-report", "report.json")
+
+    assert result.outcomes()[item("alpha.md")] == "failed"
+    failure = result.failure(item("alpha.md"))
+    assert "output/alpha.md:9: judge (claude-sonnet-5-5): the Definition defines Alpha as alpha: circular" in failure
+    assert "output line 9: Alpha: definition text." in failure
+    note = project.notes()["alpha.md"]
+    assert "the Definition defines Alpha as alpha: circular" in note and "output/alpha.md:9" in note
+    [_first, repair] = generation_requests(fake, "alpha.md")  # the draft was repaired against the reason
+    turn = repair.body["messages"][-1]["content"]
+    assert f"{CRITERION} ({RULE}): judge (claude-sonnet-5-5): the Definition defines Alpha as alpha: circular" in turn
+    assert "output line 9: Alpha: definition text." in turn
+    report = json.loads(project.read("report.json"))
+    row = report["plans"][0]["rows"][0]
+    assert any("circular" in f["message"] and f["output_line"] == 9 for f in row["failures"])
+    # the repaired draft came back word for word: its request is the same, so is its verdict
+    assert [a["check"] for a in row["judge_attempts"]] == [RULE]
+    assert any(a == [f"{RULE}: judge (claude-sonnet-5-5): the Definition defines Alpha as alpha: circular"]
+               for a in (x["failed_checks"] for x in row["attempts"]))
+    result.stdout.fnmatch_lines([f"::error file=output/alpha.md,line=9,title=batchgen alpha.md%3A {RULE}::*circular*"])
+    assert project.statuses() == {"alpha.md": "pending"}
+
+
+def test_a_judge_failure_repairs_into_a_pass(project, fake):
+    router(fake).set("alpha.md", Reply.ok(draft("Alpha", extra="Alpha is alpha.\n")), Reply.ok(draft("Alpha")))
+    judge = install(fake)
+    judge.set("alpha.md", fails("Alpha is defined as itself", 14), passes())
+    given_rows_with_a_judge(project, "alpha")
+
+    result = project.run()
+
+    assert result.outcomes()[item("alpha.md")] == "passed", result.stdout.str()
+    assert project.statuses() == {"alpha.md": "complete"}
+    assert len(generation_requests(fake, "alpha.md")) == 2
+    assert len(judge.judge_calls("alpha.md")) == 2
+    assert "Alpha is defined as itself" in generation_requests(fake, "alpha.md")[1].body["messages"][-1]["content"]
+
+
+def test_judge_rules_wait_for_the_mechanical_rules(project, fake):
+    judge = install(fake)
+    given_rows_with_a_judge(project, "alpha")
+    project.write("output/alpha.md", draft("Alpha", category="Z"))
+
+    result = project.run("--batch-validate-only")
+
+    assert result.outcomes()[item("alpha.md")] == "skipped"
+    assert "not judged: the row's other checks fail first (category-value)" in result.skip_reasons()[item("alpha.md")]
+    assert judge.judge_calls() == []
+
+
+# -- recording and replay --------------------------------------------------------------------
+
+
+def test_replay_without_a_key_gives_the_same_verdicts_with_no_connection(project, fake, monkeypatch):
+    judge = install(fake)
+    judge.set("beta.md", fails("Beta is defined by Beta", 7))
+    rows = rows_for("alpha", "beta")
+    given_rows_with_a_judge(project, "alpha", "beta")
+    first = project.run()
+    assert first.outcomes()[item("alpha.md")] == "passed"
+    assert first.outcomes()[item("beta.md")] == "failed"
+    before = len(fake.messages_requests())
+
+    project.reset(rows)
+    given_rows_with_a_judge(project, "alpha", "beta")
+    attempts = go_offline(fake, monkeypatch)
+    again = project.run("--batch-report", "report.json")
+
+    assert attempts == []
+    assert len(fake.messages_requests()) == before
+    assert again.outcomes()[item("alpha.md")] == "passed"
+    assert again.outcomes()[item("beta.md")] == "failed"
+    assert "Beta is defined by Beta" in again.failure(item("beta.md"))
+    report = json.loads(project.read("report.json"))
+    calls = [a["call"] for r in report["plans"][0]["rows"] for a in r["judge_attempts"]]
+    assert calls and set(calls) == {"replayed"}
+    assert report["totals"]["judge_calls_live"] == 0 and report["totals"]["all_replayed"]
+
+
+def test_an_edited_output_is_judged_afresh_and_an_unchanged_one_is_not(project, fake):
+    judge = install(fake)
+    given_rows_with_a_judge(project, "alpha")
+    project.run()
+    assert len(judge.judge_calls()) == 1
+
+    project.run()  # complete and unchanged: replayed
+    assert len(judge.judge_calls()) == 1
+
+    project.edit("output/alpha.md", "Alpha: details text.", "Alpha: details text, edited.")
+    result = project.run()
+    assert result.outcomes()[item("alpha.md")] == "passed"
+    assert len(judge.judge_calls()) == 2
+    assert "edited" in judge.judge_calls()[-1]["messages"][0]["content"]
+    assert len(judge_cassette(project, "alpha.md")) == 2
+
+
+def test_validate_only_replays_a_recorded_verdict_and_skips_without_one(project, fake, monkeypatch):
+    install(fake)
+    given_rows_with_a_judge(project, "alpha", "beta")
+    project.run("plan.md::alpha.md")  # records alpha's verdict
+    project.write("output/beta.md", draft("Beta"))  # written by hand: never judged
+    attempts = go_offline(fake, monkeypatch)
+
+    result = project.run("--batch-validate-only")
+
+    assert attempts == []
+    assert result.outcomes()[item("alpha.md")] == "passed"
+    assert result.outcomes()[item("beta.md")] == "skipped"
+    reason = result.skip_reasons()[item("beta.md")]
+    assert "no recorded verdict for the output as it is in cassettes/plan/beta.md.judge.yaml" in reason
+    assert "--batch-validate-only makes no model call" in reason
+    assert f"To record it: ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md 'plan.md::beta.md::{RULE}'" in reason
+    assert project.statuses()["beta.md"] == "pending"  # a skipped judge keeps the row pending
+
+    before = project.snapshot()
+    required = project.run("--batch-readonly", "--batch-judge-required")
+    assert project.snapshot() == before  # read-only: not even a judge recording is written
+    assert required.outcomes()[item("beta.md")] == "failed"
+    assert "judge verdict required" in required.failure(item("beta.md"))
+
+
+def test_a_plan_without_judge_lines_still_imports_neither_the_sdk_nor_vcrpy(project, pytester):
+    project.write_rows(rows_for("alpha"))
+    project.write("output/alpha.md", draft("Alpha"))
+    pytester.makeconftest(
+        """
+        import sys
+
+        def pytest_sessionfinish(session):
+            heavy = sorted(m for m in ("anthropic", "vcr", "httpx2") if m in sys.modules)
+            open("imported.txt", "w").write(",".join(heavy) or "none")
+        """
+    )
+    result = project.run("--batch-validate-only", subprocess=True)
+    assert result.ret == pytest.ExitCode.OK
+    assert project.read("imported.txt") == "none"
+
+
+# -- samples, cost, dry run -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("script", "outcome", "agreement"),
+    [(("fail", "pass", "fail"), "failed", "2/3"), (("pass", "fail", "pass"), "passed", None)],
+)
+def test_k_samples_take_the_majority(project, fake, script, outcome, agreement):
+    judge = install(fake)
+    judge.set("alpha.md", *(verdict_reply(v, f"sample says {v}", 7) for v in script))
+    given_rows_with_a_judge(project, "alpha")
+
+    result = project.run("--batch-judge-samples", "3", "--batch-max-attempts", "1", "--batch-report", "r.json")
+
+    assert result.outcomes()[item("alpha.md")] == outcome
+    assert len(judge.judge_calls()) == 3
+    if agreement:
+        assert f"judge (claude-sonnet-5-5, {agreement} samples agree): sample says fail" in result.failure(item("alpha.md"))
+    row = json.loads(project.read("r.json"))["plans"][0]["rows"][0]
+    assert [a["verdict"] for a in row["judge_attempts"]] == list(script)
+    assert {(a["majority"], a["agreement"]) for a in row["judge_attempts"]} == {(outcome[:4], "2/3")}
+
+
+def test_judge_tokens_and_cost_count_in_the_row_and_the_totals(project, fake):
+    install(fake)
+    given_rows_with_a_judge(project, "alpha")
+
+    result = project.run("--batch-report", "r.json")
+
+    report = json.loads(project.read("r.json"))
+    row = report["plans"][0]["rows"][0]
+    [attempt] = row["judge_attempts"]
+    assert attempt["call"] == "live" and attempt["usage"]["input_tokens"] == 400 and attempt["cost_usd"] > 0
+    generation = sum(a["cost_usd"] for a in row["attempts"])
+    assert row["cost_usd"] == pytest.approx(generation + attempt["cost_usd"], abs=1e-6)
+    assert row["usage"]["input_tokens"] == sum(a["usage"]["input_tokens"] for a in row["attempts"]) + 400
+    totals = report["totals"]
+    assert totals["judge_calls"] == 1 and totals["judge_cost_usd"] == attempt["cost_usd"]
+    assert totals["calls"] == len(row["attempts"])  # generation calls, apart from judge calls
+    result.stdout.fnmatch_lines(["*1 judge calls (1 live, 0 replayed)*"])
+
+
+def test_the_budget_counts_judge_spend(project, fake):
+    judge = install(fake)
+    given_rows_with_a_judge(project, "alpha", "beta")
+
+    result = project.run("--batch-max-cost", "0.0000001", "--batch-concurrency", "1")
+
+    # the first row's generation spends the budget: its judge is not asked, the second row is not sent
+    assert judge.judge_calls() == []
+    assert "reached --batch-max-cost" in result.skip_reasons()[item("alpha.md")]
+
+
+def test_the_dry_run_shows_each_judge_prompt_for_one_row(project):
+    given_rows_with_a_judge(project, "alpha", "beta")
+    result = project.run("--batch-dry-run")
+    out = result.stdout.str()
+    assert out.count(f"judge {RULE} -> claude-sonnet-5-5") == 1
+    assert f"<criterion>{CRITERION}</criterion>" in out
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+
+def test_cohen_kappa_against_hand_computed_values():
+    # 50 items: both yes 20, A yes B no 5, A no B yes 10, both no 15: po = 0.7, pe = 0.5*0.6 + 0.5*0.4 = 0.5
+    pairs = [("pass", "pass")] * 20 + [("pass", "fail")] * 5 + [("fail", "pass")] * 10 + [("fail", "fail")] * 15
+    assert accuracy(pairs) == pytest.approx(0.7)
+    assert cohen_kappa(pairs) == pytest.approx(0.4)
+    # po = 0.6; both say pass 3 times in 5: pe = 0.36 + 0.16 = 0.52; kappa = 0.08 / 0.48
+    five = [("pass", "pass"), ("pass", "pass"), ("pass", "fail"), ("fail", "fail"), ("fail", "pass")]
+    assert cohen_kappa(five) == pytest.approx(1 / 6)
+    assert cohen_kappa([("pass", "pass"), ("fail", "fail")]) == pytest.approx(1.0)
+    assert cohen_kappa([("pass", "fail"), ("fail", "pass")]) == pytest.approx(-1.0)
+    assert cohen_kappa([("pass", "pass")] * 4) is None  # one verdict throughout: undefined
+
+
+def test_flip_rate_counts_items_whose_samples_disagree():
+    assert flip_rate([["pass"] * 3, ["pass", "fail", "pass"], ["fail"] * 3, [None, "pass", "pass"]]) == 0.5
+    assert flip_rate([["pass"], ["fail"]]) == 0.0
+
+
+def test_the_labelled_set_has_every_fault_kind_with_reasons():
+    labels = yaml.safe_load((JUDGE_DATA / "labels.yaml").read_text(encoding="utf-8"))
+    assert 20 <= len(labels["outputs"]) <= 40
+    assert set(labels["criteria"]) == {"not-circular", "compares", "related-in-plan", "right-category"}
+    for entry in labels["outputs"]:
+        assert (JUDGE_DATA / "outputs" / entry["file"]).is_file()
+        assert set(entry["labels"]) == set(labels["criteria"])
+        for criterion, label in entry["labels"].items():
+            assert label["verdict"] in ("pass", "fail") and label["reason"]
+            assert (label["verdict"] == "fail") == (criterion in entry["planted"])
+    for criterion in labels["criteria"]:
+        fails = [e for e in labels["outputs"] if e["labels"][criterion]["verdict"] == "fail"]
+        assert len(fails) == 6
+
+
+def test_the_calibration_command_prints_accuracy_kappa_and_flip_rate(tmp_path, capsys, monkeypatch):
+    """Four outputs, two criteria, three samples; the loopback judge is scripted to get two
+    'compares' items wrong, both by a 2-1 vote. By hand for 'compares': labels P F P P, judge
+    P P F P: accuracy 0.5, pe = 3/4*3/4 + 1/4*1/4 = 0.625, kappa = (0.5 - 0.625) / 0.375 = -1/3,
+    flip rate 2/4."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    full = yaml.safe_load((JUDGE_DATA / "labels.yaml").read_text(encoding="utf-8"))
+    keep = ("quorum.good.md", "quorum.fault.md", "backpressure.good.md", "backpressure.fault.md")
+    small = {
+        "plan": "plan.md",
+        "criteria": {k: full["criteria"][k] for k in ("not-circular", "compares")},
+        "outputs": [
+            {**e, "labels": {k: e["labels"][k] for k in ("not-circular", "compares")}}
+            for e in full["outputs"] if e["file"] in keep
+        ],
+    }
+    shutil.copytree(JUDGE_DATA / "outputs", tmp_path / "set" / "outputs")
+    shutil.copy(JUDGE_DATA / "plan.md", tmp_path / "set" / "plan.md")
+    (tmp_path / "set" / "labels.yaml").write_text(yaml.safe_dump(small), "utf-8")
+    (tmp_path / "answers.yaml").write_text(
+        "quorum.fault.md: {compares: [pass, pass, fail]}\nbackpressure.good.md: {compares: [fail, fail, pass]}\n", "utf-8"
+    )
+
+    code = calibration.main(["--labels", str(tmp_path / "set" / "labels.yaml"), "--samples", "3",
+                             "--loopback", str(tmp_path / "answers.yaml"), "--workers", "2"])
+
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1:] for line in out[1:3]}
+    assert rows["not-circular"] == ["4", "4", "1.000", "1.000", "0.000"]
+    assert rows["compares"] == ["4", "4", "0.500", "-0.333", "0.500"]
+    assert out[3].startswith("24 judge calls to the loopback server")
+
+
+def test_under_xdist_the_controller_judges_the_drafts_and_the_workers_replay(project, fake):
+    judge = install(fake)
+    judge.set("beta.md", fails("Beta is defined by Beta", 9))
+    given_rows_with_a_judge(project, "alpha", "beta")
+
+    result = project.run("-n", "2", "-p", "no:randomly")
+
+    assert result.outcomes()[item("alpha.md")] == "passed", result.stdout.str()
+    assert result.outcomes()[item("beta.md")] == "failed"
+    assert "Beta is defined by Beta" in project.notes()["beta.md"]
+    assert len(judge.judge_calls()) == 2  # once per row, by the controller; the workers replayed
+    assert project.statuses() == {"alpha.md": "complete", "beta.md": "pending"}
+
+
+def test_a_corrupt_judge_recording_is_a_failure_naming_the_file(project, fake, monkeypatch):
+    install(fake)
+    given_rows_with_a_judge(project, "alpha")
+    project.run()
+    project.write("cassettes/plan/alpha.md.judge.yaml", "interactions: [\n")
+    go_offline(fake, monkeypatch)
+
+    result = project.run("--batch-validate-only")
+
+    assert result.outcomes()[item("alpha.md")] == "failed"
+    assert "cassettes/plan/alpha.md.judge.yaml" in result.failure(item("alpha.md"))
+    assert "is not valid YAML" in result.failure(item("alpha.md"))
+
+
+def test_registration_waits_for_the_judge(project, fake):
+    judge = install(fake)
+    judge.set("beta.md", fails("Beta is defined by Beta", 9))
+    given_rows_with_a_judge(project, "alpha", "beta", line=JUDGE_LINE + "6. Output registered in `output/INDEX.md`\n")
+
+    result = project.run()
+
+    assert result.outcomes()["alpha.md::registered"] == "passed"
+    assert result.outcomes()["beta.md::registered"] == "failed"
+    assert "registered once its other checks pass" in result.failure("beta.md::registered")
+    index = project.read("output/INDEX.md")
+    assert "alpha.md" in index and "beta.md" not in index
