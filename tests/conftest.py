@@ -20,7 +20,7 @@ import pytest_batchgen.client  # noqa: F401
 import pytest_batchgen.dispatch  # noqa: F401
 import pytest_batchgen.recording  # noqa: F401
 from fakeapi import FakeAnthropic
-from genhelpers import API_KEY, Router
+from genhelpers import Router, loopback_api
 from harness import Project
 
 
@@ -29,17 +29,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
     """A fresh loopback API per test, with a :class:`~genhelpers.Router` as its default reply;
     the SDK finds it through the environment (``ANTHROPIC_BASE_URL``, a distinctive
     ``ANTHROPIC_API_KEY``, ``CI`` and ``GITHUB_ACTIONS`` unset)."""
-    server = FakeAnthropic()
-    server.default = Router()
-    server.start()
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
-    monkeypatch.delenv("CI", raising=False)
-    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from loopback_api(monkeypatch, Router())
 
 
 @pytest.fixture

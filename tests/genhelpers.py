@@ -26,7 +26,7 @@ import re
 import shlex
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -209,6 +209,25 @@ class Router:
             n = self._served.get(filename, 0)
             self._served[filename] = n + 1
             return replies[min(n, len(replies) - 1)]
+
+
+def loopback_api(
+    monkeypatch: pytest.MonkeyPatch, default: Callable[[dict], Reply], api_key: str = API_KEY
+) -> Iterator[FakeAnthropic]:
+    """Run a loopback API for one test, answering with ``default`` (a ``body -> Reply``); the SDK
+    finds it through the environment (``ANTHROPIC_BASE_URL``, a distinctive ``ANTHROPIC_API_KEY``,
+    ``CI`` and ``GITHUB_ACTIONS`` unset). Yield from it in a fixture."""
+    server = FakeAnthropic()
+    server.default = default
+    server.start()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", api_key)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def router(server: FakeAnthropic) -> Router:

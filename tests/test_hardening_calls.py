@@ -20,6 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fakeapi import FakeAnthropic, Reply
+from genhelpers import loopback_api
 
 # imported before any in-process run, so that pytester's module snapshot keeps them loaded
 import pytest_batchgen.client
@@ -113,17 +114,7 @@ class Router:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
-    server = FakeAnthropic()
-    server.default = Router()
-    server.start()
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
-    monkeypatch.delenv("CI", raising=False)
-    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from loopback_api(monkeypatch, Router(), API_KEY)
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

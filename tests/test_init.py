@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml  # noqa: F401  (see below)
-from fakeapi import FakeAnthropic, Reply
+from fakeapi import Reply
+from genhelpers import loopback_api
 
 from pytest_batchgen.checklist import compile_checklist
 from pytest_batchgen.cli import main
@@ -360,17 +361,7 @@ def reply_for(body: dict) -> Reply:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
-    server = FakeAnthropic()
-    server.default = reply_for
-    server.start()
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-batchgen-init-TEST-KEY")
-    monkeypatch.delenv("CI", raising=False)
-    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from loopback_api(monkeypatch, reply_for, "sk-ant-api03-batchgen-init-TEST-KEY")
 
 
 def test_generating_the_scaffolds_pending_rows_passes_every_check(pytester, capsys, fake):
