@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from .baseline import annotate_json
 from .report import json_report, write_json
 from .state import BatchState
 from .tally import TallyPlugin
@@ -29,5 +30,7 @@ class JsonReportPlugin:
             "readonly": settings.readonly,
             "exit_status": int(exitstatus),
         }
-        document = json_report(self.tally.row_reports(), self.state.prices, meta=meta, budget_note=self.state.budget_note)
+        reports = self.tally.row_reports()
+        document = json_report(reports, self.state.prices, meta=meta, budget_note=self.state.budget_note)
+        annotate_json(document, self.state, reports)  # each row's freshness; baselines
         write_json(self.path, document)

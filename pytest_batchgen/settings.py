@@ -183,6 +183,35 @@ def add_options(parser: pytest.Parser) -> None:
         help="test files with custom checks (tests using batch_output / batch_row) collected "
         "with the plan when no paths are given on the command line.",
     )
+    # -- issue 15: freshness, baselines and the run's Markdown summary -----------------------
+    group.addoption(
+        "--batch-fail-stale",
+        action="store_true",
+        default=False,
+        help="CI gate: each row gets a 'fresh' item that fails when its output was generated from a "
+        "prompt the plan would no longer send (format reference, content rules, title, model, ...).",
+    )
+    group.addoption(
+        "--batch-regenerate-stale",
+        action="store_true",
+        default=False,
+        help="regenerate the stale rows (and the pending ones); a new draft replaces a passing "
+        "output only once it passes.",
+    )
+    group.addoption(
+        "--batch-fail-on-regression",
+        action="store_true",
+        default=False,
+        help="exit non-zero when a row whose previous output passed its checks was regenerated "
+        "and its new draft fails them.",
+    )
+    group.addoption(
+        "--batch-summary",
+        default=None,
+        metavar="PATH",
+        help="write a Markdown summary of the run (rows, verdicts, freshness, cost, regressions, "
+        "diffs) to PATH; it is also appended to $GITHUB_STEP_SUMMARY when that is set.",
+    )
 
 
 @dataclass(frozen=True)
@@ -211,6 +240,10 @@ class Settings:
     prices: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
     checks: tuple[Path, ...] = ()
     api_key: str | None = None
+    fail_stale: bool = False
+    regenerate_stale: bool = False
+    fail_on_regression: bool = False
+    summary: Path | None = None
 
     @property
     def generates_here(self) -> bool:
@@ -224,7 +257,11 @@ class Settings:
         """Read and validate every value; a bad one is a :class:`BatchgenError` naming it."""
         readonly = bool(config.getoption("batch_readonly"))
         report = config.getoption("batch_report")
+        summary = config.getoption("batch_summary")
         invocation_dir = Path(config.invocation_params.dir)
+        if config.getoption("batch_regenerate_stale") and (readonly or config.getoption("batch_validate_only")):
+            which = "--batch-readonly" if readonly else "--batch-validate-only"
+            raise BatchgenError(f"--batch-regenerate-stale generates outputs; {which} makes no model call. Drop one of them")
         return cls(
             plans=tuple(config.getoption("batch_plan")),
             rootdir=Path(config.rootpath),
@@ -248,6 +285,10 @@ class Settings:
             prices=MappingProxyType(ini_prices(config.getini("batchgen_prices"))),
             checks=tuple(Path(p) for p in config.getini("batchgen_checks")),
             api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
+            fail_stale=bool(config.getoption("batch_fail_stale")),
+            regenerate_stale=bool(config.getoption("batch_regenerate_stale")),
+            fail_on_regression=bool(config.getoption("batch_fail_on_regression")),
+            summary=invocation_dir / summary if summary else None,
         )
 
 

@@ -21,6 +21,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .dispatch import RowResult
+    from .freshness import FreshnessBook
 
 
 class GenerationSource(Protocol):
@@ -43,6 +44,7 @@ class BatchState:
     prices: PriceTable
     generation: GenerationSource | None = None
     selection: Selection | None = None  # rows and items named on the command line
+    freshness: FreshnessBook | None = None  # each row's freshness, read once (freshness.book_of)
 
     @property
     def several_plans(self) -> bool:

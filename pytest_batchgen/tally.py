@@ -181,6 +181,8 @@ def _failure(
         }
     if isinstance(item, GenerateItem) and exc is not None:
         return {"check": "generate", "message": str(exc)}
+    if getattr(exc, "batchgen_check", None):  # an item of another concern (stalegate's "fresh")
+        return {"check": str(exc.batchgen_check), "message": str(exc), "output": run.plan.rel(run.output_path(row))}  # type: ignore[union-attr]
     if call.excinfo is not None:
         message = call.excinfo.exconly().strip()
     else:
