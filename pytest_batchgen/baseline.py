@@ -17,10 +17,17 @@ the old output, so the draft's verdict is taken from the generation's last attem
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .freshness import Freshness, book_of, read_recording, recorded_cost, UnreadableRecording
+from .freshness import (
+    Freshness,
+    UnreadableRecording,
+    book_of,
+    read_recording,
+    recorded_cost,
+)
 from .outcomes import Outcome, Verdict
 from .plan import Row
 from .run import PlanRun

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -113,6 +114,76 @@ def read_recording(path: Path) -> Recording | None:
     return Recording(first=first, usage=total, calls=tuple(calls))
 
 
+def _first_body_event(raw: bytes) -> str | None:
+    """The first request's body read from the YAML events, stopping there (the rest of the file,
+    the replies, is not parsed); None when the file is not laid out as vcrpy writes it."""
+    import base64
+
+    loader = _Loader(raw)
+    stack: list[list[Any]] = []  # [kind, current key or index, expecting a key]
+    try:
+        while True:
+            event = loader.get_event()
+            if event is None or isinstance(event, yaml.StreamEndEvent):
+                return None
+            if isinstance(event, (yaml.StreamStartEvent, yaml.DocumentStartEvent)):
+                continue
+            if isinstance(event, yaml.MappingStartEvent):
+                stack.append(["map", None, True])
+            elif isinstance(event, yaml.SequenceStartEvent):
+                stack.append(["seq", 0, False])
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                stack.pop()
+                _advance(stack)
+            elif isinstance(event, yaml.ScalarEvent):
+                top = stack[-1] if stack else None
+                if top is not None and top[0] == "map" and top[2]:
+                    top[1], top[2] = event.value, False
+                    continue
+                if [level[1] for level in stack] == ["interactions", 0, "request", "body"]:
+                    if event.tag and event.tag.endswith(":binary"):
+                        return base64.b64decode(event.value).decode("utf-8")
+                    return str(event.value)
+                _advance(stack)
+            else:  # aliases, documents after the first: not vcrpy's layout
+                return None
+    finally:
+        loader.dispose()
+
+
+def _advance(stack: list[list[Any]]) -> None:
+    if stack:
+        top = stack[-1]
+        if top[0] == "map":
+            top[2] = True
+        else:
+            top[1] += 1
+
+
+def read_first_request(path: Path) -> dict[str, Any] | None:
+    """The first recorded request's JSON body, fast: only the YAML up to it is parsed.
+
+    None when there is no recording; :class:`UnreadableRecording` when the file cannot be used
+    (anything unusual is read in full by :func:`read_recording`, which says why)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UnreadableRecording(f"cannot be read: {exc.strerror}") from None
+    if not raw.strip():
+        return None
+    try:
+        body = _first_body_event(raw)
+        first = json.loads(body) if body is not None else None
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, IndexError, TypeError):
+        first = None
+    if isinstance(first, dict):
+        return first
+    recording = read_recording(path)
+    return dict(recording.first) if recording is not None else None
+
+
 # -- what changed -----------------------------------------------------------------------------
 
 _SYSTEM_RE = re.compile(
@@ -154,6 +225,8 @@ def _shape(params: Mapping[str, Any]) -> Any:
 def changes(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[str, ...]:
     """What differs between a recorded first request and today's: reasons of :data:`REASONS`,
     empty when the two requests are the same."""
+    if recorded == now:
+        return ()
     found: set[str] = set()
     if recorded.get("model") != now.get("model"):
         found.add("model")
@@ -199,7 +272,7 @@ class Freshness:
     reasons: tuple[str, ...] = ()
     #: ``matches`` / ``differs`` (the recording against today's request), ``none`` or ``unreadable``
     recording: str = "none"
-    recorded: Recording | None = None
+    cassette: Path | None = None  # the recording's file, when there is a readable one
     note: str = ""  # why a recording could not be used
 
     @property
@@ -222,17 +295,17 @@ def assess(plan: Plan, row: Row, prompt: Prompt) -> Freshness:
     has_output = plan.output_path(row).exists()
     cassette = plan.cassette_path(row)
     try:
-        recording = read_recording(cassette)
+        first = read_first_request(cassette)
     except UnreadableRecording as exc:
         note = f"the recording {plan.rel(cassette)} {exc}"
         return Freshness(UNRECORDED if has_output else MISSING, recording="unreadable", note=note)
-    if recording is None:
+    if first is None:
         return Freshness(UNRECORDED if has_output else MISSING)
-    reasons = changes(recording.first, prompt.params())
+    reasons = changes(first, prompt.params())
     kind = "differs" if reasons else "matches"
     if not has_output:
-        return Freshness(MISSING, reasons, kind, recording)
-    return Freshness(STALE if reasons else FRESH, reasons, kind, recording)
+        return Freshness(MISSING, reasons, kind, cassette)
+    return Freshness(STALE if reasons else FRESH, reasons, kind, cassette)
 
 
 class FreshnessBook:
@@ -306,8 +379,9 @@ class Estimator:
             self._average[plan.path] = found
         return found
 
-    def estimate(self, plan: Plan, row: Row, prompt: Prompt, freshness: Freshness, average_output: int) -> Estimate:
-        rec = freshness.recorded
+    def estimate(
+        self, plan: Plan, row: Row, prompt: Prompt, freshness: Freshness, average_output: int, rec: Recording | None
+    ) -> Estimate:
         if rec is not None:
             scale = (len(prompt.system) + len(prompt.user)) / max(1, rec.prompt_chars)
             u = rec.usage
@@ -340,14 +414,30 @@ def estimates(
     """Each row's freshness and the estimated live cost of (re)generating it, in order."""
     estimator = Estimator(prices)
     found = [(plan, row, book.of(plan, row)) for plan, row in rows]
+    recordings = {(plan.path, row.filename): _recording(f) for plan, row, f in found}
     averages: dict[Path, int] = {}
     for plan, _, _ in found:
         if plan.path not in averages:
-            recs = [f.recorded for p, _, f in found if p.path == plan.path and f.recorded is not None]
+            recs = [r for (path, _), r in recordings.items() if path == plan.path and r is not None]
             averages[plan.path] = estimator.average_output(plan, recs)
     return [
-        (f, estimator.estimate(plan, row, book.prompt(plan, row), f, averages[plan.path])) for plan, row, f in found
+        (
+            f,
+            estimator.estimate(
+                plan, row, book.prompt(plan, row), f, averages[plan.path], recordings[(plan.path, row.filename)]
+            ),
+        )
+        for plan, row, f in found
     ]
+
+
+def _recording(freshness: Freshness) -> Recording | None:
+    if freshness.cassette is None:
+        return None
+    try:
+        return read_recording(freshness.cassette)
+    except UnreadableRecording:
+        return None
 
 
 def recorded_cost(recording: Recording, prices: PriceTable) -> float:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import pytest
 
@@ -74,8 +74,8 @@ def markdown(
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
-        f = fresh.get((r.plan, r.row.filename))
-        state = "-" if f is None else (f.state + (f" ({', '.join(f.reasons)})" if f.stale else ""))
+        now = fresh.get((r.plan, r.row.filename))
+        state = "-" if now is None else (now.state + (f" ({', '.join(now.reasons)})" if now.stale else ""))
         calls = str(len(r.attempts)) if r.generation is not None else "-"
         failed = ", ".join(dict.fromkeys(x.check for x in r.failures)) or "-"
         lines.append(
@@ -153,9 +153,9 @@ class RunSummaryPlugin:
             return
         reports = self.tally.row_reports()
         changed = list(changes(state, reports).values())
-        if settings.fail_on_regression and any(c.regression for c in changed):
-            if session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        regressed = any(c.regression for c in changed)
+        if settings.fail_on_regression and regressed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if not targets:
             return
         fresh_by_key = freshness_now(state, reports)

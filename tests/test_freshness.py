@@ -15,15 +15,15 @@ freshness is read again:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
+from harness import Project
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import Project
 from pytest_batchgen import prompts
 from pytest_batchgen.freshness import (
     FRESH,
@@ -373,7 +373,8 @@ def test_the_estimate_scales_the_recorded_usage_to_today_s_prompt(recorded: Proj
     book = FreshnessBook(MAX_TOKENS)
     (alpha_f, alpha_e), *_ = estimates(book, [(plan, plan.row("alpha.md"))], PriceTable())
     prompt = book.prompt(plan, plan.row("alpha.md"))
-    scale = (len(prompt.system) + len(prompt.user)) / alpha_f.recorded.prompt_chars
+    recording = read_recording(alpha_f.cassette)
+    scale = (len(prompt.system) + len(prompt.user)) / recording.prompt_chars
     assert scale > 2
     assert alpha_e.basis == "recorded"
     assert alpha_e.usage.output_tokens == 300
@@ -388,7 +389,7 @@ def test_the_estimate_without_recordings_is_characters_over_four(tmp_path: Path)
     plan = load_plan(project.path / "plan.md", project.path)
     book = FreshnessBook(MAX_TOKENS)
     rows = [(plan, plan.row(n)) for n in ("alpha.md", "beta.md", "delta.md")]
-    (fa, a), (fb, b), (fd, d) = estimates(book, rows, PriceTable())
+    (fa, a), (_, b), (_, d) = estimates(book, rows, PriceTable())
     assert (fa.state, a.basis) == (MISSING, "estimated")
     prompt = book.prompt(plan, plan.row("alpha.md"))
     prefix = len(prompt.system) // 4

@@ -14,9 +14,15 @@ import re
 
 import pytest
 import yaml  # noqa: F401  (in-process generations: see tests/test_init.py)
-
 from fakeapi import FakeAnthropic, Reply
-from genhelpers import REFERENCE_MARKER, bad_value, draft, requests_by_row, router, rows_for
+from genhelpers import (
+    REFERENCE_MARKER,
+    bad_value,
+    draft,
+    requests_by_row,
+    router,
+    rows_for,
+)
 from harness import Project, Run
 
 ROWS = rows_for("alpha", "beta", "gamma")
@@ -45,7 +51,7 @@ def table_rows(result: Run) -> dict[str, list[str]]:
 
 
 def estimated_total(result: Run, what: str) -> float:
-    line = next(ln for ln in result.stdout.lines if ln.startswith(f"to regenerate the") and what in ln)
+    line = next(ln for ln in result.stdout.lines if ln.startswith("to regenerate the") and what in ln)
     return float(re.search(r"~\$([0-9.]+)", line).group(1))
 
 
@@ -71,7 +77,7 @@ def test_a_recorded_run_is_fresh_and_a_reference_change_makes_every_row_stale(st
     dry = project.run("--batch-dry-run")
     assert dry.ret == 0
     rows = table_rows(dry)
-    assert {name: cells[2:4] for name, cells in rows.items()} == dict.fromkeys(NAMES, ["stale", "format reference"])
+    assert {name: cells[2:4] for name, cells in rows.items()} == {n: ["stale", "format reference"] for n in NAMES}
     assert all(cells[4] == "recorded" for cells in rows.values())
     dry.stdout.fnmatch_lines(["to regenerate the 3 stale row(s): ~$* (--batch-regenerate-stale)"])
     # nothing pending: no prompt is printed, nothing was written
@@ -94,9 +100,8 @@ def test_the_gate_fails_every_stale_row_with_its_reasons_and_writes_nothing(stal
     assert project.snapshot() == {**before, "gate.json": project.snapshot()["gate.json"]}
     doc = json.loads(project.read("gate.json"))
     rows = {r["filename"]: r for r in doc["plans"][0]["rows"]}
-    assert {n: rows[n]["freshness"] for n in NAMES} == dict.fromkeys(
-        NAMES, {"state": "stale", "reasons": ["format reference"], "recording": "differs"}
-    )
+    stale = {"state": "stale", "reasons": ["format reference"], "recording": "differs"}
+    assert {n: rows[n]["freshness"] for n in NAMES} == {n: stale for n in NAMES}
     assert doc["totals"]["freshness"] == {"stale": 3}
     # -k selects the gate alone
     only = project.run("--batch-fail-stale", "--batch-readonly", "-k", "fresh")
