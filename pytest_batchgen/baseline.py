@@ -28,7 +28,7 @@ from .freshness import (
     read_recording,
     recorded_cost,
 )
-from .outcomes import Outcome, Verdict
+from .outcomes import Outcome
 from .plan import Row
 from .run import PlanRun
 
@@ -154,10 +154,11 @@ def _change(run: PlanRun, r: RowReport, base: Baseline) -> Change:
         verdict_after = "failed"
     else:
         new_text = now
+        # the row's items judged the new output (a registration or custom check included)
         failed_after = list(dict.fromkeys(f.check for f in r.failures))
         if gen.outcome != Outcome.PASSED and not failed_after:
             failed_after = _names(gen.attempts[-1].failures) or [str(gen.outcome)]
-        verdict_after = "passed" if not failed_after and r.verdict in (Verdict.COMPLETE, Verdict.INCOMPLETE) else "failed"
+        verdict_after = "failed" if failed_after else "passed"
     passed_before = not base.failed_checks
     before = {
         "verdict": "passed" if passed_before else "failed",

@@ -12,7 +12,7 @@ from typing import TypedDict
 
 import pytest
 
-from .nodes import CheckFailed, CheckItem, GenerateItem, row_of
+from .nodes import CheckFailed, CheckItem, GenerateItem, RowItem, row_of
 from .outcomes import Verdict
 from .planedit import apply_updates
 from .plan import Row
@@ -70,7 +70,7 @@ class TallyPlugin:
             kept, dropped = [], []
             for item in items:
                 found = row_of(item)
-                name = item.rule.name if isinstance(item, CheckItem) else "generate" if isinstance(item, GenerateItem) else None
+                name = item.name if isinstance(item, RowItem) else None  # a rule's name, generate, fresh
                 if found is None or selection.keeps(found[0].row_id(found[1]), name):
                     kept.append(item)
                 else:

@@ -217,3 +217,53 @@ def test_regenerate_stale_with_readonly_is_a_usage_error(stale_project: Project)
     run = stale_project.run("--batch-regenerate-stale", "--batch-readonly")
     assert run.ret == pytest.ExitCode.USAGE_ERROR
     run.stderr.fnmatch_lines(["*--batch-regenerate-stale generates outputs; --batch-readonly makes no model call*"])
+
+
+def test_record_mode_all_reports_the_baseline_of_a_re_recorded_row(stale_project: Project, fake: FakeAnthropic):
+    project = stale_project
+    router(fake).set("alpha.md", Reply.ok(draft("Alpha", extra="Again.\n")))
+    run = project.run("--batch-record-mode", "all", "plan.md::alpha.md", "--batch-report", "report.json")
+    assert run.ret == 0
+    rows = {r["filename"]: r for r in json.loads(project.read("report.json"))["plans"][0]["rows"]}
+    base = rows["alpha.md"]["baseline"]
+    assert base["freshness_before"]["state"] == "fresh"
+    assert (base["before"]["verdict"], base["after"]["verdict"]) == ("passed", "passed")
+    assert "+Again." in base["diff"]
+    assert rows["beta.md"]["baseline"] is None  # not regenerated
+
+
+def test_a_failing_output_regenerated_is_an_improvement_not_a_regression(project: Project, fake: FakeAnthropic):
+    project.write_rows(ROWS)
+    project.write("output/alpha.md", bad_value("Alpha"))  # hand-written, pending, failing
+    run = project.run("--batch-fail-on-regression", "--batch-report", "report.json")
+    assert run.ret == 0
+    base = {r["filename"]: r for r in json.loads(project.read("report.json"))["plans"][0]["rows"]}["alpha.md"]["baseline"]
+    assert base["freshness_before"]["state"] == "unrecorded"
+    assert base["before"] == {"verdict": "failed", "failed_checks": ["category-value"], "usage": None, "cost_usd": None}
+    assert base["after"]["verdict"] == "passed" and base["regression"] is False
+
+
+def test_regenerate_stale_in_record_mode_none_says_what_changed(stale_project: Project, fake: FakeAnthropic):
+    project = stale_project
+    change_reference(project)
+    fake.requests.clear()
+    run = project.run("--batch-regenerate-stale", "--batch-record-mode", "none")
+    assert run.ret == pytest.ExitCode.TESTS_FAILED
+    assert requests_by_row(fake) == {}
+    assert "the format reference changed since it was recorded" in run.failure("alpha.md::generate")
+
+
+def test_the_gate_under_xdist(stale_project: Project):
+    project = stale_project
+    project.edit("plan.md", "| Gamma |", "| Gamma Ray |")
+    run = project.run("--batch-fail-stale", "--batch-readonly", "-n", "2", subprocess=True)
+    assert run.ret == pytest.ExitCode.TESTS_FAILED
+    run.stdout.fnmatch_lines(["FAILED plan.md::gamma.md::fresh*stale: the title changed*"])
+    assert sum(line.startswith("FAILED") for line in run.stdout.lines) == 1
+
+
+def test_the_fresh_item_can_be_named_on_the_command_line(stale_project: Project):
+    project = stale_project
+    project.edit("plan.md", "| Gamma |", "| Gamma Ray |")
+    run = project.run("--batch-fail-stale", "--batch-readonly", "plan.md::gamma.md::fresh", "plan.md::alpha.md::fresh")
+    assert run.outcomes() == {"gamma.md::fresh": "failed", "alpha.md::fresh": "passed"}
