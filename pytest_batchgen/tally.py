@@ -14,8 +14,8 @@ import pytest
 
 from .nodes import CheckFailed, CheckItem, GenerateItem, RowItem, row_of
 from .outcomes import Verdict
-from .planedit import apply_updates
 from .plan import Row
+from .planedit import apply_updates
 from .report import RowReport, build_rows
 from .results import ItemFailure, RowTally, plan_updates
 from .run import PlanRun
