@@ -443,3 +443,27 @@ def test_validate_only_with_the_gate_imports_neither_the_sdk_nor_vcrpy(project: 
     result.stdout.fnmatch_lines(["FAILED plan.md::beta.md::fresh - *stale: the title changed*"])
     assert not any(line.startswith("FAILED plan.md::alpha.md::fresh") for line in result.stdout.lines)
     assert "stale (title)" in project.read("s.md")
+
+
+# -- the Markdown summary ---------------------------------------------------------------------
+
+
+def test_the_summary_folds_diffs_in_a_fence_longer_than_any_in_them():
+    from pytest_batchgen.baseline import Change
+    from pytest_batchgen.freshness import Freshness
+    from pytest_batchgen.stepsummary import markdown
+
+    diff = "--- a/out/x.md\n+++ b/out/x.md\n@@ -1 +1 @@\n-````python\n+```python\n"
+    change = Change(
+        plan="plan.md",
+        filename="x.md",
+        before={"verdict": "passed", "failed_checks": [], "usage": None, "cost_usd": 0.01},
+        after={"verdict": "failed", "failed_checks": ["lint|x"], "outcome": "failed", "usage": {}, "cost_usd": 0.02, "kept_previous": True},
+        diff=diff,
+        regression=True,
+        freshness_before=Freshness(STALE, ("title",), "differs"),
+    )
+    text = markdown([], {}, [change], PriceTable())
+    assert "`````diff\n" + diff + "`````\n</details>" in text
+    assert "- `plan.md::x.md`: passed before, fails now (lint\\|x)" in text
+    assert "<summary>plan.md::x.md: passed → failed (new draft set aside; previous output kept); stale: title; cost $0.0100 → $0.0200</summary>" in text
