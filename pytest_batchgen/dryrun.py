@@ -1,10 +1,12 @@
-"""``--batch-dry-run``: print each row's model and resolved prompt; run and write nothing."""
+"""``--batch-dry-run``: each selected row's freshness and estimated cost, then each row to generate's
+model and resolved prompt; run and write nothing."""
 
 from __future__ import annotations
 
 import pytest
 
-from .generation import wants_generation
+from .freshness import freshness_table
+from .generation import wants
 from .judge import dry_run_lines, has_judge_rules
 from .nodes import row_of
 from .prompts import build_prompt
@@ -23,15 +25,17 @@ class DryRunPlugin:
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         state = self.state
         tw = self.config.get_terminal_writer()
-        mode = state.settings.record_mode
         shown: set[RowId] = set()
         judged = False  # the judge prompts are shown for one row (they differ only in the output)
         # under xdist the controller has no items: then every selected row is shown
         found = [row_of(item) for item in session.items]
         candidates = [f for f in found if f is not None] if session.items else list(state.selected())
+        tw.sep("-", "freshness and the estimated cost of (re)generating each row")
+        for line in freshness_table(state, candidates):
+            tw.line(line)
         for run, row in candidates:
             row_id = run.row_id(row)
-            if not wants_generation(run, row, mode) or row_id in shown:
+            if not wants(state, run, row) or row_id in shown:
                 continue
             shown.add(row_id)
             prompt = build_prompt(run.plan, row, state.settings.max_tokens)

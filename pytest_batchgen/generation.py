@@ -10,7 +10,7 @@ starting and waiting are written once. The SDK and vcrpy are imported only in
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 import pytest
@@ -29,12 +29,20 @@ if TYPE_CHECKING:
 POLL_SECONDS = 0.25
 
 
-def wants_generation(run: PlanRun, row: Row, record_mode: str) -> bool:
+def wants_generation(run: PlanRun, row: Row, record_mode: str, stale: bool = False) -> bool:
     """Pending rows are generated; in record mode ``all``, so are complete rows that were
-    recorded before (re-recording them; a passing output is kept until a new draft passes)."""
-    if not row.complete:
+    recorded before (re-recording them; a passing output is kept until a new draft passes);
+    and so are ``stale`` rows (``--batch-regenerate-stale``: see :func:`wants`)."""
+    if not row.complete or stale:
         return True
     return record_mode == "all" and run.plan.cassette_path(row).exists()
+
+
+def wants(state: BatchState, run: PlanRun, row: Row) -> bool:
+    """:func:`wants_generation` with the session's record mode and the row's freshness."""
+    from .freshness import regenerates
+
+    return wants_generation(run, row, state.settings.record_mode, regenerates(state, run.plan, row))
 
 
 def rerecord_hint(run: PlanRun, row: Row) -> str:
@@ -43,19 +51,28 @@ def rerecord_hint(run: PlanRun, row: Row) -> str:
     return f"pytest --batch-plan {plan} --batch-record-mode all '{run.row_id(row).node_id(run.plan.rootdir)}'"
 
 
-def make_dispatcher(settings: Settings, prices: PriceTable, rows: Sequence[tuple[PlanRun, Row]]) -> Dispatcher:
-    """Build the dispatcher, its client and its recorder for ``rows``."""
+def make_dispatcher(
+    settings: Settings, prices: PriceTable, rows: Sequence[tuple[PlanRun, Row]], afresh: Collection[str] = ()
+) -> Dispatcher:
+    """Build the dispatcher, its client and its recorder for ``rows``.
+
+    The rows keyed in ``afresh`` (stale ones, ``--batch-regenerate-stale``) are re-recorded as
+    record mode ``all`` re-records a row: their old recording is not replayed, and a new draft
+    replaces a passing output only once it passes."""
     from .client import ClientSettings, ModelClient
     from .dispatch import Dispatcher, Job
     from .recording import Recorder
 
     mode = settings.record_mode
-    jobs = [Job(run, row, rerecord=mode == "all") for run, row in rows]
+    jobs = [Job(run, row, rerecord=mode == "all" or run.row_id(row).key in afresh) for run, row in rows]
     paths = {j.key: j.run.plan.cassette_path(j.row) for j in jobs}
     hints = {j.key: rerecord_hint(j.run, j.row) for j in jobs}
     api_key = settings.api_key
     recorder = Recorder(paths, mode, hints, secrets=(api_key,) if api_key else ())
     recorder.labels = {j.key: j.run.plan.rel(paths[j.key]) for j in jobs}
+    for key in afresh:
+        if key in paths:
+            recorder.start_afresh(key)  # the stale recording is replaced by the new replies
     client_settings = ClientSettings(
         max_retries=settings.max_retries,
         timeout=settings.timeout,
@@ -84,9 +101,13 @@ class Generation:
     @classmethod
     def start_for(cls, config: pytest.Config, state: BatchState, rows: Sequence[tuple[PlanRun, Row]]) -> Generation:
         """Start generating ``rows`` now, with the progress line of ``config``'s terminal."""
+        from .baseline import capture
+        from .freshness import regenerates
         from .terminal import progress_line
 
-        generation = cls(make_dispatcher(state.settings, state.prices, rows), progress_line(config))
+        afresh = {run.row_id(row).key for run, row in rows if regenerates(state, run.plan, row)}
+        capture(state, rows, afresh)  # the outputs as they were: the baselines of the report
+        generation = cls(make_dispatcher(state.settings, state.prices, rows, afresh), progress_line(config))
         judge, dispatcher = state.judge, generation.dispatcher
         if judge is not None:  # one --batch-max-cost for generation and judge calls
             dispatcher.extra_spent = lambda: judge.spent
@@ -161,8 +182,7 @@ class GenerationPlugin:
         from .nodes import row_of
 
         state = self.state
-        mode = state.settings.record_mode
-        wanted = {run.row_id(row): (run, row) for run, row in state.selected() if wants_generation(run, row, mode)}
+        wanted = {run.row_id(row): (run, row) for run, row in state.selected() if wants(state, run, row)}
         picked = []
         for item in session.items:
             found = row_of(item)

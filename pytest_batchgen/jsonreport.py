@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from .baseline import annotate_json
 from .judge import has_judge_rules
 from .report import json_report, write_json
 from .state import BatchState
@@ -33,4 +34,5 @@ class JsonReportPlugin:
         judged = any(has_judge_rules(run.rules) for run in self.state.runs)
         reports = self.tally.row_reports()
         document = json_report(reports, self.state.prices, meta=meta, budget_note=self.state.budget_note, judged=judged)
+        annotate_json(document, self.state, reports)  # each row's freshness; baselines
         write_json(self.path, document)

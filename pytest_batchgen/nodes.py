@@ -15,7 +15,7 @@ import pytest
 from _pytest._code.code import TerminalRepr
 
 from .checklist import CheckSkipped, Failure, Rule
-from .generation import wants_generation
+from .generation import wants
 from .outcomes import Outcome
 from .plan import Row
 from .run import PlanRun
@@ -57,11 +57,16 @@ class RowNode(pytest.Collector):
         self.run = run
 
     def collect(self) -> Iterator[pytest.Item]:
-        settings = _state(self).settings
-        if settings.generates_here and wants_generation(self.run, self.row, settings.record_mode):
+        state = _state(self)
+        settings = state.settings
+        if settings.generates_here and wants(state, self.run, self.row):
             yield GenerateItem.from_parent(self, name="generate", row=self.row, run=self.run)
         for rule in self.run.rules:
             yield CheckItem.from_parent(self, name=rule.name, row=self.row, run=self.run, rule=rule)
+        if settings.fail_stale:
+            from .stalegate import FreshItem
+
+            yield FreshItem.from_parent(self, name="fresh", row=self.row, run=self.run)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.run.plan.path, self.row.line - 1, f"{self.row.filename} (plan line {self.row.line})"

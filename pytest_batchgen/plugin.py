@@ -120,6 +120,9 @@ def _register_plugins(config: pytest.Config, state: BatchState) -> None:
         pm.register(TerminalPlugin(state, tally), "batchgen-terminal")
         if settings.report is not None:
             pm.register(JsonReportPlugin(state, tally, settings.report), "batchgen-json-report")
+        from .stepsummary import RunSummaryPlugin
+
+        pm.register(RunSummaryPlugin(state, tally), "batchgen-run-summary")
 
 
 def _collect_plans(config: pytest.Config, state: BatchState) -> None:

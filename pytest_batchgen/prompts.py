@@ -48,21 +48,30 @@ class Prompt:
 
 def shared_prefix(plan: Plan) -> str:
     """The system text shared by all rows: byte-identical across them, so it caches."""
-    reference = plan.format_reference_text
     rules = "\n".join(f"- {item.text}" for item in plan.content_rules)
+    return render_system(plan.rel(plan.format_reference), plan.format_reference_text.rstrip(), rules)
+
+
+def render_system(reference_path: str, reference: str, rules: str) -> str:
+    """The system template filled in; :mod:`pytest_batchgen.freshness` refills it with a recorded
+    request's values to tell a template change from a change of the plan's inputs."""
     return (
         f"{INSTRUCTIONS}\n\n"
-        f'<format_reference path="{plan.rel(plan.format_reference)}">\n{reference.rstrip()}\n</format_reference>\n\n'
+        f'<format_reference path="{reference_path}">\n{reference}\n</format_reference>\n\n'
         f"<content_rules>\n{rules}\n</content_rules>"
     )
 
 
 def row_message(plan: Plan, row: Row) -> str:
-    path = plan.rel(plan.output_path(row))
+    return render_user(row.title, plan.rel(plan.output_path(row)))
+
+
+def render_user(title: str, path: str) -> str:
+    """The user template filled in (see :func:`render_system`)."""
     return (
-        f"<title>{row.title}</title>\n"
+        f"<title>{title}</title>\n"
         f"<output_path>{path}</output_path>\n\n"
-        f"Write the file {path}, covering: {row.title}. Follow the format reference and the content rules."
+        f"Write the file {path}, covering: {title}. Follow the format reference and the content rules."
     )
 
 

@@ -213,6 +213,35 @@ def add_options(parser: pytest.Parser) -> None:
         help="model (alias or id) of 'Judge:' checklist lines that name none; a plan's '## Models' "
         "entry 'judge: ALIAS' wins.",
     )
+    # -- issue 15: freshness, baselines and the run's Markdown summary -----------------------
+    group.addoption(
+        "--batch-fail-stale",
+        action="store_true",
+        default=False,
+        help="CI gate: each row gets a 'fresh' item that fails when its output was generated from a "
+        "prompt the plan would no longer send (format reference, content rules, title, model, ...).",
+    )
+    group.addoption(
+        "--batch-regenerate-stale",
+        action="store_true",
+        default=False,
+        help="regenerate the stale rows (and the pending ones); a new draft replaces a passing "
+        "output only once it passes.",
+    )
+    group.addoption(
+        "--batch-fail-on-regression",
+        action="store_true",
+        default=False,
+        help="exit non-zero when a row whose previous output passed its checks was regenerated "
+        "and its new draft fails them.",
+    )
+    group.addoption(
+        "--batch-summary",
+        default=None,
+        metavar="PATH",
+        help="write a Markdown summary of the run (rows, verdicts, freshness, cost, regressions, "
+        "diffs) to PATH; it is also appended to $GITHUB_STEP_SUMMARY when that is set.",
+    )
 
 
 @dataclass(frozen=True)
@@ -245,6 +274,10 @@ class Settings:
     judge_samples: int = 1
     judge_required: bool = False
     judge_model: str = ""
+    fail_stale: bool = False
+    regenerate_stale: bool = False
+    fail_on_regression: bool = False
+    summary: Path | None = None
 
     @property
     def generates_here(self) -> bool:
@@ -258,7 +291,11 @@ class Settings:
         """Read and validate every value; a bad one is a :class:`BatchgenError` naming it."""
         readonly = bool(config.getoption("batch_readonly"))
         report = config.getoption("batch_report")
+        summary = config.getoption("batch_summary")
         invocation_dir = Path(config.invocation_params.dir)
+        if config.getoption("batch_regenerate_stale") and (readonly or config.getoption("batch_validate_only")):
+            which = "--batch-readonly" if readonly else "--batch-validate-only"
+            raise BatchgenError(f"--batch-regenerate-stale generates outputs; {which} makes no model call. Drop one of them")
         return cls(
             plans=tuple(config.getoption("batch_plan")),
             rootdir=Path(config.rootpath),
@@ -286,6 +323,10 @@ class Settings:
             judge_samples=config.getoption("batch_judge_samples"),
             judge_required=bool(config.getoption("batch_judge_required")),
             judge_model=str(config.getini("batchgen_judge_model") or "").strip(),
+            fail_stale=bool(config.getoption("batch_fail_stale")),
+            regenerate_stale=bool(config.getoption("batch_regenerate_stale")),
+            fail_on_regression=bool(config.getoption("batch_fail_on_regression")),
+            summary=invocation_dir / summary if summary else None,
         )
 
 

@@ -22,6 +22,7 @@ from .settings import Settings
 if TYPE_CHECKING:
     from .dispatch import RowResult
     from .judge import JudgeService
+    from .freshness import FreshnessBook
 
 
 class GenerationSource(Protocol):
@@ -45,6 +46,7 @@ class BatchState:
     generation: GenerationSource | None = None
     selection: Selection | None = None  # rows and items named on the command line
     judge: JudgeService | None = None  # the judge of 'Judge:' checklist lines (judge.py)
+    freshness: FreshnessBook | None = None  # each row's freshness, read once (freshness.book_of)
 
     @property
     def several_plans(self) -> bool:

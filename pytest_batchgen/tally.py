@@ -14,7 +14,8 @@ from typing import TypedDict
 
 import pytest
 
-from .nodes import CheckFailed, CheckItem, GenerateItem, row_of
+from .nodes import CheckFailed, CheckItem, GenerateItem, RowItem, row_of
+from .outcomes import Verdict
 from .plan import Row
 from .planedit import apply_updates
 from .report import RowReport, build_rows
@@ -53,13 +54,6 @@ def _runs_last(item: pytest.Item) -> bool:
     return isinstance(item, CheckItem) and item.rule.form.runs_last
 
 
-def _item_name(item: pytest.Item) -> str | None:
-    """A plan item's name within its row (``generate`` or a rule id); None for a custom test."""
-    if isinstance(item, CheckItem):
-        return item.rule.name
-    return "generate" if isinstance(item, GenerateItem) else None
-
-
 class TallyPlugin:
     """Item counts, the tally of reports by row, and the plan update at the end."""
 
@@ -79,7 +73,7 @@ class TallyPlugin:
             kept, dropped = [], []
             for item in items:
                 found = row_of(item)
-                name = _item_name(item)
+                name = item.name if isinstance(item, RowItem) else None  # a rule's name, generate, fresh
                 if found is None or selection.keeps(found[0].row_id(found[1]), name):
                     kept.append(item)
                 else:
@@ -193,6 +187,8 @@ def _failure(
         }
     if isinstance(item, GenerateItem) and exc is not None:
         return {"check": "generate", "message": str(exc)}
+    if getattr(exc, "batchgen_check", None):  # an item of another concern (stalegate's "fresh")
+        return {"check": str(exc.batchgen_check), "message": str(exc), "output": run.plan.rel(run.output_path(row))}  # type: ignore[union-attr]
     if call.excinfo is not None:
         message = call.excinfo.exconly().strip()
     else:

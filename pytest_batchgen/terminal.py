@@ -43,6 +43,13 @@ class TerminalPlugin:
         if os.environ.get("GITHUB_ACTIONS") == "true":
             for line in github_annotations(reports):
                 tr.write_line(line)
+        from .baseline import summary_lines as change_lines  # freshness and regenerated rows
+
+        lines = change_lines(state, reports)
+        if lines:
+            tr.write_sep("-", "pytest-batchgen: freshness")
+            for line in lines:
+                tr.write_line(line)
 
 
 def progress_line(config: pytest.Config) -> Progress | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .generation import Generation, wants_generation
+from .generation import Generation, wants
 from .report import write_json
 from .state import BatchState
 
@@ -55,7 +55,7 @@ class XdistController:
         rows = [
             (run, row)
             for run, row in state.selected()
-            if wants_generation(run, row, settings.record_mode)
+            if wants(state, run, row)
             and any(run.row_id(row).matches(nodeid, rootdir, several) for nodeid in ids)
         ]
         if not rows:

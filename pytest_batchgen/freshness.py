@@ -1,0 +1,509 @@
+"""Freshness: whether each row's output was made from the prompt the plan would send now.
+
+Every recorded row's cassette holds the exact request it was generated from, so the evidence
+is on disk: the row's first recorded request is compared with the request built from the plan
+today. A row is
+
+- ``fresh``: an output, and its recording's first request equals the request of today;
+- ``stale``: an output, and the requests differ; the reasons name what changed (the format
+  reference, the content rules, the title, the model, max_tokens, the plugin's prompt template,
+  the output path);
+- ``unrecorded``: an output with no (readable) recording: hand-written, or validated only;
+- ``missing``: no output.
+
+Reasons are attributed by refilling today's templates with the values read back from the
+recorded request (:func:`~pytest_batchgen.prompts.render_system`,
+:func:`~pytest_batchgen.prompts.render_user`): a differing value names its input, and a
+recorded text that the refilled template does not reproduce names the template.
+
+Only YAML and the prompt builder are used here: no SDK, no vcrpy, no network, so validate-only
+runs can afford it. Cassettes are read with libyaml's ``CSafeLoader`` where it is available, and
+judging a row parses only the YAML events up to its first request's body (about 0.2 ms a row);
+the recorded usage (for the cost estimate and the baselines) is read in full, on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .client import Usage
+from .plan import Plan, Row
+from .pricing import PriceTable
+from .prompts import Prompt, build_prompt, render_system, render_user, shared_prefix
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+FRESH, STALE, UNRECORDED, MISSING = "fresh", "stale", "unrecorded", "missing"
+STATES = (FRESH, STALE, UNRECORDED, MISSING)
+
+#: what a stale row's reasons may name, in this order
+REASONS = ("format reference", "content rules", "title", "model", "max_tokens", "output path", "prompt template")
+
+#: the estimate's rule of thumb: a token is about four characters of English prose or Markdown
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What a cassette says about how its row was generated."""
+
+    first: Mapping[str, Any]  # the first request's JSON body
+    usage: Usage  # every recorded interaction's usage, summed (repairs included)
+    calls: tuple[tuple[str, Usage], ...]  # (model, usage) of each interaction, for its price
+
+    @property
+    def prompt_chars(self) -> int:
+        system, user = _texts(self.first)
+        return len(system) + len(user)
+
+
+class UnreadableRecording(Exception):
+    """A cassette that is not a vcrpy cassette of Messages requests (corrupt, conflicted, foreign)."""
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value if isinstance(value, str) else ""
+
+
+def read_recording(path: Path) -> Recording | None:
+    """The row's recording; None when there is none (no file, or a blank one).
+
+    Raises :class:`UnreadableRecording` for a file that is there but cannot be used."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UnreadableRecording(f"cannot be read: {exc.strerror}") from None
+    if not raw.strip():
+        return None
+    try:
+        data = yaml.load(raw, Loader=_Loader)
+        interactions = data["interactions"]
+        first = json.loads(_text(interactions[0]["request"]["body"]))
+        calls = []
+        for interaction in interactions:
+            request = json.loads(_text(interaction["request"]["body"]))
+            body = interaction["response"]["body"]["string"]
+            u = json.loads(_text(body)).get("usage") or {}
+            calls.append(
+                (
+                    str(request.get("model", "")),
+                    Usage(
+                        int(u.get("input_tokens") or 0),
+                        int(u.get("output_tokens") or 0),
+                        int(u.get("cache_creation_input_tokens") or 0),
+                        int(u.get("cache_read_input_tokens") or 0),
+                    ),
+                )
+            )
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise UnreadableRecording(f"is not a readable recording ({type(exc).__name__})") from None
+    if not isinstance(first, dict):
+        raise UnreadableRecording("its first request is not a Messages request")
+    total = Usage()
+    for _, u in calls:
+        total = total + u
+    return Recording(first=first, usage=total, calls=tuple(calls))
+
+
+def _first_body_event(raw: bytes) -> str | None:
+    """The first request's body read from the YAML events, stopping there (the rest of the file,
+    the replies, is not parsed); None when the file is not laid out as vcrpy writes it."""
+    import base64
+
+    loader = _Loader(raw)
+    stack: list[list[Any]] = []  # [kind, current key or index, expecting a key]
+    try:
+        while True:
+            event = loader.get_event()
+            if event is None or isinstance(event, yaml.StreamEndEvent):
+                return None
+            if isinstance(event, (yaml.StreamStartEvent, yaml.DocumentStartEvent)):
+                continue
+            if isinstance(event, yaml.MappingStartEvent):
+                stack.append(["map", None, True])
+            elif isinstance(event, yaml.SequenceStartEvent):
+                stack.append(["seq", 0, False])
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                stack.pop()
+                _advance(stack)
+            elif isinstance(event, yaml.ScalarEvent):
+                top = stack[-1] if stack else None
+                if top is not None and top[0] == "map" and top[2]:
+                    top[1], top[2] = event.value, False
+                    continue
+                if [level[1] for level in stack] == ["interactions", 0, "request", "body"]:
+                    if event.tag and event.tag.endswith(":binary"):
+                        return base64.b64decode(event.value).decode("utf-8")
+                    return str(event.value)
+                _advance(stack)
+            else:  # aliases, documents after the first: not vcrpy's layout
+                return None
+    finally:
+        loader.dispose()
+
+
+def _advance(stack: list[list[Any]]) -> None:
+    if stack:
+        top = stack[-1]
+        if top[0] == "map":
+            top[2] = True
+        else:
+            top[1] += 1
+
+
+def read_first_request(path: Path) -> dict[str, Any] | None:
+    """The first recorded request's JSON body, fast: only the YAML up to it is parsed.
+
+    None when there is no recording; :class:`UnreadableRecording` when the file cannot be used
+    (anything unusual is read in full by :func:`read_recording`, which says why)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UnreadableRecording(f"cannot be read: {exc.strerror}") from None
+    if not raw.strip():
+        return None
+    try:
+        body = _first_body_event(raw)
+        first = json.loads(body) if body is not None else None
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, IndexError, TypeError):
+        first = None
+    if isinstance(first, dict):
+        return first
+    recording = read_recording(path)
+    return dict(recording.first) if recording is not None else None
+
+
+# -- what changed -----------------------------------------------------------------------------
+
+_SYSTEM_RE = re.compile(
+    r'\A(?P<head>.*?)<format_reference path="(?P<path>[^"]*)">\n(?P<reference>.*)\n</format_reference>'
+    r"(?P<mid>.*?)<content_rules>\n(?P<rules>.*)\n</content_rules>(?P<tail>.*)\Z",
+    re.DOTALL,
+)
+_TITLE_RE = re.compile(r"<title>(.*?)</title>", re.DOTALL)
+_PATH_RE = re.compile(r"<output_path>(.*?)</output_path>", re.DOTALL)
+
+
+def _texts(params: Mapping[str, Any]) -> tuple[str, str]:
+    """The system text and the first user message's text of a request."""
+    system = params.get("system") or ""
+    if not isinstance(system, str):
+        system = "".join(b.get("text", "") for b in system if isinstance(b, dict))
+    messages = params.get("messages") or [{}]
+    content = messages[0].get("content", "") if isinstance(messages[0], dict) else ""
+    if not isinstance(content, str):
+        content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return system, content
+
+
+def _shape(params: Mapping[str, Any]) -> Any:
+    """The request without its texts: block types, cache_control, roles, other keys."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("text", "content", "model", "max_tokens")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return None if isinstance(value, str) else value
+
+    shape = strip(dict(params))
+    shape["messages"] = [strip(m) for m in (params.get("messages") or [])[:1]]
+    return shape
+
+
+def changes(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[str, ...]:
+    """What differs between a recorded first request and today's: reasons of :data:`REASONS`,
+    empty when the two requests are the same."""
+    if recorded == now:
+        return ()
+    found: set[str] = set()
+    if recorded.get("model") != now.get("model"):
+        found.add("model")
+    if recorded.get("max_tokens") != now.get("max_tokens"):
+        found.add("max_tokens")
+    old_system, old_user = _texts(recorded)
+    new_system, new_user = _texts(now)
+    old, new = _SYSTEM_RE.match(old_system), _SYSTEM_RE.match(new_system)
+    if old is None or new is None:
+        if old_system != new_system:
+            found.add("prompt template")
+    else:
+        if old["path"] != new["path"] or old["reference"] != new["reference"]:
+            found.add("format reference")
+        if old["rules"] != new["rules"]:
+            found.add("content rules")
+        if render_system(old["path"], old["reference"], old["rules"]) != old_system or (
+            (old["head"], old["mid"], old["tail"]) != (new["head"], new["mid"], new["tail"])
+        ):
+            found.add("prompt template")
+    old_title, new_title = _TITLE_RE.search(old_user), _TITLE_RE.search(new_user)
+    old_path, new_path = _PATH_RE.search(old_user), _PATH_RE.search(new_user)
+    if old_title is None or old_path is None or new_title is None or new_path is None:
+        if old_user != new_user:
+            found.add("prompt template")
+    else:
+        if old_title.group(1) != new_title.group(1):
+            found.add("title")
+        if old_path.group(1) != new_path.group(1):
+            found.add("output path")
+        if render_user(old_title.group(1), old_path.group(1)) != old_user:
+            found.add("prompt template")
+    if not found and (_shape(recorded) != _shape(now) or recorded != now):
+        found.add("prompt template")  # the same texts in another request shape
+    return tuple(r for r in REASONS if r in found)
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """A row's freshness, and what its recording says (for the cost estimate)."""
+
+    state: str
+    reasons: tuple[str, ...] = ()
+    #: ``matches`` / ``differs`` (the recording against today's request), ``none`` or ``unreadable``
+    recording: str = "none"
+    cassette: Path | None = None  # the recording's file, when there is a readable one
+    note: str = ""  # why a recording could not be used
+
+    @property
+    def stale(self) -> bool:
+        return self.state == STALE
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "reasons": list(self.reasons), "recording": self.recording}
+
+
+def assess(plan: Plan, row: Row, prompt: Prompt) -> Freshness:
+    """The row's freshness against ``prompt`` (the request the plan would send now)."""
+    has_output = plan.output_path(row).exists()
+    cassette = plan.cassette_path(row)
+    try:
+        first = read_first_request(cassette)
+    except UnreadableRecording as exc:
+        note = f"the recording {plan.rel(cassette)} {exc}"
+        return Freshness(UNRECORDED if has_output else MISSING, recording="unreadable", note=note)
+    if first is None:
+        return Freshness(UNRECORDED if has_output else MISSING)
+    reasons = changes(first, prompt.params())
+    kind = "differs" if reasons else "matches"
+    if not has_output:
+        return Freshness(MISSING, reasons, kind, cassette)
+    return Freshness(STALE if reasons else FRESH, reasons, kind, cassette)
+
+
+class FreshnessBook:
+    """Every row's freshness in a session, computed once per row (the shared prefix once per plan)."""
+
+    def __init__(self, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+        self._prefixes: dict[Path, str] = {}
+        self._rows: dict[tuple[Path, str], Freshness] = {}
+        #: the outputs regenerated in this run as they were before it (see :mod:`.baseline`)
+        self.baselines: dict[str, Any] = {}
+        #: the regenerated rows beside their baselines, once the session ended (baseline.changes)
+        self.changes: dict[str, Any] | None = None
+        #: rows judged again after this run generated them (plan -> filenames)
+        self.rejudged: dict[str, set[str]] = {}
+
+    def prompt(self, plan: Plan, row: Row) -> Prompt:
+        prefix = self._prefixes.get(plan.path)
+        if prefix is None:
+            prefix = self._prefixes[plan.path] = shared_prefix(plan)
+        return build_prompt(plan, row, self.max_tokens, prefix)
+
+    def of(self, plan: Plan, row: Row) -> Freshness:
+        key = (plan.path, row.filename)
+        found = self._rows.get(key)
+        if found is None:
+            found = self._rows[key] = assess(plan, row, self.prompt(plan, row))
+        return found
+
+    def forget(self, plan: Plan, row: Row) -> None:
+        """After the row was generated in this run: its freshness is read again."""
+        self._rows.pop((plan.path, row.filename), None)
+
+
+# -- what regenerating costs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The estimated usage and cost of generating a row live now."""
+
+    usage: Usage
+    cost: float
+    basis: str  # "recorded" (its recording's usage, scaled to today's prompt) or "estimated"
+    replays: bool = False  # a missing row whose recording matches: a replay makes it for $0
+
+
+@dataclass
+class Estimator:
+    """Estimates, row by row, what generating the rows live costs.
+
+    - A row with a readable recording: the recorded usage of every interaction (repairs
+      included), its input-side tokens (input, cache write, cache read) scaled by today's
+      prompt length over the recorded one; the output tokens as recorded. Priced with the
+      row's model of today.
+    - A row without: input ~ characters / 4 of the system text and the user message; the system
+      text is a cache write for the first such row of a plan and model, a cache read for the
+      next ones (the prefix is shared and marked for caching); output ~ the average recorded
+      output tokens of the plan's recordings, else the format reference's characters / 4.
+    """
+
+    prices: PriceTable
+    _written: set[tuple[Path, str]] = field(default_factory=set)
+    _average: dict[Path, int] = field(default_factory=dict)
+
+    def average_output(self, plan: Plan, recordings: Iterable[Recording]) -> int:
+        found = self._average.get(plan.path)
+        if found is None:
+            outs = [r.usage.output_tokens for r in recordings]
+            found = round(sum(outs) / len(outs)) if outs else max(1, len(plan.format_reference_text) // CHARS_PER_TOKEN)
+            self._average[plan.path] = found
+        return found
+
+    def estimate(
+        self, plan: Plan, row: Row, prompt: Prompt, freshness: Freshness, average_output: int, rec: Recording | None
+    ) -> Estimate:
+        if rec is not None:
+            scale = (len(prompt.system) + len(prompt.user)) / max(1, rec.prompt_chars)
+            u = rec.usage
+            usage = Usage(
+                round(u.input_tokens * scale),
+                u.output_tokens,
+                round(u.cache_creation_input_tokens * scale),
+                round(u.cache_read_input_tokens * scale),
+            )
+            basis = "recorded"
+        else:
+            prefix = len(prompt.system) // CHARS_PER_TOKEN
+            key = (plan.path, prompt.model)
+            first = key not in self._written
+            self._written.add(key)
+            usage = Usage(
+                max(1, len(prompt.user) // CHARS_PER_TOKEN),
+                average_output,
+                prefix if first else 0,
+                0 if first else prefix,
+            )
+            basis = "estimated"
+        replays = freshness.state == MISSING and freshness.recording == "matches"
+        return Estimate(usage, self.prices.cost(prompt.model, usage), basis, replays)
+
+
+def estimates(
+    book: FreshnessBook, rows: Sequence[tuple[Plan, Row]], prices: PriceTable
+) -> list[tuple[Freshness, Estimate]]:
+    """Each row's freshness and the estimated live cost of (re)generating it, in order."""
+    estimator = Estimator(prices)
+    found = [(plan, row, book.of(plan, row)) for plan, row in rows]
+    recordings = {(plan.path, row.filename): _recording(f) for plan, row, f in found}
+    averages: dict[Path, int] = {}
+    for plan, _, _ in found:
+        if plan.path not in averages:
+            recs = [r for (path, _), r in recordings.items() if path == plan.path and r is not None]
+            averages[plan.path] = estimator.average_output(plan, recs)
+    return [
+        (
+            f,
+            estimator.estimate(
+                plan, row, book.prompt(plan, row), f, averages[plan.path], recordings[(plan.path, row.filename)]
+            ),
+        )
+        for plan, row, f in found
+    ]
+
+
+def _recording(freshness: Freshness) -> Recording | None:
+    if freshness.cassette is None:
+        return None
+    try:
+        return read_recording(freshness.cassette)
+    except UnreadableRecording:
+        return None
+
+
+def recorded_cost(recording: Recording, prices: PriceTable) -> float:
+    """What a recording's calls cost (each at its recorded model's price)."""
+    return sum(prices.cost(model, usage) for model, usage in recording.calls)
+
+
+# -- the session's book -----------------------------------------------------------------------
+
+
+def book_of(state: Any) -> FreshnessBook:
+    """The session's :class:`FreshnessBook` (made on first use, kept on the state)."""
+    book = getattr(state, "freshness", None)
+    if book is None:
+        book = state.freshness = FreshnessBook(state.settings.max_tokens)
+    return book
+
+
+def regenerates(state: Any, plan: Plan, row: Row) -> bool:
+    """Whether ``--batch-regenerate-stale`` regenerates this row: its output is stale."""
+    return bool(state.settings.regenerate_stale) and book_of(state).of(plan, row).stale
+
+
+# -- the dry run's table ----------------------------------------------------------------------
+
+
+def freshness_table(state: Any, rows: Iterable[tuple[Any, Row]]) -> list[str]:
+    """``--batch-dry-run``'s table: each selected row's state, reasons and the estimated cost
+    of (re)generating it live, then totals (see :class:`Estimator` for the estimate)."""
+    book = book_of(state)
+    seen: set[tuple[Path, str]] = set()
+    pairs: list[tuple[Plan, Row]] = []
+    for run, row in rows:
+        if (run.plan.path, row.filename) not in seen:
+            seen.add((run.plan.path, row.filename))
+            pairs.append((run.plan, row))
+    several = len({plan.path for plan, _ in pairs}) > 1
+    header = ("file", "model", "state", "reasons", "estimate from", "tokens in/out", "est. cost")
+    table: list[tuple[str, ...]] = [header]
+    sums: dict[str, list[float]] = {}
+    replayed = 0
+    every = 0.0
+    for (plan, row), (f, e) in zip(pairs, estimates(book, pairs, state.prices)):
+        u = e.usage
+        name = f"{plan.rel(plan.path)}::{row.filename}" if several else row.filename
+        reasons = ", ".join(f.reasons) if f.reasons else (f.note or "-")
+        if f.state == MISSING and f.recording == "differs":
+            reasons = "recording differs: " + reasons
+        cost = f"${e.cost:.4f}" + (" (replays: $0)" if e.replays else "")
+        table.append(
+            (
+                name,
+                row.model,
+                f.state,
+                reasons,
+                e.basis,
+                f"{u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens}/{u.output_tokens}",
+                cost,
+            )
+        )
+        entry = sums.setdefault(f.state, [0, 0.0])
+        entry[0] += 1
+        entry[1] += 0.0 if e.replays else e.cost
+        replayed += e.replays
+        every += e.cost
+    widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in table]
+    stale = sums.get(STALE, [0, 0.0])
+    missing = sums.get(MISSING, [0, 0.0])
+    lines.append(f"to regenerate the {int(stale[0])} stale row(s): ~${stale[1]:.4f} (--batch-regenerate-stale)")
+    extra = f"; {replayed} of them replay a matching recording for $0" if replayed else ""
+    lines.append(f"to generate the {int(missing[0])} missing row(s): ~${missing[1]:.4f}{extra}")
+    lines.append(f"to regenerate every row listed, live: ~${every:.4f}")
+    return lines

@@ -1,0 +1,67 @@
+"""``--batch-fail-stale``: a ``PLAN::FILENAME::fresh`` item per row, failing when the row is stale.
+
+A format change must not pass CI over outputs of the old format: with the option each row gets
+one more item, ``fresh``, which fails with the reasons when the row's output was generated from
+a prompt the plan would no longer send (see :mod:`pytest_batchgen.freshness`). It passes for a
+fresh row and for one with no recording to compare (``unrecorded``), and is skipped for a row
+with no output. Its node id is stable and ``-k fresh`` / ``-k "not fresh"`` select it.
+
+The item reads cassettes as YAML only, so ``--batch-readonly --batch-fail-stale`` stays off the
+SDK and vcrpy. In a run that regenerates the row, it waits for the row and judges the new
+recording.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _pytest._code.code import TerminalRepr
+
+from .freshness import MISSING, Freshness, book_of
+from .nodes import RowItem, _state
+
+
+class StaleOutput(Exception):
+    """The row's output was generated from another prompt than the plan's of today."""
+
+    #: the tally files the failure under this check name (see tally._failure)
+    batchgen_check = "fresh"
+
+
+def stale_message(plan_rel: str, freshness: Freshness) -> str:
+    return (
+        f"stale: the {', the '.join(freshness.reasons)} changed since it was generated. "
+        f"Regenerate it: pytest --batch-plan {plan_rel} --batch-regenerate-stale"
+    )
+
+
+class FreshItem(RowItem):
+    """Whether the row's output was generated from the prompt the plan would send now."""
+
+    def runtest(self) -> None:
+        state = _state(self)
+        plan, row = self.run.plan, self.row
+        result = self.generation_result()
+        book = book_of(state)
+        if result is not None and result.attempts:
+            book.forget(plan, row)  # generated in this run: judge its new recording
+        found = book.of(plan, row)
+        self.user_properties.append(("batchgen_freshness", found.state))
+        if found.state == MISSING:
+            pytest.skip(f"no output to judge ({plan.rel(self.run.output_path(row))})")
+        if found.stale:
+            raise StaleOutput(stale_message(plan.rel(plan.path), found))
+
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, StaleOutput):
+            plan = self.run.plan
+            output = plan.rel(self.run.output_path(self.row))
+            return f"{output}: {excinfo.value}\n  row: {plan.rel(plan.path)}:{self.row.line}: {self.row.title} ({self.row.model})"
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.run.plan.path, self.row.line - 1, f"{self.row.filename}: fresh"

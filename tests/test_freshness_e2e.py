@@ -1,0 +1,269 @@
+"""Issue 15 end to end: a plan change makes rows stale; the dry run prices regenerating them; the
+CI gate fails; regenerating them against the loopback server leaves a before/after report and a
+step summary; a regenerated row that now fails is a regression.
+
+The project is the generation tests' (``genhelpers``): three haiku rows, recorded first by a
+real run against the loopback API (``fake``), whose token accounting is characters / 4 with the
+shared prefix cached, and whose per-row replies are scripted by a ``Router``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml  # noqa: F401  (in-process generations: see tests/test_init.py)
+from fakeapi import FakeAnthropic, Reply
+from genhelpers import (
+    REFERENCE_MARKER,
+    bad_value,
+    draft,
+    requests_by_row,
+    router,
+    rows_for,
+)
+from harness import Project, Run
+
+ROWS = rows_for("alpha", "beta", "gamma")
+NAMES = [r.filename for r in ROWS]
+#: scripted output usage of every reply: the estimate must carry the recorded one over
+SCRIPTED = {"output_tokens": 1500}
+
+
+def recorded(project: Project, fake: FakeAnthropic) -> None:
+    """Every row generated, recorded and complete (one request in flight at a time)."""
+    for r in ROWS:
+        router(fake).set(r.filename, Reply.ok(draft(r.title), usage=SCRIPTED))
+    result = project.run("--batch-concurrency", "1")
+    assert result.ret == 0, result.stdout.str()
+    assert project.statuses() == dict.fromkeys(NAMES, "complete")
+
+
+def table_rows(result: Run) -> dict[str, list[str]]:
+    """The dry run's freshness table: filename -> its cells."""
+    out = {}
+    for line in result.stdout.lines:
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells and cells[0] in NAMES:
+            out[cells[0]] = cells
+    return out
+
+
+def estimated_total(result: Run, what: str) -> float:
+    line = next(ln for ln in result.stdout.lines if ln.startswith("to regenerate the") and what in ln)
+    return float(re.search(r"~\$([0-9.]+)", line).group(1))
+
+
+def change_reference(project: Project) -> None:
+    project.edit("output/reference.md", REFERENCE_MARKER, REFERENCE_MARKER + " " + "A longer reference now. " * 40)
+
+
+@pytest.fixture
+def stale_project(project: Project, fake: FakeAnthropic) -> Project:
+    project.write_rows(ROWS)
+    recorded(project, fake)
+    return project
+
+
+def test_a_recorded_run_is_fresh_and_a_reference_change_makes_every_row_stale(stale_project: Project):
+    project = stale_project
+    fresh = project.run("--batch-dry-run")
+    assert fresh.ret == 0
+    rows = table_rows(fresh)
+    assert {name: cells[2] for name, cells in rows.items()} == dict.fromkeys(NAMES, "fresh")
+
+    change_reference(project)
+    dry = project.run("--batch-dry-run")
+    assert dry.ret == 0
+    rows = table_rows(dry)
+    assert {name: cells[2:4] for name, cells in rows.items()} == {n: ["stale", "format reference"] for n in NAMES}
+    assert all(cells[4] == "recorded" for cells in rows.values())
+    dry.stdout.fnmatch_lines(["to regenerate the 3 stale row(s): ~$* (--batch-regenerate-stale)"])
+    # nothing pending: no prompt is printed, nothing was written
+    dry.stdout.fnmatch_lines(["*dry run: 0 pending row(s); nothing sent, nothing written*"])
+
+
+def test_the_gate_fails_every_stale_row_with_its_reasons_and_writes_nothing(stale_project: Project):
+    project = stale_project
+    change_reference(project)
+    before = project.snapshot()
+    gate = project.run("--batch-fail-stale", "--batch-readonly", "--batch-report", "gate.json", "-v")
+    assert gate.ret == pytest.ExitCode.TESTS_FAILED
+    outcomes = gate.outcomes()
+    assert {k: v for k, v in outcomes.items() if k.endswith("::fresh")} == {f"{n}::fresh": "failed" for n in NAMES}
+    assert all(v == "passed" for k, v in outcomes.items() if not k.endswith("::fresh"))
+    message = gate.failure("alpha.md::fresh")
+    assert "output/alpha.md: stale: the format reference changed since it was generated" in message
+    assert "--batch-regenerate-stale" in message
+    gate.stdout.fnmatch_lines(["*pytest-batchgen: freshness*", "freshness: 3 stale", "  stale: plan.md::alpha.md (format reference)"])
+    assert project.snapshot() == {**before, "gate.json": project.snapshot()["gate.json"]}
+    doc = json.loads(project.read("gate.json"))
+    rows = {r["filename"]: r for r in doc["plans"][0]["rows"]}
+    stale = {"state": "stale", "reasons": ["format reference"], "recording": "differs"}
+    assert {n: rows[n]["freshness"] for n in NAMES} == {n: stale for n in NAMES}
+    assert doc["totals"]["freshness"] == {"stale": 3}
+    # -k selects the gate alone
+    only = project.run("--batch-fail-stale", "--batch-readonly", "-k", "fresh")
+    assert only.counts() == {"failed": 3, "deselected": 12}
+
+
+def test_regenerating_the_stale_rows_costs_what_the_dry_run_said_and_reports_before_and_after(
+    stale_project: Project, fake: FakeAnthropic
+):
+    project = stale_project
+    old_alpha = project.output("alpha.md")
+    change_reference(project)
+    estimate = estimated_total(project.run("--batch-dry-run"), "stale")
+
+    fake.requests.clear()
+    for r in ROWS:
+        router(fake).set(r.filename, Reply.ok(draft(r.title, extra="Regenerated.\n"), usage=SCRIPTED))
+    run = project.run(
+        "--batch-regenerate-stale", "--batch-concurrency", "1", "--batch-report", "report.json", "--batch-summary", "summary.md"
+    )
+    assert run.ret == 0, run.stdout.str()
+    assert {k: len(v) for k, v in requests_by_row(fake).items()} == dict.fromkeys(NAMES, 1)
+    doc = json.loads(project.read("report.json"))
+    spent = doc["totals"]["cost_usd"]
+    assert spent > 0
+    assert abs(estimate - spent) <= 0.10 * spent, (estimate, spent)
+
+    rows = {r["filename"]: r for r in doc["plans"][0]["rows"]}
+    alpha = rows["alpha.md"]
+    assert alpha["freshness"] == {"state": "fresh", "reasons": [], "recording": "matches"}
+    base = alpha["baseline"]
+    assert base["freshness_before"]["reasons"] == ["format reference"]
+    assert base["before"]["verdict"] == "passed" and base["before"]["failed_checks"] == []
+    assert base["after"]["verdict"] == "passed" and base["after"]["failed_checks"] == []
+    assert base["before"]["usage"]["output_tokens"] == 1500 and base["after"]["usage"]["output_tokens"] == 1500
+    assert base["before"]["cost_usd"] > 0 and base["after"]["cost_usd"] > 0
+    assert base["regression"] is False
+    assert "+Regenerated.\n" in base["diff"] and base["diff"].startswith("--- a/output/alpha.md\n+++ b/output/alpha.md\n")
+    assert project.output("alpha.md") == draft("Alpha", extra="Regenerated.\n") != old_alpha
+    assert doc["totals"]["regressions"] == []
+
+    summary = project.read("summary.md")
+    assert "Freshness: 3 fresh." in summary
+    assert "<summary>plan.md::alpha.md: passed → passed; stale: format reference; cost $" in summary
+    assert "```diff\n--- a/output/alpha.md" in summary and "+Regenerated." in summary
+    # the recordings were replaced: the gate passes now, offline
+    assert project.run("--batch-fail-stale", "--batch-readonly").ret == 0
+
+
+def test_step_summary_goes_to_github_step_summary(stale_project: Project, monkeypatch: pytest.MonkeyPatch):
+    project = stale_project
+    change_reference(project)
+    step = project.path / "step.md"
+    step.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    assert project.run("--batch-fail-stale", "--batch-readonly").ret == pytest.ExitCode.TESTS_FAILED
+    text = step.read_text()
+    assert text.startswith("earlier step\n## pytest-batchgen\n")  # appended
+    assert "| plan.md | alpha.md | claude-haiku-5-5 | complete → complete | failed | stale (format reference) |" in text
+
+
+def test_a_regenerated_row_that_now_fails_is_a_regression(stale_project: Project, fake: FakeAnthropic):
+    project = stale_project
+    old_beta = project.output("beta.md")
+    change_reference(project)
+    router(fake).set("beta.md", Reply.ok(bad_value("Beta")))  # every attempt: category Z
+    args = ("--batch-regenerate-stale", "--batch-concurrency", "1", "--batch-report", "report.json")
+    run = project.run(*args, "--batch-fail-on-regression", "--batch-summary", "summary.md")
+    assert run.ret == pytest.ExitCode.TESTS_FAILED
+    # the passing output was kept (drafts aside): its checks pass, the regression fails the run
+    assert project.output("beta.md") == old_beta
+    assert all(v == "passed" for v in run.outcomes().values())
+    run.stdout.fnmatch_lines(["REGRESSION: plan.md::beta.md: passed -> failed, previous output kept (failed: category-value)"])
+    doc = json.loads(project.read("report.json"))
+    beta = {r["filename"]: r for r in doc["plans"][0]["rows"]}["beta.md"]["baseline"]
+    assert beta["regression"] is True
+    assert beta["after"] | {"usage": None, "cost_usd": None} == {
+        "verdict": "failed",
+        "failed_checks": ["category-value"],
+        "outcome": "failed",
+        "usage": None,
+        "cost_usd": None,
+        "kept_previous": True,
+    }
+    assert "-category: A\n+category: Z\n" in beta["diff"]
+    assert doc["totals"]["regressions"] == ["plan.md::beta.md"]
+    assert ":x: 1 regression(s)" in project.read("summary.md")
+
+
+def test_without_the_flag_a_regression_is_reported_but_does_not_fail(stale_project: Project, fake: FakeAnthropic):
+    project = stale_project
+    change_reference(project)
+    router(fake).set("beta.md", Reply.ok(bad_value("Beta")))
+    run = project.run("--batch-regenerate-stale", "--batch-concurrency", "1")
+    assert run.ret == 0
+    run.stdout.fnmatch_lines(["REGRESSION: plan.md::beta.md: passed -> failed*"])
+
+
+def test_regenerate_stale_leaves_fresh_rows_alone(stale_project: Project, fake: FakeAnthropic):
+    project = stale_project
+    project.edit("plan.md", "| Beta |", "| Beta, Renamed |")
+    fake.requests.clear()
+    run = project.run("--batch-regenerate-stale", "--batch-dry-run")
+    assert table_rows(run)["beta.md"][2:4] == ["stale", "title"]
+    assert table_rows(run)["alpha.md"][2] == "fresh"
+    run = project.run("--batch-regenerate-stale", "-v")
+    assert run.ret == 0
+    assert list(requests_by_row(fake)) == ["beta.md"]
+    assert "beta.md::generate" in run.outcomes() and "alpha.md::generate" not in run.outcomes()
+
+
+def test_regenerate_stale_with_readonly_is_a_usage_error(stale_project: Project):
+    run = stale_project.run("--batch-regenerate-stale", "--batch-readonly")
+    assert run.ret == pytest.ExitCode.USAGE_ERROR
+    run.stderr.fnmatch_lines(["*--batch-regenerate-stale generates outputs; --batch-readonly makes no model call*"])
+
+
+def test_record_mode_all_reports_the_baseline_of_a_re_recorded_row(stale_project: Project, fake: FakeAnthropic):
+    project = stale_project
+    router(fake).set("alpha.md", Reply.ok(draft("Alpha", extra="Again.\n")))
+    run = project.run("--batch-record-mode", "all", "plan.md::alpha.md", "--batch-report", "report.json")
+    assert run.ret == 0
+    rows = {r["filename"]: r for r in json.loads(project.read("report.json"))["plans"][0]["rows"]}
+    base = rows["alpha.md"]["baseline"]
+    assert base["freshness_before"]["state"] == "fresh"
+    assert (base["before"]["verdict"], base["after"]["verdict"]) == ("passed", "passed")
+    assert "+Again." in base["diff"]
+    assert rows["beta.md"]["baseline"] is None  # not regenerated
+
+
+def test_a_failing_output_regenerated_is_an_improvement_not_a_regression(project: Project, fake: FakeAnthropic):
+    project.write_rows(ROWS)
+    project.write("output/alpha.md", bad_value("Alpha"))  # hand-written, pending, failing
+    run = project.run("--batch-fail-on-regression", "--batch-report", "report.json")
+    assert run.ret == 0
+    base = {r["filename"]: r for r in json.loads(project.read("report.json"))["plans"][0]["rows"]}["alpha.md"]["baseline"]
+    assert base["freshness_before"]["state"] == "unrecorded"
+    assert base["before"] == {"verdict": "failed", "failed_checks": ["category-value"], "usage": None, "cost_usd": None}
+    assert base["after"]["verdict"] == "passed" and base["regression"] is False
+
+
+def test_regenerate_stale_in_record_mode_none_says_what_changed(stale_project: Project, fake: FakeAnthropic):
+    project = stale_project
+    change_reference(project)
+    fake.requests.clear()
+    run = project.run("--batch-regenerate-stale", "--batch-record-mode", "none")
+    assert run.ret == pytest.ExitCode.TESTS_FAILED
+    assert requests_by_row(fake) == {}
+    assert "the format reference changed since it was recorded" in run.failure("alpha.md::generate")
+
+
+def test_the_gate_under_xdist(stale_project: Project):
+    project = stale_project
+    project.edit("plan.md", "| Gamma |", "| Gamma Ray |")
+    run = project.run("--batch-fail-stale", "--batch-readonly", "-n", "2", subprocess=True)
+    assert run.ret == pytest.ExitCode.TESTS_FAILED
+    run.stdout.fnmatch_lines(["FAILED plan.md::gamma.md::fresh*stale: the title changed*"])
+    assert sum(line.startswith("FAILED") for line in run.stdout.lines) == 1
+
+
+def test_the_fresh_item_can_be_named_on_the_command_line(stale_project: Project):
+    project = stale_project
+    project.edit("plan.md", "| Gamma |", "| Gamma Ray |")
+    run = project.run("--batch-fail-stale", "--batch-readonly", "plan.md::gamma.md::fresh", "plan.md::alpha.md::fresh")
+    assert run.outcomes() == {"gamma.md::fresh": "failed", "alpha.md::fresh": "passed"}
