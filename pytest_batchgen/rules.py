@@ -102,11 +102,12 @@ def _front_matter_parts(rest: str) -> tuple[str, str | None, str | None]:
 def _build_front_matter(m: re.Match, ctx: CompileContext):
     keys_text, count_word, list_key = _front_matter_parts(m.group("rest"))
     keys = split_list(keys_text) if keys_text else []
-    count = None
-    if list_key:
-        count = parse_count(count_word)
-        if count is None:
+    count = 0  # the list's least length, read only when the line names a list (list_key)
+    if list_key and count_word is not None:  # _front_matter_parts finds the two together
+        parsed = parse_count(count_word)
+        if parsed is None:
             raise ctx.error(f"cannot read the number {count_word!r}; write it in digits or words")
+        count = parsed
     if not keys and not list_key:
         raise ctx.error("name at least one front matter key")
 
@@ -297,7 +298,9 @@ def resolve_command(name: str) -> str:
 
 
 #: words in an environment variable's name that mark it as a credential a linter must not see
-_SECRET_NAME_WORDS = ("API_KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE_KEY", "ACCESS_KEY")
+_SECRET_NAME_WORDS = (
+    "API_KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE_KEY", "ACCESS_KEY"
+)
 
 
 def _is_credential(name: str) -> bool:
@@ -470,7 +473,8 @@ class LinterBatch:
                 named[name] = mine
         for name, (path, sig) in files.items():
             if not named:  # nothing attributable: lint each file alone
-                self._verdicts[name] = (sig, run_linter([*self.argv[:at], "{path}", *self.argv[at + 1 :]], name, self.cwd, self.timeout))
+                one = [*self.argv[:at], "{path}", *self.argv[at + 1 :]]
+                self._verdicts[name] = (sig, run_linter(one, name, self.cwd, self.timeout))
                 self.runs += 1
             elif name in named:
                 detail = "\n".join(named[name])
@@ -546,7 +550,10 @@ BUILTIN_FORMS: tuple[ChecklistForm, ...] = (
     ),
     ChecklistForm(
         name="{key}-value",
-        pattern=r"`?(?P<key>[\w\-]+)`? (?:is|must be) one of the (?:(?P<count>(?!allowed\b)\w+) )?(?:allowed )?values listed in content rules",
+        pattern=(
+            r"`?(?P<key>[\w\-]+)`? (?:is|must be) one of the "
+            r"(?:(?P<count>(?!allowed\b)\w+) )?(?:allowed )?values listed in content rules"
+        ),
         build=_build_one_of_listed,
         example="category is one of the four values listed in Content Rules",
     ),
