@@ -14,13 +14,15 @@ Only a ``.gitignore`` may be appended to. Pure standard library: no pytest, no S
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import BatchgenError
 
@@ -259,7 +261,7 @@ def plan_text(name: str, out: str, checks: str) -> str:
         widths = [max(len(r[i]) for r in cells) for i in range(5)]
         lines = [f"## Phase {index}: {title}"]
         for n, cell_row in enumerate(cells):
-            lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(cell_row, widths)) + " |")
+            lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(cell_row, widths, strict=True)) + " |")
             if n == 0:
                 lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
         blocks.append("\n".join(lines) + "\n")
@@ -314,18 +316,31 @@ def find_pytest_config(root: Path) -> PytestConfig | None:
 _TOML_HEADER = re.compile(r"(?m)^\s*\[\s*([\w.\- ]+?)\s*\]")
 
 
+if sys.version_info >= (3, 11):
+
+    def _toml_data(text: str) -> dict[str, Any] | None:
+        """The parsed TOML, or None when it does not parse (pytest will say what is wrong with it)."""
+        import tomllib
+
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            return None
+
+else:  # pragma: no cover - Python 3.10 has no tomllib: the table headers are enough to decide
+
+    def _toml_data(text: str) -> dict[str, Any] | None:
+        """None: the caller falls back on the table headers."""
+        return None
+
+
 def _toml_tables(path: Path) -> set[str]:
     """Dotted names of the tables a TOML file defines (``tool.pytest.ini_options``, ...)."""
     text = path.read_text(encoding="utf-8", errors="replace")
     headers = {m.group(1).replace(" ", "") for m in _TOML_HEADER.finditer(text)}
-    try:
-        import tomllib  # Python 3.11+
-    except ImportError:  # pragma: no cover - Python 3.10: the table headers are enough to decide
+    data = _toml_data(text)
+    if data is None:
         return headers
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        return headers  # pytest will say what is wrong with it
     found: set[str] = set()
     stack: list[tuple[str, dict]] = [("", data)]
     while stack:
@@ -371,13 +386,17 @@ def plan_scaffold(root: Path | str, name: str = DEFAULT_NAME) -> Scaffold:
         ScaffoldFile(
             f"{out}/{FORMAT_REFERENCE_FILE}", REFERENCE, "the format reference (hand-written; its row is complete)"
         ),
-        ScaffoldFile(f"{out}/INDEX.md", TRACKING.substitute(name=name, reference=FORMAT_REFERENCE_FILE), "the tracking file"),
+        ScaffoldFile(
+            f"{out}/INDEX.md", TRACKING.substitute(name=name, reference=FORMAT_REFERENCE_FILE), "the tracking file"
+        ),
         ScaffoldFile(LINTER_CONFIG, LINTER, "the linter's config (pymarkdown)"),
         ScaffoldFile(checks, CHECKS.substitute(name=name), "custom checks: tests using batch_output"),
     ]
     config = find_pytest_config(root)
     if config is None:
-        files.append(ScaffoldFile("pytest.ini", PYTEST_INI.substitute(checks=checks), "pytest's settings: batchgen_checks"))
+        files.append(
+            ScaffoldFile("pytest.ini", PYTEST_INI.substitute(checks=checks), "pytest's settings: batchgen_checks")
+        )
 
     conflicts: list[str] = []
     planned: list[ScaffoldFile] = []
@@ -481,12 +500,8 @@ def write_scaffold(scaffold: Scaffold) -> None:
 
 def _undo(created: list[Path], appended: list[tuple[Path, int]]) -> None:
     for path in reversed(created):
-        try:
+        with contextlib.suppress(OSError):
             path.unlink()
-        except OSError:
-            pass
     for path, size in appended:
-        try:
+        with contextlib.suppress(OSError):
             os.truncate(path, size)
-        except OSError:
-            pass
