@@ -39,12 +39,25 @@ def write_cassettes(folder: Path) -> None:
     text = "x" * 6000
     for row in plan.rows:
         params = build_prompt(plan, row).params()
-        reply = {"type": "message", "content": [{"type": "text", "text": text}], "usage": {"input_tokens": 40, "output_tokens": 300}}
+        reply = {
+            "type": "message",
+            "content": [{"type": "text", "text": text}],
+            "usage": {"input_tokens": 40, "output_tokens": 300},
+        }
         doc = {
             "interactions": [
                 {
-                    "request": {"body": json.dumps(params), "headers": {}, "method": "POST", "uri": "https://api.anthropic.com/v1/messages"},
-                    "response": {"body": {"string": json.dumps(reply)}, "headers": {}, "status": {"code": 200, "message": "OK"}},
+                    "request": {
+                        "body": json.dumps(params),
+                        "headers": {},
+                        "method": "POST",
+                        "uri": "https://api.anthropic.com/v1/messages",
+                    },
+                    "response": {
+                        "body": {"string": json.dumps(reply)},
+                        "headers": {},
+                        "status": {"code": 200, "message": "OK"},
+                    },
                 }
             ],
             "version": 1,
@@ -68,7 +81,8 @@ def main() -> None:
         )
         base = min(run(pytest_cmd + ["test_trivial.py"], folder)[0] for _ in range(2))
         (folder / "test_trivial4.py").write_text(
-            f"import pytest\n\n@pytest.mark.parametrize('i', range({args.rows * 4}))\ndef test_trivial(i):\n    assert i >= 0\n"
+            f"import pytest\n\n@pytest.mark.parametrize('i', range({args.rows * 4}))\n"
+            "def test_trivial(i):\n    assert i >= 0\n"
         )
         base4 = min(run(pytest_cmd + ["test_trivial4.py"], folder)[0] for _ in range(2))
         gate = pytest_cmd + ["--batch-plan", "plan.md", "--batch-readonly"]
@@ -87,7 +101,10 @@ def main() -> None:
         print(f"  --batch-readonly, no cassettes:                       {bare:.2f}s  ratio {bare / base:.2f}")
         print(f"  --batch-readonly, a cassette per row:                 {recorded:.2f}s  ratio {recorded / base:.2f}")
         print(f"  pytest, {args.rows * 4} trivial items (rows x 4: the 'fresh' item too): {base4:.2f}s")
-        print(f"  --batch-readonly --batch-fail-stale, cassettes:       {failing:.2f}s  ratio {failing / base4:.2f} (target <= 1.5)")
+        print(
+            f"  --batch-readonly --batch-fail-stale, cassettes:       {failing:.2f}s  ratio {failing / base4:.2f}"
+            " (target <= 1.5)"
+        )
         print(f"  judging {args.rows} rows' freshness in process: {judged:.2f}s ({states})")
 
 

@@ -26,7 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-ENTRY = "---\nterm: Entry {i}\ncategory: Alpha\ntags: [one, two]\n---\n\n## Definition\n\nText {i}.\n\n## Details\n\nMore.\n"
+ENTRY = (
+    "---\nterm: Entry {i}\ncategory: Alpha\ntags: [one, two]\n---\n\n"
+    "## Definition\n\nText {i}.\n\n## Details\n\nMore.\n"
+)
 
 CHECKLIST = (
     "1. Front matter includes term, category and at least 2 tags\n"
@@ -91,7 +94,9 @@ def main() -> None:
             (run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-readonly"], folder) for _ in range(2)),
             key=lambda r: r[0],
         )
-        heavy = next((ln.split("HEAVY-IMPORTS:", 1)[1].strip() for ln in out.splitlines() if "HEAVY-IMPORTS:" in ln), "?")
+        heavy = next(
+            (ln.split("HEAVY-IMPORTS:", 1)[1].strip() for ln in out.splitlines() if "HEAVY-IMPORTS:" in ln), "?"
+        )
         print(f"validate-only: {args.rows} rows x 3 rules = {items} items")
         print(f"  pytest, {items} trivial parametrised items: {base:.2f}s")
         print(f"  pytest --batch-plan --batch-readonly:       {ours:.2f}s")
@@ -104,7 +109,10 @@ def main() -> None:
         make_plan(folder, args.registered, extra_rule="4. Output registered in `out/INDEX.md`\n")
         first = run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-validate-only"], folder)[0]
         again = run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-readonly"], folder)[0]
-        print(f"registration rule, {args.registered} rows x 4 rules: {first:.1f}s registering all, {again:.1f}s all registered")
+        print(
+            f"registration rule, {args.registered} rows x 4 rules: "
+            f"{first:.1f}s registering all, {again:.1f}s all registered"
+        )
 
     if shutil.which("pymarkdown", path=str(Path(sys.executable).parent)) or shutil.which("pymarkdown"):
         # a real linter once per file ({path}) against once per batch ({paths})
@@ -148,7 +156,10 @@ def main() -> None:
         folder = Path(tmp)
         make_plan(folder, args.big)
         took, out, peak_kib = run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-readonly"], folder)
-        print(f"validate-only of {args.big} rows ({args.big * 3} items): {took:.1f}s, peak RSS {peak_kib / 1024:.0f} MB (target <= 300 MB)")
+        print(
+            f"validate-only of {args.big} rows ({args.big * 3} items): {took:.1f}s, "
+            f"peak RSS {peak_kib / 1024:.0f} MB (target <= 300 MB)"
+        )
 
 
 if __name__ == "__main__":

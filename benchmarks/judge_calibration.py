@@ -1,6 +1,7 @@
-"""Measure a judge against labels people gave: accuracy, Cohen's kappa and flip rate per criterion.
+r"""Measure a judge against labels people gave: accuracy, Cohen's kappa and flip rate per criterion.
 
-    ANTHROPIC_API_KEY=sk-ant-... python benchmarks/judge_calibration.py --labels tests/data/judge/labels.yaml [--samples 3] [--model sonnet]
+    ANTHROPIC_API_KEY=sk-ant-... python benchmarks/judge_calibration.py \
+        --labels tests/data/judge/labels.yaml [--samples 3] [--model sonnet]
 
 Every (output, criterion) of the labelled set is sent to the judge exactly as a ``Judge:``
 checklist line sends it, ``--samples`` times, live (nothing is replayed; the recordings go to a

@@ -10,6 +10,7 @@ and unit-tested; ``benchmarks/judge_calibration.py`` is the command.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -90,7 +91,11 @@ def score(labels: Mapping[str, Any], verdicts: Mapping[tuple[str, str], Sequence
             verdict = majority_of(samples)
             if verdict is not None:
                 pairs.append((label["verdict"], verdict))
-        out.append(CriterionScore(criterion, items, len(pairs), accuracy(pairs), cohen_kappa(pairs), flip_rate(all_samples)))
+        out.append(
+            CriterionScore(
+                criterion, items, len(pairs), accuracy(pairs), cohen_kappa(pairs), flip_rate(all_samples)
+            )
+        )
     return out
 
 
@@ -100,7 +105,7 @@ def format_scores(scores: Sequence[CriterionScore], samples: int) -> list[str]:
         kappa = "n/a" if s.kappa is None else f"{s.kappa:.3f}"
         rows.append((s.criterion, str(s.items), str(s.answered), f"{s.accuracy:.3f}", kappa, f"{s.flip_rate:.3f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
 def load_labels(path: Path) -> dict[str, Any]:
@@ -136,10 +141,8 @@ def judge_set(
         filename, criterion = job
         row = rows[filename]
         text = plan.output_path(row).read_text(encoding="utf-8")
-        try:
+        with contextlib.suppress(CheckSkipped):
             service.check(plan, row, criterion, labels["criteria"][criterion], judge_model, text)
-        except CheckSkipped:
-            pass
 
     jobs = [(e["file"], c) for e in labels["outputs"] for c in labels["criteria"] if c in e["labels"]]
     try:

@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 from .document import OutputDocument
 from .errors import ChecklistError
@@ -27,7 +26,7 @@ class Failure:
     detail: str | None = None  # longer text shown under the message (a linter's output)
 
 
-CheckResult = Union[Failure, str, None]
+CheckResult = Failure | str | None
 
 
 class CheckSkipped(Exception):

@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_NAME,
         help=f"the plan's name: plans/NAME.md, outputs in NAME/, checks/test_NAME.py (default: {DEFAULT_NAME})",
     )
-    init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="the project folder (default: the current one)")
+    init.add_argument(
+        "dir", nargs="?", default=".", metavar="DIR", help="the project folder (default: the current one)"
+    )
     return parser
 
 

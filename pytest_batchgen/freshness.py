@@ -475,7 +475,7 @@ def freshness_table(state: Any, rows: Iterable[tuple[Any, Row]]) -> list[str]:
     sums: dict[str, list[float]] = {}
     replayed = 0
     every = 0.0
-    for (plan, row), (f, e) in zip(pairs, estimates(book, pairs, state.prices)):
+    for (plan, row), (f, e) in zip(pairs, estimates(book, pairs, state.prices), strict=True):
         u = e.usage
         name = f"{plan.rel(plan.path)}::{row.filename}" if several else row.filename
         reasons = ", ".join(f.reasons) if f.reasons else (f.note or "-")
@@ -499,7 +499,7 @@ def freshness_table(state: Any, rows: Iterable[tuple[Any, Row]]) -> list[str]:
         replayed += e.replays
         every += e.cost
     widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in table]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in table]
     stale = sums.get(STALE, [0, 0.0])
     missing = sums.get(MISSING, [0, 0.0])
     lines.append(f"to regenerate the {int(stale[0])} stale row(s): ~${stale[1]:.4f} (--batch-regenerate-stale)")

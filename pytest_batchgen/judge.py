@@ -25,6 +25,7 @@ wait on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -60,7 +61,9 @@ VERDICT_TOOL: dict[str, Any] = {
             "verdict": {"type": "string", "enum": ["pass", "fail"]},
             "line": {
                 "type": "integer",
-                "description": "the number of the output line the verdict rests on (0 when the fault is something missing)",
+                "description": (
+                    "the number of the output line the verdict rests on (0 when the fault is something missing)"
+                ),
             },
             "quote": {"type": "string", "description": "that line's text, copied exactly"},
             "reason": {"type": "string", "description": "one or two sentences a writer can act on"},
@@ -86,7 +89,12 @@ JUDGE_MAX_TOKENS = 1024
 #: the word in a criterion that sends the judge the plan's titles (cross-reference criteria)
 _PLAN_WORD = re.compile(r"\bplan\b", re.IGNORECASE)
 
-_STOP_WORDS = frozenset(["a", "an", "and", "are", "be", "has", "have", "in", "is", "it", "its", "of", "on", "or", "the", "this", "that", "to", "with"])
+_STOP_WORDS = frozenset(
+    [
+        "a", "an", "and", "are", "be", "has", "have", "in", "is", "it",
+        "its", "of", "on", "or", "the", "this", "that", "to", "with",
+    ]
+)
 _FULL_ID = re.compile(r"^claude-[A-Za-z0-9_.\-@:]+$")
 
 
@@ -140,7 +148,9 @@ def judge_message(plan: Plan, row: Row, criterion: str, text: str) -> str:
     return "\n\n".join(parts)
 
 
-def judge_request(plan: Plan, row: Row, criterion: str, text: str, model: str, max_tokens: int = JUDGE_MAX_TOKENS) -> dict[str, Any]:
+def judge_request(
+    plan: Plan, row: Row, criterion: str, text: str, model: str, max_tokens: int = JUDGE_MAX_TOKENS
+) -> dict[str, Any]:
     """The Messages API parameters of one judge call (the same bytes for the same output)."""
     return {
         "model": model,
@@ -337,10 +347,8 @@ class JudgeService:
         """Close the client and stop the loop (at the end of the session)."""
         if self._client is None or self._loop is None:
             return
-        try:
+        with contextlib.suppress(Exception):  # closing is best effort: every verdict is already on disk
             asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=10)
-        except Exception:  # closing is best effort: every verdict is already on disk
-            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._client = None
 
@@ -416,7 +424,9 @@ class JudgeService:
         for number in range(1, s.samples + 1):
             spent = self.spent + self.other_spent()
             if s.max_cost is not None and s.may_call and spent >= s.max_cost:
-                raise CheckSkipped(f"not judged: the estimated spend (${spent:.4f}) reached --batch-max-cost ${s.max_cost:g}")
+                raise CheckSkipped(
+                    f"not judged: the estimated spend (${spent:.4f}) reached --batch-max-cost ${s.max_cost:g}"
+                )
             attempt = JudgeAttempt(rule, number, model)
             try:
                 completion = self._complete(key, params)

@@ -6,7 +6,8 @@ Prices are US dollars per million tokens. The defaults are Anthropic's list pric
 are assumed to cost what their 4.5 predecessors cost until you say otherwise. Cache writes are
 the 5-minute ephemeral rate (1.25 x input), cache reads 0.1 x input, and the Message Batches API
 halves everything. Override per model (or model-id prefix) in the ini option
-``batchgen_prices`` or a plan's ``## Prices`` section (read with the plan, as ``Plan.prices``); every figure here is an estimate.
+``batchgen_prices`` or a plan's ``## Prices`` section (read with the plan, as ``Plan.prices``);
+every figure here is an estimate.
 """
 
 from __future__ import annotations

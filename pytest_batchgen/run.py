@@ -23,7 +23,9 @@ class PlanRun:
     rows: tuple[Row, ...]
     docs: DocumentCache = field(default_factory=DocumentCache)
     readonly: bool = False
-    _verdicts: dict[tuple[str, str, Path], tuple[OutputDocument, Failure | CheckSkipped | None]] = field(default_factory=dict)
+    _verdicts: dict[tuple[str, str, Path], tuple[OutputDocument, Failure | CheckSkipped | None]] = field(
+        default_factory=dict
+    )
 
     def row_id(self, row: Row) -> RowId:
         """The row's identity in the session: dispatcher results, item counts, reports."""

@@ -295,7 +295,9 @@ class Settings:
         invocation_dir = Path(config.invocation_params.dir)
         if config.getoption("batch_regenerate_stale") and (readonly or config.getoption("batch_validate_only")):
             which = "--batch-readonly" if readonly else "--batch-validate-only"
-            raise BatchgenError(f"--batch-regenerate-stale generates outputs; {which} makes no model call. Drop one of them")
+            raise BatchgenError(
+                f"--batch-regenerate-stale generates outputs; {which} makes no model call. Drop one of them"
+            )
         return cls(
             plans=tuple(config.getoption("batch_plan")),
             rootdir=Path(config.rootpath),

@@ -60,7 +60,10 @@ class FreshItem(RowItem):
         if isinstance(excinfo.value, StaleOutput):
             plan = self.run.plan
             output = plan.rel(self.run.output_path(self.row))
-            return f"{output}: {excinfo.value}\n  row: {plan.rel(plan.path)}:{self.row.line}: {self.row.title} ({self.row.model})"
+            return (
+                f"{output}: {excinfo.value}\n"
+                f"  row: {plan.rel(plan.path)}:{self.row.line}: {self.row.title} ({self.row.model})"
+            )
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int, str]:

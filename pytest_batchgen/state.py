@@ -21,8 +21,8 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .dispatch import RowResult
-    from .judge import JudgeService
     from .freshness import FreshnessBook
+    from .judge import JudgeService
 
 
 class GenerationSource(Protocol):

@@ -15,7 +15,6 @@ from typing import TypedDict
 import pytest
 
 from .nodes import CheckFailed, CheckItem, GenerateItem, RowItem, row_of
-from .outcomes import Verdict
 from .plan import Row
 from .planedit import apply_updates
 from .report import RowReport, build_rows

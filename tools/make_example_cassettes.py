@@ -47,7 +47,8 @@ def judge_verdict(body: dict) -> Reply:
     first = quote.split(". ")[0]
     return verdict_reply(
         "pass",
-        f"The Definition explains the term in other words (line {line}: \"{first[:80]}...\"); it does not define it by itself.",
+        f"The Definition explains the term in other words (line {line}: \"{first[:80]}...\"); "
+        "it does not define it by itself.",
         line,
         quote,
         model=body["model"],
