@@ -1,0 +1,96 @@
+"""Issue 12's speed work keeps behaviour: each faster path is checked against the slow one.
+
+No timing is asserted here (benchmarks/bench_whole_run.py and bench_validate_only.py print
+the figures); these tests pin what the fast paths must not change.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml  # noqa: F401  (pytester restores sys.modules; see tests/test_init.py)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
+
+from pytest_batchgen import plan as plan_mod
+from pytest_batchgen.errors import PlanError
+
+# -- cold parse: one token per table row gives the same sections as markdown-it's own rule ----
+
+_PIECES = [
+    "| a | b | c |", "|---|:-:|--|", "| x | y |", "| 1 | 2 | 3 | 4 |", "a | b", "x \\| y | z", "",
+    "> quote", "- item", "## H", "    code", "|", "| |", "```", "text", "|-|-|", "\t| t |", "<div>",
+    "***", "  | a |", "| a `|` b |", "> | a | b |", "> |---|---|", "1. | a |", "   |-|", "# h1",
+    "[x]: /url", "Title | F", "--- | ---", "===", "  - | a |", "|  |  |", "| é | \u2028 |",
+]
+
+
+def _scan_with(md: MarkdownIt, text: str):
+    original = plan_mod._markdown
+    plan_mod._markdown = lambda: md  # type: ignore[assignment]
+    plan_mod.scan.cache_clear()
+    try:
+        return plan_mod.scan(text)
+    finally:
+        plan_mod._markdown = original  # type: ignore[assignment]
+        plan_mod.scan.cache_clear()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.one_of(st.sampled_from(_PIECES), st.text(alphabet="|-: \\`ab\t>", max_size=12)), min_size=1, max_size=14),
+    st.sampled_from(["", "\n", "\r\n", "\r"]),
+)
+def test_compact_table_rule_scans_like_markdown_its_own(lines: list[str], ending: str) -> None:
+    stock = MarkdownIt("commonmark").enable("table").disable("inline")
+    text = "## S\n" + "\n".join(lines) + ending
+    assert _scan_with(plan_mod._markdown(), text) == _scan_with(stock, text)
+
+
+def test_compact_table_rule_keeps_rows_cells_and_lines() -> None:
+    text = "## Phase 1\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| A | a.md | haiku | pending |\n| B \\| b | b.md |\n| C | c.md | sonnet | complete | extra |\n\nafter\n"
+    (section,) = plan_mod.scan(text)
+    (table,) = section.tables
+    assert table.header == ("Title", "Filename", "Model", "Status")
+    assert [r.line for r in table.rows] == [4, 5, 6]
+    assert table.rows[0].cells == ("A", "a.md", "haiku", "pending")
+    assert table.rows[1].cells == ("B | b", "b.md", "", "")  # padded as markdown-it pads
+    assert table.rows[2].cells == ("C", "c.md", "sonnet", "complete")  # cut to the header
+    assert section.paragraphs[-1].text == "after"
+
+
+# -- cold parse: one lstat per filename, the same refusals as Path.resolve() -----------------
+
+
+def _resolve_both(tmp_path: Path, name: str):
+    out = (tmp_path / "out").resolve()
+    fast = plan_mod._resolve_below(out, Path(name), "f", tmp_path / "plan.md", 1, {})
+    return fast, (out / name).resolve()
+
+
+@pytest.mark.parametrize("name", ["a.md", "sub/a.md", "sub/deeper/b.md", "./c.md", "link.md", "linkdir/x.md", "file.md/x.md", "../up.md"])
+def test_resolve_below_matches_path_resolve(tmp_path: Path, name: str) -> None:
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "file.md").write_text("x")
+    os.symlink(tmp_path / "elsewhere.md", out / "link.md")
+    os.symlink(tmp_path, out / "linkdir")
+    fast, slow = _resolve_both(tmp_path, name)
+    assert fast == slow
+
+
+def test_link_to_outside_is_still_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(tmp_path / "secret.md", out / "escape.md")
+    with pytest.raises(PlanError, match="leaves the output directory"):
+        plan_mod._check_filename("escape.md", out.resolve(), tmp_path / "plan.md", 7, {})
+
+
+def test_a_name_the_system_refuses_is_still_a_plan_error(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    with pytest.raises(PlanError, match="cannot be resolved"):
+        plan_mod._check_filename("x" * 300 + ".md", (tmp_path / "out").resolve(), tmp_path / "plan.md", 7, {})
