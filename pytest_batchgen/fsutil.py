@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 from filelock import FileLock
@@ -43,5 +44,11 @@ def lock_for(path: Path, timeout: float = 60.0) -> FileLock:
     The lock file lives in the temporary folder, keyed by the resolved path, so that users'
     repositories do not collect ``.lock`` files next to their plans.
     """
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
-    return FileLock(os.path.join(tempfile.gettempdir(), f"pytest-batchgen-{key}.lock"), timeout=timeout)
+    return FileLock(_lock_file(str(path)), timeout=timeout)
+
+
+@lru_cache(maxsize=256)
+def _lock_file(path: str) -> str:
+    """The lock file of ``path`` (resolved once per spelling: a registration takes it per row)."""
+    key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:24]
+    return os.path.join(tempfile.gettempdir(), f"pytest-batchgen-{key}.lock")

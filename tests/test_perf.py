@@ -94,3 +94,55 @@ def test_a_name_the_system_refuses_is_still_a_plan_error(tmp_path: Path) -> None
     (tmp_path / "out").mkdir()
     with pytest.raises(PlanError, match="cannot be resolved"):
         plan_mod._check_filename("x" * 300 + ".md", (tmp_path / "out").resolve(), tmp_path / "plan.md", 7, {})
+
+
+# -- registration at scale: appends after the first write, whole lines or nothing ------------
+
+
+def test_later_registrations_append_and_a_failed_append_leaves_the_old_text(tmp_path: Path, monkeypatch) -> None:
+    from pytest_batchgen import tracking
+
+    index = tmp_path / "INDEX.md"
+    index.write_text("# Index\n\n- [A](a.md)")  # the user's text, no final newline
+    outs = [tmp_path / f"e{i}.md" for i in range(3)]
+    assert tracking.register(index, outs[0], "E0")  # the first write: read-modify-rename
+    inode = index.stat().st_ino
+    assert tracking.register(index, outs[1], "E1")  # later ones append to the same file
+    assert index.stat().st_ino == inode
+    assert index.read_text() == "# Index\n\n- [A](a.md)\n- [E0](e0.md)\n- [E1](e1.md)\n"
+
+    def short_write(fd: int, data: bytes) -> int:
+        os.ftruncate(fd, os.fstat(fd).st_size)
+        real_write(fd, data[:5])  # half a line reaches the file, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    real_write = os.write
+    monkeypatch.setattr(os, "write", short_write)
+    with pytest.raises(OSError):
+        tracking.register(index, outs[2], "E2")
+    monkeypatch.undo()
+    assert index.read_text() == "# Index\n\n- [A](a.md)\n- [E0](e0.md)\n- [E1](e1.md)\n"
+    assert not tracking.is_registered(index, outs[2])
+    # someone else's edit without a final newline: the next append starts a new line
+    with index.open("a") as fh:
+        fh.write("- [X](x.md)")
+    assert tracking.register(index, outs[2], "E2")
+    assert index.read_text().endswith("- [X](x.md)\n- [E2](e2.md)\n")
+    assert tracking.is_registered(index, tmp_path / "x.md")
+    assert not tracking.register(index, outs[1], "E1 again")
+
+
+def test_appended_registrations_are_fsynced_at_exit(tmp_path: Path, monkeypatch) -> None:
+    from pytest_batchgen import tracking
+
+    index = tmp_path / "INDEX.md"
+    tracking.sync_appended()  # what earlier tests appended
+    tracking.register(index, tmp_path / "a.md", "A")
+    tracking.register(index, tmp_path / "b.md", "B")
+    tracking.register(index, tmp_path / "c.md", "C")
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    tracking.sync_appended()
+    assert len(synced) == 1
+    tracking.sync_appended()  # nothing new appended: nothing to sync
+    assert len(synced) == 1
