@@ -218,7 +218,7 @@ class ModelClient:
             info.pending = []  # never recorded: it would be replayed, and fail, forever
             raise ModelCallError("InvalidReply", f"the API's reply is not a message: {problem}")
         if self.recorder is not None:
-            self.recorder.commit(info)  # on disk before the run goes on
+            await self.recorder.persist(info)  # on disk before the run goes on (written off the loop)
         text = "".join(getattr(block, "text", "") or "" for block in message.content if getattr(block, "type", None) == "text")
         u = message.usage
         usage = Usage(
@@ -228,6 +228,11 @@ class ModelClient:
             getattr(u, "cache_read_input_tokens", 0) or 0,
         )
         return Completion(text, message.stop_reason, usage, message.model, replayed=info.live == 0 and info.replayed > 0)
+
+    def release(self, key: str) -> None:
+        """The row ended: its recording need not stay in memory."""
+        if self.recorder is not None:
+            self.recorder.release(key)
 
     async def aclose(self) -> None:
         await self._client.close()

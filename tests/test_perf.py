@@ -146,3 +146,56 @@ def test_appended_registrations_are_fsynced_at_exit(tmp_path: Path, monkeypatch)
     assert len(synced) == 1
     tracking.sync_appended()  # nothing new appended: nothing to sync
     assert len(synced) == 1
+
+
+# -- cassettes: saved off the event loop, before the row goes on, then dropped from memory ----
+
+
+def test_cassettes_are_saved_off_the_loop_before_the_row_goes_on_and_released(project, fake, monkeypatch) -> None:
+    import threading
+
+    from genhelpers import bad_value, draft, router, rows_for
+    from fakeapi import Reply
+    from pytest_batchgen import dispatch, recording
+
+    names = ["a-one", "b-two", "c-three", "d-four"]
+    project.write_rows(rows_for(*names))
+    router(fake).set("b-two.md", Reply.ok(bad_value("B Two")), Reply.ok(draft("B Two")))
+    saved_by: dict[str, set[str]] = {}
+    real_write = recording.atomic_write
+
+    def spy_write(path: Path, data) -> None:
+        saved_by.setdefault(path.name, set()).add(threading.current_thread().name)
+        real_write(path, data)
+
+    on_disk_when_checked: list[tuple[str, int]] = []
+    real_draft = dispatch._write_draft
+
+    def spy_draft(run, row, path, text, check):
+        # the draft comes after the reply: its recording is already on disk, with this attempt
+        cassette = project.cassette(row.filename)
+        on_disk_when_checked.append((row.filename, cassette.read_text().count("- request:")))
+        return real_draft(run, row, path, text, check)
+
+    released: list[str] = []
+    real_release = recording.Recorder.release
+
+    def spy_release(self, key: str) -> None:
+        real_release(self, key)
+        assert key not in self._cassettes
+        released.append(key)
+
+    monkeypatch.setattr(recording, "atomic_write", spy_write)
+    monkeypatch.setattr(dispatch, "_write_draft", spy_draft)
+    monkeypatch.setattr(recording.Recorder, "release", spy_release)
+
+    result = project.run("--batch-concurrency", "4")
+
+    assert result.ret == 0, result.stdout.str()
+    assert sorted(saved_by) == sorted(f"{n}.md.yaml" for n in names)
+    for name, threads in saved_by.items():
+        assert all(t.startswith("batchgen-cassette") for t in threads), (name, threads)
+    # b-two was checked twice: after its first reply (1 interaction saved) and its repair (2)
+    assert sorted(c for f, c in on_disk_when_checked if f == "b-two.md") == [1, 2]
+    assert all(c == 1 for f, c in on_disk_when_checked if f != "b-two.md")
+    assert len(released) == len(names)
