@@ -199,3 +199,55 @@ def test_cassettes_are_saved_off_the_loop_before_the_row_goes_on_and_released(pr
     assert sorted(c for f, c in on_disk_when_checked if f == "b-two.md") == [1, 2]
     assert all(c == 1 for f, c in on_disk_when_checked if f != "b-two.md")
     assert len(released) == len(names)
+
+
+# -- the SDK loads while pytest collects, only in runs that generate ---------------------------
+
+PRELOAD_PROBE = """
+import sys
+import pytest_batchgen.preload as preload
+
+started = []
+original = preload.Preloader.start
+
+def start(self):
+    started.append(sorted(m for m in ("anthropic", "vcr", "httpx2") if m in sys.modules))
+    return original(self)
+
+preload.Preloader.start = start
+
+def pytest_sessionfinish(session):
+    print("PRELOAD-THREAD:", bool(started))
+    print("HEAVY-BEFORE:", started)
+"""
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ((), True),
+        (("--batch-validate-only",), False),
+        (("--batch-readonly",), False),
+        (("--batch-dry-run",), False),
+    ],
+)
+def test_the_sdk_is_preloaded_only_in_runs_that_generate(project, args, expected) -> None:
+    from genhelpers import rows_for
+
+    project.write_rows(rows_for("a-one", "b-two"))
+    project.write("conftest.py", PRELOAD_PROBE)
+    result = project.run(*args, "-s", subprocess=True)
+    assert f"PRELOAD-THREAD: {expected}" in result.stdout.str()
+    if expected:  # started before anything had imported them
+        assert "HEAVY-BEFORE: [[]]" in result.stdout.str()
+
+
+def test_no_preload_when_every_row_is_complete_and_nothing_is_re_recorded(project) -> None:
+    from genhelpers import rows_for
+
+    rows = rows_for("a-one")
+    project.write_rows(rows)
+    project.edit(project.plan, "| pending |", "| complete |")
+    project.write("conftest.py", PRELOAD_PROBE)
+    result = project.run("-s", subprocess=True)
+    assert "PRELOAD-THREAD: False" in result.stdout.str()
