@@ -136,15 +136,32 @@ def server_view(server: FakeAnthropic, start: float, rows: int) -> tuple[float, 
     return first - start, last - first
 
 
+#: pytest plugins installed here that a batchgen run does not use (``--all-plugins`` keeps them):
+#: hypothesis' plugin alone imports hypothesis at the end of every session (about 2 s)
+OTHER_PLUGINS = ("hypothesispytest", "anyio")
+DISABLED: list[str] = list(OTHER_PLUGINS)
+
+
+def offline_env() -> dict[str, str]:
+    """This environment without a key, CI or ``PYTHONDONTWRITEBYTECODE`` (a user's machine keeps
+    bytecode caches; without them every module of the plugin is compiled, and rewritten by
+    pytest, on every run)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    for name in ("CI", "PYTHONDONTWRITEBYTECODE"):
+        env.pop(name, None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return env
+
+
 def base_env(server: FakeAnthropic) -> dict[str, str]:
-    env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "bench"}
-    env.pop("CI", None)
+    env = {**offline_env(), "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "bench"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return env
 
 
 def pytest_cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *extra]
+    off = [arg for name in DISABLED for arg in ("-p", f"no:{name}")]
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *off, *extra]
 
 
 def ours(rows: int, concurrency: int, latency: float) -> Timing:
@@ -274,9 +291,7 @@ def replay_vs_validate(rows: int) -> tuple[Timing, Timing]:
             server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
             run_process(pytest_cmd("--batch-plan", "plan.md", "--batch-concurrency", "16", "--rootdir", tmp),
                         folder, base_env(server))
-        offline = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
-        offline.pop("CI", None)
-        offline["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        offline = offline_env()
         for i in range(rows):
             (folder / "out" / f"term-{i}.md").unlink()
         write_plan(folder, rows)  # every row pending again
@@ -314,12 +329,20 @@ def main() -> None:
     ap.add_argument("--sizes", default="100,1000,5000", help="row counts of the per-row overhead series")
     ap.add_argument("--replay-sizes", default="1000,5000")
     ap.add_argument("--repeat", type=int, default=1, help="runs per figure; the best is kept")
+    ap.add_argument("--all-plugins", action="store_true", help=f"keep {', '.join(OTHER_PLUGINS)} loaded")
     args = ap.parse_args()
+    if args.all_plugins:
+        DISABLED.clear()
     if args.quick:
         args.peer_rows, args.peer_latency, args.bare_rows = 16, 0.5, 200
         args.sizes, args.replay_sizes = "50,200", "200"
     only = set(args.only.split(","))
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+        f"pytest plugins disabled: {', '.join(DISABLED) or 'none'}; bytecode caches on",
+        flush=True,
+    )
+    ours(4, 4, 0.0), bare(4, 4, 0.0)  # warm-up: bytecode caches written, files in the page cache
 
     if "peer" in only:
         n, lat, c = args.peer_rows, args.peer_latency, args.peer_concurrency

@@ -94,6 +94,10 @@ class TallyPlugin:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
         report = yield
+        # a passing setup or teardown counts for nothing: no payload (fewer bytes per item,
+        # retained by pytest's reports and sent across xdist)
+        if report.when != "call" and report.passed:
+            return report
         found = row_of(item)
         if found is not None:
             report.batchgen = self._payload(item, call, report, *found)

@@ -251,3 +251,41 @@ def test_no_preload_when_every_row_is_complete_and_nothing_is_re_recorded(projec
     project.write("conftest.py", PRELOAD_PROBE)
     result = project.run("-s", subprocess=True)
     assert "PRELOAD-THREAD: False" in result.stdout.str()
+
+
+# -- per-item work: one marker per row, payloads only on the reports that count ---------------
+
+PER_ITEM_PROBE = """
+import collections
+seen = collections.Counter()
+
+def pytest_collection_finish(session):
+    by_row = collections.defaultdict(set)
+    for item in session.items:
+        mark = item.get_closest_marker("batchgen")
+        by_row[mark.kwargs["filename"]].add(id(mark))
+    print("MARKS-PER-ROW:", sorted(len(v) for v in by_row.values()))
+
+def pytest_runtest_logreport(report):
+    seen[(report.when, report.outcome, hasattr(report, "batchgen"))] += 1
+
+def pytest_sessionfinish(session):
+    print("REPORTS:", sorted(k for k in seen))
+"""
+
+
+def test_one_marker_per_row_and_no_payload_on_passing_setup_or_teardown(project) -> None:
+    from genhelpers import rows_for
+
+    project.write_rows(rows_for("a-one", "b-two"))
+    for name in ("a-one", "b-two"):
+        project.write(f"output/{name}.md", "not even front matter\\n")
+    project.write("conftest.py", PER_ITEM_PROBE)
+    result = project.run("--batch-validate-only", "-s")
+    out = result.stdout.str()
+    assert "MARKS-PER-ROW: [1, 1]" in out
+    reports = out.split("REPORTS: ", 1)[1].splitlines()[0]
+    assert "('setup', 'passed', False)" in reports and "('teardown', 'passed', False)" in reports
+    assert "('call', 'failed', True)" in reports
+    assert "True)" not in reports.replace("('call', 'failed', True)", "").replace("('call', 'passed', True)", "")
+    assert result.ret == 1 and set(project.statuses().values()) == {"pending"}
