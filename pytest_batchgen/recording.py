@@ -307,6 +307,27 @@ class Recorder:
                 self._writer = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="batchgen-cassette")
         await asyncio.wrap_future(self._writer.submit(self.commit, call))
 
+    def replay_directly(self, key: str, url: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The recorded reply (its JSON body) to the request ``params`` would make, played from the
+        row's cassette by vcrpy's own matching, or None when vcrpy would not play one.
+
+        The replay fast path (issue 12): a replayed call needs neither the SDK's request building
+        and parsing nor httpx; the request is matched as vcrpy matches it (method, path, and body
+        compared as JSON), and each recorded reply plays once, as in the transport. Anything it
+        does not answer (no match, record mode ``all``, a corrupt cassette) goes the usual way."""
+        if self.mode == "all" or key in self.corrupt:
+            return None
+        vreq = VcrRequest("POST", url, json.dumps(params).encode("utf-8"), {"content-type": "application/json"})
+        cassette = self.cassette(key)
+        if not cassette.can_play_response_for(vreq):
+            return None
+        response = cassette.play_response(vreq)
+        try:
+            data = json.loads(response["body"]["string"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return data if is_message_body(data) else None
+
     def release(self, key: str) -> None:
         """The row ended: drop its cassette from memory (a row's later request would load it again)."""
         with self._lock:

@@ -289,3 +289,47 @@ def test_one_marker_per_row_and_no_payload_on_passing_setup_or_teardown(project)
     assert "('call', 'failed', True)" in reports
     assert "True)" not in reports.replace("('call', 'failed', True)", "").replace("('call', 'passed', True)", "")
     assert result.ret == 1 and set(project.statuses().values()) == {"pending"}
+
+
+# -- replay fast path: recorded replies answered from the cassette without the SDK -----------
+
+
+def test_replay_answers_recorded_calls_without_the_sdk_and_leaves_what_the_sdk_path_left(project, fake, monkeypatch) -> None:
+    from genhelpers import bad_value, draft, go_offline, router, rows_for
+    from fakeapi import Reply
+    from pytest_batchgen import recording
+
+    names = ["passes", "repaired", "stays-wrong", "changed"]
+    rows = rows_for(*names)
+    project.write_rows(rows)
+    r = router(fake)
+    r.set("repaired.md", Reply.ok(bad_value("Repaired")), Reply.ok(draft("Repaired")))
+    r.set("stays-wrong.md", Reply.ok(bad_value("Stays Wrong")))
+    recorded = project.run()
+    recorded_outputs = project.outputs()
+    recorded_statuses = project.statuses()
+
+    through_transport: list[str] = []
+    real = recording._RecordingTransport.handle_async_request
+
+    async def spy(self, request):
+        through_transport.append(recording.current_call.get().key)
+        return await real(self, request)
+
+    monkeypatch.setattr(recording._RecordingTransport, "handle_async_request", spy)
+    go_offline(fake, monkeypatch)
+    project.reset(rows)
+    # one row's recording no longer matches: it goes the usual way and misses as before
+    project.edit(project.plan, "| Changed |", "| Changed Title |")
+    replayed = project.run("--batch-record-mode", "none")
+
+    # only the row whose recording no longer matches went through the SDK and its transport
+    assert through_transport and all(k.endswith("::changed.md") for k in through_transport), through_transport
+    assert {k: v for k, v in project.outputs().items() if "changed" not in k} == {
+        k: v for k, v in recorded_outputs.items() if "changed" not in k
+    }
+    assert {k: v for k, v in project.statuses().items() if k != "changed.md"} == {
+        k: v for k, v in recorded_statuses.items() if k != "changed.md"
+    }
+    assert "title changed since it was recorded" in replayed.failure("changed.md::generate")
+    assert replayed.outcomes()["repaired.md::generate"] == recorded.outcomes()["repaired.md::generate"]
