@@ -367,15 +367,21 @@ def main() -> None:
                 flush=True,
             )
             ratio_line(f"ours/bare {args.bare_rows} rows zero latency c={c}", mine.wall / ref.wall, "target <= 1.3")
+        previous: tuple[int, float] | None = None
         for n in (int(x) for x in args.sizes.split(",")):
             mine = best(ours, args.repeat, n, 8, 0.0)
             ref = best(bare, args.repeat, n, 8, 0.0)
             firsts.append((mine.first_request, ref.first_request))
+            extra = mine.wall - ref.wall
+            # the marginal cost of a row: the extra time's growth since the previous size
+            # (the fixed part, pytest's start and end, cancels out)
+            marginal = f", marginal {(extra - previous[1]) / (n - previous[0]) * 1000:.1f} ms/row since {previous[0]}" if previous else ""
             print(
                 f"overhead: {n} rows, c=8: ours {mine.wall:.2f}s, bare {ref.wall:.2f}s, "
-                f"per row {(mine.wall - ref.wall) / n * 1000:.1f} ms (should stay flat)",
+                f"(ours - bare) / rows {extra / n * 1000:.1f} ms{marginal} (should stay flat)",
                 flush=True,
             )
+            previous = (n, extra)
         mine_first = min(f for f, _ in firsts)
         ref_first = min(f for _, f in firsts)
         print(f"first request: ours {mine_first:.2f}s, bare {ref_first:.2f}s after process start")
