@@ -64,7 +64,9 @@ def run(cmd: list[str], cwd: Path) -> tuple[float, str, int]:
     """Wall time, output, and the child's peak RSS in KiB."""
     start = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "CI": "true"})
+    # this tree's plugin, whatever the editable install points at
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "CI": "true", "PYTHONPATH": path})
     elapsed = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if proc.returncode not in (0,):
@@ -107,11 +109,20 @@ def main() -> None:
         # the registration rule over many rows: the first run registers every output
         folder = Path(tmp)
         make_plan(folder, args.registered, extra_rule="4. Output registered in `out/INDEX.md`\n")
-        first = run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-validate-only"], folder)[0]
+        items = args.registered * 4
+        (folder / "test_trivial.py").write_text(
+            f"import pytest\n\n@pytest.mark.parametrize('i', range({items}))\ndef test_trivial(i):\n    assert i >= 0\n"
+        )
+        floor = run(pytest_cmd + ["test_trivial.py"], folder)[0]
+        first, _, peak_kib = run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-validate-only"], folder)
         again = run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-readonly"], folder)[0]
         print(
             f"registration rule, {args.registered} rows x 4 rules: "
             f"{first:.1f}s registering all, {again:.1f}s all registered"
+        )
+        print(
+            f"RATIO registering {args.registered} rows / pytest floor ({items} trivial items, {floor:.1f}s): "
+            f"{first / floor:.2f} (target <= 1.5), peak RSS {peak_kib / 1024:.0f} MB (target <= 300 MB)"
         )
 
     if shutil.which("pymarkdown", path=str(Path(sys.executable).parent)) or shutil.which("pymarkdown"):
@@ -128,6 +139,21 @@ def main() -> None:
             f"linter over {args.linted} outputs: {timings['{path}']:.1f}s once per file, "
             f"{timings['{paths}']:.1f}s once per batch"
         )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # a cold parse: a fresh process loading a plan of --big rows (the import is not counted)
+        folder = Path(tmp)
+        make_plan(folder, args.big, write_outputs=False)
+        probe = (
+            "import sys, time; from pathlib import Path; from pytest_batchgen.plan import load_plan; "
+            "t = time.perf_counter(); load_plan(Path('plan.md'), Path('.'), {}); print(time.perf_counter() - t)"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        took = min(
+            float(subprocess.run([sys.executable, "-c", probe], cwd=folder, env=env, capture_output=True, text=True, check=True).stdout)
+            for _ in range(3)
+        )
+        print(f"RATIO cold parse of a {args.big}-row plan (s): {took:.2f} (target <= 1.0)")
 
     from pytest_batchgen.plan import scan
     from pytest_batchgen.planedit import RowUpdate, apply_updates

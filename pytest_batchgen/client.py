@@ -196,6 +196,11 @@ class ModelClient:
         return f"replayed from {r.label(key)}{why}; to generate it again: {r.retry_command(key)}"
 
     async def complete(self, key: str, params: dict[str, Any]) -> Completion:
+        if self.recorder is not None:  # replay fast path: the recorded reply, without the SDK
+            url = str(self._client.base_url).rstrip("/") + "/v1/messages"  # the path the SDK posts to
+            recorded = self.recorder.replay_directly(key, url, params)
+            if recorded is not None:
+                return completion_from_body(recorded, replayed=True)
         info = CallInfo(key)
         token = current_call.set(info)
         try:
@@ -223,7 +228,7 @@ class ModelClient:
             info.pending = []  # never recorded: it would be replayed, and fail, forever
             raise ModelCallError("InvalidReply", f"the API's reply is not a message: {problem}")
         if self.recorder is not None:
-            self.recorder.commit(info)  # on disk before the run goes on
+            await self.recorder.persist(info)  # on disk before the run goes on (written off the loop)
         text = "".join(getattr(block, "text", "") or "" for block in message.content if getattr(block, "type", None) == "text")
         u = message.usage
         usage = Usage(
@@ -238,8 +243,33 @@ class ModelClient:
             replayed=info.live == 0 and info.replayed > 0, tool_input=tool_input,
         )
 
+    def release(self, key: str) -> None:
+        """The row ended: its recording need not stay in memory."""
+        if self.recorder is not None:
+            self.recorder.release(key)
+
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def completion_from_body(body: dict[str, Any], *, replayed: bool) -> Completion:
+    """A Messages API reply body (already checked to be a message) as the SDK path builds it."""
+    text = "".join(
+        block.get("text") or "" for block in body["content"] if isinstance(block, dict) and block.get("type") == "text"
+    )
+    u = body["usage"]
+    usage = Usage(
+        u.get("input_tokens") or 0,
+        u.get("output_tokens") or 0,
+        u.get("cache_creation_input_tokens") or 0,
+        u.get("cache_read_input_tokens") or 0,
+    )
+    tool_input = next(
+        (b.get("input") for b in body["content"] if isinstance(b, dict) and b.get("type") == "tool_use"), None
+    )
+    return Completion(
+        text, body.get("stop_reason"), usage, body.get("model", ""), replayed=replayed, tool_input=tool_input
+    )
 
 
 def _not_a_message(message: Any) -> str | None:

@@ -46,6 +46,20 @@ def _discard_draft(path: Path) -> None:
         pass
 
 
+def _write_draft(run: PlanRun, row: Row, path: Path, text: str, check: bool) -> list[tuple[Any, Failure]]:
+    """Write a draft, then (when ``check``) its failing checks: one executor trip, not two."""
+    atomic_write(path, text)
+    run.docs.forget(path)
+    return run.draft_failures(row, path) if check else []
+
+
+def _promote_draft(run: PlanRun, draft: Path, output: Path, text: str) -> None:
+    """A re-recorded row's draft passed: it becomes the output, and the draft goes."""
+    atomic_write(output, text)
+    _discard_draft(draft)
+    run.docs.forget(output)
+
+
 @dataclass
 class Attempt:
     """One request of a row: its usage, how it ended, and what the checks said of the draft."""
@@ -230,6 +244,7 @@ class Dispatcher:
                     result.hint = client.retry_hint(job.key) or None
         except Exception as exc:  # a bug must fail the row, not hang it
             result = RowResult(job.key, Outcome.ERROR, error=f"{type(exc).__name__}: {exc}")
+        getattr(client, "release", lambda key: None)(job.key)  # its recording leaves memory
         self.done += 1
         if result.outcome.counts_as_failed:
             self.failed += 1
@@ -289,8 +304,10 @@ class Dispatcher:
                 result.outcome, result.error = Outcome.REFUSED, "the model refused to write this output"
                 attempt.error = result.error
                 return result
-            await loop.run_in_executor(None, atomic_write, path, text)
-            run.docs.forget(path)
+            # one trip to the executor writes the draft and checks it (not when it was cut off)
+            failures = await loop.run_in_executor(
+                None, _write_draft, run, row, path, text, completion.stop_reason != "max_tokens"
+            )
             result.wrote = True
             if completion.stop_reason == "max_tokens":
                 result.outcome = Outcome.TRUNCATED
@@ -300,13 +317,10 @@ class Dispatcher:
                 )
                 attempt.error = result.error
                 return result
-            failures = await loop.run_in_executor(None, run.draft_failures, row, path)
             attempt.failures = [f"{rule.name}: {f.message}" for rule, f in failures]
             if not failures:
                 if path != output:
-                    await loop.run_in_executor(None, atomic_write, output, text)
-                    await loop.run_in_executor(None, _discard_draft, path)
-                    run.docs.forget(output)
+                    await loop.run_in_executor(None, _promote_draft, run, path, output, text)
                 result.outcome = Outcome.PASSED
                 return result
             if number < self.max_attempts:

@@ -15,6 +15,7 @@ import contextlib
 import os
 import threading
 import time
+from functools import lru_cache
 from pathlib import Path
 
 from filelock import FileLock
@@ -126,8 +127,14 @@ def lock_path(path: Path) -> Path:
     Beside the file rather than in ``$TMPDIR``, so that every process that can see the file sees
     the lock, whatever its own ``TMPDIR`` (two containers sharing a work tree, for instance).
     """
-    resolved = path.resolve()
-    return resolved.parent / f".{resolved.name}{LOCK_SUFFIX}"
+    return Path(_lock_file(str(path)))
+
+
+@lru_cache(maxsize=256)
+def _lock_file(path: str) -> str:
+    """The lock file of ``path``, resolved once per spelling: a registration takes it per row."""
+    resolved = Path(path).resolve()
+    return str(resolved.parent / f".{resolved.name}{LOCK_SUFFIX}")
 
 
 def lock_for(path: Path, timeout: float = 60.0) -> FileLock:

@@ -24,6 +24,15 @@ def block_parser() -> MarkdownIt:
 
 
 @lru_cache(maxsize=1)
+def plan_parser() -> MarkdownIt:
+    """:func:`block_parser` whose table rule makes one token per body row (see
+    :mod:`pytest_batchgen.fasttable`): a 10,000-row phase table is 140,000 tokens otherwise."""
+    from .fasttable import use_compact_tables
+
+    return use_compact_tables(MarkdownIt("commonmark").enable("table").disable("inline"))
+
+
+@lru_cache(maxsize=1)
 def inline_parser() -> MarkdownIt:
     """Full CommonMark, inline pass included (the tracking file's links)."""
     return MarkdownIt("commonmark")

@@ -59,17 +59,23 @@ class RowNode(pytest.Collector):
     def collect(self) -> Iterator[pytest.Item]:
         state = _state(self)
         settings = state.settings
+        mark = row_marker(self.run, self.row)  # one per row, shared by its items
         if settings.generates_here and wants(state, self.run, self.row):
-            yield GenerateItem.from_parent(self, name="generate", row=self.row, run=self.run)
+            yield GenerateItem.from_parent(self, name="generate", row=self.row, run=self.run, mark=mark)
         for rule in self.run.rules:
-            yield CheckItem.from_parent(self, name=rule.name, row=self.row, run=self.run, rule=rule)
+            yield CheckItem.from_parent(self, name=rule.name, row=self.row, run=self.run, rule=rule, mark=mark)
         if settings.fail_stale:
             from .stalegate import FreshItem
 
-            yield FreshItem.from_parent(self, name="fresh", row=self.row, run=self.run)
+            yield FreshItem.from_parent(self, name="fresh", row=self.row, run=self.run, mark=mark)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.run.plan.path, self.row.line - 1, f"{self.row.filename} (plan line {self.row.line})"
+
+
+def row_marker(run: PlanRun, row: Row) -> pytest.MarkDecorator:
+    """``batchgen(plan, filename, model)``: built once per row (issue 12), not once per item."""
+    return pytest.mark.batchgen(plan=run.plan.name, filename=row.filename, model=row.model)
 
 
 class CheckFailed(Exception):
@@ -88,11 +94,11 @@ class GenerationFailed(Exception):
 class RowItem(pytest.Item):
     """An item of one plan row, marked ``batchgen(plan, filename, model)`` for ``-m`` and reports."""
 
-    def __init__(self, *, row: Row, run: PlanRun, **kwargs: Any) -> None:
+    def __init__(self, *, row: Row, run: PlanRun, mark: pytest.MarkDecorator | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.row = row
         self.run = run
-        self.add_marker(pytest.mark.batchgen(plan=run.plan.name, filename=row.filename, model=row.model))
+        self.add_marker(mark if mark is not None else row_marker(run, row))
 
     def generation_result(self) -> RowResult | None:
         """The row's generation (waiting for it), recorded in the item's properties."""

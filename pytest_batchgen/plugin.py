@@ -69,6 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except BatchgenError as exc:
         raise pytest.UsageError(_shown_error(exc, Path(config.rootpath))) from None
     config.stash[state_key] = state
+    _start_preload(config, state)
     _register_plugins(config, state)
     _collect_plans(config, state)
 
@@ -93,6 +94,18 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
     prices = PriceTable(overrides)
     judge.prices = prices
     return BatchState(settings=settings, runs=tuple(runs), prices=prices, judge=judge)
+
+
+def _start_preload(config: pytest.Config, state: BatchState) -> None:
+    """Load the SDK and vcrpy while pytest collects, in a run that will generate (issue 12)."""
+    from .preload import Preloader, will_generate
+
+    settings = state.settings
+    if settings.role is Role.WORKER or not will_generate(settings, state.selected()):
+        return
+    preloader = Preloader().start()
+    # joined at the end, so no import is still running when pytest (or pytester) tears down
+    config.add_cleanup(preloader.join)
 
 
 def _register_plugins(config: pytest.Config, state: BatchState) -> None:

@@ -8,8 +8,9 @@ through that row's own vcrpy :class:`~vcr.cassette.Cassette`. vcrpy still does w
 good at: record modes, matching, serialisation and filtering.
 
 Every reply the SDK parsed into a message is saved to its cassette before the run goes on
-(the client commits it right after the parse), so a crash never makes the user pay for that
-reply twice; a 2xx reply that is not a message (malformed JSON, an HTML page, a wrong schema) is
+(the client awaits :meth:`Recorder.persist` right after the parse: the row waits for its save,
+which runs on a writer thread, so the event loop keeps the other requests moving while the
+YAML is dumped and fsynced), so a crash never makes the user pay for that reply twice; a 2xx reply that is not a message (malformed JSON, an HTML page, a wrong schema) is
 never saved, so it cannot be replayed forever. Cassettes are loaded before any request: a
 corrupt one is a clear error naming the file, or, in a mode that may record and with a key, is
 set aside as ``<name>.corrupt`` and recorded again.
@@ -17,6 +18,8 @@ set aside as ``<name>.corrupt`` and recorded again.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import threading
@@ -167,6 +170,9 @@ class Recorder:
         self.set_aside: dict[str, Path] = {}
         self._cassettes: dict[str, Cassette] = {}
         self._lock = threading.Lock()
+        #: cassette saves (YAML dump, write, fsync, rename) run here, off the event loop; one
+        #: file per row, so a few run side by side
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
 
     def path(self, key: str) -> Path:
         return self.paths[key]
@@ -291,6 +297,42 @@ class Recorder:
         for vreq, response in pending:
             cassette.append(vreq, response)
         cassette._save()
+
+    async def persist(self, call: CallInfo) -> None:
+        """:meth:`commit` on a writer thread: returns once the replies are on disk, without
+        holding up the event loop (and the other rows' requests) while they are written."""
+        if not call.pending:
+            return
+        with self._lock:
+            if self._writer is None:
+                self._writer = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="batchgen-cassette")
+        await asyncio.wrap_future(self._writer.submit(self.commit, call))
+
+    def replay_directly(self, key: str, url: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The recorded reply (its JSON body) to the request ``params`` would make, played from the
+        row's cassette by vcrpy's own matching, or None when vcrpy would not play one.
+
+        The replay fast path (issue 12): a replayed call needs neither the SDK's request building
+        and parsing nor httpx; the request is matched as vcrpy matches it (method, path, and body
+        compared as JSON), and each recorded reply plays once, as in the transport. Anything it
+        does not answer (no match, record mode ``all``, a corrupt cassette) goes the usual way."""
+        if self.mode == "all" or key in self.corrupt:
+            return None
+        vreq = VcrRequest("POST", url, json.dumps(params).encode("utf-8"), {"content-type": "application/json"})
+        cassette = self.cassette(key)
+        if not cassette.can_play_response_for(vreq):
+            return None
+        response = cassette.play_response(vreq)
+        try:
+            data = json.loads(response["body"]["string"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return data if is_message_body(data) else None
+
+    def release(self, key: str) -> None:
+        """The row ended: drop its cassette from memory (a row's later request would load it again)."""
+        with self._lock:
+            self._cassettes.pop(key, None)
 
     def miss_message(self, key: str, cassette: Cassette, body: bytes) -> str:
         path = self.label(key)

@@ -98,6 +98,10 @@ class TallyPlugin:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
+        # a passing setup or teardown counts for nothing: no payload (fewer bytes per item,
+        # retained by pytest's reports and sent across xdist)
+        if report.when != "call" and report.passed:
+            return report
         found = row_of(item)
         if found is not None:
             report.batchgen = self._payload(item, call, report, *found)  # type: ignore[attr-defined]

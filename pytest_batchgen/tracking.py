@@ -1,7 +1,19 @@
 """The tracking file: a Markdown list of links to the outputs that passed.
 
 Registration is idempotent (a link that already resolves to the output is not added twice)
-and atomic (a locked read-modify-rename), so concurrent workers may register at once.
+and done under a cross-process lock, so concurrent workers may register at once. What a
+registration guarantees (a rewrite and fsync of the whole file per row made 10,000
+registrations cost more than the checks):
+
+- A registration that inserts an entry among others, and the first one into a file in a
+  process, is a locked read-modify-rename with an fsync, as every write of the plugin: the file
+  holds the old or the new text, never half.
+- Later ones that go at the end append the new line with one ``write`` on an ``O_APPEND``
+  descriptor, under the same lock; a failed or short write is truncated back, so the file holds
+  the old text or the old text plus whole lines. The bytes already in the file are not rewritten.
+- Appended lines are fsynced once, when the process exits (``atexit``): a ``kill -9`` loses
+  nothing (the kernel has the bytes); a power loss may lose the lines appended since, and the
+  next run registers those outputs again (their checks pass; registration is idempotent).
 
 The plugin edits only *entries*: list items whose whole text is one link (``- [Title](path)``,
 the form it writes). An entry's link text can be updated (:func:`retitle`, when a row's title
@@ -12,13 +24,15 @@ registered and is never edited: it is the user's text.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import errno
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from urllib.parse import unquote, urlsplit
 
 from markdown_it.helpers import parseLinkLabel
@@ -51,13 +65,17 @@ class _Entry:
         return not inline or self.content.startswith(label + "(")
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Index:
-    targets: frozenset[Path]
-    entries: Mapping[Path, tuple[_Entry, ...]]
+    """One version of a tracking file, as this process knows it. Mutable: this process's own
+    appends update it in place (a copy per registered row would be quadratic)."""
+
+    targets: set[Path]
+    entries: dict[Path, tuple[_Entry, ...]]
+    n_lines: int = 0  # a last line without its ending counts
+    newline: str = "\n"
 
 
-_EMPTY = _Index(frozenset(), MappingProxyType({}))
 _index_cache: dict[Path, tuple[Signature, _Index]] = {}
 _cache_lock = threading.Lock()
 
@@ -106,7 +124,9 @@ def _parse(tracking: Path, text: str) -> _Index:
             and tok.children[-1].type == "link_close"
         ):
             entries.setdefault(first, []).append(_Entry(para.map[0], tok.content))
-    return _Index(frozenset(targets), MappingProxyType({k: tuple(v) for k, v in entries.items()}))
+    lines = _lines(text)
+    newline = (_ending(lines[0]) if lines else "") or "\n"  # the file's own line ending
+    return _Index(targets, {k: tuple(v) for k, v in entries.items()}, len(lines), newline)
 
 
 def _read(tracking: Path) -> str:
@@ -127,7 +147,7 @@ def _index(tracking: Path) -> _Index:
     sig = signature(tracking)
     if sig is None:  # missing (no links yet), or unreadable: _read says which
         text = _read(tracking)
-        return _parse(tracking, text) if text else _EMPTY
+        return _parse(tracking, text)
     with _cache_lock:
         hit = _index_cache.get(tracking)
     if hit is not None and hit[0] == sig:
@@ -148,7 +168,7 @@ def _remember(tracking: Path, index: _Index | None) -> None:
             _index_cache[tracking] = (sig, index)
 
 
-def targets(tracking: Path) -> frozenset[Path]:
+def targets(tracking: Path) -> Set[Path]:
     """The resolved targets of the tracking file's links, parsed once per version of the file."""
     return _index(tracking).targets
 
@@ -192,28 +212,79 @@ def register(tracking: Path, output: Path, title: str, order: Sequence[Path] = (
     entries of the other outputs by that order (at the end when it has no neighbour). An
     existing link is left as it is, whatever its text: :func:`retitle` updates that.
     """
+    target = output.resolve()
     with lock_for(tracking):
-        if is_registered(tracking, output):
-            return False
-        text = _read(tracking)
-        lines = _lines(text)
-        newline = (_ending(lines[0]) if lines else "") or "\n"  # the file's own line ending
-        if lines and not _ending(lines[-1]):
-            lines[-1] += newline
         known = _index(tracking)
+        if target in known.targets:
+            return False
         label, href = _label(title), _href(tracking, output)
-        target = output.resolve()
-        at = _insertion_line(known, target, order, len(lines))
-        lines.insert(at, f"- {label}({href}){newline}")
-        atomic_write(tracking, "".join(lines))
-        # we know what the new version links to: no re-parse when the next row registers
-        entries = {
-            t: tuple(e if e.line < at else _Entry(e.line + 1, e.content) for e in found)
-            for t, found in known.entries.items()
-        }
-        entries[target] = (*entries.get(target, ()), _Entry(at, f"{label}({href})"))
-        _remember(tracking, _Index(known.targets | {target}, MappingProxyType(entries)))
+        entry = _Entry(0, f"{label}({href})")
+        at = _insertion_line(known, target, order, known.n_lines)
+        with _cache_lock:
+            appending = tracking in _written
+        if appending and at == known.n_lines and known.n_lines:
+            _append(tracking, f"- {entry.content}{known.newline}".encode(), known.newline.encode())
+        else:
+            lines = _lines(_read(tracking))
+            if lines and not _ending(lines[-1]):
+                lines[-1] += known.newline
+            lines.insert(at, f"- {entry.content}{known.newline}")
+            atomic_write(tracking, "".join(lines))
+            for t, found in known.entries.items():  # the entries below move down a line
+                known.entries[t] = tuple(e if e.line < at else _Entry(e.line + 1, e.content) for e in found)
+        # this process knows what the new version links to: no re-parse when the next row registers
+        known.targets.add(target)
+        known.entries[target] = (*known.entries.get(target, ()), _Entry(at, entry.content))
+        known.n_lines += 1
+        _remember(tracking, known)
+        with _cache_lock:
+            _written.add(tracking)
         return True
+
+
+#: tracking files this process has written (later registrations at the end append), and those
+#: appended to since their last fsync
+_written: set[Path] = set()
+_unsynced: set[Path] = set()
+
+
+def _append(tracking: Path, line: bytes, newline: bytes) -> None:
+    """Append a whole line with one write (after a line ending when the file lacks its last
+    one); on a failed or short write, cut the file back to its old length."""
+    try:
+        fd = os.open(tracking, os.O_RDWR | os.O_APPEND)
+    except OSError as exc:
+        raise TrackingError(f"{tracking} cannot be written: {exc.strerror or exc}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) not in (b"\n", b"\r"):
+            line = newline + line
+        try:
+            if os.write(fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "short write")
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+    with _cache_lock:
+        _unsynced.add(tracking)
+
+
+@atexit.register
+def sync_appended() -> None:
+    """fsync the tracking files appended to (once, at exit, rather than once per row)."""
+    with _cache_lock:
+        paths = list(_unsynced)
+        _unsynced.clear()
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+        os.close(fd)
 
 
 def _split_entry(line: str, entry: _Entry) -> tuple[str, str] | None:

@@ -1,0 +1,403 @@
+"""The whole ``pytest --batch-plan`` run, side by side with a bare SDK script and with promptfoo.
+
+Issue 12's targets, each printed as one ratio line (``RATIO name: value (target ...)``):
+
+1. ours / promptfoo 0.118.17 (``-j 16``, cache off) for 48 rows at 1 s latency, concurrency 16
+   (target <= 0.85). promptfoo is installed from npm into a cache folder (never into the
+   repository) with ``--ignore-scripts`` then ``npm rebuild better-sqlite3``; when it cannot be
+   installed or run, the script says so and still prints our time.
+2. ours / bare for 1,000 rows at zero latency, concurrency 8 and 64 (target <= 1.3), where
+   "bare" is an asyncio script sending the same requests with the same ``AsyncAnthropic``
+   client and writing each reply to a file; plus the per-row overhead (ours - bare) / rows in ms
+   at 100, 1,000 and 5,000 rows (should stay flat).
+3. time to the first request, ours against bare (target <= bare + 0.3 s).
+4. replay of 1,000 and 5,000 recorded rows (offline, no key) against validate-only of the same
+   outputs: time and peak RSS (target <= 1.3x each).
+
+Every run is a fresh process against the same loopback server (tests/fakeapi.py, in this
+process). Figures are wall-clock and noisy on a shared machine: re-run on a quiet one.
+
+    python benchmarks/bench_whole_run.py            # the issue's sizes (several minutes)
+    python benchmarks/bench_whole_run.py --quick    # small sizes, a minute or two
+    python benchmarks/bench_whole_run.py --only bare,replay --sizes 100,1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from fakeapi import FakeAnthropic, Reply  # noqa: E402
+
+REFERENCE = """---
+term: Reference
+category: Alpha
+tags: [one, two]
+---
+
+## Definition
+
+A reference entry.
+
+## Details
+
+Some details.
+"""
+
+PROMPTFOO_VERSION = "0.118.17"
+PROMPTFOO_CACHE = Path(os.environ.get("BATCHGEN_BENCH_CACHE", Path.home() / ".cache" / "pytest-batchgen-bench"))
+
+#: the bare script: the same client, the same request shape, one file per reply
+BARE = r'''
+import asyncio, sys
+from pathlib import Path
+import anthropic
+
+async def main(rows: int, concurrency: int, out: Path, system: str) -> None:
+    client = anthropic.AsyncAnthropic(max_retries=2)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with sem:
+            message = await client.messages.create(
+                model="claude-haiku-5-5",
+                max_tokens=8192,
+                system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+                messages=[{"role": "user", "content": f"Write the output for the row 'Term {i}' (file term-{i}.md)."}],
+            )
+        text = "".join(b.text for b in message.content if b.type == "text")
+        (out / f"term-{i}.md").write_text(text)
+
+    await asyncio.gather(*(one(i) for i in range(rows)))
+    await client.close()
+
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]).read_text()))
+'''
+
+
+@dataclass
+class Timing:
+    wall: float
+    first_request: float | None = None  # seconds from process start to the server's first request
+    span: float | None = None  # first request in to last reply out, at the server
+    peak_mb: float | None = None
+    note: str = ""
+
+
+def write_plan(folder: Path, rows: int, status: str = "pending") -> None:
+    (folder / "out").mkdir(exist_ok=True)
+    (folder / "out" / "reference.md").write_text(REFERENCE)
+    table = "\n".join(f"| Term {i} | term-{i}.md | haiku | {status} |" for i in range(rows))
+    (folder / "plan.md").write_text(
+        "## Format Reference\nout/reference.md\n\n## Output Directory\nout/\n\n"
+        "## Content Rules\n- category must be one of: Alpha, Beta\n\n"
+        "## Validation Checklist\n1. Front matter includes term, category and at least 2 tags\n"
+        "2. category is one of the values listed in Content Rules\n"
+        "3. Definition and Details sections present, in that order\n\n"
+        f"## Phase 1\n| Title | Filename | Model | Status |\n|---|---|---|---|\n{table}\n"
+    )
+
+
+def run_process(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int, str]:
+    """Run ``cmd``; (start on the monotonic clock, wall seconds, peak RSS in KiB, output)."""
+    with tempfile.TemporaryFile("w+") as out:
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read()
+    if proc.returncode != 0:
+        print(text[-3000:])
+        raise SystemExit(f"benchmark run failed ({proc.returncode}): {' '.join(cmd)}")
+    return start, wall, usage.ru_maxrss, text
+
+
+def server_view(server: FakeAnthropic, start: float, rows: int) -> tuple[float, float]:
+    server.wait_idle()
+    logged = server.messages_requests()
+    if len(logged) < rows:
+        raise SystemExit(f"the server saw {len(logged)} requests for {rows} rows")
+    first = min(e.started for e in logged)
+    last = max(e.finished or e.started for e in logged)
+    return first - start, last - first
+
+
+#: pytest plugins installed here that a batchgen run does not use (``--all-plugins`` keeps them):
+#: hypothesis' plugin alone imports hypothesis at the end of every session (about 2 s)
+OTHER_PLUGINS = ("hypothesispytest", "anyio")
+DISABLED: list[str] = list(OTHER_PLUGINS)
+
+
+def offline_env() -> dict[str, str]:
+    """This environment without a key, CI or ``PYTHONDONTWRITEBYTECODE`` (a user's machine keeps
+    bytecode caches; without them every module of the plugin is compiled, and rewritten by
+    pytest, on every run)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    for name in ("CI", "PYTHONDONTWRITEBYTECODE"):
+        env.pop(name, None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def base_env(server: FakeAnthropic) -> dict[str, str]:
+    env = {**offline_env(), "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "bench"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def pytest_cmd(*extra: str) -> list[str]:
+    off = [arg for name in DISABLED for arg in ("-p", f"no:{name}")]
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *off, *extra]
+
+
+def ours(rows: int, concurrency: int, latency: float) -> Timing:
+    with tempfile.TemporaryDirectory() as tmp, FakeAnthropic(latency=latency) as server:
+        folder = Path(tmp)
+        write_plan(folder, rows)
+        server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
+        cmd = pytest_cmd("--batch-plan", "plan.md", "--batch-concurrency", str(concurrency), "--rootdir", tmp)
+        start, wall, peak, _ = run_process(cmd, folder, base_env(server))
+        first, span = server_view(server, start, rows)
+        return Timing(wall, first, span, peak / 1024)
+
+
+def bare(rows: int, concurrency: int, latency: float) -> Timing:
+    with tempfile.TemporaryDirectory() as tmp, FakeAnthropic(latency=latency) as server:
+        folder = Path(tmp)
+        write_plan(folder, rows)
+        (folder / "bare.py").write_text(BARE)
+        (folder / "bare-out").mkdir()
+        server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
+        cmd = [sys.executable, "bare.py", str(rows), str(concurrency), "bare-out", "out/reference.md"]
+        start, wall, peak, _ = run_process(cmd, folder, base_env(server))
+        first, span = server_view(server, start, rows)
+        return Timing(wall, first, span, peak / 1024)
+
+
+# -- promptfoo -------------------------------------------------------------------------------
+
+
+def promptfoo_bin() -> tuple[Path | None, str]:
+    """promptfoo's CLI, installed once into the cache folder; (None, why) when it cannot be."""
+    folder = PROMPTFOO_CACHE / f"promptfoo-{PROMPTFOO_VERSION}"
+    cli = folder / "node_modules" / ".bin" / "promptfoo"
+    if cli.exists():
+        return cli, ""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        return None, "node/npm not found"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "package.json").write_text('{"name": "bench-promptfoo", "private": true}\n')
+    print(f"installing promptfoo {PROMPTFOO_VERSION} into {folder} (once) ...", flush=True)
+    steps = [
+        [npm, "install", f"promptfoo@{PROMPTFOO_VERSION}", "--ignore-scripts", "--no-audit", "--no-fund"],
+        [npm, "rebuild", "better-sqlite3"],
+    ]
+    for step in steps:
+        proc = subprocess.run(step, cwd=folder, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return None, f"`{' '.join(step[1:3])}` failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
+    return (cli, "") if cli.exists() else (None, "installed, but no promptfoo CLI found")
+
+
+def promptfoo_config(folder: Path, rows: int, base_url: str) -> Path:
+    """An eval of the same rows: the same system prefix, one prompt per row, three assertions
+    of the weight of our checklist (front matter keys, a category value, two sections in order)."""
+    tests = [{"vars": {"title": f"Term {i}", "filename": f"term-{i}.md"}} for i in range(rows)]
+    config = {
+        "description": "pytest-batchgen benchmark",
+        "prompts": [
+            json.dumps(
+                [
+                    {"role": "system", "content": "Write outputs in the format of this reference:\n\n" + REFERENCE},
+                    {"role": "user", "content": "Write the output for the row '{{title}}' (file {{filename}})."},
+                ]
+            )
+        ],
+        "providers": [
+            {
+                "id": "anthropic:messages:claude-haiku-4-5-20251001",
+                "config": {"apiBaseUrl": base_url, "max_tokens": 8192, "temperature": 0},
+            }
+        ],
+        "defaultTest": {
+            "assert": [
+                {"type": "javascript", "value": "/^term:/m.test(output) && /^category:/m.test(output) && /^tags: \\[[^,\\]]+,[^\\]]+\\]/m.test(output)"},
+                {"type": "javascript", "value": "/^category: (Alpha|Beta)\\s*$/m.test(output)"},
+                {"type": "regex", "value": "## Definition[\\s\\S]*## Details"},
+            ]
+        },
+        "tests": tests,
+    }
+    path = folder / "promptfooconfig.json"
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+def promptfoo(rows: int, concurrency: int, latency: float) -> Timing:
+    cli, why = promptfoo_bin()
+    if cli is None:
+        return Timing(float("nan"), note=f"promptfoo unavailable: {why}")
+    with tempfile.TemporaryDirectory() as tmp, FakeAnthropic(latency=latency) as server:
+        folder = Path(tmp)
+        server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
+        config = promptfoo_config(folder, rows, server.base_url)
+        env = {
+            **base_env(server),
+            "PROMPTFOO_CONFIG_DIR": str(folder / ".promptfoo"),
+            "PROMPTFOO_DISABLE_TELEMETRY": "1",
+            "PROMPTFOO_DISABLE_UPDATE": "1",
+            "PROMPTFOO_CACHE_ENABLED": "false",
+            "PROMPTFOO_DISABLE_SHARING": "1",
+            "NO_COLOR": "1",
+        }
+        cmd = [str(cli), "eval", "-c", str(config), "-j", str(concurrency), "--no-cache", "--no-progress-bar",
+               "--no-table", "-o", str(folder / "results.json")]
+        try:
+            start, wall, peak, text = run_process(cmd, folder, env)
+        except SystemExit as exc:
+            return Timing(float("nan"), note=f"promptfoo failed to run: {exc}")
+        logged = server.messages_requests()
+        if len(logged) < rows:
+            return Timing(wall, note=f"promptfoo sent {len(logged)} of {rows} requests: {text[-500:]}")
+        first, span = server_view(server, start, rows)
+        return Timing(wall, first, span, peak / 1024)
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+
+def replay_vs_validate(rows: int) -> tuple[Timing, Timing]:
+    """Record ``rows`` rows once, then (a) replay them offline from scratch (outputs deleted,
+    plan pending, no key, record mode none) and (b) validate-only the same outputs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_plan(folder, rows)
+        with FakeAnthropic() as server:
+            server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
+            run_process(pytest_cmd("--batch-plan", "plan.md", "--batch-concurrency", "16", "--rootdir", tmp),
+                        folder, base_env(server))
+        offline = offline_env()
+        for i in range(rows):
+            (folder / "out" / f"term-{i}.md").unlink()
+        write_plan(folder, rows)  # every row pending again
+        _, wall, peak, text = run_process(
+            pytest_cmd("--batch-plan", "plan.md", "--batch-record-mode", "none", "--rootdir", tmp), folder, offline
+        )
+        replay = Timing(wall, peak_mb=peak / 1024)
+        assert (folder / "plan.md").read_text().count("| complete |") == rows, text[-2000:]
+        _, wall, peak, _ = run_process(
+            pytest_cmd("--batch-plan", "plan.md", "--batch-validate-only", "--rootdir", tmp), folder, offline
+        )
+        return replay, Timing(wall, peak_mb=peak / 1024)
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def ratio_line(name: str, value: float, target: str) -> None:
+    print(f"RATIO {name}: {value:.2f} ({target})", flush=True)
+
+
+def best(fn, repeat: int, *args) -> Timing:
+    return min((fn(*args) for _ in range(repeat)), key=lambda t: t.wall)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes: a quick look, not the targets")
+    ap.add_argument("--only", default="peer,bare,replay", help="comma-separated: peer, bare, replay")
+    ap.add_argument("--peer-rows", type=int, default=48)
+    ap.add_argument("--peer-latency", type=float, default=1.0)
+    ap.add_argument("--peer-concurrency", type=int, default=16)
+    ap.add_argument("--bare-rows", type=int, default=1000)
+    ap.add_argument("--concurrencies", default="8,64")
+    ap.add_argument("--sizes", default="100,1000,5000", help="row counts of the per-row overhead series")
+    ap.add_argument("--replay-sizes", default="1000,5000")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per figure; the best is kept")
+    ap.add_argument("--all-plugins", action="store_true", help=f"keep {', '.join(OTHER_PLUGINS)} loaded")
+    args = ap.parse_args()
+    if args.all_plugins:
+        DISABLED.clear()
+    if args.quick:
+        args.peer_rows, args.peer_latency, args.bare_rows = 16, 0.5, 200
+        args.sizes, args.replay_sizes = "50,200", "200"
+    only = set(args.only.split(","))
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+        f"pytest plugins disabled: {', '.join(DISABLED) or 'none'}; bytecode caches on",
+        flush=True,
+    )
+    ours(4, 4, 0.0), bare(4, 4, 0.0)  # warm-up: bytecode caches written, files in the page cache
+
+    if "peer" in only:
+        n, lat, c = args.peer_rows, args.peer_latency, args.peer_concurrency
+        mine = best(ours, args.repeat, n, c, lat)
+        print(f"peer: {n} rows, {lat:g}s latency, concurrency {c}: ours {mine.wall:.2f}s (first request at {mine.first_request:.2f}s)", flush=True)
+        theirs = best(promptfoo, args.repeat, n, c, lat)
+        if theirs.note:
+            print(f"peer: {theirs.note}; ours alone: {mine.wall:.2f}s")
+        else:
+            print(f"peer: promptfoo {PROMPTFOO_VERSION} -j {c} --no-cache: {theirs.wall:.2f}s")
+            ratio_line(f"ours/promptfoo {n} rows {lat:g}s latency c={c}", mine.wall / theirs.wall, "target <= 0.85")
+
+    if "bare" in only:
+        firsts = []
+        for c in (int(x) for x in args.concurrencies.split(",")):
+            mine = best(ours, args.repeat, args.bare_rows, c, 0.0)
+            ref = best(bare, args.repeat, args.bare_rows, c, 0.0)
+            firsts.append((mine.first_request, ref.first_request))
+            print(
+                f"bare: {args.bare_rows} rows, zero latency, concurrency {c}: ours {mine.wall:.2f}s "
+                f"(span {mine.span:.2f}s, {mine.peak_mb:.0f} MB), bare {ref.wall:.2f}s (span {ref.span:.2f}s, {ref.peak_mb:.0f} MB)",
+                flush=True,
+            )
+            ratio_line(f"ours/bare {args.bare_rows} rows zero latency c={c}", mine.wall / ref.wall, "target <= 1.3")
+        previous: tuple[int, float] | None = None
+        for n in (int(x) for x in args.sizes.split(",")):
+            mine = best(ours, args.repeat, n, 8, 0.0)
+            ref = best(bare, args.repeat, n, 8, 0.0)
+            firsts.append((mine.first_request, ref.first_request))
+            extra = mine.wall - ref.wall
+            # the marginal cost of a row: the extra time's growth since the previous size
+            # (the fixed part, pytest's start and end, cancels out)
+            marginal = f", marginal {(extra - previous[1]) / (n - previous[0]) * 1000:.1f} ms/row since {previous[0]}" if previous else ""
+            print(
+                f"overhead: {n} rows, c=8: ours {mine.wall:.2f}s, bare {ref.wall:.2f}s, "
+                f"(ours - bare) / rows {extra / n * 1000:.1f} ms{marginal} (should stay flat)",
+                flush=True,
+            )
+            previous = (n, extra)
+        mine_first = min(f for f, _ in firsts)
+        ref_first = min(f for _, f in firsts)
+        print(f"first request: ours {mine_first:.2f}s, bare {ref_first:.2f}s after process start")
+        ratio_line("first request ours - bare (s)", mine_first - ref_first, "target <= 0.30")
+
+    if "replay" in only:
+        for n in (int(x) for x in args.replay_sizes.split(",")):
+            replay, validate = replay_vs_validate(n)
+            print(
+                f"replay: {n} rows offline {replay.wall:.2f}s {replay.peak_mb:.0f} MB; "
+                f"validate-only {validate.wall:.2f}s {validate.peak_mb:.0f} MB",
+                flush=True,
+            )
+            ratio_line(f"replay/validate-only time {n} rows", replay.wall / validate.wall, "target <= 1.3")
+            ratio_line(f"replay/validate-only peak memory {n} rows", replay.peak_mb / validate.peak_mb, "target <= 1.3")
+
+
+if __name__ == "__main__":
+    main()

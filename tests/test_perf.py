@@ -1,0 +1,335 @@
+"""Issue 12's speed work keeps behaviour: each faster path is checked against the slow one.
+
+No timing is asserted here (benchmarks/bench_whole_run.py and bench_validate_only.py print
+the figures); these tests pin what the fast paths must not change.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml  # noqa: F401  (pytester restores sys.modules; see tests/test_init.py)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
+
+from pytest_batchgen import plan as plan_mod
+from pytest_batchgen.errors import PlanError
+
+# -- cold parse: one token per table row gives the same sections as markdown-it's own rule ----
+
+_PIECES = [
+    "| a | b | c |", "|---|:-:|--|", "| x | y |", "| 1 | 2 | 3 | 4 |", "a | b", "x \\| y | z", "",
+    "> quote", "- item", "## H", "    code", "|", "| |", "```", "text", "|-|-|", "\t| t |", "<div>",
+    "***", "  | a |", "| a `|` b |", "> | a | b |", "> |---|---|", "1. | a |", "   |-|", "# h1",
+    "[x]: /url", "Title | F", "--- | ---", "===", "  - | a |", "|  |  |", "| é | \u2028 |",
+]
+
+
+def _scan_with(md: MarkdownIt, text: str):
+    original = plan_mod._markdown
+    plan_mod._markdown = lambda: md  # type: ignore[assignment]
+    plan_mod.scan.cache_clear()
+    try:
+        return plan_mod.scan(text)
+    finally:
+        plan_mod._markdown = original  # type: ignore[assignment]
+        plan_mod.scan.cache_clear()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.one_of(st.sampled_from(_PIECES), st.text(alphabet="|-: \\`ab\t>", max_size=12)), min_size=1, max_size=14),
+    st.sampled_from(["", "\n", "\r\n", "\r"]),
+)
+def test_compact_table_rule_scans_like_markdown_its_own(lines: list[str], ending: str) -> None:
+    stock = MarkdownIt("commonmark").enable("table").disable("inline")
+    text = "## S\n" + "\n".join(lines) + ending
+    assert _scan_with(plan_mod._markdown(), text) == _scan_with(stock, text)
+
+
+def test_compact_table_rule_keeps_rows_cells_and_lines() -> None:
+    text = "## Phase 1\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| A | a.md | haiku | pending |\n| B \\| b | b.md |\n| C | c.md | sonnet | complete | extra |\n\nafter\n"
+    (section,) = plan_mod.scan(text)
+    (table,) = section.tables
+    assert table.header == ("Title", "Filename", "Model", "Status")
+    assert [r.line for r in table.rows] == [4, 5, 6]
+    assert table.rows[0].cells == ("A", "a.md", "haiku", "pending")
+    assert table.rows[1].cells == ("B | b", "b.md", "", "")  # padded as markdown-it pads
+    assert table.rows[2].cells == ("C", "c.md", "sonnet", "complete")  # cut to the header
+    assert section.paragraphs[-1].text == "after"
+
+
+# -- cold parse: one lstat per filename, the same refusals as Path.resolve() -----------------
+
+
+def _resolve_both(tmp_path: Path, name: str):
+    out = (tmp_path / "out").resolve()
+    fast = plan_mod._resolve_below(out, Path(name), "f", tmp_path / "plan.md", 1, {})
+    return fast, (out / name).resolve()
+
+
+@pytest.mark.parametrize("name", ["a.md", "sub/a.md", "sub/deeper/b.md", "./c.md", "link.md", "linkdir/x.md", "file.md/x.md", "../up.md"])
+def test_resolve_below_matches_path_resolve(tmp_path: Path, name: str) -> None:
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "file.md").write_text("x")
+    os.symlink(tmp_path / "elsewhere.md", out / "link.md")
+    os.symlink(tmp_path, out / "linkdir")
+    fast, slow = _resolve_both(tmp_path, name)
+    assert fast == slow
+
+
+def test_link_to_outside_is_still_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(tmp_path / "secret.md", out / "escape.md")
+    with pytest.raises(PlanError, match="leaves the output directory"):
+        plan_mod._check_filename("escape.md", out.resolve(), tmp_path / "plan.md", 7, {})
+
+
+def test_a_name_the_system_refuses_is_still_a_plan_error(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    with pytest.raises(PlanError, match="cannot be resolved"):
+        plan_mod._check_filename("x" * 300 + ".md", (tmp_path / "out").resolve(), tmp_path / "plan.md", 7, {})
+
+
+# -- registration at scale: appends after the first write, whole lines or nothing ------------
+
+
+def test_later_registrations_append_and_a_failed_append_leaves_the_old_text(tmp_path: Path, monkeypatch) -> None:
+    from pytest_batchgen import tracking
+
+    index = tmp_path / "INDEX.md"
+    index.write_text("# Index\n\n- [A](a.md)")  # the user's text, no final newline
+    outs = [tmp_path / f"e{i}.md" for i in range(3)]
+    assert tracking.register(index, outs[0], "E0")  # the first write: read-modify-rename
+    inode = index.stat().st_ino
+    assert tracking.register(index, outs[1], "E1")  # later ones append to the same file
+    assert index.stat().st_ino == inode
+    assert index.read_text() == "# Index\n\n- [A](a.md)\n- [E0](e0.md)\n- [E1](e1.md)\n"
+
+    def short_write(fd: int, data: bytes) -> int:
+        os.ftruncate(fd, os.fstat(fd).st_size)
+        real_write(fd, data[:5])  # half a line reaches the file, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    real_write = os.write
+    monkeypatch.setattr(os, "write", short_write)
+    with pytest.raises(OSError):
+        tracking.register(index, outs[2], "E2")
+    monkeypatch.undo()
+    assert index.read_text() == "# Index\n\n- [A](a.md)\n- [E0](e0.md)\n- [E1](e1.md)\n"
+    assert not tracking.is_registered(index, outs[2])
+    # someone else's edit without a final newline: the next append starts a new line
+    with index.open("a") as fh:
+        fh.write("- [X](x.md)")
+    assert tracking.register(index, outs[2], "E2")
+    assert index.read_text().endswith("- [X](x.md)\n- [E2](e2.md)\n")
+    assert tracking.is_registered(index, tmp_path / "x.md")
+    assert not tracking.register(index, outs[1], "E1 again")
+
+
+def test_appended_registrations_are_fsynced_at_exit(tmp_path: Path, monkeypatch) -> None:
+    from pytest_batchgen import tracking
+
+    index = tmp_path / "INDEX.md"
+    tracking.sync_appended()  # what earlier tests appended
+    tracking.register(index, tmp_path / "a.md", "A")
+    tracking.register(index, tmp_path / "b.md", "B")
+    tracking.register(index, tmp_path / "c.md", "C")
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    tracking.sync_appended()
+    assert len(synced) == 1
+    tracking.sync_appended()  # nothing new appended: nothing to sync
+    assert len(synced) == 1
+
+
+# -- cassettes: saved off the event loop, before the row goes on, then dropped from memory ----
+
+
+def test_cassettes_are_saved_off_the_loop_before_the_row_goes_on_and_released(project, fake, monkeypatch) -> None:
+    import threading
+
+    from genhelpers import bad_value, draft, router, rows_for
+    from fakeapi import Reply
+    from pytest_batchgen import dispatch, recording
+
+    names = ["a-one", "b-two", "c-three", "d-four"]
+    project.write_rows(rows_for(*names))
+    router(fake).set("b-two.md", Reply.ok(bad_value("B Two")), Reply.ok(draft("B Two")))
+    saved_by: dict[str, set[str]] = {}
+    real_write = recording.atomic_write
+
+    def spy_write(path: Path, data) -> None:
+        saved_by.setdefault(path.name, set()).add(threading.current_thread().name)
+        real_write(path, data)
+
+    on_disk_when_checked: list[tuple[str, int]] = []
+    real_draft = dispatch._write_draft
+
+    def spy_draft(run, row, path, text, check):
+        # the draft comes after the reply: its recording is already on disk, with this attempt
+        cassette = project.cassette(row.filename)
+        on_disk_when_checked.append((row.filename, cassette.read_text().count("- request:")))
+        return real_draft(run, row, path, text, check)
+
+    released: list[str] = []
+    real_release = recording.Recorder.release
+
+    def spy_release(self, key: str) -> None:
+        real_release(self, key)
+        assert key not in self._cassettes
+        released.append(key)
+
+    monkeypatch.setattr(recording, "atomic_write", spy_write)
+    monkeypatch.setattr(dispatch, "_write_draft", spy_draft)
+    monkeypatch.setattr(recording.Recorder, "release", spy_release)
+
+    result = project.run("--batch-concurrency", "4")
+
+    assert result.ret == 0, result.stdout.str()
+    assert sorted(saved_by) == sorted(f"{n}.md.yaml" for n in names)
+    for name, threads in saved_by.items():
+        assert all(t.startswith("batchgen-cassette") for t in threads), (name, threads)
+    # b-two was checked twice: after its first reply (1 interaction saved) and its repair (2)
+    assert sorted(c for f, c in on_disk_when_checked if f == "b-two.md") == [1, 2]
+    assert all(c == 1 for f, c in on_disk_when_checked if f != "b-two.md")
+    assert len(released) == len(names)
+
+
+# -- the SDK loads while pytest collects, only in runs that generate ---------------------------
+
+PRELOAD_PROBE = """
+import sys
+import pytest_batchgen.preload as preload
+
+started = []
+original = preload.Preloader.start
+
+def start(self):
+    started.append(sorted(m for m in ("anthropic", "vcr", "httpx2") if m in sys.modules))
+    return original(self)
+
+preload.Preloader.start = start
+
+def pytest_sessionfinish(session):
+    print("PRELOAD-THREAD:", bool(started))
+    print("HEAVY-BEFORE:", started)
+"""
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ((), True),
+        (("--batch-validate-only",), False),
+        (("--batch-readonly",), False),
+        (("--batch-dry-run",), False),
+    ],
+)
+def test_the_sdk_is_preloaded_only_in_runs_that_generate(project, args, expected) -> None:
+    from genhelpers import rows_for
+
+    project.write_rows(rows_for("a-one", "b-two"))
+    project.write("conftest.py", PRELOAD_PROBE)
+    result = project.run(*args, "-s", subprocess=True)
+    assert f"PRELOAD-THREAD: {expected}" in result.stdout.str()
+    if expected:  # started before anything had imported them
+        assert "HEAVY-BEFORE: [[]]" in result.stdout.str()
+
+
+def test_no_preload_when_every_row_is_complete_and_nothing_is_re_recorded(project) -> None:
+    from genhelpers import rows_for
+
+    rows = rows_for("a-one")
+    project.write_rows(rows)
+    project.edit(project.plan, "| pending |", "| complete |")
+    project.write("conftest.py", PRELOAD_PROBE)
+    result = project.run("-s", subprocess=True)
+    assert "PRELOAD-THREAD: False" in result.stdout.str()
+
+
+# -- per-item work: one marker per row, payloads only on the reports that count ---------------
+
+PER_ITEM_PROBE = """
+import collections
+seen = collections.Counter()
+
+def pytest_collection_finish(session):
+    by_row = collections.defaultdict(set)
+    for item in session.items:
+        mark = item.get_closest_marker("batchgen")
+        by_row[mark.kwargs["filename"]].add(id(mark))
+    print("MARKS-PER-ROW:", sorted(len(v) for v in by_row.values()))
+
+def pytest_runtest_logreport(report):
+    seen[(report.when, report.outcome, hasattr(report, "batchgen"))] += 1
+
+def pytest_sessionfinish(session):
+    print("REPORTS:", sorted(k for k in seen))
+"""
+
+
+def test_one_marker_per_row_and_no_payload_on_passing_setup_or_teardown(project) -> None:
+    from genhelpers import rows_for
+
+    project.write_rows(rows_for("a-one", "b-two"))
+    for name in ("a-one", "b-two"):
+        project.write(f"output/{name}.md", "not even front matter\\n")
+    project.write("conftest.py", PER_ITEM_PROBE)
+    result = project.run("--batch-validate-only", "-s")
+    out = result.stdout.str()
+    assert "MARKS-PER-ROW: [1, 1]" in out
+    reports = out.split("REPORTS: ", 1)[1].splitlines()[0]
+    assert "('setup', 'passed', False)" in reports and "('teardown', 'passed', False)" in reports
+    assert "('call', 'failed', True)" in reports
+    assert "True)" not in reports.replace("('call', 'failed', True)", "").replace("('call', 'passed', True)", "")
+    assert result.ret == 1 and set(project.statuses().values()) == {"pending"}
+
+
+# -- replay fast path: recorded replies answered from the cassette without the SDK -----------
+
+
+def test_replay_answers_recorded_calls_without_the_sdk_and_leaves_what_the_sdk_path_left(project, fake, monkeypatch) -> None:
+    from genhelpers import bad_value, draft, go_offline, router, rows_for
+    from fakeapi import Reply
+    from pytest_batchgen import recording
+
+    names = ["passes", "repaired", "stays-wrong", "changed"]
+    rows = rows_for(*names)
+    project.write_rows(rows)
+    r = router(fake)
+    r.set("repaired.md", Reply.ok(bad_value("Repaired")), Reply.ok(draft("Repaired")))
+    r.set("stays-wrong.md", Reply.ok(bad_value("Stays Wrong")))
+    recorded = project.run()
+    recorded_outputs = project.outputs()
+    recorded_statuses = project.statuses()
+
+    through_transport: list[str] = []
+    real = recording._RecordingTransport.handle_async_request
+
+    async def spy(self, request):
+        through_transport.append(recording.current_call.get().key)
+        return await real(self, request)
+
+    monkeypatch.setattr(recording._RecordingTransport, "handle_async_request", spy)
+    go_offline(fake, monkeypatch)
+    project.reset(rows)
+    # one row's recording no longer matches: it goes the usual way and misses as before
+    project.edit(project.plan, "| Changed |", "| Changed Title |")
+    replayed = project.run("--batch-record-mode", "none")
+
+    # only the row whose recording no longer matches went through the SDK and its transport
+    assert through_transport and all(k.endswith("::changed.md") for k in through_transport), through_transport
+    assert {k: v for k, v in project.outputs().items() if "changed" not in k} == {
+        k: v for k, v in recorded_outputs.items() if "changed" not in k
+    }
+    assert {k: v for k, v in project.statuses().items() if k != "changed.md"} == {
+        k: v for k, v in recorded_statuses.items() if k != "changed.md"
+    }
+    assert "title changed since it was recorded" in replayed.failure("changed.md::generate")
+    assert replayed.outcomes()["repaired.md::generate"] == recorded.outcomes()["repaired.md::generate"]
