@@ -60,6 +60,7 @@ class Attempt:
     seconds: float = 0.0
     cost: float = 0.0  # estimated dollars; 0 for a replayed call
     would_cost: float = 0.0  # what the call costs live (what replay saved)
+    batch: bool = False  # sent (or recorded) through Message Batches, at the batch price
 
 
 @dataclass
@@ -77,6 +78,7 @@ class RowResult:
     error: str | None = None
     wrote: bool = False
     budget_skipped: bool = False  # not sent because --batch-max-cost was reached
+    reserved_usd: float = 0.0  # batch mode: the worst case reserved against --batch-max-cost
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)  # a plain string (JSON, tests) becomes the enum

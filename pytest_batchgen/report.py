@@ -96,6 +96,8 @@ class Totals:
     replay_saved: float = 0.0
     caching_saved: float = 0.0
     skipped_by_budget: int = 0
+    batch_saved: float = 0.0  # Message Batches: the list price of the batch calls less what they cost
+    reserved: float = 0.0  # Message Batches: the worst case reserved against --batch-max-cost
 
 
 def totals(reports: Iterable[RowReport], prices: PriceTable) -> Totals:
@@ -113,12 +115,16 @@ def totals(reports: Iterable[RowReport], prices: PriceTable) -> Totals:
             price = prices.price(a.model or r.row.model)
             if price and not a.replayed:
                 t.caching_saved += price.caching_saved(a.usage)
+                if a.batch:
+                    t.batch_saved += price.cost(a.usage) - a.cost
         t.usage = t.usage + r.usage
         t.cost += r.cost
         t.replay_saved += r.replay_saved
         gen = r.generation
         if gen is not None and gen.budget_skipped:
             t.skipped_by_budget += 1
+        if gen is not None:
+            t.reserved += gen.reserved_usd
     return t
 
 
@@ -169,6 +175,10 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
         saved.append(f"prompt caching saved {_money(t.caching_saved)}")
     if t.replay_saved:
         saved.append(f"replay saved {_money(t.replay_saved)}")
+    if t.batch_saved:
+        saved.append(f"Message Batches saved {_money(t.batch_saved)} against the messages path (half the list price)")
+    if t.reserved:
+        saved.append(f"reserved {_money(t.reserved)} (worst case) against --batch-max-cost, spent {_money(t.cost)}")
     if saved:
         lines.append("; ".join(saved))
     if t.attempts and t.replayed == t.attempts:
@@ -210,6 +220,8 @@ def json_report(
                         "seconds": round(a.seconds, 3),
                         "error": a.error,
                         "failed_checks": list(a.failures),
+                        # batch mode only (schema v1 documents stay as they were otherwise)
+                        **({"batch": True} if a.batch else {}),
                     }
                     for a in r.attempts
                 ],
@@ -248,6 +260,12 @@ def json_report(
             "replay_saved_usd": round(t.replay_saved, 6),
             "caching_saved_usd": round(t.caching_saved, 6),
             "skipped_by_budget": t.skipped_by_budget,
+            # batch mode only: what Message Batches saved, and the budget's worst-case reservation
+            **(
+                {"batch_saved_usd": round(t.batch_saved, 6), "reserved_usd": round(t.reserved, 6)}
+                if t.batch_saved or t.reserved
+                else {}
+            ),
             "budget_note": budget_note or None,
         },
     }
@@ -304,7 +322,7 @@ class Progress:
         return (
             f"[batchgen] {d.done}/{total} rows done, {d.in_flight} in flight, {d.failed} failed; "
             f"{d.tokens:,} tokens, ${d.spent:.4f} so far"
-        )
+        ) + (f"; {d.note}" if getattr(d, "note", "") else "")  # batch mode: request_counts
 
     def update(self, dispatcher: Dispatcher) -> None:
         if self.finished:

@@ -123,6 +123,8 @@ class Reply:
     raw_body: bytes | None = None
     content_type: str = "application/json"
     stall_after: int | None = None
+    #: in a batch only: the request ends with this result type ("expired" or "canceled")
+    batch_result: str | None = None
 
     @property
     def is_error(self) -> bool:
@@ -188,6 +190,16 @@ class Reply:
     @classmethod
     def server_error(cls, retry_after: float | None = None, delay: float = 0.0, **kw: Any) -> "Reply":
         return cls.error(500, "api_error", "Internal server error", retry_after=retry_after, delay=delay, **kw)
+
+    @classmethod
+    def expired(cls, **kw: Any) -> "Reply":
+        """In a Message Batch: the request was not processed before the batch expired (24 h)."""
+        return cls(batch_result="expired", **kw)
+
+    @classmethod
+    def canceled(cls, **kw: Any) -> "Reply":
+        """In a Message Batch: the request was canceled before it was processed."""
+        return cls(batch_result="canceled", **kw)
 
     @classmethod
     def invalid_request(cls, message: str = "invalid request", **kw: Any) -> "Reply":
@@ -835,7 +847,9 @@ class FakeAnthropic:
                 reply = self._choose(params)
             except _HttpError as err:
                 reply = Reply.error(err.status, err.error_type, err.message)
-            if reply.is_error:
+            if reply.batch_result in ("expired", "canceled"):
+                result = {"type": reply.batch_result}
+            elif reply.is_error:
                 result = {
                     "type": "errored",
                     "error": {"type": "error", "error": {"type": reply.resolved_error_type, "message": reply.text}},
