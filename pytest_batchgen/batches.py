@@ -716,3 +716,35 @@ def make_batch_dispatcher(settings: Any, prices: PriceTable, jobs: Sequence[Job]
         cancel_on_stop=settings.batch_cancel,
         resume_command=resume_command,
     )
+
+
+def dry_run_lines(rows: Sequence[tuple[PlanRun, Any]], prices: PriceTable, max_tokens: int) -> list[str]:
+    """What ``--batch-dry-run --batch-api batches`` shows: the batches that would be created
+    and their price at the batch rate, estimated (about 4 characters a token; an output as long
+    as the format reference) and at worst (what ``--batch-max-cost`` would reserve)."""
+    by_plan: dict[str, list[RowState]] = {}
+    estimate = worst = 0.0
+    for run, row in rows:
+        prompt = build_prompt(run.plan, row, max_tokens)
+        params = prompt.params()
+        wire = batch_params(params)
+        job = Job(run, row)
+        st = RowState(job, prompt, run.output_path(row), run.output_path(row), RowResult(job.key, Outcome.SKIPPED), params=params)
+        by_plan.setdefault(run.plan.rel(run.plan.path), []).append(st)
+        first = len(by_plan[run.plan.rel(run.plan.path)]) == 1
+        system = len(prompt.system) // 4
+        user = len(prompt.user) // 4
+        output = min(max_tokens, len(run.plan.format_reference_text) // 4)
+        usage = Usage(user, output, system if first else 0, 0 if first else system)
+        estimate += prices.cost(prompt.model, usage, batch=True)
+        worst += worst_case_cost(prices, prompt.model, wire)
+    lines = []
+    for plan, states in by_plan.items():
+        chunks = BatchDispatcher.__new__(BatchDispatcher)._chunks(states)
+        sizes = ", ".join(str(len(c)) for c in chunks)
+        lines.append(f"{plan}: {len(states)} request(s) in {len(chunks)} Message Batch(es) of {sizes}")
+    lines.append(
+        f"estimated price at the batch rate (half the list price): ${estimate:.4f}; "
+        f"worst case (what --batch-max-cost reserves): ${worst:.4f}"
+    )
+    return lines

@@ -118,3 +118,86 @@ def test_a_batch_made_cassette_replays_offline_in_either_api_mode(project, fake,
         result.stdout.fnmatch_lines(["*every call was replayed from cassettes*"])
     assert attempts == []
     assert project.cassettes() == recorded
+
+
+# -- budget, selection, phases, dry run, xdist ---------------------------------------------------
+
+
+def worst_cases(project) -> dict[str, float]:
+    """What batch mode reserves for each pending row's first request (computed as the plugin does)."""
+    from pytest_batchgen.batches import batch_params, worst_case_cost
+    from pytest_batchgen.plan import load_plan
+    from pytest_batchgen.pricing import PriceTable
+    from pytest_batchgen.prompts import build_prompt
+
+    plan = load_plan(project.path / project.plan, project.path)
+    out = {}
+    for row in plan.rows:
+        prompt = build_prompt(plan, row)
+        out[row.filename] = worst_case_cost(PriceTable(), prompt.model, batch_params(prompt.params()))
+    return out
+
+
+def test_max_cost_reserves_the_worst_case_and_submits_only_the_rows_that_fit(project, fake):
+    # given: three rows and a cap that holds the worst case of exactly two requests
+    project.write_rows(rows_for("quorum", "backpressure", "gossip"), ini_extra=BATCH_INI)
+    worst = worst_cases(project)
+    cap = worst["quorum.md"] + worst["backpressure.md"] + worst["gossip.md"] * 0.5
+
+    # when
+    result = project.run("--batch-api", "batches", "--batch-max-cost", f"{cap:.6f}", "--batch-report", "r.json")
+
+    # then: one batch with the two rows that fit; the third is skipped, never sent
+    (batch,) = batch_requests(fake)
+    assert rows_in(batch) == ["backpressure.md", "quorum.md"]
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete", "gossip.md": "pending"}
+    assert "does not fit in --batch-max-cost" in result.skip_reasons()["gossip.md::generate"]
+    totals = json.loads(project.read("r.json"))["totals"]
+    assert totals["skipped_by_budget"] == 1
+    assert totals["reserved_usd"] <= cap and totals["cost_usd"] <= totals["reserved_usd"]
+    assert totals["batch_saved_usd"] > 0
+    result.stdout.fnmatch_lines(["*Message Batches saved $* against the messages path*reserved $* (worst case)*"])
+
+
+def test_a_cap_below_any_request_sends_no_batch(project, fake):
+    project.write_rows(rows_for("quorum"), ini_extra=BATCH_INI)
+    result = project.run("--batch-api", "batches", "--batch-max-cost", "0.000001")
+    assert fake.batches == {} and fake.requests == []
+    assert project.statuses() == {"quorum.md": "pending"}
+    result.stdout.fnmatch_lines(["*did not fit in --batch-max-cost*"])
+
+
+def test_only_the_selected_rows_and_phases_are_batched(project, fake):
+    # given: rows in phase 1 (haiku) and phase 2 (sonnet)
+    rows = [*rows_for("quorum", "backpressure"), *rows_for("gossip", "raft", model="sonnet")]
+    project.write_rows(rows, ini_extra=BATCH_INI)
+
+    # when: one phase, then one row by node id, then -k
+    project.run("--batch-api", "batches", "--batch-phase", "2")
+    project.run("--batch-api", "batches", "plan.md::quorum.md")
+    project.run("--batch-api", "batches", "-k", "backpressure")
+
+    # then: three batches, each with only what was selected
+    assert [rows_in(b) for b in batch_requests(fake)] == [["gossip.md", "raft.md"], ["quorum.md"], ["backpressure.md"]]
+    assert set(project.statuses().values()) == {"complete"}
+
+
+def test_dry_run_shows_what_would_be_batched_and_its_price(project, fake):
+    project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
+    result = project.run("--batch-api", "batches", "--batch-dry-run")
+    result.stdout.fnmatch_lines(
+        [
+            "plan.md: 2 request(s) in 1 Message Batch(es) of 2",
+            "estimated price at the batch rate (half the list price): $0.0*; worst case (what --batch-max-cost reserves): $0.*",
+        ]
+    )
+    assert fake.requests == [] and project.statuses() == {"quorum.md": "pending", "backpressure.md": "pending"}
+
+
+def test_under_xdist_the_controller_submits_one_batch_and_the_workers_check(project, fake):
+    project.write_rows(rows_for("quorum", "backpressure", "gossip"), ini_extra=BATCH_INI)
+    router(fake).set("gossip.md", Reply.ok(bad_value("Gossip")), Reply.ok(draft("Gossip")))
+    result = project.run("--batch-api", "batches", "-n", "2", "-p", "no:randomly")
+    assert result.ret == 0, result.stdout.str()
+    assert [rows_in(b) for b in batch_requests(fake)] == [["backpressure.md", "gossip.md", "quorum.md"], ["gossip.md"]]
+    assert set(project.statuses().values()) == {"complete"}
