@@ -27,17 +27,31 @@ import datetime as _dt
 import json
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .client import Usage
 from .dispatch import Attempt, Job, RowResult, _discard_draft, _repair_text
 from .fsutil import atomic_write
-from .journal import BatchEntry, Journal, RequestEntry, custom_id, journal_path, request_digest
+from .journal import (
+    BatchEntry,
+    Journal,
+    RequestEntry,
+    custom_id,
+    journal_path,
+    request_digest,
+)
 from .outcomes import Outcome
 from .pricing import PriceTable
-from .prompts import Prompt, build_prompt, normalise_output, repair_message, shared_prefix
+from .prompts import (
+    Prompt,
+    build_prompt,
+    normalise_output,
+    repair_message,
+    shared_prefix,
+)
 from .run import PlanRun
 
 #: the API's limits for one batch
@@ -308,12 +322,17 @@ class BatchDispatcher:
 
     # -- one round ----------------------------------------------------------------------------
 
-    def _request(self, st: RowState) -> None:
-        """The row's request of this round (the same one again after an errored result)."""
+    @staticmethod
+    def _build(st: RowState) -> None:
+        """The row's next request: the first, or the repair (kept as is after an errored result)."""
         if st.params is None:
             st.params = st.prompt.params(st.history)
             st.body = json.dumps(st.params, ensure_ascii=False).encode("utf-8")
             st.digest = request_digest(st.params)
+
+    def _request(self, st: RowState) -> None:
+        """A new attempt for the row's current request."""
+        self._build(st)
         st.attempt = Attempt(len(st.result.attempts) + 1, model=st.prompt.model, batch=True)
         st.result.attempts.append(st.attempt)
 
@@ -326,11 +345,8 @@ class BatchDispatcher:
         to_send: dict[str, list[RowState]] = {}
         waits: dict[str, tuple[Journal, BatchEntry]] = {}
         for st in pending:
-            while not st.ended:
-                if st.params is None:
-                    st.params = st.prompt.params(st.history)
-                    st.body = json.dumps(st.params, ensure_ascii=False).encode("utf-8")
-                    st.digest = request_digest(st.params)
+            while not st.ended:  # replayed requests move the row on (a repair may be recorded too)
+                self._build(st)
                 if not self._replay_or_none(st):
                     break
             if st.ended:
@@ -349,7 +365,7 @@ class BatchDispatcher:
                 self._end(st, Outcome.ERROR, message)
                 continue
             to_send.setdefault(str(st.job.run.plan.path), []).append(st)
-        for plan, rows in to_send.items():
+        for rows in to_send.values():
             for entry in self._submit(rows):
                 waits[entry.local] = (self._journal(rows[0].job.run), entry)
         if waits:
@@ -424,6 +440,9 @@ class BatchDispatcher:
         return [c for c in chunks if c]
 
     def _submit(self, rows: list[RowState]) -> list[BatchEntry]:
+        """Create the batches of one plan's rows, each in the journal before it is created."""
+        import anthropic
+
         rows = self._within_budget(rows)
         journal = self._journal(rows[0].job.run) if rows else None
         entries = []
@@ -443,7 +462,16 @@ class BatchDispatcher:
                 reserved += worst_case_cost(self.prices, st.prompt.model, wire) if self.max_cost is not None else 0.0
                 st.sent_at = time.monotonic()
             entry = journal.begin(requests, reserved)  # on disk before the create is sent
-            batch = self.client.messages.batches.create(requests=wire_requests)
+            try:
+                batch = self.client.messages.batches.create(requests=wire_requests)
+            except anthropic.APIStatusError as exc:  # refused (after the SDK's retries): nothing was made
+                journal.forget(entry)
+                self.reserved = max(0.0, self.reserved - reserved)
+                error = f"creating the Message Batch failed: {type(exc).__name__}: {exc}"
+                for st, _, _ in chunk:
+                    st.attempt.error = error  # type: ignore[union-attr]
+                    self._end(st, Outcome.ERROR, error)
+                continue
             journal.created(entry, batch.id)
             self.batches_created.append(batch.id)
             self.in_flight += len(chunk)
@@ -499,7 +527,7 @@ class BatchDispatcher:
                 except anthropic.APIError as exc:
                     failures[entry.local] = failures.get(entry.local, 0) + 1
                     if failures[entry.local] >= MAX_POLL_FAILURES:
-                        self._fail_waiting(entry, f"polling batch {entry.id} failed {MAX_POLL_FAILURES} times: {exc}; "
+                        self._fail_waiting(journal, entry, f"polling batch {entry.id} failed {MAX_POLL_FAILURES} times: {exc}; "
                                            f"it stays in the journal, rerun to collect it: {self.resume_command}")
                         live.remove((journal, entry))
                     continue
@@ -520,27 +548,21 @@ class BatchDispatcher:
                 total[k] += getattr(c, k, 0) or 0
         self.note = f"{live} batch(es): " + ", ".join(f"{v} {k}" for k, v in total.items() if v or k == "processing")
 
-    def _waiting(self, entry: BatchEntry) -> dict[str, RowState]:
+    def _waiting(self, journal: Journal, entry: BatchEntry) -> dict[str, RowState]:
         """custom_id -> the row of this run whose current request it is."""
+        by_row = {st.filename: st for st in self._states.values() if self._journal(st.job.run) is journal}
         out = {}
-        by_row = {st.filename: st for st in self._states.values() if str(st.job.run.plan.path) == str(self._plan_of(entry))}
         for cid, req in entry.requests.items():
             st = by_row.get(req["row"])
             if st is not None and not st.ended and st.digest == req["digest"]:
                 out[cid] = st
         return out
 
-    def _plan_of(self, entry: BatchEntry) -> str:
-        for key, journal in self._journals.items():
-            if any(e.local == entry.local for e in journal.entries):
-                return key
-        return ""
-
     def _results(self, journal: Journal, entry: BatchEntry) -> None:
         """Stream the batch's results; each is filed and judged before the next is read."""
         import anthropic
 
-        waiting = self._waiting(entry)
+        waiting = self._waiting(journal, entry)
         try:
             stream = self.client.messages.batches.results(entry.id)
             for item in stream:
@@ -565,11 +587,11 @@ class BatchDispatcher:
             f"Message Batch {entry.id} (created {entry.created[:19]}Z) is no longer on the API: {why}. "
             f"It is removed from {journal.path.name}; the next run sends this row again (and pays for it again)"
         )
-        self._fail_waiting(entry, message)
+        self._fail_waiting(journal, entry, message)
         journal.forget(entry)
 
-    def _fail_waiting(self, entry: BatchEntry, message: str) -> None:
-        for st in self._waiting(entry).values():
+    def _fail_waiting(self, journal: Journal, entry: BatchEntry, message: str) -> None:
+        for st in self._waiting(journal, entry).values():
             if st.attempt is not None:
                 st.attempt.error = message
             self._end(st, Outcome.ERROR, message)
@@ -677,15 +699,18 @@ class BatchDispatcher:
         if not left or not self._stop.is_set():
             return
         if self.cancel_on_stop:
-            for journal, entry in left:
+            import anthropic
+
+            failed = []
+            for _, entry in left:
                 try:
                     self.client.messages.batches.cancel(entry.id)
-                except Exception:
-                    pass
+                except anthropic.APIError as exc:
+                    failed.append(f"{entry.id} ({type(exc).__name__}: {exc})")
             self.resume_note = (
-                f"canceled {len(left)} Message Batch(es) (--batch-cancel); what they finished is collected by the next run: "
-                f"{self.resume_command}"
-            )
+                f"canceled {len(left) - len(failed)} Message Batch(es) (--batch-cancel); what they finished is collected "
+                f"by the next run: {self.resume_command}"
+            ) + (f"; could not cancel {', '.join(failed)}" if failed else "")
             return
         ids = ", ".join(e.id for _, e in left if e.id)
         self.resume_note = (

@@ -18,9 +18,10 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, TypedDict
+from typing import Any, TypedDict
 
 from .errors import BatchgenError
 from .fsutil import atomic_write, lock_for
@@ -100,6 +101,7 @@ class Journal:
 
     path: Path
     entries: list[BatchEntry] = field(default_factory=list)
+    _index: dict[tuple[str, str], tuple[BatchEntry, str]] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: Path) -> Journal:
@@ -118,6 +120,7 @@ class Journal:
         return cls(path, entries)
 
     def save(self) -> None:
+        self._index = None
         with lock_for(self.path):
             if not self.entries:
                 self.path.unlink(missing_ok=True)
@@ -144,11 +147,11 @@ class Journal:
 
     def find(self, row: str, digest: str) -> tuple[BatchEntry, str] | None:
         """The batch (and custom_id) that already carries this exact request of ``row``."""
-        for entry in self.entries:
-            for cid, req in entry.requests.items():
-                if req["row"] == row and req["digest"] == digest:
-                    return entry, cid
-        return None
+        if self._index is None:  # rebuilt after each change: one lookup per row, not a scan
+            self._index = {
+                (req["row"], req["digest"]): (entry, cid) for entry in reversed(self.entries) for cid, req in entry.requests.items()
+            }
+        return self._index.get((row, digest))
 
     def ids(self) -> set[str]:
         return {e.id for e in self.entries if e.id}

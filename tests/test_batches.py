@@ -13,9 +13,16 @@ import json
 import re
 
 import yaml  # noqa: F401  (in-process runs: see tests/test_init.py)
-
 from fakeapi import FakeAnthropic, Reply
-from genhelpers import API_KEY, FAST_RETRY, bad_value, draft, go_offline, router, row_of, rows_for
+from genhelpers import (
+    bad_value,
+    draft,
+    go_offline,
+    router,
+    row_of,
+    rows_for,
+)
+
 from pytest_batchgen.journal import CUSTOM_ID_RE, custom_id
 
 BATCH_INI = "batchgen_batch_poll_start = 0.01\nbatchgen_batch_poll_max = 0.05\n"
@@ -201,3 +208,20 @@ def test_under_xdist_the_controller_submits_one_batch_and_the_workers_check(proj
     assert result.ret == 0, result.stdout.str()
     assert [rows_in(b) for b in batch_requests(fake)] == [["backpressure.md", "gossip.md", "quorum.md"], ["gossip.md"]]
     assert set(project.statuses().values()) == {"complete"}
+
+
+def test_a_messages_made_cassette_replays_in_batch_mode_without_a_batch(project, fake):
+    # given: rows recorded by a messages-mode run
+    rows = rows_for("quorum", "backpressure")
+    project.write_rows(rows, ini_extra=BATCH_INI)
+    assert project.run().ret == 0
+    fake.reset_log()
+
+    # when: the outputs are gone and a batch-mode run (with a key) runs them again
+    project.reset(rows)
+    result = project.run("--batch-api", "batches")
+
+    # then: both replay from their cassettes; no batch is created, nothing is sent
+    assert result.ret == 0, result.stdout.str()
+    assert fake.batches == {} and fake.requests == []
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}

@@ -19,7 +19,6 @@ from collections import Counter
 
 import pytest
 import yaml  # noqa: F401  (in-process runs: see tests/test_init.py)
-
 from fakeapi import FakeAnthropic, Reply
 from genhelpers import bad_value, draft, router, row_of, rows_for
 from harness import RUN_OPTIONS
@@ -181,12 +180,18 @@ def test_a_batch_past_its_retention_is_a_clear_error_and_leaves_the_journal(proj
     _interrupt_while_polling(project, fake)
     (batch,) = fake.batches.values()
     batch.deleted = True
+    journal_file = project.cassette_dir() / "batches-journal.json"
+    journal = json.loads(journal_file.read_text())
+    journal["batches"][0]["created"] = "2026-01-01T00:00:00+00:00"  # long past the 29 days
+    journal_file.write_text(json.dumps(journal))
 
     # when
     result = project.run("--batch-api", "batches", subprocess=True)
 
-    # then: the row fails naming the batch and what happens next; the journal no longer lists it
+    # then: the row fails naming the batch, why, and what happens next; the journal no longer lists it
     assert result.ret == 1
-    result.stdout.fnmatch_lines([f"*Message Batch {batch.id}*is no longer on the API*next run sends this row again*"])
+    result.stdout.fnmatch_lines(
+        [f"*Message Batch {batch.id}*is no longer on the API: its results were kept 29 days and are gone*next run sends this row again*"]
+    )
     assert not (project.cassette_dir() / "batches-journal.json").exists()
     assert len(fake.batches) == 1
