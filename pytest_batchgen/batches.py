@@ -129,7 +129,6 @@ class RowState:
     result: RowResult
     history: list[dict[str, Any]] = field(default_factory=list)
     params: dict[str, Any] | None = None  # the request of this round (messages path's parameters)
-    body: bytes = b""
     digest: str = ""
     attempt: Attempt | None = None
     ended: bool = False
@@ -139,6 +138,11 @@ class RowState:
     @property
     def key(self) -> str:
         return self.job.key
+
+    def body(self) -> bytes:
+        """The request as the messages path sends it; made when needed, never kept (it holds the
+        shared prefix, which ``params`` shares by reference: 100,000 copies would not fit)."""
+        return json.dumps(self.params, ensure_ascii=False).encode("utf-8")
 
     @property
     def filename(self) -> str:
@@ -162,8 +166,12 @@ class BatchDispatcher:
         poll_max: float = 120.0,
         cancel_on_stop: bool = False,
         resume_command: str = "",
+        workers: int = 8,
     ) -> None:
         self.jobs = list(jobs)
+        self.workers = max(1, workers)
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="batchgen-results")
+        self._lock = threading.Lock()
         self._client_factory = client_factory
         self._client: Any = None
         self.recorder = recorder
@@ -240,6 +248,7 @@ class BatchDispatcher:
                 if not fut.done():
                     fut.set_result(RowResult(key, Outcome.ERROR, error=f"batch dispatcher stopped: {type(exc).__name__}: {exc}"))
         finally:
+            self._pool.shutdown(wait=True)
             if self._client is not None:
                 try:
                     self._client.close()
@@ -293,13 +302,16 @@ class BatchDispatcher:
         return RowState(job, prompt, path, output, RowResult(job.key, Outcome.FAILED))
 
     def _finish(self, key: str, result: RowResult) -> None:
-        self.done += 1
-        if result.outcome.counts_as_failed:
-            self.failed += 1
+        with self._lock:
+            self.done += 1
+            if result.outcome.counts_as_failed:
+                self.failed += 1
         self._futures[key].set_result(result)
 
     def _end(self, st: RowState, outcome: Outcome, error: str | None = None) -> None:
         st.ended = True
+        st.params = None  # its request holds the shared prefix: not kept for 100,000 rows
+        self.recorder.release(st.key)
         st.result.outcome = outcome
         if error is not None:
             st.result.error = error
@@ -307,7 +319,7 @@ class BatchDispatcher:
 
     def _stop_rows(self, rows: Sequence[RowState]) -> None:
         for st in rows:
-            if st.attempt is not None and st.attempt in st.result.attempts and st.attempt.stop_reason is None and st.attempt.error is None:
+            if self._awaits(st) and st.attempt in st.result.attempts:
                 st.result.attempts.remove(st.attempt)  # sent in no batch, or its batch still runs
             waiting = self._waiting_on(st)
             why = f"not collected: {self.stop_reason}" + (f"; its batch {waiting} keeps running" if waiting else "")
@@ -327,7 +339,6 @@ class BatchDispatcher:
         """The row's next request: the first, or the repair (kept as is after an errored result)."""
         if st.params is None:
             st.params = st.prompt.params(st.history)
-            st.body = json.dumps(st.params, ensure_ascii=False).encode("utf-8")
             st.digest = request_digest(st.params)
 
     def _request(self, st: RowState) -> None:
@@ -339,7 +350,7 @@ class BatchDispatcher:
     def _vreq(self, st: RowState) -> Any:
         from vcr.request import Request as VcrRequest
 
-        return VcrRequest("POST", RECORDED_HOST + MESSAGES_PATH, st.body, {"content-type": "application/json"})
+        return VcrRequest("POST", RECORDED_HOST + MESSAGES_PATH, st.body(), {"content-type": "application/json"})
 
     def _round(self, pending: list[RowState]) -> None:
         to_send: dict[str, list[RowState]] = {}
@@ -360,7 +371,7 @@ class BatchDispatcher:
                 continue
             cassette = self.recorder.cassette(st.key)
             if cassette.write_protected or not self.recorder.may_record:
-                message = self.recorder.miss_message(st.key, cassette, st.body)
+                message = self.recorder.miss_message(st.key, cassette, st.body())
                 st.attempt.error = message  # type: ignore[union-attr]
                 self._end(st, Outcome.ERROR, message)
                 continue
@@ -372,7 +383,7 @@ class BatchDispatcher:
             self._collect(list(waits.values()))
         # a row whose request got no result from its batch (never happens with the real API)
         for st in pending:
-            if not st.ended and st.attempt is not None and st.attempt.stop_reason is None and st.attempt.error is None:
+            if self._awaits(st):
                 if self._stop.is_set():
                     return
                 st.attempt.error = "its batch ended without a result for this request"
@@ -535,7 +546,17 @@ class BatchDispatcher:
                 counts[entry.local] = batch.request_counts
                 self._show(counts, len(live))
                 if batch.processing_status == "ended":
-                    self._results(journal, entry)
+                    try:
+                        self._results(journal, entry)
+                    except (anthropic.APIConnectionError, anthropic.APIStatusError) as exc:
+                        # the stream broke: what was filed stays filed; the rest is read again
+                        failures[entry.local] = failures.get(entry.local, 0) + 1
+                        if failures[entry.local] >= MAX_POLL_FAILURES:
+                            self._fail_waiting(journal, entry, f"reading the results of batch {entry.id} failed "
+                                               f"{MAX_POLL_FAILURES} times: {exc}; it stays in the journal, rerun to "
+                                               f"collect it: {self.resume_command}")
+                            live.remove((journal, entry))
+                        continue
                     live.remove((journal, entry))
             if live and self._stop.wait(delay):
                 return
@@ -548,13 +569,19 @@ class BatchDispatcher:
                 total[k] += getattr(c, k, 0) or 0
         self.note = f"{live} batch(es): " + ", ".join(f"{v} {k}" for k, v in total.items() if v or k == "processing")
 
+    @staticmethod
+    def _awaits(st: RowState) -> bool:
+        """The row's current attempt was sent (or attached to a batch) and has no result yet."""
+        a = st.attempt
+        return not st.ended and a is not None and a.stop_reason is None and a.error is None
+
     def _waiting(self, journal: Journal, entry: BatchEntry) -> dict[str, RowState]:
         """custom_id -> the row of this run whose current request it is."""
         by_row = {st.filename: st for st in self._states.values() if self._journal(st.job.run) is journal}
         out = {}
         for cid, req in entry.requests.items():
             st = by_row.get(req["row"])
-            if st is not None and not st.ended and st.digest == req["digest"]:
+            if st is not None and st.digest == req["digest"] and self._awaits(st):
                 out[cid] = st
         return out
 
@@ -563,19 +590,38 @@ class BatchDispatcher:
         import anthropic
 
         waiting = self._waiting(journal, entry)
+        # Filing a result costs two fsyncs (cassette, output) and its checks: a few workers do
+        # them while the stream is read, at most 2 x workers results ahead. A crash loses none:
+        # the batch leaves the journal only once every result is filed, else it is read again.
+        ahead = threading.BoundedSemaphore(2 * self.workers)
+        settling: list[concurrent.futures.Future[None]] = []
+
+        def settle(st: RowState, result: dict[str, Any], cid: str) -> None:
+            try:
+                self._settle(st, result, entry, cid)
+            finally:
+                ahead.release()
+
         try:
             stream = self.client.messages.batches.results(entry.id)
             for item in stream:
                 data = item.to_dict(mode="json")
-                st = waiting.pop(str(data.get("custom_id")), None)
+                cid = str(data.get("custom_id"))
+                st = waiting.pop(cid, None)
                 if st is None:
                     self.orphans += 1  # a row outside this run, or already settled
                     continue
-                self.in_flight = max(0, self.in_flight - 1)
-                self._settle(st, data.get("result") or {}, entry, str(data.get("custom_id")))
+                with self._lock:
+                    self.in_flight = max(0, self.in_flight - 1)
+                ahead.acquire()
+                settling.append(self._pool.submit(settle, st, data.get("result") or {}, cid))
         except anthropic.NotFoundError:
+            concurrent.futures.wait(settling)
             self._gone(journal, entry)
             return
+        finally:
+            for fut in concurrent.futures.as_completed(settling):
+                fut.result()  # a bug in filing or judging fails the rows (see _main)
         self.reserved = max(0.0, self.reserved - entry.reserved_usd)
         journal.forget(entry)
 
@@ -638,8 +684,9 @@ class BatchDispatcher:
         attempt.replayed = replayed
         attempt.would_cost = self.prices.cost(st.prompt.model, usage, batch=True)
         attempt.cost = 0.0 if replayed else attempt.would_cost
-        self.spent += attempt.cost
-        self.tokens += usage.input_tokens + usage.output_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+        with self._lock:
+            self.spent += attempt.cost
+            self.tokens += usage.input_tokens + usage.output_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
         text = normalise_output(
             "".join(b.get("text", "") or "" for b in message.get("content") or [] if isinstance(b, dict) and b.get("type") == "text")
         )
@@ -740,6 +787,7 @@ def make_batch_dispatcher(settings: Any, prices: PriceTable, jobs: Sequence[Job]
         poll_max=settings.batch_poll_max,
         cancel_on_stop=settings.batch_cancel,
         resume_command=resume_command,
+        workers=settings.concurrency,  # results filed and checked at once (--batch-concurrency)
     )
 
 
