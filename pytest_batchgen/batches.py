@@ -682,7 +682,7 @@ class BatchDispatcher:
         attempt.usage = usage
         attempt.stop_reason = message.get("stop_reason")
         attempt.replayed = replayed
-        attempt.would_cost = self.prices.cost(st.prompt.model, usage, batch=True)
+        attempt.would_cost = self.prices.cost(st.prompt.model, usage, batch=True) + self._one_hour_writes(st, message)
         attempt.cost = 0.0 if replayed else attempt.would_cost
         with self._lock:
             self.spent += attempt.cost
@@ -722,6 +722,16 @@ class BatchDispatcher:
             st.params = None  # the repair request, in the next round
             return
         self._end_or_afresh(st, Outcome.FAILED, None)
+
+    def _one_hour_writes(self, st: RowState, message: dict[str, Any]) -> float:
+        """What the price table misses: its cache write rate is the 5-minute one (1.25 x input),
+        and a 1-hour cache write costs 2 x input. Added at the batch price."""
+        price = self.prices.price(st.prompt.model)
+        split = (message.get("usage") or {}).get("cache_creation") or {}
+        tokens = int(split.get("ephemeral_1h_input_tokens") or 0) if isinstance(split, dict) else 0
+        if price is None or not tokens:
+            return 0.0
+        return tokens * max(0.0, 2 * price.input - price.cache_write) / 1_000_000 * 0.5
 
     def _end_or_afresh(self, st: RowState, outcome: Outcome, error: str | None) -> None:
         """A row whose replayed attempts ended in failure is generated again, live, where the

@@ -22,7 +22,8 @@ Quick use::
 Endpoints (anything else answers a JSON ``404 not_found_error``):
 
 * ``POST   /v1/messages``                       scripted reply (see ``script``/``default``)
-* ``POST   /v1/messages/batches``               create a batch (answered immediately)
+* ``POST   /v1/messages/batches``               create a batch (answered immediately; a row's
+  ``Reply.expired()`` / ``Reply.canceled()`` makes its request end ``expired`` / ``canceled``)
 * ``GET    /v1/messages/batches``               list batches (one page)
 * ``GET    /v1/messages/batches/{id}``          retrieve; ends after ``batch_polls_until_ended`` GETs
 * ``GET    /v1/messages/batches/{id}/results``  JSONL results (only once ended)

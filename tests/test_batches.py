@@ -225,3 +225,24 @@ def test_a_messages_made_cassette_replays_in_batch_mode_without_a_batch(project,
     assert result.ret == 0, result.stdout.str()
     assert fake.batches == {} and fake.requests == []
     assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}
+
+
+def test_batch_calls_cost_half_the_list_price_with_one_hour_cache_writes(project, fake):
+    # given: two rows (the first writes the shared prefix to the 1-hour cache, the second reads it)
+    project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
+
+    # when
+    project.run("--batch-api", "batches", "--batch-report", "r.json")
+
+    # then: each attempt costs half the list price, a 1-hour cache write at 2 x input (haiku: $1/$5 per MTok)
+    report = json.loads(project.read("r.json"))
+    full = 0.0
+    for row in report["plans"][0]["rows"]:
+        (attempt,) = row["attempts"]
+        u = attempt["usage"]
+        half = 0.5 * (u["input_tokens"] * 1 + u["output_tokens"] * 5 + u["cache_creation_input_tokens"] * 2 + u["cache_read_input_tokens"] * 0.1) / 1e6
+        assert attempt["batch"] is True and abs(attempt["cost_usd"] - half) < 1e-6
+        full += (u["input_tokens"] * 1 + u["output_tokens"] * 5 + u["cache_creation_input_tokens"] * 1.25 + u["cache_read_input_tokens"] * 0.1) / 1e6
+    totals = report["totals"]
+    assert totals["usage"]["cache_creation_input_tokens"] > 0
+    assert abs(totals["batch_saved_usd"] - (full - totals["cost_usd"])) < 1e-6
