@@ -595,6 +595,7 @@ class BatchDispatcher:
         # the batch leaves the journal only once every result is filed, else it is read again.
         ahead = threading.BoundedSemaphore(2 * self.workers)
         settling: list[concurrent.futures.Future[None]] = []
+        filed: set[str] = set()
 
         def settle(st: RowState, result: dict[str, Any], cid: str) -> None:
             try:
@@ -614,6 +615,7 @@ class BatchDispatcher:
                 with self._lock:
                     self.in_flight = max(0, self.in_flight - 1)
                 ahead.acquire()
+                filed.add(cid)
                 settling.append(self._pool.submit(settle, st, data.get("result") or {}, cid))
         except anthropic.NotFoundError:
             concurrent.futures.wait(settling)
@@ -623,7 +625,8 @@ class BatchDispatcher:
             for fut in concurrent.futures.as_completed(settling):
                 fut.result()  # a bug in filing or judging fails the rows (see _main)
         self.reserved = max(0.0, self.reserved - entry.reserved_usd)
-        journal.forget(entry)
+        entry.reserved_usd = 0.0
+        journal.collected(entry, filed)
 
     def _gone(self, journal: Journal, entry: BatchEntry) -> None:
         """The API no longer has the batch: deleted, or its results passed the retention."""

@@ -145,6 +145,16 @@ class Journal:
         self.entries = [e for e in self.entries if e.local != entry.local]
         self.save()
 
+    def collected(self, entry: BatchEntry, cids: set[str]) -> None:
+        """These results of the batch are filed. The entry goes when all are; until then it
+        keeps the others (rows outside this run, ``-k``), so a later run collects them from the
+        same batch instead of paying for them again."""
+        entry.requests = {cid: req for cid, req in entry.requests.items() if cid not in cids}
+        if entry.requests:
+            self.save()
+        else:
+            self.forget(entry)
+
     def find(self, row: str, digest: str) -> tuple[BatchEntry, str] | None:
         """The batch (and custom_id) that already carries this exact request of ``row``."""
         if self._index is None:  # rebuilt after each change: one lookup per row, not a scan

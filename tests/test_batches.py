@@ -246,3 +246,4 @@ def test_batch_calls_cost_half_the_list_price_with_one_hour_cache_writes(project
     totals = report["totals"]
     assert totals["usage"]["cache_creation_input_tokens"] > 0
     assert abs(totals["batch_saved_usd"] - (full - totals["cost_usd"])) < 1e-6
+

@@ -195,3 +195,28 @@ def test_a_batch_past_its_retention_is_a_clear_error_and_leaves_the_journal(proj
     )
     assert not (project.cassette_dir() / "batches-journal.json").exists()
     assert len(fake.batches) == 1
+
+
+def test_a_run_of_some_rows_collects_them_from_a_journal_batch_and_keeps_the_others(project, fake):
+    # given: a batch of three rows left running by an interrupted run
+    project.write_rows(rows_for("quorum", "backpressure", "gossip"), ini_extra=BATCH_INI)
+    fake.batch_polls_until_ended = 10**9
+    _interrupt_while_polling(project, fake)
+    (batch,) = fake.batches.values()
+    batch.polls_until_ended = batch.polls + 1  # it ends at the next poll
+    journal_file = project.cassette_dir() / "batches-journal.json"
+
+    # when: a run of one row collects it
+    project.run("--batch-api", "batches", "-k", "quorum", subprocess=True)
+
+    # then: that row is done; the journal keeps the batch for the two others
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "pending", "gossip.md": "pending"}
+    (entry,) = json.loads(journal_file.read_text())["batches"]
+    assert entry["id"] == batch.id
+    assert sorted(r["row"] for r in entry["requests"].values()) == ["backpressure.md", "gossip.md"]
+
+    # and a run of every row collects the others from the same batch: no second batch
+    result = project.run("--batch-api", "batches", subprocess=True)
+    assert result.ret == 0, result.stdout.str()
+    assert set(project.statuses().values()) == {"complete"}
+    assert len(fake.batches) == 1 and not journal_file.exists()
