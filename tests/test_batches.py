@@ -247,3 +247,28 @@ def test_batch_calls_cost_half_the_list_price_with_one_hour_cache_writes(project
     assert totals["usage"]["cache_creation_input_tokens"] > 0
     assert abs(totals["batch_saved_usd"] - (full - totals["cost_usd"])) < 1e-6
 
+
+
+def test_a_round_is_split_at_the_api_limits(project, fake, monkeypatch):
+    # given: a limit of 2 requests per batch (then a size limit below one request)
+    import pytest_batchgen.batches as batches
+
+    project.write_rows(rows_for("quorum", "backpressure", "gossip", "raft", "paxos"), ini_extra=BATCH_INI)
+    monkeypatch.setattr(batches, "MAX_REQUESTS", 2)
+
+    # when
+    assert project.run("--batch-api", "batches").ret == 0
+
+    # then: three batches of at most two, every row once
+    sizes = [len(b) for b in batch_requests(fake)]
+    assert sizes == [2, 2, 1]
+    assert sorted(r for b in batch_requests(fake) for r in rows_in(b)) == sorted(project.statuses())
+
+    # and with a size limit below two requests, one request a batch
+    monkeypatch.setattr(batches, "MAX_REQUESTS", 100_000)
+    monkeypatch.setattr(batches, "BYTES_BUDGET", 1)
+    project.reset(rows_for("quorum", "backpressure", "gossip", "raft", "paxos"))
+    for path in project.cassette_dir().iterdir():
+        path.unlink()
+    assert project.run("--batch-api", "batches").ret == 0
+    assert [len(b) for b in batch_requests(fake)][3:] == [1, 1, 1, 1, 1]
