@@ -149,6 +149,22 @@ class RowState:
         return self.job.row.filename
 
 
+def split_batches(rows: Sequence[RowState]) -> list[list[tuple[RowState, dict[str, Any], int]]]:
+    """The rows' wire requests cut into batches within the API's limits (count and bytes),
+    in order: (row, wire parameters, serialised size)."""
+    chunks: list[list[tuple[RowState, dict[str, Any], int]]] = [[]]
+    size = 0
+    for st in rows:
+        wire = batch_params(st.params or {})
+        n = len(json.dumps(wire, ensure_ascii=False).encode("utf-8")) + 100  # + its custom_id and envelope
+        if chunks[-1] and (len(chunks[-1]) >= MAX_REQUESTS or size + n > BYTES_BUDGET):
+            chunks.append([])
+            size = 0
+        chunks[-1].append((st, wire, n))
+        size += n
+    return [c for c in chunks if c]
+
+
 class BatchDispatcher:
     """Generates ``jobs`` through Message Batches in a background thread."""
 
@@ -383,12 +399,12 @@ class BatchDispatcher:
             self._collect(list(waits.values()))
         # a row whose request got no result from its batch (never happens with the real API)
         for st in pending:
-            if self._awaits(st):
+            if self._awaits(st) and st.attempt is not None:
                 if self._stop.is_set():
                     return
-                st.attempt.error = "its batch ended without a result for this request"
+                error = st.attempt.error = "its batch ended without a result for this request"
                 if len(st.result.attempts) >= self.max_attempts:
-                    self._end(st, Outcome.ERROR, st.attempt.error)
+                    self._end(st, Outcome.ERROR, error)
 
     def _replay_or_none(self, st: RowState) -> bool:
         """Replay the row's current request if recorded; True when it was (the row moved on)."""
@@ -437,19 +453,6 @@ class BatchDispatcher:
             )
         return kept
 
-    def _chunks(self, rows: list[RowState]) -> list[list[tuple[RowState, dict[str, Any], int]]]:
-        chunks: list[list[tuple[RowState, dict[str, Any], int]]] = [[]]
-        size = 0
-        for st in rows:
-            wire = batch_params(st.params or {})
-            n = len(json.dumps(wire, ensure_ascii=False).encode("utf-8")) + 100
-            if chunks[-1] and (len(chunks[-1]) >= MAX_REQUESTS or size + n > BYTES_BUDGET):
-                chunks.append([])
-                size = 0
-            chunks[-1].append((st, wire, n))
-            size += n
-        return [c for c in chunks if c]
-
     def _submit(self, rows: list[RowState]) -> list[BatchEntry]:
         """Create the batches of one plan's rows, each in the journal before it is created."""
         import anthropic
@@ -457,7 +460,7 @@ class BatchDispatcher:
         rows = self._within_budget(rows)
         journal = self._journal(rows[0].job.run) if rows else None
         entries = []
-        for chunk in self._chunks(rows):
+        for chunk in split_batches(rows):
             if self._stop.is_set():
                 break
             assert journal is not None
@@ -826,7 +829,7 @@ def dry_run_lines(rows: Sequence[tuple[PlanRun, Any]], prices: PriceTable, max_t
         worst += worst_case_cost(prices, prompt.model, wire)
     lines = []
     for plan, states in by_plan.items():
-        chunks = BatchDispatcher.__new__(BatchDispatcher)._chunks(states)
+        chunks = split_batches(states)
         sizes = ", ".join(str(len(c)) for c in chunks)
         lines.append(f"{plan}: {len(states)} request(s) in {len(chunks)} Message Batch(es) of {sizes}")
     lines.append(
