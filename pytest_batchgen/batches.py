@@ -215,6 +215,7 @@ class BatchDispatcher:
         self.spent = 0.0
         self.tokens = 0
         self.reserved = 0.0  # worst case of the batches out, not yet collected
+        self._reserved_for: set[str] = set()  # journal entries whose reservation is counted
         self.budget_stopped = False
         #: the batches' request_counts, for the progress line
         self.note = ""
@@ -381,9 +382,14 @@ class BatchDispatcher:
             journal = self._journal(st.job.run)
             found = journal.find(st.filename, st.digest)
             self._request(st)
-            if found is not None:
+            if found is not None:  # already in a batch (an earlier run's): wait for it, send nothing
                 entry = found[0]
                 waits[entry.local] = (journal, entry)
+                with self._lock:
+                    self.in_flight += 1
+                    if entry.local not in self._reserved_for:  # its reservation holds until collected
+                        self._reserved_for.add(entry.local)
+                        self.reserved += entry.reserved_usd
                 continue
             cassette = self.recorder.cassette(st.key)
             if cassette.write_protected or not self.recorder.may_record:
@@ -476,6 +482,7 @@ class BatchDispatcher:
                 reserved += worst_case_cost(self.prices, st.prompt.model, wire) if self.max_cost is not None else 0.0
                 st.sent_at = time.monotonic()
             entry = journal.begin(requests, reserved)  # on disk before the create is sent
+            self._reserved_for.add(entry.local)
             try:
                 batch = self.client.messages.batches.create(requests=wire_requests)
             except anthropic.APIStatusError as exc:  # refused (after the SDK's retries): nothing was made
