@@ -34,6 +34,7 @@ from typing import Any
 
 from .client import Usage
 from .dispatch import Attempt, Job, RowResult, _discard_draft, _repair_text
+from .errors import BatchgenError
 from .fsutil import atomic_write
 from .journal import (
     BatchEntry,
@@ -261,9 +262,11 @@ class BatchDispatcher:
         try:
             self._run()
         except BaseException as exc:  # never leave a test waiting forever
+            # a user's problem (an unreadable journal) as itself; anything else names its type
+            error = str(exc) if isinstance(exc, BatchgenError) else f"batch dispatcher stopped: {type(exc).__name__}: {exc}"
             for key, fut in self._futures.items():
                 if not fut.done():
-                    fut.set_result(RowResult(key, Outcome.ERROR, error=f"batch dispatcher stopped: {type(exc).__name__}: {exc}"))
+                    fut.set_result(RowResult(key, Outcome.ERROR, error=error))
         finally:
             self._pool.shutdown(wait=True)
             if self._client is not None:

@@ -251,7 +251,7 @@ def test_batch_calls_cost_half_the_list_price_with_one_hour_cache_writes(project
 
 def test_a_round_is_split_at_the_api_limits(project, fake, monkeypatch):
     # given: a limit of 2 requests per batch (then a size limit below one request)
-    import pytest_batchgen.batches as batches
+    from pytest_batchgen import batches
 
     project.write_rows(rows_for("quorum", "backpressure", "gossip", "raft", "paxos"), ini_extra=BATCH_INI)
     monkeypatch.setattr(batches, "MAX_REQUESTS", 2)
@@ -272,3 +272,13 @@ def test_a_round_is_split_at_the_api_limits(project, fake, monkeypatch):
         path.unlink()
     assert project.run("--batch-api", "batches").ret == 0
     assert [len(b) for b in batch_requests(fake)][3:] == [1, 1, 1, 1, 1]
+
+
+def test_an_unreadable_journal_fails_the_rows_naming_it_and_sends_nothing(project, fake):
+    project.write_rows(rows_for("quorum"), ini_extra=BATCH_INI)
+    project.write("cassettes/plan/batches-journal.json", "{ not json")
+    result = project.run("--batch-api", "batches")
+    assert fake.requests == []
+    failure = result.failure("quorum.md::generate")
+    assert "batches-journal.json: the batch journal cannot be read" in failure
+    assert "delete it to send those rows again" in failure
