@@ -639,7 +639,11 @@ class BatchDispatcher:
                 fut.result()  # a bug in filing or judging fails the rows (see _main)
         self.reserved = max(0.0, self.reserved - entry.reserved_usd)
         entry.reserved_usd = 0.0
-        journal.collected(entry, filed)
+        # this run's rows are done with the batch: filed now, replayed from their cassettes, kept
+        # (their output passes), or asking something else since (a changed prompt); only the
+        # results of rows outside this run stay
+        ours = {job.row.filename for job in self.jobs if self._journal(job.run) is journal}  # kept ones too
+        journal.collected(entry, filed | {cid for cid, req in entry.requests.items() if req["row"] in ours})
 
     def _gone(self, journal: Journal, entry: BatchEntry) -> None:
         """The API no longer has the batch: deleted, or its results passed the retention."""

@@ -220,3 +220,22 @@ def test_a_run_of_some_rows_collects_them_from_a_journal_batch_and_keeps_the_oth
     assert result.ret == 0, result.stdout.str()
     assert set(project.statuses().values()) == {"complete"}
     assert len(fake.batches) == 1 and not journal_file.exists()
+
+
+def test_a_row_whose_output_passed_before_the_crash_leaves_no_journal_entry_behind(project, fake):
+    # given: a batch of two rows left running, and one row's output written meanwhile (it passes)
+    project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
+    fake.batch_polls_until_ended = 10**9
+    _interrupt_while_polling(project, fake)
+    (batch,) = fake.batches.values()
+    batch.polls_until_ended = batch.polls + 1
+    project.write("output/quorum.md", draft("Quorum"))
+
+    # when
+    result = project.run("--batch-api", "batches", subprocess=True)
+
+    # then: the other row is collected from the batch, and the journal is empty
+    assert result.ret == 0, result.stdout.str()
+    assert set(project.statuses().values()) == {"complete"}
+    assert len(fake.batches) == 1
+    assert not (project.cassette_dir() / "batches-journal.json").exists()
