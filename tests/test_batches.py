@@ -23,6 +23,9 @@ from genhelpers import (
     rows_for,
 )
 
+# Imported before any in-process run, so that every run uses this module object (pytester
+# restores sys.modules after each run) and a test can monkeypatch its limits.
+from pytest_batchgen import batches
 from pytest_batchgen.journal import CUSTOM_ID_RE, custom_id
 
 BATCH_INI = "batchgen_batch_poll_start = 0.01\nbatchgen_batch_poll_max = 0.05\n"
@@ -251,7 +254,6 @@ def test_batch_calls_cost_half_the_list_price_with_one_hour_cache_writes(project
 
 def test_a_round_is_split_at_the_api_limits(project, fake, monkeypatch):
     # given: a limit of 2 requests per batch (then a size limit below one request)
-    from pytest_batchgen import batches
 
     project.write_rows(rows_for("quorum", "backpressure", "gossip", "raft", "paxos"), ini_extra=BATCH_INI)
     monkeypatch.setattr(batches, "MAX_REQUESTS", 2)
