@@ -74,6 +74,7 @@ class Attempt:
     seconds: float = 0.0
     cost: float = 0.0  # estimated dollars; 0 for a replayed call
     would_cost: float = 0.0  # what the call costs live (what replay saved)
+    batch: bool = False  # sent (or recorded) through Message Batches, at the batch price
 
 
 @dataclass
@@ -92,6 +93,7 @@ class RowResult:
     wrote: bool = False
     budget_skipped: bool = False  # not sent because --batch-max-cost was reached
     hint: str | None = None  # how to try again (a replayed failure that this run may not re-record)
+    reserved_usd: float = 0.0  # batch mode: the worst case reserved against --batch-max-cost
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)  # a plain string (JSON, tests) becomes the enum

@@ -50,6 +50,12 @@ class DryRunPlugin:
                 tw.line("")
                 for line in dry_run_lines(run.plan, row, run.rules):
                     tw.line(line)
+        if state.settings.api == "batches" and shown:  # what would be batched, and its price
+            from .batches import dry_run_lines as batch_lines
+
+            picked = {run.row_id(row): (run, row) for run, row in candidates if run.row_id(row) in shown}
+            for line in batch_lines(list(picked.values()), state.prices, state.settings.max_tokens):
+                tw.line(line)
         tw.sep("-", f"dry run: {len(shown)} pending row(s); nothing sent, nothing written")
         return True
 

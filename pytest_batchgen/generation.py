@@ -51,6 +51,13 @@ def rerecord_hint(run: PlanRun, row: Row) -> str:
     return f"pytest --batch-plan {plan} --batch-record-mode all '{run.row_id(row).node_id(run.plan.rootdir)}'"
 
 
+def resume_command(settings: Settings) -> str:
+    """The command that collects the Message Batches a stopped run left running."""
+    plans = " ".join(f"--batch-plan {p}" for p in settings.plans)
+    phases = "".join(f" --batch-phase {p}" for p in settings.phases)
+    return f"pytest {plans}{phases} --batch-api batches"
+
+
 def make_dispatcher(
     settings: Settings, prices: PriceTable, rows: Sequence[tuple[PlanRun, Row]], afresh: Collection[str] = ()
 ) -> Dispatcher:
@@ -73,6 +80,11 @@ def make_dispatcher(
     for key in afresh:
         if key in paths:
             recorder.start_afresh(key)  # the stale recording is replaced by the new replies
+    if settings.api == "batches" and mode != "none" and api_key:
+        # Message Batches; a run that may not record replays through the messages path below
+        from .batches import make_batch_dispatcher
+
+        return make_batch_dispatcher(settings, prices, jobs, recorder, resume_command(settings))  # type: ignore[return-value]
     client_settings = ClientSettings(
         max_retries=settings.max_retries,
         timeout=settings.timeout,
@@ -162,9 +174,10 @@ class Generation:
     @property
     def budget_note(self) -> str:
         d = self.dispatcher
+        notes = [getattr(d, "resume_note", "")]  # batch mode: batches left running after Ctrl-C
         if d.budget_stopped:
-            return f"stopped dispatching: {d.stop_reason}; the rows not sent were skipped"
-        return ""
+            notes.insert(0, f"stopped dispatching: {d.stop_reason}; the rows not sent were skipped")
+        return "\n".join(n for n in notes if n)
 
 
 class GenerationPlugin:

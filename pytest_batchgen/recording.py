@@ -199,6 +199,12 @@ class Recorder:
                 self._cassettes[key] = c
             return c
 
+    def release(self, key: str) -> None:
+        """Forget a finished row's cassette (it is on disk): a run of 100,000 rows need not hold
+        every recorded request in memory. Used by the batch dispatcher."""
+        with self._lock:
+            self._cassettes.pop(key, None)
+
     @property
     def may_record(self) -> bool:
         """Whether this run may send requests and record them at all (a mode and a key)."""

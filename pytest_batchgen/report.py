@@ -110,6 +110,8 @@ class Totals:
     judge_calls: int = 0
     judge_live: int = 0
     judge_replayed: int = 0
+    batch_saved: float = 0.0  # Message Batches: the list price of the batch calls less what they cost
+    reserved: float = 0.0  # Message Batches: the worst case reserved against --batch-max-cost
 
 
 def totals(reports: Iterable[RowReport], prices: PriceTable) -> Totals:
@@ -127,6 +129,8 @@ def totals(reports: Iterable[RowReport], prices: PriceTable) -> Totals:
             price = prices.price(a.model or r.row.model)
             if price and not a.replayed:
                 t.caching_saved += price.caching_saved(a.usage)
+                if a.batch:
+                    t.batch_saved += price.cost(a.usage) - a.cost
         for j in r.judge:
             t.judge_calls += 1
             t.judge_replayed += j.replayed
@@ -137,6 +141,8 @@ def totals(reports: Iterable[RowReport], prices: PriceTable) -> Totals:
         gen = r.generation
         if gen is not None and gen.budget_skipped:
             t.skipped_by_budget += 1
+        if gen is not None:
+            t.reserved += gen.reserved_usd
     return t
 
 
@@ -189,6 +195,10 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
         saved.append(f"prompt caching saved {_money(t.caching_saved)}")
     if t.replay_saved:
         saved.append(f"replay saved {_money(t.replay_saved)}")
+    if t.batch_saved:
+        saved.append(f"Message Batches saved {_money(t.batch_saved)} against the messages path (half the list price)")
+    if t.reserved:
+        saved.append(f"reserved {_money(t.reserved)} (worst case) against --batch-max-cost, spent {_money(t.cost)}")
     if saved:
         lines.append("; ".join(saved))
     if t.attempts + t.judge_calls and t.replayed + t.judge_replayed == t.attempts + t.judge_calls:
@@ -234,6 +244,8 @@ def json_report(
                         "seconds": round(a.seconds, 3),
                         "error": a.error,
                         "failed_checks": list(a.failures),
+                        # batch mode only (schema v1 documents stay as they were otherwise)
+                        **({"batch": True} if a.batch else {}),
                     }
                     for a in r.attempts
                 ],
@@ -281,6 +293,12 @@ def json_report(
                     "judge_cost_usd": round(sum(j.cost for r in reports for j in r.judge), 6),
                 }
                 if judged
+                else {}
+            ),
+            # batch mode only: what Message Batches saved, and the budget's worst-case reservation
+            **(
+                {"batch_saved_usd": round(t.batch_saved, 6), "reserved_usd": round(t.reserved, 6)}
+                if t.batch_saved or t.reserved
                 else {}
             ),
             "budget_note": budget_note or None,
@@ -342,7 +360,7 @@ class Progress:
         return (
             f"[batchgen] {d.done}/{total} rows done, {d.in_flight} in flight, {d.failed} failed; "
             f"{d.replies} {'reply' if d.replies == 1 else 'replies'}, {d.tokens:,} tokens, ${d.spent:.4f} so far"
-        )
+        ) + (f"; {d.note}" if getattr(d, "note", "") else "")  # batch mode: request_counts
 
     def update(self, dispatcher: Dispatcher) -> None:
         if self.finished:

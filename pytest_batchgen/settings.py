@@ -30,6 +30,10 @@ from .prompts import DEFAULT_MAX_TOKENS
 #: one of :data:`pytest_batchgen.client.RECORD_MODES` (vcrpy's record modes)
 RecordMode = Literal["none", "once", "new_episodes", "all"]
 
+#: ``--batch-api``: one Messages request per row, or Message Batches
+BatchApi = Literal["messages", "batches"]
+BATCH_APIS = ("messages", "batches")
+
 
 class Role(enum.Enum):
     """What this process is in the run: it decides who generates and who records."""
@@ -242,6 +246,31 @@ def add_options(parser: pytest.Parser) -> None:
         help="write a Markdown summary of the run (rows, verdicts, freshness, cost, regressions, "
         "diffs) to PATH; it is also appended to $GITHUB_STEP_SUMMARY when that is set.",
     )
+    # -- Message Batches (--batch-api batches; pytest_batchgen.batches) --------------------
+    group.addoption(
+        "--batch-api",
+        choices=BATCH_APIS,
+        default="messages",
+        help="messages: one request per row as the run goes (default); batches: send the rows as "
+        "Message Batches (half the price, results within 24 h), resumable after a crash or Ctrl-C.",
+    )
+    group.addoption(
+        "--batch-cancel",
+        action="store_true",
+        default=False,
+        help="with --batch-api batches: on Ctrl-C, cancel the batches still running (default: keep "
+        "them running, keep the journal, and collect them with the next run).",
+    )
+    parser.addini(
+        "batchgen_batch_poll_start",
+        default="5",
+        help="seconds before a running Message Batch is polled the first time; the wait doubles after each poll.",
+    )
+    parser.addini(
+        "batchgen_batch_poll_max",
+        default="120",
+        help="the longest wait in seconds between two polls of a running Message Batch.",
+    )
 
 
 @dataclass(frozen=True)
@@ -278,6 +307,10 @@ class Settings:
     regenerate_stale: bool = False
     fail_on_regression: bool = False
     summary: Path | None = None
+    api: BatchApi = "messages"
+    batch_cancel: bool = False
+    batch_poll_start: float = 5.0
+    batch_poll_max: float = 120.0
 
     @property
     def generates_here(self) -> bool:
@@ -329,6 +362,10 @@ class Settings:
             regenerate_stale=bool(config.getoption("batch_regenerate_stale")),
             fail_on_regression=bool(config.getoption("batch_fail_on_regression")),
             summary=invocation_dir / summary if summary else None,
+            api=cast(BatchApi, config.getoption("batch_api")),
+            batch_cancel=bool(config.getoption("batch_cancel")),
+            batch_poll_start=_ini_number(config, "batchgen_batch_poll_start"),
+            batch_poll_max=_ini_number(config, "batchgen_batch_poll_max"),
         )
 
 

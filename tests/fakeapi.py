@@ -22,7 +22,8 @@ Quick use::
 Endpoints (anything else answers a JSON ``404 not_found_error``):
 
 * ``POST   /v1/messages``                       scripted reply (see ``script``/``default``)
-* ``POST   /v1/messages/batches``               create a batch (answered immediately)
+* ``POST   /v1/messages/batches``               create a batch (answered immediately; a row's
+  ``Reply.expired()`` / ``Reply.canceled()`` makes its request end ``expired`` / ``canceled``)
 * ``GET    /v1/messages/batches``               list batches (one page)
 * ``GET    /v1/messages/batches/{id}``          retrieve; ends after ``batch_polls_until_ended`` GETs
 * ``GET    /v1/messages/batches/{id}/results``  JSONL results (only once ended)
@@ -124,6 +125,8 @@ class Reply:
     raw_body: bytes | None = None
     content_type: str = "application/json"
     stall_after: int | None = None
+    #: in a batch only: the request ends with this result type ("expired" or "canceled")
+    batch_result: str | None = None
 
     @property
     def is_error(self) -> bool:
@@ -189,6 +192,16 @@ class Reply:
     @classmethod
     def server_error(cls, retry_after: float | None = None, delay: float = 0.0, **kw: Any) -> Reply:
         return cls.error(500, "api_error", "Internal server error", retry_after=retry_after, delay=delay, **kw)
+
+    @classmethod
+    def expired(cls, **kw: Any) -> Reply:
+        """In a Message Batch: the request was not processed before the batch expired (24 h)."""
+        return cls(batch_result="expired", **kw)
+
+    @classmethod
+    def canceled(cls, **kw: Any) -> Reply:
+        """In a Message Batch: the request was canceled before it was processed."""
+        return cls(batch_result="canceled", **kw)
 
     @classmethod
     def invalid_request(cls, message: str = "invalid request", **kw: Any) -> Reply:
@@ -836,7 +849,9 @@ class FakeAnthropic:
                 reply = self._choose(params)
             except _HttpError as err:
                 reply = Reply.error(err.status, err.error_type, err.message)
-            if reply.is_error:
+            if reply.batch_result in ("expired", "canceled"):
+                result = {"type": reply.batch_result}
+            elif reply.is_error:
                 result = {
                     "type": "errored",
                     "error": {"type": "error", "error": {"type": reply.resolved_error_type, "message": reply.text}},

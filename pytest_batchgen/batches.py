@@ -1,0 +1,855 @@
+"""DISPATCH through Message Batches (``--batch-api batches``): half the price, resumable.
+
+The rows that would be sent one request each are sent as Message Batches instead, one batch
+per plan and round (split at the API's 100,000 requests / 256 MB). A round's results are
+streamed as soon as its batches end; each one is filed in its row's cassette, then judged
+exactly as the messages path judges a reply (refusal, truncation, the checklist on the
+draft, written atomically). Rows that fail their checks with attempts left go into the next
+round's batch with the repair turn; ``errored``, ``expired`` and ``canceled`` results are sent
+again in the next round, bounded by the same attempts, then fail the row with the API's error.
+
+Nothing is lost and nothing is paid twice (see :mod:`pytest_batchgen.journal`): a batch is in
+the plan's journal before it is created; a request whose reply is in its row's cassette is
+replayed, never sent; a request already in a journal batch waits for that batch. A batch
+result is filed as the Messages API interaction the messages path would have had (the
+row's exact ``POST /v1/messages`` body, the message as the reply), so a batch-made cassette
+replays in either API mode. Only the batch's wire copy carries the 1-hour cache duration.
+
+Same interface as :class:`pytest_batchgen.dispatch.Dispatcher` (start, result, join, cancel,
+results and the progress counters), so items, xdist and reports do not know which one ran.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import datetime as _dt
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .client import Usage
+from .dispatch import Attempt, Job, RowResult, _discard_draft, _repair_text
+from .errors import BatchgenError
+from .fsutil import atomic_write
+from .journal import (
+    BatchEntry,
+    Journal,
+    RequestEntry,
+    custom_id,
+    journal_path,
+    request_digest,
+)
+from .outcomes import Outcome
+from .pricing import PriceTable
+from .prompts import (
+    Prompt,
+    build_prompt,
+    normalise_output,
+    repair_message,
+    shared_prefix,
+)
+from .run import PlanRun
+
+#: the API's limits for one batch
+MAX_REQUESTS = 100_000
+MAX_BYTES = 256 * 1024 * 1024
+#: what we allow ourselves: a margin for the envelope of the create request
+BYTES_BUDGET = MAX_BYTES - 1024 * 1024
+#: how long the API keeps a batch's results after the batch was created (29 days + 24 h)
+RETENTION = _dt.timedelta(days=29, hours=24)
+#: polls that fail in a row (after the SDK's own retries) before the batch's rows give up
+MAX_POLL_FAILURES = 5
+
+MESSAGES_PATH = "/v1/messages"
+#: the host of a batch-made interaction (requests match on method, path and body, not host)
+RECORDED_HOST = "https://api.anthropic.com"
+#: marks a batch-made interaction in a cassette (a response header)
+BATCH_HEADER = "x-batchgen-message-batch"
+
+
+def batch_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The wire copy of a row's request inside a batch: the shared prefix cached for 1 hour
+    (Anthropic's advice for batches, which may run longer than the 5-minute default)."""
+    wire = copy.deepcopy(params)
+    for block in wire.get("system") or []:
+        if isinstance(block, dict) and "cache_control" in block:
+            block["cache_control"] = {"type": "ephemeral", "ttl": "1h"}
+    return wire
+
+
+def worst_case_cost(prices: PriceTable, model: str, params: dict[str, Any]) -> float:
+    """The most one request can cost at the batch price, known before it is sent.
+
+    Input: every byte of the request counted as a token (a token is at least one byte, so this
+    bounds the count from above) at the 1-hour cache write rate (2 x input, the dearest input
+    rate); output: ``max_tokens``. Pessimistic on purpose: no batch may exceed the cap."""
+    price = prices.price(model)
+    if price is None:
+        return 0.0
+    size = len(json.dumps(params, ensure_ascii=False).encode("utf-8"))
+    input_rate = max(price.input * 2, price.cache_write, price.input)
+    dollars = (size * input_rate + int(params.get("max_tokens", 0)) * price.output) / 1_000_000
+    return dollars * 0.5
+
+
+def _usage(data: dict[str, Any]) -> Usage:
+    return Usage(
+        int(data.get("input_tokens") or 0),
+        int(data.get("output_tokens") or 0),
+        int(data.get("cache_creation_input_tokens") or 0),
+        int(data.get("cache_read_input_tokens") or 0),
+    )
+
+
+def _describe(result: dict[str, Any]) -> str:
+    """An ``errored``, ``expired`` or ``canceled`` result as the row's error."""
+    kind = result.get("type")
+    if kind == "errored":
+        err = (result.get("error") or {}).get("error") or {}
+        return f"Message Batches errored: {err.get('type', 'error')}: {err.get('message', '')}".rstrip(": ")
+    if kind == "expired":
+        return "Message Batches expired: the request was not processed before its batch expired (24 h)"
+    if kind == "canceled":
+        return "Message Batches canceled: the batch was canceled before this request was processed"
+    return f"Message Batches: unknown result type {kind!r}"
+
+
+@dataclass
+class RowState:
+    """One row's progress through the rounds."""
+
+    job: Job
+    prompt: Prompt
+    path: Path  # where drafts go
+    output: Path
+    result: RowResult
+    history: list[dict[str, Any]] = field(default_factory=list)
+    params: dict[str, Any] | None = None  # the request of this round (messages path's parameters)
+    digest: str = ""
+    attempt: Attempt | None = None
+    ended: bool = False
+    afresh: bool = False
+    sent_at: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return self.job.key
+
+    def body(self) -> bytes:
+        """The request as the messages path sends it; made when needed, never kept (it holds the
+        shared prefix, which ``params`` shares by reference: 100,000 copies would not fit)."""
+        return json.dumps(self.params, ensure_ascii=False).encode("utf-8")
+
+    @property
+    def filename(self) -> str:
+        return self.job.row.filename
+
+
+def split_batches(rows: Sequence[RowState]) -> list[list[tuple[RowState, dict[str, Any], int]]]:
+    """The rows' wire requests cut into batches within the API's limits (count and bytes),
+    in order: (row, wire parameters, serialised size)."""
+    chunks: list[list[tuple[RowState, dict[str, Any], int]]] = [[]]
+    size = 0
+    for st in rows:
+        wire = batch_params(st.params or {})
+        n = len(json.dumps(wire, ensure_ascii=False).encode("utf-8")) + 100  # + its custom_id and envelope
+        if chunks[-1] and (len(chunks[-1]) >= MAX_REQUESTS or size + n > BYTES_BUDGET):
+            chunks.append([])
+            size = 0
+        chunks[-1].append((st, wire, n))
+        size += n
+    return [c for c in chunks if c]
+
+
+class BatchDispatcher:
+    """Generates ``jobs`` through Message Batches in a background thread."""
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        client_factory: Callable[[], Any],
+        recorder: Any,
+        prices: PriceTable,
+        *,
+        max_attempts: int = 2,
+        max_tokens: int = 8192,
+        max_cost: float | None = None,
+        poll_start: float = 5.0,
+        poll_max: float = 120.0,
+        cancel_on_stop: bool = False,
+        resume_command: str = "",
+        workers: int = 8,
+    ) -> None:
+        self.jobs = list(jobs)
+        self.workers = max(1, workers)
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="batchgen-results")
+        self._lock = threading.Lock()
+        self._client_factory = client_factory
+        self._client: Any = None
+        self.recorder = recorder
+        self.prices = prices
+        self.max_attempts = max(1, max_attempts)
+        self.max_tokens = max_tokens
+        self.max_cost = max_cost
+        self.poll_start = poll_start
+        self.poll_max = max(poll_max, poll_start)
+        self.cancel_on_stop = cancel_on_stop
+        self.resume_command = resume_command
+        self._futures: dict[str, concurrent.futures.Future[RowResult]] = {
+            j.key: concurrent.futures.Future() for j in self.jobs
+        }
+        self._thread: threading.Thread | None = None
+        self._finished = threading.Event()
+        self._stop = threading.Event()
+        self.stop_reason = ""
+        self._prefixes: dict[str, str] = {}
+        self._journals: dict[str, Journal] = {}
+        self._states: dict[str, RowState] = {}
+        self.in_flight = 0
+        self.done = 0
+        self.failed = 0
+        self.spent = 0.0
+        self.tokens = 0
+        self.replies = 0  # results read, repairs included (the progress line counts them apart from rows)
+        self.reserved = 0.0  # worst case of the batches out, not yet collected
+        self._reserved_for: set[str] = set()  # journal entries whose reservation is counted
+        self.budget_stopped = False
+        #: the batches' request_counts, for the progress line
+        self.note = ""
+        #: said at the end when batches were left running (Ctrl-C): how to collect them
+        self.resume_note = ""
+        self.batches_created: list[str] = []
+        self.orphans = 0
+
+    # -- the Dispatcher interface -------------------------------------------------------------
+
+    def cancel(self, reason: str) -> None:
+        """Stop waiting and send nothing more. The batches out keep running (they are paid
+        for) and stay in the journal, unless ``--batch-cancel`` asked to cancel them."""
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            self._stop.set()
+
+    def start(self) -> None:
+        if not self.jobs or self._thread is not None:
+            return
+        for job in self.jobs:
+            self._prefixes.setdefault(str(job.run.plan.path), shared_prefix(job.run.plan))
+        self._thread = threading.Thread(target=self._main, name="batchgen-batches", daemon=True)
+        self._thread.start()
+
+    def result(self, key: str, timeout: float | None = None) -> RowResult | None:
+        fut = self._futures.get(key)
+        if fut is None:
+            return None
+        return fut.result(timeout)
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is None:
+            return True
+        return self._finished.wait(timeout)
+
+    def results(self) -> dict[str, RowResult]:
+        return {k: f.result() for k, f in self._futures.items() if f.done() and not f.exception()}
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # never leave a test waiting forever
+            # a user's problem (an unreadable journal) as itself; anything else names its type
+            error = str(exc) if isinstance(exc, BatchgenError) else f"batch dispatcher stopped: {type(exc).__name__}: {exc}"
+            for key, fut in self._futures.items():
+                if not fut.done():
+                    fut.set_result(RowResult(key, Outcome.ERROR, error=error))
+        finally:
+            self._pool.shutdown(wait=True)
+            if self._client is not None:
+                try:
+                    self._client.close()
+                except Exception:
+                    pass
+            self._finished.set()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def _journal(self, run: PlanRun) -> Journal:
+        key = str(run.plan.path)
+        journal = self._journals.get(key)
+        if journal is None:
+            journal = self._journals[key] = Journal.load(journal_path(run.plan.path.parent / "cassettes" / run.plan.name))
+        return journal
+
+    def _run(self) -> None:
+        self.recorder.load_all()
+        for job in self.jobs:
+            st = self._prepare(job)
+            if st is not None:
+                self._states[job.key] = st
+        for job in self.jobs:
+            self._journal(job.run)
+        self._reconcile()
+        while True:
+            pending = [st for st in self._states.values() if not st.ended]
+            if not pending:
+                break
+            if self._stop.is_set():
+                self._stop_rows(pending)
+                break
+            self._round(pending)
+        self._leave_batches()
+
+    def _prepare(self, job: Job) -> RowState | None:
+        run, row = job.run, job.row
+        output = path = run.output_path(row)
+        if output.exists():
+            existing = run.draft_failures(row)
+            if not existing and not job.rerecord:
+                self._finish(job.key, RowResult(job.key, Outcome.KEPT))
+                return None
+            if not existing or row.complete:
+                path = run.plan.draft_path(row)
+        prompt = build_prompt(run.plan, row, self.max_tokens, self._prefixes[str(run.plan.path)])
+        return RowState(job, prompt, path, output, RowResult(job.key, Outcome.FAILED))
+
+    def _finish(self, key: str, result: RowResult) -> None:
+        with self._lock:
+            self.done += 1
+            if result.outcome.counts_as_failed:
+                self.failed += 1
+        self._futures[key].set_result(result)
+
+    def _end(self, st: RowState, outcome: Outcome, error: str | None = None) -> None:
+        st.ended = True
+        st.params = None  # its request holds the shared prefix: not kept for 100,000 rows
+        self.recorder.release(st.key)
+        st.result.outcome = outcome
+        if error is not None:
+            st.result.error = error
+        self._finish(st.key, st.result)
+
+    def _stop_rows(self, rows: Sequence[RowState]) -> None:
+        for st in rows:
+            if self._awaits(st) and st.attempt in st.result.attempts:
+                st.result.attempts.remove(st.attempt)  # sent in no batch, or its batch still runs
+            waiting = self._waiting_on(st)
+            why = f"not collected: {self.stop_reason}" + (f"; its batch {waiting} keeps running" if waiting else "")
+            st.result.budget_skipped = self.budget_stopped and not st.result.attempts and not waiting
+            self._end(st, Outcome.FAILED if st.result.wrote else Outcome.SKIPPED, why)
+
+    def _waiting_on(self, st: RowState) -> str | None:
+        if not st.digest:
+            return None
+        found = self._journal(st.job.run).find(st.filename, st.digest)
+        return found[0].id if found else None
+
+    # -- one round ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _build(st: RowState) -> None:
+        """The row's next request: the first, or the repair (kept as is after an errored result)."""
+        if st.params is None:
+            st.params = st.prompt.params(st.history)
+            st.digest = request_digest(st.params)
+
+    def _request(self, st: RowState) -> None:
+        """A new attempt for the row's current request."""
+        self._build(st)
+        st.attempt = Attempt(len(st.result.attempts) + 1, model=st.prompt.model, batch=True)
+        st.result.attempts.append(st.attempt)
+
+    def _vreq(self, st: RowState) -> Any:
+        from vcr.request import Request as VcrRequest
+
+        return VcrRequest("POST", RECORDED_HOST + MESSAGES_PATH, st.body(), {"content-type": "application/json"})
+
+    def _round(self, pending: list[RowState]) -> None:
+        to_send: dict[str, list[RowState]] = {}
+        waits: dict[str, tuple[Journal, BatchEntry]] = {}
+        for st in pending:
+            while not st.ended:  # replayed requests move the row on (a repair may be recorded too)
+                self._build(st)
+                if not self._replay_or_none(st):
+                    break
+            if st.ended:
+                continue
+            journal = self._journal(st.job.run)
+            found = journal.find(st.filename, st.digest)
+            self._request(st)
+            if found is not None:  # already in a batch (an earlier run's): wait for it, send nothing
+                entry = found[0]
+                waits[entry.local] = (journal, entry)
+                with self._lock:
+                    self.in_flight += 1
+                    if entry.local not in self._reserved_for:  # its reservation holds until collected
+                        self._reserved_for.add(entry.local)
+                        self.reserved += entry.reserved_usd
+                continue
+            cassette = self.recorder.cassette(st.key)
+            if cassette.write_protected or not self.recorder.may_record:
+                message = self.recorder.miss_message(st.key, cassette, st.body())
+                st.attempt.error = message  # type: ignore[union-attr]
+                self._end(st, Outcome.ERROR, message)
+                continue
+            to_send.setdefault(str(st.job.run.plan.path), []).append(st)
+        for rows in to_send.values():
+            for entry in self._submit(rows):
+                waits[entry.local] = (self._journal(rows[0].job.run), entry)
+        if waits:
+            self._collect(list(waits.values()))
+        # a row whose request got no result from its batch (never happens with the real API)
+        for st in pending:
+            if self._awaits(st) and st.attempt is not None:
+                if self._stop.is_set():
+                    return
+                error = st.attempt.error = "its batch ended without a result for this request"
+                if len(st.result.attempts) >= self.max_attempts:
+                    self._end(st, Outcome.ERROR, error)
+
+    def _replay_or_none(self, st: RowState) -> bool:
+        """Replay the row's current request if recorded; True when it was (the row moved on)."""
+        broken = self.recorder.corrupt_message(st.key)
+        if broken:
+            self._request(st)
+            st.attempt.error = broken  # type: ignore[union-attr]
+            self._end(st, Outcome.ERROR, broken)
+            return True
+        cassette = self.recorder.cassette(st.key)
+        vreq = self._vreq(st)
+        if not cassette.can_play_response_for(vreq):
+            return False
+        response = cassette.play_response(vreq)
+        message = json.loads(response["body"]["string"])
+        self._request(st)
+        self._judge(st, message, replayed=True)
+        return True
+
+    # -- submission ---------------------------------------------------------------------------
+
+    def _within_budget(self, rows: list[RowState]) -> list[RowState]:
+        """Reserve the worst case of each request; the rows that do not fit are not sent."""
+        if self.max_cost is None:
+            return rows
+        kept = []
+        for st in rows:
+            worst = worst_case_cost(self.prices, st.prompt.model, batch_params(st.params or {}))
+            if self.spent + self.reserved + worst <= self.max_cost + 1e-12:
+                self.reserved += worst
+                st.result.reserved_usd += worst
+                kept.append(st)
+                continue
+            self.budget_stopped = True
+            self.stop_reason = self.stop_reason or (
+                f"a request's worst case at the batch price did not fit in --batch-max-cost ${self.max_cost:g}"
+            )
+            if st.attempt in st.result.attempts:
+                st.result.attempts.remove(st.attempt)  # type: ignore[arg-type]
+            st.result.budget_skipped = not st.result.attempts
+            self._end(
+                st,
+                Outcome.FAILED if st.result.wrote else Outcome.SKIPPED,
+                f"not sent: its worst case (${worst:.4f} at the batch price) does not fit in --batch-max-cost "
+                f"${self.max_cost:g} (spent ${self.spent:.4f}, reserved ${self.reserved:.4f})",
+            )
+        return kept
+
+    def _submit(self, rows: list[RowState]) -> list[BatchEntry]:
+        """Create the batches of one plan's rows, each in the journal before it is created."""
+        import anthropic
+
+        rows = self._within_budget(rows)
+        journal = self._journal(rows[0].job.run) if rows else None
+        entries = []
+        for chunk in split_batches(rows):
+            if self._stop.is_set():
+                break
+            assert journal is not None
+            taken: set[str] = set()
+            requests: dict[str, RequestEntry] = {}
+            wire_requests = []
+            reserved = 0.0
+            for st, wire, _ in chunk:
+                cid = custom_id(st.filename, taken)
+                taken.add(cid)
+                requests[cid] = RequestEntry(row=st.filename, digest=st.digest, attempt=st.attempt.number)  # type: ignore[union-attr]
+                wire_requests.append({"custom_id": cid, "params": wire})
+                reserved += worst_case_cost(self.prices, st.prompt.model, wire) if self.max_cost is not None else 0.0
+                st.sent_at = time.monotonic()
+            entry = journal.begin(requests, reserved)  # on disk before the create is sent
+            self._reserved_for.add(entry.local)
+            try:
+                batch = self.client.messages.batches.create(requests=wire_requests)
+            except anthropic.APIStatusError as exc:  # refused (after the SDK's retries): nothing was made
+                journal.forget(entry)
+                self.reserved = max(0.0, self.reserved - reserved)
+                error = f"creating the Message Batch failed: {type(exc).__name__}: {exc}"
+                for st, _, _ in chunk:
+                    st.attempt.error = error  # type: ignore[union-attr]
+                    self._end(st, Outcome.ERROR, error)
+                continue
+            journal.created(entry, batch.id)
+            self.batches_created.append(batch.id)
+            self.in_flight += len(chunk)
+            entries.append(entry)
+        return entries
+
+    # -- reattaching after a crash -----------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        """Entries without a batch id: the run died around the create. Adopt the batch the API
+        made of it (created since, with as many requests, in no other entry), else forget it."""
+        for journal in self._journals.values():
+            for entry in list(journal.entries):
+                if entry.id is not None:
+                    continue
+                found = self._find_created(entry, journal)
+                if found is None:
+                    journal.forget(entry)  # the create never reached the API
+                else:
+                    journal.created(entry, found)
+
+    def _find_created(self, entry: BatchEntry, journal: Journal) -> str | None:
+        known = set().union(*(j.ids() for j in self._journals.values()))
+        since = entry.created_at - _dt.timedelta(minutes=5)
+        for batch in self.client.messages.batches.list(limit=100):
+            if batch.created_at < since:
+                break  # newest first
+            counts = batch.request_counts
+            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+            if batch.id not in known and total == len(entry.requests):
+                return str(batch.id)
+        return None
+
+    # -- polling and results ------------------------------------------------------------------
+
+    def _collect(self, waits: list[tuple[Journal, BatchEntry]]) -> None:
+        import anthropic
+
+        live = list(waits)
+        delay = self.poll_start
+        failures: dict[str, int] = {}
+        counts: dict[str, Any] = {}
+        while live:
+            for journal, entry in list(live):
+                if self._stop.is_set():
+                    return
+                try:
+                    batch = self.client.messages.batches.retrieve(entry.id)
+                except anthropic.NotFoundError:
+                    self._gone(journal, entry)
+                    live.remove((journal, entry))
+                    continue
+                except anthropic.APIError as exc:
+                    failures[entry.local] = failures.get(entry.local, 0) + 1
+                    if failures[entry.local] >= MAX_POLL_FAILURES:
+                        self._fail_waiting(journal, entry, f"polling batch {entry.id} failed {MAX_POLL_FAILURES} times: {exc}; "
+                                           f"it stays in the journal, rerun to collect it: {self.resume_command}")
+                        live.remove((journal, entry))
+                    continue
+                failures.pop(entry.local, None)
+                counts[entry.local] = batch.request_counts
+                self._show(counts, len(live))
+                if batch.processing_status == "ended":
+                    try:
+                        self._results(journal, entry)
+                    except (anthropic.APIConnectionError, anthropic.APIStatusError) as exc:
+                        # the stream broke: what was filed stays filed; the rest is read again
+                        failures[entry.local] = failures.get(entry.local, 0) + 1
+                        if failures[entry.local] >= MAX_POLL_FAILURES:
+                            self._fail_waiting(journal, entry, f"reading the results of batch {entry.id} failed "
+                                               f"{MAX_POLL_FAILURES} times: {exc}; it stays in the journal, rerun to "
+                                               f"collect it: {self.resume_command}")
+                            live.remove((journal, entry))
+                        continue
+                    live.remove((journal, entry))
+            if live and self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self.poll_max)
+
+    def _show(self, counts: dict[str, Any], live: int) -> None:
+        total = {"processing": 0, "succeeded": 0, "errored": 0, "expired": 0, "canceled": 0}
+        for c in counts.values():
+            for k in total:
+                total[k] += getattr(c, k, 0) or 0
+        self.note = f"{live} batch(es): " + ", ".join(f"{v} {k}" for k, v in total.items() if v or k == "processing")
+
+    @staticmethod
+    def _awaits(st: RowState) -> bool:
+        """The row's current attempt was sent (or attached to a batch) and has no result yet."""
+        a = st.attempt
+        return not st.ended and a is not None and a.stop_reason is None and a.error is None
+
+    def _waiting(self, journal: Journal, entry: BatchEntry) -> dict[str, RowState]:
+        """custom_id -> the row of this run whose current request it is."""
+        by_row = {st.filename: st for st in self._states.values() if self._journal(st.job.run) is journal}
+        out = {}
+        for cid, req in entry.requests.items():
+            st = by_row.get(req["row"])
+            if st is not None and st.digest == req["digest"] and self._awaits(st):
+                out[cid] = st
+        return out
+
+    def _results(self, journal: Journal, entry: BatchEntry) -> None:
+        """Stream the batch's results; each is filed and judged before the next is read."""
+        import anthropic
+
+        waiting = self._waiting(journal, entry)
+        # Filing a result costs two fsyncs (cassette, output) and its checks: a few workers do
+        # them while the stream is read, at most 2 x workers results ahead. A crash loses none:
+        # the batch leaves the journal only once every result is filed, else it is read again.
+        ahead = threading.BoundedSemaphore(2 * self.workers)
+        settling: list[concurrent.futures.Future[None]] = []
+        filed: set[str] = set()
+
+        def settle(st: RowState, result: dict[str, Any], cid: str) -> None:
+            try:
+                self._settle(st, result, entry, cid)
+            finally:
+                ahead.release()
+
+        try:
+            stream = self.client.messages.batches.results(entry.id)
+            for item in stream:
+                data = item.to_dict(mode="json")
+                cid = str(data.get("custom_id"))
+                st = waiting.pop(cid, None)
+                if st is None:
+                    self.orphans += 1  # a row outside this run, or already settled
+                    continue
+                with self._lock:
+                    self.in_flight = max(0, self.in_flight - 1)
+                ahead.acquire()
+                filed.add(cid)
+                settling.append(self._pool.submit(settle, st, data.get("result") or {}, cid))
+        except anthropic.NotFoundError:
+            concurrent.futures.wait(settling)
+            self._gone(journal, entry)
+            return
+        finally:
+            for fut in concurrent.futures.as_completed(settling):
+                fut.result()  # a bug in filing or judging fails the rows (see _main)
+        self.reserved = max(0.0, self.reserved - entry.reserved_usd)
+        entry.reserved_usd = 0.0
+        # this run's rows are done with the batch: filed now, replayed from their cassettes, kept
+        # (their output passes), or asking something else since (a changed prompt); only the
+        # results of rows outside this run stay
+        ours = {job.row.filename for job in self.jobs if self._journal(job.run) is journal}  # kept ones too
+        journal.collected(entry, filed | {cid for cid, req in entry.requests.items() if req["row"] in ours})
+
+    def _gone(self, journal: Journal, entry: BatchEntry) -> None:
+        """The API no longer has the batch: deleted, or its results passed the retention."""
+        age = _dt.datetime.now(_dt.timezone.utc) - entry.created_at
+        why = "its results were kept 29 days and are gone" if age >= RETENTION else "it was deleted"
+        message = (
+            f"Message Batch {entry.id} (created {entry.created[:19]}Z) is no longer on the API: {why}. "
+            f"It is removed from {journal.path.name}; the next run sends this row again (and pays for it again)"
+        )
+        self._fail_waiting(journal, entry, message)
+        journal.forget(entry)
+
+    def _fail_waiting(self, journal: Journal, entry: BatchEntry, message: str) -> None:
+        for st in self._waiting(journal, entry).values():
+            if st.attempt is not None:
+                st.attempt.error = message
+            self._end(st, Outcome.ERROR, message)
+
+    def _settle(self, st: RowState, result: dict[str, Any], entry: BatchEntry, cid: str) -> None:
+        attempt = st.attempt
+        assert attempt is not None
+        attempt.seconds = time.monotonic() - st.sent_at if st.sent_at else 0.0
+        message = result.get("message") if result.get("type") == "succeeded" else None
+        from .recording import is_message_body
+
+        if message is not None and is_message_body(message):
+            self._file(st, message, entry, cid)  # on disk before the next result is read
+            self._judge(st, message, replayed=False)
+            return
+        error = _describe(result) if message is None else "Message Batches: the result is not a message"
+        attempt.error = error
+        if len(st.result.attempts) >= self.max_attempts:
+            self._end(st, Outcome.ERROR, error)
+        # else: the same request goes into the next round's batch
+
+    def _file(self, st: RowState, message: dict[str, Any], entry: BatchEntry, cid: str) -> None:
+        cassette = self.recorder.cassette(st.key)
+        response = {
+            "status": {"code": 200, "message": "OK"},
+            "headers": {
+                "content-type": ["application/json"],
+                BATCH_HEADER: [f"{entry.id} {cid}"],
+            },
+            "body": {"string": json.dumps(message, ensure_ascii=False).encode("utf-8")},
+        }
+        cassette.append(self._vreq(st), response)
+        cassette._save()  # private vcrpy API (as Recorder.commit uses it): persist now
+
+    def _judge(self, st: RowState, message: dict[str, Any], *, replayed: bool) -> None:
+        """The messages path's verdict on a reply: refusal, draft written, truncation, checks,
+        and the repair turn when checks fail with attempts left."""
+        run, row = st.job.run, st.job.row
+        attempt = st.attempt
+        assert attempt is not None
+        usage = _usage(message.get("usage") or {})
+        attempt.usage = usage
+        attempt.stop_reason = message.get("stop_reason")
+        attempt.replayed = replayed
+        attempt.would_cost = self.prices.cost(st.prompt.model, usage, batch=True) + self._one_hour_writes(st, message)
+        attempt.cost = 0.0 if replayed else attempt.would_cost
+        with self._lock:
+            self.spent += attempt.cost
+            self.replies += 1
+            self.tokens += usage.input_tokens + usage.output_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+        text = normalise_output(
+            "".join(b.get("text", "") or "" for b in message.get("content") or [] if isinstance(b, dict) and b.get("type") == "text")
+        )
+        if attempt.stop_reason == "refusal":
+            attempt.error = "the model refused to write this output"
+            self._end_or_afresh(st, Outcome.REFUSED, attempt.error)
+            return
+        atomic_write(st.path, text)
+        run.docs.forget(st.path)
+        st.result.wrote = True
+        if attempt.stop_reason == "max_tokens":
+            error = (
+                f"the reply was cut off at max_tokens ({st.prompt.max_tokens}); the partial draft is in "
+                f"{run.plan.rel(st.path)}. Raise batchgen_max_tokens or shorten the format reference"
+            )
+            attempt.error = error
+            self._end(st, Outcome.TRUNCATED, error)
+            return
+        failures = run.draft_failures(row, st.path)
+        attempt.failures = [f"{rule.name}: {f.message}" for rule, f in failures]
+        if not failures:
+            if st.path != st.output:
+                atomic_write(st.output, text)
+                _discard_draft(st.path)
+                run.docs.forget(st.output)
+            self._end(st, Outcome.PASSED)
+            return
+        if len(st.result.attempts) < self.max_attempts:
+            st.history += [
+                {"role": "assistant", "content": text.rstrip("\n")},
+                {"role": "user", "content": repair_message([(r.name, r.item.text, _repair_text(f)) for r, f in failures])},
+            ]
+            st.params = None  # the repair request, in the next round
+            return
+        self._end_or_afresh(st, Outcome.FAILED, None)
+
+    def _one_hour_writes(self, st: RowState, message: dict[str, Any]) -> float:
+        """What the price table misses: its cache write rate is the 5-minute one (1.25 x input),
+        and a 1-hour cache write costs 2 x input. Added at the batch price."""
+        price = self.prices.price(st.prompt.model)
+        split = (message.get("usage") or {}).get("cache_creation") or {}
+        tokens = int(split.get("ephemeral_1h_input_tokens") or 0) if isinstance(split, dict) else 0
+        if price is None or not tokens:
+            return 0.0
+        return tokens * max(0.0, 2 * price.input - price.cache_write) / 1_000_000 * 0.5
+
+    def _end_or_afresh(self, st: RowState, outcome: Outcome, error: str | None) -> None:
+        """A row whose replayed attempts ended in failure is generated again, live, where the
+        run may record (as the messages path does); otherwise it ends."""
+        attempts = st.result.attempts
+        if not st.afresh and attempts and all(a.replayed for a in attempts) and not self._stop.is_set():
+            if self.recorder.start_afresh(st.key):
+                st.afresh = True
+                st.history, st.params, st.attempt = [], None, None
+                st.result = RowResult(st.key, Outcome.FAILED)
+                return
+            hint = f"replayed from {self.recorder.label(st.key)}; to generate it again: {self.recorder.retry_command(st.key)}"
+            error = "; ".join(filter(None, [error, hint]))
+        self._end(st, outcome, error)
+
+    # -- leaving ------------------------------------------------------------------------------
+
+    def _leave_batches(self) -> None:
+        """After a stop: cancel the batches out when asked (``--batch-cancel``), else say how to
+        collect them."""
+        left = [(j, e) for j in self._journals.values() for e in j.entries if e.id]
+        if not left or not self._stop.is_set():
+            return
+        if self.cancel_on_stop:
+            import anthropic
+
+            failed = []
+            for _, entry in left:
+                try:
+                    self.client.messages.batches.cancel(entry.id)
+                except anthropic.APIError as exc:
+                    failed.append(f"{entry.id} ({type(exc).__name__}: {exc})")
+            self.resume_note = (
+                f"canceled {len(left) - len(failed)} Message Batch(es) (--batch-cancel); what they finished is collected "
+                f"by the next run: {self.resume_command}"
+            ) + (f"; could not cancel {', '.join(failed)}" if failed else "")
+            return
+        ids = ", ".join(e.id for _, e in left if e.id)
+        self.resume_note = (
+            f"{len(left)} Message Batch(es) still running ({ids}); they are in the journal. "
+            f"To collect them: {self.resume_command}"
+        )
+
+
+def make_batch_dispatcher(settings: Any, prices: PriceTable, jobs: Sequence[Job], recorder: Any, resume_command: str) -> BatchDispatcher:
+    """The batch dispatcher of ``--batch-api batches`` with the run's SDK client (sync: the
+    thread polls and streams, nothing runs concurrently)."""
+
+    def client() -> Any:
+        import anthropic
+
+        return anthropic.Anthropic(api_key=settings.api_key, max_retries=settings.max_retries, timeout=settings.timeout)
+
+    return BatchDispatcher(
+        jobs,
+        client,
+        recorder,
+        prices,
+        max_attempts=settings.max_attempts,
+        max_tokens=settings.max_tokens,
+        max_cost=settings.max_cost,
+        poll_start=settings.batch_poll_start,
+        poll_max=settings.batch_poll_max,
+        cancel_on_stop=settings.batch_cancel,
+        resume_command=resume_command,
+        workers=settings.concurrency,  # results filed and checked at once (--batch-concurrency)
+    )
+
+
+def dry_run_lines(rows: Sequence[tuple[PlanRun, Any]], prices: PriceTable, max_tokens: int) -> list[str]:
+    """What ``--batch-dry-run --batch-api batches`` shows: the batches that would be created
+    and their price at the batch rate, estimated (about 4 characters a token; an output as long
+    as the format reference) and at worst (what ``--batch-max-cost`` would reserve)."""
+    by_plan: dict[str, list[RowState]] = {}
+    estimate = worst = 0.0
+    for run, row in rows:
+        prompt = build_prompt(run.plan, row, max_tokens)
+        params = prompt.params()
+        wire = batch_params(params)
+        job = Job(run, row)
+        st = RowState(job, prompt, run.output_path(row), run.output_path(row), RowResult(job.key, Outcome.SKIPPED), params=params)
+        by_plan.setdefault(run.plan.rel(run.plan.path), []).append(st)
+        first = len(by_plan[run.plan.rel(run.plan.path)]) == 1
+        system = len(prompt.system) // 4
+        user = len(prompt.user) // 4
+        output = min(max_tokens, len(run.plan.format_reference_text) // 4)
+        usage = Usage(user, output, system if first else 0, 0 if first else system)
+        estimate += prices.cost(prompt.model, usage, batch=True)
+        worst += worst_case_cost(prices, prompt.model, wire)
+    lines = []
+    for plan, states in by_plan.items():
+        chunks = split_batches(states)
+        sizes = ", ".join(str(len(c)) for c in chunks)
+        lines.append(f"{plan}: {len(states)} request(s) in {len(chunks)} Message Batch(es) of {sizes}")
+    lines.append(
+        f"estimated price at the batch rate (half the list price): ${estimate:.4f}; "
+        f"worst case (what --batch-max-cost reserves): ${worst:.4f}"
+    )
+    return lines

@@ -1,0 +1,286 @@
+"""Message Batches (issue 13): ``--batch-api batches`` end to end against the loopback server.
+
+Every run is a real pytest session (in-process) whose rows go through the real anthropic SDK's
+``messages.batches`` to :class:`~fakeapi.FakeAnthropic`, which answers each batch request with
+the row's scripted reply (the ``fake`` fixture's router). Assertions are on what a user sees
+(statuses, outputs, items, cassettes, the journal) and on what the server received (batches
+created, the requests in them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml  # noqa: F401  (in-process runs: see tests/test_init.py)
+from fakeapi import FakeAnthropic, Reply
+from genhelpers import (
+    bad_value,
+    draft,
+    go_offline,
+    router,
+    row_of,
+    rows_for,
+)
+
+# Imported before any in-process run, so that every run uses this module object (pytester
+# restores sys.modules after each run) and a test can monkeypatch its limits.
+from pytest_batchgen import batches
+from pytest_batchgen.journal import CUSTOM_ID_RE, custom_id
+
+BATCH_INI = "batchgen_batch_poll_start = 0.01\nbatchgen_batch_poll_max = 0.05\n"
+
+
+def batch_requests(fake: FakeAnthropic) -> list[list[dict]]:
+    """The requests of each batch the server received, in creation order."""
+    return [b.requests for b in fake.batches.values()]
+
+
+def rows_in(batch: list[dict]) -> list[str]:
+    return sorted(row_of(r["params"]) for r in batch)
+
+
+def test_rows_pass_fail_and_are_repaired_in_a_follow_up_batch(project, fake):
+    # given: one row that passes, one repaired on its second attempt, one that never passes
+    project.write_rows(rows_for("quorum", "backpressure", "gossip"), ini_extra=BATCH_INI)
+    router(fake).set("backpressure.md", Reply.ok(bad_value("Backpressure")), Reply.ok(draft("Backpressure")))
+    router(fake).set("gossip.md", Reply.ok(bad_value("Gossip")))
+
+    # when
+    result = project.run("--batch-api", "batches")
+
+    # then: two batches, the second holding only the repairs, with the failing checks in them
+    batches = batch_requests(fake)
+    assert [rows_in(b) for b in batches] == [["backpressure.md", "gossip.md", "quorum.md"], ["backpressure.md", "gossip.md"]]
+    repair = next(r for r in batches[1] if row_of(r["params"]) == "backpressure.md")["params"]
+    assert [m["role"] for m in repair["messages"]] == ["user", "assistant", "user"]
+    assert "category" in repair["messages"][2]["content"]
+    assert fake.messages_requests() == []  # nothing went through the per-request endpoint
+    # every request: same parameters as the messages path, 1-hour cache on the shared prefix
+    for batch in batches:
+        for req in batch:
+            assert CUSTOM_ID_RE.match(req["custom_id"])
+            assert req["params"]["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+            assert req["params"]["max_tokens"] == 8192 and req["params"]["model"].startswith("claude-haiku")
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete", "gossip.md": "pending"}
+    assert project.output("backpressure.md") == draft("Backpressure")
+    result.assert_items({"quorum.md::generate": "passed", "gossip.md::category-value": "failed"})
+    assert result.ret == 1
+    # and the journal is gone once every result was filed
+    assert not (project.cassette_dir() / "batches-journal.json").exists()
+
+
+def test_errored_and_expired_results_are_sent_again_then_fail_with_the_api_error(project, fake):
+    # given: one row errored then fine, one expired then fine, one errored every time
+    project.write_rows(rows_for("quorum", "backpressure", "gossip"), ini_extra=BATCH_INI)
+    router(fake).set("quorum.md", Reply.overloaded(), Reply.ok(draft("Quorum")))
+    router(fake).set("backpressure.md", Reply.expired(), Reply.ok(draft("Backpressure")))
+    router(fake).set("gossip.md", Reply.invalid_request("prompt is too long: 300000 tokens > 200000 maximum"))
+
+    # when
+    result = project.run("--batch-api", "batches", "--batch-report", "report.json")
+
+    # then: the second batch resends exactly the failed requests, and no more than the attempts
+    batches = batch_requests(fake)
+    assert [rows_in(b) for b in batches] == [["backpressure.md", "gossip.md", "quorum.md"], ["backpressure.md", "gossip.md", "quorum.md"]]
+    first = {row_of(r["params"]): r["params"] for r in batches[0]}
+    second = {row_of(r["params"]): r["params"] for r in batches[1]}
+    assert first == second  # the same request again, not a repair
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete", "gossip.md": "pending"}
+    assert "prompt is too long" in result.failure("gossip.md::generate")
+    report = json.loads(project.read("report.json"))
+    rows = {r["filename"]: r for r in report["plans"][0]["rows"]}
+    assert [a["error"] for a in rows["backpressure.md"]["attempts"]][0].startswith("Message Batches expired")
+    assert [a["batch"] for a in rows["quorum.md"]["attempts"]] == [True, True]
+
+
+def test_custom_ids_are_valid_and_collision_free_for_any_filename():
+    taken: set[str] = set()
+    names = ["quorum.md", "quorum_md", "a" * 300, "ünïcode/päth.md", "x.md"]
+    ids = []
+    for name in names:
+        cid = custom_id(name, taken)
+        taken.add(cid)
+        ids.append(cid)
+    assert all(re.match(r"^[a-zA-Z0-9_-]{1,64}$", cid) for cid in ids)
+    assert len(set(ids)) == len(ids)
+    assert custom_id("quorum.md", set()) == ids[0]  # stable: the journal maps it back
+
+
+def test_a_batch_made_cassette_replays_offline_in_either_api_mode(project, fake, monkeypatch):
+    # given: a batch-mode run recorded two rows (one repaired)
+    rows = rows_for("quorum", "backpressure")
+    project.write_rows(rows, ini_extra=BATCH_INI)
+    router(fake).set("backpressure.md", Reply.ok(bad_value("Backpressure")), Reply.ok(draft("Backpressure")))
+    assert project.run("--batch-api", "batches").ret == 0
+    recorded = project.cassettes()
+
+    # when: the outputs are gone and the run replays offline, without a key, in both modes
+    attempts = go_offline(fake, monkeypatch)
+    for api in ("messages", "batches"):
+        project.reset(rows)
+        result = project.run("--batch-api", api, "--batch-record-mode", "none")
+
+        # then: every row replays from the batch-made cassettes; nothing connects, nothing changes
+        assert result.ret == 0, result.stdout.str()
+        assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}
+        assert project.output("backpressure.md") == draft("Backpressure")
+        result.stdout.fnmatch_lines(["*every call was replayed from cassettes*"])
+    assert attempts == []
+    assert project.cassettes() == recorded
+
+
+# -- budget, selection, phases, dry run, xdist ---------------------------------------------------
+
+
+def worst_cases(project) -> dict[str, float]:
+    """What batch mode reserves for each pending row's first request (computed as the plugin does)."""
+    from pytest_batchgen.batches import batch_params, worst_case_cost
+    from pytest_batchgen.plan import load_plan
+    from pytest_batchgen.pricing import PriceTable
+    from pytest_batchgen.prompts import build_prompt
+
+    plan = load_plan(project.path / project.plan, project.path)
+    out = {}
+    for row in plan.rows:
+        prompt = build_prompt(plan, row)
+        out[row.filename] = worst_case_cost(PriceTable(), prompt.model, batch_params(prompt.params()))
+    return out
+
+
+def test_max_cost_reserves_the_worst_case_and_submits_only_the_rows_that_fit(project, fake):
+    # given: three rows and a cap that holds the worst case of exactly two requests
+    project.write_rows(rows_for("quorum", "backpressure", "gossip"), ini_extra=BATCH_INI)
+    worst = worst_cases(project)
+    cap = worst["quorum.md"] + worst["backpressure.md"] + worst["gossip.md"] * 0.5
+
+    # when
+    result = project.run("--batch-api", "batches", "--batch-max-cost", f"{cap:.6f}", "--batch-report", "r.json")
+
+    # then: one batch with the two rows that fit; the third is skipped, never sent
+    (batch,) = batch_requests(fake)
+    assert rows_in(batch) == ["backpressure.md", "quorum.md"]
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete", "gossip.md": "pending"}
+    assert "does not fit in --batch-max-cost" in result.skip_reasons()["gossip.md::generate"]
+    totals = json.loads(project.read("r.json"))["totals"]
+    assert totals["skipped_by_budget"] == 1
+    assert totals["reserved_usd"] <= cap and totals["cost_usd"] <= totals["reserved_usd"]
+    assert totals["batch_saved_usd"] > 0
+    result.stdout.fnmatch_lines(["*Message Batches saved $* against the messages path*reserved $* (worst case)*"])
+
+
+def test_a_cap_below_any_request_sends_no_batch(project, fake):
+    project.write_rows(rows_for("quorum"), ini_extra=BATCH_INI)
+    result = project.run("--batch-api", "batches", "--batch-max-cost", "0.000001")
+    assert fake.batches == {} and fake.requests == []
+    assert project.statuses() == {"quorum.md": "pending"}
+    result.stdout.fnmatch_lines(["*did not fit in --batch-max-cost*"])
+
+
+def test_only_the_selected_rows_and_phases_are_batched(project, fake):
+    # given: rows in phase 1 (haiku) and phase 2 (sonnet)
+    rows = [*rows_for("quorum", "backpressure"), *rows_for("gossip", "raft", model="sonnet")]
+    project.write_rows(rows, ini_extra=BATCH_INI)
+
+    # when: one phase, then one row by node id, then -k
+    project.run("--batch-api", "batches", "--batch-phase", "2")
+    project.run("--batch-api", "batches", "plan.md::quorum.md")
+    project.run("--batch-api", "batches", "-k", "backpressure")
+
+    # then: three batches, each with only what was selected
+    assert [rows_in(b) for b in batch_requests(fake)] == [["gossip.md", "raft.md"], ["quorum.md"], ["backpressure.md"]]
+    assert set(project.statuses().values()) == {"complete"}
+
+
+def test_dry_run_shows_what_would_be_batched_and_its_price(project, fake):
+    project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
+    result = project.run("--batch-api", "batches", "--batch-dry-run")
+    result.stdout.fnmatch_lines(
+        [
+            "plan.md: 2 request(s) in 1 Message Batch(es) of 2",
+            "estimated price at the batch rate (half the list price): $0.0*; worst case (what --batch-max-cost reserves): $0.*",
+        ]
+    )
+    assert fake.requests == [] and project.statuses() == {"quorum.md": "pending", "backpressure.md": "pending"}
+
+
+def test_under_xdist_the_controller_submits_one_batch_and_the_workers_check(project, fake):
+    project.write_rows(rows_for("quorum", "backpressure", "gossip"), ini_extra=BATCH_INI)
+    router(fake).set("gossip.md", Reply.ok(bad_value("Gossip")), Reply.ok(draft("Gossip")))
+    result = project.run("--batch-api", "batches", "-n", "2", "-p", "no:randomly")
+    assert result.ret == 0, result.stdout.str()
+    assert [rows_in(b) for b in batch_requests(fake)] == [["backpressure.md", "gossip.md", "quorum.md"], ["gossip.md"]]
+    assert set(project.statuses().values()) == {"complete"}
+
+
+def test_a_messages_made_cassette_replays_in_batch_mode_without_a_batch(project, fake):
+    # given: rows recorded by a messages-mode run
+    rows = rows_for("quorum", "backpressure")
+    project.write_rows(rows, ini_extra=BATCH_INI)
+    assert project.run().ret == 0
+    fake.reset_log()
+
+    # when: the outputs are gone and a batch-mode run (with a key) runs them again
+    project.reset(rows)
+    result = project.run("--batch-api", "batches")
+
+    # then: both replay from their cassettes; no batch is created, nothing is sent
+    assert result.ret == 0, result.stdout.str()
+    assert fake.batches == {} and fake.requests == []
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}
+
+
+def test_batch_calls_cost_half_the_list_price_with_one_hour_cache_writes(project, fake):
+    # given: two rows (the first writes the shared prefix to the 1-hour cache, the second reads it)
+    project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
+
+    # when
+    project.run("--batch-api", "batches", "--batch-report", "r.json")
+
+    # then: each attempt costs half the list price, a 1-hour cache write at 2 x input (haiku: $1/$5 per MTok)
+    report = json.loads(project.read("r.json"))
+    full = 0.0
+    for row in report["plans"][0]["rows"]:
+        (attempt,) = row["attempts"]
+        u = attempt["usage"]
+        half = 0.5 * (u["input_tokens"] * 1 + u["output_tokens"] * 5 + u["cache_creation_input_tokens"] * 2 + u["cache_read_input_tokens"] * 0.1) / 1e6
+        assert attempt["batch"] is True and abs(attempt["cost_usd"] - half) < 1e-6
+        full += (u["input_tokens"] * 1 + u["output_tokens"] * 5 + u["cache_creation_input_tokens"] * 1.25 + u["cache_read_input_tokens"] * 0.1) / 1e6
+    totals = report["totals"]
+    assert totals["usage"]["cache_creation_input_tokens"] > 0
+    assert abs(totals["batch_saved_usd"] - (full - totals["cost_usd"])) < 1e-6
+
+
+
+def test_a_round_is_split_at_the_api_limits(project, fake, monkeypatch):
+    # given: a limit of 2 requests per batch (then a size limit below one request)
+
+    project.write_rows(rows_for("quorum", "backpressure", "gossip", "raft", "paxos"), ini_extra=BATCH_INI)
+    monkeypatch.setattr(batches, "MAX_REQUESTS", 2)
+
+    # when
+    assert project.run("--batch-api", "batches").ret == 0
+
+    # then: three batches of at most two, every row once
+    sizes = [len(b) for b in batch_requests(fake)]
+    assert sizes == [2, 2, 1]
+    assert sorted(r for b in batch_requests(fake) for r in rows_in(b)) == sorted(project.statuses())
+
+    # and with a size limit below two requests, one request a batch
+    monkeypatch.setattr(batches, "MAX_REQUESTS", 100_000)
+    monkeypatch.setattr(batches, "BYTES_BUDGET", 1)
+    project.reset(rows_for("quorum", "backpressure", "gossip", "raft", "paxos"))
+    for path in project.cassette_dir().iterdir():
+        path.unlink()
+    assert project.run("--batch-api", "batches").ret == 0
+    assert [len(b) for b in batch_requests(fake)][3:] == [1, 1, 1, 1, 1]
+
+
+def test_an_unreadable_journal_fails_the_rows_naming_it_and_sends_nothing(project, fake):
+    project.write_rows(rows_for("quorum"), ini_extra=BATCH_INI)
+    project.write("cassettes/plan/batches-journal.json", "{ not json")
+    result = project.run("--batch-api", "batches")
+    assert fake.requests == []
+    failure = result.failure("quorum.md::generate")
+    assert "batches-journal.json: the batch journal cannot be read" in failure
+    assert "delete it to send those rows again" in failure

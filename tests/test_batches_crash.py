@@ -1,0 +1,241 @@
+"""Message Batches: nothing lost, nothing paid twice (issue 13), with ``kill -9`` at every step.
+
+Each scenario runs pytest in a fresh interpreter whose project ``conftest.py`` kills the
+process with SIGKILL at one point of a batch run (:data:`KILL_CONFTEST`), then runs it again
+to the end. The loopback server counts what it received: after the rerun every row is
+complete, each distinct request of a row was sent in exactly one batch (no duplicate create,
+no request sent twice) and nothing went through the per-request endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+import yaml  # noqa: F401  (in-process runs: see tests/test_init.py)
+from fakeapi import FakeAnthropic, Reply
+from genhelpers import bad_value, draft, router, row_of, rows_for
+from harness import RUN_OPTIONS
+
+BATCH_INI = "batchgen_batch_poll_start = 0.01\nbatchgen_batch_poll_max = 0.05\n"
+
+#: the project's conftest: SIGKILL at the point named by BATCHGEN_KILL_AT (test-only fault injection)
+KILL_CONFTEST = '''
+import os, signal
+
+POINT = os.environ.get("BATCHGEN_KILL_AT", "")
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def after(n, fn, before=False, partial=False):
+    """Wrap fn: die on its n-th call (before or after running it; partial: write half a temp file)."""
+    calls = [0]
+
+    def wrapped(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == n and before:
+            die()
+        if calls[0] == n and partial:
+            path, data = args[0], args[1]
+            data = data.encode() if isinstance(data, str) else data
+            with open(str(path) + ".partial.tmp", "wb") as fh:
+                fh.write(data[: len(data) // 2])
+            die()
+        out = fn(*args, **kwargs)
+        if calls[0] == n and not before:
+            die()
+        return out
+
+    return wrapped
+
+
+if POINT:
+    from anthropic.resources.messages.batches import Batches
+    import pytest_batchgen.batches as batches
+    import pytest_batchgen.planedit as planedit
+    import pytest_batchgen.recording as recording
+
+    if POINT == "before-create":
+        Batches.create = after(1, Batches.create, before=True)
+    elif POINT == "after-create":
+        Batches.create = after(1, Batches.create)
+    elif POINT == "polling":
+        Batches.retrieve = after(2, Batches.retrieve)
+    elif POINT == "results-stream":
+        batches.BatchDispatcher._settle = after(2, batches.BatchDispatcher._settle, before=True)
+    elif POINT == "cassette-write":
+        recording.atomic_write = after(2, recording.atomic_write, partial=True)
+    elif POINT == "plan-update":
+        planedit.atomic_write = after(1, planedit.atomic_write, partial=True)
+'''
+
+KILL_POINTS = ["before-create", "after-create", "polling", "results-stream", "cassette-write", "plan-update"]
+
+
+def sent_requests(fake: FakeAnthropic) -> Counter:
+    """How many times each distinct request of each row reached the server in a batch."""
+    return Counter(
+        (row_of(r["params"]), json.dumps(r["params"], sort_keys=True)) for b in fake.batches.values() for r in b.requests
+    )
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_then_rerun_finishes_every_row_sending_nothing_twice(project, fake, monkeypatch, point):
+    # given: three rows, one repaired in a second batch; batches end on the third poll
+    rows = rows_for("quorum", "backpressure", "gossip")
+    project.write_rows(rows, ini_extra=BATCH_INI)
+    project.write("conftest.py", KILL_CONFTEST)
+    router(fake).set("backpressure.md", Reply.ok(bad_value("Backpressure")), Reply.ok(draft("Backpressure")))
+    fake.batch_polls_until_ended = 3
+
+    # when: the run is killed at the point
+    monkeypatch.setenv("BATCHGEN_KILL_AT", point)
+    killed = project.run("--batch-api", "batches", subprocess=True)
+    assert killed.ret == -signal.SIGKILL, killed.stdout.str()
+
+    # and run again to the end
+    monkeypatch.delenv("BATCHGEN_KILL_AT")
+    result = project.run("--batch-api", "batches", subprocess=True)
+
+    # then: every row is done; each request was sent in one batch only; none went one by one
+    assert result.ret == 0, result.stdout.str()
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete", "gossip.md": "complete"}
+    for row in rows:
+        assert project.output(row.filename) == draft(row.title)
+    sent = sent_requests(fake)
+    assert sorted(sent.values()) == [1, 1, 1, 1], sent  # 3 first requests and 1 repair, once each
+    assert len(fake.batches) <= 2 + (point == "results-stream")  # a create per round, never one twice
+    assert fake.messages_requests() == []
+    # and every reply is in its row's cassette once, the journal is empty
+    assert [len(project.cassette_bodies(r.filename)) for r in rows] == [1, 2, 1]
+    assert not (project.cassette_dir() / "batches-journal.json").exists()
+
+
+def _popen(project, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", *RUN_OPTIONS, "--batch-plan", project.plan, *args],
+        cwd=project.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), *sys.path]))},
+    )
+
+
+def _interrupt_while_polling(project, fake, *args: str) -> str:
+    """Start a batch run, press Ctrl-C once its batch was created; its output."""
+    proc = _popen(project, "--batch-api", "batches", *args)
+    while not fake.batches and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)  # polling now
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate()
+    return out
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_ctrl_c_keeps_the_batch_and_the_journal_and_says_how_to_resume(project, fake, cancel):
+    # given: a batch that does not end while the run waits
+    rows = rows_for("quorum", "backpressure")
+    project.write_rows(rows, ini_extra=BATCH_INI)
+    fake.batch_polls_until_ended = 10**9
+
+    # when: Ctrl-C while polling (with or without --batch-cancel)
+    out = _interrupt_while_polling(project, fake, *(["--batch-cancel"] if cancel else []))
+
+    # then: the batch is kept (canceled only when asked), the journal names it, the resume command is shown
+    (batch,) = fake.batches.values()
+    assert (batch.cancel_initiated_at is not None) == cancel
+    journal = json.loads((project.cassette_dir() / "batches-journal.json").read_text())
+    assert [b["id"] for b in journal["batches"]] == [batch.id]
+    assert "--batch-plan plan.md --batch-api batches" in out, out
+    assert ("canceled 1 Message Batch" in out) == cancel, out
+
+    # and a rerun collects it without creating another batch
+    fake.batch_polls_until_ended = 0
+    batch.polls_until_ended = batch.polls + 1
+    result = project.run("--batch-api", "batches", subprocess=True)
+    if not cancel:
+        assert result.ret == 0, result.stdout.str()
+        assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}
+        assert len(fake.batches) == 1
+    else:  # canceled results are sent again in the next round, as the attempts allow
+        assert len(fake.batches) == 2
+        assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}
+
+
+def test_a_batch_past_its_retention_is_a_clear_error_and_leaves_the_journal(project, fake):
+    # given: a run interrupted while its batch ran, whose batch is then gone from the API
+    project.write_rows(rows_for("quorum"), ini_extra=BATCH_INI)
+    fake.batch_polls_until_ended = 10**9
+    _interrupt_while_polling(project, fake)
+    (batch,) = fake.batches.values()
+    batch.deleted = True
+    journal_file = project.cassette_dir() / "batches-journal.json"
+    journal = json.loads(journal_file.read_text())
+    journal["batches"][0]["created"] = "2026-01-01T00:00:00+00:00"  # long past the 29 days
+    journal_file.write_text(json.dumps(journal))
+
+    # when
+    result = project.run("--batch-api", "batches", subprocess=True)
+
+    # then: the row fails naming the batch, why, and what happens next; the journal no longer lists it
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [f"*Message Batch {batch.id}*is no longer on the API: its results were kept 29 days and are gone*next run sends this row again*"]
+    )
+    assert not (project.cassette_dir() / "batches-journal.json").exists()
+    assert len(fake.batches) == 1
+
+
+def test_a_run_of_some_rows_collects_them_from_a_journal_batch_and_keeps_the_others(project, fake):
+    # given: a batch of three rows left running by an interrupted run
+    project.write_rows(rows_for("quorum", "backpressure", "gossip"), ini_extra=BATCH_INI)
+    fake.batch_polls_until_ended = 10**9
+    _interrupt_while_polling(project, fake)
+    (batch,) = fake.batches.values()
+    batch.polls_until_ended = batch.polls + 1  # it ends at the next poll
+    journal_file = project.cassette_dir() / "batches-journal.json"
+
+    # when: a run of one row collects it
+    project.run("--batch-api", "batches", "-k", "quorum", subprocess=True)
+
+    # then: that row is done; the journal keeps the batch for the two others
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "pending", "gossip.md": "pending"}
+    (entry,) = json.loads(journal_file.read_text())["batches"]
+    assert entry["id"] == batch.id
+    assert sorted(r["row"] for r in entry["requests"].values()) == ["backpressure.md", "gossip.md"]
+
+    # and a run of every row collects the others from the same batch: no second batch
+    result = project.run("--batch-api", "batches", subprocess=True)
+    assert result.ret == 0, result.stdout.str()
+    assert set(project.statuses().values()) == {"complete"}
+    assert len(fake.batches) == 1 and not journal_file.exists()
+
+
+def test_a_row_whose_output_passed_before_the_crash_leaves_no_journal_entry_behind(project, fake):
+    # given: a batch of two rows left running, and one row's output written meanwhile (it passes)
+    project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
+    fake.batch_polls_until_ended = 10**9
+    _interrupt_while_polling(project, fake)
+    (batch,) = fake.batches.values()
+    batch.polls_until_ended = batch.polls + 1
+    project.write("output/quorum.md", draft("Quorum"))
+
+    # when
+    result = project.run("--batch-api", "batches", subprocess=True)
+
+    # then: the other row is collected from the batch, and the journal is empty
+    assert result.ret == 0, result.stdout.str()
+    assert set(project.statuses().values()) == {"complete"}
+    assert len(fake.batches) == 1
+    assert not (project.cassette_dir() / "batches-journal.json").exists()
