@@ -21,6 +21,7 @@ from .checklist import Failure
 from .client import Completion, ModelCallError, Usage
 from .fsutil import atomic_write
 from .outcomes import Outcome
+from .pacing import Pacer
 from .plan import Row
 from .prompts import Prompt, build_prompt, normalise_output, repair_message, shared_prefix
 from .run import PlanRun
@@ -122,6 +123,7 @@ class Dispatcher:
         max_tokens: int = 8192,
         cost: Callable[[str, Usage], float] | None = None,
         max_cost: float | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.jobs = list(jobs)
         self._client_factory = client_factory
@@ -144,6 +146,8 @@ class Dispatcher:
         self.spent = 0.0
         self.tokens = 0
         self.budget_stopped = False
+        #: the gate of every request: the account's rate limits and at most ``concurrency`` in flight
+        self.pacer = pacer or Pacer(self.concurrency, enabled=False)
 
     def cancel(self, reason: str) -> None:
         """Send no new request (rows not yet sent end as ``skipped``); requests in flight finish
@@ -194,13 +198,12 @@ class Dispatcher:
 
     async def _dispatch_all(self) -> None:
         client = self._client_factory()
-        sem = asyncio.Semaphore(self.concurrency)
         try:
-            await asyncio.gather(*(self._row(client, sem, job) for job in self.jobs))
+            await asyncio.gather(*(self._row(client, self.pacer, job) for job in self.jobs))
         finally:
             await client.aclose()
 
-    async def _row(self, client: Any, sem: asyncio.Semaphore, job: Job) -> None:
+    async def _row(self, client: Any, sem: Pacer, job: Job) -> None:
         try:
             result = await self._generate(client, sem, job)
             if result.outcome in ("failed", "refused") and result.attempts and all(a.replayed for a in result.attempts):
@@ -216,7 +219,7 @@ class Dispatcher:
             self.failed += 1
         self._futures[job.key].set_result(result)
 
-    async def _generate(self, client: Any, sem: asyncio.Semaphore, job: Job) -> RowResult:
+    async def _generate(self, client: Any, sem: Pacer, job: Job) -> RowResult:
         run, row = job.run, job.row
         loop = asyncio.get_running_loop()
         output = path = run.output_path(row)
@@ -234,7 +237,8 @@ class Dispatcher:
             attempt = Attempt(number, model=prompt.model)
             result.attempts.append(attempt)
             started = time.monotonic()
-            async with sem:
+            params = prompt.params(history)
+            async with sem.slot(params, self._stop.is_set) as slot:
                 if self.max_cost is not None and self.spent >= self.max_cost and not self._stop.is_set():
                     self.budget_stopped = True
                     self.cancel(f"the estimated spend (${self.spent:.4f}) reached --batch-max-cost ${self.max_cost:g}")
@@ -247,7 +251,8 @@ class Dispatcher:
                     return result
                 self.in_flight += 1
                 try:
-                    completion: Completion = await client.complete(job.key, prompt.params(history))
+                    completion: Completion = await client.complete(job.key, params)
+                    slot.settle(completion.usage, completion.replayed)
                 except ModelCallError as exc:
                     attempt.error = str(exc)
                     result.outcome, result.error = Outcome.ERROR, str(exc)

@@ -47,6 +47,7 @@ def make_dispatcher(settings: Settings, prices: PriceTable, rows: Sequence[tuple
     """Build the dispatcher, its client and its recorder for ``rows``."""
     from .client import ClientSettings, ModelClient
     from .dispatch import Dispatcher, Job
+    from .pacing import Pacer
     from .recording import Recorder
 
     mode = settings.record_mode
@@ -62,14 +63,16 @@ def make_dispatcher(settings: Settings, prices: PriceTable, rows: Sequence[tuple
         # replay needs no key; the placeholder never leaves this process (the recorder answers)
         api_key=api_key or ("replay-without-a-key" if mode == "none" else None),
     )
+    pacer = Pacer(settings.concurrency, enabled=settings.pacing)
     return Dispatcher(
         jobs,
-        lambda: ModelClient(client_settings, recorder),
+        lambda: ModelClient(client_settings, recorder, pacer),
         concurrency=settings.concurrency,
         max_attempts=settings.max_attempts,
         max_tokens=settings.max_tokens,
         cost=prices.cost,
         max_cost=settings.max_cost,
+        pacer=pacer,
     )
 
 

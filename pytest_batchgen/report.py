@@ -301,8 +301,10 @@ class Progress:
     @staticmethod
     def text(d: Dispatcher) -> str:
         total = len(d.jobs)
+        pacer = getattr(d, "pacer", None)
+        pacing = f" ({pacer.status})" if pacer is not None and pacer.status and d.done < total else ""
         return (
-            f"[batchgen] {d.done}/{total} rows done, {d.in_flight} in flight, {d.failed} failed; "
+            f"[batchgen] {d.done}/{total} rows done, {d.in_flight} in flight{pacing}, {d.failed} failed; "
             f"{d.tokens:,} tokens, ${d.spent:.4f} so far"
         )
 

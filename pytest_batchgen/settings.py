@@ -183,6 +183,14 @@ def add_options(parser: pytest.Parser) -> None:
         help="test files with custom checks (tests using batch_output / batch_row) collected "
         "with the plan when no paths are given on the command line.",
     )
+    # -- pacing (pytest_batchgen/pacing.py) --
+    group.addoption(
+        "--batch-no-pacing",
+        action="store_true",
+        default=False,
+        help="send up to --batch-concurrency requests at once whatever the API's rate-limit headers say, "
+        "and leave 429s to the SDK's retries (default: pace sends to the account's limits).",
+    )
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,7 @@ class Settings:
     prices: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
     checks: tuple[Path, ...] = ()
     api_key: str | None = None
+    pacing: bool = True
 
     @property
     def generates_here(self) -> bool:
@@ -248,6 +257,7 @@ class Settings:
             prices=MappingProxyType(ini_prices(config.getini("batchgen_prices"))),
             checks=tuple(Path(p) for p in config.getini("batchgen_checks")),
             api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
+            pacing=not config.getoption("batch_no_pacing"),
         )
 
 
