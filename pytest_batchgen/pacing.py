@@ -87,7 +87,7 @@ CHARS_PER_TOKEN = 4.0
 INITIAL_WINDOW = 8
 
 #: rate learnt from a reply is used at this fraction, to absorb the reply's time on the wire
-RATE_MARGIN = 0.95
+RATE_MARGIN = 0.98
 
 #: a reply's deficit must be at least this fraction of the limit to teach the refill rate
 RATE_MIN_DEFICIT = 0.25
@@ -464,8 +464,9 @@ class Pacer:
             return ""
         now = self.clock()
         if self.paused_until > now:
-            what = LABELS.get(self.paused_by or "", "the API overloaded" if self.paused_by == "overloaded" else "a 429")
-            return f"backing off ({what})"
+            if self.paused_by in LABELS:
+                return f"backing off: {LABELS[self.paused_by]} used up"
+            return "backing off: the API is overloaded" if self.paused_by == "overloaded" else "backing off after a 429"
         if self.paced_by in LABELS:
             return f"paced by {LABELS[self.paced_by]}"
         refusals = self.rate_limited + self.overloaded

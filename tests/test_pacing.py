@@ -23,6 +23,7 @@ from fakeapi import RateLimits
 from genhelpers import Reply, draft, router, rows_for
 from pytest_batchgen.client import Usage
 from pytest_batchgen.pacing import (
+    RATE_MARGIN,
     Bucket,
     Budget,
     Cost,
@@ -176,7 +177,7 @@ def test_a_reply_only_lowers_the_level_and_teaches_the_rate():
     assert b.level_at(clock.now) == 50
     b.sync(Budget("requests", 60, 30, full), clock.now, clock.wall())  # 30 short, full in 30 s
     assert b.level_at(clock.now) == 30
-    assert b.rate == pytest.approx(0.95 * 29 / 30)  # 1 less: remaining is rounded down
+    assert b.rate == pytest.approx(RATE_MARGIN * 29 / 30)  # 1 less: remaining is rounded down
     small = Bucket(capacity=60, rate=1, level=60, at=clock.now)
     small.sync(Budget("requests", 60, 59, full), clock.now, clock.wall())  # a small deficit teaches nothing
     assert small.rate == 1
@@ -199,9 +200,9 @@ def test_the_tightest_budget_decides_the_wait():
     clock = Clock()
     p = Pacer(64, clock=clock, wall=clock.wall)
     p.observe(200, headers(clock, requests=(100, 90, 6), input_tokens=(10_000, 9_000, 6), output_tokens=(6_000, 1_000, 30)))
-    assert p.buckets["output_tokens"].rate == pytest.approx(0.95 * 4_999 / 30)
+    assert p.buckets["output_tokens"].rate == pytest.approx(RATE_MARGIN * 4_999 / 30)
     wait, why = p.delay(Cost(1, 100, 2_000))
-    assert why == "output_tokens" and wait == pytest.approx(1_000 / (0.95 * 4_999 / 30))
+    assert why == "output_tokens" and wait == pytest.approx(1_000 / (RATE_MARGIN * 4_999 / 30))
     wait, why = p.delay(Cost(1, 9_500, 100))
     assert why == "input_tokens" and wait > 0
     assert p.delay(Cost(1, 100, 500)) == (0.0, None)
@@ -248,6 +249,24 @@ def test_a_request_sent_before_any_reply_is_not_refunded_to_budgets_it_never_too
     assert p.buckets["output_tokens"].level_at(clock.now) == 400
 
 
+def test_requests_sent_before_the_first_reply_are_charged_to_the_budgets_it_reveals():
+    # the reply may have been computed before they reached the API (a slow connection)
+    clock = Clock()
+    p = Pacer(8, clock=clock, wall=clock.wall)
+
+    async def main() -> None:
+        slots = [await p.acquire(Cost(1, 10, 100)) for _ in range(3)]
+        assert all(s.charged == frozenset() for s in slots)
+        p.observe(200, headers(clock, requests=(10, 10, 0)))
+        assert p.buckets["requests"].level_at(clock.now) == 7
+        assert all(s.charged == {"requests"} for s in slots)
+        for s in slots:  # unanswered: refunded
+            p.release(s)
+        assert p.buckets["requests"].level_at(clock.now) == 10
+
+    asyncio.run(main())
+
+
 def test_a_429_halves_the_window_once_per_round_trip_and_holds_every_request_for_retry_after():
     clock = Clock()
     p = Pacer(64, clock=clock, wall=clock.wall)
@@ -264,7 +283,7 @@ def test_a_429_halves_the_window_once_per_round_trip_and_holds_every_request_for
     p.observe(429, refused, sent_at=sent)  # sent before the first backoff: the same round
     assert p.window == 14
     assert p.delay(cost) == (2.0, "backoff")
-    assert p.status == "backing off (requests/min)"
+    assert p.status == "backing off: requests/min used up"
     clock.now += 2
     p.observe(429, refused, sent_at=clock.now)  # sent after it: halves again
     assert p.window == 7
