@@ -301,8 +301,9 @@ class Progress:
     @staticmethod
     def text(d: Dispatcher) -> str:
         total = len(d.jobs)
-        pacer = getattr(d, "pacer", None)
-        pacing = f" ({pacer.status})" if pacer is not None and pacer.status and d.done < total else ""
+        pacer = getattr(d, "pacer", None)  # what holds requests back (pacing.Pacer.status)
+        status = pacer.status if pacer is not None and d.done < total else ""
+        pacing = f" ({status})" if status else ""
         return (
             f"[batchgen] {d.done}/{total} rows done, {d.in_flight} in flight{pacing}, {d.failed} failed; "
             f"{d.tokens:,} tokens, ${d.spent:.4f} so far"

@@ -594,7 +594,9 @@ class FakeAnthropic:
     Public attributes: ``base_url``, ``requests`` (list of ``Logged``),
     ``max_in_flight``, ``default`` (callable body -> Reply), ``latency``
     (seconds added to every ``/v1/messages`` answer), ``batch_polls_until_ended``,
-    ``min_cacheable_tokens``, ``batches`` (id -> ``Batch``).
+    ``min_cacheable_tokens``, ``batches`` (id -> ``Batch``), ``limits``
+    (:class:`RateLimits` or None), ``limited`` and ``admitted`` (see the module
+    docstring's "Rate limits").
     """
 
     def __init__(
