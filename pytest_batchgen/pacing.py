@@ -33,9 +33,10 @@ the refill rate (learnt from replies that show a real deficit, since a reset rou
 second says little about a nearly full bucket; until then one limit per minute).
 
 Backoff: the number of requests in flight is an AIMD window, never above ``--batch-concurrency``.
-It starts at 8 (or the concurrency, if lower) before any reply is seen and grows by one per
-good reply up to the concurrency (slow start); a 429 or 529 halves it, at most once per
-round trip, and after that it grows by one per window's worth of good replies. A 429 or 529
+It starts at 8 (or the concurrency, if lower) before any reply is seen; it opens to the
+concurrency with the first good reply that carries the budgets (they gate every request from
+then on), or else grows by one per good reply (slow start); a 429 or 529 halves it, at most
+once per round trip, and after that it grows by one per window's worth of good replies. A 429 or 529
 with ``retry-after`` also holds every new request until then.
 
 The SDK keeps its retries (``batchgen_max_retries``, honouring ``retry-after``), and the pacer
@@ -425,6 +426,9 @@ class Pacer:
                 self._charge_in_flight(budget.kind, bucket, now)
             else:
                 bucket.sync(budget, now, wall)
+        if info.budgets and status < 400 and self.last_backoff == -math.inf:
+            # the budgets are known and gate every request: no need to find the window slowly
+            self.window = max(self.window, self.threshold)
         if "tokens" in self.buckets and ("input_tokens" in self.buckets or "output_tokens" in self.buckets):
             del self.buckets["tokens"]  # the split budgets say more
         if status in (429, 529):
