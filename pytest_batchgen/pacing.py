@@ -485,9 +485,14 @@ class Pacer:
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
 
-    async def acquire(self, cost: Cost, stop: Callable[[], bool] = lambda: False) -> Slot:
+    async def acquire(self, cost: Cost | Callable[[], Cost], stop: Callable[[], bool] = lambda: False) -> Slot:
         """Wait for the turn of ``cost`` (first come, first served); a slot that is not
-        ``admitted`` when ``stop()`` became true while waiting."""
+        ``admitted`` when ``stop()`` became true while waiting.
+
+        A callable ``cost`` is estimated when the request reaches the head of the queue, with
+        the input ratio learnt by then (rows queued at the start would otherwise all be
+        costed before any reply taught it)."""
+        estimate = cost if callable(cost) else (lambda: cost)
         if self._changed is None:
             self._changed = asyncio.Event()
         ticket = object()
@@ -497,13 +502,14 @@ class Pacer:
             while True:
                 if stop():
                     self._notify()
-                    return Slot(self, cost, None)
+                    return Slot(self, estimate(), None)
                 head = self._queue[0] is ticket
-                wait, reason = self.delay(cost) if head else (math.inf, None)
-                if wait <= 0:
+                now_cost = estimate() if head else None
+                wait, reason = self.delay(now_cost) if now_cost is not None else (math.inf, None)
+                if now_cost is not None and wait <= 0:
                     self._queue.popleft()
-                    charged = self.admit(cost)
-                    slot = Slot(self, cost, charged)
+                    charged = self.admit(now_cost)
+                    slot = Slot(self, now_cost, charged)
                     self._slots.add(slot)
                     self.paced_by = why
                     if why in LABELS or why == "backoff":
@@ -528,7 +534,7 @@ class Pacer:
 
         The slot is this task's current one while the block runs: the HTTP attempts made in it
         (see :meth:`before_send` and :meth:`after_send`) are charged to it."""
-        slot = await self.acquire(self.cost(params), stop)
+        slot = await self.acquire(lambda: self.cost(params), stop)
         token = _CURRENT.set(slot)
         try:
             yield slot

@@ -395,6 +395,27 @@ def test_the_gate_keeps_at_most_the_window_in_flight_and_lets_everyone_through()
     assert peak == 3 and p.in_flight == 0
 
 
+def test_a_queued_request_is_costed_with_the_ratio_learnt_while_it_waited():
+    p = Pacer(1)
+    params = {"max_tokens": 10, "messages": [{"role": "user", "content": "x" * 4000}]}  # 1,000 by chars
+    costs = []
+
+    async def first() -> None:
+        async with p.slot(params) as slot:
+            await asyncio.sleep(0.01)
+            slot.settle(Usage(input_tokens=100, output_tokens=5), replayed=False)  # 10 % of the estimate
+
+    async def second() -> None:
+        async with p.slot(params) as slot:
+            costs.append(slot.cost.input_tokens)
+
+    async def main() -> None:
+        await asyncio.gather(first(), second())
+
+    asyncio.run(main())
+    assert costs and costs[0] < 1000 * 0.8  # not the 1,000 it was worth when it was queued
+
+
 def test_a_stopped_run_leaves_the_queue_unadmitted():
     p = Pacer(1, enabled=False)
     stopped = False
