@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # recording imports vcrpy: only where a recorder is built
+    from .pacing import Pacer
     from .recording import Recorder
 
 #: The row whose request is in flight in this task; the recorder files interactions under it.
@@ -150,10 +151,36 @@ def _whole_body(inner: Any, body_timeout: float) -> Any:
     return WholeBody()
 
 
+def _paced(inner: Any, pacer: Any) -> Any:
+    """A transport that passes each live HTTP attempt through the pacer
+    (:class:`pytest_batchgen.pacing.Pacer`): a retry of a refused attempt waits for the
+    budgets again, and every reply's status and headers are shown to it.
+
+    It sits under the recorder, so replayed replies never reach it: replay has no limits. The
+    SDK's retries pass through it too, so they are paced and observed like first attempts."""
+    import time
+
+    import httpx2
+
+    class Paced(httpx2.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            await pacer.before_send()
+            sent_at = time.monotonic()
+            response = await inner.handle_async_request(request)
+            pacer.after_send(response.status_code)
+            pacer.observe(response.status_code, response.headers, sent_at)
+            return response
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    return Paced()
+
+
 class ModelClient:
     """One SDK client for the run; requests are tagged with their row via :data:`current_call`."""
 
-    def __init__(self, settings: ClientSettings, recorder: Recorder | None = None) -> None:
+    def __init__(self, settings: ClientSettings, recorder: Recorder | None = None, pacer: Pacer | None = None) -> None:
         import anthropic
         import httpx2
 
@@ -161,6 +188,8 @@ class ModelClient:
         self.settings = settings
         self.recorder = recorder
         transport: Any = _whole_body(httpx2.AsyncHTTPTransport(), settings.body_timeout)
+        if pacer is not None:
+            transport = _paced(transport, pacer)
         if recorder is not None:
             transport = recorder.transport(transport)
         timeout = settings.httpx_timeout()

@@ -22,6 +22,7 @@ from .checklist import Failure
 from .client import Completion, ModelCallError, Usage
 from .fsutil import atomic_write
 from .outcomes import Outcome
+from .pacing import Pacer
 from .plan import Row
 from .prompts import Prompt, build_prompt, normalise_output, repair_message, shared_prefix
 from .run import PlanRun
@@ -154,6 +155,7 @@ class Dispatcher:
         max_tokens: int = 8192,
         cost: Callable[[str, Usage], float] | None = None,
         max_cost: float | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.jobs = list(jobs)
         self._client_factory = client_factory
@@ -179,6 +181,8 @@ class Dispatcher:
         self.budget_stopped = False
         #: spend outside this dispatcher that counts against max_cost (the judge's)
         self.extra_spent: Callable[[], float] = lambda: 0.0
+        #: the gate of every request: the account's rate limits and at most ``concurrency`` in flight
+        self.pacer = pacer or Pacer(self.concurrency, enabled=False)
 
     def cancel(self, reason: str) -> None:
         """Send no new request (rows not yet sent end as ``skipped``); requests in flight finish
@@ -229,13 +233,12 @@ class Dispatcher:
 
     async def _dispatch_all(self) -> None:
         client = self._client_factory()
-        sem = asyncio.Semaphore(self.concurrency)
         try:
-            await asyncio.gather(*(self._row(client, sem, job) for job in self.jobs))
+            await asyncio.gather(*(self._row(client, self.pacer, job) for job in self.jobs))
         finally:
             await client.aclose()
 
-    async def _row(self, client: CompletionClient, sem: asyncio.Semaphore, job: Job) -> None:
+    async def _row(self, client: CompletionClient, sem: Pacer, job: Job) -> None:
         try:
             result = await self._generate(client, sem, job)
             if result.outcome in ("failed", "refused") and result.attempts and all(a.replayed for a in result.attempts):
@@ -252,7 +255,7 @@ class Dispatcher:
             self.failed += 1
         self._futures[job.key].set_result(result)
 
-    async def _generate(self, client: CompletionClient, sem: asyncio.Semaphore, job: Job) -> RowResult:
+    async def _generate(self, client: CompletionClient, sem: Pacer, job: Job) -> RowResult:
         run, row = job.run, job.row
         loop = asyncio.get_running_loop()
         output = path = run.output_path(row)
@@ -270,8 +273,9 @@ class Dispatcher:
             attempt = Attempt(number, model=prompt.model)
             result.attempts.append(attempt)
             started = time.monotonic()
-            async with sem:
-                spent = self.spent + self.extra_spent()
+            params = prompt.params(history)
+            async with sem.slot(params, self._stop.is_set) as slot:
+                spent = self.spent + self.extra_spent()  # the judge's spend counts too
                 if self.max_cost is not None and spent >= self.max_cost and not self._stop.is_set():
                     self.budget_stopped = True
                     self.cancel(f"the estimated spend (${spent:.4f}) reached --batch-max-cost ${self.max_cost:g}")
@@ -284,7 +288,8 @@ class Dispatcher:
                     return result
                 self.in_flight += 1
                 try:
-                    completion: Completion = await client.complete(job.key, prompt.params(history))
+                    completion: Completion = await client.complete(job.key, params)
+                    slot.settle(completion.usage, completion.replayed)
                 except ModelCallError as exc:
                     attempt.error = str(exc)
                     result.outcome, result.error = Outcome.ERROR, str(exc)

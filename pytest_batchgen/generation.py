@@ -68,6 +68,7 @@ def make_dispatcher(
     replaces a passing output only once it passes."""
     from .client import ClientSettings, ModelClient
     from .dispatch import Dispatcher, Job
+    from .pacing import Pacer
     from .recording import Recorder
 
     mode = settings.record_mode
@@ -92,14 +93,16 @@ def make_dispatcher(
         # replay needs no key; the placeholder never leaves this process (the recorder answers)
         api_key=api_key or ("replay-without-a-key" if mode == "none" else None),
     )
+    pacer = Pacer(settings.concurrency, enabled=settings.pacing)
     return Dispatcher(
         jobs,
-        lambda: ModelClient(client_settings, recorder),
+        lambda: ModelClient(client_settings, recorder, pacer),
         concurrency=settings.concurrency,
         max_attempts=settings.max_attempts,
         max_tokens=settings.max_tokens,
         cost=prices.cost,
         max_cost=settings.max_cost,
+        pacer=pacer,
     )
 
 

@@ -357,8 +357,11 @@ class Progress:
     @staticmethod
     def text(d: Dispatcher) -> str:
         total = len(d.jobs)
+        pacer = getattr(d, "pacer", None)  # what holds requests back (pacing.Pacer.status)
+        status = pacer.status if pacer is not None and d.done < total else ""
+        pacing = f" ({status})" if status else ""
         return (
-            f"[batchgen] {d.done}/{total} rows done, {d.in_flight} in flight, {d.failed} failed; "
+            f"[batchgen] {d.done}/{total} rows done, {d.in_flight} in flight{pacing}, {d.failed} failed; "
             f"{d.replies} {'reply' if d.replies == 1 else 'replies'}, {d.tokens:,} tokens, ${d.spent:.4f} so far"
         ) + (f"; {d.note}" if getattr(d, "note", "") else "")  # batch mode: request_counts
 

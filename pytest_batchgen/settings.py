@@ -271,6 +271,14 @@ def add_options(parser: pytest.Parser) -> None:
         default="120",
         help="the longest wait in seconds between two polls of a running Message Batch.",
     )
+    # -- pacing (pytest_batchgen/pacing.py) --
+    group.addoption(
+        "--batch-no-pacing",
+        action="store_true",
+        default=False,
+        help="send up to --batch-concurrency requests at once whatever the API's rate-limit headers say, "
+        "and leave 429s to the SDK's retries (default: pace sends to the account's limits).",
+    )
 
 
 @dataclass(frozen=True)
@@ -311,6 +319,7 @@ class Settings:
     batch_cancel: bool = False
     batch_poll_start: float = 5.0
     batch_poll_max: float = 120.0
+    pacing: bool = True
 
     @property
     def generates_here(self) -> bool:
@@ -366,6 +375,7 @@ class Settings:
             batch_cancel=bool(config.getoption("batch_cancel")),
             batch_poll_start=_ini_number(config, "batchgen_batch_poll_start"),
             batch_poll_max=_ini_number(config, "batchgen_batch_poll_max"),
+            pacing=not config.getoption("batch_no_pacing"),
         )
 
 

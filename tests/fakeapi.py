@@ -60,12 +60,32 @@ and the remainder as ``input_tokens`` (at least 1).  With one ``system``
 breakpoint this is simply: first time -> creation, later -> read.  Cache
 entries never expire; ``min_cacheable_tokens`` (default 0) can simulate the
 API's minimum cacheable prefix length.
+
+Rate limits (off by default): ``FakeAnthropic(limits=RateLimits(requests=30,
+input_tokens=..., output_tokens=..., window=1.0))`` enforces the API's three
+per-minute limits as token buckets that refill continuously, with ``window``
+seconds standing for the minute (short in tests).  Like the API, a request is
+admitted only when every bucket holds its cost (1 request; its input tokens,
+counted as above but without the prefix already cached, since cache reads do
+not count against the limit; its ``max_tokens`` of output), which is taken at
+admission; when the reply is written, the output tokens not generated are
+given back (and any input the reply's usage did not count).  A request that
+does not fit is answered ``429 rate_limit_error`` naming the limit, with
+``retry-after`` (seconds until it would fit, as a float, or whole seconds
+rounded up with ``RateLimits(whole_seconds=True)``), and nothing is taken.
+Every ``/v1/messages`` reply (200 or 429) carries the
+``anthropic-ratelimit-{requests,input-tokens,output-tokens,tokens}-{limit,remaining,reset}``
+headers; ``reset`` is the RFC 3339 time at which the bucket is full again
+(microseconds, or whole seconds with ``whole_seconds``).  ``fake.limited``
+counts the 429s the limits caused and ``fake.admitted`` logs (time, charge) of
+every admitted request: what it took, less what was given back once answered.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import socket
 import threading
 import time
@@ -77,7 +97,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["FakeAnthropic", "Reply", "Logged", "Batch"]
+__all__ = ["FakeAnthropic", "Reply", "Logged", "Batch", "RateLimits"]
 
 
 # --------------------------------------------------------------------------- replies
@@ -212,6 +232,90 @@ def _default_reply(body: dict) -> Reply:
     return Reply.ok("ok")
 
 
+# --------------------------------------------------------------------------- rate limits
+
+#: limit kind -> its header family and its name in a 429's message
+_LIMIT_KINDS = {
+    "requests": ("requests", "requests per minute"),
+    "input_tokens": ("input-tokens", "input tokens per minute"),
+    "output_tokens": ("output-tokens", "output tokens per minute"),
+}
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """The account's per-minute limits (None: unlimited); ``window`` seconds stand for the minute."""
+
+    requests: float | None = None
+    input_tokens: float | None = None
+    output_tokens: float | None = None
+    window: float = 60.0
+    whole_seconds: bool = False  # retry-after and reset rounded to whole seconds, like a coarse API
+
+    def kinds(self) -> dict[str, float]:
+        return {k: float(v) for k in _LIMIT_KINDS if (v := getattr(self, k)) is not None}
+
+
+class _Buckets:
+    """Token buckets for :class:`RateLimits`, full at the start; the caller holds the fake's lock."""
+
+    def __init__(self, limits: RateLimits) -> None:
+        self.limits = limits
+        now = time.monotonic()
+        self.level = dict(limits.kinds())
+        self.at = {k: now for k in self.level}
+
+    def rate(self, kind: str) -> float:
+        return self.limits.kinds()[kind] / self.limits.window
+
+    def _refill(self, now: float) -> None:
+        for kind, cap in self.limits.kinds().items():
+            self.level[kind] = min(cap, self.level[kind] + self.rate(kind) * (now - self.at[kind]))
+            self.at[kind] = now
+
+    def try_take(self, cost: dict[str, float]) -> tuple[bool, str, float]:
+        """(admitted, the limit that refused, seconds until it would fit)."""
+        now = time.monotonic()
+        self._refill(now)
+        short = [(min(cost[k], cap) - self.level[k]) / self.rate(k) for k, cap in self.limits.kinds().items()]
+        kinds = list(self.limits.kinds())
+        worst = max(range(len(short)), key=lambda i: short[i], default=None)
+        if worst is not None and short[worst] > 1e-9:
+            return False, kinds[worst], short[worst]
+        for k in kinds:
+            self.level[k] -= cost[k]
+        return True, "", 0.0
+
+    def give(self, amounts: dict[str, float]) -> None:
+        self._refill(time.monotonic())
+        caps = self.limits.kinds()
+        for k, amount in amounts.items():
+            if k in caps:
+                self.level[k] = min(caps[k], self.level[k] + amount)
+
+    def headers(self) -> dict[str, str]:
+        now, wall = time.monotonic(), time.time()
+        self._refill(now)
+        out: dict[str, str] = {}
+        fullness: list[tuple[float, str]] = []
+        for kind, cap in self.limits.kinds().items():
+            family = _LIMIT_KINDS[kind][0]
+            level = max(0.0, self.level[kind])
+            reset = wall + (cap - level) / self.rate(kind)
+            if self.limits.whole_seconds:
+                reset = math.ceil(reset)
+            out[f"anthropic-ratelimit-{family}-limit"] = str(int(cap))
+            out[f"anthropic-ratelimit-{family}-remaining"] = str(int(level))
+            out[f"anthropic-ratelimit-{family}-reset"] = _rfc3339(datetime.fromtimestamp(reset, timezone.utc)) or ""
+            if kind != "requests":
+                fullness.append((level / cap, family))
+        if fullness:  # the most restrictive token limit
+            family = min(fullness)[1]
+            for part in ("limit", "remaining", "reset"):
+                out[f"anthropic-ratelimit-tokens-{part}"] = out[f"anthropic-ratelimit-{family}-{part}"]
+        return out
+
+
 # --------------------------------------------------------------------------- log
 
 
@@ -292,6 +396,8 @@ def _new_id(prefix: str) -> str:
 def _rfc3339(dt: datetime | None) -> str | None:
     if dt is None:
         return None
+    if dt.microsecond == 0:
+        return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -381,6 +487,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # listen backlog: socketserver's 5 drops the SYNs of a burst of new connections, which the
+    # kernel retries a second later; the API takes a burst of 64 at once
+    request_queue_size = 128
     fake: FakeAnthropic
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # quiet
@@ -499,7 +608,9 @@ class FakeAnthropic:
     Public attributes: ``base_url``, ``requests`` (list of ``Logged``),
     ``max_in_flight``, ``default`` (callable body -> Reply), ``latency``
     (seconds added to every ``/v1/messages`` answer), ``batch_polls_until_ended``,
-    ``min_cacheable_tokens``, ``batches`` (id -> ``Batch``).
+    ``min_cacheable_tokens``, ``batches`` (id -> ``Batch``), ``limits``
+    (:class:`RateLimits` or None), ``limited`` and ``admitted`` (see the module
+    docstring's "Rate limits").
     """
 
     def __init__(
@@ -509,6 +620,7 @@ class FakeAnthropic:
         batch_polls_until_ended: int = 1,
         host: str = "127.0.0.1",
         port: int = 0,
+        limits: RateLimits | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -528,6 +640,21 @@ class FakeAnthropic:
         self._stopping = threading.Event()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.limited = 0  # 429s sent because a rate limit was reached
+        self.admitted: list[tuple[float, dict[str, float]]] = []  # (time, charge) under the limits
+        self._buckets: _Buckets | None = None
+        self.limits = limits
+
+    @property
+    def limits(self) -> RateLimits | None:
+        """The enforced rate limits (None: none); setting them starts with full buckets."""
+        return self._limits
+
+    @limits.setter
+    def limits(self, value: RateLimits | None) -> None:
+        with self._lock:
+            self._limits = value
+            self._buckets = _Buckets(value) if value is not None else None
 
     # ---- lifecycle
 
@@ -746,6 +873,9 @@ class FakeAnthropic:
     def _messages(self, entry: Logged, request_id: str) -> tuple[int, dict[str, str], bytes]:
         body = entry.body
         self._validate_params(body)
+        cost = self._admit(body)
+        if isinstance(cost, tuple):  # refused by a rate limit
+            return cost
         reply = self._choose(body)
         entry.reply = reply
         delay = self.latency + reply.delay
@@ -754,12 +884,78 @@ class FakeAnthropic:
         extra = dict(reply.headers or {})
         if reply.retry_after is not None:
             extra["retry-after"] = _fmt_seconds(reply.retry_after)
+        if reply.raw_body is not None or reply.is_error:
+            extra = {**self._settle(cost, None), **extra}
         if reply.raw_body is not None:
             return reply.status, {"content-type": reply.content_type, "request-id": request_id, **extra}, reply.raw_body
         if reply.is_error:
             return self._error_response(reply.status, reply.resolved_error_type, reply.text, request_id, extra)
-        status, headers, payload = self._json(self._message_json(body, reply, "standard"), request_id, reply.status)
+        message = self._message_json(body, reply, "standard")
+        extra = {**self._settle(cost, message["usage"]), **extra}
+        status, headers, payload = self._json(message, request_id, reply.status)
         return status, {**headers, **extra}, payload
+
+    def _admit(self, body: dict) -> dict[str, float] | None | tuple[int, dict[str, str], bytes]:
+        """Take the request's cost from the rate-limit buckets: its cost, None without limits,
+        or the 429 response when it does not fit."""
+        with self._lock:
+            buckets = self._buckets
+            if buckets is None:
+                return None
+            cost = {
+                "requests": 1.0,
+                "input_tokens": float(self._counted_input(body)),
+                "output_tokens": float(body["max_tokens"]),
+            }
+            ok, kind, wait = buckets.try_take(cost)
+            if ok:
+                self.admitted.append((time.monotonic(), cost))
+                return cost
+            self.limited += 1
+            headers = buckets.headers()
+            limit = buckets.limits.kinds()[kind]
+        wait = math.ceil(wait) if buckets.limits.whole_seconds else math.ceil(wait * 1000) / 1000
+        headers["retry-after"] = _fmt_seconds(max(wait, 0.001))
+        message = (
+            f"This request would exceed the rate limit for your organization of {int(limit):,} "
+            f"{_LIMIT_KINDS[kind][1]}. Please reduce the prompt length or the maximum tokens requested, "
+            "or try again later."
+        )
+        return self._error_response(429, "rate_limit_error", message, _new_id("req"), headers)
+
+    def _counted_input(self, body: dict) -> int:
+        """The input tokens a request counts against the limit: all but its cached prefix (the
+        longest one seen before), which the API looks up before it admits the request."""
+        segs = _segments(body)
+        digest = hashlib.sha256(str(body.get("model")).encode())
+        running = read = 0
+        for key, tokens, cc in segs:
+            data = key.encode()
+            digest.update(len(data).to_bytes(8, "big") + data)
+            running += tokens
+            if cc is not None and running >= self.min_cacheable_tokens and digest.hexdigest() in self._cache:
+                read = running
+        return max(1, running - read)
+
+    def _settle(self, cost: dict[str, float] | None, usage: dict | None) -> dict[str, str]:
+        """Give back what the request did not use (all of it for an error), and the headers."""
+        with self._lock:
+            buckets = self._buckets
+            if buckets is None:
+                return {}
+            if cost is not None:
+                if usage is None:
+                    back = dict(cost)
+                else:
+                    counted = usage.get("input_tokens", 0) + usage.get("cache_creation_input_tokens", 0)
+                    back = {
+                        "input_tokens": cost["input_tokens"] - counted,
+                        "output_tokens": cost["output_tokens"] - usage.get("output_tokens", 0),
+                    }
+                buckets.give(back)
+                for kind, amount in back.items():  # the admitted log keeps what was finally charged
+                    cost[kind] -= amount
+            return buckets.headers()
 
     def _usage(self, body: dict, reply: Reply, service_tier: str) -> dict:
         segs = _segments(body)

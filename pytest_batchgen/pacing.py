@@ -1,0 +1,581 @@
+"""PACING: send at the account's rate limits, not into them.
+
+Anthropic limits an organisation per model class by requests, input tokens and output tokens
+per minute, each a token bucket that refills continuously up to its limit. Every reply says
+where each bucket stands::
+
+    anthropic-ratelimit-requests-limit / -remaining / -reset
+    anthropic-ratelimit-input-tokens-limit / -remaining / -reset
+    anthropic-ratelimit-output-tokens-limit / -remaining / -reset
+    anthropic-ratelimit-tokens-limit / -remaining / -reset     (the most restrictive token limit)
+
+where ``-reset`` is the RFC 3339 time at which that bucket is full again, and a 429 (rate
+limited) or 529 (overloaded) may carry ``retry-after`` (seconds). Peers send until they get 429s
+and then back off; the :class:`Pacer` instead keeps a local copy of the three buckets, takes
+each request's cost from them *before* sending, and waits when one of them is short, so the
+API is not asked for what it would refuse.
+
+How a request is costed (:func:`estimate_cost`), mirroring what the API takes at admission:
+
+* requests: 1;
+* input tokens: the characters of the system prompt, the messages (and tools) divided by 4,
+  then scaled by a ratio learnt from the live replies' usage (``input_tokens +
+  cache_creation_input_tokens``, what counts against the limit: cache reads do not), so a
+  cached shared prefix and the real tokenizer are accounted for after a few replies;
+* output tokens: the request's ``max_tokens``, which the API reserves when the request starts
+  and gives back, less what was generated, when it ends; the pacer does the same at
+  :meth:`Pacer.settle`.
+
+What the headers change: each reply's ``remaining`` can only lower the local level (a reply
+may have been computed before requests this process sent since, so it is never allowed to
+raise it); ``limit`` is the bucket's size; ``limit - remaining`` over the time to ``reset`` is
+the refill rate (learnt from replies that show a real deficit, since a reset rounded to the
+second says little about a nearly full bucket; until then one limit per minute).
+
+Backoff: the number of requests in flight is an AIMD window, never above ``--batch-concurrency``.
+It starts at 8 (or the concurrency, if lower) before any reply is seen; it opens to the
+concurrency with the first good reply that carries the budgets (they gate every request from
+then on), or else grows by one per good reply (slow start); a 429 or 529 halves it, at most
+once per round trip, and after that it grows by one per window's worth of good replies. A 429 or 529
+with ``retry-after`` also holds every new request until then.
+
+The SDK keeps its retries (``batchgen_max_retries``, honouring ``retry-after``), and the pacer
+sees each HTTP attempt through the client's transport (:meth:`Pacer.before_send`,
+:meth:`Pacer.after_send`): a refused attempt's cost is given back (the API did not charge it),
+and the SDK's retry, once its own ``retry-after`` sleep is over, waits for the budgets again and
+is charged like a new request. So retries are paced too, and the slot (the place in the
+window) is kept across them. Replayed replies (the recorder's) cost nothing: their slot is
+refunded, and they never reach the pacer's transport (it sits under the recorder).
+
+This module is pure Python with injectable clocks: the arithmetic is tested without a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Callable, Mapping
+
+#: the three budgets, in the order they are reported
+KINDS = ("requests", "input_tokens", "output_tokens")
+
+#: how each budget is named on the progress line
+LABELS = {
+    "requests": "requests/min",
+    "input_tokens": "input tokens/min",
+    "output_tokens": "output tokens/min",
+    "tokens": "tokens/min",
+}
+
+#: header family (after ``anthropic-ratelimit-``) -> budget
+_FAMILIES = {
+    "requests": "requests",
+    "input-tokens": "input_tokens",
+    "output-tokens": "output_tokens",
+    "tokens": "tokens",
+}
+
+#: characters per token of the first estimate (English prose and Markdown)
+CHARS_PER_TOKEN = 4.0
+
+#: the window before any reply told the pacer anything
+INITIAL_WINDOW = 8
+
+#: rate learnt from a reply is used at this fraction, to absorb the reply's time on the wire
+RATE_MARGIN = 0.98
+
+#: a reply's deficit must be at least this fraction of the limit to teach the refill rate
+RATE_MIN_DEFICIT = 0.25
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One ``anthropic-ratelimit-<family>-*`` triple as the reply stated it."""
+
+    kind: str  # "requests", "input_tokens", "output_tokens" or "tokens"
+    limit: float
+    remaining: float
+    reset: datetime | None = None
+    reset_precise: bool = True  # False when the reset time is whole seconds (±1 s)
+
+
+@dataclass(frozen=True)
+class RateLimitInfo:
+    """What one reply says about the account's limits."""
+
+    budgets: tuple[Budget, ...] = ()
+    retry_after: float | None = None
+
+    def budget(self, kind: str) -> Budget | None:
+        return next((b for b in self.budgets if b.kind == kind), None)
+
+
+def parse_rfc3339(text: str) -> datetime | None:
+    """An RFC 3339 time (``2026-11-29T18:00:00Z``, with or without fractions); None if it is not one."""
+    text = text.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def parse_retry_after(headers: Mapping[str, str], now_wall: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds, or an HTTP date), as the SDK reads them."""
+    ms = _number(headers.get("retry-after-ms"))
+    if ms is not None:
+        return ms / 1000
+    raw = headers.get("retry-after")
+    seconds = _number(raw)
+    if seconds is not None or raw is None:
+        return seconds
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    now = time.time() if now_wall is None else now_wall
+    return max(0.0, when.timestamp() - now)
+
+
+def parse_headers(headers: Mapping[str, str], now_wall: float | None = None) -> RateLimitInfo:
+    """The rate-limit headers of one reply (names case-insensitive); families without a
+    usable ``limit`` and ``remaining`` are left out."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    budgets = []
+    for family, kind in _FAMILIES.items():
+        prefix = f"anthropic-ratelimit-{family}-"
+        limit = _number(lower.get(prefix + "limit"))
+        remaining = _number(lower.get(prefix + "remaining"))
+        if limit is None or remaining is None or limit <= 0:
+            continue
+        raw_reset = lower.get(prefix + "reset")
+        reset = parse_rfc3339(raw_reset) if raw_reset else None
+        precise = reset is not None and "." in raw_reset  # fractions of a second
+        budgets.append(Budget(kind, limit, min(remaining, limit), reset, precise))
+    return RateLimitInfo(tuple(budgets), parse_retry_after(lower, now_wall))
+
+
+# -- costs ------------------------------------------------------------------------------------
+
+
+def _text_chars(value: Any) -> int:
+    """Characters of prompt text in a system prompt, a message's content or a block list."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_text_chars(v) for v in value)
+    if isinstance(value, dict):
+        if isinstance(value.get("text"), str):
+            return len(value["text"])
+        if "content" in value:
+            return _text_chars(value["content"])
+        return len(repr(value))  # a tool definition or an image block: its size, roughly
+    return 0
+
+
+def prompt_chars(params: Mapping[str, Any]) -> int:
+    """The prompt's characters: tools, system and every message."""
+    return _text_chars(params.get("tools") or []) + _text_chars(params.get("system") or "") + _text_chars(
+        params.get("messages") or []
+    )
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one request takes from each budget when it is admitted."""
+
+    requests: float = 1.0
+    input_tokens: float = 0.0
+    output_tokens: float = 0.0
+    raw_input: float = 0.0  # the unscaled chars/4 estimate, to learn the ratio from
+
+    def of(self, kind: str) -> float:
+        if kind == "tokens":
+            return self.input_tokens + self.output_tokens
+        return float(getattr(self, kind))
+
+
+def estimate_cost(params: Mapping[str, Any], input_ratio: float = 1.0) -> Cost:
+    """The cost of sending ``params``: see the module docstring."""
+    raw = prompt_chars(params) / CHARS_PER_TOKEN
+    max_tokens = params.get("max_tokens")
+    output = float(max_tokens) if isinstance(max_tokens, (int, float)) and not isinstance(max_tokens, bool) else 0.0
+    return Cost(1.0, max(1.0, raw * input_ratio), output, raw)
+
+
+# -- one bucket -------------------------------------------------------------------------------
+
+
+@dataclass
+class Bucket:
+    """The local copy of one of the account's token buckets."""
+
+    capacity: float
+    rate: float  # refill per second
+    level: float
+    at: float  # clock time of ``level``
+    rate_learnt: bool = False
+
+    def level_at(self, now: float) -> float:
+        return min(self.capacity, self.level + self.rate * max(0.0, now - self.at))
+
+    def take(self, amount: float, now: float) -> None:
+        self.level, self.at = self.level_at(now) - amount, now
+
+    def give(self, amount: float, now: float) -> None:
+        self.level, self.at = min(self.capacity, self.level_at(now) + amount), now
+
+    def wait(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` (at most the whole bucket) is there; 0 when it is now."""
+        need = min(amount, self.capacity) - self.level_at(now)
+        if need <= 1e-9 * max(1.0, self.capacity):  # rounding, not a shortage
+            return 0.0
+        return need / self.rate if self.rate > 0 else math.inf
+
+    def sync(self, budget: Budget, now: float, now_wall: float) -> None:
+        """Take in what a reply said: the size, the refill rate when the reply shows a real
+        deficit, and the level, which a reply may only lower (see the module docstring)."""
+        level = self.level_at(now)
+        self.capacity = budget.limit
+        deficit = budget.limit - budget.remaining
+        if budget.reset is not None and deficit >= RATE_MIN_DEFICIT * budget.limit:
+            until = budget.reset.timestamp() - now_wall + (0.0 if budget.reset_precise else 1.0)
+            if until > 0:
+                # ``remaining`` is a whole number rounded down: the deficit may be 1 less
+                rate = RATE_MARGIN * max(0.0, deficit - 1) / until
+                rate = min(max(rate, budget.limit / 600), budget.limit / 0.05)  # full in 10 min at most, 50 ms at least
+                self.rate = rate if not self.rate_learnt else (self.rate + rate) / 2
+                self.rate_learnt = True
+        self.level, self.at = min(level, budget.remaining), now
+
+    @classmethod
+    def from_budget(cls, budget: Budget, now: float, now_wall: float) -> "Bucket":
+        bucket = cls(budget.limit, budget.limit / 60.0, budget.remaining, now)
+        bucket.sync(budget, now, now_wall)
+        return bucket
+
+
+# -- the pacer --------------------------------------------------------------------------------
+
+
+class Slot:
+    """One admitted request: :meth:`settle` it with the reply's usage, or leave it unsettled
+    (an error) and its cost is refunded when the slot is released."""
+
+    def __init__(self, pacer: "Pacer", cost: Cost, charged: frozenset[str] | None) -> None:
+        self.pacer = pacer
+        self.cost = cost
+        #: the budgets the request was charged to (those known when it left); None: not admitted
+        self.charged = charged
+        self.settled = False
+        self.sends = 0  # HTTP attempts so far (the SDK's retries included)
+        self.refused = False  # the last attempt got a 429/529: its cost was given back
+
+    @property
+    def admitted(self) -> bool:
+        return self.charged is not None
+
+    def settle(self, usage: Any, replayed: bool) -> None:
+        """The reply's usage (``input_tokens``, ``output_tokens``, ``cache_creation_input_tokens``)."""
+        if self.charged is not None and not self.settled:
+            self.settled = True
+            self.pacer.settle(self.cost, usage, replayed, self.charged)
+
+
+class Pacer:
+    """Admits requests so that no budget is exceeded, with at most ``concurrency`` in flight.
+
+    ``enabled=False`` gives the fixed concurrency of old: ``concurrency`` in flight, nothing
+    learnt from the replies. Not thread-safe: every method runs on the dispatcher's loop.
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        *,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.concurrency = max(1, concurrency)
+        self.enabled = enabled
+        self.clock = clock
+        self.wall = wall
+        self.window = float(min(self.concurrency, INITIAL_WINDOW) if enabled else self.concurrency)
+        self.threshold = float(self.concurrency)  # slow start below it, +1 per window above
+        self.in_flight = 0
+        self.buckets: dict[str, Bucket] = {}
+        self.paused_until = 0.0
+        self.paused_by: str | None = None
+        self.input_ratio = 1.0
+        self.last_backoff = -math.inf
+        self.rate_limited = 0  # 429s seen
+        self.overloaded = 0  # 529s seen
+        self.paced = 0  # requests that waited for a budget
+        #: the budget the last wait was for (None when the last request went out at once)
+        self.paced_by: str | None = None
+        self._queue: deque[object] = deque()
+        self._slots: set[Slot] = set()  # admitted and not released
+        self._changed: asyncio.Event | None = None
+
+    # -- arithmetic (synchronous) ---------------------------------------------------------------
+
+    def cost(self, params: Mapping[str, Any]) -> Cost:
+        return estimate_cost(params, self.input_ratio)
+
+    def delay(self, cost: Cost, now: float | None = None, *, retry: bool = False) -> tuple[float, str | None]:
+        """Seconds before ``cost`` may be sent, and why: a budget's kind, ``"backoff"`` (a
+        ``retry-after``) or ``"concurrency"`` (the window is full: wait for a reply). A
+        ``retry`` is already in flight: only the budgets hold it."""
+        now = self.clock() if now is None else now
+        if not retry and self.in_flight >= max(1, math.floor(self.window)):
+            return math.inf, "concurrency"
+        if not self.enabled:
+            return 0.0, None
+        wait, why = 0.0, None
+        if self.paused_until > now:
+            wait, why = self.paused_until - now, "backoff"
+        for kind, bucket in self.buckets.items():
+            w = bucket.wait(cost.of(kind), now)
+            if w > wait:
+                wait, why = w, kind
+        return wait, why
+
+    def admit(self, cost: Cost, now: float | None = None) -> frozenset[str]:
+        """Count the request in flight and take its cost; the budgets it was charged to."""
+        now = self.clock() if now is None else now
+        self.in_flight += 1
+        if not self.enabled:
+            return frozenset()
+        for kind, bucket in self.buckets.items():
+            bucket.take(cost.of(kind), now)
+        return frozenset(self.buckets)
+
+    def settle(
+        self, cost: Cost, usage: Any, replayed: bool, charged: frozenset[str] = frozenset(KINDS), now: float | None = None
+    ) -> None:
+        """A reply came: give back what it did not use (all of it when it was replayed), learn
+        the input ratio from live usage, and widen the window."""
+        if not self.enabled:
+            return
+        now = self.clock() if now is None else now
+        if replayed:
+            self._refund(cost, charged, now)
+        else:
+            counted = float(getattr(usage, "input_tokens", 0) or 0) + float(
+                getattr(usage, "cache_creation_input_tokens", 0) or 0
+            )
+            output = float(getattr(usage, "output_tokens", 0) or 0)
+            if cost.raw_input > 0 and counted > 0:
+                ratio = min(4.0, max(0.05, counted / cost.raw_input))
+                self.input_ratio = 0.7 * self.input_ratio + 0.3 * ratio
+            used = {"requests": 1.0, "input_tokens": counted, "output_tokens": output, "tokens": counted + output}
+            for kind, bucket in self.buckets.items():
+                if kind in charged:
+                    bucket.give(cost.of(kind) - used[kind], now)
+        if self.window < self.threshold:
+            self.window += 1.0
+        else:
+            self.window += 1.0 / max(1.0, self.window)
+        self.window = min(self.window, float(self.concurrency))
+
+    def release(self, slot: Slot, now: float | None = None) -> None:
+        if slot.charged is None:
+            return
+        self._slots.discard(slot)
+        self.in_flight -= 1
+        if not slot.settled and self.enabled:
+            self._refund(slot.cost, slot.charged, self.clock() if now is None else now)
+        self._notify()
+
+    def _refund(self, cost: Cost, charged: frozenset[str], now: float) -> None:
+        for kind, bucket in self.buckets.items():
+            if kind in charged:
+                bucket.give(cost.of(kind), now)
+
+    def observe(self, status: int, headers: Mapping[str, str], sent_at: float | None = None) -> None:
+        """A live reply's status and headers (each HTTP attempt, the SDK's retries included)."""
+        if not self.enabled:
+            return
+        now, wall = self.clock(), self.wall()
+        info = parse_headers(headers, wall)
+        for budget in info.budgets:
+            bucket = self.buckets.get(budget.kind)
+            if bucket is None:
+                bucket = self.buckets[budget.kind] = Bucket.from_budget(budget, now, wall)
+                self._charge_in_flight(budget.kind, bucket, now)
+            else:
+                bucket.sync(budget, now, wall)
+        if info.budgets and status < 400 and self.last_backoff == -math.inf:
+            # the budgets are known and gate every request: no need to find the window slowly
+            self.window = max(self.window, self.threshold)
+        if "tokens" in self.buckets and ("input_tokens" in self.buckets or "output_tokens" in self.buckets):
+            del self.buckets["tokens"]  # the split budgets say more
+        if status in (429, 529):
+            if status == 429:
+                self.rate_limited += 1
+            else:
+                self.overloaded += 1
+            self._back_off(now, sent_at, info, status)
+        self._notify()
+
+    def _charge_in_flight(self, kind: str, bucket: Bucket, now: float) -> None:
+        """A budget first heard of: charge it the requests in flight that left before it was
+        known (but this reply's own). The reply may have been computed before some of them
+        reached the API (a slow connection), and a late one would then find the budget spent;
+        when they were counted already, this only errs on the side of waiting, once."""
+        current = _CURRENT.get(None)
+        for slot in self._slots:
+            if slot is current or slot.refused or slot.charged is None or kind in slot.charged:
+                continue
+            bucket.take(slot.cost.of(kind), now)
+            slot.charged = slot.charged | {kind}
+
+    def _back_off(self, now: float, sent_at: float | None, info: RateLimitInfo, status: int) -> None:
+        if sent_at is None or sent_at >= self.last_backoff:  # once per round trip
+            self.threshold = max(1.0, math.floor(max(self.window, self.in_flight) / 2))
+            self.window = self.threshold
+            self.last_backoff = now
+        if info.retry_after:
+            self.paused_until = max(self.paused_until, now + info.retry_after)
+        exhausted = [b for b in info.budgets if b.remaining < 1]
+        self.paused_by = exhausted[0].kind if exhausted else ("overloaded" if status == 529 else None)
+
+    @property
+    def status(self) -> str:
+        """What the progress line says about pacing ("" when nothing holds requests back)."""
+        if not self.enabled:
+            return ""
+        now = self.clock()
+        if self.paused_until > now:
+            if self.paused_by in LABELS:
+                return f"backing off: {LABELS[self.paused_by]} used up"
+            return "backing off: the API is overloaded" if self.paused_by == "overloaded" else "backing off after a 429"
+        if self.paced_by in LABELS:
+            return f"paced by {LABELS[self.paced_by]}"
+        refusals = self.rate_limited + self.overloaded
+        if refusals and self.window < self.concurrency:
+            return f"{math.floor(self.window)} in flight at most after {refusals} refusals (429/529)"
+        return ""
+
+    # -- the gate (asynchronous) ----------------------------------------------------------------
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    async def acquire(self, cost: Cost | Callable[[], Cost], stop: Callable[[], bool] = lambda: False) -> Slot:
+        """Wait for the turn of ``cost`` (first come, first served); a slot that is not
+        ``admitted`` when ``stop()`` became true while waiting.
+
+        A callable ``cost`` is estimated when the request reaches the head of the queue, with
+        the input ratio learnt by then (rows queued at the start would otherwise all be
+        costed before any reply taught it)."""
+        estimate = cost if callable(cost) else (lambda: cost)
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        ticket = object()
+        self._queue.append(ticket)
+        why: str | None = None  # what the last wait at the head of the queue was for
+        try:
+            while True:
+                if stop():
+                    self._notify()
+                    return Slot(self, estimate(), None)
+                head = self._queue[0] is ticket
+                now_cost = estimate() if head else None
+                wait, reason = self.delay(now_cost) if now_cost is not None else (math.inf, None)
+                if now_cost is not None and wait <= 0:
+                    self._queue.popleft()
+                    charged = self.admit(now_cost)
+                    slot = Slot(self, now_cost, charged)
+                    self._slots.add(slot)
+                    self.paced_by = why
+                    if why in LABELS or why == "backoff":
+                        self.paced += 1
+                    self._notify()
+                    return slot
+                if head:
+                    why = reason
+                    if reason != "concurrency":
+                        self.paced_by = reason
+                changed = self._changed
+                # stop() is set from another thread: the head looks again now and then
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(wait, 0.25) if head else None)
+        finally:
+            with contextlib.suppress(ValueError):
+                self._queue.remove(ticket)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, params: Mapping[str, Any], stop: Callable[[], bool] = lambda: False) -> AsyncIterator[Slot]:
+        """``async with pacer.slot(params) as slot:`` send, then ``slot.settle(usage, replayed)``.
+
+        The slot is this task's current one while the block runs: the HTTP attempts made in it
+        (see :meth:`before_send` and :meth:`after_send`) are charged to it."""
+        slot = await self.acquire(lambda: self.cost(params), stop)
+        token = _CURRENT.set(slot)
+        try:
+            yield slot
+        finally:
+            _CURRENT.reset(token)
+            self.release(slot)
+
+    # -- each HTTP attempt (called by the client's transport, live requests only) -------------
+
+    async def before_send(self) -> None:
+        """Before an HTTP attempt of the current slot: a retry of an attempt that was refused
+        (its cost given back) waits for the budgets again, like a new request, and is charged."""
+        slot = _CURRENT.get(None)
+        if slot is None or slot.charged is None or slot.pacer is not self:
+            return
+        slot.sends += 1
+        if not (slot.refused and self.enabled):
+            return
+        while True:
+            wait, why = self.delay(slot.cost, retry=True)
+            if wait <= 0:
+                break
+            self.paced_by = why
+            await asyncio.sleep(min(wait, 0.25))
+        now = self.clock()
+        for kind, bucket in self.buckets.items():
+            bucket.take(slot.cost.of(kind), now)
+        slot.charged = frozenset(self.buckets)
+        slot.refused = False
+
+    def after_send(self, status: int) -> None:
+        """After an HTTP attempt of the current slot: a 429 or 529 was not charged by the API,
+        so its cost is given back until the SDK's retry (if any) is sent."""
+        slot = _CURRENT.get(None)
+        if slot is None or slot.charged is None or slot.pacer is not self or not self.enabled:
+            return
+        if status in (429, 529) and not slot.refused:
+            self._refund(slot.cost, slot.charged, self.clock())
+            slot.charged = frozenset()
+            slot.refused = True
+
+
+#: the slot of the request this task is sending
+_CURRENT: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("batchgen_pacer_slot", default=None)

@@ -1,0 +1,515 @@
+"""Pacing at the account's limit (issue #12): pytest_batchgen/pacing.py and its wiring.
+
+Unit tests of the header parsing and the pacer's arithmetic run on injected clocks, without a
+server; a property test plays a server's token bucket against the pacer. End to end, runs go
+through the real SDK to the loopback server with its rate limits on (tests/fakeapi.py
+``RateLimits``, a short window standing for the minute): what is counted is at the server (the
+429s its limits caused, what it admitted). No assertion is on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+import yaml  # noqa: F401  (pytester restores sys.modules: see tests/test_init.py)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fakeapi import RateLimits
+from genhelpers import Reply, draft, router, rows_for
+from pytest_batchgen.client import Usage
+from pytest_batchgen.pacing import (
+    RATE_MARGIN,
+    Bucket,
+    Budget,
+    Cost,
+    Pacer,
+    estimate_cost,
+    parse_headers,
+    parse_retry_after,
+    parse_rfc3339,
+)
+from pytest_batchgen.report import Progress
+
+T0 = 1_800_000_000.0  # a wall-clock second
+
+
+class Clock:
+    """Monotonic and wall clocks that move only when told."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return T0 + self.now
+
+    def iso(self, monotonic: float, whole: bool = False) -> str:
+        when = datetime.fromtimestamp(T0 + monotonic, timezone.utc)
+        return when.strftime("%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def headers(clock: Clock, **budgets: tuple[float, float, float]) -> dict[str, str]:
+    """``kind=(limit, remaining, seconds to full)`` -> the API's headers."""
+    out = {}
+    for kind, (limit, remaining, full_in) in budgets.items():
+        family = kind.replace("_", "-")
+        out[f"anthropic-ratelimit-{family}-limit"] = str(limit)
+        out[f"anthropic-ratelimit-{family}-remaining"] = str(remaining)
+        out[f"anthropic-ratelimit-{family}-reset"] = clock.iso(clock.now + full_in)
+    return out
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+
+def test_every_family_of_headers_is_read_case_insensitively():
+    info = parse_headers(
+        {
+            "Anthropic-RateLimit-Requests-Limit": "50",
+            "anthropic-ratelimit-requests-remaining": "49",
+            "anthropic-ratelimit-requests-reset": "2026-11-29T18:00:01Z",
+            "anthropic-ratelimit-input-tokens-limit": "40000",
+            "anthropic-ratelimit-input-tokens-remaining": "39000",
+            "anthropic-ratelimit-input-tokens-reset": "2026-11-29T18:00:01.500000Z",
+            "anthropic-ratelimit-output-tokens-limit": "8000",
+            "anthropic-ratelimit-output-tokens-remaining": "0",
+            "anthropic-ratelimit-output-tokens-reset": "2026-11-29T18:00:30+00:00",
+            "anthropic-ratelimit-tokens-limit": "8000",
+            "anthropic-ratelimit-tokens-remaining": "0",
+            "anthropic-ratelimit-tokens-reset": "2026-11-29T18:00:30Z",
+            "retry-after": "12",
+        }
+    )
+    assert [b.kind for b in info.budgets] == ["requests", "input_tokens", "output_tokens", "tokens"]
+    requests = info.budget("requests")
+    assert (requests.limit, requests.remaining) == (50, 49)
+    assert requests.reset == datetime(2026, 11, 29, 18, 0, 1, tzinfo=timezone.utc)
+    assert not requests.reset_precise  # whole seconds: +-1 s
+    assert info.budget("input_tokens").reset_precise
+    assert info.budget("output_tokens").remaining == 0
+    assert info.retry_after == 12
+
+
+def test_unusable_values_are_left_out():
+    info = parse_headers(
+        {
+            "anthropic-ratelimit-requests-limit": "lots",
+            "anthropic-ratelimit-requests-remaining": "3",
+            "anthropic-ratelimit-input-tokens-limit": "100",  # no remaining
+            "anthropic-ratelimit-output-tokens-limit": "100",
+            "anthropic-ratelimit-output-tokens-remaining": "150",  # more than the limit: clamped
+            "anthropic-ratelimit-output-tokens-reset": "yesterday",
+        }
+    )
+    assert [b.kind for b in info.budgets] == ["output_tokens"]
+    assert info.budget("output_tokens").remaining == 100 and info.budget("output_tokens").reset is None
+    assert info.retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"retry-after": "7"}, 7.0),
+        ({"retry-after": "0.25"}, 0.25),
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),  # the SDK prefers the milliseconds
+        ({"retry-after": "Sat, 29 Nov 2026 18:00:10 GMT"}, 10.0),
+        ({"retry-after": "-3"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after(given, expected):
+    now = datetime(2026, 11, 29, 18, 0, 0, tzinfo=timezone.utc).timestamp()
+    assert parse_retry_after(given, now) == expected
+
+
+def test_rfc3339_without_a_zone_is_utc_and_garbage_is_none():
+    assert parse_rfc3339("2026-11-29T18:00:00") == datetime(2026, 11, 29, 18, tzinfo=timezone.utc)
+    assert parse_rfc3339("2026-11-29T19:00:00+01:00") == datetime(2026, 11, 29, 18, tzinfo=timezone.utc)
+    assert parse_rfc3339("soon") is None
+
+
+# -- costs --------------------------------------------------------------------------------------
+
+
+def test_cost_is_a_request_the_prompt_chars_over_four_and_max_tokens():
+    params = {
+        "model": "m",
+        "max_tokens": 1000,
+        "system": [{"type": "text", "text": "s" * 400, "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": "u" * 200},
+            {"role": "assistant", "content": [{"type": "text", "text": "a" * 100}]},
+        ],
+    }
+    cost = estimate_cost(params)
+    assert (cost.requests, cost.input_tokens, cost.output_tokens) == (1.0, 175.0, 1000.0)
+    assert estimate_cost(params, input_ratio=0.2).input_tokens == 35.0
+    assert cost.of("tokens") == 1175.0
+
+
+# -- one bucket ---------------------------------------------------------------------------------
+
+
+def test_a_bucket_refills_at_its_rate_up_to_its_size():
+    b = Bucket(capacity=10, rate=2, level=10, at=0)
+    b.take(9, now=0)
+    assert b.level_at(0) == 1
+    assert b.wait(5, now=0) == 2.0  # 4 more at 2 per second
+    assert b.wait(50, now=0) == 4.5  # at most the whole bucket is waited for
+    assert b.level_at(100) == 10
+    b.give(3, now=0)
+    assert b.level_at(0) == 4
+
+
+def test_a_reply_only_lowers_the_level_and_teaches_the_rate():
+    clock = Clock()
+    b = Bucket(capacity=60, rate=1, level=60, at=clock.now)
+    b.take(10, clock.now)
+    full = datetime.fromtimestamp(clock.wall() + 30, timezone.utc)
+    b.sync(Budget("requests", 60, 55, full), clock.now, clock.wall())  # says more is left: ignored
+    assert b.level_at(clock.now) == 50
+    b.sync(Budget("requests", 60, 30, full), clock.now, clock.wall())  # 30 short, full in 30 s
+    assert b.level_at(clock.now) == 30
+    assert b.rate == pytest.approx(RATE_MARGIN * 29 / 30)  # 1 less: remaining is rounded down
+    small = Bucket(capacity=60, rate=1, level=60, at=clock.now)
+    small.sync(Budget("requests", 60, 59, full), clock.now, clock.wall())  # a small deficit teaches nothing
+    assert small.rate == 1
+
+
+# -- the pacer's arithmetic ---------------------------------------------------------------------
+
+
+def test_before_any_reply_only_the_window_holds_requests_back():
+    clock = Clock()
+    p = Pacer(64, clock=clock, wall=clock.wall)
+    cost = Cost(1, 100, 1000)
+    for _ in range(8):  # the first window
+        assert p.delay(cost) == (0.0, None)
+        p.admit(cost)
+    assert p.delay(cost) == (math.inf, "concurrency")
+
+
+def test_the_tightest_budget_decides_the_wait():
+    clock = Clock()
+    p = Pacer(64, clock=clock, wall=clock.wall)
+    p.observe(200, headers(clock, requests=(100, 90, 6), input_tokens=(10_000, 9_000, 6), output_tokens=(6_000, 1_000, 30)))
+    assert p.buckets["output_tokens"].rate == pytest.approx(RATE_MARGIN * 4_999 / 30)
+    wait, why = p.delay(Cost(1, 100, 2_000))
+    assert why == "output_tokens" and wait == pytest.approx(1_000 / (RATE_MARGIN * 4_999 / 30))
+    wait, why = p.delay(Cost(1, 9_500, 100))
+    assert why == "input_tokens" and wait > 0
+    assert p.delay(Cost(1, 100, 500)) == (0.0, None)
+
+
+def test_an_admitted_request_takes_its_cost_and_its_reply_gives_back_what_it_did_not_use():
+    clock = Clock()
+    p = Pacer(8, clock=clock, wall=clock.wall)
+    p.observe(200, headers(clock, requests=(100, 100, 0), input_tokens=(10_000, 10_000, 0), output_tokens=(8_000, 8_000, 0)))
+    cost = Cost(1, 400, 2_000, raw_input=400)
+    charged = p.admit(cost)
+    assert p.buckets["output_tokens"].level_at(clock.now) == 6_000
+    p.settle(cost, Usage(input_tokens=50, output_tokens=300, cache_read_input_tokens=350), replayed=False, charged=charged)
+    assert p.buckets["output_tokens"].level_at(clock.now) == 7_700
+    assert p.buckets["input_tokens"].level_at(clock.now) == 9_950  # cache reads do not count
+    assert p.buckets["requests"].level_at(clock.now) == 99
+    assert p.input_ratio < 1  # the next estimate is scaled down towards 50/400
+
+
+def test_a_replayed_reply_costs_nothing_and_an_unanswered_one_is_refunded():
+    clock = Clock()
+    p = Pacer(8, clock=clock, wall=clock.wall)
+    p.observe(200, headers(clock, requests=(10, 10, 0), output_tokens=(1_000, 1_000, 0)))
+    cost = Cost(1, 10, 500)
+    p.settle(cost, Usage(1, 1), replayed=True, charged=p.admit(cost))
+    assert p.buckets["requests"].level_at(clock.now) == 10
+    assert p.buckets["output_tokens"].level_at(clock.now) == 1_000
+
+    async def failing() -> None:
+        async with p.slot({"max_tokens": 500, "messages": [{"role": "user", "content": "x"}]}):
+            assert p.buckets["requests"].level_at(clock.now) == 9
+
+    asyncio.run(failing())  # never settled: an error
+    assert p.buckets["requests"].level_at(clock.now) == 10 and p.in_flight == 1  # the replayed one
+
+
+def test_a_request_sent_before_any_reply_is_not_refunded_to_budgets_it_never_took():
+    clock = Clock()
+    p = Pacer(8, clock=clock, wall=clock.wall)
+    cost = Cost(1, 10, 500)
+    charged = p.admit(cost)
+    p.observe(200, headers(clock, output_tokens=(1_000, 400, 60)))
+    p.settle(cost, Usage(10, 100), replayed=False, charged=charged)
+    assert p.buckets["output_tokens"].level_at(clock.now) == 400
+
+
+def test_requests_sent_before_the_first_reply_are_charged_to_the_budgets_it_reveals():
+    # the reply may have been computed before they reached the API (a slow connection)
+    clock = Clock()
+    p = Pacer(8, clock=clock, wall=clock.wall)
+
+    async def main() -> None:
+        slots = [await p.acquire(Cost(1, 10, 100)) for _ in range(3)]
+        assert all(s.charged == frozenset() for s in slots)
+        p.observe(200, headers(clock, requests=(10, 10, 0)))
+        assert p.buckets["requests"].level_at(clock.now) == 7
+        assert all(s.charged == {"requests"} for s in slots)
+        for s in slots:  # unanswered: refunded
+            p.release(s)
+        assert p.buckets["requests"].level_at(clock.now) == 10
+
+    asyncio.run(main())
+
+
+def test_a_429_halves_the_window_once_per_round_trip_and_holds_every_request_for_retry_after():
+    clock = Clock()
+    p = Pacer(64, clock=clock, wall=clock.wall)
+    cost = Cost(1, 1, 1)
+    for _ in range(20):
+        p.settle(cost, Usage(1, 1), replayed=False, charged=p.admit(cost))
+    assert p.window == 28  # slow start: one more per good reply
+    p.in_flight = 0  # their slots were released
+    sent = clock.now
+    clock.now += 1
+    refused = {**headers(clock, requests=(50, 0, 10)), "retry-after": "2"}
+    p.observe(429, refused, sent_at=sent)
+    assert p.window == 14 and p.rate_limited == 1
+    p.observe(429, refused, sent_at=sent)  # sent before the first backoff: the same round
+    assert p.window == 14
+    assert p.delay(cost) == (2.0, "backoff")
+    assert p.status == "backing off: requests/min used up"
+    clock.now += 2
+    p.observe(429, refused, sent_at=clock.now)  # sent after it: halves again
+    assert p.window == 7
+
+
+def test_the_window_grows_back_gradually_and_never_above_the_concurrency():
+    clock = Clock()
+    p = Pacer(10, clock=clock, wall=clock.wall)
+    cost = Cost(1, 1, 1)
+    p.observe(529, {}, sent_at=clock.now)
+    assert p.window == 4 and p.overloaded == 1  # half of the first window of 8
+    for _ in range(4):
+        p.settle(cost, Usage(1, 1), replayed=False)
+    assert 4 < p.window < 6  # about one per window's worth of replies
+    for _ in range(1000):
+        p.settle(cost, Usage(1, 1), replayed=False)
+    assert p.window == 10
+
+
+def test_without_pacing_headers_and_refusals_change_nothing():
+    clock = Clock()
+    p = Pacer(16, enabled=False, clock=clock, wall=clock.wall)
+    p.observe(429, {**headers(clock, requests=(5, 0, 60)), "retry-after": "30"})
+    assert p.buckets == {} and p.window == 16 and p.status == ""
+    for _ in range(16):
+        assert p.delay(Cost())[0] == 0
+        p.admit(Cost())
+    assert p.delay(Cost()) == (math.inf, "concurrency")
+
+
+def test_the_progress_line_says_which_limit_paces_the_run():
+    clock = Clock()
+    p = Pacer(8, clock=clock, wall=clock.wall)
+    p.paced_by = "output_tokens"
+    d = SimpleNamespace(jobs=[1, 2, 3], done=1, in_flight=2, failed=0, tokens=10, spent=0.0, replies=1, pacer=p)
+    assert Progress.text(d) == (
+        "[batchgen] 1/3 rows done, 2 in flight (paced by output tokens/min), 0 failed; "
+        "1 reply, 10 tokens, $0.0000 so far"
+    )
+    p.paced_by = None
+    assert "paced" not in Progress.text(d)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    limit=st.integers(5, 200),
+    window=st.sampled_from([1.0, 5.0, 60.0]),
+    costs=st.lists(st.integers(1, 60), min_size=1, max_size=80),
+    used=st.floats(0, 1),
+    latency=st.sampled_from([0.0, 0.05, 0.5]),
+)
+def test_a_paced_sender_never_overdraws_a_server_bucket(limit, window, costs, used, latency):
+    """A server bucket (size ``limit``, full again in ``window``) and a pacer that learns it from
+    the replies: a request the pacer lets through always fits at the server."""
+    clock = Clock()
+    rate = limit / window
+    server = {"level": float(limit), "at": clock.now}
+
+    def refill() -> None:
+        server["level"] = min(limit, server["level"] + rate * (clock.now - server["at"]))
+        server["at"] = clock.now
+
+    def reply_headers() -> dict[str, str]:
+        refill()
+        return headers(clock, output_tokens=(limit, math.floor(server["level"]), (limit - server["level"]) / rate))
+
+    p = Pacer(4, clock=clock, wall=clock.wall)
+    p.observe(200, reply_headers())
+    in_flight: list[tuple[float, Cost, frozenset[str]]] = []
+    for n in costs:
+        cost = Cost(1, 0, min(n, limit))
+        while True:
+            wait, why = p.delay(cost)
+            if wait == 0:
+                break
+            if why == "concurrency" or (in_flight and in_flight[0][0] <= clock.now + wait):
+                done_at, done_cost, charged = in_flight.pop(0)  # the oldest reply comes
+                clock.now = max(clock.now, done_at)
+                refill()
+                back = done_cost.output_tokens * (1 - used)
+                server["level"] = min(limit, server["level"] + back)
+                p.observe(200, reply_headers())
+                p.settle(done_cost, Usage(0, done_cost.output_tokens - back), replayed=False, charged=charged)
+                p.in_flight -= 1
+            else:
+                clock.now += wait
+        refill()
+        assert server["level"] >= cost.output_tokens - 1e-6  # it fits
+        server["level"] -= cost.output_tokens
+        in_flight.append((clock.now + latency, cost, p.admit(cost)))
+
+
+# -- the gate -----------------------------------------------------------------------------------
+
+
+def test_the_gate_keeps_at_most_the_window_in_flight_and_lets_everyone_through():
+    p = Pacer(3, enabled=False)
+    peak = 0
+
+    async def one(n: int) -> None:
+        nonlocal peak
+        async with p.slot({"max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}):
+            peak = max(peak, p.in_flight)
+            await asyncio.sleep(0.001 * (n % 3))
+
+    async def main() -> None:
+        await asyncio.gather(*(one(n) for n in range(20)))
+
+    asyncio.run(main())
+    assert peak == 3 and p.in_flight == 0
+
+
+def test_a_queued_request_is_costed_with_the_ratio_learnt_while_it_waited():
+    p = Pacer(1)
+    params = {"max_tokens": 10, "messages": [{"role": "user", "content": "x" * 4000}]}  # 1,000 by chars
+    costs = []
+
+    async def first() -> None:
+        async with p.slot(params) as slot:
+            await asyncio.sleep(0.01)
+            slot.settle(Usage(input_tokens=100, output_tokens=5), replayed=False)  # 10 % of the estimate
+
+    async def second() -> None:
+        async with p.slot(params) as slot:
+            costs.append(slot.cost.input_tokens)
+
+    async def main() -> None:
+        await asyncio.gather(first(), second())
+
+    asyncio.run(main())
+    assert costs and costs[0] < 1000 * 0.8  # not the 1,000 it was worth when it was queued
+
+
+def test_a_stopped_run_leaves_the_queue_unadmitted():
+    p = Pacer(1, enabled=False)
+    stopped = False
+    outcomes = []
+
+    async def holder() -> None:
+        nonlocal stopped
+        async with p.slot({"max_tokens": 1, "messages": []}):
+            await asyncio.sleep(0.05)
+            stopped = True
+            await asyncio.sleep(0.3)
+
+    async def waiter() -> None:
+        async with p.slot({"max_tokens": 1, "messages": []}, lambda: stopped) as slot:
+            outcomes.append(slot.admitted)
+
+    async def main() -> None:
+        await asyncio.gather(holder(), waiter())
+
+    asyncio.run(main())
+    assert outcomes == [False]
+
+
+# -- end to end, against the rate-limited loopback server ----------------------------------------
+
+NAMES = [f"term-{i:02d}" for i in range(16)]
+
+
+def _project(project, fake, *, latency: float = 0.05, ini: str = ""):
+    project.write_rows(rows_for(*NAMES), max_retries=2, ini_extra=ini)
+    for name in NAMES:
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=latency))
+
+
+def test_a_paced_run_stays_within_the_requests_budget(project, fake):
+    _project(project, fake)
+    fake.limits = RateLimits(requests=8, input_tokens=10_000_000, output_tokens=10_000_000, window=1.0)
+
+    result = project.run("--batch-concurrency", "16")
+
+    assert result.ret == 0, result.stdout.str()
+    assert fake.limited == 0  # no request was over the budget
+    assert len(fake.admitted) == len(fake.messages_requests()) == 16
+    assert set(project.statuses().values()) == {"complete"}
+
+
+def _refused_after_the_first_window(fake) -> list:
+    """The 429s to requests other than the first window's: the first 8 requests (the window
+    before any reply) leave before the pacer knows the limits; no later request, and no retry,
+    may be refused."""
+    logged = sorted(fake.messages_requests(), key=lambda e: e.started)
+    return [
+        (n, e.headers.get("x-stainless-retry-count"))
+        for n, e in enumerate(logged)
+        if e.status == 429 and (n >= 8 or e.headers.get("x-stainless-retry-count") != "0")
+    ]
+
+
+def test_a_paced_run_stays_within_the_output_tokens_budget(project, fake):
+    # each request reserves max_tokens (300) at admission: 3 fit in the bucket of 1,000, so the
+    # first window of 8, sent before any reply, has 5 refused; after that, none
+    _project(project, fake, ini="batchgen_max_tokens = 300\n")
+    fake.limits = RateLimits(requests=1_000, input_tokens=10_000_000, output_tokens=1_000, window=0.5)
+
+    result = project.run("--batch-concurrency", "16")
+
+    assert result.ret == 0, result.stdout.str()
+    assert fake.limited <= 5
+    assert _refused_after_the_first_window(fake) == []
+    assert len(fake.admitted) == 16
+    assert set(project.statuses().values()) == {"complete"}
+
+
+def test_the_same_run_without_pacing_is_refused(project, fake):
+    """The counterpart of the two tests above: what they count can be more than zero."""
+    _project(project, fake)
+    fake.limits = RateLimits(requests=8, input_tokens=10_000_000, output_tokens=10_000_000, window=1.0)
+
+    project.run("--batch-concurrency", "16", "--batch-no-pacing")
+
+    assert fake.limited > 0
+
+
+def test_after_a_429_the_run_backs_off_and_every_row_completes(project, fake):
+    # a bucket smaller than the first window: the first replies are 429s (with the headers),
+    # which the SDK retries once the pacer lets them go
+    _project(project, fake, latency=0.1)
+    fake.limits = RateLimits(requests=5, input_tokens=10_000_000, output_tokens=10_000_000, window=1.0)
+
+    result = project.run("--batch-concurrency", "16")
+
+    assert result.ret == 0, result.stdout.str()
+    assert set(project.statuses().values()) == {"complete"}
+    assert 0 < fake.limited <= 3  # the first window of 8, less the 5 that fit
+    assert _refused_after_the_first_window(fake) == []
+    assert len(fake.admitted) == 16
