@@ -66,7 +66,9 @@ def run(cmd: list[str], cwd: Path) -> tuple[float, str, int]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     # this tree's plugin, whatever the editable install points at
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "CI": "true", "PYTHONPATH": path})
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "CI": "true", "PYTHONPATH": path}
+    )
     elapsed = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if proc.returncode not in (0,):
@@ -150,7 +152,11 @@ def main() -> None:
         )
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         took = min(
-            float(subprocess.run([sys.executable, "-c", probe], cwd=folder, env=env, capture_output=True, text=True, check=True).stdout)
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", probe], cwd=folder, env=env, capture_output=True, text=True, check=True
+                ).stdout
+            )
             for _ in range(3)
         )
         print(f"RATIO cold parse of a {args.big}-row plan (s): {took:.2f} (target <= 1.0)")

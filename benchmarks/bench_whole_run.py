@@ -60,7 +60,7 @@ PROMPTFOO_VERSION = "0.118.17"
 PROMPTFOO_CACHE = Path(os.environ.get("BATCHGEN_BENCH_CACHE", Path.home() / ".cache" / "pytest-batchgen-bench"))
 
 #: the bare script: the same client, the same request shape, one file per reply
-BARE = r'''
+BARE = r"""
 import asyncio, sys
 from pathlib import Path
 import anthropic
@@ -84,7 +84,7 @@ async def main(rows: int, concurrency: int, out: Path, system: str) -> None:
     await client.close()
 
 asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]).read_text()))
-'''
+"""
 
 
 @dataclass
@@ -236,7 +236,10 @@ def promptfoo_config(folder: Path, rows: int, base_url: str) -> Path:
         ],
         "defaultTest": {
             "assert": [
-                {"type": "javascript", "value": "/^term:/m.test(output) && /^category:/m.test(output) && /^tags: \\[[^,\\]]+,[^\\]]+\\]/m.test(output)"},
+                {
+                    "type": "javascript",
+                    "value": "/^term:/m.test(output) && /^category:/m.test(output) && /^tags: \\[[^,\\]]+,[^\\]]+\\]/m.test(output)",
+                },
                 {"type": "javascript", "value": "/^category: (Alpha|Beta)\\s*$/m.test(output)"},
                 {"type": "regex", "value": "## Definition[\\s\\S]*## Details"},
             ]
@@ -265,8 +268,19 @@ def promptfoo(rows: int, concurrency: int, latency: float) -> Timing:
             "PROMPTFOO_DISABLE_SHARING": "1",
             "NO_COLOR": "1",
         }
-        cmd = [str(cli), "eval", "-c", str(config), "-j", str(concurrency), "--no-cache", "--no-progress-bar",
-               "--no-table", "-o", str(folder / "results.json")]
+        cmd = [
+            str(cli),
+            "eval",
+            "-c",
+            str(config),
+            "-j",
+            str(concurrency),
+            "--no-cache",
+            "--no-progress-bar",
+            "--no-table",
+            "-o",
+            str(folder / "results.json"),
+        ]
         try:
             start, wall, peak, text = run_process(cmd, folder, env)
         except SystemExit as exc:
@@ -289,8 +303,11 @@ def replay_vs_validate(rows: int) -> tuple[Timing, Timing]:
         write_plan(folder, rows)
         with FakeAnthropic() as server:
             server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
-            run_process(pytest_cmd("--batch-plan", "plan.md", "--batch-concurrency", "16", "--rootdir", tmp),
-                        folder, base_env(server))
+            run_process(
+                pytest_cmd("--batch-plan", "plan.md", "--batch-concurrency", "16", "--rootdir", tmp),
+                folder,
+                base_env(server),
+            )
         offline = offline_env()
         for i in range(rows):
             (folder / "out" / f"term-{i}.md").unlink()
@@ -347,7 +364,10 @@ def main() -> None:
     if "peer" in only:
         n, lat, c = args.peer_rows, args.peer_latency, args.peer_concurrency
         mine = best(ours, args.repeat, n, c, lat)
-        print(f"peer: {n} rows, {lat:g}s latency, concurrency {c}: ours {mine.wall:.2f}s (first request at {mine.first_request:.2f}s)", flush=True)
+        print(
+            f"peer: {n} rows, {lat:g}s latency, concurrency {c}: ours {mine.wall:.2f}s (first request at {mine.first_request:.2f}s)",
+            flush=True,
+        )
         theirs = best(promptfoo, args.repeat, n, c, lat)
         if theirs.note:
             print(f"peer: {theirs.note}; ours alone: {mine.wall:.2f}s")
@@ -375,7 +395,11 @@ def main() -> None:
             extra = mine.wall - ref.wall
             # the marginal cost of a row: the extra time's growth since the previous size
             # (the fixed part, pytest's start and end, cancels out)
-            marginal = f", marginal {(extra - previous[1]) / (n - previous[0]) * 1000:.1f} ms/row since {previous[0]}" if previous else ""
+            marginal = (
+                f", marginal {(extra - previous[1]) / (n - previous[0]) * 1000:.1f} ms/row since {previous[0]}"
+                if previous
+                else ""
+            )
             print(
                 f"overhead: {n} rows, c=8: ours {mine.wall:.2f}s, bare {ref.wall:.2f}s, "
                 f"(ours - bare) / rows {extra / n * 1000:.1f} ms{marginal} (should stay flat)",

@@ -22,6 +22,7 @@ results and the progress counters), so items, xdist and reports do not know whic
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import datetime as _dt
 import json
@@ -264,17 +265,17 @@ class BatchDispatcher:
             self._run()
         except BaseException as exc:  # never leave a test waiting forever
             # a user's problem (an unreadable journal) as itself; anything else names its type
-            error = str(exc) if isinstance(exc, BatchgenError) else f"batch dispatcher stopped: {type(exc).__name__}: {exc}"
+            error = (
+                str(exc) if isinstance(exc, BatchgenError) else f"batch dispatcher stopped: {type(exc).__name__}: {exc}"
+            )
             for key, fut in self._futures.items():
                 if not fut.done():
                     fut.set_result(RowResult(key, Outcome.ERROR, error=error))
         finally:
             self._pool.shutdown(wait=True)
             if self._client is not None:
-                try:
+                with contextlib.suppress(Exception):  # best effort: the results are already filed
                     self._client.close()
-                except Exception:
-                    pass
             self._finished.set()
 
     @property
@@ -287,7 +288,9 @@ class BatchDispatcher:
         key = str(run.plan.path)
         journal = self._journals.get(key)
         if journal is None:
-            journal = self._journals[key] = Journal.load(journal_path(run.plan.path.parent / "cassettes" / run.plan.name))
+            journal = self._journals[key] = Journal.load(
+                journal_path(run.plan.path.parent / "cassettes" / run.plan.name)
+            )
         return journal
 
     def _run(self) -> None:
@@ -453,7 +456,7 @@ class BatchDispatcher:
                 f"a request's worst case at the batch price did not fit in --batch-max-cost ${self.max_cost:g}"
             )
             if st.attempt in st.result.attempts:
-                st.result.attempts.remove(st.attempt)  # type: ignore[arg-type]
+                st.result.attempts.remove(st.attempt)
             st.result.budget_skipped = not st.result.attempts
             self._end(
                 st,
@@ -552,8 +555,12 @@ class BatchDispatcher:
                 except anthropic.APIError as exc:
                     failures[entry.local] = failures.get(entry.local, 0) + 1
                     if failures[entry.local] >= MAX_POLL_FAILURES:
-                        self._fail_waiting(journal, entry, f"polling batch {entry.id} failed {MAX_POLL_FAILURES} times: {exc}; "
-                                           f"it stays in the journal, rerun to collect it: {self.resume_command}")
+                        self._fail_waiting(
+                            journal,
+                            entry,
+                            f"polling batch {entry.id} failed {MAX_POLL_FAILURES} times: {exc}; "
+                            f"it stays in the journal, rerun to collect it: {self.resume_command}",
+                        )
                         live.remove((journal, entry))
                     continue
                 failures.pop(entry.local, None)
@@ -566,9 +573,13 @@ class BatchDispatcher:
                         # the stream broke: what was filed stays filed; the rest is read again
                         failures[entry.local] = failures.get(entry.local, 0) + 1
                         if failures[entry.local] >= MAX_POLL_FAILURES:
-                            self._fail_waiting(journal, entry, f"reading the results of batch {entry.id} failed "
-                                               f"{MAX_POLL_FAILURES} times: {exc}; it stays in the journal, rerun to "
-                                               f"collect it: {self.resume_command}")
+                            self._fail_waiting(
+                                journal,
+                                entry,
+                                f"reading the results of batch {entry.id} failed "
+                                f"{MAX_POLL_FAILURES} times: {exc}; it stays in the journal, rerun to "
+                                f"collect it: {self.resume_command}",
+                            )
                             live.remove((journal, entry))
                         continue
                     live.remove((journal, entry))
@@ -708,9 +719,18 @@ class BatchDispatcher:
         with self._lock:
             self.spent += attempt.cost
             self.replies += 1
-            self.tokens += usage.input_tokens + usage.output_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+            self.tokens += (
+                usage.input_tokens
+                + usage.output_tokens
+                + usage.cache_creation_input_tokens
+                + usage.cache_read_input_tokens
+            )
         text = normalise_output(
-            "".join(b.get("text", "") or "" for b in message.get("content") or [] if isinstance(b, dict) and b.get("type") == "text")
+            "".join(
+                b.get("text", "") or ""
+                for b in message.get("content") or []
+                if isinstance(b, dict) and b.get("type") == "text"
+            )
         )
         if attempt.stop_reason == "refusal":
             attempt.error = "the model refused to write this output"
@@ -739,7 +759,10 @@ class BatchDispatcher:
         if len(st.result.attempts) < self.max_attempts:
             st.history += [
                 {"role": "assistant", "content": text.rstrip("\n")},
-                {"role": "user", "content": repair_message([(r.name, r.item.text, _repair_text(f)) for r, f in failures])},
+                {
+                    "role": "user",
+                    "content": repair_message([(r.name, r.item.text, _repair_text(f)) for r, f in failures]),
+                },
             ]
             st.params = None  # the repair request, in the next round
             return
@@ -765,7 +788,10 @@ class BatchDispatcher:
                 st.history, st.params, st.attempt = [], None, None
                 st.result = RowResult(st.key, Outcome.FAILED)
                 return
-            hint = f"replayed from {self.recorder.label(st.key)}; to generate it again: {self.recorder.retry_command(st.key)}"
+            hint = (
+                f"replayed from {self.recorder.label(st.key)}; "
+                f"to generate it again: {self.recorder.retry_command(st.key)}"
+            )
             error = "; ".join(filter(None, [error, hint]))
         self._end(st, outcome, error)
 
@@ -787,8 +813,8 @@ class BatchDispatcher:
                 except anthropic.APIError as exc:
                     failed.append(f"{entry.id} ({type(exc).__name__}: {exc})")
             self.resume_note = (
-                f"canceled {len(left) - len(failed)} Message Batch(es) (--batch-cancel); what they finished is collected "
-                f"by the next run: {self.resume_command}"
+                f"canceled {len(left) - len(failed)} Message Batch(es) (--batch-cancel); "
+                f"what they finished is collected by the next run: {self.resume_command}"
             ) + (f"; could not cancel {', '.join(failed)}" if failed else "")
             return
         ids = ", ".join(e.id for _, e in left if e.id)
@@ -798,7 +824,9 @@ class BatchDispatcher:
         )
 
 
-def make_batch_dispatcher(settings: Any, prices: PriceTable, jobs: Sequence[Job], recorder: Any, resume_command: str) -> BatchDispatcher:
+def make_batch_dispatcher(
+    settings: Any, prices: PriceTable, jobs: Sequence[Job], recorder: Any, resume_command: str
+) -> BatchDispatcher:
     """The batch dispatcher of ``--batch-api batches`` with the run's SDK client (sync: the
     thread polls and streams, nothing runs concurrently)."""
 
@@ -834,7 +862,9 @@ def dry_run_lines(rows: Sequence[tuple[PlanRun, Any]], prices: PriceTable, max_t
         params = prompt.params()
         wire = batch_params(params)
         job = Job(run, row)
-        st = RowState(job, prompt, run.output_path(row), run.output_path(row), RowResult(job.key, Outcome.SKIPPED), params=params)
+        st = RowState(
+            job, prompt, run.output_path(row), run.output_path(row), RowResult(job.key, Outcome.SKIPPED), params=params
+        )
         by_plan.setdefault(run.plan.rel(run.plan.path), []).append(st)
         first = len(by_plan[run.plan.rel(run.plan.path)]) == 1
         system = len(prompt.system) // 4

@@ -249,7 +249,9 @@ class ModelClient:
             miss = getattr(exc, "replay_miss", False)
             raise ModelCallError(type(exc).__name__, str(exc), replay_miss=miss) from None
         except ValueError as exc:  # a 2xx body the SDK could not parse (JSONDecodeError)
-            raise ModelCallError("InvalidReply", f"the API's reply is not a message: {type(exc).__name__}: {exc}") from None
+            raise ModelCallError(
+                "InvalidReply", f"the API's reply is not a message: {type(exc).__name__}: {exc}"
+            ) from None
         finally:
             current_call.reset(token)
         problem = _not_a_message(message)
@@ -258,7 +260,9 @@ class ModelClient:
             raise ModelCallError("InvalidReply", f"the API's reply is not a message: {problem}")
         if self.recorder is not None:
             await self.recorder.persist(info)  # on disk before the run goes on (written off the loop)
-        text = "".join(getattr(block, "text", "") or "" for block in message.content if getattr(block, "type", None) == "text")
+        text = "".join(
+            getattr(block, "text", "") or "" for block in message.content if getattr(block, "type", None) == "text"
+        )
         u = message.usage
         usage = Usage(
             u.input_tokens or 0,
@@ -266,10 +270,16 @@ class ModelClient:
             getattr(u, "cache_creation_input_tokens", 0) or 0,
             getattr(u, "cache_read_input_tokens", 0) or 0,
         )
-        tool_input = next((getattr(b, "input", None) for b in message.content if getattr(b, "type", None) == "tool_use"), None)
+        tool_input = next(
+            (getattr(b, "input", None) for b in message.content if getattr(b, "type", None) == "tool_use"), None
+        )
         return Completion(
-            text, message.stop_reason, usage, message.model,
-            replayed=info.live == 0 and info.replayed > 0, tool_input=tool_input,
+            text,
+            message.stop_reason,
+            usage,
+            message.model,
+            replayed=info.live == 0 and info.replayed > 0,
+            tool_input=tool_input,
         )
 
     def release(self, key: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,10 +42,8 @@ def _repair_text(failure: Failure) -> str:
 
 def _discard_draft(path: Path) -> None:
     path.unlink(missing_ok=True)
-    try:
+    with contextlib.suppress(OSError):
         path.parent.rmdir()  # only when empty
-    except OSError:
-        pass
 
 
 def _write_draft(run: PlanRun, row: Row, path: Path, text: str, check: bool) -> list[tuple[Any, Failure]]:
@@ -178,6 +177,7 @@ class Dispatcher:
         self.spent = 0.0
         self.tokens = 0
         self.replies = 0  # replies received, repairs included: tokens come with replies, not rows
+        self.note = ""  # more for the progress line (the batch dispatcher's request counts)
         self.budget_stopped = False
         #: spend outside this dispatcher that counts against max_cost (the judge's)
         self.extra_spent: Callable[[], float] = lambda: 0.0
@@ -227,7 +227,9 @@ class Dispatcher:
         except BaseException as exc:  # never leave a test waiting forever
             for key, fut in self._futures.items():
                 if not fut.done():
-                    fut.set_result(RowResult(key, Outcome.ERROR, error=f"dispatcher stopped: {type(exc).__name__}: {exc}"))
+                    fut.set_result(
+                        RowResult(key, Outcome.ERROR, error=f"dispatcher stopped: {type(exc).__name__}: {exc}")
+                    )
         finally:
             self._finished.set()
 

@@ -68,14 +68,17 @@ def compact_table(state: StateBlock, startLine: int, endLine: int, silent: bool)
             break
         token = state.push(ROW_TOKEN, "tr", 0)
         token.map = [line, line + 1]
-        token.meta = {"cells": tuple((mdTrim(c) if c else "") for c in cells[:columns]) + ("",) * (columns - len(cells))}
+        token.meta = {
+            "cells": tuple((mdTrim(c) if c else "") for c in cells[:columns]) + ("",) * (columns - len(cells))
+        }
         line += 1
     state.level -= 1
     state.parentType = old_parent
     state.tokens.append(close)
     close.level = state.level
-    if state.tokens[first].map is not None:
-        state.tokens[first].map[1] = line
+    first_map = state.tokens[first].map
+    if first_map is not None:
+        first_map[1] = line
     state.line = line
     return True
 

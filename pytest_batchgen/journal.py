@@ -85,7 +85,10 @@ class BatchEntry:
         return cls(
             local=str(data["local"]),
             created=str(data["created"]),
-            requests={str(k): RequestEntry(row=v["row"], digest=v["digest"], attempt=int(v.get("attempt", 1))) for k, v in data["requests"].items()},
+            requests={
+                str(k): RequestEntry(row=v["row"], digest=v["digest"], attempt=int(v.get("attempt", 1)))
+                for k, v in data["requests"].items()
+            },
             id=data.get("id"),
             reserved_usd=float(data.get("reserved_usd", 0.0)),
         )
@@ -159,7 +162,9 @@ class Journal:
         """The batch (and custom_id) that already carries this exact request of ``row``."""
         if self._index is None:  # rebuilt after each change: one lookup per row, not a scan
             self._index = {
-                (req["row"], req["digest"]): (entry, cid) for entry in reversed(self.entries) for cid, req in entry.requests.items()
+                (req["row"], req["digest"]): (entry, cid)
+                for entry in reversed(self.entries)
+                for cid, req in entry.requests.items()
             }
         return self._index.get((row, digest))
 

@@ -58,9 +58,10 @@ import contextvars
 import math
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any
 
 #: the three budgets, in the order they are reported
 KINDS = ("requests", "input_tokens", "output_tokens")
@@ -170,7 +171,7 @@ def parse_headers(headers: Mapping[str, str], now_wall: float | None = None) -> 
             continue
         raw_reset = lower.get(prefix + "reset")
         reset = parse_rfc3339(raw_reset) if raw_reset else None
-        precise = reset is not None and "." in raw_reset  # fractions of a second
+        precise = reset is not None and raw_reset is not None and "." in raw_reset  # fractions of a second
         budgets.append(Budget(kind, limit, min(remaining, limit), reset, precise))
     return RateLimitInfo(tuple(budgets), parse_retry_after(lower, now_wall))
 
@@ -195,8 +196,10 @@ def _text_chars(value: Any) -> int:
 
 def prompt_chars(params: Mapping[str, Any]) -> int:
     """The prompt's characters: tools, system and every message."""
-    return _text_chars(params.get("tools") or []) + _text_chars(params.get("system") or "") + _text_chars(
-        params.get("messages") or []
+    return (
+        _text_chars(params.get("tools") or [])
+        + _text_chars(params.get("system") or "")
+        + _text_chars(params.get("messages") or [])
     )
 
 
@@ -269,7 +272,7 @@ class Bucket:
         self.level, self.at = min(level, budget.remaining), now
 
     @classmethod
-    def from_budget(cls, budget: Budget, now: float, now_wall: float) -> "Bucket":
+    def from_budget(cls, budget: Budget, now: float, now_wall: float) -> Bucket:
         bucket = cls(budget.limit, budget.limit / 60.0, budget.remaining, now)
         bucket.sync(budget, now, now_wall)
         return bucket
@@ -282,7 +285,7 @@ class Slot:
     """One admitted request: :meth:`settle` it with the reply's usage, or leave it unsettled
     (an error) and its cost is refunded when the slot is released."""
 
-    def __init__(self, pacer: "Pacer", cost: Cost, charged: frozenset[str] | None) -> None:
+    def __init__(self, pacer: Pacer, cost: Cost, charged: frozenset[str] | None) -> None:
         self.pacer = pacer
         self.cost = cost
         #: the budgets the request was charged to (those known when it left); None: not admitted
@@ -372,7 +375,12 @@ class Pacer:
         return frozenset(self.buckets)
 
     def settle(
-        self, cost: Cost, usage: Any, replayed: bool, charged: frozenset[str] = frozenset(KINDS), now: float | None = None
+        self,
+        cost: Cost,
+        usage: Any,
+        replayed: bool,
+        charged: frozenset[str] = frozenset(KINDS),
+        now: float | None = None,
     ) -> None:
         """A reply came: give back what it did not use (all of it when it was replayed), learn
         the input ratio from live usage, and widen the window."""

@@ -148,9 +148,10 @@ def scan(text: str) -> tuple[Section, ...]:
         if tok.type == "paragraph_open" and tok.level == 0:
             inline = tokens[i + 1]
             # split as markdown-it counted (str.splitlines also breaks on \f, \x1c, \u2028...)
+            first_line = tok.map[0] + 1 if tok.map else 0
             for offset, line in enumerate(inline.content.split("\n")):
                 if line.strip():
-                    current["paragraphs"].append(ListItem(line.strip(), tok.map[0] + 1 + offset))
+                    current["paragraphs"].append(ListItem(line.strip(), first_line + offset))
         i += 1
     return tuple(
         Section(
@@ -188,7 +189,8 @@ def _read_list_item(tokens: list[Token], i: int, out: list[ListItem]) -> int:
 
 
 def _read_table(tokens: list[Token], i: int) -> tuple[Table, int]:
-    table_line = tokens[i].map[0] + 1 if tokens[i].map else 0
+    table_map = tokens[i].map
+    table_line = table_map[0] + 1 if table_map else 0
     nested = tokens[i].level > 0
     header: list[str] = []
     rows: list[TableRow] = []
@@ -506,7 +508,9 @@ def load_plan(
             ref_item.line,
         ) from None
     except OSError as exc:
-        raise PlanError(f"format reference {ref_item.text!r} cannot be read: {exc.strerror or exc}", plan_path, ref_item.line) from None
+        raise PlanError(
+            f"format reference {ref_item.text!r} cannot be read: {exc.strerror or exc}", plan_path, ref_item.line
+        ) from None
 
     alias_map = {k.lower(): v for k, v in DEFAULT_MODELS.items()}
     alias_map.update({k.lower(): v for k, v in (models or {}).items()})
@@ -536,8 +540,7 @@ def load_plan(
         phases.append(_read_phase(tables[id(s)], plan_path, output_dir, alias_map, default_model, seen))
     if not phases:
         raise PlanError(
-            "plan has no phase table; add a '## Phase 1' section with a table of "
-            "Title | Filename | Model | Status",
+            "plan has no phase table; add a '## Phase 1' section with a table of Title | Filename | Model | Status",
             plan_path,
         )
 
@@ -643,7 +646,7 @@ def _read_phase(
     for tr in table.rows:
         cells = tuple(tr.cells) + ("",) * (len(header) - len(tr.cells))
 
-        def cell(name: str) -> str:
+        def cell(name: str, cells: tuple[str, ...] = cells) -> str:
             return _unquote(cells[col[name]])
 
         filename = cell("filename")
@@ -686,7 +689,7 @@ def _read_phase(
                 model_cell=model_cell,
                 model=model,
                 status=status,
-                columns=MappingProxyType({h: _unquote(c) for h, c in zip(header, cells)}),
+                columns=MappingProxyType({h: _unquote(c) for h, c in zip(header, cells, strict=False)}),
             )
         )
     return Phase(number=number, title=section.title, line=section.line, header=header, rows=tuple(rows))
@@ -728,7 +731,9 @@ def _check_filename(
             plan_path,
             line,
         )
-    target = _resolve_below(output_dir, pure, f"filename {filename!r}", plan_path, line, {} if parents is None else parents)
+    target = _resolve_below(
+        output_dir, pure, f"filename {filename!r}", plan_path, line, {} if parents is None else parents
+    )
     if target != output_dir and output_dir not in target.parents:
         raise PlanError(
             f"filename {filename!r} leaves the output directory {output_dir}; "

@@ -2,18 +2,19 @@
 
 vcrpy's ``use_cassette`` patches HTTP globally, so overlapping contexts in concurrent
 coroutines would all write into one cassette. Instead the run has one recorder and one
-transport under the SDK's HTTP client; each request carries its row (a context variable set
-by :class:`~pytest_batchgen.client.ModelClient`), and the transport plays or records it
-through that row's own vcrpy :class:`~vcr.cassette.Cassette`. vcrpy still does what it is
-good at: record modes, matching, serialisation and filtering.
+transport under the SDK's HTTP client; each request carries its row (a context variable set by
+:class:`~pytest_batchgen.client.ModelClient`), and the transport plays or records it through
+that row's own vcrpy :class:`~vcr.cassette.Cassette`. vcrpy still does what it is good at:
+record modes, matching, serialisation and filtering.
 
-Every reply the SDK parsed into a message is saved to its cassette before the run goes on
-(the client awaits :meth:`Recorder.persist` right after the parse: the row waits for its save,
-which runs on a writer thread, so the event loop keeps the other requests moving while the
-YAML is dumped and fsynced), so a crash never makes the user pay for that reply twice; a 2xx reply that is not a message (malformed JSON, an HTML page, a wrong schema) is
-never saved, so it cannot be replayed forever. Cassettes are loaded before any request: a
-corrupt one is a clear error naming the file, or, in a mode that may record and with a key, is
-set aside as ``<name>.corrupt`` and recorded again.
+Every reply the SDK parsed into a message is saved to its cassette before the run goes on (the
+client awaits :meth:`Recorder.persist` right after the parse: the row waits for its save, which
+runs on a writer thread, so the event loop keeps the other requests moving while the YAML is
+dumped and fsynced), so a crash never makes the user pay for that reply twice; a 2xx reply that
+is not a message (malformed JSON, an HTML page, a wrong schema) is never saved, so it cannot be
+replayed forever. Cassettes are loaded before any request: a corrupt one is a clear error
+naming the file, or, in a mode that may record and with a key, is set aside as
+``<name>.corrupt`` and recorded again.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import concurrent.futures
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import yaml
@@ -99,8 +100,8 @@ def read_cassette(path: Path, serializer: Any) -> tuple[list, list]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise CorruptCassette(path, f"is not UTF-8 (line {line}, byte {exc.start})") from None
+        bad_line = raw[: exc.start].count(b"\n") + 1
+        raise CorruptCassette(path, f"is not UTF-8 (line {bad_line}, byte {exc.start})") from None
     for number, line in enumerate(text.splitlines(), 1):
         if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line.rstrip() == "=======":
             raise CorruptCassette(path, f"has a merge-conflict marker at line {number}") from None
@@ -200,8 +201,8 @@ class Recorder:
             return c
 
     def release(self, key: str) -> None:
-        """Forget a finished row's cassette (it is on disk): a run of 100,000 rows need not hold
-        every recorded request in memory. Used by the batch dispatcher."""
+        """Forget a finished row's cassette (it is on disk; a later request of the row would load
+        it again): a run of 100,000 rows need not hold every recorded request in memory."""
         with self._lock:
             self._cassettes.pop(key, None)
 
@@ -335,11 +336,6 @@ class Recorder:
             return None
         return data if is_message_body(data) else None
 
-    def release(self, key: str) -> None:
-        """The row ended: drop its cassette from memory (a row's later request would load it again)."""
-        with self._lock:
-            self._cassettes.pop(key, None)
-
     def miss_message(self, key: str, cassette: Cassette, body: bytes) -> str:
         path = self.label(key)
         if not cassette.data:  # vcrpy internal attribute (9.4.2): the loaded (request, response) pairs
@@ -392,7 +388,7 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
         broken = self.recorder.corrupt_message(call.key)
         if broken:
             raise ReplayMiss(broken)
-        body = b"".join([part async for part in request.stream])
+        body = b"".join([part async for part in cast(AsyncIterable[bytes], request.stream)])
         request.stream = httpx2.ByteStream(body)
         cassette = self.recorder.cassette(call.key)
         vreq = VcrRequest(request.method, str(request.url), body, dict(request.headers))
@@ -402,7 +398,7 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
         if cassette.write_protected or self.recorder.live_refusal:
             raise ReplayMiss(self.recorder.miss_message(call.key, cassette, body))
         response = await self.inner.handle_async_request(request)
-        content = b"".join([part async for part in response.stream])
+        content = b"".join([part async for part in cast(AsyncIterable[bytes], response.stream)])
         await response.aclose()
         call.live += 1
         replay = httpx2.Response(

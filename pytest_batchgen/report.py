@@ -60,7 +60,9 @@ class RowReport:
 
     @property
     def replay_saved(self) -> float:
-        return sum(a.would_cost for a in [*self.attempts, *self.judge] if a.replayed)
+        return sum(a.would_cost for a in self.attempts if a.replayed) + sum(
+            j.would_cost for j in self.judge if j.replayed
+        )
 
 
 def build_rows(
@@ -161,8 +163,7 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
     for r in reports:
         gen = r.generation
         attempts = str(len(r.attempts)) if gen is not None else "-"
-        calls = [*r.attempts, *r.judge]
-        if calls and all(a.replayed for a in calls):
+        if (r.attempts or r.judge) and all(a.replayed for a in r.attempts) and all(j.replayed for j in r.judge):
             cost = "replayed"
         elif gen is not None and gen.outcome == Outcome.SKIPPED:
             cost = "skipped"
@@ -182,7 +183,9 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
             )
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1] for row in table]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in table
+    ]
     t = totals(reports, prices)
     lines.append(
         f"total: {t.rows} rows, {t.complete} complete, {t.failed} failed; {t.attempts} calls "
@@ -209,7 +212,11 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
 
 
 def json_report(
-    reports: Sequence[RowReport], prices: PriceTable, *, meta: Mapping[str, Any], budget_note: str = "",
+    reports: Sequence[RowReport],
+    prices: PriceTable,
+    *,
+    meta: Mapping[str, Any],
+    budget_note: str = "",
     judged: bool = False,
 ) -> dict[str, Any]:
     """The ``--batch-report`` document (schema ``pytest-batchgen-report``, version 1).
@@ -279,7 +286,8 @@ def json_report(
             "calls": t.attempts,
             "calls_live": t.live,
             "calls_replayed": t.replayed,
-            "all_replayed": bool(t.attempts + t.judge_calls) and t.replayed + t.judge_replayed == t.attempts + t.judge_calls,
+            "all_replayed": bool(t.attempts + t.judge_calls)
+            and t.replayed + t.judge_replayed == t.attempts + t.judge_calls,
             "usage": t.usage.as_dict(),
             "cost_usd": round(t.cost, 6),
             "replay_saved_usd": round(t.replay_saved, 6),
@@ -363,7 +371,7 @@ class Progress:
         return (
             f"[batchgen] {d.done}/{total} rows done, {d.in_flight} in flight{pacing}, {d.failed} failed; "
             f"{d.replies} {'reply' if d.replies == 1 else 'replies'}, {d.tokens:,} tokens, ${d.spent:.4f} so far"
-        ) + (f"; {d.note}" if getattr(d, "note", "") else "")  # batch mode: request_counts
+        ) + (f"; {d.note}" if d.note else "")  # batch mode: request_counts
 
     def update(self, dispatcher: Dispatcher) -> None:
         if self.finished:
@@ -377,11 +385,12 @@ class Progress:
             if text != self._last_text:
                 self._rewrite(text)
                 self._last_text = text
-        elif done or now - self._last >= self.plain_every or dispatcher.done - self._last_done >= step:
-            if text != self._last_text:
-                self._write(text)
-                self._last = now
-                self._last_text = text
-                self._last_done = dispatcher.done
+        elif (
+            done or now - self._last >= self.plain_every or dispatcher.done - self._last_done >= step
+        ) and text != self._last_text:
+            self._write(text)
+            self._last = now
+            self._last_text = text
+            self._last_done = dispatcher.done
         if done:
             self.finished = True
