@@ -318,7 +318,7 @@ def test_the_progress_line_says_which_limit_paces_the_run():
     clock = Clock()
     p = Pacer(8, clock=clock, wall=clock.wall)
     p.paced_by = "output_tokens"
-    d = SimpleNamespace(jobs=[1, 2, 3], done=1, in_flight=2, failed=0, tokens=10, spent=0.0, replies=1, pacer=p)
+    d = SimpleNamespace(jobs=[1, 2, 3], done=1, in_flight=2, failed=0, tokens=10, spent=0.0, replies=1, note="", pacer=p)
     assert Progress.text(d) == (
         "[batchgen] 1/3 rows done, 2 in flight (paced by output tokens/min), 0 failed; "
         "1 reply, 10 tokens, $0.0000 so far"

@@ -454,6 +454,7 @@ def dispatcher(done=0, total=3, in_flight=0, failed=0, tokens=0, spent=0.0, repl
         tokens=tokens,
         spent=spent,
         replies=replies,
+        note="",
     )
 
 
