@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import Usage
-from .dispatch import Attempt, Job, RowResult, _discard_draft, _repair_text
+from .dispatch import Attempt, BackgroundDispatch, Job, RowResult, _discard_draft, _repair_text
 from .errors import BatchgenError
 from .fsutil import atomic_write
 from .journal import (
@@ -52,7 +52,6 @@ from .prompts import (
     build_prompt,
     normalise_output,
     repair_message,
-    shared_prefix,
 )
 from .run import PlanRun
 
@@ -167,8 +166,11 @@ def split_batches(rows: Sequence[RowState]) -> list[list[tuple[RowState, dict[st
     return [c for c in chunks if c]
 
 
-class BatchDispatcher:
-    """Generates ``jobs`` through Message Batches in a background thread."""
+class BatchDispatcher(BackgroundDispatch):
+    """Generates ``jobs`` through Message Batches in a background thread.
+
+    :meth:`cancel` stops waiting and sends nothing more; the batches out keep running (they
+    are paid for) and stay in the journal, unless ``--batch-cancel`` asked to cancel them."""
 
     def __init__(
         self,
@@ -186,7 +188,7 @@ class BatchDispatcher:
         resume_command: str = "",
         workers: int = 8,
     ) -> None:
-        self.jobs = list(jobs)
+        super().__init__(jobs, thread_name="batchgen-batches")
         self.workers = max(1, workers)
         self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="batchgen-results")
         self._lock = threading.Lock()
@@ -201,62 +203,14 @@ class BatchDispatcher:
         self.poll_max = max(poll_max, poll_start)
         self.cancel_on_stop = cancel_on_stop
         self.resume_command = resume_command
-        self._futures: dict[str, concurrent.futures.Future[RowResult]] = {
-            j.key: concurrent.futures.Future() for j in self.jobs
-        }
-        self._thread: threading.Thread | None = None
-        self._finished = threading.Event()
-        self._stop = threading.Event()
-        self.stop_reason = ""
-        self._prefixes: dict[str, str] = {}
         self._journals: dict[str, Journal] = {}
         self._states: dict[str, RowState] = {}
-        self.in_flight = 0
-        self.done = 0
-        self.failed = 0
-        self.spent = 0.0
-        self.tokens = 0
-        self.replies = 0  # results read, repairs included (the progress line counts them apart from rows)
         self.reserved = 0.0  # worst case of the batches out, not yet collected
         self._reserved_for: set[str] = set()  # journal entries whose reservation is counted
-        self.budget_stopped = False
-        #: the batches' request_counts, for the progress line
-        self.note = ""
         #: said at the end when batches were left running (Ctrl-C): how to collect them
         self.resume_note = ""
         self.batches_created: list[str] = []
         self.orphans = 0
-
-    # -- the Dispatcher interface -------------------------------------------------------------
-
-    def cancel(self, reason: str) -> None:
-        """Stop waiting and send nothing more. The batches out keep running (they are paid
-        for) and stay in the journal, unless ``--batch-cancel`` asked to cancel them."""
-        if not self._stop.is_set():
-            self.stop_reason = reason
-            self._stop.set()
-
-    def start(self) -> None:
-        if not self.jobs or self._thread is not None:
-            return
-        for job in self.jobs:
-            self._prefixes.setdefault(str(job.run.plan.path), shared_prefix(job.run.plan))
-        self._thread = threading.Thread(target=self._main, name="batchgen-batches", daemon=True)
-        self._thread.start()
-
-    def result(self, key: str, timeout: float | None = None) -> RowResult | None:
-        fut = self._futures.get(key)
-        if fut is None:
-            return None
-        return fut.result(timeout)
-
-    def join(self, timeout: float | None = None) -> bool:
-        if self._thread is None:
-            return True
-        return self._finished.wait(timeout)
-
-    def results(self) -> dict[str, RowResult]:
-        return {k: f.result() for k, f in self._futures.items() if f.done() and not f.exception()}
 
     # -- the thread ---------------------------------------------------------------------------
 

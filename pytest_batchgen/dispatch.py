@@ -141,39 +141,26 @@ class CompletionClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-class Dispatcher:
-    """Generates ``jobs`` in a background thread; :meth:`result` waits for one row."""
+class BackgroundDispatch:
+    """What every dispatcher shares: its rows' futures, the thread that generates them, the
+    counters of the progress line, and the start / wait / cancel interface that
+    :class:`~pytest_batchgen.generation.Generation` drives. Subclasses implement ``_main``
+    (run in the thread; every future must be set when it returns)."""
 
-    def __init__(
-        self,
-        jobs: Sequence[Job],
-        client_factory: Callable[[], CompletionClient],
-        *,
-        concurrency: int = 8,
-        max_attempts: int = 2,
-        max_tokens: int = 8192,
-        cost: Callable[[str, Usage], float] | None = None,
-        max_cost: float | None = None,
-        pacer: Pacer | None = None,
-    ) -> None:
+    def __init__(self, jobs: Sequence[Job], *, thread_name: str) -> None:
         self.jobs = list(jobs)
-        self._client_factory = client_factory
-        self.concurrency = max(1, concurrency)
-        self.max_attempts = max(1, max_attempts)
-        self.max_tokens = max_tokens
+        self._thread_name = thread_name
         self._futures: dict[str, concurrent.futures.Future[RowResult]] = {
             j.key: concurrent.futures.Future() for j in self.jobs
         }
         self._thread: threading.Thread | None = None
         self._finished = threading.Event()
+        self._stop = threading.Event()
+        self.stop_reason = ""
         self._prefixes: dict[str, str] = {}
         self.in_flight = 0
         self.done = 0
         self.failed = 0
-        self._stop = threading.Event()
-        self.stop_reason = ""
-        self._cost = cost or (lambda model, usage: 0.0)
-        self.max_cost = max_cost
         self.spent = 0.0
         self.tokens = 0
         self.replies = 0  # replies received, repairs included: tokens come with replies, not rows
@@ -181,12 +168,10 @@ class Dispatcher:
         self.budget_stopped = False
         #: spend outside this dispatcher that counts against max_cost (the judge's)
         self.extra_spent: Callable[[], float] = lambda: 0.0
-        #: the gate of every request: the account's rate limits and at most ``concurrency`` in flight
-        self.pacer = pacer or Pacer(self.concurrency, enabled=False)
 
     def cancel(self, reason: str) -> None:
-        """Send no new request (rows not yet sent end as ``skipped``); requests in flight finish
-        and are recorded, so what was paid for is kept."""
+        """Send nothing more (rows not yet sent end as ``skipped``); what is in flight finishes
+        and is recorded, so what was paid for is kept."""
         if not self._stop.is_set():
             self.stop_reason = reason
             self._stop.set()
@@ -196,8 +181,11 @@ class Dispatcher:
             return
         for job in self.jobs:  # read the shared prefix once per plan, in this thread
             self._prefixes.setdefault(str(job.run.plan.path), shared_prefix(job.run.plan))
-        self._thread = threading.Thread(target=self._main, name="batchgen-dispatch", daemon=True)
+        self._thread = threading.Thread(target=self._main, name=self._thread_name, daemon=True)
         self._thread.start()
+
+    def _main(self) -> None:
+        raise NotImplementedError
 
     def result(self, key: str, timeout: float | None = None) -> RowResult | None:
         fut = self._futures.get(key)
@@ -218,6 +206,32 @@ class Dispatcher:
 
     def results(self) -> dict[str, RowResult]:
         return {k: f.result() for k, f in self._futures.items() if f.done() and not f.exception()}
+
+
+class Dispatcher(BackgroundDispatch):
+    """Generates ``jobs`` in a background thread; :meth:`result` waits for one row."""
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        client_factory: Callable[[], CompletionClient],
+        *,
+        concurrency: int = 8,
+        max_attempts: int = 2,
+        max_tokens: int = 8192,
+        cost: Callable[[str, Usage], float] | None = None,
+        max_cost: float | None = None,
+        pacer: Pacer | None = None,
+    ) -> None:
+        super().__init__(jobs, thread_name="batchgen-dispatch")
+        self._client_factory = client_factory
+        self.concurrency = max(1, concurrency)
+        self.max_attempts = max(1, max_attempts)
+        self.max_tokens = max_tokens
+        self._cost = cost or (lambda model, usage: 0.0)
+        self.max_cost = max_cost
+        #: the gate of every request: the account's rate limits and at most ``concurrency`` in flight
+        self.pacer = pacer or Pacer(self.concurrency, enabled=False)
 
     # -- the loop ------------------------------------------------------------------------------
 

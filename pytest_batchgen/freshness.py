@@ -74,17 +74,23 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def read_recording(path: Path) -> Recording | None:
-    """The row's recording; None when there is none (no file, or a blank one).
-
-    Raises :class:`UnreadableRecording` for a file that is there but cannot be used."""
+def _raw(path: Path) -> bytes | None:
+    """A recording's bytes; None when there is none (no file, or a blank one)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise UnreadableRecording(f"cannot be read: {exc.strerror}") from None
-    if not raw.strip():
+    return raw if raw.strip() else None
+
+
+def read_recording(path: Path) -> Recording | None:
+    """The row's recording; None when there is none (no file, or a blank one).
+
+    Raises :class:`UnreadableRecording` for a file that is there but cannot be used."""
+    raw = _raw(path)
+    if raw is None:
         return None
     try:
         data = yaml.load(raw, Loader=_Loader)
@@ -167,13 +173,8 @@ def read_first_request(path: Path) -> dict[str, Any] | None:
 
     None when there is no recording; :class:`UnreadableRecording` when the file cannot be used
     (anything unusual is read in full by :func:`read_recording`, which says why)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise UnreadableRecording(f"cannot be read: {exc.strerror}") from None
-    if not raw.strip():
+    raw = _raw(path)
+    if raw is None:
         return None
     try:
         body = _first_body_event(raw)
