@@ -40,10 +40,12 @@ Some details.
 """
 
 
-def write_plan(folder: Path, rows: int) -> None:
-    (folder / "out").mkdir()
+def write_plan(folder: Path, rows: int, status: str = "pending") -> None:
+    """The benchmarks' plan: ``rows`` rows of one phase, three rules, a short format reference
+    (shared by the benchmark scripts, so their figures are about the same work)."""
+    (folder / "out").mkdir(exist_ok=True)
     (folder / "out" / "reference.md").write_text(REFERENCE)
-    table = "\n".join(f"| Term {i} | term-{i}.md | haiku | pending |" for i in range(rows))
+    table = "\n".join(f"| Term {i} | term-{i}.md | haiku | {status} |" for i in range(rows))
     (folder / "plan.md").write_text(
         "## Format Reference\nout/reference.md\n\n## Output Directory\nout/\n\n"
         "## Content Rules\n- category must be one of: Alpha, Beta\n\n"

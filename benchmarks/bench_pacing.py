@@ -32,38 +32,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_generation import REFERENCE  # noqa: E402
+from bench_generation import write_plan as write_shared_plan  # noqa: E402
 from fakeapi import FakeAnthropic, RateLimits, Reply  # noqa: E402
-
-REFERENCE = """---
-term: Reference
-category: Alpha
-tags: [one, two]
----
-
-## Definition
-
-A reference entry.
-
-## Details
-
-Some details.
-"""
 
 MAX_TOKENS = 1024
 
 
 def write_plan(folder: Path, rows: int) -> None:
-    (folder / "out").mkdir()
-    (folder / "out" / "reference.md").write_text(REFERENCE)
-    table = "\n".join(f"| Term {i} | term-{i}.md | haiku | pending |" for i in range(rows))
-    (folder / "plan.md").write_text(
-        "## Format Reference\nout/reference.md\n\n## Output Directory\nout/\n\n"
-        "## Content Rules\n- category must be one of: Alpha, Beta\n\n"
-        "## Validation Checklist\n1. Front matter includes term, category and at least 2 tags\n"
-        "2. category is one of the values listed in Content Rules\n"
-        "3. Definition and Details sections present, in that order\n\n"
-        f"## Phase 1\n| Title | Filename | Model | Status |\n|---|---|---|---|\n{table}\n"
-    )
+    write_shared_plan(folder, rows)
     (folder / "pytest.ini").write_text(f"[pytest]\nbatchgen_max_tokens = {MAX_TOKENS}\n")
 
 

@@ -39,22 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_generation import REFERENCE, write_plan  # noqa: E402
 from fakeapi import FakeAnthropic, Reply  # noqa: E402
-
-REFERENCE = """---
-term: Reference
-category: Alpha
-tags: [one, two]
----
-
-## Definition
-
-A reference entry.
-
-## Details
-
-Some details.
-"""
 
 PROMPTFOO_VERSION = "0.118.17"
 PROMPTFOO_CACHE = Path(os.environ.get("BATCHGEN_BENCH_CACHE", Path.home() / ".cache" / "pytest-batchgen-bench"))
@@ -94,20 +80,6 @@ class Timing:
     span: float | None = None  # first request in to last reply out, at the server
     peak_mb: float | None = None
     note: str = ""
-
-
-def write_plan(folder: Path, rows: int, status: str = "pending") -> None:
-    (folder / "out").mkdir(exist_ok=True)
-    (folder / "out" / "reference.md").write_text(REFERENCE)
-    table = "\n".join(f"| Term {i} | term-{i}.md | haiku | {status} |" for i in range(rows))
-    (folder / "plan.md").write_text(
-        "## Format Reference\nout/reference.md\n\n## Output Directory\nout/\n\n"
-        "## Content Rules\n- category must be one of: Alpha, Beta\n\n"
-        "## Validation Checklist\n1. Front matter includes term, category and at least 2 tags\n"
-        "2. category is one of the values listed in Content Rules\n"
-        "3. Definition and Details sections present, in that order\n\n"
-        f"## Phase 1\n| Title | Filename | Model | Status |\n|---|---|---|---|\n{table}\n"
-    )
 
 
 def run_process(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int, str]:
