@@ -84,6 +84,9 @@ RECORD_MODES = ("none", "once", "new_episodes", "all")
 #: the api_key of a run without one: it never leaves the process (the recorder answers or refuses)
 NO_KEY_PLACEHOLDER = "replay-without-a-key"
 
+#: why a run without credentials can only replay (in replay-miss messages)
+NO_KEY_REFUSAL = "ANTHROPIC_API_KEY is not set, so this run can only replay"
+
 
 @dataclass
 class ClientSettings:
@@ -206,7 +209,7 @@ class ModelClient:
             # No credentials at all: recorded replies still replay, in every record mode that
             # replays; a request without a recording fails as a replay miss that names the
             # missing key (not the SDK's TypeError), and the placeholder never leaves the process.
-            recorder.live_refusal = "ANTHROPIC_API_KEY is not set, so this run can only replay"
+            recorder.live_refusal = NO_KEY_REFUSAL
             self._client = anthropic.AsyncAnthropic(api_key=NO_KEY_PLACEHOLDER, **options)
         if recorder is not None:
             recorder.load_all()  # before any request: a corrupt recording is named up front
@@ -218,11 +221,7 @@ class ModelClient:
 
     def retry_hint(self, key: str) -> str:
         """How to generate a row again whose replayed attempts ended in failure."""
-        if self.recorder is None:
-            return ""
-        r = self.recorder
-        why = f" ({r.live_refusal})" if r.live_refusal else f" (record mode {r.mode!r} replays it)"
-        return f"replayed from {r.label(key)}{why}; to generate it again: {r.retry_command(key)}"
+        return "" if self.recorder is None else self.recorder.retry_hint(key)
 
     async def complete(self, key: str, params: dict[str, Any]) -> Completion:
         if self.recorder is not None:  # replay fast path: the recorded reply, without the SDK

@@ -10,7 +10,8 @@ starting and waiting are written once. The SDK and vcrpy are imported only in
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Collection, Sequence
+import os
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,7 +22,7 @@ from .run import PlanRun
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .dispatch import Dispatcher, RowResult
+    from .dispatch import CompletionClient, Dispatcher, RowResult
     from .report import Progress
     from .state import BatchState
 
@@ -86,17 +87,23 @@ def make_dispatcher(
         from .batches import make_batch_dispatcher
 
         return make_batch_dispatcher(settings, prices, jobs, recorder, resume_command(settings))  # type: ignore[return-value]
-    client_settings = ClientSettings(
-        max_retries=settings.max_retries,
-        timeout=settings.timeout,
-        total=settings.total_timeout,
-        # replay needs no key; the placeholder never leaves this process (the recorder answers)
-        api_key=api_key or ("replay-without-a-key" if mode == "none" else None),
-    )
+    if mode == "none":  # replay only: no SDK, no httpx (issue 12)
+        from .recording import ReplayClient
+
+        has_key = bool(api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
+        client_factory: Callable[[], CompletionClient] = lambda: ReplayClient(recorder, has_key)  # noqa: E731
+    else:
+        client_settings = ClientSettings(
+            max_retries=settings.max_retries,
+            timeout=settings.timeout,
+            total=settings.total_timeout,
+            api_key=api_key,
+        )
+        client_factory = lambda: ModelClient(client_settings, recorder, pacer)  # noqa: E731
     pacer = Pacer(settings.concurrency, enabled=settings.pacing)
     return Dispatcher(
         jobs,
-        lambda: ModelClient(client_settings, recorder, pacer),
+        client_factory,
         concurrency=settings.concurrency,
         max_attempts=settings.max_attempts,
         max_tokens=settings.max_tokens,

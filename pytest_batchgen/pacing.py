@@ -33,11 +33,13 @@ the refill rate (learnt from replies that show a real deficit, since a reset rou
 second says little about a nearly full bucket; until then one limit per minute).
 
 Backoff: the number of requests in flight is an AIMD window, never above ``--batch-concurrency``.
-It starts at 8 (or the concurrency, if lower) before any reply is seen; it opens to the
-concurrency with the first good reply that carries the budgets (they gate every request from
-then on), or else grows by one per good reply (slow start); a 429 or 529 halves it, at most
-once per round trip, and after that it grows by one per window's worth of good replies. A 429 or 529
-with ``retry-after`` also holds every new request until then.
+The first window is the concurrency: the user said how many requests to keep in flight, and a
+smaller first wave would cost every run one whole generation's latency (seconds to a minute)
+to protect only accounts whose limit is below the concurrency. Those get a few 429s on the first
+wave, which the SDK retries once the pacer lets them go (by then the replies' headers gate every
+request). A 429 or 529 halves the window, at most once per round trip; after that it grows by
+one per good reply up to the halved value (slow start), then by one per window's worth of good
+replies. A 429 or 529 with ``retry-after`` also holds every new request until then.
 
 The SDK keeps its retries (``batchgen_max_retries``, honouring ``retry-after``), and the pacer
 sees each HTTP attempt through the client's transport (:meth:`Pacer.before_send`,
@@ -84,9 +86,6 @@ _FAMILIES = {
 
 #: characters per token of the first estimate (English prose and Markdown)
 CHARS_PER_TOKEN = 4.0
-
-#: the window before any reply told the pacer anything
-INITIAL_WINDOW = 8
 
 #: rate learnt from a reply is used at this fraction, to absorb the reply's time on the wire
 RATE_MARGIN = 0.98
@@ -324,7 +323,7 @@ class Pacer:
         self.enabled = enabled
         self.clock = clock
         self.wall = wall
-        self.window = float(min(self.concurrency, INITIAL_WINDOW) if enabled else self.concurrency)
+        self.window = float(self.concurrency)  # see the module's docstring: the first wave
         self.threshold = float(self.concurrency)  # slow start below it, +1 per window above
         self.in_flight = 0
         self.buckets: dict[str, Bucket] = {}
@@ -337,9 +336,8 @@ class Pacer:
         self.paced = 0  # requests that waited for a budget
         #: the budget the last wait was for (None when the last request went out at once)
         self.paced_by: str | None = None
-        self._queue: deque[object] = deque()
+        self._queue: deque[asyncio.Event] = deque()  # one event per waiting request
         self._slots: set[Slot] = set()  # admitted and not released
-        self._changed: asyncio.Event | None = None
 
     # -- arithmetic (synchronous) ---------------------------------------------------------------
 
@@ -434,9 +432,6 @@ class Pacer:
                 self._charge_in_flight(budget.kind, bucket, now)
             else:
                 bucket.sync(budget, now, wall)
-        if info.budgets and status < 400 and self.last_backoff == -math.inf:
-            # the budgets are known and gate every request: no need to find the window slowly
-            self.window = max(self.window, self.threshold)
         if "tokens" in self.buckets and ("input_tokens" in self.buckets or "output_tokens" in self.buckets):
             del self.buckets["tokens"]  # the split budgets say more
         if status in (429, 529):
@@ -489,9 +484,12 @@ class Pacer:
     # -- the gate (asynchronous) ----------------------------------------------------------------
 
     def _notify(self) -> None:
-        if self._changed is not None:
-            changed, self._changed = self._changed, asyncio.Event()
-            changed.set()
+        """Something changed (a reply, a release, an admission): the head of the queue looks
+        again. Only the head is woken; the others wait for their turn at the head, so a state
+        change costs one wake-up, not one per queued request (which made a 1,000-row queue
+        quadratic)."""
+        if self._queue:
+            self._queue[0].set()
 
     async def acquire(self, cost: Cost | Callable[[], Cost], stop: Callable[[], bool] = lambda: False) -> Slot:
         """Wait for the turn of ``cost`` (first come, first served); a slot that is not
@@ -501,40 +499,40 @@ class Pacer:
         the input ratio learnt by then (rows queued at the start would otherwise all be
         costed before any reply taught it)."""
         estimate = cost if callable(cost) else (lambda: cost)
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        ticket = object()
+        ticket = asyncio.Event()
         self._queue.append(ticket)
         why: str | None = None  # what the last wait at the head of the queue was for
         try:
             while True:
                 if stop():
-                    self._notify()
                     return Slot(self, estimate(), None)
-                head = self._queue[0] is ticket
-                now_cost = estimate() if head else None
-                wait, reason = self.delay(now_cost) if now_cost is not None else (math.inf, None)
-                if now_cost is not None and wait <= 0:
-                    self._queue.popleft()
+                if self._queue[0] is not ticket:
+                    ticket.clear()
+                    await ticket.wait()  # woken when this request reaches the head
+                    continue
+                now_cost = estimate()
+                wait, reason = self.delay(now_cost)
+                if wait <= 0:
                     charged = self.admit(now_cost)
                     slot = Slot(self, now_cost, charged)
                     self._slots.add(slot)
                     self.paced_by = why
                     if why in LABELS or why == "backoff":
                         self.paced += 1
-                    self._notify()
                     return slot
-                if head:
-                    why = reason
-                    if reason != "concurrency":
-                        self.paced_by = reason
-                changed = self._changed
+                why = reason
+                if reason != "concurrency":
+                    self.paced_by = reason
+                ticket.clear()
                 # stop() is set from another thread: the head looks again now and then
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(wait, 0.25) if head else None)
+                    await asyncio.wait_for(ticket.wait(), min(wait, 0.25))
         finally:
-            with contextlib.suppress(ValueError):
+            if self._queue and self._queue[0] is ticket:
+                self._queue.popleft()
+            elif ticket in self._queue:  # cancelled, or stopped, while not at the head
                 self._queue.remove(ticket)
+            self._notify()  # the next request in the queue is the head now
 
     @contextlib.asynccontextmanager
     async def slot(self, params: Mapping[str, Any], stop: Callable[[], bool] = lambda: False) -> AsyncIterator[Slot]:

@@ -318,7 +318,8 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
             lines[-1] += newline
         if lines:
             # always exactly one blank line before the section, so that removing it is exact
-            lines.append(newline)
+            # (after a lone "\r", a blank "\n" would read as the "\r\n" of the line before)
+            lines.append("\r" if lines[-1].endswith("\r") and newline.startswith("\n") else newline)
         body = _render_notes(merged, newline)
         if unterminated:
             body[-1] = _strip_newline(body[-1])
@@ -336,7 +337,8 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
         return "".join(head + tail)
     body = _render_notes(merged, newline)
     if tail:
-        body.append(newline)
+        # one blank line before the user's text; a lone "\r" before a "\n" would merge with it
+        body.append(newline + "\n" if newline == "\r" and tail[0].startswith("\n") else newline)
     elif unterminated:
         body[-1] = _strip_newline(body[-1])
     return "".join(head + body + tail)

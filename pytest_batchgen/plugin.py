@@ -98,12 +98,12 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
 
 def _start_preload(config: pytest.Config, state: BatchState) -> None:
     """Load the SDK and vcrpy while pytest collects, in a run that will generate (issue 12)."""
-    from .preload import Preloader, will_generate
+    from .preload import Preloader, modules_for, will_generate
 
     settings = state.settings
     if settings.role is Role.WORKER or not will_generate(settings, state.selected()):
         return
-    preloader = Preloader().start()
+    preloader = Preloader(modules_for(settings)).start()
     # joined at the end, so no import is still running when pytest (or pytester) tears down
     config.add_cleanup(preloader.join)
 

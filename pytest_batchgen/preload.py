@@ -22,6 +22,14 @@ from .settings import Settings
 #: what the dispatcher imports, heaviest first
 MODULES = ("anthropic", "httpx2", "vcr", "pytest_batchgen.client", "pytest_batchgen.recording")
 
+#: what a replay-only run (record mode ``none``) imports: no SDK (see ``recording.ReplayClient``)
+REPLAY_MODULES = ("vcr", "pytest_batchgen.recording")
+
+
+def modules_for(settings: Settings) -> tuple[str, ...]:
+    """The modules this run's dispatcher will import."""
+    return REPLAY_MODULES if settings.record_mode == "none" else MODULES
+
 
 def will_generate(settings: Settings, rows: Iterable[tuple[PlanRun, Row]]) -> bool:
     """Whether this process may send requests: worth loading the SDK early."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import os
 import threading
@@ -30,7 +31,6 @@ from typing import Any, cast
 
 import httpx2
 import yaml
-from anthropic import AnthropicError
 from vcr import matchers
 from vcr.cassette import Cassette
 from vcr.persisters.filesystem import CassetteNotFoundError
@@ -38,7 +38,15 @@ from vcr.record_mode import RecordMode
 from vcr.request import Request as VcrRequest
 from vcr.stubs.httpx_stubs import _deserialize_response, _serialize_response  # private API, vcrpy 9.4.2
 
-from .client import RECORD_MODES, CallInfo, current_call
+from .client import (
+    NO_KEY_REFUSAL,
+    RECORD_MODES,
+    CallInfo,
+    Completion,
+    ModelCallError,
+    completion_from_body,
+    current_call,
+)
 from .fsutil import atomic_write
 from .prompts import prompt_parts
 
@@ -50,14 +58,25 @@ def _is_secret(header: str) -> bool:
     return any(w in h for w in _SECRET_WORDS)
 
 
-class ReplayMiss(AnthropicError):
-    """No recording for a request in a mode that may not record. Never retried by the SDK."""
+class ReplayMiss(Exception):
+    """No recording for a request in a mode that may not record (see :func:`_sdk_miss`)."""
 
     replay_miss = True
 
 
-class CorruptCassette(AnthropicError):
-    """A cassette that cannot be read; raised for its row's requests, never retried by the SDK."""
+@functools.cache
+def _sdk_miss() -> type[ReplayMiss]:
+    """:class:`ReplayMiss` as the SDK's own error type, raised under the SDK (in the recording
+    transport): the SDK passes an ``AnthropicError`` through untouched, where it would wrap any
+    other exception as a connection error and retry it. Built on first use, so that importing
+    this module (and replaying without the SDK, :class:`ReplayClient`) never loads the SDK."""
+    from anthropic import AnthropicError
+
+    return type("ReplayMiss", (ReplayMiss, AnthropicError), {"__module__": __name__})
+
+
+class CorruptCassette(Exception):
+    """A cassette that cannot be read (found when it is loaded, before any request)."""
 
     replay_miss = True
 
@@ -264,6 +283,11 @@ class Recorder:
             self._cassettes[key] = Cassette(**self._options(key))
             return True
 
+    def retry_hint(self, key: str) -> str:
+        """How to generate a row again whose replayed attempts ended in failure."""
+        why = f" ({self.live_refusal})" if self.live_refusal else f" (record mode {self.mode!r} replays it)"
+        return f"replayed from {self.label(key)}{why}; to generate it again: {self.retry_command(key)}"
+
     def retry_command(self, key: str) -> str:
         """The command that records the row again, with the key in front when the run had none."""
         hint = self.hints.get(key, "pytest --batch-record-mode all")
@@ -387,7 +411,7 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
             return await self.inner.handle_async_request(request)
         broken = self.recorder.corrupt_message(call.key)
         if broken:
-            raise ReplayMiss(broken)
+            raise _sdk_miss()(broken)
         body = b"".join([part async for part in cast(AsyncIterable[bytes], request.stream)])
         request.stream = httpx2.ByteStream(body)
         cassette = self.recorder.cassette(call.key)
@@ -396,7 +420,7 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
             call.replayed += 1
             return _deserialize_response(cassette.play_response(vreq), httpx2)
         if cassette.write_protected or self.recorder.live_refusal:
-            raise ReplayMiss(self.recorder.miss_message(call.key, cassette, body))
+            raise _sdk_miss()(self.recorder.miss_message(call.key, cassette, body))
         response = await self.inner.handle_async_request(request)
         content = b"".join([part async for part in cast(AsyncIterable[bytes], response.stream)])
         await response.aclose()
@@ -415,3 +439,46 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class ReplayClient:
+    """The model client of a run in record mode ``none``: every reply comes from the rows'
+    cassettes, so neither the SDK nor httpx is needed (issue 12: replay costs what validating
+    costs). A request is matched as the recording transport matches it (vcrpy's method, path and
+    body matchers) and each recorded reply plays once; a request with no recording fails as a
+    replay miss with the same message the SDK path gives. The :class:`~pytest_batchgen.dispatch.
+    CompletionClient` protocol, like :class:`~pytest_batchgen.client.ModelClient`."""
+
+    #: what a replayed request is matched against (vcrpy matches the path, not the host)
+    URL = "https://api.anthropic.com/v1/messages"
+
+    def __init__(self, recorder: Recorder, has_key: bool) -> None:
+        if recorder.mode != "none":
+            raise ValueError("ReplayClient replays only: record mode 'none'")
+        self.recorder = recorder
+        if not has_key:
+            recorder.live_refusal = NO_KEY_REFUSAL
+        recorder.load_all()  # before any request: a corrupt recording is named up front
+
+    async def complete(self, key: str, params: dict[str, Any]) -> Completion:
+        r = self.recorder
+        broken = r.corrupt_message(key)
+        if broken:
+            raise ModelCallError("ReplayMiss", broken, replay_miss=True)
+        recorded = r.replay_directly(key, self.URL, params)
+        if recorded is None:
+            body = json.dumps(params).encode("utf-8")
+            raise ModelCallError("ReplayMiss", r.miss_message(key, r.cassette(key), body), replay_miss=True)
+        return completion_from_body(recorded, replayed=True)
+
+    def start_afresh(self, key: str) -> bool:
+        return False  # record mode none never records
+
+    def retry_hint(self, key: str) -> str:
+        return self.recorder.retry_hint(key)
+
+    def release(self, key: str) -> None:
+        self.recorder.release(key)
+
+    async def aclose(self) -> None:
+        return None

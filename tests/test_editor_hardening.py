@@ -462,3 +462,20 @@ def test_a_name_over_255_bytes_is_a_usage_error_naming_its_line(pytester: pytest
     assert f"plan.md:{line}: " in output and "File name too long" in output
     assert "Traceback" not in output and "INTERNALERROR" not in output
     assert plan.read_bytes() == text.encode("utf-8")
+
+
+def test_notes_after_a_last_line_ending_in_a_lone_cr_are_removed_exactly():
+    """Found by the property above: the blank line put before the notes section was a "\n"
+    right after the plan's final lone "\r", which reads as one "\r\n" ending, so removing the
+    notes left a "\n" the user never wrote."""
+    text = PLAN_HEAD_FOR_CR + "|T|t.md|haiku|pending\n|Q|q.md|haiku|pending\r"
+    noted = edit_text(text, {"t.md": RowUpdate(note="fails")})
+    assert read_notes(noted) == {"t.md": "fails"}
+    assert edit_text(noted, {"t.md": RowUpdate(note="")}) == text
+
+
+PLAN_HEAD_FOR_CR = (
+    "# Plan\n\n## Format Reference\nref.md\n\n## Output Directory\nout\n\n"
+    "## Validation Checklist\n1. Front matter includes term\n\n## Phase 1\n\n"
+    "|Title|Filename|Model|Status\n|---|---|---|---\n"
+)

@@ -10,6 +10,7 @@ through the real SDK to the loopback server with its rate limits on (tests/fakea
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 import math
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -190,7 +191,7 @@ def test_before_any_reply_only_the_window_holds_requests_back():
     clock = Clock()
     p = Pacer(64, clock=clock, wall=clock.wall)
     cost = Cost(1, 100, 1000)
-    for _ in range(8):  # the first window
+    for _ in range(64):  # the first window is the concurrency
         assert p.delay(cost) == (0.0, None)
         p.admit(cost)
     assert p.delay(cost) == (math.inf, "concurrency")
@@ -273,20 +274,20 @@ def test_a_429_halves_the_window_once_per_round_trip_and_holds_every_request_for
     cost = Cost(1, 1, 1)
     for _ in range(20):
         p.settle(cost, Usage(1, 1), replayed=False, charged=p.admit(cost))
-    assert p.window == 28  # slow start: one more per good reply
+    assert p.window == 64  # never above the concurrency
     p.in_flight = 0  # their slots were released
     sent = clock.now
     clock.now += 1
     refused = {**headers(clock, requests=(50, 0, 10)), "retry-after": "2"}
     p.observe(429, refused, sent_at=sent)
-    assert p.window == 14 and p.rate_limited == 1
+    assert p.window == 32 and p.rate_limited == 1
     p.observe(429, refused, sent_at=sent)  # sent before the first backoff: the same round
-    assert p.window == 14
+    assert p.window == 32
     assert p.delay(cost) == (2.0, "backoff")
     assert p.status == "backing off: requests/min used up"
     clock.now += 2
     p.observe(429, refused, sent_at=clock.now)  # sent after it: halves again
-    assert p.window == 7
+    assert p.window == 16
 
 
 def test_the_window_grows_back_gradually_and_never_above_the_concurrency():
@@ -294,10 +295,10 @@ def test_the_window_grows_back_gradually_and_never_above_the_concurrency():
     p = Pacer(10, clock=clock, wall=clock.wall)
     cost = Cost(1, 1, 1)
     p.observe(529, {}, sent_at=clock.now)
-    assert p.window == 4 and p.overloaded == 1  # half of the first window of 8
-    for _ in range(4):
+    assert p.window == 5 and p.overloaded == 1  # half of the first window, the concurrency
+    for _ in range(5):
         p.settle(cost, Usage(1, 1), replayed=False)
-    assert 4 < p.window < 6  # about one per window's worth of replies
+    assert 5 < p.window < 7  # about one per window's worth of replies
     for _ in range(1000):
         p.settle(cost, Usage(1, 1), replayed=False)
     assert p.window == 10
@@ -396,6 +397,55 @@ def test_the_gate_keeps_at_most_the_window_in_flight_and_lets_everyone_through()
     assert peak == 3 and p.in_flight == 0
 
 
+def test_a_long_queue_costs_one_wake_up_per_change_not_one_per_queued_request():
+    """Issue 12: every admission and release used to wake every queued request, each of which
+    looked again (and made a task for its timed wait): quadratic in the queue, a third of the
+    dispatcher's CPU at 1,000 rows. Only the head of the queue looks now; ``stop`` is called once
+    per look, so it counts them."""
+    rows = 300
+    p = Pacer(2, enabled=False)
+    looks = 0
+
+    def stop() -> bool:
+        nonlocal looks
+        looks += 1
+        return False
+
+    async def one() -> None:
+        async with p.slot({"max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}, stop):
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        await asyncio.gather(*(one() for _ in range(rows)))
+
+    asyncio.run(main())
+    assert p.in_flight == 0
+    assert looks <= 4 * rows, looks  # about 2 per request; the old gate made about rows**2 / 2
+
+
+def test_a_stop_reaches_every_queued_request_in_turn():
+    p = Pacer(1, enabled=False)
+    stopped = False
+    admitted: list[bool] = []
+
+    async def first() -> None:
+        nonlocal stopped
+        async with p.slot({"max_tokens": 1, "messages": []}):
+            await asyncio.sleep(0.01)
+            stopped = True  # set while 50 requests wait behind this one
+
+    async def queued() -> None:
+        slot = await p.acquire(Cost(), lambda: stopped)
+        admitted.append(slot.admitted)
+        p.release(slot)
+
+    async def main() -> None:
+        await asyncio.gather(first(), *(queued() for _ in range(50)))
+
+    asyncio.run(asyncio.wait_for(main(), 5))
+    assert admitted == [False] * 50 and p._queue == deque()
+
+
 def test_a_queued_request_is_costed_with_the_ratio_learnt_while_it_waited():
     p = Pacer(1)
     params = {"max_tokens": 10, "messages": [{"role": "user", "content": "x" * 4000}]}  # 1,000 by chars
@@ -452,10 +502,12 @@ def _project(project, fake, *, latency: float = 0.05, ini: str = ""):
 
 
 def test_a_paced_run_stays_within_the_requests_budget(project, fake):
+    # the first window (the concurrency, 12) fits the bucket; the 4 rows after it must wait for
+    # the refill, which only the replies' headers tell
     _project(project, fake)
-    fake.limits = RateLimits(requests=8, input_tokens=10_000_000, output_tokens=10_000_000, window=1.0)
+    fake.limits = RateLimits(requests=12, input_tokens=10_000_000, output_tokens=10_000_000, window=1.0)
 
-    result = project.run("--batch-concurrency", "16")
+    result = project.run("--batch-concurrency", "12")
 
     assert result.ret == 0, result.stdout.str()
     assert fake.limited == 0  # no request was over the budget
@@ -464,27 +516,27 @@ def test_a_paced_run_stays_within_the_requests_budget(project, fake):
 
 
 def _refused_after_the_first_window(fake) -> list:
-    """The 429s to requests other than the first window's: the first 8 requests (the window
-    before any reply) leave before the pacer knows the limits; no later request, and no retry,
-    may be refused."""
+    """The 429s to requests other than the first window's: the first 16 requests (the
+    concurrency, sent before any reply) leave before the pacer knows the limits; no later
+    request, and no retry, may be refused."""
     logged = sorted(fake.messages_requests(), key=lambda e: e.started)
     return [
         (n, e.headers.get("x-stainless-retry-count"))
         for n, e in enumerate(logged)
-        if e.status == 429 and (n >= 8 or e.headers.get("x-stainless-retry-count") != "0")
+        if e.status == 429 and (n >= 16 or e.headers.get("x-stainless-retry-count") != "0")
     ]
 
 
 def test_a_paced_run_stays_within_the_output_tokens_budget(project, fake):
     # each request reserves max_tokens (300) at admission: 3 fit in the bucket of 1,000, so the
-    # first window of 8, sent before any reply, has 5 refused; after that, none
+    # first window of 16, sent before any reply, has 13 refused; after that, none
     _project(project, fake, ini="batchgen_max_tokens = 300\n")
     fake.limits = RateLimits(requests=1_000, input_tokens=10_000_000, output_tokens=1_000, window=0.5)
 
     result = project.run("--batch-concurrency", "16")
 
     assert result.ret == 0, result.stdout.str()
-    assert fake.limited <= 5
+    assert fake.limited <= 13
     assert _refused_after_the_first_window(fake) == []
     assert len(fake.admitted) == 16
     assert set(project.statuses().values()) == {"complete"}
@@ -493,9 +545,9 @@ def test_a_paced_run_stays_within_the_output_tokens_budget(project, fake):
 def test_the_same_run_without_pacing_is_refused(project, fake):
     """The counterpart of the two tests above: what they count can be more than zero."""
     _project(project, fake)
-    fake.limits = RateLimits(requests=8, input_tokens=10_000_000, output_tokens=10_000_000, window=1.0)
+    fake.limits = RateLimits(requests=12, input_tokens=10_000_000, output_tokens=10_000_000, window=1.0)
 
-    project.run("--batch-concurrency", "16", "--batch-no-pacing")
+    project.run("--batch-concurrency", "12", "--batch-no-pacing")
 
     assert fake.limited > 0
 
@@ -510,6 +562,6 @@ def test_after_a_429_the_run_backs_off_and_every_row_completes(project, fake):
 
     assert result.ret == 0, result.stdout.str()
     assert set(project.statuses().values()) == {"complete"}
-    assert 0 < fake.limited <= 3  # the first window of 8, less the 5 that fit
+    assert 0 < fake.limited <= 11  # the first window of 16, less the 5 that fit
     assert _refused_after_the_first_window(fake) == []
     assert len(fake.admitted) == 16

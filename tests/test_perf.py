@@ -323,8 +323,9 @@ def test_replay_answers_recorded_calls_without_the_sdk_and_leaves_what_the_sdk_p
     project.edit(project.plan, "| Changed |", "| Changed Title |")
     replayed = project.run("--batch-record-mode", "none")
 
-    # only the row whose recording no longer matches went through the SDK and its transport
-    assert through_transport and all(k.endswith("::changed.md") for k in through_transport), through_transport
+    # record mode none replays without the SDK: nothing went through its transport, not even
+    # the row whose recording no longer matches (a replay miss, with the SDK path's message)
+    assert through_transport == []
     assert {k: v for k, v in project.outputs().items() if "changed" not in k} == {
         k: v for k, v in recorded_outputs.items() if "changed" not in k
     }
@@ -333,3 +334,33 @@ def test_replay_answers_recorded_calls_without_the_sdk_and_leaves_what_the_sdk_p
     }
     assert "title changed since it was recorded" in replayed.failure("changed.md::generate")
     assert replayed.outcomes()["repaired.md::generate"] == recorded.outcomes()["repaired.md::generate"]
+
+
+REPLAY_IMPORT_PROBE = """
+import sys
+def pytest_sessionfinish(session):
+    print("SDK-IMPORTED:", "anthropic" in sys.modules)
+"""
+
+
+def test_a_replay_in_record_mode_none_never_imports_the_sdk(project, fake, monkeypatch) -> None:
+    """Issue 12: replay costs what validating costs. The SDK (a second of imports) is not loaded
+    in record mode none, hits and misses alike; the run that records does load it (the probe
+    can tell)."""
+    from genhelpers import go_offline, router, rows_for
+    from fakeapi import Reply
+
+    rows = rows_for("hit", "miss")
+    project.write_rows(rows)
+    project.write("conftest.py", REPLAY_IMPORT_PROBE)
+    router(fake).set("miss.md", Reply.ok("not the format"))
+    recorded = project.run("-s", subprocess=True)
+    assert "SDK-IMPORTED: True" in recorded.stdout.str()
+    go_offline(fake, monkeypatch)
+    project.reset(rows)
+    project.edit(project.plan, "| Miss |", "| Miss Retitled |")
+    replayed = project.run("--batch-record-mode", "none", "-s", subprocess=True)
+    out = replayed.stdout.str()
+    assert "SDK-IMPORTED: False" in out, out
+    assert project.statuses() == {"hit.md": "complete", "miss.md": "pending"}
+    assert "ReplayMiss: no recorded request in" in out and "the title changed since it was recorded" in out
