@@ -36,7 +36,7 @@ from typing import Any
 from .client import Usage
 from .dispatch import Attempt, BackgroundDispatch, Job, RowResult, _discard_draft, _repair_text
 from .errors import BatchgenError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, sync_deferred
 from .journal import (
     BatchEntry,
     Journal,
@@ -569,7 +569,7 @@ class BatchDispatcher(BackgroundDispatch):
         import anthropic
 
         waiting = self._waiting(journal, entry)
-        # Filing a result costs two fsyncs (cassette, output) and its checks: a few workers do
+        # Filing a result costs two writes (cassette, output) and its checks: a few workers do
         # them while the stream is read, at most 2 x workers results ahead. A crash loses none:
         # the batch leaves the journal only once every result is filed, else it is read again.
         ahead = threading.BoundedSemaphore(2 * self.workers)
@@ -609,6 +609,7 @@ class BatchDispatcher(BackgroundDispatch):
         # (their output passes), or asking something else since (a changed prompt); only the
         # results of rows outside this run stay
         ours = {job.row.filename for job in self.jobs if self._journal(job.run) is journal}  # kept ones too
+        sync_deferred()  # the filed outputs and recordings are on disk before the journal lets go
         journal.collected(entry, filed | {cid for cid, req in entry.requests.items() if req["row"] in ours})
 
     def _gone(self, journal: Journal, entry: BatchEntry) -> None:
@@ -690,7 +691,7 @@ class BatchDispatcher(BackgroundDispatch):
             attempt.error = "the model refused to write this output"
             self._end_or_afresh(st, Outcome.REFUSED, attempt.error)
             return
-        atomic_write(st.path, text)
+        atomic_write(st.path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
         run.docs.forget(st.path)
         st.result.wrote = True
         if attempt.stop_reason == "max_tokens":
@@ -705,7 +706,7 @@ class BatchDispatcher(BackgroundDispatch):
         attempt.failures = [f"{rule.name}: {f.message}" for rule, f in failures]
         if not failures:
             if st.path != st.output:
-                atomic_write(st.output, text)
+                atomic_write(st.output, text, sync=False)
                 _discard_draft(st.path)
                 run.docs.forget(st.output)
             self._end(st, Outcome.PASSED)

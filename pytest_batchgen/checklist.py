@@ -83,6 +83,10 @@ class ChecklistForm:
     when a line matches no form. ``name`` names the rule in test ids (``{group}`` in it is
     replaced by that named group of the match, e.g. ``"{key}-value"``). ``runs_last`` rules run
     after the row's other rules (the tracking-file registration needs their verdicts).
+    ``quick`` says the check only reads the parsed document (no process, no file beside the
+    output, no model call): the generation checks drafts of a checklist of quick rules on its
+    event loop, rather than on a worker thread (a thread hop per draft cost more than the
+    checks themselves). A user's form is not quick unless it says so.
     """
 
     name: str
@@ -93,6 +97,8 @@ class ChecklistForm:
     runs_last: bool = False
     #: graded by a model (judge rules): runs after the row's mechanical rules, before run-last ones
     model_graded: bool = False
+    #: reads only the parsed document: cheap enough to run on the dispatcher's event loop
+    quick: bool = False
 
     def describe(self) -> str:
         """The form as a user writes it: its example (a raw regex helps nobody reword a line)."""

@@ -48,14 +48,14 @@ def _discard_draft(path: Path) -> None:
 
 def _write_draft(run: PlanRun, row: Row, path: Path, text: str, check: bool) -> list[tuple[Any, Failure]]:
     """Write a draft, then (when ``check``) its failing checks: one executor trip, not two."""
-    atomic_write(path, text)
+    atomic_write(path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
     run.docs.forget(path)
     return run.draft_failures(row, path) if check else []
 
 
 def _promote_draft(run: PlanRun, draft: Path, output: Path, text: str) -> None:
     """A re-recorded row's draft passed: it becomes the output, and the draft goes."""
-    atomic_write(output, text)
+    atomic_write(output, text, sync=False)
     _discard_draft(draft)
     run.docs.forget(output)
 
@@ -327,10 +327,13 @@ class Dispatcher(BackgroundDispatch):
                 result.outcome, result.error = Outcome.REFUSED, "the model refused to write this output"
                 attempt.error = result.error
                 return result
-            # one trip to the executor writes the draft and checks it (not when it was cut off)
-            failures = await loop.run_in_executor(
-                None, _write_draft, run, row, path, text, completion.stop_reason != "max_tokens"
-            )
+            # write the draft and check it (not when it was cut off): on the loop when the checks
+            # are quick (the write is not fsynced: fsutil.sync_deferred), else in one executor trip
+            check = completion.stop_reason != "max_tokens"
+            if run.quick_checks:
+                failures = _write_draft(run, row, path, text, check)
+            else:
+                failures = await loop.run_in_executor(None, _write_draft, run, row, path, text, check)
             result.wrote = True
             if completion.stop_reason == "max_tokens":
                 result.outcome = Outcome.TRUNCATED
@@ -343,7 +346,7 @@ class Dispatcher(BackgroundDispatch):
             attempt.failures = [f"{rule.name}: {f.message}" for rule, f in failures]
             if not failures:
                 if path != output:
-                    await loop.run_in_executor(None, _promote_draft, run, path, output, text)
+                    _promote_draft(run, path, output, text)
                 result.outcome = Outcome.PASSED
                 return result
             if number < self.max_attempts:

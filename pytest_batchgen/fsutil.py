@@ -7,14 +7,24 @@ the file they serve, named so that two ``.gitignore`` lines cover them::
 
     .*.batchgen-tmp-*
     .*.batchgen-lock
+
+Durability: a write is atomic at once (the rename), and on disk (fsynced) either at once or, for
+the many files a generation run writes (outputs and cassettes, ``sync=False``), in one pass at
+the end of the run (:func:`sync_deferred`, before the plan says the rows are complete, and at
+exit). A crash or ``kill -9`` loses nothing either way, since the kernel holds the bytes; a
+power failure before that pass may lose recent outputs or recordings of rows the plan still
+calls pending, which the next run generates again. One fsync per file was a tenth of a
+1,000-row run.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +42,9 @@ STALE_TMP_SECONDS = 10 * 60
 
 _swept: set[Path] = set()
 _swept_lock = threading.Lock()
+
+#: files written with ``sync=False`` and not yet fsynced (see :func:`sync_deferred`)
+_unsynced: set[Path] = set()
 
 
 def signature(path: Path) -> Signature | None:
@@ -74,11 +87,14 @@ def sweep_stale_temporaries(folder: Path, max_age: float = STALE_TMP_SECONDS) ->
 
 def _sweep_once(folder: Path) -> None:
     """Sweep a folder on this process's first write into it (later writes skip the listing)."""
+    if folder in _swept:  # as written: resolving every time cost a realpath per output
+        return
     key = folder.resolve()
     with _swept_lock:
         if key in _swept:
+            _swept.add(folder)
             return
-        _swept.add(key)
+        _swept.update((key, folder))
     sweep_stale_temporaries(key)
 
 
@@ -96,21 +112,27 @@ def _create_temporary(path: Path) -> tuple[int, str]:
             continue
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
+def atomic_write(path: Path, data: bytes | str, *, sync: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
-    An existing file keeps its mode; a new one gets ``0666 & ~umask``.
+    An existing file keeps its mode; a new one gets ``0666 & ~umask``. With ``sync=False`` the
+    fsync is left to :func:`sync_deferred` (see the module's docstring).
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_once(path.parent)
-    fd, tmp = _create_temporary(path)
+    try:
+        _sweep_once(path.parent)
+        fd, tmp = _create_temporary(path)
+    except FileNotFoundError:  # the folder does not exist yet: made on the first write only
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_once(path.parent)
+        fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         # an existing file keeps its mode; a new one has the umask's, applied at creation
         with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp, path.stat().st_mode & 0o7777)
@@ -119,6 +141,39 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if not sync:
+        with _swept_lock:
+            _unsynced.add(path)
+
+
+@atexit.register
+def sync_deferred() -> int:
+    """fsync the files written with ``sync=False`` since the last call, then their folders (so
+    the renames are on disk too); how many files. Several at once: the file system commits
+    concurrent fsyncs together."""
+    with _swept_lock:
+        paths = list(_unsynced)
+        _unsynced.clear()
+    if not paths:
+        return 0
+    folders = {p.parent for p in paths}
+    with ThreadPoolExecutor(8, thread_name_prefix="batchgen-fsync") as pool:
+        list(pool.map(_fsync, paths))
+        list(pool.map(_fsync, folders))
+    return len(paths)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # gone since (a discarded draft): nothing to keep
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def lock_path(path: Path) -> Path:

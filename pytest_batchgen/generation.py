@@ -171,9 +171,12 @@ class Generation:
     def finish(self, stopped: bool) -> None:
         """At the end of the session: stop sending when the run was stopped (``-x``, Ctrl-C,
         a usage error), then wait for the requests in flight, so their replies are recorded."""
+        from .fsutil import sync_deferred
+
         if stopped:
             self.cancel("the run was stopped before this row was sent")
         self.dispatcher.join()
+        sync_deferred()  # the outputs and recordings are on disk before the plan says complete
 
     def cancel(self, reason: str) -> None:
         self.dispatcher.cancel(reason)

@@ -8,9 +8,9 @@ that row's own vcrpy :class:`~vcr.cassette.Cassette`. vcrpy still does what it i
 record modes, matching, serialisation and filtering.
 
 Every reply the SDK parsed into a message is saved to its cassette before the run goes on (the
-client awaits :meth:`Recorder.persist` right after the parse: the row waits for its save, which
-runs on a writer thread, so the event loop keeps the other requests moving while the YAML is
-dumped and fsynced), so a crash never makes the user pay for that reply twice; a 2xx reply that
+client calls :meth:`Recorder.persist` right after the parse; the file is fsynced with the run's
+other writes at its end, see :mod:`pytest_batchgen.fsutil`), so a crash never makes the user
+pay for that reply twice; a 2xx reply that
 is not a message (malformed JSON, an HTML page, a wrong schema) is never saved, so it cannot be
 replayed forever. Cassettes are loaded before any request: a corrupt one is a clear error
 naming the file, or, in a mode that may record and with a key, is set aside as
@@ -19,8 +19,6 @@ naming the file, or, in a mode that may record and with a key, is set aside as
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 import json
 import os
@@ -157,7 +155,7 @@ class _AtomicPersister:
     def save_cassette(cassette_path, cassette_dict, serializer):
         from vcr.serialize import serialize
 
-        atomic_write(Path(cassette_path), serialize(cassette_dict, serializer))
+        atomic_write(Path(cassette_path), serialize(cassette_dict, serializer), sync=False)  # see fsutil
 
 
 #: what a "To record it" command needs in front when the run has no key
@@ -190,9 +188,6 @@ class Recorder:
         self.set_aside: dict[str, Path] = {}
         self._cassettes: dict[str, Cassette] = {}
         self._lock = threading.Lock()
-        #: cassette saves (YAML dump, write, fsync, rename) run here, off the event loop; one
-        #: file per row, so a few run side by side
-        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
 
     def path(self, key: str) -> Path:
         return self.paths[key]
@@ -236,7 +231,9 @@ class Recorder:
         What happens to a corrupt one is decided at its row's first request (a row whose output
         already passes sends none, and its file is left alone): see :meth:`corrupt_message`.
         """
-        for key in self.paths:
+        for key, path in self.paths.items():
+            if not path.exists():
+                continue  # nothing to read: its (empty) cassette is made at its first request
             try:
                 self.cassette(key)
             except CorruptCassette as exc:
@@ -330,14 +327,9 @@ class Recorder:
         cassette._save()
 
     async def persist(self, call: CallInfo) -> None:
-        """:meth:`commit` on a writer thread: returns once the replies are on disk, without
-        holding up the event loop (and the other rows' requests) while they are written."""
-        if not call.pending:
-            return
-        with self._lock:
-            if self._writer is None:
-                self._writer = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="batchgen-cassette")
-        await asyncio.wrap_future(self._writer.submit(self.commit, call))
+        """:meth:`commit`, from the event loop. The save is a YAML dump and a write without an
+        fsync (fsutil.sync_deferred makes it durable): less than a thread hop would cost."""
+        self.commit(call)
 
     def replay_directly(self, key: str, url: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The recorded reply (its JSON body) to the request ``params`` would make, played from the

@@ -547,6 +547,7 @@ BUILTIN_FORMS: tuple[ChecklistForm, ...] = (
         pattern=_FRONT_MATTER,
         build=_build_front_matter,
         example="Front matter includes term, category, and at least 2 tags",
+        quick=True,
     ),
     ChecklistForm(
         name="{key}-value",
@@ -556,18 +557,21 @@ BUILTIN_FORMS: tuple[ChecklistForm, ...] = (
         ),
         build=_build_one_of_listed,
         example="category is one of the four values listed in Content Rules",
+        quick=True,
     ),
     ChecklistForm(
         name="{key}-value",
         pattern=r"`?(?P<key>[\w\-]+)`? (?:is|must be) one of\s*:\s*(?P<values>.+)",
         build=_build_one_of_inline,
         example="status is one of: draft, review, published",
+        quick=True,
     ),
     ChecklistForm(
         name="sections",
         pattern=r"(?P<sections>.+?) sections? (?:are )?present(?P<order>,? in (?:that|this|the same) order)?",
         build=_build_sections,
         example="Definition, Details, and Related Terms sections present, in that order",
+        quick=True,
     ),
     ChecklistForm(
         name="lint",

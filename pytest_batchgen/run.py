@@ -27,6 +27,11 @@ class PlanRun:
         default_factory=dict
     )
 
+    @property
+    def quick_checks(self) -> bool:
+        """Whether every rule a draft is checked against is quick (see ``ChecklistForm.quick``)."""
+        return all(rule.form.quick for rule in self.rules if not rule.form.runs_last)
+
     def row_id(self, row: Row) -> RowId:
         """The row's identity in the session: dispatcher results, item counts, reports."""
         return RowId(self.plan.path, row.filename)

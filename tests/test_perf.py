@@ -151,7 +151,7 @@ def test_appended_registrations_are_fsynced_at_exit(tmp_path: Path, monkeypatch)
 # -- cassettes: saved off the event loop, before the row goes on, then dropped from memory ----
 
 
-def test_cassettes_are_saved_off_the_loop_before_the_row_goes_on_and_released(project, fake, monkeypatch) -> None:
+def test_cassettes_are_saved_unsynced_before_the_row_goes_on_and_released(project, fake, monkeypatch) -> None:
     import threading
 
     from genhelpers import bad_value, draft, router, rows_for
@@ -164,9 +164,9 @@ def test_cassettes_are_saved_off_the_loop_before_the_row_goes_on_and_released(pr
     saved_by: dict[str, set[str]] = {}
     real_write = recording.atomic_write
 
-    def spy_write(path: Path, data) -> None:
-        saved_by.setdefault(path.name, set()).add(threading.current_thread().name)
-        real_write(path, data)
+    def spy_write(path: Path, data, **kw) -> None:
+        saved_by.setdefault(path.name, set()).add((threading.current_thread().name, kw.get("sync", True)))
+        real_write(path, data, **kw)
 
     on_disk_when_checked: list[tuple[str, int]] = []
     real_draft = dispatch._write_draft
@@ -193,8 +193,10 @@ def test_cassettes_are_saved_off_the_loop_before_the_row_goes_on_and_released(pr
 
     assert result.ret == 0, result.stdout.str()
     assert sorted(saved_by) == sorted(f"{n}.md.yaml" for n in names)
-    for name, threads in saved_by.items():
-        assert all(t.startswith("batchgen-cassette") for t in threads), (name, threads)
+    # on the dispatcher's loop, without an fsync (a thread hop per save cost more than the save;
+    # the files are fsynced together at the end of the run: fsutil.sync_deferred)
+    for name, saves in saved_by.items():
+        assert saves == {("batchgen-dispatch", False)}, (name, saves)
     # b-two was checked twice: after its first reply (1 interaction saved) and its repair (2)
     assert sorted(c for f, c in on_disk_when_checked if f == "b-two.md") == [1, 2]
     assert all(c == 1 for f, c in on_disk_when_checked if f != "b-two.md")
@@ -364,3 +366,34 @@ def test_a_replay_in_record_mode_none_never_imports_the_sdk(project, fake, monke
     assert "SDK-IMPORTED: False" in out, out
     assert project.statuses() == {"hit.md": "complete", "miss.md": "pending"}
     assert "ReplayMiss: no recorded request in" in out and "the title changed since it was recorded" in out
+
+
+def test_drafts_are_checked_on_the_loop_only_when_every_check_is_quick(project, fake, monkeypatch) -> None:
+    """Issue 12: a thread hop per draft (write and check) cost more than the work at 1,000 rows.
+    A checklist of built-in document rules is checked on the dispatcher's loop; one with a
+    linter (a process), like a user's own form, still goes to a worker thread."""
+    import threading
+
+    from genhelpers import rows_for
+    from pytest_batchgen import dispatch
+
+    checked_on: list[str] = []
+    real = dispatch._write_draft
+
+    def spy(*args):
+        checked_on.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(dispatch, "_write_draft", spy)
+    project.write_rows(rows_for("a-one", "b-two"))
+    assert project.run().ret == 0
+    assert len(checked_on) == 2 and not any(t == "batchgen-dispatch" for t in checked_on), checked_on
+
+    checked_on.clear()
+    project.write_rows(rows_for("c-three", "d-four"))
+    project.edit(project.plan, "4. Linter passes", "<!-- 4. Linter passes")
+    project.edit(project.plan, "{path}`\n", "{path}` -->\n")
+    result = project.run()
+    assert result.ret == 0, result.stdout.str()
+    assert checked_on == ["batchgen-dispatch"] * 2
+    assert result.outcomes() and not any(k.endswith("::lint") for k in result.outcomes())  # no linter line
