@@ -161,14 +161,12 @@ def _paced(inner: Any, pacer: Any) -> Any:
 
     It sits under the recorder, so replayed replies never reach it: replay has no limits. The
     SDK's retries pass through it too, so they are paced and observed like first attempts."""
-    import time
-
     import httpx2
 
     class Paced(httpx2.AsyncBaseTransport):
         async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
             await pacer.before_send()
-            sent_at = time.monotonic()
+            sent_at = pacer.mark_sent()
             response = await inner.handle_async_request(request)
             pacer.after_send(response.status_code)
             pacer.observe(response.status_code, response.headers, sent_at)

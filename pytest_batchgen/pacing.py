@@ -292,6 +292,7 @@ class Slot:
         self.settled = False
         self.sends = 0  # HTTP attempts so far (the SDK's retries included)
         self.refused = False  # the last attempt got a 429/529: its cost was given back
+        self.sent_at: float | None = None  # when its last HTTP attempt left (the pacer's clock)
 
     @property
     def admitted(self) -> bool:
@@ -331,6 +332,8 @@ class Pacer:
         self.paused_by: str | None = None
         self.input_ratio = 1.0
         self.last_backoff = -math.inf
+        #: when the first reply with budgets came (None: no budget known yet)
+        self.learnt_at: float | None = None
         self.rate_limited = 0  # 429s seen
         self.overloaded = 0  # 529s seen
         self.paced = 0  # requests that waited for a budget
@@ -425,11 +428,13 @@ class Pacer:
             return
         now, wall = self.clock(), self.wall()
         info = parse_headers(headers, wall)
+        if info.budgets and self.learnt_at is None:
+            self.learnt_at = now
         for budget in info.budgets:
             bucket = self.buckets.get(budget.kind)
             if bucket is None:
                 bucket = self.buckets[budget.kind] = Bucket.from_budget(budget, now, wall)
-                self._charge_in_flight(budget.kind, bucket, now)
+                self._charge_in_flight(budget.kind, bucket, now, sent_at)
             else:
                 bucket.sync(budget, now, wall)
         if "tokens" in self.buckets and ("input_tokens" in self.buckets or "output_tokens" in self.buckets):
@@ -439,23 +444,31 @@ class Pacer:
                 self.rate_limited += 1
             else:
                 self.overloaded += 1
-            self._back_off(now, sent_at, info, status)
+            # A 429 to a request sent before any budget was known (the first wave, sent blind)
+            # is not a sign of a window too wide: the budgets known now gate every request.
+            learnt = self.learnt_at
+            blind = status == 429 and learnt is not None and sent_at is not None and sent_at < learnt
+            self._back_off(now, sent_at, info, status, shrink=not blind)
         self._notify()
 
-    def _charge_in_flight(self, kind: str, bucket: Bucket, now: float) -> None:
-        """A budget first heard of: charge it the requests in flight that left before it was
-        known (but this reply's own). The reply may have been computed before some of them
-        reached the API (a slow connection), and a late one would then find the budget spent;
-        when they were counted already, this only errs on the side of waiting, once."""
+    def _charge_in_flight(self, kind: str, bucket: Bucket, now: float, sent_at: float | None) -> None:
+        """A budget first heard of: charge it the requests in flight that left after this reply's
+        request (and this reply's own is not charged). The reply's ``remaining`` counts what
+        reached the API before it, which the requests sent earlier did (they share the
+        connections, first come first served); one sent later may not have, and would then find
+        the budget spent. Charging the earlier ones too counted a first wave twice: at
+        concurrency 64, a whole minute's budget waited for nothing."""
         current = _CURRENT.get(None)
         for slot in self._slots:
             if slot is current or slot.refused or slot.charged is None or kind in slot.charged:
                 continue
+            if sent_at is not None and slot.sent_at is not None and slot.sent_at <= sent_at:
+                continue
             bucket.take(slot.cost.of(kind), now)
             slot.charged = slot.charged | {kind}
 
-    def _back_off(self, now: float, sent_at: float | None, info: RateLimitInfo, status: int) -> None:
-        if sent_at is None or sent_at >= self.last_backoff:  # once per round trip
+    def _back_off(self, now: float, sent_at: float | None, info: RateLimitInfo, status: int, shrink: bool) -> None:
+        if shrink and (sent_at is None or sent_at >= self.last_backoff):  # once per round trip
             self.threshold = max(1.0, math.floor(max(self.window, self.in_flight) / 2))
             self.window = self.threshold
             self.last_backoff = now
@@ -570,6 +583,15 @@ class Pacer:
             bucket.take(slot.cost.of(kind), now)
         slot.charged = frozenset(self.buckets)
         slot.refused = False
+
+    def mark_sent(self) -> float:
+        """The current slot's HTTP attempt leaves now (after :meth:`before_send`): its time,
+        kept on the slot (see :meth:`_charge_in_flight`) and given back for :meth:`observe`."""
+        now = self.clock()
+        slot = _CURRENT.get(None)
+        if slot is not None and slot.pacer is self:
+            slot.sent_at = now
+        return now
 
     def after_send(self, status: int) -> None:
         """After an HTTP attempt of the current slot: a 429 or 529 was not charged by the API,

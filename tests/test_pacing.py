@@ -276,6 +276,8 @@ def test_a_429_halves_the_window_once_per_round_trip_and_holds_every_request_for
         p.settle(cost, Usage(1, 1), replayed=False, charged=p.admit(cost))
     assert p.window == 64  # never above the concurrency
     p.in_flight = 0  # their slots were released
+    p.observe(200, headers(clock, requests=(50, 30, 10)))  # the budgets are known from here on
+    clock.now += 1
     sent = clock.now
     clock.now += 1
     refused = {**headers(clock, requests=(50, 0, 10)), "retry-after": "2"}
@@ -288,6 +290,42 @@ def test_a_429_halves_the_window_once_per_round_trip_and_holds_every_request_for
     clock.now += 2
     p.observe(429, refused, sent_at=clock.now)  # sent after it: halves again
     assert p.window == 16
+
+
+def test_a_429_to_the_first_wave_sent_blind_keeps_the_window_and_the_retry_after():
+    """Requests sent before any reply told the budgets (the first wave) may be refused; the
+    budgets their 429s carry gate every later request, so the window is not halved for them
+    (it was, and a 500-row run lost a tenth of its throughput climbing back)."""
+    clock = Clock()
+    p = Pacer(64, clock=clock, wall=clock.wall)
+    sent = clock.now
+    clock.now += 0.2
+    p.observe(429, {**headers(clock, requests=(60, 0, 1)), "retry-after": "1"}, sent_at=sent)
+    assert p.window == 64 and p.rate_limited == 1
+    assert p.delay(Cost(1, 1, 1)) == (1.0, "backoff")  # the API's retry-after still holds
+    clock.now += 1
+    later = clock.now
+    clock.now += 0.2
+    p.observe(429, headers(clock, requests=(60, 0, 1)), sent_at=later)  # sent knowing the budgets
+    assert p.window == 32
+
+
+def test_a_budget_first_heard_of_is_charged_only_the_requests_sent_after_the_reply():
+    """The reply's ``remaining`` already counts the requests that left before it; charging them
+    again made a first wave of 64 wait a whole budget for nothing (bench_pacing: 89% of the
+    limit, 97% without the double count)."""
+    clock = Clock()
+    p = Pacer(8, clock=clock, wall=clock.wall)
+
+    async def main() -> list:
+        return [await p.acquire(Cost(1, 0, 0)) for _ in range(3)]
+
+    early, late, later = asyncio.run(main())
+    early.sent_at, late.sent_at, later.sent_at = clock.now, clock.now + 2, clock.now + 3
+    clock.now += 4
+    p.observe(200, headers(clock, requests=(60, 50, 60)), sent_at=clock.now - 3)  # sent between them
+    assert p.buckets["requests"].level_at(clock.now) == pytest.approx(48, abs=0.1)  # 50, less the two after
+    assert "requests" not in early.charged and "requests" in late.charged and "requests" in later.charged
 
 
 def test_the_window_grows_back_gradually_and_never_above_the_concurrency():
