@@ -160,6 +160,19 @@ def bare(rows: int, concurrency: int, latency: float) -> Timing:
         return Timing(wall, first, span, peak / 1024)
 
 
+def pytest_floor(items: int) -> Timing:
+    """pytest alone: a session of ``items`` trivial parametrised tests, with the same flags.
+    A generation run has this many items (a generate item and one per checklist line, per row),
+    so this is the part of its time that pytest takes whatever the plugin does."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "test_floor.py").write_text(
+            f"import pytest\n\n@pytest.mark.parametrize('i', range({items}))\ndef test_item(i):\n    pass\n"
+        )
+        _, wall, peak, _ = run_process(pytest_cmd("--rootdir", tmp, "test_floor.py"), folder, offline_env())
+        return Timing(wall, peak_mb=peak / 1024)
+
+
 # -- promptfoo -------------------------------------------------------------------------------
 
 
@@ -359,6 +372,12 @@ def main() -> None:
                 flush=True,
             )
             ratio_line(f"ours/bare {args.bare_rows} rows zero latency c={c}", mine.wall / ref.wall, "target <= 1.3")
+        floor = pytest_floor(4 * args.bare_rows)
+        print(
+            f"pytest alone: {4 * args.bare_rows} trivial items (the run's item count, 4 per row) take "
+            f"{floor.wall:.2f}s = {floor.wall / ref.wall:.2f} x the bare script (at concurrency {c})",
+            flush=True,
+        )
         previous: tuple[int, float] | None = None
         for n in (int(x) for x in args.sizes.split(",")):
             mine = best(ours, args.repeat, n, 8, 0.0)

@@ -68,7 +68,7 @@ def make_dispatcher(
     record mode ``all`` re-records a row: their old recording is not replayed, and a new draft
     replaces a passing output only once it passes."""
     from .client import ClientSettings, ModelClient
-    from .dispatch import Dispatcher, Job
+    from .dispatch import Dispatcher, InlineReplay, Job
     from .pacing import Pacer
     from .recording import Recorder
 
@@ -101,7 +101,8 @@ def make_dispatcher(
         )
         client_factory = lambda: ModelClient(client_settings, recorder, pacer)  # noqa: E731
     pacer = Pacer(settings.concurrency, enabled=settings.pacing)
-    return Dispatcher(
+    kind = InlineReplay if mode == "none" else Dispatcher  # replay: each row at its test's turn
+    return kind(
         jobs,
         client_factory,
         concurrency=settings.concurrency,

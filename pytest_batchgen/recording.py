@@ -10,11 +10,11 @@ record modes, matching, serialisation and filtering.
 Every reply the SDK parsed into a message is saved to its cassette before the run goes on (the
 client calls :meth:`Recorder.persist` right after the parse; the file is fsynced with the run's
 other writes at its end, see :mod:`pytest_batchgen.fsutil`), so a crash never makes the user
-pay for that reply twice; a 2xx reply that
-is not a message (malformed JSON, an HTML page, a wrong schema) is never saved, so it cannot be
-replayed forever. Cassettes are loaded before any request: a corrupt one is a clear error
-naming the file, or, in a mode that may record and with a key, is set aside as
-``<name>.corrupt`` and recorded again.
+pay for that reply twice; a 2xx reply that is not a message (malformed JSON, an HTML page, a
+wrong schema) is never saved, so it cannot be replayed forever. Cassettes are loaded before any
+request: a corrupt one is a clear error naming the file, or, in a mode that may record and with
+a key, is set aside as ``<name>.corrupt`` and recorded again. A replay-only run (record mode
+``none``) reads each at its row's turn instead, without the SDK: :class:`ReplayClient`.
 """
 
 from __future__ import annotations
@@ -450,10 +450,16 @@ class ReplayClient:
         self.recorder = recorder
         if not has_key:
             recorder.live_refusal = NO_KEY_REFUSAL
-        recorder.load_all()  # before any request: a corrupt recording is named up front
 
     async def complete(self, key: str, params: dict[str, Any]) -> Completion:
         r = self.recorder
+        # Each cassette is read at its row's turn, not all up front: a replay spends nothing,
+        # so nothing is saved by finding a corrupt one early, and holding every recording in
+        # memory until its row's turn made a replay's peak half again a validation's.
+        try:
+            r.cassette(key)
+        except CorruptCassette as exc:
+            r.corrupt[key] = exc
         broken = r.corrupt_message(key)
         if broken:
             raise ModelCallError("ReplayMiss", broken, replay_miss=True)

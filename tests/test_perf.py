@@ -397,3 +397,34 @@ def test_drafts_are_checked_on_the_loop_only_when_every_check_is_quick(project, 
     assert result.ret == 0, result.stdout.str()
     assert checked_on == ["batchgen-dispatch"] * 2
     assert result.outcomes() and not any(k.endswith("::lint") for k in result.outcomes())  # no linter line
+
+
+def test_a_replay_generates_each_row_on_the_main_thread_when_its_test_asks(project, fake, monkeypatch) -> None:
+    """Issue 12: in record mode none nothing waits on the network, so no dispatcher thread is
+    started (a thread hand-off per row cost a second of system time at 1,000 rows); each row is
+    replayed when its first test runs, in plan order, and a corrupt recording fails only its row."""
+    import threading
+
+    from genhelpers import go_offline, rows_for
+    from pytest_batchgen import recording
+
+    rows = rows_for("a-one", "b-two", "c-three")
+    project.write_rows(rows)
+    assert project.run().ret == 0
+    go_offline(fake, monkeypatch)
+    project.reset(rows)
+    project.cassette("b-two.md").write_text("interactions: [\n")  # truncated
+
+    replayed: list[tuple[str, str]] = []
+    real = recording.ReplayClient.complete
+
+    async def spy(self, key, params):
+        replayed.append((key.rsplit("::", 1)[-1], threading.current_thread().name))
+        return await real(self, key, params)
+
+    monkeypatch.setattr(recording.ReplayClient, "complete", spy)
+    result = project.run("--batch-record-mode", "none")
+
+    assert replayed == [(n, "MainThread") for n in ("a-one.md", "b-two.md", "c-three.md")]
+    assert project.statuses() == {"a-one.md": "complete", "b-two.md": "pending", "c-three.md": "complete"}
+    assert "cannot be read: it is not valid YAML" in result.failure("b-two.md::generate")
