@@ -366,9 +366,10 @@ class InlineReplay(Dispatcher):
     for it, on the asking thread, from its recording; no background thread.
 
     Replayed calls never wait on the network, so generating ahead in a thread bought nothing
-    and cost a thread hand-off per row under the GIL (28,000 context switches and a second of
-    system time for 1,000 rows). The rows go through the same ``_row`` as live ones, on one
-    private event loop, so a replay gives exactly what the threaded dispatcher gave.
+    and cost thread hand-offs under the GIL: a 1,000-row replay took 5.7 s of CPU and 26,000
+    context switches threaded, 4.9 s and 7,000 inline (at 5,000 rows, 224 MB against 209 MB).
+    The rows go through the same ``_row`` as live ones, on one private event loop, so a replay
+    gives exactly what the threaded dispatcher gave.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -428,3 +428,21 @@ def test_a_replay_generates_each_row_on_the_main_thread_when_its_test_asks(proje
     assert replayed == [(n, "MainThread") for n in ("a-one.md", "b-two.md", "c-three.md")]
     assert project.statuses() == {"a-one.md": "complete", "b-two.md": "pending", "c-three.md": "complete"}
     assert "cannot be read: it is not valid YAML" in result.failure("b-two.md::generate")
+
+
+def test_the_insertion_place_comes_from_a_position_map_built_once_per_plan_order(tmp_path) -> None:
+    """Issue 12 (registration at scale): ``order.index`` and a slice per registration made
+    10,000 registrations quadratic. The plan's order (a tuple, built once per plan) gets one
+    position map, reused by every row; the place found is the same as before."""
+    from pytest_batchgen import tracking
+
+    outs = [(tmp_path / f"o{i}.md").resolve() for i in range(6)]
+    order = tuple(outs)
+    index = tracking._Index(set(), {outs[1]: (tracking._Entry(4, "x"),), outs[4]: (tracking._Entry(7, "y"),)}, 9)
+    assert tracking._insertion_line(index, outs[2], order, 9) == 5  # after o1's entry
+    assert tracking._insertion_line(index, outs[0], order, 9) == 4  # before o1's entry
+    assert tracking._insertion_line(index, outs[5], order, 9) == 8  # after o4's entry
+    assert tracking._insertion_line(index, tmp_path / "elsewhere.md", order, 9) == 9  # not in the plan
+    assert tracking._positions(order) is tracking._positions(order)  # built once
+    listed = list(outs)
+    assert tracking._insertion_line(index, outs[2], listed, 9) == 5  # a list works, uncached
