@@ -359,6 +359,13 @@ def main() -> None:
         else:
             print(f"peer: promptfoo {PROMPTFOO_VERSION} -j {c} --no-cache: {theirs.wall:.2f}s")
             ratio_line(f"ours/promptfoo {n} rows {lat:g}s latency c={c}", mine.wall / theirs.wall, "target <= 0.85")
+            # the floor of any SDK-based runner: a script that only sends and writes
+            ref = best(bare, args.repeat, n, c, lat)
+            print(
+                f"peer: the bare SDK script on the same rows: {ref.wall:.2f}s (first request at "
+                f"{ref.first_request:.2f}s) = {ref.wall / theirs.wall:.2f} x promptfoo",
+                flush=True,
+            )
 
     if "bare" in only:
         firsts = []
