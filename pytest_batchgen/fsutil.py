@@ -146,21 +146,30 @@ def atomic_write(path: Path, data: bytes | str, *, sync: bool = True) -> None:
             _unsynced.add(path)
 
 
-@atexit.register
-def sync_deferred() -> int:
+def sync_deferred(*, parallel: bool = True) -> int:
     """fsync the files written with ``sync=False`` since the last call, then their folders (so
     the renames are on disk too); how many files. Several at once: the file system commits
-    concurrent fsyncs together."""
+    concurrent fsyncs together (one by one at exit, when no new thread may start)."""
     with _swept_lock:
         paths = list(_unsynced)
         _unsynced.clear()
     if not paths:
         return 0
     folders = {p.parent for p in paths}
-    with ThreadPoolExecutor(8, thread_name_prefix="batchgen-fsync") as pool:
-        list(pool.map(_fsync, paths))
-        list(pool.map(_fsync, folders))
+    if parallel:
+        with ThreadPoolExecutor(8, thread_name_prefix="batchgen-fsync") as pool:
+            list(pool.map(_fsync, paths))
+            list(pool.map(_fsync, folders))
+    else:
+        for path in [*paths, *folders]:
+            _fsync(path)
     return len(paths)
+
+
+@atexit.register
+def _sync_at_exit() -> None:
+    """What a run wrote after its last :func:`sync_deferred` (a judge's recording, say)."""
+    sync_deferred(parallel=False)
 
 
 def _fsync(path: Path) -> None:

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -321,21 +322,20 @@ class JudgeService:
     def _start(self) -> None:
         if self._client is not None:
             return
-        from .client import NO_KEY_PLACEHOLDER, ClientSettings, ModelClient
-        from .recording import Recorder
+        from .client import ClientSettings, ModelClient
+        from .recording import Recorder, ReplayClient
 
         s = self.settings
         mode = s.record_mode if s.may_call else "none"
         recorder = Recorder({}, mode, {}, secrets=(s.api_key,) if s.api_key else ())
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="batchgen-judge", daemon=True).start()
-        settings = ClientSettings(
-            max_retries=s.max_retries,
-            timeout=s.timeout,
-            api_key=(s.api_key if s.may_call else None) or (NO_KEY_PLACEHOLDER if mode == "none" else None),
-        )
+        settings = ClientSettings(max_retries=s.max_retries, timeout=s.timeout, api_key=s.api_key)
 
         async def make() -> Any:
+            if mode == "none":  # verdicts replayed only: no SDK (a second of imports)
+                has_key = bool((s.api_key and s.may_call) or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
+                return ReplayClient(recorder, has_key)
             return ModelClient(settings, recorder)
 
         self._client = asyncio.run_coroutine_threadsafe(make(), loop).result()

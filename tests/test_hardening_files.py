@@ -343,3 +343,19 @@ def test_deferred_writes_are_atomic_at_once_and_fsynced_in_one_pass(tmp_path, mo
     assert fsutil.sync_deferred() == 0  # nothing twice
     fsutil.atomic_write(a, "three")  # the default still fsyncs before the rename
     assert len(synced) == 4 and a.read_text() == "three"
+
+
+def test_what_is_left_unsynced_at_exit_is_fsynced_without_a_thread_pool(tmp_path):
+    """At interpreter exit no new thread may start (concurrent.futures refuses), so the exit
+    pass fsyncs one by one; a process that exits with deferred writes prints no error."""
+    import subprocess
+    import sys
+
+    code = (
+        "from pathlib import Path\n"
+        "from pytest_batchgen import fsutil\n"
+        f"fsutil.atomic_write(Path({str(tmp_path / 'late.md')!r}), 'x', sync=False)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (tmp_path / "late.md").read_text() == "x"

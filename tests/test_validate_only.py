@@ -488,3 +488,21 @@ def test_validate_only_imports_neither_the_sdk_nor_vcrpy(pytester: pytest.Pytest
     result = changelog.run("--batch-validate-only", subprocess=True)
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # the changelog has failing outputs: it ran
     assert changelog.read("imported.txt") == "none"
+
+
+SDK_PROBE = """
+import sys
+def pytest_sessionfinish(session):
+    print("SDK-IMPORTED:", "anthropic" in sys.modules)
+"""
+
+
+def test_the_judges_recorded_verdict_replays_without_the_sdk(glossary: Project):
+    """Issue 12: a judge whose verdicts are only replayed (validate-only, record mode none)
+    answers from its recording without importing the SDK (a second of start-up on every run)."""
+    glossary.write("conftest.py", SDK_PROBE)
+    result = glossary.run("--batch-validate-only", "-s", subprocess=True)
+    out = result.stdout.str()
+    assert result.ret == 0, out
+    assert "SDK-IMPORTED: False" in out
+    assert "1 judge calls (0 live, 1 replayed)" in out, out[-2000:]
