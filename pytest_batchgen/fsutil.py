@@ -43,8 +43,9 @@ STALE_TMP_SECONDS = 10 * 60
 _swept: set[Path] = set()
 _swept_lock = threading.Lock()
 
-#: files written with ``sync=False`` and not yet fsynced (see :func:`sync_deferred`)
+#: files written with ``sync=False`` (or appended to) and not yet fsynced: see :func:`sync_deferred`
 _unsynced: set[Path] = set()
+_unsynced_lock = threading.Lock()
 
 
 def signature(path: Path) -> Signature | None:
@@ -142,15 +143,20 @@ def atomic_write(path: Path, data: bytes | str, *, sync: bool = True) -> None:
             os.unlink(tmp)
         raise
     if not sync:
-        with _swept_lock:
-            _unsynced.add(path)
+        defer_sync(path)
+
+
+def defer_sync(path: Path) -> None:
+    """``path`` was written without an fsync: :func:`sync_deferred` makes it durable."""
+    with _unsynced_lock:
+        _unsynced.add(path)
 
 
 def sync_deferred(*, parallel: bool = True) -> int:
     """fsync the files written with ``sync=False`` since the last call, then their folders (so
     the renames are on disk too); how many files. Several at once: the file system commits
     concurrent fsyncs together (one by one at exit, when no new thread may start)."""
-    with _swept_lock:
+    with _unsynced_lock:
         paths = list(_unsynced)
         _unsynced.clear()
     if not paths:

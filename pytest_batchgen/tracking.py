@@ -11,9 +11,11 @@ registrations cost more than the checks):
 - Later ones that go at the end append the new line with one ``write`` on an ``O_APPEND``
   descriptor, under the same lock; a failed or short write is truncated back, so the file holds
   the old text or the old text plus whole lines. The bytes already in the file are not rewritten.
-- Appended lines are fsynced once, when the process exits (``atexit``): a ``kill -9`` loses
-  nothing (the kernel has the bytes); a power loss may lose the lines appended since, and the
-  next run registers those outputs again (their checks pass; registration is idempotent).
+- Appended lines are fsynced once, with the run's other deferred writes
+  (:func:`pytest_batchgen.fsutil.sync_deferred`: at the end of a generation, at the latest at
+  exit): a ``kill -9`` loses nothing (the kernel has the bytes); a power loss may lose the lines
+  appended since, and the next run registers those outputs again (their checks pass;
+  registration is idempotent).
 
 The plugin edits only *entries*: list items whose whole text is one link (``- [Title](path)``,
 the form it writes). An entry's link text can be updated (:func:`retitle`, when a row's title
@@ -24,8 +26,6 @@ registered and is never edited: it is the user's text.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import errno
 import os
 import re
@@ -38,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 from markdown_it.helpers import parseLinkLabel
 from markdown_it.rules_inline import StateInline
 
-from .fsutil import Signature, atomic_write, lock_for, signature
+from .fsutil import Signature, atomic_write, defer_sync, lock_for, signature
 from .mdparse import inline_parser
 
 _HREF_UNSAFE = frozenset(' ()<>#?%&:\\"\x7f')
@@ -266,10 +266,8 @@ def register(tracking: Path, output: Path, title: str, order: Sequence[Path] = (
         return True
 
 
-#: tracking files this process has written (later registrations at the end append), and those
-#: appended to since their last fsync
+#: tracking files this process has written (later registrations at the end append)
 _written: set[Path] = set()
-_unsynced: set[Path] = set()
 
 
 def _append(tracking: Path, line: bytes, newline: bytes) -> None:
@@ -291,24 +289,7 @@ def _append(tracking: Path, line: bytes, newline: bytes) -> None:
             raise
     finally:
         os.close(fd)
-    with _cache_lock:
-        _unsynced.add(tracking)
-
-
-@atexit.register
-def sync_appended() -> None:
-    """fsync the tracking files appended to (once, at exit, rather than once per row)."""
-    with _cache_lock:
-        paths = list(_unsynced)
-        _unsynced.clear()
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-        os.close(fd)
+    defer_sync(tracking)  # fsynced once with the run's other deferred writes, not once per row
 
 
 def _split_entry(line: str, entry: _Entry) -> tuple[str, str] | None:

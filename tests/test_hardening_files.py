@@ -332,6 +332,7 @@ def test_deferred_writes_are_atomic_at_once_and_fsynced_in_one_pass(tmp_path, mo
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real(fd)
 
+    fsutil.sync_deferred()  # what earlier tests in this process left
     monkeypatch.setattr(fsutil.os, "fsync", spy)
     a, b = tmp_path / "out" / "a.md", tmp_path / "out" / "b.md"
     fsutil.atomic_write(a, "one", sync=False)  # the folder is made on the first write

@@ -132,20 +132,20 @@ def test_later_registrations_append_and_a_failed_append_leaves_the_old_text(tmp_
     assert not tracking.register(index, outs[1], "E1 again")
 
 
-def test_appended_registrations_are_fsynced_at_exit(tmp_path: Path, monkeypatch) -> None:
-    from pytest_batchgen import tracking
+def test_appended_registrations_are_fsynced_once_with_the_deferred_writes(tmp_path: Path, monkeypatch) -> None:
+    from pytest_batchgen import fsutil, tracking
 
     index = tmp_path / "INDEX.md"
-    tracking.sync_appended()  # what earlier tests appended
-    tracking.register(index, tmp_path / "a.md", "A")
+    fsutil.sync_deferred()  # what earlier tests left
+    tracking.register(index, tmp_path / "a.md", "A")  # the first: a rewrite, fsynced at once
     tracking.register(index, tmp_path / "b.md", "B")
     tracking.register(index, tmp_path / "c.md", "C")
-    synced: list[int] = []
-    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
-    tracking.sync_appended()
-    assert len(synced) == 1
-    tracking.sync_appended()  # nothing new appended: nothing to sync
-    assert len(synced) == 1
+    synced: list[str] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
+    assert fsutil.sync_deferred() == 1  # two appends, one file
+    assert sorted(synced) == sorted([str(index), str(tmp_path)])  # the file, then its folder
+    assert fsutil.sync_deferred() == 0  # nothing new appended: nothing to sync
+    assert len(synced) == 2
 
 
 # -- cassettes: saved off the event loop, before the row goes on, then dropped from memory ----
