@@ -87,7 +87,8 @@ def make_dispatcher(
         from .batches import make_batch_dispatcher
 
         return make_batch_dispatcher(settings, prices, jobs, recorder, resume_command(settings))  # type: ignore[return-value]
-    if mode == "none":  # replay only: no SDK, no httpx (issue 12)
+    pacer = Pacer(settings.concurrency, enabled=settings.pacing)
+    if mode == "none":  # replay only: no SDK (issue 12)
         from .recording import ReplayClient
 
         has_key = bool(api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
@@ -100,7 +101,6 @@ def make_dispatcher(
             api_key=api_key,
         )
         client_factory = lambda: ModelClient(client_settings, recorder, pacer)  # noqa: E731
-    pacer = Pacer(settings.concurrency, enabled=settings.pacing)
     kind = InlineReplay if mode == "none" else Dispatcher  # replay: each row at its test's turn
     return kind(
         jobs,

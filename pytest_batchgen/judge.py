@@ -353,8 +353,6 @@ class JudgeService:
         self._client = None
 
     def _register(self, plan: Plan, row: Row, rule: str) -> str:
-        from .recording import CorruptCassette
-
         key = RowId(plan.path, row.filename).key + "#judge"
         r = self._recorder
         if key not in r.paths:
@@ -362,10 +360,7 @@ class JudgeService:
             r.paths[key] = path
             r.labels[key] = plan.rel(path)
             r.hints[key] = self.record_command(plan, row, rule)
-            try:
-                r.cassette(key)
-            except CorruptCassette as exc:
-                r.corrupt[key] = exc
+            r.load(key)
         return key
 
     def record_command(self, plan: Plan, row: Row, rule: str) -> str:

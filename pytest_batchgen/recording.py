@@ -232,12 +232,16 @@ class Recorder:
         already passes sends none, and its file is left alone): see :meth:`corrupt_message`.
         """
         for key, path in self.paths.items():
-            if not path.exists():
-                continue  # nothing to read: its (empty) cassette is made at its first request
-            try:
-                self.cassette(key)
-            except CorruptCassette as exc:
-                self.corrupt[key] = exc
+            if path.exists():  # else nothing to read: its (empty) cassette is made at its first request
+                self.load(key)
+
+    def load(self, key: str) -> None:
+        """Read the row's cassette now (if not in memory already); one that cannot be read is
+        noted in :attr:`corrupt` (see :meth:`corrupt_message`) rather than raised."""
+        try:
+            self.cassette(key)
+        except CorruptCassette as exc:
+            self.corrupt[key] = exc
 
     def corrupt_message(self, key: str) -> str | None:
         """None when the row's cassette can be used (now); else why not, naming the file and the fix.
@@ -456,10 +460,7 @@ class ReplayClient:
         # Each cassette is read at its row's turn, not all up front: a replay spends nothing,
         # so nothing is saved by finding a corrupt one early, and holding every recording in
         # memory until its row's turn made a replay's peak half again a validation's.
-        try:
-            r.cassette(key)
-        except CorruptCassette as exc:
-            r.corrupt[key] = exc
+        r.load(key)
         broken = r.corrupt_message(key)
         if broken:
             raise ModelCallError("ReplayMiss", broken, replay_miss=True)
