@@ -496,6 +496,20 @@ class BatchDispatcher(BackgroundDispatch):
         delay = self.poll_start
         failures: dict[str, int] = {}
         counts: dict[str, Any] = {}
+
+        def failed(journal: Journal, entry: BatchEntry, what: str, exc: Exception) -> None:
+            """One more failure of ``what`` for the batch; at the last one its rows fail (the
+            batch stays in the journal for a rerun to collect)."""
+            failures[entry.local] = failures.get(entry.local, 0) + 1
+            if failures[entry.local] >= MAX_POLL_FAILURES:
+                self._fail_waiting(
+                    journal,
+                    entry,
+                    f"{what} failed {MAX_POLL_FAILURES} times: {exc}; "
+                    f"it stays in the journal, rerun to collect it: {self.resume_command}",
+                )
+                live.remove((journal, entry))
+
         while live:
             for journal, entry in list(live):
                 if self._stop.is_set():
@@ -507,15 +521,7 @@ class BatchDispatcher(BackgroundDispatch):
                     live.remove((journal, entry))
                     continue
                 except anthropic.APIError as exc:
-                    failures[entry.local] = failures.get(entry.local, 0) + 1
-                    if failures[entry.local] >= MAX_POLL_FAILURES:
-                        self._fail_waiting(
-                            journal,
-                            entry,
-                            f"polling batch {entry.id} failed {MAX_POLL_FAILURES} times: {exc}; "
-                            f"it stays in the journal, rerun to collect it: {self.resume_command}",
-                        )
-                        live.remove((journal, entry))
+                    failed(journal, entry, f"polling batch {entry.id}", exc)
                     continue
                 failures.pop(entry.local, None)
                 counts[entry.local] = batch.request_counts
@@ -525,16 +531,7 @@ class BatchDispatcher(BackgroundDispatch):
                         self._results(journal, entry)
                     except (anthropic.APIConnectionError, anthropic.APIStatusError) as exc:
                         # the stream broke: what was filed stays filed; the rest is read again
-                        failures[entry.local] = failures.get(entry.local, 0) + 1
-                        if failures[entry.local] >= MAX_POLL_FAILURES:
-                            self._fail_waiting(
-                                journal,
-                                entry,
-                                f"reading the results of batch {entry.id} failed "
-                                f"{MAX_POLL_FAILURES} times: {exc}; it stays in the journal, rerun to "
-                                f"collect it: {self.resume_command}",
-                            )
-                            live.remove((journal, entry))
+                        failed(journal, entry, f"reading the results of batch {entry.id}", exc)
                         continue
                     live.remove((journal, entry))
             if live and self._stop.wait(delay):

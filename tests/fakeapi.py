@@ -608,6 +608,7 @@ class FakeAnthropic:
     Public attributes: ``base_url``, ``requests`` (list of ``Logged``),
     ``max_in_flight``, ``default`` (callable body -> Reply), ``latency``
     (seconds added to every ``/v1/messages`` answer), ``batch_polls_until_ended``,
+    ``batch_poll_error`` (an HTTP status every batch retrieve answers with, or None),
     ``min_cacheable_tokens``, ``batches`` (id -> ``Batch``), ``limits``
     (:class:`RateLimits` or None), ``limited`` and ``admitted`` (see the module
     docstring's "Rate limits").
@@ -626,6 +627,7 @@ class FakeAnthropic:
         self.port = port
         self.latency = latency
         self.batch_polls_until_ended = batch_polls_until_ended
+        self.batch_poll_error: int | None = None
         self.min_cacheable_tokens = 0
         self.default: Callable[[dict], Reply] = _default_reply
         self.requests: list[Logged] = []
@@ -823,6 +825,8 @@ class FakeAnthropic:
             batch = self._get_batch(parts[3])
             rest = parts[4:]
             if rest == [] and method == "GET":
+                if self.batch_poll_error is not None:
+                    raise _HttpError(self.batch_poll_error, "invalid_request_error", "retrieve refused (test)")
                 with self._lock:
                     batch.polls += 1
                     if not batch.ended and batch.polls >= batch.polls_until_ended:

@@ -284,3 +284,22 @@ def test_an_unreadable_journal_fails_the_rows_naming_it_and_sends_nothing(projec
     failure = result.failure("quorum.md::generate")
     assert "batches-journal.json: the batch journal cannot be read" in failure
     assert "delete it to send those rows again" in failure
+
+
+def test_a_batch_that_cannot_be_polled_fails_its_rows_and_stays_in_the_journal(project, fake):
+    # given: every retrieve of the batch is refused (a 400, which the SDK does not retry)
+    project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
+    fake.batch_poll_error = 400
+
+    # when
+    result = project.run("--batch-api", "batches")
+
+    # then: after 5 failed polls the rows fail saying so, and the batch is kept for a rerun
+    (batch,) = fake.batches.values()
+    assert sum(1 for e in fake.requests if e.method == "GET" and e.path.endswith(batch.id)) == 5
+    failure = result.failure("quorum.md::generate")
+    assert f"polling batch {batch.id} failed 5 times" in failure, failure
+    assert "it stays in the journal, rerun to collect it: pytest --batch-plan plan.md --batch-api batches" in failure
+    journal = json.loads((project.cassette_dir() / "batches-journal.json").read_text())
+    assert [b["id"] for b in journal["batches"]] == [batch.id]
+    assert project.statuses() == {"quorum.md": "pending", "backpressure.md": "pending"}
