@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_validate_only import make_plan, run  # noqa: E402
+from bench_validate_only import make_plan, run, write_trivial_tests  # noqa: E402
 
 from pytest_batchgen.freshness import FreshnessBook  # noqa: E402
 from pytest_batchgen.plan import load_plan  # noqa: E402
@@ -76,15 +76,9 @@ def main() -> None:
         folder = Path(tmp) / "vo"
         make_plan(folder, args.rows)
         items = args.rows * 3
-        (folder / "test_trivial.py").write_text(
-            f"import pytest\n\n@pytest.mark.parametrize('i', range({items}))\ndef test_trivial(i):\n    assert i >= 0\n"
-        )
-        base = min(run(pytest_cmd + ["test_trivial.py"], folder)[0] for _ in range(2))
-        (folder / "test_trivial4.py").write_text(
-            f"import pytest\n\n@pytest.mark.parametrize('i', range({args.rows * 4}))\n"
-            "def test_trivial(i):\n    assert i >= 0\n"
-        )
-        base4 = min(run(pytest_cmd + ["test_trivial4.py"], folder)[0] for _ in range(2))
+        base = min(run(pytest_cmd + [write_trivial_tests(folder, items)], folder)[0] for _ in range(2))
+        four = write_trivial_tests(folder, args.rows * 4, "test_trivial4.py")
+        base4 = min(run(pytest_cmd + [four], folder)[0] for _ in range(2))
         gate = pytest_cmd + ["--batch-plan", "plan.md", "--batch-readonly"]
         bare = min(run(gate, folder)[0] for _ in range(2))
         write_cassettes(folder)

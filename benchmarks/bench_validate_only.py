@@ -59,6 +59,15 @@ def make_plan(folder: Path, rows: int, write_outputs: bool = True, extra_rule: s
     (folder / "conftest.py").write_text(IMPORT_PROBE)
 
 
+def write_trivial_tests(folder: Path, items: int, name: str = "test_trivial.py") -> str:
+    """A test file of ``items`` trivial parametrised tests: pytest's own floor for as many
+    items as a run has. Its name, to pass to pytest."""
+    (folder / name).write_text(
+        f"import pytest\n\n@pytest.mark.parametrize('i', range({items}))\ndef test_trivial(i):\n    assert i >= 0\n"
+    )
+    return name
+
+
 def run(cmd: list[str], cwd: Path) -> tuple[float, str, int]:
     """Wall time, output, and this child's own peak RSS in KiB (from ``wait4``: the
     ``RUSAGE_CHILDREN`` maximum would be the largest of every run so far)."""
@@ -93,10 +102,7 @@ def main() -> None:
         folder = Path(tmp) / "vo"
         make_plan(folder, args.rows)
         items = args.rows * 3
-        (folder / "test_trivial.py").write_text(
-            f"import pytest\n\n@pytest.mark.parametrize('i', range({items}))\ndef test_trivial(i):\n    assert i >= 0\n"
-        )
-        base = min(run(pytest_cmd + ["test_trivial.py"], folder)[0] for _ in range(2))
+        base = min(run(pytest_cmd + [write_trivial_tests(folder, items)], folder)[0] for _ in range(2))
         ours, out, _ = min(
             (run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-readonly"], folder) for _ in range(2)),
             key=lambda r: r[0],
@@ -115,10 +121,7 @@ def main() -> None:
         folder = Path(tmp)
         make_plan(folder, args.registered, extra_rule="4. Output registered in `out/INDEX.md`\n")
         items = args.registered * 4
-        (folder / "test_trivial.py").write_text(
-            f"import pytest\n\n@pytest.mark.parametrize('i', range({items}))\ndef test_trivial(i):\n    assert i >= 0\n"
-        )
-        floor = run(pytest_cmd + ["test_trivial.py"], folder)[0]
+        floor = run(pytest_cmd + [write_trivial_tests(folder, items)], folder)[0]
         first, _, peak_kib = run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-validate-only"], folder)
         again = run(pytest_cmd + ["--batch-plan", "plan.md", "--batch-readonly"], folder)[0]
         print(

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_generation import REFERENCE, write_plan  # noqa: E402
+from bench_validate_only import write_trivial_tests  # noqa: E402
 from fakeapi import FakeAnthropic, Reply  # noqa: E402
 
 PROMPTFOO_VERSION = "0.118.17"
@@ -166,10 +167,8 @@ def pytest_floor(items: int) -> Timing:
     so this is the part of its time that pytest takes whatever the plugin does."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "test_floor.py").write_text(
-            f"import pytest\n\n@pytest.mark.parametrize('i', range({items}))\ndef test_item(i):\n    pass\n"
-        )
-        _, wall, peak, _ = run_process(pytest_cmd("--rootdir", tmp, "test_floor.py"), folder, offline_env())
+        tests = write_trivial_tests(folder, items)
+        _, wall, peak, _ = run_process(pytest_cmd("--rootdir", tmp, tests), folder, offline_env())
         return Timing(wall, peak_mb=peak / 1024)
 
 
