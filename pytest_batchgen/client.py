@@ -256,7 +256,7 @@ class ModelClient:
             info.pending = []  # never recorded: it would be replayed, and fail, forever
             raise ModelCallError("InvalidReply", f"the API's reply is not a message: {problem}")
         if self.recorder is not None:
-            await self.recorder.persist(info)  # written before the run goes on (fsynced at its end)
+            self.recorder.commit(info)  # written before the run goes on (fsynced at its end)
         text = "".join(
             getattr(block, "text", "") or "" for block in message.content if getattr(block, "type", None) == "text"
         )

@@ -367,7 +367,8 @@ class InlineReplay(Dispatcher):
 
     Replayed calls never wait on the network, so generating ahead in a thread bought nothing
     and cost thread hand-offs under the GIL: a 1,000-row replay took 5.7 s of CPU and 26,000
-    context switches threaded, 4.9 s and 7,000 inline (at 5,000 rows, 224 MB against 209 MB).
+    context switches threaded, 4.9 s and 7,000 inline (the child's ``wait4`` rusage of the
+    replay ``bench_whole_run.py`` times; at 5,000 rows, 224 MB against 209 MB peak).
     The rows go through the same ``_row`` as live ones, on one private event loop, so a replay
     gives exactly what the threaded dispatcher gave.
     """

@@ -8,7 +8,7 @@ that row's own vcrpy :class:`~vcr.cassette.Cassette`. vcrpy still does what it i
 record modes, matching, serialisation and filtering.
 
 Every reply the SDK parsed into a message is saved to its cassette before the run goes on (the
-client calls :meth:`Recorder.persist` right after the parse; the file is fsynced with the run's
+client calls :meth:`Recorder.commit` right after the parse; the file is fsynced with the run's
 other writes at its end, see :mod:`pytest_batchgen.fsutil`), so a crash never makes the user
 pay for that reply twice; a 2xx reply that is not a message (malformed JSON, an HTML page, a
 wrong schema) is never saved, so it cannot be replayed forever. Cassettes are loaded before any
@@ -321,7 +321,9 @@ class Recorder:
         return _RecordingTransport(self, inner)
 
     def commit(self, call: CallInfo) -> None:
-        """Persist the replies of ``call`` that the SDK parsed into a message (before the run goes on)."""
+        """Save the replies of ``call`` that the SDK parsed into a message, before the run goes
+        on. Called on the event loop: the save is a YAML dump and a write without an fsync
+        (fsutil.sync_deferred makes it durable), which costs less than a thread hop would."""
         pending, call.pending = call.pending, []
         if not pending:
             return
@@ -329,11 +331,6 @@ class Recorder:
         for vreq, response in pending:
             cassette.append(vreq, response)
         cassette._save()
-
-    async def persist(self, call: CallInfo) -> None:
-        """:meth:`commit`, from the event loop. The save is a YAML dump and a write without an
-        fsync (fsutil.sync_deferred makes it durable): less than a thread hop would cost."""
-        self.commit(call)
 
     def replay_directly(self, key: str, url: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The recorded reply (its JSON body) to the request ``params`` would make, played from the
