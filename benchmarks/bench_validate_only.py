@@ -68,25 +68,30 @@ def write_trivial_tests(folder: Path, items: int, name: str = "test_trivial.py")
     return name
 
 
-def run(cmd: list[str], cwd: Path) -> tuple[float, str, int]:
-    """Wall time, output, and this child's own peak RSS in KiB (from ``wait4``: the
-    ``RUSAGE_CHILDREN`` maximum would be the largest of every run so far)."""
-    start = time.perf_counter()
-    # this tree's plugin, whatever the editable install points at
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+def run_process(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int, str]:
+    """Run ``cmd``; (start on the monotonic clock, wall seconds, this child's own peak RSS in
+    KiB, output). The peak comes from ``wait4``: the ``RUSAGE_CHILDREN`` maximum would be the
+    largest of every run so far."""
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "CI": "true", "PYTHONPATH": path},
-        )
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - start
+        wall = time.monotonic() - start
+        code = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        print(text[-4000:])
-        raise SystemExit(f"run failed: {' '.join(cmd)}")
-    return elapsed, text, usage.ru_maxrss
+    if code != 0:
+        print(text[-3000:])
+        raise SystemExit(f"benchmark run failed ({code}): {' '.join(cmd)}")
+    return start, wall, usage.ru_maxrss, text
+
+
+def run(cmd: list[str], cwd: Path) -> tuple[float, str, int]:
+    """Wall time, output and peak RSS in KiB of ``cmd`` with this tree's plugin (whatever the
+    editable install points at), as CI runs it."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    _, wall, peak, text = run_process(cmd, cwd, {**os.environ, "CI": "true", "PYTHONPATH": path})
+    return wall, text, peak
 
 
 def main() -> None:

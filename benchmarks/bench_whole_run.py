@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_generation import REFERENCE, write_plan  # noqa: E402
-from bench_validate_only import write_trivial_tests  # noqa: E402
+from bench_validate_only import run_process, write_trivial_tests  # noqa: E402
 from fakeapi import FakeAnthropic, Reply  # noqa: E402
 
 PROMPTFOO_VERSION = "0.118.17"
@@ -81,22 +80,6 @@ class Timing:
     span: float | None = None  # first request in to last reply out, at the server
     peak_mb: float | None = None
     note: str = ""
-
-
-def run_process(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int, str]:
-    """Run ``cmd``; (start on the monotonic clock, wall seconds, peak RSS in KiB, output)."""
-    with tempfile.TemporaryFile("w+") as out:
-        start = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read()
-    if proc.returncode != 0:
-        print(text[-3000:])
-        raise SystemExit(f"benchmark run failed ({proc.returncode}): {' '.join(cmd)}")
-    return start, wall, usage.ru_maxrss, text
 
 
 def server_view(server: FakeAnthropic, start: float, rows: int) -> tuple[float, float]:
