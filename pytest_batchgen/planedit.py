@@ -337,8 +337,7 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
         return "".join(head + tail)
     body = _render_notes(merged, newline)
     if tail:
-        # one blank line before the user's text; a lone "\r" before a "\n" would merge with it
-        body.append(newline + "\n" if newline == "\r" and tail[0].startswith("\n") else newline)
+        body.append(newline)  # the section's blank lines are its own: the tail starts with text
     elif unterminated:
         body[-1] = _strip_newline(body[-1])
     return "".join(head + body + tail)
