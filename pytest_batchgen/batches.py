@@ -325,10 +325,8 @@ class BatchDispatcher(BackgroundDispatch):
         st.attempt = Attempt(len(st.result.attempts) + 1, model=st.prompt.model, batch=True)
         st.result.attempts.append(st.attempt)
 
-    def _vreq(self, st: RowState) -> Any:
-        from vcr.request import Request as VcrRequest
-
-        return VcrRequest("POST", RECORDED_HOST + MESSAGES_PATH, st.body(), {"content-type": "application/json"})
+    #: how a batch's request is filed in its row's cassette: as the Messages request it stands for
+    RECORDED_HEADERS = {"content-type": "application/json"}
 
     def _round(self, pending: list[RowState]) -> None:
         to_send: dict[str, list[RowState]] = {}
@@ -352,9 +350,8 @@ class BatchDispatcher(BackgroundDispatch):
                         self._reserved_for.add(entry.local)
                         self.reserved += entry.reserved_usd
                 continue
-            cassette = self.recorder.cassette(st.key)
-            if cassette.write_protected or not self.recorder.may_record:
-                message = self.recorder.miss_message(st.key, cassette, st.body())
+            if self.recorder.write_protected(st.key) or not self.recorder.may_record:
+                message = self.recorder.miss_message(st.key, st.body())
                 st.attempt.error = message  # type: ignore[union-attr]
                 self._end(st, Outcome.ERROR, message)
                 continue
@@ -381,12 +378,11 @@ class BatchDispatcher(BackgroundDispatch):
             st.attempt.error = broken  # type: ignore[union-attr]
             self._end(st, Outcome.ERROR, broken)
             return True
-        cassette = self.recorder.cassette(st.key)
-        vreq = self._vreq(st)
-        if not cassette.can_play_response_for(vreq):
+        url = RECORDED_HOST + MESSAGES_PATH
+        recorded = self.recorder.play(st.key, "POST", url, st.body(), self.RECORDED_HEADERS)
+        if recorded is None:
             return False
-        response = cassette.play_response(vreq)
-        message = json.loads(response["body"]["string"])
+        message = json.loads(recorded.response["body"]["string"])
         self._request(st)
         self._judge(st, message, replayed=True)
         return True
@@ -631,7 +627,7 @@ class BatchDispatcher(BackgroundDispatch):
         assert attempt is not None
         attempt.seconds = time.monotonic() - st.sent_at if st.sent_at else 0.0
         message = result.get("message") if result.get("type") == "succeeded" else None
-        from .recording import is_message_body
+        from .cassettes import is_message_body
 
         if message is not None and is_message_body(message):
             self._file(st, message, entry, cid)  # on disk before the next result is read
@@ -644,7 +640,6 @@ class BatchDispatcher(BackgroundDispatch):
         # else: the same request goes into the next round's batch
 
     def _file(self, st: RowState, message: dict[str, Any], entry: BatchEntry, cid: str) -> None:
-        cassette = self.recorder.cassette(st.key)
         response = {
             "status": {"code": 200, "message": "OK"},
             "headers": {
@@ -653,8 +648,8 @@ class BatchDispatcher(BackgroundDispatch):
             },
             "body": {"string": json.dumps(message, ensure_ascii=False).encode("utf-8")},
         }
-        cassette.append(self._vreq(st), response)
-        cassette._save()  # private vcrpy API (as Recorder.commit uses it): persist now
+        url = RECORDED_HOST + MESSAGES_PATH
+        self.recorder.record(st.key, "POST", url, st.body(), self.RECORDED_HEADERS, response)
 
     def _judge(self, st: RowState, message: dict[str, Any], *, replayed: bool) -> None:
         """The messages path's verdict on a reply: refusal, draft written, truncation, checks,

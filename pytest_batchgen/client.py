@@ -13,7 +13,7 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # recording imports vcrpy: only where a recorder is built
+if TYPE_CHECKING:  # recording imports httpx2: only where a recorder is built
     from .pacing import Pacer
     from .recording import Recorder
 

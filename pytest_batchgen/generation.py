@@ -23,6 +23,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .dispatch import CompletionClient, Dispatcher, RowResult
+    from .recording import Recorder
     from .report import Progress
     from .state import BatchState
 
@@ -67,32 +68,37 @@ def make_dispatcher(
     The rows keyed in ``afresh`` (stale ones, ``--batch-regenerate-stale``) are re-recorded as
     record mode ``all`` re-records a row: their old recording is not replayed, and a new draft
     replaces a passing output only once it passes."""
+    from .cassettes import Recordings, ReplayClient
     from .client import ClientSettings, ModelClient
     from .dispatch import Dispatcher, InlineReplay, Job
     from .pacing import Pacer
-    from .recording import Recorder
 
     mode = settings.record_mode
     jobs = [Job(run, row, rerecord=mode == "all" or run.row_id(row).key in afresh) for run, row in rows]
     paths = {j.key: j.run.plan.cassette_path(j.row) for j in jobs}
     hints = {j.key: rerecord_hint(j.run, j.row) for j in jobs}
     api_key = settings.api_key
-    recorder = Recorder(paths, mode, hints, secrets=(api_key,) if api_key else ())
-    recorder.labels = {j.key: j.run.plan.rel(paths[j.key]) for j in jobs}
+    secrets = (api_key,) if api_key else ()
+    recorder: Recorder | None = None
+    if mode == "none":  # replay only: the recordings are read without vcrpy (see cassettes.py)
+        recordings = Recordings(paths, mode, hints, secrets)
+    else:
+        from .recording import Recorder
+
+        recordings = recorder = Recorder(paths, mode, hints, secrets)
+    recordings.labels = {j.key: j.run.plan.rel(paths[j.key]) for j in jobs}
     for key in afresh:
         if key in paths:
-            recorder.start_afresh(key)  # the stale recording is replaced by the new replies
-    if settings.api == "batches" and mode != "none" and api_key:
+            recordings.start_afresh(key)  # the stale recording is replaced by the new replies
+    if settings.api == "batches" and recorder is not None and api_key:
         # Message Batches; a run that may not record replays through the messages path below
         from .batches import make_batch_dispatcher
 
         return make_batch_dispatcher(settings, prices, jobs, recorder, resume_command(settings))  # type: ignore[return-value]
     pacer = Pacer(settings.concurrency, enabled=settings.pacing)
-    if mode == "none":  # replay only: no SDK (issue 12)
-        from .recording import ReplayClient
-
+    if recorder is None:  # replay only: no SDK and no vcrpy (issue 12)
         has_key = bool(api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
-        client_factory: Callable[[], CompletionClient] = lambda: ReplayClient(recorder, has_key)  # noqa: E731
+        client_factory: Callable[[], CompletionClient] = lambda: ReplayClient(recordings, has_key)  # noqa: E731
     else:
         client_settings = ClientSettings(
             max_retries=settings.max_retries,

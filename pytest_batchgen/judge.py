@@ -9,13 +9,14 @@ asked K times and the majority wins (a tie fails). There is no temperature to se
 2026-10-21, which the SDK 2.x sends, removed the sampling parameters (a request with
 ``temperature`` is a 400), so the verdict's stability comes from recording and from K samples.
 
-Every judge call goes through the same vcrpy :class:`~pytest_batchgen.recording.Recorder` as
+Every judge call goes through the same :class:`~pytest_batchgen.recording.Recorder` as
 generation, into a cassette beside the row's (``<filename>.judge.yaml``), matched on the exact
 request, which contains the output's text: an unchanged output replays its verdict with no key
 and no network, a changed one is judged afresh. A run that may not call the model
 (``--batch-validate-only``, ``--batch-readonly``, an xdist worker, no key) replays or skips
 (``--batch-judge-required``: fails). The SDK and vcrpy are imported on the first judge call
-only, so a plan without judge lines never loads them on the validate-only path.
+of a run that may record; a run that only replays verdicts (validate-only among them) reads
+them with neither (:mod:`pytest_batchgen.cassettes`).
 
 The judge has its own event loop in a background thread: its calls come from pytest's main
 thread (a complete row's items) and from the dispatcher's executor threads (drafts), and both
@@ -317,26 +318,34 @@ class JudgeService:
         self._client: Any = None
         self._recorder: Any = None
 
-    # -- the client, started lazily (the SDK and vcrpy are imported here) --
+    # -- the client, started lazily (the SDK and vcrpy are imported here, where it may record) --
 
     def _start(self) -> None:
         if self._client is not None:
             return
+        from .cassettes import Recordings, ReplayClient
         from .client import ClientSettings, ModelClient
-        from .recording import Recorder, ReplayClient
 
         s = self.settings
         mode = s.record_mode if s.may_call else "none"
-        recorder = Recorder({}, mode, {}, secrets=(s.api_key,) if s.api_key else ())
+        secrets = (s.api_key,) if s.api_key else ()
+        live = None
+        if mode == "none":  # verdicts replayed only: read without vcrpy (see cassettes.py)
+            recorder = Recordings({}, mode, {}, secrets)
+        else:
+            from .recording import Recorder
+
+            recorder = live = Recorder({}, mode, {}, secrets)
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="batchgen-judge", daemon=True).start()
         settings = ClientSettings(max_retries=s.max_retries, timeout=s.timeout, api_key=s.api_key)
 
         async def make() -> Any:
-            if mode == "none":  # verdicts replayed only: no SDK (a second of imports)
-                has_key = bool((s.api_key and s.may_call) or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
-                return ReplayClient(recorder, has_key)
-            return ModelClient(settings, recorder)
+            if live is not None:
+                return ModelClient(settings, live)
+            # verdicts replayed only: no SDK (a second of imports)
+            has_key = bool((s.api_key and s.may_call) or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
+            return ReplayClient(recorder, has_key)
 
         self._client = asyncio.run_coroutine_threadsafe(make(), loop).result()
         if not s.may_call:

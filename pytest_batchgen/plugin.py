@@ -97,9 +97,12 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
 
 
 def _start_preload(config: pytest.Config, state: BatchState) -> None:
-    """Load the SDK and vcrpy while pytest collects, in a run that will generate (issue 12)."""
-    from .preload import Preloader, modules_for, will_generate
+    """Load the SDK while pytest collects, in a run that will generate (issue 12)."""
+    from .preload import Preloader, join_imports, modules_for, will_generate
 
+    # vcrpy is imported on a thread once a first request is out (a judge's too): waited for at
+    # the end, like the preload, so no import is still running when pytest tears down
+    config.add_cleanup(join_imports)
     settings = state.settings
     if settings.role is Role.WORKER or not will_generate(settings, state.selected()):
         return

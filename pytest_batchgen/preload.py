@@ -1,4 +1,4 @@
-"""Import the SDK, httpx2 and vcrpy on a background thread while pytest collects.
+"""Import the SDK and httpx2 on a background thread while pytest collects.
 
 They take seconds to import and the first request needs them; imported on the main thread
 after collection (as :func:`pytest_batchgen.generation.make_dispatcher` does), that time is
@@ -21,12 +21,15 @@ from .plan import Row
 from .run import PlanRun
 from .settings import Settings
 
-#: what the dispatcher imports: the recorder first (the main thread needs it to start the
-#: dispatcher, and it takes a tenth of the SDK's time), then the SDK (its first request needs it)
-MODULES = ("vcr", "pytest_batchgen.client", "pytest_batchgen.recording", "anthropic", "httpx2")
+#: what the dispatcher imports before its first request: the recorder (the main thread needs it
+#: to start the dispatcher), then the SDK and the HTTP transport under it (httpcore2, which
+#: httpx2 imports when the client is made). Not vcrpy: only a reply to record needs it, and the
+#: recorder imports it once the first request is out (``recording.load_vcrpy_soon``)
+MODULES = ("pytest_batchgen.client", "pytest_batchgen.recording", "anthropic", "httpx2", "httpcore2")
 
-#: what a replay-only run (record mode ``none``) imports: no SDK (see ``recording.ReplayClient``)
-REPLAY_MODULES = ("vcr", "pytest_batchgen.recording")
+#: what a replay-only run (record mode ``none``) imports: neither the SDK nor vcrpy (see
+#: ``cassettes.ReplayClient``)
+REPLAY_MODULES = ("pytest_batchgen.cassettes",)
 
 
 def modules_for(settings: Settings) -> tuple[str, ...]:
@@ -54,20 +57,73 @@ class Preloader:
         return self
 
     def _run(self) -> None:
+        # The SDK's import leaves some 150,000 objects (its types and their pydantic schemas) that
+        # live as long as the process. The collector's passes while they are made find nothing
+        # to free, and cost about a sixth of the import (0.4 s of 2.4 s here): it is paused for
+        # the import. Afterwards they are moved out of its reach (``gc.freeze``), so that no full
+        # collection scans them again: the automatic ones during the run, and the five pytest's
+        # unraisable-exception plugin makes at the end (about 0.3 s).
+        # Once per process: only when this thread is the one that imports the SDK.
         fresh = "anthropic" in self.modules and "anthropic" not in sys.modules
-        for name in self.modules:
-            try:
-                importlib.import_module(name)
-            except BaseException as exc:  # the main thread imports it again and reports it
-                self.failed = f"{name}: {type(exc).__name__}: {exc}"
-                return
+        pause = fresh and gc.isenabled()
+        if pause:
+            gc.disable()
+        try:
+            for name in self.modules:
+                try:
+                    importlib.import_module(name)
+                except BaseException as exc:  # the main thread imports it again and reports it
+                    self.failed = f"{name}: {type(exc).__name__}: {exc}"
+                    return
+        finally:
+            if pause:
+                gc.enable()
         if fresh:
-            # The SDK's import leaves some 150,000 objects (its types and their pydantic schemas)
-            # that live as long as the process. Moved out of the collector's reach, they are not
-            # scanned again by every full collection: the automatic ones during the run, and the
-            # five pytest's unraisable-exception plugin makes at the end (about 0.3 s).
-            # Once per process: only when this thread was the one that imported the SDK.
             gc.freeze()
 
     def join(self) -> None:
         self._thread.join()
+
+
+_soon: dict[tuple[str, ...], threading.Thread] = {}
+_soon_lock = threading.Lock()
+#: one import through :func:`import_soon` / :func:`import_now` at a time: two threads importing
+#: vcrpy at once both fail (its package's imports are circular, and Python's per-module locks
+#: then hand each thread a partly initialised module)
+_import_lock = threading.Lock()
+
+
+def import_soon(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` on a thread now, unless they are imported or being imported already
+    (vcrpy, once the first request is out: see ``recording.load_vcrpy_soon``). A failure is left
+    for :func:`import_now` to report. :func:`join_imports` waits for the thread."""
+    with _soon_lock:
+        running = _soon.get(modules)
+        if (running is not None and running.is_alive()) or all(m in sys.modules for m in modules):
+            return
+        thread = threading.Thread(target=_import_quietly, args=(modules,), name="batchgen-import", daemon=True)
+        _soon[modules] = thread
+        thread.start()
+
+
+def _import_quietly(modules: tuple[str, ...]) -> None:
+    try:
+        import_now(modules)
+    except BaseException:
+        return
+
+
+def import_now(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` here, after any :func:`import_soon` of them has finished."""
+    with _import_lock:
+        for name in modules:
+            importlib.import_module(name)
+
+
+def join_imports() -> None:
+    """Wait for the imports :func:`import_soon` started: before pytest tears anything down (a
+    pytester run restores ``sys.modules``, which must not happen in the middle of an import)."""
+    with _soon_lock:
+        threads = list(_soon.values())
+    for thread in threads:
+        thread.join()

@@ -493,6 +493,10 @@ def test_retries_429_529_and_500_then_succeed(project, fake):
 
 @pytest.mark.parametrize(("concurrency", "expected"), [(3, 3), (8, 6)])
 def test_requests_in_flight_never_exceed_the_concurrency_and_reach_it(project, fake, concurrency, expected):
+    # vcrpy is loaded in this process first: a run imports it once its first request is out (a
+    # third of a second, recording.load_vcrpy_soon), which this test of the waves is not about
+    import vcr  # noqa: F401
+
     names = ["a-one", "b-two", "c-three", "d-four", "e-five", "f-six"]
     project.write_rows(rows_for(*names))
     for name in names:

@@ -255,6 +255,88 @@ def test_no_preload_when_every_row_is_complete_and_nothing_is_re_recorded(projec
     assert "PRELOAD-THREAD: False" in result.stdout.str()
 
 
+GC_PROBE = """
+import gc, sys
+from pytest_batchgen.preload import Preloader
+
+loader = Preloader(("anthropic",) + tuple(sys.argv[1:]))
+loader.start()
+loader.join()
+import anthropic
+print("DURING:", anthropic.COLLECTING, "AFTER:", gc.isenabled(), "FROZEN:", gc.get_freeze_count() > 0)
+print("FAILED:", loader.failed)
+"""
+
+
+@pytest.mark.parametrize("then", [(), ("no_such_module_here",)], ids=["imported", "a-later-import-fails"])
+def test_the_collector_is_paused_while_the_sdk_is_imported_and_resumed_after(tmp_path, then) -> None:
+    """Issue 12: the collector's passes during the SDK's import free nothing and cost a sixth of
+    it. It is paused for the preload's imports, and running again afterwards, even when an
+    import fails; the SDK's objects are then frozen out of its reach."""
+    import subprocess
+    import sys
+
+    (tmp_path / "anthropic").mkdir()
+    (tmp_path / "anthropic" / "__init__.py").write_text("import gc\nCOLLECTING = gc.isenabled()\n")
+    (tmp_path / "probe.py").write_text(GC_PROBE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    out = subprocess.run(
+        [sys.executable, "probe.py", *then], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "DURING: False AFTER: True" in out, out
+    assert ("FROZEN: True" in out) == (not then)  # nothing frozen when the preload gave up
+    assert ("FAILED: None" in out) == (not then)
+
+
+VCRPY_RACE_PROBE = """
+import json, sys, tempfile, threading
+from pathlib import Path
+import httpx2
+from pytest_batchgen.client import CallInfo
+from pytest_batchgen.recording import Recorder, load_vcrpy_soon
+from pytest_batchgen.preload import join_imports
+
+folder = Path(tempfile.mkdtemp())
+keys = [f"row{i}" for i in range(4)]
+recorder = Recorder({k: folder / f"{k}.yaml" for k in keys}, "new_episodes")
+body = json.dumps({"type": "message", "content": [], "usage": {}}).encode()
+
+def pending(key):
+    info = CallInfo(key)
+    request = httpx2.Request("POST", "https://api.anthropic.com/v1/messages", content=b"{}")
+    info.pending = [(request, b"{}", httpx2.Response(200, content=body), body)]
+    return info
+
+load_vcrpy_soon()  # what the transport does once the first request is out
+errors = []
+def commit(key):  # replies committed at once, on other threads
+    try:
+        recorder.commit(pending(key))
+    except BaseException as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=commit, args=(k,)) for k in keys[1:]]
+[t.start() for t in threads]
+commit(keys[0])
+[t.join() for t in threads]
+join_imports()
+print("ERRORS:", errors, "SAVED:", sorted(p.name for p in folder.glob("*.yaml")))
+"""
+
+
+def test_vcrpy_loads_once_the_first_request_is_out_and_a_commit_waits_for_that_import() -> None:
+    """Issue 12: vcrpy is off the way to the first request, imported on a thread once it is out.
+    Importing vcrpy from two threads at once fails (KeyError 'vcr', a partly initialised module:
+    its package's imports are circular), so every use waits for the one import in progress."""
+    import subprocess
+    import sys
+
+    for _ in range(3):  # a fresh interpreter each time: vcrpy not imported yet
+        out = subprocess.run(
+            [sys.executable, "-c", VCRPY_RACE_PROBE], capture_output=True, text=True, check=True
+        ).stdout
+        assert "ERRORS: [] SAVED: ['row0.yaml', 'row1.yaml', 'row2.yaml', 'row3.yaml']" in out, out
+
+
 # -- per-item work: one marker per row, payloads only on the reports that count ---------------
 
 PER_ITEM_PROBE = """
@@ -341,14 +423,14 @@ def test_replay_answers_recorded_calls_without_the_sdk_and_leaves_what_the_sdk_p
 REPLAY_IMPORT_PROBE = """
 import sys
 def pytest_sessionfinish(session):
-    print("SDK-IMPORTED:", "anthropic" in sys.modules)
+    print("HEAVY:", ",".join(m for m in ("anthropic", "httpx2", "vcr") if m in sys.modules) or "none")
 """
 
 
-def test_a_replay_in_record_mode_none_never_imports_the_sdk(project, fake, monkeypatch) -> None:
-    """Issue 12: replay costs what validating costs. The SDK (a second of imports) is not loaded
-    in record mode none, hits and misses alike; the run that records does load it (the probe
-    can tell)."""
+def test_a_replay_in_record_mode_none_never_imports_the_sdk_or_vcrpy(project, fake, monkeypatch) -> None:
+    """Issue 12: replay costs what validating costs. Neither the SDK (a second of imports) nor
+    vcrpy (a third of a second: it imports every HTTP library it can patch) is loaded in record
+    mode none, hits and misses alike; the run that records loads both (the probe can tell)."""
     from genhelpers import go_offline, router, rows_for
     from fakeapi import Reply
 
@@ -357,13 +439,13 @@ def test_a_replay_in_record_mode_none_never_imports_the_sdk(project, fake, monke
     project.write("conftest.py", REPLAY_IMPORT_PROBE)
     router(fake).set("miss.md", Reply.ok("not the format"))
     recorded = project.run("-s", subprocess=True)
-    assert "SDK-IMPORTED: True" in recorded.stdout.str()
+    assert "HEAVY: anthropic,httpx2,vcr" in recorded.stdout.str()
     go_offline(fake, monkeypatch)
     project.reset(rows)
     project.edit(project.plan, "| Miss |", "| Miss Retitled |")
     replayed = project.run("--batch-record-mode", "none", "-s", subprocess=True)
     out = replayed.stdout.str()
-    assert "SDK-IMPORTED: False" in out, out
+    assert "HEAVY: none" in out, out
     assert project.statuses() == {"hit.md": "complete", "miss.md": "pending"}
     assert "ReplayMiss: no recorded request in" in out and "the title changed since it was recorded" in out
 
@@ -406,7 +488,7 @@ def test_a_replay_generates_each_row_on_the_main_thread_when_its_test_asks(proje
     import threading
 
     from genhelpers import go_offline, rows_for
-    from pytest_batchgen import recording
+    from pytest_batchgen import cassettes
 
     rows = rows_for("a-one", "b-two", "c-three")
     project.write_rows(rows)
@@ -416,13 +498,13 @@ def test_a_replay_generates_each_row_on_the_main_thread_when_its_test_asks(proje
     project.cassette("b-two.md").write_text("interactions: [\n")  # truncated
 
     replayed: list[tuple[str, str]] = []
-    real = recording.ReplayClient.complete
+    real = cassettes.ReplayClient.complete
 
     async def spy(self, key, params):
         replayed.append((key.rsplit("::", 1)[-1], threading.current_thread().name))
         return await real(self, key, params)
 
-    monkeypatch.setattr(recording.ReplayClient, "complete", spy)
+    monkeypatch.setattr(cassettes.ReplayClient, "complete", spy)
     result = project.run("--batch-record-mode", "none")
 
     assert replayed == [(n, "MainThread") for n in ("a-one.md", "b-two.md", "c-three.md")]

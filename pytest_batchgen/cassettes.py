@@ -1,0 +1,489 @@
+"""Recorded model calls, read and matched without vcrpy; and the client of a replay-only run.
+
+vcrpy writes every cassette (:mod:`pytest_batchgen.recording`); reading one needs none of it.
+A cassette is YAML in vcrpy's layout, parsed here with PyYAML's C loader (vcrpy's own loader
+is the same one) and checked strictly, and a request is matched as vcrpy's method, path and
+body matchers match it: the same method, the same URL path, and bodies equal as JSON when both
+requests say ``application/json`` (else equal as bytes). Each recorded reply plays once.
+
+Why not vcrpy: importing it imports every HTTP library it knows how to patch (a third of a
+second with requests and botocore installed), and its cassettes deep-copy every interaction
+they load. A replay reads one cassette a row, so that was most of what a replay cost over a
+validation (issue 12); and a validate-only run of a plan with judge lines reads the recorded
+verdicts, where vcrpy must not be loaded at all.
+
+:class:`Recordings` is the run's set of cassettes (one a row, read when first needed), with
+every message a user sees about them; :class:`~pytest_batchgen.recording.Recorder` adds the
+recording. :class:`ReplayClient` answers a replay-only run (record mode ``none``) from them,
+without the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from .client import NO_KEY_REFUSAL, RECORD_MODES, Completion, ModelCallError, completion_from_body
+from .prompts import prompt_parts
+
+#: what a "To record it" command needs in front when the run has no key
+KEY_PREFIX = "ANTHROPIC_API_KEY=sk-ant-... "
+
+
+class CassetteLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """PyYAML's safe loader (the C one where PyYAML has it), with the two harmless Python tags
+    vcrpy's own loader accepts in a request (``!!python/str``, ``!!python/tuple``)."""
+
+
+CassetteLoader.add_constructor("tag:yaml.org,2002:python/str", lambda loader, node: loader.construct_scalar(node))
+CassetteLoader.add_constructor("tag:yaml.org,2002:python/unicode", lambda loader, node: loader.construct_scalar(node))
+CassetteLoader.add_constructor(
+    "tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node))
+)
+
+
+class CorruptCassette(Exception):
+    """A cassette that cannot be read (found when it is loaded, before any request)."""
+
+    replay_miss = True
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+        self.path = path
+        self.why = why
+
+
+def is_message_body(body: Any) -> bool:
+    """Whether a reply body has the shape of a Messages API message (what the SDK can use)."""
+    if isinstance(body, (bytes, str)):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return False
+    return (
+        isinstance(body, dict)
+        and body.get("type") == "message"
+        and isinstance(body.get("content"), list)
+        and isinstance(body.get("usage"), dict)
+    )
+
+
+def _first_values(headers: Mapping[str, Any]) -> dict[str, str]:
+    """Header names lower-cased, each with its first value, as vcrpy's ``HeadersDict`` keeps them."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else ""
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        out.setdefault(str(name).lower(), str(value))
+    return out
+
+
+def _body_kinds(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """What vcrpy's body matcher would parse a body as, from its headers (its transformers, in
+    its order). Only JSON is parsed here: every request the plugin records is JSON, and two
+    requests that would be parsed some other way are compared as bytes."""
+    kinds = []
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        kinds.append("chunked")
+    content_type = headers.get("content-type", "").lower()
+    if "application/x-www-form-urlencoded" in content_type:
+        kinds.append("form")
+    if "application/json" in content_type:
+        kinds.append("json")
+    if "text/xml" in content_type and "xmlrpc" in headers.get("user-agent", "").lower():
+        kinds.append("xmlrpc")
+    return tuple(kinds)
+
+
+def _comparable(body: bytes | None, kinds: tuple[str, ...]) -> Any:
+    if kinds != ("json",):
+        return body
+    if not body:
+        return None  # vcrpy's JSON transformer leaves an empty body as None
+    try:
+        return json.loads(body)
+    except ValueError:  # as vcrpy: a body that is not what its headers say is compared as bytes
+        return body
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One recorded request and its reply, as the cassette has them."""
+
+    #: the request as the file has it: method, uri, body, headers (vcrpy's ``Request._to_dict``)
+    request: Mapping[str, Any]
+    #: the reply as vcrpy serialises it: status, headers (lists of values), body string (bytes)
+    response: Mapping[str, Any]
+
+    @property
+    def body(self) -> bytes | None:
+        body = self.request.get("body")
+        return body.encode("utf-8") if isinstance(body, str) else body
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return _body_kinds(_first_values(self.request.get("headers") or {}))
+
+
+def _check_request(request: Any) -> None:
+    if not isinstance(request, dict) or set(request) != {"method", "uri", "body", "headers"}:
+        found = sorted(request) if isinstance(request, dict) else type(request).__name__
+        raise TypeError(f"a request has {found}, not method, uri, body and headers")
+    if not isinstance(request["uri"], str) or not isinstance(request["method"], str):
+        raise TypeError("a request's method and uri are not text")
+    if not isinstance(request["headers"], dict) or not isinstance(request["body"], (str, bytes, type(None))):
+        raise TypeError("a request's headers are not a mapping, or its body is not text")
+
+
+def read_cassette(path: Path) -> tuple[Interaction, ...] | None:
+    """A cassette's interactions, read strictly; None when there is none (no file, or a blank one).
+
+    Not UTF-8, merge-conflict markers, YAML errors, a layout that is not vcrpy's and recorded
+    replies that are not messages raise :class:`CorruptCassette` naming what is wrong: read
+    leniently, bad bytes would look like no recording, or fail inside a request without the path.
+    """
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    if not raw.strip():
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad_line = raw[: exc.start].count(b"\n") + 1
+        raise CorruptCassette(path, f"is not UTF-8 (line {bad_line}, byte {exc.start})") from None
+    if "\n=======" in text or "<<<<<<< " in text or ">>>>>>> " in text or text.startswith("======="):
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line.rstrip() == "=======":
+                raise CorruptCassette(path, f"has a merge-conflict marker at line {number}") from None
+    try:
+        data = yaml.load(text, Loader=CassetteLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise CorruptCassette(path, f"is not valid YAML{where} ({problem}); it may be truncated") from None
+    try:
+        found = data["interactions"]
+        interactions = []
+        for entry in found:
+            request, response = entry["request"], entry["response"]
+            _check_request(request)
+            interactions.append(Interaction(request, response))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise CorruptCassette(path, f"is not a vcrpy cassette ({type(exc).__name__}: {exc})") from None
+    for n, interaction in enumerate(interactions, 1):
+        response = interaction.response
+        try:
+            code = response["status"]["code"]
+            body = response["body"]["string"]
+            response["headers"]
+        except (KeyError, TypeError) as exc:
+            raise CorruptCassette(path, f"interaction {n} has no response {exc}") from None
+        if isinstance(body, str):  # vcrpy keeps reply bodies as bytes once loaded
+            response["body"]["string"] = body = body.encode("utf-8")
+        if not (isinstance(code, int) and 200 <= code < 300 and is_message_body(body)):
+            raise CorruptCassette(path, f"interaction {n}'s reply is not a message (HTTP {code})") from None
+    return tuple(interactions)
+
+
+@dataclass
+class RowRecording:
+    """A row's cassette in this run: what it held when read, and which replies have played."""
+
+    interactions: list[Interaction] = field(default_factory=list)
+    played: set[int] = field(default_factory=set)
+    #: read from a file with interactions in it (vcrpy's "rewound"): record mode ``once`` adds none
+    rewound: bool = False
+
+
+class Recordings:
+    """The run's cassettes, one per row key at ``paths[key]``, each read when first needed.
+
+    Every message about a recording is here: a miss (what changed since it was recorded), a
+    corrupt file (and, where the run may record, setting it aside), how to record it again.
+    """
+
+    def __init__(
+        self,
+        paths: Mapping[str, Path],
+        mode: str,
+        hints: Mapping[str, str] | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        if mode not in RECORD_MODES:
+            raise ValueError(f"unknown record mode {mode!r}; use one of {', '.join(RECORD_MODES)}")
+        self.paths = dict(paths)
+        self.mode = mode
+        self.hints = dict(hints or {})
+        #: how to show each cassette's path in messages (relative to the rootdir)
+        self.labels: dict[str, str] = {}
+        self._secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
+        #: why no request may go out in this run, whatever the mode (set when there is no key)
+        self.live_refusal: str | None = None
+        #: rows whose cassette cannot be read
+        self.corrupt: dict[str, CorruptCassette] = {}
+        #: corrupt cassettes moved aside to be recorded again (key -> where they went)
+        self.set_aside: dict[str, Path] = {}
+        self._rows: dict[str, RowRecording] = {}
+        self._lock = threading.RLock()
+
+    def path(self, key: str) -> Path:
+        return self.paths[key]
+
+    def label(self, key: str) -> str:
+        return str(self.labels.get(key, self.path(key)))
+
+    @property
+    def may_record(self) -> bool:
+        """Whether this run may send requests and record them at all (a mode and a key)."""
+        return self.mode != "none" and not self.live_refusal
+
+    def recording(self, key: str) -> RowRecording:
+        """The row's cassette, read now if it is not in memory (:class:`CorruptCassette` if it
+        cannot be read)."""
+        with self._lock:
+            found = self._rows.get(key)
+            if found is None:
+                interactions = read_cassette(self.path(key))
+                found = RowRecording(list(interactions or ()), rewound=interactions is not None)
+                self._rows[key] = found
+            return found
+
+    def load(self, key: str) -> None:
+        """Read the row's cassette now (if not in memory already); one that cannot be read is
+        noted in :attr:`corrupt` (see :meth:`corrupt_message`) rather than raised."""
+        try:
+            self.recording(key)
+        except CorruptCassette as exc:
+            self.corrupt[key] = exc
+
+    def load_all(self) -> None:
+        """Read every row's cassette before any request is sent; note the corrupt ones.
+
+        What happens to a corrupt one is decided at its row's first request (a row whose output
+        already passes sends none, and its file is left alone): see :meth:`corrupt_message`.
+        """
+        for key in self.paths:
+            self.load(key)
+
+    def release(self, key: str) -> None:
+        """Forget a finished row's cassette (it is on disk; a later request of the row reads it
+        again): a run of 100,000 rows need not hold every recorded request in memory."""
+        with self._lock:
+            self._rows.pop(key, None)
+
+    def start_afresh(self, key: str) -> bool:
+        """Forget a row's recording so that its next requests go out live and replace it.
+
+        Called when the row's replayed attempts ended in failure (failed checks or a refusal);
+        the file is rewritten only when a new reply is recorded. False when this run may not
+        record (no key, mode ``none``, or ``once`` with a recording).
+        """
+        with self._lock:
+            old = self._rows.get(key)
+            if not self.may_record or (old is not None and self.mode == "once" and old.rewound):
+                return False
+            self._rows[key] = RowRecording()
+            return True
+
+    def corrupt_message(self, key: str) -> str | None:
+        """None when the row's cassette can be used (now); else why not, naming the file and the fix.
+
+        When the run may record, a corrupt cassette is moved aside as ``<name>.corrupt`` (kept
+        for the user to inspect) and the row is recorded again.
+        """
+        with self._lock:
+            exc = self.corrupt.get(key)
+            if exc is None:
+                return None
+            if self.may_record:
+                path = self.path(key)
+                aside = path.with_name(path.name + ".corrupt")
+                if path.exists():
+                    os.replace(path, aside)
+                self.set_aside[key] = aside
+                del self.corrupt[key]
+                self._rows[key] = RowRecording()
+                return None
+        fix = (
+            "resolve the merge conflict in it or delete it"
+            if "merge-conflict" in exc.why
+            else "restore it from version control or delete it"
+        )
+        hint = f", then record it again: {self.retry_command(key)}" if key in self.hints else ""
+        return f"the recording {self.label(key)} cannot be read: it {exc.why}. To go on, {fix}{hint}"
+
+    def write_protected(self, key: str) -> bool:
+        """Whether the row's cassette may not take a new recording (vcrpy's rule: mode ``none``,
+        or ``once`` with a recording already)."""
+        return self.mode == "none" or (self.mode == "once" and self.recording(key).rewound)
+
+    def play(
+        self, key: str, method: str, url: str, body: bytes | None, headers: Mapping[str, Any]
+    ) -> Interaction | None:
+        """The recorded interaction that answers this request, marked played; None when none does.
+
+        Matched as vcrpy's method, path and body matchers match (see the module's docstring);
+        each recorded reply plays once, in the order recorded, and nothing plays in record mode
+        ``all``. Replies recorded during this run are not played again in it.
+        """
+        if self.mode == "all":
+            return None
+        with self._lock:
+            row = self.recording(key)
+            if not row.rewound:
+                return None
+            path = urlsplit(url).path or "/"
+            kinds = _body_kinds(_first_values(headers))
+            body = self._redact(body)
+            wanted: Any = None
+            for index, recorded in enumerate(row.interactions):
+                if index in row.played or recorded.request["method"] != method:
+                    continue
+                if (urlsplit(recorded.request["uri"]).path or "/") != path:
+                    continue
+                theirs = self._redact(recorded.body)
+                if recorded.kinds != kinds:
+                    same = theirs == body
+                else:
+                    if wanted is None:
+                        wanted = _comparable(body, kinds)
+                    same = _comparable(theirs, kinds) == wanted
+                if same:
+                    row.played.add(index)
+                    return recorded
+        return None
+
+    def replay_directly(self, key: str, url: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The recorded reply (its JSON body) to the request ``params`` would make, or None.
+
+        The replay fast path (issue 12): a replayed call needs neither the SDK's request building
+        and parsing nor httpx. Anything it does not answer (no match, record mode ``all``, a
+        corrupt cassette) goes the usual way."""
+        if self.mode == "all" or key in self.corrupt:
+            return None
+        body = json.dumps(params).encode("utf-8")
+        recorded = self.play(key, "POST", url, body, {"content-type": "application/json"})
+        if recorded is None:
+            return None
+        try:
+            data = json.loads(recorded.response["body"]["string"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return data if is_message_body(data) else None
+
+    def _redact(self, data: Any) -> Any:
+        for secret in self._secrets:
+            if isinstance(data, bytes):
+                data = data.replace(secret.encode(), b"<redacted>")
+            elif isinstance(data, str):
+                data = data.replace(secret, "<redacted>")
+        return data
+
+    def retry_hint(self, key: str) -> str:
+        """How to generate a row again whose replayed attempts ended in failure."""
+        why = f" ({self.live_refusal})" if self.live_refusal else f" (record mode {self.mode!r} replays it)"
+        return f"replayed from {self.label(key)}{why}; to generate it again: {self.retry_command(key)}"
+
+    def retry_command(self, key: str) -> str:
+        """The command that records the row again, with the key in front when the run had none."""
+        hint = self.hints.get(key, "pytest --batch-record-mode all")
+        return (KEY_PREFIX if self.live_refusal else "") + hint
+
+    def miss_message(self, key: str, body: bytes) -> str:
+        """Why a request found no recording to play, what changed since, and how to record it."""
+        path = self.label(key)
+        row = self.recording(key)
+        if not row.interactions:
+            what = f"no recording for this row ({path} does not exist or is empty)"
+        else:
+            what = f"no recorded request in {path} matches this one: " + _diff(row.interactions, body)
+        hint = f" To record it: {self.retry_command(key)}" if key in self.hints else ""
+        if self.live_refusal and self.mode == "none":
+            return f"{what} ({self.live_refusal}, and record mode 'none' never calls the API).{hint}"
+        if self.live_refusal:
+            return f"{what} ({self.live_refusal}).{hint}"
+        if self.mode == "once" and row.rewound:
+            return f"{what} (record mode 'once' adds nothing to an existing recording).{hint}"
+        return f"{what} (record mode {self.mode!r} never calls the API).{hint}"
+
+
+def _diff(recorded: list[Interaction], body: bytes) -> str:
+    """Which parts of the request (model, title, format reference, ...) differ from the closest
+    recorded one."""
+    try:
+        now = prompt_parts(json.loads(body))
+    except ValueError:
+        return "the request body is not JSON"
+    best: list[str] | None = None
+    for interaction in recorded:
+        try:
+            then = prompt_parts(json.loads(interaction.body or b"{}"))
+        except (ValueError, AttributeError):
+            continue
+        changed = [k for k in now if k != "conversation" and now.get(k) != then.get(k)]
+        if not changed and now.get("conversation") != then.get("conversation"):
+            changed = ["conversation (an earlier reply or repair turn)"]
+        if best is None or len(changed) < len(best):
+            best = changed
+    if not best:
+        return "the request differs from the recorded ones"
+    return "the " + ", the ".join(best) + " changed since it was recorded"
+
+
+class ReplayClient:
+    """The model client of a run in record mode ``none``: every reply comes from the rows'
+    cassettes, so neither the SDK, httpx nor vcrpy is needed (issue 12: replay costs what
+    validating costs). A request is matched as the recording transport matches it and each
+    recorded reply plays once; a request with no recording fails as a replay miss with the same
+    message the SDK path gives. The :class:`~pytest_batchgen.dispatch.CompletionClient`
+    protocol, like :class:`~pytest_batchgen.client.ModelClient`."""
+
+    #: what a replayed request is matched against (vcrpy matches the path, not the host)
+    URL = "https://api.anthropic.com/v1/messages"
+
+    def __init__(self, recordings: Recordings, has_key: bool) -> None:
+        if recordings.mode != "none":
+            raise ValueError("ReplayClient replays only: record mode 'none'")
+        self.recordings = recordings
+        if not has_key:
+            recordings.live_refusal = NO_KEY_REFUSAL
+
+    async def complete(self, key: str, params: dict[str, Any]) -> Completion:
+        r = self.recordings
+        # Each cassette is read at its row's turn, not all up front: a replay spends nothing,
+        # so nothing is saved by finding a corrupt one early, and holding every recording in
+        # memory until its row's turn made a replay's peak half again a validation's.
+        r.load(key)
+        broken = r.corrupt_message(key)
+        if broken:
+            raise ModelCallError("ReplayMiss", broken, replay_miss=True)
+        recorded = r.replay_directly(key, self.URL, params)
+        if recorded is None:
+            body = json.dumps(params).encode("utf-8")
+            raise ModelCallError("ReplayMiss", r.miss_message(key, body), replay_miss=True)
+        return completion_from_body(recorded, replayed=True)
+
+    def start_afresh(self, key: str) -> bool:
+        return False  # record mode none never records
+
+    def retry_hint(self, key: str) -> str:
+        return self.recordings.retry_hint(key)
+
+    def release(self, key: str) -> None:
+        self.recordings.release(key)
+
+    async def aclose(self) -> None:
+        return None

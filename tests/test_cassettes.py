@@ -1,0 +1,271 @@
+"""Recordings read and matched without vcrpy (pytest_batchgen.cassettes, issue 12).
+
+A replay reads each row's cassette with PyYAML and matches requests itself, so that neither
+vcrpy nor httpx is imported. These tests hold it to what vcrpy does: the same interactions out
+of the same file, the same recorded reply chosen for the same request (a Hypothesis property
+against vcrpy's own ``Cassette``), and the same strictness about broken files. Writing stays
+vcrpy's (``recording.Recorder``): the last tests check what it leaves in each record mode.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pytest_batchgen.cassettes import CorruptCassette, Recordings, read_cassette
+
+URL = "https://api.anthropic.com/v1/messages"
+
+
+def message(text: str) -> dict:
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-5-5",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 2},
+    }
+
+
+def reply(text: str) -> dict:
+    return {
+        "status": {"code": 200, "message": "OK"},
+        "headers": {"content-type": ["application/json"]},
+        "body": {"string": json.dumps(message(text)).encode("utf-8")},
+    }
+
+
+def write_with_vcrpy(path: Path, interactions: list[tuple[str, str, bytes | None, dict, str]]) -> None:
+    """A cassette exactly as vcrpy serialises it: (method, uri, body, headers, reply text)."""
+    from vcr.request import Request
+    from vcr.serialize import serialize
+    from vcr.serializers import yamlserializer
+
+    cassette = {
+        "requests": [Request(m, u, b, h) for m, u, b, h, _ in interactions],
+        "responses": [reply(t) for *_, t in interactions],
+    }
+    path.write_text(serialize(cassette, yamlserializer), encoding="utf-8")
+
+
+def params(title: str, **extra) -> dict:
+    return {"model": "claude-haiku-5-5", "max_tokens": 64, "messages": [{"role": "user", "content": title}], **extra}
+
+
+JSON = {"content-type": "application/json"}
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def test_a_cassette_reads_as_vcrpy_reads_it(tmp_path):
+    from vcr.serialize import deserialize
+    from vcr.serializers import yamlserializer
+
+    path = tmp_path / "row.yaml"
+    body = json.dumps(params("Alpha")).encode()
+    write_with_vcrpy(path, [("POST", URL, body, JSON, "one"), ("POST", URL, b"\xff\xfe binary", {}, "two")])
+
+    ours = read_cassette(path)
+    requests, responses = deserialize(path.read_text(encoding="utf-8"), yamlserializer)
+
+    assert ours is not None and len(ours) == 2
+    assert [i.body for i in ours] == [r.body for r in requests]
+    assert [i.request["method"] for i in ours] == [r.method for r in requests]
+    assert [i.request["uri"] for i in ours] == [r.uri for r in requests]
+    assert [dict(i.response) for i in ours] == responses
+
+
+@pytest.mark.parametrize("content", [None, b"", b"  \n\t\n"])
+def test_no_file_or_a_blank_one_is_no_recording(tmp_path, content):
+    path = tmp_path / "row.yaml"
+    if content is not None:
+        path.write_bytes(content)
+    assert read_cassette(path) is None
+
+
+def test_an_empty_list_of_interactions_is_a_recording_with_none(tmp_path):
+    path = tmp_path / "row.yaml"
+    path.write_text("interactions: []\nversion: 1\n")
+    assert read_cassette(path) == ()
+    recordings = Recordings({"k": path}, "once")
+    assert recordings.write_protected("k")  # vcrpy: a loaded file in mode once takes nothing new
+
+
+def _recorded(tmp_path: Path) -> Path:
+    path = tmp_path / "row.yaml"
+    write_with_vcrpy(path, [("POST", URL, json.dumps(params("Alpha")).encode(), JSON, "one")])
+    return path
+
+
+@pytest.mark.parametrize(
+    "corrupt, says",
+    [
+        (lambda b: b[:30] + b"\xff\xfe" + b[30:], "is not UTF-8 (line 3, byte 30)"),
+        (lambda b: b"<<<<<<< HEAD\n" + b + b"=======\n>>>>>>> theirs\n", "merge-conflict marker at line 1"),
+        (lambda b: b[: len(b) // 2] + b"\n  - [unclosed", "is not valid YAML at line"),
+        (lambda b: b.replace(b"interactions:", b"interactionz:"), "is not a vcrpy cassette (KeyError"),
+        (lambda b: b.replace(b"    method: POST\n", b""), "is not a vcrpy cassette (TypeError"),
+        (lambda b: b.replace(b"code: 200", b"code: 429"), "interaction 1's reply is not a message (HTTP 429)"),
+        (lambda b: b.replace(b'"type": "message"', b'"type": "error"'), "reply is not a message (HTTP 200)"),
+        (lambda b: b"- request: {}\n", "is not a vcrpy cassette"),
+        (lambda b: b"just text\n", "is not a vcrpy cassette"),
+    ],
+    ids=["not-utf8", "conflict", "truncated", "no-interactions", "request-keys", "a-429", "not-a-message", "list", "scalar"],
+)
+def test_a_broken_cassette_says_what_is_wrong_with_it(tmp_path, corrupt, says):
+    path = _recorded(tmp_path)
+    path.write_bytes(corrupt(path.read_bytes()))
+    with pytest.raises(CorruptCassette) as info:
+        read_cassette(path)
+    assert says in info.value.why and info.value.path == path
+
+
+def test_a_corrupt_cassette_is_noted_and_named_with_its_fix(tmp_path):
+    path = _recorded(tmp_path)
+    path.write_bytes(b"interactions: [\n")
+    recordings = Recordings({"k": path}, "none", {"k": "pytest --batch-plan plan.md 'plan.md::row.md'"})
+    recordings.labels["k"] = "cassettes/row.yaml"
+    recordings.live_refusal = "ANTHROPIC_API_KEY is not set, so this run can only replay"
+    recordings.load("k")
+    message = recordings.corrupt_message("k")
+    assert message is not None and message.startswith("the recording cassettes/row.yaml cannot be read: it is not valid YAML")
+    assert "restore it from version control or delete it, then record it again: ANTHROPIC_API_KEY=sk-ant-... pytest" in message
+    assert path.read_bytes() == b"interactions: [\n"  # a run that cannot record leaves it alone
+
+
+# -- matching: what vcrpy would play -------------------------------------------------------------
+
+
+def test_each_recorded_reply_plays_once_in_order(tmp_path):
+    path = tmp_path / "row.yaml"
+    body = json.dumps(params("Alpha")).encode()
+    write_with_vcrpy(path, [("POST", URL, body, JSON, "first"), ("POST", URL, body, JSON, "second")])
+    recordings = Recordings({"k": path}, "none")
+    texts = [recordings.replay_directly("k", URL, params("Alpha")) for _ in range(3)]
+    assert [t and t["content"][0]["text"] for t in texts] == ["first", "second", None]
+
+
+def test_json_bodies_match_whatever_their_key_order_and_spacing_and_hosts_are_ignored(tmp_path):
+    path = tmp_path / "row.yaml"
+    recorded = b'{"max_tokens": 64, "messages": [{"content": "Alpha", "role": "user"}], "model": "claude-haiku-5-5"}'
+    write_with_vcrpy(path, [("POST", "http://127.0.0.1:5000/v1/messages", recorded, JSON, "one")])
+    recordings = Recordings({"k": path}, "none")
+    assert recordings.replay_directly("k", URL, params("Alpha")) is not None
+
+
+def test_record_mode_all_plays_nothing_and_a_secret_is_matched_redacted(tmp_path):
+    path = tmp_path / "row.yaml"
+    write_with_vcrpy(path, [("POST", URL, json.dumps(params("key <redacted>")).encode(), JSON, "one")])
+    assert Recordings({"k": path}, "all").replay_directly("k", URL, params("key <redacted>")) is None
+    # the recorder stored the body with the key redacted; the same request made with the key matches
+    with_key = Recordings({"k": path}, "new_episodes", secrets=("sk-ant-secret",))
+    assert with_key.replay_directly("k", URL, params("key sk-ant-secret")) is not None
+
+
+BODIES = [
+    json.dumps(params("Alpha")).encode(),
+    json.dumps(params("Alpha"), indent=1, sort_keys=True).encode(),
+    json.dumps(params("Beta")).encode(),
+    b'{"not json',
+    b"",
+    None,
+    b"plain text",
+]
+HEADERS = [
+    {"content-type": "application/json"},
+    {"Content-Type": "application/json; charset=utf-8"},
+    {"content-type": "text/plain"},
+    {},
+    {"content-type": "application/json", "transfer-encoding": "chunked"},
+]
+URIS = [URL, "http://127.0.0.1:1234/v1/messages", "https://api.anthropic.com/v1/messages/batches", "https://x"]
+REQUEST = st.tuples(st.sampled_from(["POST", "GET"]), st.sampled_from(URIS), st.sampled_from(BODIES), st.sampled_from(HEADERS))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(recorded=st.lists(REQUEST, min_size=1, max_size=4), asked=st.lists(REQUEST, min_size=1, max_size=5))
+def test_the_reply_played_is_the_one_vcrpy_would_play(tmp_path_factory, recorded, asked):
+    """For any recorded interactions and any sequence of requests, the lean matcher plays the
+    same recorded reply as vcrpy's Cassette (method, path and body matchers, each reply once)."""
+    from vcr import matchers
+    from vcr.cassette import Cassette
+    from vcr.record_mode import RecordMode
+    from vcr.request import Request
+
+    path = tmp_path_factory.mktemp("c") / "row.yaml"
+    write_with_vcrpy(path, [(m, u, b, h, f"reply {n}") for n, (m, u, b, h) in enumerate(recorded)])
+    theirs = Cassette.load(
+        path=str(path), record_mode=RecordMode.NEW_EPISODES, match_on=(matchers.method, matchers.path, matchers.body)
+    )
+    ours = Recordings({"k": path}, "new_episodes")
+    for method, uri, body, headers in asked:
+        request = Request(method, uri, body, dict(headers))
+        expected = None
+        if theirs.can_play_response_for(request):
+            expected = json.loads(theirs.play_response(request)["body"]["string"])["content"][0]["text"]
+        played = ours.play("k", method, uri, body, headers)
+        got = None if played is None else json.loads(played.response["body"]["string"])["content"][0]["text"]
+        assert got == expected, (method, uri, body, headers)
+
+
+# -- writing stays vcrpy's ----------------------------------------------------------------------
+
+
+def _record(recorder, key: str, title: str, text: str) -> None:
+    recorder.record(key, "POST", URL, json.dumps(params(title)).encode(), JSON, reply(text))
+
+
+@pytest.mark.parametrize(
+    "mode, kept",
+    [("new_episodes", ["old", "new"]), ("all", ["new"])],
+)
+def test_a_new_reply_is_added_or_replaces_as_the_record_mode_says(tmp_path, mode, kept):
+    from pytest_batchgen.recording import Recorder
+
+    path = tmp_path / "row.yaml"
+    write_with_vcrpy(path, [("POST", URL, json.dumps(params("Old")).encode(), JSON, "old")])
+    recorder = Recorder({"k": path}, mode)
+    recorder.load_all()
+    _record(recorder, "k", "New", "new")
+    on_disk = read_cassette(path)
+    assert on_disk is not None
+    assert [json.loads(i.response["body"]["string"])["content"][0]["text"] for i in on_disk] == kept
+
+
+def test_a_row_started_afresh_replaces_its_file_and_a_reply_recorded_now_is_not_played_again(tmp_path):
+    from pytest_batchgen.recording import Recorder
+
+    path = tmp_path / "row.yaml"
+    write_with_vcrpy(path, [("POST", URL, json.dumps(params("Alpha")).encode(), JSON, "old")])
+    recorder = Recorder({"k": path}, "new_episodes")
+    recorder.load_all()
+    assert recorder.start_afresh("k")
+    assert recorder.replay_directly("k", URL, params("Alpha")) is None  # forgotten: goes out live
+    _record(recorder, "k", "Alpha", "new")
+    assert recorder.replay_directly("k", URL, params("Alpha")) is None  # recorded in this run
+    on_disk = read_cassette(path)
+    assert on_disk is not None and [json.loads(i.response["body"]["string"])["content"][0]["text"] for i in on_disk] == [
+        "new"
+    ]
+    fresh = Recordings({"k": path}, "none")  # the next run replays it
+    assert fresh.replay_directly("k", URL, params("Alpha")) is not None
+
+
+def test_record_mode_once_keeps_an_existing_recording_write_protected(tmp_path):
+    from pytest_batchgen.recording import Recorder
+
+    path = _recorded(tmp_path)
+    recorder = Recorder({"k": path, "new": tmp_path / "new.yaml"}, "once")
+    recorder.load_all()
+    assert recorder.write_protected("k") and not recorder.start_afresh("k")
+    assert not recorder.write_protected("new")
+    assert "record mode 'once' adds nothing to an existing recording" in recorder.miss_message(
+        "k", json.dumps(params("Beta")).encode()
+    )
