@@ -4,7 +4,8 @@ vcrpy writes every cassette (:mod:`pytest_batchgen.recording`); reading one need
 A cassette is YAML in vcrpy's layout, parsed here with PyYAML's C loader (vcrpy's own loader
 is the same one) and checked strictly, and a request is matched as vcrpy's method, path and
 body matchers match it: the same method, the same URL path, and bodies equal as JSON when both
-requests say ``application/json`` (else equal as bytes). Each recorded reply plays once.
+requests say ``application/json``, else equal as bytes (chunked, form and XML-RPC bodies are
+parsed as vcrpy parses them). Each recorded reply plays once.
 
 Why not vcrpy: importing it imports every HTTP library it knows how to patch (a third of a
 second with requests and botocore installed), and its cassettes deep-copy every interaction
@@ -27,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -89,9 +90,7 @@ def _first_values(headers: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _body_kinds(headers: Mapping[str, str]) -> tuple[str, ...]:
-    """What vcrpy's body matcher would parse a body as, from its headers (its transformers, in
-    its order). Only JSON is parsed here: every request the plugin records is JSON, and two
-    requests that would be parsed some other way are compared as bytes."""
+    """What vcrpy's body matcher parses a body as, from its request's headers, in its order."""
     kinds = []
     if "chunked" in headers.get("transfer-encoding", "").lower():
         kinds.append("chunked")
@@ -105,15 +104,63 @@ def _body_kinds(headers: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(kinds)
 
 
-def _comparable(body: bytes | None, kinds: tuple[str, ...]) -> Any:
-    if kinds != ("json",):
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _dechunk(body: Any) -> Any:
+    """The data of a chunked-encoded body. One that does not start like a chunk is taken as it
+    is (as vcrpy's matcher takes it); one that starts like a chunk and breaks off is an error;
+    an empty one is None (vcrpy's too)."""
+    if not isinstance(body, bytes):
         return body
     if not body:
-        return None  # vcrpy's JSON transformer leaves an empty body as None
+        return None
+    chunks: list[bytes] = []
+    pos = 0
+    while True:
+        end = pos
+        while end < len(body) and body[end] in _HEX:
+            end += 1
+        if end == pos or body[end : end + 2] != b"\r\n":
+            if pos == 0:
+                return body
+            raise ValueError("malformed chunked body")
+        size = int(body[pos:end], 16)
+        if size == 0:
+            return b"".join(chunks)
+        start, stop = end + 2, end + 2 + size
+        if body[stop : stop + 2] != b"\r\n":
+            raise ValueError("malformed chunked body")
+        chunks.append(body[start:stop])
+        pos = stop + 2
+
+
+def _parse(kind: str, body: Any) -> Any:
+    if kind == "chunked":
+        return _dechunk(body)
+    if kind == "json":
+        return json.loads(body) if body else None
+    if body is None:
+        return None
+    if kind == "form":
+        return parse_qs(body.decode("ascii"))
+    import xmlrpc.client
+
+    return xmlrpc.client.loads(body)
+
+
+def bodies_match(ours: Any, our_kinds: tuple[str, ...], theirs: Any, their_kinds: tuple[str, ...]) -> bool:
+    """vcrpy's body matcher: both bodies parsed the same way when their headers agree on how
+    (chunked, form, JSON, XML-RPC), else compared as bytes, as they are when either fails to parse."""
+    from xml.parsers.expat import ExpatError
+
+    a, b = ours, theirs
     try:
-        return json.loads(body)
-    except ValueError:  # as vcrpy: a body that is not what its headers say is compared as bytes
-        return body
+        for kind in our_kinds if our_kinds == their_kinds else ():
+            a, b = _parse(kind, a), _parse(kind, b)
+    except (ValueError, ExpatError):
+        a, b = ours, theirs
+    return bool(a == b)
 
 
 @dataclass(frozen=True)
@@ -348,20 +395,12 @@ class Recordings:
             path = urlsplit(url).path or "/"
             kinds = _body_kinds(_first_values(headers))
             body = self._redact(body)
-            wanted: Any = None
             for index, recorded in enumerate(row.interactions):
                 if index in row.played or recorded.request["method"] != method:
                     continue
                 if (urlsplit(recorded.request["uri"]).path or "/") != path:
                     continue
-                theirs = self._redact(recorded.body)
-                if recorded.kinds != kinds:
-                    same = theirs == body
-                else:
-                    if wanted is None:
-                        wanted = _comparable(body, kinds)
-                    same = _comparable(theirs, kinds) == wanted
-                if same:
+                if bodies_match(body, kinds, self._redact(recorded.body), recorded.kinds):
                     row.played.add(index)
                     return recorded
         return None

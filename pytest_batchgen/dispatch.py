@@ -94,6 +94,8 @@ class RowResult:
     budget_skipped: bool = False  # not sent because --batch-max-cost was reached
     hint: str | None = None  # how to try again (a replayed failure that this run may not re-record)
     reserved_usd: float = 0.0  # batch mode: the worst case reserved against --batch-max-cost
+    #: its items' user_properties, made once when the first item asks (nodes.row_properties)
+    properties: tuple[tuple[str, str], ...] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)  # a plain string (JSON, tests) becomes the enum

@@ -72,6 +72,11 @@ class RowNode(pytest.Collector):
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.run.plan.path, self.row.line - 1, f"{self.row.filename} (plan line {self.row.line})"
 
+    def teardown(self) -> None:
+        """The row's last item has run (pytest tears a collector down when the next item is not
+        one of its own)."""
+        self.run.forget(self.row)
+
 
 def row_marker(run: PlanRun, row: Row) -> pytest.MarkDecorator:
     """``batchgen(plan, filename, model)``: built once per row (issue 12), not once per item."""
@@ -103,7 +108,7 @@ class RowItem(pytest.Item):
     def generation_result(self) -> RowResult | None:
         """The row's generation (waiting for it), recorded in the item's properties."""
         result = _state(self).result(self.run, self.row)
-        record_properties(self, self.row, result)
+        record_properties(self, self.run, self.row, result)
         return result
 
 
@@ -178,19 +183,34 @@ def skip_unwritten(result: RowResult) -> None:
         pytest.skip(f"not checked: generation wrote no output ({why})")
 
 
-def record_properties(item: pytest.Item, row: Row, result: RowResult | None) -> None:
+def record_properties(item: pytest.Item, run: PlanRun, row: Row, result: RowResult | None) -> None:
     """Row properties for ``--junitxml`` (and any other reader of ``user_properties``)."""
-    attempts = list(result.attempts) if result is not None else []
-    props = {
-        "batchgen_filename": row.filename,
-        "batchgen_model": row.model,
-        "batchgen_attempts": str(len(attempts)),
-        "batchgen_cost_usd": f"{sum(a.cost for a in attempts):.6f}",
-    }
-    if attempts:
-        props["batchgen_calls"] = "replayed" if all(a.replayed for a in attempts) else "live"
+    props = row_properties(run, row, result)
     names = {name for name, _ in item.user_properties}
-    item.user_properties.extend((k, v) for k, v in props.items() if k not in names)
+    item.user_properties.extend(p for p in props if p[0] not in names)
+
+
+def row_properties(run: PlanRun, row: Row, result: RowResult | None) -> tuple[tuple[str, str], ...]:
+    """The row's properties, made once per row and shared by its items (and their reports):
+    a copy per item was a kilobyte a row (issue 12, registration at scale)."""
+    cached = result.properties if result is not None else run.properties.get(row.filename)
+    if cached is not None:
+        return cached
+    attempts = list(result.attempts) if result is not None else []
+    props = [
+        ("batchgen_filename", row.filename),
+        ("batchgen_model", row.model),
+        ("batchgen_attempts", str(len(attempts))),
+        ("batchgen_cost_usd", f"{sum(a.cost for a in attempts):.6f}"),
+    ]
+    if attempts:
+        props.append(("batchgen_calls", "replayed" if all(a.replayed for a in attempts) else "live"))
+    shared = tuple(props)
+    if result is not None:
+        result.properties = shared
+    else:
+        run.properties[row.filename] = shared
+    return shared
 
 
 def format_failure(run: PlanRun, row: Row, rule: Rule, failure: Failure, hint: str | None = None) -> str:

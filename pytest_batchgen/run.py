@@ -23,9 +23,14 @@ class PlanRun:
     rows: tuple[Row, ...]
     docs: DocumentCache = field(default_factory=DocumentCache)
     readonly: bool = False
-    _verdicts: dict[tuple[str, str, Path], tuple[OutputDocument, Failure | CheckSkipped | None]] = field(
+    #: by row filename, then (rule, file checked): the verdict and the parse it was made on
+    _verdicts: dict[str, dict[tuple[str, Path], tuple[OutputDocument, Failure | CheckSkipped | None]]] = field(
         default_factory=dict
     )
+    #: each row's output path, made once (a verdict key and a cached parse share it)
+    _outputs: dict[str, Path] = field(default_factory=dict)
+    #: the user_properties of a row's items when it has no generation result (nodes.row_properties)
+    properties: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     @property
     def quick_checks(self) -> bool:
@@ -37,7 +42,19 @@ class PlanRun:
         return RowId(self.plan.path, row.filename)
 
     def output_path(self, row: Row) -> Path:
-        return self.plan.output_path(row)
+        path = self._outputs.get(row.filename)
+        if path is None:
+            path = self._outputs[row.filename] = self.plan.output_path(row)
+        return path
+
+    def forget(self, row: Row) -> None:
+        """The row's items have all run: its parsed output and verdicts leave memory (issue 12:
+        10,000 rows held them to the end). Whatever asks again (a custom test over the rows)
+        reads the file again."""
+        self._verdicts.pop(row.filename, None)
+        path = self._outputs.get(row.filename)
+        if path is not None:
+            self.docs.forget(path)
 
     def document(self, row: Row) -> OutputDocument:
         return self.docs.get(self.output_path(row))
@@ -48,8 +65,9 @@ class PlanRun:
         ``path`` checks a draft kept elsewhere (a re-recorded row whose output passed)."""
         path = path or self.output_path(row)
         doc = self.docs.get(path)
-        key = (row.filename, rule.name, path)
-        hit = self._verdicts.get(key)
+        verdicts = self._verdicts.setdefault(row.filename, {})
+        key = (rule.name, path)
+        hit = verdicts.get(key)
         if hit is not None and hit[0] is doc:
             if isinstance(hit[1], CheckSkipped):
                 raise CheckSkipped(str(hit[1]))
@@ -66,9 +84,9 @@ class PlanRun:
         try:
             failure = rule.run(ctx)
         except CheckSkipped as exc:  # no verdict on this version of the output (judge rules)
-            self._verdicts[key] = (doc, exc)
+            verdicts[key] = (doc, exc)
             raise
-        self._verdicts[key] = (doc, failure)
+        verdicts[key] = (doc, failure)
         return failure
 
     def others_pass(self, row: Row, rule: Rule) -> bool:

@@ -177,6 +177,12 @@ BODIES = [
     b"",
     None,
     b"plain text",
+    b"a=1&b=2",
+    b"b=2&a=1",
+    b"5\r\nhello\r\n0\r\n\r\n",
+    b"2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n",
+    b"5\r\nhel",
+    b"<?xml version='1.0'?><methodCall><methodName>run</methodName><params></params></methodCall>",
 ]
 HEADERS = [
     {"content-type": "application/json"},
@@ -184,12 +190,15 @@ HEADERS = [
     {"content-type": "text/plain"},
     {},
     {"content-type": "application/json", "transfer-encoding": "chunked"},
+    {"Transfer-Encoding": "chunked"},
+    {"content-type": "application/x-www-form-urlencoded"},
+    {"content-type": "text/xml", "user-agent": "xmlrpc-client/1.0"},
 ]
 URIS = [URL, "http://127.0.0.1:1234/v1/messages", "https://api.anthropic.com/v1/messages/batches", "https://x"]
 REQUEST = st.tuples(st.sampled_from(["POST", "GET"]), st.sampled_from(URIS), st.sampled_from(BODIES), st.sampled_from(HEADERS))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(recorded=st.lists(REQUEST, min_size=1, max_size=4), asked=st.lists(REQUEST, min_size=1, max_size=5))
 def test_the_reply_played_is_the_one_vcrpy_would_play(tmp_path_factory, recorded, asked):
     """For any recorded interactions and any sequence of requests, the lean matcher plays the

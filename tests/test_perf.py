@@ -350,15 +350,27 @@ def pytest_collection_finish(session):
         by_row[mark.kwargs["filename"]].add(id(mark))
     print("MARKS-PER-ROW:", sorted(len(v) for v in by_row.values()))
 
+props = collections.defaultdict(set)
+held = []
+
 def pytest_runtest_logreport(report):
     seen[(report.when, report.outcome, hasattr(report, "batchgen"))] += 1
+    if report.when == "call":
+        props[dict(report.user_properties)["batchgen_filename"]].add(tuple(id(p) for p in report.user_properties))
+
+def pytest_runtest_teardown(item, nextitem):
+    from pytest_batchgen.state import state_of
+    run = state_of(item.config).runs[0]
+    held.append((item.nodeid.split("::")[1], sorted(run._verdicts), len(run.docs._docs)))
 
 def pytest_sessionfinish(session):
     print("REPORTS:", sorted(k for k in seen))
+    print("PROPERTY-OBJECTS-PER-ROW:", sorted(len(v) for v in props.values()))
+    print("HELD:", held)
 """
 
 
-def test_one_marker_per_row_and_no_payload_on_passing_setup_or_teardown(project) -> None:
+def test_one_marker_per_row_shared_properties_and_no_payload_on_passing_setup_or_teardown(project) -> None:
     from genhelpers import rows_for
 
     project.write_rows(rows_for("a-one", "b-two"))
@@ -373,6 +385,13 @@ def test_one_marker_per_row_and_no_payload_on_passing_setup_or_teardown(project)
     assert "('call', 'failed', True)" in reports
     assert "True)" not in reports.replace("('call', 'failed', True)", "").replace("('call', 'passed', True)", "")
     assert result.ret == 1 and set(project.statuses().values()) == {"pending"}
+    # issue 12, registration at scale: a row's items share one set of property tuples, and its
+    # parsed output and verdicts leave memory once its last item ran (before the next row's)
+    assert "PROPERTY-OBJECTS-PER-ROW: [1, 1]" in out
+    held = eval(out.split("HELD: ", 1)[1].splitlines()[0])
+    rules = len(held) // 2
+    assert [h[1] for h in held[:rules]] == [["a-one.md"]] * rules  # while a-one's items run
+    assert all(h[1] == ["b-two.md"] and h[2] == 1 for h in held[rules:])  # a-one's are gone
 
 
 # -- replay fast path: recorded replies answered from the cassette without the SDK -----------
