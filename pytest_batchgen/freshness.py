@@ -33,12 +33,11 @@ from typing import Any
 
 import yaml
 
+from .cassettes import CassetteLoader, CorruptCassette, read_cassette
 from .client import Usage
 from .plan import Plan, Row
 from .pricing import PriceTable
 from .prompts import Prompt, build_prompt, render_system, render_user, shared_prefix
-
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 FRESH, STALE, UNRECORDED, MISSING = "fresh", "stale", "unrecorded", "missing"
 STATES = (FRESH, STALE, UNRECORDED, MISSING)
@@ -68,12 +67,6 @@ class UnreadableRecording(Exception):
     """A cassette that is not a vcrpy cassette of Messages requests (corrupt, conflicted, foreign)."""
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return value if isinstance(value, str) else ""
-
-
 def _raw(path: Path) -> bytes | None:
     """A recording's bytes; None when there is none (no file, or a blank one)."""
     try:
@@ -88,19 +81,25 @@ def _raw(path: Path) -> bytes | None:
 def read_recording(path: Path) -> Recording | None:
     """The row's recording; None when there is none (no file, or a blank one).
 
-    Raises :class:`UnreadableRecording` for a file that is there but cannot be used."""
-    raw = _raw(path)
-    if raw is None:
-        return None
+    Read as a replay reads it (:func:`~pytest_batchgen.cassettes.read_cassette`, as strictly), so
+    a recording that a replay could not use is never called fresh. Raises
+    :class:`UnreadableRecording` for a file that is there but cannot be used."""
     try:
-        data = yaml.load(raw, Loader=_Loader)
-        interactions = data["interactions"]
-        first = json.loads(_text(interactions[0]["request"]["body"]))
+        interactions = read_cassette(path)
+    except CorruptCassette as exc:
+        raise UnreadableRecording(exc.why) from None
+    except OSError as exc:
+        raise UnreadableRecording(f"cannot be read: {exc.strerror}") from None
+    if interactions is None:
+        return None
+    if not interactions:
+        raise UnreadableRecording("holds no recorded request")
+    try:
+        first = json.loads(interactions[0].body or b"")
         calls = []
         for interaction in interactions:
-            request = json.loads(_text(interaction["request"]["body"]))
-            body = interaction["response"]["body"]["string"]
-            u = json.loads(_text(body)).get("usage") or {}
+            request = json.loads(interaction.body or b"")
+            u = json.loads(interaction.response["body"]["string"]).get("usage") or {}
             calls.append(
                 (
                     str(request.get("model", "")),
@@ -112,7 +111,7 @@ def read_recording(path: Path) -> Recording | None:
                     ),
                 )
             )
-    except (yaml.YAMLError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UnreadableRecording(f"is not a readable recording ({type(exc).__name__})") from None
     if not isinstance(first, dict):
         raise UnreadableRecording("its first request is not a Messages request")
@@ -127,7 +126,7 @@ def _first_body_event(raw: bytes) -> str | None:
     the replies, is not parsed); None when the file is not laid out as vcrpy writes it."""
     import base64
 
-    loader = _Loader(raw)
+    loader = CassetteLoader(raw)
     stack: list[list[Any]] = []  # [kind, current key or index, expecting a key]
     try:
         while True:
