@@ -731,14 +731,16 @@ def test_progress_lines_when_the_output_is_not_a_terminal(project, fake):
     # not a terminal: plain lines, no carriage returns; the slow row's wait shows the state,
     # and when the wait ends with every row done, the final state
     assert all("\r" not in line for line in progress)
-    # (the quick row is normally done before any wait; on a slow machine its own wait shows 0/2)
+    # (the quick row is normally done before any wait; on a slow machine its own wait shows 0/2,
+    # and when this process imports the SDK for the first time, nothing is in flight yet)
     assert re.fullmatch(
-        r"\[batchgen\] [01]/2 rows done, [12] in flight, 0 failed; (0 replies, 0|1 reply, 2,400) tokens, \$0\.0[01]00 so far",
+        r"\[batchgen\] [01]/2 rows done, [012] in flight, 0 failed; (0 replies, 0|1 reply, 2,400) tokens, \$0\.0[01]00 so far",
         progress[0],
     ), progress
     assert progress[-1] == "[batchgen] 2/2 rows done, 0 in flight, 0 failed; 2 replies, 4,800 tokens, $0.0200 so far"
     assert len(progress) == len(set(progress))
-    assert len(progress) <= 2  # throttled: one line per 15 s at most, then the final one
+    # throttled: a line per 15 s or per tenth of the rows done (here, a row), and the final one
+    assert len(progress) <= 3
 
 
 def test_budget_note_with_xdist(project, fake):
