@@ -326,6 +326,7 @@ class BatchDispatcher(BackgroundDispatch):
         st.result.attempts.append(st.attempt)
 
     #: how a batch's request is filed in its row's cassette: as the Messages request it stands for
+    RECORDED_URL = RECORDED_HOST + MESSAGES_PATH
     RECORDED_HEADERS = {"content-type": "application/json"}
 
     def _round(self, pending: list[RowState]) -> None:
@@ -378,8 +379,7 @@ class BatchDispatcher(BackgroundDispatch):
             st.attempt.error = broken  # type: ignore[union-attr]
             self._end(st, Outcome.ERROR, broken)
             return True
-        url = RECORDED_HOST + MESSAGES_PATH
-        recorded = self.recorder.play(st.key, "POST", url, st.body(), self.RECORDED_HEADERS)
+        recorded = self.recorder.play(st.key, "POST", self.RECORDED_URL, st.body(), self.RECORDED_HEADERS)
         if recorded is None:
             return False
         message = json.loads(recorded.response["body"]["string"])
@@ -648,8 +648,7 @@ class BatchDispatcher(BackgroundDispatch):
             },
             "body": {"string": json.dumps(message, ensure_ascii=False).encode("utf-8")},
         }
-        url = RECORDED_HOST + MESSAGES_PATH
-        self.recorder.record(st.key, "POST", url, st.body(), self.RECORDED_HEADERS, response)
+        self.recorder.record(st.key, "POST", self.RECORDED_URL, st.body(), self.RECORDED_HEADERS, response)
 
     def _judge(self, st: RowState, message: dict[str, Any], *, replayed: bool) -> None:
         """The messages path's verdict on a reply: refusal, draft written, truncation, checks,
