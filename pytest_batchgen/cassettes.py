@@ -251,7 +251,7 @@ class RowRecording:
 
     interactions: list[Interaction] = field(default_factory=list)
     played: set[int] = field(default_factory=set)
-    #: read from a file with interactions in it (vcrpy's "rewound"): record mode ``once`` adds none
+    #: read from a file, even one listing no interaction (vcrpy's "rewound"): mode ``once`` adds none
     rewound: bool = False
 
 
