@@ -19,7 +19,9 @@ import pytest
 import pytest_batchgen.client  # noqa: F401
 import pytest_batchgen.dispatch  # noqa: F401
 import pytest_batchgen.recording  # noqa: F401
+import forkserver
 from fakeapi import FakeAnthropic
+from forkserver import ForkServer
 from genhelpers import Router, loopback_api
 from harness import Project
 
@@ -36,3 +38,14 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
 def project(pytester: pytest.Pytester) -> Project:
     """An empty project in ``pytester.path`` (the working folder of the runs)."""
     return Project(pytester.path, pytester)
+
+
+@pytest.fixture(scope="session")
+def forks() -> Iterator[ForkServer | None]:
+    """This test process's fork server (see ``forkserver.py``), or None where processes cannot fork."""
+    if not forkserver.available():
+        yield None
+        return
+    server = ForkServer()
+    yield server
+    server.close()

@@ -18,13 +18,19 @@ Not a test module. The ``project`` fixture (``conftest.py``) is a :class:`Projec
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from pathlib import Path
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 import yaml
 
+from forkserver import Child, ForkServer
 from genhelpers import FORMAT_REFERENCE, LINT_SCRIPT, PlanRow, rows_plan_text
 from planfactory import REFERENCE
 from pytest_batchgen.plan import load_plan
@@ -111,6 +117,8 @@ class Project:
         self.path = path
         self.plan = "plan.md"
         self._pytester = pytester
+        #: set (see ``forks`` in conftest.py): subprocess runs are forked from it, not started afresh
+        self.forks: ForkServer | None = None
 
     # -- given ----------------------------------------------------------------------------
 
@@ -179,10 +187,38 @@ class Project:
         return self.pytest("--batch-plan", plan or self.plan, *args, subprocess=subprocess)
 
     def pytest(self, *args: str, subprocess: bool = False) -> Run:
-        """pytest with ``args`` in the project folder: in-process, or in a fresh interpreter."""
+        """pytest with ``args`` in the project folder: in-process, or in a process of its own
+        (a fresh interpreter, or a child of :attr:`forks` when it is set)."""
         assert self._pytester is not None, "running pytest needs the project fixture (pytester)"
+        if subprocess and self.forks is not None:
+            started = time.monotonic()
+            child = self.start(*args)
+            ret = child.wait()
+            out, err = child.output()
+            return Run(pytest.RunResult(ret, out.splitlines(), err.splitlines(), time.monotonic() - started))
         run = self._pytester.runpytest_subprocess if subprocess else self._pytester.runpytest
         return Run(run(*RUN_OPTIONS, *args))
+
+    def start(self, *args: str) -> Child | subprocess.Popen[str]:
+        """Start pytest with ``args`` in a process of its own and return at once (stdout and
+        stderr of a fresh interpreter together, as text, on its ``stdout``)."""
+        command = [*RUN_OPTIONS, f"--basetemp={tempfile.mkdtemp(prefix='runpytest-', dir=self.path)}", *args]
+        # as pytester starts a subprocess run: the working folder first on PYTHONPATH
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(self.path), os.environ.get("PYTHONPATH")]))}
+        if self.forks is not None:
+            streams = tempfile.mkdtemp(prefix="runpytest-output-", dir=self.path)
+            return self.forks.start(
+                command, cwd=self.path, env=env, stdout=Path(streams, "stdout"), stderr=Path(streams, "stderr")
+            )
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env["PYTHONPATH"], *sys.path]))
+        return subprocess.Popen(
+            [sys.executable, "-m", "pytest", *command],
+            cwd=self.path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
 
     # -- then -----------------------------------------------------------------------------
 

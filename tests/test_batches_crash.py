@@ -5,15 +5,16 @@ process with SIGKILL at one point of a batch run (:data:`KILL_CONFTEST`), then r
 to the end. The loopback server counts what it received: after the rerun every row is
 complete, each distinct request of a row was sent in exactly one batch (no duplicate create,
 no request sent twice) and nothing went through the per-request endpoint.
+
+Those processes are forked from a process that has imported pytest, the SDK and the plugin
+(``forkserver.py``): each is still a process of its own, killed and started as a user's would
+be, without the seconds of imports a fresh interpreter spends twice a test.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -21,7 +22,6 @@ import pytest
 import yaml  # noqa: F401  (in-process runs: see tests/test_init.py)
 from fakeapi import FakeAnthropic, Reply
 from genhelpers import bad_value, draft, router, row_of, rows_for
-from harness import RUN_OPTIONS
 
 BATCH_INI = "batchgen_batch_poll_start = 0.01\nbatchgen_batch_poll_max = 0.05\n"
 
@@ -81,6 +81,13 @@ if POINT:
 KILL_POINTS = ["before-create", "after-create", "polling", "results-stream", "cassette-write", "plan-update"]
 
 
+@pytest.fixture
+def project(project, forks):
+    """The project, its subprocess runs forked (see the module docstring)."""
+    project.forks = forks
+    return project
+
+
 def sent_requests(fake: FakeAnthropic) -> Counter:
     """How many times each distinct request of each row reached the server in a batch."""
     return Counter(
@@ -120,20 +127,9 @@ def test_sigkill_then_rerun_finishes_every_row_sending_nothing_twice(project, fa
     assert not (project.cassette_dir() / "batches-journal.json").exists()
 
 
-def _popen(project, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pytest", *RUN_OPTIONS, "--batch-plan", project.plan, *args],
-        cwd=project.path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), *sys.path]))},
-    )
-
-
 def _interrupt_while_polling(project, fake, *args: str) -> str:
     """Start a batch run, press Ctrl-C once its batch was created; its output."""
-    proc = _popen(project, "--batch-api", "batches", *args)
+    proc = project.start("--batch-plan", project.plan, "--batch-api", "batches", *args)
     while not fake.batches and proc.poll() is None:
         time.sleep(0.02)
     time.sleep(0.3)  # polling now

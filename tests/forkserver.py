@@ -1,0 +1,216 @@
+"""Fresh pytest processes without a fresh interpreter's start: a fork server for the crash tests.
+
+Not a test module. The crash tests (``test_batches_crash.py``) kill a run with SIGKILL or
+SIGINT and run it again, so each run must be a process of its own. Started as
+``python -m pytest``, every such process spends seconds before its first line of pytest:
+the interpreter, pytest and its plugins, the SDK (2.4 s on the 2-core CI machine) and vcrpy,
+twice a test. That was over a minute of the suite.
+
+:class:`ForkServer` starts one process per test process that imports all of that once and
+then waits; each run is a child it forks (``os.fork``): a new process, with its own pid, memory
+and file descriptors, that already has the modules loaded. The child takes the caller's working
+folder, environment and ``sys.path`` as ``python -m pytest`` would have them, runs
+``pytest.main`` and exits as the interpreter's shutdown begins (non-daemon threads joined,
+atexit handlers run), so a run that is not killed ends as a subprocess run ends.
+
+What the child does not show is the import itself: the tests of what a run imports and when
+(``test_perf.py``, ``test_validate_only.py``) start fresh interpreters, and so does every
+other subprocess test. The server needs ``os.fork`` (POSIX); elsewhere :func:`available` is
+False and the callers start ``python -m pytest`` as before.
+
+Protocol, one JSON object a line: the caller writes ``{"args", "cwd", "env", "stdout",
+"stderr"}``; the server forks and answers ``{"pid"}``, then ``{"pid", "returncode"}`` once the
+child is gone (``-signal`` when a signal ended it, as :mod:`subprocess` says it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+#: imported by the server before it forks: what a batch run imports, less pytest's plugins
+#: (pytest could no longer rewrite their asserts, and says so)
+PRELOAD = (
+    "pytest",
+    "_pytest.pytester",
+    "anyio._backends._asyncio",  # anyio's pytest plugin imports it: 0.14 s a run
+    "pytest_batchgen.plugin",
+    "pytest_batchgen.batches",
+    "pytest_batchgen.client",
+    "pytest_batchgen.dispatch",
+    "pytest_batchgen.generation",
+    "pytest_batchgen.recording",
+    "anthropic",
+    "anthropic.resources.messages.batches",
+    "httpx2",
+    "vcr",
+    "yaml",
+)
+
+
+def available() -> bool:
+    return hasattr(os, "fork") and sys.platform != "win32"
+
+
+class Child:
+    """One forked pytest run, used like :class:`subprocess.Popen`."""
+
+    def __init__(self, server: ForkServer, pid: int, stdout: Path, stderr: Path) -> None:
+        self._server = server
+        self.pid = pid
+        self._stdout = stdout
+        self._stderr = stderr
+        self.returncode: int | None = None
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._server._poll(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float = 300.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                raise TimeoutError(f"forked pytest run {self.pid} did not end in {timeout:g} s")
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+    def communicate(self) -> tuple[str, None]:
+        """Like ``Popen.communicate`` with stderr sent to stdout: the output, stdout then stderr."""
+        out, err = self.output()
+        return out + err, None
+
+    def output(self) -> tuple[str, str]:
+        """The run's stdout and stderr (once it ended)."""
+        self.wait()
+        return self._stdout.read_text(errors="replace"), self._stderr.read_text(errors="replace")
+
+
+class ForkServer:
+    """The caller's side: start the server process and ask it for runs (one at a time)."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "import forkserver; forkserver.serve()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        self._lock = threading.Lock()
+        self._buffer = b""  # what was read from the server and not yet a whole line
+        self._ended: dict[int, int] = {}
+        self._running: int | None = None
+
+    def start(self, args: list[str], *, cwd: Path, stdout: Path, stderr: Path, env: dict[str, str]) -> Child:
+        """Fork a run of ``pytest args`` in ``cwd`` with ``env``, its output going to the two files."""
+        with self._lock:
+            assert self._running is None, "one forked run at a time"
+            request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
+            reply = self._send(request)
+            assert reply is not None
+            pid = reply["pid"]
+            self._running = pid
+        return Child(self, pid, stdout, stderr)
+
+    def _send(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(request).encode() + b"\n")
+        self._proc.stdin.flush()
+        return self._read()
+
+    def _read(self, block: bool = True) -> dict[str, Any] | None:
+        """The server's next message; None when ``block`` is false and no whole line is there."""
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            if not block and not select.select([fd], [], [], 0)[0]:
+                return None
+            data = os.read(fd, 65536)
+            if not data:
+                raise RuntimeError(f"the fork server ended (exit status {self._proc.wait()})")
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def _poll(self, pid: int) -> int | None:
+        """The child's return code, or None while it runs (the server reports it when it ends)."""
+        with self._lock:
+            if pid in self._ended:
+                return self._ended[pid]
+            message = self._read(block=False) if self._running == pid else None
+            if message is None:
+                return None
+            self._ended[message["pid"]] = message["returncode"]
+            self._running = None
+            return self._ended.get(pid)
+
+    def close(self) -> None:
+        if self._proc.stdin:
+            self._proc.stdin.close()
+        self._proc.wait(timeout=30)
+
+
+# -- the server's side ------------------------------------------------------------------------
+
+
+def serve() -> None:
+    """Import :data:`PRELOAD`, then fork a child per request read from stdin (see the module docstring)."""
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    gc.freeze()  # as the plugin's preloader does: the children's collections skip what is loaded
+    channel_in, channel_out = sys.stdin.buffer, os.dup(1)
+    assert threading.active_count() == 1, "forking needs a process with one thread"
+    for line in channel_in:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _child(request, channel_out)  # never returns
+        os.write(channel_out, (json.dumps({"pid": pid}) + "\n").encode())
+        _, status = os.waitpid(pid, 0)
+        os.write(channel_out, (json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}) + "\n").encode())
+
+
+def _child(request: dict[str, Any], channel_out: int) -> None:
+    """Become ``python -m pytest <args>`` started in ``cwd`` with ``env``, and exit with its status."""
+    os.close(channel_out)
+    null = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for fd, target in ((null, 0), (out, 1), (err, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    # sys.path as `python -m pytest` in cwd has it: cwd, then PYTHONPATH, then the rest
+    extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:] = list(dict.fromkeys([request["cwd"], *extra, *sys.path]))
+    import pytest
+
+    code = int(pytest.main(request["args"]))
+    # the interpreter's shutdown, less its last step: non-daemon threads are joined and atexit
+    # handlers run as at any exit, but the preloaded modules are not torn down one by one (0.4 s)
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
