@@ -8,10 +8,7 @@ connection of the process refused, and compare what the two runs left behind.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -350,7 +347,8 @@ def title_of(name: str) -> str:
     return name.replace("-", " ").title()
 
 
-def test_kill_9_mid_run_then_rerun_pays_for_no_reply_twice(project, fake):
+def test_kill_9_mid_run_then_rerun_pays_for_no_reply_twice(project, fake, forks):
+    project.forks = forks  # the killed run is a process of its own, forked (see forkserver.py)
     # given: two rows answered at once and two whose replies take 30 s
     fast, slow = ["fast-one", "fast-two"], ["slow-one", "slow-two"]
     project.write_rows(rows_for(*fast, *slow))
@@ -393,13 +391,7 @@ def test_kill_9_mid_run_then_rerun_pays_for_no_reply_twice(project, fake):
 def run_and_kill_9(project: Project, ready: Callable[[], bool]) -> int:
     """Run pytest on the project's plan in a process of its own; SIGKILL it once ``ready()``
     holds (and the dispatcher had 0.1 s to write what it received). Returns its exit code."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "--batch-plan", project.plan, "-q"],
-        cwd=project.path,
-        env=dict(os.environ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = project.start("--batch-plan", project.plan, "-q")
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -410,10 +402,10 @@ def run_and_kill_9(project: Project, ready: Callable[[], bool]) -> int:
         else:
             pytest.fail("the fast rows' replies were never recorded")
         time.sleep(0.1)  # let the dispatcher write what it received
-        os.kill(proc.pid, signal.SIGKILL)
+        proc.send_signal(signal.SIGKILL)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     return proc.returncode
 
