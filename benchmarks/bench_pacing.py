@@ -3,8 +3,11 @@
 The loopback server (tests/fakeapi.py) enforces the API's per-minute limits as token buckets,
 with ``--window`` seconds standing for the minute, and sends the ``anthropic-ratelimit-*``
 headers and ``retry-after`` like the API. The same plan is generated twice, with pacing (the
-default) and with ``--batch-no-pacing`` (a fixed 64 in flight, 429s left to the SDK's two
-retries), and for each the script prints, counted at the server and in the JSON report:
+default) twice and with ``--batch-no-pacing`` (a fixed 64 in flight, 429s left to the SDK's
+two retries). The first paced run knows nothing of the account, so its first wave is sent
+blind; the second starts from the limits the first left in the user's cache folder (a folder
+of the script's, not yours), as any later run on an account does. For each run the script
+prints, counted at the server and in the JSON report:
 
 * rows in error (target 0),
 * the share of requests answered 429 (target <= 2 %),
@@ -44,12 +47,19 @@ def write_plan(folder: Path, rows: int) -> None:
     (folder / "pytest.ini").write_text(f"[pytest]\nbatchgen_max_tokens = {MAX_TOKENS}\n")
 
 
-def one_run(args: argparse.Namespace, limits: RateLimits, pacing: bool) -> dict:
-    with tempfile.TemporaryDirectory() as tmp, FakeAnthropic(latency=args.latency, limits=limits) as server:
+def one_run(args: argparse.Namespace, server: FakeAnthropic, limits: RateLimits, pacing: bool, cache: str) -> dict:
+    """One generation of the plan against ``server``, its buckets full and its prompt cache empty
+    at the start; ``cache`` is the user's cache folder (where the account's limits are kept)."""
+    server.limits = limits  # full buckets
+    server.reset_cache()
+    server.reset_log()
+    server.admitted.clear()
+    server.limited = 0
+    with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_plan(folder, args.rows)
         server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
-        env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "bench"}
+        env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "bench", "XDG_CACHE_HOME": cache}
         env.pop("CI", None)
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
                "--batch-plan", "plan.md", "--batch-concurrency", str(args.concurrency),
@@ -109,12 +119,20 @@ def main() -> None:
     print(f"rows={args.rows} concurrency={args.concurrency} latency={args.latency}s; the server's 'minute' is "
           f"{args.window:g}s; limits per minute: {limits.kinds()} (per second: {rate})")
     print(f"unpaced, the server could take {args.concurrency / args.latency:.0f} requests/s")
-    runs = [one_run(args, limits, pacing=True)]
-    if not args.no_comparison:
-        runs.append(one_run(args, limits, pacing=False))
+    with FakeAnthropic(latency=args.latency) as server, tempfile.TemporaryDirectory() as cache:
+        # the first run on this account sends its first wave blind; the second starts from the
+        # limits the first one left in the user's cache folder (pytest_batchgen/limitstore.py)
+        runs = [one_run(args, server, limits, True, cache)]
+        runs[0]["label"] = "paced (default), first run on the account"
+        time.sleep(args.window)  # the buckets the first run drained are full again
+        runs.append(one_run(args, server, limits, True, cache))
+        runs[1]["label"] = "paced (default), limits known from the run before"
+        if not args.no_comparison:
+            runs.append(one_run(args, server, limits, False, cache))
+            runs[2]["label"] = "fixed concurrency (--batch-no-pacing)"
     tightest = {"requests": "requests", "input": "input_tokens"}[args.tightest]
     for r in runs:
-        label = "paced (default)" if r["pacing"] else "fixed concurrency (--batch-no-pacing)"
+        label = r["label"]
         share = 100 * r["limited"] / max(1, r["requests"])
         util = 100 * r["utilisation"][tightest]
         print(f"\n{label}: {r['elapsed']:.1f}s wall, admitted over {r['span']:.1f}s")

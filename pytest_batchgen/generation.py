@@ -96,6 +96,12 @@ def make_dispatcher(
 
         return make_batch_dispatcher(settings, prices, jobs, recorder, resume_command(settings))  # type: ignore[return-value]
     pacer = Pacer(settings.concurrency, enabled=settings.pacing)
+    if recorder is not None and settings.pacing and settings.remember_limits:  # a run that may call the API
+        from . import limitstore
+
+        credential = api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN")
+        pacer.account = limitstore.account_id(os.environ.get("ANTHROPIC_BASE_URL"), credential)
+        pacer.seed(limitstore.recall(pacer.account))
     if recorder is None:  # replay only: no SDK and no vcrpy (issue 12)
         has_key = bool(api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
         client_factory: Callable[[], CompletionClient] = lambda: ReplayClient(recordings, has_key)  # noqa: E731
@@ -183,7 +189,17 @@ class Generation:
         if stopped:
             self.cancel("the run was stopped before this row was sent")
         self.dispatcher.join()
+        self.remember_limits()
         sync_deferred()  # the outputs and recordings are on disk before the plan says complete
+
+    def remember_limits(self) -> None:
+        """Keep the account's budgets as the requests left them, for the next run's first wave
+        (see :mod:`.limitstore`); nothing when the run learnt none or was asked not to."""
+        pacer = getattr(self.dispatcher, "pacer", None)  # Message Batches are not paced
+        if pacer is not None and pacer.account is not None:
+            from .limitstore import remember
+
+            remember(pacer.account, pacer.known())
 
     def cancel(self, reason: str) -> None:
         self.dispatcher.cancel(reason)

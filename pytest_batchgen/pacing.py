@@ -35,11 +35,14 @@ second says little about a nearly full bucket; until then one limit per minute).
 Backoff: the number of requests in flight is an AIMD window, never above ``--batch-concurrency``.
 The first window is the concurrency: the user said how many requests to keep in flight, and a
 smaller first wave would cost every run one whole generation's latency (seconds to a minute)
-to protect only accounts whose limit is below the concurrency. Those get a few 429s on the first
-wave, which the SDK retries once the pacer lets them go (by then the replies' headers gate every
-request). A 429 or 529 halves the window, at most once per round trip; after that it grows by
-one per good reply up to the halved value (slow start), then by one per window's worth of good
-replies. A 429 or 529 with ``retry-after`` also holds every new request until then.
+to protect only accounts whose limit is below the concurrency. A run that knows the account's
+budgets from an earlier run (:meth:`Pacer.seed`, :mod:`.limitstore`) paces that first wave like
+any other; the first run on an account sends it blind, and an account whose limit is below it
+answers a few requests with 429s, which the SDK retries once the pacer lets them go (by then the
+replies' headers gate every request). A 429 or 529 halves the window, at most once per round
+trip; after that it grows by one per good reply up to the halved value (slow start), then by
+one per window's worth of good replies. A 429 or 529 with ``retry-after`` also holds every new
+request until then.
 
 The SDK keeps its retries (``batchgen_max_retries``, honouring ``retry-after``), and the pacer
 sees each HTTP attempt through the client's transport (:meth:`Pacer.before_send`,
@@ -60,10 +63,12 @@ import contextvars
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+from .limitstore import KnownBudget
 
 #: the three budgets, in the order they are reported
 KINDS = ("requests", "input_tokens", "output_tokens")
@@ -259,12 +264,14 @@ class Bucket:
         deficit, and the level, which a reply may only lower (see the module docstring)."""
         level = self.level_at(now)
         self.capacity = budget.limit
-        deficit = budget.limit - budget.remaining
-        if budget.reset is not None and deficit >= RATE_MIN_DEFICIT * budget.limit:
+        # ``remaining`` is a whole number rounded down: the deficit may be 1 less. Only a deficit
+        # that is large even so teaches the rate: with a bucket of 3, a deficit of 1 taught a
+        # rate of 0, i.e. the floor of one bucket per 10 minutes, and the run stalled for minutes
+        deficit = budget.limit - budget.remaining - 1
+        if budget.reset is not None and deficit > 0 and deficit >= RATE_MIN_DEFICIT * budget.limit:
             until = budget.reset.timestamp() - now_wall + (0.0 if budget.reset_precise else 1.0)
             if until > 0:
-                # ``remaining`` is a whole number rounded down: the deficit may be 1 less
-                rate = RATE_MARGIN * max(0.0, deficit - 1) / until
+                rate = RATE_MARGIN * deficit / until
                 rate = min(max(rate, budget.limit / 600), budget.limit / 0.05)  # full in 10 min at most, 50 ms at least
                 self.rate = rate if not self.rate_learnt else (self.rate + rate) / 2
                 self.rate_learnt = True
@@ -332,8 +339,12 @@ class Pacer:
         self.paused_by: str | None = None
         self.input_ratio = 1.0
         self.last_backoff = -math.inf
-        #: when the first reply with budgets came (None: no budget known yet)
+        #: when the first reply with budgets came, or the budgets were seeded (None: none known yet)
         self.learnt_at: float | None = None
+        #: whether the budgets were seeded from an earlier run's (:meth:`seed`)
+        self.seeded = False
+        #: the account the budgets are remembered under (limitstore.account_id; None: not kept)
+        self.account: str | None = None
         self.rate_limited = 0  # 429s seen
         self.overloaded = 0  # 529s seen
         self.paced = 0  # requests that waited for a budget
@@ -341,6 +352,35 @@ class Pacer:
         self.paced_by: str | None = None
         self._queue: deque[asyncio.Event] = deque()  # one event per waiting request
         self._slots: set[Slot] = set()  # admitted and not released
+
+    # -- what an earlier run learnt (see limitstore.py) ----------------------------------------
+
+    def seed(self, known: Iterable[KnownBudget]) -> None:
+        """Start from the budgets an earlier run on this account left, topped up by the refill
+        since: the first wave is paced like any other. The first reply corrects them (a lower
+        level or a new limit is taken at once), and a 429 to a request sent under them is not
+        "blind" (it halves the window), since the budgets were believed known."""
+        if not self.enabled:
+            return
+        now, wall = self.clock(), self.wall()
+        for b in known:
+            if b.kind in KINDS or b.kind == "tokens":
+                self.buckets[b.kind] = Bucket(b.limit, b.rate, b.level_at(wall), now, b.rate_learnt)
+        if "tokens" in self.buckets and ("input_tokens" in self.buckets or "output_tokens" in self.buckets):
+            del self.buckets["tokens"]
+        if self.buckets:
+            self.learnt_at = now
+            self.seeded = True
+
+    def known(self) -> tuple[KnownBudget, ...]:
+        """The budgets as they stand now, to seed the next run (none when no reply told them)."""
+        if not self.enabled or self.learnt_at is None:
+            return ()
+        now, wall = self.clock(), self.wall()
+        return tuple(
+            KnownBudget(kind, b.capacity, b.rate, b.level_at(now), wall, b.rate_learnt)
+            for kind, b in self.buckets.items()
+        )
 
     # -- arithmetic (synchronous) ---------------------------------------------------------------
 

@@ -279,6 +279,13 @@ def add_options(parser: pytest.Parser) -> None:
         help="send up to --batch-concurrency requests at once whatever the API's rate-limit headers say, "
         "and leave 429s to the SDK's retries (default: pace sends to the account's limits).",
     )
+    parser.addini(
+        "batchgen_remember_limits",
+        type="bool",
+        default=True,
+        help="keep the account's rate limits learnt by a run (in the user's cache folder, under a hash of "
+        "the key) so that the next run paces its first wave too (default true).",
+    )
 
 
 @dataclass(frozen=True)
@@ -320,6 +327,7 @@ class Settings:
     batch_poll_start: float = 5.0
     batch_poll_max: float = 120.0
     pacing: bool = True
+    remember_limits: bool = True
 
     @property
     def generates_here(self) -> bool:
@@ -376,6 +384,7 @@ class Settings:
             batch_poll_start=_ini_number(config, "batchgen_batch_poll_start"),
             batch_poll_max=_ini_number(config, "batchgen_batch_poll_max"),
             pacing=not config.getoption("batch_no_pacing"),
+            remember_limits=bool(config.getini("batchgen_remember_limits")),
         )
 
 

@@ -63,6 +63,7 @@ class XdistController:
         generation = Generation.start_for(self.config, state, rows)
         state.generation = generation
         generation.wait_all()
+        generation.remember_limits()
         write_json(self.results_file, {k: r.to_dict() for k, r in generation.results().items()})
 
     def pytest_unconfigure(self) -> None:

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -216,18 +218,22 @@ def loopback_api(
 ) -> Iterator[FakeAnthropic]:
     """Run a loopback API for one test, answering with ``default`` (a ``body -> Reply``); the SDK
     finds it through the environment (``ANTHROPIC_BASE_URL``, a distinctive ``ANTHROPIC_API_KEY``,
-    ``CI`` and ``GITHUB_ACTIONS`` unset). Yield from it in a fixture."""
+    ``CI`` and ``GITHUB_ACTIONS`` unset). The user's cache folder (``XDG_CACHE_HOME``, where the
+    account's rate limits are remembered) is a new one of the test's. Yield from it in a fixture."""
     server = FakeAnthropic()
     server.default = default
     server.start()
+    cache = tempfile.mkdtemp(prefix="batchgen-user-cache-")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", api_key)
+    monkeypatch.setenv("XDG_CACHE_HOME", cache)
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def router(server: FakeAnthropic) -> Router:

@@ -10,8 +10,11 @@ through the real SDK to the loopback server with its rate limits on (tests/fakea
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import json
 import math
+import os
+from collections import deque
+from pathlib import Path
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -182,6 +185,18 @@ def test_a_reply_only_lowers_the_level_and_teaches_the_rate():
     small = Bucket(capacity=60, rate=1, level=60, at=clock.now)
     small.sync(Budget("requests", 60, 59, full), clock.now, clock.wall())  # a small deficit teaches nothing
     assert small.rate == 1
+
+
+def test_a_tiny_bucket_is_not_taught_a_rate_of_zero_by_the_rounding():
+    # a bucket of 3, 1 short: the deficit may be 0 (remaining rounded down), which taught a rate
+    # of 0, floored to one bucket per 10 minutes: a run stalled for minutes
+    clock = Clock()
+    full = datetime.fromtimestamp(clock.wall() + 0.3, timezone.utc)
+    b = Bucket(capacity=3, rate=6, level=3, at=clock.now)
+    b.sync(Budget("requests", 3, 2, full), clock.now, clock.wall())
+    assert b.rate == 6 and not b.rate_learnt
+    b.sync(Budget("requests", 3, 1, full), clock.now, clock.wall())  # 2 short: at least 1
+    assert b.rate == pytest.approx(RATE_MARGIN * 1 / 0.3)
 
 
 # -- the pacer's arithmetic ---------------------------------------------------------------------
@@ -603,3 +618,50 @@ def test_after_a_429_the_run_backs_off_and_every_row_completes(project, fake):
     assert 0 < fake.limited <= 11  # the first window of 16, less the 5 that fit
     assert _refused_after_the_first_window(fake) == []
     assert len(fake.admitted) == 16
+
+
+@pytest.mark.parametrize("remember", [True, False])
+def test_the_next_run_on_the_account_paces_its_first_wave_from_the_limits_the_last_one_left(project, fake, remember):
+    # given: a run whose first wave of 8 met a bucket of 3 requests (5 refused, as above)
+    names = NAMES[:8]
+    rows = rows_for(*names)
+    project.write_rows(rows, max_retries=2, ini_extra="" if remember else "batchgen_remember_limits = false\n")
+    for name in names:
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=0.1))
+    # (a window long enough that the first wave's later arrival at the server, on new
+    # connections, is a small part of the refill: the pacer counts from when it sent)
+    limits = RateLimits(requests=3, input_tokens=10_000_000, output_tokens=10_000_000, window=0.5)
+    fake.limits = limits
+    assert project.run("--batch-concurrency", "8").ret == 0
+    assert fake.limited > 0
+    assert (Path(os.environ["XDG_CACHE_HOME"]) / "pytest-batchgen" / "rate-limits.json").exists() == remember
+    if not remember:  # batchgen_remember_limits = false: nothing kept, so the next run starts blind
+        return
+
+    # when: the same plan is generated again on the same account, the server's buckets full again
+    project.reset(rows)
+    fake.limits = limits
+    fake.limited = 0
+    fake.admitted.clear()
+    result = project.run("--batch-concurrency", "8", "--batch-record-mode", "all")
+
+    # then: its first wave fits the budget the last run left: no request is refused
+    assert result.ret == 0, result.stdout.str()
+    assert set(project.statuses().values()) == {"complete"}
+    assert len(fake.admitted) == 8
+    assert fake.limited == 0
+
+
+def test_under_xdist_the_controller_remembers_the_limits_too(project, fake):
+    names = NAMES[:2]
+    project.write_rows(rows_for(*names))
+    for name in names:
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title())))
+    fake.limits = RateLimits(requests=100, input_tokens=10_000_000, output_tokens=10_000_000, window=60)
+
+    result = project.run("-n", "2")
+
+    assert result.ret == 0, result.stdout.str()
+    store = Path(os.environ["XDG_CACHE_HOME"]) / "pytest-batchgen" / "rate-limits.json"
+    (account,) = json.loads(store.read_text())["accounts"].values()
+    assert account["budgets"]["requests"]["limit"] == 100
