@@ -1,16 +1,14 @@
-"""The account's rate limits remembered between runs (pytest_batchgen/limitstore.py) and the
-pacer seeded from them (``Pacer.seed``, ``Pacer.known``). End to end in tests/test_pacing.py."""
+"""The account's rate limits remembered between runs (pytest_batchgen/limitstore.py). The pacer
+seeded from them (``Pacer.seed``, ``Pacer.known``) and the runs end to end: tests/test_pacing.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
 from pytest_batchgen import limitstore
 from pytest_batchgen.limitstore import KnownBudget, account_id, recall, remember
-from pytest_batchgen.pacing import Cost, Pacer
 
 T0 = 1_800_000_000.0
 
@@ -112,96 +110,3 @@ def test_nothing_is_remembered_without_an_account_or_a_budget(tmp_path):
     assert remember(None, (KnownBudget("requests", 5, 1, 2, T0),), path) is False
     assert remember(account_id(None, "key"), (), path) is False
     assert not path.exists()
-
-
-# -- the pacer seeded -------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return T0 + self.now
-
-
-def test_a_seeded_pacer_paces_its_first_wave():
-    # an input budget of 1,000 tokens, 400 left 10 s ago, refilling 10 a second: 500 now
-    clock = Clock()
-    p = Pacer(64, clock=clock, wall=clock.wall)
-    p.seed([KnownBudget("input_tokens", 1_000, 10.0, 400, clock.wall() - 10, True)])
-    assert p.seeded and p.buckets["input_tokens"].level_at(clock.now) == pytest.approx(500)
-    admitted = []
-
-    async def main() -> None:
-        for _ in range(64):
-            wait, why = p.delay(Cost(1, 100, 0))
-            if wait > 0:
-                assert why == "input_tokens" and wait == pytest.approx(10.0)
-                return
-            admitted.append(p.admit(Cost(1, 100, 0)))
-
-    asyncio.run(main())
-    assert len(admitted) == 5  # not 64: the first wave fits the budget the last run left
-
-
-def test_an_unpaced_run_is_not_seeded_and_keeps_nothing():
-    clock = Clock()
-    p = Pacer(8, enabled=False, clock=clock, wall=clock.wall)
-    p.seed([KnownBudget("requests", 5, 1, 5, clock.wall())])
-    assert p.buckets == {} and not p.seeded and p.known() == ()
-
-
-def test_what_a_run_knows_at_its_end_seeds_the_next():
-    clock = Clock()
-    first = Pacer(8, clock=clock, wall=clock.wall)
-    assert first.known() == ()  # no reply told the budgets
-    first.observe(200, {
-        "anthropic-ratelimit-requests-limit": "60",
-        "anthropic-ratelimit-requests-remaining": "20",
-        "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
-    })
-    (known,) = first.known()
-    assert (known.kind, known.limit, known.level, known.at) == ("requests", 60, 20, clock.wall())
-    clock.now += 30
-    second = Pacer(8, clock=clock, wall=clock.wall)
-    second.seed([known])
-    assert second.buckets["requests"].level_at(clock.now) == pytest.approx(min(60, 20 + 30 * known.rate))
-    assert second.buckets["requests"].capacity == 60
-
-
-def test_a_reply_corrects_a_seeded_budget_that_was_too_generous():
-    clock = Clock()
-    p = Pacer(8, clock=clock, wall=clock.wall)
-    p.seed([KnownBudget("requests", 100, 100 / 60, 100, clock.wall())])
-    p.observe(200, {
-        "anthropic-ratelimit-requests-limit": "40",
-        "anthropic-ratelimit-requests-remaining": "3",
-        "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
-    })
-    bucket = p.buckets["requests"]
-    assert bucket.capacity == 40 and bucket.level_at(clock.now) == 3
-
-
-def test_a_429_under_seeded_budgets_halves_the_window():
-    # the budgets were believed known: a refusal says they were wrong, not that the wave was blind
-    refused = {
-        "retry-after": "1",
-        "anthropic-ratelimit-requests-limit": "40",
-        "anthropic-ratelimit-requests-remaining": "0",
-        "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
-    }
-    windows = []
-    for seeded in (False, True):
-        clock = Clock()
-        p = Pacer(64, clock=clock, wall=clock.wall)
-        if seeded:
-            p.seed([KnownBudget("requests", 100, 100 / 60, 100, clock.wall())])
-        sent = p.mark_sent()
-        clock.now += 1
-        p.observe(429, refused, sent_at=sent)
-        windows.append(p.window)
-    assert windows == [64, 32]  # blind first wave: kept; seeded: halved

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from fakeapi import RateLimits
 from genhelpers import Reply, draft, router, rows_for
 from pytest_batchgen.client import Usage
+from pytest_batchgen.limitstore import KnownBudget
 from pytest_batchgen.pacing import (
     RATE_MARGIN,
     Bucket,
@@ -543,13 +544,95 @@ def test_a_stopped_run_leaves_the_queue_unadmitted():
     assert outcomes == [False]
 
 
+# -- seeded from an earlier run's limits (pytest_batchgen/limitstore.py) ----------------------
+
+
+def test_a_seeded_pacer_paces_its_first_wave():
+    # an input budget of 1,000 tokens, 400 left 10 s ago, refilling 10 a second: 500 now
+    clock = Clock()
+    p = Pacer(64, clock=clock, wall=clock.wall)
+    p.seed([KnownBudget("input_tokens", 1_000, 10.0, 400, clock.wall() - 10, True)])
+    assert p.seeded and p.buckets["input_tokens"].level_at(clock.now) == pytest.approx(500)
+    admitted = []
+
+    async def main() -> None:
+        for _ in range(64):
+            wait, why = p.delay(Cost(1, 100, 0))
+            if wait > 0:
+                assert why == "input_tokens" and wait == pytest.approx(10.0)
+                return
+            admitted.append(p.admit(Cost(1, 100, 0)))
+
+    asyncio.run(main())
+    assert len(admitted) == 5  # not 64: the first wave fits the budget the last run left
+
+
+def test_an_unpaced_run_is_not_seeded_and_keeps_nothing():
+    clock = Clock()
+    p = Pacer(8, enabled=False, clock=clock, wall=clock.wall)
+    p.seed([KnownBudget("requests", 5, 1, 5, clock.wall())])
+    assert p.buckets == {} and not p.seeded and p.known() == ()
+
+
+def test_what_a_run_knows_at_its_end_seeds_the_next():
+    clock = Clock()
+    first = Pacer(8, clock=clock, wall=clock.wall)
+    assert first.known() == ()  # no reply told the budgets
+    first.observe(200, {
+        "anthropic-ratelimit-requests-limit": "60",
+        "anthropic-ratelimit-requests-remaining": "20",
+        "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
+    })
+    (known,) = first.known()
+    assert (known.kind, known.limit, known.level, known.at) == ("requests", 60, 20, clock.wall())
+    clock.now += 30
+    second = Pacer(8, clock=clock, wall=clock.wall)
+    second.seed([known])
+    assert second.buckets["requests"].level_at(clock.now) == pytest.approx(min(60, 20 + 30 * known.rate))
+    assert second.buckets["requests"].capacity == 60
+
+
+def test_a_reply_corrects_a_seeded_budget_that_was_too_generous():
+    clock = Clock()
+    p = Pacer(8, clock=clock, wall=clock.wall)
+    p.seed([KnownBudget("requests", 100, 100 / 60, 100, clock.wall())])
+    p.observe(200, {
+        "anthropic-ratelimit-requests-limit": "40",
+        "anthropic-ratelimit-requests-remaining": "3",
+        "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
+    })
+    bucket = p.buckets["requests"]
+    assert bucket.capacity == 40 and bucket.level_at(clock.now) == 3
+
+
+def test_a_429_under_seeded_budgets_halves_the_window():
+    # the budgets were believed known: a refusal says they were wrong, not that the wave was blind
+    refused = {
+        "retry-after": "1",
+        "anthropic-ratelimit-requests-limit": "40",
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
+    }
+    windows = []
+    for seeded in (False, True):
+        clock = Clock()
+        p = Pacer(64, clock=clock, wall=clock.wall)
+        if seeded:
+            p.seed([KnownBudget("requests", 100, 100 / 60, 100, clock.wall())])
+        sent = p.mark_sent()
+        clock.now += 1
+        p.observe(429, refused, sent_at=sent)
+        windows.append(p.window)
+    assert windows == [64, 32]  # blind first wave: kept; seeded: halved
+
+
 # -- end to end, against the rate-limited loopback server ----------------------------------------
 
 NAMES = [f"term-{i:02d}" for i in range(16)]
 
 
-def _project(project, fake, *, latency: float = 0.05, ini: str = ""):
-    project.write_rows(rows_for(*NAMES), max_retries=2, ini_extra=ini)
+def _project(project, fake, *, latency: float = 0.05, ini: str = "", max_retries: int = 2):
+    project.write_rows(rows_for(*NAMES), max_retries=max_retries, ini_extra=ini)
     for name in NAMES:
         router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=latency))
 
@@ -596,11 +679,13 @@ def test_a_paced_run_stays_within_the_output_tokens_budget(project, fake):
 
 
 def test_the_same_run_without_pacing_is_refused(project, fake):
-    """The counterpart of the two tests above: what they count can be more than zero."""
-    _project(project, fake)
-    fake.limits = RateLimits(requests=12, input_tokens=10_000_000, output_tokens=10_000_000, window=1.0)
+    """The counterpart of the two tests above: what they count can be more than zero. (A first
+    wave of 16 into a bucket of 12 that refills one request in 0.8 s: refused however slowly
+    the machine sends; rows sent after replies could find it refilled on a loaded machine.)"""
+    _project(project, fake, max_retries=0)  # the refusals are the point: no retry waits
+    fake.limits = RateLimits(requests=12, input_tokens=10_000_000, output_tokens=10_000_000, window=10.0)
 
-    project.run("--batch-concurrency", "12", "--batch-no-pacing")
+    project.run("--batch-concurrency", "16", "--batch-no-pacing")
 
     assert fake.limited > 0
 
