@@ -264,13 +264,14 @@ class Project:
 
     def cassette_bodies(self, filename: str) -> list[dict]:
         """The request bodies recorded for a row, in order."""
-        return [json.loads(i["request"]["body"]) for i in self._interactions(filename)]
+        return [json.loads(i["request"]["body"]) for i in self.interactions(filename)]
 
     def cassette_usage(self, filename: str) -> list[dict]:
         """The ``usage`` of each recorded reply of a row (empty dict for an error reply)."""
-        return [json.loads(i["response"]["body"]["string"]).get("usage", {}) for i in self._interactions(filename)]
+        return [json.loads(i["response"]["body"]["string"]).get("usage", {}) for i in self.interactions(filename)]
 
-    def _interactions(self, filename: str) -> list[dict]:
+    def interactions(self, filename: str) -> list[dict]:
+        """A row's recorded interactions, as vcrpy lays them out (``request``, ``response``)."""
         return yaml.safe_load(self.cassette(filename).read_text(encoding="utf-8"))["interactions"]
 
     def snapshot(self) -> dict[str, bytes]:

@@ -113,6 +113,25 @@ def test_the_key_reaches_no_file(project, fake):
         assert "authorization" not in text and "x-api-key" not in text
 
 
+def test_a_cassette_records_what_the_request_said_not_which_machine_sent_it(project, fake):
+    # the SDK sends ~17 headers; those describing the client (user agent, x-stainless-* with the
+    # OS, architecture and versions, host and port, transport details) would make every
+    # re-record on another machine a diff, and replay matches on method, path and body
+    project.write_rows(rows_for("quorum"))
+
+    assert project.run().ret == 0
+
+    sent = fake.messages_requests()[0].headers
+    assert "x-stainless-os" in sent and "user-agent" in sent  # sent, but not recorded:
+    (interaction,) = project.interactions("quorum.md")
+    assert sorted(interaction["request"]["headers"]) == ["anthropic-version", "content-type"]
+    assert interaction["request"]["headers"]["anthropic-version"] == [sent["anthropic-version"]]
+    # and it replays
+    project.reset(rows_for("quorum"))
+    assert project.run("--batch-record-mode", "none").ret == 0
+    assert len(fake.messages_requests()) == 1
+
+
 # -- misses ---------------------------------------------------------------------------------
 
 

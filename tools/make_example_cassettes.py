@@ -8,7 +8,7 @@ plugin records them exactly as it records a live run; the quorum row first gets 
 (``<filename>.judge.yaml``) are hand-made the same way: the loopback server answers every judge
 call with a ``record_verdict`` pass that quotes the output's first Definition line (see
 :func:`judge_verdict`); no model graded these outputs. Afterwards the loopback address in the
-recorded ``host`` header is replaced with api.anthropic.com.
+recorded URIs is replaced with api.anthropic.com.
 
 With a real key, record for real instead:
     ANTHROPIC_API_KEY=... pytest --batch-plan plans/glossary.md --batch-record-mode all
