@@ -7,6 +7,7 @@ The same row appears as a dispatcher result, an item count, a tally, a node id
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,11 @@ class RowId:
 
     @property
     def key(self) -> str:
-        """A plain string for maps and for data that crosses processes (xdist, JSON)."""
-        return f"{self.plan}::{self.filename}"
+        """A plain string for maps and for data that crosses processes (xdist, JSON).
+
+        Interned: a row's key is made again wherever a row is named (its future, its tallies,
+        its results), and each map kept its own copy until the end (6 a row, 0.45 KB)."""
+        return sys.intern(f"{self.plan}::{self.filename}")
 
     def param_id(self, several_plans: bool) -> str:
         """The id of a ``batch_output``/``batch_row`` test's parameter: the filename, prefixed

@@ -153,6 +153,8 @@ def test_a_row_id_formats_its_key_param_id_and_node_id() -> None:
     assert GLOSSARY.node_id(ROOT) == "plans/glossary.md::quorum.md"
     assert GLOSSARY.node_id(Path("/elsewhere")) == "/repo/plans/glossary.md::quorum.md"
     assert GLOSSARY != OTHER and len({GLOSSARY, OTHER, RowId(GLOSSARY.plan, "quorum.md")}) == 2
+    # one string however often the key is made: the maps that key a row do not each keep a copy
+    assert RowId(Path(str(GLOSSARY.plan)), "quorum.md").key is GLOSSARY.key
 
 
 @pytest.mark.parametrize(
