@@ -341,8 +341,6 @@ class Pacer:
         self.last_backoff = -math.inf
         #: when the first reply with budgets came, or the budgets were seeded (None: none known yet)
         self.learnt_at: float | None = None
-        #: whether the budgets were seeded from an earlier run's (:meth:`seed`)
-        self.seeded = False
         #: the account the budgets are remembered under (limitstore.account_id; None: not kept)
         self.account: str | None = None
         self.rate_limited = 0  # 429s seen
@@ -370,7 +368,6 @@ class Pacer:
             del self.buckets["tokens"]
         if self.buckets:
             self.learnt_at = now
-            self.seeded = True
 
     def known(self) -> tuple[KnownBudget, ...]:
         """The budgets as they stand now, to seed the next run (none when no reply told them)."""

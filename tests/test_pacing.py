@@ -552,7 +552,7 @@ def test_a_seeded_pacer_paces_its_first_wave():
     clock = Clock()
     p = Pacer(64, clock=clock, wall=clock.wall)
     p.seed([KnownBudget("input_tokens", 1_000, 10.0, 400, clock.wall() - 10, True)])
-    assert p.seeded and p.buckets["input_tokens"].level_at(clock.now) == pytest.approx(500)
+    assert p.buckets["input_tokens"].level_at(clock.now) == pytest.approx(500)
     admitted = []
 
     async def main() -> None:
@@ -571,7 +571,7 @@ def test_an_unpaced_run_is_not_seeded_and_keeps_nothing():
     clock = Clock()
     p = Pacer(8, enabled=False, clock=clock, wall=clock.wall)
     p.seed([KnownBudget("requests", 5, 1, 5, clock.wall())])
-    assert p.buckets == {} and not p.seeded and p.known() == ()
+    assert p.buckets == {} and p.learnt_at is None and p.known() == ()
 
 
 def test_what_a_run_knows_at_its_end_seeds_the_next():
