@@ -100,7 +100,8 @@ def make_dispatcher(
         from . import limitstore
 
         credential = api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN")
-        pacer.account = limitstore.account_id(os.environ.get("ANTHROPIC_BASE_URL"), credential)
+        models = (job.row.model for job in jobs)
+        pacer.account = limitstore.account_id(os.environ.get("ANTHROPIC_BASE_URL"), credential, models)
         pacer.seed(limitstore.recall(pacer.account))
     if recorder is None:  # replay only: no SDK and no vcrpy (issue 12)
         has_key = bool(api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN"))

@@ -8,12 +8,13 @@ belong to the account and change rarely, so the last run's budgets are a good fi
 the next: this module keeps them in the user's cache folder, and a run seeds its pacer from them
 so that its first wave is already paced.
 
-What is kept, per account (a hash of the API's base URL and the credential: the key itself is
-never written): each budget's limit, its refill rate, and its level when the run ended, with the
+What is kept, per account and set of models (a hash of the API's base URL, the credential and
+the model ids: the key itself is never written), after a run whose live replies told the
+budgets: each budget's limit, its refill rate, and its level when the run ended, with the
 wall-clock time. A new run tops that level up by the refill since then, so a run started a
 minute or more after the last one finds its buckets full, and one started at once does not
-assume the budget the last one spent. The first reply of the new run then corrects everything
-as before (a lower level or a new limit is taken at once).
+assume the budget the last one spent. The first reply of the new run then corrects them as
+before: a lower level is taken at once, and a new limit (a tier changed) rescales the refill.
 
 The file is ``$XDG_CACHE_HOME/pytest-batchgen/rate-limits.json`` (``~/.cache`` without
 ``XDG_CACHE_HOME``). An unreadable or malformed file is ignored, and deleting it is safe: the
@@ -27,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,12 +61,14 @@ def store_path() -> Path:
     return Path(base) / "pytest-batchgen" / "rate-limits.json"
 
 
-def account_id(base_url: str | None, credential: str | None) -> str | None:
-    """The account's name in the file, None without a credential (nothing to remember)."""
+def account_id(base_url: str | None, credential: str | None, models: Iterable[str] = ()) -> str | None:
+    """The name in the file of an account and the models a run calls (the API limits each model
+    class on its own), None without a credential (nothing to remember)."""
     if not credential:
         return None
     url = (base_url or DEFAULT_BASE_URL).strip().rstrip("/")
-    return hashlib.sha256(f"{url}\n{credential}".encode()).hexdigest()[:32]
+    named = "\n".join(sorted(set(models)))
+    return hashlib.sha256(f"{url}\n{credential}\n{named}".encode()).hexdigest()[:32]
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -81,7 +85,7 @@ def _budget(kind: str, raw: Any) -> KnownBudget | None:
         return None
     try:
         values = [float(raw[k]) for k in ("limit", "rate", "level", "at")]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
     if not all(math.isfinite(v) for v in values) or values[0] <= 0 or values[1] <= 0:
         return None
@@ -110,19 +114,17 @@ def remember(account: str | None, budgets: tuple[KnownBudget, ...], path: Path |
     that cannot be written: remembering is a convenience, the run's own work is done."""
     if account is None or not budgets:
         return False
-    from filelock import FileLock, Timeout
-
-    from .fsutil import atomic_write
+    from .fsutil import atomic_write, lock_for
 
     path = path or store_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock", timeout=5):
+        with lock_for(path, timeout=5):
             accounts = _read(path)
             accounts.pop(account, None)
             accounts[account] = {"budgets": {b.kind: _fields(b) for b in budgets}}
             kept = dict(list(accounts.items())[-MAX_ACCOUNTS:])  # insertion order: the newest last
             atomic_write(path, json.dumps({"version": 1, "accounts": kept}, indent=1) + "\n", sync=False)
-    except (OSError, Timeout):
+    except Exception:  # a read-only home, a lock timeout, a file system without locks (NFS)...
         return False
     return True

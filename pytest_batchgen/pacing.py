@@ -263,6 +263,8 @@ class Bucket:
         """Take in what a reply said: the size, the refill rate when the reply shows a real
         deficit, and the level, which a reply may only lower (see the module docstring)."""
         level = self.level_at(now)
+        if budget.limit != self.capacity:  # a new limit (a tier changed since a seeding run): the
+            self.rate *= budget.limit / self.capacity  # same refill time, until a deficit says more
         self.capacity = budget.limit
         # ``remaining`` is a whole number rounded down: the deficit may be 1 less. Only a deficit
         # that is large even so teaches the rate: with a bucket of 3, a deficit of 1 taught a
@@ -341,6 +343,8 @@ class Pacer:
         self.last_backoff = -math.inf
         #: when the first reply with budgets came, or the budgets were seeded (None: none known yet)
         self.learnt_at: float | None = None
+        #: whether a live reply of this run told the budgets (only then are they worth keeping)
+        self.heard = False
         #: the account the budgets are remembered under (limitstore.account_id; None: not kept)
         self.account: str | None = None
         self.rate_limited = 0  # 429s seen
@@ -370,8 +374,9 @@ class Pacer:
             self.learnt_at = now
 
     def known(self) -> tuple[KnownBudget, ...]:
-        """The budgets as they stand now, to seed the next run (none when no reply told them)."""
-        if not self.enabled or self.learnt_at is None:
+        """The budgets as they stand now, to seed the next run; none when no live reply of this
+        run told them (a run that only replayed would otherwise pass seeded guesses on as news)."""
+        if not self.enabled or not self.heard:
             return ()
         now, wall = self.clock(), self.wall()
         return tuple(
@@ -465,8 +470,10 @@ class Pacer:
             return
         now, wall = self.clock(), self.wall()
         info = parse_headers(headers, wall)
-        if info.budgets and self.learnt_at is None:
-            self.learnt_at = now
+        if info.budgets:
+            self.heard = True
+            if self.learnt_at is None:
+                self.learnt_at = now
         for budget in info.budgets:
             bucket = self.buckets.get(budget.kind)
             if bucket is None:

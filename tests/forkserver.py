@@ -26,6 +26,7 @@ child is gone (``-signal`` when a signal ended it, as :mod:`subprocess` says it)
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import json
 import os
@@ -73,8 +74,9 @@ class Child:
         self.returncode: int | None = None
 
     def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
-            os.kill(self.pid, sig)
+        if self.poll() is None:  # the server reaps an ended child at once: its pid may be reused
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -118,9 +120,14 @@ class ForkServer:
         self._running: int | None = None
 
     def start(self, args: list[str], *, cwd: Path, stdout: Path, stderr: Path, env: dict[str, str]) -> Child:
-        """Fork a run of ``pytest args`` in ``cwd`` with ``env``, its output going to the two files."""
+        """Fork a run of ``pytest args`` in ``cwd`` with ``env``, its output going to the two files.
+
+        The modules the server imported cannot be rewritten by pytest, which warns about those
+        that are pytest plugins too (anyio, which the SDK imports): a fresh interpreter would
+        not, so forked runs ignore that warning."""
         with self._lock:
-            assert self._running is None, "one forked run at a time"
+            self._end_leftover()
+            args = ["-W", "ignore::pytest.PytestAssertRewriteWarning", *args]
             request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
             reply = self._send(request)
             assert reply is not None
@@ -160,9 +167,25 @@ class ForkServer:
             self._running = None
             return self._ended.get(pid)
 
+    def _end_leftover(self) -> None:
+        """A run a failed test never waited for: killed, and its end read, so the next starts."""
+        pid = self._running
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while self._running is not None:
+            message = self._read()
+            assert message is not None
+            self._ended[message["pid"]] = message["returncode"]
+            self._running = None
+
     def close(self) -> None:
-        if self._proc.stdin:
-            self._proc.stdin.close()
+        with self._lock:
+            self._end_leftover()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                pipe.close()
         self._proc.wait(timeout=30)
 
 
@@ -177,12 +200,16 @@ def serve() -> None:
         importlib.import_module(name)
     gc.freeze()  # as the plugin's preloader does: the children's collections skip what is loaded
     channel_in, channel_out = sys.stdin.buffer, os.dup(1)
+    os.dup2(2, 1)  # a stray print of the server's goes to stderr, not into the protocol
     assert threading.active_count() == 1, "forking needs a process with one thread"
     for line in channel_in:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            _child(request, channel_out)  # never returns
+            try:
+                _child(request, channel_out)  # exits
+            finally:
+                os._exit(70)  # the child failed before pytest could run: never back into this loop
         os.write(channel_out, (json.dumps({"pid": pid}) + "\n").encode())
         _, status = os.waitpid(pid, 0)
         os.write(channel_out, (json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}) + "\n").encode())

@@ -199,9 +199,10 @@ class Project:
         run = self._pytester.runpytest_subprocess if subprocess else self._pytester.runpytest
         return Run(run(*RUN_OPTIONS, *args))
 
-    def start(self, *args: str) -> Child | subprocess.Popen[str]:
+    def start(self, *args: str, output: bool = True) -> Child | subprocess.Popen[str]:
         """Start pytest with ``args`` in a process of its own and return at once (stdout and
-        stderr of a fresh interpreter together, as text, on its ``stdout``)."""
+        stderr of a fresh interpreter together, as text, on its ``stdout``; nowhere without
+        ``output``, for a caller that never reads it)."""
         command = [*RUN_OPTIONS, f"--basetemp={tempfile.mkdtemp(prefix='runpytest-', dir=self.path)}", *args]
         # as pytester starts a subprocess run: the working folder first on PYTHONPATH
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(self.path), os.environ.get("PYTHONPATH")]))}
@@ -214,7 +215,7 @@ class Project:
         return subprocess.Popen(
             [sys.executable, "-m", "pytest", *command],
             cwd=self.path,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if output else subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             text=True,
             env=env,

@@ -40,6 +40,7 @@ def test_a_forked_run_has_its_own_process_the_callers_folder_and_environment(for
     assert child.wait() == 0
     out, _ = child.output()
     assert "probe ran" in out and "1 passed" in out, out
+    assert "Warning" not in out, out  # as a fresh interpreter's run: no warning of the preloading
     probe = json.loads((tmp_path / "probe.json").read_text())
     assert probe["pid"] == child.pid != os.getpid()
     assert probe == {"pid": child.pid, "cwd": str(tmp_path), "env": "from the caller", "path0": str(tmp_path)}
@@ -55,7 +56,10 @@ def test_a_forked_run_killed_reports_the_signal_as_subprocess_does(forks, tmp_pa
         time.sleep(0.01)
     child.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
-    # and the server forks the next run as before
+    child.send_signal(signal.SIGKILL)  # ended and reaped: nothing is sent to its pid again
+    # and a run left running by a failed test does not stop the next one
+    forks.start(["-q", "-p", "no:cacheprovider"], cwd=tmp_path, env={**os.environ, "PROBE_SLEEP": "1"},
+                stdout=tmp_path / "out", stderr=tmp_path / "err")
     again = forks.start(["-q", "-p", "no:cacheprovider"], cwd=tmp_path, env=dict(os.environ),
                         stdout=tmp_path / "out", stderr=tmp_path / "err")
     assert again.wait() == 0 and again.pid != child.pid

@@ -29,6 +29,10 @@ def test_an_account_is_its_base_url_and_credential_hashed_and_none_without_a_cre
     assert one != account_id(None, key + "x")
     assert account_id(None, None) is None and account_id(None, "") is None
     assert one is not None and key not in one
+    # the API limits each model class on its own: another set of models is another entry
+    haiku = account_id(None, key, ["claude-haiku-5-5"])
+    assert haiku != one and haiku != account_id(None, key, ["claude-sonnet-5-5"])
+    assert account_id(None, key, ["b", "a", "a"]) == account_id(None, key, ["a", "b"])
 
 
 def test_what_is_remembered_comes_back_and_the_key_is_never_written(tmp_path):
@@ -65,6 +69,7 @@ def test_a_level_is_topped_up_by_the_refill_since_and_never_above_the_limit():
         b'{"accounts": {"ACCOUNT": {"budgets": {"requests": {"limit": 5, "rate": NaN, "level": 1, "at": 0}}}}}',
         b'{"accounts": {"ACCOUNT": {"budgets": {"requests": {"limit": 5, "level": 1, "at": 0}}}}}',
         b'{"accounts": {"ACCOUNT": {"budgets": []}}}',
+        b'{"accounts": {"ACCOUNT": {"budgets": {"requests": {"limit": 1' + b"0" * 400 + b', "rate": 1, "level": 1, "at": 0}}}}}',
     ],
 )
 def test_a_file_or_entry_that_cannot_be_used_is_ignored(tmp_path, content):
@@ -103,6 +108,16 @@ def test_a_folder_that_cannot_be_written_is_no_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert remember(account_id(None, "key"), (KnownBudget("requests", 5, 1, 2, T0),), blocker / "x" / "l.json") is False
+
+
+def test_a_file_system_without_locks_is_no_error(tmp_path, monkeypatch):
+    import pytest_batchgen.fsutil as fsutil
+
+    def no_locks(*args, **kwargs):
+        raise NotImplementedError("FileSystem does not appear to support flock")
+
+    monkeypatch.setattr(fsutil, "lock_for", no_locks)
+    assert remember(account_id(None, "key"), (KnownBudget("requests", 5, 1, 2, T0),), tmp_path / "l.json") is False
 
 
 def test_nothing_is_remembered_without_an_account_or_a_budget(tmp_path):

@@ -605,6 +605,30 @@ def test_a_reply_corrects_a_seeded_budget_that_was_too_generous():
     assert bucket.capacity == 40 and bucket.level_at(clock.now) == 3
 
 
+def test_a_higher_limit_than_the_seeded_one_rescales_the_refill():
+    # seeded with 50 requests a minute; the tier has changed: 4,000 a minute, 3,990 left. The
+    # refill follows (4,000 a minute), or the run would be paced at 50 a minute to its end
+    clock = Clock()
+    p = Pacer(8, clock=clock, wall=clock.wall)
+    p.seed([KnownBudget("requests", 50, 50 / 60, 50, clock.wall(), True)])
+    p.observe(200, {
+        "anthropic-ratelimit-requests-limit": "4000",
+        "anthropic-ratelimit-requests-remaining": "3990",
+        "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
+    })
+    bucket = p.buckets["requests"]
+    assert bucket.capacity == 4000 and bucket.rate == pytest.approx(4000 / 60)
+    clock.now += 60
+    assert bucket.level_at(clock.now) == 4000
+
+
+def test_a_run_that_only_replayed_passes_no_seeded_guess_on():
+    clock = Clock()
+    p = Pacer(8, clock=clock, wall=clock.wall)
+    p.seed([KnownBudget("requests", 50, 50 / 60, 50, clock.wall() - 600)])
+    assert p.known() == ()  # no live reply confirmed them: the file keeps its own time
+
+
 def test_a_429_under_seeded_budgets_halves_the_window():
     # the budgets were believed known: a refusal says they were wrong, not that the wave was blind
     refused = {
@@ -707,7 +731,8 @@ def test_after_a_429_the_run_backs_off_and_every_row_completes(project, fake):
 
 @pytest.mark.parametrize("remember", [True, False])
 def test_the_next_run_on_the_account_paces_its_first_wave_from_the_limits_the_last_one_left(project, fake, remember):
-    # given: a run whose first wave of 8 met a bucket of 3 requests (5 refused, as above)
+    # given: a run whose first wave of 8 met a bucket of 2 requests (6 refused, as above, unless
+    # the 8 took 1.5 s to arrive)
     names = NAMES[:8]
     rows = rows_for(*names)
     project.write_rows(rows, max_retries=2, ini_extra="" if remember else "batchgen_remember_limits = false\n")
@@ -715,7 +740,7 @@ def test_the_next_run_on_the_account_paces_its_first_wave_from_the_limits_the_la
         router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=0.1))
     # (a window long enough that the first wave's later arrival at the server, on new
     # connections, is a small part of the refill: the pacer counts from when it sent)
-    limits = RateLimits(requests=3, input_tokens=10_000_000, output_tokens=10_000_000, window=0.5)
+    limits = RateLimits(requests=2, input_tokens=10_000_000, output_tokens=10_000_000, window=0.5)
     fake.limits = limits
     assert project.run("--batch-concurrency", "8").ret == 0
     assert fake.limited > 0

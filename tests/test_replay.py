@@ -410,7 +410,7 @@ def test_kill_9_mid_run_then_rerun_pays_for_no_reply_twice(project, fake, forks)
 def run_and_kill_9(project: Project, ready: Callable[[], bool]) -> int:
     """Run pytest on the project's plan in a process of its own; SIGKILL it once ``ready()``
     holds (and the dispatcher had 0.1 s to write what it received). Returns its exit code."""
-    proc = project.start("--batch-plan", project.plan, "-q")
+    proc = project.start("--batch-plan", project.plan, "-q", output=False)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
