@@ -39,8 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: imported by the server before it forks: what a batch run imports, less pytest's plugins
-#: (pytest could no longer rewrite their asserts, and says so)
+#: imported by the server before it forks: what a batch run imports, less the plugins pytest
+#: loads itself (xdist...), whose asserts it could then no longer rewrite. anyio, a plugin too,
+#: comes with the SDK anyway: see :meth:`ForkServer.start` for the warning that costs
 PRELOAD = (
     "pytest",
     "_pytest.pytester",

@@ -10,6 +10,8 @@ Not a test module. The ``project`` fixture (``conftest.py``) is a :class:`Projec
 * When: :meth:`Project.run` runs pytest on the project's plan (:meth:`Project.pytest` without
   ``--batch-plan``) and returns a :class:`Run`: pytest's result plus each item's outcome,
   report and failure text, and :meth:`Run.assert_items` to check some items' outcomes.
+  :meth:`Project.start` starts a run in a process of its own and returns at once (to kill it);
+  with :attr:`Project.forks` set, such runs are forked (``forkserver.py``).
 * Then: the readers return what a run left behind: :meth:`Project.statuses`,
   :meth:`Project.notes`, :meth:`Project.output`, :meth:`Project.outputs`,
   :meth:`Project.cassette`, :meth:`Project.cassettes`, :meth:`Project.snapshot`.
