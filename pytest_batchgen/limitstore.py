@@ -57,7 +57,11 @@ class KnownBudget:
 
 
 def store_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """The file: under ``$XDG_CACHE_HOME``, or ``~/.cache`` when that is unset or relative (the
+    XDG spec says to ignore a relative one: it would put the file in whatever folder a run is in)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "pytest-batchgen" / "rate-limits.json"
 
 

@@ -19,6 +19,8 @@ def test_the_store_is_in_the_users_cache_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert limitstore.store_path() == tmp_path / "home" / ".cache" / "pytest-batchgen" / "rate-limits.json"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # invalid, says the XDG spec: ignored
+    assert limitstore.store_path() == tmp_path / "home" / ".cache" / "pytest-batchgen" / "rate-limits.json"
 
 
 def test_an_account_is_its_base_url_and_credential_hashed_and_none_without_a_credential():
