@@ -2,9 +2,9 @@
 
 The loopback server (tests/fakeapi.py) enforces the API's per-minute limits as token buckets,
 with ``--window`` seconds standing for the minute, and sends the ``anthropic-ratelimit-*``
-headers and ``retry-after`` like the API. The same plan is generated twice, with pacing (the
-default) twice and with ``--batch-no-pacing`` (a fixed 64 in flight, 429s left to the SDK's
-two retries). The first paced run knows nothing of the account, so its first wave is sent
+headers and ``retry-after`` like the API. The same plan is generated three times: twice with
+pacing (the default), once with ``--batch-no-pacing`` (a fixed 64 in flight, 429s left to the
+SDK's two retries). The first paced run knows nothing of the account, so its first wave is sent
 blind; the second starts from the limits the first left in the user's cache folder (a folder
 of the script's, not yours), as any later run on an account does. For each run the script
 prints, counted at the server and in the JSON report:
@@ -47,7 +47,9 @@ def write_plan(folder: Path, rows: int) -> None:
     (folder / "pytest.ini").write_text(f"[pytest]\nbatchgen_max_tokens = {MAX_TOKENS}\n")
 
 
-def one_run(args: argparse.Namespace, server: FakeAnthropic, limits: RateLimits, pacing: bool, cache: str) -> dict:
+def one_run(
+    args: argparse.Namespace, server: FakeAnthropic, limits: RateLimits, pacing: bool, cache: str, label: str
+) -> dict:
     """One generation of the plan against ``server``, its buckets full and its prompt cache empty
     at the start; ``cache`` is the user's cache folder (where the account's limits are kept)."""
     server.limits = limits  # full buckets
@@ -88,7 +90,7 @@ def one_run(args: argparse.Namespace, server: FakeAnthropic, limits: RateLimits,
             for k, cap in limits.kinds().items()
         }
         return {
-            "pacing": pacing,
+            "label": label,
             "elapsed": elapsed,
             "rows": len(rows),
             "errors": errors,
@@ -122,20 +124,16 @@ def main() -> None:
     with FakeAnthropic(latency=args.latency) as server, tempfile.TemporaryDirectory() as cache:
         # the first run on this account sends its first wave blind; the second starts from the
         # limits the first one left in the user's cache folder (pytest_batchgen/limitstore.py)
-        runs = [one_run(args, server, limits, True, cache)]
-        runs[0]["label"] = "paced (default), first run on the account"
+        runs = [one_run(args, server, limits, True, cache, "paced (default), first run on the account")]
         time.sleep(args.window)  # the buckets the first run drained are full again
-        runs.append(one_run(args, server, limits, True, cache))
-        runs[1]["label"] = "paced (default), limits known from the run before"
+        runs.append(one_run(args, server, limits, True, cache, "paced (default), limits known from the run before"))
         if not args.no_comparison:
-            runs.append(one_run(args, server, limits, False, cache))
-            runs[2]["label"] = "fixed concurrency (--batch-no-pacing)"
+            runs.append(one_run(args, server, limits, False, cache, "fixed concurrency (--batch-no-pacing)"))
     tightest = {"requests": "requests", "input": "input_tokens"}[args.tightest]
     for r in runs:
-        label = r["label"]
         share = 100 * r["limited"] / max(1, r["requests"])
         util = 100 * r["utilisation"][tightest]
-        print(f"\n{label}: {r['elapsed']:.1f}s wall, admitted over {r['span']:.1f}s")
+        print(f"\n{r['label']}: {r['elapsed']:.1f}s wall, admitted over {r['span']:.1f}s")
         print(f"  rows in error:            {r['errors']} of {r['rows']} (target 0)")
         print(f"  requests answered 429:    {r['limited']} of {r['requests']} = {share:.1f}% (target <= 2%)")
         print(f"  throughput vs {tightest} limit: {util:.1f}% (target >= 90%)")

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 from collections import deque
-from pathlib import Path
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -26,6 +24,7 @@ from hypothesis import strategies as st
 from fakeapi import RateLimits
 from genhelpers import Reply, draft, router, rows_for
 from pytest_batchgen.client import Usage
+from pytest_batchgen import limitstore
 from pytest_batchgen.limitstore import KnownBudget
 from pytest_batchgen.pacing import (
     RATE_MARGIN,
@@ -744,7 +743,7 @@ def test_the_next_run_on_the_account_paces_its_first_wave_from_the_limits_the_la
     fake.limits = limits
     assert project.run("--batch-concurrency", "8").ret == 0
     assert fake.limited > 0
-    assert (Path(os.environ["XDG_CACHE_HOME"]) / "pytest-batchgen" / "rate-limits.json").exists() == remember
+    assert limitstore.store_path().exists() == remember  # in the test's own XDG_CACHE_HOME
     if not remember:  # batchgen_remember_limits = false: nothing kept, so the next run starts blind
         return
 
@@ -772,6 +771,5 @@ def test_under_xdist_the_controller_remembers_the_limits_too(project, fake):
     result = project.run("-n", "2")
 
     assert result.ret == 0, result.stdout.str()
-    store = Path(os.environ["XDG_CACHE_HOME"]) / "pytest-batchgen" / "rate-limits.json"
-    (account,) = json.loads(store.read_text())["accounts"].values()
+    (account,) = json.loads(limitstore.store_path().read_text())["accounts"].values()
     assert account["budgets"]["requests"]["limit"] == 100
