@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -68,10 +69,24 @@ def write_trivial_tests(folder: Path, items: int, name: str = "test_trivial.py")
     return name
 
 
-def run_process(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int, str]:
-    """Run ``cmd``; (start on the monotonic clock, wall seconds, this child's own peak RSS in
-    KiB, output). The peak comes from ``wait4``: the ``RUSAGE_CHILDREN`` maximum would be the
-    largest of every run so far."""
+class Ran(NamedTuple):
+    """One benchmark process: when it started (monotonic clock), its wall seconds, its own peak
+    RSS in KiB, its output, and the CPU seconds it used (user + system, all its threads).
+
+    The peak and the CPU come from ``wait4``: the ``RUSAGE_CHILDREN`` figures would add up (or,
+    for the peak, take the largest of) every run so far. CPU seconds close to the wall seconds
+    say a run is bound by its work under one interpreter lock, not by waiting; on two cores no
+    split of that work into processes could take less than half of it."""
+
+    start: float
+    wall: float
+    peak_kib: int
+    text: str
+    cpu: float
+
+
+def run_process(cmd: list[str], cwd: Path, env: dict[str, str]) -> Ran:
+    """Run ``cmd`` to its end (a failure stops the benchmark, with its output)."""
     with tempfile.TemporaryFile("w+") as out:
         start = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -83,15 +98,15 @@ def run_process(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, 
     if code != 0:
         print(text[-3000:])
         raise SystemExit(f"benchmark run failed ({code}): {' '.join(cmd)}")
-    return start, wall, usage.ru_maxrss, text
+    return Ran(start, wall, usage.ru_maxrss, text, usage.ru_utime + usage.ru_stime)
 
 
 def run(cmd: list[str], cwd: Path) -> tuple[float, str, int]:
     """Wall time, output and peak RSS in KiB of ``cmd`` with this tree's plugin (whatever the
     editable install points at), as CI runs it."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    _, wall, peak, text = run_process(cmd, cwd, {**os.environ, "CI": "true", "PYTHONPATH": path})
-    return wall, text, peak
+    ran = run_process(cmd, cwd, {**os.environ, "CI": "true", "PYTHONPATH": path})
+    return ran.wall, ran.text, ran.peak_kib
 
 
 def main() -> None:

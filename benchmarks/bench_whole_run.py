@@ -80,6 +80,7 @@ class Timing:
     span: float | None = None  # first request in to last reply out, at the server
     peak_mb: float | None = None
     note: str = ""
+    cpu: float | None = None  # the process's CPU seconds (user + system, every thread)
 
 
 def server_view(server: FakeAnthropic, start: float, rows: int) -> tuple[float, float]:
@@ -126,9 +127,9 @@ def ours(rows: int, concurrency: int, latency: float) -> Timing:
         write_plan(folder, rows)
         server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
         cmd = pytest_cmd("--batch-plan", "plan.md", "--batch-concurrency", str(concurrency), "--rootdir", tmp)
-        start, wall, peak, _ = run_process(cmd, folder, base_env(server))
-        first, span = server_view(server, start, rows)
-        return Timing(wall, first, span, peak / 1024)
+        ran = run_process(cmd, folder, base_env(server))
+        first, span = server_view(server, ran.start, rows)
+        return Timing(ran.wall, first, span, ran.peak_kib / 1024, cpu=ran.cpu)
 
 
 def bare(rows: int, concurrency: int, latency: float) -> Timing:
@@ -139,9 +140,9 @@ def bare(rows: int, concurrency: int, latency: float) -> Timing:
         (folder / "bare-out").mkdir()
         server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
         cmd = [sys.executable, "bare.py", str(rows), str(concurrency), "bare-out", "out/reference.md"]
-        start, wall, peak, _ = run_process(cmd, folder, base_env(server))
-        first, span = server_view(server, start, rows)
-        return Timing(wall, first, span, peak / 1024)
+        ran = run_process(cmd, folder, base_env(server))
+        first, span = server_view(server, ran.start, rows)
+        return Timing(ran.wall, first, span, ran.peak_kib / 1024, cpu=ran.cpu)
 
 
 def pytest_floor(items: int) -> Timing:
@@ -151,8 +152,8 @@ def pytest_floor(items: int) -> Timing:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         tests = write_trivial_tests(folder, items)
-        _, wall, peak, _ = run_process(pytest_cmd("--rootdir", tmp, tests), folder, offline_env())
-        return Timing(wall, peak_mb=peak / 1024)
+        ran = run_process(pytest_cmd("--rootdir", tmp, tests), folder, offline_env())
+        return Timing(ran.wall, peak_mb=ran.peak_kib / 1024, cpu=ran.cpu)
 
 
 # -- promptfoo -------------------------------------------------------------------------------
@@ -249,14 +250,14 @@ def promptfoo(rows: int, concurrency: int, latency: float) -> Timing:
             str(folder / "results.json"),
         ]
         try:
-            start, wall, peak, text = run_process(cmd, folder, env)
+            ran = run_process(cmd, folder, env)
         except SystemExit as exc:
             return Timing(float("nan"), note=f"promptfoo failed to run: {exc}")
         logged = server.messages_requests()
         if len(logged) < rows:
-            return Timing(wall, note=f"promptfoo sent {len(logged)} of {rows} requests: {text[-500:]}")
-        first, span = server_view(server, start, rows)
-        return Timing(wall, first, span, peak / 1024)
+            return Timing(ran.wall, note=f"promptfoo sent {len(logged)} of {rows} requests: {ran.text[-500:]}")
+        first, span = server_view(server, ran.start, rows)
+        return Timing(ran.wall, first, span, ran.peak_kib / 1024, cpu=ran.cpu)
 
 
 # -- replay ------------------------------------------------------------------------------------
@@ -279,15 +280,15 @@ def replay_vs_validate(rows: int) -> tuple[Timing, Timing]:
         for i in range(rows):
             (folder / "out" / f"term-{i}.md").unlink()
         write_plan(folder, rows)  # every row pending again
-        _, wall, peak, text = run_process(
+        ran = run_process(
             pytest_cmd("--batch-plan", "plan.md", "--batch-record-mode", "none", "--rootdir", tmp), folder, offline
         )
-        replay = Timing(wall, peak_mb=peak / 1024)
-        assert (folder / "plan.md").read_text().count("| complete |") == rows, text[-2000:]
-        _, wall, peak, _ = run_process(
+        replay = Timing(ran.wall, peak_mb=ran.peak_kib / 1024, cpu=ran.cpu)
+        assert (folder / "plan.md").read_text().count("| complete |") == rows, ran.text[-2000:]
+        ran = run_process(
             pytest_cmd("--batch-plan", "plan.md", "--batch-validate-only", "--rootdir", tmp), folder, offline
         )
-        return replay, Timing(wall, peak_mb=peak / 1024)
+        return replay, Timing(ran.wall, peak_mb=ran.peak_kib / 1024, cpu=ran.cpu)
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -357,14 +358,18 @@ def main() -> None:
             firsts.append((mine.first_request, ref.first_request))
             print(
                 f"bare: {args.bare_rows} rows, zero latency, concurrency {c}: ours {mine.wall:.2f}s "
-                f"(span {mine.span:.2f}s, {mine.peak_mb:.0f} MB), bare {ref.wall:.2f}s (span {ref.span:.2f}s, {ref.peak_mb:.0f} MB)",
+                f"(span {mine.span:.2f}s, {mine.peak_mb:.0f} MB, {mine.cpu:.2f}s CPU), bare {ref.wall:.2f}s "
+                f"(span {ref.span:.2f}s, {ref.peak_mb:.0f} MB, {ref.cpu:.2f}s CPU)",
                 flush=True,
             )
             ratio_line(f"ours/bare {args.bare_rows} rows zero latency c={c}", mine.wall / ref.wall, "target <= 1.3")
+            # the work itself, which a neighbour's load on a shared VM does not stretch
+            print(f"CPU ours/bare {args.bare_rows} rows c={c}: {mine.cpu / ref.cpu:.2f}", flush=True)
         floor = pytest_floor(4 * args.bare_rows)
         print(
             f"pytest alone: {4 * args.bare_rows} trivial items (the run's item count, 4 per row) take "
-            f"{floor.wall:.2f}s = {floor.wall / ref.wall:.2f} x the bare script (at concurrency {c})",
+            f"{floor.wall:.2f}s, {floor.cpu:.2f}s CPU = {floor.wall / ref.wall:.2f} x the bare script's time, "
+            f"{floor.cpu / ref.cpu:.2f} x its CPU (at concurrency {c})",
             flush=True,
         )
         previous: tuple[int, float] | None = None
@@ -395,8 +400,9 @@ def main() -> None:
         for n in (int(x) for x in args.replay_sizes.split(",")):
             replay, validate = replay_vs_validate(n)
             print(
-                f"replay: {n} rows offline {replay.wall:.2f}s {replay.peak_mb:.0f} MB; "
-                f"validate-only {validate.wall:.2f}s {validate.peak_mb:.0f} MB",
+                f"replay: {n} rows offline {replay.wall:.2f}s {replay.peak_mb:.0f} MB {replay.cpu:.2f}s CPU; "
+                f"validate-only {validate.wall:.2f}s {validate.peak_mb:.0f} MB {validate.cpu:.2f}s CPU "
+                f"(CPU ratio {replay.cpu / validate.cpu:.2f})",
                 flush=True,
             )
             ratio_line(f"replay/validate-only time {n} rows", replay.wall / validate.wall, "target <= 1.3")

@@ -62,6 +62,7 @@ class TallyPlugin:
         self.item_counts: dict[RowId, int] = {}  # items collected per row
         self.partial: set[RowId] = set()  # rows with a deselected item
         self.recorded: dict[Path, bool] = {}  # plan -> whether the plan's bytes changed
+        self._ids: dict[tuple[str, str], RowId] = {}  # a report's (plan, filename) -> its row
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -111,7 +112,10 @@ class TallyPlugin:
         info: ReportPayload | None = getattr(report, "batchgen", None)
         if not info:
             return
-        row_id = RowId(Path(info["plan"]), info["filename"])
+        named = (info["plan"], info["filename"])
+        row_id = self._ids.get(named)
+        if row_id is None:  # a row's first report: a Path per report cost more than the tally
+            row_id = self._ids[named] = RowId(Path(info["plan"]), info["filename"])
         tally = self.tallies.get(row_id)
         if tally is None:
             tally = self.tallies[row_id] = RowTally(filename=info["filename"], status_before=info["status"])
