@@ -33,9 +33,9 @@ from bench_validate_only import run_process  # noqa: E402
 from bench_whole_run import BARE, base_env, pytest_cmd  # noqa: E402
 from fakeapi import FakeAnthropic, Reply  # noqa: E402
 
-#: (part, what marks a sample as that part: a frame's function name), first match wins. The
-#: recorder runs under ``ModelClient.complete``, not under the SDK's ``create``, so the order
-#: only matters for the draft check that a repair makes inside a request's coroutine.
+#: (part, what marks a sample as that part: a frame's function name). Each sample counts once,
+#: for the first part in this order that one of its frames marks; the main thread is the mark
+#: ``thread-main``, so what the main thread does inside the other parts' frames is theirs.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("importing the SDK (the preload thread)", ("Preloader._run",)),
     ("recording (vcrpy's cassette, its YAML dump, the file)", ("Recorder.commit", "Recorder.record")),
