@@ -13,12 +13,19 @@ from collections.abc import Iterator
 import pytest
 
 # Imported here, before any in-process run: pytester restores ``sys.modules`` after each
-# ``runpytest``, so whatever a run imports first is imported again by the next one (the SDK
-# alone takes seconds). Modules loaded before the run are kept, and conftest is loaded before
-# any test runs.
+# ``runpytest``, so whatever a run imports first is imported again by the next one. Modules
+# loaded before the run are kept, and conftest is loaded before any test runs. The plugin
+# imports the SDK and vcrpy lazily (on a thread, and only once a reply is recorded), so they
+# are named here themselves: the SDK takes seconds, vcrpy (with the HTTP libraries it can
+# patch) a third of one, and a generating run that imported them afresh paid that each time.
+import anthropic  # noqa: F401
+import httpcore2  # noqa: F401
+import httpx2  # noqa: F401
 import pytest_batchgen.client  # noqa: F401
 import pytest_batchgen.dispatch  # noqa: F401
 import pytest_batchgen.recording  # noqa: F401
+import vcr  # noqa: F401
+import vcr.stubs.httpx_stubs  # noqa: F401
 import forkserver
 from fakeapi import FakeAnthropic
 from forkserver import ForkServer
