@@ -18,19 +18,26 @@ import pytest
 # imports the SDK and vcrpy lazily (on a thread, and only once a reply is recorded), so they
 # are named here themselves: the SDK takes seconds, vcrpy (with the HTTP libraries it can
 # patch) a third of one, and a generating run that imported them afresh paid that each time.
+# The plugin's own modules that a run loads late (some 30 ms) and xdist's are kept loaded too.
+# The tests of what a run imports start fresh interpreters, which none of this reaches.
+import importlib
+import pkgutil
+
 import anthropic  # noqa: F401
 import httpcore2  # noqa: F401
 import httpx2  # noqa: F401
-import pytest_batchgen.client  # noqa: F401
-import pytest_batchgen.dispatch  # noqa: F401
-import pytest_batchgen.recording  # noqa: F401
+import pytest_batchgen
 import vcr  # noqa: F401
 import vcr.stubs.httpx_stubs  # noqa: F401
+import xdist.dsession  # noqa: F401
 import forkserver
 from fakeapi import FakeAnthropic
 from forkserver import ForkServer
 from genhelpers import Router, loopback_api
 from harness import Project
+
+for _module in pkgutil.iter_modules(pytest_batchgen.__path__, "pytest_batchgen."):
+    importlib.import_module(_module.name)
 
 
 @pytest.fixture
