@@ -374,23 +374,25 @@ class Progress:
         ) + (f"; {d.note}" if d.note else "")  # batch mode: request_counts
 
     def update(self, dispatcher: Dispatcher) -> None:
+        """Called after every test: off a terminal the text is only made when a line is due."""
         if self.finished:
             return
-        text = self.text(dispatcher)
         total = len(dispatcher.jobs)
         done = dispatcher.done == total
-        now = time.monotonic()
-        step = max(1, -(-total // 10))  # a tenth of the rows, rounded up
         if self._rewrite is not None:
+            text = self.text(dispatcher)
             if text != self._last_text:
                 self._rewrite(text)
                 self._last_text = text
-        elif (
-            done or now - self._last >= self.plain_every or dispatcher.done - self._last_done >= step
-        ) and text != self._last_text:
-            self._write(text)
-            self._last = now
-            self._last_text = text
-            self._last_done = dispatcher.done
+        else:
+            now = time.monotonic()
+            step = max(1, -(-total // 10))  # a tenth of the rows, rounded up
+            if done or now - self._last >= self.plain_every or dispatcher.done - self._last_done >= step:
+                text = self.text(dispatcher)
+                if text != self._last_text:
+                    self._write(text)
+                    self._last = now
+                    self._last_text = text
+                    self._last_done = dispatcher.done
         if done:
             self.finished = True
