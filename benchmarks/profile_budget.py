@@ -6,7 +6,8 @@ Runs ``pytest --batch-plan`` on ``--rows`` rows at zero latency against the loop
 thread holding the interpreter lock: nearly all of a run's work happens under that one lock, so
 the samples split the run's CPU between its parts. Each sample goes to the first part, in the
 order below, that one of its frames belongs to. The bare SDK script of ``bench_whole_run.py``
-runs too, unprofiled, for its CPU seconds.
+runs under py-spy too, split into its import of the SDK and the rest, so the two are measured
+alike (py-spy's sampling slows both).
 
 py-spy is not a dependency of the project: ``pip install py-spy`` first (it needs to be allowed
 to read another process's memory: root, or ``ptrace_scope`` 0). Without it the script says so.
@@ -18,6 +19,7 @@ to read another process's memory: root, or ``ptrace_scope`` 0). Without it the s
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import tempfile
@@ -29,36 +31,67 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_generation import REFERENCE, write_plan  # noqa: E402
-from bench_validate_only import run_process  # noqa: E402
+from bench_validate_only import Ran, run_process  # noqa: E402
 from bench_whole_run import BARE, base_env, pytest_cmd  # noqa: E402
 from fakeapi import FakeAnthropic, Reply  # noqa: E402
 
-#: (part, what marks a sample as that part: a frame's function name). Each sample counts once,
-#: for the first part in this order that one of its frames marks; the main thread is the mark
-#: ``thread-main``, so what the main thread does inside the other parts' frames is theirs.
-PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("importing the SDK (the preload thread)", ("Preloader._run",)),
-    ("recording (vcrpy's cassette, its YAML dump, the file)", ("Recorder.commit", "Recorder.record")),
-    ("writing each draft and parsing it for its checks", ("_write_draft",)),
-    ("the SDK's requests (our transports included)", ("AsyncMessages.create",)),
-    ("pytest on the main thread (items, reports, collection, summary)", ("thread-main",)),
+#: a mark: (function name, the end of its file's path as py-spy prints it). Only the function's
+#: own name is compared: py-spy 0.4 prints ``Class.method`` on Python 3.11 and later, ``method``
+#: before. ``thread-main`` marks the main thread.
+Mark = tuple[str, str]
+MAIN: Mark = ("thread-main", "")
+
+#: (part, its marks, whether it is paid once a run rather than per row). Each sample counts once,
+#: for the first part in this order that one of its frames marks, so what the main thread does
+#: inside the other parts' frames is theirs.
+PARTS: tuple[tuple[str, tuple[Mark, ...], bool], ...] = (
+    ("importing the SDK (the preload thread)", (("_run", "pytest_batchgen/preload.py"),), True),
+    (
+        "importing vcrpy (its own thread, at the first reply)",
+        (("_import_quietly", "pytest_batchgen/preload.py"),),
+        True,
+    ),
+    (
+        "recording (vcrpy's cassette, its YAML dump, the file)",
+        (("commit", "pytest_batchgen/recording.py"), ("record", "pytest_batchgen/recording.py")),
+        False,
+    ),
+    ("writing each draft and parsing it for its checks", (("_write_draft", "pytest_batchgen/dispatch.py"),), False),
+    ("the SDK's requests (our transports included)", (("create", "anthropic/resources/messages/messages.py"),), False),
+    ("pytest on the main thread (items, reports; its start, collection, summary)", (MAIN,), False),
 )
 REST = "the rest (event loop, pacing, results, other threads)"
 
+#: the bare script's two parts: its import of the SDK, and everything else
+BARE_PARTS: tuple[tuple[str, tuple[Mark, ...], bool], ...] = (
+    ("bare: importing the SDK", (("_find_and_load", "<frozen importlib._bootstrap>"),), True),
+)
+BARE_REST = "bare: its requests and files"
 
-def part_of(stack: str, main_thread: str) -> str:
+FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::\d+)?\)$")
+
+
+def marks_of(frame: str) -> Mark | None:
+    """``(function, file)`` of one py-spy frame, ``Class.method (path/file.py:12)``."""
+    found = FRAME.match(frame)
+    if found is None:
+        return None
+    return found["function"].rsplit(".", 1)[-1], found["file"]
+
+
+def part_of(stack: str, main_thread: str, parts: tuple[tuple[str, tuple[Mark, ...], bool], ...], rest: str) -> str:
     """The part one py-spy raw stack (``thread (tid): name;frame;frame;...``) belongs to."""
     frames = stack.split(";")
-    names = {frame.split(" (", 1)[0] for frame in frames[1:]}
+    seen = [m for m in map(marks_of, frames[1:]) if m is not None]
     if frames[0].split(":", 1)[0] == main_thread:
-        names.add("thread-main")
-    for part, marks in PARTS:
-        if names.intersection(marks):
+        seen.append(MAIN)
+    for part, marks, _ in parts:
+        if any(function == mf and file.endswith(ff) for function, file in seen for mf, ff in marks):
             return part
-    return REST
+    return rest
 
 
-def budget(raw: Path) -> Counter[str]:
+def budget(raw: Path, parts: tuple[tuple[str, tuple[Mark, ...], bool], ...] = PARTS, rest: str = REST) -> Counter[str]:
     """Samples per part of a ``py-spy record -f raw --threads`` file (a stack and a count per
     line). The main thread is named on most lines and unnamed on a few (at exit): it is known
     by its thread id."""
@@ -74,8 +107,25 @@ def budget(raw: Path) -> Counter[str]:
     counts: Counter[str] = Counter()
     for stack, _, n in lines:
         if stack:
-            counts[part_of(stack, main_thread)] += int(n)
+            counts[part_of(stack, main_thread, parts, rest)] += int(n)
     return counts
+
+
+def spy(spy_bin: str, rate: int, raw: Path, cmd: list[str], folder: Path, env: dict[str, str]) -> Ran:
+    """Run ``cmd`` under ``py-spy record --gil``, its samples into ``raw``."""
+    spied = [spy_bin, "record", "-r", str(rate), "-f", "raw", "--gil", "--threads", "-o", str(raw), "--", *cmd]
+    return run_process(spied, folder, env)
+
+
+def show(
+    counts: Counter[str], parts: tuple[tuple[str, tuple[Mark, ...], bool], ...], rest: str, rate: int, rows: int
+) -> None:
+    for part, _, once in parts:
+        seconds = counts[part] / rate
+        per_row = "" if once else f"  {seconds / rows * 1000:5.2f} ms a row"
+        print(f"  {part:75s} {seconds:6.2f}s{per_row}")
+    seconds = counts[rest] / rate
+    print(f"  {rest:75s} {seconds:6.2f}s  {seconds / rows * 1000:5.2f} ms a row")
 
 
 def main() -> None:
@@ -85,8 +135,8 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--raw", type=Path, help="keep py-spy's raw samples here")
     args = ap.parse_args()
-    spy = shutil.which("py-spy")
-    if spy is None:
+    spy_bin = shutil.which("py-spy")
+    if spy_bin is None:
         raise SystemExit("py-spy is not installed: pip install py-spy")
     reply = Reply.ok(REFERENCE.replace("Reference", "Generated"))
     with tempfile.TemporaryDirectory() as tmp, FakeAnthropic(latency=0.0) as server:
@@ -95,23 +145,26 @@ def main() -> None:
         server.default = lambda body: reply
         raw = args.raw.resolve() if args.raw else folder / "samples.raw"
         cmd = pytest_cmd("--batch-plan", "plan.md", "--batch-concurrency", str(args.concurrency), "--rootdir", tmp)
-        spied = [spy, "record", "-r", str(args.rate), "-f", "raw", "--gil", "--threads", "-o", str(raw), "--", *cmd]
-        ran = run_process(spied, folder, base_env(server))
+        ours = spy(spy_bin, args.rate, raw, cmd, folder, base_env(server))
         counts = budget(raw)
         (folder / "bare.py").write_text(BARE)
         (folder / "bare-out").mkdir()
         bare_cmd = [sys.executable, "bare.py", str(args.rows), str(args.concurrency), "bare-out", "out/reference.md"]
-        bare = run_process(bare_cmd, folder, base_env(server))
-    held = sum(counts.values()) / args.rate
-    print(
-        f"{args.rows} rows, zero latency, concurrency {args.concurrency}: {ran.wall:.2f}s under py-spy, "
-        f"{ran.cpu:.2f}s CPU (py-spy's own included), {held:.2f}s sampled with the lock held"
-    )
-    for part in [p for p, _ in PARTS] + [REST]:
-        seconds = counts[part] / args.rate
-        per_row = "" if part == PARTS[0][0] else f"  {seconds / args.rows * 1000:5.2f} ms a row"  # once a run
-        print(f"  {part:66s} {seconds:6.2f}s{per_row}")
-    print(f"the bare SDK script on the same rows: {bare.wall:.2f}s, {bare.cpu:.2f}s CPU")
+        bare = spy(spy_bin, args.rate, folder / "bare.raw", bare_cmd, folder, base_env(server))
+        bare_counts = budget(folder / "bare.raw", BARE_PARTS, BARE_REST)
+    for name, ran, found, parts, rest in (
+        ("pytest --batch-plan", ours, counts, PARTS, REST),
+        ("the bare SDK script", bare, bare_counts, BARE_PARTS, BARE_REST),
+    ):
+        held = sum(found.values()) / args.rate
+        print(
+            f"{name}, {args.rows} rows, zero latency, concurrency {args.concurrency}: {ran.wall:.2f}s under py-spy, "
+            f"{ran.cpu:.2f}s CPU (py-spy's own included), {held:.2f}s sampled with the lock held"
+        )
+        show(found, parts, rest, args.rate, args.rows)
+        missing = [part for part, _, _ in parts if not found[part]]
+        if missing:  # a mark that no longer names a frame (a renamed function, another SDK)
+            print(f"  no sample found for: {', '.join(missing)}")
 
 
 if __name__ == "__main__":
