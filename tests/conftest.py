@@ -8,36 +8,44 @@ they spawn (multiprocessing's spawn start method passes ``sys.path`` on).
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Iterator
 
 import pytest
 
 # Imported here, before any in-process run: pytester restores ``sys.modules`` after each
 # ``runpytest``, so whatever a run imports first is imported again by the next one. Modules
-# loaded before the run are kept, and conftest is loaded before any test runs. The plugin
-# imports the SDK and vcrpy lazily (on a thread, and only once a reply is recorded), so they
-# are named here themselves: the SDK takes seconds, vcrpy (with the HTTP libraries it can
-# patch) a third of one, and a generating run that imported them afresh paid that each time.
-# The plugin's own modules that a run loads late (some 30 ms) and xdist's are kept loaded too.
-# The tests of what a run imports start fresh interpreters, which none of this reaches.
-import importlib
-import pkgutil
-
-import anthropic  # noqa: F401
-import httpcore2  # noqa: F401
-import httpx2  # noqa: F401
-import pytest_batchgen
-import vcr  # noqa: F401
-import vcr.stubs.httpx_stubs  # noqa: F401
-import xdist.dsession  # noqa: F401
+# loaded before the run are kept, and conftest is loaded before any test runs.
+import pytest_batchgen.client  # noqa: F401
+import pytest_batchgen.dispatch  # noqa: F401
+import pytest_batchgen.recording  # noqa: F401
 import forkserver
 from fakeapi import FakeAnthropic
 from forkserver import ForkServer
 from genhelpers import Router, loopback_api
 from harness import Project
 
-for _module in pkgutil.iter_modules(pytest_batchgen.__path__, "pytest_batchgen."):
-    importlib.import_module(_module.name)
+#: what an in-process run loads late, kept loaded from the first test on (see below)
+KEPT_LOADED = ("anthropic", "httpx2", "httpcore2", "vcr", "vcr.stubs.httpx_stubs", "xdist.dsession")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _late_modules_kept_loaded() -> None:
+    """Import what the plugin loads lazily before the first test's runs, so no run imports it.
+
+    The plugin imports the SDK and vcrpy late (on a thread, and once a reply is recorded), and
+    some of its own modules and xdist's only when a run needs them; pytester drops them again
+    when each run ends, so every run paid the SDK's seconds, vcrpy's third of one and some 30 ms
+    of the plugin's own. A fixture, not imports at the top of this file: this conftest is also
+    loaded by a ``pytest --batch-plan`` run at the repository's root (``testpaths``), which must
+    stay as light as the plugin makes it. The tests of what a run imports start fresh
+    interpreters, which none of this reaches.
+    """
+    for name in KEPT_LOADED:
+        importlib.import_module(name)
+    for module in pkgutil.iter_modules(pytest_batchgen.__path__, "pytest_batchgen."):
+        importlib.import_module(module.name)
 
 
 @pytest.fixture

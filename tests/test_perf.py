@@ -547,3 +547,33 @@ def test_the_insertion_place_comes_from_a_position_map_built_once_per_plan_order
     assert tracking._positions(order) is tracking._positions(order)  # built once
     listed = list(outs)
     assert tracking._insertion_line(index, outs[2], listed, 9) == 5  # a list works, uncached
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def test_a_run_at_the_repositorys_root_loads_neither_the_sdk_nor_vcrpy_through_the_tests_conftest(tmp_path) -> None:
+    """``pytest --batch-plan plans/glossary.md`` at this repository's root (the README's quick
+    start) loads ``tests/conftest.py`` too (``testpaths``). Its speed-ups for the suite (keeping
+    the SDK, vcrpy and the plugin's modules loaded across in-process runs) must wait for a test
+    to run: imported at its top, they made that run import the SDK and vcrpy, and warned that
+    ``pytest_batchgen.rules`` was imported before pytest could rewrite it. ``--batch-readonly``
+    writes nothing into the repository."""
+    import subprocess
+    import sys
+
+    (tmp_path / "heavyprobe.py").write_text(REPLAY_IMPORT_PROBE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    env.pop("PYTEST_ADDOPTS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "heavyprobe", "-s", "--batch-plan", "plans/glossary.md", "--batch-readonly"],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    heavy = done.stdout.split("HEAVY:", 1)[1].split("\n", 1)[0]  # after the progress dots
+    assert "anthropic" not in heavy and "vcr" not in heavy, heavy
+    assert "PytestAssertRewriteWarning" not in done.stdout + done.stderr, done.stdout[-2000:]
