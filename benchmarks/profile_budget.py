@@ -40,11 +40,12 @@ from fakeapi import FakeAnthropic, Reply  # noqa: E402
 #: before. ``thread-main`` marks the main thread.
 Mark = tuple[str, str]
 MAIN: Mark = ("thread-main", "")
+#: parts: (name, its marks, whether it is paid once a run rather than per row)
+Parts = tuple[tuple[str, tuple[Mark, ...], bool], ...]
 
-#: (part, its marks, whether it is paid once a run rather than per row). Each sample counts once,
-#: for the first part in this order that one of its frames marks, so what the main thread does
-#: inside the other parts' frames is theirs.
-PARTS: tuple[tuple[str, tuple[Mark, ...], bool], ...] = (
+#: Each sample counts once, for the first part in this order that one of its frames marks, so
+#: what the main thread does inside the other parts' frames is theirs.
+PARTS: Parts = (
     ("importing the SDK (the preload thread)", (("_run", "pytest_batchgen/preload.py"),), True),
     (
         "importing vcrpy (its own thread, at the first reply)",
@@ -63,9 +64,7 @@ PARTS: tuple[tuple[str, tuple[Mark, ...], bool], ...] = (
 REST = "the rest (event loop, pacing, results, other threads)"
 
 #: the bare script's two parts: its import of the SDK, and everything else
-BARE_PARTS: tuple[tuple[str, tuple[Mark, ...], bool], ...] = (
-    ("bare: importing the SDK", (("_find_and_load", "<frozen importlib._bootstrap>"),), True),
-)
+BARE_PARTS: Parts = (("bare: importing the SDK", (("_find_and_load", "<frozen importlib._bootstrap>"),), True),)
 BARE_REST = "bare: its requests and files"
 
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::\d+)?\)$")
@@ -79,7 +78,7 @@ def marks_of(frame: str) -> Mark | None:
     return found["function"].rsplit(".", 1)[-1], found["file"]
 
 
-def part_of(stack: str, main_thread: str, parts: tuple[tuple[str, tuple[Mark, ...], bool], ...], rest: str) -> str:
+def part_of(stack: str, main_thread: str, parts: Parts, rest: str) -> str:
     """The part one py-spy raw stack (``thread (tid): name;frame;frame;...``) belongs to."""
     frames = stack.split(";")
     seen = [m for m in map(marks_of, frames[1:]) if m is not None]
@@ -91,7 +90,7 @@ def part_of(stack: str, main_thread: str, parts: tuple[tuple[str, tuple[Mark, ..
     return rest
 
 
-def budget(raw: Path, parts: tuple[tuple[str, tuple[Mark, ...], bool], ...] = PARTS, rest: str = REST) -> Counter[str]:
+def budget(raw: Path, parts: Parts = PARTS, rest: str = REST) -> Counter[str]:
     """Samples per part of a ``py-spy record -f raw --threads`` file (a stack and a count per
     line). The main thread is named on most lines and unnamed on a few (at exit): it is known
     by its thread id."""
@@ -117,15 +116,11 @@ def spy(spy_bin: str, rate: int, raw: Path, cmd: list[str], folder: Path, env: d
     return run_process(spied, folder, env)
 
 
-def show(
-    counts: Counter[str], parts: tuple[tuple[str, tuple[Mark, ...], bool], ...], rest: str, rate: int, rows: int
-) -> None:
-    for part, _, once in parts:
+def show(counts: Counter[str], parts: Parts, rest: str, rate: int, rows: int) -> None:
+    for part, _, once in (*parts, (rest, (), False)):
         seconds = counts[part] / rate
         per_row = "" if once else f"  {seconds / rows * 1000:5.2f} ms a row"
         print(f"  {part:75s} {seconds:6.2f}s{per_row}")
-    seconds = counts[rest] / rate
-    print(f"  {rest:75s} {seconds:6.2f}s  {seconds / rows * 1000:5.2f} ms a row")
 
 
 def main() -> None:

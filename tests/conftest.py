@@ -14,19 +14,16 @@ from collections.abc import Iterator
 
 import pytest
 
-# Imported here, before any in-process run: pytester restores ``sys.modules`` after each
-# ``runpytest``, so whatever a run imports first is imported again by the next one. Modules
-# loaded before the run are kept, and conftest is loaded before any test runs.
-import pytest_batchgen.client  # noqa: F401
-import pytest_batchgen.dispatch  # noqa: F401
-import pytest_batchgen.recording  # noqa: F401
+import pytest_batchgen
 import forkserver
 from fakeapi import FakeAnthropic
 from forkserver import ForkServer
 from genhelpers import Router, loopback_api
 from harness import Project
 
-#: what an in-process run loads late, kept loaded from the first test on (see below)
+#: what an in-process run loads late, kept loaded from the first test on: pytester restores
+#: ``sys.modules`` after each ``runpytest``, so whatever a run imports first is imported again by
+#: the next one, and modules loaded before the run are kept
 KEPT_LOADED = ("anthropic", "httpx2", "httpcore2", "vcr", "vcr.stubs.httpx_stubs", "xdist.dsession")
 
 
