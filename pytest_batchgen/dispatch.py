@@ -209,6 +209,11 @@ class BackgroundDispatch:
     def results(self) -> dict[str, RowResult]:
         return {k: f.result() for k, f in self._futures.items() if f.done() and not f.exception()}
 
+    def on_result(self, callback: Callable[[RowResult], None]) -> None:
+        """Call ``callback`` with each row's result as it ends, on the thread that ends it."""
+        for fut in self._futures.values():
+            fut.add_done_callback(lambda f: callback(f.result()))
+
 
 class Dispatcher(BackgroundDispatch):
     """Generates ``jobs`` in a background thread; :meth:`result` waits for one row."""

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .dispatch import CompletionClient, Dispatcher, RowResult
     from .recording import Recorder
     from .report import Progress
+    from .sender import RemoteDispatch
     from .state import BatchState
 
 #: how often a waiting item redraws the progress line
@@ -127,10 +128,20 @@ def make_dispatcher(
     )
 
 
+def remember_limits(dispatcher: object) -> None:
+    """Keep the account's budgets as the requests left them, for the next run's first wave
+    (see :mod:`.limitstore`); nothing when the run learnt none or was asked not to."""
+    pacer = getattr(dispatcher, "pacer", None)  # Message Batches are not paced
+    if pacer is not None and pacer.account is not None:
+        from .limitstore import remember
+
+        remember(pacer.account, pacer.known())
+
+
 class Generation:
     """The dispatcher of this process and the progress line drawn while someone waits on it."""
 
-    def __init__(self, dispatcher: Dispatcher, progress: Progress | None) -> None:
+    def __init__(self, dispatcher: Dispatcher | RemoteDispatch, progress: Progress | None) -> None:
         self.dispatcher = dispatcher
         self.progress = progress
 
@@ -143,7 +154,11 @@ class Generation:
 
         afresh = {run.row_id(row).key for run, row in rows if regenerates(state, run.plan, row)}
         capture(state, rows, afresh)  # the outputs as they were: the baselines of the report
-        generation = cls(make_dispatcher(state.settings, state.prices, rows, afresh), progress_line(config))
+        if state.sender is not None:  # the forked sending process generates them (sender.py)
+            dispatcher: Dispatcher | RemoteDispatch = state.sender.dispatch(rows, afresh)
+        else:
+            dispatcher = make_dispatcher(state.settings, state.prices, rows, afresh)
+        generation = cls(dispatcher, progress_line(config))
         judge, dispatcher = state.judge, generation.dispatcher
         if judge is not None:  # one --batch-max-cost for generation and judge calls
             dispatcher.extra_spent = lambda: judge.spent
@@ -194,13 +209,7 @@ class Generation:
         sync_deferred()  # the outputs and recordings are on disk before the plan says complete
 
     def remember_limits(self) -> None:
-        """Keep the account's budgets as the requests left them, for the next run's first wave
-        (see :mod:`.limitstore`); nothing when the run learnt none or was asked not to."""
-        pacer = getattr(self.dispatcher, "pacer", None)  # Message Batches are not paced
-        if pacer is not None and pacer.account is not None:
-            from .limitstore import remember
-
-            remember(pacer.account, pacer.known())
+        remember_limits(self.dispatcher)
 
     def cancel(self, reason: str) -> None:
         self.dispatcher.cancel(reason)
@@ -242,6 +251,8 @@ class GenerationPlugin:
                     picked.append(pair)
         if picked:
             self.generation = state.generation = Generation.start_for(self.config, state, picked)
+        elif state.sender is not None:  # nothing to send after all: the child exits
+            state.sender.close()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Between tests (outside their output capture): the line follows rows as they end,

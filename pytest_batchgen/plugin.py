@@ -99,6 +99,7 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
 def _start_preload(config: pytest.Config, state: BatchState) -> None:
     """Load the SDK while pytest collects, in a run that will generate (issue 12)."""
     from .preload import Preloader, join_imports, modules_for, will_generate
+    from .sender import SenderProcess, why_not
 
     # vcrpy is imported on a thread once a first request is out (a judge's too): waited for at
     # the end, like the preload, so no import is still running when pytest tears down
@@ -106,6 +107,14 @@ def _start_preload(config: pytest.Config, state: BatchState) -> None:
     settings = state.settings
     if settings.role is Role.WORKER or not will_generate(settings, state.selected()):
         return
+    if settings.generates_here:
+        why = why_not(settings, state.runs)
+        if why is None:
+            state.sender = SenderProcess.fork(state)  # it imports the SDK; this process never does
+            config.add_cleanup(state.sender.close)
+            state.sent_from = f"requests are sent from a process of their own (pid {state.sender.pid})"
+            return
+        state.sent_from = f"requests are sent from a thread of this process ({why})"
     preloader = Preloader(modules_for(settings)).start()
     # joined at the end, so no import is still running when pytest (or pytester) tears down
     config.add_cleanup(preloader.join)

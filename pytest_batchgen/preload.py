@@ -50,13 +50,14 @@ class Preloader:
     def __init__(self, modules: tuple[str, ...] = MODULES) -> None:
         self.modules = modules
         self.failed: str | None = None
-        self._thread = threading.Thread(target=self._run, name="batchgen-preload", daemon=True)
+        self._thread = threading.Thread(target=self.run_here, name="batchgen-preload", daemon=True)
 
     def start(self) -> Preloader:
         self._thread.start()
         return self
 
-    def _run(self) -> None:
+    def run_here(self) -> None:
+        """Import the modules on this thread (the sending process imports them on its own)."""
         # The SDK's import leaves some 150,000 objects (its types and their pydantic schemas) that
         # live as long as the process. The collector's passes while they are made find nothing
         # to free, and cost about a sixth of the import (0.4 s of 2.4 s here): it is paused for

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .client import Usage
 from .fsutil import atomic_write
@@ -23,7 +23,7 @@ from .pricing import PRICES_SOURCE, PriceTable
 from .results import ItemFailure, RowTally
 
 if TYPE_CHECKING:  # dispatch imports asyncio: not on the validate-only path
-    from .dispatch import Attempt, Dispatcher, RowResult
+    from .dispatch import Attempt, RowResult
     from .judge import JudgeAttempt
 
 SCHEMA = "pytest-batchgen-report"
@@ -344,6 +344,28 @@ def github_annotations(reports: Iterable[RowReport]) -> list[str]:
     return lines
 
 
+class Counted(Protocol):
+    """What the progress line reads of a dispatcher: this process's, or the sending process's
+    as it last reported (:class:`pytest_batchgen.sender.RemoteDispatch`)."""
+
+    @property
+    def jobs(self) -> Sized: ...
+    @property
+    def done(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def replies(self) -> int: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def spent(self) -> float: ...
+    @property
+    def note(self) -> str: ...
+
+
 class Progress:
     """The live line while generating: rows done / in flight / failed, replies, tokens, cost.
 
@@ -363,7 +385,7 @@ class Progress:
         self.finished = False
 
     @staticmethod
-    def text(d: Dispatcher) -> str:
+    def text(d: Counted) -> str:
         total = len(d.jobs)
         pacer = getattr(d, "pacer", None)  # what holds requests back (pacing.Pacer.status)
         status = pacer.status if pacer is not None and d.done < total else ""
@@ -373,7 +395,7 @@ class Progress:
             f"{d.replies} {'reply' if d.replies == 1 else 'replies'}, {d.tokens:,} tokens, ${d.spent:.4f} so far"
         ) + (f"; {d.note}" if d.note else "")  # batch mode: request_counts
 
-    def update(self, dispatcher: Dispatcher) -> None:
+    def update(self, dispatcher: Counted) -> None:
         """Called after every test: off a terminal the text is only made when a line is due."""
         if self.finished:
             return

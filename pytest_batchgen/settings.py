@@ -280,6 +280,13 @@ def add_options(parser: pytest.Parser) -> None:
         "and leave 429s to the SDK's retries (default: pace sends to the account's limits).",
     )
     parser.addini(
+        "batchgen_sender",
+        default="process",
+        help="where a live run's requests are sent from: 'process' (default), a process of its own "
+        "forked before collection, so that sending and pytest each have a core; 'thread', a thread of "
+        "the pytest process. Runs that cannot fork safely use a thread (see the README).",
+    )
+    parser.addini(
         "batchgen_remember_limits",
         type="bool",
         default=True,
@@ -328,6 +335,7 @@ class Settings:
     batch_poll_max: float = 120.0
     pacing: bool = True
     remember_limits: bool = True
+    sender: str = "process"
 
     @property
     def generates_here(self) -> bool:
@@ -385,6 +393,7 @@ class Settings:
             batch_poll_max=_ini_number(config, "batchgen_batch_poll_max"),
             pacing=not config.getoption("batch_no_pacing"),
             remember_limits=bool(config.getini("batchgen_remember_limits")),
+            sender=_ini_choice(config, "batchgen_sender", ("process", "thread")),
         )
 
 
@@ -397,6 +406,15 @@ def default_record_mode(given: str | None) -> RecordMode:
         return cast(RecordMode, given)
     in_ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
     return "new_episodes" if os.environ.get("ANTHROPIC_API_KEY") and not in_ci else "none"
+
+
+def _ini_choice(config: pytest.Config, name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (case and spaces aside), or a :class:`BatchgenError` listing them."""
+    raw = str(config.getini(name) or "").strip()
+    value = raw.lower()
+    if value not in choices:
+        raise BatchgenError(f"ini option {name} = {raw!r} is not one of: {', '.join(choices)}")
+    return value
 
 
 def _ini_number(config: pytest.Config, name: str, *, whole: bool = False, zero_ok: bool = False) -> float:

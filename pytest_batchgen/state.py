@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .dispatch import RowResult
     from .freshness import FreshnessBook
     from .judge import JudgeService
+    from .sender import SenderProcess
 
 
 class GenerationSource(Protocol):
@@ -47,6 +48,8 @@ class BatchState:
     selection: Selection | None = None  # rows and items named on the command line
     judge: JudgeService | None = None  # the judge of 'Judge:' checklist lines (judge.py)
     freshness: FreshnessBook | None = None  # each row's freshness, read once (freshness.book_of)
+    sender: SenderProcess | None = None  # the forked process that sends this run's requests (sender.py)
+    sent_from: str = ""  # where this run's requests are sent from, and why (the report header)
 
     @property
     def several_plans(self) -> bool:

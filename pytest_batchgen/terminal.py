@@ -23,6 +23,10 @@ class TerminalPlugin:
         self.state = state
         self.tally = tally
 
+    def pytest_report_header(self) -> list[str]:
+        """Where a run that may generate sends its requests from, and why (see sender.py)."""
+        return [f"batchgen: {self.state.sent_from}"] if self.state.sent_from else []
+
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         """After every ``pytest_sessionfinish``: the plan is already recorded."""
         state = self.state

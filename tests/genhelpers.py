@@ -85,6 +85,14 @@ sys.exit(1 if bad else 0)
 """
 
 
+#: a conftest printing which heavy modules the pytest process loaded, at the session's end
+IMPORT_PROBE = """
+import sys
+def pytest_sessionfinish(session):
+    print("HEAVY:", ",".join(m for m in ("anthropic", "httpx2", "vcr") if m in sys.modules) or "none")
+"""
+
+
 def checklist_lines() -> list[str]:
     python = shlex.quote(sys.executable)
     return [

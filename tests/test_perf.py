@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
+from genhelpers import IMPORT_PROBE
 from pytest_batchgen import plan as plan_mod
 from pytest_batchgen.errors import PlanError
 
@@ -189,7 +190,7 @@ def test_cassettes_are_saved_unsynced_before_the_row_goes_on_and_released(projec
     monkeypatch.setattr(dispatch, "_write_draft", spy_draft)
     monkeypatch.setattr(recording.Recorder, "release", spy_release)
 
-    result = project.run("--batch-concurrency", "4")
+    result = project.run("--batch-concurrency", "4", "-o", "batchgen_sender=thread")  # spies see this process
 
     assert result.ret == 0, result.stdout.str()
     assert sorted(saved_by) == sorted(f"{n}.md.yaml" for n in names)
@@ -439,13 +440,6 @@ def test_replay_answers_recorded_calls_without_the_sdk_and_leaves_what_the_sdk_p
     assert replayed.outcomes()["repaired.md::generate"] == recorded.outcomes()["repaired.md::generate"]
 
 
-REPLAY_IMPORT_PROBE = """
-import sys
-def pytest_sessionfinish(session):
-    print("HEAVY:", ",".join(m for m in ("anthropic", "httpx2", "vcr") if m in sys.modules) or "none")
-"""
-
-
 def test_a_replay_in_record_mode_none_never_imports_the_sdk_or_vcrpy(project, fake, monkeypatch) -> None:
     """Issue 12: replay costs what validating costs. Neither the SDK (a second of imports) nor
     vcrpy (a third of a second: it imports every HTTP library it can patch) is loaded in record
@@ -455,9 +449,10 @@ def test_a_replay_in_record_mode_none_never_imports_the_sdk_or_vcrpy(project, fa
 
     rows = rows_for("hit", "miss")
     project.write_rows(rows)
-    project.write("conftest.py", REPLAY_IMPORT_PROBE)
+    project.write("conftest.py", IMPORT_PROBE)
     router(fake).set("miss.md", Reply.ok("not the format"))
-    recorded = project.run("-s", subprocess=True)
+    # the dispatcher in the pytest process (where a sending process would hide the imports)
+    recorded = project.run("-s", "-o", "batchgen_sender=thread", subprocess=True)
     assert "HEAVY: anthropic,httpx2,vcr" in recorded.stdout.str()
     go_offline(fake, monkeypatch)
     project.reset(rows)
@@ -472,7 +467,8 @@ def test_a_replay_in_record_mode_none_never_imports_the_sdk_or_vcrpy(project, fa
 def test_drafts_are_checked_on_the_loop_only_when_every_check_is_quick(project, fake, monkeypatch) -> None:
     """Issue 12: a thread hop per draft (write and check) cost more than the work at 1,000 rows.
     A checklist of built-in document rules is checked on the dispatcher's loop; one with a
-    linter (a process), like a user's own form, still goes to a worker thread."""
+    linter (a process), like a user's own form, still goes to a worker thread. (The dispatcher
+    of this process: ``batchgen_sender = thread``; a forked sender's threads are its own.)"""
     import threading
 
     from genhelpers import rows_for
@@ -486,12 +482,12 @@ def test_drafts_are_checked_on_the_loop_only_when_every_check_is_quick(project, 
         return real(*args)
 
     monkeypatch.setattr(dispatch, "_write_draft", spy)
-    project.write_rows(rows_for("a-one", "b-two"))
+    project.write_rows(rows_for("a-one", "b-two"), ini_extra="batchgen_sender = thread\n")
     assert project.run().ret == 0
     assert len(checked_on) == 2 and not any(t == "batchgen-dispatch" for t in checked_on), checked_on
 
     checked_on.clear()
-    project.write_rows(rows_for("c-three", "d-four"))
+    project.write_rows(rows_for("c-three", "d-four"), ini_extra="batchgen_sender = thread\n")
     project.edit(project.plan, "4. Linter passes", "<!-- 4. Linter passes")
     project.edit(project.plan, "{path}`\n", "{path}` -->\n")
     result = project.run()
@@ -562,7 +558,7 @@ def test_a_run_at_the_repositorys_root_loads_no_heavy_module_through_the_tests_c
     import subprocess
     import sys
 
-    (tmp_path / "heavyprobe.py").write_text(REPLAY_IMPORT_PROBE)
+    (tmp_path / "heavyprobe.py").write_text(IMPORT_PROBE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
     env.pop("PYTEST_ADDOPTS", None)

@@ -1,0 +1,375 @@
+"""The sending process: a live run's requests go out from a process of its own (issue 12).
+
+pytest runs an item per checklist line, and the SDK builds, sends and parses every request;
+in one process both hold the same interpreter lock, so a run at zero latency spent twice the
+bare SDK's CPU seconds on one core while the second one idled. Here the plugin forks when it
+is configured, before collection: the child imports the SDK while the parent collects, then
+runs the ordinary :class:`~pytest_batchgen.dispatch.Dispatcher` (pacing, recording, repairs,
+``--batch-max-cost``) on the rows the parent names once collection ends, and sends each
+:class:`~pytest_batchgen.dispatch.RowResult` back as it ends. The parent runs pytest and never
+imports the SDK. A fork, not a new interpreter: the child inherits the parsed plans, the
+compiled checklists and the conftests' checklist forms, so a repair checks a draft with the
+very rules the items use.
+
+Forked only where that is safe and pays (:func:`why_not`); elsewhere the dispatcher runs on a
+thread of the pytest process as before. The child ignores Ctrl-C: the parent decides, and
+tells it to send nothing more, and what is in flight is finished and recorded. A parent that
+dies (``kill -9``, a second Ctrl-C) closes the pipe, and the child exits at once, as the
+parent's own thread would have died with it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, Pipe
+from typing import TYPE_CHECKING, Any
+
+from .outcomes import Outcome
+from .plan import Row
+from .run import PlanRun, SharedVerdict
+from .settings import Role, Settings
+
+if TYPE_CHECKING:
+    from .dispatch import RowResult
+    from .state import BatchState
+
+#: the ini value that keeps the dispatcher on a thread of the pytest process
+THREAD = "thread"
+#: the default: a process of its own where :func:`why_not` allows it
+PROCESS = "process"
+SENDERS = (PROCESS, THREAD)
+
+#: how often the child sends its counters while nothing ends (the progress line's pace)
+STATUS_SECONDS = 0.25
+
+
+def why_not(settings: Settings, runs: Iterable[PlanRun]) -> str | None:
+    """Why this run keeps the dispatcher in the pytest process (None: it forks).
+
+    - the ini asks for it (``batchgen_sender = thread``), or the platform has no ``fork``
+      (Windows), or is macOS, whose system libraries are not safe in a forked child;
+    - Python 3.12+ with other threads running: forking then may deadlock (and warns);
+    - an xdist controller (its workers already run pytest elsewhere), Message Batches (hours of
+      waiting, not CPU), a replay-only run (it reads files at each test's turn);
+    - a checklist with a judge: its verdicts and its spend (one ``--batch-max-cost`` with the
+      generation's) stay in one process.
+
+    A linter's verdicts on a draft are handed over with the row's result (and the parent's on
+    an existing output with the rows), so that no linter runs twice on one version of a file.
+    """
+    runs = list(runs)
+    if settings.sender == THREAD:
+        return "batchgen_sender = thread"
+    if not hasattr(os, "fork") or sys.platform == "darwin":
+        return f"no safe fork on {sys.platform}"
+    if sys.version_info >= (3, 12) and threading.active_count() > 1:
+        return "other threads are running"
+    if settings.role is not Role.PLAIN:
+        return "pytest-xdist: the workers run the tests"
+    if settings.api == "batches":
+        return "Message Batches"
+    if settings.record_mode == "none":
+        return "replay only: each row is read from its recording when its test runs"
+    for run in runs:
+        for rule in run.rules:
+            if rule.form.model_graded:
+                return f"the checklist has a judge ({rule.name})"
+    return None
+
+
+@dataclass
+class _Counters:
+    """What the progress line and the summary read of a dispatcher, as the child last sent it."""
+
+    in_flight: int = 0
+    done: int = 0
+    failed: int = 0
+    spent: float = 0.0
+    tokens: int = 0
+    replies: int = 0
+    note: str = ""
+    budget_stopped: bool = False
+    stop_reason: str = ""
+    pacing: str = ""
+
+
+def _counters(d: Any) -> _Counters:
+    total = len(d.jobs)
+    pacing = d.pacer.status if d.done < total else ""
+    return _Counters(
+        d.in_flight, d.done, d.failed, d.spent, d.tokens, d.replies, d.note, d.budget_stopped, d.stop_reason, pacing
+    )
+
+
+class _PacerView:
+    """The parent's view of the child's pacer: what the progress line shows of it."""
+
+    account = None  # the child remembers the account's limits itself
+
+    def __init__(self) -> None:
+        self.status = ""
+
+
+class SenderProcess:
+    """The parent's end of the forked child, from ``pytest_configure`` to the session's end."""
+
+    def __init__(self, pid: int, inbox: Connection, outbox: Connection) -> None:
+        self.pid = pid
+        self._to_child = outbox
+        self._from_child = inbox
+        self._lock = threading.Lock()
+        self._status: int | None = None
+        self.started = False  # rows were sent to it
+
+    @classmethod
+    def fork(cls, state: BatchState) -> SenderProcess:
+        """Fork the child now; it imports the SDK, then waits for :meth:`dispatch`."""
+        from .preload import modules_for
+
+        down_read, down_write = Pipe(duplex=False)
+        up_read, up_write = Pipe(duplex=False)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            down_write.close()
+            up_read.close()
+            _child(state, modules_for(state.settings), down_read, up_write)
+        down_read.close()
+        up_write.close()
+        return cls(pid, up_read, down_write)
+
+    def send(self, message: tuple[Any, ...]) -> bool:
+        """Send to the child; False when it is gone."""
+        with self._lock:
+            try:
+                self._to_child.send(message)
+            except (OSError, ValueError):
+                return False
+        return True
+
+    def receive(self) -> tuple[Any, ...]:
+        return self._from_child.recv()
+
+    def dispatch(self, rows: Sequence[tuple[PlanRun, Row]], afresh: Iterable[str]) -> RemoteDispatch:
+        """The dispatcher's stand-in for ``rows``; :meth:`RemoteDispatch.start` sends them."""
+        return RemoteDispatch(self, rows, sorted(afresh))
+
+    def close(self) -> None:
+        """At the end of the session (or when nothing is to be sent). A child that was given no
+        rows has nothing in flight: it is stopped and reaped. One that was is left to finish
+        what it sent and record it (the parent's second Ctrl-C); closing the pipe tells it to
+        send nothing more."""
+        with self._lock:
+            self._to_child.close()
+        if not self.started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self.wait(block=not self.started)
+
+    def wait(self, block: bool = True) -> int | None:
+        """Reap the child once; its wait status (None while it runs and ``block`` is false)."""
+        if self._status is None:
+            try:
+                pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:  # reaped by another thread meanwhile
+                pid, status = self.pid, self._status or 0
+            if pid:
+                self._status = status
+        return self._status
+
+
+class RemoteDispatch:
+    """What :class:`~pytest_batchgen.generation.Generation` drives, with the rows generated in
+    the child: the same start / result / join / cancel interface and counters as
+    :class:`~pytest_batchgen.dispatch.BackgroundDispatch`, fed by a thread that reads the child's
+    messages."""
+
+    def __init__(self, sender: SenderProcess, rows: Sequence[tuple[PlanRun, Row]], afresh: list[str]) -> None:
+        self.sender = sender
+        self._rows = {run.row_id(row).key: (run, row) for run, row in rows}
+        self.jobs = list(self._rows)
+        self._afresh = afresh
+        self._futures: dict[str, concurrent.futures.Future[RowResult]] = {
+            k: concurrent.futures.Future() for k in self.jobs
+        }
+        self._finished = threading.Event()
+        self._reader: threading.Thread | None = None
+        self.pacer = _PacerView()
+        self._counters = _Counters()
+        self._cancelled = ""
+        #: the judge's spend: always 0 here (a plan with a judge keeps the dispatcher in process)
+        self.extra_spent: Callable[[], float] = lambda: 0.0
+
+    # the counters of the progress line and the summary, as the child last reported them
+    in_flight = property(lambda self: self._counters.in_flight)
+    done = property(lambda self: self._counters.done)
+    failed = property(lambda self: self._counters.failed)
+    spent = property(lambda self: self._counters.spent)
+    tokens = property(lambda self: self._counters.tokens)
+    replies = property(lambda self: self._counters.replies)
+    note = property(lambda self: self._counters.note)
+    budget_stopped = property(lambda self: self._counters.budget_stopped)
+
+    @property
+    def stop_reason(self) -> str:
+        return self._counters.stop_reason or self._cancelled
+
+    def start(self) -> None:
+        if self._reader is not None:
+            return
+        self._reader = threading.Thread(target=self._read, name="batchgen-sender-results", daemon=True)
+        self._reader.start()
+        # the verdicts this process made on existing outputs (the baselines), not made twice
+        shared = {key: v for key, (run, row) in self._rows.items() if (v := run.shared_verdicts(row))}
+        self.sender.started = True
+        if not self.sender.send(("start", self.jobs, self._afresh, shared)):
+            self._lost()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                try:
+                    message = self.sender.receive()
+                except (EOFError, OSError):
+                    return self._lost()
+                kind = message[0]
+                if kind == "result":
+                    _, result, counters, shared = message
+                    self._set(counters)
+                    run, _row = self._rows[result.key]
+                    run.seed(shared)  # before the row's items can ask for a verdict
+                    self._futures[result.key].set_result(result)
+                elif kind == "status":
+                    self._set(message[1])
+                elif kind == "finished":
+                    self._set(message[1])
+                    return self._lost()  # every row has its result: nothing is left to fail
+                elif kind == "crashed":
+                    return self._lost(message[1])
+        finally:
+            self.sender.wait()
+            self._finished.set()
+
+    def _set(self, counters: _Counters) -> None:
+        self._counters = counters
+        self.pacer.status = counters.pacing
+
+    def _lost(self, why: str = "") -> None:
+        """The child is gone: the rows it did not answer end in error, not in a hang."""
+        status = self.sender.wait()
+        if not why:
+            code = os.waitstatus_to_exitcode(status) if status is not None else "?"
+            why = f"the sending process ended (exit status {code}) before this row's result"
+        for key, fut in self._futures.items():
+            if not fut.done():
+                fut.set_result(_error(key, why))
+
+    def cancel(self, reason: str) -> None:
+        if not self._cancelled:
+            self._cancelled = reason
+            self.sender.send(("cancel", reason))
+
+    def result(self, key: str, timeout: float | None = None) -> RowResult | None:
+        fut = self._futures.get(key)
+        return None if fut is None else fut.result(timeout)
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._reader is None:
+            return True
+        return self._finished.wait(timeout)
+
+    def results(self) -> dict[str, RowResult]:
+        return {k: f.result() for k, f in self._futures.items() if f.done()}
+
+
+def _error(key: str, why: str) -> RowResult:
+    from .dispatch import RowResult
+
+    return RowResult(key, Outcome.ERROR, error=why)
+
+
+# -- the child ---------------------------------------------------------------------------------
+
+
+def _child(state: BatchState, modules: tuple[str, ...], inbox: Connection, outbox: Connection) -> None:
+    """The forked process: import, wait for the rows, generate them, report, exit.
+
+    It leaves with ``os._exit``: pytest's exit handlers, the capture's files and the parent's
+    atexit hooks are the parent's alone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    send_lock = threading.Lock()
+
+    def send(message: tuple[Any, ...]) -> None:
+        # the parent may be gone: the rows still end and are recorded
+        with send_lock, contextlib.suppress(OSError, ValueError):
+            outbox.send(message)
+
+    try:
+        from .preload import Preloader
+
+        Preloader(modules).run_here()
+        try:
+            start = inbox.recv()
+        except (EOFError, OSError):
+            os._exit(0)  # nothing to send: the run validated, failed to collect or ended
+        _, keys, afresh, shared = start
+        _generate(state, keys, set(afresh), shared, inbox, send)
+    except BaseException:
+        send(("crashed", "the sending process failed: " + traceback.format_exc(limit=8)))
+        os._exit(1)
+    os._exit(0)
+
+
+def _generate(
+    state: BatchState,
+    keys: list[str],
+    afresh: set[str],
+    shared: dict[str, list[SharedVerdict]],
+    inbox: Connection,
+    send: Callable[[tuple[Any, ...]], None],
+) -> None:
+    from .fsutil import sync_deferred
+    from .generation import make_dispatcher, remember_limits
+
+    by_key = {run.row_id(row).key: (run, row) for run, row in state.selected()}
+    for key, verdicts in shared.items():
+        by_key[key][0].seed(verdicts)
+    dispatcher = make_dispatcher(state.settings, state.prices, [by_key[k] for k in keys], afresh)
+
+    def report(result: RowResult) -> None:
+        """A row ended: its result, the counters and its linters' verdicts go to the parent;
+        its parse and verdicts leave this process's memory."""
+        run, row = by_key[result.key]
+        send(("result", result, _counters(dispatcher), run.shared_verdicts(row)))
+        run.forget(row)
+
+    dispatcher.on_result(report)
+
+    def orders() -> None:
+        while True:
+            try:
+                message = inbox.recv()
+            except (EOFError, OSError):
+                # The parent died (kill -9, a second Ctrl-C) before this process finished. Its
+                # replies in flight are abandoned, as they would be in the parent's own thread:
+                # a run started again at once must not find this one still writing its files.
+                os._exit(1)
+            if message[0] == "cancel":
+                dispatcher.cancel(message[1])
+
+    threading.Thread(target=orders, name="batchgen-sender-orders", daemon=True).start()
+    dispatcher.start()
+    while not dispatcher.join(STATUS_SECONDS):
+        send(("status", _counters(dispatcher)))
+    remember_limits(dispatcher)
+    sync_deferred()  # on disk before the parent records the plan
+    send(("finished", _counters(dispatcher)))

@@ -1,0 +1,323 @@
+"""The sending process (issue 12): a live run's requests go out from a forked child.
+
+Most generation tests of the suite run this way already (it is the default wherever it
+applies), so they show that a run gives the same statuses, notes, outputs and recordings from a
+child as from a thread. These tests are about the child itself: when the plugin forks and says
+so, what the pytest process no longer imports, that no linter runs twice on one version of a
+file across the two processes, Ctrl-C, ``kill -9``, a child that crashes or dies, and that no
+process is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from fakeapi import Reply
+from genhelpers import IMPORT_PROBE, LINT_SCRIPT, PlanRow, draft, lint_bad, requests_by_row, router, row_of, rows_for
+from harness import Project
+from pytest_batchgen import sender
+from pytest_batchgen.checklist import CheckSkipped, Failure, compile_checklist
+from pytest_batchgen.document import DocumentCache
+from pytest_batchgen.judge import JUDGE_FORM, JudgeService
+from pytest_batchgen.plan import load_plan
+from pytest_batchgen.rules import BUILTIN_FORMS
+from pytest_batchgen.run import PlanRun
+from pytest_batchgen.settings import Role, Settings
+
+FORKED = "batchgen: requests are sent from a process of their own (pid *)"
+
+#: the generation tests' linter, counting its runs: one line per file it was given
+COUNTING_LINT = LINT_SCRIPT.replace(
+    "path = sys.argv[1]\n",
+    "path = sys.argv[1]\n"
+    "import os\n"
+    "with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'lint.log'), 'a') as log:\n"
+    "    log.write(path + '\\n')\n",
+)
+
+
+def children_of(pid: int) -> set[int]:
+    """The processes ``pid`` started and has not reaped (Linux' /proc), zombies included."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found |= {int(p) for p in (task / "children").read_text().split()}
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+needs_proc = pytest.mark.skipif(
+    not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(), reason="needs /proc/<pid>/task/*/children"
+)
+
+
+# -- when the plugin forks, and that it says so ----------------------------------------------
+
+
+def test_a_live_run_sends_from_a_child_and_its_pytest_process_never_loads_the_sdk(project, fake):
+    """The point of the child: the pytest process runs tests and never imports the SDK, httpx2
+    or vcrpy (the probe can tell: with the thread it loads all three, see test_perf.py)."""
+    project.write_rows(rows_for("alpha", "beta"))
+    project.write("conftest.py", IMPORT_PROBE)
+
+    forked = project.run("-s", subprocess=True)
+
+    out = forked.stdout.str()
+    assert forked.ret == 0, out
+    forked.stdout.fnmatch_lines([FORKED])
+    assert "HEAVY: none" in out
+    assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete"}
+    assert project.output("beta.md") == draft("Beta")
+    assert [row_of(b) for b in project.cassette_bodies("alpha.md")] == ["alpha.md"]
+
+
+def test_runs_that_keep_the_thread_say_why_and_validate_only_says_nothing(project, fake):
+    project.write_rows(rows_for("alpha"))
+    assert "batchgen: requests" not in project.run("--batch-validate-only").stdout.str()
+    replay = project.run("--batch-record-mode", "none")
+    replay.stdout.fnmatch_lines(["batchgen: requests are sent from a thread of this process (replay only: *)"])
+    result = project.run("-o", "batchgen_sender=fork")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini option batchgen_sender = 'fork' is not one of: process, thread*"])
+
+
+def settings(**kw) -> Settings:
+    base = {"plans": ("plan.md",), "rootdir": Path("."), "invocation_dir": Path("."), "role": Role.PLAIN}
+    return Settings(**{**base, "record_mode": "new_episodes", **kw})
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ({}, None),
+        ({"sender": "thread"}, "batchgen_sender = thread"),
+        ({"role": Role.CONTROLLER}, "pytest-xdist: the workers run the tests"),
+        ({"api": "batches"}, "Message Batches"),
+        ({"record_mode": "none"}, "replay only: each row is read from its recording when its test runs"),
+    ],
+)
+def test_why_a_run_keeps_the_thread(given, why):
+    assert sender.why_not(settings(**given), []) == why
+
+
+def test_no_fork_on_macos_windows_or_with_threads_on_python_3_12(monkeypatch):
+    def where(platform: str, version: tuple[int, int]) -> str | None:
+        monkeypatch.setattr(sender, "sys", types.SimpleNamespace(platform=platform, version_info=version))
+        return sender.why_not(settings(), [])
+
+    assert where("darwin", (3, 11)) == "no safe fork on darwin"
+    assert where("linux", (3, 11)) is None
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert where("linux", (3, 12)) == "other threads are running"
+        assert where("linux", (3, 11)) is None  # 3.11 forks with threads without a warning
+    finally:
+        stop.set()
+        other.join()
+    monkeypatch.delattr(os, "fork")
+    assert where("linux", (3, 11)) == "no safe fork on linux"
+
+
+def test_a_checklist_with_a_judge_keeps_the_thread(tmp_path):
+    project = Project(tmp_path)
+    project.write_rows(rows_for("alpha"))
+    project.edit("plan.md", "4. Linter passes", "5. Judge (sonnet): the definition is accurate\n4. Linter passes")
+    plan = load_plan(tmp_path / "plan.md", tmp_path)
+    rules = compile_checklist(plan, (*BUILTIN_FORMS, JUDGE_FORM), {"judge": JudgeService()})
+    run = PlanRun(plan=plan, rules=rules, rows=plan.rows)
+    assert sender.why_not(settings(), [run]) == "the checklist has a judge (judge-definition-accurate)"
+
+
+# -- the linter runs once per version of a file, whichever process checks it ------------------
+
+
+@pytest.mark.parametrize("where", ["process", "thread"])
+def test_a_linter_runs_once_per_draft_across_both_processes(project, fake, where):
+    """The child checks each draft (to repair it), the pytest process runs the check items:
+    the child's verdicts go with the row's result, so the items reuse them, as one process's
+    cache did; the pytest process's verdicts on an existing output go the other way."""
+    rows = [PlanRow("Reference", "reference.md", "haiku", "complete"), *rows_for("good", "fixed", "kept")]
+    project.write_rows(rows, ini_extra=f"batchgen_sender = {where}\n")
+    project.write("lint.py", COUNTING_LINT)
+    project.write("output/kept.md", draft("Kept"))  # pending, but its output already passes
+    router(fake).set("fixed.md", Reply.ok(lint_bad("Fixed")), Reply.ok(draft("Fixed")))
+
+    result = project.run()
+
+    assert result.ret == 0, result.stdout.str()
+    assert set(project.statuses().values()) == {"complete"}
+    assert sorted(requests_by_row(fake)) == ["fixed.md", "good.md"]  # kept.md was not sent
+    runs = sorted(Path(line).name for line in project.read("lint.log").splitlines())
+    # one run per version: the reference, good's draft, fixed's two drafts, kept's output
+    assert runs == ["fixed.md", "fixed.md", "good.md", "kept.md", "reference.md"], runs
+
+
+def test_a_shared_verdict_holds_only_while_its_file_is_unchanged(tmp_path):
+    project = Project(tmp_path)
+    project.write_rows(rows_for("alpha"))
+    plan = load_plan(tmp_path / "plan.md", tmp_path)
+    rules = compile_checklist(plan, BUILTIN_FORMS, {"linter_timeout": 60})
+    lint = next(r for r in rules if r.name == "lint")
+    row = plan.rows[0]
+    output = project.write("output/alpha.md", draft("Alpha"))
+
+    def fresh_run() -> PlanRun:
+        return PlanRun(plan=plan, rules=rules, rows=plan.rows, docs=DocumentCache())
+
+    made_here = fresh_run()
+    assert made_here.evaluate(row, lint) is None
+    shared = made_here.shared_verdicts(row)
+    # only the linter's verdict travels: the document rules are cheap to run again
+    assert [(name, path) for name, path, _, _ in shared] == [("lint", output)]
+
+    # a verdict that says otherwise than the linter would, so that its use can be seen
+    planted = [(name, path, sig, Failure("planted")) for name, path, sig, _ in shared]
+    other = fresh_run()
+    other.seed(planted)
+    assert other.evaluate(row, lint) == Failure("planted")
+
+    skipped = fresh_run()
+    skipped.seed([(name, path, sig, CheckSkipped("no verdict")) for name, path, sig, _ in shared])
+    with pytest.raises(CheckSkipped, match="no verdict"):
+        skipped.evaluate(row, lint)
+
+    stale = fresh_run()
+    stale.seed(planted)
+    time.sleep(0.01)
+    project.write("output/alpha.md", draft("Alpha") + "\nAppended.\n")  # a new version of the file
+    assert stale.evaluate(row, lint) is None  # the linter ran on it
+
+
+# -- the child's end: crashes, Ctrl-C, kill -9, nothing left behind ----------------------------
+
+
+@needs_proc
+def test_in_process_runs_leave_no_process_behind(project, fake):
+    before = children_of(os.getpid())
+    project.write_rows(rows_for("alpha", "beta"))
+    result = project.run()
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([FORKED])
+    assert children_of(os.getpid()) == before
+
+    # forked, then nothing to send: every pending row deselected (the child is stopped)
+    project.reset(rows_for("alpha", "beta"))
+    fake.reset_log()
+    result = project.run("-k", "not alpha and not beta")
+    result.stdout.fnmatch_lines([FORKED])
+    assert fake.messages_requests() == []
+    assert children_of(os.getpid()) == before
+
+
+def test_a_sending_process_that_crashes_fails_its_rows_with_the_error(project, fake, monkeypatch):
+    from pytest_batchgen import generation
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the dispatcher could not be made")
+
+    monkeypatch.setattr(generation, "make_dispatcher", broken)  # the fork inherits it
+    project.write_rows(rows_for("alpha", "beta"))
+
+    result = project.run()
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    message = result.failure("alpha.md::generate")
+    assert "the sending process failed" in message and "RuntimeError: the dispatcher could not be made" in message
+    assert "the dispatcher could not be made" in result.failure("beta.md::generate")
+    assert project.statuses() == {"alpha.md": "pending", "beta.md": "pending"}
+    assert fake.messages_requests() == []
+
+
+def test_a_sending_process_that_dies_fails_its_rows_and_the_run_ends(project, fake, monkeypatch):
+    from pytest_batchgen import generation
+
+    monkeypatch.setattr(generation, "make_dispatcher", lambda *a, **k: os._exit(3))
+    project.write_rows(rows_for("alpha"))
+
+    result = project.run()
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "the sending process ended (exit status 3) before this row's result" in result.failure("alpha.md::generate")
+    assert project.notes()["alpha.md"]  # the row's note says it failed to generate
+
+
+def wait_until(condition, what: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@needs_proc
+@pytest.mark.parametrize("where", ["process", "thread"])
+def test_ctrl_c_sends_nothing_more_and_records_the_replies_in_flight(project, fake, forks, where):
+    """As a terminal does, Ctrl-C reaches the pytest process and the sending process (one
+    process group). The child ignores it; the parent tells it to send nothing more. The two
+    replies in flight are paid for: they are recorded, and the next run replays them."""
+    project.forks = forks
+    names = ["a-one", "b-two", "c-three", "d-four"]
+    project.write_rows(rows_for(*names), ini_extra=f"batchgen_sender = {where}\n")
+    for name in names[:2]:
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=1.5))
+
+    proc = project.start("--batch-plan", project.plan, "--batch-concurrency", "2", "-q")
+    wait_until(lambda: fake.in_flight == 2, "two requests in flight")
+    kids = children_of(proc.pid)
+    assert len(kids) == (1 if where == "process" else 0), kids
+    for pid in [proc.pid, *kids]:
+        os.kill(pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == pytest.ExitCode.INTERRUPTED, proc.output()
+
+    assert sorted({row_of(e) for e in fake.messages_requests()}) == ["a-one.md", "b-two.md"]
+    for name in names[:2]:
+        assert [row_of(b) for b in project.cassette_bodies(f"{name}.md")] == [f"{name}.md"]
+    assert not any(alive(pid) for pid in kids)
+
+    fake.reset_log()
+    result = project.run()
+    assert result.ret == 0, result.stdout.str()
+    assert sorted(row_of(e) for e in fake.messages_requests()) == ["c-three.md", "d-four.md"]
+    assert set(project.statuses().values()) == {"complete"}
+
+
+@needs_proc
+def test_kill_9_of_pytest_ends_the_sending_process_at_once(project, fake, forks):
+    """A child that outlived its parent would write outputs and recordings under a run started
+    again: it exits when the pipe closes, and what was in flight is abandoned, as a thread's
+    would be."""
+    project.forks = forks
+    project.write_rows(rows_for("slow-one", "slow-two"))
+    for name in ("slow-one", "slow-two"):
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=2))
+
+    proc = project.start("--batch-plan", project.plan, "-q", output=False)
+    wait_until(lambda: fake.in_flight == 2, "two requests in flight")
+    (child,) = children_of(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    killed = time.monotonic()
+    wait_until(lambda: not alive(child), "the sending process to exit", seconds=1.5)
+    time.sleep(max(0.0, killed + 2.5 - time.monotonic()))  # past the replies' delay: nothing is written
+    assert not any(project.cassette(f"{n}.md").exists() for n in ("slow-one", "slow-two"))
+    assert not (project.path / "output" / "slow-one.md").exists()
+    assert set(project.statuses().values()) == {"pending"}
