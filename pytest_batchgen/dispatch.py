@@ -53,6 +53,23 @@ def _write_draft(run: PlanRun, row: Row, path: Path, text: str, check: bool) -> 
     return run.draft_failures(row, path) if check else []
 
 
+class DraftChecks:
+    """How the dispatcher writes a draft and learns its failing checks: here, in this process
+    (the sending process asks the pytest process instead: :class:`pytest_batchgen.sender.AskChecks`)."""
+
+    async def existing(self, run: PlanRun, row: Row) -> list[tuple[Any, Failure]]:
+        """The failing checks of the row's output as it is before anything is sent."""
+        return await asyncio.get_running_loop().run_in_executor(None, run.draft_failures, row)
+
+    async def draft(self, run: PlanRun, row: Row, path: Path, text: str, check: bool) -> list[tuple[Any, Failure]]:
+        """Write ``text`` to ``path``, then (when ``check``) its failing checks: on the loop when
+        every check is quick (the write is not fsynced: fsutil.sync_deferred), else in one
+        executor trip."""
+        if run.quick_checks:
+            return _write_draft(run, row, path, text, check)
+        return await asyncio.get_running_loop().run_in_executor(None, _write_draft, run, row, path, text, check)
+
+
 def _promote_draft(run: PlanRun, draft: Path, output: Path, text: str) -> None:
     """A re-recorded row's draft passed: it becomes the output, and the draft goes."""
     atomic_write(output, text, sync=False)
@@ -239,6 +256,7 @@ class Dispatcher(BackgroundDispatch):
         self.max_cost = max_cost
         #: the gate of every request: the account's rate limits and at most ``concurrency`` in flight
         self.pacer = pacer or Pacer(self.concurrency, enabled=False)
+        self.checks = DraftChecks()
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -280,10 +298,9 @@ class Dispatcher(BackgroundDispatch):
 
     async def _generate(self, client: CompletionClient, sem: Pacer, job: Job) -> RowResult:
         run, row = job.run, job.row
-        loop = asyncio.get_running_loop()
         output = path = run.output_path(row)
         if output.exists():
-            existing = await loop.run_in_executor(None, run.draft_failures, row)
+            existing = await self.checks.existing(run, row)
             if not existing and not job.rerecord:
                 return RowResult(job.key, Outcome.KEPT)
             if not existing or row.complete:
@@ -334,13 +351,8 @@ class Dispatcher(BackgroundDispatch):
                 result.outcome, result.error = Outcome.REFUSED, "the model refused to write this output"
                 attempt.error = result.error
                 return result
-            # write the draft and check it (not when it was cut off): on the loop when the checks
-            # are quick (the write is not fsynced: fsutil.sync_deferred), else in one executor trip
-            check = completion.stop_reason != "max_tokens"
-            if run.quick_checks:
-                failures = _write_draft(run, row, path, text, check)
-            else:
-                failures = await loop.run_in_executor(None, _write_draft, run, row, path, text, check)
+            # write the draft and check it (not when it was cut off)
+            failures = await self.checks.draft(run, row, path, text, completion.stop_reason != "max_tokens")
             result.wrote = True
             if completion.stop_reason == "max_tokens":
                 result.outcome = Outcome.TRUNCATED

@@ -219,11 +219,6 @@ class DocumentCache:
         """Drop a cached parse (the file was just rewritten; mtime may not have moved)."""
         self._docs.pop(path, None)
 
-    def signature_of(self, doc: OutputDocument) -> Signature | None:
-        """The file signature ``doc`` was parsed at (None when it is not this cache's)."""
-        hit = self._docs.get(doc.path)
-        return hit[0] if hit is not None and hit[1] is doc else None
-
     def get(self, path: Path) -> OutputDocument:
         sig = signature(path)
         hit = self._docs.get(path)

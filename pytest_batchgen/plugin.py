@@ -99,7 +99,6 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
 def _start_preload(config: pytest.Config, state: BatchState) -> None:
     """Load the SDK while pytest collects, in a run that will generate (issue 12)."""
     from .preload import Preloader, join_imports, modules_for, will_generate
-    from .sender import SenderProcess, why_not
 
     # vcrpy is imported on a thread once a first request is out (a judge's too): waited for at
     # the end, like the preload, so no import is still running when pytest tears down
@@ -108,7 +107,9 @@ def _start_preload(config: pytest.Config, state: BatchState) -> None:
     if settings.role is Role.WORKER or not will_generate(settings, state.selected()):
         return
     if settings.generates_here:
-        why = why_not(settings, state.runs)
+        from .sender import SenderProcess, why_not
+
+        why = why_not(settings)
         if why is None:
             state.sender = SenderProcess.fork(state)  # it imports the SDK; this process never does
             config.add_cleanup(state.sender.close)

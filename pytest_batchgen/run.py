@@ -12,12 +12,8 @@ from pathlib import Path
 
 from .checklist import CheckContext, CheckSkipped, Failure, Rule
 from .document import DocumentCache, OutputDocument
-from .fsutil import Signature
 from .plan import Plan, Row
 from .rowid import RowId
-
-#: a verdict handed between the run's processes: rule name, file, the file's signature, verdict
-SharedVerdict = tuple[str, Path, Signature, "Failure | CheckSkipped | None"]
 
 
 @dataclass
@@ -35,9 +31,6 @@ class PlanRun:
     _outputs: dict[str, Path] = field(default_factory=dict)
     #: the user_properties of a row's items when it has no generation result (nodes.row_properties)
     properties: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
-    #: verdicts the other process of the run made (see :meth:`shared_verdicts`): by (rule, file),
-    #: the file's signature then and the verdict
-    _seeded: dict[tuple[str, Path], tuple[Signature, Failure | CheckSkipped | None]] = field(default_factory=dict)
 
     @property
     def quick_checks(self) -> bool:
@@ -66,23 +59,6 @@ class PlanRun:
     def document(self, row: Row) -> OutputDocument:
         return self.docs.get(self.output_path(row))
 
-    def shared_verdicts(self, row: Row) -> list[SharedVerdict]:
-        """The row's verdicts worth handing to the run's other process (:mod:`.sender`): those of
-        checks that run a process or read other files (a linter), on files as they are now.
-        The document rules are cheap to run again; a judge's verdicts are never shared."""
-        out = []
-        for (name, path), (doc, verdict) in self._verdicts.get(row.filename, {}).items():
-            rule = next(r for r in self.rules if r.name == name)
-            sig = self.docs.signature_of(doc)
-            if sig is not None and not (rule.form.quick or rule.form.model_graded or rule.form.runs_last):
-                out.append((name, path, sig, verdict))
-        return out
-
-    def seed(self, shared: list[SharedVerdict]) -> None:
-        """Take the other process's verdicts; each is used while its file keeps that signature."""
-        for name, path, sig, verdict in shared:
-            self._seeded[(name, path)] = (sig, verdict)
-
     def evaluate(self, row: Row, rule: Rule, path: Path | None = None) -> Failure | None:
         """The rule's verdict on the row's output (cached while the file is unchanged).
 
@@ -96,12 +72,6 @@ class PlanRun:
             if isinstance(hit[1], CheckSkipped):
                 raise CheckSkipped(str(hit[1]))
             return hit[1]
-        seeded = self._seeded.pop(key, None)
-        if seeded is not None and seeded[0] == self.docs.signature_of(doc):
-            verdicts[key] = (doc, seeded[1])
-            if isinstance(seeded[1], CheckSkipped):
-                raise CheckSkipped(str(seeded[1]))
-            return seeded[1]
         ctx = CheckContext(
             doc=doc,
             row=row,

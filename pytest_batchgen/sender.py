@@ -7,21 +7,33 @@ is configured, before collection: the child imports the SDK while the parent col
 runs the ordinary :class:`~pytest_batchgen.dispatch.Dispatcher` (pacing, recording, repairs,
 ``--batch-max-cost``) on the rows the parent names once collection ends, and sends each
 :class:`~pytest_batchgen.dispatch.RowResult` back as it ends. The parent runs pytest and never
-imports the SDK. A fork, not a new interpreter: the child inherits the parsed plans, the
-compiled checklists and the conftests' checklist forms, so a repair checks a draft with the
-very rules the items use.
+imports the SDK.
+
+The child writes each draft; the parent checks it (:class:`AskChecks`). The parent parses and
+checks every output anyway, for its items, which then find the parse and the verdicts made:
+no output is parsed or linted twice, the conftests' checklist forms and a judge run in one
+process, and the child is left the requests and the recordings. A fork, not a new
+interpreter: the child inherits the parsed plans and settings, and starts importing the SDK
+at once.
 
 Forked only where that is safe and pays (:func:`why_not`); elsewhere the dispatcher runs on a
 thread of the pytest process as before. The child ignores Ctrl-C: the parent decides, and
 tells it to send nothing more, and what is in flight is finished and recorded. A parent that
 dies (``kill -9``, a second Ctrl-C) closes the pipe, and the child exits at once, as the
 parent's own thread would have died with it.
+
+Messages (pickled, over two pipes). To the child: ``start`` (the rows), ``checked`` (a verdict
+and the parent's own spend), ``cancel``. To the parent: ``check`` (a draft written),
+``result`` (a row ended), ``status`` (the counters, while nothing ends), ``finished`` or
+``crashed``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -30,11 +42,15 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, Pipe
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checklist import Failure
+from .dispatch import DraftChecks
+from .fsutil import atomic_write
 from .outcomes import Outcome
 from .plan import Row
-from .run import PlanRun, SharedVerdict
+from .run import PlanRun
 from .settings import Role, Settings
 
 if TYPE_CHECKING:
@@ -51,21 +67,15 @@ SENDERS = (PROCESS, THREAD)
 STATUS_SECONDS = 0.25
 
 
-def why_not(settings: Settings, runs: Iterable[PlanRun]) -> str | None:
+def why_not(settings: Settings) -> str | None:
     """Why this run keeps the dispatcher in the pytest process (None: it forks).
 
     - the ini asks for it (``batchgen_sender = thread``), or the platform has no ``fork``
       (Windows), or is macOS, whose system libraries are not safe in a forked child;
     - Python 3.12+ with other threads running: forking then may deadlock (and warns);
     - an xdist controller (its workers already run pytest elsewhere), Message Batches (hours of
-      waiting, not CPU), a replay-only run (it reads files at each test's turn);
-    - a checklist with a judge: its verdicts and its spend (one ``--batch-max-cost`` with the
-      generation's) stay in one process.
-
-    A linter's verdicts on a draft are handed over with the row's result (and the parent's on
-    an existing output with the rows), so that no linter runs twice on one version of a file.
+      waiting, not CPU), a replay-only run (it reads files at each test's turn).
     """
-    runs = list(runs)
     if settings.sender == THREAD:
         return "batchgen_sender = thread"
     if not hasattr(os, "fork") or sys.platform == "darwin":
@@ -78,10 +88,6 @@ def why_not(settings: Settings, runs: Iterable[PlanRun]) -> str | None:
         return "Message Batches"
     if settings.record_mode == "none":
         return "replay only: each row is read from its recording when its test runs"
-    for run in runs:
-        for rule in run.rules:
-            if rule.form.model_graded:
-                return f"the checklist has a judge ({rule.name})"
     return None
 
 
@@ -203,10 +209,12 @@ class RemoteDispatch:
         }
         self._finished = threading.Event()
         self._reader: threading.Thread | None = None
+        self._checking = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="batchgen-checks")
         self.pacer = _PacerView()
         self._counters = _Counters()
         self._cancelled = ""
-        #: the judge's spend: always 0 here (a plan with a judge keeps the dispatcher in process)
+        #: spend outside the child that counts against --batch-max-cost (the judge's, in this
+        #: process): sent with every verdict
         self.extra_spent: Callable[[], float] = lambda: 0.0
 
     # the counters of the progress line and the summary, as the child last reported them
@@ -228,10 +236,8 @@ class RemoteDispatch:
             return
         self._reader = threading.Thread(target=self._read, name="batchgen-sender-results", daemon=True)
         self._reader.start()
-        # the verdicts this process made on existing outputs (the baselines), not made twice
-        shared = {key: v for key, (run, row) in self._rows.items() if (v := run.shared_verdicts(row))}
         self.sender.started = True
-        if not self.sender.send(("start", self.jobs, self._afresh, shared)):
+        if not self.sender.send(("start", self.jobs, self._afresh)):
             self._lost()
 
     def _read(self) -> None:
@@ -242,11 +248,11 @@ class RemoteDispatch:
                 except (EOFError, OSError):
                     return self._lost()
                 kind = message[0]
-                if kind == "result":
-                    _, result, counters, shared = message
+                if kind == "check":
+                    self._check(*message[1:])
+                elif kind == "result":
+                    _, result, counters = message
                     self._set(counters)
-                    run, _row = self._rows[result.key]
-                    run.seed(shared)  # before the row's items can ask for a verdict
                     self._futures[result.key].set_result(result)
                 elif kind == "status":
                     self._set(message[1])
@@ -256,8 +262,28 @@ class RemoteDispatch:
                 elif kind == "crashed":
                     return self._lost(message[1])
         finally:
+            self._checking.shutdown(wait=True)
             self.sender.wait()
             self._finished.set()
+
+    def _check(self, number: int, key: str, path: Path | None) -> None:
+        """The child wrote a draft (or found an output) and asks for its failing checks. This
+        process parses and checks every output anyway, for its items, which then reuse the parse
+        and the verdicts: quick checks here on the reading thread, others (a linter, a judge) on
+        a worker thread, several at once, as the dispatcher would run them."""
+        run, row = self._rows[key]
+        if run.quick_checks:
+            self._answer(number, run, row, path)
+        else:
+            self._checking.submit(self._answer, number, run, row, path)
+
+    def _answer(self, number: int, run: PlanRun, row: Row, path: Path | None) -> None:
+        try:
+            failures = [(rule.name, failure) for rule, failure in run.draft_failures(row, path)]
+        except Exception as exc:  # a bug must fail the row, not leave it waiting
+            self.sender.send(("checked", number, None, f"{type(exc).__name__}: {exc}", self.extra_spent()))
+            return
+        self.sender.send(("checked", number, failures, None, self.extra_spent()))
 
     def _set(self, counters: _Counters) -> None:
         self._counters = counters
@@ -300,6 +326,49 @@ def _error(key: str, why: str) -> RowResult:
 # -- the child ---------------------------------------------------------------------------------
 
 
+class AskChecks(DraftChecks):
+    """The sending process's :class:`~pytest_batchgen.dispatch.DraftChecks`: it writes each
+    draft, and the pytest process checks it (see :meth:`RemoteDispatch._check`), which leaves
+    this process the requests and the recordings, and parses each output once in the run."""
+
+    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+        self._send = send
+        self._numbers = itertools.count()
+        self._waiting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
+        self._lock = threading.Lock()
+        #: the pytest process's own spend (a judge's), as its last verdict said
+        self.parent_spent = 0.0
+
+    async def existing(self, run: PlanRun, row: Row) -> list[tuple[Any, Failure]]:
+        return await self._ask(run, row, None)
+
+    async def draft(self, run: PlanRun, row: Row, path: Path, text: str, check: bool) -> list[tuple[Any, Failure]]:
+        atomic_write(path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
+        return await self._ask(run, row, path) if check else []
+
+    async def _ask(self, run: PlanRun, row: Row, path: Path | None) -> list[tuple[Any, Failure]]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            number = next(self._numbers)
+            self._waiting[number] = (loop, answer)
+        self._send(("check", number, run.row_id(row).key, path))
+        named = await answer
+        rules = {rule.name: rule for rule in run.rules}
+        return [(rules[name], failure) for name, failure in named]
+
+    def answered(self, number: int, named: list[tuple[str, Failure]] | None, error: str | None, spent: float) -> None:
+        """The pytest process's verdict (on the thread that reads its messages)."""
+        self.parent_spent = spent
+        with self._lock:
+            loop, answer = self._waiting.pop(number)
+        if error is not None:
+            loop.call_soon_threadsafe(answer.set_exception, RuntimeError(f"checking the draft failed: {error}"))
+        else:
+            loop.call_soon_threadsafe(answer.set_result, named)
+
+
+
 def _child(state: BatchState, modules: tuple[str, ...], inbox: Connection, outbox: Connection) -> None:
     """The forked process: import, wait for the rows, generate them, report, exit.
 
@@ -321,8 +390,8 @@ def _child(state: BatchState, modules: tuple[str, ...], inbox: Connection, outbo
             start = inbox.recv()
         except (EOFError, OSError):
             os._exit(0)  # nothing to send: the run validated, failed to collect or ended
-        _, keys, afresh, shared = start
-        _generate(state, keys, set(afresh), shared, inbox, send)
+        _, keys, afresh = start
+        _generate(state, keys, set(afresh), inbox, send)
     except BaseException:
         send(("crashed", "the sending process failed: " + traceback.format_exc(limit=8)))
         os._exit(1)
@@ -330,29 +399,16 @@ def _child(state: BatchState, modules: tuple[str, ...], inbox: Connection, outbo
 
 
 def _generate(
-    state: BatchState,
-    keys: list[str],
-    afresh: set[str],
-    shared: dict[str, list[SharedVerdict]],
-    inbox: Connection,
-    send: Callable[[tuple[Any, ...]], None],
+    state: BatchState, keys: list[str], afresh: set[str], inbox: Connection, send: Callable[[tuple[Any, ...]], None]
 ) -> None:
     from .fsutil import sync_deferred
     from .generation import make_dispatcher, remember_limits
 
     by_key = {run.row_id(row).key: (run, row) for run, row in state.selected()}
-    for key, verdicts in shared.items():
-        by_key[key][0].seed(verdicts)
     dispatcher = make_dispatcher(state.settings, state.prices, [by_key[k] for k in keys], afresh)
-
-    def report(result: RowResult) -> None:
-        """A row ended: its result, the counters and its linters' verdicts go to the parent;
-        its parse and verdicts leave this process's memory."""
-        run, row = by_key[result.key]
-        send(("result", result, _counters(dispatcher), run.shared_verdicts(row)))
-        run.forget(row)
-
-    dispatcher.on_result(report)
+    checks = dispatcher.checks = AskChecks(send)
+    dispatcher.extra_spent = lambda: checks.parent_spent
+    dispatcher.on_result(lambda result: send(("result", result, _counters(dispatcher))))
 
     def orders() -> None:
         while True:
@@ -363,7 +419,9 @@ def _generate(
                 # replies in flight are abandoned, as they would be in the parent's own thread:
                 # a run started again at once must not find this one still writing its files.
                 os._exit(1)
-            if message[0] == "cancel":
+            if message[0] == "checked":
+                checks.answered(*message[1:])
+            elif message[0] == "cancel":
                 dispatcher.cancel(message[1])
 
     threading.Thread(target=orders, name="batchgen-sender-orders", daemon=True).start()

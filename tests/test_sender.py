@@ -20,15 +20,19 @@ from pathlib import Path
 import pytest
 
 from fakeapi import Reply
-from genhelpers import IMPORT_PROBE, LINT_SCRIPT, PlanRow, draft, lint_bad, requests_by_row, router, row_of, rows_for
-from harness import Project
+from genhelpers import (
+    IMPORT_PROBE,
+    LINT_SCRIPT,
+    PlanRow,
+    draft,
+    lint_bad,
+    missing_section,
+    requests_by_row,
+    router,
+    row_of,
+    rows_for,
+)
 from pytest_batchgen import sender
-from pytest_batchgen.checklist import CheckSkipped, Failure, compile_checklist
-from pytest_batchgen.document import DocumentCache
-from pytest_batchgen.judge import JUDGE_FORM, JudgeService
-from pytest_batchgen.plan import load_plan
-from pytest_batchgen.rules import BUILTIN_FORMS
-from pytest_batchgen.run import PlanRun
 from pytest_batchgen.settings import Role, Settings
 
 FORKED = "batchgen: requests are sent from a process of their own (pid *)"
@@ -98,7 +102,7 @@ def test_runs_that_keep_the_thread_say_why_and_validate_only_says_nothing(projec
     result.stderr.fnmatch_lines(["*ini option batchgen_sender = 'fork' is not one of: process, thread*"])
 
 
-def settings(**kw) -> Settings:
+def run_settings(**kw) -> Settings:
     base = {"plans": ("plan.md",), "rootdir": Path("."), "invocation_dir": Path("."), "role": Role.PLAIN}
     return Settings(**{**base, "record_mode": "new_episodes", **kw})
 
@@ -114,13 +118,13 @@ def settings(**kw) -> Settings:
     ],
 )
 def test_why_a_run_keeps_the_thread(given, why):
-    assert sender.why_not(settings(**given), []) == why
+    assert sender.why_not(run_settings(**given)) == why
 
 
 def test_no_fork_on_macos_windows_or_with_threads_on_python_3_12(monkeypatch):
     def where(platform: str, version: tuple[int, int]) -> str | None:
         monkeypatch.setattr(sender, "sys", types.SimpleNamespace(platform=platform, version_info=version))
-        return sender.why_not(settings(), [])
+        return sender.why_not(run_settings())
 
     assert where("darwin", (3, 11)) == "no safe fork on darwin"
     assert where("linux", (3, 11)) is None
@@ -135,16 +139,6 @@ def test_no_fork_on_macos_windows_or_with_threads_on_python_3_12(monkeypatch):
         other.join()
     monkeypatch.delattr(os, "fork")
     assert where("linux", (3, 11)) == "no safe fork on linux"
-
-
-def test_a_checklist_with_a_judge_keeps_the_thread(tmp_path):
-    project = Project(tmp_path)
-    project.write_rows(rows_for("alpha"))
-    project.edit("plan.md", "4. Linter passes", "5. Judge (sonnet): the definition is accurate\n4. Linter passes")
-    plan = load_plan(tmp_path / "plan.md", tmp_path)
-    rules = compile_checklist(plan, (*BUILTIN_FORMS, JUDGE_FORM), {"judge": JudgeService()})
-    run = PlanRun(plan=plan, rules=rules, rows=plan.rows)
-    assert sender.why_not(settings(), [run]) == "the checklist has a judge (judge-definition-accurate)"
 
 
 # -- the linter runs once per version of a file, whichever process checks it ------------------
@@ -171,40 +165,39 @@ def test_a_linter_runs_once_per_draft_across_both_processes(project, fake, where
     assert runs == ["fixed.md", "fixed.md", "good.md", "kept.md", "reference.md"], runs
 
 
-def test_a_shared_verdict_holds_only_while_its_file_is_unchanged(tmp_path):
-    project = Project(tmp_path)
-    project.write_rows(rows_for("alpha"))
-    plan = load_plan(tmp_path / "plan.md", tmp_path)
-    rules = compile_checklist(plan, BUILTIN_FORMS, {"linter_timeout": 60})
-    lint = next(r for r in rules if r.name == "lint")
-    row = plan.rows[0]
-    output = project.write("output/alpha.md", draft("Alpha"))
+#: a user's checklist form that logs which process checked which file
+LOGGING_FORM = """
+import os
+from pytest_batchgen import ChecklistForm
 
-    def fresh_run() -> PlanRun:
-        return PlanRun(plan=plan, rules=rules, rows=plan.rows, docs=DocumentCache())
+def pytest_batchgen_checklist_forms():
+    def logged(ctx):
+        with open(os.path.join(os.path.dirname(__file__), "checks.log"), "a") as log:
+            log.write(f"{os.getpid()} {ctx.path.name}\\n")
+        return None
+    return [ChecklistForm(name="logged", pattern=r"checked where it is logged", check=logged)]
+"""
 
-    made_here = fresh_run()
-    assert made_here.evaluate(row, lint) is None
-    shared = made_here.shared_verdicts(row)
-    # only the linter's verdict travels: the document rules are cheap to run again
-    assert [(name, path) for name, path, _, _ in shared] == [("lint", output)]
 
-    # a verdict that says otherwise than the linter would, so that its use can be seen
-    planted = [(name, path, sig, Failure("planted")) for name, path, sig, _ in shared]
-    other = fresh_run()
-    other.seed(planted)
-    assert other.evaluate(row, lint) == Failure("planted")
+@pytest.mark.parametrize("where", ["process", "thread"])
+def test_every_check_runs_in_the_pytest_process_once_per_version_of_a_file(project, fake, where):
+    """The child writes each draft and asks the pytest process for its verdict: a user's form
+    runs there, once per draft, and the items reuse that verdict."""
+    rows = [PlanRow("Reference", "reference.md", "haiku", "complete"), *rows_for("good", "fixed", "kept")]
+    project.write_rows(rows, ini_extra=f"batchgen_sender = {where}\n")
+    project.edit(project.plan, "4. Linter passes", "5. Checked where it is logged\n4. Linter passes")
+    project.write("conftest.py", LOGGING_FORM)
+    project.write("output/kept.md", draft("Kept"))
+    router(fake).set("fixed.md", Reply.ok(missing_section("Fixed")), Reply.ok(draft("Fixed")))
 
-    skipped = fresh_run()
-    skipped.seed([(name, path, sig, CheckSkipped("no verdict")) for name, path, sig, _ in shared])
-    with pytest.raises(CheckSkipped, match="no verdict"):
-        skipped.evaluate(row, lint)
+    result = project.run()
 
-    stale = fresh_run()
-    stale.seed(planted)
-    time.sleep(0.01)
-    project.write("output/alpha.md", draft("Alpha") + "\nAppended.\n")  # a new version of the file
-    assert stale.evaluate(row, lint) is None  # the linter ran on it
+    assert result.ret == 0, result.stdout.str()
+    assert set(project.statuses().values()) == {"complete"}
+    logged = [line.split() for line in project.read("checks.log").splitlines()]
+    assert {pid for pid, _ in logged} == {str(os.getpid())}  # this test's process ran pytest in-process
+    # once per version: fixed's two drafts, good's draft, kept's existing output, the reference
+    assert sorted(name for _, name in logged) == ["fixed.md", "fixed.md", "good.md", "kept.md", "reference.md"]
 
 
 # -- the child's end: crashes, Ctrl-C, kill -9, nothing left behind ----------------------------
