@@ -57,12 +57,6 @@ if TYPE_CHECKING:
     from .dispatch import RowResult
     from .state import BatchState
 
-#: the ini value that keeps the dispatcher on a thread of the pytest process
-THREAD = "thread"
-#: the default: a process of its own where :func:`why_not` allows it
-PROCESS = "process"
-SENDERS = (PROCESS, THREAD)
-
 #: how often the child sends its counters while nothing ends (the progress line's pace)
 STATUS_SECONDS = 0.25
 
@@ -76,7 +70,7 @@ def why_not(settings: Settings) -> str | None:
     - an xdist controller (its workers already run pytest elsewhere), Message Batches (hours of
       waiting, not CPU), a replay-only run (it reads files at each test's turn).
     """
-    if settings.sender == THREAD:
+    if settings.sender == "thread":
         return "batchgen_sender = thread"
     if not hasattr(os, "fork") or sys.platform == "darwin":
         return f"no safe fork on {sys.platform}"
@@ -170,10 +164,10 @@ class SenderProcess:
         return RemoteDispatch(self, rows, sorted(afresh))
 
     def close(self) -> None:
-        """At the end of the session (or when nothing is to be sent). A child that was given no
-        rows has nothing in flight: it is stopped and reaped. One that was is left to finish
-        what it sent and record it (the parent's second Ctrl-C); closing the pipe tells it to
-        send nothing more."""
+        """At the end of the session, or when there is nothing to send. A child that was given
+        no rows has nothing in flight: it is stopped and reaped. One that was has normally
+        finished (the session waited for it); if the session ended without waiting (a second
+        Ctrl-C), the closed pipe makes it exit at once, and it is reaped if it has."""
         with self._lock:
             self._to_child.close()
         if not self.started:
