@@ -99,6 +99,8 @@ def server_view(server: FakeAnthropic, start: float, rows: int) -> tuple[float, 
 #: hypothesis' plugin alone imports hypothesis at the end of every session (about 2 s)
 OTHER_PLUGINS = ("hypothesispytest", "anyio")
 DISABLED: list[str] = list(OTHER_PLUGINS)
+#: ``batchgen_sender`` of our runs (``--sender``): the default, or the thread, to compare
+SENDER: list[str] = []
 
 
 def offline_env() -> dict[str, str]:
@@ -120,7 +122,8 @@ def base_env(server: FakeAnthropic) -> dict[str, str]:
 
 def pytest_cmd(*extra: str) -> list[str]:
     off = [arg for name in DISABLED for arg in ("-p", f"no:{name}")]
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *off, *extra]
+    sender = [arg for value in SENDER for arg in ("-o", f"batchgen_sender={value}")]
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *off, *sender, *extra]
 
 
 def ours(rows: int, concurrency: int, latency: float) -> Timing:
@@ -323,7 +326,10 @@ def main() -> None:
     ap.add_argument("--replay-pairs", type=int, default=1, help="replay and validate-only runs per size; the median is kept")
     ap.add_argument("--repeat", type=int, default=1, help="runs per figure; the best is kept")
     ap.add_argument("--all-plugins", action="store_true", help=f"keep {', '.join(OTHER_PLUGINS)} loaded")
+    ap.add_argument("--sender", choices=("process", "thread"), help="batchgen_sender of our runs (default: the ini's)")
     args = ap.parse_args()
+    if args.sender:
+        SENDER.append(args.sender)
     if args.replay_pairs < 1:
         ap.error("--replay-pairs needs at least 1")
     if args.all_plugins:
@@ -334,7 +340,8 @@ def main() -> None:
     only = set(args.only.split(","))
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
-        f"pytest plugins disabled: {', '.join(DISABLED) or 'none'}; bytecode caches on",
+        f"pytest plugins disabled: {', '.join(DISABLED) or 'none'}; bytecode caches on"
+        + (f"; batchgen_sender = {args.sender}" if args.sender else ""),
         flush=True,
     )
     ours(4, 4, 0.0), bare(4, 4, 0.0)  # warm-up: bytecode caches written, files in the page cache

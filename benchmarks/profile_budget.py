@@ -58,7 +58,15 @@ PARTS: Parts = (
         (("commit", "pytest_batchgen/recording.py"), ("record", "pytest_batchgen/recording.py")),
         False,
     ),
-    ("writing each draft and parsing it for its checks", (("_write_draft", "pytest_batchgen/dispatch.py"),), False),
+    (
+        "writing each draft, parsing it and checking it (in the pytest process when the child asks)",
+        (
+            ("_write_draft", "pytest_batchgen/dispatch.py"),
+            ("draft", "pytest_batchgen/sender.py"),
+            ("_answer", "pytest_batchgen/sender.py"),
+        ),
+        False,
+    ),
     ("the SDK's requests (our transports included)", (("create", "anthropic/resources/messages/messages.py"),), False),
     ("the main thread (pytest's items, reports, start, collection, summary)", (MAIN,), False),
 )

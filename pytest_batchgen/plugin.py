@@ -115,7 +115,10 @@ def _start_preload(config: pytest.Config, state: BatchState) -> None:
             config.add_cleanup(state.sender.close)
             state.sent_from = f"requests are sent from a process of their own (pid {state.sender.pid})"
             return
-        state.sent_from = f"requests are sent from a thread of this process ({why})"
+        if settings.record_mode == "none":
+            state.sent_from = "record mode none: nothing is sent; each row is replayed when its first test runs"
+        else:
+            state.sent_from = f"requests are sent from a thread of this process ({why})"
     preloader = Preloader(modules_for(settings)).start()
     # joined at the end, so no import is still running when pytest (or pytester) tears down
     config.add_cleanup(preloader.join)
