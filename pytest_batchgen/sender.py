@@ -232,7 +232,7 @@ class RemoteDispatch:
         self._reader.start()
         self.sender.started = True
         if not self.sender.send(("start", self.jobs, self._afresh)):
-            self._lost()
+            self._ended()
 
     def _read(self) -> None:
         try:
@@ -240,7 +240,7 @@ class RemoteDispatch:
                 try:
                     message = self.sender.receive()
                 except (EOFError, OSError):
-                    return self._lost()
+                    return self._ended()
                 kind = message[0]
                 if kind == "check":
                     self._check(*message[1:])
@@ -252,9 +252,9 @@ class RemoteDispatch:
                     self._set(message[1])
                 elif kind == "finished":
                     self._set(message[1])
-                    return self._lost()  # every row has its result: nothing is left to fail
+                    return self._ended()  # every row has its result already
                 elif kind == "crashed":
-                    return self._lost(message[1])
+                    return self._ended(message[1])
         finally:
             self._checking.shutdown(wait=True)
             self.sender.wait()
@@ -283,8 +283,8 @@ class RemoteDispatch:
         self._counters = counters
         self.pacer.status = counters.pacing
 
-    def _lost(self, why: str = "") -> None:
-        """The child is gone: the rows it did not answer end in error, not in a hang."""
+    def _ended(self, why: str = "") -> None:
+        """The child is gone (reaped here): a row it did not answer ends in error, not in a hang."""
         status = self.sender.wait()
         if not why:
             code = os.waitstatus_to_exitcode(status) if status is not None else "?"

@@ -3,9 +3,9 @@
 Most generation tests of the suite run this way already (it is the default wherever it
 applies), so they show that a run gives the same statuses, notes, outputs and recordings from a
 child as from a thread. These tests are about the child itself: when the plugin forks and says
-so, what the pytest process no longer imports, that no linter runs twice on one version of a
-file across the two processes, Ctrl-C, ``kill -9``, a child that crashes or dies, and that no
-process is left behind.
+so, what the pytest process no longer imports, that every check (a linter, a user's form) runs
+in the pytest process once per version of a file, Ctrl-C, ``kill -9``, a child that crashes or
+dies, and that no process is left behind.
 """
 
 from __future__ import annotations
@@ -146,9 +146,8 @@ def test_no_fork_on_macos_windows_or_with_threads_on_python_3_12(monkeypatch):
 
 @pytest.mark.parametrize("where", ["process", "thread"])
 def test_a_linter_runs_once_per_draft_across_both_processes(project, fake, where):
-    """The child checks each draft (to repair it), the pytest process runs the check items:
-    the child's verdicts go with the row's result, so the items reuse them, as one process's
-    cache did; the pytest process's verdicts on an existing output go the other way."""
+    """The child asks for each draft's verdict (to repair it); the pytest process lints it once,
+    on a worker thread, and its check items reuse that verdict, as one process's cache did."""
     rows = [PlanRow("Reference", "reference.md", "haiku", "complete"), *rows_for("good", "fixed", "kept")]
     project.write_rows(rows, ini_extra=f"batchgen_sender = {where}\n")
     project.write("lint.py", COUNTING_LINT)
