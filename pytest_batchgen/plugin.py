@@ -69,6 +69,9 @@ def pytest_configure(config: pytest.Config) -> None:
     except BatchgenError as exc:
         raise pytest.UsageError(_shown_error(exc, Path(config.rootpath))) from None
     config.stash[state_key] = state
+    from .preload import guard_logger_registry
+
+    guard_logger_registry()  # before any thread of the plugin imports a module that logs
     _start_preload(config, state)
     _register_plugins(config, state)
     _collect_plans(config, state)

@@ -11,11 +11,14 @@ imported twice; a failing import is left for the main thread to report.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
+import logging
 import sys
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from .plan import Row
 from .run import PlanRun
@@ -84,6 +87,34 @@ class Preloader:
 
     def join(self) -> None:
         self._thread.join()
+
+
+class _LoggerRegistry(dict[str, Any]):
+    """``logging``'s registry of loggers, whose ``values()`` is a snapshot.
+
+    pytest (9.2 and later) walks ``logging.Logger.manager.loggerDict.values()`` each time it
+    starts capturing logs: the session's start, collection, every setup, call and teardown.
+    A module imported on another thread meanwhile (the SDK while pytest collects, vcrpy at the
+    first reply, a judge's SDK) registers its loggers, and the walk fails with "dictionary
+    changed size during iteration", an INTERNALERROR of the whole run. ``list()`` copies the
+    values in C, without letting another thread run, so the snapshot is always whole."""
+
+    def values(self) -> list[Any]:  # type: ignore[override]
+        return list(super().values())
+
+
+def guard_logger_registry() -> None:
+    """Make the registry of loggers safe to walk while this plugin's threads import (once)."""
+    manager = logging.Logger.manager
+    if not isinstance(manager.loggerDict, _LoggerRegistry):
+        with _logging_lock():
+            manager.loggerDict = _LoggerRegistry(manager.loggerDict)
+
+
+def _logging_lock() -> Any:
+    """The lock ``logging`` registers loggers under (``_lock``; ``_acquireLock`` before 3.13)."""
+    lock = getattr(logging, "_lock", None)
+    return lock if lock is not None else contextlib.nullcontext()
 
 
 _soon: dict[tuple[str, ...], threading.Thread] = {}

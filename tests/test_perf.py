@@ -324,6 +324,37 @@ print("ERRORS:", errors, "SAVED:", sorted(p.name for p in folder.glob("*.yaml"))
 """
 
 
+def test_the_logger_registry_can_be_walked_while_another_thread_registers_a_logger() -> None:
+    """pytest 9.2 walks ``loggerDict.values()`` each time it starts capturing logs; the SDK and
+    vcrpy, imported on the plugin's threads, register loggers meanwhile. That walk failed a CI
+    run with an INTERNALERROR ("dictionary changed size during iteration"). Here a logger is
+    registered in the middle of the walk, as the other thread would: the guarded registry's
+    walk is a snapshot and goes on; the same walk over a plain dict fails."""
+    import logging
+    import uuid
+
+    from pytest_batchgen.preload import guard_logger_registry
+
+    name = f"batchgen-registry-{uuid.uuid4().hex}"
+    plain = dict(logging.Logger.manager.loggerDict)
+    with pytest.raises(RuntimeError, match="changed size during iteration"):
+        for _ in plain.values():
+            plain[name] = None
+
+    guard_logger_registry()
+    guard_logger_registry()  # once: the second call changes nothing
+    registry = logging.Logger.manager.loggerDict
+    before = len(registry)
+    walked = 0
+    for _ in registry.values():
+        if walked == 0:
+            made = logging.getLogger(f"{name}.child")  # the logger and a placeholder for its parent
+        walked += 1
+    assert walked == before
+    assert logging.getLogger(f"{name}.child") is made and registry[f"{name}.child"] is made
+    assert len(registry) == before + 2
+
+
 def test_vcrpy_loads_once_the_first_request_is_out_and_a_commit_waits_for_that_import() -> None:
     """Issue 12: vcrpy is off the way to the first request, imported on a thread once it is out.
     Importing vcrpy from two threads at once fails (KeyError 'vcr', a partly initialised module:
