@@ -92,7 +92,7 @@ def test_a_live_run_sends_from_a_child_and_its_pytest_process_never_loads_the_sd
     assert [row_of(b) for b in project.cassette_bodies("alpha.md")] == ["alpha.md"]
 
 
-def test_runs_that_keep_the_thread_say_why_and_validate_only_says_nothing(project, fake):
+def test_the_header_says_why_a_run_keeps_the_thread_and_a_bad_sender_is_a_usage_error(project, fake):
     project.write_rows(rows_for("alpha"))
     assert "batchgen: requests" not in project.run("--batch-validate-only").stdout.str()
     replay = project.run("--batch-record-mode", "none")
