@@ -112,7 +112,7 @@ def guard_logger_registry() -> None:
 
 
 def _logging_lock() -> Any:
-    """The lock ``logging`` registers loggers under (``_lock``; ``_acquireLock`` before 3.13)."""
+    """The lock ``logging`` registers loggers under (its private ``_lock``; none if a version drops it)."""
     lock = getattr(logging, "_lock", None)
     return lock if lock is not None else contextlib.nullcontext()
 
