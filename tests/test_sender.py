@@ -96,7 +96,9 @@ def test_the_header_says_why_a_run_keeps_the_thread_and_a_bad_sender_is_a_usage_
     project.write_rows(rows_for("alpha"))
     assert "batchgen: requests" not in project.run("--batch-validate-only").stdout.str()
     replay = project.run("--batch-record-mode", "none")
-    replay.stdout.fnmatch_lines(["batchgen: record mode none: nothing is sent; each row is replayed when its first test runs"])
+    replay.stdout.fnmatch_lines(
+        ["batchgen: record mode none: nothing is sent; each row is replayed when its first test runs"]
+    )
     result = project.run("-o", "batchgen_sender=fork")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*ini option batchgen_sender = 'fork' is not one of: process, thread*"])
@@ -141,62 +143,61 @@ def test_no_fork_on_macos_windows_or_with_threads_on_python_3_12(monkeypatch):
     assert where("linux", (3, 11)) == "no safe fork on linux"
 
 
-# -- the linter runs once per version of a file, whichever process checks it ------------------
+# -- every check runs once per version of a file, in the pytest process ---------------------
+
+#: a user's checklist form (quick: it reads nothing but the parse) that logs which process and
+#: thread checked which file
+LOGGING_FORM = """
+import os, threading
+from pytest_batchgen import ChecklistForm
+
+def pytest_batchgen_checklist_forms():
+    def logged(ctx):
+        with open(os.path.join(os.path.dirname(__file__), "checks.log"), "a") as log:
+            log.write(f"{os.getpid()} {threading.current_thread().name} {ctx.path.name}\\n")
+        return None
+    return [ChecklistForm(name="logged", pattern=r"checked where it is logged", check=logged, quick=True)]
+"""
 
 
+@pytest.mark.parametrize("linter", [True, False], ids=["with-a-linter", "quick-checks-only"])
 @pytest.mark.parametrize("where", ["process", "thread"])
-def test_a_linter_runs_once_per_draft_across_both_processes(project, fake, where):
-    """The child asks for each draft's verdict (to repair it); the pytest process lints it once,
-    on a worker thread, and its check items reuse that verdict, as one process's cache did."""
+def test_every_check_runs_in_the_pytest_process_once_per_version_of_a_file(project, fake, where, linter):
+    """The child writes each draft and asks the pytest process for its verdict (to repair it):
+    a user's form and the linter run there, once per draft, and the check items reuse those
+    verdicts, as one process's cache did. Quick checks are answered on the thread that reads
+    the child's messages; a checklist with a linter on a pool, several drafts at once."""
     rows = [PlanRow("Reference", "reference.md", "haiku", "complete"), *rows_for("good", "fixed", "kept")]
     project.write_rows(rows, ini_extra=f"batchgen_sender = {where}\n")
-    project.write("lint.py", COUNTING_LINT)
+    project.edit(project.plan, "4. Linter passes", "5. Checked where it is logged\n4. Linter passes")
+    if linter:
+        project.write("lint.py", COUNTING_LINT)
+    else:
+        project.edit(project.plan, "4. Linter passes", "<!-- 4. Linter passes")
+        project.edit(project.plan, "{path}`\n", "{path}` -->\n")
+    project.write("conftest.py", LOGGING_FORM)
     project.write("output/kept.md", draft("Kept"))  # pending, but its output already passes
-    router(fake).set("fixed.md", Reply.ok(lint_bad("Fixed")), Reply.ok(draft("Fixed")))
+    first = lint_bad("Fixed") if linter else missing_section("Fixed")
+    router(fake).set("fixed.md", Reply.ok(first), Reply.ok(draft("Fixed")))
 
     result = project.run()
 
     assert result.ret == 0, result.stdout.str()
     assert set(project.statuses().values()) == {"complete"}
     assert sorted(requests_by_row(fake)) == ["fixed.md", "good.md"]  # kept.md was not sent
-    runs = sorted(Path(line).name for line in project.read("lint.log").splitlines())
-    # one run per version: the reference, good's draft, fixed's two drafts, kept's output
-    assert runs == ["fixed.md", "fixed.md", "good.md", "kept.md", "reference.md"], runs
-
-
-#: a user's checklist form that logs which process checked which file
-LOGGING_FORM = """
-import os
-from pytest_batchgen import ChecklistForm
-
-def pytest_batchgen_checklist_forms():
-    def logged(ctx):
-        with open(os.path.join(os.path.dirname(__file__), "checks.log"), "a") as log:
-            log.write(f"{os.getpid()} {ctx.path.name}\\n")
-        return None
-    return [ChecklistForm(name="logged", pattern=r"checked where it is logged", check=logged)]
-"""
-
-
-@pytest.mark.parametrize("where", ["process", "thread"])
-def test_every_check_runs_in_the_pytest_process_once_per_version_of_a_file(project, fake, where):
-    """The child writes each draft and asks the pytest process for its verdict: a user's form
-    runs there, once per draft, and the items reuse that verdict."""
-    rows = [PlanRow("Reference", "reference.md", "haiku", "complete"), *rows_for("good", "fixed", "kept")]
-    project.write_rows(rows, ini_extra=f"batchgen_sender = {where}\n")
-    project.edit(project.plan, "4. Linter passes", "5. Checked where it is logged\n4. Linter passes")
-    project.write("conftest.py", LOGGING_FORM)
-    project.write("output/kept.md", draft("Kept"))
-    router(fake).set("fixed.md", Reply.ok(missing_section("Fixed")), Reply.ok(draft("Fixed")))
-
-    result = project.run()
-
-    assert result.ret == 0, result.stdout.str()
-    assert set(project.statuses().values()) == {"complete"}
+    # once per version: the reference, good's draft, fixed's two drafts, kept's output
+    once = ["fixed.md", "fixed.md", "good.md", "kept.md", "reference.md"]
+    if linter:
+        assert sorted(Path(line).name for line in project.read("lint.log").splitlines()) == once
     logged = [line.split() for line in project.read("checks.log").splitlines()]
-    assert {pid for pid, _ in logged} == {str(os.getpid())}  # this test's process ran pytest in-process
-    # once per version: fixed's two drafts, good's draft, kept's existing output, the reference
-    assert sorted(name for _, name in logged) == ["fixed.md", "fixed.md", "good.md", "kept.md", "reference.md"]
+    assert sorted(name for _, _, name in logged) == once
+    assert {pid for pid, _, _ in logged} == {str(os.getpid())}  # this test's process ran pytest in-process
+    if where == "process":
+        drafts = {thread for _, thread, name in logged if name in ("good.md", "fixed.md")}
+        if linter:
+            assert all(t.startswith("batchgen-checks") for t in drafts), drafts
+        else:
+            assert drafts == {"batchgen-sender-results"}
 
 
 # -- the child's end: crashes, Ctrl-C, kill -9, nothing left behind ----------------------------
