@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # recording imports httpx2: only where a recorder is built
     from .pacing import Pacer
@@ -82,6 +83,8 @@ RECORD_MODES = ("none", "once", "new_episodes", "all")
 
 
 #: the api_key of a run without one: it never leaves the process (the recorder answers or refuses)
+T = TypeVar("T")
+
 NO_KEY_PLACEHOLDER = "replay-without-a-key"
 
 #: why a run without credentials can only replay (in replay-miss messages)
@@ -116,6 +119,19 @@ class ClientSettings:
         )
 
 
+async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+    """``awaitable``'s result, or ``asyncio.TimeoutError`` after ``seconds``.
+
+    ``asyncio.timeout`` (Python 3.11+) bounds it in the caller's own task; ``asyncio.wait_for``
+    before 3.12 wraps it in a task of its own, with its callbacks and its context copy: two
+    tasks more for every request, in the loop that sends them all."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # Python 3.10
+        return await asyncio.wait_for(awaitable, seconds)
+    async with timeout(seconds):
+        return await awaitable
+
+
 def _whole_body(inner: Any, body_timeout: float) -> Any:
     """A transport that reads each reply's body in full, within ``body_timeout`` of its headers.
 
@@ -134,7 +150,7 @@ def _whole_body(inner: Any, body_timeout: float) -> Any:
                 return b"".join([part async for part in response.stream])
 
             try:
-                content = await asyncio.wait_for(read(), body_timeout)
+                content = await _within(read(), body_timeout)
             except asyncio.TimeoutError:
                 await response.aclose()
                 raise httpx2.ReadTimeout(
@@ -188,7 +204,9 @@ class ModelClient:
         self._anthropic = anthropic
         self.settings = settings
         self.recorder = recorder
-        transport: Any = _whole_body(httpx2.AsyncHTTPTransport(), settings.body_timeout)
+        from .preload import take_tls_context
+
+        transport: Any = _whole_body(httpx2.AsyncHTTPTransport(verify=take_tls_context()), settings.body_timeout)
         if pacer is not None:
             transport = _paced(transport, pacer)
         if recorder is not None:
@@ -231,7 +249,7 @@ class ModelClient:
         token = current_call.set(info)
         try:
             create = self._client.messages.create(**params)
-            message = await (asyncio.wait_for(create, self.settings.total) if self.settings.total else create)
+            message = await (_within(create, self.settings.total) if self.settings.total else create)
         except asyncio.TimeoutError:
             raise ModelCallError(
                 "Timeout", f"no reply within {self.settings.total:g}s (one request, the SDK's retries included)"

@@ -11,6 +11,7 @@ imported twice; a failing import is left for the main thread to report.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import gc
 import importlib
@@ -28,7 +29,7 @@ from .settings import Settings
 #: to start the dispatcher), then the SDK and the HTTP transport under it (httpcore2, which
 #: httpx2 imports when the client is made). Not vcrpy: only a reply to record needs it, and the
 #: recorder imports it once the first request is out (``recording.load_vcrpy_soon``)
-MODULES = ("pytest_batchgen.client", "pytest_batchgen.recording", "anthropic", "httpx2", "httpcore2")
+MODULES = ("pytest_batchgen.client", "httpx2", "pytest_batchgen.recording", "anthropic", "httpcore2")
 
 #: what a replay-only run (record mode ``none``) imports: neither the SDK nor vcrpy (see
 #: ``cassettes.ReplayClient``)
@@ -79,6 +80,8 @@ class Preloader:
                 except BaseException as exc:  # the main thread imports it again and reports it
                     self.failed = f"{name}: {type(exc).__name__}: {exc}"
                     return
+                if name == "httpx2":
+                    tls_context_soon()
         finally:
             if pause:
                 gc.enable()
@@ -150,6 +153,50 @@ def import_now(modules: tuple[str, ...]) -> None:
     with _import_lock:
         for name in modules:
             importlib.import_module(name)
+
+
+_tls: concurrent.futures.Future[Any] | None = None
+
+
+def tls_context_soon() -> None:
+    """Start making httpx2's default TLS context on a thread (once), while the SDK imports.
+
+    The run's HTTP transport makes one when it is built, after the import and before the first
+    request: reading the CA bundle takes about 50 ms, all of it with the interpreter lock
+    released, so on a thread it overlaps the import instead. The context is httpx2's own
+    (``httpx2.create_ssl_context()``, what the transport would make), handed to the transport
+    that :func:`take_tls_context` builds."""
+    global _tls
+    with _soon_lock:
+        if _tls is not None:
+            return
+        _tls = concurrent.futures.Future()
+        future = _tls
+
+    def make() -> None:
+        try:
+            import httpx2
+
+            future.set_result(httpx2.create_ssl_context())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=make, name="batchgen-tls", daemon=True).start()
+
+
+def take_tls_context() -> Any:
+    """What to pass as the transport's ``verify``: the context :func:`tls_context_soon` made
+    (once; it waits for it), or True, httpx2's default, to make one now (also when making it
+    failed: the transport then fails where it would have)."""
+    global _tls
+    with _soon_lock:
+        future, _tls = _tls, None
+    if future is None:
+        return True
+    try:
+        return future.result()
+    except Exception:
+        return True
 
 
 def join_imports() -> None:

@@ -369,6 +369,92 @@ def test_vcrpy_loads_once_the_first_request_is_out_and_a_commit_waits_for_that_i
         assert "ERRORS: [] SAVED: ['row0.yaml', 'row1.yaml', 'row2.yaml', 'row3.yaml']" in out, out
 
 
+VCRPY_ONCE_SENT_PROBE = """
+import asyncio, json, sys
+sys.path.insert(0, sys.argv[1])
+import httpx2
+from fakeapi import FakeAnthropic, Reply
+from pytest_batchgen.preload import join_imports
+from pytest_batchgen.recording import _load_vcrpy_once_sent
+
+seen = []
+
+async def earlier(event, info):  # a trace the request had already: it still hears every event
+    seen.append((event, "vcr" in sys.modules))
+
+async def main(url):
+    async with httpx2.AsyncClient() as client:
+        body = {"model": "claude-haiku-5-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
+        request = client.build_request(
+            "POST", url + "/v1/messages", json=body, headers=headers, extensions={"trace": earlier}
+        )
+        _load_vcrpy_once_sent(request)
+        (await client.send(request)).raise_for_status()
+
+with FakeAnthropic(latency=0.0) as fake:
+    fake.default = lambda body: Reply.ok("hello")
+    asyncio.run(main(fake.base_url))
+join_imports()
+print(json.dumps({"seen": seen, "loaded": "vcr.stubs.httpx_stubs" in sys.modules}))
+"""
+
+
+def test_vcrpy_starts_loading_once_the_first_request_body_is_on_the_wire() -> None:
+    """Started before the send, vcrpy's import took the interpreter lock from the event loop while
+    it connected and wrote the first request (30 ms later out, in a fresh interpreter). It now
+    starts at httpcore2's ``send_request_body.complete``: never before, and it does start there
+    (the event's name is httpcore2's own: a real client sends to the loopback server)."""
+    import json
+    import subprocess
+    import sys
+
+    tests = str(Path(__file__).parent)
+    out = subprocess.run(
+        [sys.executable, "-c", VCRPY_ONCE_SENT_PROBE, tests], capture_output=True, text=True, check=True
+    ).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    events = [event for event, _ in report["seen"]]
+    sent = events.index("http11.send_request_body.complete")
+    assert events[0] == "connection.connect_tcp.started" and "http11.send_request_headers.complete" in events[:sent]
+    assert not any(loading for _, loading in report["seen"][:sent])  # nothing started before
+    assert report["loaded"]
+
+
+TLS_PROBE = """
+import json, ssl
+import httpx2
+from pytest_batchgen.preload import MODULES, Preloader, take_tls_context, tls_context_soon
+from pytest_batchgen.client import ClientSettings, ModelClient
+
+Preloader(MODULES).run_here()
+made = take_tls_context()
+again = take_tls_context()
+tls_context_soon()
+ModelClient(ClientSettings(api_key="test-key"))
+left = take_tls_context()
+own = httpx2.create_ssl_context()
+same = isinstance(made, ssl.SSLContext) and all(
+    getattr(made, a) == getattr(own, a) for a in ("verify_mode", "check_hostname", "options", "minimum_version")
+) and made.cert_store_stats() == own.cert_store_stats()
+print(json.dumps({"made": type(made).__name__, "again": again, "left": left, "same": same}))
+"""
+
+
+def test_the_tls_context_is_made_while_the_sdk_imports_and_is_httpx2s_own() -> None:
+    """Reading the CA bundle for the HTTP transport (50 ms, the interpreter lock released) is done
+    on a thread while the SDK imports, not after it on the way to the first request. The context
+    is the one httpx2 would make, taken once: the client's transport takes it, and a second
+    client makes its own (True: httpx2's default)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", TLS_PROBE], capture_output=True, text=True, check=True).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report == {"made": "SSLContext", "again": True, "left": True, "same": True}
+
+
 # -- per-item work: one marker per row, payloads only on the reports that count ---------------
 
 PER_ITEM_PROBE = """
@@ -605,3 +691,35 @@ def test_a_run_at_the_repositorys_root_loads_no_heavy_module_through_the_tests_c
     heavy = done.stdout.split("HEAVY:", 1)[1].split("\n", 1)[0]  # after the progress dots
     assert heavy.strip() == "none", heavy  # not even httpx2, which pytest_batchgen.recording imports
     assert "PytestAssertRewriteWarning" not in done.stdout + done.stderr, done.stdout[-2000:]
+
+
+@pytest.mark.parametrize("python", ["3.11+", "3.10"])
+def test_a_bounded_await_stays_in_its_task_where_asyncio_has_timeout(python, monkeypatch) -> None:
+    """Each request's two bounds (the call's total, the body's) used ``asyncio.wait_for``, which
+    before Python 3.12 runs the awaited call in a task of its own: two tasks more per request on
+    the loop that sends them all. ``asyncio.timeout`` bounds it in the caller's task."""
+    import asyncio
+
+    from pytest_batchgen import client
+
+    if python == "3.10":
+        monkeypatch.delattr(asyncio, "timeout")
+
+    async def whose_task() -> object:
+        return asyncio.current_task()
+
+    async def never() -> None:
+        await asyncio.sleep(30)
+
+    async def main() -> tuple[bool, bool]:
+        same = await client._within(whose_task(), 5) is asyncio.current_task()
+        try:
+            await client._within(never(), 0.01)
+        except asyncio.TimeoutError:
+            return same, True
+        return same, False
+
+    same, timed_out = asyncio.run(main())
+    assert timed_out
+    assert same is (python == "3.11+")
+
