@@ -16,6 +16,7 @@ Without ``--batch-plan`` nothing is registered and every hook here returns at on
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -55,6 +56,35 @@ def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) 
         sys.dont_write_bytecode = True
 
 
+#: whether this run keeps its long-lived objects out of the garbage collector's reach (see
+#: :func:`pytest_collection_finish`)
+_freezes = pytest.StashKey[bool]()
+#: whether the collector's permanent generation holds what a run in this process froze
+_frozen_by_a_run = False
+
+
+def _collector_is_ours() -> bool:
+    """Whether this run may freeze its objects (``gc.freeze``): in a process where nothing is
+    frozen, or only what an earlier run in it froze (pytester's in-process runs), which is
+    handed back to the collector first. What a run freezes stays frozen when it ends: a
+    ``pytest`` process then exits, and its interpreter's last collections need not walk the
+    run's objects (0.4 s at 1,000 rows, thawed, where the whole exit now takes 0.1 s). A process
+    that froze objects itself (a test session of its own, a pre-forking server) manages its
+    collector: the plugin leaves it alone."""
+    global _frozen_by_a_run
+    if _frozen_by_a_run:
+        gc.unfreeze()
+        _frozen_by_a_run = False
+    return gc.get_freeze_count() == 0
+
+
+def _freeze(config: pytest.Config) -> None:
+    global _frozen_by_a_run
+    if config.stash.get(_freezes, False):
+        gc.freeze()
+        _frozen_by_a_run = True
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Fires in every process (xdist controller and workers alike), after conftests loaded,
@@ -69,6 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except BatchgenError as exc:
         raise pytest.UsageError(_shown_error(exc, Path(config.rootpath))) from None
     config.stash[state_key] = state
+    config.stash[_freezes] = _collector_is_ours()
     from .preload import guard_logger_registry
 
     guard_logger_registry()  # before any thread of the plugin imports a module that logs
@@ -114,6 +145,10 @@ def _start_preload(config: pytest.Config, state: BatchState) -> None:
 
         why = why_not(settings)
         if why is None:
+            # CPython's recipe for a fork without exec: what exists now leaves the collector's
+            # reach. A collection in either process writes to the header of every object it
+            # walks, and the kernel copies each page written while the other shares it.
+            _freeze(config)
             state.sender = SenderProcess.fork(state)  # it imports the SDK; this process never does
             config.add_cleanup(state.sender.close)
             state.sent_from = f"requests are sent from a process of their own (pid {state.sender.pid})"
@@ -189,6 +224,18 @@ def _select(plan: Plan, phases: tuple[str, ...]) -> tuple[Row, ...]:
             plan.path,
         )
     return tuple(r for r in plan.rows if r.phase in phases)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move what collection built out of the garbage collector's reach (``gc.freeze``).
+
+    The plans, their rules and some four items a row live until the session ends, with pytest's
+    config, plugins and modules. CPython's full collections walk every object they track: the
+    automatic ones while the tests run, the five pytest makes at its end, the interpreter's at
+    exit. Walking these finds nothing to free: at 1,000 rows, 0.15 s in pytest's five and 0.4 s
+    in the interpreter's exit, on the run's tail. See :func:`_collector_is_ours` for when."""
+    _freeze(session.config)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

@@ -723,3 +723,84 @@ def test_a_bounded_await_stays_in_its_task_where_asyncio_has_timeout(python, mon
     assert timed_out
     assert same is (python == "3.11+")
 
+
+# -- the run's long-lived objects out of the garbage collector's reach ------------------------
+
+
+@pytest.fixture
+def nothing_frozen():
+    """This test process as a fresh ``pytest`` process is: nothing frozen (tests/conftest.py
+    freezes what it loads); frozen again afterwards."""
+    import gc
+
+    gc.unfreeze()
+    yield
+    gc.freeze()
+
+
+@pytest.mark.parametrize("how", ["generate", "validate-only", "frozen before"])
+def test_the_runs_objects_stay_frozen_to_its_exit_and_the_next_run_hands_them_back(
+    how, project, fake, monkeypatch, nothing_frozen
+) -> None:
+    """Issue 12: after collection the plans and items leave the collector's reach, so the five
+    full collections of pytest's unraisable-exception clean-up, the automatic ones during the
+    run and the interpreter's at exit do not walk them: they stay frozen when the run ends. A
+    second run in the same process (pytester) hands them back before it freezes its own, so
+    runs do not pile up there. In a process that froze objects itself, the plugin leaves its
+    collector alone."""
+    import gc
+
+    from _pytest import unraisableexception
+
+    from genhelpers import draft, router, rows_for
+    from fakeapi import Reply
+    from pytest_batchgen import plugin
+
+    monkeypatch.setattr(plugin, "_frozen_by_a_run", False)
+    names = ["a-one", "b-two"]
+    project.write_rows(rows_for(*names))
+    for name in names:
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title())))
+    if how == "validate-only":
+        project.run()  # generate the outputs first
+        gc.unfreeze()
+        monkeypatch.setattr(plugin, "_frozen_by_a_run", False)
+    if how == "frozen before":
+        gc.freeze()
+    before = gc.get_freeze_count()
+    frozen_at_clean_up: list[int] = []
+    real_collect, real_unfreeze = unraisableexception.gc_collect_harder, gc.unfreeze
+    thawed: list[int] = []
+
+    def spy_collect(iterations: int) -> None:
+        frozen_at_clean_up.append(gc.get_freeze_count())
+        real_collect(iterations)
+
+    def spy_unfreeze() -> None:
+        thawed.append(gc.get_freeze_count())
+        real_unfreeze()
+
+    monkeypatch.setattr(unraisableexception, "gc_collect_harder", spy_collect)
+    monkeypatch.setattr(gc, "unfreeze", spy_unfreeze)
+    args = ["--batch-validate-only"] if how == "validate-only" else []
+
+    first = project.run(*args)
+    after_first = gc.get_freeze_count()
+    second = project.run(*args)
+    after_second = gc.get_freeze_count()
+
+    assert first.ret == 0 and second.ret == 0, first.stdout.str() + second.stdout.str()
+    assert len(frozen_at_clean_up) == 2
+    if how == "frozen before":
+        # left alone: neither frozen more (a run's thousands of objects) nor thawed (a few of
+        # the frozen ones are freed meanwhile)
+        assert before > 1000 and not thawed
+        for count in (*frozen_at_clean_up, after_first, after_second):
+            assert before - 100 < count <= before
+        return
+    assert before == 0 and frozen_at_clean_up[0] > 1000, frozen_at_clean_up
+    # still frozen when the run is over (a few freed since)
+    assert frozen_at_clean_up[0] - 1000 < after_first <= frozen_at_clean_up[0]
+    # the second run handed them back, once, before its own freeze
+    assert len(thawed) == 1 and after_first - 1000 < thawed[0] <= after_first
+    assert frozen_at_clean_up[1] > 1000 and after_second < after_first * 1.5  # its own, not both
