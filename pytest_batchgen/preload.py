@@ -25,11 +25,12 @@ from .plan import Row
 from .run import PlanRun
 from .settings import Settings
 
-#: what the dispatcher imports before its first request: the recorder (the main thread needs it
-#: to start the dispatcher), then the SDK and the HTTP transport under it (httpcore2, which
-#: httpx2 imports when the client is made). Not vcrpy: only a reply to record needs it, and the
-#: recorder imports it once the first request is out (``recording.load_vcrpy_soon``)
-MODULES = ("pytest_batchgen.client", "httpx2", "pytest_batchgen.recording", "anthropic", "httpcore2")
+#: what the dispatcher imports before its first request: the client, httpx2 and the transport
+#: under it (httpcore2, which httpx2 imports when the client is made; then the TLS context starts
+#: on a thread, :func:`tls_context_soon`), the recorder (the main thread needs it to start the
+#: dispatcher), then the SDK. Not vcrpy: only a reply to record needs it, and the recorder imports
+#: it once the first request's body is on the wire (``recording._load_vcrpy_once_sent``)
+MODULES = ("pytest_batchgen.client", "httpx2", "httpcore2", "pytest_batchgen.recording", "anthropic")
 
 #: what a replay-only run (record mode ``none``) imports: neither the SDK nor vcrpy (see
 #: ``cassettes.ReplayClient``)
@@ -80,7 +81,7 @@ class Preloader:
                 except BaseException as exc:  # the main thread imports it again and reports it
                     self.failed = f"{name}: {type(exc).__name__}: {exc}"
                     return
-                if name == "httpx2":
+                if name == "httpcore2":
                     tls_context_soon()
         finally:
             if pause:
@@ -165,7 +166,8 @@ def tls_context_soon() -> None:
     request: reading the CA bundle takes about 50 ms, all of it with the interpreter lock
     released, so on a thread it overlaps the import instead. The context is httpx2's own
     (``httpx2.create_ssl_context()``, what the transport would make), handed to the transport
-    that :func:`take_tls_context` builds."""
+    that :func:`take_tls_context` builds. Started once httpx2 and httpcore2 are imported: the
+    thread imports nothing while the SDK's import goes on."""
     global _tls
     with _soon_lock:
         if _tls is not None:
@@ -175,9 +177,7 @@ def tls_context_soon() -> None:
 
     def make() -> None:
         try:
-            import httpx2
-
-            future.set_result(httpx2.create_ssl_context())
+            future.set_result(sys.modules["httpx2"].create_ssl_context())
         except BaseException as exc:
             future.set_exception(exc)
 

@@ -422,12 +422,18 @@ def test_vcrpy_starts_loading_once_the_first_request_body_is_on_the_wire() -> No
 
 
 TLS_PROBE = """
-import json, ssl
-import httpx2
+import json, ssl, sys
+from pytest_batchgen import preload
 from pytest_batchgen.preload import MODULES, Preloader, take_tls_context, tls_context_soon
-from pytest_batchgen.client import ClientSettings, ModelClient
 
+started = []
+def soon():  # when the import starts the thread: what is imported then
+    started.append(["httpcore2" in sys.modules, "anthropic" in sys.modules])
+    tls_context_soon()
+preload.tls_context_soon = soon
 Preloader(MODULES).run_here()
+import httpx2
+from pytest_batchgen.client import ClientSettings, ModelClient
 made = take_tls_context()
 again = take_tls_context()
 tls_context_soon()
@@ -437,7 +443,7 @@ own = httpx2.create_ssl_context()
 same = isinstance(made, ssl.SSLContext) and all(
     getattr(made, a) == getattr(own, a) for a in ("verify_mode", "check_hostname", "options", "minimum_version")
 ) and made.cert_store_stats() == own.cert_store_stats()
-print(json.dumps({"made": type(made).__name__, "again": again, "left": left, "same": same}))
+print(json.dumps({"made": type(made).__name__, "again": again, "left": left, "same": same, "started": started}))
 """
 
 
@@ -445,14 +451,18 @@ def test_the_tls_context_is_made_while_the_sdk_imports_and_is_httpx2s_own() -> N
     """Reading the CA bundle for the HTTP transport (50 ms, the interpreter lock released) is done
     on a thread while the SDK imports, not after it on the way to the first request. The context
     is the one httpx2 would make, taken once: the client's transport takes it, and a second
-    client makes its own (True: httpx2's default)."""
+    client makes its own (True: httpx2's default). The thread starts once httpx2's transport is
+    imported: started before, it imported httpcore2 itself while the SDK's import went on (a
+    second thread importing at once), which is all the time it was meant to save."""
     import json
     import subprocess
     import sys
 
     out = subprocess.run([sys.executable, "-c", TLS_PROBE], capture_output=True, text=True, check=True).stdout
     report = json.loads(out.strip().splitlines()[-1])
-    assert report == {"made": "SSLContext", "again": True, "left": True, "same": True}
+    # started once httpx2's transport (httpcore2) is imported, so the thread imports nothing
+    # itself, and before the SDK, whose import it overlaps
+    assert report == {"made": "SSLContext", "again": True, "left": True, "same": True, "started": [[True, False]]}
 
 
 # -- per-item work: one marker per row, payloads only on the reports that count ---------------
