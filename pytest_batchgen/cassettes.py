@@ -405,14 +405,20 @@ class Recordings:
                     return recorded
         return None
 
+    def unplayed(self, key: str) -> bool:
+        """Whether the row's recording has a reply this run has not played yet."""
+        with self._lock:
+            row = self.recording(key)
+            return row.rewound and len(row.played) < len(row.interactions)
+
     def replay_directly(self, key: str, url: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The recorded reply (its JSON body) to the request ``params`` would make, or None.
 
         The replay fast path (issue 12): a replayed call needs neither the SDK's request building
         and parsing nor httpx. Anything it does not answer (no match, record mode ``all``, a
         corrupt cassette) goes the usual way."""
-        if self.mode == "all" or key in self.corrupt:
-            return None
+        if self.mode == "all" or key in self.corrupt or not self.unplayed(key):
+            return None  # (a fresh row's request is not even encoded)
         body = json.dumps(params).encode("utf-8")
         recorded = self.play(key, "POST", url, body, {"content-type": "application/json"})
         if recorded is None:

@@ -152,6 +152,26 @@ def test_each_recorded_reply_plays_once_in_order(tmp_path):
     assert [t and t["content"][0]["text"] for t in texts] == ["first", "second", None]
 
 
+def test_a_request_with_nothing_left_to_play_is_not_encoded_to_look_for_it(tmp_path, monkeypatch):
+    """The fast path encoded every live request (the whole system prompt) to look it up, also a
+    fresh row's, which has no recording, and a row whose replies all played."""
+    from pytest_batchgen import cassettes
+
+    path = tmp_path / "row.yaml"
+    write_with_vcrpy(path, [("POST", URL, json.dumps(params("Alpha")).encode(), JSON, "one")])
+    recordings = Recordings({"k": path, "fresh": tmp_path / "fresh.yaml"}, "new_episodes")
+    encoded: list[object] = []
+    real = json.dumps
+    monkeypatch.setattr(cassettes.json, "dumps", lambda value: encoded.append(value) or real(value))
+
+    assert recordings.replay_directly("fresh", URL, params("Fresh")) is None
+    assert encoded == []
+    assert recordings.replay_directly("k", URL, params("Alpha")) is not None
+    assert len(encoded) == 1
+    assert recordings.replay_directly("k", URL, params("Alpha")) is None  # played: nothing left
+    assert len(encoded) == 1
+
+
 def test_json_bodies_match_whatever_their_key_order_and_spacing_and_hosts_are_ignored(tmp_path):
     path = tmp_path / "row.yaml"
     recorded = b'{"max_tokens": 64, "messages": [{"content": "Alpha", "role": "user"}], "model": "claude-haiku-5-5"}'
