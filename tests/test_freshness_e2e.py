@@ -267,3 +267,36 @@ def test_the_fresh_item_can_be_named_on_the_command_line(stale_project: Project)
     project.edit("plan.md", "| Gamma |", "| Gamma Ray |")
     run = project.run("--batch-fail-stale", "--batch-readonly", "plan.md::gamma.md::fresh", "plan.md::alpha.md::fresh")
     assert run.outcomes() == {"gamma.md::fresh": "failed", "alpha.md::fresh": "passed"}
+
+
+def test_generated_rows_are_judged_as_they_end_and_the_summary_finds_them_judged(
+    project: Project, fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue 12: the summary's freshness line judged every generated row again at the end of the
+    session (its recording read back: 0.12 s at 1,000 rows, on the run's tail). Each is judged
+    once its ``generate`` item ended, its files final; the summary finds them judged."""
+    from pytest_batchgen import baseline, freshness
+
+    events: list[str] = []
+    real_assess, real_lines = freshness.assess, baseline.summary_lines
+
+    def assess(plan, row, prompt):
+        events.append(row.filename)
+        return real_assess(plan, row, prompt)
+
+    def summary_lines(state, reports):
+        events.append("summary")
+        return real_lines(state, reports)
+
+    monkeypatch.setattr(freshness, "assess", assess)
+    monkeypatch.setattr(baseline, "summary_lines", summary_lines)
+    names = ["a-one", "b-two", "c-three"]
+    project.write_rows(rows_for(*names))
+    for name in names:
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title())))
+
+    result = project.run()
+
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*freshness: 3 fresh*"])
+    assert events[-1] == "summary" and sorted(events[:-1]) == [f"{n}.md" for n in names], events
