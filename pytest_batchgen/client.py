@@ -82,9 +82,9 @@ class ModelCallError(Exception):
 RECORD_MODES = ("none", "once", "new_episodes", "all")
 
 
-#: the api_key of a run without one: it never leaves the process (the recorder answers or refuses)
 T = TypeVar("T")
 
+#: the api_key of a run without one: it never leaves the process (the recorder answers or refuses)
 NO_KEY_PLACEHOLDER = "replay-without-a-key"
 
 #: why a run without credentials can only replay (in replay-miss messages)

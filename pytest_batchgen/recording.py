@@ -10,8 +10,9 @@ vcrpy still writes every cassette: its record modes, its layout and serialisatio
 
 vcrpy is not on the way to the first request: the transport starts importing it on a thread
 once that request's body is on the wire (:func:`_load_vcrpy_once_sent`), so that it is loaded by
-the time the first reply is recorded. Importing vcrpy imports every HTTP library it can patch (a third of a second
-with requests and botocore installed), which had delayed every run's first request.
+the time the first reply is recorded. Importing vcrpy imports every HTTP library it can patch
+(a third of a second with requests and botocore installed), which had delayed every run's first
+request.
 
 Every reply the SDK parsed into a message is saved to its cassette before the run goes on (the
 client calls :meth:`Recorder.commit` right after the parse; the file is fsynced with the run's
