@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import importlib
 import pkgutil
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -26,6 +27,18 @@ from harness import Project
 #: ``sys.modules`` after each ``runpytest``, so whatever a run imports first is imported again by
 #: the next one, and modules loaded before the run are kept
 KEPT_LOADED = ("anthropic", "httpx2", "httpcore2", "vcr", "vcr.stubs.httpx_stubs", "xdist.dsession")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ctrl_c_as_from_a_terminal() -> None:
+    """Ctrl-C for the runs the tests start, as a terminal's ``pytest`` has it, however this
+    suite was started. A shell that starts a command in the background without job control
+    (``pytest -n auto &`` in a script) starts it with SIGINT ignored, and every process it starts
+    inherits that: a Python started so installs no KeyboardInterrupt handler, and the tests that
+    press Ctrl-C in a run then wait for it to time out. A handled SIGINT is reset to the default
+    by ``exec``, so the runs started from here, and the fork server, install theirs again."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)

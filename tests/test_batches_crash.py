@@ -134,6 +134,7 @@ def _interrupt_while_polling(project, fake, *args: str) -> str:
         time.sleep(0.02)
     time.sleep(0.3)  # polling now
     proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)  # a run that ignored the signal fails here, not after 300 s
     out, _ = proc.communicate()
     return out
 

@@ -795,22 +795,25 @@ def test_the_runs_objects_stay_frozen_to_its_exit_and_the_next_run_hands_them_ba
     args = ["--batch-validate-only"] if how == "validate-only" else []
 
     first = project.run(*args)
+    at_first_clean_up, frozen_at_clean_up[:] = list(frozen_at_clean_up), []
     after_first = gc.get_freeze_count()
     second = project.run(*args)
+    at_second_clean_up = list(frozen_at_clean_up)
     after_second = gc.get_freeze_count()
 
     assert first.ret == 0 and second.ret == 0, first.stdout.str() + second.stdout.str()
-    assert len(frozen_at_clean_up) == 2
+    # pytest collects at its clean-up (pytest 9.2 twice: unraisable exceptions and threads')
+    assert at_first_clean_up and at_second_clean_up
     if how == "frozen before":
         # left alone: neither frozen more (a run's thousands of objects) nor thawed (a few of
         # the frozen ones are freed meanwhile)
         assert before > 1000 and not thawed
-        for count in (*frozen_at_clean_up, after_first, after_second):
+        for count in (*at_first_clean_up, *at_second_clean_up, after_first, after_second):
             assert before - 100 < count <= before
         return
-    assert before == 0 and frozen_at_clean_up[0] > 1000, frozen_at_clean_up
+    assert before == 0 and min(at_first_clean_up) > 1000, at_first_clean_up
     # still frozen when the run is over (a few freed since)
-    assert frozen_at_clean_up[0] - 1000 < after_first <= frozen_at_clean_up[0]
+    assert at_first_clean_up[-1] - 1000 < after_first <= at_first_clean_up[-1]
     # the second run handed them back, once, before its own freeze
     assert len(thawed) == 1 and after_first - 1000 < thawed[0] <= after_first
-    assert frozen_at_clean_up[1] > 1000 and after_second < after_first * 1.5  # its own, not both
+    assert min(at_second_clean_up) > 1000 and after_second < after_first * 1.5  # its own, not both
