@@ -465,7 +465,6 @@ def test_the_tls_context_is_made_while_the_sdk_imports_and_is_httpx2s_own() -> N
     assert report == {"made": "SSLContext", "again": True, "left": True, "same": True, "started": [[True, False]]}
 
 
-
 def test_a_tls_context_that_could_not_be_made_leaves_the_transport_to_make_its_own(monkeypatch) -> None:
     """A failure on the thread (a bad ``SSL_CERT_FILE``, say) is not raised there or lost: the
     transport is built with httpx2's default and fails, or not, where it always would."""
@@ -481,6 +480,7 @@ def test_a_tls_context_that_could_not_be_made_leaves_the_transport_to_make_its_o
     preload.tls_context_soon()
     assert preload.take_tls_context() is True
     assert preload.take_tls_context() is True  # and nothing is left waiting
+
 
 # -- per-item work: one marker per row, payloads only on the reports that count ---------------
 
