@@ -9,12 +9,12 @@ the file they serve, named so that two ``.gitignore`` lines cover them::
     .*.batchgen-lock
 
 Durability: a write is atomic at once (the rename), and on disk (fsynced) either at once or, for
-the many files a generation run writes (outputs and cassettes, ``sync=False``), in batches
-(:func:`sync_deferred`: the sending process calls it as the run goes on, and every run before
-the plan says the rows are complete, and at exit). A crash or ``kill -9`` loses nothing either
-way, since the kernel holds the bytes; a power failure before a batch is synced may lose recent
-outputs or recordings of rows the plan still calls pending, which the next run generates again.
-One fsync per file was a tenth of a 1,000-row run.
+the many files a generation run writes (outputs and cassettes, ``sync=False``), in one pass at
+the end of the run (:func:`sync_deferred`, before the plan says the rows are complete, and at
+exit). A crash or ``kill -9`` loses nothing either way, since the kernel holds the bytes; a
+power failure before that pass may lose recent outputs or recordings of rows the plan still
+calls pending, which the next run generates again. One fsync per file was a tenth of a
+1,000-row run.
 """
 
 from __future__ import annotations

@@ -422,10 +422,9 @@ def _generate(
     dispatcher.start()
     while not dispatcher.join(STATUS_SECONDS):
         send(("status", _counters(dispatcher)))
-        # What is written so far goes to disk now, while the requests go on (an fsync waits for
-        # the disk, not for the interpreter lock), rather than all of it after the last reply,
-        # where the pytest process waits for it: 0.17 s at 1,000 rows on this machine.
-        sync_deferred()
     remember_limits(dispatcher)
-    sync_deferred()  # the rest, on disk before the parent records the plan
+    # On disk before the parent records the plan. Syncing as the run went on (each status) took
+    # this from the run's tail (0.15 s at 1,000 rows) but as much from its requests: the writes
+    # and the fsyncs share the disk (benchmarks/timeline.py, 6 runs each).
+    sync_deferred()
     send(("finished", _counters(dispatcher)))

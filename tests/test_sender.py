@@ -221,39 +221,6 @@ def test_in_process_runs_leave_no_process_behind(project, fake):
     assert children_of(os.getpid()) == before
 
 
-def test_the_sending_process_syncs_what_it_wrote_while_the_requests_go_on(project, fake, monkeypatch, tmp_path):
-    """Outputs and recordings were fsynced all at once after the last reply, while the pytest
-    process waited for them (0.17 s at 1,000 rows). The child now syncs what it wrote so far each
-    time it reports its counters: the first row's files are on disk before the last row's
-    request is sent (one at a time, each reply taking 0.6 s)."""
-    from pytest_batchgen import fsutil
-
-    log = tmp_path / "fsync.log"
-    real = fsutil._fsync
-
-    def logged(path: Path) -> None:
-        real(path)
-        with open(log, "a") as out:
-            out.write(f"{time.monotonic()} {path.name}\n")
-
-    monkeypatch.setattr(fsutil, "_fsync", logged)  # the fork inherits it
-    names = ["a-one", "b-two", "c-three"]
-    project.write_rows(rows_for(*names))
-    for name in names:
-        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=0.6))
-
-    result = project.run("--batch-concurrency", "1")
-
-    assert result.ret == 0, result.stdout.str()
-    synced: dict[str, float] = {}
-    for line in log.read_text().splitlines():
-        at, name = line.split(" ", 1)
-        synced.setdefault(name, float(at))
-    last_sent = max(e.started for e in fake.messages_requests())
-    assert synced["a-one.md"] < last_sent and synced["a-one.md.yaml"] < last_sent, (synced, last_sent)
-    assert {"a-one.md", "b-two.md", "c-three.md", "c-three.md.yaml"} <= set(synced)  # and the rest at the end
-
-
 def test_a_sending_process_that_crashes_fails_its_rows_with_the_error(project, fake, monkeypatch):
     from pytest_batchgen import generation
 
