@@ -51,6 +51,69 @@ CassetteLoader.add_constructor(
 )
 
 
+_TAG = "tag:yaml.org,2002:"
+
+
+class _Unusual(Exception):
+    """A node :func:`_construct` leaves to PyYAML's own constructor."""
+
+
+def _construct(node: yaml.Node, seen: set[int]) -> Any:
+    """The value of a composed node whose tags are those vcrpy writes (strings, decimal
+    integers, nulls, base64 bytes, mappings with text keys, sequences), built directly (a
+    duplicate key keeps its last value, as PyYAML's does).
+
+    PyYAML's constructor is pure Python around its C parser and spent half of each cassette's
+    read (0.13 of 0.27 ms) dispatching on every node. Anything else (another tag, a duplicate
+    key, an alias) raises :class:`_Unusual`, and the document is loaded the usual way."""
+    if isinstance(node, yaml.ScalarNode):
+        tag, value = node.tag, node.value
+        if tag == _TAG + "str":
+            return value
+        if tag == _TAG + "int" and value.isascii() and value.isdigit() and (value == "0" or value[0] != "0"):
+            return int(value)
+        if tag == _TAG + "null" and value in ("", "~", "null", "Null", "NULL"):
+            return None
+        if tag == _TAG + "binary":
+            import base64
+
+            try:
+                return base64.decodebytes(value.encode("ascii"))
+            except (ValueError, UnicodeEncodeError):
+                raise _Unusual from None
+        raise _Unusual
+    if id(node) in seen:  # an alias: PyYAML shares the object (or builds a cycle)
+        raise _Unusual
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode) and node.tag == _TAG + "map":
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = _construct(key_node, seen)
+            if not isinstance(key, str):
+                raise _Unusual
+            out[key] = _construct(value_node, seen)
+        return out
+    if isinstance(node, yaml.SequenceNode) and node.tag == _TAG + "seq":
+        return [_construct(item, seen) for item in node.value]
+    raise _Unusual
+
+
+def load_cassette_yaml(text: str) -> Any:
+    """``yaml.load(text, Loader=CassetteLoader)``, the same value, built faster for the nodes a
+    cassette holds (:func:`_construct`); raises ``yaml.YAMLError`` as that call does."""
+    loader = CassetteLoader(text)
+    try:
+        node = loader.get_single_node()
+    finally:
+        loader.dispose()
+    if node is None:
+        return None
+    try:
+        return _construct(node, set())
+    except _Unusual:
+        return yaml.load(text, Loader=CassetteLoader)
+
+
 class CorruptCassette(Exception):
     """A cassette that cannot be read (found when it is loaded, before any request)."""
 
@@ -215,7 +278,7 @@ def read_cassette(path: Path) -> tuple[Interaction, ...] | None:
             if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line.rstrip() == "=======":
                 raise CorruptCassette(path, f"has a merge-conflict marker at line {number}") from None
     try:
-        data = yaml.load(text, Loader=CassetteLoader)
+        data = load_cassette_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

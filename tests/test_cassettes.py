@@ -16,7 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_batchgen.cassettes import CorruptCassette, Recordings, read_cassette
+import yaml
+
+from pytest_batchgen.cassettes import CassetteLoader, CorruptCassette, Recordings, load_cassette_yaml, read_cassette
 
 URL = "https://api.anthropic.com/v1/messages"
 
@@ -138,6 +140,69 @@ def test_a_corrupt_cassette_is_noted_and_named_with_its_fix(tmp_path):
     assert message is not None and message.startswith("the recording cassettes/row.yaml cannot be read: it is not valid YAML")
     assert "restore it from version control or delete it, then record it again: ANTHROPIC_API_KEY=sk-ant-... pytest" in message
     assert path.read_bytes() == b"interactions: [\n"  # a run that cannot record leaves it alone
+
+
+# -- loading: the same values as PyYAML's own constructor ---------------------------------------
+
+SCALARS = st.one_of(
+    st.text(), st.integers(), st.none(), st.booleans(), st.binary(), st.floats(allow_nan=False)
+)
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+
+
+def _loaded(text: str):
+    try:
+        return "value", yaml.load(text, Loader=CassetteLoader)
+    except yaml.YAMLError as exc:
+        return "error", type(exc)
+
+
+def _fast(text: str):
+    try:
+        return "value", load_cassette_yaml(text)
+    except yaml.YAMLError as exc:
+        return "error", type(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=VALUES, flow=st.booleans())
+def test_a_dumped_value_loads_as_pyyaml_loads_it(value, flow):
+    """``load_cassette_yaml`` builds the nodes vcrpy writes itself and leaves the rest (floats,
+    booleans, aliases, odd tags) to PyYAML: the value is PyYAML's either way."""
+    text = yaml.dump({"interactions": [value, value]}, default_flow_style=flow)
+    assert _fast(text) == _loaded(text)
+
+
+YAMLISH = st.text(alphabet=st.sampled_from(list("ab01 :-[]{},&*!|>'\"#~\n\t")), max_size=60)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.one_of(YAMLISH, st.text(max_size=60)))
+def test_any_text_loads_or_fails_as_pyyaml_does(text):
+    assert _fast(text) == _loaded(text)
+
+
+def test_the_recorded_corner_cases_load_as_pyyaml_loads_them():
+    for text in [
+        "a: &x [1, 2]\nb: *x\n",  # an alias: one shared list
+        "a: 1\na: 2\n",  # a duplicate key: the last one
+        "a: 0777\n",  # integers vcrpy never writes: octal, hexadecimal, with _, signed
+        "a: 0x1f\n",
+        "a: 1_000\n",
+        "a: -3\n",
+        "a: +4\n",
+        "a: 0\n",
+        "a: !!binary aGVsbG8=\nb: ~\nc: null\nd:\n",
+        "? [1]\n: x\n",  # a key that is not text
+        "a: !!python/tuple [1, 2]\nb: !!python/str x\n",
+        "a: &r [*r]\n",  # a list holding itself
+        "",
+    ]:
+        fast, loaded = _fast(text), _loaded(text)
+        if text.startswith("a: &r"):  # a cycle: compared by shape
+            assert fast[1]["a"][0] is fast[1]["a"]
+            continue
+        assert fast == loaded, text
 
 
 # -- matching: what vcrpy would play -------------------------------------------------------------
