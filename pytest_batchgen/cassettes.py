@@ -27,7 +27,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -308,6 +308,16 @@ def read_cassette(path: Path) -> tuple[Interaction, ...] | None:
     return tuple(interactions)
 
 
+class Played(NamedTuple):
+    """A recorded reply found for a request (:meth:`Recordings.replay_directly`)."""
+
+    #: the reply's JSON body, a message
+    body: dict[str, Any]
+    #: the reply is the recording's first, played for the row's first request in this run, which
+    #: held no secret: the recording opens with that very request (see ``RowResult.recorded_as_sent``)
+    opens_recording: bool
+
+
 @dataclass
 class RowRecording:
     """A row's cassette in this run: what it held when read, and which replies have played."""
@@ -474,8 +484,8 @@ class Recordings:
             row = self.recording(key)
             return row.rewound and len(row.played) < len(row.interactions)
 
-    def replay_directly(self, key: str, url: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The recorded reply (its JSON body) to the request ``params`` would make, or None.
+    def replay_directly(self, key: str, url: str, params: Mapping[str, Any]) -> Played | None:
+        """The recorded reply to the request ``params`` would make, or None.
 
         The replay fast path (issue 12): a replayed call needs neither the SDK's request building
         and parsing nor httpx. Anything it does not answer (no match, record mode ``all``, a
@@ -483,14 +493,18 @@ class Recordings:
         if self.mode == "all" or key in self.corrupt or not self.unplayed(key):
             return None  # (a fresh row's request is not even encoded)
         body = json.dumps(params).encode("utf-8")
-        recorded = self.play(key, "POST", url, body, {"content-type": "application/json"})
-        if recorded is None:
-            return None
+        with self._lock:
+            row = self.recording(key)
+            first_request = not row.played
+            recorded = self.play(key, "POST", url, body, {"content-type": "application/json"})
+            if recorded is None:
+                return None
+            opens = first_request and recorded is row.interactions[0] and self._redact(body) == body
         try:
             data = json.loads(recorded.response["body"]["string"])
         except (KeyError, TypeError, ValueError):
             return None
-        return data if is_message_body(data) else None
+        return Played(data, opens) if is_message_body(data) else None
 
     def _redact(self, data: Any) -> Any:
         for secret in self._secrets:
@@ -578,11 +592,11 @@ class ReplayClient:
         broken = r.corrupt_message(key)
         if broken:
             raise ModelCallError("ReplayMiss", broken, replay_miss=True)
-        recorded = r.replay_directly(key, self.URL, params)
-        if recorded is None:
+        played = r.replay_directly(key, self.URL, params)
+        if played is None:
             body = json.dumps(params).encode("utf-8")
             raise ModelCallError("ReplayMiss", r.miss_message(key, body), replay_miss=True)
-        return completion_from_body(recorded, replayed=True)
+        return completion_from_body(played.body, replayed=True, opens_recording=played.opens_recording)
 
     def start_afresh(self, key: str) -> bool:
         return False  # record mode none never records

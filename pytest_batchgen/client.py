@@ -66,6 +66,9 @@ class Completion:
     replayed: bool = False
     #: the input of the reply's first ``tool_use`` block (a judge's structured verdict), if any
     tool_input: Any = None
+    #: replayed, and the recording's first reply, for the row's first request in this run
+    #: (:class:`~pytest_batchgen.cassettes.Played`)
+    opens_recording: bool = False
 
 
 class ModelCallError(Exception):
@@ -242,9 +245,9 @@ class ModelClient:
     async def complete(self, key: str, params: dict[str, Any]) -> Completion:
         if self.recorder is not None:  # replay fast path: the recorded reply, without the SDK
             url = str(self._client.base_url).rstrip("/") + "/v1/messages"  # the path the SDK posts to
-            recorded = self.recorder.replay_directly(key, url, params)
-            if recorded is not None:
-                return completion_from_body(recorded, replayed=True)
+            played = self.recorder.replay_directly(key, url, params)
+            if played is not None:
+                return completion_from_body(played.body, replayed=True, opens_recording=played.opens_recording)
         info = CallInfo(key)
         token = current_call.set(info)
         try:
@@ -306,7 +309,7 @@ class ModelClient:
         await self._client.close()
 
 
-def completion_from_body(body: dict[str, Any], *, replayed: bool) -> Completion:
+def completion_from_body(body: dict[str, Any], *, replayed: bool, opens_recording: bool = False) -> Completion:
     """A Messages API reply body (already checked to be a message) as the SDK path builds it."""
     text = "".join(
         block.get("text") or "" for block in body["content"] if isinstance(block, dict) and block.get("type") == "text"
@@ -322,7 +325,13 @@ def completion_from_body(body: dict[str, Any], *, replayed: bool) -> Completion:
         (b.get("input") for b in body["content"] if isinstance(b, dict) and b.get("type") == "tool_use"), None
     )
     return Completion(
-        text, body.get("stop_reason"), usage, body.get("model", ""), replayed=replayed, tool_input=tool_input
+        text,
+        body.get("stop_reason"),
+        usage,
+        body.get("model", ""),
+        replayed=replayed,
+        tool_input=tool_input,
+        opens_recording=opens_recording,
     )
 
 

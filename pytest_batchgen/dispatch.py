@@ -111,6 +111,10 @@ class RowResult:
     budget_skipped: bool = False  # not sent because --batch-max-cost was reached
     hint: str | None = None  # how to try again (a replayed failure that this run may not re-record)
     reserved_usd: float = 0.0  # batch mode: the worst case reserved against --batch-max-cost
+    #: the row's recording opens with the request this run sent first: its first reply was
+    #: replayed for it (``Completion.opens_recording``). Its freshness is then known without
+    #: reading the cassette again (``freshness.FreshnessBook.sent_as_recorded``).
+    recorded_as_sent: bool = False
     #: its items' user_properties, made once when the first item asks (nodes.row_properties)
     properties: tuple[tuple[str, str], ...] | None = field(default=None, compare=False, repr=False)
 
@@ -338,6 +342,7 @@ class Dispatcher(BackgroundDispatch):
                     self.in_flight -= 1
                     attempt.seconds = time.monotonic() - started
             attempt.usage = completion.usage
+            result.recorded_as_sent = result.recorded_as_sent or (number == 1 and completion.opens_recording)
             self.replies += 1
             attempt.stop_reason = completion.stop_reason
             attempt.replayed = completion.replayed

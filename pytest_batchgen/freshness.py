@@ -330,6 +330,16 @@ class FreshnessBook:
             found = self._rows[key] = assess(plan, row, self.prompt(plan, row))
         return found
 
+    def sent_as_recorded(self, plan: Plan, row: Row) -> Freshness:
+        """The row's freshness when this run sent its first request and the row's recording opens
+        with that very request (:attr:`~pytest_batchgen.dispatch.RowResult.recorded_as_sent`): the
+        request of today, so the recording matches, and only the output's presence is read.
+        Reading the cassette again for it cost 0.1 to 0.2 ms a replayed row."""
+        found = self._rows[(plan.path, row.filename)] = Freshness(
+            FRESH if plan.output_path(row).exists() else MISSING, (), "matches", plan.cassette_path(row)
+        )
+        return found
+
     def forget(self, plan: Plan, row: Row) -> None:
         """After the row was generated in this run: its freshness is read again."""
         self._rows.pop((plan.path, row.filename), None)

@@ -273,7 +273,7 @@ class GenerationPlugin:
         if result is not None and result.attempts:
             from .baseline import judge_generated
 
-            judge_generated(self.state, item.run, item.row)
+            judge_generated(self.state, item.run, item.row, result)
 
     def pytest_keyboard_interrupt(self) -> None:
         if self.generation is not None:

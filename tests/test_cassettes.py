@@ -214,7 +214,35 @@ def test_each_recorded_reply_plays_once_in_order(tmp_path):
     write_with_vcrpy(path, [("POST", URL, body, JSON, "first"), ("POST", URL, body, JSON, "second")])
     recordings = Recordings({"k": path}, "none")
     texts = [recordings.replay_directly("k", URL, params("Alpha")) for _ in range(3)]
-    assert [t and t["content"][0]["text"] for t in texts] == ["first", "second", None]
+    assert [t and t.body["content"][0]["text"] for t in texts] == ["first", "second", None]
+
+
+def test_a_reply_opens_the_recording_only_when_it_is_the_first_played_for_the_rows_first_request(tmp_path):
+    """What lets a replayed row's freshness be known without reading its cassette again: the
+    recording opens with the request just sent (``Played.opens_recording``)."""
+    path = tmp_path / "row.yaml"
+    body = json.dumps(params("Alpha")).encode()
+    write_with_vcrpy(path, [("POST", URL, body, JSON, "first"), ("POST", URL, body, JSON, "second")])
+    recordings = Recordings({"k": path}, "none")
+    played = [recordings.replay_directly("k", URL, params("Alpha")) for _ in range(2)]
+    assert [(p.body["content"][0]["text"], p.opens_recording) for p in played] == [("first", True), ("second", False)]
+
+    # the row's first request matched the second recorded one: the recording opens with another
+    other = tmp_path / "other.yaml"
+    write_with_vcrpy(other, [("POST", URL, json.dumps(params("Beta")).encode(), JSON, "b"), ("POST", URL, body, JSON, "a")])
+    recordings = Recordings({"k": other}, "none")
+    found = recordings.replay_directly("k", URL, params("Alpha"))
+    assert found is not None and found.body["content"][0]["text"] == "a" and not found.opens_recording
+    # and its first reply, played for a later request of the row, does not make it so either
+    later = recordings.replay_directly("k", URL, params("Beta"))
+    assert later is not None and later.body["content"][0]["text"] == "b" and not later.opens_recording
+
+    # a request that carried a secret matched the recording only once redacted: not the same
+    secret = tmp_path / "secret.yaml"
+    write_with_vcrpy(secret, [("POST", URL, json.dumps(params("key <redacted>")).encode(), JSON, "s")])
+    with_key = Recordings({"k": secret}, "none", secrets=("sk-ant-secret",))
+    found = with_key.replay_directly("k", URL, params("key sk-ant-secret"))
+    assert found is not None and not found.opens_recording
 
 
 def test_a_request_with_nothing_left_to_play_is_not_encoded_to_look_for_it(tmp_path, monkeypatch):

@@ -300,3 +300,50 @@ def test_generated_rows_are_judged_as_they_end_and_the_summary_finds_them_judged
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["*freshness: 3 fresh*"])
     assert events[-1] == "summary" and sorted(events[:-1]) == [f"{n}.md" for n in names], events
+
+
+def test_a_replayed_row_is_judged_without_reading_its_recording_again(
+    project: Project, fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue 12: a replay read each row's cassette to play it, then again to judge its freshness
+    (0.1 to 0.2 ms a row). A row whose first request played its recording's first reply has a
+    recording that opens with today's request: fresh, with nothing read. A row whose recording
+    opens with another request is still read, and named stale."""
+    from pytest_batchgen import freshness
+    from pytest_batchgen.plan import load_plan
+    from pytest_batchgen.settings import DEFAULT_MAX_TOKENS
+
+    project.write_rows(ROWS)
+    recorded(project, fake)
+    # beta's recording now opens with another request (its own comes second), as an older
+    # prompt recorded first would
+    cassette = project.cassette("beta.md")
+    data = yaml.safe_load(cassette.read_text())
+    older = json.loads(data["interactions"][0]["request"]["body"])
+    older["max_tokens"] = older["max_tokens"] + 1
+    first = {**data["interactions"][0], "request": {**data["interactions"][0]["request"], "body": json.dumps(older)}}
+    data["interactions"].insert(0, first)
+    cassette.write_text(yaml.safe_dump(data))
+    project.reset(ROWS)
+    read: list[str] = []
+    real = freshness.read_first_request
+
+    def read_first_request(path):
+        read.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(freshness, "read_first_request", read_first_request)
+
+    # (a step summary: the JSON report then carries each row's freshness)
+    result = project.run("--batch-record-mode", "none", "--batch-report", "report.json", "--batch-summary", "summary.md")
+
+    assert result.ret == 0, result.stdout.str()
+    assert read == ["beta.md.yaml"]
+    result.stdout.fnmatch_lines(["*freshness: 2 fresh, 1 stale*"])
+    rows = {r["filename"]: r["freshness"] for p in json.loads(project.read("report.json"))["plans"] for r in p["rows"]}
+    # what reading every recording says now, as a later run would judge them
+    plan = load_plan(project.path / "plan.md", project.path)
+    book = freshness.FreshnessBook(DEFAULT_MAX_TOKENS)
+    assert rows == {r.filename: book.of(plan, r).as_dict() for r in plan.rows}
+    assert rows["alpha.md"] == {"state": "fresh", "reasons": [], "recording": "matches"}
+    assert rows["beta.md"] == {"state": "stale", "reasons": ["max_tokens"], "recording": "differs"}
