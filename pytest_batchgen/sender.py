@@ -379,6 +379,7 @@ def _child(state: BatchState, modules: tuple[str, ...], inbox: Connection, outbo
     try:
         from .preload import Preloader
 
+        _without_assertion_rewriting()
         Preloader(modules).run_here()
         try:
             start = inbox.recv()
@@ -390,6 +391,20 @@ def _child(state: BatchState, modules: tuple[str, ...], inbox: Connection, outbo
         send(("crashed", "the sending process failed: " + traceback.format_exc(limit=8)))
         os._exit(1)
     os._exit(0)
+
+
+def _without_assertion_rewriting() -> None:
+    """Import as a plain interpreter does, without pytest's assertion-rewriting import hook.
+
+    pytest puts the hook first on ``sys.meta_path`` so that it can rewrite the ``assert``
+    statements of test modules, conftests and plugins. This process runs none of them: it
+    imports the SDK, vcrpy and the plugin's own dispatching modules (whose few asserts only
+    narrow types), and the hook looked at each of the SDK's modules first (and searched again
+    for those it did not rule out by name). Without it, the SDK's import here took 10% fewer
+    instructions (cachegrind: 3.93 G against 4.37 G), which puts the first request out earlier."""
+    from _pytest.assertion.rewrite import AssertionRewritingHook
+
+    sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, AssertionRewritingHook)]
 
 
 def _generate(
