@@ -225,7 +225,8 @@ class Recorder(Recordings):
 
         with self._lock:
             cassette = self._cassette(key)
-            cassette.append(VcrRequest(method, url, body, dict(headers)), response)
+            # (items(): dict() of httpx's Headers looks each name up again, through every header)
+            cassette.append(VcrRequest(method, url, body, dict(headers.items())), response)
             cassette._save()  # vcrpy private API (9.4.2): persist now
 
     def commit(self, call: CallInfo) -> None:
