@@ -164,7 +164,7 @@ def _fast(text: str):
         return "error", type(exc)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(value=VALUES, flow=st.booleans())
 def test_a_dumped_value_loads_as_pyyaml_loads_it(value, flow):
     """``load_cassette_yaml`` builds the nodes vcrpy writes itself and leaves the rest (floats,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import types
@@ -92,50 +93,34 @@ def test_a_live_run_sends_from_a_child_and_its_pytest_process_never_loads_the_sd
     assert [row_of(b) for b in project.cassette_bodies("alpha.md")] == ["alpha.md"]
 
 
-#: records, in each process, whether pytest's assertion rewriting hooks the imports
-REWRITING_PROBE = """
-import os, sys
-from _pytest.assertion.rewrite import AssertionRewritingHook
-from pytest_batchgen import preload
+def _rewriting() -> bool:
+    from _pytest.assertion.rewrite import AssertionRewritingHook
 
-LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rewriting.log")
-
-
-def _hooked():
     return any(isinstance(finder, AssertionRewritingHook) for finder in sys.meta_path)
 
 
-_run_here = preload.Preloader.run_here
-
-
-def run_here(self):
-    with open(LOG, "a") as log:
-        log.write(f"importing the SDK: {_hooked()}\\n")
-    return _run_here(self)
-
-
-preload.Preloader.run_here = run_here
-
-
-def pytest_sessionfinish(session):
-    with open(LOG, "a") as log:
-        log.write(f"running the tests: {_hooked()}\\n")
-"""
-
-
-def test_the_sending_process_imports_without_pytests_assertion_rewriting(project, fake):
+def test_the_sending_process_imports_without_pytests_assertion_rewriting(project, fake, monkeypatch):
     """The child imports the SDK as a plain interpreter would: pytest's rewriting hook looked at
     every module of it first (10% of the import's instructions). The pytest process keeps it, for
     the tests and conftests it runs."""
-    project.write_rows(rows_for("alpha"))
-    project.write("conftest.py", REWRITING_PROBE)
+    from pytest_batchgen import preload
 
-    result = project.run(subprocess=True)
+    log = project.path / "rewriting.log"
+    run_here = preload.Preloader.run_here
+
+    def recording_run_here(self):  # in the child (the fork inherits the patch)
+        log.write_text(f"importing the SDK: {_rewriting()}\n")
+        return run_here(self)
+
+    monkeypatch.setattr(preload.Preloader, "run_here", recording_run_here)
+    project.write_rows(rows_for("alpha"))
+
+    result = project.run()
 
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines([FORKED])
-    logged = sorted((project.path / "rewriting.log").read_text().splitlines())
-    assert logged == ["importing the SDK: False", "running the tests: True"]
+    assert log.read_text() == "importing the SDK: False\n"
+    assert _rewriting()  # this process: untouched
 
 
 def test_the_header_says_why_a_run_keeps_the_thread_and_a_bad_sender_is_a_usage_error(project, fake):
