@@ -222,9 +222,8 @@ class BatchDispatcher(BackgroundDispatch):
             error = (
                 str(exc) if isinstance(exc, BatchgenError) else f"batch dispatcher stopped: {type(exc).__name__}: {exc}"
             )
-            for key, fut in self._futures.items():
-                if not fut.done():
-                    fut.set_result(RowResult(key, Outcome.ERROR, error=error))
+            for key in self._row_results.pending():
+                self._row_results.set(key, RowResult(key, Outcome.ERROR, error=error))
         finally:
             self._pool.shutdown(wait=True)
             if self._client is not None:
@@ -284,7 +283,7 @@ class BatchDispatcher(BackgroundDispatch):
             self.done += 1
             if result.outcome.counts_as_failed:
                 self.failed += 1
-        self._futures[key].set_result(result)
+        self._row_results.set(key, result)
 
     def _end(self, st: RowState, outcome: Outcome, error: str | None = None) -> None:
         st.ended = True

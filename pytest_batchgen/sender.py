@@ -198,9 +198,9 @@ class RemoteDispatch:
         self._rows = {run.row_id(row).key: (run, row) for run, row in rows}
         self.jobs = list(self._rows)
         self._afresh = afresh
-        self._futures: dict[str, concurrent.futures.Future[RowResult]] = {
-            k: concurrent.futures.Future() for k in self.jobs
-        }
+        from .dispatch import RowResults
+
+        self._row_results = RowResults(self.jobs)
         self._finished = threading.Event()
         self._reader: threading.Thread | None = None
         self._checking = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="batchgen-checks")
@@ -247,7 +247,7 @@ class RemoteDispatch:
                 elif kind == "result":
                     _, result, counters = message
                     self._set(counters)
-                    self._futures[result.key].set_result(result)
+                    self._row_results.set(result.key, result)
                 elif kind == "status":
                     self._set(message[1])
                 elif kind == "finished":
@@ -289,9 +289,8 @@ class RemoteDispatch:
         if not why:
             code = os.waitstatus_to_exitcode(status) if status is not None else "?"
             why = f"the sending process ended (exit status {code}) before this row's result"
-        for key, fut in self._futures.items():
-            if not fut.done():
-                fut.set_result(_error(key, why))
+        for key in self._row_results.pending():
+            self._row_results.set(key, _error(key, why))
 
     def cancel(self, reason: str) -> None:
         if not self._cancelled:
@@ -299,8 +298,7 @@ class RemoteDispatch:
             self.sender.send(("cancel", reason))
 
     def result(self, key: str, timeout: float | None = None) -> RowResult | None:
-        fut = self._futures.get(key)
-        return None if fut is None else fut.result(timeout)
+        return self._row_results.wait(key, timeout) if key in self._row_results else None
 
     def join(self, timeout: float | None = None) -> bool:
         if self._reader is None:
@@ -308,7 +306,7 @@ class RemoteDispatch:
         return self._finished.wait(timeout)
 
     def results(self) -> dict[str, RowResult]:
-        return {k: f.result() for k, f in self._futures.items() if f.done()}
+        return self._row_results.all()
 
 
 def _error(key: str, why: str) -> RowResult:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_batchgen.dispatch import Attempt, RowResult
+from pytest_batchgen.dispatch import Attempt, RowResult, RowResults
 from pytest_batchgen.outcomes import Outcome, Verdict
 from pytest_batchgen.report import RowReport, totals
 from pytest_batchgen.plan import Row
@@ -195,6 +195,36 @@ def test_a_row_result_crosses_processes_as_plain_json_and_comes_back_typed() -> 
     assert data["outcome"] == "failed"
     back = RowResult.from_dict(data)
     assert back == result and back.outcome is Outcome.FAILED
+
+
+def test_row_results_are_set_once_waited_for_and_told_to_each_callback(caplog: pytest.LogCaptureFixture) -> None:
+    """What the dispatchers kept a Future a row for (1.5 KB each), in one dict."""
+    import concurrent.futures
+    import threading
+
+    results = RowResults(["a", "b", "c"])
+    assert "a" in results and "z" not in results
+    with pytest.raises(concurrent.futures.TimeoutError):
+        results.wait("a", timeout=0.01)
+    seen: list[str] = []
+    results.on_result(lambda r: seen.append(r.key))
+    results.on_result(lambda r: 1 / 0)  # logged, and the others still told
+    waited: list[RowResult] = []
+    waiter = threading.Thread(target=lambda: waited.append(results.wait("b", timeout=10)))
+    waiter.start()
+
+    first = RowResult("b", Outcome.PASSED)
+    results.set("b", first)
+    results.set("b", RowResult("b", Outcome.ERROR))  # a second result for a row: ignored
+    waiter.join(10)
+
+    assert waited == [first] and results.wait("b") is first and results.done("b")
+    assert sorted(results.pending()) == ["a", "c"] and results.all() == {"b": first}
+    late: list[str] = []
+    results.on_result(lambda r: late.append(r.key))  # told at once of the result already set
+    results.set("a", RowResult("a", Outcome.FAILED))
+    assert seen == ["b", "a"] and late == ["b", "a"]
+    assert sum("a row-result callback failed" in r.message for r in caplog.records) == 2
 
 
 def _row(filename: str) -> Row:
