@@ -344,11 +344,11 @@ class Recordings:
     ) -> None:
         if mode not in RECORD_MODES:
             raise ValueError(f"unknown record mode {mode!r}; use one of {', '.join(RECORD_MODES)}")
-        self.paths = dict(paths)
+        self.paths = paths  # (not copied: it may be made per row as asked, see generation.PerRow)
         self.mode = mode
-        self.hints = dict(hints or {})
+        self.hints: Mapping[str, str] = hints if hints is not None else {}  # (not copied: it may be lazy)
         #: how to show each cassette's path in messages (relative to the rootdir)
-        self.labels: dict[str, str] = {}
+        self.labels: Mapping[str, str] = {}
         self._secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
         #: why no request may go out in this run, whatever the mode (set when there is no key)
         self.live_refusal: str | None = None

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -22,7 +22,7 @@ from .run import PlanRun
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .dispatch import CompletionClient, Dispatcher, RowResult
+    from .dispatch import CompletionClient, Dispatcher, Job, RowResult
     from .recording import Recorder
     from .report import Progress
     from .sender import RemoteDispatch
@@ -46,6 +46,31 @@ def wants(state: BatchState, run: PlanRun, row: Row) -> bool:
     from .freshness import regenerates
 
     return wants_generation(run, row, state.settings.record_mode, regenerates(state, run.plan, row))
+
+
+T = TypeVar("T")
+
+
+class PerRow(Mapping[str, T]):
+    """A value for each row, made each time it is asked for: its cassette's path, that path as
+    a message shows it, the command that records the row again. Made for every row up front,
+    they were held to the session's end (about 0.6 KB a row) to be read once or twice a row."""
+
+    def __init__(self, jobs: Mapping[str, Job], make: Callable[[Job], T]) -> None:
+        self._jobs = jobs
+        self._make = make
+
+    def __getitem__(self, key: str) -> T:
+        return self._make(self._jobs[key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._jobs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
 
 
 def rerecord_hint(run: PlanRun, row: Row) -> str:
@@ -76,8 +101,9 @@ def make_dispatcher(
 
     mode = settings.record_mode
     jobs = [Job(run, row, rerecord=mode == "all" or run.row_id(row).key in afresh) for run, row in rows]
-    paths = {j.key: j.run.plan.cassette_path(j.row) for j in jobs}
-    hints = {j.key: rerecord_hint(j.run, j.row) for j in jobs}
+    by_key = {j.key: j for j in jobs}
+    paths = PerRow(by_key, lambda j: j.run.plan.cassette_path(j.row))
+    hints = PerRow(by_key, lambda j: rerecord_hint(j.run, j.row))
     api_key = settings.api_key
     secrets = (api_key,) if api_key else ()
     recorder: Recorder | None = None
@@ -87,7 +113,7 @@ def make_dispatcher(
         from .recording import Recorder
 
         recordings = recorder = Recorder(paths, mode, hints, secrets)
-    recordings.labels = {j.key: j.run.plan.rel(paths[j.key]) for j in jobs}
+    recordings.labels = PerRow(by_key, lambda j: j.run.plan.rel(j.run.plan.cassette_path(j.row)))
     for key in afresh:
         if key in paths:
             recordings.start_afresh(key)  # the stale recording is replaced by the new replies
