@@ -64,8 +64,8 @@ def _construct(node: yaml.Node, seen: set[int]) -> Any:
     duplicate key keeps its last value, as PyYAML's does).
 
     PyYAML's constructor is pure Python around its C parser and spent half of each cassette's
-    read (0.13 of 0.27 ms) dispatching on every node. Anything else (another tag, a duplicate
-    key, an alias) raises :class:`_Unusual`, and the document is loaded the usual way."""
+    read (0.13 of 0.27 ms) dispatching on every node. Anything else (another tag, an alias)
+    raises :class:`_Unusual`, and the document is loaded the usual way."""
     if isinstance(node, yaml.ScalarNode):
         tag, value = node.tag, node.value
         if tag == _TAG + "str":

@@ -175,7 +175,8 @@ class RowResults:
     logged, not propagated."""
 
     def __init__(self, keys: Iterable[str]) -> None:
-        self._keys = frozenset(keys)
+        self._order = tuple(keys)
+        self._keys = frozenset(self._order)
         self._done: dict[str, RowResult] = {}
         self._changed = threading.Condition()
         self._callbacks: list[Callable[[RowResult], None]] = []
@@ -187,9 +188,9 @@ class RowResults:
         return key in self._done
 
     def pending(self) -> list[str]:
-        """The rows without a result yet."""
+        """The rows without a result yet, in the order given."""
         with self._changed:
-            return [key for key in self._keys if key not in self._done]
+            return [key for key in self._order if key not in self._done]
 
     def set(self, key: str, result: RowResult) -> None:
         """The row's result; a second one for the same row is ignored."""
@@ -230,7 +231,7 @@ def _call(callback: Callable[[RowResult], None], result: RowResult) -> None:
 
 
 class BackgroundDispatch:
-    """What every dispatcher shares: its rows' futures, the thread that generates them, the
+    """What every dispatcher shares: its rows' results, the thread that generates them, the
     counters of the progress line, and the start / wait / cancel interface that
     :class:`~pytest_batchgen.generation.Generation` drives. Subclasses implement ``_main``
     (run in the thread; every future must be set when it returns)."""

@@ -219,7 +219,7 @@ def test_row_results_are_set_once_waited_for_and_told_to_each_callback(caplog: p
     waiter.join(10)
 
     assert waited == [first] and results.wait("b") is first and results.done("b")
-    assert sorted(results.pending()) == ["a", "c"] and results.all() == {"b": first}
+    assert results.pending() == ["a", "c"] and results.all() == {"b": first}
     late: list[str] = []
     results.on_result(lambda r: late.append(r.key))  # told at once of the result already set
     results.set("a", RowResult("a", Outcome.FAILED))
