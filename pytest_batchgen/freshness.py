@@ -296,7 +296,12 @@ def assess(plan: Plan, row: Row, prompt: Prompt) -> Freshness:
         return Freshness(UNRECORDED if has_output else MISSING, recording="unreadable", note=note)
     if first is None:
         return Freshness(UNRECORDED if has_output else MISSING)
-    reasons = changes(first, prompt.params())
+    return _against_recording(has_output, cassette, changes(first, prompt.params()))
+
+
+def _against_recording(has_output: bool, cassette: Path, reasons: tuple[str, ...]) -> Freshness:
+    """The freshness of a row with a readable recording, whose first request differs from
+    today's in ``reasons`` (none: it matches)."""
     kind = "differs" if reasons else "matches"
     if not has_output:
         return Freshness(MISSING, reasons, kind, cassette)
@@ -335,8 +340,8 @@ class FreshnessBook:
         with that very request (:attr:`~pytest_batchgen.dispatch.RowResult.recorded_as_sent`): the
         request of today, so the recording matches, and only the output's presence is read.
         Reading the cassette again for it cost 0.1 to 0.2 ms a replayed row."""
-        found = self._rows[(plan.path, row.filename)] = Freshness(
-            FRESH if plan.output_path(row).exists() else MISSING, (), "matches", plan.cassette_path(row)
+        found = self._rows[(plan.path, row.filename)] = _against_recording(
+            plan.output_path(row).exists(), plan.cassette_path(row), ()
         )
         return found
 

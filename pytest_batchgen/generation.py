@@ -113,7 +113,7 @@ def make_dispatcher(
         from .recording import Recorder
 
         recordings = recorder = Recorder(paths, mode, hints, secrets)
-    recordings.labels = PerRow(by_key, lambda j: j.run.plan.rel(j.run.plan.cassette_path(j.row)))
+    recordings.labels = PerRow(by_key, lambda j: j.run.plan.rel(paths[j.key]))
     for key in afresh:
         if key in paths:
             recordings.start_afresh(key)  # the stale recording is replaced by the new replies

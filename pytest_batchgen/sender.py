@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checklist import Failure
-from .dispatch import DraftChecks
+from .dispatch import DraftChecks, RowResults
 from .fsutil import atomic_write
 from .outcomes import Outcome
 from .plan import Row
@@ -198,8 +198,6 @@ class RemoteDispatch:
         self._rows = {run.row_id(row).key: (run, row) for run, row in rows}
         self.jobs = list(self._rows)
         self._afresh = afresh
-        from .dispatch import RowResults
-
         self._row_results = RowResults(self.jobs)
         self._finished = threading.Event()
         self._reader: threading.Thread | None = None
