@@ -32,7 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from .client import NO_KEY_REFUSAL, RECORD_MODES, Completion, ModelCallError, completion_from_body
+from .client import NO_KEY_REFUSAL, Completion, ModelCallError, completion_from_body
+from .defaults import RECORD_MODES
 from .prompts import prompt_parts
 
 #: what a "To record it" command needs in front when the run has no key

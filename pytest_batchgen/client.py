@@ -81,10 +81,6 @@ class ModelCallError(Exception):
         self.replay_miss = replay_miss
 
 
-#: vcrpy's record modes, as ``--batch-record-mode`` takes them
-RECORD_MODES = ("none", "once", "new_episodes", "all")
-
-
 T = TypeVar("T")
 
 #: the api_key of a run without one: it never leaves the process (the recorder answers or refuses)

@@ -22,10 +22,10 @@ from typing import Any
 
 from frontmatter.default_handlers import YAMLHandler
 
+from .defaults import DEFAULT_MAX_BYTES
 from .fsutil import Signature, signature
 from .mdparse import block_parser
 
-DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 #: YAML parsing of a 4.8 MB front matter list took 37 s and 867 MB; a batch file's front matter
 #: is a few keys, so 64 KiB is generous and parses in a fraction of a second
 MAX_FRONT_MATTER_BYTES = 64 * 1024

@@ -11,7 +11,11 @@ concerns that are active in this run, as pytest does with ``LogXML``:
 - :class:`~pytest_batchgen.jsonreport.JsonReportPlugin` with ``--batch-report``;
 - :class:`~pytest_batchgen.terminal.TerminalPlugin` wherever a summary is printed.
 
-Without ``--batch-plan`` nothing is registered and every hook here returns at once.
+Without ``--batch-plan`` nothing is registered and every hook here returns at once. Such a
+run imports this module, the settings and the state's key, and nothing else of the plugin:
+pytest loads every installed plugin in every run, and the plan parser, the checklist and
+their libraries took about as many instructions to import as pytest's own start (cachegrind).
+The core is imported by the hooks that need it, once a plan is given.
 """
 
 from __future__ import annotations
@@ -19,22 +23,19 @@ from __future__ import annotations
 import gc
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from . import hookspecs
-from .checklist import collect_forms, compile_checklist
-from .document import BatchOutput, DocumentCache
 from .errors import BatchgenError
-from .judge import JudgeService, JudgeSettings
-from .nodes import FIXTURE_NAMES, PARAM_NAME, PlanFile, skip_unwritten
-from .plan import Plan, Row, load_plan
-from .pricing import PriceTable, with_aliases
-from .run import PlanRun
-from .selection import select
 from .settings import Role, Settings, add_options
 from .state import BatchState, state_key, state_of
-from .tally import TallyPlugin
+
+if TYPE_CHECKING:
+    from .document import BatchOutput
+    from .plan import Plan, Row
+    from .run import PlanRun
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -109,6 +110,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
+    from .checklist import collect_forms, compile_checklist
+    from .document import DocumentCache
+    from .judge import JudgeService, JudgeSettings
+    from .plan import load_plan
+    from .pricing import PriceTable, with_aliases
+    from .run import PlanRun
+
     forms = collect_forms(config.hook.pytest_batchgen_checklist_forms())
     docs = DocumentCache(settings.max_output_bytes)
     judge = JudgeService(JudgeSettings.from_settings(settings))
@@ -167,6 +175,7 @@ def _register_plugins(config: pytest.Config, state: BatchState) -> None:
     from .dryrun import DryRunPlugin
     from .generation import GenerationPlugin
     from .jsonreport import JsonReportPlugin
+    from .tally import TallyPlugin
     from .terminal import TerminalPlugin
     from .xdist import ControllerResults, XdistController
 
@@ -202,6 +211,8 @@ def _collect_plans(config: pytest.Config, state: BatchState) -> None:
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = [str(p) for p in plans] + [str(p) for p in checks]
         return
+    from .selection import select
+
     state.selection = select(config.args, state.settings.invocation_dir, plans, checks)
     config.args = list(state.selection.args)
 
@@ -245,6 +256,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     run = state.run_for(file_path.resolve())
     if run is None:
         return None
+    from .nodes import PlanFile
+
     plan_file: PlanFile = PlanFile.from_parent(parent, path=file_path, run=run)
     return plan_file
 
@@ -254,7 +267,11 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     state = state_of(metafunc.config)
-    if state is None or not any(name in metafunc.fixturenames for name in FIXTURE_NAMES):
+    if state is None:
+        return
+    from .nodes import FIXTURE_NAMES, PARAM_NAME
+
+    if not any(name in metafunc.fixturenames for name in FIXTURE_NAMES):
         return
     params = list(state.selected())
     ids = [run.row_id(row).param_id(state.several_plans) for run, row in params]
@@ -281,6 +298,9 @@ def batch_output(request: pytest.FixtureRequest, _batchgen_param: tuple[PlanRun,
     state = state_of(request.config)
     if state is None or _batchgen_param is None:
         pytest.skip("batch_output needs --batch-plan")
+    from .document import BatchOutput
+    from .nodes import skip_unwritten
+
     run, row = _batchgen_param
     path = run.output_path(row)
     result = state.result(run, row)

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .defaults import DEFAULT_MAX_TOKENS
 from .plan import Plan, Row
-
-DEFAULT_MAX_TOKENS = 8192
 
 INSTRUCTIONS = """\
 You are writing one file of a batch. Every file in the batch has the shape of the format \

@@ -16,18 +16,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import pytest
 
-from .client import RECORD_MODES
-from .document import DEFAULT_MAX_BYTES
+from .defaults import DEFAULT_MAX_BYTES, DEFAULT_MAX_TOKENS, RECORD_MODES
 from .errors import BatchgenError
-from .plan import ini_models
-from .pricing import Price, ini_prices
-from .prompts import DEFAULT_MAX_TOKENS
 
-#: one of :data:`pytest_batchgen.client.RECORD_MODES` (vcrpy's record modes)
+if TYPE_CHECKING:
+    from .pricing import Price
+
+#: one of :data:`pytest_batchgen.defaults.RECORD_MODES` (vcrpy's record modes)
 RecordMode = Literal["none", "once", "new_episodes", "all"]
 
 #: ``--batch-api``: one Messages request per row, or Message Batches
@@ -351,6 +350,9 @@ class Settings:
         report = config.getoption("batch_report")
         summary = config.getoption("batch_summary")
         invocation_dir = Path(config.invocation_params.dir)
+        from .plan import ini_models
+        from .pricing import ini_prices
+
         if config.getoption("batch_regenerate_stale") and (readonly or config.getoption("batch_validate_only")):
             which = "--batch-readonly" if readonly else "--batch-validate-only"
             raise BatchgenError(

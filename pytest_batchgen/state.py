@@ -13,17 +13,16 @@ from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
-from .plan import Row
-from .pricing import PriceTable
-from .run import PlanRun
-from .selection import Selection
-from .settings import Settings
-
 if TYPE_CHECKING:
     from .dispatch import RowResult
     from .freshness import FreshnessBook
     from .judge import JudgeService
+    from .plan import Row
+    from .pricing import PriceTable
+    from .run import PlanRun
+    from .selection import Selection
     from .sender import SenderProcess
+    from .settings import Settings
 
 
 class GenerationSource(Protocol):
