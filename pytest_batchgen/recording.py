@@ -43,7 +43,9 @@ __all__ = ["KEY_PREFIX", "CorruptCassette", "Recorder", "ReplayClient", "ReplayM
 _SECRET_WORDS = ("api-key", "apikey", "authorization", "auth-token", "cookie", "organization", "secret", "token")
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_secret(header: str) -> bool:
+    """(Cached: the same few names come with every request and reply of a run.)"""
     h = header.lower()
     return any(w in h for w in _SECRET_WORDS)
 
@@ -56,6 +58,7 @@ def _is_secret(header: str) -> bool:
 _CLIENT_HEADERS = frozenset({"host", "user-agent", "accept", "accept-encoding", "connection", "content-length"})
 
 
+@functools.lru_cache(maxsize=1024)
 def _recorded_header(header: str) -> bool:
     h = header.lower()
     return not (_is_secret(h) or h in _CLIENT_HEADERS or h.startswith("x-stainless-"))
@@ -131,6 +134,36 @@ class _AtomicPersister:
         atomic_write(Path(cassette_path), serialize(cassette_dict, serializer), sync=False)  # see fsutil
 
 
+class _NewCassette:
+    """A row's cassette that starts empty (record mode ``all``, a file being replaced, or no file
+    yet), with the two methods of vcrpy's ``Cassette`` that :meth:`Recorder.record` calls.
+
+    With nothing loaded, a vcrpy cassette saves every interaction appended, in order, through
+    its persister and its YAML serializer; this one does the same with the same functions
+    (``vcr.serialize``, ``yamlserializer``), so the file is vcrpy's, byte for byte
+    (tests/test_cassettes.py holds it to one). It leaves out what a cassette does per reply
+    that this recorder does not need: a deep copy of each reply before the filters (the reply
+    is made for it and no one else holds it), the record-mode bookkeeping, and making a cassette
+    with its matchers and options per row. A cassette that has interactions to keep (record
+    mode ``new_episodes`` on an existing file) is still vcrpy's own."""
+
+    def __init__(self, path: str, recorder: Recorder) -> None:
+        self.path = path
+        self.recorder = recorder
+        self.requests: list[Any] = []
+        self.responses: list[dict[str, Any]] = []
+
+    def append(self, request: Any, response: dict[str, Any]) -> None:
+        self.requests.append(self.recorder._scrub_request(request))
+        self.responses.append(self.recorder._scrub_response(response))
+
+    def _save(self) -> None:
+        from vcr.serializers import yamlserializer
+
+        interactions = {"requests": self.requests, "responses": self.responses}
+        _AtomicPersister.save_cassette(self.path, interactions, yamlserializer)
+
+
 class Recorder(Recordings):
     """The run's recorder: the rows' recordings (:class:`~pytest_batchgen.cassettes.Recordings`),
     and a vcrpy cassette for each row that records a reply, made at its first."""
@@ -143,7 +176,8 @@ class Recorder(Recordings):
         secrets: tuple[str, ...] = (),
     ) -> None:
         super().__init__(paths, mode, hints, secrets)
-        self._cassettes: dict[str, Any] = {}  # key -> the vcrpy Cassette its new replies go into
+        #: key -> the cassette its new replies go into: vcrpy's, or a :class:`_NewCassette`
+        self._cassettes: dict[str, Any] = {}
         self._afresh: set[str] = set()  # rows whose file is replaced, not added to
 
     def _options(self, key: str) -> dict[str, Any]:
@@ -162,17 +196,19 @@ class Recorder(Recordings):
         }
 
     def _cassette(self, key: str) -> Any:
-        """The vcrpy cassette that records the row's new replies: the file's, loaded by vcrpy so
-        that its record mode decides what is kept; an empty one when the file is replaced."""
-        from vcr.cassette import Cassette
-
+        """The cassette that records the row's new replies: the file's, loaded by vcrpy so that
+        its record mode decides what is kept; an empty one (:class:`_NewCassette`) when the file
+        is replaced or there is none. Record mode all keeps only what it records (vcrpy's
+        ``drop_unused_requests``): nothing to load."""
         with self._lock:
             c = self._cassettes.get(key)
             if c is None:
-                options = self._options(key)
-                # Record mode all keeps only what it records (drop_unused_requests): nothing to load
-                fresh = key in self._afresh or self.mode == "all"
-                c = Cassette(**options) if fresh else Cassette.load(**options)
+                if key in self._afresh or self.mode == "all" or not self.recording(key).rewound:
+                    c = _NewCassette(str(self.path(key)), self)
+                else:
+                    from vcr.cassette import Cassette
+
+                    c = Cassette.load(**self._options(key))
                 self._cassettes[key] = c
             return c
 
@@ -223,10 +259,12 @@ class Recorder(Recordings):
         need_vcrpy()
         from vcr.request import Request as VcrRequest
 
+        # (items(): dict() of httpx's Headers looks each name up again, through every header;
+        # filtered here, so vcrpy's request is not built with headers only to delete them)
+        request = VcrRequest(method, url, body, {k: v for k, v in headers.items() if _recorded_header(k)})
         with self._lock:
             cassette = self._cassette(key)
-            # (items(): dict() of httpx's Headers looks each name up again, through every header)
-            cassette.append(VcrRequest(method, url, body, dict(headers.items())), response)
+            cassette.append(request, response)
             cassette._save()  # vcrpy private API (9.4.2): persist now
 
     def commit(self, call: CallInfo) -> None:

@@ -9,6 +9,7 @@ vcrpy's (``recording.Recorder``): the last tests check what it leaves in each re
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -391,3 +392,52 @@ def test_record_mode_once_keeps_an_existing_recording_write_protected(tmp_path):
     assert "record mode 'once' adds nothing to an existing recording" in recorder.miss_message(
         "k", json.dumps(params("Beta")).encode()
     )
+
+
+_HEADER_NAMES = st.sampled_from(
+    ["content-type", "x-api-key", "authorization", "user-agent", "x-stainless-os", "anthropic-version", "X-Custom"]
+)
+_REPLY_HEADERS = st.dictionaries(
+    st.sampled_from(["content-type", "request-id", "set-cookie", "anthropic-ratelimit-requests-remaining"]),
+    st.lists(st.text(max_size=8), min_size=1, max_size=2),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    mode=st.sampled_from(["all", "once", "new_episodes"]),
+    interactions=st.lists(
+        st.tuples(st.dictionaries(_HEADER_NAMES, st.text(max_size=12)), st.text(max_size=40), _REPLY_HEADERS),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_a_cassette_that_starts_empty_is_written_as_vcrpys_cassette_writes_it(tmp_path, mode, interactions):
+    """The recorder writes a row's new cassette itself (``_NewCassette``): the file must be the
+    one a vcrpy ``Cassette`` with the same options writes, byte for byte, secrets scrubbed."""
+    from vcr.cassette import Cassette
+    from vcr.request import Request
+
+    from pytest_batchgen.recording import Recorder, _NewCassette, _recorded_header
+
+    secret = "sk-ant-secret-0123"
+    ours_path, theirs_path = tmp_path / f"ours-{mode}.yaml", tmp_path / f"theirs-{mode}.yaml"
+    for path in (ours_path, theirs_path):
+        path.unlink(missing_ok=True)
+    ours = Recorder({"k": ours_path}, mode, secrets=(secret,))
+    reference = Recorder({"k": theirs_path}, mode, secrets=(secret,))
+    theirs = Cassette(**reference._options("k"))
+    for number, (headers, text, reply_headers) in enumerate(interactions):
+        body = json.dumps(params(f"{text} {secret} {number}")).encode()
+        response = reply(text + secret)
+        response["headers"] = {**response["headers"], **reply_headers}
+        ours.record("k", "POST", URL, body, headers, copy.deepcopy(response))
+        theirs.append(Request("POST", URL, body, dict(headers)), copy.deepcopy(response))
+        theirs._save()
+        assert isinstance(ours._cassettes["k"], _NewCassette)
+        assert ours_path.read_bytes() == theirs_path.read_bytes()
+    written = ours_path.read_text(encoding="utf-8")
+    assert secret not in written
+    recorded = yaml.safe_load(written)["interactions"]
+    assert len(recorded) == len(interactions)
+    assert all(_recorded_header(name) for i in recorded for name in i["request"]["headers"])
