@@ -149,8 +149,11 @@ def main() -> None:
                 raise SystemExit(f"{variant}: {len(a)} processes at {small} rows, {len(b)} at {large}")
             per_row[variant] = [(y - x) / (large - small) for x, y in zip(a, b, strict=True)]
             names = ["the pytest process", "the sending process"] if variant == "ours" else [variant]
-            shown = ", ".join(f"{name} {n / 1e6:.2f} M" for name, n in zip(names, per_row[variant], strict=True))
-            print(f"  {variant}: {shown}; fixed {sum(b) / 1e9 - sum(per_row[variant]) * large / 1e9:.2f} G", flush=True)
+            shown = ", ".join(
+                f"{name} {n / 1e6:.2f} M a row, {(total - n * large) / 1e9:.2f} G fixed"
+                for name, n, total in zip(names, per_row[variant], b, strict=True)
+            )
+            print(f"  {variant}: {shown}", flush=True)
         bare = per_row["bare"][0]
         parent, *child = per_row["ours"]
         print(
