@@ -4,7 +4,8 @@ One row is recorded by the plugin through the real SDK against the loopback serv
 (tests/fakeapi.py). The cassette it writes keeps only the request headers that say what was
 asked; the server's log shows every header the SDK sent (user agent, ``x-stainless-*``, host,
 transport). The script puts those back into a copy and times, for both, vcrpy's YAML dump (what
-recording a reply costs) and ``cassettes.read_cassette`` (what a replay reads per row).
+recording a reply costs) and ``cassettes.read_cassette`` (what a replay reads per row); then
+the recorder's whole step per reply, ``Recorder.record`` into a new cassette.
 
     python benchmarks/bench_cassette.py [--repeat 500]
 """
@@ -66,6 +67,26 @@ def main() -> None:
             dump = per_call_ms(lambda c=cassette: yamlserializer.serialize(c), args.repeat)
             load = per_call_ms(lambda p=path: read_cassette(p), args.repeat)
             print(f"{label}: {path.stat().st_size} bytes, dump {dump:.3f} ms, read {load:.3f} ms")
+        print(f"record: {record_ms(folder, data, sent, args.repeat):.3f} ms a reply into a new cassette")
+
+
+def record_ms(folder: Path, data: dict, sent: dict[str, str], repeat: int) -> float:
+    """What the recorder spends on a reply (``Recorder.record``: vcrpy's request, the scrubbing,
+    the YAML dump, the write), each into a row's new cassette, with the headers the SDK sent."""
+    from pytest_batchgen.recording import Recorder
+
+    interaction = data["interactions"][0]
+    body = interaction["request"]["body"].encode()
+    reply = interaction["response"]
+    rows = folder / "rows"
+    recorder = Recorder({f"k{i}": rows / f"k{i}.yaml" for i in range(repeat + 1)}, "once")
+    keys = iter(range(repeat + 1))
+
+    def one() -> None:
+        response = {**reply, "headers": dict(reply["headers"]), "body": dict(reply["body"])}
+        recorder.record(f"k{next(keys)}", "POST", interaction["request"]["uri"], body, sent, response)
+
+    return per_call_ms(one, repeat)
 
 
 if __name__ == "__main__":
