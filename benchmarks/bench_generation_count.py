@@ -15,9 +15,11 @@ interpreter, the imports) cancel out of the figure a row:
   process and the sending process, each counted.
 
 Both of our processes run side by side on two cores (with the loopback server), so the run's
-time follows the larger of the two and the server's share, not their sum. Counts in a process
-that waits (the pytest process polls for results) move a little with timing; the rest are
-repeatable to within 0.1%.
+time follows the larger of the two and the server's share, not their sum. Unlike a replay's
+count, these move with timing: every process here waits on the network or on the other, and
+how many replies an event loop finds ready at each turn, or how often the pytest process polls
+for results, depends on the moment (the bare script's figure a row differed by 6% between two
+runs). Compare figures of one run with each other; run it twice before reading a few percent.
 
     python benchmarks/bench_generation_count.py                 # 50 and 250 rows, some 15 minutes
     python benchmarks/bench_generation_count.py --rows 100      # 20 and 100 rows
