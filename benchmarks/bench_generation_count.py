@@ -32,10 +32,7 @@ says so and stops.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -45,6 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_generation import REFERENCE, write_plan  # noqa: E402
+from bench_replay_count import cachegrind, find_valgrind, run_checked  # noqa: E402
 from bench_whole_run import BARE, base_env, pytest_cmd  # noqa: E402
 from fakeapi import FakeAnthropic, Reply  # noqa: E402
 
@@ -107,8 +105,6 @@ def counts(stderr: str) -> list[int]:
 
 def count(variant: str, rows: int, root: Path, valgrind: str) -> list[int]:
     """The instructions of one run, per process (the second of two runs: bytecode caches warm)."""
-    vg = [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
-    py = os.path.realpath(sys.executable)  # the interpreter itself, not a shell shim
     found: list[int] = []
     with FakeAnthropic(latency=0.0) as server:
         server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
@@ -118,18 +114,15 @@ def count(variant: str, rows: int, root: Path, valgrind: str) -> list[int]:
                 folder = Path(tmp)
                 write_plan(folder, rows)
                 if variant == "ours":
-                    cmd = [*vg, py, *pytest_cmd("--batch-plan", "plan.md", "--batch-concurrency", "8", "--rootdir", tmp)[1:]]
+                    cmd = cachegrind(valgrind, *pytest_cmd("--batch-plan", "plan.md", "--batch-concurrency", "8", "--rootdir", tmp)[1:])
                 elif variant == "pytest alone":
                     (folder / "test_items.py").write_text(TRIVIAL)
-                    cmd = [*vg, py, *pytest_cmd("test_items.py", "-p", "no:batchgen", "--rootdir", tmp)[1:]]
+                    cmd = cachegrind(valgrind, *pytest_cmd("test_items.py", "-p", "no:batchgen", "--rootdir", tmp)[1:])
                 else:
                     (folder / "script.py").write_text(BARE if variant == "bare" else RECORDING)
                     (folder / "bare-out").mkdir()
-                    cmd = [*vg, py, "script.py", str(rows), "8", "bare-out", "out/reference.md"]
-                ran = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
-                if ran.returncode != 0:
-                    raise SystemExit(f"{variant}: the run failed ({ran.returncode}):\n{ran.stdout[-2000:]}{ran.stderr[-2000:]}")
-                found = counts(ran.stderr)
+                    cmd = cachegrind(valgrind, "script.py", str(rows), "8", "bare-out", "out/reference.md")
+                found = counts(run_checked(variant, cmd, folder, env).stderr)
     return found
 
 
@@ -138,9 +131,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=250)
     ap.add_argument("--roots", default=str(ROOT), help="checkouts of the plugin to count, comma-separated")
     args = ap.parse_args()
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("valgrind is not installed: this benchmark counts instructions with its cachegrind tool")
+    valgrind = find_valgrind()
     small, large = max(args.rows // 5, 1), args.rows
     for root in (Path(r).resolve() for r in args.roots.split(",")):
         print(f"{root}: instructions a row ({small} and {large} rows, zero latency, concurrency 8)", flush=True)

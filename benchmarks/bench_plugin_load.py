@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_replay_count import instructions  # noqa: E402
+from bench_replay_count import cachegrind, instructions, run_checked  # noqa: E402
 from bench_whole_run import offline_env  # noqa: E402
 
 TESTS = """
@@ -54,15 +53,11 @@ def pytest_sessionfinish(session):
 def run(folder: Path, root: Path, items: int, without: bool, valgrind: str | None = None) -> tuple[float, int | None]:
     """One run's wall time and (under valgrind) its instructions."""
     env = {**offline_env(), "PYTHONPATH": str(root), "BENCH_ITEMS": str(items)}
-    cmd = [os.path.realpath(sys.executable), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    cmd += ["-p", "no:batchgen"] if without else []
-    if valgrind:
-        cmd = [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", *cmd]
+    args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", *(["-p", "no:batchgen"] if without else [])]
+    cmd = cachegrind(valgrind, *args) if valgrind else [os.path.realpath(sys.executable), *args]
     start = time.perf_counter()
-    ran = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
+    ran = run_checked("pytest", cmd, folder, env)
     wall = time.perf_counter() - start
-    if ran.returncode != 0:
-        raise SystemExit(f"the run failed ({ran.returncode}):\n{ran.stdout[-2000:]}{ran.stderr[-2000:]}")
     return wall, instructions(ran.stderr) if valgrind else None
 
 

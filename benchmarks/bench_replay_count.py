@@ -101,6 +101,29 @@ RUNS = {
 }
 
 
+def find_valgrind() -> str:
+    """valgrind's path, or the script stops saying it is missing."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("valgrind is not installed: this benchmark counts instructions with its cachegrind tool")
+    return valgrind
+
+
+def cachegrind(valgrind: str, *args: str) -> list[str]:
+    """The command running Python with ``args`` under cachegrind: the interpreter itself, not a
+    shell shim such as pyenv's (valgrind counts what it runs)."""
+    return [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+            os.path.realpath(sys.executable), *args]
+
+
+def run_checked(name: str, cmd: list[str], folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in ``folder``; a failed run stops the script with its output."""
+    ran = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
+    if ran.returncode != 0:
+        raise SystemExit(f"{name}: the run failed ({ran.returncode}):\n{ran.stdout[-2000:]}{ran.stderr[-2000:]}")
+    return ran
+
+
 def instructions(report: str) -> int:
     """The ``I refs`` total of cachegrind's summary (of the first process it reports)."""
     found = re.search(r"I\s+refs:\s+([\d,]+)", report)
@@ -130,9 +153,7 @@ def count(recorded: Path, rows: int, name: str, root: Path, valgrind: str) -> in
     of whatever changed (a checkout's edited modules, the conftest), which a user's run does not."""
     extra, env_extra = RUNS[name]
     env = {**offline_env(), **env_extra, "PYTHONPATH": str(root)}
-    # (the interpreter itself, not a shell shim such as pyenv's: valgrind counts what it runs)
-    cmd = [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
-    cmd += [os.path.realpath(sys.executable), *pytest_cmd("--batch-plan", "plan.md", *extra, "--rootdir", ".")[1:]]
+    cmd = cachegrind(valgrind, *pytest_cmd("--batch-plan", "plan.md", *extra, "--rootdir", ".")[1:])
     found = 0
     for _ in range(2):
         with tempfile.TemporaryDirectory() as tmp:
@@ -142,10 +163,7 @@ def count(recorded: Path, rows: int, name: str, root: Path, valgrind: str) -> in
                 for i in range(rows):
                     (folder / "out" / f"term-{i}.md").unlink()
             write_plan(folder, rows)  # every row pending again (the outputs stay)
-            ran = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
-            if ran.returncode != 0:
-                raise SystemExit(f"{name}: the run failed ({ran.returncode}):\n{ran.stdout[-2000:]}{ran.stderr[-2000:]}")
-            found = instructions(ran.stderr)
+            found = instructions(run_checked(name, cmd, folder, env).stderr)
     return found
 
 
@@ -154,9 +172,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--roots", default=str(ROOT), help="checkouts of the plugin to count, comma-separated")
     args = ap.parse_args()
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("valgrind is not installed: this benchmark counts instructions with its cachegrind tool")
+    valgrind = find_valgrind()
     sizes = (max(args.rows // 5, 1), args.rows)
     with tempfile.TemporaryDirectory() as tmp:
         recorded = {n: Path(tmp) / f"rows-{n}" for n in sizes}
