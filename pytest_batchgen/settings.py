@@ -346,13 +346,13 @@ class Settings:
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
         """Read and validate every value; a bad one is a :class:`BatchgenError` naming it."""
+        from .plan import ini_models  # (here: listing the options must not import the plan parser)
+        from .pricing import ini_prices
+
         readonly = bool(config.getoption("batch_readonly"))
         report = config.getoption("batch_report")
         summary = config.getoption("batch_summary")
         invocation_dir = Path(config.invocation_params.dir)
-        from .plan import ini_models
-        from .pricing import ini_prices
-
         if config.getoption("batch_regenerate_stale") and (readonly or config.getoption("batch_validate_only")):
             which = "--batch-readonly" if readonly else "--batch-validate-only"
             raise BatchgenError(
