@@ -286,21 +286,6 @@ class GenerationPlugin:
         if self.generation is not None and report.when == "teardown":
             self.generation.redraw()
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        """A row's ``generate`` item ended: its files are final, and its freshness is judged
-        now, between tests, rather than for every row at the end (see
-        :func:`~pytest_batchgen.baseline.judge_generated`)."""
-        from .nodes import GenerateItem
-
-        if self.generation is None or not isinstance(item, GenerateItem):
-            return
-        result = self.state.result(item.run, item.row)
-        if result is not None and result.attempts:
-            from .baseline import judge_generated
-
-            judge_generated(self.state, item.run, item.row, result)
-
     def pytest_keyboard_interrupt(self) -> None:
         if self.generation is not None:
             self.generation.cancel("the run was interrupted before this row was sent")

@@ -105,6 +105,10 @@ class RowItem(pytest.Item):
         self.run = run
         self.add_marker(mark if mark is not None else row_marker(run, row))
 
+    def runs_user_code(self) -> bool:
+        """Whether running the item may run a user's code (see :mod:`~pytest_batchgen.protocol`)."""
+        return False
+
     def generation_result(self) -> RowResult | None:
         """The row's generation (waiting for it), recorded in the item's properties."""
         result = _state(self).result(self.run, self.row)
@@ -118,6 +122,12 @@ class CheckItem(RowItem):
     def __init__(self, *, rule: Rule, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rule = rule
+
+    def runs_user_code(self) -> bool:
+        """A form from a conftest or another plugin: its check may print or log."""
+        from .rules import is_builtin
+
+        return not is_builtin(self.rule.form)
 
     def runtest(self) -> None:
         state = _state(self)
@@ -160,6 +170,19 @@ class GenerateItem(RowItem):
         if result.outcome.generation_failed:
             hint = f"; {result.hint}" if result.hint else ""
             raise GenerationFailed(f"{result.outcome}: {result.error}{hint}")
+
+    def teardown(self) -> None:
+        """The row's generation ended and its files are final: its freshness is judged now,
+        between tests, rather than for every row at the end (see
+        :func:`~pytest_batchgen.baseline.judge_generated`)."""
+        state = _state(self)
+        if state.generation is None:
+            return
+        result = state.result(self.run, self.row)
+        if result is not None and result.attempts:
+            from .baseline import judge_generated
+
+            judge_generated(state, self.run, self.row, result)
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None

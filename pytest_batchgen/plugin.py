@@ -5,6 +5,8 @@ This file only connects the core to pytest. ``pytest_configure`` builds the sett
 concerns that are active in this run, as pytest does with ``LogXML``:
 
 - :class:`~pytest_batchgen.tally.TallyPlugin` always (counts items, tallies reports, records);
+- :class:`~pytest_batchgen.protocol.ItemProtocol` where items run (the plugin's items without
+  pytest's per-phase hooks, when nothing could tell the difference);
 - :class:`~pytest_batchgen.generation.GenerationPlugin` in a plain run that may call the model;
 - :class:`~pytest_batchgen.xdist.XdistController` on an xdist controller;
 - :class:`~pytest_batchgen.dryrun.DryRunPlugin` with ``--batch-dry-run``;
@@ -183,6 +185,10 @@ def _register_plugins(config: pytest.Config, state: BatchState) -> None:
     pm = config.pluginmanager
     tally = TallyPlugin(state)
     pm.register(tally, "batchgen-tally")
+    if settings.role is not Role.CONTROLLER:  # a controller runs no items
+        from .protocol import ItemProtocol
+
+        pm.register(ItemProtocol(config), "batchgen-protocol")
     if settings.generates_here:
         pm.register(GenerationPlugin(config, state), "batchgen-generation")
     if settings.role is Role.CONTROLLER:

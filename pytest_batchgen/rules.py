@@ -596,3 +596,10 @@ def pytest_batchgen_checklist_forms():
     The judge form (pytest_batchgen/judge.py) comes first: "Judge: ... sections present" is a
     judge line, not a sections line."""
     return [JUDGE_FORM, *BUILTIN_FORMS]
+
+
+def is_builtin(form: ChecklistForm) -> bool:
+    """Whether ``form`` is one of the plugin's own (their checks print and log nothing, and a
+    linter's output goes to a pipe): their items may skip pytest's per-phase hooks
+    (:mod:`~pytest_batchgen.protocol`)."""
+    return form is JUDGE_FORM or any(form is builtin for builtin in BUILTIN_FORMS)

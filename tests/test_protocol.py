@@ -1,0 +1,172 @@
+"""The plan's items run without pytest's per-phase hooks (``pytest_batchgen/protocol.py``),
+and nothing a user reads changes.
+
+Which protocol ran an item is read from the item itself: pytest's logging plugin stores the
+item's log records in its stash at setup, a per-phase hook that the lean protocol leaves out.
+A conftest wrapper of ``pytest_runtest_makereport`` (not a per-phase hook, so it does not make
+items fall back) copies that onto each report as ``phase_hooks``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import Project, Run
+
+DATA = Path(__file__).resolve().parent / "data"
+CHANGELOG = "plans/changelog.md"
+
+OBSERVER = """
+import os
+import pytest
+from _pytest.logging import caplog_records_key
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    report.phase_hooks = caplog_records_key in item.stash
+    report.current_test = os.environ.get("PYTEST_CURRENT_TEST")
+    return report
+"""
+
+#: a conftest hook of a per-phase kind: every item must then run pytest's own protocol
+SETUP_HOOK = """
+SEEN = []
+
+def pytest_runtest_setup(item):
+    SEEN.append(item.nodeid)
+"""
+
+
+@pytest.fixture
+def changelog(project: Project) -> Project:
+    project.copy(DATA / "changelog")
+    project.plan = CHANGELOG
+    project.edit(CHANGELOG, "`python tools/", f"`{shlex.quote(sys.executable)} tools/")
+    return project
+
+
+def phase_hooks(run: Run) -> dict[str, bool]:
+    """``filename::item`` -> whether pytest's per-phase hooks ran for it (its call report)."""
+    return {key: rep.phase_hooks for key, rep in run.reports().items()}  # type: ignore[attr-defined]
+
+
+def what_users_read(run: Run) -> list[tuple]:
+    """Every report as a reader of reports sees it, in order (durations aside)."""
+    return [
+        (rep.nodeid, rep.when, rep.outcome, rep.location, rep.longreprtext, rep.user_properties,
+         sorted(rep.keywords), rep.sections, rep.current_test)
+        for rep in run._reports()
+    ]
+
+
+def test_plan_items_skip_the_phase_hooks_and_every_report_and_file_stays_the_same(changelog: Project):
+    # given: the changelog project, whose outputs pass, fail (with the output's line) and are
+    # missing, and a plain test beside the plan
+    changelog.write("conftest.py", OBSERVER)
+    changelog.write("test_plain.py", "def test_plain():\n    print('hello')\n")
+    before = changelog.snapshot()
+
+    # when: validated as it is, then again with a conftest that implements a per-phase hook
+    lean = changelog.run("--batch-validate-only", "test_plain.py")
+    after_lean = changelog.snapshot()
+    for path, content in before.items():
+        if not path.endswith("/"):
+            changelog.write(path, content)
+    changelog.write("conftest.py", OBSERVER + SETUP_HOOK)
+    full = changelog.run("--batch-validate-only", "test_plain.py")
+
+    # then: the plan's items ran the lean protocol in the first run and pytest's in the second;
+    # the plain test ran pytest's in both
+    hooks = phase_hooks(lean)
+    assert hooks.pop("test_plain") is True
+    assert hooks and not any(hooks.values()), hooks
+    assert all(phase_hooks(full).values())
+    # and what the two runs showed and wrote is the same
+    assert lean.ret == full.ret == pytest.ExitCode.TESTS_FAILED
+    assert lean.counts() == full.counts() == {"passed": 45, "failed": 16, "skipped": 6}
+    assert what_users_read(lean) == what_users_read(full)
+    written = changelog.snapshot()
+    assert written.pop("conftest.py") != after_lean.pop("conftest.py")
+    assert written == after_lean
+    # a failure still points at the output's line and the checklist's
+    assert "changelog/v1.5.0.md:16: tab character" in lean.failure("v1.5.0.md::lint")
+    # the plain test's output was captured as before, in both runs
+    assert ("Captured stdout call", "hello\n") in lean.reports()["test_plain"].sections
+
+
+def test_a_check_form_from_a_conftest_runs_pytest_protocol_and_its_output_is_captured(changelog: Project):
+    # given: a form of the user's that prints as it checks, beside the built-in ones
+    changelog.write(
+        "conftest.py",
+        OBSERVER
+        + """
+from pytest_batchgen import ChecklistForm
+
+def _check(ctx):
+    print("checked", ctx.row.filename)
+    return None
+
+def pytest_batchgen_checklist_forms():
+    return [ChecklistForm(name="printed", pattern="printed check", check=_check)]
+""",
+    )
+    changelog.edit(CHANGELOG, "## Validation Checklist\n", "## Validation Checklist\n1. Printed check\n")
+
+    # when
+    result = changelog.run("--batch-validate-only", "-k", "v1.1.0")
+
+    # then: the user's form ran under pytest's protocol, with its print captured; the
+    # built-in forms' items did not
+    hooks = phase_hooks(result)
+    assert hooks.pop("v1.1.0.md::printed") is True
+    assert hooks and not any(hooks.values()), hooks
+    report = result.reports()["v1.1.0.md::printed"]
+    assert ("Captured stdout call", "checked v1.1.0.md\n") in report.sections
+
+
+def test_an_xfail_mark_on_a_plan_item_is_honoured(changelog: Project):
+    # given: a conftest marking one failing check xfail (pytest's skipping plugin reads marks
+    # in its per-phase hooks)
+    changelog.write(
+        "conftest.py",
+        OBSERVER
+        + """
+import pytest
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.nodeid.endswith("v1.2.0.md::category-value"):
+            item.add_marker(pytest.mark.xfail(reason="known bad category"))
+""",
+    )
+
+    # when
+    result = changelog.run("--batch-validate-only", "-k", "v1.2.0 or v1.1.0", "-rx")
+
+    # then: that item ran pytest's protocol and is xfailed; the others ran the lean one
+    hooks = phase_hooks(result)
+    assert hooks.pop("v1.2.0.md::category-value") is True
+    assert hooks and not any(hooks.values()), hooks
+    assert result.reports()["v1.2.0.md::category-value"].outcome == "skipped"
+    result.stdout.fnmatch_lines(["*XFAIL*v1.2.0.md::category-value*known bad category*"])
+
+
+@pytest.mark.parametrize("option", ["--setup-show", "--setup-only"])
+def test_options_that_show_the_phases_get_pytest_protocol(changelog: Project, option: str):
+    changelog.write("conftest.py", OBSERVER)
+    result = changelog.run("--batch-validate-only", "-k", "v1.1.0", option)
+    seen = [rep.phase_hooks for rep in result._reports() if rep.when == "setup"]  # type: ignore[attr-defined]
+    assert len(seen) == 6 and all(seen), seen
+
+
+def test_exitfirst_stops_at_the_first_failing_plan_item(changelog: Project):
+    changelog.write("conftest.py", OBSERVER)
+    result = changelog.run("--batch-validate-only", "-x")
+    assert result.counts()["failed"] == 1
+    assert not any(phase_hooks(result).values())
+    result.stdout.fnmatch_lines(["*stopping after 1 failures*"])
