@@ -170,3 +170,34 @@ def test_exitfirst_stops_at_the_first_failing_plan_item(changelog: Project):
     assert result.counts()["failed"] == 1
     assert not any(phase_hooks(result).values())
     result.stdout.fnmatch_lines(["*stopping after 1 failures*"])
+
+
+def test_xdist_workers_run_plan_items_the_lean_way_and_report_the_same(changelog: Project):
+    # given: an observer that leaves its finding in the items' properties, which reach the
+    # controller's JUnit XML (a report's own attributes do not cross to the controller)
+    changelog.write(
+        "conftest.py",
+        """
+import pytest
+from _pytest.logging import caplog_records_key
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if call.when == "call":
+        item.user_properties.append(("phase_hooks", str(caplog_records_key in item.stash)))
+    return report
+""",
+    )
+
+    # when
+    result = changelog.run(
+        "--batch-validate-only", "--batch-readonly", "-n", "2", "-p", "no:randomly", "--junitxml=junit.xml"
+    )
+
+    # then: a read-only run's tally (v1.1.0 passes but is not registered, a failure more than in
+    # the first test), and every plan item ran the lean protocol on its worker
+    assert result.counts() == {"passed": 43, "failed": 17, "skipped": 6}
+    xml = changelog.read("junit.xml")
+    assert xml.count('name="phase_hooks" value="False"') == 66
+    assert 'name="phase_hooks" value="True"' not in xml
