@@ -15,7 +15,8 @@ for the replay):
 - ``replay``: ``--batch-record-mode none``, offline, no key;
 - the floor of a replay, two runs of validate-only with one item more per row, collected from a
   ``conftest.py`` of this script's: ``+ item`` runs a trivial item (pytest's own cost of one
-  item more, the ``generate`` item's share), ``+ item, read, write`` reads the row's cassette
+  item more, the ``generate`` item's share; run as the checkout runs its own items, through
+  ``pytest_batchgen.protocol`` where the checkout has it), ``+ item, read, write`` reads the row's cassette
   with PyYAML's C loader and writes its reply to a file, which is the least a replay must do.
 
 Each figure is printed as a ratio to ``validate``, with the instructions a row over it at the
@@ -90,6 +91,21 @@ class FloorFile(pytest.File):
 def pytest_collect_file(file_path, parent):
     if file_path.name == "floor.txt" and os.environ.get("BATCHGEN_FLOOR"):
         return FloorFile.from_parent(parent, path=file_path)
+
+
+try:  # run as the checkout runs its own items, where it has a way of its own (protocol.py)
+    from pytest_batchgen.protocol import run_lean
+except ImportError:  # a checkout from before it: pytest's protocol, as its items
+    run_lean = None
+
+if run_lean is not None:
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(item, nextitem):
+        if isinstance(item, RowFloor):
+            run_lean(item, nextitem, (pytest.exit.Exception, KeyboardInterrupt))
+            return True
+        return None
 '''
 
 #: what each counted run adds to ``pytest --batch-plan plan.md``
