@@ -22,7 +22,9 @@ It falls back to pytest's own protocol, item by item, whenever that could differ
   log, and its output belongs in the report's captured sections);
 - the item carries a ``skip``, ``skipif`` or ``xfail`` mark (someone added one);
 - a plugin or ``conftest.py`` other than pytest's own implements ``pytest_runtest_setup``,
-  ``pytest_runtest_call`` or ``pytest_runtest_teardown`` for the plan's directory;
+  ``pytest_runtest_call`` or ``pytest_runtest_teardown`` for the plan's directory, or runs
+  items its own way (a ``pytest_runtest_protocol`` that is not a wrapper: pytest-rerunfailures,
+  for one, reruns failed items from there);
 - the run shows or plans fixtures (``--setup-show``, ``--setup-only``, ``--setup-plan``), or
   debugs (``--pdb``, ``--trace``);
 - pytest no longer has the setup state this relies on (a later pytest changed its internals).
@@ -49,6 +51,8 @@ KNOWN_PHASE_PLUGINS = frozenset(
      "hypothesispytest"}
 )
 PHASE_HOOKS = ("pytest_runtest_setup", "pytest_runtest_call", "pytest_runtest_teardown")
+#: the plugins that may run an item's whole protocol (not as a wrapper): pytest's runner and this
+PROTOCOL_PLUGINS = frozenset({"runner", "batchgen-protocol"})
 SKIPPING_MARKS = frozenset({"skip", "skipif", "xfail"})
 #: options under which an item's phases are shown or debugged: pytest's protocol does that
 FULL_PROTOCOL_OPTIONS = ("setupshow", "setuponly", "setupplan", "usepdb", "trace")
@@ -86,13 +90,17 @@ class ItemProtocol:
 
 def only_known_phase_hooks(item: pytest.Item) -> bool:
     """Whether every implementation of the per-phase hooks seen from the item's directory
-    (conftest files included) is one of :data:`KNOWN_PHASE_PLUGINS`."""
+    (conftest files included) is one of :data:`KNOWN_PHASE_PLUGINS`, and no plugin but pytest's
+    runner and this one runs the protocol itself (wrappers of it run around the lean one)."""
     pm = item.config.pluginmanager
     ihook = item.ihook
     for name in PHASE_HOOKS:
         for impl in getattr(ihook, name).get_hookimpls():
             if pm.get_name(impl.plugin) not in KNOWN_PHASE_PLUGINS:
                 return False
+    for impl in ihook.pytest_runtest_protocol.get_hookimpls():
+        if not (impl.hookwrapper or impl.wrapper) and pm.get_name(impl.plugin) not in PROTOCOL_PLUGINS:
+            return False
     return True
 
 

@@ -33,6 +33,15 @@ def pytest_runtest_makereport(item, call):
     return report
 """
 
+#: a conftest that runs items its own way, then leaves them to pytest (as a rerun plugin does)
+OWN_PROTOCOL = """
+RAN = []
+
+def pytest_runtest_protocol(item, nextitem):
+    RAN.append(item.nodeid)
+    return None
+"""
+
 #: a conftest hook of a per-phase kind: every item must then run pytest's own protocol
 SETUP_HOOK = """
 SEEN = []
@@ -154,6 +163,15 @@ def pytest_collection_modifyitems(items):
     assert hooks and not any(hooks.values()), hooks
     assert result.reports()["v1.2.0.md::category-value"].outcome == "skipped"
     result.stdout.fnmatch_lines(["*XFAIL*v1.2.0.md::category-value*known bad category*"])
+
+
+def test_a_plugin_that_runs_the_protocol_itself_keeps_every_item(changelog: Project):
+    # a plugin's own pytest_runtest_protocol (not a wrapper) sees every plan item, and pytest's
+    # protocol runs them
+    changelog.write("conftest.py", OBSERVER + OWN_PROTOCOL)
+    result = changelog.run("--batch-validate-only", "-k", "v1.1.0")
+    hooks = phase_hooks(result)
+    assert len(hooks) == 6 and all(hooks.values()), hooks
 
 
 @pytest.mark.parametrize("option", ["--setup-show", "--setup-only"])
