@@ -4,6 +4,7 @@ Not a test module. The ``project`` fixture (``conftest.py``) is a :class:`Projec
 ``pytester.path``; tests that never run pytest build one on ``tmp_path`` (``Project(tmp_path)``).
 
 * Given: :meth:`Project.write_plan` (a plan text as given, with ``out/ref.md``),
+  :meth:`Project.lay_out_changelog` (the changelog project of ``tests/data``),
   :meth:`Project.write_rows` (the generation tests' project: plan rows, format reference, linter,
   ``pytest.ini``), :meth:`Project.copy` (a folder of ``tests/data``), :meth:`Project.write`,
   :meth:`Project.edit`, :meth:`Project.ini`, :meth:`Project.reset`.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,6 +39,10 @@ from genhelpers import FORMAT_REFERENCE, LINT_SCRIPT, PlanRow, rows_plan_text
 from planfactory import REFERENCE
 from pytest_batchgen.plan import load_plan
 from pytest_batchgen.planedit import read_notes
+
+DATA = Path(__file__).resolve().parent / "data"
+#: the changelog project's plan (:meth:`Project.lay_out_changelog`)
+CHANGELOG = "plans/changelog.md"
 
 #: Options of every run: no cache folder in the project, failures and skips in the short
 #: summary, and no hypothesis plugin inside (pytester restores ``sys.modules`` after each
@@ -158,6 +164,15 @@ class Project:
         )
         self.plan = "plan.md"
         return self.write("plan.md", rows_plan_text(rows))
+
+    def lay_out_changelog(self) -> Project:
+        """``tests/data/changelog`` (its rows and outputs: the table in ``test_validate_only.py``),
+        its plan the project's, its linter script run with this interpreter (a bare ``python``
+        may be a slow shim, pyenv's)."""
+        self.copy(DATA / "changelog")
+        self.plan = CHANGELOG
+        self.edit(CHANGELOG, "`python tools/", f"`{shlex.quote(sys.executable)} tools/")
+        return self
 
     def reset(self, rows: Iterable[PlanRow]) -> None:
         """Back to before a run of :meth:`write_rows`' project: the plan with ``rows`` as given, no outputs."""

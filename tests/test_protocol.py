@@ -9,16 +9,9 @@ items fall back) copies that onto each report as ``phase_hooks``.
 
 from __future__ import annotations
 
-import shlex
-import sys
-from pathlib import Path
-
 import pytest
 
-from harness import Project, Run
-
-DATA = Path(__file__).resolve().parent / "data"
-CHANGELOG = "plans/changelog.md"
+from harness import CHANGELOG, Project, Run
 
 OBSERVER = """
 import os
@@ -53,10 +46,7 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture
 def changelog(project: Project) -> Project:
-    project.copy(DATA / "changelog")
-    project.plan = CHANGELOG
-    project.edit(CHANGELOG, "`python tools/", f"`{shlex.quote(sys.executable)} tools/")
-    return project
+    return project.lay_out_changelog()
 
 
 def phase_hooks(run: Run) -> dict[str, bool]:

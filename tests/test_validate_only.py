@@ -26,20 +26,17 @@ Two projects are copied into the ``project`` fixture's folder:
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import pytest
 
-from harness import Project
+from harness import CHANGELOG, Project
 from pytest_batchgen.plan import load_plan
 from pytest_batchgen.planedit import RowUpdate, edit_text
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 
-CHANGELOG = "plans/changelog.md"
 GLOSSARY = "plans/glossary.md"
 JUDGE_CASSETTE = "plans/cassettes/glossary/idempotency.md.judge.yaml"
 JUDGE = "judge-definition-explains-term-other-words"
@@ -62,11 +59,7 @@ def glossary(project: Project) -> Project:
 
 @pytest.fixture
 def changelog(project: Project) -> Project:
-    project.copy(DATA / "changelog")
-    project.plan = CHANGELOG
-    # run the linter script with this interpreter: a bare 'python' may be a slow shim (pyenv)
-    project.edit(CHANGELOG, "`python tools/", f"`{shlex.quote(sys.executable)} tools/")
-    return project
+    return project.lay_out_changelog()
 
 
 # -- the repository's example ----------------------------------------------------------------------
