@@ -94,18 +94,15 @@ def pytest_collect_file(file_path, parent):
 
 
 try:  # run as the checkout runs its own items, where it has a way of its own (protocol.py)
-    from pytest_batchgen.protocol import run_lean
+    from pytest_batchgen.protocol import ItemProtocol
 except ImportError:  # a checkout from before it: pytest's protocol, as its items
-    run_lean = None
+    ItemProtocol = None
 
-if run_lean is not None:
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(item, nextitem):
-        if isinstance(item, RowFloor):
-            run_lean(item, nextitem, (pytest.exit.Exception, KeyboardInterrupt))
-            return True
-        return None
+if ItemProtocol is not None:
+    # through the plugin's own hook: a pytest_runtest_protocol of this conftest's would make
+    # every item of the run fall back to pytest's protocol (a plugin that runs items its own way)
+    _lean = ItemProtocol.lean
+    ItemProtocol.lean = lambda self, item: isinstance(item, RowFloor) or _lean(self, item)
 '''
 
 #: what each counted run adds to ``pytest --batch-plan plan.md``
