@@ -46,10 +46,10 @@ import pytest
 #: skipping, whose marks make an item fall back; the thread and unraisable exception plugins,
 #: which report at the next phase of another item or at the session's end) and Hypothesis's,
 #: whose call wrapper passes items that are not Python functions through untouched
-KNOWN_PHASE_PLUGINS = frozenset(
-    {"runner", "capturemanager", "logging-plugin", "skipping", "threadexception", "unraisableexception",
-     "hypothesispytest"}
-)
+KNOWN_PHASE_PLUGINS = frozenset({
+    "runner", "capturemanager", "logging-plugin", "skipping", "threadexception", "unraisableexception",
+    "hypothesispytest",
+})
 PHASE_HOOKS = ("pytest_runtest_setup", "pytest_runtest_call", "pytest_runtest_teardown")
 #: the plugins that may run an item's whole protocol (not as a wrapper): pytest's runner and this
 PROTOCOL_PLUGINS = frozenset({"runner", "batchgen-protocol"})
@@ -62,7 +62,6 @@ class ItemProtocol:
     """Runs the plugin's items through the lean protocol when nothing could tell the difference."""
 
     def __init__(self, config: pytest.Config) -> None:
-        self.config = config
         self.enabled = not any(config.getoption(name, False) for name in FULL_PROTOCOL_OPTIONS)
         self.reraise: tuple[type[BaseException], ...] = (pytest.exit.Exception, KeyboardInterrupt)
         self._paths: dict[Path, bool] = {}
