@@ -3,9 +3,9 @@
 pytest runs every item through three phases (setup, call, teardown), and each phase is a hook
 that the capture, logging, skipping, thread-exception and unraisable-exception plugins wrap:
 capture resumes and suspends its files, logging installs and removes two handlers, three times
-an item. That costs 0.7 M instructions of the 1.7 M pytest spends on a trivial item (a
-cachegrind probe, pytest 9.0), and a row has an item per checklist line: the pytest process of
-a generating run spends 2.4 M instructions a row less without them (22%,
+an item: 0.62 M of the 2.60 M instructions an item of a validate-only run costs with them
+(``benchmarks/bench_item_protocol.py``, pytest 9.0). A row has an item per checklist line: the
+pytest process of a generating run spends 2.4 M instructions a row less without them (22%,
 ``benchmarks/bench_generation_count.py``; issue 12).
 
 An item of ours runs no code of the user's when its check is one of the built-in forms (or it

@@ -308,3 +308,28 @@ class Project:
             elif path.is_dir():
                 found[rel + "/"] = b""
         return found
+
+
+# -- which runtest protocol an item took (pytest_batchgen/protocol.py) --------------------------
+
+#: a conftest's part that marks each report with whether pytest's per-phase hooks ran for its
+#: item (the logging plugin stashes the item's records at setup, a per-phase hook the lean
+#: protocol leaves out), and with ``PYTEST_CURRENT_TEST`` as the report was made. A wrapper of
+#: ``pytest_runtest_makereport`` is not a per-phase hook: it does not make items fall back.
+OBSERVER = """
+import os
+import pytest
+from _pytest.logging import caplog_records_key
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    report.phase_hooks = caplog_records_key in item.stash
+    report.current_test = os.environ.get("PYTEST_CURRENT_TEST")
+    return report
+"""
+
+
+def phase_hooks(run: Run) -> dict[str, bool]:
+    """``filename::item`` -> whether pytest's per-phase hooks ran for it (its call report)."""
+    return {key: rep.phase_hooks for key, rep in run.reports().items()}  # type: ignore[attr-defined]

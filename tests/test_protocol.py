@@ -1,30 +1,15 @@
 """The plan's items run without pytest's per-phase hooks (``pytest_batchgen/protocol.py``),
 and nothing a user reads changes.
 
-Which protocol ran an item is read from the item itself: pytest's logging plugin stores the
-item's log records in its stash at setup, a per-phase hook that the lean protocol leaves out.
-A conftest wrapper of ``pytest_runtest_makereport`` (not a per-phase hook, so it does not make
-items fall back) copies that onto each report as ``phase_hooks``.
+Which protocol ran an item is read from the item itself, by ``harness.OBSERVER`` in the
+project's conftest (see there).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from harness import CHANGELOG, Project, Run
-
-OBSERVER = """
-import os
-import pytest
-from _pytest.logging import caplog_records_key
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    report.phase_hooks = caplog_records_key in item.stash
-    report.current_test = os.environ.get("PYTEST_CURRENT_TEST")
-    return report
-"""
+from harness import CHANGELOG, OBSERVER, Project, Run, phase_hooks
 
 #: a conftest that runs items its own way, then leaves them to pytest (as a rerun plugin does)
 OWN_PROTOCOL = """
@@ -47,11 +32,6 @@ def pytest_runtest_setup(item):
 @pytest.fixture
 def changelog(project: Project) -> Project:
     return project.lay_out_changelog()
-
-
-def phase_hooks(run: Run) -> dict[str, bool]:
-    """``filename::item`` -> whether pytest's per-phase hooks ran for it (its call report)."""
-    return {key: rep.phase_hooks for key, rep in run.reports().items()}  # type: ignore[attr-defined]
 
 
 def what_users_read(run: Run) -> list[tuple]:
