@@ -22,14 +22,12 @@ valgrind is not a dependency of the project (``apt install valgrind``).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # bench_replay_count puts tests/ on the path
 
 from bench_replay_count import cachegrind, find_valgrind, instructions, run_checked  # noqa: E402
 from bench_validate_only import make_plan  # noqa: E402
@@ -74,5 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     main()

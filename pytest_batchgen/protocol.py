@@ -13,7 +13,7 @@ is a ``generate`` or ``fresh`` item): it prints nothing, logs nothing, and marks
 For such an item this plugin runs the protocol itself, keeping everything a report reader sees:
 ``pytest_runtest_logstart`` and ``logfinish``, a report per phase made by
 ``pytest_runtest_makereport`` and logged by ``pytest_runtest_logreport`` (the terminal, JUnit
-XML, ``--lf``, ``-x``, xdist and the plugin's tally read those), ``pytest_exception_interact``
+XML, ``-x``, xdist and the plugin's tally read those), ``pytest_exception_interact``
 on a failure, ``PYTEST_CURRENT_TEST``, the nodes' setup and teardown in pytest's order, and the
 wrappers of ``pytest_runtest_protocol`` itself (warnings, faulthandler, timeouts).
 
