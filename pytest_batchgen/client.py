@@ -109,6 +109,9 @@ class ClientSettings:
     pool_timeout: float = 60.0
     body_timeout: float = 30.0
     total: float | None = 900.0
+    #: requests the run may have in flight at once (``--batch-concurrency``): the connection
+    #: pool must hold that many, or the requests above it wait for a connection, not a reply
+    concurrency: int = 0
 
     def httpx_timeout(self) -> Any:
         import httpx2
@@ -193,6 +196,26 @@ def _paced(inner: Any, pacer: Any) -> Any:
     return Paced()
 
 
+def connection_limits(sdk: Any, concurrency: int) -> Any:
+    """The connection pool's limits: the SDK's own (what its default client allows), raised
+    to ``concurrency`` where that is more.
+
+    The plugin builds the HTTP transport itself (to pace, record and time each attempt), and
+    httpx's default pool holds 100 connections and keeps 20 idle: ``--batch-concurrency 150``
+    then had 100 requests in flight, and the other 50 waited for a connection, where a slow
+    model could keep them past the pool timeout."""
+    import httpx2
+
+    def at_least(limit: int | None) -> int | None:
+        return None if limit is None else max(limit, concurrency)
+
+    return httpx2.Limits(
+        max_connections=at_least(sdk.max_connections),
+        max_keepalive_connections=at_least(sdk.max_keepalive_connections),
+        keepalive_expiry=sdk.keepalive_expiry,
+    )
+
+
 class ModelClient:
     """One SDK client for the run; requests are tagged with their row via :data:`current_call`."""
 
@@ -205,7 +228,9 @@ class ModelClient:
         self.recorder = recorder
         from .preload import take_tls_context
 
-        transport: Any = _whole_body(httpx2.AsyncHTTPTransport(verify=take_tls_context()), settings.body_timeout)
+        limits = connection_limits(anthropic.DEFAULT_CONNECTION_LIMITS, settings.concurrency)
+        transport: Any = httpx2.AsyncHTTPTransport(verify=take_tls_context(), limits=limits)
+        transport = _whole_body(transport, settings.body_timeout)
         if pacer is not None:
             transport = _paced(transport, pacer)
         if recorder is not None:

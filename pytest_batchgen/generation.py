@@ -139,6 +139,7 @@ def make_dispatcher(
             timeout=settings.timeout,
             total=settings.total_timeout,
             api_key=api_key,
+            concurrency=settings.concurrency,
         )
         client_factory = lambda: ModelClient(client_settings, recorder, pacer)  # noqa: E731
     kind = InlineReplay if mode == "none" else Dispatcher  # replay: each row at its test's turn

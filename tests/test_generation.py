@@ -516,6 +516,34 @@ def test_requests_in_flight_never_exceed_the_concurrency_and_reach_it(project, f
     assert set(project.statuses().values()) == {"complete"}
 
 
+def test_a_concurrency_above_httpxs_default_pool_is_reached(project, fake):
+    # the plugin builds its own HTTP transport, and httpx's default pool holds 100 connections:
+    # --batch-concurrency 110 had 100 requests in flight and 10 waiting for a connection
+    names = [f"row-{i:03d}" for i in range(110)]
+    project.write_rows(rows_for(*names))
+    fake.latency = 2.0  # every request is out long before the first reply
+
+    result = project.run("--batch-concurrency", "110")
+
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    assert len(fake.messages_requests()) == 110
+    assert fake.max_in_flight == 110
+    assert set(project.statuses().values()) == {"complete"}
+
+
+def test_the_connection_pool_is_the_sdks_raised_to_the_concurrency():
+    import httpx2
+
+    from pytest_batchgen.client import connection_limits
+
+    sdk = httpx2.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=7.0)
+    assert connection_limits(sdk, 8) == sdk
+    raised = connection_limits(sdk, 1500)
+    assert (raised.max_connections, raised.max_keepalive_connections, raised.keepalive_expiry) == (1500, 1500, 7.0)
+    unbounded = connection_limits(httpx2.Limits(max_connections=None, max_keepalive_connections=20), 64)
+    assert (unbounded.max_connections, unbounded.max_keepalive_connections) == (None, 64)
+
+
 def test_rows_are_all_dispatched_before_the_first_check_runs(project, fake):
     # the slow row comes first in the plan; the others must not wait for its items to finish
     project.write_rows(rows_for("slow", "b-fast", "c-fast"))
