@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:  # recording imports httpx2: only where a recorder is built
     from .pacing import Pacer
@@ -147,24 +147,23 @@ def _whole_body(inner: Any, body_timeout: float) -> Any:
     class WholeBody(httpx2.AsyncBaseTransport):
         async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
             response = await inner.handle_async_request(request)
+            stream = cast(httpx2.AsyncByteStream, response.stream)
 
             async def read() -> bytes:
-                return b"".join([part async for part in response.stream])
+                return b"".join([part async for part in stream])
 
             try:
                 content = await _within(read(), body_timeout)
             except asyncio.TimeoutError:
-                await response.aclose()
                 raise httpx2.ReadTimeout(
                     f"the reply's body stalled: not complete {body_timeout:g}s after its headers", request=request
                 ) from None
-            await response.aclose()
-            return httpx2.Response(
-                response.status_code,
-                headers=response.headers.multi_items(),
-                stream=httpx2.ByteStream(content),
-                extensions=response.extensions,
-            )
+            finally:
+                await stream.aclose()  # the connection goes back to the pool (or is dropped)
+            # the same response, read: its stream swapped for the bytes, as httpx's client swaps
+            # it for its own (a new response would build its headers again, for every reply)
+            response.stream = httpx2.ByteStream(content)
+            return response
 
         async def aclose(self) -> None:
             await inner.aclose()

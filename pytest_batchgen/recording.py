@@ -319,20 +319,18 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
             _load_vcrpy_once_sent(request)
         response = await self.inner.handle_async_request(request)
         load_vcrpy_soon()  # (started already, unless the transport below does not trace)
-        content = b"".join([part async for part in cast(AsyncIterable[bytes], response.stream)])
-        await response.aclose()
+        stream = cast(httpx2.AsyncByteStream, response.stream)
+        try:
+            content = b"".join([part async for part in stream])
+        finally:
+            await stream.aclose()
+        response.stream = httpx2.ByteStream(content)  # read once, here; the SDK reads it again
         call.live += 1
-        replay = httpx2.Response(
-            response.status_code,
-            headers=response.headers.multi_items(),
-            stream=httpx2.ByteStream(content),
-            extensions=response.extensions,
-        )
         if response.is_success and is_message_body(content):
             # Only messages are kept: a recorded 429/529/5xx, HTML page or malformed body would be
             # replayed, and fail, forever. The client commits it once the SDK parsed it.
-            call.pending = [(request, body, replay, content)]
-        return replay
+            call.pending = [(request, body, response, content)]
+        return response
 
     async def aclose(self) -> None:
         await self.inner.aclose()
