@@ -184,9 +184,15 @@ def _paced(inner: Any, pacer: Any) -> Any:
         async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
             await pacer.before_send()
             sent_at = pacer.mark_sent()
-            response = await inner.handle_async_request(request)
+            try:
+                response = await inner.handle_async_request(request)
+            except Exception:
+                pacer.attempt_failed()  # no reply: the SDK retries it after a pause
+                raise
             pacer.after_send(response.status_code)
             pacer.observe(response.status_code, response.headers, sent_at)
+            if not 200 <= response.status_code < 300:
+                pacer.attempt_failed()  # the SDK may retry it after a pause
             return response
 
         async def aclose(self) -> None:

@@ -24,7 +24,7 @@ from .checklist import Failure
 from .client import Completion, ModelCallError, Usage
 from .fsutil import atomic_write
 from .outcomes import Outcome
-from .pacing import Pacer
+from .pacing import Pacer, SendingStopped
 from .plan import Row
 from .prompts import Prompt, build_prompt, normalise_output, repair_message, shared_prefix
 from .run import PlanRun
@@ -323,6 +323,16 @@ class Dispatcher(BackgroundDispatch):
         #: the gate of every request: the account's rate limits and at most ``concurrency`` in flight
         self.pacer = pacer or Pacer(self.concurrency, enabled=False)
         self.checks = DraftChecks()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def cancel(self, reason: str) -> None:
+        """As :meth:`BackgroundDispatch.cancel`, and a request waiting between two attempts (a
+        429's retry-after) ends at once: its retry would be a new request (from any thread)."""
+        super().cancel(reason)
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits any more
+                loop.call_soon_threadsafe(self.pacer.stop_between_attempts)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -338,6 +348,9 @@ class Dispatcher(BackgroundDispatch):
             self._finished.set()
 
     async def _dispatch_all(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._stop.is_set():  # cancelled before the loop ran
+            self.pacer.stop_between_attempts()
         client = self._client_factory()
         try:
             await asyncio.gather(*(self._row(client, self.pacer, job) for job in self.jobs))
@@ -380,17 +393,9 @@ class Dispatcher(BackgroundDispatch):
             started = time.monotonic()
             params = prompt.params(history)
             async with sem.slot(params, self._stop.is_set) as slot:
-                spent = self.spent + self.extra_spent()  # the judge's spend counts too
-                if self.max_cost is not None and spent >= self.max_cost and not self._stop.is_set():
-                    self.budget_stopped = True
-                    self.cancel(f"the estimated spend (${spent:.4f}) reached --batch-max-cost ${self.max_cost:g}")
+                self._check_budget()
                 if self._stop.is_set():
-                    result.attempts.pop()
-                    result.error = f"not sent: {self.stop_reason}"
-                    # a row stopped before a repair keeps its draft for the checks to judge
-                    result.outcome = Outcome.FAILED if result.attempts else Outcome.SKIPPED
-                    result.budget_skipped = self.budget_stopped and not result.attempts
-                    return result
+                    return self._not_sent(result)
                 self.in_flight += 1
                 try:
                     completion: Completion = await client.complete(job.key, params)
@@ -399,6 +404,12 @@ class Dispatcher(BackgroundDispatch):
                     attempt.error = str(exc)
                     result.outcome, result.error = Outcome.ERROR, str(exc)
                     return result
+                except (SendingStopped, asyncio.CancelledError):
+                    if not slot.stopped:
+                        raise  # not the pacer's stop: the loop itself is going
+                    if slot.cancelled:
+                        _uncancel()
+                    return self._not_sent(result)  # its attempts were refused: nothing paid
                 finally:
                     self.in_flight -= 1
                     attempt.seconds = time.monotonic() - started
@@ -410,6 +421,7 @@ class Dispatcher(BackgroundDispatch):
             attempt.would_cost = self._cost(prompt.model, completion.usage)
             attempt.cost = 0.0 if completion.replayed else attempt.would_cost
             self.spent += attempt.cost
+            self._check_budget()  # at once: a request waiting for its retry is not sent either
             u = completion.usage
             self.tokens += u.input_tokens + u.output_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens
             text = normalise_output(completion.text)
@@ -444,6 +456,32 @@ class Dispatcher(BackgroundDispatch):
                 ]
         result.outcome = Outcome.FAILED
         return result
+
+
+    def _check_budget(self) -> None:
+        """Stop sending once the estimated spend (the judge's included) reaches the cap."""
+        spent = self.spent + self.extra_spent()
+        if self.max_cost is not None and spent >= self.max_cost and not self._stop.is_set():
+            self.budget_stopped = True
+            self.cancel(f"the estimated spend (${spent:.4f}) reached --batch-max-cost ${self.max_cost:g}")
+
+    def _not_sent(self, result: RowResult) -> RowResult:
+        """The row's current attempt was not sent (or its retry was not) because the run stopped."""
+        result.attempts.pop()
+        result.error = f"not sent: {self.stop_reason}"
+        # a row stopped before a repair keeps its draft for the checks to judge
+        result.outcome = Outcome.FAILED if result.attempts else Outcome.SKIPPED
+        result.budget_skipped = self.budget_stopped and not result.attempts
+        return result
+
+
+def _uncancel() -> None:
+    """The pacer cancelled this task to end its request, and the row handles that: the task
+    is not being cancelled any more (``asyncio.timeout`` counts cancellations; Python 3.11+)."""
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
 
 
 class InlineReplay(Dispatcher):

@@ -289,11 +289,24 @@ class Bucket:
 # -- the pacer --------------------------------------------------------------------------------
 
 
+class SendingStopped(BaseException):
+    """The run was told to send nothing more (Ctrl-C, ``--batch-max-cost``) while this request
+    was between two HTTP attempts: its last attempt failed, and the SDK's retry would be a new
+    request. A ``BaseException``, so that the SDK's retry loop, which retries on any
+    ``Exception``, lets it through; the dispatcher ends the row as not sent."""
+
+
 class Slot:
     """One admitted request: :meth:`settle` it with the reply's usage, or leave it unsettled
     (an error) and its cost is refunded when the slot is released."""
 
-    def __init__(self, pacer: Pacer, cost: Cost, charged: frozenset[str] | None) -> None:
+    def __init__(
+        self,
+        pacer: Pacer,
+        cost: Cost,
+        charged: frozenset[str] | None,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.pacer = pacer
         self.cost = cost
         #: the budgets the request was charged to (those known when it left); None: not admitted
@@ -302,6 +315,14 @@ class Slot:
         self.sends = 0  # HTTP attempts so far (the SDK's retries included)
         self.refused = False  # the last attempt got a 429/529: its cost was given back
         self.sent_at: float | None = None  # when its last HTTP attempt left (the pacer's clock)
+        self.stop = stop  # the run was told to send nothing more
+        #: the task sending it, and whether its last attempt failed with nothing in flight since
+        #: (the SDK then waits, a retry-after of up to a minute, before it tries again)
+        self.task: asyncio.Task[Any] | None = None
+        self.between_attempts = False
+        #: ended by :meth:`Pacer.stop_between_attempts` (``cancelled``: through its task)
+        self.stopped = False
+        self.cancelled = False
 
     @property
     def admitted(self) -> bool:
@@ -571,7 +592,8 @@ class Pacer:
                 wait, reason = self.delay(now_cost)
                 if wait <= 0:
                     charged = self.admit(now_cost)
-                    slot = Slot(self, now_cost, charged)
+                    slot = Slot(self, now_cost, charged, stop)
+                    slot.task = asyncio.current_task()
                     self._slots.add(slot)
                     self.paced_by = why
                     if why in LABELS or why == "backoff":
@@ -609,10 +631,12 @@ class Pacer:
 
     async def before_send(self) -> None:
         """Before an HTTP attempt of the current slot: a retry of an attempt that was refused
-        (its cost given back) waits for the budgets again, like a new request, and is charged."""
+        (its cost given back) waits for the budgets again, like a new request, and is charged.
+        A retry once the run sends nothing more is not sent (:class:`SendingStopped`)."""
         slot = _CURRENT.get(None)
         if slot is None or slot.charged is None or slot.pacer is not self:
             return
+        _stop_if_told(slot)
         slot.sends += 1
         if not (slot.refused and self.enabled):
             return
@@ -622,6 +646,7 @@ class Pacer:
                 break
             self.paced_by = why
             await asyncio.sleep(min(wait, 0.25))
+            _stop_if_told(slot)
         now = self.clock()
         for kind, bucket in self.buckets.items():
             bucket.take(slot.cost.of(kind), now)
@@ -635,6 +660,7 @@ class Pacer:
         slot = _CURRENT.get(None)
         if slot is not None and slot.pacer is self:
             slot.sent_at = now
+            slot.between_attempts = False
         return now
 
     def after_send(self, status: int) -> None:
@@ -647,6 +673,36 @@ class Pacer:
             self._refund(slot.cost, slot.charged, self.clock())
             slot.charged = frozenset()
             slot.refused = True
+
+    def attempt_failed(self) -> None:
+        """The current slot's HTTP attempt failed (an error status, or no reply at all): the SDK
+        may wait and retry it, and until then the request can be stopped; at once
+        (:class:`SendingStopped`) if the run sends nothing more already."""
+        slot = _CURRENT.get(None)
+        if slot is None or slot.charged is None or slot.pacer is not self:
+            return
+        slot.between_attempts = True
+        _stop_if_told(slot)
+
+    def stop_between_attempts(self) -> int:
+        """The run sends nothing more: end every request that waits between two attempts (in
+        the SDK's sleep before a retry, or for the budgets) rather than wait out a retry-after
+        of up to a minute and then pay for a new request. Requests in flight finish: they are
+        paid for. On the dispatcher's loop; how many were stopped."""
+        stopped = 0
+        for slot in list(self._slots):
+            if slot.between_attempts and not slot.stopped and slot.task is not None and not slot.task.done():
+                slot.stopped = slot.cancelled = True
+                slot.task.cancel()
+                stopped += 1
+        return stopped
+
+
+def _stop_if_told(slot: Slot) -> None:
+    """Raise :class:`SendingStopped` if ``slot`` made an attempt and the run sends nothing more."""
+    if slot.sends and slot.stop():
+        slot.stopped = True
+        raise SendingStopped
 
 
 #: the slot of the request this task is sending

@@ -27,6 +27,7 @@ from pytest_batchgen.client import Usage
 from pytest_batchgen import limitstore
 from pytest_batchgen.limitstore import KnownBudget
 from pytest_batchgen.pacing import (
+    SendingStopped,
     RATE_MARGIN,
     Bucket,
     Budget,
@@ -541,6 +542,85 @@ def test_a_stopped_run_leaves_the_queue_unadmitted():
 
     asyncio.run(main())
     assert outcomes == [False]
+
+
+PARAMS = {"max_tokens": 1, "messages": []}
+
+
+def test_a_stop_ends_a_request_between_attempts_and_not_one_in_flight():
+    p = Pacer(2, enabled=False)
+    stopped = False
+    ended: dict[str, object] = {}
+
+    async def refused() -> None:  # what the SDK does with a 429: a pause, then a new attempt
+        async with p.slot(PARAMS, lambda: stopped) as slot:
+            try:
+                await p.before_send()
+                p.mark_sent()
+                p.after_send(429)
+                p.attempt_failed()
+                await asyncio.sleep(30)  # the retry-after
+                await p.before_send()
+                ended["refused"] = "sent again"
+            except asyncio.CancelledError:
+                ended["refused"] = ("cancelled", slot.stopped)
+
+    async def in_flight() -> None:
+        async with p.slot(PARAMS, lambda: stopped):
+            await p.before_send()
+            p.mark_sent()
+            await asyncio.sleep(0.1)  # its reply comes after the stop: it is paid for
+            p.after_send(200)
+            ended["in flight"] = "answered"
+
+    async def stop() -> None:
+        nonlocal stopped
+        await asyncio.sleep(0.02)
+        stopped = True
+        ended["stopped"] = p.stop_between_attempts()
+
+    async def main() -> None:
+        await asyncio.gather(refused(), in_flight(), stop())
+
+    asyncio.run(asyncio.wait_for(main(), 5))
+    assert ended == {"refused": ("cancelled", True), "in flight": "answered", "stopped": 1}
+
+
+@pytest.mark.parametrize("status", [429, 529, 500, None])
+def test_an_attempt_that_fails_once_the_run_stopped_is_not_tried_again(status):
+    p = Pacer(1)
+    stopped = False
+
+    async def main() -> bool:
+        nonlocal stopped
+        async with p.slot(PARAMS, lambda: stopped) as slot:
+            await p.before_send()
+            p.mark_sent()
+            stopped = True  # while the attempt was in flight
+            if status is not None:
+                p.after_send(status)
+            with pytest.raises(SendingStopped):
+                p.attempt_failed()  # a status the SDK retries, or no reply at all
+            return slot.stopped
+
+    assert asyncio.run(main()) is True
+
+
+def test_a_retry_waiting_for_the_budgets_is_not_sent_once_the_run_stopped():
+    p = Pacer(1)
+    stopped = False
+
+    async def main() -> None:
+        nonlocal stopped
+        async with p.slot(PARAMS, lambda: stopped):
+            await p.before_send()
+            p.mark_sent()
+            p.after_send(429)
+            stopped = True
+            with pytest.raises(SendingStopped):
+                await p.before_send()  # the SDK's retry
+
+    asyncio.run(main())
 
 
 # -- seeded from an earlier run's limits (pytest_batchgen/limitstore.py) ----------------------

@@ -603,6 +603,25 @@ def test_budget_cap_stops_sending_and_skips_the_rows_not_sent(project, fake):
     assert_budget_report(load_report(project), not_sent=not_sent)
 
 
+def test_budget_cap_stops_a_refused_request_waiting_for_its_retry(project, fake):
+    # given: one row refused at once (a 429 asking for 20 s), one answered half a second later
+    project.write_rows(rows_for("one", "two"))
+    router(fake).set("one.md", Reply.rate_limited(retry_after=20), Reply.ok(draft("One"), usage=CENT))
+    router(fake).set("two.md", Reply.ok(draft("Two"), usage=CENT, delay=0.5))
+
+    # when: the second reply's cent reaches the cap while the first row waits for the SDK's retry
+    result = project.run("--batch-concurrency", "2", "--batch-max-cost", "0.005")
+
+    # then: the retry, a new request, is never sent (nor waited for): the row is skipped, not sent
+    assert [e.status for e in requests_by_row(fake)["one.md"]] == [429]
+    assert result.outcomes()["one.md::generate"] == "skipped"
+    assert result.skip_reasons()["one.md::generate"] == (
+        "Skipped: not sent: the estimated spend ($0.0100) reached --batch-max-cost $0.005"
+    )
+    assert project.statuses() == {"one.md": "pending", "two.md": "complete"}
+    assert not (project.path / "output" / "one.md").exists()
+
+
 def assert_skipped_by_budget(result: Run, sent: list[str], not_sent: list[str]) -> None:
     """A sent row's generate item passed; every item of a row not sent was skipped, saying why."""
     outcomes = result.outcomes()

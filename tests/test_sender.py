@@ -325,6 +325,29 @@ def test_ctrl_c_sends_nothing_more_and_records_the_replies_in_flight(project, fa
 
 
 @needs_proc
+@pytest.mark.parametrize("where", ["process", "thread"])
+def test_ctrl_c_ends_a_refused_request_waiting_for_its_retry(project, fake, forks, where):
+    """A request refused with a 429 waits for the SDK's retry (here a retry-after of 30 s). That
+    retry would be a new request: after Ctrl-C it is neither sent nor waited for, while the
+    reply in flight is still kept."""
+    project.forks = forks
+    project.write_rows(rows_for("a-one", "b-two"), ini_extra=f"batchgen_sender = {where}\n")
+    router(fake).set("a-one.md", Reply.rate_limited(retry_after=30), Reply.ok(draft("A One")))
+    router(fake).set("b-two.md", Reply.ok(draft("B Two"), delay=1.5))
+
+    proc = project.start("--batch-plan", project.plan, "--batch-concurrency", "2", "-q")
+    wait_until(lambda: [e.status for e in fake.messages_requests()].count(429) == 1, "the 429")
+    wait_until(lambda: fake.in_flight == 1, "b-two in flight")
+    for pid in [proc.pid, *children_of(proc.pid)]:
+        os.kill(pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == pytest.ExitCode.INTERRUPTED, proc.output()
+
+    assert [e.status for e in requests_by_row(fake)["a-one.md"]] == [429]
+    assert [row_of(b) for b in project.cassette_bodies("b-two.md")] == ["b-two.md"]
+    assert not project.cassette("a-one.md").exists()
+
+
+@needs_proc
 def test_kill_9_of_pytest_ends_the_sending_process_at_once(project, fake, forks):
     """A child that outlived its parent would write outputs and recordings under a run started
     again: it exits when the pipe closes, and what was in flight is abandoned, as a thread's
