@@ -127,9 +127,11 @@ def make_dispatcher(
         from . import limitstore
 
         credential = api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN")
-        models = (job.row.model for job in jobs)
-        pacer.account = limitstore.account_id(os.environ.get("ANTHROPIC_BASE_URL"), credential, models)
-        pacer.seed(limitstore.recall(pacer.account))
+        for model in sorted({job.row.model for job in jobs}):  # the API limits each model class apart
+            account = limitstore.account_id(os.environ.get("ANTHROPIC_BASE_URL"), credential, [model])
+            if account is not None:
+                pacer.accounts[model] = account
+                pacer.seed(limitstore.recall(account), model)
     if recorder is None:  # replay only: no SDK and no vcrpy (issue 12)
         has_key = bool(api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
         client_factory: Callable[[], CompletionClient] = lambda: ReplayClient(recordings, has_key)  # noqa: E731
@@ -159,10 +161,12 @@ def remember_limits(dispatcher: object) -> None:
     """Keep the account's budgets as the requests left them, for the next run's first wave
     (see :mod:`.limitstore`); nothing when the run learnt none or was asked not to."""
     pacer = getattr(dispatcher, "pacer", None)  # Message Batches are not paced
-    if pacer is not None and pacer.account is not None:
+    accounts = getattr(pacer, "accounts", None) or {}
+    if pacer is not None and accounts:
         from .limitstore import remember
 
-        remember(pacer.account, pacer.known())
+        for model, account in accounts.items():
+            remember(account, pacer.known(model))
 
 
 class Generation:

@@ -8,8 +8,9 @@ belong to the account and change rarely, so the last run's budgets are a good fi
 the next: this module keeps them in the user's cache folder, and a run seeds its pacer from them
 so that its first wave is already paced.
 
-What is kept, per account and set of models (a hash of the API's base URL, the credential and
-the model ids: the key itself is never written), after a run whose live replies told the
+What is kept, per account and model (a hash of the API's base URL, the credential and the
+model id: the API limits each model class apart; the key itself is never written; the pacer
+keeps each model's budgets apart too), after a run whose live replies told the
 budgets: each budget's limit, its refill rate, and its level when the run ended, with the
 wall-clock time. A new run tops that level up by the refill since then, so a run started a
 minute or more after the last one finds its buckets full, and one started at once does not

@@ -52,6 +52,11 @@ is charged like a new request. So retries are paced too, and the slot (the place
 window) is kept across them. Replayed replies (the recorder's) cost nothing: their slot is
 refunded, and they never reach the pacer's transport (it sits under the recorder).
 
+Each model has budgets of its own (the API limits each model class apart): a plan that calls
+Haiku and Sonnet is paced against two sets of buckets, each taught by its own model's replies,
+and a request waiting for one model's budget does not hold back another model's. The window,
+and so ``--batch-concurrency``, is shared: it bounds every request in flight.
+
 This module is pure Python with injectable clocks: the arithmetic is tested without a server.
 """
 
@@ -215,6 +220,7 @@ class Cost:
     input_tokens: float = 0.0
     output_tokens: float = 0.0
     raw_input: float = 0.0  # the unscaled chars/4 estimate, to learn the ratio from
+    model: str = ""  # whose budgets it is charged to
 
     def of(self, kind: str) -> float:
         if kind == "tokens":
@@ -227,7 +233,7 @@ def estimate_cost(params: Mapping[str, Any], input_ratio: float = 1.0) -> Cost:
     raw = prompt_chars(params) / CHARS_PER_TOKEN
     max_tokens = params.get("max_tokens")
     output = float(max_tokens) if isinstance(max_tokens, (int, float)) and not isinstance(max_tokens, bool) else 0.0
-    return Cost(1.0, max(1.0, raw * input_ratio), output, raw)
+    return Cost(1.0, max(1.0, raw * input_ratio), output, raw, str(params.get("model") or ""))
 
 
 # -- one bucket -------------------------------------------------------------------------------
@@ -335,6 +341,20 @@ class Slot:
             self.pacer.settle(self.cost, usage, replayed, self.charged)
 
 
+class ModelBudgets:
+    """One model's budgets as its replies told them, its ``retry-after`` hold, and its queue."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, Bucket] = {}
+        self.paused_until = 0.0
+        self.paused_by: str | None = None
+        #: when the first reply with budgets came, or the budgets were seeded (None: none known yet)
+        self.learnt_at: float | None = None
+        #: whether a live reply of this run told the budgets (only then are they worth keeping)
+        self.heard = False
+        self.queue: deque[asyncio.Event] = deque()  # one event per waiting request
+
+
 class Pacer:
     """Admits requests so that no budget is exceeded, with at most ``concurrency`` in flight.
 
@@ -357,28 +377,37 @@ class Pacer:
         self.window = float(self.concurrency)  # see the module's docstring: the first wave
         self.threshold = float(self.concurrency)  # slow start below it, +1 per window above
         self.in_flight = 0
-        self.buckets: dict[str, Bucket] = {}
-        self.paused_until = 0.0
-        self.paused_by: str | None = None
+        self.models: dict[str, ModelBudgets] = {}  # by the requests' ``model``
         self.input_ratio = 1.0
         self.last_backoff = -math.inf
-        #: when the first reply with budgets came, or the budgets were seeded (None: none known yet)
-        self.learnt_at: float | None = None
-        #: whether a live reply of this run told the budgets (only then are they worth keeping)
-        self.heard = False
-        #: the account the budgets are remembered under (limitstore.account_id; None: not kept)
-        self.account: str | None = None
+        #: each model's account, its budgets are remembered under (limitstore.account_id)
+        self.accounts: dict[str, str] = {}
         self.rate_limited = 0  # 429s seen
         self.overloaded = 0  # 529s seen
         self.paced = 0  # requests that waited for a budget
         #: the budget the last wait was for (None when the last request went out at once)
         self.paced_by: str | None = None
-        self._queue: deque[asyncio.Event] = deque()  # one event per waiting request
         self._slots: set[Slot] = set()  # admitted and not released
+
+    def of(self, model: str = "") -> ModelBudgets:
+        """``model``'s budgets (made when first asked for)."""
+        budgets = self.models.get(model)
+        if budgets is None:
+            budgets = self.models[model] = ModelBudgets()
+        return budgets
+
+    @property
+    def buckets(self) -> dict[str, Bucket]:
+        """The buckets of requests that name no model (a pacer used on its own)."""
+        return self.of("").buckets
+
+    @property
+    def learnt_at(self) -> float | None:
+        return self.of("").learnt_at
 
     # -- what an earlier run learnt (see limitstore.py) ----------------------------------------
 
-    def seed(self, known: Iterable[KnownBudget]) -> None:
+    def seed(self, known: Iterable[KnownBudget], model: str = "") -> None:
         """Start from the budgets an earlier run on this account left, topped up by the refill
         since: the first wave is paced like any other. The first reply corrects them (a lower
         level or a new limit is taken at once), and a 429 to a request sent under them is not
@@ -386,23 +415,25 @@ class Pacer:
         if not self.enabled:
             return
         now, wall = self.clock(), self.wall()
+        st = self.of(model)
         for b in known:
             if b.kind in KINDS or b.kind == "tokens":
-                self.buckets[b.kind] = Bucket(b.limit, b.rate, b.level_at(wall), now, b.rate_learnt)
-        if "tokens" in self.buckets and ("input_tokens" in self.buckets or "output_tokens" in self.buckets):
-            del self.buckets["tokens"]
-        if self.buckets:
-            self.learnt_at = now
+                st.buckets[b.kind] = Bucket(b.limit, b.rate, b.level_at(wall), now, b.rate_learnt)
+        _drop_combined(st.buckets)
+        if st.buckets:
+            st.learnt_at = now
 
-    def known(self) -> tuple[KnownBudget, ...]:
-        """The budgets as they stand now, to seed the next run; none when no live reply of this
-        run told them (a run that only replayed would otherwise pass seeded guesses on as news)."""
-        if not self.enabled or not self.heard:
+    def known(self, model: str = "") -> tuple[KnownBudget, ...]:
+        """``model``'s budgets as they stand now, to seed the next run; none when no live reply
+        of this run told them (a run that only replayed would otherwise pass seeded guesses on
+        as news)."""
+        st = self.models.get(model)
+        if not self.enabled or st is None or not st.heard:
             return ()
         now, wall = self.clock(), self.wall()
         return tuple(
             KnownBudget(kind, b.capacity, b.rate, b.level_at(now), wall, b.rate_learnt)
-            for kind, b in self.buckets.items()
+            for kind, b in st.buckets.items()
         )
 
     # -- arithmetic (synchronous) ---------------------------------------------------------------
@@ -419,10 +450,11 @@ class Pacer:
             return math.inf, "concurrency"
         if not self.enabled:
             return 0.0, None
+        st = self.of(cost.model)
         wait, why = 0.0, None
-        if self.paused_until > now:
-            wait, why = self.paused_until - now, "backoff"
-        for kind, bucket in self.buckets.items():
+        if st.paused_until > now:
+            wait, why = st.paused_until - now, "backoff"
+        for kind, bucket in st.buckets.items():
             w = bucket.wait(cost.of(kind), now)
             if w > wait:
                 wait, why = w, kind
@@ -434,9 +466,10 @@ class Pacer:
         self.in_flight += 1
         if not self.enabled:
             return frozenset()
-        for kind, bucket in self.buckets.items():
+        buckets = self.of(cost.model).buckets
+        for kind, bucket in buckets.items():
             bucket.take(cost.of(kind), now)
-        return frozenset(self.buckets)
+        return frozenset(buckets)
 
     def settle(
         self,
@@ -462,7 +495,7 @@ class Pacer:
                 ratio = min(4.0, max(0.05, counted / cost.raw_input))
                 self.input_ratio = 0.7 * self.input_ratio + 0.3 * ratio
             used = {"requests": 1.0, "input_tokens": counted, "output_tokens": output, "tokens": counted + output}
-            for kind, bucket in self.buckets.items():
+            for kind, bucket in self.of(cost.model).buckets.items():
                 if kind in charged:
                     bucket.give(cost.of(kind) - used[kind], now)
         if self.window < self.threshold:
@@ -481,29 +514,35 @@ class Pacer:
         self._notify()
 
     def _refund(self, cost: Cost, charged: frozenset[str], now: float) -> None:
-        for kind, bucket in self.buckets.items():
+        for kind, bucket in self.of(cost.model).buckets.items():
             if kind in charged:
                 bucket.give(cost.of(kind), now)
 
-    def observe(self, status: int, headers: Mapping[str, str], sent_at: float | None = None) -> None:
-        """A live reply's status and headers (each HTTP attempt, the SDK's retries included)."""
+    def observe(
+        self, status: int, headers: Mapping[str, str], sent_at: float | None = None, model: str | None = None
+    ) -> None:
+        """A live reply's status and headers (each HTTP attempt, the SDK's retries included), for
+        ``model``'s budgets (by default the model of the request this task is sending)."""
         if not self.enabled:
             return
+        if model is None:
+            slot = _CURRENT.get(None)
+            model = slot.cost.model if slot is not None and slot.pacer is self else ""
+        st = self.of(model)
         now, wall = self.clock(), self.wall()
         info = parse_headers(headers, wall)
         if info.budgets:
-            self.heard = True
-            if self.learnt_at is None:
-                self.learnt_at = now
+            st.heard = True
+            if st.learnt_at is None:
+                st.learnt_at = now
         for budget in info.budgets:
-            bucket = self.buckets.get(budget.kind)
+            bucket = st.buckets.get(budget.kind)
             if bucket is None:
-                bucket = self.buckets[budget.kind] = Bucket.from_budget(budget, now, wall)
-                self._charge_in_flight(budget.kind, bucket, now, sent_at)
+                bucket = st.buckets[budget.kind] = Bucket.from_budget(budget, now, wall)
+                self._charge_in_flight(model, budget.kind, bucket, now, sent_at)
             else:
                 bucket.sync(budget, now, wall)
-        if "tokens" in self.buckets and ("input_tokens" in self.buckets or "output_tokens" in self.buckets):
-            del self.buckets["tokens"]  # the split budgets say more
+        _drop_combined(st.buckets)
         if status in (429, 529):
             if status == 429:
                 self.rate_limited += 1
@@ -511,12 +550,12 @@ class Pacer:
                 self.overloaded += 1
             # A 429 to a request sent before any budget was known (the first wave, sent blind)
             # is not a sign of a window too wide: the budgets known now gate every request.
-            learnt = self.learnt_at
+            learnt = st.learnt_at
             blind = status == 429 and learnt is not None and sent_at is not None and sent_at < learnt
-            self._back_off(now, sent_at, info, status, shrink=not blind)
+            self._back_off(st, now, sent_at, info, status, shrink=not blind)
         self._notify()
 
-    def _charge_in_flight(self, kind: str, bucket: Bucket, now: float, sent_at: float | None) -> None:
+    def _charge_in_flight(self, model: str, kind: str, bucket: Bucket, now: float, sent_at: float | None) -> None:
         """A budget first heard of: charge it the requests in flight that left after this reply's
         request (and this reply's own is not charged). The reply's ``remaining`` counts what
         reached the API before it, which the requests sent earlier did (they share the
@@ -527,20 +566,24 @@ class Pacer:
         for slot in self._slots:
             if slot is current or slot.refused or slot.charged is None or kind in slot.charged:
                 continue
+            if slot.cost.model != model:
+                continue
             if sent_at is not None and slot.sent_at is not None and slot.sent_at <= sent_at:
                 continue
             bucket.take(slot.cost.of(kind), now)
             slot.charged = slot.charged | {kind}
 
-    def _back_off(self, now: float, sent_at: float | None, info: RateLimitInfo, status: int, shrink: bool) -> None:
+    def _back_off(
+        self, st: ModelBudgets, now: float, sent_at: float | None, info: RateLimitInfo, status: int, shrink: bool
+    ) -> None:
         if shrink and (sent_at is None or sent_at >= self.last_backoff):  # once per round trip
             self.threshold = max(1.0, math.floor(max(self.window, self.in_flight) / 2))
             self.window = self.threshold
             self.last_backoff = now
         if info.retry_after:
-            self.paused_until = max(self.paused_until, now + info.retry_after)
+            st.paused_until = max(st.paused_until, now + info.retry_after)
         exhausted = [b for b in info.budgets if b.remaining < 1]
-        self.paused_by = exhausted[0].kind if exhausted else ("overloaded" if status == 529 else None)
+        st.paused_by = exhausted[0].kind if exhausted else ("overloaded" if status == 529 else None)
 
     @property
     def status(self) -> str:
@@ -548,10 +591,12 @@ class Pacer:
         if not self.enabled:
             return ""
         now = self.clock()
-        if self.paused_until > now:
-            if self.paused_by in LABELS:
-                return f"backing off: {LABELS[self.paused_by]} used up"
-            return "backing off: the API is overloaded" if self.paused_by == "overloaded" else "backing off after a 429"
+        held = [st for st in self.models.values() if st.paused_until > now]
+        if held:
+            paused_by = max(held, key=lambda st: st.paused_until).paused_by
+            if paused_by in LABELS:
+                return f"backing off: {LABELS[paused_by]} used up"
+            return "backing off: the API is overloaded" if paused_by == "overloaded" else "backing off after a 429"
         if self.paced_by in LABELS:
             return f"paced by {LABELS[self.paced_by]}"
         refusals = self.rate_limited + self.overloaded
@@ -566,10 +611,13 @@ class Pacer:
         again. Only the head is woken; the others wait for their turn at the head, so a state
         change costs one wake-up, not one per queued request (which made a 1,000-row queue
         quadratic)."""
-        if self._queue:
-            self._queue[0].set()
+        for st in self.models.values():  # a few models at most
+            if st.queue:
+                st.queue[0].set()
 
-    async def acquire(self, cost: Cost | Callable[[], Cost], stop: Callable[[], bool] = lambda: False) -> Slot:
+    async def acquire(
+        self, cost: Cost | Callable[[], Cost], stop: Callable[[], bool] = lambda: False, model: str | None = None
+    ) -> Slot:
         """Wait for the turn of ``cost`` (first come, first served); a slot that is not
         ``admitted`` when ``stop()`` became true while waiting.
 
@@ -577,14 +625,17 @@ class Pacer:
         the input ratio learnt by then (rows queued at the start would otherwise all be
         costed before any reply taught it)."""
         estimate = cost if callable(cost) else (lambda: cost)
+        if model is None:
+            model = estimate().model
+        queue = self.of(model).queue  # each model's own: one waiting for its budget holds no other
         ticket = asyncio.Event()
-        self._queue.append(ticket)
+        queue.append(ticket)
         why: str | None = None  # what the last wait at the head of the queue was for
         try:
             while True:
                 if stop():
                     return Slot(self, estimate(), None)
-                if self._queue[0] is not ticket:
+                if queue[0] is not ticket:
                     ticket.clear()
                     await ticket.wait()  # woken when this request reaches the head
                     continue
@@ -607,10 +658,10 @@ class Pacer:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(ticket.wait(), min(wait, 0.25))
         finally:
-            if self._queue and self._queue[0] is ticket:
-                self._queue.popleft()
-            elif ticket in self._queue:  # cancelled, or stopped, while not at the head
-                self._queue.remove(ticket)
+            if queue and queue[0] is ticket:
+                queue.popleft()
+            elif ticket in queue:  # cancelled, or stopped, while not at the head
+                queue.remove(ticket)
             self._notify()  # the next request in the queue is the head now
 
     @contextlib.asynccontextmanager
@@ -619,7 +670,7 @@ class Pacer:
 
         The slot is this task's current one while the block runs: the HTTP attempts made in it
         (see :meth:`before_send` and :meth:`after_send`) are charged to it."""
-        slot = await self.acquire(lambda: self.cost(params), stop)
+        slot = await self.acquire(lambda: self.cost(params), stop, str(params.get("model") or ""))
         token = _CURRENT.set(slot)
         try:
             yield slot
@@ -648,9 +699,10 @@ class Pacer:
             await asyncio.sleep(min(wait, 0.25))
             _stop_if_told(slot)
         now = self.clock()
-        for kind, bucket in self.buckets.items():
+        buckets = self.of(slot.cost.model).buckets
+        for kind, bucket in buckets.items():
             bucket.take(slot.cost.of(kind), now)
-        slot.charged = frozenset(self.buckets)
+        slot.charged = frozenset(buckets)
         slot.refused = False
 
     def mark_sent(self) -> float:
@@ -696,6 +748,13 @@ class Pacer:
                 slot.task.cancel()
                 stopped += 1
         return stopped
+
+
+def _drop_combined(buckets: dict[str, Bucket]) -> None:
+    """The combined ``tokens`` budget goes once the split input and output budgets are known:
+    they say more."""
+    if "tokens" in buckets and ("input_tokens" in buckets or "output_tokens" in buckets):
+        del buckets["tokens"]
 
 
 def _stop_if_told(slot: Slot) -> None:

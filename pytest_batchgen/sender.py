@@ -112,7 +112,7 @@ def _counters(d: Any) -> _Counters:
 class _PacerView:
     """The parent's view of the child's pacer: what the progress line shows of it."""
 
-    account = None  # the child remembers the account's limits itself
+    accounts: dict[str, str] = {}  # the child remembers the account's limits itself
 
     def __init__(self) -> None:
         self.status = ""

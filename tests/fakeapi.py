@@ -79,6 +79,8 @@ headers; ``reset`` is the RFC 3339 time at which the bucket is full again
 (microseconds, or whole seconds with ``whole_seconds``).  ``fake.limited``
 counts the 429s the limits caused and ``fake.admitted`` logs (time, charge) of
 every admitted request: what it took, less what was given back once answered.
+``fake.limit_model(model, RateLimits(...))`` gives one model buckets of its own
+(the API limits each model class apart); its replies' headers tell those.
 """
 
 from __future__ import annotations
@@ -645,6 +647,7 @@ class FakeAnthropic:
         self.limited = 0  # 429s sent because a rate limit was reached
         self.admitted: list[tuple[float, dict[str, float]]] = []  # (time, charge) under the limits
         self._buckets: _Buckets | None = None
+        self._model_buckets: dict[str, _Buckets] = {}
         self.limits = limits
 
     @property
@@ -657,6 +660,15 @@ class FakeAnthropic:
         with self._lock:
             self._limits = value
             self._buckets = _Buckets(value) if value is not None else None
+
+    def limit_model(self, model: str, limits: RateLimits) -> None:
+        """Give requests for ``model`` rate limits of their own, as the API limits each model
+        class apart (the others keep :attr:`limits`); full buckets to start with."""
+        with self._lock:
+            self._model_buckets[model] = _Buckets(limits)
+
+    def _buckets_for(self, model: Any) -> _Buckets | None:
+        return self._model_buckets.get(str(model), self._buckets)
 
     # ---- lifecycle
 
@@ -889,13 +901,13 @@ class FakeAnthropic:
         if reply.retry_after is not None:
             extra["retry-after"] = _fmt_seconds(reply.retry_after)
         if reply.raw_body is not None or reply.is_error:
-            extra = {**self._settle(cost, None), **extra}
+            extra = {**self._settle(cost, None, body.get("model")), **extra}
         if reply.raw_body is not None:
             return reply.status, {"content-type": reply.content_type, "request-id": request_id, **extra}, reply.raw_body
         if reply.is_error:
             return self._error_response(reply.status, reply.resolved_error_type, reply.text, request_id, extra)
         message = self._message_json(body, reply, "standard")
-        extra = {**self._settle(cost, message["usage"]), **extra}
+        extra = {**self._settle(cost, message["usage"], body.get("model")), **extra}
         status, headers, payload = self._json(message, request_id, reply.status)
         return status, {**headers, **extra}, payload
 
@@ -903,7 +915,7 @@ class FakeAnthropic:
         """Take the request's cost from the rate-limit buckets: its cost, None without limits,
         or the 429 response when it does not fit."""
         with self._lock:
-            buckets = self._buckets
+            buckets = self._buckets_for(body.get("model"))
             if buckets is None:
                 return None
             cost = {
@@ -941,10 +953,10 @@ class FakeAnthropic:
                 read = running
         return max(1, running - read)
 
-    def _settle(self, cost: dict[str, float] | None, usage: dict | None) -> dict[str, str]:
-        """Give back what the request did not use (all of it for an error), and the headers."""
+    def _settle(self, cost: dict[str, float] | None, usage: dict | None, model: Any = None) -> dict[str, str]:
+        """Give back what ``model``'s request did not use (all of it for an error), and the headers."""
         with self._lock:
-            buckets = self._buckets
+            buckets = self._buckets_for(model)
             if buckets is None:
                 return {}
             if cost is not None:

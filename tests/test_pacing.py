@@ -497,7 +497,7 @@ def test_a_stop_reaches_every_queued_request_in_turn():
         await asyncio.gather(first(), *(queued() for _ in range(50)))
 
     asyncio.run(asyncio.wait_for(main(), 5))
-    assert admitted == [False] * 50 and p._queue == deque()
+    assert admitted == [False] * 50 and p.of("").queue == deque()
 
 
 def test_a_queued_request_is_costed_with_the_ratio_learnt_while_it_waited():
@@ -621,6 +621,29 @@ def test_a_retry_waiting_for_the_budgets_is_not_sent_once_the_run_stopped():
                 await p.before_send()  # the SDK's retry
 
     asyncio.run(main())
+
+
+def test_each_model_has_its_own_budgets_and_its_own_queue():
+    clock = Clock()
+    p = Pacer(4, clock=clock, wall=clock.wall)
+    p.observe(200, headers(clock, requests=(5, 0, 60)), model="claude-sonnet-5-5")  # used up for a minute
+    p.observe(200, headers(clock, requests=(1_000, 990, 1)), model="claude-haiku-5-5")
+    sonnet, haiku = Cost(model="claude-sonnet-5-5"), Cost(model="claude-haiku-5-5")
+    assert p.delay(sonnet)[1] == "requests" and p.delay(sonnet)[0] > 10
+    assert p.delay(haiku) == (0.0, None)
+    assert p.of("claude-sonnet-5-5").buckets["requests"].capacity == 5
+    assert p.of("claude-haiku-5-5").buckets["requests"].capacity == 1_000
+    assert [k.limit for k in p.known("claude-sonnet-5-5")] == [5] and p.known("claude-opus-5") == ()
+
+    async def main() -> tuple[bool, bool]:
+        waiting = asyncio.ensure_future(p.acquire(sonnet))  # at the head of Sonnet's queue, waiting
+        await asyncio.sleep(0.01)
+        admitted = await asyncio.wait_for(p.acquire(haiku), 1)  # not behind it
+        held = not waiting.done()
+        waiting.cancel()
+        return admitted.admitted, held
+
+    assert asyncio.run(main()) == (True, True)
 
 
 # -- seeded from an earlier run's limits (pytest_batchgen/limitstore.py) ----------------------
@@ -751,6 +774,29 @@ def test_a_paced_run_stays_within_the_requests_budget(project, fake):
     assert result.ret == 0, result.stdout.str()
     assert fake.limited == 0  # no request was over the budget
     assert len(fake.admitted) == len(fake.messages_requests()) == 16
+    assert set(project.statuses().values()) == {"complete"}
+
+
+def test_each_model_is_paced_against_its_own_budgets(project, fake):
+    # the API limits each model class apart: Haiku's replies (a large budget) must not lend
+    # Sonnet's requests their budget, nor hold Haiku's requests to Sonnet's
+    project.write_rows(rows_for(*NAMES))
+    plan = project.path / "plan.md"
+    rows = [f"| {name.replace('-', ' ').title()} | {name}.md | haiku |" for name in NAMES]
+    text = plan.read_text()
+    for n, row in enumerate(rows):
+        if n % 2:  # every other row is Sonnet's, in the same phase: their requests interleave
+            text = text.replace(row, row.replace("| haiku |", "| sonnet |"))
+    plan.write_text(text)
+    fake.limit_model("claude-haiku-5-5", RateLimits(requests=1_000, input_tokens=1e8, output_tokens=1e8, window=1.0))
+    fake.limit_model("claude-sonnet-5-5", RateLimits(requests=4, input_tokens=1e8, output_tokens=1e8, window=1.0))
+
+    result = project.run("--batch-concurrency", "4")
+
+    assert result.ret == 0, result.stdout.str()
+    models = [e.body["model"] for e in fake.messages_requests()]
+    assert models.count("claude-sonnet-5-5") == models.count("claude-haiku-5-5") == 8
+    assert fake.limited == 0  # the first wave (2 Sonnet requests, sent blind) fits Sonnet's 4
     assert set(project.statuses().values()) == {"complete"}
 
 
