@@ -9,8 +9,9 @@ that validate-only runs never load it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -31,6 +32,8 @@ class CallInfo:
     live: int = 0
     #: a live reply waiting for the SDK's parse before it is recorded (see Recorder.commit)
     pending: list = field(default_factory=list)
+    #: the call's ``batchgen_total_timeout`` (an ``asyncio.Timeout``; None on Python 3.10)
+    deadline: Any = None
 
 
 @dataclass(frozen=True)
@@ -121,16 +124,19 @@ class ClientSettings:
         )
 
 
-async def _within(awaitable: Awaitable[T], seconds: float) -> T:
-    """``awaitable``'s result, or ``asyncio.TimeoutError`` after ``seconds``.
+async def _within(awaitable: Awaitable[T], seconds: float, call: CallInfo | None = None) -> T:
+    """``awaitable``'s result, or ``asyncio.TimeoutError`` after ``seconds``; ``call`` keeps
+    the deadline, which stops while the pacer waits (see :func:`_deadline_paused`).
 
     ``asyncio.timeout`` (Python 3.11+) bounds it in the caller's own task; ``asyncio.wait_for``
     before 3.12 wraps it in a task of its own, with its callbacks and its context copy: two
     tasks more for every request, in the loop that sends them all."""
     timeout = getattr(asyncio, "timeout", None)
-    if timeout is None:  # Python 3.10
+    if timeout is None:  # Python 3.10: a fixed deadline
         return await asyncio.wait_for(awaitable, seconds)
-    async with timeout(seconds):
+    async with timeout(seconds) as deadline:
+        if call is not None:
+            call.deadline = deadline
         return await awaitable
 
 
@@ -182,7 +188,8 @@ def _paced(inner: Any, pacer: Any) -> Any:
 
     class Paced(httpx2.AsyncBaseTransport):
         async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-            await pacer.before_send()
+            with _deadline_paused():
+                await pacer.before_send()
             sent_at = pacer.mark_sent()
             try:
                 response = await inner.handle_async_request(request)
@@ -219,6 +226,29 @@ def connection_limits(sdk: Any, concurrency: int) -> Any:
         max_keepalive_connections=at_least(sdk.max_keepalive_connections),
         keepalive_expiry=sdk.keepalive_expiry,
     )
+
+
+@contextlib.contextmanager
+def _deadline_paused() -> Iterator[None]:
+    """Stop the current call's ``batchgen_total_timeout`` clock while the block runs: the pacer's
+    wait for the rate limits' budgets (a retry of a refused attempt). That wait is the account's
+    pace, not the request's slowness; a request queued before its first attempt waits outside
+    the bound too, and one refused in a blind first wave timed out while later rows waited."""
+    call = current_call.get(None)
+    deadline: Any = getattr(call, "deadline", None)
+    when = deadline.when() if deadline is not None else None
+    if when is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with contextlib.suppress(RuntimeError):  # expiring already: the call times out as it would
+        deadline.reschedule(None)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(RuntimeError):
+            deadline.reschedule(when + (loop.time() - began))
 
 
 class ModelClient:
@@ -278,7 +308,7 @@ class ModelClient:
         token = current_call.set(info)
         try:
             create = self._client.messages.create(**params)
-            message = await (_within(create, self.settings.total) if self.settings.total else create)
+            message = await (_within(create, self.settings.total, info) if self.settings.total else create)
         except asyncio.TimeoutError:
             raise ModelCallError(
                 "Timeout", f"no reply within {self.settings.total:g}s (one request, the SDK's retries included)"

@@ -800,6 +800,21 @@ def test_each_model_is_paced_against_its_own_budgets(project, fake):
     assert set(project.statuses().values()) == {"complete"}
 
 
+def test_a_retry_waiting_for_the_budgets_does_not_count_against_the_total_timeout(project, fake):
+    # a first run on an account whose limit is below the concurrency: 2 of the first wave's 4
+    # requests are refused, and their retries wait for the budget to refill, past the 2 s of
+    # batchgen_total_timeout, which bounds a request, not the account's pace
+    names = NAMES[:4]
+    project.write_rows(rows_for(*names), ini_extra="batchgen_total_timeout = 2\n")
+    fake.limits = RateLimits(requests=2, input_tokens=1e8, output_tokens=1e8, window=2.0)
+
+    result = project.run("--batch-concurrency", "4")
+
+    assert result.ret == 0, result.stdout.str()
+    assert fake.limited == 2  # the blind first wave's
+    assert set(project.statuses().values()) == {"complete"}
+
+
 def _refused_after_the_first_window(fake) -> list:
     """The 429s to requests other than the first window's: the first 16 requests (the
     concurrency, sent before any reply) leave before the pacer knows the limits; no later
