@@ -349,6 +349,11 @@ class Dispatcher(BackgroundDispatch):
 
     async def _dispatch_all(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # drafts are checked in the loop's executor, as many at once as requests in flight: a
+        # check may wait seconds on a judge call (the default, 6 threads on 2 cores, held 32 to 6)
+        self._loop.set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchgen-checks")
+        )
         if self._stop.is_set():  # cancelled before the loop ran
             self.pacer.stop_between_attempts()
         client = self._client_factory()

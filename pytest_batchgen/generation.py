@@ -186,7 +186,7 @@ class Generation:
         afresh = {run.row_id(row).key for run, row in rows if regenerates(state, run.plan, row)}
         capture(state, rows, afresh)  # the outputs as they were: the baselines of the report
         if state.sender is not None:  # the forked sending process generates them (sender.py)
-            dispatcher: Dispatcher | RemoteDispatch = state.sender.dispatch(rows, afresh)
+            dispatcher: Dispatcher | RemoteDispatch = state.sender.dispatch(rows, afresh, state.settings.concurrency)
         else:
             dispatcher = make_dispatcher(state.settings, state.prices, rows, afresh)
         generation = cls(dispatcher, progress_line(config))

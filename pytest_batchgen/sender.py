@@ -159,9 +159,12 @@ class SenderProcess:
     def receive(self) -> tuple[Any, ...]:
         return self._from_child.recv()
 
-    def dispatch(self, rows: Sequence[tuple[PlanRun, Row]], afresh: Iterable[str]) -> RemoteDispatch:
-        """The dispatcher's stand-in for ``rows``; :meth:`RemoteDispatch.start` sends them."""
-        return RemoteDispatch(self, rows, sorted(afresh))
+    def dispatch(
+        self, rows: Sequence[tuple[PlanRun, Row]], afresh: Iterable[str], concurrency: int = 8
+    ) -> RemoteDispatch:
+        """The dispatcher's stand-in for ``rows``; :meth:`RemoteDispatch.start` sends them.
+        ``concurrency`` drafts at most are checked at once (their judge calls among them)."""
+        return RemoteDispatch(self, rows, sorted(afresh), concurrency)
 
     def close(self) -> None:
         """At the end of the session, or when there is nothing to send. A child that was given
@@ -193,7 +196,9 @@ class RemoteDispatch:
     :class:`~pytest_batchgen.dispatch.BackgroundDispatch`, fed by a thread that reads the child's
     messages."""
 
-    def __init__(self, sender: SenderProcess, rows: Sequence[tuple[PlanRun, Row]], afresh: list[str]) -> None:
+    def __init__(
+        self, sender: SenderProcess, rows: Sequence[tuple[PlanRun, Row]], afresh: list[str], concurrency: int = 8
+    ) -> None:
         self.sender = sender
         self._rows = {run.row_id(row).key: (run, row) for run, row in rows}
         self.jobs = list(self._rows)
@@ -201,7 +206,11 @@ class RemoteDispatch:
         self._row_results = RowResults(self.jobs)
         self._finished = threading.Event()
         self._reader: threading.Thread | None = None
-        self._checking = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="batchgen-checks")
+        # as many as the requests in flight: a draft's checks may wait seconds on a judge call
+        # (the executor's default, 6 threads on 2 cores, held 32 at a time to 6)
+        self._checking = concurrent.futures.ThreadPoolExecutor(
+            max(1, concurrency), thread_name_prefix="batchgen-checks"
+        )
         self.pacer = _PacerView()
         self._counters = _Counters()
         self._cancelled = ""

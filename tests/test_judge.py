@@ -6,6 +6,8 @@ Against the loopback server (``fake``), whose judge answers are scripted per out
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -438,6 +440,27 @@ def test_a_corrupt_judge_recording_is_a_failure_naming_the_file(project, fake, m
     assert result.outcomes()[item("alpha.md")] == "failed"
     assert "cassettes/plan/alpha.md.judge.yaml" in result.failure(item("alpha.md"))
     assert "is not valid YAML" in result.failure(item("alpha.md"))
+
+
+@pytest.mark.parametrize("where", ["process", "thread"])
+def test_judge_calls_run_as_many_at_once_as_the_concurrency(project, fake, where):
+    # each draft's checks wait for its judge call: the threads that run them were the
+    # executor's default (6 on 2 cores), which held --batch-concurrency 10 to 6 judge calls
+    names = [f"row-{i:02d}" for i in range(10)]
+    judge = install(fake)
+    given_rows_with_a_judge(project, *names, ini_extra=f"batchgen_sender = {where}\n")
+    for name in names:
+        judge.set(f"{name}.md", dataclasses.replace(passes(), delay=1.5))
+
+    result = project.run("--batch-concurrency", "10")
+
+    assert result.ret == 0, result.stdout.str()
+    assert fake.wait_idle()
+    calls = [e for e in fake.messages_requests() if is_judge(e.body)]
+    assert len(calls) == 10
+    edges = sorted([(e.started, 1) for e in calls] + [(e.finished, -1) for e in calls])
+    in_flight = list(itertools.accumulate(step for _, step in edges))
+    assert max(in_flight) == 10
 
 
 def test_registration_waits_for_the_judge(project, fake):
