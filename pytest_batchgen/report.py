@@ -194,8 +194,10 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
         + f"tokens {_tokens(t.usage)} (in/out/cache write/cache read); estimated cost {_money(t.cost)}"
     )
     saved = []
-    if t.caching_saved:
+    if round(t.caching_saved, 4) > 0:
         saved.append(f"prompt caching saved {_money(t.caching_saved)}")
+    elif round(t.caching_saved, 4) < 0:  # cache writes that no later call read: they cost 1.25 x input
+        saved.append(f"prompt caching cost {_money(-t.caching_saved)} more than plain input (cache writes not read)")
     if t.replay_saved:
         saved.append(f"replay saved {_money(t.replay_saved)}")
     if t.batch_saved:

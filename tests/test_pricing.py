@@ -339,6 +339,23 @@ def test_summary_lines_one_row_each_then_totals():
     assert summary_lines(reports, PriceTable(), budget_note="stopped dispatching: x")[-1] == "stopped dispatching: x"
 
 
+@pytest.mark.parametrize(
+    ("usage", "line"),
+    [
+        (Usage(1_000, 200, 3_000, 0), "prompt caching cost $0.0008 more than plain input (cache writes not read)"),
+        (Usage(1_000, 200, 30, 0), None),  # $0.0000 either way: not worth a line
+        (Usage(1_000, 200, 0, 3_000), "prompt caching saved $0.0027"),
+    ],
+)
+def test_the_summary_says_what_caching_saved_or_cost(usage, line):
+    # a cache write costs 1.25 x input: a run whose writes no call read paid for caching
+    row = make_row("alpha.md", line=20)
+    report = RowReport("plan.md", row, "pending", "complete", "complete", RowResult("k", "passed", [attempt(1, usage)]))
+    lines = summary_lines([report], PriceTable())
+    assert [text for text in lines if "caching" in text] == ([line] if line else [])
+    assert not any("$-" in text for text in lines)
+
+
 def test_summary_column_widths_line_up():
     lines = summary_lines(sample_reports(), PriceTable())
     starts = {line.index("claude-haiku") for line in lines[1:5]}
