@@ -62,6 +62,7 @@ class TallyPlugin:
         self.item_counts: dict[RowId, int] = {}  # items collected per row
         self.partial: set[RowId] = set()  # rows with a deselected item
         self.recorded: dict[Path, bool] = {}  # plan -> whether the plan's bytes changed
+        self.interrupted = False  # Ctrl-C: nothing recorded, and the summary says so
         self._ids: dict[tuple[str, str], RowId] = {}  # a report's (plan, filename) -> its row
 
     @pytest.hookimpl(tryfirst=True)
@@ -135,6 +136,7 @@ class TallyPlugin:
         if settings.role is Role.WORKER or settings.readonly or settings.dry_run:
             return
         if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.USAGE_ERROR):
+            self.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
             return
         for run in self.state.runs:
             updates = plan_updates(self.tallies_of(run))
@@ -144,7 +146,8 @@ class TallyPlugin:
         """Every selected row's report: statuses, verdict, generation and failures."""
         state = self.state
         results = state.results()
-        frozen = state.settings.readonly or state.settings.dry_run
+        # statuses as the plan has them: an interrupted run records nothing
+        frozen = state.settings.readonly or state.settings.dry_run or self.interrupted
         reports: list[RowReport] = []
         for run in state.runs:
             reports += build_rows(

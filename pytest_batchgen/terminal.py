@@ -41,6 +41,8 @@ class TerminalPlugin:
         for run in state.runs:
             if state.settings.readonly:
                 action = "plan unchanged (read-only)"
+            elif self.tally.interrupted:
+                action = "plan unchanged (interrupted: the next run keeps the outputs and replays the recorded replies)"
             else:
                 action = "plan updated" if self.tally.recorded.get(run.plan.path) else "plan unchanged"
             tr.write_line(f"{run.plan.rel(run.plan.path)}: {action}")

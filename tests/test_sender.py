@@ -345,6 +345,10 @@ def test_ctrl_c_ends_a_refused_request_waiting_for_its_retry(project, fake, fork
     assert [e.status for e in requests_by_row(fake)["a-one.md"]] == [429]
     assert [row_of(b) for b in project.cassette_bodies("b-two.md")] == ["b-two.md"]
     assert not project.cassette("a-one.md").exists()
+    # nothing was recorded into the plan, and the summary says so (not "pending -> complete")
+    out, _ = proc.output()
+    assert "plan.md: plan unchanged (interrupted: the next run keeps the outputs" in out, out
+    assert "pending -> complete" not in out and "0 complete" in out, out
 
 
 @needs_proc
