@@ -462,7 +462,6 @@ class Dispatcher(BackgroundDispatch):
         result.outcome = Outcome.FAILED
         return result
 
-
     def _check_budget(self) -> None:
         """Stop sending once the estimated spend (the judge's included) reaches the cap."""
         spent = self.spent + self.extra_spent()

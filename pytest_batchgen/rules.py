@@ -347,12 +347,23 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+#: linters running at once in this process: drafts are checked as many at once as requests
+#: are in flight (a judge call waits on the network), but a linter takes a core while it runs
+_LINTERS = threading.BoundedSemaphore(min(32, (os.cpu_count() or 1) + 4))
+
+
 def _invoke(args: list[str], cwd: Path, timeout: float) -> tuple[Failure | None, int, str]:
     """Run without a shell: (a failure to run at all, exit code, combined output).
 
     The linter starts in a session of its own, so that on a timeout its whole process group is
-    killed: a ``sh -c "..."`` wrapper's children must not outlive the check (or pytest).
+    killed: a ``sh -c "..."`` wrapper's children must not outlive the check (or pytest). At most
+    :data:`_LINTERS` run at once.
     """
+    with _LINTERS:
+        return _invoke_now(args, cwd, timeout)
+
+
+def _invoke_now(args: list[str], cwd: Path, timeout: float) -> tuple[Failure | None, int, str]:
     args = [resolve_command(args[0]), *args[1:]]
     shown = " ".join(shlex.quote(a) for a in args)
     env, secrets = linter_env()

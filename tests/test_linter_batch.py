@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pytest_batchgen.run import PlanRun
 # A linter that logs each invocation, then reports every file containing BAD (by path, with a
 # line), or prints an unattributable error when any file contains CRASH.
 LINTER = """
+import os
 import sys
 with open("lint.log", "a") as log:
     log.write(" ".join(sys.argv[1:]) + "\\n")
@@ -107,3 +109,32 @@ def test_chunks_bound_the_command_line(tmp_path):
     batch.chunk = 2
     assert set(verdicts(run).values()) == {None}
     assert [len(line.split()) for line in invocations(tmp_path)] == [2, 2, 1]
+
+
+def test_linters_run_a_few_at_once_however_many_drafts_are_checked(monkeypatch):
+    # drafts are checked as many at once as requests are in flight (judge calls wait on the
+    # network), but each linter takes a core: at most the executor's old width run at once
+    import threading
+    import time
+
+    from pytest_batchgen import rules
+
+    running, peak, lock = 0, 0, threading.Lock()
+
+    def fake_invoke(args, cwd, timeout):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return None, 0, ""
+
+    monkeypatch.setattr(rules, "_invoke_now", fake_invoke)
+    threads = [threading.Thread(target=rules._invoke, args=(["lint"], Path("."), 5.0)) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == min(32, (os.cpu_count() or 1) + 4)
