@@ -43,7 +43,8 @@ class CheckContext:
     row: Row
     plan: Plan
     readonly: bool = False
-    others_pass: Callable[[], bool] = field(default=lambda: True, compare=False)
+    #: whether the row's other rules pass (None: none fails, a judge rule has no verdict)
+    others_pass: Callable[[], bool | None] = field(default=lambda: True, compare=False)
     #: the rows this session checks (phase-selected); batch checks lint only these
     selected: tuple[Row, ...] = ()
     #: the failures of the row's mechanical rules (not model-graded, not run-last) on this output

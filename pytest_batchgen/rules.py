@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .checklist import CheckContext, ChecklistForm, CompileContext, Failure, parse_count, split_list
+from .checklist import CheckContext, ChecklistForm, CheckSkipped, CompileContext, Failure, parse_count, split_list
 from .document import OutputDocument
 from .fsutil import signature
 from .judge import JUDGE_FORM
@@ -531,7 +531,14 @@ def _build_registered(m: re.Match, ctx: CompileContext):
         title = c.row.title or c.row.filename
         try:
             listed = is_registered(tracking, output)
-            if not c.doc.error and c.others_pass():
+            others = False if c.doc.error else c.others_pass()
+            if others is None:  # nothing fails, but a judge rule has no verdict on this output
+                if listed:  # the entry stands: a missing verdict only skips (the judge's item says so)
+                    if not c.readonly:
+                        retitle(tracking, output, title)
+                    return None
+                raise CheckSkipped(f"not registered in {raw}: a judge rule has no verdict on this output yet")
+            if others:
                 if not c.readonly:
                     if listed:
                         retitle(tracking, output, title)

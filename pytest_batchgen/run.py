@@ -89,12 +89,20 @@ class PlanRun:
         verdicts[key] = (doc, failure)
         return failure
 
-    def others_pass(self, row: Row, rule: Rule) -> bool:
-        """Whether every other rule (judge rules included) passes; a skipped one does not."""
-        try:
-            return all(self.evaluate(row, r) is None for r in self.rules if r is not rule and not r.form.runs_last)
-        except CheckSkipped:
-            return False
+    def others_pass(self, row: Row, rule: Rule) -> bool | None:
+        """Whether every other rule (judge rules included) passes: True, False when one fails,
+        None when none fails but one has no verdict (a judge rule in a run that may not call the
+        model, on an output edited since its verdict was recorded)."""
+        unknown = False
+        for other in self.rules:
+            if other is rule or other.form.runs_last:
+                continue
+            try:
+                if self.evaluate(row, other) is not None:
+                    return False
+            except CheckSkipped:
+                unknown = True
+        return None if unknown else True
 
     def mechanical_failures(self, row: Row, path: Path | None = None) -> list[tuple[Rule, Failure]]:
         """The failing rules that are neither model-graded nor run-last: judge rules wait for these."""

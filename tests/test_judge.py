@@ -463,6 +463,38 @@ def test_judge_calls_run_as_many_at_once_as_the_concurrency(project, fake, where
     assert max(in_flight) == 10
 
 
+def test_a_listed_output_edited_by_hand_stays_registered_while_its_judge_has_no_verdict(project, fake, monkeypatch):
+    # the read-only CI gate after a typo fix: the judge's item is skipped (no recorded verdict
+    # for this version), which must not fail the registration as "fails its other checks"
+    install(fake)
+    given_rows_with_a_judge(project, "alpha", "beta", line=JUDGE_LINE + "6. Output registered in `output/INDEX.md`\n")
+    assert project.run().ret == 0
+    assert set(project.statuses().values()) == {"complete"}
+    project.write("output/alpha.md", project.output("alpha.md").replace("details text.", "details text, fixed."))
+    project.write("output/gamma.md", draft("Gamma"))  # not a row's output: nothing to do with it
+    go_offline(fake, monkeypatch)
+
+    result = project.run("--batch-readonly")
+
+    assert result.outcomes()[item("alpha.md")] == "skipped"
+    assert result.outcomes()["alpha.md::registered"] == "passed", result.failure("alpha.md::registered")
+    assert result.outcomes()["beta.md::registered"] == "passed"
+    assert result.ret == 0
+
+
+def test_an_output_whose_judge_has_no_verdict_is_not_registered_and_its_check_is_skipped(project, fake, monkeypatch):
+    install(fake)
+    given_rows_with_a_judge(project, "alpha", line=JUDGE_LINE + "6. Output registered in `output/INDEX.md`\n")
+    project.write("output/alpha.md", draft("Alpha"))  # written by hand: never judged, not listed
+    go_offline(fake, monkeypatch)
+
+    result = project.run("--batch-validate-only")
+
+    assert result.outcomes()["alpha.md::registered"] == "skipped"
+    assert "a judge rule has no verdict on this output yet" in result.skip_reasons()["alpha.md::registered"]
+    assert not (project.path / "output" / "INDEX.md").exists() or "alpha.md" not in project.read("output/INDEX.md")
+
+
 def test_registration_waits_for_the_judge(project, fake):
     judge = install(fake)
     judge.set("beta.md", fails("Beta is defined by Beta", 9))
