@@ -17,10 +17,12 @@ the old output, so the draft's verdict is taken from the generation's last attem
 from __future__ import annotations
 
 import difflib
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .cassettes import KEY_PREFIX
 from .freshness import (
     Freshness,
     UnreadableRecording,
@@ -275,8 +277,9 @@ def summary_lines(state: BatchState, reports: Sequence[RowReport]) -> list[str]:
     if len(stale) > MAX_NAMED:
         lines.append(f"  ... and {len(stale) - MAX_NAMED} more stale rows")
     if stale and not state.settings.regenerate_stale:
-        plans = " ".join(f"--batch-plan {p}" for p in dict.fromkeys(r.plan for r, _ in stale))
-        lines.append(f"  to regenerate them: pytest {plans} --batch-regenerate-stale")
+        plans = " ".join(f"--batch-plan {shlex.quote(p)}" for p in dict.fromkeys(r.plan for r, _ in stale))
+        key = "" if state.settings.api_key else KEY_PREFIX  # regenerating calls the model
+        lines.append(f"  to regenerate them: {key}pytest {plans} --batch-regenerate-stale")
     for c in changes(state, reports).values():
         kept = ", previous output kept" if c.after["kept_previous"] else ""
         word = "REGRESSION" if c.regression else "regenerated"

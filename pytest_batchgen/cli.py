@@ -98,7 +98,7 @@ def _report(scaffold: Scaffold, folder: Path, out: TextIO) -> None:
             "pip install 'pytest-batchgen[lint]' (or pip install pymarkdownlnt).",
             file=out,
         )
-    plan = scaffold.plan
+    plan = shlex.quote(str(scaffold.plan))
     print("\nNext:", file=out)
     if folder.absolute() != Path.cwd():
         print(f"  cd {shlex.quote(str(folder))}", file=out)

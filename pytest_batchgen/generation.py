@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shlex
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -18,6 +19,7 @@ import pytest
 
 from .plan import Row
 from .pricing import PriceTable
+from .rowid import shell_word
 from .run import PlanRun
 from .settings import Settings
 
@@ -75,14 +77,14 @@ class PerRow(Mapping[str, T]):
 
 def rerecord_hint(run: PlanRun, row: Row) -> str:
     """The command that re-records one row (printed by replay misses)."""
-    plan = run.plan.rel(run.plan.path)
-    return f"pytest --batch-plan {plan} --batch-record-mode all '{run.row_id(row).node_id(run.plan.rootdir)}'"
+    plan = shlex.quote(run.plan.rel(run.plan.path))
+    return f"pytest --batch-plan {plan} --batch-record-mode all {shell_word(run.row_id(row).node_id(run.plan.rootdir))}"
 
 
 def resume_command(settings: Settings) -> str:
     """The command that collects the Message Batches a stopped run left running."""
-    plans = " ".join(f"--batch-plan {p}" for p in settings.plans)
-    phases = "".join(f" --batch-phase {p}" for p in settings.phases)
+    plans = " ".join(f"--batch-plan {shlex.quote(str(p))}" for p in settings.plans)
+    phases = "".join(f" --batch-phase {shlex.quote(str(p))}" for p in settings.phases)
     return f"pytest {plans}{phases} --batch-api batches"
 
 

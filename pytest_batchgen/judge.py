@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,7 +47,7 @@ from .checklist import (
 )
 from .client import Usage
 from .plan import Plan, Row
-from .rowid import RowId
+from .rowid import RowId, shell_word
 
 if TYPE_CHECKING:
     from .client import Completion
@@ -374,7 +375,7 @@ class JudgeService:
 
     def record_command(self, plan: Plan, row: Row, rule: str) -> str:
         node = RowId(plan.path, row.filename).node_id(plan.rootdir)
-        return f"pytest --batch-plan {plan.rel(plan.path)} '{node}::{rule}'"
+        return f"pytest --batch-plan {shlex.quote(plan.rel(plan.path))} {shell_word(f'{node}::{rule}')}"
 
     def _complete(self, key: str, params: dict[str, Any]) -> Completion:
         assert self._loop is not None

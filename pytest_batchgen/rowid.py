@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def shell_word(text: str) -> str:
+    """``text`` as one shell word in single quotes (how the plugin prints a node id in a
+    command to run): a quote inside it is closed, escaped and reopened."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
 @dataclass(frozen=True)
 class RowId:
     """A row of a plan in this session. ``plan`` is the plan's resolved path."""

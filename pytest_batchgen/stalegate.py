@@ -13,12 +13,14 @@ recording.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _pytest._code.code import TerminalRepr
 
+from .cassettes import KEY_PREFIX
 from .freshness import MISSING, Freshness, book_of
 from .nodes import RowItem, _state
 
@@ -30,10 +32,11 @@ class StaleOutput(Exception):
     batchgen_check = "fresh"
 
 
-def stale_message(plan_rel: str, freshness: Freshness) -> str:
+def stale_message(plan_rel: str, freshness: Freshness, has_key: bool = True) -> str:
+    key = "" if has_key else KEY_PREFIX  # regenerating calls the model
     return (
         f"stale: the {', the '.join(freshness.reasons)} changed since it was generated. "
-        f"Regenerate it: pytest --batch-plan {plan_rel} --batch-regenerate-stale"
+        f"Regenerate it: {key}pytest --batch-plan {shlex.quote(plan_rel)} --batch-regenerate-stale"
     )
 
 
@@ -52,7 +55,7 @@ class FreshItem(RowItem):
         if found.state == MISSING:
             pytest.skip(f"no output to judge ({plan.rel(self.run.output_path(row))})")
         if found.stale:
-            raise StaleOutput(stale_message(plan.rel(plan.path), found))
+            raise StaleOutput(stale_message(plan.rel(plan.path), found, bool(state.settings.api_key)))
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None

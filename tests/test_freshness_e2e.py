@@ -66,6 +66,19 @@ def stale_project(project: Project, fake: FakeAnthropic) -> Project:
     return project
 
 
+def test_the_commands_to_regenerate_stale_rows_carry_the_key_a_keyless_run_lacks(stale_project, monkeypatch):
+    # regenerating calls the model: run as printed, without a key, the command would only miss
+    project = stale_project
+    change_reference(project)
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+
+    gate = project.run("--batch-fail-stale", "--batch-readonly")
+
+    fix = "ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md --batch-regenerate-stale"
+    assert f"Regenerate it: {fix}" in gate.failure("alpha.md::fresh")
+    gate.stdout.fnmatch_lines([f"  to regenerate them: {fix}"])
+
+
 def test_a_recorded_run_is_fresh_and_a_reference_change_makes_every_row_stale(stale_project: Project):
     project = stale_project
     fresh = project.run("--batch-dry-run")

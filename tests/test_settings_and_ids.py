@@ -239,3 +239,38 @@ def test_a_budget_skip_is_a_field_not_a_phrase_in_the_error() -> None:
         RowReport("plan.md", _row("b.md"), "pending", "pending", Verdict.SKIPPED, budget),
     ]
     assert totals(reports, PriceTable()).skipped_by_budget == 1
+
+
+@pytest.mark.parametrize("text", ["plan.md::quorum.md", "plan.md::o'neil.md", "my plans/p.md::a b [x].md", "''"])
+def test_a_node_id_in_a_printed_command_is_one_shell_word(text):
+    import shlex
+
+    from pytest_batchgen.rowid import shell_word
+
+    assert shlex.split(f"pytest {shell_word(text)} -q") == ["pytest", text, "-q"]
+    assert shell_word("plan.md::quorum.md") == "'plan.md::quorum.md'"  # as the README shows it
+
+
+def test_the_rerecord_command_survives_a_plan_path_with_a_space_and_a_quote_in_a_filename(tmp_path):
+    import shlex
+
+    from pytest_batchgen.checklist import compile_checklist
+    from pytest_batchgen.document import DocumentCache
+    from pytest_batchgen.generation import rerecord_hint
+    from pytest_batchgen.plan import load_plan
+    from pytest_batchgen.rules import BUILTIN_FORMS
+    from pytest_batchgen.run import PlanRun
+
+    folder = tmp_path / "my plans"
+    folder.mkdir()
+    (tmp_path / "out").mkdir()  # paths in a plan are relative to the rootdir
+    (tmp_path / "out" / "ref.md").write_text("---\nterm: R\n---\n")
+    (folder / "p.md").write_text(
+        "## Format Reference\nout/ref.md\n\n## Output Directory\nout/\n\n## Content Rules\n- none\n\n"
+        "## Validation Checklist\n1. Front matter includes term\n\n"
+        "## Phase 1\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| O'Neil | o'neil.md | haiku | pending |\n"
+    )
+    plan = load_plan(folder / "p.md", tmp_path)
+    run = PlanRun(plan=plan, rules=compile_checklist(plan, BUILTIN_FORMS), rows=plan.rows, docs=DocumentCache())
+    words = shlex.split(rerecord_hint(run, plan.rows[0]))
+    assert words == ["pytest", "--batch-plan", "my plans/p.md", "--batch-record-mode", "all", "my plans/p.md::o'neil.md"]
