@@ -56,6 +56,9 @@ class Recording:
     first: Mapping[str, Any]  # the first request's JSON body
     usage: Usage  # every recorded interaction's usage, summed (repairs included)
     calls: tuple[tuple[str, Usage], ...]  # (model, usage) of each interaction, for its price
+    #: the requests that open a generation (one message: a repair carries the conversation), in
+    #: order: record mode new_episodes appends a row's later generations after its first
+    openers: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def prompt_chars(self) -> int:
@@ -97,8 +100,11 @@ def read_recording(path: Path) -> Recording | None:
     try:
         first = json.loads(interactions[0].body or b"")
         calls = []
+        openers = []
         for interaction in interactions:
             request = json.loads(interaction.body or b"")
+            if isinstance(request, dict) and len(request.get("messages") or ()) == 1:
+                openers.append(request)
             u = json.loads(interaction.response["body"]["string"]).get("usage") or {}
             calls.append(
                 (
@@ -118,7 +124,7 @@ def read_recording(path: Path) -> Recording | None:
     total = Usage()
     for _, u in calls:
         total = total + u
-    return Recording(first=first, usage=total, calls=tuple(calls))
+    return Recording(first=first, usage=total, calls=tuple(calls), openers=tuple(openers))
 
 
 def _first_body_event(raw: bytes) -> str | None:
@@ -296,7 +302,27 @@ def assess(plan: Plan, row: Row, prompt: Prompt) -> Freshness:
         return Freshness(UNRECORDED if has_output else MISSING, recording="unreadable", note=note)
     if first is None:
         return Freshness(UNRECORDED if has_output else MISSING)
-    return _against_recording(has_output, cassette, changes(first, prompt.params()))
+    params = prompt.params()
+    reasons = changes(first, params)
+    if reasons:  # the recording opens with an older request: a later generation may follow it
+        reasons = _latest_generation(cassette, params, reasons)
+    return _against_recording(has_output, cassette, reasons)
+
+
+def _latest_generation(cassette: Path, params: Mapping[str, Any], reasons: tuple[str, ...]) -> tuple[str, ...]:
+    """What differs from today's request in the row's latest generation. Record mode
+    ``new_episodes`` (the default) appends a row generated again after its old recording, and
+    that output was made by the latest; one whose request is today's makes the row fresh. Only
+    a row whose first request differs pays for reading the whole file."""
+    try:
+        recording = read_recording(cassette)
+    except UnreadableRecording:
+        return reasons
+    for request in recording.openers if recording is not None else ():
+        reasons = changes(request, params)
+        if not reasons:
+            break
+    return reasons
 
 
 def _against_recording(has_output: bool, cassette: Path, reasons: tuple[str, ...]) -> Freshness:

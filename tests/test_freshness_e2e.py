@@ -79,6 +79,24 @@ def test_the_commands_to_regenerate_stale_rows_carry_the_key_a_keyless_run_lacks
     gate.stdout.fnmatch_lines([f"  to regenerate them: {fix}"])
 
 
+def test_a_row_generated_again_after_its_old_recording_is_fresh(stale_project, fake):
+    # record mode new_episodes (the default with a key) appends the new generation after the
+    # old one: the output was made by the latest, which is today's request
+    project = stale_project
+    alpha = next(r for r in ROWS if r.filename == "alpha.md")
+    project.edit("plan.md", f"| {alpha.title} | alpha.md | haiku | complete |", "| Alpha Two | alpha.md | haiku | pending |")
+    (project.path / "output" / "alpha.md").unlink()  # so the pending row is sent again
+    router(fake).set("alpha.md", Reply.ok(draft("Alpha Two"), usage=SCRIPTED))
+
+    assert project.run("--batch-concurrency", "1").ret == 0
+    assert len(project.cassette_bodies("alpha.md")) == 2  # the old generation, then today's
+
+    gate = project.run("--batch-fail-stale", "--batch-readonly")
+    assert gate.outcomes()["alpha.md::fresh"] == "passed", gate.failure("alpha.md::fresh")
+    project.edit("plan.md", "| Alpha Two |", "| Alpha Three |")  # and a change after it is stale
+    assert "the title changed" in project.run("--batch-fail-stale", "--batch-readonly").failure("alpha.md::fresh")
+
+
 def test_a_recorded_run_is_fresh_and_a_reference_change_makes_every_row_stale(stale_project: Project):
     project = stale_project
     fresh = project.run("--batch-dry-run")
@@ -321,7 +339,8 @@ def test_a_replayed_row_is_judged_without_reading_its_recording_again(
     """Issue 12: a replay read each row's cassette to play it, then again to judge its freshness
     (0.1 to 0.2 ms a row). A row whose first request played its recording's first reply has a
     recording that opens with today's request: fresh, with nothing read. A row whose recording
-    opens with another request is still read, and named stale."""
+    opens with another request is still read: fresh when today's request follows (a later
+    generation, appended), stale when it does not."""
     from pytest_batchgen import freshness
     from pytest_batchgen.plan import load_plan
     from pytest_batchgen.settings import DEFAULT_MAX_TOKENS
@@ -352,11 +371,15 @@ def test_a_replayed_row_is_judged_without_reading_its_recording_again(
 
     assert result.ret == 0, result.stdout.str()
     assert read == ["beta.md.yaml"]
-    result.stdout.fnmatch_lines(["*freshness: 2 fresh, 1 stale*"])
+    result.stdout.fnmatch_lines(["*freshness: 3 fresh*"])  # beta's own request follows the older one
     rows = {r["filename"]: r["freshness"] for p in json.loads(project.read("report.json"))["plans"] for r in p["rows"]}
     # what reading every recording says now, as a later run would judge them
     plan = load_plan(project.path / "plan.md", project.path)
     book = freshness.FreshnessBook(DEFAULT_MAX_TOKENS)
     assert rows == {r.filename: book.of(plan, r).as_dict() for r in plan.rows}
     assert rows["alpha.md"] == {"state": "fresh", "reasons": [], "recording": "matches"}
-    assert rows["beta.md"] == {"state": "stale", "reasons": ["max_tokens"], "recording": "differs"}
+    assert rows["beta.md"] == {"state": "fresh", "reasons": [], "recording": "matches"}
+    del data["interactions"][1]  # only the older request left: stale, and why
+    cassette.write_text(yaml.safe_dump(data))
+    later = freshness.FreshnessBook(DEFAULT_MAX_TOKENS).of(plan, plan.row("beta.md"))
+    assert later.as_dict() == {"state": "stale", "reasons": ["max_tokens"], "recording": "differs"}
