@@ -115,6 +115,11 @@ def load_cassette_yaml(text: str) -> Any:
         return yaml.load(text, Loader=CassetteLoader)
 
 
+#: the statuses (with every 5xx) the SDK retries: a plain vcrpy cassette records them before the
+#: retry's reply
+RETRIED = frozenset({408, 409, 429})
+
+
 class CorruptCassette(Exception):
     """A cassette that cannot be read (found when it is loaded, before any request)."""
 
@@ -294,6 +299,7 @@ def read_cassette(path: Path) -> tuple[Interaction, ...] | None:
             interactions.append(Interaction(request, response))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise CorruptCassette(path, f"is not a vcrpy cassette ({type(exc).__name__}: {exc})") from None
+    kept, refused = [], []
     for n, interaction in enumerate(interactions, 1):
         response = interaction.response
         try:
@@ -301,12 +307,21 @@ def read_cassette(path: Path) -> tuple[Interaction, ...] | None:
             body = response["body"]["string"]
             response["headers"]
         except (KeyError, TypeError) as exc:
-            raise CorruptCassette(path, f"interaction {n} has no response {exc}") from None
+            raise CorruptCassette(path, f"has an interaction with no response {exc} (interaction {n})") from None
         if isinstance(body, str):  # vcrpy keeps reply bodies as bytes once loaded
             response["body"]["string"] = body = body.encode("utf-8")
+        if isinstance(code, int) and (code in RETRIED or code >= 500):
+            # a refusal the SDK retried (plain vcrpy records it; this plugin never does): the
+            # retry's reply follows it, and is what a replay plays
+            refused.append(code)
+            continue
         if not (isinstance(code, int) and 200 <= code < 300 and is_message_body(body)):
-            raise CorruptCassette(path, f"interaction {n}'s reply is not a message (HTTP {code})") from None
-    return tuple(interactions)
+            raise CorruptCassette(path, f"has a reply that is not a message (interaction {n}, HTTP {code})") from None
+        kept.append(interaction)
+    if refused and not kept:
+        codes = ", ".join(str(c) for c in sorted(set(refused)))
+        raise CorruptCassette(path, f"holds only refused requests (HTTP {codes}): no reply to replay")
+    return tuple(kept)
 
 
 class Played(NamedTuple):

@@ -115,8 +115,8 @@ def _recorded(tmp_path: Path) -> Path:
         (lambda b: b[: len(b) // 2] + b"\n  - [unclosed", "is not valid YAML at line"),
         (lambda b: b.replace(b"interactions:", b"interactionz:"), "is not a vcrpy cassette (KeyError"),
         (lambda b: b.replace(b"    method: POST\n", b""), "is not a vcrpy cassette (TypeError"),
-        (lambda b: b.replace(b"code: 200", b"code: 429"), "interaction 1's reply is not a message (HTTP 429)"),
-        (lambda b: b.replace(b'"type": "message"', b'"type": "error"'), "reply is not a message (HTTP 200)"),
+        (lambda b: b.replace(b"code: 200", b"code: 429"), "holds only refused requests (HTTP 429): no reply to replay"),
+        (lambda b: b.replace(b'"type": "message"', b'"type": "error"'), "has a reply that is not a message (interaction 1, HTTP 200)"),
         (lambda b: b"- request: {}\n", "is not a vcrpy cassette"),
         (lambda b: b"just text\n", "is not a vcrpy cassette"),
     ],
@@ -216,6 +216,29 @@ def test_each_recorded_reply_plays_once_in_order(tmp_path):
     recordings = Recordings({"k": path}, "none")
     texts = [recordings.replay_directly("k", URL, params("Alpha")) for _ in range(3)]
     assert [t and t.body["content"][0]["text"] for t in texts] == ["first", "second", None]
+
+
+@pytest.mark.parametrize("status", [429, 529, 500])
+def test_a_refusal_the_sdk_retried_is_passed_over_and_its_retrys_reply_plays(tmp_path, status):
+    # plain vcrpy around the SDK records the refused attempt, then the retry: vcrpy replays the
+    # refusal and the SDK retries it; this reader goes straight to the retry's reply
+    from vcr.request import Request
+    from vcr.serialize import serialize
+    from vcr.serializers import yamlserializer
+
+    path = tmp_path / "row.yaml"
+    body = json.dumps(params("Alpha")).encode()
+    refused = {
+        "status": {"code": status, "message": "Too Many Requests"},
+        "headers": {"content-type": ["application/json"], "retry-after": ["1"]},
+        "body": {"string": b'{"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}'},
+    }
+    cassette = {"requests": [Request("POST", URL, body, JSON)] * 2, "responses": [refused, reply("after the retry")]}
+    path.write_text(serialize(cassette, yamlserializer), encoding="utf-8")
+
+    assert [i.response["status"]["code"] for i in read_cassette(path)] == [200]
+    played = Recordings({"k": path}, "none").replay_directly("k", URL, params("Alpha"))
+    assert played is not None and played.body["content"][0]["text"] == "after the retry"
 
 
 def test_a_reply_opens_the_recording_only_when_it_is_the_first_played_for_the_rows_first_request(tmp_path):
