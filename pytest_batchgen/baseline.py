@@ -176,6 +176,7 @@ def _change(run: PlanRun, r: RowReport, base: Baseline) -> Change:
         "usage": gen.usage.as_dict(),
         "cost_usd": round(sum(a.would_cost for a in gen.attempts), 6),
         "kept_previous": kept_previous,
+        "wrote": gen.wrote,  # False: no new draft (a replay miss, an API error): nothing changed
     }
     label = plan.rel(output)
     return Change(
@@ -184,7 +185,7 @@ def _change(run: PlanRun, r: RowReport, base: Baseline) -> Change:
         before=before,
         after=after,
         diff=_diff(base.text, new_text, label),
-        regression=passed_before and verdict_after == "failed",
+        regression=passed_before and verdict_after == "failed" and gen.wrote,  # a new draft that fails
         freshness_before=base.freshness,
     )
 
@@ -282,7 +283,9 @@ def summary_lines(state: BatchState, reports: Sequence[RowReport]) -> list[str]:
         lines.append(f"  to regenerate them: {key}pytest {plans} --batch-regenerate-stale")
     for c in changes(state, reports).values():
         kept = ", previous output kept" if c.after["kept_previous"] else ""
-        word = "REGRESSION" if c.regression else "regenerated"
+        word = "REGRESSION" if c.regression else "regenerated" if c.after["wrote"] else "not regenerated"
+        if not c.after["wrote"]:
+            kept = ", the output is as it was"
         lines.append(
             f"{word}: {c.plan}::{c.filename}: {c.before['verdict']} -> {c.after['verdict']}{kept}"
             + (f" (failed: {', '.join(c.after['failed_checks'])})" if c.after["failed_checks"] else "")

@@ -216,10 +216,26 @@ def test_a_regenerated_row_that_now_fails_is_a_regression(stale_project: Project
         "usage": None,
         "cost_usd": None,
         "kept_previous": True,
+        "wrote": True,
     }
     assert "-category: A\n+category: Z\n" in beta["diff"]
     assert doc["totals"]["regressions"] == ["plan.md::beta.md"]
     assert ":x: 1 regression(s)" in project.read("summary.md")
+
+
+def test_a_stale_row_whose_regeneration_wrote_nothing_is_not_a_regression(stale_project: Project, fake: FakeAnthropic):
+    # the API failed (or a replay missed): no new draft, the passing output is as it was
+    project = stale_project
+    old_beta = project.output("beta.md")
+    change_reference(project)
+    router(fake).set("beta.md", Reply.server_error())
+
+    run = project.run("--batch-regenerate-stale", "--batch-concurrency", "1", "--batch-fail-on-regression")
+
+    assert project.output("beta.md") == old_beta
+    assert run.outcomes()["beta.md::generate"] == "failed"
+    run.stdout.fnmatch_lines(["not regenerated: plan.md::beta.md: passed -> failed, the output is as it was (failed: generate)"])
+    assert "REGRESSION" not in run.stdout.str()
 
 
 def test_without_the_flag_a_regression_is_reported_but_does_not_fail(stale_project: Project, fake: FakeAnthropic):
