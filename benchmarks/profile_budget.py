@@ -1,5 +1,5 @@
-"""Where a generation run's CPU goes: the table in the README's "Why the whole-run targets are
-not met", from one profiled run.
+"""Where a generation run's CPU goes: the table under "Why the whole-run targets are not met" in
+benchmarks/HISTORY.md (the README's figures until 2026-12-06), from one profiled run.
 
 Runs ``pytest --batch-plan`` on ``--rows`` rows at zero latency against the loopback server
 (tests/fakeapi.py, in this process) under ``py-spy record --gil --subprocesses``, which samples

@@ -1,5 +1,5 @@
-"""Where a generating run's wall time goes, as a timeline: the README's "the end of a run" and
-"from the end of the SDK's import to the first request" rows.
+"""Where a generating run's wall time goes, as a timeline: the README's row "the end of a run",
+and "from the end of the SDK's import to the first request" in benchmarks/HISTORY.md.
 
 Single runs on a shared machine are one draw each (the SDK's import alone varied from 1.3 to
 2.4 s in one hour here), so this script times the steps inside each run instead: a probe plugin

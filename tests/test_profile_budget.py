@@ -1,4 +1,4 @@
-"""benchmarks/profile_budget.py: each py-spy sample goes to the part the README's table names."""
+"""benchmarks/profile_budget.py: each py-spy sample goes to the part the table in benchmarks/HISTORY.md names."""
 
 from __future__ import annotations
 

@@ -11,8 +11,9 @@ from timeline import INTERVALS, PROBE, ROOT, one_run  # noqa: E402
 
 
 def test_a_runs_timeline_has_every_step_in_order(tmp_path: Path) -> None:
-    """The README's rows "the end of a run" and "from the end of the SDK's import to the first
-    request" come from these stamps: a renamed hook or preloader would leave a step unstamped."""
+    """The README's row "the end of a run" (and "from the end of the SDK's import to the first
+    request" in benchmarks/HISTORY.md) come from these stamps: a renamed hook or preloader would
+    leave a step unstamped."""
     (tmp_path / "batchgen_timeline_probe.py").write_text(PROBE)
 
     found = one_run(ROOT, rows=4, concurrency=2, probe_dir=tmp_path)
