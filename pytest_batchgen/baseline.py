@@ -279,7 +279,7 @@ def summary_lines(state: BatchState, reports: Sequence[RowReport]) -> list[str]:
         lines.append(f"  ... and {len(stale) - MAX_NAMED} more stale rows")
     if stale and not state.settings.regenerate_stale:
         plans = " ".join(f"--batch-plan {shlex.quote(p)}" for p in dict.fromkeys(r.plan for r, _ in stale))
-        key = "" if state.settings.api_key else KEY_PREFIX  # regenerating calls the model
+        key = "" if state.settings.credential else KEY_PREFIX  # regenerating calls the model
         lines.append(f"  to regenerate them: {key}pytest {plans} --batch-regenerate-stale")
     for c in changes(state, reports).values():
         kept = ", previous output kept" if c.after["kept_previous"] else ""

@@ -128,14 +128,14 @@ def make_dispatcher(
     if recorder is not None and settings.pacing and settings.remember_limits:  # a run that may call the API
         from . import limitstore
 
-        credential = api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN")
+        credential = settings.credential
         for model in sorted({job.row.model for job in jobs}):  # the API limits each model class apart
             account = limitstore.account_id(os.environ.get("ANTHROPIC_BASE_URL"), credential, [model])
             if account is not None:
                 pacer.accounts[model] = account
                 pacer.seed(limitstore.recall(account), model)
     if recorder is None:  # replay only: no SDK and no vcrpy (issue 12)
-        has_key = bool(api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
+        has_key = settings.credential is not None
         client_factory: Callable[[], CompletionClient] = lambda: ReplayClient(recordings, has_key)  # noqa: E731
     else:
         client_settings = ClientSettings(

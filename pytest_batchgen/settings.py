@@ -337,6 +337,11 @@ class Settings:
     sender: str = "process"
 
     @property
+    def credential(self) -> str | None:
+        """What the SDK authenticates with: the key, or else ``ANTHROPIC_AUTH_TOKEN`` (read now)."""
+        return self.api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN") or None
+
+    @property
     def generates_here(self) -> bool:
         """Whether this process sends requests: a plain run that may call the model.
 

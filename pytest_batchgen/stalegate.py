@@ -55,7 +55,7 @@ class FreshItem(RowItem):
         if found.state == MISSING:
             pytest.skip(f"no output to judge ({plan.rel(self.run.output_path(row))})")
         if found.stale:
-            raise StaleOutput(stale_message(plan.rel(plan.path), found, bool(state.settings.api_key)))
+            raise StaleOutput(stale_message(plan.rel(plan.path), found, state.settings.credential is not None))
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None

@@ -77,6 +77,9 @@ def test_the_commands_to_regenerate_stale_rows_carry_the_key_a_keyless_run_lacks
     fix = "ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md --batch-regenerate-stale"
     assert f"Regenerate it: {fix}" in gate.failure("alpha.md::fresh")
     gate.stdout.fnmatch_lines([f"  to regenerate them: {fix}"])
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", "a-token")  # the SDK's other credential: no placeholder
+    again = project.run("--batch-fail-stale", "--batch-readonly")
+    assert "Regenerate it: pytest --batch-plan plan.md --batch-regenerate-stale" in again.failure("alpha.md::fresh")
 
 
 def test_a_row_generated_again_after_its_old_recording_is_fresh(stale_project, fake):
