@@ -684,12 +684,14 @@ def _read_phase(
             Row(
                 phase=number,
                 line=tr.line,
-                title=cell("title"),
+                title=cells[col["title"]].strip(),  # as written: a title may open and close with a code span
                 filename=filename,
                 model_cell=model_cell,
                 model=model,
                 status=status,
-                columns=MappingProxyType({h: _unquote(c) for h, c in zip(header, cells, strict=False)}),
+                columns=MappingProxyType(
+                    {h: c.strip() if h == "title" else _unquote(c) for h, c in zip(header, cells, strict=False)}
+                ),
             )
         )
     return Phase(number=number, title=section.title, line=section.line, header=header, rows=tuple(rows))

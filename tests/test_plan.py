@@ -128,6 +128,22 @@ def test_columns_reordered_and_extra_columns_kept(tmp_path):
     assert plan.phases[0].header == ("status", "owner", "filename", "model", "title", "priority")
 
 
+def test_a_title_is_kept_as_written_even_when_it_opens_and_closes_with_a_quote(tmp_path):
+    # the filename, model and status cells may be quoted; a title is text: a code span at each
+    # end (`os.path` vs `pathlib`) is part of it, and went into the prompt cut at both ends
+    phase = """\
+## Phase 1
+| Title | Filename | Model | Status |
+|---|---|---|---|
+| `os.path` vs `pathlib` | `paths.md` | haiku | pending |
+| "Threads" vs "tasks" | threads.md | `haiku` | `pending` |
+"""
+    paths, threads = load(tmp_path, plan_text(phase)).rows
+    assert (paths.title, paths.filename) == ("`os.path` vs `pathlib`", "paths.md")
+    assert (threads.title, threads.model_cell, threads.status) == ('"Threads" vs "tasks"', "haiku", "pending")
+    assert paths.columns["title"] == paths.title
+
+
 def test_a_row_with_fewer_cells_gets_empty_extras(tmp_path):
     phase = """\
 ## Phase 1
