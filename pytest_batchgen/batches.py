@@ -701,12 +701,13 @@ class BatchDispatcher(BackgroundDispatch):
                 run.docs.forget(st.output)
             self._end(st, Outcome.PASSED)
             return
-        if len(st.result.attempts) < self.max_attempts:
+        repairable = [(r, f) for r, f in failures if not f.crashed]  # a check that raised: no repair fixes it
+        if repairable and len(st.result.attempts) < self.max_attempts:
             st.history += [
                 {"role": "assistant", "content": text.rstrip("\n")},
                 {
                     "role": "user",
-                    "content": repair_message([(r.name, r.item.text, _repair_text(f)) for r, f in failures]),
+                    "content": repair_message([(r.name, r.item.text, _repair_text(f)) for r, f in repairable]),
                 },
             ]
             st.params = None  # the repair request, in the next round

@@ -24,6 +24,8 @@ class Failure:
     message: str
     line: int | None = None
     detail: str | None = None  # longer text shown under the message (a linter's output)
+    #: the check itself raised: a bug in the check, which no new draft can fix (never a repair)
+    crashed: bool = False
 
 
 CheckResult = Failure | str | None

@@ -531,6 +531,29 @@ def test_a_concurrency_above_httpxs_default_pool_is_reached(project, fake):
     assert set(project.statuses().values()) == {"complete"}
 
 
+def test_a_check_that_raises_is_not_a_repair_reason(project, fake):
+    # a bug in a user's form: no new draft can fix it, so no repair is paid for; the row fails
+    # and its item names the error
+    project.write_rows(rows_for("alpha", "beta"))
+    project.write(
+        "conftest.py",
+        "from pytest_batchgen import ChecklistForm\n"
+        "def pytest_batchgen_checklist_forms():\n"
+        "    def buggy(ctx):\n"
+        "        return ctx.doc.metadata['no-such-key']\n"
+        "    return [ChecklistForm(name='buggy', pattern=r'buggy check', check=buggy)]\n",
+    )
+    project.edit("plan.md", "## Phase 1", "5. Buggy check\n\n## Phase 1")
+
+    result = project.run()
+
+    assert len(fake.messages_requests()) == 2  # one request a row: no repair turn
+    assert result.outcomes()["alpha.md::buggy"] == "failed"
+    assert "KeyError: 'no-such-key'" in result.failure("alpha.md::buggy")  # the user's own traceback
+    assert result.outcomes()["alpha.md::front-matter"] == "passed"
+    assert project.statuses() == {"alpha.md": "pending", "beta.md": "pending"}
+
+
 def test_the_connection_pool_is_the_sdks_raised_to_the_concurrency():
     import httpx2
 
