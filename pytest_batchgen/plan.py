@@ -95,6 +95,9 @@ class Section:
     paragraphs: tuple[ListItem, ...]
     items: tuple[ListItem, ...]
     tables: tuple[Table, ...]
+    #: lines that read as table rows but are in no table: after a blank line that ended the
+    #: table, or behind a stray ``>`` (a phase's rows there would be silently left out)
+    stray_rows: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:
@@ -128,6 +131,7 @@ def scan(text: str) -> tuple[Section, ...]:
                 "paragraphs": [],
                 "items": [],
                 "tables": [],
+                "stray_rows": [],
             }
             sections.append(current)
             i += 3
@@ -145,12 +149,14 @@ def scan(text: str) -> tuple[Section, ...]:
         if tok.type == "list_item_open":
             i = _read_list_item(tokens, i, current["items"])
             continue
-        if tok.type == "paragraph_open" and tok.level == 0:
+        if tok.type == "paragraph_open":
             inline = tokens[i + 1]
             # split as markdown-it counted (str.splitlines also breaks on \f, \x1c, \u2028...)
             first_line = tok.map[0] + 1 if tok.map else 0
             for offset, line in enumerate(inline.content.split("\n")):
-                if line.strip():
+                if line.strip().startswith("|"):
+                    current["stray_rows"].append(first_line + offset)
+                if line.strip() and tok.level == 0:
                     current["paragraphs"].append(ListItem(line.strip(), first_line + offset))
         i += 1
     return tuple(
@@ -161,6 +167,7 @@ def scan(text: str) -> tuple[Section, ...]:
             paragraphs=tuple(s["paragraphs"]),
             items=tuple(s["items"]),
             tables=tuple(s["tables"]),
+            stray_rows=tuple(s["stray_rows"]),
         )
         for s in sections
     )
@@ -536,6 +543,20 @@ def load_plan(
                 f"'## {s.title}' has no table; add one with the columns Title | Filename | Model | Status",
                 plan_path,
                 s.line,
+            )
+        if len(s.tables) > 1:
+            raise PlanError(
+                f"'## {s.title}' has a second table; a phase has one table: merge the two, or give "
+                "the second a '## Phase' section of its own",
+                plan_path,
+                s.tables[1].line,
+            )
+        if s.stray_rows:
+            raise PlanError(
+                f"this line of '## {s.title}' reads as a table row but is in no table: a blank line, "
+                "text or a stray '>' ends a table; remove what splits it",
+                plan_path,
+                s.stray_rows[0],
             )
         phases.append(_read_phase(tables[id(s)], plan_path, output_dir, alias_map, default_model, seen))
     if not phases:

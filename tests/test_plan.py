@@ -337,7 +337,7 @@ Rows to generate:
 |---|---|---|---|
 | A | a.md | haiku | pending |
 
-| B | b.md | haiku | pending |
+After the table.
 """
     plan = load(tmp_path, text)
     assert plan.format_reference_line == line_of(text, "out/ref.md")
@@ -352,7 +352,6 @@ Rows to generate:
         line_of(text, "3. Definition"),
     ]
     assert plan.checklist[1].text == "category is one of the values listed in Content Rules"
-    # the blank line ends the table: the "B" line is a paragraph, not a row
     assert [(r.filename, r.line) for r in plan.rows] == [("a.md", line_of(text, "| a.md |"))]
     assert plan.phases[0].line == line_of(text, "## Phase 1")
 
@@ -370,10 +369,26 @@ def test_crlf_plan_parses_with_the_same_lines(tmp_path):
     assert [i.line for i in plan_crlf.checklist] == [i.line for i in plan_lf.checklist]
 
 
-def test_second_table_of_a_phase_is_ignored(tmp_path):
-    phase = PHASE_1 + "\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| Z | z.md | haiku | pending |\n"
-    plan = load(tmp_path, plan_text(phase))
-    assert "z.md" not in [r.filename for r in plan.rows]
+SECOND_TABLE = "\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| Z | z.md | haiku | pending |\n"
+
+
+@pytest.mark.parametrize(
+    ("after", "needle", "words"),
+    [
+        (SECOND_TABLE, "| Title | Filename | Model | Status |", "has a second table"),
+        ("\n| Z | z.md | haiku | complete |\n", "| Z | z.md", "reads as a table row but is in no table"),
+        ("> | Z | z.md | haiku | complete |\n", "> | Z | z.md", "reads as a table row but is in no table"),
+    ],
+    ids=["second-table", "after-a-blank-line", "behind-a-stray-quote"],
+)
+def test_rows_a_phase_would_leave_out_are_a_plan_error_naming_their_line(tmp_path, after, needle, words):
+    # the rows there were silently never checked: a broken 'complete' row passed a CI gate
+    text = plan_text(PHASE_1 + after)
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert words in str(info.value)
+    # (the phase's own header "| # | Title | ..." holds the second table's header too)
+    assert info.value.line == line_of(text, needle, occurrence=2 if "second" in words else 1)
 
 
 def test_an_h1_ends_the_section(tmp_path):
