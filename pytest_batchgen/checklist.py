@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .document import OutputDocument
-from .errors import ChecklistError
+from .errors import BatchgenError, ChecklistError
 from .plan import ListItem, Plan, Row
 
 
@@ -167,10 +167,10 @@ def compile_checklist(
     for item in plan.checklist:
         text = item.text.strip().rstrip(".").strip()
         for form in forms:
-            m = form.regex().fullmatch(text)
+            m = _form_regex(form, plan, item).fullmatch(text)
             if m is None:
                 continue
-            check = form.make(m, CompileContext(plan, item, options or {}))
+            check = _built(form, m, CompileContext(plan, item, options or {}))
             name = form.rule_name(m)
             used[name] = used.get(name, 0) + 1
             if used[name] > 1:
@@ -186,6 +186,43 @@ def compile_checklist(
                 item.line,
             )
     return tuple(sorted(rules, key=lambda r: (r.form.runs_last, r.form.model_graded)))
+
+
+def _form_regex(form: ChecklistForm, plan: Plan, item: ListItem) -> re.Pattern:
+    try:
+        return form.regex()
+    except re.error as exc:
+        raise ChecklistError(
+            f"the checklist form {form.name!r} has a pattern that is not a regular expression ({exc}); "
+            "fix it where the form is defined (a conftest's pytest_batchgen_checklist_forms)",
+            plan.path,
+            item.line,
+        ) from None
+
+
+def _built(form: ChecklistForm, match: re.Match, ctx: CompileContext) -> Check:
+    """The form's check for this line; a builder's bug is an error naming the form and the
+    line (the plan's own mistakes come through ``ctx.error`` as they are)."""
+    where = f"the checklist form {form.name!r}"
+    try:
+        check = form.make(match, ctx)
+    except BatchgenError:
+        raise
+    except Exception as exc:
+        raise ChecklistError(
+            f"{where} failed to build a check for this line: {type(exc).__name__}: {exc}; fix its builder "
+            "(a conftest's pytest_batchgen_checklist_forms) or reword the line",
+            ctx.plan.path,
+            ctx.item.line,
+        ) from None
+    if not callable(check):
+        raise ChecklistError(
+            f"{where} built {type(check).__name__} {check!r:.40}, not a check: its builder must return a "
+            "function of the check context",
+            ctx.plan.path,
+            ctx.item.line,
+        )
+    return check
 
 
 _QUOTED = re.compile(r"`([^`]*)`|\"([^\"]*)\"|'([^']*)'|“([^”]*)”")
@@ -226,9 +263,17 @@ def parse_count(word: str) -> int | None:
     return _NUMBER_WORDS.get(word)
 
 
-def collect_forms(results: Iterable[Iterable[ChecklistForm]]) -> list[ChecklistForm]:
-    """Flatten the hook's results (users' conftest forms come before the built-ins)."""
+def collect_forms(results: Iterable[Iterable[ChecklistForm] | ChecklistForm]) -> list[ChecklistForm]:
+    """Flatten the hook's results (users' conftest forms come before the built-ins). A hook that
+    returns one form rather than a list is taken at its word; anything else is an error that
+    names what it returned."""
     forms: list[ChecklistForm] = []
     for group in results:
-        forms.extend(group or ())
+        for form in [group] if isinstance(group, ChecklistForm) else (group or ()):
+            if not isinstance(form, ChecklistForm):
+                raise ChecklistError(
+                    f"pytest_batchgen_checklist_forms returned {type(form).__name__} {form!r:.60}; "
+                    "it must return a list of pytest_batchgen.ChecklistForm"
+                )
+            forms.append(form)
     return forms

@@ -132,6 +132,27 @@ def test_the_valid_plan_the_cases_start_from_passes(project: Project):
     result.assert_outcomes(skipped=1)
 
 
+def test_a_conftest_form_whose_builder_raises_is_a_usage_error_not_an_internalerror(project: Project):
+    project.ini()
+    text = plan_text().replace("## Phase 1", "4. At most many words\n\n## Phase 1", 1)
+    project.write_plan(text)
+    project.write(
+        "conftest.py",
+        "from pytest_batchgen import ChecklistForm\n"
+        "def pytest_batchgen_checklist_forms():\n"
+        "    return [ChecklistForm(name='max-words', pattern=r'at most (?P<n>\\w+) words',\n"
+        "                          build=lambda m, ctx: int(m['n']))]\n",
+    )
+
+    result = project.run("--batch-validate-only")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    (message,) = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if "At most many words" in t)
+    assert f"plan.md:{line}: the checklist form 'max-words' failed to build a check for this line: ValueError" in message
+
+
 def test_without_batch_plan_an_ordinary_run_is_untouched(pytester: pytest.Pytester, project: Project):
     project.ini()
     project.write_plan(plan_text())  # a plan lying around is not picked up

@@ -776,6 +776,35 @@ def test_a_listed_output_that_fails_its_other_checks_fails_registration_saying_s
 # -- users' forms ----------------------------------------------------------------------------------
 
 
+def _raising_builder(match, ctx):
+    return int("not a number")
+
+
+@pytest.mark.parametrize(
+    ("form", "says"),
+    [
+        (ChecklistForm(name="words", pattern=r"at most (\d+ words", check=lambda c: None), "not a regular expression"),
+        (ChecklistForm(name="words", pattern=r"at most \w+ words", build=_raising_builder), "failed to build a check"),
+        (ChecklistForm(name="words", pattern=r"at most \w+ words", build=lambda m, c: 42), "built int 42, not a check"),
+    ],
+    ids=["bad-regex", "builder-raises", "builder-returns-no-function"],
+)
+def test_a_broken_user_form_is_an_error_naming_the_form_and_the_line(project: Project, form, says):
+    # these were INTERNALERROR tracebacks, or a TypeError in every row's item
+    plan = project.plan("At most many words", "Summary section present")
+    with pytest.raises(ChecklistError) as info:
+        compile_checklist(plan, [form, *BUILTIN_FORMS])
+    assert says in info.value.message and "'words'" in info.value.message
+    assert info.value.line == plan.checklist[0].line
+
+
+def test_a_hook_returning_one_form_is_taken_and_one_returning_something_else_is_named():
+    form = ChecklistForm(name="x", pattern="x", check=lambda c: None)
+    assert collect_forms([form, [form], None]) == [form, form]
+    with pytest.raises(ChecklistError, match="returned str 'x'; it must return a list of"):
+        collect_forms([["x"]])
+
+
 def test_user_form_compiles_lines_and_may_shadow_a_builtin(project: Project):
     calls = []
 
