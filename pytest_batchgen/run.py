@@ -31,6 +31,9 @@ class PlanRun:
     _outputs: dict[str, Path] = field(default_factory=dict)
     #: the user_properties of a row's items when it has no generation result (nodes.row_properties)
     properties: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    #: rows (by filename) a test outside the checklist failed for in this process (a custom test
+    #: using ``batch_output``): their output fails its other checks too (see :meth:`others_pass`)
+    tests_failed: set[str] = field(default_factory=set)
 
     @property
     def quick_checks(self) -> bool:
@@ -92,7 +95,10 @@ class PlanRun:
     def others_pass(self, row: Row, rule: Rule) -> bool | None:
         """Whether every other rule (judge rules included) passes: True, False when one fails,
         None when none fails but one has no verdict (a judge rule in a run that may not call the
-        model, on an output edited since its verdict was recorded)."""
+        model, on an output edited since its verdict was recorded). A custom test of the row that
+        failed counts: run-last rules run after every other item (tally.py sorts them last)."""
+        if row.filename in self.tests_failed:
+            return False
         unknown = False
         for other in self.rules:
             if other is rule or other.form.runs_last:

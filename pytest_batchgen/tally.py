@@ -107,6 +107,8 @@ class TallyPlugin:
         found = row_of(item)
         if found is not None:
             report.batchgen = self._payload(item, call, report, *found)  # type: ignore[attr-defined]
+            if report.failed and not isinstance(item, RowItem):  # a custom test of the row
+                found[0].tests_failed.add(found[1].filename)
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -350,8 +350,15 @@ def test_custom_test_with_batch_output_counts_toward_completion(pytester: pytest
     assert got["v1.1.0.md"] == "pending"
     assert got["v1.0.0.md"] == got["v2.2.0.md"] == "complete"
     note = changelog.notes()["v1.1.0.md"]
-    assert note.startswith("1 check failed\n- test_title_starts_with_version[v1.1.0.md]: AssertionError")
+    assert note.startswith("2 checks failed\n")  # the custom test, and so its registration
+    assert "\n- test_title_starts_with_version[v1.1.0.md]: AssertionError" in note
+    assert "\n- registered (plan line" in note
     assert "v1.0.0.md" not in changelog.notes()
+    # the tracking file lists the outputs that pass: a custom test's failure counts (run-last
+    # rules run after every other item); it was registered all the same
+    assert result.outcomes()["v1.1.0.md::registered"] == "failed"
+    index = changelog.read("changelog/INDEX.md")
+    assert "v1.1.0.md" not in index and "v1.0.0.md" in index
 
 
 def test_custom_test_note_keeps_the_assertion_message(pytester: pytest.Pytester, changelog: Project):
