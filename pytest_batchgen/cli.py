@@ -101,7 +101,8 @@ def _report(scaffold: Scaffold, folder: Path, out: TextIO) -> None:
     plan = shlex.quote(str(scaffold.plan))
     print("\nNext:", file=out)
     if folder.absolute() != Path.cwd():
-        print(f"  cd {shlex.quote(str(folder))}", file=out)
+        dashes = "-- " if str(folder).startswith("-") else ""  # a folder named like an option
+        print(f"  cd {dashes}{shlex.quote(str(folder))}", file=out)
     steps = (
         (f"pytest --batch-plan {plan} --batch-validate-only", "checks the format reference; sends nothing"),
         (f"pytest --batch-plan {plan} --batch-dry-run", "shows each pending row's prompt"),

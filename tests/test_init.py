@@ -386,3 +386,16 @@ def test_generating_the_scaffolds_pending_rows_passes_every_check(pytester, caps
 
     assert result.ret == 0, result.stdout.str()
     result.assert_outcomes(passed=(len(PENDING) + 1) * items)
+
+
+def test_the_next_steps_cd_into_a_folder_named_like_an_option(pytester, capsys, monkeypatch):
+    import shlex
+    import subprocess
+
+    monkeypatch.chdir(pytester.path)
+    code, out, _ = init(capsys, "--", "-weird")  # (argparse needs the -- too)
+    assert code == 0
+    (line,) = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("cd ")]
+    assert line == "cd -- -weird" and shlex.split(line)[1] == "--"
+    shell = subprocess.run(["bash", "-c", line + " && pwd"], cwd=pytester.path, capture_output=True, text=True)
+    assert shell.stdout.strip().endswith("/-weird"), shell.stderr
