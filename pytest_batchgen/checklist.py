@@ -149,7 +149,13 @@ class Rule:
             return None
         if isinstance(result, Failure):
             return result
-        return Failure(str(result))
+        if isinstance(result, str) and result.strip():
+            return Failure(result)
+        # False, 42, "": a failure all the same, saying what the check gave and what it may give
+        return Failure(
+            f"the check returned {result!r}: it fails the output; return None to pass, "
+            "or a message or a Failure(message, line=...) saying what is wrong"
+        )
 
 
 def compile_checklist(

@@ -805,6 +805,25 @@ def test_a_hook_returning_one_form_is_taken_and_one_returning_something_else_is_
         collect_forms([["x"]])
 
 
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        ("too long", "too long"),
+        (False, "the check returned False: it fails the output; return None to pass"),
+        (42, "the check returned 42: it fails the output"),
+        ("  ", "the check returned '  ': it fails the output"),
+    ],
+)
+def test_what_a_users_check_returns_reads_as_a_failure(project: Project, returned, message):
+    form = ChecklistForm(name="odd", pattern=r"odd check", check=lambda c: returned)
+    plan = project.plan("Odd check")
+    (rule,) = compile_checklist(plan, [form])
+    project.write(GOOD)
+    row = plan.row("entry.md")
+    failure = rule.run(CheckContext(doc=load_document(plan.output_path(row)), row=row, plan=plan))
+    assert failure is not None and failure.message.startswith(message)
+
+
 def test_user_form_compiles_lines_and_may_shadow_a_builtin(project: Project):
     calls = []
 
