@@ -160,6 +160,7 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
     """The terminal summary: one line per row, then totals."""
     header = ("phase", "file", "model", "status", "att", "tokens in/out/cw/cr", "cost", "failed checks")
     table: list[tuple[str, ...]] = [header]
+    several = len({r.plan for r in reports}) > 1  # two plans may hold the same filename
     for r in reports:
         gen = r.generation
         attempts = str(len(r.attempts)) if gen is not None else "-"
@@ -173,7 +174,7 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
         table.append(
             (
                 r.row.phase,
-                r.row.filename,
+                f"{r.plan}::{r.row.filename}" if several else r.row.filename,
                 r.row.model,
                 f"{r.status_before} -> {r.status_after}",
                 attempts,

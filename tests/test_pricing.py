@@ -356,6 +356,16 @@ def test_the_summary_says_what_caching_saved_or_cost(usage, line):
     assert not any("$-" in text for text in lines)
 
 
+def test_with_several_plans_the_summary_names_each_rows_plan():
+    # two plans may both hold pathlib.md: the terminal summary must tell their rows apart
+    one = RowReport("plans/a.md", make_row("pathlib.md", line=20), "pending", "complete", "complete", None)
+    two = RowReport("plans/b.md", make_row("pathlib.md", line=20), "pending", "pending", "failed", None)
+    files = [report_cells(line)[1] for line in summary_lines([one, two], PriceTable())[1:3]]
+    assert files == ["plans/a.md::pathlib.md", "plans/b.md::pathlib.md"]
+    alone = summary_lines([one], PriceTable())
+    assert report_cells(alone[1])[1] == "pathlib.md"  # one plan: the filename alone, as before
+
+
 def test_summary_column_widths_line_up():
     lines = summary_lines(sample_reports(), PriceTable())
     starts = {line.index("claude-haiku") for line in lines[1:5]}
