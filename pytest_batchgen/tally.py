@@ -206,7 +206,9 @@ def _failure(
     else:
         lines = report.longreprtext.strip().splitlines()
         message = lines[-1] if lines else "failed"
-    return {
-        "check": item.rule.name if isinstance(item, CheckItem) else item.name,
-        "message": " ".join(message.split())[:300],
-    }
+    failure: FailurePayload = {"check": item.name, "message": " ".join(message.split())[:300]}
+    if isinstance(item, CheckItem):  # its check raised: still a checklist line's failure, on its output
+        failure["check"] = item.rule.name
+        failure["checklist_line"] = item.rule.line
+        failure["output"] = run.plan.rel(run.output_path(row))
+    return failure

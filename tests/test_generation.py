@@ -552,6 +552,9 @@ def test_a_check_that_raises_is_not_a_repair_reason(project, fake):
     assert "KeyError: 'no-such-key'" in result.failure("alpha.md::buggy")  # the user's own traceback
     assert result.outcomes()["alpha.md::front-matter"] == "passed"
     assert project.statuses() == {"alpha.md": "pending", "beta.md": "pending"}
+    # the note names the checklist line, as for any check's failure
+    line = next(n for n, text in enumerate(project.read().splitlines(), 1) if "Buggy check" in text)
+    assert f"- buggy (plan line {line}): output/alpha.md: KeyError" in project.notes()["alpha.md"]
 
 
 def test_the_connection_pool_is_the_sdks_raised_to_the_concurrency():
