@@ -117,3 +117,7 @@ def _linter_installed() -> bool:
     if shutil.which(LINTER):
         return True
     return shutil.which(LINTER, path=os.path.dirname(sys.executable)) is not None
+
+
+if __name__ == "__main__":  # python -m pytest_batchgen.cli, as python -m pytest_batchgen
+    raise SystemExit(main())

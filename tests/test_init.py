@@ -399,3 +399,11 @@ def test_the_next_steps_cd_into_a_folder_named_like_an_option(pytester, capsys, 
     assert line == "cd -- -weird" and shlex.split(line)[1] == "--"
     shell = subprocess.run(["bash", "-c", line + " && pwd"], cwd=pytester.path, capture_output=True, text=True)
     assert shell.stdout.strip().endswith("/-weird"), shell.stderr
+
+
+def test_python_m_pytest_batchgen_cli_is_the_batchgen_command_too(tmp_path):
+    import subprocess
+
+    ran = subprocess.run([sys.executable, "-m", "pytest_batchgen.cli", "init", "demo"], cwd=tmp_path, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "demo" / "plans" / "cheatsheets.md").exists()  # it did nothing, silently, before
