@@ -329,6 +329,10 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
+#: lines of a failure's detail (a linter's report) an annotation carries under its message
+ANNOTATION_DETAIL = 10
+
+
 def github_annotations(reports: Iterable[RowReport]) -> list[str]:
     """One ``::error`` workflow command per failing check, at the output file and line."""
     lines = []
@@ -343,7 +347,9 @@ def github_annotations(reports: Iterable[RowReport]) -> list[str]:
                 props.append(f"file={_escape_property(r.plan)}")
                 props.append(f"line={r.row.line}")
             props.append(f"title={_escape_property(f'batchgen {r.row.filename}: {f.check}')}")
-            lines.append(f"::error {','.join(props)}::{_escape_data(f.message)}")
+            # a linter's findings under its exit status: the annotation is what a reviewer reads
+            text = f.message + ("\n" + "\n".join(f.detail.splitlines()[:ANNOTATION_DETAIL]) if f.detail else "")
+            lines.append(f"::error {','.join(props)}::{_escape_data(text)}")
     return lines
 
 

@@ -465,6 +465,15 @@ def test_github_annotations_escape_data_and_properties():
     assert github_annotations(sample_reports()[:2]) == []  # nothing failed, nothing to say
 
 
+def test_an_annotation_carries_the_first_lines_of_a_failures_detail():
+    row = make_row("a.md", line=9)
+    report = "\n".join(f"out/a.md:{n}: MD0{n} finding" for n in range(1, 15))
+    failures = [ItemFailure("lint", "linter exited 1: pymarkdown scan out/a.md", 4, "out/a.md", 1, report)]
+    (annotation,) = github_annotations([RowReport("plans/p.md", row, "pending", "pending", "failed", None, failures)])
+    message = annotation.split("::", 2)[2]
+    assert message.split("%0A") == ["linter exited 1: pymarkdown scan out/a.md", *report.splitlines()[:10]]
+
+
 # -- Progress: the live line --------------------------------------------------------------------
 
 

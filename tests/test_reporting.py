@@ -493,9 +493,10 @@ def test_github_actions_gets_one_error_annotation_per_failing_check(project, fak
     assert annotations == [
         "::error file=output/gamma.md,line=3,title=batchgen gamma.md%3A category-value::"
         "category is 'Z', expected one of: A, B, C",
-        # the linter's own report names the line
+        # the linter's own report names the line, and its findings follow the exit status
         f"::error file=output/linty.md,line={linty_line},title=batchgen linty.md%3A lint::"
-        f"linter exited 1: {python} -I -S lint.py output/linty.md",
+        f"linter exited 1: {python} -I -S lint.py output/linty.md"
+        f"%0Aoutput/linty.md:{linty_line}: X001 forbidden marker LINT-BAD",
         # no output was written: the annotation points at the row in the plan
         f"::error file=plan.md,line={down_line},title=batchgen down.md%3A generate::"
         "error: InternalServerError: HTTP 500 api_error: the backend is down",
