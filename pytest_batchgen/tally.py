@@ -63,6 +63,10 @@ class TallyPlugin:
         self.partial: set[RowId] = set()  # rows with a deselected item
         self.recorded: dict[Path, bool] = {}  # plan -> whether the plan's bytes changed
         self.interrupted = False  # Ctrl-C: nothing recorded, and the summary says so
+        #: xdist ends a run stopped by ``-x``/``--maxfail`` with its own KeyboardInterrupt
+        #: (``Interrupted("stopping after N failures")``): a stop at a failure, recorded like
+        #: plain ``-x``, not a Ctrl-C
+        self._stopped_at_failure = False
         self._ids: dict[tuple[str, str], RowId] = {}  # a report's (plan, filename) -> its row
 
     @pytest.hookimpl(tryfirst=True)
@@ -132,13 +136,20 @@ class TallyPlugin:
         elif report.passed and report.when == "call":
             tally.passed += 1
 
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        exc = excinfo.value
+        self._stopped_at_failure = type(exc).__module__.startswith("xdist") and str(exc).startswith(
+            "stopping after"
+        )
+
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """Record into the plans: after the generation finished (its ``tryfirst`` hook)."""
         settings = self.state.settings
         if settings.role is Role.WORKER or settings.readonly or settings.dry_run:
             return
-        if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.USAGE_ERROR):
-            self.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED and not self._stopped_at_failure
+        if interrupted or exitstatus == pytest.ExitCode.USAGE_ERROR:
+            self.interrupted = interrupted
             return
         for run in self.state.runs:
             updates = plan_updates(self.tallies_of(run))

@@ -672,6 +672,22 @@ def test_with_xdist_a_row_that_failed_to_generate_fails_and_is_noted(project, fa
     assert sum(row_of(e) == "good-one.md" for e in fake.messages_requests()) == 1
 
 
+def test_with_xdist_a_run_stopped_by_x_records_its_rows_as_plain_x_does(project, fake):
+    # xdist ends a -x run with its own KeyboardInterrupt ("stopping after 1 failures"): that is
+    # a stop at a failure, not a Ctrl-C, and the rows that passed were recorded (and paid for)
+    project.write_rows(rows_for("alpha", "beta", "gamma"))
+    router(fake).set("gamma.md", Reply.ok(bad_value("Gamma")))
+
+    result = project.run("-n", "2", "-p", "no:randomly", "-x", "--batch-max-attempts", "1")
+
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # xdist's exit code for -x
+    # recorded: the failing row's note is written (which rows completed depends on what the
+    # workers ran before the stop)
+    assert project.statuses()["gamma.md"] == "pending" and "gamma.md" in project.notes()
+    result.stdout.fnmatch_lines(["plan.md: plan updated"])
+    assert "interrupted" not in result.stdout.str()
+
+
 def test_with_xdist_only_the_selected_rows_are_generated(project, fake):
     project.write_rows(rows_for("picked", "other", "third"))
 
