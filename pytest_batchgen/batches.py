@@ -209,6 +209,9 @@ class BatchDispatcher(BackgroundDispatch):
         self._reserved_for: set[str] = set()  # journal entries whose reservation is counted
         #: said at the end when batches were left running (Ctrl-C): how to collect them
         self.resume_note = ""
+        #: said at the end when the journal held requests the plan no longer sends (dropped)
+        self.journal_note = ""
+        self._swept = False
         self.batches_created: list[str] = []
         self.orphans = 0
 
@@ -356,6 +359,9 @@ class BatchDispatcher(BackgroundDispatch):
                 self._end(st, Outcome.ERROR, message)
                 continue
             to_send.setdefault(str(st.job.run.plan.path), []).append(st)
+        if not self._swept:  # once, when every row of this run has its first request
+            self._swept = True
+            self._drop_unsent(set(waits))
         for rows in to_send.values():
             for entry in self._submit(rows):
                 waits[entry.local] = (self._journal(rows[0].job.run), entry)
@@ -369,6 +375,41 @@ class BatchDispatcher(BackgroundDispatch):
                 error = st.attempt.error = "its batch ended without a result for this request"
                 if len(st.result.attempts) >= self.max_attempts:
                     self._end(st, Outcome.ERROR, error)
+
+    def _drop_unsent(self, waited: set[str]) -> None:
+        """Drop from the journal the requests this plan no longer sends: those of a row that
+        left the plan, and those of a row of this run whose request now differs (the plan was
+        edited between the run that created the batch and this one) or that needs none (kept,
+        replayed). Nothing would ever wait for them, so they stayed, and a later stop listed
+        their batch as running. Requests of rows outside this run (``-k``, another phase) stay:
+        a later run collects them."""
+        in_run = {(str(j.run.plan.path), j.row.filename) for j in self.jobs}
+        in_plan = {str(j.run.plan.path): {r.filename for r in j.run.plan.rows} for j in self.jobs}
+        sent_now = {
+            (str(st.job.run.plan.path), st.filename, st.digest)
+            for st in self._states.values()
+            if not st.ended and st.digest
+        }
+        dropped = []
+        for plan, journal in self._journals.items():
+            for entry in list(journal.entries):
+                if entry.id is None or entry.local in waited:
+                    continue
+                stale = {
+                    cid
+                    for cid, req in entry.requests.items()
+                    if req["row"] not in in_plan.get(plan, ())
+                    or ((plan, req["row"]) in in_run and (plan, req["row"], req["digest"]) not in sent_now)
+                }
+                if stale:
+                    rows = ", ".join(sorted({entry.requests[cid]["row"] for cid in stale}))
+                    journal.collected(entry, stale)
+                    dropped.append(f"{entry.id} ({rows})")
+        if dropped:
+            self.journal_note = (
+                f"dropped from the batch journal the requests the plan no longer sends, in {'; '.join(dropped)}: "
+                "their results are not collected (a batch of them still running can be canceled in the Console)"
+            )
 
     def _replay_or_none(self, st: RowState) -> bool:
         """Replay the row's current request if recorded; True when it was (the row moved on)."""

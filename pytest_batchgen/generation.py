@@ -253,7 +253,8 @@ class Generation:
     @property
     def budget_note(self) -> str:
         d = self.dispatcher
-        notes = [getattr(d, "resume_note", "")]  # batch mode: batches left running after Ctrl-C
+        # batch mode: batches left running after Ctrl-C; requests dropped from the journal
+        notes = [getattr(d, "resume_note", ""), getattr(d, "journal_note", "")]
         if d.budget_stopped:
             notes.insert(0, f"stopped dispatching: {d.stop_reason}; the rows not sent were skipped")
         return "\n".join(n for n in notes if n)

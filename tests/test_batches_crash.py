@@ -219,6 +219,31 @@ def test_a_run_of_some_rows_collects_them_from_a_journal_batch_and_keeps_the_oth
     assert len(fake.batches) == 1 and not journal_file.exists()
 
 
+def test_requests_the_plan_no_longer_sends_leave_the_journal_and_the_summary_says_so(project, fake):
+    # given: a batch of two rows left running, then a content rule edited: neither request is
+    # what the plan sends now, and a row removed from the plan is out of it too
+    project.write_rows(rows_for("quorum", "backpressure", "gossip"), ini_extra=BATCH_INI)
+    fake.batch_polls_until_ended = 10**9
+    _interrupt_while_polling(project, fake)
+    (old,) = fake.batches.values()
+    project.edit("plan.md", "- category must be one of: A, B, C", "- category must be one of: A, B, C (in capitals)")
+    project.edit("plan.md", "| Gossip | gossip.md | haiku | pending |\n", "")
+    fake.batch_polls_until_ended = 0
+    journal_file = project.cassette_dir() / "batches-journal.json"
+
+    # when
+    result = project.run("--batch-api", "batches", subprocess=True)
+
+    # then: today's requests went in a new batch and completed; the old entry is gone, and said
+    assert result.ret == 0, result.stdout.str()
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}
+    assert len(fake.batches) == 2
+    assert not journal_file.exists()
+    result.stdout.fnmatch_lines(
+        [f"dropped from the batch journal the requests the plan no longer sends, in {old.id} (backpressure.md, gossip.md, quorum.md)*"]
+    )
+
+
 def test_a_row_whose_output_passed_before_the_crash_leaves_no_journal_entry_behind(project, fake):
     # given: a batch of two rows left running, and one row's output written meanwhile (it passes)
     project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
