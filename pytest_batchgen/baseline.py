@@ -17,18 +17,17 @@ the old output, so the draft's verdict is taken from the generation's last attem
 from __future__ import annotations
 
 import difflib
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .cassettes import KEY_PREFIX
 from .freshness import (
     Freshness,
     UnreadableRecording,
     book_of,
     read_recording,
     recorded_cost,
+    regenerate_command,
 )
 from .outcomes import Outcome
 from .plan import Row
@@ -278,9 +277,8 @@ def summary_lines(state: BatchState, reports: Sequence[RowReport]) -> list[str]:
     if len(stale) > MAX_NAMED:
         lines.append(f"  ... and {len(stale) - MAX_NAMED} more stale rows")
     if stale and not state.settings.regenerate_stale:
-        plans = " ".join(f"--batch-plan {shlex.quote(p)}" for p in dict.fromkeys(r.plan for r, _ in stale))
-        key = "" if state.settings.credential else KEY_PREFIX  # regenerating calls the model
-        lines.append(f"  to regenerate them: {key}pytest {plans} --batch-regenerate-stale")
+        command = regenerate_command(dict.fromkeys(r.plan for r, _ in stale), state.settings.credential is not None)
+        lines.append(f"  to regenerate them: {command}")
     for c in changes(state, reports).values():
         kept = ", previous output kept" if c.after["kept_previous"] else ""
         word = "REGRESSION" if c.regression else "regenerated" if c.after["wrote"] else "not regenerated"

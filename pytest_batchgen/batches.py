@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import Usage
-from .dispatch import Attempt, BackgroundDispatch, Job, RowResult, _discard_draft, _repair_text
+from .dispatch import Attempt, BackgroundDispatch, Job, RowResult, _discard_draft, _repair_text, repairable_failures
 from .errors import BatchgenError
 from .fsutil import atomic_write, sync_deferred
 from .journal import (
@@ -742,7 +742,7 @@ class BatchDispatcher(BackgroundDispatch):
                 run.docs.forget(st.output)
             self._end(st, Outcome.PASSED)
             return
-        repairable = [(r, f) for r, f in failures if not f.crashed]  # a check that raised: no repair fixes it
+        repairable = repairable_failures(failures)
         if repairable and len(st.result.attempts) < self.max_attempts:
             st.history += [
                 {"role": "assistant", "content": text.rstrip("\n")},

@@ -41,6 +41,12 @@ def _repair_text(failure: Failure) -> str:
     return "\n".join([failure.message, *failure.detail.splitlines()[:REPAIR_DETAIL_LINES]])
 
 
+def repairable_failures(failures: list[tuple[Any, Failure]]) -> list[tuple[Any, Failure]]:
+    """The failures a repair turn asks the model to fix: not a check that raised, a bug in the
+    check that no new draft fixes (so none is paid for)."""
+    return [(rule, f) for rule, f in failures if not f.crashed]
+
+
 def _discard_draft(path: Path) -> None:
     path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
@@ -451,8 +457,7 @@ class Dispatcher(BackgroundDispatch):
                     _promote_draft(run, path, output, text)
                 result.outcome = Outcome.PASSED
                 return result
-            # a check that raised is a bug in the check: no new draft fixes it, so none is paid for
-            repairable = [(r, f) for r, f in failures if not f.crashed]
+            repairable = repairable_failures(failures)
             if not repairable:
                 break
             if number < self.max_attempts:

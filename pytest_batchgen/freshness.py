@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from .cassettes import CassetteLoader, CorruptCassette, read_cassette
+from .cassettes import KEY_PREFIX, CassetteLoader, CorruptCassette, read_cassette
 from .client import Usage
 from .plan import Plan, Row
 from .pricing import PriceTable
@@ -490,6 +491,13 @@ def book_of(state: Any) -> FreshnessBook:
     if book is None:
         book = state.freshness = FreshnessBook(state.settings.max_tokens)
     return book
+
+
+def regenerate_command(plans: Iterable[str], has_key: bool) -> str:
+    """The command that regenerates the stale rows of ``plans`` (paths as shown): it calls the
+    model, so a run without a credential prints the key's placeholder in front."""
+    key = "" if has_key else KEY_PREFIX
+    return f"{key}pytest " + " ".join(f"--batch-plan {shlex.quote(p)}" for p in plans) + " --batch-regenerate-stale"
 
 
 def regenerates(state: Any, plan: Plan, row: Row) -> bool:

@@ -401,10 +401,6 @@ class Pacer:
         """The buckets of requests that name no model (a pacer used on its own)."""
         return self.of("").buckets
 
-    @property
-    def learnt_at(self) -> float | None:
-        return self.of("").learnt_at
-
     # -- what an earlier run learnt (see limitstore.py) ----------------------------------------
 
     def seed(self, known: Iterable[KnownBudget], model: str = "") -> None:

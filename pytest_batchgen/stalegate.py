@@ -13,15 +13,13 @@ recording.
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _pytest._code.code import TerminalRepr
 
-from .cassettes import KEY_PREFIX
-from .freshness import MISSING, Freshness, book_of
+from .freshness import MISSING, Freshness, book_of, regenerate_command
 from .nodes import RowItem, _state
 
 
@@ -33,10 +31,9 @@ class StaleOutput(Exception):
 
 
 def stale_message(plan_rel: str, freshness: Freshness, has_key: bool = True) -> str:
-    key = "" if has_key else KEY_PREFIX  # regenerating calls the model
     return (
         f"stale: the {', the '.join(freshness.reasons)} changed since it was generated. "
-        f"Regenerate it: {key}pytest --batch-plan {shlex.quote(plan_rel)} --batch-regenerate-stale"
+        f"Regenerate it: {regenerate_command([plan_rel], has_key)}"
     )
 
 

@@ -673,7 +673,7 @@ def test_an_unpaced_run_is_not_seeded_and_keeps_nothing():
     clock = Clock()
     p = Pacer(8, enabled=False, clock=clock, wall=clock.wall)
     p.seed([KnownBudget("requests", 5, 1, 5, clock.wall())])
-    assert p.buckets == {} and p.learnt_at is None and p.known() == ()
+    assert p.buckets == {} and p.of("").learnt_at is None and p.known() == ()
 
 
 def test_what_a_run_knows_at_its_end_seeds_the_next():
