@@ -163,12 +163,10 @@ def remember_limits(dispatcher: object) -> None:
     """Keep the account's budgets as the requests left them, for the next run's first wave
     (see :mod:`.limitstore`); nothing when the run learnt none or was asked not to."""
     pacer = getattr(dispatcher, "pacer", None)  # Message Batches are not paced
-    accounts = getattr(pacer, "accounts", None) or {}
-    if pacer is not None and accounts:
-        from .limitstore import remember
+    if pacer is not None and getattr(pacer, "accounts", None):
+        from .limitstore import remember_pacer
 
-        for model, account in accounts.items():
-            remember(account, pacer.known(model))
+        remember_pacer(pacer)
 
 
 class Generation:

@@ -51,6 +51,7 @@ from .rowid import RowId, shell_word
 
 if TYPE_CHECKING:
     from .client import Completion
+    from .pacing import Pacer
     from .pricing import PriceTable
     from .settings import Settings
 
@@ -267,6 +268,12 @@ class JudgeSettings:
     default_model: str = ""
     max_retries: int = 2
     timeout: float = 600.0
+    #: judge calls in flight at most (``--batch-concurrency``), and whether they are paced at
+    #: the account's rate limits (not ``--batch-no-pacing``), from remembered budgets
+    concurrency: int = 8
+    pacing: bool = True
+    remember_limits: bool = True
+    credential: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JudgeSettings:
@@ -293,6 +300,10 @@ class JudgeSettings:
             default_model=settings.judge_model,
             max_retries=settings.max_retries,
             timeout=settings.timeout,
+            concurrency=settings.concurrency,
+            pacing=settings.pacing,
+            remember_limits=settings.remember_limits,
+            credential=settings.credential,
         )
 
 
@@ -318,6 +329,8 @@ class JudgeService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._recorder: Any = None
+        #: the judge's gate when it may call the API: the rate limits, and ``concurrency`` in flight
+        self.pacer: Pacer | None = None
 
     # -- the client, started lazily (the SDK and vcrpy are imported here, where it may record) --
 
@@ -339,11 +352,16 @@ class JudgeService:
             recorder = live = Recorder({}, mode, {}, secrets)
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="batchgen-judge", daemon=True).start()
-        settings = ClientSettings(max_retries=s.max_retries, timeout=s.timeout, api_key=s.api_key)
+        settings = ClientSettings(
+            max_retries=s.max_retries, timeout=s.timeout, api_key=s.api_key, concurrency=s.concurrency
+        )
 
         async def make() -> Any:
             if live is not None:
-                return ModelClient(settings, live)
+                from .pacing import Pacer
+
+                self.pacer = Pacer(s.concurrency, enabled=s.pacing)
+                return ModelClient(settings, live, self.pacer)
             # verdicts replayed only: no SDK (a second of imports)
             has_key = bool((s.api_key and s.may_call) or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
             return ReplayClient(recorder, has_key)
@@ -359,6 +377,10 @@ class JudgeService:
             return
         with contextlib.suppress(Exception):  # closing is best effort: every verdict is already on disk
             asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=10)
+        if self.pacer is not None:
+            from .limitstore import remember_pacer
+
+            remember_pacer(self.pacer)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._client = None
 
@@ -379,7 +401,28 @@ class JudgeService:
 
     def _complete(self, key: str, params: dict[str, Any]) -> Completion:
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(self._client.complete(key, params), self._loop).result()
+        return asyncio.run_coroutine_threadsafe(self._paced(key, params), self._loop).result()
+
+    async def _paced(self, key: str, params: dict[str, Any]) -> Completion:
+        """One judge call, through the pacer when this run may call the API: judge calls take
+        the account's budgets like generation's, so a judged run does not meet 429s that the
+        generation's pacing avoided (on the judge's loop, where the pacer lives)."""
+        pacer = self.pacer
+        if pacer is None:
+            return await self._client.complete(key, params)
+        model = str(params.get("model") or "")
+        s = self.settings
+        if s.pacing and s.remember_limits and model not in pacer.accounts:
+            from . import limitstore
+
+            account = limitstore.account_id(os.environ.get("ANTHROPIC_BASE_URL"), s.credential, [model])
+            if account is not None:
+                pacer.accounts[model] = account
+                pacer.seed(limitstore.recall(account), model)
+        async with pacer.slot(params) as slot:
+            completion: Completion = await self._client.complete(key, params)
+            slot.settle(completion.usage, completion.replayed)
+            return completion
 
     def _no_recording(self, plan: Plan, row: Row, rule: str, detail: str) -> Failure:
         """No verdict recorded for this output, and this run may not ask: skip (or fail)."""

@@ -32,7 +32,10 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .pacing import Pacer
 
 #: accounts kept in the file: the most recently used
 MAX_ACCOUNTS = 32
@@ -133,3 +136,10 @@ def remember(account: str | None, budgets: tuple[KnownBudget, ...], path: Path |
     except Exception:  # a read-only home, a lock timeout, a file system without locks (NFS)...
         return False
     return True
+
+
+def remember_pacer(pacer: Pacer) -> None:
+    """Keep what ``pacer`` knows of each model's budgets under the account it was seeded for
+    (nothing for a model it was not: a run that was asked not to remember)."""
+    for model, account in pacer.accounts.items():
+        remember(account, pacer.known(model))

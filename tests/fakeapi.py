@@ -391,6 +391,15 @@ class _HttpError(Exception):
 # --------------------------------------------------------------------------- helpers
 
 
+def _raw_usage(raw: bytes | str) -> dict:
+    """The ``usage`` a scripted raw body states ({} when it states none, or is not JSON)."""
+    try:
+        usage = json.loads(raw).get("usage")
+    except (ValueError, AttributeError):
+        return {}
+    return usage if isinstance(usage, dict) else {}
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}_01{uuid.uuid4().hex[:22]}"
 
@@ -901,7 +910,9 @@ class FakeAnthropic:
         if reply.retry_after is not None:
             extra["retry-after"] = _fmt_seconds(reply.retry_after)
         if reply.raw_body is not None or reply.is_error:
-            extra = {**self._settle(cost, None, body.get("model")), **extra}
+            # an error is not charged; a 2xx raw body is, by the usage it states (none: the request)
+            charged = _raw_usage(reply.raw_body) if reply.raw_body is not None and reply.status < 300 else None
+            extra = {**self._settle(cost, charged, body.get("model")), **extra}
         if reply.raw_body is not None:
             return reply.status, {"content-type": reply.content_type, "request-id": request_id, **extra}, reply.raw_body
         if reply.is_error:

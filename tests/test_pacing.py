@@ -914,3 +914,26 @@ def test_under_xdist_the_controller_remembers_the_limits_too(project, fake):
     assert result.ret == 0, result.stdout.str()
     (account,) = json.loads(limitstore.store_path().read_text())["accounts"].values()
     assert account["budgets"]["requests"]["limit"] == 100
+
+
+def test_judge_calls_are_paced_against_their_models_budgets(project, fake):
+    # a judge call goes to the same account as generation: unpaced, the judge's calls went out
+    # as fast as drafts arrived, into a Sonnet bucket of 4 requests a second, and met 429s
+    from judgehelpers import install, is_judge
+
+    names = NAMES[:12]
+    project.write_rows(rows_for(*names), max_retries=2)
+    anchor = "\n## Phase 1"
+    project.write("plan.md", project.read().replace(anchor, "5. Judge (sonnet): the definition is accurate\n" + anchor, 1))
+    for name in names:
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=0.05))
+    install(fake)
+    fake.limit_model("claude-sonnet-5-5", RateLimits(requests=4, input_tokens=1e8, output_tokens=1e8, window=1.0))
+
+    result = project.run("--batch-concurrency", "4")
+
+    assert result.ret == 0, result.stdout.str()
+    judged = [e for e in fake.messages_requests() if is_judge(e.body)]
+    assert len(judged) == 12
+    assert fake.limited == 0  # the first wave (4 judge calls) fits the bucket; the rest were paced
+    assert set(project.statuses().values()) == {"complete"}
