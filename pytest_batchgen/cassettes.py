@@ -599,7 +599,8 @@ class ReplayClient:
         if not has_key:
             recordings.live_refusal = NO_KEY_REFUSAL
 
-    async def complete(self, key: str, params: dict[str, Any]) -> Completion:
+    async def complete(self, key: str, params: dict[str, Any], unusable: Any = None) -> Completion:
+        """The recorded reply (``unusable`` is the live client's: nothing is recorded here)."""
         r = self.recordings
         # Each cassette is read at its row's turn, not all up front: a replay spends nothing,
         # so nothing is saved by finding a corrupt one early, and holding every recording in

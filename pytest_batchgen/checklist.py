@@ -24,8 +24,9 @@ class Failure:
     message: str
     line: int | None = None
     detail: str | None = None  # longer text shown under the message (a linter's output)
-    #: the check itself raised: a bug in the check, which no new draft can fix (never a repair)
-    crashed: bool = False
+    #: False when no new draft can fix it, so a repair is never paid for: the check itself raised
+    #: (a bug in the check), or the judge's call failed or gave no verdict (not the draft's fault)
+    repairable: bool = True
 
 
 CheckResult = Failure | str | None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -298,7 +298,12 @@ class ModelClient:
         """How to generate a row again whose replayed attempts ended in failure."""
         return "" if self.recorder is None else self.recorder.retry_hint(key)
 
-    async def complete(self, key: str, params: dict[str, Any]) -> Completion:
+    async def complete(
+        self, key: str, params: dict[str, Any], unusable: Callable[[Completion], bool] | None = None
+    ) -> Completion:
+        """The reply to ``params``, recorded under ``key``, unless ``unusable(completion)``: a
+        reply the caller cannot use (a judge's answer with no verdict) is returned, so that
+        what it cost is counted, and not recorded, so that no later run replays it for ever."""
         if self.recorder is not None:  # replay fast path: the recorded reply, without the SDK
             url = str(self._client.base_url).rstrip("/") + "/v1/messages"  # the path the SDK posts to
             played = self.recorder.replay_directly(key, url, params)
@@ -332,8 +337,6 @@ class ModelClient:
         if problem:
             info.pending = []  # never recorded: it would be replayed, and fail, forever
             raise ModelCallError("InvalidReply", f"the API's reply is not a message: {problem}")
-        if self.recorder is not None:
-            self.recorder.commit(info)  # written before the run goes on (fsynced at its end)
         text = "".join(
             getattr(block, "text", "") or "" for block in message.content if getattr(block, "type", None) == "text"
         )
@@ -347,7 +350,7 @@ class ModelClient:
         tool_input = next(
             (getattr(b, "input", None) for b in message.content if getattr(b, "type", None) == "tool_use"), None
         )
-        return Completion(
+        completion = Completion(
             text,
             message.stop_reason,
             usage,
@@ -355,6 +358,11 @@ class ModelClient:
             replayed=info.live == 0 and info.replayed > 0,
             tool_input=tool_input,
         )
+        if self.recorder is not None:
+            if unusable is not None and unusable(completion):
+                info.pending = []
+            self.recorder.commit(info)  # written before the run goes on (fsynced at its end)
+        return completion
 
     def release(self, key: str) -> None:
         """The row ended: its recording need not stay in memory."""

@@ -42,9 +42,10 @@ def _repair_text(failure: Failure) -> str:
 
 
 def repairable_failures(failures: list[tuple[Any, Failure]]) -> list[tuple[Any, Failure]]:
-    """The failures a repair turn asks the model to fix: not a check that raised, a bug in the
-    check that no new draft fixes (so none is paid for)."""
-    return [(rule, f) for rule, f in failures if not f.crashed]
+    """The failures a repair turn asks the model to fix: not those no new draft fixes (a check
+    that raised, a judge call that failed), so that none is paid for and no API error is pasted
+    into a repair turn."""
+    return [(rule, f) for rule, f in failures if f.repairable]
 
 
 def _discard_draft(path: Path) -> None:

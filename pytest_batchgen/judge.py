@@ -195,6 +195,16 @@ def parse_sample(data: Any) -> Sample:
                   str(data.get("quote") or "").strip())
 
 
+def read_sample(completion: Completion) -> Sample:
+    """A judge reply as a :class:`Sample`: an answer cut off at ``max_tokens`` (its tool input
+    may lack the reason, or hold half a verdict) or a refusal is no verdict, whatever it holds."""
+    if completion.stop_reason == "max_tokens":
+        return Sample(None, "the judge's answer was cut off at max_tokens")
+    if completion.stop_reason == "refusal":
+        return Sample(None, "the judge refused to answer")
+    return parse_sample(completion.tool_input)
+
+
 @dataclass(frozen=True)
 class JudgeVerdict:
     """The majority of K samples: ``verdict`` pass/fail (or ``error`` when none was readable)."""
@@ -409,7 +419,7 @@ class JudgeService:
         generation's pacing avoided (on the judge's loop, where the pacer lives)."""
         pacer = self.pacer
         if pacer is None:
-            return await self._client.complete(key, params)
+            return await self._client.complete(key, params, _no_verdict)
         model = str(params.get("model") or "")
         s = self.settings
         if s.pacing and s.remember_limits and model not in pacer.accounts:
@@ -420,7 +430,7 @@ class JudgeService:
                 pacer.accounts[model] = account
                 pacer.seed(limitstore.recall(account), model)
         async with pacer.slot(params) as slot:
-            completion: Completion = await self._client.complete(key, params)
+            completion: Completion = await self._client.complete(key, params, _no_verdict)
             slot.settle(completion.usage, completion.replayed)
             return completion
 
@@ -436,7 +446,9 @@ class JudgeService:
             f"To record it: ANTHROPIC_API_KEY=sk-ant-... {self.record_command(plan, row, rule)}"
         )
         if s.required:
-            return Failure(message.replace("not judged:", "judge verdict required:", 1), detail=detail or None)
+            return Failure(
+                message.replace("not judged:", "judge verdict required:", 1), detail=detail or None, repairable=False
+            )
         raise CheckSkipped(message)
 
     # -- judging --
@@ -453,8 +465,9 @@ class JudgeService:
             if isinstance(verdict_or_failure, Failure):
                 return verdict_or_failure
             verdict = verdict_or_failure
-            with self._lock:
-                self._memo[digest] = verdict
+            if verdict.verdict != "error":  # no usable answer: the next check of it asks again
+                with self._lock:
+                    self._memo[digest] = verdict
         with self._lock:
             self.verdicts.setdefault(row_key, {})[rule] = verdict
         return verdict_failure(verdict, model, text)
@@ -480,14 +493,14 @@ class JudgeService:
                 completion = self._complete(key, params)
             except ModelCallError as exc:
                 if exc.replay_miss and key in self._recorder.corrupt:  # the judge cassette is unreadable
-                    return Failure(f"the judge's recording cannot be used: {exc.message}")
+                    return Failure(f"the judge's recording cannot be used: {exc.message}", repairable=False)
                 if exc.replay_miss:
                     return self._no_recording(plan, row, rule, exc.message)
                 attempt.error = str(exc)
                 with self._lock:
                     self.attempts.setdefault(row_key, []).append(attempt)
-                return Failure(f"the judge's call failed: {exc}")
-            sample = parse_sample(completion.tool_input)
+                return Failure(f"the judge's call failed: {exc}", repairable=False)
+            sample = read_sample(completion)
             attempt.usage, attempt.replayed = completion.usage, completion.replayed
             attempt.verdict, attempt.reason, attempt.line = sample.verdict, sample.reason, sample.line
             attempt.would_cost = self.prices.cost(model, completion.usage) if self.prices is not None else 0.0
@@ -503,6 +516,12 @@ class JudgeService:
         return verdict
 
 
+def _no_verdict(completion: Completion) -> bool:
+    """Whether a judge reply holds no verdict: it is not recorded (a later run would replay it
+    for ever, never asking the judge again), though what it cost is counted."""
+    return read_sample(completion).verdict is None
+
+
 def verdict_failure(verdict: JudgeVerdict, model: str, text: str) -> Failure | None:
     """A failing verdict as a check's :class:`Failure`: the judge's reason, at the output line it
     named, with that line's text (what the note, the report and the repair turn show)."""
@@ -513,7 +532,7 @@ def verdict_failure(verdict: JudgeVerdict, model: str, text: str) -> Failure | N
     line = verdict.line if verdict.line is not None and 1 <= verdict.line <= len(lines) else None
     detail = f"output line {line}: {lines[line - 1].strip()}" if line is not None else None
     if verdict.verdict == "error":
-        return Failure(f"judge ({model}): {verdict.reason}")
+        return Failure(f"judge ({model}): {verdict.reason}", repairable=False)
     return Failure(f"judge ({model}{agree}): {verdict.reason or 'the criterion is not met'}", line, detail)
 
 

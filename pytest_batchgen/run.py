@@ -121,7 +121,7 @@ class PlanRun:
             except CheckSkipped:
                 continue
             except Exception as exc:  # a user's check crashed: that is a failure too
-                failure = Failure(f"the check raised {type(exc).__name__}: {exc}", crashed=True)
+                failure = Failure(f"the check raised {type(exc).__name__}: {exc}", repairable=False)
             if failure is not None:
                 out.append((rule, failure))
         return out
@@ -137,7 +137,7 @@ class PlanRun:
             except CheckSkipped:  # a judge with no verdict: nothing to repair
                 continue
             except Exception as exc:  # a user's check crashed; report it rather than stop the batch
-                failure = Failure(f"the check raised {type(exc).__name__}: {exc}", crashed=True)
+                failure = Failure(f"the check raised {type(exc).__name__}: {exc}", repairable=False)
             if failure is not None:
                 out.append((rule, failure))
         return out

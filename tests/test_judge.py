@@ -35,8 +35,8 @@ JUDGE_LINE = f"5. Judge (sonnet): {CRITERION}\n"
 JUDGE_DATA = Path(__file__).resolve().parent / "data" / "judge"
 
 
-def given_rows_with_a_judge(project: Project, *names: str, line: str = JUDGE_LINE, ini_extra: str = "") -> None:
-    project.write_rows(rows_for(*names), ini_extra=ini_extra)
+def given_rows_with_a_judge(project: Project, *names: str, line: str = JUDGE_LINE, ini_extra: str = "", **kw) -> None:
+    project.write_rows(rows_for(*names), ini_extra=ini_extra, **kw)
     text = project.read()
     anchor = "\n## Phase 1"
     project.write("plan.md", text.replace(anchor, line + anchor, 1))
@@ -181,6 +181,68 @@ def test_a_judge_failure_repairs_into_a_pass(project, fake):
     assert len(generation_requests(fake, "alpha.md")) == 2
     assert len(judge.judge_calls("alpha.md")) == 2
     assert "Alpha is defined as itself" in generation_requests(fake, "alpha.md")[1].body["messages"][-1]["content"]
+
+
+def _text_reply(text: str, stop_reason: str = "end_turn", tool_input: dict | None = None) -> Reply:
+    """A judge reply without a usable verdict: text only, or a tool call cut off / refused."""
+    content: list[dict] = [{"type": "text", "text": text}]
+    if tool_input is not None:
+        content = [{"type": "tool_use", "id": "toolu_x", "name": "record_verdict", "input": tool_input}]
+    body = {"id": "msg_x", "type": "message", "role": "assistant", "model": "claude-sonnet-5-5",
+            "content": content, "stop_reason": stop_reason, "stop_sequence": None,
+            "usage": {"input_tokens": 400, "output_tokens": 60}}
+    return Reply.raw(json.dumps(body))
+
+
+@pytest.mark.parametrize("answer", [
+    Reply.error(400, "invalid_request_error", "prompt is too long"),
+    Reply.error(500, "api_error", "internal error"),
+    _text_reply("PASS"),
+    _text_reply("", stop_reason="refusal"),
+], ids=["400", "500", "no tool call", "refusal"])
+def test_a_judge_call_that_gives_no_verdict_fails_the_row_and_pays_for_no_repair(project, fake, answer):
+    # README: "API errors are never pasted into a repair"; a new draft cannot fix the judge's
+    # failure, so none is paid for (the row stays pending, and the next run asks the judge again)
+    judge = install(fake)
+    judge.set("alpha.md", answer)
+    given_rows_with_a_judge(project, "alpha", max_retries=0)
+
+    result = project.run("--batch-max-attempts", "3")
+
+    assert result.outcomes()[item("alpha.md")] == "failed"
+    assert len(generation_requests(fake, "alpha.md")) == 1  # no repair turn
+    assert project.statuses() == {"alpha.md": "pending"}
+    failure = result.failure(item("alpha.md"))
+    assert "the judge's call failed" in failure or "the judge gave no usable verdict" in failure
+
+
+def test_an_answer_without_a_verdict_is_not_recorded_and_the_next_run_asks_again(project, fake):
+    judge = install(fake)
+    judge.set("alpha.md", _text_reply("PASS"), passes())
+    given_rows_with_a_judge(project, "alpha")
+
+    first = project.run()
+
+    assert first.outcomes()[item("alpha.md")] == "failed"
+    assert not (project.cassette_dir() / "alpha.md.judge.yaml").exists() or judge_cassette(project, "alpha.md") == []
+    second = project.run()  # the draft replays; its verdict was never recorded, so it is asked for
+
+    assert second.outcomes()[item("alpha.md")] == "passed", second.stdout.str()
+    assert project.statuses() == {"alpha.md": "complete"}
+    assert len(judge.judge_calls("alpha.md")) == 2
+    assert len(judge_cassette(project, "alpha.md")) == 1  # the usable verdict only
+
+
+def test_a_judge_answer_cut_off_at_max_tokens_is_no_verdict(project, fake):
+    judge = install(fake)
+    judge.set("alpha.md", _text_reply("", stop_reason="max_tokens", tool_input={"verdict": "pass"}))
+    given_rows_with_a_judge(project, "alpha")
+
+    result = project.run()
+
+    assert result.outcomes()[item("alpha.md")] == "failed"
+    assert "cut off at max_tokens" in result.failure(item("alpha.md"))
+    assert project.statuses() == {"alpha.md": "pending"}
 
 
 def test_judge_rules_wait_for_the_mechanical_rules(project, fake):
