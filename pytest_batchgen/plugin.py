@@ -217,9 +217,14 @@ def _collect_plans(config: pytest.Config, state: BatchState) -> None:
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = [str(p) for p in plans] + [str(p) for p in checks]
         return
-    from .selection import select
+    from .selection import not_found, select
 
     state.selection = select(config.args, state.settings.invocation_dir, plans, checks)
+    s = state.settings
+    other_items = ("generate",) * s.generates_here + ("fresh",) * s.fail_stale
+    problems = not_found(state.selection, state.runs, s.phases, other_items)
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
     config.args = list(state.selection.args)
 
 

@@ -11,11 +11,17 @@ of its items as partial: it is not marked complete.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .rowid import RowId
+
+if TYPE_CHECKING:
+    from .run import PlanRun
+
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,7 @@ class NodeFilter:
 
     row: RowId
     item: str | None = None
+    arg: str = field(default="", compare=False)  # as given on the command line
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ def select(
             whole.add(target)
             continue
         filename, _, item = rest.partition("::")
-        filters.append(NodeFilter(RowId(target, filename), item.split("[")[0] or None))
+        filters.append(NodeFilter(RowId(target, filename), item.split("[")[0] or None, arg))
     out += [str(p) for p in plans]  # each plan once, collected whole
     covered = [(invocation_dir / a.partition("::")[0]).resolve() for a in args]
     for check in checks:
@@ -70,3 +77,40 @@ def select(
             out.append(str(check))
     filtered = frozenset(p for p in named if p not in whole)
     return Selection(tuple(out), tuple(f for f in filters if f.row.plan in filtered), filtered)
+
+
+def not_found(
+    selection: Selection, runs: Sequence[PlanRun], phases: Sequence[str], other_items: Sequence[str] = ()
+) -> list[str]:
+    """Why each named node selects nothing: no such row in its plan, a row outside
+    ``--batch-phase``, no such item of the row (``other_items``: the run's items besides the
+    rules, ``generate`` when it generates, ``fresh`` with ``--batch-fail-stale``). pytest says
+    "not found" for a node id that matches nothing; a plan's node that only deselected every
+    item would run nothing and exit 5 without saying why."""
+    by_plan = {run.plan.path: run for run in runs}
+    problems: list[str] = []
+    for f in selection.filters:
+        run = by_plan.get(f.row.plan)
+        if run is None:
+            continue
+        row = next((r for r in run.plan.rows if r.filename == f.row.filename), None)
+        where = run.plan.rel(run.plan.path)
+        if row is None:
+            names = [r.filename for r in run.plan.rows]
+            close = difflib.get_close_matches(f.row.filename, names, n=1)
+            hint = f" (did you mean {where}::{close[0]}?)" if close else ""
+            problems.append(f"not found: {f.arg}: {where} has no row with Filename {f.row.filename}{hint}")
+        elif row not in run.rows:
+            problems.append(
+                f"not found: {f.arg}: row {row.filename} is in phase {row.phase}, and --batch-phase selects "
+                f"{', '.join(phases)}; add --batch-phase {row.phase} or leave the option out"
+            )
+        elif f.item is not None:
+            items = [*(rule.name for rule in run.rules), *other_items]
+            if f.item not in items:
+                close = difflib.get_close_matches(f.item, items, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                problems.append(
+                    f"not found: {f.arg}: row {row.filename} has no item {f.item} ({hint}its items: {', '.join(items)})"
+                )
+    return problems

@@ -83,6 +83,31 @@ def test_example_plan_idempotency_passes_and_pending_rows_are_skipped(glossary: 
     assert glossary.statuses()["quorum.md"] == "pending"
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["plans/glossary.md::quorom.md"],
+         "ERROR: not found: plans/glossary.md::quorom.md: plans/glossary.md has no row with Filename quorom.md "
+         "(did you mean plans/glossary.md::quorum.md?)"),
+        (["--batch-phase", "1", "plans/glossary.md::cap-theorem.md"],
+         "ERROR: not found: plans/glossary.md::cap-theorem.md: row cap-theorem.md is in phase 2, and "
+         "--batch-phase selects 1; add --batch-phase 2 or leave the option out"),
+        (["plans/glossary.md::quorum.md::front-mater"],
+         "ERROR: not found: plans/glossary.md::quorum.md::front-mater: row quorum.md has no item front-mater "
+         "(did you mean front-matter? its items: front-matter, category-value, *"),
+    ],
+    ids=["no such row", "outside --batch-phase", "no such item"],
+)
+def test_a_named_node_that_selects_nothing_is_a_usage_error(glossary: Project, args, expected):
+    # pytest says "not found" for a node id that matches nothing; a plan's node deselected every
+    # item instead, and the run exited 5 ("no tests ran") without saying why
+    result = glossary.run("--batch-validate-only", *args)
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+    assert "passed" not in result.stdout.str() and "deselected" not in result.stdout.str()
+
+
 def test_example_plan_selects_a_row_or_a_check_with_k(glossary: Project):
     glossary.copy(DATA / "glossary" / "quorum.draft1.md", "output/quorum.md")
     glossary.copy(DATA / "glossary" / "backpressure.md", "output/backpressure.md")
