@@ -189,7 +189,7 @@ def _register_plugins(config: pytest.Config, state: BatchState) -> None:
         from .protocol import ItemProtocol
 
         pm.register(ItemProtocol(config), "batchgen-protocol")
-    if settings.generates_here:
+    if settings.generates_here and settings.may_generate:
         pm.register(GenerationPlugin(config, state), "batchgen-generation")
     if settings.role is Role.CONTROLLER:
         pm.register(XdistController(config, state), "batchgen-xdist")

@@ -44,7 +44,7 @@ def modules_for(settings: Settings) -> tuple[str, ...]:
 
 def will_generate(settings: Settings, rows: Iterable[tuple[PlanRun, Row]]) -> bool:
     """Whether this process may send requests: worth loading the SDK early."""
-    if settings.validate_only or settings.dry_run:
+    if not settings.may_generate:
         return False
     return settings.record_mode == "all" or any(not row.complete for _, row in rows)
 

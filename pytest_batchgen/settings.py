@@ -46,8 +46,10 @@ class Role(enum.Enum):
         if hasattr(config, "workerinput"):
             return cls.WORKER
         option = config.option
-        # ``-n``, or ``--dist``/``--tx`` without ``-n``
-        if getattr(option, "numprocesses", None) or getattr(option, "dist", "no") != "no":
+        # ``-n``, or ``--dist``/``--tx`` without ``-n``; xdist leaves ``--collect-only`` to this
+        # process (it starts no workers), which then lists the items of a plain run
+        distributed = getattr(option, "numprocesses", None) or getattr(option, "dist", "no") != "no"
+        if distributed and not getattr(option, "collectonly", False):
             return cls.CONTROLLER
         return cls.PLAIN
 
@@ -306,6 +308,8 @@ class Settings:
     validate_only: bool = False
     readonly: bool = False
     dry_run: bool = False
+    #: ``pytest --collect-only``: collect, run nothing, so send nothing (and pay for nothing)
+    collect_only: bool = False
     record_mode: RecordMode = "none"
     concurrency: int = 8
     max_attempts: int = 2
@@ -342,8 +346,15 @@ class Settings:
         return self.api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN") or None
 
     @property
+    def may_generate(self) -> bool:
+        """Whether this run sends requests at all: not validate-only (or read-only), not a dry
+        run, not ``--collect-only`` (whose items are those of the run it lists)."""
+        return not (self.validate_only or self.dry_run or self.collect_only)
+
+    @property
     def generates_here(self) -> bool:
-        """Whether this process sends requests: a plain run that may call the model.
+        """Whether this process generates: a plain run that may call the model (its rows
+        have ``generate`` items; ``--collect-only`` lists them and sends nothing).
 
         Under pytest-xdist the controller generates (see :mod:`pytest_batchgen.xdist`)."""
         return self.role is Role.PLAIN and not self.validate_only and not self.dry_run
@@ -372,6 +383,7 @@ class Settings:
             validate_only=readonly or bool(config.getoption("batch_validate_only")),
             readonly=readonly,
             dry_run=bool(config.getoption("batch_dry_run")),
+            collect_only=bool(config.getoption("collectonly", False)),
             record_mode=default_record_mode(config.getoption("batch_record_mode")),
             concurrency=config.getoption("batch_concurrency"),
             max_attempts=config.getoption("batch_max_attempts"),

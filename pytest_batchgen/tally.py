@@ -160,7 +160,7 @@ class TallyPlugin:
         state = self.state
         results = state.results()
         # statuses as the plan has them: an interrupted run records nothing
-        frozen = state.settings.readonly or state.settings.dry_run or self.interrupted
+        frozen = state.settings.readonly or state.settings.dry_run or state.settings.collect_only or self.interrupted
         reports: list[RowReport] = []
         for run in state.runs:
             reports += build_rows(

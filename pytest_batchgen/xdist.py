@@ -48,7 +48,7 @@ class XdistController:
         here holds back scheduling, so no worker checks a row before it was generated."""
         state = self.state
         settings = state.settings
-        if self.done or settings.validate_only or settings.dry_run:
+        if self.done or not settings.may_generate:
             return
         self.done = True
         rootdir, several = settings.rootdir, state.several_plans

@@ -688,6 +688,21 @@ def test_with_xdist_a_run_stopped_by_x_records_its_rows_as_plain_x_does(project,
     assert "interrupted" not in result.stdout.str()
 
 
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_collect_only_sends_nothing_and_writes_nothing(project, fake, xdist):
+    # pytest's --collect-only runs nothing: it sent every pending row and wrote their outputs,
+    # cassettes and statuses (paid for, in a run meant to list the items)
+    project.write_rows(rows_for("alpha", "beta"))
+    before = project.snapshot()
+
+    result = project.run("--collect-only", "-q", *xdist)
+
+    assert result.ret == 0, result.stdout.str()
+    assert fake.messages_requests() == []
+    assert project.snapshot() == before
+    assert "plan.md::alpha.md::generate" in result.stdout.str()
+
+
 def test_with_xdist_only_the_selected_rows_are_generated(project, fake):
     project.write_rows(rows_for("picked", "other", "third"))
 
