@@ -31,7 +31,7 @@ import pytest
 
 from . import hookspecs
 from .errors import BatchgenError
-from .settings import Role, Settings, add_options
+from .settings import Role, Settings, add_options, check_written_paths
 from .state import BatchState, state_key, state_of
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         settings = Settings.from_config(config)
         state = _build_state(config, settings)
+        check_written_paths(settings, [run.plan for run in state.runs])
     except BatchgenError as exc:
         raise pytest.UsageError(_shown_error(exc, Path(config.rootpath))) from None
     config.stash[state_key] = state

@@ -12,7 +12,7 @@ import argparse
 import enum
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -24,6 +24,7 @@ from .defaults import DEFAULT_MAX_BYTES, DEFAULT_MAX_TOKENS, RECORD_MODES
 from .errors import BatchgenError
 
 if TYPE_CHECKING:
+    from .plan import Plan
     from .pricing import Price
 
 #: one of :data:`pytest_batchgen.defaults.RECORD_MODES` (vcrpy's record modes)
@@ -369,11 +370,9 @@ class Settings:
         report = config.getoption("batch_report")
         summary = config.getoption("batch_summary")
         invocation_dir = Path(config.invocation_params.dir)
-        if config.getoption("batch_regenerate_stale") and (readonly or config.getoption("batch_validate_only")):
-            which = "--batch-readonly" if readonly else "--batch-validate-only"
-            raise BatchgenError(
-                f"--batch-regenerate-stale generates outputs; {which} makes no model call. Drop one of them"
-            )
+        _check_no_call_options(config, readonly)
+        if config.getoption("batch_cancel") and config.getoption("batch_api") != "batches":
+            raise BatchgenError("--batch-cancel cancels Message Batches: it needs --batch-api batches")
         return cls(
             plans=tuple(config.getoption("batch_plan")),
             rootdir=Path(config.rootpath),
@@ -411,7 +410,7 @@ class Settings:
             batch_poll_start=_ini_number(config, "batchgen_batch_poll_start"),
             batch_poll_max=_ini_number(config, "batchgen_batch_poll_max"),
             pacing=not config.getoption("batch_no_pacing"),
-            remember_limits=bool(config.getini("batchgen_remember_limits")),
+            remember_limits=_ini_bool(config, "batchgen_remember_limits"),
             sender=_ini_choice(config, "batchgen_sender", ("process", "thread")),
         )
 
@@ -425,6 +424,40 @@ def default_record_mode(given: str | None) -> RecordMode:
         return cast(RecordMode, given)
     in_ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
     return "new_episodes" if os.environ.get("ANTHROPIC_API_KEY") and not in_ci else "none"
+
+
+def _check_no_call_options(config: pytest.Config, readonly: bool) -> None:
+    """Options that only a run calling the model uses, given with one that makes no call: each
+    was ignored without a word (``--batch-record-mode all`` in a validate-only run records
+    nothing), where the user meant one of the two."""
+    if not (readonly or config.getoption("batch_validate_only")):
+        return
+    no_call = "--batch-readonly" if readonly else "--batch-validate-only"
+    mode = config.getoption("batch_record_mode")
+    given = [
+        ("--batch-regenerate-stale generates outputs", config.getoption("batch_regenerate_stale")),
+        (f"--batch-record-mode {mode} records model calls", mode not in (None, "none")),
+        ("--batch-api batches sends Message Batches", config.getoption("batch_api") == "batches"),
+    ]
+    for what, on in given:
+        if on:
+            raise BatchgenError(f"{what}; {no_call} makes no model call. Drop one of them")
+
+
+def _ini_bool(config: pytest.Config, name: str) -> bool:
+    """A true/false ini value; pytest's own conversion raises a ValueError on anything else,
+    which reached the user as an INTERNALERROR traceback."""
+    try:
+        return bool(config.getini(name))
+    except ValueError:
+        raw = next((str(v) for k, v in config.inicfg.items() if k == name), "")
+        for override in config.getoption("override_ini") or ():
+            key, _, value = override.partition("=")
+            if key.strip() == name:
+                raw = value
+        raise BatchgenError(
+            f"ini option {name} = {raw.strip()!r} is not true or false (true, yes, on, 1 / false, no, off, 0)"
+        ) from None
 
 
 def _ini_choice(config: pytest.Config, name: str, choices: tuple[str, ...]) -> str:
@@ -453,3 +486,40 @@ def _ini_number(config: pytest.Config, name: str, *, whole: bool = False, zero_o
         bound = "zero or more" if zero_ok else "more than zero"
         raise BatchgenError(f"ini option {name} = {raw!r} must be {bound}")
     return value
+
+
+def check_written_paths(settings: Settings, plans: Sequence[Plan]) -> None:
+    """``--batch-report`` and ``--batch-summary`` name files the run writes at its very end: a
+    folder, or a file of the plans, was found only then (a traceback after the whole run, the
+    report lost), or overwritten (a plan replaced by JSON, in a ``--batch-readonly`` run too).
+    Refused up front, before anything is sent."""
+    for option, path in (("--batch-report", settings.report), ("--batch-summary", settings.summary)):
+        if path is None:
+            continue
+        if path.is_dir():
+            raise BatchgenError(f"{option} {path}: is a folder; name a file in it (e.g. {path / 'report.json'})")
+        target = path.resolve()
+        for plan in plans:
+            owned = {plan.output_path(row).resolve(): f"row {row.filename}'s output in" for row in plan.rows}
+            owned.update({plan.path.resolve(): "the plan", plan.format_reference.resolve(): "the format reference of"})
+            what = owned.get(target)
+            if what is None and (plan.path.parent / "cassettes" / plan.name).resolve() in target.parents:
+                what = "a file in the cassette folder of"
+            if what is not None:
+                raise BatchgenError(f"{option} {path}: is {what} {plan.rel(plan.path)}; name another file")
+        if option == "--batch-report" and path.is_file() and not _is_a_report(path):
+            raise BatchgenError(
+                f"--batch-report {path}: the file exists and is not a pytest-batchgen JSON report; "
+                "name another file (the report replaces the file)"
+            )
+
+
+def _is_a_report(path: Path) -> bool:
+    """Whether ``path`` holds a JSON report of an earlier run (or nothing): safe to replace."""
+    import json
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        return not text.strip() or (isinstance(data := json.loads(text), dict) and "plans" in data)
+    except (OSError, ValueError):
+        return False

@@ -107,10 +107,37 @@ def test_a_float_spelled_max_tokens_reaches_the_dry_run_and_the_request(plan_pro
         (["--batch-max-cost", "-1"], ["--batch-max-cost must be zero or more"]),
         (["--batch-max-cost", "nan"], ["--batch-max-cost must be zero or more"]),
         (["--batch-max-cost", "cheap"], ["--batch-max-cost", "not a number"]),
+        # pytest's own bool conversion raised a ValueError: an INTERNALERROR
+        (["-o", "batchgen_remember_limits=maybe"], ["batchgen_remember_limits = 'maybe' is not true or false"]),
+        # found only when the run wrote them, at its very end, or overwritten
+        (["--batch-report", "out"], ["--batch-report", "out: is a folder; name a file in it"]),
+        (["--batch-report", "plan.md"], ["plan.md: is the plan plan.md; name another file"]),
+        (["--batch-summary", "out/ref.md"], ["--batch-summary", "out/ref.md: is the format reference of plan.md"]),
+        (["--batch-report", "out/next.md"], ["out/next.md: is row next.md's output in plan.md"]),
+        (["--batch-report", "cassettes/plan/x.json"], ["is a file in the cassette folder of plan.md"]),
+        # options of a run that calls the model, in one that makes no call: silently ignored
+        (["--batch-validate-only", "--batch-record-mode", "all"],
+         ["--batch-record-mode all records model calls; --batch-validate-only makes no model call"]),
+        (["--batch-readonly", "--batch-api", "batches"],
+         ["--batch-api batches sends Message Batches; --batch-readonly makes no model call"]),
+        (["--batch-cancel"], ["--batch-cancel cancels Message Batches: it needs --batch-api batches"]),
     ],
 )
 def test_a_bad_value_is_a_usage_error_naming_it(plan_project: pytest.Pytester, args: list[str], needles: list[str]) -> None:
     assert_usage_error(plan_project.runpytest("--batch-plan", "plan.md", "--batch-dry-run", *args), *needles)
+
+
+def test_a_report_path_holding_another_file_is_refused_and_an_old_report_is_replaced(
+    plan_project: pytest.Pytester,
+) -> None:
+    (plan_project.path / "notes.json").write_text("my notes, not a report\n", encoding="utf-8")
+    result = plan_project.runpytest("--batch-plan", "plan.md", "--batch-validate-only", "--batch-report", "notes.json")
+    assert_usage_error(result, "notes.json: the file exists and is not a pytest-batchgen JSON report")
+    assert (plan_project.path / "notes.json").read_text(encoding="utf-8") == "my notes, not a report\n"
+    for _ in range(2):  # the second run replaces the first one's report
+        result = plan_project.runpytest("--batch-plan", "plan.md", "--batch-validate-only", "--batch-report", "r.json")
+        assert result.ret != pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+        assert json.loads((plan_project.path / "r.json").read_text(encoding="utf-8"))["plans"]
 
 
 def test_command_line_numbers_in_unusual_spellings(plan_project: pytest.Pytester) -> None:
@@ -133,6 +160,8 @@ def test_command_line_numbers_in_unusual_spellings(plan_project: pytest.Pytester
         (SimpleNamespace(option=SimpleNamespace(numprocesses=2, dist="load")), Role.CONTROLLER),
         (SimpleNamespace(option=SimpleNamespace(numprocesses=None, dist="loadscope")), Role.CONTROLLER),
         (SimpleNamespace(option=SimpleNamespace(numprocesses=2, dist="load"), workerinput={}), Role.WORKER),
+        # xdist starts no workers for --collect-only: this process lists the items of a plain run
+        (SimpleNamespace(option=SimpleNamespace(numprocesses=2, dist="load", collectonly=True)), Role.PLAIN),
     ],
 )
 def test_the_role_of_a_process(config: object, role: Role) -> None:
