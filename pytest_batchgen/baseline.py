@@ -76,7 +76,7 @@ def capture(state: BatchState, rows: Sequence[tuple[PlanRun, Row]], afresh: set[
             recording = None
         if recording is not None:
             usage = recording.usage.as_dict()
-            cost = round(recorded_cost(recording, state.prices), 6)
+            cost = round(recorded_cost(recording, state.prices.of(run.plan.path)), 6)
         book.baselines[key] = Baseline(key, text, failed, freshness, usage, cost)
 
 

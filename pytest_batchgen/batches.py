@@ -46,7 +46,7 @@ from .journal import (
     request_digest,
 )
 from .outcomes import Outcome
-from .pricing import PriceTable
+from .pricing import PlanPrices, PriceTable
 from .prompts import (
     Prompt,
     build_prompt,
@@ -177,7 +177,7 @@ class BatchDispatcher(BackgroundDispatch):
         jobs: Sequence[Job],
         client_factory: Callable[[], Any],
         recorder: Any,
-        prices: PriceTable,
+        prices: PlanPrices,
         *,
         max_attempts: int = 2,
         max_tokens: int = 8192,
@@ -435,7 +435,7 @@ class BatchDispatcher(BackgroundDispatch):
             return rows
         kept = []
         for st in rows:
-            worst = worst_case_cost(self.prices, st.prompt.model, batch_params(st.params or {}))
+            worst = worst_case_cost(self._prices(st), st.prompt.model, batch_params(st.params or {}))
             if self.spent + self.reserved + worst <= self.max_cost + 1e-12:
                 self.reserved += worst
                 st.result.reserved_usd += worst
@@ -476,7 +476,8 @@ class BatchDispatcher(BackgroundDispatch):
                 taken.add(cid)
                 requests[cid] = RequestEntry(row=st.filename, digest=st.digest, attempt=st.attempt.number)  # type: ignore[union-attr]
                 wire_requests.append({"custom_id": cid, "params": wire})
-                reserved += worst_case_cost(self.prices, st.prompt.model, wire) if self.max_cost is not None else 0.0
+                if self.max_cost is not None:
+                    reserved += worst_case_cost(self._prices(st), st.prompt.model, wire)
                 st.sent_at = time.monotonic()
             entry = journal.begin(requests, reserved)  # on disk before the create is sent
             self._reserved_for.add(entry.local)
@@ -700,7 +701,8 @@ class BatchDispatcher(BackgroundDispatch):
         attempt.usage = usage
         attempt.stop_reason = message.get("stop_reason")
         attempt.replayed = replayed
-        attempt.would_cost = self.prices.cost(st.prompt.model, usage, batch=True) + self._one_hour_writes(st, message)
+        prices = self._prices(st)
+        attempt.would_cost = prices.cost(st.prompt.model, usage, batch=True) + self._one_hour_writes(st, message)
         attempt.cost = 0.0 if replayed else attempt.would_cost
         with self._lock:
             self.spent += attempt.cost
@@ -758,12 +760,16 @@ class BatchDispatcher(BackgroundDispatch):
     def _one_hour_writes(self, st: RowState, message: dict[str, Any]) -> float:
         """What the price table misses: its cache write rate is the 5-minute one (1.25 x input),
         and a 1-hour cache write costs 2 x input. Added at the batch price."""
-        price = self.prices.price(st.prompt.model)
+        price = self._prices(st).price(st.prompt.model)
         split = (message.get("usage") or {}).get("cache_creation") or {}
         tokens = int(split.get("ephemeral_1h_input_tokens") or 0) if isinstance(split, dict) else 0
         if price is None or not tokens:
             return 0.0
         return tokens * max(0.0, 2 * price.input - price.cache_write) / 1_000_000 * 0.5
+
+    def _prices(self, st: RowState) -> PriceTable:
+        """The price table of the row's plan (a plan's ## Prices are its own)."""
+        return self.prices.of(st.job.run.plan.path)
 
     def _end_or_afresh(self, st: RowState, outcome: Outcome, error: str | None) -> None:
         """A row whose replayed attempts ended in failure is generated again, live, where the
@@ -812,7 +818,7 @@ class BatchDispatcher(BackgroundDispatch):
 
 
 def make_batch_dispatcher(
-    settings: Any, prices: PriceTable, jobs: Sequence[Job], recorder: Any, resume_command: str
+    settings: Any, prices: PlanPrices, jobs: Sequence[Job], recorder: Any, resume_command: str
 ) -> BatchDispatcher:
     """The batch dispatcher of ``--batch-api batches`` with the run's SDK client (sync: the
     thread polls and streams, nothing runs concurrently)."""
@@ -838,7 +844,7 @@ def make_batch_dispatcher(
     )
 
 
-def dry_run_lines(rows: Sequence[tuple[PlanRun, Any]], prices: PriceTable, max_tokens: int) -> list[str]:
+def dry_run_lines(rows: Sequence[tuple[PlanRun, Any]], prices: PlanPrices, max_tokens: int) -> list[str]:
     """What ``--batch-dry-run --batch-api batches`` shows: the batches that would be created
     and their price at the batch rate, estimated (about 4 characters a token; an output as long
     as the format reference) and at worst (what ``--batch-max-cost`` would reserve)."""
@@ -858,8 +864,9 @@ def dry_run_lines(rows: Sequence[tuple[PlanRun, Any]], prices: PriceTable, max_t
         user = len(prompt.user) // 4
         output = min(max_tokens, len(run.plan.format_reference_text) // 4)
         usage = Usage(user, output, system if first else 0, 0 if first else system)
-        estimate += prices.cost(prompt.model, usage, batch=True)
-        worst += worst_case_cost(prices, prompt.model, wire)
+        table = prices.of(run.plan.path)
+        estimate += table.cost(prompt.model, usage, batch=True)
+        worst += worst_case_cost(table, prompt.model, wire)
     lines = []
     for plan, states in by_plan.items():
         chunks = split_batches(states)

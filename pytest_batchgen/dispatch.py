@@ -316,7 +316,7 @@ class Dispatcher(BackgroundDispatch):
         concurrency: int = 8,
         max_attempts: int = 2,
         max_tokens: int = 8192,
-        cost: Callable[[str, Usage], float] | None = None,
+        cost: Callable[[Path, str, Usage], float] | None = None,  # (plan, model, usage): each plan its prices
         max_cost: float | None = None,
         pacer: Pacer | None = None,
     ) -> None:
@@ -325,7 +325,7 @@ class Dispatcher(BackgroundDispatch):
         self.concurrency = max(1, concurrency)
         self.max_attempts = max(1, max_attempts)
         self.max_tokens = max_tokens
-        self._cost = cost or (lambda model, usage: 0.0)
+        self._cost = cost or (lambda plan, model, usage: 0.0)
         self.max_cost = max_cost
         #: the gate of every request: the account's rate limits and at most ``concurrency`` in flight
         self.pacer = pacer or Pacer(self.concurrency, enabled=False)
@@ -430,7 +430,7 @@ class Dispatcher(BackgroundDispatch):
             self.replies += 1
             attempt.stop_reason = completion.stop_reason
             attempt.replayed = completion.replayed
-            attempt.would_cost = self._cost(prompt.model, completion.usage)
+            attempt.would_cost = self._cost(run.plan.path, prompt.model, completion.usage)
             attempt.cost = 0.0 if completion.replayed else attempt.would_cost
             self.spent += attempt.cost
             self._check_budget()  # at once: a request waiting for its retry is not sent either

@@ -37,7 +37,7 @@ import yaml
 from .cassettes import KEY_PREFIX, CassetteLoader, CorruptCassette, read_cassette
 from .client import Usage
 from .plan import Plan, Row
-from .pricing import PriceTable
+from .pricing import PlanPrices, PriceTable
 from .prompts import Prompt, build_prompt, render_system, render_user, shared_prefix
 
 FRESH, STALE, UNRECORDED, MISSING = "fresh", "stale", "unrecorded", "missing"
@@ -404,7 +404,7 @@ class Estimator:
       output tokens of the plan's recordings, else the format reference's characters / 4.
     """
 
-    prices: PriceTable
+    prices: PlanPrices
     _written: set[tuple[Path, str]] = field(default_factory=set)
     _average: dict[Path, int] = field(default_factory=dict)
 
@@ -442,11 +442,11 @@ class Estimator:
             )
             basis = "estimated"
         replays = freshness.state == MISSING and freshness.recording == "matches"
-        return Estimate(usage, self.prices.cost(prompt.model, usage), basis, replays)
+        return Estimate(usage, self.prices.of(plan.path).cost(prompt.model, usage), basis, replays)
 
 
 def estimates(
-    book: FreshnessBook, rows: Sequence[tuple[Plan, Row]], prices: PriceTable
+    book: FreshnessBook, rows: Sequence[tuple[Plan, Row]], prices: PlanPrices
 ) -> list[tuple[Freshness, Estimate]]:
     """Each row's freshness and the estimated live cost of (re)generating it, in order."""
     estimator = Estimator(prices)

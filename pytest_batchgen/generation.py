@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 import pytest
 
 from .plan import Row
-from .pricing import PriceTable
+from .pricing import PlanPrices
 from .rowid import shell_word
 from .run import PlanRun
 from .settings import Settings
@@ -89,7 +89,7 @@ def resume_command(settings: Settings) -> str:
 
 
 def make_dispatcher(
-    settings: Settings, prices: PriceTable, rows: Sequence[tuple[PlanRun, Row]], afresh: Collection[str] = ()
+    settings: Settings, prices: PlanPrices, rows: Sequence[tuple[PlanRun, Row]], afresh: Collection[str] = ()
 ) -> Dispatcher:
     """Build the dispatcher, its client and its recorder for ``rows``.
 
@@ -153,7 +153,7 @@ def make_dispatcher(
         concurrency=settings.concurrency,
         max_attempts=settings.max_attempts,
         max_tokens=settings.max_tokens,
-        cost=prices.cost,
+        cost=lambda plan, model, usage: prices.of(plan).cost(model, usage),
         max_cost=settings.max_cost,
         pacer=pacer,
     )

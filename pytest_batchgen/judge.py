@@ -52,7 +52,7 @@ from .rowid import RowId, shell_word
 if TYPE_CHECKING:
     from .client import Completion
     from .pacing import Pacer
-    from .pricing import PriceTable
+    from .pricing import PlanPrices
     from .settings import Settings
 
 #: the tool the judge must call; its input is the verdict
@@ -326,7 +326,7 @@ def judge_cassette(plan: Plan, row: Row) -> Path:
 class JudgeService:
     """The session's judge: one client and recorder, started on the first judge call."""
 
-    def __init__(self, settings: JudgeSettings | None = None, prices: PriceTable | None = None) -> None:
+    def __init__(self, settings: JudgeSettings | None = None, prices: PlanPrices | None = None) -> None:
         self.settings = settings or JudgeSettings()
         self.prices = prices
         self.attempts: dict[str, list[JudgeAttempt]] = {}  # by row key
@@ -503,7 +503,9 @@ class JudgeService:
             sample = read_sample(completion)
             attempt.usage, attempt.replayed = completion.usage, completion.replayed
             attempt.verdict, attempt.reason, attempt.line = sample.verdict, sample.reason, sample.line
-            attempt.would_cost = self.prices.cost(model, completion.usage) if self.prices is not None else 0.0
+            # priced as the row's plan prices it (its ## Prices are its own)
+            table = self.prices.of(plan.path) if self.prices is not None else None
+            attempt.would_cost = table.cost(model, completion.usage) if table is not None else 0.0
             attempt.cost = 0.0 if completion.replayed else attempt.would_cost
             with self._lock:
                 self.spent += attempt.cost

@@ -117,7 +117,7 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
     from .document import DocumentCache
     from .judge import JudgeService, JudgeSettings
     from .plan import load_plan
-    from .pricing import PriceTable, with_aliases
+    from .pricing import Prices
     from .run import PlanRun
 
     forms = collect_forms(config.hook.pytest_batchgen_checklist_forms())
@@ -131,12 +131,8 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
         rules = compile_checklist(plan, forms, {"linter_timeout": settings.linter_timeout, "judge": judge})
         rows = _select(plan, settings.phases)
         runs.append(PlanRun(plan=plan, rules=rules, rows=rows, docs=docs, readonly=settings.readonly))
-    overrides = {}
-    for run in runs:  # aliases resolve through each plan's models; the plan's prices win
-        overrides.update(with_aliases(settings.prices, run.plan.models))
-    for run in runs:
-        overrides.update(with_aliases(run.plan.prices, run.plan.models))
-    prices = PriceTable(overrides)
+    # one table per plan: a plan's ## Prices price its own rows, not the other plans' (see Prices)
+    prices = Prices.of_plans(settings.prices, (run.plan for run in runs))
     judge.prices = prices
     return BatchState(settings=settings, runs=tuple(runs), prices=prices, judge=judge)
 

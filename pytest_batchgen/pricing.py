@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Protocol
 
 from .client import Usage
 from .errors import BatchgenError
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 PRICES_SOURCE = "https://www.anthropic.com/pricing (list prices of Claude Haiku/Sonnet/Opus 4.5; 2026-11-29)"
 BATCH_DISCOUNT = 0.5
@@ -98,6 +103,45 @@ class PriceTable:
     def cost(self, model: str, usage: Usage, batch: bool = False) -> float:
         price = self.price(model)
         return price.cost(usage, batch) if price else 0.0
+
+    def of(self, plan: Path | None) -> PriceTable:
+        """One table prices every plan alike (a caller that has no plans: tests, benchmarks)."""
+        return self
+
+
+class PlanPrices(Protocol):
+    """Where cost is computed, the price table of the row's plan: :class:`Prices` in a run,
+    a single :class:`PriceTable` where there is one table for everything."""
+
+    def of(self, plan: Path | None) -> PriceTable: ...
+
+
+@dataclass(frozen=True)
+class Prices:
+    """The run's price tables, one per plan: the defaults, then the ini file's, then that
+    plan's own ``## Prices`` (its alias keys resolved through that plan's models).
+
+    One table for the whole run let a plan's ``## Prices`` price every other plan's rows too,
+    their judge calls and the ``--batch-max-cost`` they count against: the README says the
+    plan wins over the ini file, for its own rows."""
+
+    #: the defaults and the ini file's prices: a row of no known plan
+    base: PriceTable = field(default_factory=PriceTable)
+    by_plan: Mapping[Path, PriceTable] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def of_plans(cls, ini: Mapping[str, Price], plans: Iterable[Plan]) -> Prices:
+        tables = {
+            plan.path: PriceTable({**with_aliases(ini, plan.models), **with_aliases(plan.prices, plan.models)})
+            for plan in plans
+        }
+        return cls(PriceTable(ini), MappingProxyType(tables))
+
+    def of(self, plan: Path | None) -> PriceTable:
+        return self.by_plan.get(plan, self.base) if plan is not None else self.base
+
+    def cost(self, plan: Path | None, model: str, usage: Usage, batch: bool = False) -> float:
+        return self.of(plan).cost(model, usage, batch)
 
 
 def with_aliases(prices: Mapping[str, Price], aliases: Mapping[str, str]) -> dict[str, Price]:

@@ -19,7 +19,7 @@ from .client import Usage
 from .fsutil import atomic_write
 from .outcomes import Outcome, Verdict
 from .plan import Row
-from .pricing import PRICES_SOURCE, PriceTable
+from .pricing import PRICES_SOURCE, PlanPrices
 from .results import ItemFailure, RowTally
 
 if TYPE_CHECKING:  # dispatch imports asyncio: not on the validate-only path
@@ -41,6 +41,8 @@ class RowReport:
     failures: list[ItemFailure] = field(default_factory=list)
     #: the judge calls of the row's judge rules, apart from its generation attempts
     judge: list[JudgeAttempt] = field(default_factory=list)
+    #: the plan's file: which plan's prices the totals use (``plan`` is its name as shown)
+    plan_path: Path | None = None
 
     @property
     def attempts(self) -> list[Attempt]:
@@ -73,6 +75,7 @@ def build_rows(
     key_of: Callable[[Row], str],
     readonly: bool,
     judged: Mapping[str, list[JudgeAttempt]] | None = None,
+    plan_path: Path | None = None,
 ) -> list[RowReport]:
     """One report per row, from the session's tallies (by filename), generation results and
     judge calls (both by row key)."""
@@ -91,6 +94,7 @@ def build_rows(
                 generation=results.get(key_of(row)),
                 failures=list(tally.failures) if tally else [],
                 judge=list((judged or {}).get(key_of(row), [])),
+                plan_path=plan_path,
             )
         )
     return out
@@ -116,7 +120,7 @@ class Totals:
     reserved: float = 0.0  # Message Batches: the worst case reserved against --batch-max-cost
 
 
-def totals(reports: Iterable[RowReport], prices: PriceTable) -> Totals:
+def totals(reports: Iterable[RowReport], prices: PlanPrices) -> Totals:
     t = Totals()
     for r in reports:
         t.rows += 1
@@ -128,7 +132,7 @@ def totals(reports: Iterable[RowReport], prices: PriceTable) -> Totals:
                 t.replayed += 1
             elif a.error is None or a.usage != Usage():
                 t.live += 1
-            price = prices.price(a.model or r.row.model)
+            price = prices.of(r.plan_path).price(a.model or r.row.model)
             if price and not a.replayed:
                 t.caching_saved += price.caching_saved(a.usage)
                 if a.batch:
@@ -156,7 +160,7 @@ def _money(x: float) -> str:
     return f"${x:.4f}"
 
 
-def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note: str = "") -> list[str]:
+def summary_lines(reports: Sequence[RowReport], prices: PlanPrices, budget_note: str = "") -> list[str]:
     """The terminal summary: one line per row, then totals."""
     header = ("phase", "file", "model", "status", "att", "tokens in/out/cw/cr", "cost", "failed checks")
     table: list[tuple[str, ...]] = [header]
@@ -216,7 +220,7 @@ def summary_lines(reports: Sequence[RowReport], prices: PriceTable, budget_note:
 
 def json_report(
     reports: Sequence[RowReport],
-    prices: PriceTable,
+    prices: PlanPrices,
     *,
     meta: Mapping[str, Any],
     budget_note: str = "",

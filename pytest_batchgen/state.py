@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .freshness import FreshnessBook
     from .judge import JudgeService
     from .plan import Row
-    from .pricing import PriceTable
+    from .pricing import Prices
     from .run import PlanRun
     from .selection import Selection
     from .sender import SenderProcess
@@ -42,7 +42,7 @@ class GenerationSource(Protocol):
 class BatchState:
     settings: Settings
     runs: tuple[PlanRun, ...]
-    prices: PriceTable
+    prices: Prices
     generation: GenerationSource | None = None
     selection: Selection | None = None  # rows and items named on the command line
     judge: JudgeService | None = None  # the judge of 'Judge:' checklist lines (judge.py)

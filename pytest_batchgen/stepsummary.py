@@ -21,7 +21,7 @@ import pytest
 from .baseline import Change, changes, freshness_now
 from .freshness import STATES, Freshness
 from .fsutil import atomic_write
-from .pricing import PriceTable
+from .pricing import PlanPrices
 from .report import RowReport, totals
 from .state import BatchState
 from .tally import TallyPlugin
@@ -44,7 +44,7 @@ def markdown(
     reports: Sequence[RowReport],
     fresh: Mapping[tuple[str, str], Freshness],
     changed: Sequence[Change],
-    prices: PriceTable,
+    prices: PlanPrices,
     *,
     title: str = "pytest-batchgen",
 ) -> str:

@@ -171,6 +171,7 @@ class TallyPlugin:
                 lambda row, run=run: run.row_id(row).key,  # type: ignore[misc]
                 frozen,
                 state.judge.attempts if state.judge is not None else None,
+                plan_path=run.plan.path,
             )
         return reports
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 import yaml  # noqa: F401  (in-process runs: see tests/test_init.py)
 from fakeapi import FakeAnthropic, Reply
 from genhelpers import (
@@ -133,18 +135,18 @@ def test_a_batch_made_cassette_replays_offline_in_either_api_mode(project, fake,
 # -- budget, selection, phases, dry run, xdist ---------------------------------------------------
 
 
-def worst_cases(project) -> dict[str, float]:
+def worst_cases(project, plan_name: str | None = None, prices=None) -> dict[str, float]:
     """What batch mode reserves for each pending row's first request (computed as the plugin does)."""
     from pytest_batchgen.batches import batch_params, worst_case_cost
     from pytest_batchgen.plan import load_plan
     from pytest_batchgen.pricing import PriceTable
     from pytest_batchgen.prompts import build_prompt
 
-    plan = load_plan(project.path / project.plan, project.path)
+    plan = load_plan(project.path / (plan_name or project.plan), project.path)
     out = {}
     for row in plan.rows:
         prompt = build_prompt(plan, row)
-        out[row.filename] = worst_case_cost(PriceTable(), prompt.model, batch_params(prompt.params()))
+        out[row.filename] = worst_case_cost(prices or PriceTable(), prompt.model, batch_params(prompt.params()))
     return out
 
 
@@ -167,6 +169,37 @@ def test_max_cost_reserves_the_worst_case_and_submits_only_the_rows_that_fit(pro
     assert totals["reserved_usd"] <= cap and totals["cost_usd"] <= totals["reserved_usd"]
     assert totals["batch_saved_usd"] > 0
     result.stdout.fnmatch_lines(["*Message Batches saved $* against the messages path*reserved $* (worst case)*"])
+
+
+def test_each_plans_rows_are_priced_and_reserved_at_their_own_plans_prices(project, fake):
+    # given: two plans; only plan.md prices haiku (at $100 in and out); a cap that holds the
+    # worst case of alpha at that price and of zeta at the default price, and no more
+    from pytest_batchgen.pricing import Price, PriceTable
+
+    project.write_rows(rows_for("alpha"), ini_extra=BATCH_INI)
+    project.write("plan.md", project.read() + "\n## Prices\n\n- haiku: 100, 100\n")
+    project.write("other.md", project.read().split("\n## Prices")[0].replace("| alpha.md |", "| zeta.md |"))
+    dear = Price(100, 100, 125, 10)
+    own = worst_cases(project, "plan.md", PriceTable({"claude-haiku": dear}))["alpha.md"]
+    cap = own + worst_cases(project, "other.md")["zeta.md"] * 1.01
+    assert own + worst_cases(project, "other.md", PriceTable({"claude-haiku": dear}))["zeta.md"] > cap
+
+    # when
+    args = ("--batch-api", "batches", "--batch-max-cost", f"{cap:.6f}", "--batch-report", "r.json")
+    result = project.pytest("--batch-plan", "plan.md", "--batch-plan", "other.md", *args)
+
+    # then: both rows were sent, and each costs half its own plan's price (1-hour writes: 2 x input)
+    assert result.ret == 0, result.stdout.str()
+    assert sorted(r for b in batch_requests(fake) for r in rows_in(b)) == ["alpha.md", "zeta.md"]
+    report = json.loads(project.read("r.json"))
+    for plan in report["plans"]:
+        (row,) = plan["rows"]
+        (attempt,) = row["attempts"]
+        u = attempt["usage"]
+        p = dear if row["filename"] == "alpha.md" else Price(1, 5, 1.25, 0.1)
+        rates = (p.input, p.output, 2 * p.input, p.cache_read)
+        counts = (u["input_tokens"], u["output_tokens"], u["cache_creation_input_tokens"], u["cache_read_input_tokens"])
+        assert attempt["cost_usd"] == pytest.approx(0.5 * sum(n * r for n, r in zip(counts, rates)) / 1e6, abs=1e-6)
 
 
 def test_a_cap_below_any_request_sends_no_batch(project, fake):

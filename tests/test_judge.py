@@ -387,6 +387,24 @@ def test_judge_tokens_and_cost_count_in_the_row_and_the_totals(project, fake):
     result.stdout.fnmatch_lines(["*1 judge calls (1 live, 0 replayed)*"])
 
 
+def test_a_judge_call_is_priced_as_its_rows_plan_prices_it(project, fake):
+    # given: two plans with the same judge line; only plan.md prices sonnet (the judge) at $100/$100
+    install(fake)
+    given_rows_with_a_judge(project, "alpha")
+    project.write("plan.md", project.read() + "\n## Prices\n\n- sonnet: 100, 100\n")
+    project.write("other.md", project.read().split("\n## Prices")[0].replace("| alpha.md |", "| zeta.md |"))
+
+    # when
+    result = project.pytest("--batch-plan", "plan.md", "--batch-plan", "other.md", "--batch-report", "r.json")
+
+    # then: each judge call (400 in, 60 out) at its own plan's sonnet price
+    assert result.ret == 0, result.stdout.str()
+    report = json.loads(project.read("r.json"))
+    judged = {r["filename"]: r["judge_attempts"] for p in report["plans"] for r in p["rows"]}
+    assert [a["cost_usd"] for a in judged["alpha.md"]] == [round((400 * 100 + 60 * 100) / 1e6, 6)]
+    assert [a["cost_usd"] for a in judged["zeta.md"]] == [round((400 * 3 + 60 * 15) / 1e6, 6)]
+
+
 def test_the_budget_counts_judge_spend(project, fake):
     judge = install(fake)
     given_rows_with_a_judge(project, "alpha", "beta")

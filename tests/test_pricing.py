@@ -216,6 +216,26 @@ def test_a_price_keyed_by_a_model_alias_applies_to_the_model_it_resolves_to():
     assert table.price("claude-haiku-4-5") == DEFAULT_PRICES["claude-haiku"]  # another model: untouched
 
 
+def test_each_plan_has_its_own_table_defaults_then_ini_then_its_own_prices(tmp_path):
+    from pytest_batchgen.pricing import Prices
+
+    ini = {"haiku": Price(4, 20, 5, 0.4), "claude-opus": Price(1, 1, 1, 1)}
+    a = SimpleNamespace(path=tmp_path / "a.md", models={"haiku": "claude-haiku-5-5"}, prices={"haiku": Price(9, 9, 9, 9)})
+    b = SimpleNamespace(path=tmp_path / "b.md", models={"haiku": "claude-haiku-4-5"}, prices={})
+    prices = Prices.of_plans(ini, [a, b])
+    # a: its own price wins over the ini's; b: the ini's, through b's own alias
+    assert prices.of(a.path).price("claude-haiku-5-5") == Price(9, 9, 9, 9)
+    assert prices.of(b.path).price("claude-haiku-5-5") == HAIKU
+    assert prices.of(b.path).price("claude-haiku-4-5") == Price(4, 20, 5, 0.4)
+    assert prices.of(a.path).price("claude-opus-5") == prices.of(b.path).price("claude-opus-5") == Price(1, 1, 1, 1)
+    # a plan the run does not know (or none): the defaults and the ini's
+    assert prices.of(tmp_path / "c.md").price("claude-haiku-5-5") == HAIKU
+    assert prices.of(None).price("claude-opus-5") == Price(1, 1, 1, 1)
+    usage = Usage(1_000_000, 0)
+    assert prices.cost(a.path, "claude-haiku-5-5", usage) == pytest.approx(9.0)
+    assert prices.cost(b.path, "claude-haiku-5-5", usage) == pytest.approx(1.0)
+
+
 # -- report: totals, summary, JSON, annotations -------------------------------------------------
 
 

@@ -445,6 +445,30 @@ def test_the_ini_option_overrides_the_default_and_the_plan_overrides_the_ini(pro
     assert load_report(project)["totals"]["cost_usd"] == round(plan_cost, 6)
 
 
+def test_a_plans_prices_price_its_own_rows_and_not_another_plans(project, fake):
+    # given: two plans in one run; only plan.md has a ## Prices section (haiku at $100/$100)
+    project.write_rows(rows_for("alpha"))
+    project.write("plan.md", rows_plan_text(rows_for("alpha")) + "\n## Prices\n\n- haiku: 100, 100\n")
+    project.write("other.md", rows_plan_text(rows_for("zeta")))
+    router(fake).set("alpha.md", Reply.ok(draft("Alpha"), usage=P1))
+    router(fake).set("zeta.md", Reply.ok(draft("Zeta"), usage=P1))
+
+    # when
+    result = project.pytest("--batch-plan", "plan.md", "--batch-plan", "other.md", "--batch-report", "report.json")
+
+    # then: alpha at its plan's price, zeta (same model, same usage) at the default price
+    assert result.ret == 0, result.stdout.str()
+    own = cost(P1, Price(100, 100, 125, 10))
+    assert own != pytest.approx(cost(P1))
+    doc = load_report(project)
+    costs = {r["filename"]: r["cost_usd"] for p in doc["plans"] for r in p["rows"]}
+    assert costs == {"alpha.md": round(own, 6), "zeta.md": round(cost(P1), 6)}
+    assert doc["totals"]["cost_usd"] == pytest.approx(own + cost(P1), abs=1e-6)
+    # caching saved: each row at its own plan's rates
+    saved = Price(100, 100, 125, 10).caching_saved(usage(P1)) + HAIKU.caching_saved(usage(P1))
+    assert doc["totals"]["caching_saved_usd"] == round(saved, 6)
+
+
 def test_an_unreadable_price_is_a_usage_error_naming_the_line(project, fake):
     rows = rows_for("alpha")
     project.write_rows(rows)
