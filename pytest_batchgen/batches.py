@@ -97,6 +97,12 @@ def worst_case_cost(prices: PriceTable, model: str, params: dict[str, Any]) -> f
     return dollars * 0.5
 
 
+def _one_hour_tokens(message: dict[str, Any]) -> int:
+    """The reply's 1-hour cache writes (``usage.cache_creation.ephemeral_1h_input_tokens``)."""
+    split = (message.get("usage") or {}).get("cache_creation") or {}
+    return int(split.get("ephemeral_1h_input_tokens") or 0) if isinstance(split, dict) else 0
+
+
 def _usage(data: dict[str, Any]) -> Usage:
     return Usage(
         int(data.get("input_tokens") or 0),
@@ -702,7 +708,8 @@ class BatchDispatcher(BackgroundDispatch):
         attempt.stop_reason = message.get("stop_reason")
         attempt.replayed = replayed
         prices = self._prices(st)
-        attempt.would_cost = prices.cost(st.prompt.model, usage, batch=True) + self._one_hour_writes(st, message)
+        attempt.one_hour_writes = _one_hour_tokens(message)
+        attempt.would_cost = prices.cost(st.prompt.model, usage, batch=True) + self._one_hour_writes(st, attempt)
         attempt.cost = 0.0 if replayed else attempt.would_cost
         with self._lock:
             self.spent += attempt.cost
@@ -757,15 +764,14 @@ class BatchDispatcher(BackgroundDispatch):
             return
         self._end_or_afresh(st, Outcome.FAILED, None)
 
-    def _one_hour_writes(self, st: RowState, message: dict[str, Any]) -> float:
+    def _one_hour_writes(self, st: RowState, attempt: Attempt) -> float:
         """What the price table misses: its cache write rate is the 5-minute one (1.25 x input),
         and a 1-hour cache write costs 2 x input. Added at the batch price."""
         price = self._prices(st).price(st.prompt.model)
-        split = (message.get("usage") or {}).get("cache_creation") or {}
-        tokens = int(split.get("ephemeral_1h_input_tokens") or 0) if isinstance(split, dict) else 0
+        tokens = attempt.one_hour_writes
         if price is None or not tokens:
             return 0.0
-        return tokens * max(0.0, 2 * price.input - price.cache_write) / 1_000_000 * 0.5
+        return tokens * (price.one_hour_write - price.cache_write) / 1_000_000 * 0.5
 
     def _prices(self, st: RowState) -> PriceTable:
         """The price table of the row's plan (a plan's ## Prices are its own)."""

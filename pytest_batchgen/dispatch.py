@@ -100,6 +100,7 @@ class Attempt:
     cost: float = 0.0  # estimated dollars; 0 for a replayed call
     would_cost: float = 0.0  # what the call costs live (what replay saved)
     batch: bool = False  # sent (or recorded) through Message Batches, at the batch price
+    one_hour_writes: int = 0  # of usage's cache writes, those at the 1-hour rate (a batch's ttl)
 
 
 @dataclass

@@ -47,11 +47,24 @@ class Price:
         ) / 1_000_000
         return dollars * (BATCH_DISCOUNT if batch else 1.0)
 
-    def caching_saved(self, usage: Usage) -> float:
-        """What the cache reads saved, less what the cache writes cost beyond plain input."""
+    @property
+    def one_hour_write(self) -> float:
+        """A 1-hour cache write (what Message Batches' requests make): 2 x input, where
+        ``cache_write`` is the 5-minute rate (never below it, for a table that says more)."""
+        return max(self.input * 2, self.cache_write)
+
+    def caching_saved(self, usage: Usage, batch: bool = False, one_hour_writes: int = 0) -> float:
+        """What the cache reads saved, less what the cache writes cost beyond plain input.
+
+        As the call was billed: ``one_hour_writes`` of its cache writes at the 1-hour rate (the
+        rest at the 5-minute rate) and, for a batch call, everything at the batch price. At the
+        list price and the 5-minute premium, a batch run's saving read about 3 x too high."""
+        one_hour = min(one_hour_writes, usage.cache_creation_input_tokens)
         saved = usage.cache_read_input_tokens * (self.input - self.cache_read)
-        extra = usage.cache_creation_input_tokens * (self.cache_write - self.input)
-        return (saved - extra) / 1_000_000
+        extra = (usage.cache_creation_input_tokens - one_hour) * (self.cache_write - self.input) + one_hour * (
+            self.one_hour_write - self.input
+        )
+        return (saved - extra) / 1_000_000 * (BATCH_DISCOUNT if batch else 1.0)
 
 
 #: model-id prefixes -> price; the longest matching prefix wins.

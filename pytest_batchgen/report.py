@@ -134,7 +134,8 @@ def totals(reports: Iterable[RowReport], prices: PlanPrices) -> Totals:
                 t.live += 1
             price = prices.of(r.plan_path).price(a.model or r.row.model)
             if price and not a.replayed:
-                t.caching_saved += price.caching_saved(a.usage)
+                # as billed: a batch call at half price, its writes at the 1-hour rate
+                t.caching_saved += price.caching_saved(a.usage, a.batch, a.one_hour_writes)
                 if a.batch:
                     t.batch_saved += price.cost(a.usage) - a.cost
         for j in r.judge:
@@ -201,7 +202,7 @@ def summary_lines(reports: Sequence[RowReport], prices: PlanPrices, budget_note:
     saved = []
     if round(t.caching_saved, 4) > 0:
         saved.append(f"prompt caching saved {_money(t.caching_saved)}")
-    elif round(t.caching_saved, 4) < 0:  # cache writes that no later call read: they cost 1.25 x input
+    elif round(t.caching_saved, 4) < 0:  # cache writes no later call read: 1.25 x input (a batch's: 2 x)
         saved.append(f"prompt caching cost {_money(-t.caching_saved)} more than plain input (cache writes not read)")
     if t.replay_saved:
         saved.append(f"replay saved {_money(t.replay_saved)}")

@@ -282,6 +282,12 @@ def test_batch_calls_cost_half_the_list_price_with_one_hour_cache_writes(project
     totals = report["totals"]
     assert totals["usage"]["cache_creation_input_tokens"] > 0
     assert abs(totals["batch_saved_usd"] - (full - totals["cost_usd"])) < 1e-6
+    # what caching saved, as billed: reads at 0.1 x input instead of 1 x, less the 1-hour
+    # writes' premium (2 x input instead of 1 x), all at half price
+    u = totals["usage"]
+    saved = 0.5 * (u["cache_read_input_tokens"] * 0.9 - u["cache_creation_input_tokens"] * 1.0) / 1e6
+    assert u["cache_read_input_tokens"] > 0 and saved != 0
+    assert totals["caching_saved_usd"] == pytest.approx(saved, abs=1e-6)
 
 
 

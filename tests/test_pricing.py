@@ -79,6 +79,25 @@ def test_caching_saved_is_the_reads_discount_less_the_writes_surcharge():
     assert HAIKU.caching_saved(Usage(123, 456)) == 0.0
 
 
+def test_a_batch_calls_caching_saving_is_at_half_price_with_its_one_hour_writes_premium():
+    usage = Usage(7, 9, cache_creation_input_tokens=1_000, cache_read_input_tokens=4_000)
+    # reads save 0.9 x input; 1-hour writes cost 2 x input, 1 x input more than plain input
+    assert HAIKU.one_hour_write == pytest.approx(2.0)
+    assert HAIKU.caching_saved(usage, batch=True, one_hour_writes=1_000) == pytest.approx(
+        0.5 * (4_000 * 0.9 - 1_000 * 1.0) / 1e6
+    )
+    # a mix: 400 at the 1-hour rate, 600 at the 5-minute one; messages calls as before
+    assert HAIKU.caching_saved(usage, batch=True, one_hour_writes=400) == pytest.approx(
+        0.5 * (4_000 * 0.9 - 400 * 1.0 - 600 * 0.25) / 1e6
+    )
+    assert HAIKU.caching_saved(usage) == pytest.approx((4_000 * 0.9 - 1_000 * 0.25) / 1e6)
+    # totals: a batch attempt's saving as it was billed
+    attempt = Attempt(1, usage=usage, model="claude-haiku-5-5", batch=True, one_hour_writes=1_000)
+    gen = RowResult("k", "passed", [attempt], wrote=True)
+    t = totals([RowReport("plan.md", make_row("alpha.md"), "pending", "complete", "complete", gen)], PriceTable())
+    assert t.caching_saved == pytest.approx(0.5 * (4_000 * 0.9 - 1_000) / 1e6)
+
+
 def test_default_cache_rates_are_the_documented_multiples_of_input():
     for prefix, price in DEFAULT_PRICES.items():
         assert price.cache_write == pytest.approx(price.input * 1.25), prefix
