@@ -6,12 +6,15 @@ r"""Measure a judge against labels people gave: accuracy, Cohen's kappa and flip
 Every (output, criterion) of the labelled set is sent to the judge exactly as a ``Judge:``
 checklist line sends it, ``--samples`` times, live (nothing is replayed; the recordings go to a
 scratch folder, or to ``--keep DIR``). It prints one line per criterion: how many items, how
-many got a verdict, accuracy and kappa of the majority verdict against the label, and the share
-of items whose samples disagreed. It ends with the calls made, their tokens and estimated cost.
+many got a verdict, how many a failed call cut short (left out of every figure, and listed with
+their error under the table), accuracy and kappa of the majority verdict against the label, and
+the share of items whose samples disagreed. It ends with the calls made, their tokens and
+estimated cost.
 
 ``--loopback ANSWERS.yaml`` answers from the test suite's loopback server instead, with scripted
-verdicts (``FILE: {CRITERION: [pass, fail, ...]}``, one per sample; unscripted items get the
-label's verdict): the tests use it to check the arithmetic, and it needs no key.
+verdicts (``FILE: {CRITERION: [pass, fail, error, ...]}``, one per sample, ``error`` an HTTP 400;
+unscripted items get the label's verdict): the tests use it to check the arithmetic, and it
+needs no key.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def _loopback(labels: dict[str, Any], answers: dict[str, Any]) -> Any:
     sys.path.insert(0, str(ROOT / "tests"))
     import threading
 
-    from fakeapi import FakeAnthropic
+    from fakeapi import FakeAnthropic, Reply
     from judgehelpers import criterion_of, judged_file, verdict_reply
 
     by_text = {text: key for key, text in labels["criteria"].items()}
@@ -49,6 +52,8 @@ def _loopback(labels: dict[str, Any], answers: dict[str, Any]) -> Any:
             n = served.get((filename, criterion), 0)
             served[(filename, criterion)] = n + 1
         verdict = script[min(n, len(script) - 1)] if script else label_of[(filename, criterion)]
+        if verdict == "error":  # a call that fails for good (400s are not retried)
+            return Reply.invalid_request("scripted error")
         return verdict_reply(verdict, f"scripted {verdict}", 1)
 
     server = FakeAnthropic()
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ANTHROPIC_API_KEY is not set: a calibration measures a real judge (or pass --loopback)", file=sys.stderr)
         return 2
     try:
-        verdicts, service = judge_set(
+        judged = judge_set(
             args.labels, samples=args.samples, model=args.model, api_key=api_key, workers=args.workers, keep=args.keep
         )
     finally:
@@ -93,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    for line in format_scores(score(labels, verdicts), args.samples):
+    for line in format_scores(score(labels, judged.verdicts, judged.cut_short), args.samples, judged.cut_short):
         print(line)
-    attempts = [a for row in service.attempts.values() for a in row]
+    attempts = [a for row in judged.service.attempts.values() for a in row]
     prices = PriceTable()
     cost = sum(prices.cost(a.model, a.usage) for a in attempts)
     tokens_in = sum(a.usage.input_tokens for a in attempts)

@@ -6,6 +6,11 @@ requests as a ``Judge:`` checklist line, K samples each) and :func:`score` compa
 Cohen's kappa (agreement beyond what two raters who said "pass" at their own rates would reach
 by chance) and the flip rate (items whose K samples did not all agree). The arithmetic is plain
 and unit-tested; ``benchmarks/judge_calibration.py`` is the command.
+
+A judge call that fails (an API error after the SDK's retries) is not a verdict: the judge
+stops sampling that item, so its samples are cut short. Such an item is left out of accuracy,
+kappa and the flip rate, and counted (and shown) apart: an error said nothing about the judge,
+and counting it as a sample made a judge that never disagreed with itself look unstable.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +55,11 @@ def cohen_kappa(pairs: Sequence[tuple[str, str]]) -> float | None:
 
 
 def flip_rate(samples: Sequence[Sequence[str | None]]) -> float:
-    """The share of items whose samples were not unanimous (0 with one sample each)."""
+    """The share of items whose verdicts were not unanimous (0 with one sample each). A sample
+    without a verdict (None) is no answer, not a different one: it is left out."""
     if not samples:
         return 0.0
-    return sum(len(set(s)) > 1 for s in samples) / len(samples)
+    return sum(len({v for v in s if v is not None}) > 1 for s in samples) / len(samples)
 
 
 def majority_of(samples: Sequence[str | None]) -> str | None:
@@ -72,20 +78,40 @@ class CriterionScore:
     accuracy: float
     kappa: float | None
     flip_rate: float
+    #: items whose sampling an API error cut short: in ``items``, in none of the figures
+    cut_short: int = 0
 
 
-def score(labels: Mapping[str, Any], verdicts: Mapping[tuple[str, str], Sequence[str | None]]) -> list[CriterionScore]:
+@dataclass(frozen=True)
+class JudgedSet:
+    """What :func:`judge_set` asked: each item's verdicts (failed calls left out), the items
+    whose sampling a failed call cut short (with its error), and the service (its attempts)."""
+
+    verdicts: Mapping[tuple[str, str], Sequence[str | None]]
+    cut_short: Mapping[tuple[str, str], str]
+    service: JudgeService
+
+
+def score(
+    labels: Mapping[str, Any],
+    verdicts: Mapping[tuple[str, str], Sequence[str | None]],
+    cut_short: Collection[tuple[str, str]] = (),
+) -> list[CriterionScore]:
     """Per criterion: the judge's majority against the labels (unanswered items left out of
-    accuracy and kappa, and counted), and the flip rate of the samples."""
+    accuracy and kappa, and counted), and the flip rate of the samples. Items in ``cut_short``
+    (sampling stopped by a failed call) are left out of all three and counted apart."""
     out = []
     for criterion in labels["criteria"]:
         pairs, all_samples = [], []
-        items = 0
+        items = short = 0
         for entry in labels["outputs"]:
             label = entry["labels"].get(criterion)
             if label is None:
                 continue
             items += 1
+            if (entry["file"], criterion) in cut_short:
+                short += 1
+                continue
             samples = list(verdicts.get((entry["file"], criterion), []))
             all_samples.append(samples)
             verdict = majority_of(samples)
@@ -93,19 +119,35 @@ def score(labels: Mapping[str, Any], verdicts: Mapping[tuple[str, str], Sequence
                 pairs.append((label["verdict"], verdict))
         out.append(
             CriterionScore(
-                criterion, items, len(pairs), accuracy(pairs), cohen_kappa(pairs), flip_rate(all_samples)
+                criterion, items, len(pairs), accuracy(pairs), cohen_kappa(pairs), flip_rate(all_samples), short
             )
         )
     return out
 
 
-def format_scores(scores: Sequence[CriterionScore], samples: int) -> list[str]:
-    rows = [("criterion", "items", "answered", "accuracy", "kappa", f"flip rate (K={samples})")]
+def format_scores(
+    scores: Sequence[CriterionScore], samples: int, cut_short: Mapping[tuple[str, str], str] | None = None
+) -> list[str]:
+    """The table, then one line per item cut short by a failed call (its error)."""
+    rows = [("criterion", "items", "answered", "cut short", "accuracy", "kappa", f"flip rate (K={samples})")]
     for s in scores:
         kappa = "n/a" if s.kappa is None else f"{s.kappa:.3f}"
-        rows.append((s.criterion, str(s.items), str(s.answered), f"{s.accuracy:.3f}", kappa, f"{s.flip_rate:.3f}"))
+        rows.append(
+            (
+                s.criterion,
+                str(s.items),
+                str(s.answered),
+                str(s.cut_short),
+                f"{s.accuracy:.3f}",
+                kappa,
+                f"{s.flip_rate:.3f}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    for (filename, criterion), error in sorted((cut_short or {}).items()):
+        lines.append(f"cut short (not scored): {filename} / {criterion}: {error}")
+    return lines
 
 
 def load_labels(path: Path) -> dict[str, Any]:
@@ -123,11 +165,12 @@ def judge_set(
     api_key: str | None = None,
     workers: int = 8,
     keep: Path | None = None,
-) -> tuple[dict[tuple[str, str], list[str | None]], JudgeService]:
+) -> JudgedSet:
     """Ask the judge every (output, criterion) of the set, ``samples`` times each, live.
 
     The set's folder is copied to a scratch folder (or ``keep``), where the calls are recorded
-    (record mode ``all``: every sample is a real call, nothing is replayed)."""
+    (record mode ``all``: every sample is a real call, nothing is replayed). A failed call is
+    no verdict: it is left out, and its item is cut short (the judge asks no more samples)."""
     labels = load_labels(labels_path)
     source = labels_path.parent
     work = keep or Path(tempfile.mkdtemp(prefix="batchgen-judge-calibration-"))
@@ -153,7 +196,11 @@ def judge_set(
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
     verdicts: dict[tuple[str, str], list[str | None]] = {}
+    cut_short: dict[tuple[str, str], str] = {}
     for filename in rows:
         for attempt in service.attempts.get(RowId(plan.path, filename).key, []):
+            if attempt.error is not None:
+                cut_short[(filename, attempt.check)] = attempt.error
+                continue
             verdicts.setdefault((filename, attempt.check), []).append(attempt.verdict)
-    return verdicts, service
+    return JudgedSet(verdicts, cut_short, service)

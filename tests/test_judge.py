@@ -19,7 +19,7 @@ from genhelpers import Reply, draft, go_offline, router, row_of, rows_for
 from harness import Project
 from judgehelpers import fails, install, is_judge, passes, verdict_reply
 
-from pytest_batchgen.calibration import accuracy, cohen_kappa, flip_rate
+from pytest_batchgen.calibration import accuracy, cohen_kappa, flip_rate, score
 from pytest_batchgen.judge import (
     Sample,
     judge_slug,
@@ -441,8 +441,27 @@ def test_cohen_kappa_against_hand_computed_values():
 
 
 def test_flip_rate_counts_items_whose_samples_disagree():
-    assert flip_rate([["pass"] * 3, ["pass", "fail", "pass"], ["fail"] * 3, [None, "pass", "pass"]]) == 0.5
+    assert flip_rate([["pass"] * 3, ["pass", "fail", "pass"], ["fail"] * 3, ["fail", "pass", None]]) == 0.5
     assert flip_rate([["pass"], ["fail"]]) == 0.0
+
+
+def test_a_sample_without_a_verdict_is_no_answer_not_a_flip():
+    assert flip_rate([[None, "pass", "pass"], ["fail", None], [None, None]]) == 0.0
+    assert flip_rate([[None, "pass", "fail"], ["pass", "pass"]]) == 0.5
+
+
+def test_an_item_cut_short_by_a_failed_call_is_counted_apart_and_in_no_figure():
+    labels = {
+        "criteria": {"c": "criterion"},
+        "outputs": [{"file": f, "labels": {"c": {"verdict": v}}} for f, v in [("a", "pass"), ("b", "fail"), ("e", "pass")]],
+    }
+    # e's first sample said fail (against its label), then its next call failed
+    verdicts = {("a", "c"): ["pass", "pass"], ("b", "c"): ["fail", "fail"], ("e", "c"): ["fail"]}
+    (whole,) = score(labels, verdicts)
+    assert (whole.answered, whole.cut_short, whole.accuracy) == (3, 0, pytest.approx(2 / 3))
+    (s,) = score(labels, verdicts, cut_short={("e", "c")})
+    assert (s.items, s.answered, s.cut_short) == (3, 2, 1)
+    assert s.accuracy == 1.0 and s.kappa == pytest.approx(1.0) and s.flip_rate == 0.0
 
 
 def test_the_labelled_set_has_every_fault_kind_with_reasons():
@@ -489,9 +508,36 @@ def test_the_calibration_command_prints_accuracy_kappa_and_flip_rate(tmp_path, c
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     rows = {line.split()[0]: line.split()[1:] for line in out[1:3]}
-    assert rows["not-circular"] == ["4", "4", "1.000", "1.000", "0.000"]
-    assert rows["compares"] == ["4", "4", "0.500", "-0.333", "0.500"]
+    assert rows["not-circular"] == ["4", "4", "0", "1.000", "1.000", "0.000"]
+    assert rows["compares"] == ["4", "4", "0", "0.500", "-0.333", "0.500"]
     assert out[3].startswith("24 judge calls to the loopback server")
+
+
+def test_a_failed_judge_call_cuts_its_item_short_and_is_no_flip(tmp_path, capsys, monkeypatch):
+    """The judge always agrees with the labels, but one item's second sample fails for good
+    (HTTP 400): that item is not scored (not a flip, not an answer) and is listed with its error."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    full = yaml.safe_load((JUDGE_DATA / "labels.yaml").read_text(encoding="utf-8"))
+    keep = ("quorum.good.md", "quorum.fault.md", "backpressure.good.md", "backpressure.fault.md")
+    small = {
+        "plan": "plan.md",
+        "criteria": {"not-circular": full["criteria"]["not-circular"]},
+        "outputs": [{**e, "labels": {"not-circular": e["labels"]["not-circular"]}} for e in full["outputs"] if e["file"] in keep],
+    }
+    shutil.copytree(JUDGE_DATA / "outputs", tmp_path / "set" / "outputs")
+    shutil.copy(JUDGE_DATA / "plan.md", tmp_path / "set" / "plan.md")
+    (tmp_path / "set" / "labels.yaml").write_text(yaml.safe_dump(small), "utf-8")
+    (tmp_path / "answers.yaml").write_text("quorum.good.md: {not-circular: [pass, error]}\n", "utf-8")
+
+    code = calibration.main(["--labels", str(tmp_path / "set" / "labels.yaml"), "--samples", "3",
+                             "--loopback", str(tmp_path / "answers.yaml"), "--workers", "2"])
+
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[1].split() == ["not-circular", "4", "3", "1", "1.000", "1.000", "0.000"]
+    assert out[2].startswith("cut short (not scored): quorum.good.md / not-circular: ")
+    assert "scripted error" in out[2]
+    assert out[3].startswith("11 judge calls to the loopback server (scripted verdicts), 1 failed")
 
 
 def test_under_xdist_the_controller_judges_the_drafts_and_the_workers_replay(project, fake):
