@@ -115,6 +115,15 @@ class Totals:
     skipped_by_budget: int = 0
     judge_calls: int = 0
     judge_live: int = 0
+
+    @property
+    def unanswered(self) -> int:
+        """Calls that got no reply: an API error after the SDK's retries, a replay miss."""
+        return self.attempts - self.live - self.replayed
+
+    @property
+    def judge_unanswered(self) -> int:
+        return self.judge_calls - self.judge_live - self.judge_replayed
     judge_replayed: int = 0
     batch_saved: float = 0.0  # Message Batches: the list price of the batch calls less what they cost
     reserved: float = 0.0  # Message Batches: the worst case reserved against --batch-max-cost
@@ -157,6 +166,11 @@ def _tokens(u: Usage) -> str:
     return f"{u.input_tokens}/{u.output_tokens}/{u.cache_creation_input_tokens}/{u.cache_read_input_tokens}"
 
 
+def _unanswered(n: int) -> str:
+    """The calls that got no reply, when there are: neither live nor replayed, and not paid."""
+    return f", {n} without a reply" if n else ""
+
+
 def _money(x: float) -> str:
     return f"${x:.4f}"
 
@@ -195,8 +209,13 @@ def summary_lines(reports: Sequence[RowReport], prices: PlanPrices, budget_note:
     t = totals(reports, prices)
     lines.append(
         f"total: {t.rows} rows, {t.complete} complete, {t.failed} failed; {t.attempts} calls "
-        f"({t.live} live, {t.replayed} replayed); "
-        + (f"{t.judge_calls} judge calls ({t.judge_live} live, {t.judge_replayed} replayed); " if t.judge_calls else "")
+        f"({t.live} live, {t.replayed} replayed{_unanswered(t.unanswered)}); "
+        + (
+            f"{t.judge_calls} judge calls ({t.judge_live} live, {t.judge_replayed} replayed"
+            f"{_unanswered(t.judge_unanswered)}); "
+            if t.judge_calls
+            else ""
+        )
         + f"tokens {_tokens(t.usage)} (in/out/cache write/cache read); estimated cost {_money(t.cost)}"
     )
     saved = []
@@ -294,6 +313,7 @@ def json_report(
             "calls": t.attempts,
             "calls_live": t.live,
             "calls_replayed": t.replayed,
+            "calls_without_reply": t.unanswered,
             "all_replayed": bool(t.attempts + t.judge_calls)
             and t.replayed + t.judge_replayed == t.attempts + t.judge_calls,
             "usage": t.usage.as_dict(),
@@ -306,6 +326,7 @@ def json_report(
                     "judge_calls": t.judge_calls,
                     "judge_calls_live": t.judge_live,
                     "judge_calls_replayed": t.judge_replayed,
+                    "judge_calls_without_reply": t.judge_unanswered,
                     "judge_cost_usd": round(sum(j.cost for r in reports for j in r.judge), 6),
                 }
                 if judged

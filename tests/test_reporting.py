@@ -175,6 +175,7 @@ class TotalsV1(Strict):
     calls: int
     calls_live: int
     calls_replayed: int
+    calls_without_reply: int = Field(ge=0)
     all_replayed: bool
     usage: UsageV1
     cost_usd: float = Field(ge=0)
@@ -757,6 +758,25 @@ def test_a_replayed_run_reports_zero_cost_and_that_every_call_was_replayed(proje
     }
     assert props["batchgen_calls"] == "replayed" and props["batchgen_cost_usd"] == "0.000000"
     assert props["batchgen_attempts"] == "2"
+
+
+def test_calls_without_a_reply_are_counted_apart_from_live_and_replayed(project, fake, monkeypatch):
+    # an API error after the retries and a replay miss (no recording) got no reply: the line said
+    # "1 calls (0 live, 0 replayed)", which left the reader to guess what the call was
+    project.write_rows(rows_for("alpha", "beta"), max_retries=0)
+    router(fake).set("alpha.md", Reply.server_error())
+
+    live = project.run("--batch-report", "live.json")
+
+    assert total_line(live).startswith("total: 2 rows, 1 complete, 1 failed; 2 calls (1 live, 0 replayed, 1 without a reply);")
+    t = load_report(project, "live.json")["totals"]
+    assert (t["calls"], t["calls_live"], t["calls_replayed"], t["calls_without_reply"]) == (2, 1, 0, 1)
+    go_offline(fake, monkeypatch)
+
+    replay = project.run("--batch-record-mode", "none", "--batch-report", "replay.json")  # alpha has no recording
+
+    assert total_line(replay).startswith("total: 2 rows, 1 complete, 1 failed; 1 calls (0 live, 0 replayed, 1 without a reply);")
+    assert load_report(project, "replay.json")["totals"]["calls_without_reply"] == 1
 
 
 # -- the live progress line -------------------------------------------------------------------
