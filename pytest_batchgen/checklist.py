@@ -232,11 +232,23 @@ def _built(form: ChecklistForm, match: re.Match, ctx: CompileContext) -> Check:
     return check
 
 
-_QUOTED = re.compile(r"`([^`]*)`|\"([^\"]*)\"|'([^']*)'|“([^”]*)”")
+# A straight quote delimits a name only at its edges (not after or before a letter), so an
+# apostrophe is text: "What's new and Who's affected" is two names, "won't fix" one. Inside a quoted
+# name, an apostrophe between letters stays text too ('won't fix'). The alternatives are disjoint,
+# so matching stays linear.
+_QUOTED = re.compile(
+    r"`([^`]*)`"
+    r"|(?<!\w)\"((?:[^\"]|(?<=\w)\"(?=\w))*)\"(?!\w)"
+    r"|(?<!\w)'((?:[^']|(?<=\w)'(?=\w))*)'(?!\w)"
+    r"|“([^”]*)”"
+)
 
 
 def split_list(text: str) -> list[str]:
-    """Split ``A, B, and C`` into names; quoted or backticked names may hold commas or "and"."""
+    """Split ``A, B, and C`` into names; quoted or backticked names may hold commas or "and".
+
+    A quote mark opens or closes a name only at the name's edge: inside a word it is an
+    apostrophe (``What's new``), part of the name."""
     placeholders: list[str] = []
 
     def hide(m: re.Match) -> str:

@@ -887,11 +887,23 @@ def test_check_results_normalise_to_failures(project: Project, result, expected)
         ("`Pros and Cons`, Summary", ["Pros and Cons", "Summary"]),
         ("\"Q, R\" and 'S and T'", ["Q, R", "S and T"]),
         ("Android, Sandbox", ["Android", "Sandbox"]),
+        # an apostrophe inside a word is text, not a quote mark
+        ("What's new and Who's affected", ["What's new", "Who's affected"]),
+        ("won't fix, can't reproduce", ["won't fix", "can't reproduce"]),
+        ("'won't fix' and later", ["won't fix", "later"]),
         ("single", ["single"]),
     ],
 )
 def test_split_list(text, items):
     assert split_list(text) == items
+
+
+def test_apostrophes_in_section_names_and_values(project: Project):
+    out = with_front_matter("status: won't fix", "\n## What's new\n\nx\n\n## Who's affected\n\ny\n")
+    assert project.verdict("What's new and Who's affected sections present", out) is None
+    assert project.verdict("status is one of: won't fix, can't reproduce", out) is None
+    failure = project.verdict("status is one of: can't reproduce, duplicate", out)
+    assert failure is not None and "expected one of: can't reproduce, duplicate" in failure.message
 
 
 @pytest.mark.parametrize("word, n", [("4", 4), ("four", 4), ("Twelve", 12), ("zero", 0), ("many", None), ("4.5", None)])
