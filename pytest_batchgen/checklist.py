@@ -256,7 +256,8 @@ def split_list(text: str) -> list[str]:
         return f"\x00{len(placeholders) - 1}\x00"
 
     hidden = " ".join(_QUOTED.sub(hide, text).split())  # single spaces: the split below stays linear
-    parts = re.split(r"\s*,\s*(?:and\s+|&\s+)?|\s+and\s+|\s+&\s+", hidden.strip().rstrip("."))
+    # "&" is not a separator: it is part of common headings ("Pros & Cons", "Q & A")
+    parts = re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", hidden.strip().rstrip("."))
     out = []
     for part in parts:
         part = part.strip()

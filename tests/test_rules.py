@@ -883,7 +883,8 @@ def test_check_results_normalise_to_failures(project: Project, result, expected)
         ("A, B, and C", ["A", "B", "C"]),
         ("A, B and C", ["A", "B", "C"]),
         ("A and B", ["A", "B"]),
-        ("A & B", ["A", "B"]),
+        ("A & B", ["A & B"]),  # "&" belongs to the name: "Pros & Cons" is one heading
+        ("Pros & Cons, and Q & A", ["Pros & Cons", "Q & A"]),
         ("`Pros and Cons`, Summary", ["Pros and Cons", "Summary"]),
         ("\"Q, R\" and 'S and T'", ["Q, R", "S and T"]),
         ("Android, Sandbox", ["Android", "Sandbox"]),
@@ -904,6 +905,14 @@ def test_apostrophes_in_section_names_and_values(project: Project):
     assert project.verdict("status is one of: won't fix, can't reproduce", out) is None
     failure = project.verdict("status is one of: can't reproduce, duplicate", out)
     assert failure is not None and "expected one of: can't reproduce, duplicate" in failure.message
+
+
+def test_ampersand_is_part_of_a_section_name(project: Project):
+    out = body("## Definition", "## Pros & Cons", "## Q & A")
+    assert project.verdict("Pros & Cons section present", out) is None
+    assert project.verdict("Definition, Pros & Cons and Q & A sections present, in that order", out) is None
+    failure = project.verdict("Pros & Cons section present", body("## Pros", "## Cons"))
+    assert failure is not None and "missing section 'Pros & Cons'" in failure.message
 
 
 @pytest.mark.parametrize("word, n", [("4", 4), ("four", 4), ("Twelve", 12), ("zero", 0), ("many", None), ("4.5", None)])
