@@ -83,7 +83,12 @@ def _front_matter_problem(doc: OutputDocument) -> Failure | None:
 # Matching is linear: the line is cut with plain patterns (one lazy group followed by optional
 # whitespace, as the old single pattern had, backtracks quadratically over a run of spaces).
 _FRONT_MATTER = r"front[- ]matter (?:includes|has|contains)\s+(?P<rest>.+)"
-_AT_LEAST = re.compile(r"at least (?P<count>\w+) (?P<listkey>[\w\-]+)\Z", re.IGNORECASE)
+# the list key may be backticked or quoted, as the other keys may (a quoted key with a space in it is
+# caught by the builder, which says how to write it)
+_AT_LEAST = re.compile(
+    r"at least (?P<count>\w+) (?P<listkey>`[^`]*`|\"[^\"]*\"|'[^']*'|“[^”]*”|[\w\-]+)\Z", re.IGNORECASE
+)
+_AT_LEAST_ANYWHERE = re.compile(r"(?:^|\s)at least \S+ \S", re.IGNORECASE)
 _TRAILING_AND = re.compile(r"(?:^|\s)and\Z", re.IGNORECASE)
 
 
@@ -93,7 +98,7 @@ def _front_matter_parts(rest: str) -> tuple[str, str | None, str | None]:
     count = list_key = None
     m = _AT_LEAST.search(rest)
     if m and (m.start() == 0 or rest[m.start() - 1] in " ,"):
-        count, list_key = m.group("count"), m.group("listkey")
+        count, list_key = m.group("count"), m.group("listkey").strip("`\"'“”")
         rest = rest[: m.start()].rstrip(" ,")
         rest = _TRAILING_AND.sub("", rest).rstrip(" ,")
     return rest, count, list_key
@@ -102,6 +107,18 @@ def _front_matter_parts(rest: str) -> tuple[str, str | None, str | None]:
 def _build_front_matter(m: re.Match, ctx: CompileContext):
     keys_text, count_word, list_key = _front_matter_parts(m.group("rest"))
     keys = split_list(keys_text) if keys_text else []
+    if list_key is not None and (not list_key or list_key != "".join(list_key.split())):
+        raise ctx.error(
+            f"the list key {list_key!r} in 'at least {count_word} ...' must be one word, e.g. 'at least 2 tags'"
+        )
+    # an "at least" that was not read as the list clause would otherwise become a key named
+    # "at least 2 tags items", missing from every output
+    stray = next((k for k in keys if _AT_LEAST_ANYWHERE.search(k)), None)
+    if stray is not None:
+        raise ctx.error(
+            f"cannot read {stray!r} as a front matter key: write 'at least N KEY' last, with KEY one word "
+            "(e.g. 'Front matter includes title and at least 2 tags')"
+        )
     count = 0  # the list's least length, read only when the line names a list (list_key)
     if list_key and count_word is not None:  # _front_matter_parts finds the two together
         parsed = parse_count(count_word)
