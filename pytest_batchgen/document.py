@@ -147,11 +147,14 @@ def parse_text(path: Path, text: str) -> OutputDocument:
 
 
 def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[str, Any] | str:
-    """The front matter's mapping, or why it has none; fills ``key_lines`` (key -> file line)."""
+    """The front matter's mapping, or why it has none; fills ``key_lines`` (key -> file line).
+
+    A key written twice points at its last line: YAML loading keeps the last value, so that is
+    the line whose value a failure is about."""
     for i, line in enumerate(fm.split("\n")):  # linear, so done whatever the size
         m = _KEY_RE.match(line)
         if m and i > 0:
-            key_lines.setdefault(m.group(1).strip().strip("'\""), 1 + i)
+            key_lines[m.group(1).strip().strip("'\"")] = 1 + i
     size = len(fm.encode("utf-8"))
     if size > MAX_FRONT_MATTER_BYTES:
         return (

@@ -58,6 +58,13 @@ def test_blank_lines_around_the_boundaries_do_not_shift_lines():
     assert doc.headings == (Heading(2, "Definition", 10),)
 
 
+def test_a_key_written_twice_points_at_the_line_whose_value_is_kept():
+    text = "---\ntitle: A\ncategory: A\ntags: [x]\ncategory: Z\n---\n\n## Definition\n"
+    doc = parse_bytes(P, text.encode())
+    assert doc.metadata["category"] == "Z"  # PyYAML keeps the last value...
+    assert doc.line_of("category") == 5  # ...so a failure about it points at line 5, not 3
+
+
 def test_boundaries_may_be_longer_or_carry_trailing_spaces():
     doc = parse_bytes(P, b"----  \nterm: X\n-----\t\n## H\n")
     assert doc.has_front_matter and doc.metadata == {"term": "X"}
