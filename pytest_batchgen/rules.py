@@ -192,7 +192,8 @@ def _one_of_check(key: str, allowed: list[str]):
         near = [a for a in allowed if a.lower() == value.strip().lower()]
         if near:
             hint = f" (values are case-sensitive: did you mean {near[0]!r}?)"
-        return Failure(f"{key} is {value!r}, {expected}{hint}", line)
+        # bounded: the value is the model's and may be 60 KB, and the message goes into the plan's notes
+        return Failure(f"{key} is {_show(value)}, {expected}{hint}", line)
 
     return check
 
@@ -235,6 +236,18 @@ def _build_one_of_inline(m: re.Match, ctx: CompileContext):
 # -- S1, S2 and S3 sections present[, in that order] --------------------------------------
 
 
+#: headings a missing-section failure lists: an output may have thousands, and the message goes into
+#: the terminal, repair prompts and the plan's notes
+MAX_HEADINGS_SHOWN = 10
+
+
+def _shown_headings(headings: list) -> str:
+    """The first :data:`MAX_HEADINGS_SHOWN` headings' texts (each bounded), then how many more."""
+    shown = ", ".join(_show(h.text) for h in headings[:MAX_HEADINGS_SHOWN]) or "none"
+    more = len(headings) - MAX_HEADINGS_SHOWN
+    return shown + (f", … and {more:,} more" if more > 0 else "")
+
+
 def _build_sections(m: re.Match, ctx: CompileContext):
     wanted = split_list(m.group("sections"))
     ordered = bool(m.group("order"))
@@ -251,7 +264,7 @@ def _build_sections(m: re.Match, ctx: CompileContext):
             first.setdefault(h.text, idx)
         missing = [s for s in wanted if s.strip() not in first]
         if missing:
-            found = ", ".join(repr(h.text) for h in h2) or "none"
+            found = _shown_headings(h2)
             hints = []
             for s in missing:
                 near = [h for h in doc.headings if h.text.strip().lower() == s.strip().lower()]

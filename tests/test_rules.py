@@ -921,6 +921,19 @@ def test_ampersand_is_part_of_a_section_name(project: Project):
     assert failure is not None and "missing section 'Pros & Cons'" in failure.message
 
 
+def test_huge_values_and_heading_lists_are_bounded_in_messages(project: Project):
+    failure = project.verdict("category is one of: A, B", with_front_matter("category: " + "x" * 60_000))
+    assert failure is not None and "category is 'xxx" in failure.message
+    assert len(failure.message) < 300
+    many = "".join(f"## H{i}\n" for i in range(9000))
+    failure = project.verdict("Definition section present", many)
+    assert failure is not None
+    assert "'H0', 'H1'" in failure.message and "'H9', … and 8,990 more" in failure.message
+    assert "'H10'" not in failure.message and len(failure.message) < 400
+    failure = project.verdict("Definition section present", body("## " + "y" * 5000, "## Other"))
+    assert failure is not None and len(failure.message) < 300 and "'Other'" in failure.message
+
+
 @pytest.mark.parametrize("word, n", [("4", 4), ("four", 4), ("Twelve", 12), ("zero", 0), ("many", None), ("4.5", None)])
 def test_parse_count(word, n):
     assert parse_count(word) == n
