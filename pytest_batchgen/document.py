@@ -67,6 +67,8 @@ class OutputDocument:
     key_lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     headings: tuple[Heading, ...] = ()
     front_matter_end: int = 0  # line of the closing ``---``, 0 without front matter
+    #: the file line a ``front_matter_error`` is about (the YAML error's line), 1 if none is known
+    front_matter_error_line: int = 1
 
     def line_of(self, key: str) -> int | None:
         return self.key_lines.get(key)
@@ -100,6 +102,7 @@ def parse_text(path: Path, text: str) -> OutputDocument:
     metadata: Mapping[str, Any] = MappingProxyType({})
     key_lines: dict[str, int] = {}
     fm_error = None
+    fm_error_line = 1
     has_fm = False
     body = text
     body_line = 1  # the file line (1-based) of the body's first line
@@ -119,8 +122,8 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         has_fm = True
         body_line = front_matter_end = 1 + fm.count("\n")
         loaded = _load_front_matter(fm, key_lines)
-        if isinstance(loaded, str):
-            fm_error = loaded
+        if isinstance(loaded, tuple):
+            fm_error, fm_error_line = loaded
         else:
             metadata = loaded
     too_big = _too_big(body)
@@ -139,6 +142,7 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         path=path,
         has_front_matter=has_fm,
         front_matter_error=fm_error,
+        front_matter_error_line=fm_error_line,
         metadata=metadata,
         key_lines=MappingProxyType(key_lines),
         headings=tuple(headings),
@@ -146,8 +150,10 @@ def parse_text(path: Path, text: str) -> OutputDocument:
     )
 
 
-def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[str, Any] | str:
-    """The front matter's mapping, or why it has none; fills ``key_lines`` (key -> file line).
+def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[str, Any] | tuple[str, int]:
+    """The front matter's mapping, or why it has none and the file line that is about (the YAML
+    error's own line, so the failure's location agrees with its message); fills ``key_lines``
+    (key -> file line).
 
     A key written twice points at its last line: YAML loading keeps the last value, so that is
     the line whose value a failure is about."""
@@ -160,18 +166,19 @@ def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[s
         return (
             f"the front matter is {size:,} bytes, above the {MAX_FRONT_MATTER_BYTES:,}-byte limit for parsing; "
             "keep long content in the body"
-        )
+        ), 1
     try:
         loaded = _YAML.load(fm)
     except Exception as exc:  # yaml raises many error types; all mean "invalid YAML"
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""  # fm line 0 is the opening --- line
+        at: int = mark.line + 1 if mark is not None else 1  # fm line 0 is the opening --- line
+        where = f" at line {at}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return f"front matter is not valid YAML{where}: {problem}"
+        return f"front matter is not valid YAML{where}: {problem}", at
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
-        return f"front matter is a YAML {type(loaded).__name__}, not a mapping of keys to values"
+        return f"front matter is a YAML {type(loaded).__name__}, not a mapping of keys to values", 1
     return MappingProxyType({str(k): v for k, v in loaded.items()})
 
 

@@ -74,7 +74,7 @@ def _front_matter_problem(doc: OutputDocument) -> Failure | None:
     if not doc.has_front_matter:
         return Failure("the output has no YAML front matter (it must start with a '---' line)", 1)
     if doc.front_matter_error:
-        return Failure(doc.front_matter_error, 1)
+        return Failure(doc.front_matter_error, doc.front_matter_error_line)
     return None
 
 

@@ -934,6 +934,14 @@ def test_huge_values_and_heading_lists_are_bounded_in_messages(project: Project)
     assert failure is not None and len(failure.message) < 300 and "'Other'" in failure.message
 
 
+@pytest.mark.parametrize("line", ["Front matter includes title", "category is one of: A, B"])
+def test_invalid_yaml_fails_at_the_line_its_message_names(project: Project, line):
+    out = "---\ntitle: A\ncategory: [A\ntags: [a, b]\n---\n\n## Definition\n"
+    failure = project.verdict(line, out)
+    assert failure is not None and "not valid YAML at line 4" in failure.message
+    assert failure.line == 4
+
+
 @pytest.mark.parametrize("word, n", [("4", 4), ("four", 4), ("Twelve", 12), ("zero", 0), ("many", None), ("4.5", None)])
 def test_parse_count(word, n):
     assert parse_count(word) == n
