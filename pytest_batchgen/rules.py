@@ -431,11 +431,25 @@ def _shown(args: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+def _path_pattern(*names: str) -> re.Pattern:
+    """Any of ``names`` as a whole path in a linter's output: not a substring of a longer path.
+
+    ``a.md`` must not match ``data.md:3:1`` (nor ``out/a.md`` match ``about/a.md``), or a clean
+    file takes the blame for another's lines. A name starts at the line's start or after a space,
+    quote, bracket or ``=,;``, optionally as ``./name`` (how :func:`safe_path` passes it), and
+    ends where a path character does not follow (``a.md:3``, ``a.md)``, ``a.md.`` all match).
+    """
+    alternatives = "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
+    return re.compile(r"(?<![^\s'\"(\[<=,;])(?:\./)?(?:" + alternatives + r")(?!\.?[\w/\\\-])", re.MULTILINE)
+
+
 def _first_line(out: str, *names: str) -> int | None:
-    for name in names:
-        lm = re.search(re.escape(name) + r":(\d+)", out)
-        if lm:
-            return int(lm.group(1))
+    """The line number after the first mention of one of ``names`` (``path:LINE``), if any."""
+    pattern = _path_pattern(*names)
+    for lm in pattern.finditer(out):
+        number = re.match(r":(\d+)", out[lm.end() : lm.end() + 24])
+        if number:
+            return int(number.group(1))
     return None
 
 
@@ -509,7 +523,8 @@ class LinterBatch:
         lines = out.splitlines()
         named = {}
         for name, (path, _) in files.items():
-            mine = [ln for ln in lines if name in ln or str(path.resolve()) in ln]
+            mentions = _path_pattern(name, str(path.resolve()))  # whole paths only, see _path_pattern
+            mine = [ln for ln in lines if mentions.search(ln)]
             if mine:
                 named[name] = mine
         for name, (path, sig) in files.items():

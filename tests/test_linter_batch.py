@@ -38,15 +38,16 @@ sys.exit(1 if bad else 0)
 GOOD = "---\nterm: X\n---\n\n## Definition\n\nfine\n"
 
 
-def make(tmp_path: Path, outputs: dict[str, str], command: str = "{paths}") -> PlanRun:
+def make(tmp_path: Path, outputs: dict[str, str], command: str = "{paths}", outdir: str = "out") -> PlanRun:
     (tmp_path / "lint.py").write_text(LINTER)
-    (tmp_path / "out").mkdir()
+    (tmp_path / outdir).mkdir(exist_ok=True)
+    (tmp_path / "out").mkdir(exist_ok=True)
     (tmp_path / "out" / "ref.md").write_text(GOOD)
     for name, text in outputs.items():
-        (tmp_path / "out" / name).write_text(text)
+        (tmp_path / outdir / name).write_text(text)
     rows = "\n".join(f"| {n} | {n} | haiku | pending |" for n in outputs)
     (tmp_path / "plan.md").write_text(
-        "## Format Reference\nout/ref.md\n\n## Output Directory\nout/\n\n## Content Rules\n- none\n\n"
+        f"## Format Reference\nout/ref.md\n\n## Output Directory\n{outdir}/\n\n## Content Rules\n- none\n\n"
         f"## Validation Checklist\n1. Linter passes: `{sys.executable} lint.py {command}`\n\n"
         f"## Phase 1\n| Title | Filename | Model | Status |\n|---|---|---|---|\n{rows}\n"
     )
@@ -74,6 +75,17 @@ def test_many_files_are_linted_in_one_run_and_failures_go_to_their_own_file(tmp_
     assert got["e3.md"].line == 9 and "BAD found" in got["e3.md"].detail
     assert "e7.md" not in got["e3.md"].detail  # only its own lines
     assert got["e7.md"].line == 10
+
+
+@pytest.mark.parametrize("outdir", [".", "out"])
+def test_a_path_inside_another_files_path_is_not_blamed_for_its_lines(tmp_path, outdir):
+    # with the outputs in the rootdir, the linter's "data.md:8: BAD found" contains "a.md"
+    run = make(tmp_path, {"a.md": GOOD, "data.md": GOOD + "BAD\n", "b.md": GOOD + "BAD\n", "xb.md": GOOD}, outdir=outdir)
+    got = verdicts(run)
+    assert len(invocations(tmp_path)) == 1
+    assert got["a.md"] is None and got["xb.md"] is None
+    assert got["data.md"] is not None and got["data.md"].line == 8
+    assert got["b.md"] is not None and "xb.md" not in got["b.md"].detail
 
 
 def test_verdicts_are_reused_until_a_file_changes(tmp_path):
