@@ -24,7 +24,7 @@ from frontmatter.default_handlers import YAMLHandler
 
 from .defaults import DEFAULT_MAX_BYTES
 from .fsutil import Signature, signature
-from .mdparse import block_parser
+from .mdparse import block_parser, heading_parser
 
 #: YAML parsing of a 4.8 MB front matter list took 37 s and 867 MB; a batch file's front matter
 #: is a few keys, so 64 KiB is generous and parses in a fraction of a second
@@ -131,13 +131,20 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         return OutputDocument(path=path, error=too_big)
     headings: list[Heading] = []
     try:
-        tokens = block_parser().parse(body)
+        tokens = heading_parser().parse(body)
+        body_lines: list[str] | None = None
+        for i, tok in enumerate(tokens):
+            if tok.type == "heading_open" and i + 1 < len(tokens):
+                content = tokens[i + 1].content
+                if tok.markup in ("-", "=") and "|" in content and tok.map:
+                    # a setext heading that may be a table with a ---/=== line under it
+                    body_lines = body.split("\n") if body_lines is None else body_lines
+                    if _is_table("\n".join(body_lines[tok.map[0] : tok.map[1]])):
+                        continue
+                line = body_line + (tok.map[0] if tok.map else 0)
+                headings.append(Heading(int(tok.tag[1:]), content.strip(), line))
     except Exception as exc:  # markdown-it is total on str input; guard anyway, never crash a run
         return OutputDocument(path=path, error=f"the Markdown could not be parsed: {exc}")
-    for i, tok in enumerate(tokens):
-        if tok.type == "heading_open" and i + 1 < len(tokens):
-            line = body_line + (tok.map[0] if tok.map else 0)
-            headings.append(Heading(int(tok.tag[1:]), tokens[i + 1].content.strip(), line))
     return OutputDocument(
         path=path,
         has_front_matter=has_fm,
@@ -148,6 +155,21 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         headings=tuple(headings),
         front_matter_end=front_matter_end,
     )
+
+
+#: a setext heading's lines longer than this are taken for a table without parsing them as one
+#: (the table rule is what takes seconds on wide rows; no heading is 16 KiB of pipes)
+_MAX_TABLE_CHECK = 16 * 1024
+
+
+def _is_table(span: str) -> bool:
+    """Whether the lines of a setext heading (text lines, then a ``---``/``===`` line) hold a GFM
+    table, which would end the paragraph, so the heading is not one (see
+    :func:`~pytest_batchgen.mdparse.heading_parser`). Such a heading holds a ``|``: a table's
+    header row must."""
+    if len(span) > _MAX_TABLE_CHECK:
+        return True
+    return any(t.type == "table_open" for t in block_parser().parse(span))
 
 
 def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[str, Any] | tuple[str, int]:

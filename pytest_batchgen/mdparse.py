@@ -1,9 +1,9 @@
 """The markdown-it-py parsers, configured once for the whole plugin.
 
 Plans and outputs are read for their block structure only (headings, lists, tables, with
-``token.map`` line numbers); the tracking file also needs inline tokens, for its links. Each
-parser is built on first use and shared: building one compiles its rules, parsing with it is
-thread-safe.
+``token.map`` line numbers; outputs without the table rule, see :func:`heading_parser`); the
+tracking file also needs inline tokens, for its links. Each parser is built on first use and
+shared: building one compiles its rules, parsing with it is thread-safe.
 """
 
 from __future__ import annotations
@@ -15,12 +15,25 @@ from markdown_it import MarkdownIt
 
 @lru_cache(maxsize=1)
 def block_parser() -> MarkdownIt:
-    """CommonMark with tables, without the inline pass (plans and outputs).
+    """CommonMark with tables, without the inline pass (whether a setext heading of an output is
+    a table; outputs are parsed with :func:`heading_parser`).
 
     Inline tokens keep their raw text in ``.content``; skipping the inline pass (links,
     emphasis) is a third of the parse time on large plans.
     """
     return MarkdownIt("commonmark").enable("table").disable("inline")
+
+
+@lru_cache(maxsize=1)
+def heading_parser() -> MarkdownIt:
+    """CommonMark without tables or the inline pass: an output's headings.
+
+    Outputs are read for their headings only, and the table rule is nearly all the cost of a
+    wide table (a 5 MB table of 370,000 columns took 20 to 30 s, against 0.1 s without it). A
+    table changes no ATX heading; it only stops a ``---``/``===`` line under it from making the
+    table's lines a setext heading, which :func:`pytest_batchgen.document.parse_text` checks.
+    """
+    return MarkdownIt("commonmark").disable("inline")
 
 
 @lru_cache(maxsize=1)

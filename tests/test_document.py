@@ -194,3 +194,42 @@ def test_batch_output_exposes_text_and_metadata(tmp_path: Path):
     out = BatchOutput(row=None, path=path, document=load_document(path))
     assert out.text == ENTRY
     assert out.metadata["tags"] == ["replication", "consensus"]
+
+
+def test_a_wide_table_under_the_size_limit_parses_in_about_a_second():
+    # 370,000 columns, 5 MB: the table rule took 20 to 30 s on it; outputs need only headings
+    cols = 370_000
+    row = "|" + "a|" * cols + "\n"
+    text = "---\ntitle: A\n---\n## Data\n" + row + "|" + "-|" * cols + "\n" + row * 5 + "## After\n"
+    start = time.monotonic()
+    doc = parse_bytes(P, text.encode())
+    assert time.monotonic() - start < 3
+    assert doc.error is None and [h.text for h in doc.headings] == ["Data", "After"]
+
+
+TABLE_SHAPES = [
+    "| a | b |\n|---|---|\n| 1 | 2 |\n---\n",  # a rule under a table: no setext heading
+    "| a | b |\n|---|---|\n| 1 | 2 |\n===\n",
+    "text\n| a | b |\n|---|---|\n| 1 | 2 |\n---\n",  # a table interrupts the paragraph
+    "| a |\n---\n",
+    "a | b\n--- | ---\n1 | 2\n---\n",
+    "Title | x\n---\n",  # two header cells, one delimiter cell: no table, a heading
+    "Pros | Cons\n===\n\n## Next\n",
+    "> | a | b |\n> |---|---|\n> x\n> ---\n",
+    "- item\n\n  | a |\n  |---|\n  x\n  ---\n",
+    "| a | b |\n|---|---|\n## H\n| c |\n---\n",
+    "    | a |\n    |---|\n    x\n---\n",
+]
+
+
+@pytest.mark.parametrize("body", TABLE_SHAPES)
+def test_headings_are_those_a_table_aware_parse_finds(body):
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(body)
+    expected = [
+        (int(t.tag[1:]), tokens[i + 1].content.strip(), 1 + t.map[0])
+        for i, t in enumerate(tokens)
+        if t.type == "heading_open"
+    ]
+    assert [(h.level, h.text, h.line) for h in parse_bytes(P, body.encode()).headings] == expected

@@ -151,7 +151,7 @@ def test_an_existing_file_keeps_its_mode(tmp_path: Path, umask):
 def parsers(monkeypatch):
     """Record what reaches the YAML loader and the Markdown parser (sizes in characters)."""
     seen: dict[str, list[int]] = {"yaml": [], "markdown": []}
-    real_load, real_parser = document._YAML.load, document.block_parser
+    real_load, real_parser = document._YAML.load, document.heading_parser
 
     def load(fm, **kw):
         seen["yaml"].append(len(fm))
@@ -163,7 +163,7 @@ def parsers(monkeypatch):
             return real_parser().parse(src)
 
     monkeypatch.setattr(document._YAML, "load", load)
-    monkeypatch.setattr(document, "block_parser", Parser)
+    monkeypatch.setattr(document, "heading_parser", Parser)
     return seen
 
 
