@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from _pytest._code.code import TerminalRepr
+from _pytest._code.code import ExceptionInfo, TerminalRepr, Traceback
 
+from . import checklist
 from .checklist import CheckSkipped, Failure, Rule
 from .generation import wants
 from .outcomes import Outcome
@@ -152,10 +153,49 @@ class CheckItem(RowItem):
     ) -> str | TerminalRepr:
         if isinstance(excinfo.value, CheckFailed):
             return format_failure(self.run, self.row, self.rule, excinfo.value.failure, excinfo.value.hint)
-        return super().repr_failure(excinfo, style=style)
+        # the check raised: a bug in the check, shown as its traceback (cut to the check's own
+        # frames by _traceback_filter) under the lines saying which check and row it was
+        exc = excinfo.value
+        what = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        crash = Failure(f"the check raised {type(exc).__name__}" + (f": {what}" if what else ""))
+        header = format_failure(self.run, self.row, self.rule, crash)
+        header += "\n  (a bug in the check, not in the output: no new draft can fix it; its traceback follows)"
+        return CheckCrashRepr(header, super().repr_failure(excinfo, style=style))
+
+    def _traceback_filter(self, excinfo: ExceptionInfo[BaseException]) -> Traceback:
+        """The frames of the check itself: those below :meth:`Rule.run`'s call of the check.
+
+        Above them are pytest's, pluggy's and the plugin's frames (some 780 lines of a report
+        about a check that raised); ``--fulltrace`` still shows them all."""
+        tb = excinfo.traceback
+        cut = [i for i, entry in enumerate(tb) if _is_rule_run(entry)]
+        return tb[cut[-1] + 1 :] if cut and cut[-1] + 1 < len(tb) else tb.filter(excinfo)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.run.plan.path, self.rule.line - 1, f"{self.row.filename}: {self.rule.item.text}"
+
+
+def _is_rule_run(entry: Any) -> bool:
+    """Whether a traceback entry is :meth:`Rule.run`, which calls the check."""
+    return entry.name == "run" and Path(str(entry.path)) == Path(checklist.__file__)
+
+
+class CheckCrashRepr(TerminalRepr):
+    """A check that raised: the check and row it ran on, then its traceback."""
+
+    def __init__(self, header: str, traceback: str | TerminalRepr) -> None:
+        self.header = header
+        self.traceback = traceback
+
+    def toterminal(self, tw: Any) -> None:
+        for line in self.header.splitlines():
+            tw.line(line)
+        tw.line("")
+        if isinstance(self.traceback, str):
+            for line in self.traceback.splitlines():
+                tw.line(line)
+        else:
+            self.traceback.toterminal(tw)
 
 
 class GenerateItem(RowItem):

@@ -153,6 +153,38 @@ def test_a_conftest_form_whose_builder_raises_is_a_usage_error_not_an_internaler
     assert f"plan.md:{line}: the checklist form 'max-words' failed to build a check for this line: ValueError" in message
 
 
+@pytest.mark.parametrize("xdist", [False, True])
+def test_a_check_that_raises_shows_its_own_frames_and_the_check_and_row(project: Project, xdist: bool):
+    """The README's no_todo example on a missing output: the report names the checklist line and
+    the row, and its traceback is the check's frames, not pytest's and pluggy's."""
+    project.ini()
+    text = plan_text(PHASE_1).replace("## Phase 1", "2. No TODO left\n\n## Phase 1", 1)
+    project.write_plan(text)
+    project.write(
+        "conftest.py",
+        "from pytest_batchgen import ChecklistForm, Failure\n"
+        "def pytest_batchgen_checklist_forms():\n"
+        "    def no_todo(ctx):\n"
+        "        for number, line in enumerate(ctx.path.read_text().splitlines(), 1):\n"
+        "            if 'TODO' in line:\n"
+        "                return Failure('the output still contains TODO', line=number)\n"
+        "        return None\n"
+        "    return [ChecklistForm(name='no-todo', pattern=r'no TODO left', check=no_todo)]\n",
+    )
+    args = ["--batch-validate-only", "--batch-readonly", "-k", "alpha and no-todo"]
+    result = project.run(*args, *(["-n", "1"] if xdist else []))
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    lines = out.split(" FAILURES ")[1].splitlines()[1:]
+    report = "\n".join(lines[: next(i for i, ln in enumerate(lines) if ln.startswith("="))])
+    assert "out/alpha.md: the check raised FileNotFoundError" in report
+    assert f"  check: plan.md:{line_of(text, 'No TODO left')}: No TODO left" in report
+    assert f"  row:   plan.md:{line_of(text, '| Alpha |')}: Alpha (alpha.md, complete)" in report
+    assert "conftest.py:4" in report and "FileNotFoundError" in report
+    assert "pluggy" not in report and "_pytest" not in report and "pytest_batchgen" not in report
+    assert len(report.splitlines()) < 80
+
+
 def test_without_batch_plan_an_ordinary_run_is_untouched(pytester: pytest.Pytester, project: Project):
     project.ini()
     project.write_plan(plan_text())  # a plan lying around is not picked up
