@@ -244,8 +244,11 @@ _QUOTED = re.compile(
 )
 
 
-def split_list(text: str) -> list[str]:
+def split_list(text: str, alternatives: bool = False) -> list[str]:
     """Split ``A, B, and C`` into names; quoted or backticked names may hold commas or "and".
+
+    ``alternatives`` (lists of allowed values: ``is one of: A, B, or C``) splits on "or" as on
+    "and", so the last value is ``C``, not ``or C``; a value holding "or" is then quoted.
 
     A quote mark opens or closes a name only at the name's edge: inside a word it is an
     apostrophe (``What's new``), part of the name."""
@@ -257,12 +260,14 @@ def split_list(text: str) -> list[str]:
 
     hidden = " ".join(_QUOTED.sub(hide, text).split())  # single spaces: the split below stays linear
     # "&" is not a separator: it is part of common headings ("Pros & Cons", "Q & A")
-    parts = re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", hidden.strip().rstrip("."))
+    word = "and|or" if alternatives else "and"
+    parts = re.split(rf"\s*,\s*(?:(?:{word})\s+)?|\s+(?:{word})\s+", hidden.strip().rstrip("."))
     out = []
     for part in parts:
         part = part.strip()
-        if part.lower().startswith("and "):
-            part = part[4:].strip()
+        lead = re.match(rf"(?:{word})\s+", part, re.IGNORECASE)
+        if lead:
+            part = part[lead.end() :].strip()
         if not part:
             continue
         out.append(re.sub(r"\x00(\d+)\x00", lambda m: placeholders[int(m.group(1))], part).strip())

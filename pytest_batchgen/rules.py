@@ -207,7 +207,7 @@ def _build_one_of_listed(m: re.Match, ctx: CompileContext):
     for rule in ctx.plan.content_rules:
         found = pattern.match(rule.text.strip())
         if found:
-            values = split_list(found.group("values"))
+            values = split_list(found.group("values"), alternatives=True)
             break
     else:
         raise ctx.error(
@@ -227,7 +227,7 @@ def _build_one_of_listed(m: re.Match, ctx: CompileContext):
 
 
 def _build_one_of_inline(m: re.Match, ctx: CompileContext):
-    values = split_list(m.group("values"))
+    values = split_list(m.group("values"), alternatives=True)
     if not values:
         raise ctx.error("list the allowed values after 'is one of:'")
     return _one_of_check(m.group("key"), values)

@@ -905,6 +905,28 @@ def test_split_list(text, items):
     assert split_list(text) == items
 
 
+@pytest.mark.parametrize(
+    "text, items",
+    [
+        ("A, B, or C", ["A", "B", "C"]),
+        ("A, B or C", ["A", "B", "C"]),
+        ("draft or final", ["draft", "final"]),
+        ("`read or write`, or none", ["read or write", "none"]),
+        ("Oregon, Origin", ["Oregon", "Origin"]),
+    ],
+)
+def test_value_lists_split_on_or_too(text, items):
+    assert split_list(text, alternatives=True) == items
+    assert "Read or Write" in split_list("Read or Write, Summary")  # names of sections keep their "or"
+
+
+def test_is_one_of_with_a_final_or(project: Project):
+    out = with_front_matter("category: C")
+    assert project.verdict("category is one of: A, B, or C", out) is None
+    failure = project.verdict("category is one of: A, B, or D", out)
+    assert failure is not None and failure.message.endswith("expected one of: A, B, D")
+
+
 def test_apostrophes_in_section_names_and_values(project: Project):
     out = with_front_matter("status: won't fix", "\n## What's new\n\nx\n\n## Who's affected\n\ny\n")
     assert project.verdict("What's new and Who's affected sections present", out) is None
