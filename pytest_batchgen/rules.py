@@ -198,7 +198,7 @@ def _one_of_check(key: str, allowed: list[str]):
     return check
 
 
-_RULE_LIST_RE = r"^`?{key}`?\s+(?:must be|is) one of\s*(?::\s*)?(?P<values>\S.*)$"
+_RULE_LIST_RE = r"^`?(?P<key>{key})`?\s+(?:must be|is) one of\s*(?::\s*)?(?P<values>\S.*)$"
 
 
 def _build_one_of_listed(m: re.Match, ctx: CompileContext):
@@ -208,6 +208,15 @@ def _build_one_of_listed(m: re.Match, ctx: CompileContext):
         found = pattern.match(rule.text.strip())
         if found:
             values = split_list(found.group("values"), alternatives=True)
+            if found.group("key") != key:
+                # found case-insensitively, but front matter keys are case-sensitive: every output
+                # would fail "front matter has no Category" while writing the key as the rules say
+                raise ctx.error(
+                    f"this line names the key {key!r} and the Content Rules line {rule.line} names "
+                    f"{found.group('key')!r}: front matter keys are case-sensitive; write the key the same "
+                    "way in both",
+                    rule.line,
+                )
             break
     else:
         raise ctx.error(

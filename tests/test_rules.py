@@ -276,6 +276,16 @@ def test_listed_in_content_rules_without_such_a_line_is_an_error(project: Projec
     assert f"see also line {plan.content_rules_line}" in str(e)
 
 
+def test_a_key_written_differently_in_content_rules_is_an_error_naming_both_lines(project: Project):
+    plan = project.plan("Category is one of the four values listed in Content Rules")
+    with pytest.raises(ChecklistError) as err:
+        compile_checklist(plan, BUILTIN_FORMS)
+    assert err.value.line == plan.checklist[0].line
+    rules_line = _rules_line(plan, "category must be one of")
+    assert f"'Category' and the Content Rules line {rules_line} names 'category'" in str(err.value)
+    assert "write the key the same way in both" in str(err.value)
+
+
 def test_content_rules_values_may_use_is_and_backticks(project: Project):
     rules = ("- `format` is one of: `Markdown, with tables`, HTML and `plain text`",)
     plan, rule = project.rule("format is one of the 3 values listed in Content Rules", rules=rules)
