@@ -107,9 +107,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from .preload import guard_logger_registry
 
     guard_logger_registry()  # before any thread of the plugin imports a module that logs
+    try:
+        _collect_plans(config, state)  # before anything starts: an argument pytest refuses is a usage error
+    except BatchgenError as exc:
+        raise pytest.UsageError(_shown_error(exc, Path(config.rootpath))) from None
     _start_preload(config, state)
     _register_plugins(config, state)
-    _collect_plans(config, state)
 
 
 def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
@@ -211,10 +214,12 @@ def _collect_plans(config: pytest.Config, state: BatchState) -> None:
     included (see :mod:`pytest_batchgen.selection`)."""
     plans = [r.plan.path for r in state.runs]
     checks = state.settings.checks
+    from .selection import collection_arg, not_found, select
+
     if config.args_source != pytest.Config.ArgsSource.ARGS:
-        config.args = [str(p) for p in plans] + [str(p) for p in checks]
+        invocation_dir = state.settings.invocation_dir
+        config.args = [collection_arg(p, invocation_dir) for p in [*plans, *checks]]
         return
-    from .selection import not_found, select
 
     state.selection = select(config.args, state.settings.invocation_dir, plans, checks)
     s = state.settings

@@ -473,7 +473,9 @@ def run_linter(argv: list[str], path: str, cwd: Path, timeout: float) -> Failure
         return error
     if code == 0:
         return None
-    return Failure(f"linter exited {code}: {_shown(args)}", _first_line(out, path), detail=out or None)
+    # a linter may print the path as given or resolved (pymarkdown prints it absolute)
+    line = _first_line(out, path, str((cwd / path).resolve()))
+    return Failure(f"linter exited {code}: {_shown(args)}", line, detail=out or None)
 
 
 class LinterBatch:

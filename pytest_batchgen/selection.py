@@ -12,11 +12,13 @@ of its items as partial: it is not marked complete.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import BatchgenError
 from .rowid import RowId
 
 if TYPE_CHECKING:
@@ -69,14 +71,27 @@ def select(
             continue
         filename, _, item = rest.partition("::")
         filters.append(NodeFilter(RowId(target, filename), item.split("[")[0] or None, arg))
-    out += [str(p) for p in plans]  # each plan once, collected whole
+    out += [collection_arg(p, invocation_dir) for p in plans]  # each plan once, collected whole
     covered = [(invocation_dir / a.partition("::")[0]).resolve() for a in args]
     for check in checks:
         resolved = check.resolve()
         if not any(resolved == c or c in resolved.parents for c in covered):
-            out.append(str(check))
+            out.append(collection_arg(check, invocation_dir))
     filtered = frozenset(p for p in named if p not in whole)
     return Selection(tuple(out), tuple(f for f in filters if f.row.plan in filtered), filtered)
+
+
+def collection_arg(path: Path, invocation_dir: Path) -> str:
+    """``path`` as a collection argument: relative to the invocation folder, as a user would
+    type it. pytest refuses an argument with a ``[`` and no ``::`` ("path cannot contain []
+    parametrization"), so an absolute path failed for every project in a folder like
+    ``site [draft]``; a ``[`` in the path below it cannot be passed at all."""
+    arg = os.path.relpath(path, invocation_dir)
+    if "[" in arg:
+        raise BatchgenError(
+            f"{arg}: pytest takes no path with '[' on its command line; rename the folder or file"
+        )
+    return arg
 
 
 def not_found(

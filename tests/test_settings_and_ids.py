@@ -140,6 +140,23 @@ def test_a_report_path_holding_another_file_is_refused_and_an_old_report_is_repl
         assert json.loads((plan_project.path / "r.json").read_text(encoding="utf-8"))["plans"]
 
 
+def test_a_project_in_a_folder_with_a_bracket_runs(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pytest refuses a collection argument with '[' and no '::'; the plans were passed as absolute
+    # paths, so every run of a project in a folder like "site [draft]" stopped at "path cannot
+    # contain [] parametrization"
+    site = pytester.path / "site [draft]"
+    (site / "out").mkdir(parents=True)
+    (site / "plan.md").write_text(PLAN, encoding="utf-8")
+    (site / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    (site / "out" / "ref.md").write_text("---\nterm: Ref\n---\n\n## Definition\n\nR.\n", encoding="utf-8")
+    monkeypatch.chdir(site)
+
+    for node in ((), ("plan.md::ref.md",)):
+        result = pytester.runpytest("--batch-plan", "plan.md", "--batch-readonly", *node)
+        assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+        result.stdout.fnmatch_lines(["*1 passed*"])
+
+
 def test_command_line_numbers_in_unusual_spellings(plan_project: pytest.Pytester) -> None:
     config = plan_project.parseconfigure(
         "--batch-plan", "plan.md", "--batch-concurrency", "016", "--batch-max-cost", "1e-2"

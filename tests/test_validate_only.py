@@ -201,9 +201,9 @@ EXPECTED_FAILURES = {
         "Breaking Changes and Migration; expected Summary, Breaking Changes and Migration, Endpoints",
     ],
     "v1.7.0.md": [
-        "front-matter (plan line 20): changelog/v1.7.0.md:1: front matter is not valid YAML",
-        "category-value (plan line 21): changelog/v1.7.0.md:1: front matter is not valid YAML",
-        "status-value (plan line 22): changelog/v1.7.0.md:1: front matter is not valid YAML",
+        "front-matter (plan line 20): changelog/v1.7.0.md:8: front matter is not valid YAML",
+        "category-value (plan line 21): changelog/v1.7.0.md:8: front matter is not valid YAML",
+        "status-value (plan line 22): changelog/v1.7.0.md:8: front matter is not valid YAML",
     ],
 }
 UNREGISTERED = (
