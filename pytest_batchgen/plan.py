@@ -228,12 +228,28 @@ def _read_table(tokens: list[Token], i: int) -> tuple[Table, int]:
     return Table(tuple(header), table_line, tuple(rows), nested), i + 1
 
 
-def _unquote(text: str) -> str:
-    text = text.strip()
+def unquoted_span(text: str) -> tuple[int, int]:
+    """Where a cell's value lies in ``text``: inside its padding and one pair of quotes.
+
+    A cell may wrap its value in backticks or quotes (`` `complete` ``, ``"Complete"``); the
+    parser reads the word inside, and the editor must swap only that word, so both take its
+    place from here.
+    """
+    start = len(text) - len(text.lstrip())
+    end = len(text.rstrip())
     for q in ("`", '"', "'"):
-        if len(text) >= 2 and text.startswith(q) and text.endswith(q):
-            return text[1:-1].strip()
-    return text
+        if end - start >= 2 and text[start] == q and text[end - 1] == q:
+            inner = text[start + 1 : end - 1]
+            word_start = start + 1 + len(inner) - len(inner.lstrip())
+            word_end = end - 1 - (len(inner) - len(inner.rstrip()))
+            return word_start, max(word_start, word_end)
+    return start, end
+
+
+def unquote(text: str) -> str:
+    """A cell's value as the parser reads it: without its padding and quotes."""
+    start, end = unquoted_span(text)
+    return text[start:end]
 
 
 @dataclass(frozen=True)
@@ -262,7 +278,7 @@ class PhaseTable:
         index = self.column(name)
         if index is None or index >= len(row.cells):
             return ""
-        return _unquote(row.cells[index])
+        return unquote(row.cells[index])
 
 
 def phase_tables(sections: Iterable[Section]) -> Iterator[PhaseTable]:
@@ -275,7 +291,7 @@ def phase_tables(sections: Iterable[Section]) -> Iterator[PhaseTable]:
         m = _PHASE_RE.match(section.title)
         if m and section.tables:
             table = section.tables[0]
-            yield PhaseTable(section, m.group(1), table, tuple(_unquote(h).lower() for h in table.header))
+            yield PhaseTable(section, m.group(1), table, tuple(unquote(h).lower() for h in table.header))
 
 
 @dataclass(frozen=True)
@@ -369,7 +385,7 @@ def _section_value(section: Section, plan_path: Path, what: str) -> ListItem:
             section.line,
         )
     first = candidates[0]
-    return ListItem(_unquote(first.text), first.line)
+    return ListItem(unquote(first.text), first.line)
 
 
 _MODEL_LINE_RE = re.compile(r"^\s*`?([A-Za-z0-9_.\-]+)`?\s*(?::|->|→|=)\s*`?([A-Za-z0-9_.\-@:/]+)`?\s*$")
@@ -421,7 +437,7 @@ def parse_models(section: Section | None, plan_path: Path) -> dict[str, str]:
     for table in section.tables:
         for row in table.rows:
             if len(row.cells) >= 2 and row.cells[0]:
-                models[_unquote(row.cells[0]).lower()] = _unquote(row.cells[1])
+                models[unquote(row.cells[0]).lower()] = unquote(row.cells[1])
     return models
 
 
@@ -668,7 +684,7 @@ def _read_phase(
         cells = tuple(tr.cells) + ("",) * (len(header) - len(tr.cells))
 
         def cell(name: str, cells: tuple[str, ...] = cells) -> str:
-            return _unquote(cells[col[name]])
+            return unquote(cells[col[name]])
 
         filename = cell("filename")
         if not filename:
@@ -711,7 +727,7 @@ def _read_phase(
                 model=model,
                 status=status,
                 columns=MappingProxyType(
-                    {h: c.strip() if h == "title" else _unquote(c) for h, c in zip(header, cells, strict=False)}
+                    {h: c.strip() if h == "title" else unquote(c) for h, c in zip(header, cells, strict=False)}
                 ),
             )
         )

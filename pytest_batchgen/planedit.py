@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .fsutil import atomic_write, lock_for
-from .plan import NOTES_SECTION, phase_tables, scan, split_lines
+from .plan import NOTES_SECTION, phase_tables, scan, split_lines, unquote, unquoted_span
 
 NOTES_HEADING = "## Batchgen Notes"
 NOTES_MARKER = (
@@ -99,22 +99,28 @@ def _styled(word: str, like: str) -> str:
 
 
 def replace_cell_word(line: str, cell: int, word: str) -> str:
-    """Swap the text of cell ``cell`` for ``word``, keeping the cell's width where padding allows."""
+    """Swap the word of cell ``cell`` for ``word``, keeping the cell's width where padding allows.
+
+    Only the word changes: quotes or backticks around it (`` `pending` ``) stay, as the parser
+    reads the word inside them.
+    """
     spans = cell_spans(line)
     start, end = spans[cell]
     raw = line[start:end]
     lead = len(raw) - len(raw.lstrip())
-    content = raw.strip()
-    trail = len(raw) - lead - len(content)
-    new = _styled(word, content)
-    delta = len(new) - len(content)
+    content_end = len(raw.rstrip())
+    trail = len(raw) - content_end
+    word_start, word_end = unquoted_span(raw)
+    old = raw[word_start:word_end]
+    new = _styled(word, old)
+    delta = len(new) - len(old)
     if delta > 0:
         # take padding from the right, keeping at least one space when there was one
         take = min(delta, max(trail - 1, 0))
         trail -= take
     elif delta < 0 and trail > 0:
         trail -= delta
-    new_raw = " " * lead + new + " " * trail
+    new_raw = " " * lead + raw[lead:word_start] + new + raw[word_end:content_end] + " " * trail
     return line[:start] + new_raw + line[end:]
 
 
@@ -291,8 +297,8 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
         current = line[spans[loc.status_cell][0] : spans[loc.status_cell][1]].strip()
         if loc.status_text is not None and current != loc.status_text:
             continue  # the bytes disagree with the parser's cell: never write into another cell
-        if current.lower() == update.status:
-            continue
+        if unquote(current).lower() == update.status:
+            continue  # compared as the parser reads it: `complete` and "Complete" are complete
         lines[loc.line_index] = replace_cell_word(line, loc.status_cell, update.status)
 
     note_updates = {f: u.note for f, u in updates.items() if u.note is not None}

@@ -120,6 +120,37 @@ def test_setting_the_current_status_changes_nothing():
     assert edit_text(text, {"beta.md": RowUpdate(status="pending")}) == text
 
 
+QUOTED = PHASE_1.replace("| complete |", "| `complete` |").replace("| pending |", '| "Pending" |')
+
+
+def test_a_quoted_status_that_does_not_change_is_left_alone(tmp_path):
+    # the parser reads `complete` and "Pending" as the words inside; comparing the raw cell
+    # rewrote both on every run, dropping the quotes
+    text = plan_text(QUOTED)
+    assert edit_text(text, {"alpha.md": RowUpdate(status="complete"), "beta.md": RowUpdate(status="pending")}) == text
+    path = Project(tmp_path).write_plan(text)
+    assert apply_updates(path, {"alpha.md": RowUpdate(status="complete")}) is False
+
+
+@pytest.mark.parametrize(
+    "cell, status, expected",
+    [
+        ("`pending`", "complete", "`complete`"),
+        ('"Pending"', "complete", '"Complete"'),
+        ("'COMPLETE'", "pending", "'PENDING' "),  # a space given back: the column stays aligned
+        ("` pending `", "complete", "` complete `"),
+    ],
+)
+def test_a_quoted_status_that_changes_keeps_its_quotes_and_case(tmp_path, cell, status, expected):
+    text = plan_text(PHASE_1.replace("| pending |", f"| {cell} |"))
+    new = edit_text(text, {"beta.md": RowUpdate(status=status)})
+    (line,) = changed_lines(text, new).values()
+    assert line[1] == f"| 2 | Beta | beta.md | haiku | {expected} |\n"
+    root = tmp_path
+    Project(root).write_plan(new)
+    assert load_plan("plan.md", root).row("beta.md").status == status
+
+
 def test_unknown_filenames_and_empty_updates_change_nothing():
     assert edit_text(EXAMPLE, {"no-such.md": RowUpdate(status="complete", note="")}) == EXAMPLE
     assert edit_text(EXAMPLE, {"quorum.md": RowUpdate()}) == EXAMPLE
