@@ -107,20 +107,21 @@ def replace_cell_word(line: str, cell: int, word: str) -> str:
     spans = cell_spans(line)
     start, end = spans[cell]
     raw = line[start:end]
-    lead = len(raw) - len(raw.lstrip())
     content_end = len(raw.rstrip())
     trail = len(raw) - content_end
     word_start, word_end = unquoted_span(raw)
     old = raw[word_start:word_end]
     new = _styled(word, old)
     delta = len(new) - len(old)
-    if delta > 0:
+    # the padding is kept as written: spaces are taken or given back on the right, and a
+    # padding with a tab (which aligns to its tab stop by itself) is left as it is
+    padding = raw[content_end:]
+    if delta > 0 and "\t" not in padding:
         # take padding from the right, keeping at least one space when there was one
-        take = min(delta, max(trail - 1, 0))
-        trail -= take
-    elif delta < 0 and trail > 0:
-        trail -= delta
-    new_raw = " " * lead + raw[lead:word_start] + new + raw[word_end:content_end] + " " * trail
+        padding = padding[min(delta, max(trail - 1, 0)) :]
+    elif delta < 0 and trail > 0 and "\t" not in padding:
+        padding += " " * -delta
+    new_raw = raw[:word_start] + new + raw[word_end:content_end] + padding
     return line[:start] + new_raw + line[end:]
 
 

@@ -96,6 +96,11 @@ def test_cell_spans_agree_with_the_parser(body, outer, ending):
         ("| x | Pending   |\n", "complete", "| x | Complete  |\n"),
         ("| x | PENDING  |\r\n", "complete", "| x | COMPLETE |\r\n"),
         ("x | pending\n", "complete", "x | complete\n"),
+        # tabs are padding as written: kept, never turned into spaces
+        ("|\t1\t|\tpending\t|\n", "complete", "|\t1\t|\tcomplete\t|\n"),
+        ("|\t1\t|\tcomplete\t|\n", "pending", "|\t1\t|\tpending\t|\n"),
+        ("| x | pending \t|\n", "complete", "| x | complete \t|\n"),
+        ("| x |\tpending  \t|\n", "complete", "| x |\tcomplete  \t|\n"),
     ],
 )
 def test_replace_cell_word(line, word, expected):
