@@ -121,7 +121,9 @@ def scan(text: str) -> tuple[Section, ...]:
     i = 0
     while i < len(tokens):
         tok = tokens[i]
-        if tok.type == "heading_open" and tok.tag == "h2":
+        # only a heading at the top level starts or ends a section: one inside a blockquote or a
+        # list item (``> ## Tip``) is text of the section around it, as a renderer shows it
+        if tok.type == "heading_open" and tok.tag == "h2" and tok.level == 0:
             if current is not None:
                 current["end_line"] = tok.map[0] if tok.map else current["line"]
             current = {
@@ -136,7 +138,7 @@ def scan(text: str) -> tuple[Section, ...]:
             sections.append(current)
             i += 3
             continue
-        if tok.type == "heading_open" and tok.tag == "h1" and current is not None:
+        if tok.type == "heading_open" and tok.tag == "h1" and tok.level == 0 and current is not None:
             current["end_line"] = tok.map[0] if tok.map else current["line"]
             current = None
         if current is None:

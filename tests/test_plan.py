@@ -397,6 +397,24 @@ def test_an_h1_ends_the_section(tmp_path):
     assert [r.filename for r in plan.rows] == ["alpha.md", "beta.md"]
 
 
+@pytest.mark.parametrize(
+    "block",
+    ["\n> ## Reviewer tip\n> Keep the checks short.\n> # Aside\n\n", "   ## Reviewer tip\n   # Aside\n"],
+    ids=["blockquote", "list-item"],
+)
+def test_a_heading_inside_a_blockquote_or_a_list_does_not_start_a_section(tmp_path, block):
+    # '> ## Reviewer tip' inside the checklist started a section of its own: the checklist
+    # lines after it were silently left out (and a quoted h1 ended the section)
+    text = plan_text(head=HEAD + block + "2. Every output has an Overview section\n")
+    plan = load(tmp_path, text)
+    assert [item.text for item in plan.checklist] == [
+        "Front matter includes term, category, and at least 2 tags",
+        "Every output has an Overview section",
+    ]
+    assert plan.checklist[1].line == line_of(text, "2. Every output")
+    assert [r.filename for r in plan.rows] == ["alpha.md", "beta.md", "gamma.md"]
+
+
 # -- errors raised by the core (the plugin turns them into usage errors) ----------------------
 
 

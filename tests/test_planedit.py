@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import Project
-from planfactory import PHASE_1, SHIPPED_EXAMPLE, generated_plans, line_of, plan_text
+from planfactory import HEAD, PHASE_1, SHIPPED_EXAMPLE, generated_plans, line_of, plan_text
 from pytest_batchgen import fsutil
 from pytest_batchgen.plan import load_plan, scan
 from pytest_batchgen.planedit import (
@@ -232,6 +232,18 @@ def test_notes_section_followed_by_other_sections_stays_in_place():
     assert NOTES_HEADING not in gone
     assert gone.endswith("\n## Afterword\nKeep me.\n")
     assert gone.startswith(plan_text())
+
+
+def test_a_quoted_notes_heading_is_the_users_text():
+    # '> ## Batchgen Notes' quoted in the preamble was taken for the notes section: the first
+    # note overwrote the quote and the user's paragraph after it
+    preamble = f"When a row fails, the plugin writes:\n\n> {NOTES_HEADING}\n> - `x.md`: 1 check failed\n\nAsk Dana first.\n"
+    text = plan_text(head=preamble + "\n" + HEAD)
+    assert read_notes(text) == {}
+    new = edit_text(text, {"beta.md": RowUpdate(note="1 check failed")})
+    assert new.startswith(text)  # every byte of the plan kept, the notes appended
+    assert read_notes(new) == {"beta.md": "1 check failed"}
+    assert edit_text(new, {"beta.md": RowUpdate(note="")}) == text
 
 
 @pytest.mark.parametrize("ending", ["\n", "", "\n\n"], ids=["newline", "no-final-newline", "blank-line"])
