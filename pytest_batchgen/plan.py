@@ -551,7 +551,7 @@ def load_plan(
                 break
 
     phases: list[Phase] = []
-    seen: dict[str, int] = {}
+    seen: dict[Path, tuple[str, int]] = {}  # output path -> (filename as written, its line)
     tables = {id(t.section): t for t in phase_tables(sections)}
     for s in sections:
         if not _PHASE_RE.match(s.title):
@@ -660,7 +660,7 @@ def _read_phase(
     output_dir: Path,
     alias_map: Mapping[str, str],
     default_model: str | None,
-    seen: dict[str, int],
+    seen: dict[Path, tuple[str, int]],
 ) -> Phase:
     section, number, table, header = phase.section, phase.number, phase.table, phase.header
     if table.nested:
@@ -691,15 +691,19 @@ def _read_phase(
         filename = cell("filename")
         if not filename:
             raise PlanError("row has an empty Filename cell; name the output file", plan_path, tr.line)
-        _check_filename(filename, output_dir, plan_path, tr.line, parents)
-        if filename in seen:
+        # two spellings of one file ('a.md', './a.md', 'sub//a.md') are one output: compared
+        # by the path the row writes, named as the user spelled them
+        target = _check_filename(filename, output_dir, plan_path, tr.line, parents)
+        if target in seen:
+            first, first_line = seen[target]
+            alias = "" if first == filename else f", as {first!r}"
             raise PlanError(
-                f"duplicate filename {filename!r} (first used on line {seen[filename]}); "
+                f"duplicate filename {filename!r} (first used on line {first_line}{alias}); "
                 "each row must write its own file",
                 plan_path,
                 tr.line,
             )
-        seen[filename] = tr.line
+        seen[target] = (filename, tr.line)
         status = cell("status").lower()
         if status not in STATUSES:
             raise PlanError(
@@ -761,8 +765,9 @@ def _resolve_below(base: Path, pure: Path, what: str, plan_path: Path, line: int
 
 def _check_filename(
     filename: str, output_dir: Path, plan_path: Path, line: int, parents: dict[Path, Path] | None = None
-) -> None:
-    """Refuse names that would write outside the output directory (``..``, absolute, links).
+) -> Path:
+    """Refuse names that would write outside the output directory (``..``, absolute, links);
+    return the resolved path the row writes, one spelling per file.
 
     ``output_dir`` is resolved; ``parents`` caches the resolved folders across a table's rows."""
     pure = Path(filename)
@@ -784,3 +789,4 @@ def _check_filename(
         )
     if target == output_dir:
         raise PlanError(f"filename {filename!r} names the output directory itself", plan_path, line)
+    return target

@@ -443,6 +443,29 @@ def test_row_errors_name_the_line(tmp_path, old, new, needle, words):
     assert info.value.format().startswith(f"{tmp_path / 'plan.md'}:{info.value.line}: ")
 
 
+@pytest.mark.parametrize(
+    "first, second", [("beta.md", "./beta.md"), ("sub/c.md", "sub//c.md"), ("sub/c.md", "sub/../sub/c.md")]
+)
+def test_two_spellings_of_one_output_file_are_a_duplicate(tmp_path, first, second):
+    # both rows were accepted: one output file and one cassette, written by two rows
+    phase = PHASE_1.replace("| beta.md |", f"| {first} |") + f"| 3 | Gamma | {second} | haiku | pending |\n"
+    text = plan_text(phase)
+    (tmp_path / "out" / "sub").mkdir(parents=True)
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert info.value.line == line_of(text, "| 3 | Gamma |")
+    assert info.value.message.startswith(
+        f"duplicate filename {second!r} (first used on line {line_of(text, '| 2 | Beta |')}, as {first!r}); "
+    )
+
+
+def test_a_dot_slash_filename_writes_and_records_where_the_plain_one_would(tmp_path):
+    plan = load(tmp_path, plan_text(PHASE_1.replace("| beta.md |", "| ./beta.md |")))
+    row = plan.row("./beta.md")
+    assert plan.output_path(row) == tmp_path / "out" / "beta.md"
+    assert plan.cassette_path(row) == tmp_path / "cassettes" / "plan" / "beta.md.yaml"
+
+
 def test_symlink_out_of_the_output_directory_is_refused(tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
