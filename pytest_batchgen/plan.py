@@ -39,7 +39,11 @@ REQUIRED_COLUMNS = ("title", "filename", "model", "status")
 REQUIRED_SECTIONS = ("format reference", "output directory", "content rules", "validation checklist")
 NOTES_SECTION = "batchgen notes"
 
-_PHASE_RE = re.compile(r"^phase\s+([^\s:.\-–—]+)", re.IGNORECASE)
+# the number (or word) after "Phase", up to a space or a separator; a dot between digits is part
+# of it ("Phase 1.5" is phase 1.5, not a second phase 1), one after a word ends it ("Phase IV. Extra")
+_PHASE_RE = re.compile(r"^phase\s+((?:[^\s:.\-–—]|(?<=\d)\.(?=\d))+)", re.IGNORECASE)
+# a heading that starts with the word "phase" (not "phases"): meant as a phase when the pattern misses it
+_PHASE_WORD_RE = re.compile(r"^phase(?![^\W\d_])", re.IGNORECASE)
 
 BOM = "\ufeff"
 # markdown-it normalizes "\r\n", a lone "\r" and "\n" to one line break each (its core rule
@@ -555,6 +559,7 @@ def load_plan(
     tables = {id(t.section): t for t in phase_tables(sections)}
     for s in sections:
         if not _PHASE_RE.match(s.title):
+            _refuse_unread_rows(s, plan_path)
             continue
         if id(s) not in tables:
             raise PlanError(
@@ -602,6 +607,31 @@ def load_plan(
         content_rules_line=rules.line,
         prices=MappingProxyType(parse_prices(by_key.get("prices"), plan_path)),
     )
+
+
+def _refuse_unread_rows(section: Section, plan_path: Path) -> None:
+    """Raise for a section that is no phase but reads as one: its rows would be silently skipped.
+
+    A heading the phase pattern misses (``## Phase2``, ``## Phase``) or a table of outputs under
+    another heading is never generated or checked, and the run passes; an error names the fix.
+    """
+    if _PHASE_WORD_RE.match(section.title):
+        raise PlanError(
+            f"'## {section.title}' is not a phase heading the plugin can read, so its rows would be "
+            "left out; write it as '## Phase N' (a space, then the phase's number or word: '## Phase 2')",
+            plan_path,
+            section.line,
+        )
+    for table in section.tables:
+        header = {unquote(h).lower() for h in table.header}
+        if all(c in header for c in REQUIRED_COLUMNS):
+            raise PlanError(
+                f"the table of '## {section.title}' has the columns Title, Filename, Model and Status, but "
+                f"'## {section.title}' is no phase, so its rows would never be generated or checked; "
+                "put them under a '## Phase N' heading, or rename a column if they are not outputs to generate",
+                plan_path,
+                table.line,
+            )
 
 
 def _missing_sections(missing: list[str], sections: tuple[Section, ...], plan_path: Path) -> None:

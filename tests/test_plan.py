@@ -180,7 +180,15 @@ def test_phase_heading_with_a_title(tmp_path):
 
 @pytest.mark.parametrize(
     "heading, number",
-    [("## Phase 3 - synthesis", "3"), ("## Phase 2a", "2a"), ("## Phase IV. Extra", "IV"), ("## phase 10", "10")],
+    [
+        ("## Phase 3 - synthesis", "3"),
+        ("## Phase 2a", "2a"),
+        ("## Phase IV. Extra", "IV"),
+        ("## phase 10", "10"),
+        ("## PHASE\t2", "2"),
+        ("## Phase 1.5", "1.5"),  # was "1": a second phase 1, selected by --batch-phase 1
+        ("## Phase 1.5. Extras", "1.5"),
+    ],
 )
 def test_phase_numbers(tmp_path, heading, number):
     plan = load(tmp_path, plan_text(PHASE_1.replace("## Phase 1", heading)))
@@ -188,9 +196,30 @@ def test_phase_numbers(tmp_path, heading, number):
 
 
 def test_a_section_not_named_phase_is_not_a_phase(tmp_path):
-    extra = "## Phases overview\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| X | x.md | haiku | pending |\n"
+    extra = "## Phases overview\n| Title | Filename | Owner |\n|---|---|---|\n| X | x.md | Dana |\n"
     plan = load(tmp_path, plan_text(PHASE_1, extra))
     assert [r.filename for r in plan.rows] == ["alpha.md", "beta.md"]
+
+
+@pytest.mark.parametrize("heading", ["## Phase2", "## Phase-2", "## Phase", "## phase: extras"])
+def test_a_phase_heading_the_pattern_misses_is_a_plan_error(tmp_path, heading):
+    # the section and its table were skipped silently: its rows never generated nor checked
+    text = plan_text(PHASE_1, PHASE_2.replace("## Phase 2", heading))
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert info.value.line == text.splitlines().index(heading) + 1
+    assert f"'{heading}' is not a phase heading" in info.value.message
+    assert "write it as '## Phase N'" in info.value.message
+
+
+@pytest.mark.parametrize("title", ["## Summary", "## Phases overview"])
+def test_a_table_of_outputs_outside_a_phase_is_a_plan_error(tmp_path, title):
+    table = "| Title | Filename | Model | `Status` |\n|---|---|---|---|\n| X | x.md | haiku | pending |\n"
+    text = plan_text(PHASE_1, f"{title}\nThe outputs of the next round:\n\n{table}")
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert info.value.line == line_of(text, "| Title | Filename | Model | `Status` |")
+    assert f"'{title}' is no phase, so its rows would never be generated or checked" in info.value.message
 
 
 def test_empty_model_cell_takes_the_default(tmp_path):

@@ -36,6 +36,9 @@ CASES = {
     "missing-plan": Case(None, None, ("plan file not found",)),
     "empty-plan": Case("\n   \n", None, ("plan is empty",)),
     "no-phase-table": Case(HEAD + "\n## Model Selection Rules\n- Default: haiku\n", None, ("no phase table",)),
+    "phase-heading-without-number": Case(
+        plan_text(PHASE_1, PHASE_2.replace("## Phase 2", "## Phase2")), "## Phase2", ("'## Phase2'", "'## Phase N'")
+    ),
     "phase-without-table": Case(plan_text("## Phase 1\nTo do.\n"), "## Phase 1", ("has no table",)),
     "missing-column": Case(
         plan_text(PHASE_1.replace("| Model |", "| Engine |")), "| # | Title | Filename | Engine", ("no Model column",)
