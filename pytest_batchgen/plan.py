@@ -119,7 +119,8 @@ def scan(text: str) -> tuple[Section, ...]:
     # heading there; dropping it moves no line
     text = text[1:] if text.startswith(BOM) else text
     tokens = _markdown().parse(text)
-    n_lines = len(split_lines(text))
+    lines = split_lines(text)
+    n_lines = len(lines)
     sections: list[dict] = []
     current: dict | None = None
     i = 0
@@ -155,6 +156,13 @@ def scan(text: str) -> tuple[Section, ...]:
         if tok.type == "list_item_open":
             i = _read_list_item(tokens, i, current["items"])
             continue
+        if tok.type in ("code_block", "html_block") and tok.map and not tok.content.lstrip().startswith("<!--"):
+            # a row indented by a tab or 4 spaces is an indented code block, and an HTML block
+            # (``<div>``) runs on over the rows after it: either hides rows from the table (an
+            # HTML comment is the user's way to leave rows out on purpose, and stays allowed)
+            for number in range(tok.map[0], tok.map[1]):
+                if lines[number].strip().startswith("|"):
+                    current["stray_rows"].append(number + 1)
         if tok.type == "paragraph_open":
             inline = tokens[i + 1]
             # split as markdown-it counted (str.splitlines also breaks on \f, \x1c, \u2028...)
@@ -577,7 +585,8 @@ def load_plan(
         if s.stray_rows:
             raise PlanError(
                 f"this line of '## {s.title}' reads as a table row but is in no table: a blank line, "
-                "text or a stray '>' ends a table; remove what splits it",
+                "text, a stray '>', an indent of a tab or 4 spaces or an HTML block ends a table; "
+                "remove what splits it",
                 plan_path,
                 s.stray_rows[0],
             )

@@ -407,8 +407,20 @@ SECOND_TABLE = "\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| Z 
         (SECOND_TABLE, "| Title | Filename | Model | Status |", "has a second table"),
         ("\n| Z | z.md | haiku | complete |\n", "| Z | z.md", "reads as a table row but is in no table"),
         ("> | Z | z.md | haiku | complete |\n", "> | Z | z.md", "reads as a table row but is in no table"),
+        ("\t| Z | z.md | haiku | complete |\n", "\t| Z | z.md", "reads as a table row but is in no table"),
+        ("    | Z | z.md | haiku | complete |\n", "    | Z | z.md", "reads as a table row but is in no table"),
+        ("<div>\n| Z | z.md | haiku | complete |\n", "| Z | z.md", "reads as a table row but is in no table"),
+        ("\n    | Z | z.md | haiku | complete |\n", "    | Z | z.md", "reads as a table row but is in no table"),
     ],
-    ids=["second-table", "after-a-blank-line", "behind-a-stray-quote"],
+    ids=[
+        "second-table",
+        "after-a-blank-line",
+        "behind-a-stray-quote",
+        "indented-by-a-tab",
+        "indented-by-4-spaces",
+        "in-an-html-block",
+        "in-a-code-block",
+    ],
 )
 def test_rows_a_phase_would_leave_out_are_a_plan_error_naming_their_line(tmp_path, after, needle, words):
     # the rows there were silently never checked: a broken 'complete' row passed a CI gate
@@ -418,6 +430,12 @@ def test_rows_a_phase_would_leave_out_are_a_plan_error_naming_their_line(tmp_pat
     assert words in str(info.value)
     # (the phase's own header "| # | Title | ..." holds the second table's header too)
     assert info.value.line == line_of(text, needle, occurrence=2 if "second" in words else 1)
+
+
+def test_rows_left_out_in_an_html_comment_or_a_fence_are_the_users_text(tmp_path):
+    after = "<!--\n| Z | z.md | haiku | complete |\n-->\n\n```\n| Y | y.md | haiku | complete |\n```\n"
+    plan = load(tmp_path, plan_text(PHASE_1 + after, PHASE_2))
+    assert [r.filename for r in plan.rows] == ["alpha.md", "beta.md", "gamma.md"]
 
 
 def test_an_h1_ends_the_section(tmp_path):
