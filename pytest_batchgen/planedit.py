@@ -127,11 +127,17 @@ def replace_cell_word(line: str, cell: int, word: str) -> str:
 
 @dataclass(frozen=True)
 class Notes:
-    """The notes section's lines ``[start, end)`` (``None`` when there is none) and its entries."""
+    """The plugin's notes lines ``[start, end)`` (``None`` when there are none) and their entries.
+
+    ``end`` is the end of the plugin's own lines (heading, marker, entries, blank lines), not of
+    the section: text the user put under the heading after them stays, and so does the heading
+    (``user_text``) when the notes are removed.
+    """
 
     start: int | None
     end: int | None
     entries: Mapping[str, str] = field(default_factory=dict)
+    user_text: bool = False
 
 
 def code_span(text: str) -> str:
@@ -215,8 +221,9 @@ def find_notes(text: str, lines: list[str] | None = None) -> Notes:
         lines = split_lines(text)
     for section in scan(text):
         if section.key == NOTES_SECTION:
-            start, end = section.line - 1, section.end_line
-            return Notes(start, end, _read_entries(lines[start + 1 : end]))
+            start = section.line - 1
+            end = _notes_end(lines, start + 1, section.end_line)
+            return Notes(start, end, _read_entries(lines[start + 1 : end]), user_text=end < section.end_line)
     hidden = _swallowed_notes_start(text, lines)
     if hidden is None:
         return Notes(None, None)
@@ -239,9 +246,19 @@ def _swallowed_notes_start(text: str, lines: list[str]) -> int | None:
 
 def _swallowed_notes_end(lines: list[str], start: int) -> int:
     """The plugin's lines from ``start``: heading, marker, entries and blank lines, nothing else."""
-    end = start + 3
-    while end < len(lines) and (
-        not lines[end].strip() or _entry(_body(lines[end])) is not None or lines[end].startswith("  ")
+    return _notes_end(lines, start + 3, len(lines))
+
+
+def _notes_end(lines: list[str], start: int, stop: int) -> int:
+    """The end of the plugin's lines from ``start`` (before ``stop``): marker, entries, blank lines.
+
+    What follows is the user's (a paragraph, a ``### Appendix``), never rewritten or removed."""
+    end = start
+    while end < stop and (
+        not lines[end].strip()
+        or _body(lines[end]) == NOTES_MARKER
+        or _entry(_body(lines[end])) is not None
+        or lines[end].startswith("  ")
     ):
         end += 1
     return end
@@ -334,7 +351,12 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
     assert end is not None
     tail = lines[end:]
     head = lines[:start]
+    # the heading as the user wrote it (a '## batchgen notes' stays lower case)
+    heading = _body(lines[start]) + newline
     if not merged:
+        if notes.user_text:
+            # the section holds the user's text: keep its heading, and one blank line before the text
+            return "".join([*head, heading, newline, *tail])
         if not tail:
             # drop the section and the one blank line the plugin put before it
             if head and not head[-1].strip():
@@ -342,7 +364,7 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
             if unterminated and head:
                 head[-1] = _strip_newline(head[-1])
         return "".join(head + tail)
-    body = _render_notes(merged, newline)
+    body = [heading, *_render_notes(merged, newline)[1:]]
     if tail:
         body.append(newline)  # the section's blank lines are its own: the tail starts with text
     elif unterminated:

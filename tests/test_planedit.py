@@ -246,6 +246,36 @@ def test_a_quoted_notes_heading_is_the_users_text():
     assert edit_text(new, {"beta.md": RowUpdate(note="")}) == text
 
 
+APPENDIX = "### Appendix: sources\nSee https://example.org/sources (keep!)\n"
+
+
+def test_the_users_text_under_the_notes_heading_is_kept():
+    # the notes' rewrite replaced the whole section: an appendix the user added after the
+    # entries was deleted with them
+    notes = f"{NOTES_HEADING}\n\n{NOTES_MARKER}\n\n- `alpha.md`: 1 check failed\n\n"
+    text = plan_text(tail=notes + APPENDIX)
+    changed = edit_text(text, {"alpha.md": RowUpdate(note="2 checks failed"), "beta.md": RowUpdate(note="x")})
+    assert changed == plan_text(
+        tail=f"{NOTES_HEADING}\n\n{NOTES_MARKER}\n\n- `alpha.md`: 2 checks failed\n- `beta.md`: x\n\n" + APPENDIX
+    )
+    removed = edit_text(changed, {"alpha.md": RowUpdate(note=""), "beta.md": RowUpdate(note="")})
+    assert removed == plan_text(tail=f"{NOTES_HEADING}\n\n" + APPENDIX)  # the appendix keeps its section
+    assert read_notes(removed) == {}
+    assert edit_text(removed, {"alpha.md": RowUpdate(note="1 check failed")}) == text
+
+
+def test_a_notes_section_the_user_wrote_keeps_its_heading_and_text():
+    text = plan_text(tail="## batchgen notes\n\nRows that failed go here; ask Dana.\n")
+    added = edit_text(text, {"beta.md": RowUpdate(note="1 check failed")})
+    assert added == plan_text(
+        tail=f"## batchgen notes\n\n{NOTES_MARKER}\n\n- `beta.md`: 1 check failed\n\nRows that failed go here; ask Dana.\n"
+    )
+    assert read_notes(added) == {"beta.md": "1 check failed"}
+    assert edit_text(added, {"beta.md": RowUpdate(note="")}) == plan_text(
+        tail="## batchgen notes\n\nRows that failed go here; ask Dana.\n"
+    )
+
+
 @pytest.mark.parametrize("ending", ["\n", "", "\n\n"], ids=["newline", "no-final-newline", "blank-line"])
 @pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
 def test_adding_then_removing_notes_is_byte_identical(ending, newline):
