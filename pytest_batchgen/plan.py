@@ -512,6 +512,16 @@ def load_plan(
     by_key: dict[str, Section] = {}
     for s in sections:
         by_key.setdefault(s.key, s)
+    notes = [s for s in sections if s.key == NOTES_SECTION]
+    if len(notes) > 1:
+        # (a merge of two branches) the editor reads and rewrites the first only: the second's
+        # entries would stay for good, even for rows that pass
+        raise PlanError(
+            f"a second '## {notes[1].title}' section (the first is on line {notes[0].line}); the plugin "
+            "keeps its notes in one: move this one's entries into the first and delete this heading",
+            plan_path,
+            notes[1].line,
+        )
 
     missing = [name for name in REQUIRED_SECTIONS if name not in by_key]
     if missing:

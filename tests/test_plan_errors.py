@@ -31,6 +31,10 @@ def _link_outside(root: Path) -> None:
 
 
 _DUPLICATE = plan_text(PHASE_1, PHASE_2.replace("gamma.md", "alpha.md"))
+_MARKER = "<!-- Written by pytest-batchgen: one entry per row whose last check run failed. -->"
+_TWO_NOTES = plan_text(
+    tail=f"## Batchgen Notes\n\n{_MARKER}\n\n- `beta.md`: old\n\n## batchgen notes\n\n{_MARKER}\n\n- `alpha.md`: old\n"
+)
 
 CASES = {
     "missing-plan": Case(None, None, ("plan file not found",)),
@@ -50,6 +54,11 @@ CASES = {
         _DUPLICATE,
         "| 3 | Gamma | alpha.md",
         ("duplicate filename 'alpha.md'", f"first used on line {line_of(_DUPLICATE, '| 1 | Alpha | alpha.md')})"),
+    ),
+    "two-notes-sections": Case(
+        _TWO_NOTES,
+        "## batchgen notes",
+        ("a second '## batchgen notes' section", f"the first is on line {line_of(_TWO_NOTES, '## Batchgen Notes')})"),
     ),
     "unknown-status": Case(
         plan_text(PHASE_1.replace("| beta.md | haiku | pending |", "| beta.md | haiku | in progress |")),
