@@ -94,9 +94,14 @@ class GenRow:
     title: str
     filename: str
     model: str  # the Model cell as written (maybe empty, then the plan has a default)
-    status: str  # as written, in its case style
+    status: str  # the word as written, in its case style
     extras: dict[str, str]
     line: int = 0  # 1-based, filled in by the renderer
+    quote: str = ""  # around the word in the Status cell: "", "`" or '"'
+
+    @property
+    def status_cell(self) -> str:
+        return f"{self.quote}{self.status}{self.quote}"
 
 
 @dataclass
@@ -141,7 +146,9 @@ def titles(draw) -> str:
 @st.composite
 def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> GenPlan:
     """A valid plan with 1-3 phases; each table has its own column order, extra columns,
-    per-cell padding, outer pipes or not; statuses in random case styles.
+    per-cell padding (spaces, or tabs in a table with outer pipes), outer pipes or not; statuses
+    in random case styles, some in backticks or quotes; maybe a quoted ``> ## Batchgen Notes``
+    heading in the preamble (text, not a section).
 
     ``ending=True`` also varies how the file ends (no final newline, trailing blank lines).
     """
@@ -154,6 +161,7 @@ def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> G
     lines: list[str] = [
         "# Generated plan",
         "",
+        *draw(st.sampled_from([[], ["> ## Batchgen Notes", "> - `row-1.md`: quoted, not a note", ""]])),
         draw(st.sampled_from(["## Format Reference", "## FORMAT REFERENCE", "## format reference"])),
         draw(st.sampled_from(["out/ref.md", "`out/ref.md`"])),
         "",
@@ -194,6 +202,7 @@ def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> G
                 model=draw(st.sampled_from(model_choices)),
                 status=draw(status_cells()),
                 extras={e: draw(st.text(_EXTRA_CHARS, min_size=1, max_size=6)) for e in extras},
+                quote=draw(st.sampled_from(["", "", "`", '"'])),
             )
             row.extras["_filename_cell"] = f"`{row.filename}`" if backticked else row.filename
             table_rows.append(row)
@@ -206,7 +215,7 @@ def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> G
             if column == "model":
                 return row.model
             if column == "status":
-                return row.status
+                return row.status_cell
             return row.extras[column]
 
         # an empty first or last cell needs its outer pipe; and a line may not start with
@@ -216,8 +225,11 @@ def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> G
         ):
             outer = True
 
+        # a tab before the first cell of a line without an outer pipe would make it code
+        pad = draw(st.sampled_from([" ", " ", "\t"])) if outer else " "
+
         def render(cells: list[str]) -> str:
-            padded = [" " * pads.randint(0, 3) + c + " " * pads.randint(0, 3) for c in cells]
+            padded = [pad * pads.randint(0, 3) + c + pad * pads.randint(0, 3) for c in cells]
             body = "|".join(padded)
             return f"|{body}|" if outer else body
 

@@ -408,12 +408,14 @@ def test_status_edits_touch_only_their_cells(case, tmp_path_factory):
         assert s0 == s1 and a[:s0] == b[:s1]
         assert a[e0:] == b[e1:]  # the rest of the line, its ending included
         old_cell, new_cell = a[s0:e0], b[s1:e1]
-        assert new_cell.strip() == RESTYLED[row.status, word]
+        assert new_cell.strip() == f"{row.quote}{RESTYLED[row.status, word]}{row.quote}"  # quotes kept
         lead = len(old_cell) - len(old_cell.lstrip())
-        assert new_cell[:lead] == old_cell[:lead] and new_cell[lead] != " "
+        assert new_cell[:lead] == old_cell[:lead] and not new_cell[lead].isspace()
         trail = len(old_cell) - len(old_cell.rstrip())
         grows = len(word) > len(row.status)
-        if grows:
+        if "\t" in old_cell[len(old_cell) - trail :]:
+            assert new_cell[len(new_cell) - trail :] == old_cell[len(old_cell) - trail :]  # tabs kept as written
+        elif grows:
             assert len(new_cell) == len(old_cell) + (0 if trail >= 2 else 1)
         else:
             assert len(new_cell) == len(old_cell) - (0 if trail >= 1 else 1)
