@@ -4,10 +4,13 @@ Every recorded row's cassette holds the exact request it was generated from, so 
 is on disk: the row's first recorded request is compared with the request built from the plan
 today. A row is
 
-- ``fresh``: an output, and its recording's first request equals the request of today;
+- ``fresh``: an output, and its recording's first request equals the request of today (or a
+  later generation's does, and the output is that generation's reply);
 - ``stale``: an output, and the requests differ; the reasons name what changed (the format
   reference, the content rules, the title, the model, max_tokens, the plugin's prompt template,
-  the output path);
+  the output path). Also an output kept over a regeneration whose draft failed its checks:
+  today's request is recorded, but the output is an older generation's reply, or none while
+  the new draft waits in ``.batchgen-drafts/`` (see :func:`_latest_generation`);
 - ``unrecorded``: an output with no (readable) recording: hand-written, or validated only;
 - ``missing``: no output.
 
@@ -38,13 +41,25 @@ from .cassettes import KEY_PREFIX, CassetteLoader, CorruptCassette, read_cassett
 from .client import Usage
 from .plan import Plan, Row
 from .pricing import PlanPrices, PriceTable
-from .prompts import Prompt, build_prompt, render_system, render_user, shared_prefix
+from .prompts import Prompt, build_prompt, normalise_output, render_system, render_user, shared_prefix
 
 FRESH, STALE, UNRECORDED, MISSING = "fresh", "stale", "unrecorded", "missing"
 STATES = (FRESH, STALE, UNRECORDED, MISSING)
 
 #: what a stale row's reasons may name, in this order
-REASONS = ("format reference", "content rules", "title", "model", "max_tokens", "output path", "prompt template")
+REASONS = (
+    "format reference",
+    "content rules",
+    "title",
+    "model",
+    "max_tokens",
+    "output path",
+    "prompt template",
+    "output",
+)
+
+#: the reason of an output that is none of the replies recorded for today's request
+NOT_THE_REPLY = "output"
 
 #: the estimate's rule of thumb: a token is about four characters of English prose or Markdown
 CHARS_PER_TOKEN = 4
@@ -60,6 +75,9 @@ class Recording:
     #: the requests that open a generation (one message: a repair carries the conversation), in
     #: order: record mode new_episodes appends a row's later generations after its first
     openers: tuple[Mapping[str, Any], ...] = ()
+    #: each opener's drafts: the texts its replies (repairs included) wrote, as outputs are
+    #: written (``prompts.normalise_output``); a refusal wrote none
+    drafts: tuple[frozenset[str], ...] = ()
 
     @property
     def prompt_chars(self) -> int:
@@ -102,11 +120,16 @@ def read_recording(path: Path) -> Recording | None:
         first = json.loads(interactions[0].body or b"")
         calls = []
         openers = []
+        drafts: list[set[str]] = []
         for interaction in interactions:
             request = json.loads(interaction.body or b"")
             if isinstance(request, dict) and len(request.get("messages") or ()) == 1:
                 openers.append(request)
-            u = json.loads(interaction.response["body"]["string"]).get("usage") or {}
+                drafts.append(set())
+            reply = json.loads(interaction.response["body"]["string"])
+            if drafts and reply.get("stop_reason") != "refusal":
+                drafts[-1].add(_reply_text(reply))
+            u = reply.get("usage") or {}
             calls.append(
                 (
                     str(request.get("model", "")),
@@ -125,21 +148,29 @@ def read_recording(path: Path) -> Recording | None:
     total = Usage()
     for _, u in calls:
         total = total + u
-    return Recording(first=first, usage=total, calls=tuple(calls), openers=tuple(openers))
+    return Recording(
+        first=first, usage=total, calls=tuple(calls), openers=tuple(openers), drafts=tuple(frozenset(d) for d in drafts)
+    )
 
 
-def _first_body_event(raw: bytes) -> str | None:
-    """The first request's body read from the YAML events, stopping there (the rest of the file,
-    the replies, is not parsed); None when the file is not laid out as vcrpy writes it."""
+_REQUEST_BODY = ["interactions", 0, "request", "body"]
+_REPLY_BODY = ["interactions", 0, "response", "body", "string"]
+
+
+def _first_bodies(raw: bytes) -> tuple[str | None, str | None]:
+    """The first request's body and its reply's body read from the YAML events, stopping at the
+    reply (vcrpy writes ``request`` before ``response``; the later interactions are not
+    parsed); None for what is not laid out as vcrpy writes it."""
     import base64
 
     loader = CassetteLoader(raw)
     stack: list[list[Any]] = []  # [kind, current key or index, expecting a key]
+    request: str | None = None
     try:
         while True:
             event = loader.get_event()
             if event is None or isinstance(event, yaml.StreamEndEvent):
-                return None
+                return request, None
             if isinstance(event, (yaml.StreamStartEvent, yaml.DocumentStartEvent)):
                 continue
             if isinstance(event, yaml.MappingStartEvent):
@@ -149,18 +180,25 @@ def _first_body_event(raw: bytes) -> str | None:
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 stack.pop()
                 _advance(stack)
+                if len(stack) == 2 and stack[1][1] != 0:  # past the first interaction
+                    return request, None
             elif isinstance(event, yaml.ScalarEvent):
                 top = stack[-1] if stack else None
                 if top is not None and top[0] == "map" and top[2]:
                     top[1], top[2] = event.value, False
                     continue
-                if [level[1] for level in stack] == ["interactions", 0, "request", "body"]:
+                where = [level[1] for level in stack]
+                if where in (_REQUEST_BODY, _REPLY_BODY):
                     if event.tag and event.tag.endswith(":binary"):
-                        return base64.b64decode(event.value).decode("utf-8")
-                    return str(event.value)
+                        value = base64.b64decode(event.value).decode("utf-8")
+                    else:
+                        value = str(event.value)
+                    if where == _REPLY_BODY:
+                        return request, value
+                    request = value
                 _advance(stack)
             else:  # aliases, documents after the first: not vcrpy's layout
-                return None
+                return request, None
     finally:
         loader.dispose()
 
@@ -174,8 +212,10 @@ def _advance(stack: list[list[Any]]) -> None:
             top[1] += 1
 
 
-def read_first_request(path: Path) -> dict[str, Any] | None:
-    """The first recorded request's JSON body, fast: only the YAML up to it is parsed.
+def read_first_interaction(path: Path) -> tuple[dict[str, Any], str | None] | None:
+    """The first recorded request's JSON body and the draft its reply wrote (as
+    :attr:`Recording.drafts` has it; None for a refusal or a reply not read), fast: only the
+    YAML up to that reply is parsed.
 
     None when there is no recording; :class:`UnreadableRecording` when the file cannot be used
     (anything unusual is read in full by :func:`read_recording`, which says why)."""
@@ -183,14 +223,39 @@ def read_first_request(path: Path) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        body = _first_body_event(raw)
+        body, reply = _first_bodies(raw)
         first = json.loads(body) if body is not None else None
     except (yaml.YAMLError, UnicodeDecodeError, ValueError, IndexError, TypeError):
-        first = None
+        first = reply = None
     if isinstance(first, dict):
-        return first
+        return first, _draft_of(reply)
     recording = read_recording(path)
-    return dict(recording.first) if recording is not None else None
+    if recording is None:
+        return None
+    return dict(recording.first), None
+
+
+def _draft_of(reply: str | None) -> str | None:
+    """What a recorded reply's body wrote to disk, as :func:`read_recording` keeps it."""
+    try:
+        body = json.loads(reply) if reply is not None else None
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("stop_reason") == "refusal":
+        return None
+    return _reply_text(body)
+
+
+def _reply_text(body: Mapping[str, Any]) -> str:
+    content = body.get("content") or ()
+    text = "".join(b.get("text") or "" for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return normalise_output(text).replace("\r\n", "\n")
+
+
+def read_first_request(path: Path) -> dict[str, Any] | None:
+    """The first recorded request's JSON body (:func:`read_first_interaction`)."""
+    found = read_first_interaction(path)
+    return found[0] if found is not None else None
 
 
 # -- what changed -----------------------------------------------------------------------------
@@ -294,45 +359,89 @@ class Freshness:
 
 def assess(plan: Plan, row: Row, prompt: Prompt) -> Freshness:
     """The row's freshness against ``prompt`` (the request the plan would send now)."""
-    has_output = plan.output_path(row).exists()
+    output = plan.output_path(row)
+    has_output = output.exists()
     cassette = plan.cassette_path(row)
     try:
-        first = read_first_request(cassette)
+        found = read_first_interaction(cassette)
     except UnreadableRecording as exc:
         note = f"the recording {plan.rel(cassette)} {exc}"
         return Freshness(UNRECORDED if has_output else MISSING, recording="unreadable", note=note)
-    if first is None:
+    if found is None:
         return Freshness(UNRECORDED if has_output else MISSING)
+    first, first_draft = found
     params = prompt.params()
     reasons = changes(first, params)
-    if reasons:  # the recording opens with an older request: a later generation may follow it
-        reasons = _latest_generation(cassette, params, reasons)
-    return _against_recording(has_output, cassette, reasons)
+    note = ""
+    # The whole file is read only when the recording opens with an older request (a later
+    # generation may follow it), or with today's but the output is not its first reply (a
+    # repaired draft, an edit by hand, or a regeneration whose draft failed and left the old output).
+    if reasons or (has_output and (first_draft is None or _output_text(output) != first_draft)):
+        draft = plan.draft_path(row)
+        reasons, note = _latest_generation(cassette, params, reasons, output if has_output else None, draft)
+        if reasons == (NOT_THE_REPLY,):
+            note = f"the draft of today's prompt failed its checks and waits in {plan.rel(draft)}"
+    return _against_recording(has_output, cassette, reasons, note)
 
 
-def _latest_generation(cassette: Path, params: Mapping[str, Any], reasons: tuple[str, ...]) -> tuple[str, ...]:
-    """What differs from today's request in the row's latest generation. Record mode
-    ``new_episodes`` (the default) appends a row generated again after its old recording, and
-    that output was made by the latest; one whose request is today's makes the row fresh. Only
-    a row whose first request differs pays for reading the whole file."""
+#: why a row whose recording holds today's request is stale all the same
+KEPT_NOTE = "a generation of today's prompt was recorded, but its draft did not replace this output"
+
+
+def _latest_generation(
+    cassette: Path, params: Mapping[str, Any], reasons: tuple[str, ...], output: Path | None, draft: Path | None = None
+) -> tuple[tuple[str, ...], str]:
+    """What differs from today's request in the generation that made ``output``, and a note.
+
+    Record mode ``new_episodes`` (the default) appends a row generated again after its old
+    recording, so a generation whose request is today's may follow older ones. A regenerated
+    draft that fails its checks never replaces a passing output (it waits in ``draft``, under
+    ``.batchgen-drafts/``), yet its request is recorded: calling the old output fresh let a
+    format change pass over an output of the old format. So a generation of today's request
+    makes the row fresh unless the output is the draft of an older generation (then that
+    one's reasons), or is none of the recorded drafts while a new draft waits beside it
+    (:data:`NOT_THE_REPLY`). An output that is no recorded draft and has none waiting was
+    edited by hand: an edit never makes a row stale. ``output`` None (no output yet): the
+    latest generation's reasons."""
     try:
         recording = read_recording(cassette)
     except UnreadableRecording:
-        return reasons
-    for request in recording.openers if recording is not None else ():
-        reasons = changes(request, params)
-        if not reasons:
-            break
-    return reasons
+        return reasons, ""
+    if recording is None or not recording.openers:
+        return reasons, ""
+    found = [changes(request, params) for request in recording.openers]
+    today = [i for i, r in enumerate(found) if not r]
+    if not today:
+        return found[-1], ""
+    if output is None:
+        return (), ""
+    text = _output_text(output)
+    if text is None or any(text in recording.drafts[i] for i in today):
+        return (), ""  # (an output that cannot be read is the checks' to fail, not freshness's)
+    made_it = [r for r, drafts in zip(found, recording.drafts, strict=True) if r and text in drafts]
+    if made_it:
+        return made_it[-1], KEPT_NOTE
+    if draft is not None and draft.exists():
+        return (NOT_THE_REPLY,), ""
+    return (), ""
 
 
-def _against_recording(has_output: bool, cassette: Path, reasons: tuple[str, ...]) -> Freshness:
+def _output_text(output: Path) -> str | None:
+    """The output as the drafts of :class:`Recording` are kept: line endings as written (a
+    checkout that turned them into ``\r\n`` changed no text)."""
+    try:
+        return output.read_bytes().decode("utf-8", "surrogateescape").replace("\r\n", "\n")
+    except OSError:
+        return None
+
+
+def _against_recording(has_output: bool, cassette: Path, reasons: tuple[str, ...], note: str = "") -> Freshness:
     """The freshness of a row with a readable recording, whose first request differs from
     today's in ``reasons`` (none: it matches)."""
     kind = "differs" if reasons else "matches"
     if not has_output:
         return Freshness(MISSING, reasons, kind, cassette)
-    return Freshness(STALE if reasons else FRESH, reasons, kind, cassette)
+    return Freshness(STALE if reasons else FRESH, reasons, kind, cassette, note)
 
 
 class FreshnessBook:

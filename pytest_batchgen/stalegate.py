@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from _pytest._code.code import TerminalRepr
 
-from .freshness import MISSING, Freshness, book_of, regenerate_command
+from .freshness import MISSING, NOT_THE_REPLY, Freshness, book_of, regenerate_command
 from .nodes import RowItem, _state
 
 
@@ -31,10 +31,14 @@ class StaleOutput(Exception):
 
 
 def stale_message(plan_rel: str, freshness: Freshness, has_key: bool = True) -> str:
-    return (
-        f"stale: the {', the '.join(freshness.reasons)} changed since it was generated. "
-        f"Regenerate it: {regenerate_command([plan_rel], has_key)}"
-    )
+    changed = [r for r in freshness.reasons if r != NOT_THE_REPLY]
+    if changed:
+        why = f"the {', the '.join(changed)} changed since it was generated"
+    else:
+        why = "the output is not a reply recorded for today's prompt"
+    if freshness.note:
+        why += f" ({freshness.note})"
+    return f"stale: {why}. Regenerate it: {regenerate_command([plan_rel], has_key)}"
 
 
 class FreshItem(RowItem):

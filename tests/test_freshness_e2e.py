@@ -13,7 +13,7 @@ import json
 import re
 
 import pytest
-import yaml  # noqa: F401  (in-process generations: see tests/test_init.py)
+import yaml  # (also: in-process generations, see tests/test_init.py)
 from fakeapi import FakeAnthropic, Reply
 from genhelpers import (
     REFERENCE_MARKER,
@@ -226,6 +226,80 @@ def test_a_regenerated_row_that_now_fails_is_a_regression(stale_project: Project
     assert ":x: 1 regression(s)" in project.read("summary.md")
 
 
+def test_an_output_kept_over_a_failed_regeneration_stays_stale(stale_project: Project, fake: FakeAnthropic):
+    # the stale recording is replaced by today's generation, whose draft failed its checks and
+    # waits in .batchgen-drafts/: the output is still the old format's. Before, the row was
+    # fresh (its recording opens with today's request) and the gate passed it.
+    project = stale_project
+    old_beta = project.output("beta.md")
+    change_reference(project)
+    router(fake).set("beta.md", Reply.ok(bad_value("Beta")))
+    project.run("--batch-regenerate-stale", "--batch-concurrency", "1")
+    assert project.output("beta.md") == old_beta
+    assert len(project.cassette_bodies("beta.md")) == 2  # today's request and its repair
+
+    gate = project.run("--batch-fail-stale", "--batch-readonly")
+
+    assert gate.outcomes()["beta.md::fresh"] == "failed"
+    assert (
+        "stale: the output is not a reply recorded for today's prompt (the draft of today's prompt "
+        "failed its checks and waits in output/.batchgen-drafts/beta.md)"
+    ) in gate.failure("beta.md::fresh")
+    assert gate.outcomes()["alpha.md::fresh"] == "passed"  # regenerated, and its draft replaced it
+    gate.stdout.fnmatch_lines(["*freshness: 2 fresh, 1 stale*"])
+
+
+def test_an_output_kept_over_a_failed_regeneration_appended_after_it_is_stale(stale_project: Project):
+    # record mode new_episodes appends a generation of today's request after the old one; its
+    # draft failed, so the output is still the old one's reply, which names what changed
+    from pytest_batchgen.plan import load_plan
+    from pytest_batchgen.prompts import build_prompt
+    from pytest_batchgen.settings import DEFAULT_MAX_TOKENS
+
+    project = stale_project
+    old = project.interactions("beta.md")
+    change_reference(project)
+    plan = load_plan(project.path / "plan.md", project.path)
+    params = build_prompt(plan, next(r for r in plan.rows if r.filename == "beta.md"), DEFAULT_MAX_TOKENS).params()
+    reply = json.loads(old[0]["response"]["body"]["string"])
+    reply["content"] = [{"type": "text", "text": bad_value("Beta")}]
+    today = {
+        "request": {**old[0]["request"], "body": json.dumps(params, separators=(",", ":"))},
+        "response": {**old[0]["response"], "body": {"string": json.dumps(reply)}},
+    }
+    project.cassette("beta.md").write_text(yaml.safe_dump({"interactions": [*old, today], "version": 1}))
+
+    gate = project.run("--batch-fail-stale", "--batch-readonly", "plan.md::beta.md")
+
+    assert (
+        "stale: the format reference changed since it was generated (a generation of today's prompt "
+        "was recorded, but its draft did not replace this output)"
+    ) in gate.failure("beta.md::fresh")
+    # and once the output is that generation's reply, the row is fresh
+    project.write("output/beta.md", bad_value("Beta"))
+    assert project.run("--batch-fail-stale", "--batch-readonly", "plan.md::beta.md").outcomes()["beta.md::fresh"] == "passed"
+
+
+def test_an_output_kept_over_a_failed_re_recording_is_stale(stale_project: Project, fake: FakeAnthropic):
+    # record mode all replaces the recording with the failed generation's: it opens with
+    # today's request, and the output is none of its replies (the draft waits beside it)
+    project = stale_project
+    old_beta = project.output("beta.md")
+    change_reference(project)
+    router(fake).set("beta.md", Reply.ok(bad_value("Beta")))
+    project.run("--batch-record-mode", "all", "plan.md::beta.md")
+    assert project.output("beta.md") == old_beta
+    assert (project.path / "output" / ".batchgen-drafts" / "beta.md").exists()
+
+    gate = project.run("--batch-fail-stale", "--batch-readonly")
+
+    assert gate.outcomes()["beta.md::fresh"] == "failed"
+    assert (
+        "stale: the output is not a reply recorded for today's prompt (the draft of today's prompt "
+        "failed its checks and waits in output/.batchgen-drafts/beta.md)"
+    ) in gate.failure("beta.md::fresh")
+
+
 def test_a_stale_row_whose_regeneration_wrote_nothing_is_not_a_regression(stale_project: Project, fake: FakeAnthropic):
     # the API failed (or a replay missed): no new draft, the passing output is as it was
     project = stale_project
@@ -377,13 +451,13 @@ def test_a_replayed_row_is_judged_without_reading_its_recording_again(
     cassette.write_text(yaml.safe_dump(data))
     project.reset(ROWS)
     read: list[str] = []
-    real = freshness.read_first_request
+    real = freshness.read_first_interaction
 
-    def read_first_request(path):
+    def read_first_interaction(path):
         read.append(path.name)
         return real(path)
 
-    monkeypatch.setattr(freshness, "read_first_request", read_first_request)
+    monkeypatch.setattr(freshness, "read_first_interaction", read_first_interaction)
 
     # (a step summary: the JSON report then carries each row's freshness)
     result = project.run("--batch-record-mode", "none", "--batch-report", "report.json", "--batch-summary", "summary.md")
