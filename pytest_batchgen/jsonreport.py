@@ -35,4 +35,4 @@ class JsonReportPlugin:
         reports = self.tally.row_reports()
         document = json_report(reports, self.state.prices, meta=meta, budget_note=self.state.budget_note, judged=judged)
         annotate_json(document, self.state, reports)  # each row's freshness; baselines
-        write_json(self.path, document)
+        write_json(self.path, document, settings.secrets)

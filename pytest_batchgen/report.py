@@ -21,6 +21,7 @@ from .outcomes import Outcome, Verdict
 from .plan import Row
 from .pricing import PRICES_SOURCE, PlanPrices
 from .results import ItemFailure, RowTally
+from .settings import redact
 
 if TYPE_CHECKING:  # dispatch imports asyncio: not on the validate-only path
     from .dispatch import Attempt, RowResult
@@ -343,8 +344,10 @@ def json_report(
     }
 
 
-def write_json(path: Path, document: Mapping[str, Any]) -> None:
-    atomic_write(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
+def write_json(path: Path, document: Mapping[str, Any], secrets: tuple[str, ...] = ()) -> None:
+    """Write the report, without the credentials ``secrets`` anywhere in it (a generation's
+    failed checks and errors come from the dispatcher, not the tally)."""
+    atomic_write(path, redact(json.dumps(document, indent=2, sort_keys=False) + "\n", secrets))
 
 
 def _escape_data(text: str) -> str:

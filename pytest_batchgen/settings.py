@@ -297,6 +297,21 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
+#: shorter values are not credentials: replacing them would garble every message that holds them
+MIN_SECRET = 8
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` without the credential values ``secrets`` (:attr:`Settings.secrets`).
+
+    A check of yours, a custom test or a linter may put anything in its failure message (the
+    environment it ran in, say), and that message goes into the plan's notes, the JSON report,
+    the step summary and the CI annotations: none of them may hold the key."""
+    for secret in secrets:
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every option and ini value of the run, validated; built once in ``pytest_configure``."""
@@ -351,6 +366,13 @@ class Settings:
         """Whether this run sends requests at all: not validate-only (or read-only), not a dry
         run, not ``--collect-only`` (whose items are those of the run it lists)."""
         return not (self.validate_only or self.dry_run or self.collect_only)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The credential values no file the plugin writes may hold (see :func:`redact`): the
+        key and ``ANTHROPIC_AUTH_TOKEN`` (read now), longest first."""
+        found = {v for v in (self.api_key, os.environ.get("ANTHROPIC_AUTH_TOKEN")) if v and len(v) >= MIN_SECRET}
+        return tuple(sorted(found, key=len, reverse=True))
 
     @property
     def generates_here(self) -> bool:

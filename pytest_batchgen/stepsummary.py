@@ -23,6 +23,7 @@ from .freshness import STATES, Freshness
 from .fsutil import atomic_write
 from .pricing import PlanPrices
 from .report import RowReport, totals
+from .settings import redact
 from .state import BatchState
 from .tally import TallyPlugin
 
@@ -163,7 +164,7 @@ class RunSummaryPlugin:
         fresh = {
             (r.plan, r.row.filename): fresh_by_key[runs[r.plan].row_id(r.row).key] for r in reports if r.plan in runs
         }
-        text = markdown(reports, fresh, changed, state.prices)
+        text = redact(markdown(reports, fresh, changed, state.prices), settings.secrets)  # (the diffs, errors)
         for path, append in targets:
             if append:
                 with path.open("a", encoding="utf-8") as fh:

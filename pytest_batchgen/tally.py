@@ -8,6 +8,7 @@ is the one process that records into the plan.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator
 from pathlib import Path
 from typing import TypedDict
@@ -21,7 +22,7 @@ from .report import RowReport, build_rows
 from .results import ItemFailure, RowTally, plan_updates
 from .rowid import RowId
 from .run import PlanRun
-from .settings import Role
+from .settings import Role, redact
 from .state import BatchState
 
 
@@ -130,7 +131,7 @@ class TallyPlugin:
         tally.partial = tally.partial or info["partial"]
         if report.failed:
             failure = info.get("failure") or {"check": "?", "message": "failed"}
-            tally.failures.append(ItemFailure(**failure))
+            tally.failures.append(_scrubbed(ItemFailure(**failure), self.state.settings.secrets))
         elif report.skipped and report.when in ("setup", "call"):
             tally.skipped += 1
         elif report.passed and report.when == "call":
@@ -193,6 +194,16 @@ class TallyPlugin:
         if report.failed:
             info["failure"] = _failure(item, call, report, run, row)
         return info
+
+
+def _scrubbed(failure: ItemFailure, secrets: tuple[str, ...]) -> ItemFailure:
+    """A failure without the credentials in its text: every failure, from this process or an
+    xdist worker, enters the tally here, and the plan's notes, the JSON report, the step summary
+    and the CI annotations are made from the tally."""
+    if not secrets:
+        return failure
+    detail = redact(failure.detail, secrets) if failure.detail else failure.detail
+    return dataclasses.replace(failure, message=redact(failure.message, secrets), detail=detail)
 
 
 def _failure(

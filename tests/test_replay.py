@@ -113,6 +113,46 @@ def test_the_key_reaches_no_file(project, fake):
         assert "authorization" not in text and "x-api-key" not in text
 
 
+KEY_IN_A_FORM = """\
+import os
+from pytest_batchgen import ChecklistForm
+def pytest_batchgen_checklist_forms():
+    def env_check(ctx):  # a check that reports the environment it ran in
+        return "env: ANTHROPIC_API_KEY=" + os.environ.get("ANTHROPIC_API_KEY", "")
+    return [ChecklistForm(name="env", pattern=r"env check", check=env_check)]
+"""
+
+KEY_IN_A_TEST = """\
+import os
+def test_env(batch_output):
+    assert not batch_output.text, "env: " + os.environ["ANTHROPIC_API_KEY"]
+"""
+
+
+def test_a_failure_message_holding_the_key_reaches_no_file(project, fake, monkeypatch):
+    # a check of yours (or a custom test) may say anything: its message goes into the plan's
+    # notes, the JSON report, the step summary and the CI annotations, but the key may not
+    project.write_rows(rows_for("quorum"), ini_extra="batchgen_checks = checks/test_env.py\n")
+    project.write("conftest.py", KEY_IN_A_FORM)
+    project.write("checks/test_env.py", KEY_IN_A_TEST)
+    project.edit("plan.md", "## Phase 1", "5. Env check\n\n## Phase 1")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(project.path / "step.md"))
+
+    result = project.run("--batch-report", "report.json", "--batch-summary", "summary.md")
+
+    outcomes = result.outcomes()
+    assert outcomes["quorum.md::env"] == "failed" and outcomes["test_env[quorum.md]"] == "failed"
+    files = project.snapshot()
+    assert {"report.json", "summary.md", "step.md"} <= set(files)
+    assert [name for name, data in files.items() if API_KEY.encode() in data] == []
+    note = project.notes()["quorum.md"]
+    assert "env: ANTHROPIC_API_KEY=<redacted>" in note and "AssertionError: env: <redacted>" in note
+    annotations = [line for line in result.stdout.lines if line.startswith("::error")]
+    assert any("<redacted>" in line for line in annotations)
+    assert not any(API_KEY in line for line in annotations)
+
+
 def test_a_cassette_records_what_the_request_said_not_which_machine_sent_it(project, fake):
     # the SDK sends ~17 headers; those describing the client (user agent, x-stainless-* with the
     # OS, architecture and versions, host and port, transport details) would make every
