@@ -591,6 +591,8 @@ class ReplayClient:
 
     #: what a replayed request is matched against (vcrpy matches the path, not the host)
     URL = "https://api.anthropic.com/v1/messages"
+    #: it never sends a request: nothing it does is held to ``--batch-max-cost`` (a replay is free)
+    sends = False
 
     def __init__(self, recordings: Recordings, has_key: bool) -> None:
         if recordings.mode != "none":

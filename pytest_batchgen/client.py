@@ -298,17 +298,27 @@ class ModelClient:
         """How to generate a row again whose replayed attempts ended in failure."""
         return "" if self.recorder is None else self.recorder.retry_hint(key)
 
+    def replay(self, key: str, params: dict[str, Any]) -> Completion | None:
+        """The recorded reply to ``params`` (the replay fast path: no SDK), or None when the call
+        would go out live. A replay costs nothing, so ``--batch-max-cost`` never stops one: the
+        dispatcher and the judge ask here before they apply the cap."""
+        if self.recorder is None:
+            return None
+        url = str(self._client.base_url).rstrip("/") + "/v1/messages"  # the path the SDK posts to
+        played = self.recorder.replay_directly(key, url, params)
+        if played is None:
+            return None
+        return completion_from_body(played.body, replayed=True, opens_recording=played.opens_recording)
+
     async def complete(
         self, key: str, params: dict[str, Any], unusable: Callable[[Completion], bool] | None = None
     ) -> Completion:
         """The reply to ``params``, recorded under ``key``, unless ``unusable(completion)``: a
         reply the caller cannot use (a judge's answer with no verdict) is returned, so that
         what it cost is counted, and not recorded, so that no later run replays it for ever."""
-        if self.recorder is not None:  # replay fast path: the recorded reply, without the SDK
-            url = str(self._client.base_url).rstrip("/") + "/v1/messages"  # the path the SDK posts to
-            played = self.recorder.replay_directly(key, url, params)
-            if played is not None:
-                return completion_from_body(played.body, replayed=True, opens_recording=played.opens_recording)
+        replayed = self.replay(key, params)
+        if replayed is not None:
+            return replayed
         info = CallInfo(key)
         token = current_call.set(info)
         try:

@@ -406,12 +406,18 @@ class Dispatcher(BackgroundDispatch):
             started = time.monotonic()
             params = prompt.params(history)
             async with sem.slot(params, self._stop.is_set) as slot:
-                self._check_budget()
-                if self._stop.is_set():
-                    return self._not_sent(result)
+                # a recorded reply is replayed whatever the spend: it costs nothing, and only a
+                # request that would go out live is held to --batch-max-cost (or a stop)
+                replay = getattr(client, "replay", None)
+                completion: Completion | None = replay(job.key, params) if replay is not None else None
+                if completion is None and getattr(client, "sends", True):
+                    self._check_budget()
+                    if self._stop.is_set():
+                        return self._not_sent(result)
                 self.in_flight += 1
                 try:
-                    completion: Completion = await client.complete(job.key, params)
+                    if completion is None:
+                        completion = await client.complete(job.key, params)
                     slot.settle(completion.usage, completion.replayed)
                 except ModelCallError as exc:
                     attempt.error = str(exc)
@@ -434,7 +440,8 @@ class Dispatcher(BackgroundDispatch):
             attempt.would_cost = self._cost(run.plan.path, prompt.model, completion.usage)
             attempt.cost = 0.0 if completion.replayed else attempt.would_cost
             self.spent += attempt.cost
-            self._check_budget()  # at once: a request waiting for its retry is not sent either
+            if not completion.replayed:  # (a replay spent nothing: it cannot have reached the cap)
+                self._check_budget()  # at once: a request waiting for its retry is not sent either
             u = completion.usage
             self.tokens += u.input_tokens + u.output_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens
             text = normalise_output(completion.text)

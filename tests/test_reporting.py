@@ -696,6 +696,31 @@ def test_a_zero_budget_sends_nothing(project, fake):
     assert any(line.startswith("stopped dispatching: the estimated spend ($0.0000)") for line in summary(result))
 
 
+def test_a_zero_budget_still_replays_what_is_recorded(project, fake, monkeypatch):
+    # a replayed reply costs nothing: the cap holds back live requests only, here the new row's
+    # (before, every row was skipped: "the estimated spend ($0.0000) reached --batch-max-cost $0")
+    rows = rows_for("one", "two")
+    project.write_rows(rows)
+    router(fake).set("two.md", Reply.ok(bad_value("Two")), Reply.ok(draft("Two")))  # a repair, recorded too
+    assert project.run().ret == 0
+    project.reset(rows + rows_for("three"))
+    fake.requests.clear()
+
+    result = project.run("--batch-max-cost", "0", "--batch-report", "report.json")
+
+    assert fake.messages_requests() == []
+    assert project.statuses() == {"one.md": "complete", "two.md": "complete", "three.md": "pending"}
+    assert result.outcomes()["two.md::generate"] == "passed"
+    assert "max-cost" in result.skip_reasons()["three.md::generate"]
+    assert load_report(project)["totals"]["skipped_by_budget"] == 1
+    # and in a run that may only replay, the same
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    project.reset(rows)
+    replay = project.run("--batch-max-cost", "0")
+    assert project.statuses() == {"one.md": "complete", "two.md": "complete"}
+    assert not any(line.startswith("stopped dispatching") for line in summary(replay))
+
+
 def test_a_negative_budget_is_a_usage_error(project, fake):
     project.write_rows(rows_for("one"))
     result = project.run("--batch-max-cost", "-1")
