@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -839,3 +839,24 @@ def _check_filename(
     if target == output_dir:
         raise PlanError(f"filename {filename!r} names the output directory itself", plan_path, line)
     return target
+
+
+def check_shared_outputs(plans: Sequence[Plan]) -> None:
+    """Two plans of one run whose rows write the same output file: each plan checks its own
+    rows for a duplicate filename, so across plans the second row's output overwrote the
+    first's, and both rows became complete over one plan's content. A :class:`PlanError` at
+    the second row, naming the first."""
+    seen: dict[Path, tuple[Plan, Row]] = {}
+    for plan in plans:
+        for row in plan.rows:
+            target = plan.output_path(row).resolve()
+            first = seen.setdefault(target, (plan, row))
+            if first[0] is not plan:
+                other, other_row = first
+                raise PlanError(
+                    f"{row.filename!r} writes {plan.rel(target)}, which row {other_row.filename!r} of "
+                    f"{other.rel(other.path)} (line {other_row.line}) writes too; each output has one row "
+                    "in one plan",
+                    plan.path,
+                    row.line,
+                )

@@ -119,7 +119,7 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
     from .checklist import collect_forms, compile_checklist
     from .document import DocumentCache
     from .judge import JudgeService, JudgeSettings
-    from .plan import load_plan
+    from .plan import check_shared_outputs, load_plan
     from .pricing import Prices
     from .run import PlanRun
 
@@ -134,6 +134,7 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
         rules = compile_checklist(plan, forms, {"linter_timeout": settings.linter_timeout, "judge": judge})
         rows = _select(plan, settings.phases)
         runs.append(PlanRun(plan=plan, rules=rules, rows=rows, docs=docs, readonly=settings.readonly))
+    check_shared_outputs([run.plan for run in runs])
     # one table per plan: a plan's ## Prices price its own rows, not the other plans' (see Prices)
     prices = Prices.of_plans(settings.prices, (run.plan for run in runs))
     judge.prices = prices

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from genhelpers import rows_for, rows_plan_text
 from harness import Project
 from planfactory import HEAD, PHASE_1, PHASE_2, line_of, plan_text
 
@@ -142,6 +143,24 @@ def test_the_valid_plan_the_cases_start_from_passes(project: Project):
     result = project.run("--batch-validate-only", "--batch-phase", "2")
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(skipped=1)
+
+
+def test_two_plans_whose_rows_write_one_output_is_a_plan_error(project: Project):
+    # each plan checked its own rows for a duplicate filename; across the plans of one run the
+    # second row overwrote the first's output, and both rows became complete over one content
+    project.write_rows(rows_for("quorum"))
+    project.write("sensing.md", rows_plan_text(rows_for("beta", "quorum")))
+    before = project.snapshot()
+
+    result = project.pytest("--batch-plan", "plan.md", "--batch-plan", "sensing.md", "--batch-validate-only")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    line = line_of(project.read("sensing.md"), "| quorum.md |")
+    result.stderr.fnmatch_lines([
+        f"ERROR: sensing.md:{line}: 'quorum.md' writes output/quorum.md, which row 'quorum.md' of plan.md "
+        "(line *) writes too; each output has one row in one plan"
+    ])
+    assert project.snapshot() == before
 
 
 def test_a_conftest_form_whose_builder_raises_is_a_usage_error_not_an_internalerror(project: Project):
