@@ -277,7 +277,8 @@ def summary_lines(state: BatchState, reports: Sequence[RowReport]) -> list[str]:
     if len(stale) > MAX_NAMED:
         lines.append(f"  ... and {len(stale) - MAX_NAMED} more stale rows")
     if stale and not state.settings.regenerate_stale:
-        command = regenerate_command(dict.fromkeys(r.plan for r, _ in stale), state.settings.credential is not None)
+        plans = dict.fromkeys(runs[r.plan].plan.path for r, _ in stale)
+        command = regenerate_command(plans, state.settings.credential is not None)
         lines.append(f"  to regenerate them: {command}")
     for c in changes(state, reports).values():
         kept = ", previous output kept" if c.after["kept_previous"] else ""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from .client import Usage
 from .plan import Plan, Row
 from .pricing import PlanPrices, PriceTable
 from .prompts import Prompt, build_prompt, normalise_output, render_system, render_user, shared_prefix
+from .rowid import plan_option
 
 FRESH, STALE, UNRECORDED, MISSING = "fresh", "stale", "unrecorded", "missing"
 STATES = (FRESH, STALE, UNRECORDED, MISSING)
@@ -602,11 +602,11 @@ def book_of(state: Any) -> FreshnessBook:
     return book
 
 
-def regenerate_command(plans: Iterable[str], has_key: bool) -> str:
-    """The command that regenerates the stale rows of ``plans`` (paths as shown): it calls the
-    model, so a run without a credential prints the key's placeholder in front."""
+def regenerate_command(plans: Iterable[Path], has_key: bool) -> str:
+    """The command that regenerates the stale rows of ``plans``: it calls the model, so a run
+    without a credential prints the key's placeholder in front."""
     key = "" if has_key else KEY_PREFIX
-    return f"{key}pytest " + " ".join(f"--batch-plan {shlex.quote(p)}" for p in plans) + " --batch-regenerate-stale"
+    return f"{key}pytest " + " ".join(plan_option(p) for p in plans) + " --batch-regenerate-stale"
 
 
 def regenerates(state: Any, plan: Plan, row: Row) -> bool:

@@ -19,7 +19,7 @@ import pytest
 
 from .plan import Row
 from .pricing import PlanPrices
-from .rowid import shell_word
+from .rowid import plan_option
 from .run import PlanRun
 from .settings import Settings
 
@@ -77,8 +77,8 @@ class PerRow(Mapping[str, T]):
 
 def rerecord_hint(run: PlanRun, row: Row) -> str:
     """The command that re-records one row (printed by replay misses)."""
-    plan = shlex.quote(run.plan.rel(run.plan.path))
-    return f"pytest --batch-plan {plan} --batch-record-mode all {shell_word(run.row_id(row).node_id(run.plan.rootdir))}"
+    row_id = run.row_id(row)
+    return f"pytest {plan_option(row_id.plan)} --batch-record-mode all {row_id.command_node()}"
 
 
 def resume_command(settings: Settings) -> str:

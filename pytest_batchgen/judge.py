@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,7 +46,7 @@ from .checklist import (
 )
 from .client import Usage
 from .plan import Plan, Row
-from .rowid import RowId, shell_word
+from .rowid import RowId, plan_option
 
 if TYPE_CHECKING:
     from .client import Completion
@@ -406,8 +405,8 @@ class JudgeService:
         return key
 
     def record_command(self, plan: Plan, row: Row, rule: str) -> str:
-        node = RowId(plan.path, row.filename).node_id(plan.rootdir)
-        return f"pytest --batch-plan {shlex.quote(plan.rel(plan.path))} {shell_word(f'{node}::{rule}')}"
+        row_id = RowId(plan.path, row.filename)
+        return f"pytest {plan_option(plan.path)} {row_id.command_node(rule)}"
 
     def _complete(self, key: str, params: dict[str, Any]) -> Completion:
         assert self._loop is not None

@@ -495,7 +495,8 @@ def load_plan(
     plan_path = plan_path.resolve()  # one spelling of the path, whatever '..' or links the user wrote
     if not plan_path.is_file():
         raise PlanError(
-            "plan file not found; pass the path of an existing plan to --batch-plan (relative to the rootdir)",
+            "plan file not found; pass the path of an existing plan to --batch-plan "
+            "(relative to the current folder or to the rootdir)",
             plan_path,
         )
     try:

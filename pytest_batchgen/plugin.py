@@ -128,7 +128,7 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
     judge = JudgeService(JudgeSettings.from_settings(settings))
     runs: list[PlanRun] = []
     for raw in settings.plans:
-        plan = load_plan(raw, settings.rootdir, settings.models)
+        plan = load_plan(_plan_arg(raw, settings.invocation_dir), settings.rootdir, settings.models)
         if any(r.plan.path == plan.path for r in runs):
             continue
         rules = compile_checklist(plan, forms, {"linter_timeout": settings.linter_timeout, "judge": judge})
@@ -139,6 +139,13 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
     prices = Prices.of_plans(settings.prices, (run.plan for run in runs))
     judge.prices = prices
     return BatchState(settings=settings, runs=tuple(runs), prices=prices, judge=judge)
+
+
+def _plan_arg(raw: str, invocation_dir: Path) -> str:
+    """``--batch-plan`` as pytest reads a path: from the current folder (a shell's completion, and
+    every command the plugin prints, name it so), else from the rootdir, as it always was."""
+    here = invocation_dir / raw
+    return str(here) if here.is_file() else raw
 
 
 def _start_preload(config: pytest.Config, state: BatchState) -> None:

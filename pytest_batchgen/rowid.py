@@ -7,6 +7,8 @@ The same row appears as a dispatcher result, an item count, a tally, a node id
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,21 @@ def shell_word(text: str) -> str:
     """``text`` as one shell word in single quotes (how the plugin prints a node id in a
     command to run): a quote inside it is closed, escaped and reopened."""
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def command_path(path: Path) -> str:
+    """``path`` as a printed command names it: relative to the current folder, where the user
+    runs what is printed. pytest reads a node id on the command line from there, not from the
+    rootdir, so a command printed rootdir-relative failed when run from a subfolder."""
+    try:
+        return Path(os.path.relpath(path)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
+def plan_option(path: Path) -> str:
+    """``--batch-plan PLAN`` for a printed command (see :func:`command_path`)."""
+    return f"--batch-plan {shlex.quote(command_path(path))}"
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,12 @@ class RowId:
         except ValueError:
             plan = str(self.plan)
         return f"{plan}::{self.filename}"
+
+    def command_node(self, rule: str = "") -> str:
+        """The row's node (or one item's) as a printed command names it: one shell word,
+        relative to the current folder (see :func:`command_path`)."""
+        node = f"{command_path(self.plan)}::{self.filename}" + (f"::{rule}" if rule else "")
+        return shell_word(node)
 
     def matches(self, nodeid: str, rootdir: Path, several_plans: bool) -> bool:
         """Whether the collected ``nodeid`` is one of this row's items.

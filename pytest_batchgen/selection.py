@@ -113,7 +113,7 @@ def not_found(
         if row is None:
             names = [r.filename for r in run.plan.rows]
             close = difflib.get_close_matches(f.row.filename, names, n=1)
-            hint = f" (did you mean {where}::{close[0]}?)" if close else ""
+            hint = f" (did you mean {RowId(run.plan.path, close[0]).command_node()}?)" if close else ""
             problems.append(f"not found: {f.arg}: {where} has no row with Filename {f.row.filename}{hint}")
         elif row not in run.rows:
             problems.append(

@@ -227,6 +227,29 @@ def test_a_changed_prompt_misses_in_none_mode_naming_what_changed(project, fake,
     assert what in project.notes()["quorum.md"]
 
 
+def test_the_printed_rerecord_command_runs_as_printed_from_a_subfolder(project, fake, monkeypatch):
+    # pytest reads a node id on the command line from the current folder: the command printed
+    # from a subfolder named the plan from the rootdir, and run as printed it failed with
+    # "file or directory not found: plan.md::quorum.md"
+    import shlex
+
+    rows = rows_for("quorum")
+    project.write_rows(rows)
+    (project.path / "docs").mkdir()
+    monkeypatch.chdir(project.path / "docs")
+    monkeypatch.delenv("ANTHROPIC_API_KEY")  # no key: this run may not record, and says how to
+
+    missed = project.pytest("--batch-plan", "../plan.md", "--batch-record-mode", "none")
+
+    message = missed.failure("quorum.md::generate")
+    command = message[message.index("pytest --batch-plan"):].splitlines()[0]
+    assert command == "pytest --batch-plan ../plan.md --batch-record-mode all '../plan.md::quorum.md'"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    again = project.pytest(*shlex.split(command)[1:])
+    assert again.ret == 0, again.stdout.str() + again.stderr.str()
+    assert project.statuses() == {"quorum.md": "complete"}
+
+
 def test_a_changed_format_reference_replays_for_no_row(project, fake, monkeypatch):
     rows = rows_for("quorum", "backpressure", "fencing-token")
     project.write_rows(rows)

@@ -297,7 +297,7 @@ def test_a_node_id_in_a_printed_command_is_one_shell_word(text):
     assert shell_word("plan.md::quorum.md") == "'plan.md::quorum.md'"  # as the README shows it
 
 
-def test_the_rerecord_command_survives_a_plan_path_with_a_space_and_a_quote_in_a_filename(tmp_path):
+def test_the_rerecord_command_survives_a_plan_path_with_a_space_and_a_quote_in_a_filename(tmp_path, monkeypatch):
     import shlex
 
     from pytest_batchgen.checklist import compile_checklist
@@ -318,5 +318,6 @@ def test_the_rerecord_command_survives_a_plan_path_with_a_space_and_a_quote_in_a
     )
     plan = load_plan(folder / "p.md", tmp_path)
     run = PlanRun(plan=plan, rules=compile_checklist(plan, BUILTIN_FORMS), rows=plan.rows, docs=DocumentCache())
+    monkeypatch.chdir(tmp_path)  # a printed command names paths from where it is run
     words = shlex.split(rerecord_hint(run, plan.rows[0]))
     assert words == ["pytest", "--batch-plan", "my plans/p.md", "--batch-record-mode", "all", "my plans/p.md::o'neil.md"]

@@ -88,7 +88,7 @@ def test_example_plan_idempotency_passes_and_pending_rows_are_skipped(glossary: 
     [
         (["plans/glossary.md::quorom.md"],
          "ERROR: not found: plans/glossary.md::quorom.md: plans/glossary.md has no row with Filename quorom.md "
-         "(did you mean plans/glossary.md::quorum.md?)"),
+         "(did you mean 'plans/glossary.md::quorum.md'?)"),
         (["--batch-phase", "1", "plans/glossary.md::cap-theorem.md"],
          "ERROR: not found: plans/glossary.md::cap-theorem.md: row cap-theorem.md is in phase 2, and "
          "--batch-phase selects 1; add --batch-phase 2 or leave the option out"),
