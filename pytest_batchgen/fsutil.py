@@ -191,6 +191,19 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def failed_file(exc: OSError) -> Path | None:
+    """The file an OSError of a write is about, as the user knows it: a temporary of
+    :func:`atomic_write` (``.name.batchgen-tmp-XXXXXXXX``, gone once the write failed) is shown
+    as the file it was to become; a lock file as itself."""
+    name = exc.filename2 if exc.filename2 is not None else exc.filename
+    if name is None:
+        return None
+    path = Path(os.fsdecode(name))
+    if path.name.startswith(".") and TMP_MARK in path.name:
+        return path.with_name(path.name[1 : path.name.index(TMP_MARK)])
+    return path
+
+
 def lock_path(path: Path) -> Path:
     """The lock file of ``path``: hidden, beside the (resolved) file it guards.
 

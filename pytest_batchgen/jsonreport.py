@@ -29,10 +29,18 @@ class JsonReportPlugin:
             "record_mode": settings.record_mode,
             "validate_only": settings.validate_only,
             "readonly": settings.readonly,
-            "exit_status": int(exitstatus),
+            "exit_status": int(session.exitstatus),  # as the tally left it (a plan not written fails the run)
         }
         judged = any(has_judge_rules(run.rules) for run in self.state.runs)
         reports = self.tally.row_reports()
         document = json_report(reports, self.state.prices, meta=meta, budget_note=self.state.budget_note, judged=judged)
         annotate_json(document, self.state, reports)  # each row's freshness; baselines
+        for entry in document["plans"]:  # a plan that could not be written says why (the key only then)
+            why = next((m for p, m in self.tally.not_recorded.items() if self._rel(p) == entry["plan"]), None)
+            if why is not None:
+                entry["not_updated"] = why
         write_json(self.path, document, settings.secrets)
+
+    def _rel(self, path: Path) -> str:
+        run = next(r for r in self.state.runs if r.plan.path == path)
+        return run.plan.rel(path)

@@ -15,6 +15,7 @@ from typing import TypedDict
 
 import pytest
 
+from .fsutil import failed_file
 from .nodes import CheckFailed, CheckItem, GenerateItem, RowItem, row_of
 from .plan import Row
 from .planedit import apply_updates
@@ -63,6 +64,8 @@ class TallyPlugin:
         self.item_counts: dict[RowId, int] = {}  # items collected per row
         self.partial: set[RowId] = set()  # rows with a deselected item
         self.recorded: dict[Path, bool] = {}  # plan -> whether the plan's bytes changed
+        #: plan -> why it could not be written (an OSError: a read-only folder or file, a full disk)
+        self.not_recorded: dict[Path, str] = {}
         self.interrupted = False  # Ctrl-C: nothing recorded, and the summary says so
         #: xdist ends a run stopped by ``-x``/``--maxfail`` with its own KeyboardInterrupt
         #: (``Interrupted("stopping after N failures")``): a stop at a failure, recorded like
@@ -154,7 +157,12 @@ class TallyPlugin:
             return
         for run in self.state.runs:
             updates = plan_updates(self.tallies_of(run))
-            self.recorded[run.plan.path] = apply_updates(run.plan.path, updates)
+            try:
+                self.recorded[run.plan.path] = apply_updates(run.plan.path, updates)
+            except OSError as exc:  # the other plans are recorded, and the reports written
+                self.not_recorded[run.plan.path] = _not_written(run, exc)
+        if self.not_recorded and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def row_reports(self) -> list[RowReport]:
         """Every selected row's report: statuses, verdict, generation and failures."""
@@ -170,7 +178,7 @@ class TallyPlugin:
                 self.tallies_of(run),
                 results,
                 lambda row, run=run: run.row_id(row).key,  # type: ignore[misc]
-                frozen,
+                frozen or run.plan.path in self.not_recorded,  # a plan not written keeps its statuses
                 state.judge.attempts if state.judge is not None else None,
                 plan_path=run.plan.path,
             )
@@ -204,6 +212,17 @@ def _scrubbed(failure: ItemFailure, secrets: tuple[str, ...]) -> ItemFailure:
         return failure
     detail = redact(failure.detail, secrets) if failure.detail else failure.detail
     return dataclasses.replace(failure, message=redact(failure.message, secrets), detail=detail)
+
+
+def _not_written(run: PlanRun, exc: OSError) -> str:
+    """Why the plan was not updated, and the fix: the summary's line for it."""
+    path = failed_file(exc)
+    where = f": {run.plan.rel(path)}" if path is not None else ""
+    folder = run.plan.rel(run.plan.path.parent) or "."
+    return (
+        f"{exc.strerror or exc}{where}; make {folder}/ and the plan writable (the plugin writes the plan "
+        "through a temporary file and a lock file beside it), then run again"
+    )
 
 
 def _failure(

@@ -41,6 +41,8 @@ class TerminalPlugin:
         for run in state.runs:
             if state.settings.readonly:
                 action = "plan unchanged (read-only)"
+            elif run.plan.path in self.tally.not_recorded:
+                action = f"plan not updated: {self.tally.not_recorded[run.plan.path]}"
             elif self.tally.interrupted:
                 action = "plan unchanged (interrupted: the next run keeps the outputs and replays the recorded replies)"
             else:

@@ -360,3 +360,64 @@ def test_what_is_left_unsynced_at_exit_is_fsynced_without_a_thread_pool(tmp_path
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert (tmp_path / "late.md").read_text() == "x"
+
+
+# -- a file the run cannot write: a message and the rest of the run, never a traceback -----------
+
+#: a project conftest that makes every write of the plan ``plan.md`` fail as a read-only folder
+#: makes it (only while the session ends: the outer test process keeps the real function)
+REFUSE_PLAN_WRITES = '''
+import errno
+import pytest
+from pytest_batchgen import planedit
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session):
+    real = planedit.atomic_write
+    def refused(path, data, **kwargs):
+        if path.name == "plan.md":
+            tmp = path.with_name(".plan.md.batchgen-tmp-0123abcd")
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+        return real(path, data, **kwargs)
+    planedit.atomic_write = refused
+    try:
+        return (yield)
+    finally:
+        planedit.atomic_write = real
+'''
+
+
+def test_a_plan_that_cannot_be_written_is_named_and_the_other_plans_and_reports_are_written(project):
+    """A read-only plan folder made pytest_sessionfinish raise: a PermissionError traceback, no
+    summary, the second plan not recorded, no report, and exit 1 only by accident."""
+    import json
+
+    from genhelpers import draft, rows_for, rows_plan_text
+
+    project.write_rows(rows_for("quorum"))
+    project.write("other.md", rows_plan_text(rows_for("fencing-token")))
+    project.write("output/quorum.md", draft("Quorum"))  # pending rows whose outputs pass
+    project.write("output/fencing-token.md", draft("Fencing Token"))
+    project.write("conftest.py", REFUSE_PLAN_WRITES)
+    before = project.read("plan.md")
+    result = project.pytest(
+        "--batch-plan", "plan.md", "--batch-plan", "other.md", "--batch-validate-only", "--batch-report", "r.json"
+    )
+    text = "\n".join(result.result.outlines + result.result.errlines)
+    assert "Traceback" not in text and "PermissionError" not in text
+    result.stdout.fnmatch_lines(
+        [
+            "plan.md: plan not updated: Permission denied: plan.md; make ./ and the plan writable *, then run again",
+            "other.md: plan updated",
+        ]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the run's statuses were not recorded
+    assert project.read("plan.md") == before
+    assert project.statuses("other.md") == {"fencing-token.md": "complete"}
+    report = json.loads(project.read("r.json"))
+    plans = {p["plan"]: p for p in report["plans"]}
+    assert plans["plan.md"]["not_updated"].startswith("Permission denied: plan.md; make ./")
+    assert "not_updated" not in plans["other.md"]
+    assert [r["status_after"] for r in plans["plan.md"]["rows"]] == ["pending"]  # as the plan still says
+    assert [r["status_after"] for r in plans["other.md"]["rows"]] == ["complete"]
+    assert report["exit_status"] == 1
