@@ -23,7 +23,7 @@ import pytest
 
 from .checklist import CheckContext, ChecklistForm, CheckSkipped, CompileContext, Failure, parse_count, split_list
 from .document import OutputDocument
-from .fsutil import signature
+from .fsutil import failed_file, signature
 from .judge import JUDGE_FORM
 from .tracking import TrackingError, is_registered, register, retitle
 
@@ -611,6 +611,14 @@ def _build_registered(m: re.Match, ctx: CompileContext):
             return Failure(f"not registered in {raw}: the output is registered once its other checks pass")
         except TrackingError as exc:
             return Failure(f"tracking file: {exc}")
+        except OSError as exc:  # its lock file or temporary beside it: a read-only folder, a full disk
+            failed = failed_file(exc)
+            shown = f": {c.plan.rel(failed)}" if failed is not None else ""
+            folder = c.plan.rel(tracking.parent)
+            return Failure(
+                f"tracking file {raw} cannot be written: {exc.strerror or exc}{shown}; make {folder}/ and "
+                f"{raw} writable (the plugin writes a lock file and a temporary beside it), then run again"
+            )
 
     return check
 

@@ -421,3 +421,43 @@ def test_a_plan_that_cannot_be_written_is_named_and_the_other_plans_and_reports_
     assert [r["status_after"] for r in plans["plan.md"]["rows"]] == ["pending"]  # as the plan still says
     assert [r["status_after"] for r in plans["other.md"]["rows"]] == ["complete"]
     assert report["exit_status"] == 1
+
+
+#: a project conftest that makes the tracking file's lock fail as a read-only folder makes it
+REFUSE_TRACKING_LOCK = '''
+import errno
+from pytest_batchgen import fsutil, tracking
+
+real = tracking.lock_for
+
+def refused(path, *args, **kwargs):
+    raise PermissionError(errno.EPERM, "Operation not permitted", str(fsutil.lock_path(path)))
+
+def pytest_configure(config):
+    tracking.lock_for = refused
+
+def pytest_unconfigure(config):
+    tracking.lock_for = real
+'''
+
+
+def test_a_tracking_file_that_cannot_be_written_fails_registered_with_one_line(project):
+    """A read-only tracking-file folder failed the ``registered`` item with a ~300-line
+    PermissionError traceback, pasted into the plan's notes too."""
+    from genhelpers import draft, rows_for
+
+    project.write_rows(rows_for("quorum"))
+    project.edit("plan.md", "\n\n## Phase 1", "\n5. Output registered in `output/INDEX.md`\n\n## Phase 1")
+    project.write("output/quorum.md", draft("Quorum"))
+    project.write("conftest.py", REFUSE_TRACKING_LOCK)
+    result = project.run("--batch-validate-only")
+    result.assert_items({"quorum.md::lint": "passed", "quorum.md::registered": "failed"})
+    message = (
+        "tracking file output/INDEX.md cannot be written: Operation not permitted: output/.INDEX.md.batchgen-lock; "
+        "make output/ and output/INDEX.md writable (the plugin writes a lock file and a temporary beside it), "
+        "then run again"
+    )
+    assert result.failure("quorum.md::registered").splitlines()[0] == f"output/quorum.md: {message}"
+    assert "Traceback" not in str(result.stdout) and "PermissionError" not in str(result.stdout)
+    assert project.notes() == {"quorum.md": f"1 check failed\n- registered (plan line 19): output/quorum.md: {message}"}
+    assert project.statuses() == {"quorum.md": "pending"}
