@@ -166,6 +166,7 @@ class RowV1(Strict):
 class PlanV1(Strict):
     plan: str
     rows: list[RowV1]
+    not_updated: str | None = None  # only when the plan could not be written
 
 
 class TotalsV1(Strict):
