@@ -84,6 +84,16 @@ class ModelCallError(Exception):
         self.replay_miss = replay_miss
 
 
+class RecordingFailed(ModelCallError):
+    """The reply came (and is paid for) but its recording could not be written: ``completion``
+    is the reply, so that its usage and cost are counted and its text kept; ``error`` why."""
+
+    def __init__(self, completion: Completion, error: OSError) -> None:
+        super().__init__("RecordingFailed", f"the reply could not be recorded: {error.strerror or error}")
+        self.completion = completion
+        self.error = error
+
+
 T = TypeVar("T")
 
 #: the api_key of a run without one: it never leaves the process (the recorder answers or refuses)
@@ -371,7 +381,10 @@ class ModelClient:
         if self.recorder is not None:
             if unusable is not None and unusable(completion):
                 info.pending = []
-            self.recorder.commit(info)  # written before the run goes on (fsynced at its end)
+            try:
+                self.recorder.commit(info)  # written before the run goes on (fsynced at its end)
+            except OSError as exc:  # a read-only cassette folder, a full disk: the reply is still paid for
+                raise RecordingFailed(completion, exc) from None
         return completion
 
     def release(self, key: str) -> None:

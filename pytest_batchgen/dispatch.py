@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .checklist import Failure
-from .client import Completion, ModelCallError, Usage
-from .fsutil import atomic_write
+from .client import Completion, ModelCallError, RecordingFailed, Usage
+from .fsutil import atomic_write, failed_file
 from .outcomes import Outcome
 from .pacing import Pacer, SendingStopped
 from .plan import Row
@@ -379,7 +379,7 @@ class Dispatcher(BackgroundDispatch):
                     result = await self._generate(client, sem, job)
                 else:
                     result.hint = client.retry_hint(job.key) or None
-        except Exception as exc:  # a bug must fail the row, not hang it
+        except Exception as exc:  # a bug must fail the row, not hang it (_generate keeps the attempts)
             result = RowResult(job.key, Outcome.ERROR, error=f"{type(exc).__name__}: {exc}")
         getattr(client, "release", lambda key: None)(job.key)  # its recording leaves memory
         self.done += 1
@@ -388,6 +388,31 @@ class Dispatcher(BackgroundDispatch):
         self._row_results.set(job.key, result)
 
     async def _generate(self, client: CompletionClient, sem: Pacer, job: Job) -> RowResult:
+        """The row's generation; when it raises (an output that cannot be written, say), the row
+        ends in error with the attempts made so far, so that what they cost is still counted."""
+        result = RowResult(job.key, Outcome.FAILED)
+        try:
+            return await self._attempts(client, sem, job, result)
+        except OSError as exc:
+            result.outcome, result.error = Outcome.ERROR, self._unwritable(job.run, exc)
+        except Exception as exc:  # a bug must fail the row, not lose what it paid for
+            result.outcome, result.error = Outcome.ERROR, f"{type(exc).__name__}: {exc}"
+        if result.attempts and result.attempts[-1].error is None:
+            result.attempts[-1].error = result.error
+        return result
+
+    @staticmethod
+    def _unwritable(run: PlanRun, exc: OSError, how: str = "written to") -> str:
+        """One line naming the file that could not be written, why, and the fix."""
+        path = failed_file(exc)
+        if path is None:
+            return f"the reply could not be {how.split()[0]}: {exc.strerror or exc}"
+        return (
+            f"the reply could not be {how} {run.plan.rel(path)}: {exc.strerror or exc}; "
+            f"make {run.plan.rel(path.parent)}/ writable, then run again"
+        )
+
+    async def _attempts(self, client: CompletionClient, sem: Pacer, job: Job, result: RowResult) -> RowResult:
         run, row = job.run, job.row
         output = path = run.output_path(row)
         if output.exists():
@@ -399,7 +424,6 @@ class Dispatcher(BackgroundDispatch):
                 path = run.plan.draft_path(row)
         prompt: Prompt = build_prompt(run.plan, row, self.max_tokens, self._prefixes[str(run.plan.path)])
         history: list[dict[str, Any]] = []
-        result = RowResult(job.key, Outcome.FAILED)
         for number in range(1, self.max_attempts + 1):
             attempt = Attempt(number, model=prompt.model)
             result.attempts.append(attempt)
@@ -415,9 +439,13 @@ class Dispatcher(BackgroundDispatch):
                     if self._stop.is_set():
                         return self._not_sent(result)
                 self.in_flight += 1
+                unrecorded: OSError | None = None
                 try:
                     if completion is None:
                         completion = await client.complete(job.key, params)
+                    slot.settle(completion.usage, completion.replayed)
+                except RecordingFailed as exc:  # received and paid for: counted below, then the row stops
+                    completion, unrecorded = exc.completion, exc.error
                     slot.settle(completion.usage, completion.replayed)
                 except ModelCallError as exc:
                     attempt.error = str(exc)
@@ -445,6 +473,17 @@ class Dispatcher(BackgroundDispatch):
             u = completion.usage
             self.tokens += u.input_tokens + u.output_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens
             text = normalise_output(completion.text)
+            if unrecorded is not None:
+                # no later run could replay it: keep its text where the row's checks find it, so
+                # that a rerun keeps an output that passes rather than paying for it again
+                if completion.stop_reason != "refusal":
+                    with contextlib.suppress(OSError):
+                        await self.checks.draft(run, row, path, text, False)
+                        result.wrote = True
+                result.outcome = Outcome.ERROR
+                kept = f"; its text is kept in {run.plan.rel(path)}" if result.wrote else ""
+                result.error = attempt.error = self._unwritable(run, unrecorded, "recorded in") + kept
+                return result
             if completion.stop_reason == "refusal":
                 result.outcome, result.error = Outcome.REFUSED, "the model refused to write this output"
                 attempt.error = result.error

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -32,6 +33,7 @@ from genhelpers import (
     lint_bad,
     requests_by_row,
     router,
+    row_of,
     rows_for,
     rows_plan_text,
 )
@@ -855,3 +857,88 @@ def test_budget_note_with_xdist(project, fake):
     assert doc["totals"]["skipped_by_budget"] == 1
     assert doc["totals"]["budget_note"] == BUDGET_NOTE
     assert doc["totals"]["cost_usd"] == 0.02
+
+
+# -- a reply that cannot be written or recorded is still counted, and kept ---------------------
+
+#: a project conftest that refuses every write into one folder, as a read-only folder does
+#: (the temporary of fsutil.atomic_write cannot be created), in this process and the sending one
+REFUSE_WRITES_IN = """
+import errno
+from pathlib import Path
+from pytest_batchgen import fsutil
+
+real = fsutil._create_temporary
+FOLDER = Path({folder!r})
+
+def refused(path):
+    if path.parent.resolve() == FOLDER:
+        tmp = path.with_name("." + path.name + fsutil.TMP_MARK + "0123abcd")
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+    return real(path)
+
+fsutil._create_temporary = refused
+
+def pytest_unconfigure(config):
+    fsutil._create_temporary = real
+"""
+
+
+def test_a_reply_that_cannot_be_recorded_is_counted_and_kept(project, fake):
+    """A read-only cassette folder: the recording raised inside the client, before the reply's
+    usage was counted, and the row's result was replaced by a fresh one: 0 calls, $0 in the
+    summary and the report, the spend not counted toward --batch-max-cost, the text thrown away."""
+    project.write_rows(rows_for("one", "two"))
+    for name in ("one", "two"):
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.title()), usage=CENT))
+    project.write("conftest.py", REFUSE_WRITES_IN.format(folder=str(project.cassette_dir().resolve())))
+
+    result = project.run("--batch-concurrency", "1", "--batch-max-cost", "0.005", "--batch-report", "report.json")
+
+    # the first reply's cent counts, and reaches the cap: the other row is not sent
+    assert len(fake.messages_requests()) == 1
+    [first] = requests_by_row(fake)
+    [other] = {"one.md", "two.md"} - {first}
+    report = load_report(project)
+    assert report["totals"]["calls_live"] == 1
+    assert report["totals"]["cost_usd"] == pytest.approx(0.01)
+    row = next(r for r in report["plans"][0]["rows"] if r["filename"] == first)
+    message = (
+        f"the reply could not be recorded in cassettes/plan/{first}.yaml: Permission denied; "
+        f"make cassettes/plan/ writable, then run again; its text is kept in output/{first}"
+    )
+    assert row["generation"]["error"] == message and row["attempts"][0]["usage"] == CENT
+    assert message in result.failure(f"{first}::generate")
+    result.stdout.fnmatch_lines(["total: 2 rows, 0 complete, * 1 calls (1 live, 0 replayed)*estimated cost $0.0100*"])
+    assert project.output(first) == draft(Path(first).stem.title())
+
+    # a rerun that may record keeps the output it paid for, and sends only the other row
+    (project.path / "conftest.py").unlink()
+    project.run()
+    assert [row_of(e) for e in fake.messages_requests()] == [first, other]
+    assert project.statuses() == {"one.md": "complete", "two.md": "complete"}
+
+
+def test_a_reply_that_cannot_be_written_is_counted_and_replayed_next_time(project, fake):
+    """A read-only output folder: the write raised in the dispatcher, whose per-row handler put
+    a fresh result in place of the one holding the attempt: 0 calls and $0 for a billed reply."""
+    project.write_rows(rows_for("one"))
+    router(fake).set("one.md", Reply.ok(draft("One"), usage=CENT))
+    project.write("conftest.py", REFUSE_WRITES_IN.format(folder=str((project.path / "output").resolve())))
+
+    result = project.run("--batch-report", "report.json")
+
+    assert len(fake.messages_requests()) == 1
+    report = load_report(project)
+    assert report["totals"]["calls_live"] == 1 and report["totals"]["cost_usd"] == pytest.approx(0.01)
+    [row] = report["plans"][0]["rows"]
+    message = "the reply could not be written to output/one.md: Permission denied; make output/ writable, then run again"
+    assert row["generation"]["error"] == message and row["attempts"][0]["usage"] == CENT
+    assert message in result.failure("one.md::generate") and "Traceback" not in result.failure("one.md::generate")
+    result.stdout.fnmatch_lines(["total: 1 rows, 0 complete, * 1 calls (1 live, 0 replayed)*estimated cost $0.0100*"])
+
+    # the reply was recorded: the rerun replays it, and pays nothing
+    (project.path / "conftest.py").unlink()
+    project.run()
+    assert len(fake.messages_requests()) == 1
+    assert project.statuses() == {"one.md": "complete"}
