@@ -191,6 +191,21 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def write_problem(folder: Path) -> str | None:
+    """Why nothing can be written in ``folder`` (made if missing), or None when a file can be:
+    a hidden temporary is created and removed, as :func:`atomic_write` would create one (so a
+    read-only folder, an immutable one or a read-only file system all say so)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check{TMP_MARK}{os.urandom(4).hex()}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return None
+
+
 def failed_file(exc: OSError) -> Path | None:
     """The file an OSError of a write is about, as the user knows it: a temporary of
     :func:`atomic_write` (``.name.batchgen-tmp-XXXXXXXX``, gone once the write failed) is shown

@@ -13,10 +13,12 @@ import concurrent.futures
 import os
 import shlex
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
+from .fsutil import write_problem
 from .plan import Row
 from .pricing import PlanPrices
 from .rowid import plan_option
@@ -159,6 +161,28 @@ def make_dispatcher(
     )
 
 
+def check_writable(settings: Settings, rows: Sequence[tuple[PlanRun, Row]]) -> None:
+    """Before anything is sent: each output folder of ``rows``, and each cassette folder when
+    the run may record, can be written (made if missing); a usage error naming them otherwise.
+    A reply is paid for once it comes, and one that cannot be kept is paid for again."""
+    may_record = settings.record_mode != "none" and settings.credential is not None
+    folders: dict[Path, tuple[PlanRun, str]] = {}
+    for run, row in rows:
+        folders.setdefault(run.output_path(row).parent, (run, "output"))
+        if may_record:
+            folders.setdefault(run.plan.cassette_path(row).parent, (run, "cassette"))
+    problems = []
+    for folder, (run, what) in folders.items():
+        why = write_problem(folder)
+        if why is not None:
+            problems.append(
+                f"{run.plan.rel(run.plan.path)}: the {what} folder {run.plan.rel(folder)}/ cannot be written ({why}): "
+                "make it writable before generating (nothing was sent), or check the outputs with --batch-validate-only"
+            )
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
+
+
 def remember_limits(dispatcher: object) -> None:
     """Keep the account's budgets as the requests left them, for the next run's first wave
     (see :mod:`.limitstore`); nothing when the run learnt none or was asked not to."""
@@ -183,6 +207,7 @@ class Generation:
         from .freshness import regenerates
         from .terminal import progress_line
 
+        check_writable(state.settings, rows)  # before anything is sent
         afresh = {run.row_id(row).key for run, row in rows if regenerates(state, run.plan, row)}
         capture(state, rows, afresh)  # the outputs as they were: the baselines of the report
         if state.sender is not None:  # the forked sending process generates them (sender.py)
@@ -282,7 +307,12 @@ class GenerationPlugin:
                 if pair is not None:
                     picked.append(pair)
         if picked:
-            self.generation = state.generation = Generation.start_for(self.config, state, picked)
+            try:
+                self.generation = state.generation = Generation.start_for(self.config, state, picked)
+            except pytest.UsageError:  # a folder that cannot be written: nothing is sent
+                if state.sender is not None:
+                    state.sender.close()
+                raise
         elif state.sender is not None:  # nothing to send after all: the child exits
             state.sender.close()
 

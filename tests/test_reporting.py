@@ -942,3 +942,33 @@ def test_a_reply_that_cannot_be_written_is_counted_and_replayed_next_time(projec
     project.run()
     assert len(fake.messages_requests()) == 1
     assert project.statuses() == {"one.md": "complete"}
+
+
+def test_a_folder_that_cannot_be_written_is_a_usage_error_before_anything_is_sent(project, fake):
+    """A cassette folder that cannot be written let the run send every row and pay for replies
+    it could not keep; now the run stops before sending, naming the folder."""
+    project.write_rows(rows_for("one", "two"))
+    project.write("cassettes/plan", "a file where the recordings' folder goes\n")
+
+    result = project.run()
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert fake.messages_requests() == []
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: plan.md: the cassette folder cassettes/plan/ cannot be written (File exists): make it writable "
+            "before generating (nothing was sent), or check the outputs with --batch-validate-only"
+        ]
+    )
+    assert project.statuses() == {"one.md": "pending", "two.md": "pending"}
+    # a run that only checks writes no recording: it is not asked for
+    assert project.run("--batch-validate-only").ret == pytest.ExitCode.OK
+
+
+def test_the_write_check_makes_a_missing_folder_and_leaves_nothing(tmp_path):
+    from pytest_batchgen.fsutil import write_problem
+
+    assert write_problem(tmp_path / "a" / "b") is None
+    assert (tmp_path / "a" / "b").is_dir() and list((tmp_path / "a" / "b").iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    assert write_problem(tmp_path / "file" / "sub") == "Not a directory"
