@@ -433,6 +433,25 @@ class JudgeService:
             slot.settle(completion.usage, completion.replayed)
             return completion
 
+    def _replay(self, key: str, params: dict[str, Any]) -> Completion | None:
+        """The recorded reply to this judge call (the client's replay fast path), or None when
+        the call would go out live (or the client replays only in :meth:`_complete`)."""
+        replay = getattr(self._client, "replay", None)
+        return replay(key, params) if replay is not None else None
+
+    def _check_budget(self) -> None:
+        """Skip a judge call that would go out live once the estimated spend (generation's
+        included) reaches ``--batch-max-cost``; a client that never sends (replay only) spends
+        nothing, so it is never held back."""
+        s = self.settings
+        if s.max_cost is None or not s.may_call or not getattr(self._client, "sends", True):
+            return
+        spent = self.spent + self.other_spent()
+        if spent >= s.max_cost:
+            raise CheckSkipped(
+                f"not judged: the estimated spend (${spent:.4f}) reached --batch-max-cost ${s.max_cost:g}"
+            )
+
     def _no_recording(self, plan: Plan, row: Row, rule: str, detail: str) -> Failure:
         """No verdict recorded for this output, and this run may not ask: skip (or fail)."""
         s = self.settings
@@ -482,14 +501,14 @@ class JudgeService:
         samples: list[Sample] = []
         mine: list[JudgeAttempt] = []
         for number in range(1, s.samples + 1):
-            spent = self.spent + self.other_spent()
-            if s.max_cost is not None and s.may_call and spent >= s.max_cost:
-                raise CheckSkipped(
-                    f"not judged: the estimated spend (${spent:.4f}) reached --batch-max-cost ${s.max_cost:g}"
-                )
             attempt = JudgeAttempt(rule, number, model)
             try:
-                completion = self._complete(key, params)
+                # a recorded verdict is replayed whatever the spend: it costs nothing, and only a
+                # call that would go out live is held to --batch-max-cost (as the dispatcher does)
+                completion = self._replay(key, params)
+                if completion is None:
+                    self._check_budget()
+                    completion = self._complete(key, params)
             except ModelCallError as exc:
                 if exc.replay_miss and key in self._recorder.corrupt:  # the judge cassette is unreadable
                     return Failure(f"the judge's recording cannot be used: {exc.message}", repairable=False)

@@ -416,6 +416,38 @@ def test_the_budget_counts_judge_spend(project, fake):
     assert "reached --batch-max-cost" in result.skip_reasons()[item("alpha.md")]
 
 
+def test_a_zero_budget_still_replays_recorded_verdicts(project, fake, monkeypatch):
+    # a recorded verdict costs nothing: the cap holds back only a judge call that would go out
+    # live (before, every judge item was skipped: "the estimated spend ($0.0000) reached ...")
+    judge = install(fake)
+    judge.set("beta.md", fails("Beta is defined by Beta", 7))
+    given_rows_with_a_judge(project, "alpha", "beta", "gamma")
+    first = project.run("--batch-max-attempts", "1")
+    assert first.outcomes()[item("alpha.md")] == "passed"
+    assert first.outcomes()[item("beta.md")] == "failed"
+    project.edit("output/gamma.md", "Gamma: details text.", "Gamma: details text, edited.")  # judged afresh
+    fake.requests.clear()
+
+    result = project.run("--batch-max-cost", "0", "--batch-report", "r.json")
+
+    assert fake.messages_requests() == []
+    assert result.outcomes()[item("alpha.md")] == "passed"
+    assert result.outcomes()[item("beta.md")] == "failed"
+    assert "Beta is defined by Beta" in result.failure(item("beta.md"))
+    assert result.outcomes()[item("gamma.md")] == "skipped"
+    assert "not judged: the estimated spend ($0.0000) reached --batch-max-cost $0" in (
+        result.skip_reasons()[item("gamma.md")]
+    )
+    report = json.loads(project.read("r.json"))
+    calls = {r["filename"]: [a["call"] for a in r.get("judge_attempts", [])] for r in report["plans"][0]["rows"]}
+    assert calls["alpha.md"] == ["replayed"] and calls["beta.md"] == ["replayed"] and calls["gamma.md"] == []
+    # and in a run that may only replay (no key: the judge's client never sends), the same
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    replay = project.run("--batch-max-cost", "0")
+    assert replay.outcomes()[item("alpha.md")] == "passed"
+    assert "max-cost" not in replay.skip_reasons().get(item("gamma.md"), "")
+
+
 def test_the_dry_run_shows_each_judge_prompt_for_one_row(project):
     given_rows_with_a_judge(project, "alpha", "beta")
     result = project.run("--batch-dry-run")
