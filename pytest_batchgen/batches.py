@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import Usage
-from .dispatch import Attempt, BackgroundDispatch, Job, RowResult, _discard_draft, _repair_text, repairable_failures
+from .dispatch import Attempt, BackgroundDispatch, Job, RowResult, _discard_draft, repair_turn, repairable_failures
 from .errors import BatchgenError
 from .fsutil import atomic_write, sync_deferred
 from .journal import (
@@ -51,7 +51,6 @@ from .prompts import (
     Prompt,
     build_prompt,
     normalise_output,
-    repair_message,
 )
 from .run import PlanRun
 
@@ -193,8 +192,9 @@ class BatchDispatcher(BackgroundDispatch):
         cancel_on_stop: bool = False,
         resume_command: str = "",
         workers: int = 8,
+        secrets: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(jobs, thread_name="batchgen-batches")
+        super().__init__(jobs, thread_name="batchgen-batches", secrets=secrets)
         self.workers = max(1, workers)
         self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="batchgen-results")
         self._lock = threading.Lock()
@@ -755,10 +755,7 @@ class BatchDispatcher(BackgroundDispatch):
         if repairable and len(st.result.attempts) < self.max_attempts:
             st.history += [
                 {"role": "assistant", "content": text.rstrip("\n")},
-                {
-                    "role": "user",
-                    "content": repair_message([(r.name, r.item.text, _repair_text(f)) for r, f in repairable]),
-                },
+                repair_turn(repairable, self.secrets),
             ]
             st.params = None  # the repair request, in the next round
             return
@@ -847,6 +844,7 @@ def make_batch_dispatcher(
         cancel_on_stop=settings.batch_cancel,
         resume_command=resume_command,
         workers=settings.concurrency,  # results filed and checked at once (--batch-concurrency)
+        secrets=settings.secrets,  # scrubbed from repair turns: no request carries the key
     )
 
 

@@ -28,6 +28,7 @@ from .pacing import Pacer, SendingStopped
 from .plan import Row
 from .prompts import Prompt, build_prompt, normalise_output, repair_message, shared_prefix
 from .run import PlanRun
+from .settings import redact
 
 #: at most this many lines of a check's output (a linter's report) go into a repair turn
 REPAIR_DETAIL_LINES = 60
@@ -39,6 +40,18 @@ def _repair_text(failure: Failure) -> str:
     if not failure.detail:
         return failure.message
     return "\n".join([failure.message, *failure.detail.splitlines()[:REPAIR_DETAIL_LINES]])
+
+
+def repair_turn(failures: Sequence[tuple[Any, Failure]], secrets: tuple[str, ...]) -> dict[str, str]:
+    """The user turn that asks for a fixed draft (both dispatchers build it here), without the
+    credential values ``secrets`` (:attr:`~pytest_batchgen.settings.Settings.secrets`).
+
+    A check of yours or a custom form may put anything in its failure message (the environment
+    it ran in, the key among it), and this turn is sent to the API: scrubbing the cassette
+    afterwards would not take the key back out of the request. A linter's own output is scrubbed
+    where it runs too (:mod:`pytest_batchgen.rules`), but only here is every failure scrubbed."""
+    text = repair_message([(rule.name, rule.item.text, _repair_text(f)) for rule, f in failures])
+    return {"role": "user", "content": redact(text, secrets)}
 
 
 def repairable_failures(failures: list[tuple[Any, Failure]]) -> list[tuple[Any, Failure]]:
@@ -244,8 +257,10 @@ class BackgroundDispatch:
     :class:`~pytest_batchgen.generation.Generation` drives. Subclasses implement ``_main``
     (run in the thread; every future must be set when it returns)."""
 
-    def __init__(self, jobs: Sequence[Job], *, thread_name: str) -> None:
+    def __init__(self, jobs: Sequence[Job], *, thread_name: str, secrets: tuple[str, ...] = ()) -> None:
         self.jobs = list(jobs)
+        #: the credential values no request body may hold (see :func:`repair_turn`)
+        self.secrets = secrets
         self._thread_name = thread_name
         self._row_results = RowResults(j.key for j in self.jobs)
         self._thread: threading.Thread | None = None
@@ -320,8 +335,9 @@ class Dispatcher(BackgroundDispatch):
         cost: Callable[[Path, str, Usage], float] | None = None,  # (plan, model, usage): each plan its prices
         max_cost: float | None = None,
         pacer: Pacer | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(jobs, thread_name="batchgen-dispatch")
+        super().__init__(jobs, thread_name="batchgen-dispatch", secrets=secrets)
         self._client_factory = client_factory
         self.concurrency = max(1, concurrency)
         self.max_attempts = max(1, max_attempts)
@@ -511,10 +527,7 @@ class Dispatcher(BackgroundDispatch):
             if number < self.max_attempts:
                 history += [
                     {"role": "assistant", "content": text.rstrip("\n")},
-                    {
-                        "role": "user",
-                        "content": repair_message([(r.name, r.item.text, _repair_text(f)) for r, f in repairable]),
-                    },
+                    repair_turn(repairable, self.secrets),
                 ]
         result.outcome = Outcome.FAILED
         return result

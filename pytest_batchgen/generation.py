@@ -158,6 +158,7 @@ def make_dispatcher(
         cost=lambda plan, model, usage: prices.of(plan).cost(model, usage),
         max_cost=settings.max_cost,
         pacer=pacer,
+        secrets=settings.secrets,  # scrubbed from repair turns: no request carries the key
     )
 
 

@@ -287,3 +287,26 @@ def go_offline(server: FakeAnthropic, monkeypatch: pytest.MonkeyPatch) -> list[s
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     monkeypatch.delenv("ANTHROPIC_BASE_URL")
     return block_network(monkeypatch)
+
+
+#: an ANTHROPIC_AUTH_TOKEN as distinctive as :data:`API_KEY`
+AUTH_TOKEN = "batchgen-TEST-AUTH-TOKEN-w3Kp8Yd1"
+
+CREDENTIALS_IN_A_FORM = """\
+import os
+from pytest_batchgen import ChecklistForm
+def pytest_batchgen_checklist_forms():
+    def env_check(ctx):  # a check that reports the environment it ran in, credentials and all
+        return ("env: ANTHROPIC_API_KEY=" + os.environ.get("ANTHROPIC_API_KEY", "")
+                + " ANTHROPIC_AUTH_TOKEN=" + os.environ.get("ANTHROPIC_AUTH_TOKEN", ""))
+    return [ChecklistForm(name="env", pattern=r"env check", check=env_check)]
+"""
+
+
+def given_a_check_that_reports_the_credentials(project, monkeypatch: pytest.MonkeyPatch, ini_extra: str = "") -> None:
+    """One row and a check of the user's (a conftest form) whose failure message holds the key
+    and ANTHROPIC_AUTH_TOKEN: it fails every draft, so its message goes into a repair turn."""
+    project.write_rows(rows_for("quorum"), ini_extra=ini_extra)
+    project.write("conftest.py", CREDENTIALS_IN_A_FORM)
+    project.edit("plan.md", "## Phase 1", "5. Env check\n\n## Phase 1")
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", AUTH_TOKEN)

@@ -17,8 +17,11 @@ import pytest
 import yaml  # noqa: F401  (in-process runs: see tests/test_init.py)
 from fakeapi import FakeAnthropic, Reply
 from genhelpers import (
+    API_KEY,
+    AUTH_TOKEN,
     bad_value,
     draft,
+    given_a_check_that_reports_the_credentials,
     go_offline,
     router,
     row_of,
@@ -70,6 +73,21 @@ def test_rows_pass_fail_and_are_repaired_in_a_follow_up_batch(project, fake):
     assert result.ret == 1
     # and the journal is gone once every result was filed
     assert not (project.cassette_dir() / "batches-journal.json").exists()
+
+
+def test_a_failure_message_holding_the_key_reaches_no_repair_turn_in_a_batch(project, fake, monkeypatch):
+    # the follow-up batch's repair turn quotes the failing check, and it is sent to the API
+    given_a_check_that_reports_the_credentials(project, monkeypatch, ini_extra=BATCH_INI)
+
+    result = project.run("--batch-api", "batches")
+
+    assert result.outcomes()["quorum.md::env"] == "failed"
+    batches = batch_requests(fake)
+    assert len(batches) == 2  # the draft, then its repair
+    sent = json.dumps(batches)
+    assert API_KEY not in sent and AUTH_TOKEN not in sent
+    repair = batches[1][0]["params"]["messages"][-1]["content"]
+    assert "env: ANTHROPIC_API_KEY=<redacted> ANTHROPIC_AUTH_TOKEN=<redacted>" in repair
 
 
 def test_errored_and_expired_results_are_sent_again_then_fail_with_the_api_error(project, fake):

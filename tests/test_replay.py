@@ -16,12 +16,14 @@ import pytest
 
 from genhelpers import (
     API_KEY,
+    AUTH_TOKEN,
     FAST_RETRY,
     PlanRow,
     Reply,
     bad_value,
     draft,
     fenced,
+    given_a_check_that_reports_the_credentials,
     go_offline,
     requests_by_row,
     router,
@@ -151,6 +153,21 @@ def test_a_failure_message_holding_the_key_reaches_no_file(project, fake, monkey
     annotations = [line for line in result.stdout.lines if line.startswith("::error")]
     assert any("<redacted>" in line for line in annotations)
     assert not any(API_KEY in line for line in annotations)
+
+
+def test_a_failure_message_holding_the_key_reaches_no_repair_turn(project, fake, monkeypatch):
+    # the repair turn quotes each failing check, and it is sent to the API: a cassette scrubbed
+    # afterwards does not take the key back out of the request the model received
+    given_a_check_that_reports_the_credentials(project, monkeypatch)
+
+    result = project.run()
+
+    assert result.outcomes()["quorum.md::env"] == "failed"
+    bodies = [e.raw for e in fake.messages_requests()]
+    assert len(bodies) == 2  # the draft and its repair
+    assert [b for b in bodies if API_KEY.encode() in b or AUTH_TOKEN.encode() in b] == []
+    repair = fake.messages_requests()[1].body["messages"][-1]["content"]
+    assert "env: ANTHROPIC_API_KEY=<redacted> ANTHROPIC_AUTH_TOKEN=<redacted>" in repair
 
 
 def test_a_cassette_records_what_the_request_said_not_which_machine_sent_it(project, fake):
