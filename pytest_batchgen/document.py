@@ -1,8 +1,11 @@
 """An output file, read and parsed once, shared by all of its rules.
 
 Front matter is split and loaded with python-frontmatter's YAML handler; the body is parsed
-with markdown-it-py, whose token maps give each heading's line in the file. Nothing here
-raises on bad content: a file that cannot be read or parsed yields a document whose
+with markdown-it-py, whose token maps give each heading's line in the file. A heading's text is
+what it renders as (``## **Pros \\& Cons**`` is "Pros & Cons"): the body is parsed without the
+inline pass, so only headings that hold inline markup are rendered, each on its own.
+
+Nothing here raises on bad content: a file that cannot be read or parsed yields a document whose
 ``error`` (or ``front_matter_error``) says why, and the rules turn that into a failure.
 
 Parsing is bounded before it starts: YAML and Markdown parsing cost far more per byte than
@@ -21,10 +24,11 @@ from types import MappingProxyType
 from typing import Any
 
 from frontmatter.default_handlers import YAMLHandler
+from markdown_it.token import Token
 
 from .defaults import DEFAULT_MAX_BYTES
 from .fsutil import Signature, signature
-from .mdparse import block_parser, heading_parser
+from .mdparse import block_parser, heading_parser, inline_parser
 
 #: YAML parsing of a 4.8 MB front matter list took 37 s and 867 MB; a batch file's front matter
 #: is a few keys, so 64 KiB is generous and parses in a fraction of a second
@@ -42,13 +46,27 @@ _KEY_RE = re.compile(r"^([^\s:#\-][^:]*):(?:\s|$)")
 # a front matter boundary: a line of three or more dashes (python-frontmatter's own pattern ends
 # in ``\s*$``, which also swallows the blank lines after the boundary and shifts every line number)
 _FM_BOUNDARY = re.compile(r"^-{3,}[ \t]*$", re.MULTILINE)
+# a character that may start inline markup (escape, entity, emphasis, code span, link or image,
+# autolink or HTML) or a line break: a heading without one renders as its source
+_INLINE_MARKUP = re.compile(r"[\\&*_`\[<\n]")
+#: the inline pass costs up to ~50 us per character of pathological heading text (``![![![...``):
+#: heading source beyond this many characters per document keeps its source as its text. A
+#: document's headings are a few hundred characters; 16 KiB renders in well under a second
+MAX_RENDERED_HEADING_CHARS = 16 * 1024
 
 
 @dataclass(frozen=True)
 class Heading:
+    """A heading of the output. ``text`` is its rendered plain text, what a reader sees and what
+    section names are compared with: escapes and entities resolved, emphasis, link and code
+    markup dropped (a link's text, a code span's and an image's alt text kept), surrounding
+    whitespace stripped. ``source`` is the Markdown as written when it differs from ``text``
+    (``**Definition**``), else None, so a failure can show both."""
+
     level: int
     text: str
     line: int
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +149,9 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         return OutputDocument(path=path, error=too_big)
     headings: list[Heading] = []
     try:
-        tokens = heading_parser().parse(body)
+        env: dict[str, Any] = {}  # the link reference definitions, for links in headings
+        tokens = heading_parser().parse(body, env)
+        budget = MAX_RENDERED_HEADING_CHARS
         body_lines: list[str] | None = None
         for i, tok in enumerate(tokens):
             if tok.type == "heading_open" and i + 1 < len(tokens):
@@ -142,7 +162,12 @@ def parse_text(path: Path, text: str) -> OutputDocument:
                     if _is_table("\n".join(body_lines[tok.map[0] : tok.map[1]])):
                         continue
                 line = body_line + (tok.map[0] if tok.map else 0)
-                headings.append(Heading(int(tok.tag[1:]), content.strip(), line))
+                source = content.strip()
+                text = source
+                if len(source) <= budget and _INLINE_MARKUP.search(source):
+                    budget -= len(source)
+                    text = _rendered(source, env)
+                headings.append(Heading(int(tok.tag[1:]), text, line, None if text == source else source))
     except Exception as exc:  # markdown-it is total on str input; guard anyway, never crash a run
         return OutputDocument(path=path, error=f"the Markdown could not be parsed: {exc}")
     return OutputDocument(
@@ -170,6 +195,30 @@ def _is_table(span: str) -> bool:
     if len(span) > _MAX_TABLE_CHECK:
         return True
     return any(t.type == "table_open" for t in block_parser().parse(span))
+
+
+def _rendered(source: str, env: dict[str, Any]) -> str:
+    """The plain text ``source`` (a heading's inline content) renders as.
+
+    The inline pass runs on this one heading (the body's parse skips it, see
+    :func:`~pytest_batchgen.mdparse.heading_parser`), with the body's ``env`` so that a
+    reference link (``## [Definition][def]``) resolves as it does in the rendered file."""
+    inline = inline_parser().parseInline(source, env)
+    return "".join(_plain(inline[0].children or [] if inline else [])).strip()
+
+
+def _plain(tokens: list[Token]) -> list[str]:
+    """The text of inline ``tokens``: text and code spans as shown, an image by its alt text,
+    a line break as a newline; tags and markup (emphasis, link, raw HTML) contribute nothing."""
+    parts: list[str] = []
+    for t in tokens:
+        if t.type in ("text", "code_inline", "text_special"):
+            parts.append(t.content)
+        elif t.type in ("softbreak", "hardbreak"):
+            parts.append("\n")
+        elif t.type == "image":
+            parts.extend(_plain(t.children or []))
+    return parts
 
 
 def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[str, Any] | tuple[str, int]:

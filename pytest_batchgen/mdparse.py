@@ -32,6 +32,8 @@ def heading_parser() -> MarkdownIt:
     wide table (a 5 MB table of 370,000 columns took 20 to 30 s, against 0.1 s without it). A
     table changes no ATX heading; it only stops a ``---``/``===`` line under it from making the
     table's lines a setext heading, which :func:`pytest_batchgen.document.parse_text` checks.
+    Without the inline pass a heading's token holds its source (``**Definition**``); the few
+    headings with inline markup are rendered one by one with :func:`inline_parser`.
     """
     return MarkdownIt("commonmark").disable("inline")
 
@@ -47,5 +49,5 @@ def plan_parser() -> MarkdownIt:
 
 @lru_cache(maxsize=1)
 def inline_parser() -> MarkdownIt:
-    """Full CommonMark, inline pass included (the tracking file's links)."""
+    """Full CommonMark, inline pass included (the tracking file's links, an output heading's text)."""
     return MarkdownIt("commonmark")

@@ -279,7 +279,8 @@ def _build_sections(m: re.Match, ctx: CompileContext):
                 near = [h for h in doc.headings if h.text.strip().lower() == s.strip().lower()]
                 if near:
                     h = near[0]
-                    hints.append(f"{'#' * h.level} {h.text!r} at line {h.line} is close but not the same")
+                    written = f" (written {_show(h.source)})" if h.source is not None else ""
+                    hints.append(f"{'#' * h.level} {h.text!r}{written} at line {h.line} is close but not the same")
             hint = ("; " + "; ".join(hints)) if hints else ""
             return Failure(
                 f"missing section{'s' if len(missing) > 1 else ''} "

@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from pytest_batchgen.document import BatchOutput, DocumentCache, Heading, load_document, parse_bytes
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from pytest_batchgen.document import (
+    MAX_HEADINGS,
+    MAX_RENDERED_HEADING_CHARS,
+    BatchOutput,
+    DocumentCache,
+    Heading,
+    load_document,
+    parse_bytes,
+)
 
 P = Path("entry.md")
 
@@ -162,6 +173,60 @@ def test_headings_are_markdown_headings_only():
     doc = parse_bytes(P, text.encode())
     # a heading inside a blockquote is still a heading; code is not; '#NoSpace' is a paragraph
     assert doc.headings == (Heading(2, "Quoted", 7), Heading(2, "Setext", 9))
+
+
+# -- a heading's text is what it renders as, not its Markdown source ----------------------------
+
+RENDERED = [
+    ("## **Definition**", "Definition"),
+    ("## `Definition`", "Definition"),
+    ("## _Pros_ \\& *Cons*", "Pros & Cons"),
+    ("## A &amp; B", "A & B"),
+    ("## [Related Terms](https://example.com/terms)", "Related Terms"),
+    ("## [Glossary][g]\n\n[g]: https://example.com/g", "Glossary"),  # a reference link resolves
+    ("## [Glossary][nowhere]", "[Glossary][nowhere]"),  # an undefined one stays text, as rendered
+    ("## ![Logo](logo.png) Overview", "Logo Overview"),
+    ('## Summary <a id="summary"></a>', "Summary"),
+    ("## Defini\\tion", "Defini\\tion"),  # '\\t' is no escape: the backslash shows
+    ("**Setext** &amp; more\n---", "Setext & more"),
+]
+
+
+@pytest.mark.parametrize("markdown, text", RENDERED)
+def test_a_heading_is_its_rendered_text_with_its_source_kept(markdown, text):
+    doc = parse_bytes(P, f"---\nterm: X\n---\n\n{markdown}\n\nBody.\n".encode())
+    source = markdown.split("\n")[0].removeprefix("## ")
+    assert doc.headings[0] == Heading(2, text, 5, None if source == text else source)
+
+
+def test_a_plain_heading_has_no_separate_source():
+    doc = parse_bytes(P, b"## Pros - Cons: 1 + 2 = 3 (#4) ! ~x~ ]\n")
+    assert doc.headings == (Heading(2, "Pros - Cons: 1 + 2 = 3 (#4) ! ~x~ ]", 1),)
+    assert doc.headings[0].source is None
+
+
+@given(st.text(st.sampled_from("ab &*_`[]<>!\\#~:;-|()\t\xa0é"), min_size=1, max_size=12))
+def test_only_headings_with_markup_characters_are_rendered(source):
+    """The fast path (no inline pass for a heading without a markup character) changes nothing."""
+    from pytest_batchgen.document import _INLINE_MARKUP, _rendered
+
+    source = source.strip()
+    assume(source and not _INLINE_MARKUP.search(source))
+    assert _rendered(source, {}) == source
+
+
+def test_rendering_headings_is_bounded():
+    # the inline pass takes ~50 us per character of '![' runs: 10,000 such headings took minutes
+    source = "**" + "![" * 200 + "**"
+    start = time.monotonic()
+    doc = parse_bytes(P, f"## {source}\n".encode() * MAX_HEADINGS, max_bytes=10**8)
+    assert time.monotonic() - start < 5
+    assert doc.error is None and len(doc.headings) == MAX_HEADINGS
+    rendered = [h for h in doc.headings if h.source is not None]
+    assert rendered[0] == Heading(2, "![" * 200, 1, source)
+    # past MAX_RENDERED_HEADING_CHARS of source, a heading's text is its source
+    assert len(rendered) == MAX_RENDERED_HEADING_CHARS // len(source)
+    assert doc.headings[-1] == Heading(2, source, MAX_HEADINGS)
 
 
 def test_long_blank_runs_in_front_matter_parse_in_linear_time():

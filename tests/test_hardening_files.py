@@ -158,9 +158,9 @@ def parsers(monkeypatch):
         return real_load(fm, **kw)
 
     class Parser:
-        def parse(self, src):
+        def parse(self, src, env=None):
             seen["markdown"].append(len(src))
-            return real_parser().parse(src)
+            return real_parser().parse(src, env)
 
     monkeypatch.setattr(document._YAML, "load", load)
     monkeypatch.setattr(document, "heading_parser", Parser)

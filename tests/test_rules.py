@@ -498,6 +498,23 @@ def test_order_is_checked_and_the_misplaced_heading_is_pointed_at(project: Proje
     assert project.verdict(SECTIONS_ANY_ORDER, text) is None
 
 
+def test_a_heading_counts_as_the_text_it_renders_as(project: Project):
+    marked = body("## **Summary**", "## `Pros and Cons`", "## Verdict &amp; Score")
+    assert project.verdict("Summary, `Pros and Cons` and `Verdict & Score` sections present, in that order", marked) is None
+    assert project.verdict("Pros & Cons section present", body("## Pros \\& Cons")) is None
+    out_of_order = body("## [Verdict](#v)", "## _Summary_", "## Pros and Cons")
+    failure = project.verdict(SECTIONS, out_of_order)
+    assert failure is not None and failure.line == 1  # '## [Verdict](#v)', found before the two it follows
+    assert failure.message.startswith("sections out of order: found Verdict, Summary")
+
+
+def test_a_missing_section_lists_rendered_headings_and_shows_the_source_of_a_near_one(project: Project):
+    failure = project.verdict(SECTIONS, body("## **summary**", "## Pros *and* Cons", "## Verdict"))
+    assert failure is not None
+    assert failure.message.startswith("missing section 'Summary' (level-2 headings found: 'summary', 'Pros and Cons'")
+    assert "## 'summary' (written '**summary**') at line 1 is close but not the same" in failure.message
+
+
 def test_only_real_headings_count(project: Project):
     fenced = "```markdown\n## Summary\n```\n\n" + body("## Pros and Cons", "## Verdict")
     failure = project.verdict(SECTIONS, fenced)
