@@ -23,6 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import yaml
 from frontmatter.default_handlers import YAMLHandler
 from markdown_it.token import Token
 
@@ -93,6 +94,40 @@ class OutputDocument:
 
 
 _YAML = YAMLHandler()
+# python-frontmatter's own loader: libyaml's where PyYAML has it
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+class _KeysAsWritten(_BaseLoader):
+    """The safe loader, with the front matter's own keys kept as the strings written.
+
+    YAML 1.1 (PyYAML's) reads plain ``on``, ``yes``, ``no``, ``true``, ``null``, ``~`` and ``1``
+    as True, False, None and 1, so ``on: push`` gave the key ``'True'``: ``Front matter
+    includes on`` reported a key the output has as missing, and ``on:`` and ``yes:`` became one
+    key. A plain key of the top-level mapping is read as a string, as written (what the checklist
+    names, and what :data:`_KEY_RE` finds for ``key_lines``); values, and the keys of mappings
+    inside values, keep YAML's types."""
+
+    _top: Any = None
+
+    def construct_document(self, node: Any) -> Any:
+        self._top = node
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if node is self._top:
+            self.flatten_mapping(node)  # merge keys (``<<: *base``) first: the merged keys are plain too
+            node.value = [
+                (
+                    yaml.ScalarNode(_STR_TAG, key.value, key.start_mark, key.end_mark)
+                    if isinstance(key, yaml.ScalarNode) and not key.style
+                    else key,
+                    value,
+                )
+                for key, value in node.value
+            ]
+        return super().construct_mapping(node, deep=deep)
 
 
 def _too_big(body: str) -> str | None:
@@ -239,7 +274,7 @@ def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[s
             "keep long content in the body"
         ), 1
     try:
-        loaded = _YAML.load(fm)
+        loaded = _YAML.load(fm, Loader=_KeysAsWritten)
     except Exception as exc:  # yaml raises many error types; all mean "invalid YAML"
         mark = getattr(exc, "problem_mark", None)
         at: int = mark.line + 1 if mark is not None else 1  # fm line 0 is the opening --- line

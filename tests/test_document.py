@@ -76,6 +76,23 @@ def test_a_key_written_twice_points_at_the_line_whose_value_is_kept():
     assert doc.line_of("category") == 5  # ...so a failure about it points at line 5, not 3
 
 
+def test_front_matter_keys_are_the_strings_written():
+    # YAML 1.1 reads these plain keys as True, False, None and numbers: 'on' became 'True', and
+    # 'on' and 'yes' one key
+    text = (
+        "---\non: push\nyes: 1\nno: off\ntrue: a\nnull: b\n~: c\n1: d\n0x10: e\n'quoted': f\n"
+        "2024-01-01: g\nnested: {on: 1, 2: x}\n<<: {Yes: merged}\n---\n"
+    )
+    doc = parse_bytes(P, text.encode())
+    assert doc.front_matter_error is None
+    written = ["on", "yes", "no", "true", "null", "~", "1", "0x10", "quoted", "2024-01-01", "nested", "Yes"]
+    assert sorted(doc.metadata) == sorted(written)
+    # values keep YAML's types, and so do the keys of a mapping inside a value
+    assert doc.metadata["yes"] == 1 and doc.metadata["no"] is False and doc.metadata["Yes"] == "merged"
+    assert doc.metadata["nested"] == {True: 1, 2: "x"}
+    assert {k: doc.line_of(k) for k in written[:-1]} == {k: 2 + i for i, k in enumerate(written[:-1])}
+
+
 def test_boundaries_may_be_longer_or_carry_trailing_spaces():
     doc = parse_bytes(P, b"----  \nterm: X\n-----\t\n## H\n")
     assert doc.has_front_matter and doc.metadata == {"term": "X"}

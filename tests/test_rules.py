@@ -368,6 +368,17 @@ def test_list_needs_enough_non_blank_items(project: Project, tags, message):
     assert failure.line == 4
 
 
+def test_yaml_1_1_words_and_numbers_are_keys_as_written(project: Project):
+    text = with_front_matter("term: x\non: push\nyes: always\n1: one")
+    assert project.verdict("Front matter includes term, on, yes, and 1", text) is None
+    assert project.verdict("on is one of: push, pull", text) is None
+    failure = project.verdict("on is one of: pull", text)
+    assert failure is not None and failure.message.startswith("on is 'push', expected one of: pull")
+    assert failure.line == 3  # 'on: push'
+    failure = project.verdict("Front matter includes off", text)
+    assert failure is not None and failure.message == "front matter: missing key off"
+
+
 def test_missing_keys_are_all_named(project: Project):
     failure = project.verdict(FM_LINE, with_front_matter("title: Quorum"))
     assert failure is not None
