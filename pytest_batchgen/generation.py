@@ -109,7 +109,8 @@ def make_dispatcher(
     paths = PerRow(by_key, lambda j: j.run.plan.cassette_path(j.row))
     hints = PerRow(by_key, lambda j: rerecord_hint(j.run, j.row))
     api_key = settings.api_key
-    secrets = (api_key,) if api_key else ()
+    # what no cassette may hold: the key, and ANTHROPIC_AUTH_TOKEN (a body may quote either)
+    secrets = tuple(dict.fromkeys([*((api_key,) if api_key else ()), *settings.secrets]))
     recorder: Recorder | None = None
     if mode == "none":  # replay only: the recordings are read without vcrpy (see cassettes.py)
         recordings = Recordings(paths, mode, hints, secrets)

@@ -283,6 +283,8 @@ class JudgeSettings:
     pacing: bool = True
     remember_limits: bool = True
     credential: str | None = None
+    #: what no judge cassette may hold (the key, ANTHROPIC_AUTH_TOKEN): see Settings.secrets
+    secrets: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JudgeSettings:
@@ -313,6 +315,7 @@ class JudgeSettings:
             pacing=settings.pacing,
             remember_limits=settings.remember_limits,
             credential=settings.credential,
+            secrets=settings.secrets,
         )
 
 
@@ -351,7 +354,7 @@ class JudgeService:
 
         s = self.settings
         mode = s.record_mode if s.may_call else "none"
-        secrets = (s.api_key,) if s.api_key else ()
+        secrets = tuple(dict.fromkeys([*((s.api_key,) if s.api_key else ()), *s.secrets]))
         live = None
         if mode == "none":  # verdicts replayed only: read without vcrpy (see cassettes.py)
             recorder = Recordings({}, mode, {}, secrets)

@@ -170,6 +170,21 @@ def test_a_failure_message_holding_the_key_reaches_no_repair_turn(project, fake,
     assert "env: ANTHROPIC_API_KEY=<redacted> ANTHROPIC_AUTH_TOKEN=<redacted>" in repair
 
 
+def test_no_cassette_holds_the_auth_token(project, fake, monkeypatch):
+    # the cassettes were scrubbed of ANTHROPIC_API_KEY only: a reply quoting the token (or a
+    # request that carried it) kept ANTHROPIC_AUTH_TOKEN in a file meant for the repository
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", AUTH_TOKEN)
+    project.write_rows(rows_for("quorum"))
+    router(fake).set("quorum.md", Reply.ok(draft("Quorum", extra=f"Token: {AUTH_TOKEN}\n")))
+
+    result = project.run()
+
+    assert result.ret == 0, result.stdout.str()
+
+    text = project.cassette("quorum.md").read_text(encoding="utf-8")
+    assert "Token: " in text and AUTH_TOKEN not in text
+
+
 def test_a_cassette_records_what_the_request_said_not_which_machine_sent_it(project, fake):
     # the SDK sends ~17 headers; those describing the client (user agent, x-stainless-* with the
     # OS, architecture and versions, host and port, transport details) would make every
