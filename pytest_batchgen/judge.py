@@ -494,7 +494,7 @@ class JudgeService:
         return verdict_failure(verdict, model, text)
 
     def _ask(self, plan: Plan, row: Row, rule: str, model: str, params: dict[str, Any]) -> JudgeVerdict | Failure:
-        from .client import ModelCallError
+        from .client import ModelCallError, RecordingFailed
 
         with self._lock:
             self._start()
@@ -505,6 +505,7 @@ class JudgeService:
         mine: list[JudgeAttempt] = []
         for number in range(1, s.samples + 1):
             attempt = JudgeAttempt(rule, number, model)
+            unrecorded: RecordingFailed | None = None
             try:
                 # a recorded verdict is replayed whatever the spend: it costs nothing, and only a
                 # call that would go out live is held to --batch-max-cost (as the dispatcher does)
@@ -512,6 +513,8 @@ class JudgeService:
                 if completion is None:
                     self._check_budget()
                     completion = self._complete(key, params)
+            except RecordingFailed as exc:  # answered and paid for: counted below, then the check fails
+                completion, unrecorded = exc.completion, exc
             except ModelCallError as exc:
                 if exc.replay_miss and key in self._recorder.corrupt:  # the judge cassette is unreadable
                     return Failure(f"the judge's recording cannot be used: {exc.message}", repairable=False)
@@ -528,9 +531,14 @@ class JudgeService:
             table = self.prices.of(plan.path) if self.prices is not None else None
             attempt.would_cost = table.cost(model, completion.usage) if table is not None else 0.0
             attempt.cost = 0.0 if completion.replayed else attempt.would_cost
+            if unrecorded is not None:
+                attempt.error = str(unrecorded)
             with self._lock:
                 self.spent += attempt.cost
                 self.attempts.setdefault(row_key, []).append(attempt)
+            if unrecorded is not None:  # a verdict no later run could replay: not one to gate on
+                where = plan.rel(judge_cassette(plan, row))
+                return Failure(f"the judge's verdict could not be recorded in {where}: {unrecorded}", repairable=False)
             samples.append(sample)
             mine.append(attempt)
         verdict = majority(samples)

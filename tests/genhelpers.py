@@ -310,3 +310,26 @@ def given_a_check_that_reports_the_credentials(project, monkeypatch: pytest.Monk
     project.write("conftest.py", CREDENTIALS_IN_A_FORM)
     project.edit("plan.md", "## Phase 1", "5. Env check\n\n## Phase 1")
     monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", AUTH_TOKEN)
+
+
+#: a project conftest that refuses every write into one folder, as a read-only folder does
+#: (the temporary of fsutil.atomic_write cannot be created), in this process and the sending one
+REFUSE_WRITES_IN = """
+import errno
+from pathlib import Path
+from pytest_batchgen import fsutil
+
+real = fsutil._create_temporary
+FOLDER = Path({folder!r})
+
+def refused(path):
+    if path.parent.resolve() == FOLDER:
+        tmp = path.with_name("." + path.name + fsutil.TMP_MARK + "0123abcd")
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+    return real(path)
+
+fsutil._create_temporary = refused
+
+def pytest_unconfigure(config):
+    fsutil._create_temporary = real
+"""

@@ -15,7 +15,7 @@ from pathlib import Path
 import benchmarks_judge_calibration as calibration
 import pytest
 import yaml
-from genhelpers import Reply, draft, go_offline, router, row_of, rows_for
+from genhelpers import REFUSE_WRITES_IN, Reply, draft, go_offline, router, row_of, rows_for
 from harness import Project
 from judgehelpers import fails, install, is_judge, passes, verdict_reply
 
@@ -243,6 +243,24 @@ def test_a_judge_answer_cut_off_at_max_tokens_is_no_verdict(project, fake):
     assert result.outcomes()[item("alpha.md")] == "failed"
     assert "cut off at max_tokens" in result.failure(item("alpha.md"))
     assert project.statuses() == {"alpha.md": "pending"}
+
+
+def test_a_judge_verdict_that_cannot_be_recorded_is_counted_and_fails_its_check(project, fake):
+    # a read-only cassette folder: the judge's reply came and was paid for, but the recording
+    # raised inside the client, so its cost was lost and the check failed with a raw error
+    judge = install(fake)
+    given_rows_with_a_judge(project, "alpha")
+    project.write("output/alpha.md", draft("Alpha"))
+    project.write("plan.md", project.read().replace("| alpha.md | haiku | pending |", "| alpha.md | haiku | complete |"))
+    project.write("conftest.py", REFUSE_WRITES_IN.format(folder=str(project.cassette_dir().resolve())))
+
+    result = project.run("--batch-report", "report.json")
+
+    assert len(judge.judge_calls("alpha.md")) == 1
+    assert result.outcomes()[item("alpha.md")] == "failed"
+    assert "the judge's verdict could not be recorded in cassettes/plan/alpha.md.judge.yaml" in result.failure(item("alpha.md"))
+    totals = json.loads(project.read("report.json"))["totals"]
+    assert totals["judge_calls_live"] == 1 and totals["judge_cost_usd"] > 0
 
 
 def test_judge_rules_wait_for_the_mechanical_rules(project, fake):

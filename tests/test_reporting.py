@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genhelpers import (
     FAST_RETRY,
+    REFUSE_WRITES_IN,
     PlanRow,
     Reply,
     bad_value,
@@ -861,27 +862,6 @@ def test_budget_note_with_xdist(project, fake):
 
 # -- a reply that cannot be written or recorded is still counted, and kept ---------------------
 
-#: a project conftest that refuses every write into one folder, as a read-only folder does
-#: (the temporary of fsutil.atomic_write cannot be created), in this process and the sending one
-REFUSE_WRITES_IN = """
-import errno
-from pathlib import Path
-from pytest_batchgen import fsutil
-
-real = fsutil._create_temporary
-FOLDER = Path({folder!r})
-
-def refused(path):
-    if path.parent.resolve() == FOLDER:
-        tmp = path.with_name("." + path.name + fsutil.TMP_MARK + "0123abcd")
-        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
-    return real(path)
-
-fsutil._create_temporary = refused
-
-def pytest_unconfigure(config):
-    fsutil._create_temporary = real
-"""
 
 
 def test_a_reply_that_cannot_be_recorded_is_counted_and_kept(project, fake):
