@@ -231,7 +231,12 @@ def _collect_plans(config: pytest.Config, state: BatchState) -> None:
 
     state.selection = select(config.args, state.settings.invocation_dir, plans, checks)
     s = state.settings
-    other_items = ("generate",) * s.generates_here + ("fresh",) * s.fail_stale
+
+    def other_items(run: PlanRun, row: Row) -> tuple[str, ...]:  # as RowNode.collect makes them
+        from .generation import wants
+
+        return ("generate",) * (s.generates_here and wants(state, run, row)) + ("fresh",) * s.fail_stale
+
     problems = not_found(state.selection, state.runs, s.phases, other_items)
     if problems:
         raise pytest.UsageError("\n".join(problems))

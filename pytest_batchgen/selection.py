@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +22,7 @@ from .errors import BatchgenError
 from .rowid import RowId
 
 if TYPE_CHECKING:
+    from .plan import Row
     from .run import PlanRun
 
 
@@ -95,11 +96,14 @@ def collection_arg(path: Path, invocation_dir: Path) -> str:
 
 
 def not_found(
-    selection: Selection, runs: Sequence[PlanRun], phases: Sequence[str], other_items: Sequence[str] = ()
+    selection: Selection,
+    runs: Sequence[PlanRun],
+    phases: Sequence[str],
+    other_items: Callable[[PlanRun, Row], Sequence[str]] = lambda run, row: (),
 ) -> list[str]:
     """Why each named node selects nothing: no such row in its plan, a row outside
-    ``--batch-phase``, no such item of the row (``other_items``: the run's items besides the
-    rules, ``generate`` when it generates, ``fresh`` with ``--batch-fail-stale``). pytest says
+    ``--batch-phase``, no such item of the row (``other_items``: the row's items besides the
+    rules, ``generate`` when it is generated, ``fresh`` with ``--batch-fail-stale``). pytest says
     "not found" for a node id that matches nothing; a plan's node that only deselected every
     item would run nothing and exit 5 without saying why."""
     by_plan = {run.plan.path: run for run in runs}
@@ -121,7 +125,7 @@ def not_found(
                 f"{', '.join(phases)}; add --batch-phase {row.phase} or leave the option out"
             )
         elif f.item is not None:
-            items = [*(rule.name for rule in run.rules), *other_items]
+            items = [*(rule.name for rule in run.rules), *other_items(run, row)]
             if f.item not in items:
                 close = difflib.get_close_matches(f.item, items, n=1)
                 hint = f"did you mean {close[0]}? " if close else ""

@@ -108,6 +108,15 @@ def test_a_named_node_that_selects_nothing_is_a_usage_error(glossary: Project, a
     assert "passed" not in result.stdout.str() and "deselected" not in result.stdout.str()
 
 
+def test_naming_the_generate_item_of_a_complete_row_is_a_usage_error(glossary: Project):
+    # a complete row has no generate item: the run deselected all and exited 5 without a word
+    result = glossary.run("--batch-record-mode", "none", "plans/glossary.md::idempotency.md::generate")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: not found: plans/glossary.md::idempotency.md::generate: row idempotency.md "
+                                 "has no item generate (its items: front-matter, *, registered)"])
+
+
 def test_example_plan_selects_a_row_or_a_check_with_k(glossary: Project):
     glossary.copy(DATA / "glossary" / "quorum.draft1.md", "output/quorum.md")
     glossary.copy(DATA / "glossary" / "backpressure.md", "output/backpressure.md")
