@@ -445,37 +445,18 @@ class Dispatcher(BackgroundDispatch):
             result.attempts.append(attempt)
             started = time.monotonic()
             params = prompt.params(history)
-            async with sem.slot(params, self._stop.is_set) as slot:
-                # a recorded reply is replayed whatever the spend: it costs nothing, and only a
-                # request that would go out live is held to --batch-max-cost (or a stop)
-                replay = getattr(client, "replay", None)
-                completion: Completion | None = replay(job.key, params) if replay is not None else None
-                if completion is None and getattr(client, "sends", True):
-                    self._check_budget()
-                    if self._stop.is_set():
-                        return self._not_sent(result)
-                self.in_flight += 1
-                unrecorded: OSError | None = None
-                try:
-                    if completion is None:
-                        completion = await client.complete(job.key, params)
-                    slot.settle(completion.usage, completion.replayed)
-                except RecordingFailed as exc:  # received and paid for: counted below, then the row stops
-                    completion, unrecorded = exc.completion, exc.error
-                    slot.settle(completion.usage, completion.replayed)
-                except ModelCallError as exc:
-                    attempt.error = str(exc)
-                    result.outcome, result.error = Outcome.ERROR, str(exc)
-                    return result
-                except (SendingStopped, asyncio.CancelledError):
-                    if not slot.stopped:
-                        raise  # not the pacer's stop: the loop itself is going
-                    if slot.cancelled:
-                        _uncancel()
-                    return self._not_sent(result)  # its attempts were refused: nothing paid
-                finally:
-                    self.in_flight -= 1
-                    attempt.seconds = time.monotonic() - started
+            # a recorded reply is replayed whatever the spend and the pace: it costs nothing and
+            # takes no budget, so it neither waits for the pacer nor is held to --batch-max-cost
+            replay = getattr(client, "replay", None)
+            completion: Completion | None = replay(job.key, params) if replay is not None else None
+            unrecorded: OSError | None = None
+            if completion is not None:
+                attempt.seconds = time.monotonic() - started
+            else:
+                completion, unrecorded, ended = await self._send(job, client, sem, params, attempt, result, started)
+                if ended is not None:
+                    return ended
+            assert completion is not None
             attempt.usage = completion.usage
             result.recorded_as_sent = result.recorded_as_sent or (number == 1 and completion.opens_recording)
             self.replies += 1
@@ -531,6 +512,47 @@ class Dispatcher(BackgroundDispatch):
                 ]
         result.outcome = Outcome.FAILED
         return result
+
+    async def _send(
+        self,
+        job: Job,
+        client: CompletionClient,
+        sem: Pacer,
+        params: dict[str, Any],
+        attempt: Attempt,
+        result: RowResult,
+        started: float,
+    ) -> tuple[Completion | None, OSError | None, RowResult | None]:
+        """One request that goes out live, through the pacer: (the reply, the recording's
+        error when the reply could not be recorded, or the row's result when it ends here)."""
+        completion: Completion | None = None
+        unrecorded: OSError | None = None
+        async with sem.slot(params, self._stop.is_set) as slot:
+            if getattr(client, "sends", True):  # checked once admitted: the spend grew while it waited
+                self._check_budget()
+                if self._stop.is_set():
+                    return None, None, self._not_sent(result)
+            self.in_flight += 1
+            try:
+                completion = await client.complete(job.key, params)
+                slot.settle(completion.usage, completion.replayed)
+            except RecordingFailed as exc:  # received and paid for: counted, then the row stops
+                completion, unrecorded = exc.completion, exc.error
+                slot.settle(completion.usage, completion.replayed)
+            except ModelCallError as exc:
+                attempt.error = str(exc)
+                result.outcome, result.error = Outcome.ERROR, str(exc)
+                return None, None, result
+            except (SendingStopped, asyncio.CancelledError):
+                if not slot.stopped:
+                    raise  # not the pacer's stop: the loop itself is going
+                if slot.cancelled:
+                    _uncancel()
+                return None, None, self._not_sent(result)  # its attempts were refused: nothing paid
+            finally:
+                self.in_flight -= 1
+                attempt.seconds = time.monotonic() - started
+        return completion, unrecorded, None
 
     def _check_budget(self) -> None:
         """Stop sending once the estimated spend (the judge's included) reaches the cap."""
