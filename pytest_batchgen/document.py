@@ -54,6 +54,10 @@ _INLINE_MARKUP = re.compile(r"[\\&*_`\[<\n]")
 #: heading source beyond this many characters per document keeps its source as its text. A
 #: document's headings are a few hundred characters; 16 KiB renders in well under a second
 MAX_RENDERED_HEADING_CHARS = 16 * 1024
+#: libyaml's loader dies with SIGSEGV (the whole pytest run, no message) on front matter nested
+#: some 25,000 levels deep, which fits in 64 KiB (``k: [[[[...``, ``- - - - ...``); no batch
+#: file's front matter nests more than a few levels
+MAX_FRONT_MATTER_DEPTH = 200
 
 
 @dataclass(frozen=True)
@@ -273,6 +277,12 @@ def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[s
             f"the front matter is {size:,} bytes, above the {MAX_FRONT_MATTER_BYTES:,}-byte limit for parsing; "
             "keep long content in the body"
         ), 1
+    depth = _nesting_depth(fm)
+    if depth > MAX_FRONT_MATTER_DEPTH:
+        return (
+            f"the front matter nests {depth:,} levels deep, above the {MAX_FRONT_MATTER_DEPTH}-level limit for "
+            "parsing; keep nested content in the body"
+        ), 1
     try:
         loaded = _YAML.load(fm, Loader=_KeysAsWritten)
     except Exception as exc:  # yaml raises many error types; all mean "invalid YAML"
@@ -286,6 +296,36 @@ def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[s
     if not isinstance(loaded, dict):
         return f"front matter is a YAML {type(loaded).__name__}, not a mapping of keys to values", 1
     return MappingProxyType({str(k): v for k, v in loaded.items()})
+
+
+def _nesting_depth(fm: str) -> int:
+    """An upper bound of how deep the front matter nests, in one linear pass: open flow
+    brackets (quoted text aside) plus, per line, the dashes of compact block sequences
+    (``- - x``) and the indentation. Checked before YAML loading: see
+    :data:`MAX_FRONT_MATTER_DEPTH`."""
+    deepest = flow = 0
+    quote = ""
+    for line in fm.split("\n"):
+        indent = len(line) - len(line.lstrip(" "))
+        dashes = 0
+        for i, ch in enumerate(line):
+            if quote:
+                if ch == quote:
+                    quote = ""
+            elif ch in "'\"" and (i == 0 or line[i - 1] in " \t[{,:"):
+                quote = ch
+            elif ch in "[{":
+                flow += 1
+                deepest = max(deepest, flow + dashes + indent // 2)
+            elif ch in "]}":
+                flow = max(0, flow - 1)
+            elif ch == "-" and line[i + 1 : i + 2] in (" ", "\t") and not line[:i].strip(" -\t"):
+                dashes += 1
+            elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+                break  # a comment
+        quote = quote if quote == '"' else ""  # (a double-quoted scalar may go on to the next line)
+        deepest = max(deepest, flow + dashes + indent // 2)
+    return deepest
 
 
 def parse_bytes(path: Path, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> OutputDocument:

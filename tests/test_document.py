@@ -6,6 +6,9 @@ whose lines are counted by hand in the comments.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import time
 from pathlib import Path
 
@@ -315,3 +318,24 @@ def test_headings_are_those_a_table_aware_parse_finds(body):
         if t.type == "heading_open"
     ]
     assert [(h.level, h.text, h.line) for h in parse_bytes(P, body.encode()).headings] == expected
+
+
+@pytest.mark.parametrize("front_matter", ["k: " + "[" * 30_000 + "]" * 30_000, "k:\n  " + "- " * 30_000 + "x"],
+                         ids=["flow", "block"])
+def test_front_matter_nested_too_deep_for_libyaml_is_an_error_not_a_crash(front_matter):
+    # 60 KB, under the 64 KiB limit: libyaml's loader died with SIGSEGV, taking the whole
+    # pytest run with it (in a process of its own here, so that a crash fails only this test)
+    code = (
+        "import sys; from pathlib import Path; from pytest_batchgen.document import parse_text; "
+        "print(parse_text(Path('x.md'), sys.stdin.read()).front_matter_error)"
+    )
+    text = f"---\n{front_matter}\n---\n# H\n"
+    run = subprocess.run([sys.executable, "-c", code], input=text, capture_output=True, text=True, timeout=120)
+
+    assert run.returncode == 0, run.stderr[-500:]
+    assert "levels deep, above the 200-level limit for parsing" in run.stdout
+
+
+def test_front_matter_of_ordinary_depth_loads():
+    doc = parse_bytes(P, b"---\nk: [a, [b, {c: d}]]\ntags:\n  - x\n  - - y\n---\n# H\n")
+    assert doc.front_matter_error is None and doc.metadata["k"] == ["a", ["b", {"c": "d"}]]
