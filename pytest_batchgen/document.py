@@ -156,6 +156,8 @@ def parse_text(path: Path, text: str) -> OutputDocument:
     """Parse decoded text; never raises."""
     if not text.strip():
         return OutputDocument(path=path, error="the output is empty")
+    if "\r" in text:  # markdown-it breaks lines at a lone \r too: one line model for all that follows
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     metadata: Mapping[str, Any] = MappingProxyType({})
     key_lines: dict[str, int] = {}
     fm_error = None
@@ -191,6 +193,7 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         env: dict[str, Any] = {}  # the link reference definitions, for links in headings
         tokens = heading_parser().parse(body, env)
         budget = MAX_RENDERED_HEADING_CHARS
+        table_budget = _MAX_TABLE_CHECK  # for the whole document: each check parses its span
         body_lines: list[str] | None = None
         for i, tok in enumerate(tokens):
             if tok.type == "heading_open" and i + 1 < len(tokens):
@@ -198,7 +201,9 @@ def parse_text(path: Path, text: str) -> OutputDocument:
                 if tok.markup in ("-", "=") and "|" in content and tok.map:
                     # a setext heading that may be a table with a ---/=== line under it
                     body_lines = body.split("\n") if body_lines is None else body_lines
-                    if _is_table("\n".join(body_lines[tok.map[0] : tok.map[1]])):
+                    span = "\n".join(body_lines[tok.map[0] : tok.map[1]])
+                    table_budget -= len(span)
+                    if table_budget < 0 or _is_table(span):  # past the budget: taken for a table
                         continue
                 line = body_line + (tok.map[0] if tok.map else 0)
                 source = content.strip()
@@ -221,8 +226,9 @@ def parse_text(path: Path, text: str) -> OutputDocument:
     )
 
 
-#: a setext heading's lines longer than this are taken for a table without parsing them as one
-#: (the table rule is what takes seconds on wide rows; no heading is 16 KiB of pipes)
+#: setext headings holding a ``|`` are checked for being a table, up to this many characters of
+#: their lines per document; past that, they are taken for tables without parsing them as one
+#: (the table rule is what takes seconds on wide rows; no document has 16 KiB of such headings)
 _MAX_TABLE_CHECK = 16 * 1024
 
 
@@ -231,8 +237,6 @@ def _is_table(span: str) -> bool:
     table, which would end the paragraph, so the heading is not one (see
     :func:`~pytest_batchgen.mdparse.heading_parser`). Such a heading holds a ``|``: a table's
     header row must."""
-    if len(span) > _MAX_TABLE_CHECK:
-        return True
     return any(t.type == "table_open" for t in block_parser().parse(span))
 
 

@@ -339,3 +339,41 @@ def test_front_matter_nested_too_deep_for_libyaml_is_an_error_not_a_crash(front_
 def test_front_matter_of_ordinary_depth_loads():
     doc = parse_bytes(P, b"---\nk: [a, [b, {c: d}]]\ntags:\n  - x\n  - - y\n---\n# H\n")
     assert doc.front_matter_error is None and doc.metadata["k"] == ["a", ["b", {"c": "d"}]]
+
+
+def test_the_table_check_of_setext_headings_has_one_budget_per_document(monkeypatch):
+    # each setext heading holding a '|' was parsed with the table rule up to 16 KiB of its own
+    # lines, with no bound per document: 478 wide tables each under a '---' line took 16.5 s
+    import pytest_batchgen.document as document
+
+    parsed: list[int] = []
+    real = document.block_parser
+
+    def counting():
+        parser = real()
+
+        class Counting:
+            def parse(self, src, *args):
+                parsed.append(len(src))
+                return parser.parse(src, *args)
+
+        return Counting()
+
+    monkeypatch.setattr(document, "block_parser", counting)
+    unit = "|".join(["a"] * 2600) + "\n" + "|".join(["-"] * 2600) + "\nrow\n---\n\n"
+    doc = parse_bytes(P, ("# Doc\n\n" + unit * 400).encode())
+
+    assert doc.error is None and [h.text for h in doc.headings] == ["Doc"]
+    assert sum(parsed) <= document._MAX_TABLE_CHECK
+
+
+@pytest.mark.parametrize("ending", ["\r", "\r\n"])
+def test_an_output_with_other_line_endings_parses_as_with_newlines(ending):
+    # markdown-it breaks lines at a lone \r, the table check and the front matter did not: a
+    # table under a '---' line came out as a heading, and the front matter was not found
+    text = "---\nterm: Quorum\n---\n# Title\n\n| a | b |\n|---|---|\n| c | d |\n---\n\n## Definition\n"
+    unix = parse_bytes(P, text.encode())
+    other = parse_bytes(P, text.replace("\n", ending).encode())
+
+    assert other.headings == unix.headings == (Heading(1, "Title", 4), Heading(2, "Definition", 11))
+    assert other.metadata == unix.metadata == {"term": "Quorum"} and other.key_lines == unix.key_lines
