@@ -251,7 +251,7 @@ class BatchDispatcher(BackgroundDispatch):
         journal = self._journals.get(key)
         if journal is None:
             journal = self._journals[key] = Journal.load(
-                journal_path(run.plan.path.parent / "cassettes" / run.plan.name)
+                journal_path(run.plan.cassette_dir)
             )
         return journal
 

@@ -252,12 +252,6 @@ def _reply_text(body: Mapping[str, Any]) -> str:
     return normalise_output(text).replace("\r\n", "\n")
 
 
-def read_first_request(path: Path) -> dict[str, Any] | None:
-    """The first recorded request's JSON body (:func:`read_first_interaction`)."""
-    found = read_first_interaction(path)
-    return found[0] if found is not None else None
-
-
 # -- what changed -----------------------------------------------------------------------------
 
 _SYSTEM_RE = re.compile(

@@ -10,7 +10,6 @@ starting and waiting are written once. The SDK and vcrpy are imported only in
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import shlex
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -109,8 +108,7 @@ def make_dispatcher(
     paths = PerRow(by_key, lambda j: j.run.plan.cassette_path(j.row))
     hints = PerRow(by_key, lambda j: rerecord_hint(j.run, j.row))
     api_key = settings.api_key
-    # what no cassette may hold: the key, and ANTHROPIC_AUTH_TOKEN (a body may quote either)
-    secrets = tuple(dict.fromkeys([*((api_key,) if api_key else ()), *settings.secrets]))
+    secrets = settings.secrets  # what no cassette may hold: the key and ANTHROPIC_AUTH_TOKEN
     recorder: Recorder | None = None
     if mode == "none":  # replay only: the recordings are read without vcrpy (see cassettes.py)
         recordings = Recordings(paths, mode, hints, secrets)
@@ -129,14 +127,10 @@ def make_dispatcher(
         return make_batch_dispatcher(settings, prices, jobs, recorder, resume_command(settings))  # type: ignore[return-value]
     pacer = Pacer(settings.concurrency, enabled=settings.pacing)
     if recorder is not None and settings.pacing and settings.remember_limits:  # a run that may call the API
-        from . import limitstore
+        from .limitstore import seed_pacer
 
-        credential = settings.credential
         for model in sorted({job.row.model for job in jobs}):  # the API limits each model class apart
-            account = limitstore.account_id(os.environ.get("ANTHROPIC_BASE_URL"), credential, [model])
-            if account is not None:
-                pacer.accounts[model] = account
-                pacer.seed(limitstore.recall(account), model)
+            seed_pacer(pacer, model, settings.credential)
     if recorder is None:  # replay only: no SDK and no vcrpy (issue 12)
         has_key = settings.credential is not None
         client_factory: Callable[[], CompletionClient] = lambda: ReplayClient(recordings, has_key)  # noqa: E731
@@ -172,7 +166,7 @@ def check_writable(settings: Settings, rows: Sequence[tuple[PlanRun, Row]]) -> N
     for run, row in rows:
         folders.setdefault(run.output_path(row).parent, (run, "output"))
         if may_record:
-            folders.setdefault(run.plan.cassette_path(row).parent, (run, "cassette"))
+            folders.setdefault(run.plan.cassette_dir, (run, "cassette"))
     problems = []
     for folder, (run, what) in folders.items():
         why = write_problem(folder)

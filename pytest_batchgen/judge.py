@@ -354,7 +354,7 @@ class JudgeService:
 
         s = self.settings
         mode = s.record_mode if s.may_call else "none"
-        secrets = tuple(dict.fromkeys([*((s.api_key,) if s.api_key else ()), *s.secrets]))
+        secrets = s.secrets
         live = None
         if mode == "none":  # verdicts replayed only: read without vcrpy (see cassettes.py)
             recorder = Recordings({}, mode, {}, secrets)
@@ -425,12 +425,9 @@ class JudgeService:
         model = str(params.get("model") or "")
         s = self.settings
         if s.pacing and s.remember_limits and model not in pacer.accounts:
-            from . import limitstore
+            from .limitstore import seed_pacer
 
-            account = limitstore.account_id(os.environ.get("ANTHROPIC_BASE_URL"), s.credential, [model])
-            if account is not None:
-                pacer.accounts[model] = account
-                pacer.seed(limitstore.recall(account), model)
+            seed_pacer(pacer, model, s.credential)
         async with pacer.slot(params) as slot:
             completion: Completion = await self._client.complete(key, params, _no_verdict)
             slot.settle(completion.usage, completion.replayed)

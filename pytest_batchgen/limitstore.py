@@ -138,6 +138,15 @@ def remember(account: str | None, budgets: tuple[KnownBudget, ...], path: Path |
     return True
 
 
+def seed_pacer(pacer: Pacer, model: str, credential: str | None) -> None:
+    """Seed ``pacer``'s budgets for ``model`` from what the last run on this account left, and
+    note the account, under which :func:`remember_pacer` keeps them at the end."""
+    account = account_id(os.environ.get("ANTHROPIC_BASE_URL"), credential, [model])
+    if account is not None:
+        pacer.accounts[model] = account
+        pacer.seed(recall(account), model)
+
+
 def remember_pacer(pacer: Pacer) -> None:
     """Keep what ``pacer`` knows of each model's budgets under the account it was seeded for
     (nothing for a model it was not: a run that was asked not to remember)."""

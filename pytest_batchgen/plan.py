@@ -379,7 +379,12 @@ class Plan:
 
     def cassette_path(self, row: Row) -> Path:
         """The row's recording: ``<plan folder>/cassettes/<plan name>/<filename>.yaml``."""
-        return self.path.parent / "cassettes" / self.name / f"{row.filename}.yaml"
+        return self.cassette_dir / f"{row.filename}.yaml"
+
+    @property
+    def cassette_dir(self) -> Path:
+        """The plan's recordings: ``<plan folder>/cassettes/<plan name>/``."""
+        return self.path.parent / "cassettes" / self.name
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the rootdir when it lies below it (for messages and prompts)."""

@@ -153,9 +153,6 @@ class Prices:
     def of(self, plan: Path | None) -> PriceTable:
         return self.by_plan.get(plan, self.base) if plan is not None else self.base
 
-    def cost(self, plan: Path | None, model: str, usage: Usage, batch: bool = False) -> float:
-        return self.of(plan).cost(model, usage, batch)
-
 
 def with_aliases(prices: Mapping[str, Price], aliases: Mapping[str, str]) -> dict[str, Price]:
     """Price keys that are model aliases (``haiku``) stand for the model id they resolve to.

@@ -116,6 +116,9 @@ class Totals:
     skipped_by_budget: int = 0
     judge_calls: int = 0
     judge_live: int = 0
+    judge_replayed: int = 0
+    batch_saved: float = 0.0  # Message Batches: the list price of the batch calls less what they cost
+    reserved: float = 0.0  # Message Batches: the worst case reserved against --batch-max-cost
 
     @property
     def unanswered(self) -> int:
@@ -125,9 +128,6 @@ class Totals:
     @property
     def judge_unanswered(self) -> int:
         return self.judge_calls - self.judge_live - self.judge_replayed
-    judge_replayed: int = 0
-    batch_saved: float = 0.0  # Message Batches: the list price of the batch calls less what they cost
-    reserved: float = 0.0  # Message Batches: the worst case reserved against --batch-max-cost
 
 
 def totals(reports: Iterable[RowReport], prices: PlanPrices) -> Totals:

@@ -525,7 +525,7 @@ def check_written_paths(settings: Settings, plans: Sequence[Plan]) -> None:
             owned = {plan.output_path(row).resolve(): f"row {row.filename}'s output in" for row in plan.rows}
             owned.update({plan.path.resolve(): "the plan", plan.format_reference.resolve(): "the format reference of"})
             what = owned.get(target)
-            if what is None and (plan.path.parent / "cassettes" / plan.name).resolve() in target.parents:
+            if what is None and plan.cassette_dir.resolve() in target.parents:
                 what = "a file in the cassette folder of"
             if what is not None:
                 raise BatchgenError(f"{option} {path}: is {what} {plan.rel(plan.path)}; name another file")

@@ -194,13 +194,13 @@ def _text_reply(text: str, stop_reason: str = "end_turn", tool_input: dict | Non
     return Reply.raw(json.dumps(body))
 
 
-@pytest.mark.parametrize("answer", [
-    Reply.error(400, "invalid_request_error", "prompt is too long"),
-    Reply.error(500, "api_error", "internal error"),
-    _text_reply("PASS"),
-    _text_reply("", stop_reason="refusal"),
+@pytest.mark.parametrize(("answer", "why"), [
+    (Reply.error(400, "invalid_request_error", "prompt is too long"), "the judge's call failed: BadRequestError"),
+    (Reply.error(500, "api_error", "internal error"), "the judge's call failed: InternalServerError"),
+    (_text_reply("PASS"), "the judge gave no usable verdict (the judge did not call record_verdict)"),
+    (_text_reply("", stop_reason="refusal"), "the judge gave no usable verdict (the judge refused to answer)"),
 ], ids=["400", "500", "no tool call", "refusal"])
-def test_a_judge_call_that_gives_no_verdict_fails_the_row_and_pays_for_no_repair(project, fake, answer):
+def test_a_judge_call_that_gives_no_verdict_fails_the_row_and_pays_for_no_repair(project, fake, answer, why):
     # README: "API errors are never pasted into a repair"; a new draft cannot fix the judge's
     # failure, so none is paid for (the row stays pending, and the next run asks the judge again)
     judge = install(fake)
@@ -212,8 +212,7 @@ def test_a_judge_call_that_gives_no_verdict_fails_the_row_and_pays_for_no_repair
     assert result.outcomes()[item("alpha.md")] == "failed"
     assert len(generation_requests(fake, "alpha.md")) == 1  # no repair turn
     assert project.statuses() == {"alpha.md": "pending"}
-    failure = result.failure(item("alpha.md"))
-    assert "the judge's call failed" in failure or "the judge gave no usable verdict" in failure
+    assert why in result.failure(item("alpha.md"))
 
 
 def test_an_answer_without_a_verdict_is_not_recorded_and_the_next_run_asks_again(project, fake):

@@ -251,8 +251,8 @@ def test_each_plan_has_its_own_table_defaults_then_ini_then_its_own_prices(tmp_p
     assert prices.of(tmp_path / "c.md").price("claude-haiku-5-5") == HAIKU
     assert prices.of(None).price("claude-opus-5") == Price(1, 1, 1, 1)
     usage = Usage(1_000_000, 0)
-    assert prices.cost(a.path, "claude-haiku-5-5", usage) == pytest.approx(9.0)
-    assert prices.cost(b.path, "claude-haiku-5-5", usage) == pytest.approx(1.0)
+    assert prices.of(a.path).cost("claude-haiku-5-5", usage) == pytest.approx(9.0)
+    assert prices.of(b.path).cost("claude-haiku-5-5", usage) == pytest.approx(1.0)
 
 
 # -- report: totals, summary, JSON, annotations -------------------------------------------------
