@@ -34,7 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from .client import Usage
-from .dispatch import Attempt, BackgroundDispatch, Job, RowResult, _discard_draft, repair_turn, repairable_failures
+from .dispatch import (
+    Attempt,
+    BackgroundDispatch,
+    Job,
+    RowResult,
+    _discard_draft,
+    repair_turn,
+    repairable_failures,
+    unwritable,
+)
 from .errors import BatchgenError
 from .fsutil import atomic_write, sync_deferred
 from .journal import (
@@ -677,7 +686,11 @@ class BatchDispatcher(BackgroundDispatch):
         from .cassettes import is_message_body
 
         if message is not None and is_message_body(message):
-            self._file(st, message, entry, cid)  # on disk before the next result is read
+            try:
+                self._file(st, message, entry, cid)  # on disk before the next result is read
+            except OSError as exc:  # a read-only cassette folder, a full disk: the reply is still paid for
+                self._unrecorded(st, message, exc)
+                return
             self._judge(st, message, replayed=False)
             return
         error = _describe(result) if message is None else "Message Batches: the result is not a message"
@@ -697,10 +710,26 @@ class BatchDispatcher(BackgroundDispatch):
         }
         self.recorder.record(st.key, "POST", self.RECORDED_URL, st.body(), self.RECORDED_HEADERS, response)
 
-    def _judge(self, st: RowState, message: dict[str, Any], *, replayed: bool) -> None:
-        """The messages path's verdict on a reply: refusal, draft written, truncation, checks,
-        and the repair turn when checks fail with attempts left."""
-        run, row = st.job.run, st.job.row
+    def _unrecorded(self, st: RowState, message: dict[str, Any], error: OSError) -> None:
+        """A result whose recording could not be written: it is paid for, so it is counted (and
+        toward --batch-max-cost); no later run could replay it, so its text is kept in the row's
+        output, where a rerun keeps it if it passes; the row ends in error naming the cassette.
+        The other rows of the batch go on (the messages path does the same: Dispatcher)."""
+        run, attempt = st.job.run, st.attempt
+        assert attempt is not None
+        text = self._count(st, message, replayed=False)
+        if attempt.stop_reason != "refusal":
+            with contextlib.suppress(OSError):
+                atomic_write(st.path, text, sync=False)
+                run.docs.forget(st.path)
+                st.result.wrote = True
+        kept = f"; its text is kept in {run.plan.rel(st.path)}" if st.result.wrote else ""
+        attempt.error = unwritable(run, error, "recorded in") + kept
+        self._end(st, Outcome.ERROR, attempt.error)
+
+    def _count(self, st: RowState, message: dict[str, Any], *, replayed: bool) -> str:
+        """Count the reply in the row's attempt and the run's totals (before anything that may
+        fail: it is paid for); its text."""
         attempt = st.attempt
         assert attempt is not None
         usage = _usage(message.get("usage") or {})
@@ -720,17 +749,38 @@ class BatchDispatcher(BackgroundDispatch):
                 + usage.cache_creation_input_tokens
                 + usage.cache_read_input_tokens
             )
-        text = normalise_output(
+        return normalise_output(
             "".join(
                 b.get("text", "") or ""
                 for b in message.get("content") or []
                 if isinstance(b, dict) and b.get("type") == "text"
             )
         )
+
+    def _judge(self, st: RowState, message: dict[str, Any], *, replayed: bool) -> None:
+        """The messages path's verdict on a reply: refusal, draft written, truncation, checks,
+        and the repair turn when checks fail with attempts left. A draft or output that cannot
+        be written ends this row in error naming the file, its attempts kept; the other rows go
+        on (it used to stop the whole dispatcher, dropping every pending row's paid attempts)."""
+        attempt = st.attempt
+        assert attempt is not None
+        text = self._count(st, message, replayed=replayed)
         if attempt.stop_reason == "refusal":
             attempt.error = "the model refused to write this output"
             self._end_or_afresh(st, Outcome.REFUSED, attempt.error)
             return
+        try:
+            self._check(st, text)
+        except OSError as exc:
+            if not st.ended:
+                attempt.error = unwritable(st.job.run, exc)
+                self._end(st, Outcome.ERROR, attempt.error)
+
+    def _check(self, st: RowState, text: str) -> None:
+        """Write the draft, then end the row, or set its repair for the next round."""
+        run, row = st.job.run, st.job.row
+        attempt = st.attempt
+        assert attempt is not None
         atomic_write(st.path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
         run.docs.forget(st.path)
         st.result.wrote = True

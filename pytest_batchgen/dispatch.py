@@ -61,6 +61,18 @@ def repairable_failures(failures: list[tuple[Any, Failure]]) -> list[tuple[Any, 
     return [(rule, f) for rule, f in failures if f.repairable]
 
 
+def unwritable(run: PlanRun, exc: OSError, how: str = "written to") -> str:
+    """One line naming the file a paid reply could not be written to (or recorded in), why, and
+    the fix; both dispatchers end such a row with it, its attempts (and their cost) kept."""
+    path = failed_file(exc)
+    if path is None:
+        return f"the reply could not be {how.split()[0]}: {exc.strerror or exc}"
+    return (
+        f"the reply could not be {how} {run.plan.rel(path)}: {exc.strerror or exc}; "
+        f"make {run.plan.rel(path.parent)}/ writable, then run again"
+    )
+
+
 def _discard_draft(path: Path) -> None:
     path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
@@ -410,23 +422,12 @@ class Dispatcher(BackgroundDispatch):
         try:
             return await self._attempts(client, sem, job, result)
         except OSError as exc:
-            result.outcome, result.error = Outcome.ERROR, self._unwritable(job.run, exc)
+            result.outcome, result.error = Outcome.ERROR, unwritable(job.run, exc)
         except Exception as exc:  # a bug must fail the row, not lose what it paid for
             result.outcome, result.error = Outcome.ERROR, f"{type(exc).__name__}: {exc}"
         if result.attempts and result.attempts[-1].error is None:
             result.attempts[-1].error = result.error
         return result
-
-    @staticmethod
-    def _unwritable(run: PlanRun, exc: OSError, how: str = "written to") -> str:
-        """One line naming the file that could not be written, why, and the fix."""
-        path = failed_file(exc)
-        if path is None:
-            return f"the reply could not be {how.split()[0]}: {exc.strerror or exc}"
-        return (
-            f"the reply could not be {how} {run.plan.rel(path)}: {exc.strerror or exc}; "
-            f"make {run.plan.rel(path.parent)}/ writable, then run again"
-        )
 
     async def _attempts(self, client: CompletionClient, sem: Pacer, job: Job, result: RowResult) -> RowResult:
         run, row = job.run, job.row
@@ -479,7 +480,7 @@ class Dispatcher(BackgroundDispatch):
                         result.wrote = True
                 result.outcome = Outcome.ERROR
                 kept = f"; its text is kept in {run.plan.rel(path)}" if result.wrote else ""
-                result.error = attempt.error = self._unwritable(run, unrecorded, "recorded in") + kept
+                result.error = attempt.error = unwritable(run, unrecorded, "recorded in") + kept
                 return result
             if completion.stop_reason == "refusal":
                 result.outcome, result.error = Outcome.REFUSED, "the model refused to write this output"

@@ -19,6 +19,7 @@ from fakeapi import FakeAnthropic, Reply
 from genhelpers import (
     API_KEY,
     AUTH_TOKEN,
+    REFUSE_WRITES_IN,
     bad_value,
     draft,
     given_a_check_that_reports_the_credentials,
@@ -360,3 +361,82 @@ def test_a_batch_that_cannot_be_polled_fails_its_rows_and_stays_in_the_journal(p
     journal = json.loads((project.cassette_dir() / "batches-journal.json").read_text())
     assert [b["id"] for b in journal["batches"]] == [batch.id]
     assert project.statuses() == {"quorum.md": "pending", "backpressure.md": "pending"}
+
+
+# -- a result that cannot be recorded or written is counted, and ends its row only -------------
+
+#: REFUSE_WRITES_IN for one file of the folder: the other rows' writes go through
+REFUSE_ONE_FILE = REFUSE_WRITES_IN.replace(
+    "if path.parent.resolve() == FOLDER:", "if path.parent.resolve() == FOLDER and path.name == {name!r}:"
+)
+#: a reply's usage, pinned: $0.01 at Haiku's list price, $0.005 at the batch price
+CENT = {"input_tokens": 500, "output_tokens": 1_900, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+def rows_of(project) -> dict[str, dict]:
+    report = json.loads(project.read("report.json"))
+    return {r["filename"]: r for r in report["plans"][0]["rows"]}
+
+
+def test_a_batch_result_that_cannot_be_recorded_is_counted_and_kept_and_the_other_rows_go_on(project, fake):
+    """The recording's PermissionError went out of the results' stream to the dispatcher's
+    thread, which gave every pending row a fresh result ("batch dispatcher stopped: ..."): the
+    paid attempts were dropped from the summary, the report and --batch-max-cost, the reply's
+    text was lost, and rows whose result had nothing wrong with it were not filed."""
+    project.write_rows(rows_for("one", "two"), ini_extra=BATCH_INI)
+    for name in ("one", "two"):
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.title()), usage=CENT))
+    folder = str(project.cassette_dir().resolve())
+    project.write("conftest.py", REFUSE_ONE_FILE.format(folder=folder, name="one.md.yaml"))
+
+    result = project.run("--batch-api", "batches", "--batch-report", "report.json")
+
+    assert len(fake.batches) == 1
+    rows = rows_of(project)
+    message = (
+        "the reply could not be recorded in cassettes/plan/one.md.yaml: Permission denied; "
+        "make cassettes/plan/ writable, then run again; its text is kept in output/one.md"
+    )
+    assert rows["one.md"]["generation"]["error"] == message
+    assert message in result.failure("one.md::generate") and "Traceback" not in result.failure("one.md::generate")
+    for name in ("one.md", "two.md"):
+        [attempt] = rows[name]["attempts"]
+        assert attempt["usage"] == CENT and attempt["cost_usd"] == pytest.approx(0.005, abs=2e-4)
+    report = json.loads(project.read("report.json"))
+    assert report["totals"]["cost_usd"] == pytest.approx(0.01, abs=2e-4)
+    assert project.output("one.md") == draft("One")
+    assert project.statuses() == {"one.md": "pending", "two.md": "complete"}
+
+    # a rerun keeps the output it paid for: nothing is sent again
+    (project.path / "conftest.py").unlink()
+    assert project.run("--batch-api", "batches").ret == 0
+    assert len(fake.batches) == 1 and fake.messages_requests() == []
+    assert project.statuses() == {"one.md": "complete", "two.md": "complete"}
+
+
+def test_batch_results_whose_outputs_cannot_be_written_are_counted_and_replayed_next_time(project, fake):
+    """A read-only output folder: the draft's write raised out of the results' stream and the
+    dispatcher stopped, every row failing with a raw PermissionError and $0 for billed replies."""
+    project.write_rows(rows_for("one", "two"), ini_extra=BATCH_INI)
+    for name in ("one", "two"):
+        router(fake).set(f"{name}.md", Reply.ok(draft(name.title()), usage=CENT))
+    project.write("conftest.py", REFUSE_WRITES_IN.format(folder=str((project.path / "output").resolve())))
+
+    result = project.run("--batch-api", "batches", "--batch-report", "report.json")
+
+    assert len(fake.batches) == 1
+    rows = rows_of(project)
+    for name in ("one.md", "two.md"):
+        message = (
+            f"the reply could not be written to output/{name}: Permission denied; make output/ writable, then run again"
+        )
+        assert rows[name]["generation"]["error"] == message
+        assert message in result.failure(f"{name}::generate")
+        [attempt] = rows[name]["attempts"]
+        assert attempt["usage"] == CENT and attempt["cost_usd"] == pytest.approx(0.005, abs=2e-4)
+
+    # the results were recorded: the rerun replays them, and sends nothing
+    (project.path / "conftest.py").unlink()
+    assert project.run("--batch-api", "batches").ret == 0
+    assert len(fake.batches) == 1 and fake.messages_requests() == []
+    assert project.statuses() == {"one.md": "complete", "two.md": "complete"}
