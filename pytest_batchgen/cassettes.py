@@ -332,6 +332,8 @@ class Played(NamedTuple):
     #: the reply is the recording's first, played for the row's first request in this run, which
     #: held no secret: the recording opens with that very request (see ``RowResult.recorded_as_sent``)
     opens_recording: bool
+    #: where the reply is in the recording (what :meth:`Recordings.drop` takes)
+    position: int = -1
 
 
 @dataclass
@@ -342,6 +344,8 @@ class RowRecording:
     played: set[int] = field(default_factory=set)
     #: read from a file, even one listing no interaction (vcrpy's "rewound"): mode ``once`` adds none
     rewound: bool = False
+    #: replies the caller could not use, left out of the file when the row records (:meth:`Recordings.drop`)
+    dropped: set[int] = field(default_factory=set)
 
 
 class Recordings:
@@ -516,11 +520,25 @@ class Recordings:
             if recorded is None:
                 return None
             opens = first_request and recorded is row.interactions[0] and self._redact(body) == body
+            index = next(i for i, it in enumerate(row.interactions) if it is recorded)
         try:
             data = json.loads(recorded.response["body"]["string"])
         except (KeyError, TypeError, ValueError):
             return None
-        return Played(data, opens) if is_message_body(data) else None
+        return Played(data, opens, index) if is_message_body(data) else None
+
+    def drop(self, key: str, index: int) -> bool:
+        """Leave the played reply ``index`` out of the row's recording, so that its request goes
+        out live instead and the new reply takes its place in the file (the row's other replies
+        stay). For a reply its caller cannot use: a judge's answer without a verdict, recorded
+        before such answers were refused, was replayed by every run and the judge never asked
+        again. False when this run may not record (no key, mode ``none``, ``once`` with a
+        recording): the reply is what the request gets."""
+        with self._lock:
+            if not self.may_record or self.write_protected(key):
+                return False
+            self.recording(key).dropped.add(index)
+            return True
 
     def _redact(self, data: Any) -> Any:
         for secret in self._secrets:

@@ -308,17 +308,27 @@ class ModelClient:
         """How to generate a row again whose replayed attempts ended in failure."""
         return "" if self.recorder is None else self.recorder.retry_hint(key)
 
-    def replay(self, key: str, params: dict[str, Any]) -> Completion | None:
+    def replay(
+        self, key: str, params: dict[str, Any], unusable: Callable[[Completion], bool] | None = None
+    ) -> Completion | None:
         """The recorded reply to ``params`` (the replay fast path: no SDK), or None when the call
         would go out live. A replay costs nothing, so ``--batch-max-cost`` never stops one: the
-        dispatcher and the judge ask here before they apply the cap."""
+        dispatcher and the judge ask here before they apply the cap.
+
+        A recorded reply that is ``unusable`` (a judge's answer without a verdict, recorded
+        before :meth:`complete` refused such answers) is dropped from the recording where this
+        run may record, so that the call goes out live and its new reply is recorded instead;
+        else it is the reply (a run that may not record cannot ask again)."""
         if self.recorder is None:
             return None
         url = str(self._client.base_url).rstrip("/") + "/v1/messages"  # the path the SDK posts to
-        played = self.recorder.replay_directly(key, url, params)
-        if played is None:
-            return None
-        return completion_from_body(played.body, replayed=True, opens_recording=played.opens_recording)
+        while True:
+            played = self.recorder.replay_directly(key, url, params)
+            if played is None:
+                return None
+            completion = completion_from_body(played.body, replayed=True, opens_recording=played.opens_recording)
+            if unusable is None or not unusable(completion) or not self.recorder.drop(key, played.position):
+                return completion
 
     async def complete(
         self, key: str, params: dict[str, Any], unusable: Callable[[Completion], bool] | None = None
@@ -326,7 +336,7 @@ class ModelClient:
         """The reply to ``params``, recorded under ``key``, unless ``unusable(completion)``: a
         reply the caller cannot use (a judge's answer with no verdict) is returned, so that
         what it cost is counted, and not recorded, so that no later run replays it for ever."""
-        replayed = self.replay(key, params)
+        replayed = self.replay(key, params, unusable)
         if replayed is not None:
             return replayed
         info = CallInfo(key)

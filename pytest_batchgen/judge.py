@@ -435,9 +435,11 @@ class JudgeService:
 
     def _replay(self, key: str, params: dict[str, Any]) -> Completion | None:
         """The recorded reply to this judge call (the client's replay fast path), or None when
-        the call would go out live (or the client replays only in :meth:`_complete`)."""
+        the call would go out live (or the client replays only in :meth:`_complete`). A recorded
+        answer without a verdict is none where the run may record: it is dropped from the judge
+        cassette and the judge is asked again (see ModelClient.replay)."""
         replay = getattr(self._client, "replay", None)
-        return replay(key, params) if replay is not None else None
+        return replay(key, params, _no_verdict) if replay is not None else None
 
     def _check_budget(self) -> None:
         """Skip a judge call that would go out live once the estimated spend (generation's

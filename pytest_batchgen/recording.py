@@ -209,6 +209,8 @@ class Recorder(Recordings):
                     from vcr.cassette import Cassette
 
                     c = Cassette.load(**self._options(key))
+                    for index in sorted(self.recording(key).dropped, reverse=True):
+                        del c.data[index]  # vcrpy private API (9.4.2): its data is the file's, in order
                 self._cassettes[key] = c
             return c
 
@@ -224,6 +226,19 @@ class Recorder(Recordings):
                 return False
             self._afresh.add(key)
             self._cassettes.pop(key, None)
+            return True
+
+    def drop(self, key: str, index: int) -> bool:
+        with self._lock:
+            row = self.recording(key)
+            if index in row.dropped:
+                return True
+            if not super().drop(key, index):
+                return False
+            c = self._cassettes.get(key)
+            if c is not None and not isinstance(c, _NewCassette):
+                # vcrpy's, loaded from the file: its first entries are the file's, less those dropped
+                del c.data[index - sum(1 for i in row.dropped if i < index)]
             return True
 
     def corrupt_message(self, key: str) -> str | None:

@@ -464,3 +464,33 @@ def test_a_cassette_that_starts_empty_is_written_as_vcrpys_cassette_writes_it(tm
     recorded = yaml.safe_load(written)["interactions"]
     assert len(recorded) == len(interactions)
     assert all(_recorded_header(name) for i in recorded for name in i["request"]["headers"])
+
+
+@pytest.mark.parametrize("loaded_before", [False, True], ids=["dropped-then-recorded", "recorded-then-dropped"])
+def test_a_dropped_reply_leaves_the_file_and_only_it(tmp_path, loaded_before):
+    """Recordings.drop (a judge's recorded answer without a verdict): the row's other replies
+    stay, whether vcrpy's cassette of the file was loaded before the drop or after it."""
+    from pytest_batchgen.recording import Recorder
+
+    def texts() -> list[str]:
+        on_disk = read_cassette(path)
+        assert on_disk is not None
+        return [json.loads(i.response["body"]["string"])["content"][0]["text"] for i in on_disk]
+
+    path = tmp_path / "row.judge.yaml"
+    write_with_vcrpy(
+        path,
+        [("POST", URL, json.dumps(params(t)).encode(), JSON, t.lower()) for t in ("Alpha", "Beta", "Gamma")],
+    )
+    recorder = Recorder({"k": path}, "new_episodes")
+    recorder.load_all()
+    if loaded_before:
+        _record(recorder, "k", "Delta", "delta")
+    played = recorder.replay_directly("k", URL, params("Beta"))
+    assert played is not None and played.position == 1
+    assert recorder.drop("k", played.position)
+    assert texts() == (["alpha", "beta", "gamma", "delta"] if loaded_before else ["alpha", "beta", "gamma"])
+    _record(recorder, "k", "Beta", "beta again")
+    assert texts() == ["alpha", "gamma", *(["delta"] if loaded_before else []), "beta again"]
+    # a run that may not record keeps the reply: it is what the request gets
+    assert not Recordings({"k": path}, "none").drop("k", 0)

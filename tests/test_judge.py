@@ -17,7 +17,7 @@ import pytest
 import yaml
 from genhelpers import REFUSE_WRITES_IN, Reply, draft, go_offline, router, row_of, rows_for
 from harness import Project
-from judgehelpers import fails, install, is_judge, passes, verdict_reply
+from judgehelpers import criterion_of, fails, install, is_judge, passes, verdict_reply
 
 from pytest_batchgen.calibration import accuracy, cohen_kappa, flip_rate, score
 from pytest_batchgen.judge import (
@@ -682,3 +682,50 @@ def test_registration_waits_for_the_judge(project, fake):
     assert "registered once its other checks pass" in result.failure("beta.md::registered")
     index = project.read("output/INDEX.md")
     assert "alpha.md" in index and "beta.md" not in index
+
+
+# -- a verdict-less answer recorded before such answers were refused -----------------------------
+
+OTHER = "the Summary says what the term is for"
+OTHER_LINE = f"6. Judge (sonnet): {OTHER}\n"
+
+
+def test_a_recorded_answer_without_a_verdict_is_asked_again_where_the_run_may_record(project, fake):
+    """Answers without a verdict were recorded before 3693959; such an answer in a judge cassette
+    was replayed by every run ("the judge gave no usable verdict"), the judge never asked again,
+    though the README says the next run asks. Only that answer is dropped: the row's other
+    rule keeps its recorded verdict (a judge cassette holds every rule's verdicts)."""
+    judge = install(fake)
+    given_rows_with_a_judge(project, "alpha", line=JUDGE_LINE + OTHER_LINE)
+    assert project.run().ret == 0
+    assert len(judge.judge_calls("alpha.md")) == 2
+    # the first rule's verdict becomes a text-only answer, as an older run recorded it
+    path = project.cassette_dir() / "alpha.md.judge.yaml"
+    recorded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    [ours] = [i for i in recorded["interactions"] if CRITERION in i["request"]["body"]]
+    reply = json.loads(ours["response"]["body"]["string"])
+    reply["content"], reply["stop_reason"] = [{"type": "text", "text": "PASS"}], "end_turn"
+    ours["response"]["body"]["string"] = json.dumps(reply)
+    path.write_text(yaml.safe_dump(recorded), encoding="utf-8")
+
+    # a run that may not record replays it: no usable verdict, and no call
+    checked = project.run("--batch-validate-only")
+    assert checked.outcomes()[item("alpha.md")] == "failed"
+    assert "the judge gave no usable verdict" in checked.failure(item("alpha.md"))
+    assert len(judge.judge_calls("alpha.md")) == 2
+
+    # a run that may record asks the judge again, for that rule only, and records its verdict
+    result = project.run()
+
+    assert result.outcomes()[item("alpha.md")] == "passed", result.stdout.str()
+    assert [criterion_of(b) for b in judge.judge_calls("alpha.md")[2:]] == [CRITERION]
+    answers = {
+        CRITERION if CRITERION in i["request"]["body"] else OTHER: json.loads(i["response"]["body"]["string"])
+        for i in judge_cassette(project, "alpha.md")
+    }
+    assert len(judge_cassette(project, "alpha.md")) == 2
+    assert [b["type"] for b in answers[CRITERION]["content"]] == ["tool_use"]
+    assert [b["type"] for b in answers[OTHER]["content"]] == ["tool_use"]
+    # and the next run replays both verdicts
+    assert project.run().ret == 0
+    assert len(judge.judge_calls("alpha.md")) == 3
