@@ -95,6 +95,10 @@ class Section:
 
     title: str
     line: int
+    #: the heading's last line: ``line`` for ``## Title``, the ``---`` underline's line for a setext
+    #: heading (``Title`` over ``---``), later still for a setext title of several lines. The
+    #: editor keeps all of them as the heading: cutting after the first line unmade the heading
+    heading_end: int
     end_line: int  # last line (1-based, inclusive) before the next ``##`` heading
     paragraphs: tuple[ListItem, ...]
     items: tuple[ListItem, ...]
@@ -134,6 +138,7 @@ def scan(text: str) -> tuple[Section, ...]:
             current = {
                 "title": tokens[i + 1].content.strip(),
                 "line": tok.map[0] + 1 if tok.map else 0,
+                "heading_end": tok.map[1] if tok.map else 0,
                 "end_line": n_lines,
                 "paragraphs": [],
                 "items": [],
@@ -177,6 +182,7 @@ def scan(text: str) -> tuple[Section, ...]:
         Section(
             title=s["title"],
             line=s["line"],
+            heading_end=s["heading_end"],
             end_line=s["end_line"],
             paragraphs=tuple(s["paragraphs"]),
             items=tuple(s["items"]),

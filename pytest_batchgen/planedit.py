@@ -138,6 +138,9 @@ class Notes:
     end: int | None
     entries: Mapping[str, str] = field(default_factory=dict)
     user_text: bool = False
+    #: how many lines from ``start`` the heading takes: two for a setext heading (``Batchgen
+    #: Notes`` over ``---``), which is rewritten as written, never split from its underline
+    heading_lines: int = 1
 
 
 def code_span(text: str) -> str:
@@ -222,8 +225,15 @@ def find_notes(text: str, lines: list[str] | None = None) -> Notes:
     for section in scan(text):
         if section.key == NOTES_SECTION:
             start = section.line - 1
-            end = _notes_end(lines, start + 1, section.end_line)
-            return Notes(start, end, _read_entries(lines[start + 1 : end]), user_text=end < section.end_line)
+            body = section.heading_end  # the line after the heading (a setext one ends at its underline)
+            end = _notes_end(lines, body, section.end_line)
+            return Notes(
+                start,
+                end,
+                _read_entries(lines[body:end]),
+                user_text=end < section.end_line,
+                heading_lines=body - start,
+            )
     hidden = _swallowed_notes_start(text, lines)
     if hidden is None:
         return Notes(None, None)
@@ -351,12 +361,14 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
     assert end is not None
     tail = lines[end:]
     head = lines[:start]
-    # the heading as the user wrote it (a '## batchgen notes' stays lower case)
-    heading = _body(lines[start]) + newline
+    # the heading as the user wrote it (a '## batchgen notes' stays lower case, a setext heading
+    # keeps its underline); only the last line's ending is the file's, as a line added after it is
+    *heading, last = lines[start : start + notes.heading_lines]
+    heading.append(_body(last) + newline)
     if not merged:
         if notes.user_text:
             # the section holds the user's text: keep its heading, and one blank line before the text
-            return "".join([*head, heading, newline, *tail])
+            return "".join([*head, *heading, newline, *tail])
         if not tail:
             # drop the section and the one blank line the plugin put before it
             if head and not head[-1].strip():
@@ -364,7 +376,7 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
             if unterminated and head:
                 head[-1] = _strip_newline(head[-1])
         return "".join(head + tail)
-    body = [heading, *_render_notes(merged, newline)[1:]]
+    body = [*heading, *_render_notes(merged, newline)[1:]]
     if tail:
         body.append(newline)  # the section's blank lines are its own: the tail starts with text
     elif unterminated:

@@ -276,6 +276,23 @@ def test_a_notes_section_the_user_wrote_keeps_its_heading_and_text():
     )
 
 
+@pytest.mark.parametrize("heading", ["Batchgen Notes\n--------------", "Batchgen\nNotes\n---"], ids=["setext", "two-lines"])
+def test_a_setext_notes_heading_is_kept_with_its_underline(heading):
+    # the editor took the heading's first line for all of it: it read no entries and wrote the
+    # notes between the text and its underline, unmaking the heading, so the old entries stayed
+    # for good and every later run appended another section
+    text = plan_text(tail=f"{heading}\n\n{NOTES_MARKER}\n\n- `alpha.md`: old failure\n")
+    assert read_notes(text) == {"alpha.md": "old failure"}
+    changed = edit_text(text, {"alpha.md": RowUpdate(note="new failure"), "beta.md": RowUpdate(note="x")})
+    assert changed == plan_text(tail=f"{heading}\n\n{NOTES_MARKER}\n\n- `alpha.md`: new failure\n- `beta.md`: x\n")
+    assert [s.title for s in scan(changed)][-1].split() == ["Batchgen", "Notes"]
+    assert read_notes(changed) == {"alpha.md": "new failure", "beta.md": "x"}
+    assert edit_text(changed, {"alpha.md": RowUpdate(note=""), "beta.md": RowUpdate(note="")}) == plan_text()
+    # with the user's text after the entries, the heading stays when the last note goes
+    kept = edit_text(text + "\nAsk Dana.\n", {"alpha.md": RowUpdate(note="")})
+    assert kept == plan_text(tail=f"{heading}\n\nAsk Dana.\n")
+
+
 @pytest.mark.parametrize("ending", ["\n", "", "\n\n"], ids=["newline", "no-final-newline", "blank-line"])
 @pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
 def test_adding_then_removing_notes_is_byte_identical(ending, newline):
