@@ -106,6 +106,9 @@ class Section:
     #: lines that read as table rows but are in no table: after a blank line that ended the
     #: table, or behind a stray ``>`` (a phase's rows there would be silently left out)
     stray_rows: tuple[int, ...] = ()
+    #: lines where an HTML comment at the top level starts: the notes marker is one, found
+    #: there wherever the user put text above it (a marker quoted in a code block is not)
+    comments: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:
@@ -144,6 +147,7 @@ def scan(text: str) -> tuple[Section, ...]:
                 "items": [],
                 "tables": [],
                 "stray_rows": [],
+                "comments": [],
             }
             sections.append(current)
             i += 3
@@ -161,7 +165,9 @@ def scan(text: str) -> tuple[Section, ...]:
         if tok.type == "list_item_open":
             i = _read_list_item(tokens, i, current["items"])
             continue
-        if tok.type in ("code_block", "html_block") and tok.map and not tok.content.lstrip().startswith("<!--"):
+        if tok.type == "html_block" and tok.map and tok.level == 0 and tok.content.lstrip().startswith("<!--"):
+            current["comments"].append(tok.map[0] + 1)
+        elif tok.type in ("code_block", "html_block") and tok.map and not tok.content.lstrip().startswith("<!--"):
             # a row indented by a tab or 4 spaces is an indented code block, and an HTML block
             # (``<div>``) runs on over the rows after it: either hides rows from the table (an
             # HTML comment is the user's way to leave rows out on purpose, and stays allowed)
@@ -188,6 +194,7 @@ def scan(text: str) -> tuple[Section, ...]:
             items=tuple(s["items"]),
             tables=tuple(s["tables"]),
             stray_rows=tuple(s["stray_rows"]),
+            comments=tuple(s["comments"]),
         )
         for s in sections
     )

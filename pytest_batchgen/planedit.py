@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .fsutil import atomic_write, lock_for
-from .plan import NOTES_SECTION, phase_tables, scan, split_lines, unquote, unquoted_span
+from .plan import NOTES_SECTION, Section, phase_tables, scan, split_lines, unquote, unquoted_span
 
 NOTES_HEADING = "## Batchgen Notes"
 NOTES_MARKER = (
@@ -131,7 +131,9 @@ class Notes:
 
     ``end`` is the end of the plugin's own lines (heading, marker, entries, blank lines), not of
     the section: text the user put under the heading after them stays, and so does the heading
-    (``user_text``) when the notes are removed.
+    (``user_text``) when the notes are removed. When the user wrote text between the heading and
+    the marker, the plugin's lines start at the marker (``heading_lines`` is 0): the heading and
+    that text are the user's, kept above the entries.
     """
 
     start: int | None
@@ -227,6 +229,10 @@ def find_notes(text: str, lines: list[str] | None = None) -> Notes:
             start = section.line - 1
             body = section.heading_end  # the line after the heading (a setext one ends at its underline)
             end = _notes_end(lines, body, section.end_line)
+            marker = _marker_below_text(section, lines, body, end)
+            if marker is not None:
+                end = _notes_end(lines, marker, section.end_line)
+                return Notes(marker, end, _read_entries(lines[marker:end]), user_text=True, heading_lines=0)
             return Notes(
                 start,
                 end,
@@ -243,6 +249,18 @@ def find_notes(text: str, lines: list[str] | None = None) -> Notes:
     if not _ends_open("".join(lines[:hidden] + lines[hidden_end:])):
         return Notes(None, None)
     return Notes(hidden, hidden_end, _read_entries(lines[hidden + 1 : hidden_end]))
+
+
+def _marker_below_text(section: Section, lines: list[str], body: int, end: int) -> int | None:
+    """The marker's index when text the user wrote separates it from the heading, else ``None``.
+
+    The plugin's lines were taken to run from the heading only: text the user put there (a
+    remark above the entries) ended them before the marker, so the entries were never read, a
+    passing row's entry stayed, and a new failure put a second marker and list above the text.
+    """
+    if any(_body(line) == NOTES_MARKER for line in lines[body:end]):
+        return None
+    return next((n - 1 for n in section.comments if n - 1 >= end and _body(lines[n - 1]) == NOTES_MARKER), None)
 
 
 def _swallowed_notes_start(text: str, lines: list[str]) -> int | None:
@@ -361,6 +379,22 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
     assert end is not None
     tail = lines[end:]
     head = lines[:start]
+    if not notes.heading_lines:
+        # the plugin's lines start at its marker: the heading and the user's text above stay
+        if not merged:
+            if not tail:
+                # drop the entries and the one blank line between the user's text and the marker
+                if head and not head[-1].strip():
+                    head.pop()
+                if unterminated and head:
+                    head[-1] = _strip_newline(head[-1])
+            return "".join(head + tail)
+        block = _render_notes(merged, newline)[2:]  # the marker, a blank line, the entries
+        if tail:
+            block.append(newline)
+        elif unterminated:
+            block[-1] = _strip_newline(block[-1])
+        return "".join(head + block + tail)
     # the heading as the user wrote it (a '## batchgen notes' stays lower case, a setext heading
     # keeps its underline); only the last line's ending is the file's, as a line added after it is
     *heading, last = lines[start : start + notes.heading_lines]

@@ -293,6 +293,33 @@ def test_a_setext_notes_heading_is_kept_with_its_underline(heading):
     assert kept == plan_text(tail=f"{heading}\n\nAsk Dana.\n")
 
 
+@pytest.mark.parametrize("after", ["", "\nAsk Dana.\n"], ids=["end", "text-after"])
+def test_the_users_text_between_the_notes_heading_and_the_marker_is_kept(after):
+    # the plugin's lines were taken to start at the heading: a remark above the marker ended
+    # them, so the entries were never read, a passing row's entry stayed, and a new failure put
+    # a second marker and list above the remark
+    remark = f"{NOTES_HEADING}\n\nMy remark about these notes.\n\n"
+    text = plan_text(tail=f"{remark}{NOTES_MARKER}\n\n- `alpha.md`: 1 check failed\n{after}")
+    assert read_notes(text) == {"alpha.md": "1 check failed"}
+    changed = edit_text(text, {"alpha.md": RowUpdate(note="2 checks failed"), "beta.md": RowUpdate(note="x")})
+    assert changed == plan_text(tail=f"{remark}{NOTES_MARKER}\n\n- `alpha.md`: 2 checks failed\n- `beta.md`: x\n{after}")
+    assert changed.count(NOTES_MARKER) == 1
+    removed = edit_text(changed, {"alpha.md": RowUpdate(note=""), "beta.md": RowUpdate(note="")})
+    assert removed == plan_text(tail=remark.rstrip("\n") + "\n" + after)
+    assert read_notes(removed) == {}
+
+
+def test_a_marker_quoted_in_a_code_block_under_the_notes_heading_is_the_users_text():
+    quoted = f"{NOTES_HEADING}\n\nThe plugin writes:\n\n```\n{NOTES_MARKER}\n\n- `alpha.md`: example\n```\n"
+    text = plan_text(tail=quoted)
+    assert read_notes(text) == {}
+    added = edit_text(text, {"beta.md": RowUpdate(note="x")})
+    # the marker and entries go in above the user's text, as in a section the user wrote
+    user = quoted.removeprefix(f"{NOTES_HEADING}\n\n")
+    assert added == plan_text(tail=f"{NOTES_HEADING}\n\n{NOTES_MARKER}\n\n- `beta.md`: x\n\n{user}")
+    assert read_notes(added) == {"beta.md": "x"}
+
+
 @pytest.mark.parametrize("ending", ["\n", "", "\n\n"], ids=["newline", "no-final-newline", "blank-line"])
 @pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
 def test_adding_then_removing_notes_is_byte_identical(ending, newline):
