@@ -109,18 +109,48 @@ class Section:
     #: lines where an HTML comment at the top level starts: the notes marker is one, found
     #: there wherever the user put text above it (a marker quoted in a code block is not)
     comments: tuple[int, ...] = ()
+    #: tables inside a list item (``- More outputs:`` then an indented table): a table of
+    #: outputs there is in no phase, and :func:`load_plan` refuses it rather than skip its rows
+    list_tables: tuple[Table, ...] = ()
 
     @property
     def key(self) -> str:
         return " ".join(self.title.lower().split())
 
 
-@lru_cache(maxsize=8)
+@dataclass(frozen=True)
+class LooseTable:
+    """A table in no ``##`` section: before the first one, or under a ``#`` heading (``heading``,
+    on ``heading_line``; ``None`` before any). Its rows belong to no phase."""
+
+    table: Table
+    heading: str | None
+    heading_line: int | None
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A plan's level-2 sections, and the tables outside them (which :func:`load_plan` judges)."""
+
+    sections: tuple[Section, ...]
+    loose_tables: tuple[LooseTable, ...]
+
+
 def scan(text: str) -> tuple[Section, ...]:
     """Split a Markdown document into its level-2 sections, without judging them.
 
     Shared by the plan parser and the in-place editor, so both see the same rows at the
     same lines.
+    """
+    return scan_plan(text).sections
+
+
+@lru_cache(maxsize=8)
+def scan_plan(text: str) -> Scan:
+    """:func:`scan`'s sections and the tables outside any section, from one parse.
+
+    A table under a ``#`` heading or before the first ``##`` one was skipped unseen: a phase
+    written ``# Phase 2`` lost its rows without a word, so the parser needs to see it.
     """
     # a UTF-8 BOM is not text: markdown-it would make it part of the first line, hiding a
     # heading there; dropping it moves no line
@@ -130,6 +160,8 @@ def scan(text: str) -> tuple[Section, ...]:
     n_lines = len(lines)
     sections: list[dict] = []
     current: dict | None = None
+    loose: list[LooseTable] = []
+    h1: tuple[str, int] | None = None  # the last '#' heading outside a section, for loose tables
     i = 0
     while i < len(tokens):
         tok = tokens[i]
@@ -148,14 +180,21 @@ def scan(text: str) -> tuple[Section, ...]:
                 "tables": [],
                 "stray_rows": [],
                 "comments": [],
+                "list_tables": [],
             }
             sections.append(current)
             i += 3
             continue
-        if tok.type == "heading_open" and tok.tag == "h1" and tok.level == 0 and current is not None:
-            current["end_line"] = tok.map[0] if tok.map else current["line"]
-            current = None
+        if tok.type == "heading_open" and tok.tag == "h1" and tok.level == 0:
+            if current is not None:
+                current["end_line"] = tok.map[0] if tok.map else current["line"]
+                current = None
+            h1 = (" ".join(tokens[i + 1].content.split()), tok.map[0] + 1 if tok.map else 0)
         if current is None:
+            if tok.type == "table_open":  # at any depth: a list item or quote is in no section either
+                table, i = _read_table(tokens, i)
+                loose.append(LooseTable(table, *(h1 or (None, None))))
+                continue
             i += 1
             continue
         if tok.type == "table_open":
@@ -163,7 +202,7 @@ def scan(text: str) -> tuple[Section, ...]:
             current["tables"].append(table)
             continue
         if tok.type == "list_item_open":
-            i = _read_list_item(tokens, i, current["items"])
+            i = _read_list_item(tokens, i, current["items"], current["list_tables"])
             continue
         if tok.type == "html_block" and tok.map and tok.level == 0 and tok.content.lstrip().startswith("<!--"):
             current["comments"].append(tok.map[0] + 1)
@@ -184,24 +223,27 @@ def scan(text: str) -> tuple[Section, ...]:
                 if line.strip() and tok.level == 0:
                     current["paragraphs"].append(ListItem(line.strip(), first_line + offset))
         i += 1
-    return tuple(
-        Section(
-            title=s["title"],
-            line=s["line"],
-            heading_end=s["heading_end"],
-            end_line=s["end_line"],
-            paragraphs=tuple(s["paragraphs"]),
-            items=tuple(s["items"]),
-            tables=tuple(s["tables"]),
-            stray_rows=tuple(s["stray_rows"]),
-            comments=tuple(s["comments"]),
-        )
-        for s in sections
+    return Scan(tuple(_section(s) for s in sections), tuple(loose))
+
+
+def _section(s: dict) -> Section:
+    return Section(
+        title=s["title"],
+        line=s["line"],
+        heading_end=s["heading_end"],
+        end_line=s["end_line"],
+        paragraphs=tuple(s["paragraphs"]),
+        items=tuple(s["items"]),
+        tables=tuple(s["tables"]),
+        stray_rows=tuple(s["stray_rows"]),
+        comments=tuple(s["comments"]),
+        list_tables=tuple(s["list_tables"]),
     )
 
 
-def _read_list_item(tokens: list[Token], i: int, out: list[ListItem]) -> int:
-    """Take a list item's first paragraph (its text joined on one line); skip nested blocks."""
+def _read_list_item(tokens: list[Token], i: int, out: list[ListItem], tables: list[Table]) -> int:
+    """Take a list item's first paragraph (its text joined on one line); skip nested blocks,
+    but note their tables in ``tables`` (a table of outputs there would be skipped silently)."""
     start = tokens[i]
     depth = 0
     j = i
@@ -216,6 +258,8 @@ def _read_list_item(tokens: list[Token], i: int, out: list[ListItem]) -> int:
                 break
         elif t.type == "inline" and text is None and depth == 1:
             text = " ".join(part.strip() for part in t.content.split("\n"))
+        elif t.type == "table_open":
+            tables.append(_read_table(tokens, j)[0])  # read, not skipped: the item's text stays as it was
         j += 1
     if text is not None:
         out.append(ListItem(text.strip(), start.map[0] + 1 if start.map else 0))
@@ -527,7 +571,8 @@ def load_plan(
             "Content Rules, Validation Checklist and at least one '## Phase N' table",
             plan_path,
         )
-    sections = scan(text)
+    scanned = scan_plan(text)
+    sections = scanned.sections
     by_key: dict[str, Section] = {}
     for s in sections:
         by_key.setdefault(s.key, s)
@@ -595,6 +640,7 @@ def load_plan(
     seen: dict[Path, tuple[str, int]] = {}  # output path -> (filename as written, its line)
     tables = {id(t.section): t for t in phase_tables(sections)}
     for s in sections:
+        _refuse_list_tables(s, plan_path)
         if not _PHASE_RE.match(s.title):
             _refuse_unread_rows(s, plan_path)
             continue
@@ -620,6 +666,7 @@ def load_plan(
                 s.stray_rows[0],
             )
         phases.append(_read_phase(tables[id(s)], plan_path, output_dir, alias_map, default_model, seen))
+    _refuse_loose_tables(scanned.loose_tables, plan_path)
     if not phases:
         raise PlanError(
             "plan has no phase table; add a '## Phase 1' section with a table of Title | Filename | Model | Status",
@@ -661,14 +708,63 @@ def _refuse_unread_rows(section: Section, plan_path: Path) -> None:
             section.line,
         )
     for table in section.tables:
-        header = {unquote(h).lower() for h in table.header}
-        if all(c in header for c in REQUIRED_COLUMNS):
+        if _outputs_table(table):
             raise PlanError(
                 f"the table of '## {section.title}' has the columns Title, Filename, Model and Status, but "
                 f"'## {section.title}' is no phase, so its rows would never be generated or checked; "
                 "put them under a '## Phase N' heading, or rename a column if they are not outputs to generate",
                 plan_path,
                 table.line,
+            )
+
+
+def _outputs_table(table: Table) -> bool:
+    """The table has the columns Title, Filename, Model and Status: a table of outputs."""
+    header = {unquote(h).lower() for h in table.header}
+    return all(c in header for c in REQUIRED_COLUMNS)
+
+
+def _refuse_list_tables(section: Section, plan_path: Path) -> None:
+    """Raise for a table of outputs inside a list item: the parser reads a phase's table only at
+    the top level of its section (the editor edits cells by counting pipes), so its rows would be
+    skipped without a word, a phase's second table included."""
+    for table in section.list_tables:
+        if _outputs_table(table):
+            raise PlanError(
+                f"this table of '## {section.title}' has the columns Title, Filename, Model and Status but is "
+                "inside a list item, so its rows would never be generated or checked; a phase's table stands "
+                "at the top level under its '## Phase N' heading: remove the bullet and the indent before it",
+                plan_path,
+                table.line,
+            )
+
+
+def _refuse_loose_tables(tables: Iterable[LooseTable], plan_path: Path) -> None:
+    """Raise for a table of outputs in no ``##`` section: under a ``#`` heading (``# Phase 2``,
+    one '#' short) or before the first ``##`` heading, its rows would be skipped without a word.
+
+    Under a ``#`` heading that reads like a phase, a table with a Filename column is refused too
+    (a phase missing a column is an error under ``## Phase 2``); other tables there, and a
+    ``# Phase 1 plan`` title over no such table, are the user's.
+    """
+    for loose in tables:
+        header = {unquote(h).lower() for h in loose.table.header}
+        phase_like = loose.heading is not None and _PHASE_WORD_RE.match(loose.heading)
+        if phase_like and "filename" in header:
+            raise PlanError(
+                f"'# {loose.heading}' is a level-1 heading, so the table under it is in no phase and its rows "
+                "would be left out; a phase heading has two '#': write it as '## Phase N' ('## Phase 2')",
+                plan_path,
+                loose.heading_line,
+            )
+        if _outputs_table(loose.table):
+            where = f"under '# {loose.heading}'" if loose.heading is not None else "before the first '##' heading"
+            raise PlanError(
+                f"this table has the columns Title, Filename, Model and Status but is {where}, in no "
+                "'## Phase N' section, so its rows would never be generated or checked; put it under a "
+                "'## Phase N' heading, or rename a column if they are not outputs to generate",
+                plan_path,
+                loose.table.line,
             )
 
 

@@ -32,12 +32,12 @@ _PIECES = [
 def _scan_with(md: MarkdownIt, text: str):
     original = plan_mod._markdown
     plan_mod._markdown = lambda: md  # type: ignore[assignment]
-    plan_mod.scan.cache_clear()
+    plan_mod.scan_plan.cache_clear()
     try:
-        return plan_mod.scan(text)
+        return plan_mod.scan_plan(text)
     finally:
         plan_mod._markdown = original  # type: ignore[assignment]
-        plan_mod.scan.cache_clear()
+        plan_mod.scan_plan.cache_clear()
 
 
 @settings(max_examples=400, deadline=None)

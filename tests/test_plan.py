@@ -222,6 +222,60 @@ def test_a_table_of_outputs_outside_a_phase_is_a_plan_error(tmp_path, title):
     assert f"'{title}' is no phase, so its rows would never be generated or checked" in info.value.message
 
 
+OUTPUTS = "| Title | Filename | Model | Status |\n|---|---|---|---|\n| X | x.md | haiku | pending |\n"
+
+
+@pytest.mark.parametrize("heading", ["# Phase 2", "Phase 2\n======="], ids=["atx", "setext"])
+def test_a_phase_under_a_level_1_heading_is_a_plan_error(tmp_path, heading):
+    # a '#' heading ends the section before it and starts none: its table was skipped silently
+    text = plan_text(PHASE_1, f"{heading}\n\n{OUTPUTS.replace('Filename', 'File')}")
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text.replace("| File |", "| Filename |"))
+    assert info.value.line == line_of(text, "Phase 2")
+    assert "'# Phase 2' is a level-1 heading" in info.value.message
+    assert "write it as '## Phase N'" in info.value.message
+
+
+_UNDER_TITLE = HEAD.replace("# Test plan\n", f"# Test plan\n\n{OUTPUTS}", 1)
+
+
+@pytest.mark.parametrize(
+    "where, text",
+    [
+        ("under '# Appendix'", plan_text(PHASE_1, tail=f"# Appendix\n\n{OUTPUTS}")),
+        ("under '# Test plan'", plan_text(PHASE_1, head=_UNDER_TITLE)),
+        ("before the first '##' heading", f"Intro.\n\n{OUTPUTS}\n" + plan_text(PHASE_1)),
+    ],
+    ids=["h1-appendix", "under-the-title", "before-any-heading"],
+)
+def test_a_table_of_outputs_in_no_section_is_a_plan_error(tmp_path, where, text):
+    # only '##' sections were read: a table before the first or under a '#' heading was skipped
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert info.value.line == line_of(text, "| X | x.md |") - 2
+    assert f"is {where}, in no '## Phase N' section, so its rows would never be generated" in info.value.message
+
+
+@pytest.mark.parametrize("section", ["", "## Summary\n\n"], ids=["phase", "other-section"])
+def test_a_table_of_outputs_in_a_list_item_is_a_plan_error(tmp_path, section):
+    # a table nested in a list item was skipped with the item's other blocks: a second table of
+    # a phase there lost its rows, where a second table at the top level is an error
+    nested = "- More outputs:\n\n" + "".join(f"  {line}\n" for line in OUTPUTS.splitlines())
+    text = plan_text(PHASE_1, tail=section + nested) if section else plan_text(PHASE_1 + "\n" + nested)
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert info.value.line == line_of(text, "| X | x.md |") - 2
+    assert "is inside a list item, so its rows would never be generated or checked" in info.value.message
+
+
+def test_tables_and_titles_that_are_no_outputs_stay_allowed_outside_phases(tmp_path):
+    other = "| Term | Owner |\n|---|---|\n| X | Dana |\n"
+    head = HEAD.replace("# Test plan\n", f"# Phase 1 plan\n\n{other}", 1)
+    listed = "- Owners:\n\n" + "".join(f"  {line}\n" for line in other.splitlines())
+    plan = load(tmp_path, plan_text(PHASE_1, head=head, tail=f"# Appendix\n\n{other}\n{listed}"))
+    assert [r.filename for r in plan.rows] == ["alpha.md", "beta.md"]
+
+
 def test_empty_model_cell_takes_the_default(tmp_path):
     phase = PHASE_1.replace("| 2 | Beta | beta.md | haiku | pending |", "| 2 | Beta | beta.md |  | pending |")
     tail = "## Model Selection Rules\n- Default: sonnet for a single term\n- Use opus for synthesis\n"
@@ -439,7 +493,9 @@ def test_rows_left_out_in_an_html_comment_or_a_fence_are_the_users_text(tmp_path
 
 
 def test_an_h1_ends_the_section(tmp_path):
-    text = plan_text(PHASE_1, tail="# Appendix\n\n| Title | Filename | Model | Status |\n|---|---|---|---|\n| Z | z.md | haiku | pending |\n")
+    # the table under '# Appendix' is no second table of Phase 1 (a table of outputs there is
+    # refused as in no phase: test_a_table_of_outputs_in_no_section_is_a_plan_error)
+    text = plan_text(PHASE_1, tail="# Appendix\n\n| Title | Filename | Model | Notes |\n|---|---|---|---|\n| Z | z.md | haiku | x |\n")
     plan = load(tmp_path, text)
     assert [r.filename for r in plan.rows] == ["alpha.md", "beta.md"]
 

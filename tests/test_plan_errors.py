@@ -44,6 +44,9 @@ CASES = {
     "phase-heading-without-number": Case(
         plan_text(PHASE_1, PHASE_2.replace("## Phase 2", "## Phase2")), "## Phase2", ("'## Phase2'", "'## Phase N'")
     ),
+    "phase-heading-level-1": Case(
+        plan_text(PHASE_1, PHASE_2.replace("## Phase 2", "# Phase 2")), "# Phase 2", ("'# Phase 2' is a level-1 heading",)
+    ),
     "phase-without-table": Case(plan_text("## Phase 1\nTo do.\n"), "## Phase 1", ("has no table",)),
     "missing-column": Case(
         plan_text(PHASE_1.replace("| Model |", "| Engine |")), "| # | Title | Filename | Engine", ("no Model column",)
