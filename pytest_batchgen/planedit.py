@@ -280,14 +280,28 @@ def _swallowed_notes_end(lines: list[str], start: int) -> int:
 def _notes_end(lines: list[str], start: int, stop: int) -> int:
     """The end of the plugin's lines from ``start`` (before ``stop``): marker, entries, blank lines.
 
-    What follows is the user's (a paragraph, a ``### Appendix``), never rewritten or removed."""
-    end = start
-    while end < stop and (
-        not lines[end].strip()
-        or _body(lines[end]) == NOTES_MARKER
-        or _entry(_body(lines[end])) is not None
-        or lines[end].startswith("  ")
-    ):
+    What follows is the user's (a paragraph, a ``### Appendix``), never rewritten or removed. So
+    is an indented paragraph after a blank line below the last entry: Markdown reads it as more
+    of that entry, but the plugin never writes one (its sub-lines follow their entry directly),
+    and taking it as the plugin's deleted it at the next rewrite. Indented lines between two
+    entries stay the plugin's, as they cannot be kept in place around rewritten entries.
+    """
+    end = last = start  # last: the end of the plugin's last line that is not blank
+    attached = False  # the line before is an entry or one of its sub-lines
+    while end < stop:
+        line = lines[end]
+        entry = _entry(_body(line)) is not None
+        if not line.strip():
+            attached = False
+        elif entry or _body(line) == NOTES_MARKER:
+            attached, last = entry, end + 1
+        elif not line.startswith("  "):
+            break
+        elif attached:
+            last = end + 1
+        end += 1
+    end = last
+    while end < stop and not lines[end].strip():
         end += 1
     return end
 
@@ -323,8 +337,17 @@ def _render_notes(entries: Mapping[str, str], newline: str) -> list[str]:
     for filename, note in entries.items():
         first, *rest = note.split("\n")
         out.append(f"- {code_span(filename)}: {first}".rstrip() + newline)
-        out.extend(f"  {line}".rstrip() + newline for line in rest)
+        # a blank line would end the entry: what follows it would read as the user's text
+        out.extend(f"  {line}".rstrip() + newline for line in rest if line.strip())
     return out
+
+
+def _as_written(note: str) -> str:
+    """``note`` as :func:`_render_notes` writes it and :func:`read_notes` reads it back: without
+    blank lines after its first, which would end its entry; compared so as to rewrite no
+    unchanged note."""
+    first, *rest = note.split("\n")
+    return "\n".join([first.rstrip(), *(line.rstrip() for line in rest if line.strip())])
 
 
 def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
@@ -355,7 +378,7 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
     merged = dict(entries)
     for filename, note in note_updates.items():
         if note:
-            merged[filename] = note
+            merged[filename] = _as_written(note)
         else:
             merged.pop(filename, None)
     if merged == entries:

@@ -320,6 +320,28 @@ def test_a_marker_quoted_in_a_code_block_under_the_notes_heading_is_the_users_te
     assert read_notes(added) == {"beta.md": "x"}
 
 
+def test_an_indented_paragraph_after_the_last_entry_is_the_users():
+    # Markdown reads it as more of the last entry, and the plugin took it as its own: the next
+    # rewrite of the notes deleted it
+    notes = f"{NOTES_HEADING}\n\n{NOTES_MARKER}\n\n- `alpha.md`: 1 check failed\n\n"
+    text = plan_text(tail=notes + "  Dana: alpha needs a source.\n")
+    assert read_notes(text) == {"alpha.md": "1 check failed"}
+    changed = edit_text(text, {"alpha.md": RowUpdate(note="2 checks failed\n- lint")})
+    assert changed == plan_text(tail=notes.replace("1 check failed", "2 checks failed\n  - lint") + "  Dana: alpha needs a source.\n")
+    removed = edit_text(changed, {"alpha.md": RowUpdate(note="")})
+    assert removed == plan_text(tail=f"{NOTES_HEADING}\n\n  Dana: alpha needs a source.\n")
+
+
+def test_a_note_with_a_blank_line_is_written_without_it_and_read_back_whole():
+    # a blank line ended the entry: the lines after it were not read back with the note
+    note = "1 check failed\n- custom: assert 1 == 2\n\n  where 1 = f()"
+    added = edit_text(plan_text(), {"alpha.md": RowUpdate(note=note)})
+    assert read_notes(added) == {"alpha.md": "1 check failed\n- custom: assert 1 == 2\n  where 1 = f()"}
+    assert "\n\n  where" not in added
+    assert edit_text(added, {"alpha.md": RowUpdate(note=note)}) == added
+    assert edit_text(added, {"alpha.md": RowUpdate(note="")}) == plan_text()
+
+
 @pytest.mark.parametrize("ending", ["\n", "", "\n\n"], ids=["newline", "no-final-newline", "blank-line"])
 @pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
 def test_adding_then_removing_notes_is_byte_identical(ending, newline):
