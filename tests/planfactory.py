@@ -264,6 +264,45 @@ def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> G
     )
 
 
+# -- Hypothesis: notes sections the user has shaped ------------------------------------------
+
+#: the rows of :func:`plan_text`'s default plan, for notes entries
+NOTE_ROWS = ("alpha.md", "beta.md", "gamma.md")
+
+
+@dataclass
+class GenNotes:
+    """A ``## Batchgen Notes`` section as the plugin wrote it and the user then edited it."""
+
+    text: str  # the section, to pass as ``plan_text(tail=...)``
+    entries: dict[str, str]  # what read_notes should find
+    heading: list[str]  # the heading's lines, kept as written while the section stays
+    user_lines: list[str]  # the user's text above and below the plugin's lines, kept in order for good
+
+
+@st.composite
+def user_notes_sections(draw) -> GenNotes:
+    """A notes section with an ATX or setext heading, maybe a remark between the heading and the
+    marker, entries, and maybe text after them (a paragraph, an indented one, a ``###``)."""
+    from pytest_batchgen.planedit import NOTES_MARKER, code_span
+
+    heading = draw(st.sampled_from([["## Batchgen Notes"], ["Batchgen Notes", "--------------"], ["## batchgen notes"]]))
+    before = draw(st.sampled_from([[], ["My remark about these notes."]]))
+    after = draw(st.sampled_from([[], ["Ask Dana."], ["  Dana: alpha needs a source."], ["### Appendix", "Sources."]]))
+    names = draw(st.lists(st.sampled_from(NOTE_ROWS), unique=True, min_size=1, max_size=3))
+    entries = {n: draw(st.sampled_from(["1 check failed", "2 checks failed\n- lint: MD058"])) for n in names}
+    lines = [*heading, ""]
+    if before:
+        lines += [*before, ""]
+    lines += [NOTES_MARKER, ""]
+    for name, note in entries.items():
+        first, *rest = note.split("\n")
+        lines += [f"- {code_span(name)}: {first}", *(f"  {r}" for r in rest)]
+    if after:
+        lines += ["", *after]
+    return GenNotes("\n".join(lines) + "\n", entries, heading, [*before, *after])
+
+
 # -- worker for the concurrency test (spawned processes import it from here) ------------------
 
 

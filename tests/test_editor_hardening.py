@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from pytest_batchgen.checklist import compile_checklist
 from pytest_batchgen.errors import BatchgenError, ChecklistError, PlanError
 from pytest_batchgen.plan import load_plan, scan
-from pytest_batchgen.planedit import NOTES_HEADING, RowUpdate, apply_updates, edit_text, read_notes
+from planfactory import NOTE_ROWS, plan_text, user_notes_sections
+from pytest_batchgen.planedit import NOTES_HEADING, NOTES_MARKER, RowUpdate, apply_updates, edit_text, read_notes
 from pytest_batchgen.rules import BUILTIN_FORMS
 
 HEAD = (
@@ -409,6 +410,36 @@ def test_notes_merge_over_several_runs_and_are_always_found(data):
     cleared = edit_text(current, {n: RowUpdate(note="") for n in names + quoted})
     assert read_notes(cleared) == {} and NOTES_HEADING not in cleared
     assert table_rows(cleared) == table_rows(current)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(section=user_notes_sections(), data=st.data())
+def test_the_users_notes_section_keeps_its_shape_over_several_runs(section, data):
+    # a setext heading, a remark above the marker or an indented paragraph after the entries
+    # each lost the entries or the user's text to a rewrite
+    text = plan_text(tail=section.text)
+    assert read_notes(text) == section.entries
+    current, notes = text, dict(section.entries)
+    for _ in range(3):
+        updates = {
+            name: RowUpdate(note=data.draw(st.sampled_from(["", "1 check failed", "3 checks failed\n- x: y"])))
+            for name in data.draw(st.lists(st.sampled_from(NOTE_ROWS), unique=True))
+        }
+        current = edit_text(current, updates)
+        for name, update in updates.items():
+            if update.note:
+                notes[name] = update.note
+            else:
+                notes.pop(name, None)
+        assert read_notes(current) == notes
+        assert current.startswith(plan_text())
+        assert current.count(NOTES_MARKER) == 1 if notes else current.count(NOTES_MARKER) <= 1
+        kept = current[len(plan_text()) :].splitlines()
+        found = iter(kept)  # in order: each line is looked for after the one before
+        stays = section.heading if notes or section.user_lines else []
+        assert all(line in found for line in [*stays, *section.user_lines]), kept
+        if not stays:
+            assert current == plan_text()  # the section and the blank line before it are gone
 
 
 # -- through pytest ----------------------------------------------------------------------------
