@@ -55,7 +55,11 @@ def select(
     args: Sequence[str], invocation_dir: Path, plans: Sequence[Path], checks: Sequence[Path]
 ) -> Selection:
     """Rewrite explicit command-line ``args``: a node of a plan becomes its plan plus a filter;
-    plans not named are added; the custom check files are added unless an argument covers them."""
+    plans not named are added (collected, so that custom tests find their rows) and, when the
+    arguments name a plan or a node of one, deselected whole: ``pytest --batch-plan a.md
+    --batch-plan b.md 'b.md::x.md'`` runs row x.md, not every row of a.md too (generated, or
+    re-recorded in record mode ``all``); the custom check files are added unless an argument
+    covers them."""
     out: list[str] = []
     filters: list[NodeFilter] = []
     whole: set[Path] = set()
@@ -79,7 +83,8 @@ def select(
         if not any(resolved == c or c in resolved.parents for c in covered):
             out.append(collection_arg(check, invocation_dir))
     filtered = frozenset(p for p in named if p not in whole)
-    return Selection(tuple(out), tuple(f for f in filters if f.row.plan in filtered), filtered)
+    unnamed = frozenset(p for p in plans if p not in named) if named else frozenset()
+    return Selection(tuple(out), tuple(f for f in filters if f.row.plan in filtered), filtered | unnamed)
 
 
 def collection_arg(path: Path, invocation_dir: Path) -> str:

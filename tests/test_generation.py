@@ -33,6 +33,7 @@ from genhelpers import (
     router,
     row_of,
     rows_for,
+    rows_plan_text,
 )
 from harness import Project, Run
 # -- rows that pass; what every prompt holds ----------------------------------------------------
@@ -701,6 +702,22 @@ def test_collect_only_sends_nothing_and_writes_nothing(project, fake, xdist):
     assert fake.messages_requests() == []
     assert project.snapshot() == before
     assert "plan.md::alpha.md::generate" in result.stdout.str()
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_naming_a_row_of_one_plan_generates_nothing_of_the_other_plans(project, fake, xdist):
+    # with several plans (in addopts, say), the plans not named were collected whole: naming one
+    # row's node generated, and paid for, every pending row of the other plans too
+    project.write_rows(rows_for("alpha", "beta"))
+    project.write("other.md", rows_plan_text(rows_for("gamma", "delta")))
+
+    result = project.pytest("--batch-plan", "plan.md", "--batch-plan", "other.md", "other.md::gamma.md", *xdist)
+
+    assert result.ret == 0, result.stdout.str()
+    assert {row_of(e) for e in fake.messages_requests()} == {"gamma.md"}
+    assert not (project.path / "output" / "alpha.md").exists()
+    assert "gamma.md | haiku | complete" in project.read("other.md")
+    assert project.statuses() == {"alpha.md": "pending", "beta.md": "pending"}
 
 
 def test_with_xdist_only_the_selected_rows_are_generated(project, fake):
