@@ -167,17 +167,28 @@ def _start_preload(config: pytest.Config, state: BatchState) -> None:
             # reach. A collection in either process writes to the header of every object it
             # walks, and the kernel copies each page written while the other shares it.
             _freeze(config)
-            state.sender = SenderProcess.fork(state)  # it imports the SDK; this process never does
+            state.sender = SenderProcess.fork(state)  # it imports the SDK; this process only to judge
             config.add_cleanup(state.sender.close)
             state.sent_from = f"requests are sent from a process of their own (pid {state.sender.pid})"
-            return
-        if settings.record_mode == "none":
+            if not _judges_live(state):
+                return
+            # the drafts are judged here, as they arrive: the judge's first call would wait for
+            # the SDK's import (2 s) while the sending process went on generating, past a
+            # --batch-max-cost the verdicts' spend would have reached
+        elif settings.record_mode == "none":
             state.sent_from = "record mode none: nothing is sent; each row is replayed when its first test runs"
         else:
             state.sent_from = f"requests are sent from a thread of this process ({why})"
     preloader = Preloader(modules_for(settings)).start()
     # joined at the end, so no import is still running when pytest (or pytester) tears down
     config.add_cleanup(preloader.join)
+
+
+def _judges_live(state: BatchState) -> bool:
+    """Whether this process may ask a judge (a plan has judge lines, and the run may record)."""
+    from .judge import has_judge_rules
+
+    return state.settings.record_mode != "none" and any(has_judge_rules(run.rules) for run in state.runs)
 
 
 def _register_plugins(config: pytest.Config, state: BatchState) -> None:

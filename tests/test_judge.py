@@ -262,6 +262,34 @@ def test_a_judge_verdict_that_cannot_be_recorded_is_counted_and_fails_its_check(
     assert totals["judge_calls_live"] == 1 and totals["judge_cost_usd"] > 0
 
 
+@pytest.mark.parametrize("judged", [True, False])
+def test_with_a_sending_process_the_sdk_is_preloaded_here_only_for_a_judge(project, fake, monkeypatch, judged):
+    # the drafts are judged in the pytest process as they arrive: its first judge call waited
+    # for the SDK's import (2 s) while the sending process went on generating, past a
+    # --batch-max-cost the verdicts' spend would have reached
+    from pytest_batchgen.preload import Preloader
+
+    started: list[tuple[str, ...]] = []
+    real = Preloader.start
+
+    def start(self):
+        started.append(self.modules)
+        return real(self)
+
+    monkeypatch.setattr(Preloader, "start", start)
+    if judged:
+        given_rows_with_a_judge(project, "alpha", ini_extra="batchgen_sender = process\n")
+        install(fake)
+    else:
+        project.write_rows(rows_for("alpha"), ini_extra="batchgen_sender = process\n")
+
+    result = project.run()
+
+    assert result.ret == 0, result.stdout.str()
+    assert "requests are sent from a process of their own" in result.stdout.str()
+    assert [("anthropic" in m) for m in started] == ([True] if judged else [])
+
+
 def test_judge_rules_wait_for_the_mechanical_rules(project, fake):
     judge = install(fake)
     given_rows_with_a_judge(project, "alpha")
