@@ -275,7 +275,9 @@ class Generation:
         # batch mode: batches left running after Ctrl-C; requests dropped from the journal
         notes = [getattr(d, "resume_note", ""), getattr(d, "journal_note", "")]
         if d.budget_stopped:
-            notes.insert(0, f"stopped dispatching: {d.stop_reason}; the rows not sent were skipped")
+            skipped = sum(r.budget_skipped for r in d.results().values())
+            then = "the rows not sent were skipped" if skipped else "every row had been sent"
+            notes.insert(0, f"stopped dispatching: {d.stop_reason}; {then}")
         return "\n".join(n for n in notes if n)
 
 

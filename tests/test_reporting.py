@@ -952,3 +952,19 @@ def test_the_write_check_makes_a_missing_folder_and_leaves_nothing(tmp_path):
     assert (tmp_path / "a" / "b").is_dir() and list((tmp_path / "a" / "b").iterdir()) == []
     (tmp_path / "file").write_text("x")
     assert write_problem(tmp_path / "file" / "sub") == "Not a directory"
+
+
+def test_the_budget_note_says_rows_were_skipped_only_when_some_were():
+    # a cap reached by the last reply (or by a judge's spend after every row was sent) said
+    # "the rows not sent were skipped" when none was
+    from types import SimpleNamespace
+
+    from pytest_batchgen.generation import Generation
+
+    def note(*skipped: bool) -> str:
+        results = {str(n): SimpleNamespace(budget_skipped=s) for n, s in enumerate(skipped)}
+        d = SimpleNamespace(budget_stopped=True, stop_reason="the spend reached it", results=lambda: results)
+        return Generation(d, None).budget_note  # type: ignore[arg-type]
+
+    assert note(False, True) == "stopped dispatching: the spend reached it; the rows not sent were skipped"
+    assert note(False, False) == "stopped dispatching: the spend reached it; every row had been sent"
