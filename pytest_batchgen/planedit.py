@@ -404,14 +404,8 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
     head = lines[:start]
     if not notes.heading_lines:
         # the plugin's lines start at its marker: the heading and the user's text above stay
-        if not merged:
-            if not tail:
-                # drop the entries and the one blank line between the user's text and the marker
-                if head and not head[-1].strip():
-                    head.pop()
-                if unterminated and head:
-                    head[-1] = _strip_newline(head[-1])
-            return "".join(head + tail)
+        if not merged:  # the entries go, and the one blank line between the user's text and the marker
+            return _without_the_block(head, tail, unterminated)
         block = _render_notes(merged, newline)[2:]  # the marker, a blank line, the entries
         if tail:
             block.append(newline)
@@ -426,13 +420,7 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
         if notes.user_text:
             # the section holds the user's text: keep its heading, and one blank line before the text
             return "".join([*head, *heading, newline, *tail])
-        if not tail:
-            # drop the section and the one blank line the plugin put before it
-            if head and not head[-1].strip():
-                head.pop()
-            if unterminated and head:
-                head[-1] = _strip_newline(head[-1])
-        return "".join(head + tail)
+        return _without_the_block(head, tail, unterminated)  # and the one blank line put before it
     body = [*heading, *_render_notes(merged, newline)[1:]]
     if tail:
         body.append(newline)  # the section's blank lines are its own: the tail starts with text
@@ -448,6 +436,18 @@ def _usual_ending(lines: list[str]) -> str:
         return "\n"
     best = max(endings.values())
     return next(line[len(_body(line)) :] for line in lines if endings.get(line[len(_body(line)) :]) == best)
+
+
+def _without_the_block(head: list[str], tail: list[str], unterminated: bool) -> str:
+    """The plan without the plugin's block: at the end of the file, the one blank line before
+    it goes too (the plugin put it there), and a file that did not end in a newline still does
+    not."""
+    if not tail:
+        if head and not head[-1].strip():
+            head.pop()
+        if unterminated and head:
+            head[-1] = _strip_newline(head[-1])
+    return "".join(head + tail)
 
 
 def _strip_newline(line: str) -> str:
