@@ -249,6 +249,9 @@ class JudgeAttempt:
     #: the majority of this call's K samples and how many agreed with it ("2/3"), once all answered
     majority: str | None = None
     agreement: str = ""
+    #: the sha256 of the judge request (the verdict memo's key): an xdist worker's replay of a
+    #: verdict the controller already asked (the drafts it judged) is no second call
+    request: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -256,7 +259,19 @@ class JudgeAttempt:
         data["call"] = "replayed" if self.replayed else ("failed" if self.error and self.usage == Usage() else "live")
         data["cost_usd"] = round(data.pop("cost"), 6)
         data.pop("would_cost")
+        data.pop("request")
         return data
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain data, whole (unrounded costs, the request's digest): what an xdist worker
+        sends the controller in a report's payload."""
+        data = asdict(self)
+        data["usage"] = self.usage.as_dict()
+        return data
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> JudgeAttempt:
+        return cls(**{**data, "usage": Usage(**data["usage"])})
 
 
 # -- the service ---------------------------------------------------------------------------
@@ -337,6 +352,10 @@ class JudgeService:
         #: the generation's spend, for --batch-max-cost (set when a dispatcher starts)
         self.other_spent: Callable[[], float] = lambda: 0.0
         self._memo: dict[str, JudgeVerdict] = {}
+        #: on an xdist worker: how many of each row's attempts went to the controller already
+        self._sent: dict[str, int] = {}
+        #: on the controller: the requests whose verdict a worker's attempts answered (as _memo)
+        self._merged: set[str] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
@@ -481,7 +500,7 @@ class JudgeService:
         with self._lock:
             verdict = self._memo.get(digest)
         if verdict is None:
-            verdict_or_failure = self._ask(plan, row, rule, model, params)
+            verdict_or_failure = self._ask(plan, row, rule, model, params, digest)
             if isinstance(verdict_or_failure, Failure):
                 return verdict_or_failure
             verdict = verdict_or_failure
@@ -492,7 +511,9 @@ class JudgeService:
             self.verdicts.setdefault(row_key, {})[rule] = verdict
         return verdict_failure(verdict, model, text)
 
-    def _ask(self, plan: Plan, row: Row, rule: str, model: str, params: dict[str, Any]) -> JudgeVerdict | Failure:
+    def _ask(
+        self, plan: Plan, row: Row, rule: str, model: str, params: dict[str, Any], digest: str = ""
+    ) -> JudgeVerdict | Failure:
         from .client import ModelCallError, RecordingFailed
 
         with self._lock:
@@ -503,7 +524,7 @@ class JudgeService:
         samples: list[Sample] = []
         mine: list[JudgeAttempt] = []
         for number in range(1, s.samples + 1):
-            attempt = JudgeAttempt(rule, number, model)
+            attempt = JudgeAttempt(rule, number, model, request=digest)
             unrecorded: RecordingFailed | None = None
             try:
                 # a recorded verdict is replayed whatever the spend: it costs nothing, and only a
@@ -544,6 +565,29 @@ class JudgeService:
         for attempt in mine:
             attempt.majority, attempt.agreement = verdict.verdict, verdict.agreement
         return verdict
+
+    # -- xdist: the workers' judge calls, counted by the controller --
+
+    def unsent(self, row_key: str) -> list[dict[str, Any]]:
+        """On an xdist worker: the row's attempts made since the last call (none twice), as
+        plain data for a report's payload (:meth:`merge` on the controller)."""
+        with self._lock:
+            attempts = self.attempts.get(row_key, [])
+            start = self._sent.get(row_key, 0)
+            self._sent[row_key] = len(attempts)
+            return [a.to_wire() for a in attempts[start:]]
+
+    def merge(self, row_key: str, sent: Sequence[Mapping[str, Any]]) -> None:
+        """On the controller: count a worker's judge attempts of the row as its own, but for
+        those whose verdict the controller (or an earlier report) already had: a run without
+        xdist reuses that verdict (:meth:`check`'s memo) and makes no call."""
+        attempts = [JudgeAttempt.from_wire(data) for data in sent]
+        with self._lock:
+            known = self._memo.keys() | self._merged
+            new = [a for a in attempts if not (a.request and a.request in known)]
+            if new:
+                self.attempts.setdefault(row_key, []).extend(new)
+            self._merged |= {a.request for a in new if a.request and a.majority not in (None, "error")}
 
 
 def _no_verdict(completion: Completion) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Generator
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import pytest
 
@@ -48,6 +48,9 @@ class ReportPayload(_PayloadBase, total=False):
     """What a report carries about its row (``report.batchgen``); it crosses xdist as is."""
 
     failure: FailurePayload
+    #: an xdist worker's judge calls of the row since its last report (JudgeAttempt.to_wire):
+    #: the controller counts them (JudgeService.merge), as it does the ones it makes itself
+    judge: list[dict[str, Any]]
 
 
 #: a row's items: first the checks, registration (and other run-last rules) after the others
@@ -130,6 +133,9 @@ class TallyPlugin:
         tally = self.tallies.get(row_id)
         if tally is None:
             tally = self.tallies[row_id] = RowTally(filename=info["filename"], status_before=info["status"])
+        judged = info.get("judge")
+        if judged and self.state.judge is not None and self.state.settings.role is not Role.WORKER:
+            self.state.judge.merge(row_id.key, judged)
         tally.expected = max(tally.expected, info["expected"])
         tally.partial = tally.partial or info["partial"]
         if report.failed:
@@ -201,6 +207,11 @@ class TallyPlugin:
         }
         if report.failed:
             info["failure"] = _failure(item, call, report, run, row)
+        judge = self.state.judge
+        if judge is not None and self.state.settings.role is Role.WORKER:  # the controller reports them
+            judged = judge.unsent(row_id.key)
+            if judged:
+                info["judge"] = judged
         return info
 
 

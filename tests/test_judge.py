@@ -631,6 +631,48 @@ def test_under_xdist_the_controller_judges_the_drafts_and_the_workers_replay(pro
     assert project.statuses() == {"alpha.md": "complete", "beta.md": "pending"}
 
 
+@pytest.mark.parametrize("rows_before", ["complete", "pending"])
+def test_a_replay_under_xdist_counts_the_judge_calls_as_a_run_without_it(project, fake, monkeypatch, rows_before):
+    # complete rows: only the workers judge (they replay), and the controller counted none of
+    # it; pending rows: the controller judges the drafts it regenerates and the workers replay
+    # the last verdict again, which a run without xdist takes from its memo (no second call)
+    router(fake).set("beta.md", Reply.ok(draft("Beta", extra="Beta is beta.\n")), Reply.ok(draft("Beta")))
+    judge = install(fake)
+    judge.set("beta.md", fails("Beta is defined by Beta", 14), passes())
+    rows = rows_for("alpha", "beta")
+    given_rows_with_a_judge(project, "alpha", "beta")
+    assert project.run().ret == 0
+    recorded = project.read()
+    go_offline(fake, monkeypatch)
+
+    def replay(*args: str) -> tuple[dict, str, dict]:
+        if rows_before == "pending":
+            project.reset(rows)
+            given_rows_with_a_judge(project, "alpha", "beta")
+        else:
+            project.write("plan.md", recorded)
+        result = project.run("--batch-report", "r.json", *args)
+        assert result.ret == 0, result.stdout.str()
+        [total] = [line for line in result.stdout.lines if line.startswith("total:")]
+        report = json.loads(project.read("r.json"))
+        calls = {
+            r["filename"]: [(a["check"], a["sample"], a["call"], a["verdict"]) for a in r["judge_attempts"]]
+            for r in report["plans"][0]["rows"]
+        }
+        return report["totals"], total, calls
+
+    serial, xdist = replay(), replay("-n", "2", "-p", "no:randomly")
+
+    totals, total, calls = serial
+    assert totals["judge_calls"] == totals["judge_calls_replayed"] == (2 if rows_before == "complete" else 3)
+    assert f"{totals['judge_calls']} judge calls (0 live, {totals['judge_calls']} replayed)" in total
+    assert totals["replay_saved_usd"] > 0
+    assert xdist[1] == total  # the summary: the rows, calls, judge calls, tokens and cost
+    assert xdist[2] == calls  # each row's judge attempts
+    keys = ("judge_calls", "judge_calls_live", "judge_calls_replayed", "judge_cost_usd", "replay_saved_usd", "calls")
+    assert {k: xdist[0][k] for k in keys} == {k: totals[k] for k in keys}
+
+
 def test_a_corrupt_judge_recording_is_a_failure_naming_the_file(project, fake, monkeypatch):
     install(fake)
     given_rows_with_a_judge(project, "alpha")
