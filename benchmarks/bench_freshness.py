@@ -36,9 +36,12 @@ from pytest_batchgen.prompts import build_prompt  # noqa: E402
 
 def write_cassettes(folder: Path) -> None:
     plan = load_plan(folder / "plan.md", folder)
-    text = "x" * 6000
     for row in plan.rows:
         params = build_prompt(plan, row).params()
+        # the reply is the output as written (the common case: the row's output is its reply;
+        # an output that is none of its replies, a hand edit, reads the whole cassette)
+        output = plan.output_path(row)
+        text = output.read_text(encoding="utf-8") if output.exists() else "x" * 6000
         reply = {
             "type": "message",
             "content": [{"type": "text", "text": text}],
