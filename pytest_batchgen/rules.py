@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import Timeout as FileLockTimeout
 
 from .checklist import CheckContext, ChecklistForm, CheckSkipped, CompileContext, Failure, parse_count, split_list
 from .document import OutputDocument
@@ -576,6 +577,9 @@ def _build_registered(m: re.Match, ctx: CompileContext):
         raise ctx.error(f"tracking file {raw!r} must be a Markdown file (.md): the plugin appends links to it")
 
     order = tuple(ctx.plan.output_path(row).resolve() for row in ctx.plan.rows)
+    #: set once its lock could not be had: another process holds it, and every later row of
+    #: this run would wait the whole lock timeout again (a minute each)
+    held_elsewhere: list[str] = []
 
     def check(c: CheckContext):
         """The tracking file lists the outputs that pass, under the row's current title.
@@ -583,6 +587,8 @@ def _build_registered(m: re.Match, ctx: CompileContext):
         A passing output is registered (in plan order) or its entry retitled; an output that
         fails its other checks while listed fails this check too, saying so: the entry is the
         team's published index, so it is not removed behind their back, nor left silently."""
+        if held_elsewhere:
+            return Failure(held_elsewhere[0])
         output = c.path.resolve()
         rel = c.plan.rel(output)
         title = c.row.title or c.row.filename
@@ -612,6 +618,12 @@ def _build_registered(m: re.Match, ctx: CompileContext):
             return Failure(f"not registered in {raw}: the output is registered once its other checks pass")
         except TrackingError as exc:
             return Failure(f"tracking file: {exc}")
+        except FileLockTimeout as exc:  # not a permission: another process holds the lock
+            held_elsewhere.append(
+                f"tracking file {raw} not updated: another process holds its lock ({c.plan.rel(Path(exc.lock_file))}: "
+                "a run still going, or stopped?); run again once it ends"
+            )
+            return Failure(held_elsewhere[0])
         except OSError as exc:  # its lock file or temporary beside it: a read-only folder, a full disk
             failed = failed_file(exc)
             shown = f": {c.plan.rel(failed)}" if failed is not None else ""

@@ -165,7 +165,7 @@ class TallyPlugin:
             updates = plan_updates(self.tallies_of(run))
             try:
                 self.recorded[run.plan.path] = apply_updates(run.plan.path, updates)
-            except OSError as exc:  # the other plans are recorded, and the reports written
+            except (OSError, UnicodeDecodeError) as exc:  # the other plans are recorded, the reports written
                 self.not_recorded[run.plan.path] = _not_written(run, exc)
         if self.not_recorded and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -225,8 +225,20 @@ def _scrubbed(failure: ItemFailure, secrets: tuple[str, ...]) -> ItemFailure:
     return dataclasses.replace(failure, message=redact(failure.message, secrets), detail=detail)
 
 
-def _not_written(run: PlanRun, exc: OSError) -> str:
+def _not_written(run: PlanRun, exc: OSError | UnicodeDecodeError) -> str:
     """Why the plan was not updated, and the fix: the summary's line for it."""
+    from filelock import Timeout
+
+    if isinstance(exc, UnicodeDecodeError):  # saved in another encoding while the run went on
+        return (
+            f"it is no longer UTF-8 text ({exc.reason} at byte {exc.start}: saved in another encoding during "
+            "the run?); save it as UTF-8, then run again"
+        )
+    if isinstance(exc, Timeout):  # not a permission: another process holds the lock
+        return (
+            f"another process holds its lock ({run.plan.rel(Path(exc.lock_file))}: a run still going, or "
+            "stopped?); run again once it ends"
+        )
     path = failed_file(exc)
     where = f": {run.plan.rel(path)}" if path is not None else ""
     folder = run.plan.rel(run.plan.path.parent) or "."

@@ -461,3 +461,80 @@ def test_a_tracking_file_that_cannot_be_written_fails_registered_with_one_line(p
     assert "Traceback" not in str(result.stdout) and "PermissionError" not in str(result.stdout)
     assert project.notes() == {"quorum.md": f"1 check failed\n- registered (plan line 19): output/quorum.md: {message}"}
     assert project.statuses() == {"quorum.md": "pending"}
+
+
+#: a project conftest that re-saves the plan in Latin-1 once collected, as an editor might
+RESAVE_PLAN_LATIN1 = '''
+from pathlib import Path
+
+def pytest_collection_finish(session):
+    plan = Path("plan.md")
+    plan.write_bytes(plan.read_bytes() + "\\n<!-- revu par Andr\\u00e9 -->\\n".encode("latin-1"))
+'''
+
+
+def test_a_plan_saved_in_another_encoding_during_the_run_is_named_and_the_other_plans_recorded(project):
+    """A UnicodeDecodeError from the plan's re-read at the record step: a traceback, the other
+    plans not recorded, no report."""
+    import json
+
+    from genhelpers import draft, rows_for, rows_plan_text
+
+    project.write_rows(rows_for("quorum"))
+    project.write("other.md", rows_plan_text(rows_for("fencing-token")))
+    project.write("output/quorum.md", draft("Quorum"))
+    project.write("output/fencing-token.md", draft("Fencing Token"))
+    project.write("conftest.py", RESAVE_PLAN_LATIN1)
+
+    result = project.pytest(
+        "--batch-plan", "plan.md", "--batch-plan", "other.md", "--batch-validate-only", "--batch-report", "r.json"
+    )
+
+    assert "Traceback" not in "\n".join(result.result.outlines + result.result.errlines)
+    result.stdout.fnmatch_lines(
+        ["plan.md: plan not updated: it is no longer UTF-8 text (invalid continuation byte at byte *); "
+         "save it as UTF-8, then run again", "other.md: plan updated"]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert project.statuses("other.md") == {"fencing-token.md": "complete"}
+    assert json.loads(project.read("r.json"))["exit_status"] == 1
+
+
+def test_locks_another_process_holds_are_named_as_such_and_waited_for_once(project, monkeypatch):
+    """A lock timeout (filelock.Timeout, an OSError without strerror) got the advice for a
+    read-only folder, and each row's registration waited the whole timeout again."""
+    from genhelpers import draft, rows_for
+
+    from pytest_batchgen import planedit, rules, tracking
+
+    waits: list[str] = []
+    real = fsutil.lock_for
+
+    def short(path, timeout=60.0):
+        waits.append(path.name)
+        return real(path, timeout=0.2)
+
+    for module in (fsutil, planedit, tracking, rules):
+        if hasattr(module, "lock_for"):
+            monkeypatch.setattr(module, "lock_for", short)
+    project.write_rows(rows_for("quorum", "backpressure"))
+    line = len([x for x in project.read().split("## Phase 1")[0].splitlines() if x[:1].isdigit()]) + 1
+    project.write("plan.md", project.read().replace(
+        "\n## Phase 1", f"{line}. Output registered in `output/INDEX.md`\n\n## Phase 1", 1))
+    project.write("output/quorum.md", draft("Quorum"))
+    project.write("output/backpressure.md", draft("Backpressure"))
+    held = [real(project.path / "plan.md"), real(project.path / "output" / "INDEX.md")]
+    for lock in held:
+        lock.acquire()
+    try:
+        result = project.run("--batch-validate-only", "-p", "no:randomly")
+    finally:
+        for lock in held:
+            lock.release()
+
+    for name in ("quorum.md", "backpressure.md"):
+        assert "tracking file output/INDEX.md not updated: another process holds its lock" in result.failure(
+            f"{name}::registered"
+        )
+    result.stdout.fnmatch_lines(["plan.md: plan not updated: another process holds its lock (.plan.md.batchgen-lock*"])
+    assert waits.count("INDEX.md") == 1  # the second row did not wait again
