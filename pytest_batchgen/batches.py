@@ -293,6 +293,7 @@ class BatchDispatcher(BackgroundDispatch):
                 return None
             if not existing or row.complete:
                 path = run.plan.draft_path(row)
+                self.recorder.hold_previous(job.key)  # until a draft replaces the output (Dispatcher)
         prompt = build_prompt(run.plan, row, self.max_tokens, self._prefixes[str(run.plan.path)])
         return RowState(job, prompt, path, output, RowResult(job.key, Outcome.FAILED))
 
@@ -799,6 +800,7 @@ class BatchDispatcher(BackgroundDispatch):
                 atomic_write(st.output, text, sync=False)
                 _discard_draft(st.path)
                 run.docs.forget(st.output)
+                self.recorder.supersede(st.key)
             self._end(st, Outcome.PASSED)
             return
         repairable = repairable_failures(failures)
@@ -831,6 +833,8 @@ class BatchDispatcher(BackgroundDispatch):
         if not st.afresh and attempts and all(a.replayed for a in attempts) and not self._stop.is_set():
             if self.recorder.start_afresh(st.key):
                 st.afresh = True
+                if st.path != st.output:
+                    self.recorder.hold_previous(st.key)
                 st.history, st.params, st.attempt = [], None, None
                 st.result = RowResult(st.key, Outcome.FAILED)
                 return

@@ -438,6 +438,21 @@ class Recordings:
             self._rows[key] = RowRecording()
             return True
 
+    def hold_previous(self, key: str) -> None:
+        """The row's output stays until a new draft passes (it passes now; its drafts go aside):
+        where its file is replaced (started afresh, record mode ``all``), the interactions it
+        holds now stay in it, ahead of the new ones, until :meth:`supersede`. The output may be
+        the reply of one of them, and a regeneration that fails (every draft failed, a refusal,
+        a truncation) keeps it: without them, the kept output of an older prompt looked like an
+        edit by hand, and freshness called it fresh. They are never replayed: the row's
+        recording in this run is what :meth:`start_afresh` left (or, in mode ``all``, nothing
+        plays). Called before the row's first reply is recorded; nothing here (no recording)."""
+
+    def supersede(self, key: str) -> None:
+        """A new draft replaced the row's output: the interactions :meth:`hold_previous` kept
+        go, and the file holds only this run's (written again if it was written with them).
+        Nothing here (no recording)."""
+
     def corrupt_message(self, key: str) -> str | None:
         """None when the row's cassette can be used (now); else why not, naming the file and the fix.
 
@@ -637,6 +652,12 @@ class ReplayClient:
 
     def start_afresh(self, key: str) -> bool:
         return False  # record mode none never records
+
+    def hold_previous(self, key: str) -> None:
+        return None  # nothing is recorded: the file stays as it is
+
+    def supersede(self, key: str) -> None:
+        return None
 
     def retry_hint(self, key: str) -> str:
         return self.recordings.retry_hint(key)

@@ -308,6 +308,17 @@ class ModelClient:
         """How to generate a row again whose replayed attempts ended in failure."""
         return "" if self.recorder is None else self.recorder.retry_hint(key)
 
+    def hold_previous(self, key: str) -> None:
+        """The row's drafts go aside until one passes: its file keeps what it holds now until
+        :meth:`supersede` (:meth:`~pytest_batchgen.cassettes.Recordings.hold_previous`)."""
+        if self.recorder is not None:
+            self.recorder.hold_previous(key)
+
+    def supersede(self, key: str) -> None:
+        """A new draft replaced the row's output: what :meth:`hold_previous` kept goes."""
+        if self.recorder is not None:
+            self.recorder.supersede(key)
+
     def replay(
         self, key: str, params: dict[str, Any], unusable: Callable[[Completion], bool] | None = None
     ) -> Completion | None:

@@ -103,6 +103,10 @@ class DraftChecks:
         return await asyncio.get_running_loop().run_in_executor(None, _write_draft, run, row, path, text, check)
 
 
+def _nothing(key: str) -> None:
+    """What a client that records nothing does when a row's recording is held or superseded."""
+
+
 def _promote_draft(run: PlanRun, draft: Path, output: Path, text: str) -> None:
     """A re-recorded row's draft passed: it becomes the output, and the draft goes."""
     atomic_write(output, text, sync=False)
@@ -194,6 +198,10 @@ class CompletionClient(Protocol):
         ...
 
     def retry_hint(self, key: str) -> str: ...
+
+    # (optional, looked up with getattr: a client that records nothing needs neither)
+    # hold_previous(key): the row's drafts go aside; its recording stays until supersede(key),
+    # called once a draft replaced the output (see cassettes.Recordings.hold_previous)
 
     async def aclose(self) -> None: ...
 
@@ -437,8 +445,10 @@ class Dispatcher(BackgroundDispatch):
             if not existing and not job.rerecord:
                 return RowResult(job.key, Outcome.KEPT)
             if not existing or row.complete:
-                # re-recording a passing (or complete) row: drafts go aside until one passes
+                # re-recording a passing (or complete) row: drafts go aside until one passes, and
+                # the recording its output came from stays in its cassette until then
                 path = run.plan.draft_path(row)
+                getattr(client, "hold_previous", _nothing)(job.key)
         prompt: Prompt = build_prompt(run.plan, row, self.max_tokens, self._prefixes[str(run.plan.path)])
         history: list[dict[str, Any]] = []
         for number in range(1, self.max_attempts + 1):
@@ -501,6 +511,7 @@ class Dispatcher(BackgroundDispatch):
             if not failures:
                 if path != output:
                     _promote_draft(run, path, output, text)
+                    getattr(client, "supersede", _nothing)(job.key)  # the held recording goes
                 result.outcome = Outcome.PASSED
                 return result
             repairable = repairable_failures(failures)

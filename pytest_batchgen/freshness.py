@@ -8,9 +8,12 @@ today. A row is
   later generation's does, and the output is that generation's reply);
 - ``stale``: an output, and the requests differ; the reasons name what changed (the format
   reference, the content rules, the title, the model, max_tokens, the plugin's prompt template,
-  the output path). Also an output kept over a regeneration whose draft failed its checks:
-  today's request is recorded, but the output is an older generation's reply, or none while
-  the new draft waits in ``.batchgen-drafts/`` (see :func:`_latest_generation`);
+  the output path). Also an output kept over a regeneration that failed (its drafts failed
+  their checks, the model refused, the reply was cut off): today's request is recorded after
+  the older generation, which stays in the cassette until a new draft replaces the output
+  (``Recordings.hold_previous``), and the output is that older generation's reply; or it is
+  none of the replies while the new draft waits in ``.batchgen-drafts/`` (see
+  :func:`_latest_generation`);
 - ``unrecorded``: an output with no (readable) recording: hand-written, or validated only;
 - ``missing``: no output.
 
@@ -388,15 +391,17 @@ def _latest_generation(
     """What differs from today's request in the generation that made ``output``, and a note.
 
     Record mode ``new_episodes`` (the default) appends a row generated again after its old
-    recording, so a generation whose request is today's may follow older ones. A regenerated
-    draft that fails its checks never replaces a passing output (it waits in ``draft``, under
-    ``.batchgen-drafts/``), yet its request is recorded: calling the old output fresh let a
-    format change pass over an output of the old format. So a generation of today's request
-    makes the row fresh unless the output is the draft of an older generation (then that
-    one's reasons), or is none of the recorded drafts while a new draft waits beside it
-    (:data:`NOT_THE_REPLY`). An output that is no recorded draft and has none waiting was
-    edited by hand: an edit never makes a row stale. ``output`` None (no output yet): the
-    latest generation's reasons."""
+    recording, so a generation whose request is today's may follow older ones; and a row
+    regenerated over a passing output (``--batch-regenerate-stale``, record mode ``all``) keeps
+    its old generation ahead of the new one until a new draft replaces the output. A
+    regenerated draft that fails its checks never replaces a passing output (it waits in
+    ``draft``, under ``.batchgen-drafts/``; a refusal writes none), yet its request is recorded:
+    calling the old output fresh let a format change pass over an output of the old format. So
+    a generation of today's request makes the row fresh unless the output is the draft of an
+    older generation (then that one's reasons, in any checkout), or is none of the recorded
+    drafts while a new draft waits beside it (:data:`NOT_THE_REPLY`). An output that is no
+    recorded draft and has none waiting was edited by hand: an edit never makes a row stale.
+    ``output`` None (no output yet): the latest generation's reasons."""
     try:
         recording = read_recording(cassette)
     except UnreadableRecording:

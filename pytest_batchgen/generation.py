@@ -96,7 +96,8 @@ def make_dispatcher(
 
     The rows keyed in ``afresh`` (stale ones, ``--batch-regenerate-stale``) are re-recorded as
     record mode ``all`` re-records a row: their old recording is not replayed, and a new draft
-    replaces a passing output only once it passes."""
+    replaces a passing output only once it passes; the old recording stays in the file, ahead
+    of the new replies, until then (``Recordings.hold_previous``)."""
     from .cassettes import Recordings, ReplayClient
     from .client import ClientSettings, ModelClient
     from .dispatch import Dispatcher, InlineReplay, Job
@@ -119,7 +120,7 @@ def make_dispatcher(
     recordings.labels = PerRow(by_key, lambda j: j.run.plan.rel(paths[j.key]))
     for key in afresh:
         if key in paths:
-            recordings.start_afresh(key)  # the stale recording is replaced by the new replies
+            recordings.start_afresh(key)  # not replayed; replaced once a new draft replaces the output
     if settings.api == "batches" and recorder is not None and api_key:
         # Message Batches; a run that may not record replays through the messages path below
         from .batches import make_batch_dispatcher

@@ -25,15 +25,24 @@ a key, is set aside as ``<name>.corrupt`` and recorded again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import httpx2
 
-from .cassettes import KEY_PREFIX, CorruptCassette, Recordings, ReplayClient, is_message_body, read_cassette
+from .cassettes import (
+    KEY_PREFIX,
+    CorruptCassette,
+    Interaction,
+    Recordings,
+    ReplayClient,
+    is_message_body,
+    read_cassette,
+)
 from .client import CallInfo, current_call
 from .fsutil import atomic_write
 from .preload import import_now, import_soon
@@ -145,22 +154,46 @@ class _NewCassette:
     that this recorder does not need: a deep copy of each reply before the filters (the reply
     is made for it and no one else holds it), the record-mode bookkeeping, and making a cassette
     with its matchers and options per row. A cassette that has interactions to keep (record
-    mode ``new_episodes`` on an existing file) is still vcrpy's own."""
+    mode ``new_episodes`` on an existing file) is still vcrpy's own. The one exception: the
+    interactions :meth:`Recorder.hold_previous` holds, which it writes ahead of the new ones, as
+    vcrpy wrote them, until the row's output is replaced (:meth:`Recorder.supersede`)."""
 
-    def __init__(self, path: str, recorder: Recorder) -> None:
+    def __init__(self, path: str, recorder: Recorder, held: Sequence[Interaction] = ()) -> None:
         self.path = path
         self.recorder = recorder
         self.requests: list[Any] = []
         self.responses: list[dict[str, Any]] = []
+        #: the file's earlier interactions, written ahead of the new ones until the row's output
+        #: is replaced (:meth:`Recorder.hold_previous`); as the file had them, so not scrubbed again
+        self.held_requests: list[Any] = []
+        self.held_responses: list[dict[str, Any]] = []
+        if held:
+            from vcr.request import Request as VcrRequest
+
+            for interaction in held:
+                self.held_requests.append(VcrRequest._from_dict(dict(interaction.request)))
+                response = dict(interaction.response)
+                response["body"] = dict(response["body"])  # (the serializer decodes it in place)
+                self.held_responses.append(response)
 
     def append(self, request: Any, response: dict[str, Any]) -> None:
         self.requests.append(self.recorder._scrub_request(request))
         self.responses.append(self.recorder._scrub_response(response))
 
+    def release_held(self) -> bool:
+        """Leave the held interactions out of the file from now on; True when it was written
+        with them (it is written again without them by the caller)."""
+        written = bool(self.held_requests and self.requests)
+        self.held_requests, self.held_responses = [], []
+        return written
+
     def _save(self) -> None:
         from vcr.serializers import yamlserializer
 
-        interactions = {"requests": self.requests, "responses": self.responses}
+        interactions = {
+            "requests": self.held_requests + self.requests,
+            "responses": self.held_responses + self.responses,
+        }
         _AtomicPersister.save_cassette(self.path, interactions, yamlserializer)
 
 
@@ -179,6 +212,9 @@ class Recorder(Recordings):
         #: key -> the cassette its new replies go into: vcrpy's, or a :class:`_NewCassette`
         self._cassettes: dict[str, Any] = {}
         self._afresh: set[str] = set()  # rows whose file is replaced, not added to
+        #: rows whose file is replaced, but whose earlier interactions stay ahead of the new ones
+        #: until the row's output is replaced (see :meth:`hold_previous`)
+        self._held: dict[str, tuple[Interaction, ...]] = {}
 
     def _options(self, key: str) -> dict[str, Any]:
         need_vcrpy()
@@ -199,12 +235,14 @@ class Recorder(Recordings):
         """The cassette that records the row's new replies: the file's, loaded by vcrpy so that
         its record mode decides what is kept; an empty one (:class:`_NewCassette`) when the file
         is replaced or there is none. Record mode all keeps only what it records (vcrpy's
-        ``drop_unused_requests``): nothing to load."""
+        ``drop_unused_requests``): nothing to load; but a row whose output stays until a new
+        draft passes keeps its earlier interactions ahead of the new ones until then
+        (:meth:`hold_previous`)."""
         with self._lock:
             c = self._cassettes.get(key)
             if c is None:
                 if key in self._afresh or self.mode == "all" or not self.recording(key).rewound:
-                    c = _NewCassette(str(self.path(key)), self)
+                    c = _NewCassette(str(self.path(key)), self, self._held.get(key, ()))
                 else:
                     from vcr.cassette import Cassette
 
@@ -219,6 +257,7 @@ class Recorder(Recordings):
             super().release(key)
             self._cassettes.pop(key, None)
             self._afresh.discard(key)
+            self._held.pop(key, None)
 
     def start_afresh(self, key: str) -> bool:
         with self._lock:
@@ -226,7 +265,34 @@ class Recorder(Recordings):
                 return False
             self._afresh.add(key)
             self._cassettes.pop(key, None)
+            self._held.pop(key, None)  # (held again by the row's next generation, if it holds)
             return True
+
+    def hold_previous(self, key: str) -> None:
+        with self._lock:
+            if key in self._cassettes or not (key in self._afresh or self.mode == "all"):
+                return  # a reply is recorded already, or the file is added to (new_episodes)
+            row = self._rows.get(key)
+            if row is not None and row.rewound:
+                previous: tuple[Interaction, ...] = tuple(row.interactions)  # mode all: read, never played
+            else:  # started afresh: the recording was forgotten, the file is as it was
+                try:
+                    previous = read_cassette(self.path(key)) or ()
+                except (CorruptCassette, OSError):
+                    previous = ()  # (set aside and recorded again: nothing to keep)
+            if previous:
+                self._held[key] = previous
+
+    def supersede(self, key: str) -> None:
+        with self._lock:
+            if self._held.pop(key, None) is None:
+                return
+            c = self._cassettes.get(key)
+            if isinstance(c, _NewCassette) and c.release_held():
+                # (a file that cannot be written keeps them ahead of the new generation, whose
+                # reply the output now is: freshness reads that right, and the next save drops them)
+                with contextlib.suppress(OSError):
+                    c._save()
 
     def drop(self, key: str, index: int) -> bool:
         with self._lock:

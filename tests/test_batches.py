@@ -19,6 +19,7 @@ from fakeapi import FakeAnthropic, Reply
 from genhelpers import (
     API_KEY,
     AUTH_TOKEN,
+    REFERENCE_MARKER,
     REFUSE_WRITES_IN,
     bad_value,
     draft,
@@ -440,3 +441,29 @@ def test_batch_results_whose_outputs_cannot_be_written_are_counted_and_replayed_
     assert project.run("--batch-api", "batches").ret == 0
     assert len(fake.batches) == 1 and fake.messages_requests() == []
     assert project.statuses() == {"one.md": "complete", "two.md": "complete"}
+
+
+def test_a_failed_re_recording_in_batches_keeps_the_old_generation_and_a_passing_one_drops_it(project, fake):
+    # as the messages path does (tests/test_freshness_e2e.py): the output is kept over a failed
+    # draft, and so is the recording it is the reply of, until a new draft replaces it
+    project.write_rows(rows_for("quorum"), ini_extra=BATCH_INI)
+    assert project.run("--batch-api", "batches").ret == 0
+    good = project.output("quorum.md")
+    old = project.interactions("quorum.md")
+    project.edit("output/reference.md", REFERENCE_MARKER, REFERENCE_MARKER + " Changed.")
+    router(fake).set("quorum.md", Reply.ok(bad_value("Quorum")))
+
+    project.run("--batch-api", "batches", "--batch-regenerate-stale")
+
+    assert project.output("quorum.md") == good
+    assert project.interactions("quorum.md")[:1] == old
+    assert len(project.interactions("quorum.md")) == 3  # the old generation, today's draft and its repair
+    (project.path / "output" / ".batchgen-drafts" / "quorum.md").unlink()  # a fresh checkout
+    gate = project.run("--batch-fail-stale", "--batch-readonly")
+    assert "stale: the format reference changed since it was generated" in gate.failure("quorum.md::fresh")
+
+    router(fake).set("quorum.md", Reply.ok(draft("Quorum", category="B")))
+    project.run("--batch-api", "batches", "--batch-regenerate-stale")
+    assert project.output("quorum.md") == draft("Quorum", category="B")
+    assert len(project.interactions("quorum.md")) == 1
+    assert project.run("--batch-fail-stale", "--batch-readonly").outcomes()["quorum.md::fresh"] == "passed"

@@ -404,6 +404,64 @@ def test_a_row_started_afresh_replaces_its_file_and_a_reply_recorded_now_is_not_
     assert fresh.replay_directly("k", URL, params("Alpha")) is not None
 
 
+def _texts(path: Path) -> list[str]:
+    on_disk = read_cassette(path)
+    assert on_disk is not None
+    return [json.loads(i.response["body"]["string"])["content"][0]["text"] for i in on_disk]
+
+
+@pytest.mark.parametrize("mode", ["new_episodes", "all"])
+def test_a_held_recording_stays_ahead_of_the_new_replies_unplayed_until_superseded(tmp_path, mode):
+    # a re-recorded row whose output passes: its drafts go aside, so the recording its output
+    # is the reply of stays in the file until a new draft replaces the output
+    from pytest_batchgen.recording import Recorder
+
+    path, plain = tmp_path / "row.yaml", tmp_path / "plain.yaml"
+    for p in (path, plain):
+        write_with_vcrpy(p, [("POST", URL, json.dumps(params("Alpha")).encode(), JSON, "old")])
+    recorder = Recorder({"k": path, "plain": plain}, mode)
+    recorder.load_all()
+    if mode == "new_episodes":  # (record mode all replaces every file it records)
+        assert recorder.start_afresh("k") and recorder.start_afresh("plain")
+    recorder.hold_previous("k")
+    # the old request is today's, byte for byte: it still never plays
+    assert recorder.replay_directly("k", URL, params("Alpha")) is None
+    _record(recorder, "k", "Alpha", "new")
+    _record(recorder, "k", "Alpha", "repair")
+    assert recorder.replay_directly("k", URL, params("Alpha")) is None
+    assert _texts(path) == ["old", "new", "repair"]
+
+    recorder.supersede("k")
+    assert _texts(path) == ["new", "repair"]
+    _record(recorder, "plain", "Alpha", "new")  # never held: replaced, as before
+    _record(recorder, "plain", "Alpha", "repair")
+    assert path.read_bytes() == plain.read_bytes()
+    recorder.supersede("plain")  # nothing held: nothing written
+    assert _texts(plain) == ["new", "repair"]
+
+
+def test_holding_an_added_to_recording_does_nothing_and_superseding_before_a_reply_writes_nothing(tmp_path):
+    from pytest_batchgen.recording import Recorder
+
+    path = _recorded(tmp_path)
+    before = path.read_bytes()
+    recorder = Recorder({"k": path}, "new_episodes")
+    recorder.load_all()
+    recorder.hold_previous("k")  # new_episodes adds to the file: it keeps the old one anyway
+    _record(recorder, "k", "Beta", "new")
+    assert _texts(path) == ["one", "new"]
+
+    fresh = tmp_path / "again.yaml"
+    fresh.write_bytes(before)
+    recorder = Recorder({"k": fresh}, "all")
+    recorder.load_all()
+    recorder.hold_previous("k")
+    recorder.supersede("k")  # a draft replaced the output before any reply was recorded
+    assert fresh.read_bytes() == before
+    _record(recorder, "k", "Alpha", "new")
+    assert _texts(fresh) == ["new"]
+
+
 def test_record_mode_once_keeps_an_existing_recording_write_protected(tmp_path):
     from pytest_batchgen.recording import Recorder
 

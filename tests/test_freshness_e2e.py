@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import yaml  # (also: in-process generations, see tests/test_init.py)
@@ -227,24 +228,22 @@ def test_a_regenerated_row_that_now_fails_is_a_regression(stale_project: Project
 
 
 def test_an_output_kept_over_a_failed_regeneration_stays_stale(stale_project: Project, fake: FakeAnthropic):
-    # the stale recording is replaced by today's generation, whose draft failed its checks and
-    # waits in .batchgen-drafts/: the output is still the old format's. Before, the row was
-    # fresh (its recording opens with today's request) and the gate passed it.
+    # today's generation is recorded, its draft failed its checks and waits in .batchgen-drafts/:
+    # the output is still the old format's. Before, the row was fresh (its recording opened with
+    # today's request) and the gate passed it. The old generation stays ahead of today's (see
+    # the fresh checkout's test below), and names what changed.
     project = stale_project
     old_beta = project.output("beta.md")
     change_reference(project)
     router(fake).set("beta.md", Reply.ok(bad_value("Beta")))
     project.run("--batch-regenerate-stale", "--batch-concurrency", "1")
     assert project.output("beta.md") == old_beta
-    assert len(project.cassette_bodies("beta.md")) == 2  # today's request and its repair
+    assert len(project.cassette_bodies("beta.md")) == 3  # the old request, today's and its repair
 
     gate = project.run("--batch-fail-stale", "--batch-readonly")
 
     assert gate.outcomes()["beta.md::fresh"] == "failed"
-    assert (
-        "stale: the output is not a reply recorded for today's prompt (the draft of today's prompt "
-        "failed its checks and waits in output/.batchgen-drafts/beta.md)"
-    ) in gate.failure("beta.md::fresh")
+    assert KEPT_STALE in gate.failure("beta.md::fresh")
     assert gate.outcomes()["alpha.md::fresh"] == "passed"  # regenerated, and its draft replaced it
     gate.stdout.fnmatch_lines(["*freshness: 2 fresh, 1 stale*"])
 
@@ -280,15 +279,18 @@ def test_an_output_kept_over_a_failed_regeneration_appended_after_it_is_stale(st
     assert project.run("--batch-fail-stale", "--batch-readonly", "plan.md::beta.md").outcomes()["beta.md::fresh"] == "passed"
 
 
-def test_an_output_kept_over_a_failed_re_recording_is_stale(stale_project: Project, fake: FakeAnthropic):
-    # record mode all replaces the recording with the failed generation's: it opens with
-    # today's request, and the output is none of its replies (the draft waits beside it)
+def test_an_edited_output_kept_over_a_failed_re_recording_is_stale_while_the_draft_waits(
+    stale_project: Project, fake: FakeAnthropic
+):
+    # an output edited by hand is none of the recorded replies: while the failed draft of
+    # today's prompt waits beside it, the row is stale with the reason 'output'
     project = stale_project
-    old_beta = project.output("beta.md")
+    project.edit("output/beta.md", "Beta: details text.", "Beta: details text, edited by hand.")
+    edited = project.output("beta.md")
     change_reference(project)
     router(fake).set("beta.md", Reply.ok(bad_value("Beta")))
     project.run("--batch-record-mode", "all", "plan.md::beta.md")
-    assert project.output("beta.md") == old_beta
+    assert project.output("beta.md") == edited
     assert (project.path / "output" / ".batchgen-drafts" / "beta.md").exists()
 
     gate = project.run("--batch-fail-stale", "--batch-readonly")
@@ -298,6 +300,105 @@ def test_an_output_kept_over_a_failed_re_recording_is_stale(stale_project: Proje
         "stale: the output is not a reply recorded for today's prompt (the draft of today's prompt "
         "failed its checks and waits in output/.batchgen-drafts/beta.md)"
     ) in gate.failure("beta.md::fresh")
+
+
+KEPT_STALE = (
+    "stale: the format reference changed since it was generated (a generation of today's prompt "
+    "was recorded, but its draft did not replace this output)"
+)
+
+
+def fresh_checkout(project: Project) -> None:
+    """What CI checks out: no .batchgen-drafts/ (it is gitignored)."""
+    shutil.rmtree(project.path / "output" / ".batchgen-drafts", ignore_errors=True)
+
+
+@pytest.mark.parametrize("how", ["regenerate-stale", "record-mode-all"])
+def test_an_output_kept_over_a_failed_regeneration_is_stale_in_a_fresh_checkout(
+    stale_project: Project, fake: FakeAnthropic, how: str
+):
+    # The regeneration's recording replaced the old one, whose reply the kept output is: without
+    # the waiting draft (a fresh checkout) the output looked like an edit by hand, and the gate
+    # called the old format's output fresh. The old generation now stays in the cassette, ahead
+    # of the failed one, until a new draft replaces the output.
+    project = stale_project
+    old_beta = project.output("beta.md")
+    old_interactions = project.interactions("beta.md")
+    change_reference(project)
+    router(fake).set("beta.md", Reply.ok(bad_value("Beta")))
+    fake.reset_log()
+    if how == "regenerate-stale":
+        project.run("--batch-regenerate-stale", "--batch-concurrency", "1")
+    else:
+        project.run("--batch-record-mode", "all", "--batch-concurrency", "1")
+    assert project.output("beta.md") == old_beta
+    # nothing was replayed: the old request went out no more than today's draft and repair did
+    assert len(requests_by_row(fake)["beta.md"]) == 2
+    assert project.interactions("beta.md")[:1] == old_interactions
+    assert len(project.cassette_bodies("beta.md")) == 3  # the old generation, today's draft and its repair
+    # the rows whose new draft passed hold their new generation alone, as before
+    for row in ROWS:
+        if row.filename != "beta.md":
+            assert project.output(row.filename) == draft(row.title)
+            assert len(project.cassette_bodies(row.filename)) == 1
+    fresh_checkout(project)
+
+    gate = project.run("--batch-fail-stale", "--batch-readonly")
+
+    assert gate.ret == pytest.ExitCode.TESTS_FAILED
+    assert gate.outcomes()["beta.md::fresh"] == "failed"
+    assert KEPT_STALE in gate.failure("beta.md::fresh")
+    gate.stdout.fnmatch_lines(["*freshness: 2 fresh, 1 stale*"])
+
+    # the plan change reverted: the kept output is the reply of the old generation, today's again
+    project.edit("output/reference.md", " " + "A longer reference now. " * 40, "")
+    assert project.run("--batch-fail-stale", "--batch-readonly").outcomes()["beta.md::fresh"] == "passed"
+
+
+def test_an_output_kept_over_a_refused_regeneration_is_stale(stale_project: Project, fake: FakeAnthropic):
+    # a refusal writes no draft: even in the same checkout, nothing said the output was kept
+    project = stale_project
+    old_beta = project.output("beta.md")
+    change_reference(project)
+    router(fake).set("beta.md", Reply.refused())
+    project.run("--batch-regenerate-stale", "--batch-concurrency", "1", "plan.md::beta.md")
+    assert project.output("beta.md") == old_beta
+    assert not (project.path / "output" / ".batchgen-drafts" / "beta.md").exists()
+
+    gate = project.run("--batch-fail-stale", "--batch-readonly", "plan.md::beta.md")
+
+    assert gate.outcomes()["beta.md::fresh"] == "failed"
+    assert KEPT_STALE in gate.failure("beta.md::fresh")
+
+    # a later regeneration whose draft passes leaves only its own generation
+    router(fake).set("beta.md", Reply.ok(draft("Beta")))
+    project.run("--batch-regenerate-stale", "--batch-concurrency", "1", "plan.md::beta.md")
+    bodies = project.cassette_bodies("beta.md")
+    assert len(bodies) == 1 and "A longer reference now." in json.dumps(bodies[0])
+    assert project.run("--batch-fail-stale", "--batch-readonly").outcomes()["beta.md::fresh"] == "passed"
+
+
+def test_a_failed_re_recording_of_an_unchanged_row_replays_nothing_and_stays_fresh(
+    stale_project: Project, fake: FakeAnthropic
+):
+    # record mode all with no plan change: the old request is today's, byte for byte; kept in
+    # the cassette, it must not be replayed as the new generation's reply
+    project = stale_project
+    old_beta = project.output("beta.md")
+    old_interactions = project.interactions("beta.md")
+    router(fake).set("beta.md", Reply.ok(bad_value("Beta")))
+    fake.reset_log()
+
+    project.run("--batch-record-mode", "all", "plan.md::beta.md")
+
+    assert len(requests_by_row(fake)["beta.md"]) == 2  # both attempts went out live
+    assert project.output("beta.md") == old_beta
+    bodies = project.cassette_bodies("beta.md")
+    assert len(bodies) == 3 and bodies[0] == bodies[1]  # the old generation's request is today's
+    assert project.interactions("beta.md")[:1] == old_interactions
+    fresh_checkout(project)
+    gate = project.run("--batch-fail-stale", "--batch-readonly", "plan.md::beta.md")
+    assert gate.outcomes()["beta.md::fresh"] == "passed"  # the output is a reply to today's request
 
 
 def test_a_stale_row_whose_regeneration_wrote_nothing_is_not_a_regression(stale_project: Project, fake: FakeAnthropic):
