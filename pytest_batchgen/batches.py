@@ -350,6 +350,9 @@ class BatchDispatcher(BackgroundDispatch):
     def _round(self, pending: list[RowState]) -> None:
         to_send: dict[str, list[RowState]] = {}
         waits: dict[str, tuple[Journal, BatchEntry]] = {}
+        if self._swept:  # the batches another run of the plan created since: this run waits for them too
+            for journal in {id(j): j for j in (self._journal(st.job.run) for st in pending)}.values():
+                journal.refresh()
         for st in pending:
             while not st.ended:  # replayed requests move the row on (a repair may be recorded too)
                 self._build(st)
@@ -408,7 +411,7 @@ class BatchDispatcher(BackgroundDispatch):
         }
         dropped = []
         for plan, journal in self._journals.items():
-            for entry in list(journal.entries):
+            for entry in journal.own():  # another run's batches since are its own to sweep
                 if entry.id is None or entry.local in waited:
                     continue
                 stale = {
@@ -850,7 +853,7 @@ class BatchDispatcher(BackgroundDispatch):
     def _leave_batches(self) -> None:
         """After a stop: cancel the batches out when asked (``--batch-cancel``), else say how to
         collect them."""
-        left = [(j, e) for j in self._journals.values() for e in j.entries if e.id]
+        left = [(j, e) for j in self._journals.values() for e in j.own() if e.id]  # not another run's
         if not left or not self._stop.is_set():
             return
         if self.cancel_on_stop:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -100,19 +100,29 @@ class BatchEntry:
 
 @dataclass
 class Journal:
-    """The journal of one plan; every change is on disk before the method returns."""
+    """The journal of one plan; every change is on disk before the method returns, made to
+    the journal as it is on disk then (read again under its lock)."""
 
     path: Path
     entries: list[BatchEntry] = field(default_factory=list)
     _index: dict[tuple[str, str], tuple[BatchEntry, str]] | None = field(default=None, repr=False, compare=False)
 
+    #: the entries this process saw when it loaded the journal or began itself: its batches
+    #: (``entries`` also has those other runs began since, read back at each change)
+    known: set[str] = field(default_factory=set, repr=False, compare=False)
+
     @classmethod
     def load(cls, path: Path) -> Journal:
+        entries = cls._read(path)
+        return cls(path, entries, known={e.local for e in entries})
+
+    @staticmethod
+    def _read(path: Path) -> list[BatchEntry]:
         if not path.exists():
-            return cls(path)
+            return []
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            entries = [BatchEntry.from_dict(e) for e in data["batches"]]
+            return [BatchEntry.from_dict(e) for e in data["batches"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BatchgenError(
                 f"the batch journal cannot be read ({type(exc).__name__}: {exc}); it lists the Message Batches "
@@ -120,56 +130,94 @@ class Journal:
                 "(their batches are then paid for twice)",
                 path,
             ) from None
-        return cls(path, entries)
 
-    def save(self) -> None:
+    def refresh(self) -> None:
+        """Read the journal again: the batches other runs (another process on the same plan)
+        began or finished since are seen by :meth:`find`."""
+        self._index = None
+        self.entries = self._read(self.path)
+
+    def _change(self, edit: Callable[[list[BatchEntry]], None]) -> None:
+        """Apply ``edit`` to the entries on disk, re-read under the lock: every process that
+        shares the journal (two runs of one plan, ``-k`` of other rows) changes its own entries
+        only, and none overwrites or deletes what another wrote."""
         self._index = None
         with lock_for(self.path):
-            if not self.entries:
+            entries = self._read(self.path)
+            edit(entries)
+            if entries:
+                document = {"version": JOURNAL_VERSION, "batches": [e.to_dict() for e in entries]}
+                atomic_write(self.path, json.dumps(document, indent=1) + "\n")
+            else:
                 self.path.unlink(missing_ok=True)
-                return
-            document = {"version": JOURNAL_VERSION, "batches": [e.to_dict() for e in self.entries]}
-            atomic_write(self.path, json.dumps(document, indent=1) + "\n")
+        self.entries = entries
 
     def begin(self, requests: dict[str, RequestEntry], reserved_usd: float = 0.0) -> BatchEntry:
         """Record a batch about to be created (before the create request is sent)."""
         now = _dt.datetime.now(_dt.timezone.utc).isoformat()
         entry = BatchEntry(local=uuid.uuid4().hex, created=now, requests=requests, reserved_usd=reserved_usd)
-        self.entries.append(entry)
-        self.save()
+        self.known.add(entry.local)
+        self._change(lambda entries: entries.append(entry))
         return entry
 
     def created(self, entry: BatchEntry, batch_id: str) -> None:
         entry.id = batch_id
-        self.save()
+
+        def edit(entries: list[BatchEntry]) -> None:
+            on_disk = _by_local(entries, entry.local)
+            if on_disk is None:  # forgotten meanwhile (another run found no batch for it): it exists
+                entries.append(entry)
+            else:
+                on_disk.id = batch_id
+
+        self._change(edit)
 
     def forget(self, entry: BatchEntry) -> None:
         """Every result of the batch is filed (or the batch never reached the API)."""
-        self.entries = [e for e in self.entries if e.local != entry.local]
-        self.save()
+        self._change(lambda entries: _remove(entries, entry.local))
 
     def collected(self, entry: BatchEntry, cids: set[str]) -> None:
         """These results of the batch are filed. The entry goes when all are; until then it
-        keeps the others (rows outside this run, ``-k``), so a later run collects them from the
-        same batch instead of paying for them again."""
+        keeps the others (rows outside this run, ``-k``, or another run's), so a later run
+        collects them from the same batch instead of paying for them again."""
         entry.requests = {cid: req for cid, req in entry.requests.items() if cid not in cids}
-        if entry.requests:
-            self.save()
-        else:
-            self.forget(entry)
+
+        def edit(entries: list[BatchEntry]) -> None:
+            on_disk = _by_local(entries, entry.local)
+            if on_disk is None:  # another run collected the rest
+                return
+            on_disk.requests = {cid: req for cid, req in on_disk.requests.items() if cid not in cids}
+            on_disk.reserved_usd = min(on_disk.reserved_usd, entry.reserved_usd)
+            if not on_disk.requests:
+                _remove(entries, entry.local)
+
+        self._change(edit)
 
     def find(self, row: str, digest: str) -> tuple[BatchEntry, str] | None:
         """The batch (and custom_id) that already carries this exact request of ``row``."""
         if self._index is None:  # rebuilt after each change: one lookup per row, not a scan
-            self._index = {
+            self._index = {  # a batch being created (by another run) is not one to wait for yet
                 (req["row"], req["digest"]): (entry, cid)
                 for entry in reversed(self.entries)
+                if entry.id is not None
                 for cid, req in entry.requests.items()
             }
         return self._index.get((row, digest))
 
     def ids(self) -> set[str]:
         return {e.id for e in self.entries if e.id}
+
+    def own(self) -> list[BatchEntry]:
+        """The entries of this process's batches: loaded when it started, or begun by it."""
+        return [e for e in self.entries if e.local in self.known]
+
+
+def _by_local(entries: list[BatchEntry], local: str) -> BatchEntry | None:
+    return next((e for e in entries if e.local == local), None)
+
+
+def _remove(entries: list[BatchEntry], local: str) -> None:
+    entries[:] = [e for e in entries if e.local != local]
 
 
 def journal_path(cassette_dir: Path) -> Path:

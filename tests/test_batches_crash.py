@@ -261,3 +261,72 @@ def test_a_row_whose_output_passed_before_the_crash_leaves_no_journal_entry_behi
     assert set(project.statuses().values()) == {"complete"}
     assert len(fake.batches) == 1
     assert not (project.cassette_dir() / "batches-journal.json").exists()
+
+
+#: the project's conftest: each run waits, once it has read the journal, until two runs have read it
+#: (two runs started at once, made deterministic: neither has written its batch yet when both load)
+LOADED_TOGETHER_CONFTEST = """
+import os, pathlib, time
+from pytest_batchgen import journal
+
+FOLDER = os.environ.get("BATCHGEN_LOADED_IN", "")
+
+if FOLDER:
+    load = journal.Journal.load.__func__
+
+    def load_together(cls, path):
+        loaded = load(cls, path)
+        pathlib.Path(FOLDER, str(os.getpid())).touch()
+        deadline = time.monotonic() + 30
+        while len(os.listdir(FOLDER)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return loaded
+
+    journal.Journal.load = classmethod(load_together)
+"""
+
+
+def test_two_runs_of_one_plan_at_once_each_keep_their_batch_in_the_journal(project, fake, monkeypatch, tmp_path):
+    # given: two runs of one plan started at once, on different rows, whose batches do not end yet
+    project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
+    project.write("conftest.py", LOADED_TOGETHER_CONFTEST)
+    (tmp_path / "loaded").mkdir()
+    monkeypatch.setenv("BATCHGEN_LOADED_IN", str(tmp_path / "loaded"))
+    fake.batch_polls_until_ended = 10**9
+    journal_file = project.cassette_dir() / "batches-journal.json"
+    monkeypatch.setattr(project, "forks", None)  # two at once: fresh interpreters (the fork server runs one)
+    a = project.start("--batch-plan", project.plan, "--batch-api", "batches", "-k", "quorum")
+    b = project.start("--batch-plan", project.plan, "--batch-api", "batches", "-k", "backpressure")
+    while len(fake.batches) < 2 and a.poll() is None and b.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)  # both polling
+    assert len(fake.batches) == 2
+    # the journal lists both batches (it listed the one written last)
+    journal = json.loads(journal_file.read_text())
+    assert sorted(r["row"] for e in journal["batches"] for r in e["requests"].values()) == [
+        "backpressure.md",
+        "quorum.md",
+    ]
+    (batch_a,) = [x for x in fake.batches.values() if x.requests[0]["custom_id"].startswith("quorum_md-")]
+    (batch_b,) = [x for x in fake.batches.values() if x is not batch_a]
+
+    # when: A is stopped with Ctrl-C, and B's batch ends so that B finishes
+    a.send_signal(signal.SIGINT)
+    a.wait(timeout=60)
+    a.communicate()
+    batch_b.polls_until_ended = batch_b.polls + 1
+    assert b.wait(timeout=60) == 0, b.communicate()[0]
+    b.communicate()
+
+    # then: the journal still lists A's batch (B deleted the journal: A's resume paid for quorum twice)
+    journal = json.loads(journal_file.read_text())
+    assert [(e["id"], [r["row"] for r in e["requests"].values()]) for e in journal["batches"]] == [
+        (batch_a.id, ["quorum.md"])
+    ]
+    # and A's resume collects it: no third batch
+    monkeypatch.delenv("BATCHGEN_LOADED_IN")
+    batch_a.polls_until_ended = batch_a.polls + 1
+    result = project.run("--batch-api", "batches", "-k", "quorum", subprocess=True)
+    assert result.ret == 0, result.stdout.str()
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}
+    assert len(fake.batches) == 2 and not journal_file.exists()

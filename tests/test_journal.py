@@ -1,0 +1,114 @@
+"""The batch journal shared by processes: two runs of one plan (``Journal`` objects on one
+path, each loaded once, as each process does) change their own entries and lose none of the
+other's."""
+
+from __future__ import annotations
+
+import json
+
+from pytest_batchgen.journal import Journal, RequestEntry, journal_path
+
+
+def req(row: str, digest: str = "d") -> RequestEntry:
+    return RequestEntry(row=row, digest=digest, attempt=1)
+
+
+def on_disk(path) -> dict[str, list[str]]:
+    """batch id (or "pending") -> its requests' rows, as the file has them."""
+    if not path.exists():
+        return {}
+    return {
+        (b["id"] or "pending"): sorted(r["row"] for r in b["requests"].values())
+        for b in json.loads(path.read_text())["batches"]
+    }
+
+
+def test_two_runs_that_begin_at_once_both_keep_their_batch(tmp_path):
+    # given: two runs of one plan, started together: each loaded the journal while it was empty
+    path = journal_path(tmp_path)
+    a, b = Journal.load(path), Journal.load(path)
+
+    # when: each records and creates its batch (different rows)
+    ea = a.begin({"c0": req("row00.md")})
+    eb = b.begin({"c1": req("row01.md")})
+    a.created(ea, "batch_a")
+    b.created(eb, "batch_b")
+
+    # then: the journal lists both batches (it listed B's only: each write replaced the other's)
+    assert on_disk(path) == {"batch_a": ["row00.md"], "batch_b": ["row01.md"]}
+    # and a resume (a fresh load) finds row00's request in A's batch, so sends it in none other
+    assert Journal.load(path).find("row00.md", "d")[0].id == "batch_a"
+
+
+def test_a_run_that_finishes_leaves_the_batch_of_a_stopped_run(tmp_path):
+    # given: run A stopped (Ctrl-C) with its batch out; run B, started with it, collects its own
+    path = journal_path(tmp_path)
+    a, b = Journal.load(path), Journal.load(path)
+    a.created(ea := a.begin({"c0": req("row00.md")}), "batch_a")
+    b.created(eb := b.begin({"c1": req("row01.md")}), "batch_b")
+
+    # when: B files its result; its own entry is then empty
+    b.collected(eb, {"c1"})
+
+    # then: the journal still lists A's batch (B deleted the file: A's resume paid for row00 again)
+    assert on_disk(path) == {"batch_a": ["row00.md"]}
+    assert b.entries == [ea] and b.own() == []  # B sees A's batch, but it is not B's to cancel
+    # and when A's resume collects it, the file goes
+    resumed = Journal.load(path)
+    resumed.collected(resumed.entries[0], {"c0"})
+    assert not path.exists()
+
+
+def test_collecting_drops_only_the_filed_requests_of_a_batch_two_runs_share(tmp_path):
+    # given: a batch of three rows in the journal, which two runs (-k of different rows) reattach to
+    path = journal_path(tmp_path)
+    first = Journal.load(path)
+    first.created(first.begin({"c0": req("r0"), "c1": req("r1"), "c2": req("r2")}), "batch_x")
+    a, b = Journal.load(path), Journal.load(path)
+
+    # when: A files r0, then B files r1 (from its copy, which still lists r0)
+    a.collected(a.entries[0], {"c0"})
+    b.collected(b.entries[0], {"c1"})
+
+    # then: r2's request stays for a later run; r0's is not brought back by B
+    assert on_disk(path) == {"batch_x": ["r2"]}
+    # and a forget of one run's entry leaves the others
+    c = Journal.load(path)
+    c.created(ec := c.begin({"c9": req("r9")}), "batch_c")
+    a.forget(a.entries[0])  # batch_x gone from the API
+    assert on_disk(path) == {"batch_c": ["r9"]}
+    c.forget(ec)
+    assert not path.exists()
+
+
+def test_a_created_batch_forgotten_meanwhile_by_another_run_is_written_back(tmp_path):
+    # given: A recorded its batch (no id yet); B, starting, found no batch for it and forgot it
+    path = journal_path(tmp_path)
+    a = Journal.load(path)
+    ea = a.begin({"c0": req("row00.md")})
+    b = Journal.load(path)
+    b.forget(b.entries[0])
+    assert not path.exists()
+
+    # when: A's create returns
+    a.created(ea, "batch_a")
+
+    # then: the batch (paid for) is in the journal
+    assert on_disk(path) == {"batch_a": ["row00.md"]}
+
+
+def test_find_sees_another_runs_batch_after_a_refresh_but_not_one_being_created(tmp_path):
+    # given: run B loaded the journal before A began its batch
+    path = journal_path(tmp_path)
+    a, b = Journal.load(path), Journal.load(path)
+    ea = a.begin({"c0": req("row00.md", "x")})
+
+    # when/then: a batch whose create is still out is nothing to wait for (it has no id to poll)
+    b.refresh()
+    assert b.find("row00.md", "x") is None
+    # once created, B waits for it instead of sending the request again
+    a.created(ea, "batch_a")
+    b.refresh()
+    found = b.find("row00.md", "x")
+    assert found is not None and (found[0].id, found[1]) == ("batch_a", "c0")
+    assert b.find("row00.md", "other digest") is None
