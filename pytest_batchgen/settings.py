@@ -467,11 +467,12 @@ def _check_no_call_options(config: pytest.Config, readonly: bool) -> None:
 
 
 def _ini_bool(config: pytest.Config, name: str) -> bool:
-    """A true/false ini value; pytest's own conversion raises a ValueError on anything else,
-    which reached the user as an INTERNALERROR traceback."""
+    """A true/false ini value; pytest's own conversion raised a ValueError on anything else,
+    which reached the user as an INTERNALERROR traceback (a UsageError that names no option,
+    since pytest 9.2)."""
     try:
         return bool(config.getini(name))
-    except ValueError:
+    except (ValueError, pytest.UsageError):  # pytest 9.0 raises ValueError, 9.2 a UsageError without the name
         raw = next((str(v) for k, v in config.inicfg.items() if k == name), "")
         for override in config.getoption("override_ini") or ():
             key, _, value = override.partition("=")
