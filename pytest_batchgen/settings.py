@@ -12,6 +12,7 @@ import argparse
 import enum
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -472,14 +473,12 @@ def _ini_bool(config: pytest.Config, name: str) -> bool:
     since pytest 9.2)."""
     try:
         return bool(config.getini(name))
-    except (ValueError, pytest.UsageError):  # pytest 9.0 raises ValueError, 9.2 a UsageError without the name
-        raw = next((str(v) for k, v in config.inicfg.items() if k == name), "")
-        for override in config.getoption("override_ini") or ():
-            key, _, value = override.partition("=")
-            if key.strip() == name:
-                raw = value
+    except (ValueError, pytest.UsageError) as exc:  # 9.0: a ValueError; 9.2: a UsageError naming no option
+        # both say "invalid truth value 'maybe'": the value as written
+        found = re.search(r"'(.*)'", str(exc))
+        shown = f" = {found.group(1).strip()!r}" if found else ""
         raise BatchgenError(
-            f"ini option {name} = {raw.strip()!r} is not true or false (true, yes, on, 1 / false, no, off, 0)"
+            f"ini option {name}{shown} is not true or false (true, yes, on, 1 / false, no, off, 0)"
         ) from None
 
 
