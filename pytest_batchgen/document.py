@@ -312,7 +312,10 @@ def _nesting_depth(fm: str) -> int:
     for line in fm.split("\n"):
         indent = len(line) - len(line.lstrip(" "))
         dashes = 0
+        leading = True  # only spaces and "- " so far on this line: a dash there opens a sequence
         for i, ch in enumerate(line):
+            if ch not in " -\t":
+                leading = False
             if quote:
                 if ch == quote:
                     quote = ""
@@ -323,7 +326,7 @@ def _nesting_depth(fm: str) -> int:
                 deepest = max(deepest, flow + dashes + indent // 2)
             elif ch in "]}":
                 flow = max(0, flow - 1)
-            elif ch == "-" and line[i + 1 : i + 2] in (" ", "\t") and not line[:i].strip(" -\t"):
+            elif ch == "-" and leading and line[i + 1 : i + 2] in (" ", "\t"):
                 dashes += 1
             elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
                 break  # a comment
