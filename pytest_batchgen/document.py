@@ -284,8 +284,8 @@ def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[s
     depth = _nesting_depth(fm)
     if depth > MAX_FRONT_MATTER_DEPTH:
         return (
-            f"the front matter nests {depth:,} levels deep, above the {MAX_FRONT_MATTER_DEPTH}-level limit for "
-            "parsing; keep nested content in the body"
+            f"the front matter nests more than {MAX_FRONT_MATTER_DEPTH} levels deep, the limit for parsing; "
+            "keep nested content in the body"
         ), 1
     try:
         loaded = _YAML.load(fm, Loader=_KeysAsWritten)
@@ -303,37 +303,24 @@ def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[s
 
 
 def _nesting_depth(fm: str) -> int:
-    """An upper bound of how deep the front matter nests, in one linear pass: open flow
-    brackets (quoted text aside) plus, per line, the dashes of compact block sequences
-    (``- - x``) and the indentation. Checked before YAML loading: see
-    :data:`MAX_FRONT_MATTER_DEPTH`."""
+    """An upper bound of how deep the front matter nests, in one linear pass, whatever quotes
+    say (a stray quote must not hide what follows from it, since libyaml would not be fooled):
+    the open flow brackets, plus on each line its block indicators (``-``, ``?`` or ``:`` before
+    a space, a tab or the line's end) and its indentation. Over-counting only refuses odd text,
+    the safe side. Checked before YAML loading: see :data:`MAX_FRONT_MATTER_DEPTH`."""
     deepest = flow = 0
-    quote = ""
     for line in fm.split("\n"):
+        opened = line.count("[") + line.count("{")
+        closed = line.count("]") + line.count("}")
+        indicators = len(_BLOCK_INDICATOR.findall(line))
         indent = len(line) - len(line.lstrip(" "))
-        dashes = 0
-        leading = True  # only spaces and "- " so far on this line: a dash there opens a sequence
-        for i, ch in enumerate(line):
-            if ch not in " -\t":
-                leading = False
-            if quote:
-                if ch == quote:
-                    quote = ""
-            elif ch in "'\"" and (i == 0 or line[i - 1] in " \t[{,:"):
-                quote = ch
-            elif ch in "[{":
-                flow += 1
-                deepest = max(deepest, flow + dashes + indent // 2)
-            elif ch in "]}":
-                flow = max(0, flow - 1)
-            elif ch == "-" and leading and line[i + 1 : i + 2] in (" ", "\t"):
-                dashes += 1
-            elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
-                break  # a comment
-        quote = quote if quote == '"' else ""  # (a double-quoted scalar may go on to the next line)
-        deepest = max(deepest, flow + dashes + indent // 2)
+        deepest = max(deepest, flow + opened + indicators + indent // 2)
+        flow = max(0, flow + opened - closed)
     return deepest
 
+
+# a block indicator: a sequence entry, a complex key or a value, before a blank or the line's end
+_BLOCK_INDICATOR = re.compile(r"[-?:](?=[ \t]|$)")
 
 def parse_bytes(path: Path, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> OutputDocument:
     """Decode and parse; binary, oversized or non-UTF-8 content gives an ``error``."""
