@@ -81,7 +81,7 @@ class TallyPlugin:
         """Deselect the items outside the rows named on the command line (before ``-k``/``-m``
         deselect theirs), count each row's items, and put run-last rules after the others."""
         selection = self.state.selection
-        if selection is not None and selection.filters:
+        if selection is not None and (selection.filters or selection.filtered_plans):
             kept, dropped = [], []
             for item in items:
                 found = row_of(item)

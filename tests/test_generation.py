@@ -705,16 +705,18 @@ def test_collect_only_sends_nothing_and_writes_nothing(project, fake, xdist):
 
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
-def test_naming_a_row_of_one_plan_generates_nothing_of_the_other_plans(project, fake, xdist):
+@pytest.mark.parametrize(("named", "sent"), [("other.md::gamma.md", {"gamma.md"}), ("other.md", {"gamma.md", "delta.md"})],
+                         ids=["a row", "a whole plan"])
+def test_naming_a_row_of_one_plan_generates_nothing_of_the_other_plans(project, fake, xdist, named, sent):
     # with several plans (in addopts, say), the plans not named were collected whole: naming one
-    # row's node generated, and paid for, every pending row of the other plans too
+    # row's node (or a whole plan) generated, and paid for, every pending row of the other plans too
     project.write_rows(rows_for("alpha", "beta"))
     project.write("other.md", rows_plan_text(rows_for("gamma", "delta")))
 
-    result = project.pytest("--batch-plan", "plan.md", "--batch-plan", "other.md", "other.md::gamma.md", *xdist)
+    result = project.pytest("--batch-plan", "plan.md", "--batch-plan", "other.md", named, *xdist)
 
     assert result.ret == 0, result.stdout.str()
-    assert {row_of(e) for e in fake.messages_requests()} == {"gamma.md"}
+    assert {row_of(e) for e in fake.messages_requests()} == sent
     assert not (project.path / "output" / "alpha.md").exists()
     assert "gamma.md | haiku | complete" in project.read("other.md")
     assert project.statuses() == {"alpha.md": "pending", "beta.md": "pending"}
