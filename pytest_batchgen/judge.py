@@ -447,8 +447,14 @@ class JudgeService:
             from .limitstore import seed_pacer
 
             seed_pacer(pacer, model, s.credential)
+        from .client import RecordingFailed
+
         async with pacer.slot(params) as slot:
-            completion: Completion = await self._client.complete(key, params, _no_verdict)
+            try:
+                completion: Completion = await self._client.complete(key, params, _no_verdict)
+            except RecordingFailed as exc:  # answered, so charged: the budgets hear of it too
+                slot.settle(exc.completion.usage, False)
+                raise
             slot.settle(completion.usage, completion.replayed)
             return completion
 
@@ -584,7 +590,8 @@ class JudgeService:
         attempts = [JudgeAttempt.from_wire(data) for data in sent]
         with self._lock:
             known = self._memo.keys() | self._merged
-            new = [a for a in attempts if not (a.request and a.request in known)]
+            # (a worker only replays; were one to call live, its spend would be counted whatever)
+            new = [a for a in attempts if not (a.replayed and a.request and a.request in known)]
             if new:
                 self.attempts.setdefault(row_key, []).extend(new)
             self._merged |= {a.request for a in new if a.request and a.majority not in (None, "error")}

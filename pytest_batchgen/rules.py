@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -587,27 +587,30 @@ def _build_registered(m: re.Match, ctx: CompileContext):
         A passing output is registered (in plan order) or its entry retitled; an output that
         fails its other checks while listed fails this check too, saying so: the entry is the
         team's published index, so it is not removed behind their back, nor left silently."""
-        if held_elsewhere:
-            return Failure(held_elsewhere[0])
         output = c.path.resolve()
         rel = c.plan.rel(output)
         title = c.row.title or c.row.filename
+
+        def write(edit: Callable[[], Any]) -> Failure | None:
+            """An edit of the tracking file, under its lock, unless another process held that
+            lock past the timeout already in this run (every row would wait a minute again)."""
+            if held_elsewhere:
+                return Failure(held_elsewhere[0])
+            edit()
+            return None
+
         try:
             listed = is_registered(tracking, output)
             others = False if c.doc.error else c.others_pass()
             if others is None:  # nothing fails, but a judge rule has no verdict on this output
                 if listed:  # the entry stands: a missing verdict only skips (the judge's item says so)
-                    if not c.readonly:
-                        retitle(tracking, output, title)
-                    return None
+                    return None if c.readonly else write(lambda: retitle(tracking, output, title))
                 raise CheckSkipped(f"not registered in {raw}: a judge rule has no verdict on this output yet")
             if others:
                 if not c.readonly:
                     if listed:
-                        retitle(tracking, output, title)
-                    else:
-                        register(tracking, output, title, order)
-                    return None
+                        return write(lambda: retitle(tracking, output, title))
+                    return write(lambda: register(tracking, output, title, order))
                 return None if listed else Failure(f"{raw} has no Markdown link to {rel}")
             if listed:
                 return Failure(
