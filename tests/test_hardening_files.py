@@ -523,6 +523,10 @@ def test_locks_another_process_holds_are_named_as_such_and_waited_for_once(proje
         "\n## Phase 1", f"{line}. Output registered in `output/INDEX.md`\n\n## Phase 1", 1))
     project.write("output/quorum.md", draft("Quorum"))
     project.write("output/backpressure.md", draft("Backpressure"))
+    project.write("output/vector-clock.md", draft("Vector Clock", category="Z"))  # fails: takes no lock
+    project.write("plan.md", project.read().replace(
+        "| backpressure.md | haiku | pending |", "| backpressure.md | haiku | pending |\n"
+        "| Vector Clock | vector-clock.md | haiku | pending |", 1))
     held = [real(project.path / "plan.md"), real(project.path / "output" / "INDEX.md")]
     for lock in held:
         lock.acquire()
@@ -538,3 +542,5 @@ def test_locks_another_process_holds_are_named_as_such_and_waited_for_once(proje
         )
     result.stdout.fnmatch_lines(["plan.md: plan not updated: another process holds its lock (.plan.md.batchgen-lock*"])
     assert waits.count("INDEX.md") == 1  # the second row did not wait again
+    # a row that would not write keeps its own message
+    assert "the output is registered once its other checks pass" in result.failure("vector-clock.md::registered")
