@@ -960,7 +960,10 @@ def check_shared_outputs(plans: Sequence[Plan]) -> None:
     """Two plans of one run whose rows write the same output file: each plan checks its own
     rows for a duplicate filename, so across plans the second row's output overwrote the
     first's, and both rows became complete over one plan's content. A :class:`PlanError` at
-    the second row, naming the first."""
+    the second row, naming the first. One plan has nothing to compare: its rows are not
+    resolved again (a path resolve a row, every run)."""
+    if len(plans) < 2:
+        return
     seen: dict[Path, tuple[Plan, Row]] = {}
     for plan in plans:
         for row in plan.rows:
