@@ -143,6 +143,10 @@ class Notes:
     #: how many lines from ``start`` the heading takes: two for a setext heading (``Batchgen
     #: Notes`` over ``---``), which is rewritten as written, never split from its underline
     heading_lines: int = 1
+    #: runs of entries ``[start, end)`` further down the section, below text the user wrote
+    #: after the marker: read with the others, and moved up into the plugin's lines when it
+    #: rewrites them (see :func:`_entries_below_text`)
+    strays: tuple[tuple[int, int], ...] = ()
 
 
 def code_span(text: str) -> str:
@@ -231,14 +235,18 @@ def find_notes(text: str, lines: list[str] | None = None) -> Notes:
             end = _notes_end(lines, body, section.end_line)
             marker = _marker_below_text(section, lines, body, end)
             if marker is not None:
-                end = _notes_end(lines, marker, section.end_line)
-                return Notes(marker, end, _read_entries(lines[marker:end]), user_text=True, heading_lines=0)
+                start, body, end = marker, marker, _notes_end(lines, marker, section.end_line)
+            strays = _entries_below_text(section, lines, end)
+            entries = _read_entries(lines[body:end] + [line for a, b in strays for line in ["\n", *lines[a:b]]])
+            if marker is not None:
+                return Notes(marker, end, entries, user_text=True, heading_lines=0, strays=strays)
             return Notes(
                 start,
                 end,
-                _read_entries(lines[body:end]),
+                entries,
                 user_text=end < section.end_line,
                 heading_lines=body - start,
+                strays=strays,
             )
     hidden = _swallowed_notes_start(text, lines)
     if hidden is None:
@@ -263,6 +271,36 @@ def _marker_below_text(section: Section, lines: list[str], body: int, end: int) 
     return next((n - 1 for n in section.comments if n - 1 >= end and _body(lines[n - 1]) == NOTES_MARKER), None)
 
 
+def _entries_below_text(section: Section, lines: list[str], end: int) -> tuple[tuple[int, int], ...]:
+    """The runs of entries in the section after ``end`` (the end of the plugin's own lines),
+    when text the user wrote below the marker separates them from it.
+
+    The plugin's lines ended at that text, so the entries after it were never read: a passing
+    row's entry stayed for ever, and a changed one was written a second time above the text.
+    Only top-level list items that read as entries count (an entry quoted in a code block or
+    a blockquote is the user's text)."""
+    runs: list[tuple[int, int]] = []
+    for item in section.items:
+        first = item.line - 1
+        if first < end or (runs and first < runs[-1][1]) or _entry(_body(lines[first])) is None:
+            continue
+        runs.append((first, _notes_end(lines, first, section.end_line)))
+    return tuple(runs)
+
+
+def _without_strays(lines: list[str], strays: tuple[tuple[int, int], ...], offset: int) -> list[str]:
+    """``lines`` (which start at line ``offset`` of the plan) without the runs ``strays``; a run
+    at the end of the file takes the blank line before it too, as the plugin's block does."""
+    if not strays:
+        return lines
+    gone = {i - offset for a, b in strays for i in range(a, b)}
+    kept = [line for i, line in enumerate(lines) if i not in gone]
+    a, b = strays[-1]
+    if b - offset >= len(lines) and kept and len(kept) == a - offset and not kept[-1].strip():
+        kept.pop()
+    return kept
+
+
 def _swallowed_notes_start(text: str, lines: list[str]) -> int | None:
     """The last notes heading (with its marker) after the last heading the scan can see."""
     last_visible = max((s.line - 1 for s in scan(text)), default=-1)
@@ -281,10 +319,10 @@ def _notes_end(lines: list[str], start: int, stop: int) -> int:
     """The end of the plugin's lines from ``start`` (before ``stop``): marker, entries, blank lines.
 
     What follows is the user's (a paragraph, a ``### Appendix``), never rewritten or removed. So
-    is an indented paragraph after a blank line below the last entry: Markdown reads it as more
-    of that entry, but the plugin never writes one (its sub-lines follow their entry directly),
-    and taking it as the plugin's deleted it at the next rewrite. Indented lines between two
-    entries stay the plugin's, as they cannot be kept in place around rewritten entries.
+    is an indented paragraph after a blank line: Markdown reads it as more of the entry above,
+    but the plugin never writes one (its sub-lines follow their entry directly), and taking it
+    as the plugin's deleted it at the next rewrite. Entries after such text are read and moved
+    up (:func:`_entries_below_text`).
     """
     end = last = start  # last: the end of the plugin's last line that is not blank
     attached = False  # the line before is an entry or one of its sub-lines
@@ -295,10 +333,10 @@ def _notes_end(lines: list[str], start: int, stop: int) -> int:
             attached = False
         elif entry or _body(line) == NOTES_MARKER:
             attached, last = entry, end + 1
-        elif not line.startswith("  "):
-            break
-        elif attached:
+        elif attached and line.startswith("  "):
             last = end + 1
+        else:
+            break
         end += 1
     end = last
     while end < stop and not lines[end].strip():
@@ -400,7 +438,7 @@ def edit_text(text: str, updates: Mapping[str, RowUpdate]) -> str:
             body[-1] = _strip_newline(body[-1])
         return "".join(lines + body)
     assert end is not None
-    tail = lines[end:]
+    tail = _without_strays(lines[end:], notes.strays, end)
     head = lines[:start]
     if not notes.heading_lines:
         # the plugin's lines start at its marker: the heading and the user's text above stay

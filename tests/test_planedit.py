@@ -309,6 +309,35 @@ def test_the_users_text_between_the_notes_heading_and_the_marker_is_kept(after):
     assert read_notes(removed) == {}
 
 
+@pytest.mark.parametrize("after", ["", "\nAsk Dana.\n"], ids=["end", "text-after"])
+def test_entries_below_the_users_text_under_the_marker_are_read_and_moved_up(after):
+    # the plugin's lines ended at a remark below the marker, so the entries after it were never
+    # read: a passing row's entry stayed for ever, and a changed one was written a second time
+    # above the remark ("- `alpha.md`: 2 checks failed" over "- `alpha.md`: 1 check failed")
+    head = f"{NOTES_HEADING}\n\n{NOTES_MARKER}\n\n"
+    remark = "My remark about these notes.\n\n"
+    text = plan_text(tail=f"{head}{remark}- `alpha.md`: 1 check failed\n  - lint\n- `beta.md`: x\n{after}")
+    assert read_notes(text) == {"alpha.md": "1 check failed\n- lint", "beta.md": "x"}
+    changed = edit_text(text, {"alpha.md": RowUpdate(note="2 checks failed")})
+    assert changed == plan_text(tail=f"{head}- `alpha.md`: 2 checks failed\n- `beta.md`: x\n\n{remark.rstrip()}\n{after}")
+    assert read_notes(changed) == {"alpha.md": "2 checks failed", "beta.md": "x"}
+    assert edit_text(changed, {"alpha.md": RowUpdate(note="2 checks failed")}) == changed
+    # a passing row's entry goes where it is, and the remark stays when the last one goes
+    passed = edit_text(text, {"alpha.md": RowUpdate(note="")})
+    assert passed == plan_text(tail=f"{head}- `beta.md`: x\n\n{remark.rstrip()}\n{after}")
+    removed = edit_text(text, {"alpha.md": RowUpdate(note=""), "beta.md": RowUpdate(note="")})
+    assert removed == plan_text(tail=f"{NOTES_HEADING}\n\n{remark.rstrip()}\n{after}")
+    assert read_notes(removed) == {}
+
+
+def test_an_entry_quoted_in_the_users_text_below_the_marker_is_not_read():
+    quoted = f"{NOTES_HEADING}\n\n{NOTES_MARKER}\n\nThe plugin writes:\n\n> - `alpha.md`: example\n\n```\n- `beta.md`: example\n```\n"
+    text = plan_text(tail=quoted)
+    assert read_notes(text) == {}
+    added = edit_text(text, {"gamma.md": RowUpdate(note="x")})
+    assert added == plan_text(tail=quoted.replace(f"{NOTES_MARKER}\n\n", f"{NOTES_MARKER}\n\n- `gamma.md`: x\n\n"))
+
+
 def test_a_marker_quoted_in_a_code_block_under_the_notes_heading_is_the_users_text():
     quoted = f"{NOTES_HEADING}\n\nThe plugin writes:\n\n```\n{NOTES_MARKER}\n\n- `alpha.md`: example\n```\n"
     text = plan_text(tail=quoted)
