@@ -330,6 +330,15 @@ def test_entries_below_the_users_text_under_the_marker_are_read_and_moved_up(aft
     assert read_notes(removed) == {}
 
 
+def test_an_indented_paragraph_between_the_marker_and_the_entries_is_the_users():
+    # it was taken into the plugin's lines: removing the last note deleted it with them
+    head = f"{NOTES_HEADING}\n\n{NOTES_MARKER}\n\n"
+    text = plan_text(tail=f"{head}  Dana: see the wiki.\n\n- `alpha.md`: 1 check failed\n")
+    assert read_notes(text) == {"alpha.md": "1 check failed"}
+    removed = edit_text(text, {"alpha.md": RowUpdate(note="")})
+    assert removed == plan_text(tail=f"{NOTES_HEADING}\n\n  Dana: see the wiki.\n")
+
+
 def test_an_entry_quoted_in_the_users_text_below_the_marker_is_not_read():
     quoted = f"{NOTES_HEADING}\n\n{NOTES_MARKER}\n\nThe plugin writes:\n\n> - `alpha.md`: example\n\n```\n- `beta.md`: example\n```\n"
     text = plan_text(tail=quoted)
