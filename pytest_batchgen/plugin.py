@@ -219,6 +219,8 @@ def _register_plugins(config: pytest.Config, state: BatchState) -> None:
         return
     if settings.role is not Role.WORKER:
         pm.register(TerminalPlugin(state, tally), "batchgen-terminal")
+        if settings.collect_only:
+            return  # it lists the items and writes nothing: no report, no step summary
         if settings.report is not None:
             pm.register(JsonReportPlugin(state, tally, settings.report), "batchgen-json-report")
         from .stepsummary import RunSummaryPlugin

@@ -514,7 +514,8 @@ def check_written_paths(settings: Settings, plans: Sequence[Plan]) -> None:
     """``--batch-report`` and ``--batch-summary`` name files the run writes at its very end: a
     folder, or a file of the plans, was found only then (a traceback after the whole run, the
     report lost), or overwritten (a plan replaced by JSON, in a ``--batch-readonly`` run too).
-    Refused up front, before anything is sent."""
+    Refused up front, before anything is sent; and so are both in a dry run, which writes
+    nothing (it wrote no report without a word)."""
     for option, path in (("--batch-report", settings.report), ("--batch-summary", settings.summary)):
         if path is None:
             continue
@@ -534,6 +535,12 @@ def check_written_paths(settings: Settings, plans: Sequence[Plan]) -> None:
                 f"--batch-report {path}: the file exists and is not a pytest-batchgen JSON report; "
                 "name another file (the report replaces the file)"
             )
+    if settings.dry_run and (settings.report is not None or settings.summary is not None):
+        option = "--batch-report" if settings.report is not None else "--batch-summary"
+        raise BatchgenError(
+            f"--batch-dry-run writes nothing, {option} included: leave out one of the two "
+            "(a dry run prints each row's freshness and estimated cost instead)"
+        )
 
 
 def _is_a_report(path: Path) -> bool:

@@ -690,13 +690,16 @@ def test_with_xdist_a_run_stopped_by_x_records_its_rows_as_plain_x_does(project,
 
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
-def test_collect_only_sends_nothing_and_writes_nothing(project, fake, xdist):
+def test_collect_only_sends_nothing_and_writes_nothing(project, fake, xdist, monkeypatch):
     # pytest's --collect-only runs nothing: it sent every pending row and wrote their outputs,
-    # cassettes and statuses (paid for, in a run meant to list the items)
+    # cassettes and statuses (paid for, in a run meant to list the items); then it still wrote
+    # the JSON report, the run summary and GitHub's step summary
     project.write_rows(rows_for("alpha", "beta"))
+    (project.path / "step.md").write_text("")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(project.path / "step.md"))
     before = project.snapshot()
 
-    result = project.run("--collect-only", "-q", *xdist)
+    result = project.run("--collect-only", "-q", "--batch-report", "r.json", "--batch-summary", "s.md", *xdist)
 
     assert result.ret == 0, result.stdout.str()
     assert fake.messages_requests() == []

@@ -121,6 +121,9 @@ def test_a_float_spelled_max_tokens_reaches_the_dry_run_and_the_request(plan_pro
         (["--batch-readonly", "--batch-api", "batches"],
          ["--batch-api batches sends Message Batches; --batch-readonly makes no model call"]),
         (["--batch-cancel"], ["--batch-cancel cancels Message Batches: it needs --batch-api batches"]),
+        # a dry run wrote no report, without a word
+        (["--batch-report", "r.json"], ["--batch-dry-run writes nothing, --batch-report included"]),
+        (["--batch-summary", "s.md"], ["--batch-dry-run writes nothing, --batch-summary included"]),
     ],
 )
 def test_a_bad_value_is_a_usage_error_naming_it(plan_project: pytest.Pytester, args: list[str], needles: list[str]) -> None:
