@@ -28,8 +28,11 @@ class TerminalPlugin:
         return [f"batchgen: {self.state.sent_from}"] if self.state.sent_from else []
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        """After every ``pytest_sessionfinish``: the plan is already recorded."""
+        """After every ``pytest_sessionfinish``: the plan is already recorded. ``--collect-only``
+        ran no row: a table of them all, each "pending -> pending", followed the item list."""
         state = self.state
+        if state.settings.collect_only:
+            return
         tr = terminalreporter
         tr.section("pytest-batchgen")
         reports = self.tally.row_reports()

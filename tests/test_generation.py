@@ -705,6 +705,7 @@ def test_collect_only_sends_nothing_and_writes_nothing(project, fake, xdist, mon
     assert fake.messages_requests() == []
     assert project.snapshot() == before
     assert "plan.md::alpha.md::generate" in result.stdout.str()
+    assert "pytest-batchgen" not in result.stdout.str()  # no table of rows that did not run
 
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
