@@ -47,10 +47,13 @@ from .dispatch import (
 from .errors import BatchgenError
 from .fsutil import atomic_write, sync_deferred
 from .journal import (
+    HEARTBEAT,
     BatchEntry,
     Journal,
+    Owner,
     RequestEntry,
     custom_id,
+    describe,
     journal_path,
     request_digest,
 )
@@ -226,6 +229,11 @@ class BatchDispatcher(BackgroundDispatch):
         self.resume_note = ""
         #: said at the end when the journal held requests the plan no longer sends (dropped)
         self.journal_note = ""
+        #: said at the end when rows were left to another live run of their plan
+        self.elsewhere_note = ""
+        #: this run, as the journals name it: the batches it begins or adopts are its own
+        self.owner = Owner.current()
+        self._beating = threading.Event()
         self._swept = False
         self.batches_created: list[str] = []
         self.orphans = 0
@@ -259,9 +267,7 @@ class BatchDispatcher(BackgroundDispatch):
         key = str(run.plan.path)
         journal = self._journals.get(key)
         if journal is None:
-            journal = self._journals[key] = Journal.load(
-                journal_path(run.plan.cassette_dir)
-            )
+            journal = self._journals[key] = Journal.load(journal_path(run.plan.cassette_dir), self.owner)
         return journal
 
     def _run(self) -> None:
@@ -272,16 +278,68 @@ class BatchDispatcher(BackgroundDispatch):
                 self._states[job.key] = st
         for job in self.jobs:
             self._journal(job.run)
-        self._reconcile()
-        while True:
-            pending = [st for st in self._states.values() if not st.ended]
-            if not pending:
-                break
-            if self._stop.is_set():
-                self._stop_rows(pending)
-                break
-            self._round(pending)
-        self._leave_batches()
+        self._register()
+        beat = threading.Thread(target=self._heartbeats, name="batchgen-journal-heartbeat", daemon=True)
+        beat.start()
+        try:
+            self._reconcile()
+            while True:
+                pending = [st for st in self._states.values() if not st.ended]
+                if not pending:
+                    break
+                if self._stop.is_set():
+                    self._stop_rows(pending)
+                    break
+                self._round(pending)
+            self._leave_batches()
+        finally:
+            self._beating.set()
+            beat.join()
+            for journal in self._journals.values():
+                with contextlib.suppress(OSError):  # a journal that cannot be written: the pid tells
+                    journal.release()
+
+    # -- sharing the journal with other runs of the plan ----------------------------------------
+
+    def _rows_of(self, key: str) -> list[str]:
+        """The rows of plan ``key`` this run still generates."""
+        return [st.filename for st in list(self._states.values()) if not st.ended and str(st.job.run.plan.path) == key]
+
+    def _register(self) -> None:
+        """Register this run in each plan's journal (adopting the batches of runs that are gone);
+        a row another live run of the plan registered first is its own: this run skips it,
+        sending nothing (it would pay for the row twice, and both runs would file it)."""
+        notes = []
+        for key, journal in self._journals.items():
+            try:
+                taken = journal.register(self._rows_of(key))
+            except OSError:  # a journal that cannot be written: nothing of it can be sent either
+                continue
+            left = [st for st in self._states.values() if str(st.job.run.plan.path) == key and st.filename in taken]
+            for st in left:
+                by = describe(taken[st.filename])
+                self._end(
+                    st,
+                    Outcome.SKIPPED,
+                    f"not sent: another run of this plan is generating this row ({by}); "
+                    "run again once it has finished to check the row",
+                )
+            if left:
+                owners = "; ".join(sorted({describe(taken[st.filename]) for st in left}))
+                plan = left[0].job.run.plan
+                notes.append(
+                    f"{len(left)} row(s) of {plan.rel(plan.path)} skipped: another run of the plan is generating them "
+                    f"({owners}); this run sent none of them. Run again once it has finished"
+                )
+        self.elsewhere_note = "\n".join(notes)
+
+    def _heartbeats(self) -> None:
+        """Say in each journal, every HEARTBEAT seconds, that this run is alive (what a run on
+        another machine sharing the journal goes by), and which rows it still generates."""
+        while not self._beating.wait(HEARTBEAT):
+            for key, journal in list(self._journals.items()):
+                with contextlib.suppress(Exception):  # best effort: a missed beat is not an error
+                    journal.heartbeat(self._rows_of(key))
 
     def _prepare(self, job: Job) -> RowState | None:
         run, row = job.run, job.row
@@ -522,7 +580,7 @@ class BatchDispatcher(BackgroundDispatch):
         """Entries without a batch id: the run died around the create. Adopt the batch the API
         made of it (created since, with as many requests, in no other entry), else forget it."""
         for journal in self._journals.values():
-            for entry in list(journal.entries):
+            for entry in journal.own():  # adopted: a live run's entry without an id is being created
                 if entry.id is not None:
                     continue
                 found = self._find_created(entry, journal)

@@ -273,8 +273,9 @@ class Generation:
     @property
     def budget_note(self) -> str:
         d = self.dispatcher
-        # batch mode: batches left running after Ctrl-C; requests dropped from the journal
-        notes = [getattr(d, "resume_note", ""), getattr(d, "journal_note", "")]
+        # batch mode: batches left running after Ctrl-C; requests dropped from the journal; rows
+        # left to another live run of the plan
+        notes = [getattr(d, "resume_note", ""), getattr(d, "journal_note", ""), getattr(d, "elsewhere_note", "")]
         if d.budget_stopped:
             skipped = sum(r.budget_skipped for r in d.results().values())
             then = "the rows not sent were skipped" if skipped else "every row had been sent"

@@ -274,8 +274,8 @@ FOLDER = os.environ.get("BATCHGEN_LOADED_IN", "")
 if FOLDER:
     load = journal.Journal.load.__func__
 
-    def load_together(cls, path):
-        loaded = load(cls, path)
+    def load_together(cls, path, *args, **kwargs):
+        loaded = load(cls, path, *args, **kwargs)
         pathlib.Path(FOLDER, str(os.getpid())).touch()
         deadline = time.monotonic() + 30
         while len(os.listdir(FOLDER)) < 2 and time.monotonic() < deadline:
@@ -330,3 +330,81 @@ def test_two_runs_of_one_plan_at_once_each_keep_their_batch_in_the_journal(proje
     assert result.ret == 0, result.stdout.str()
     assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}
     assert len(fake.batches) == 2 and not journal_file.exists()
+
+
+# -- runs of one plan at once: each entry has an owner, a live run's are left alone -------------
+
+
+def _journal_lists(journal_file, batch_id: str) -> bool:
+    try:
+        return batch_id in {b["id"] for b in json.loads(journal_file.read_text())["batches"]}
+    except (OSError, ValueError):
+        return False
+
+
+def test_a_run_started_while_another_is_live_leaves_its_rows_and_its_batch_alone(project, fake, monkeypatch):
+    # given: run A of the plan, polling its batch (which does not end yet)
+    project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
+    fake.batch_polls_until_ended = 10**9
+    journal_file = project.cassette_dir() / "batches-journal.json"
+    monkeypatch.setattr(project, "forks", None)  # two at once: fresh interpreters (the fork server runs one)
+    a = project.start("--batch-plan", project.plan, "--batch-api", "batches")
+    while not fake.batches and a.poll() is None:
+        time.sleep(0.02)
+    (batch,) = fake.batches.values()
+    while not _journal_lists(journal_file, batch.id) and a.poll() is None:
+        time.sleep(0.02)
+
+    # when: run B of the same rows starts (its own key, to tell its requests) with --batch-cancel,
+    # and is stopped with Ctrl-C if it waits for a batch
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "second-run-key")
+    b = project.start("--batch-plan", project.plan, "--batch-api", "batches", "--batch-cancel")
+
+    def b_requests() -> list:
+        return [r for r in list(fake.requests) if r.api_key == "second-run-key"]
+
+    while b.poll() is None and not b_requests():
+        time.sleep(0.02)
+    if b.poll() is None:
+        b.send_signal(signal.SIGINT)
+    b.wait(timeout=60)
+    out_b = b.communicate()[0]
+
+    # then: B treated A's batch as A's: it did not cancel it (it did: A's batch was B's "leftover"),
+    # polled and sent nothing, and said why its rows were skipped
+    assert batch.cancel_initiated_at is None, out_b
+    assert b_requests() == [] and len(fake.batches) == 1, out_b
+    assert b.returncode == 0, out_b
+    assert f"2 row(s) of plan.md skipped: another run of the plan is generating them (pid {a.pid} on " in out_b, out_b
+    assert "run again once it has finished to check the row" in out_b, out_b
+    # and A, alone, collects its batch and finishes every row
+    batch.polls_until_ended = batch.polls + 1
+    assert a.wait(timeout=60) == 0, a.communicate()[0]
+    a.communicate()
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}
+    assert len(fake.batches) == 1 and not journal_file.exists()
+    assert [len(project.cassette_bodies(name)) for name in ("quorum.md", "backpressure.md")] == [1, 1]
+
+
+def test_two_runs_of_the_same_rows_started_at_once_send_them_once(project, fake, monkeypatch, tmp_path):
+    # given: two runs of the same rows started at once: both read the journal while it was empty
+    project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
+    project.write("conftest.py", LOADED_TOGETHER_CONFTEST)
+    (tmp_path / "loaded").mkdir()
+    monkeypatch.setenv("BATCHGEN_LOADED_IN", str(tmp_path / "loaded"))
+    fake.batch_polls_until_ended = 3
+    monkeypatch.setattr(project, "forks", None)
+    runs = [project.start("--batch-plan", project.plan, "--batch-api", "batches") for _ in range(2)]
+
+    # when both end
+    outs = []
+    for run in runs:
+        assert run.wait(timeout=60) == 0, run.communicate()[0]
+        outs.append(run.communicate()[0])
+
+    # then: one run sent the rows, in one batch; the other sent nothing (both sent a batch: paid twice)
+    assert len(fake.batches) == 1, outs
+    assert sorted(sent_requests(fake).values()) == [1, 1]
+    assert sum("another run of the plan is generating them" in out for out in outs) == 1, outs
+    assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}
+    assert not (project.cassette_dir() / "batches-journal.json").exists()

@@ -4,9 +4,15 @@ other's."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
 import json
+import subprocess
+import sys
+import uuid
 
-from pytest_batchgen.journal import Journal, RequestEntry, journal_path
+from pytest_batchgen import journal
+from pytest_batchgen.journal import STALE_AFTER, Journal, Owner, RequestEntry, journal_path
 
 
 def req(row: str, digest: str = "d") -> RequestEntry:
@@ -112,3 +118,70 @@ def test_find_sees_another_runs_batch_after_a_refresh_but_not_one_being_created(
     found = b.find("row00.md", "x")
     assert found is not None and (found[0].id, found[1]) == ("batch_a", "c0")
     assert b.find("row00.md", "other digest") is None
+
+
+# -- owners: a run adopts the entries of runs that are gone, never a live run's ------------------
+
+
+def gone_pid() -> int:
+    """The pid of a process of this machine that has ended (and was reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def owner_like(me: Owner, **changes) -> Owner:
+    return dataclasses.replace(me, run=uuid.uuid4().hex, **changes)
+
+
+def started(path, owner: Owner, row: str, batch: str) -> Journal:
+    """Run ``owner`` registered ``row`` and created ``batch`` of it (and stopped there)."""
+    j = Journal.load(path, owner)
+    j.register([row])
+    j.created(j.begin({f"c-{row}": req(row)}), batch)
+    return j
+
+
+def test_a_run_adopts_only_the_batches_of_runs_that_are_gone(tmp_path):
+    # given: batches of a live run (another in this process), of a dead process, of a reused pid
+    # (this process's pid, another start time), of an ended run, and one from a journal without owners
+    path = journal_path(tmp_path)
+    me = Owner.current()
+    live = started(path, owner_like(me), "live.md", "batch_live")
+    started(path, owner_like(me, pid=gone_pid()), "dead.md", "batch_dead")
+    started(path, owner_like(me, started="1"), "reused.md", "batch_reused")
+    started(path, owner_like(me), "ended.md", "batch_ended").release()
+    data = json.loads(path.read_text())
+    data["batches"].append({"local": "old", "id": "batch_old", "created": "2026-01-01T00:00:00+00:00",
+                            "requests": {"c-old": {"row": "old.md", "digest": "d"}}})
+    path.write_text(json.dumps(data))
+
+    # when: a new run registers for every row
+    new = Journal.load(path, me)
+    taken = new.register(["live.md", "dead.md", "reused.md", "ended.md", "old.md"])
+
+    # then: the live run keeps its row and its batch; every other batch is the new run's
+    assert set(taken) == {"live.md"} and taken["live.md"]["run"] == live.owner.run
+    assert sorted(e.id for e in new.own()) == ["batch_dead", "batch_ended", "batch_old", "batch_reused"]
+    runs = {r["owner"]["run"]: r["rows"] for r in json.loads(path.read_text())["runs"]}
+    assert runs == {live.owner.run: ["live.md"], me.run: ["dead.md", "ended.md", "old.md", "reused.md"]}
+    # and a third run finds both alive: it gets no row and adopts nothing
+    third = Journal.load(path)
+    assert set(third.register(["live.md", "dead.md"])) == {"live.md", "dead.md"} and third.own() == []
+
+
+def test_a_run_on_another_machine_is_alive_while_its_heartbeat_is_recent(tmp_path, monkeypatch):
+    # given: a run of another host, with a batch out
+    path = journal_path(tmp_path)
+    me = Owner.current()
+    other = started(path, owner_like(me, host="elsewhere", pid=1), "far.md", "batch_far")
+
+    # then: while it beats, its row and batch are its own
+    new = Journal.load(path, me)
+    assert set(new.register(["far.md"])) == {"far.md"} and new.own() == []
+    other.heartbeat(["far.md"])
+    # once its heartbeat is older than STALE_AFTER, it is taken for gone
+    later = _dt.datetime.now(_dt.timezone.utc) + STALE_AFTER + _dt.timedelta(seconds=1)
+    monkeypatch.setattr(journal, "_now", lambda: later)
+    assert Journal.load(path, me).register(["far.md"]) == {}
+    assert [e.id for e in Journal.load(path, me).own()] == ["batch_far"]
