@@ -499,9 +499,15 @@ class BatchDispatcher(BackgroundDispatch):
         recorded = self.recorder.play(st.key, "POST", self.RECORDED_URL, st.body(), self.RECORDED_HEADERS)
         if recorded is None:
             return False
-        message = json.loads(recorded.response["body"]["string"])
         self._request(st)
-        self._judge(st, message, replayed=True)
+        try:
+            self._judge(st, json.loads(recorded.response["body"]["string"]), replayed=True)
+        except Exception as exc:  # noqa: BLE001  (a recorded reply the checks cannot take: this row only)
+            if not st.ended:
+                where = self.recorder.label(st.key)
+                error = f"the reply recorded in {where} cannot be used ({type(exc).__name__}: {exc})"
+                st.attempt.error = error  # type: ignore[union-attr]
+                self._end(st, Outcome.ERROR, error)
         return True
 
     # -- submission ---------------------------------------------------------------------------
@@ -686,10 +692,12 @@ class BatchDispatcher(BackgroundDispatch):
         ahead = threading.BoundedSemaphore(2 * self.workers)
         settling: list[concurrent.futures.Future[None]] = []
         filed: set[str] = set()
+        unrecorded: set[str] = set()  # paid for, in no cassette: they stay in the journal
 
         def settle(st: RowState, result: dict[str, Any], cid: str) -> None:
             try:
-                self._settle(st, result, entry, cid)
+                if not self._settle(st, result, entry, cid):
+                    unrecorded.add(cid)
             finally:
                 ahead.release()
 
@@ -721,7 +729,8 @@ class BatchDispatcher(BackgroundDispatch):
         # results of rows outside this run stay
         ours = {job.row.filename for job in self.jobs if self._journal(job.run) is journal}  # kept ones too
         sync_deferred()  # the filed outputs and recordings are on disk before the journal lets go
-        journal.collected(entry, filed | {cid for cid, req in entry.requests.items() if req["row"] in ours})
+        done = filed | {cid for cid, req in entry.requests.items() if req["row"] in ours}
+        journal.collected(entry, done - unrecorded)
 
     def _gone(self, journal: Journal, entry: BatchEntry) -> None:
         """The API no longer has the batch: deleted, or its results passed the retention."""
@@ -740,7 +749,10 @@ class BatchDispatcher(BackgroundDispatch):
                 st.attempt.error = message
             self._end(st, Outcome.ERROR, message)
 
-    def _settle(self, st: RowState, result: dict[str, Any], entry: BatchEntry, cid: str) -> None:
+    def _settle(self, st: RowState, result: dict[str, Any], entry: BatchEntry, cid: str) -> bool:
+        """File and judge one result. False when it was paid for but is neither in a cassette
+        nor kept in the row's output: it stays in the journal, for the next run to read again
+        from the batch rather than pay for it again. Whatever goes wrong ends this row only."""
         attempt = st.attempt
         assert attempt is not None
         attempt.seconds = time.monotonic() - st.sent_at if st.sent_at else 0.0
@@ -752,14 +764,37 @@ class BatchDispatcher(BackgroundDispatch):
                 self._file(st, message, entry, cid)  # on disk before the next result is read
             except OSError as exc:  # a read-only cassette folder, a full disk: the reply is still paid for
                 self._unrecorded(st, message, exc)
-                return
-            self._judge(st, message, replayed=False)
-            return
+                return st.result.wrote  # its text is kept in the output: a rerun goes on from it
+            except Exception as exc:  # noqa: BLE001  (a bug, a library's surprise: this row only)
+                self._unfiled(st, entry, exc, recorded=False)
+                return False
+            try:
+                self._judge(st, message, replayed=False)
+            except Exception as exc:  # noqa: BLE001  (a reply the checks cannot take: this row only)
+                self._unfiled(st, entry, exc, recorded=True)
+            return True
         error = _describe(result) if message is None else "Message Batches: the result is not a message"
         attempt.error = error
         if len(st.result.attempts) >= self.max_attempts:
             self._end(st, Outcome.ERROR, error)
         # else: the same request goes into the next round's batch
+        return True
+
+    def _unfiled(self, st: RowState, entry: BatchEntry, exc: Exception, *, recorded: bool) -> None:
+        """A result that raised something other than an OSError while it was filed or judged
+        (a reply that cannot be read, a bug): the row ends in error, the others go on (it used
+        to stop the dispatcher, failing every pending row)."""
+        if st.ended:
+            return
+        where = (
+            f"it is recorded in {self.recorder.label(st.key)}"
+            if recorded
+            else f"it stays in the journal: the next run reads it again from the batch ({self.resume_command})"
+        )
+        error = f"the result of Message Batch {entry.id} could not be filed ({type(exc).__name__}: {exc}); {where}"
+        if st.attempt is not None:
+            st.attempt.error = error
+        self._end(st, Outcome.ERROR, error)
 
     def _file(self, st: RowState, message: dict[str, Any], entry: BatchEntry, cid: str) -> None:
         response = {

@@ -467,3 +467,71 @@ def test_a_failed_re_recording_in_batches_keeps_the_old_generation_and_a_passing
     assert project.output("quorum.md") == draft("Quorum", category="B")
     assert len(project.interactions("quorum.md")) == 1
     assert project.run("--batch-fail-stale", "--batch-readonly").outcomes()["quorum.md::fresh"] == "passed"
+
+
+def test_a_batch_result_that_cannot_be_filed_fails_its_row_only(project, fake):
+    """A result whose usage is not a number raised ValueError out of the results' stream: the
+    dispatcher stopped and every row failed with "batch dispatcher stopped: ValueError"."""
+    project.write_rows(rows_for("one", "two"), ini_extra=BATCH_INI)
+    router(fake).set("one.md", Reply.ok(draft("One"), usage={"output_tokens": "many"}))
+    router(fake).set("two.md", Reply.ok(draft("Two")))
+
+    result = project.run("--batch-api", "batches")
+
+    failure = result.failure("one.md::generate")
+    assert "the result of Message Batch" in failure and "ValueError" in failure, failure
+    assert "batch dispatcher stopped" not in failure
+    assert project.statuses() == {"one.md": "pending", "two.md": "complete"}
+
+    # and a rerun, replaying it from its cassette, fails that row alone again, sending nothing
+    result = project.run("--batch-api", "batches", "-k", "one")
+    failure = result.failure("one.md::generate")
+    assert "the reply recorded in cassettes/plan/one.md.yaml cannot be used (ValueError" in failure, failure
+    assert len(fake.batches) == 1
+
+
+#: the recording of one file raises an error that is not an OSError (a bug, a library's surprise)
+BREAK_ONE_RECORDING = """
+from pytest_batchgen import recording
+
+real = recording.atomic_write
+
+def broken(path, *args, **kwargs):
+    if path.name == {name!r}:
+        raise RuntimeError("the recorder broke")
+    return real(path, *args, **kwargs)
+
+recording.atomic_write = broken
+
+def pytest_unconfigure(config):
+    recording.atomic_write = real
+"""
+
+
+def test_a_paid_result_that_was_not_recorded_stays_in_the_journal_and_is_not_paid_again(project, fake):
+    """A RuntimeError while recording a result stopped the dispatcher ("batch dispatcher
+    stopped: RuntimeError"); caught per row, the result must still not leave the journal: the
+    next run reads it again from its batch instead of paying for it again."""
+    project.write_rows(rows_for("one", "two"), ini_extra=BATCH_INI)
+    router(fake).set("one.md", Reply.ok(draft("One")))
+    router(fake).set("two.md", Reply.ok(draft("Two")))
+    project.write("conftest.py", BREAK_ONE_RECORDING.format(name="one.md.yaml"))
+    journal_file = project.cassette_dir() / "batches-journal.json"
+
+    result = project.run("--batch-api", "batches")
+
+    failure = result.failure("one.md::generate")
+    assert "could not be filed (RuntimeError: the recorder broke)" in failure, failure
+    assert "it stays in the journal" in failure and "batch dispatcher stopped" not in failure, failure
+    assert project.statuses() == {"one.md": "pending", "two.md": "complete"}
+    (entry,) = json.loads(journal_file.read_text())["batches"]
+    assert [r["row"] for r in entry["requests"].values()] == ["one.md"]
+
+    # when: the recorder works again
+    (project.path / "conftest.py").unlink()
+    result = project.run("--batch-api", "batches")
+
+    # then: one's result is collected from the same batch, not sent again
+    assert result.ret == 0, result.stdout.str()
+    assert project.statuses() == {"one.md": "complete", "two.md": "complete"}
+    assert len(fake.batches) == 1 and not journal_file.exists()
