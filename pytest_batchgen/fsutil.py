@@ -8,6 +8,9 @@ the file they serve, named so that two ``.gitignore`` lines cover them::
     .*.batchgen-tmp-*
     .*.batchgen-lock
 
+The files the user names for the reports go through :func:`write_through`, which follows a
+symlink and writes a FIFO or a device rather than replacing it.
+
 Durability: a write is atomic at once (the rename), and on disk (fsynced) either at once or, for
 the many files a generation run writes (outputs and cassettes, ``sync=False``), in one pass at
 the end of the run (:func:`sync_deferred`, before the plan says the rows are complete, and at
@@ -22,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -144,6 +148,47 @@ def atomic_write(path: Path, data: bytes | str, *, sync: bool = True) -> None:
         raise
     if not sync:
         defer_sync(path)
+
+
+def write_through(path: Path, data: bytes | str) -> None:
+    """Write a file the user named (``--batch-report``, ``--batch-summary``) as a shell's ``>``
+    would, where :func:`atomic_write` would replace whatever is at ``path``:
+
+    - a symlink is followed: the file it points at is written (atomically) and the link stays; a
+      link to nothing creates the file it names;
+    - a FIFO or a character device (``/dev/stdout``, a terminal) is opened and written, never
+      replaced (a FIFO's writer waits for a reader, as a shell's would);
+    - a missing or regular file is written with :func:`atomic_write`.
+
+    The plugin's own files (outputs, plans, recordings) keep :func:`atomic_write`: a link among
+    them is replaced, never written through.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        _write_in_place(path, data)
+        return
+    if not os.path.islink(path):
+        atomic_write(path, data)
+        return
+    target = Path(os.path.realpath(path))
+    if st is not None and signature(target) != (st.st_size, st.st_mtime_ns, st.st_ino):
+        # a link the kernel resolves by itself (/proc/self/fd/N to a file): its text names no
+        # path that is the same file, so the file is written where it is
+        _write_in_place(path, data)
+        return
+    atomic_write(target, data)
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """Open the existing ``path`` (never created, nor replaced) and write ``data`` into it."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
 
 
 def defer_sync(path: Path) -> None:

@@ -39,7 +39,7 @@ class JsonReportPlugin:
             why = next((m for p, m in self.tally.not_recorded.items() if self._rel(p) == entry["plan"]), None)
             if why is not None:
                 entry["not_updated"] = why
-        write_json(self.path, document, settings.secrets)
+        write_json(self.path, document, settings.secrets, user_file=True)
 
     def _rel(self, path: Path) -> str:
         run = next(r for r in self.state.runs if r.plan.path == path)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .client import Usage
-from .fsutil import atomic_write
+from .fsutil import atomic_write, write_through
 from .outcomes import Outcome, Verdict
 from .plan import Row
 from .pricing import PRICES_SOURCE, PlanPrices
@@ -344,10 +344,15 @@ def json_report(
     }
 
 
-def write_json(path: Path, document: Mapping[str, Any], secrets: tuple[str, ...] = ()) -> None:
+def write_json(
+    path: Path, document: Mapping[str, Any], secrets: tuple[str, ...] = (), *, user_file: bool = False
+) -> None:
     """Write the report, without the credentials ``secrets`` anywhere in it (a generation's
-    failed checks and errors come from the dispatcher, not the tally)."""
-    atomic_write(path, redact(json.dumps(document, indent=2, sort_keys=False) + "\n", secrets))
+    failed checks and errors come from the dispatcher, not the tally). A file the user named
+    (``user_file``: ``--batch-report``) is written through a symlink, FIFO or device
+    (:func:`~pytest_batchgen.fsutil.write_through`); the plugin's own files are replaced."""
+    text = redact(json.dumps(document, indent=2, sort_keys=False) + "\n", secrets)
+    (write_through if user_file else atomic_write)(path, text)
 
 
 def _escape_data(text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import errno
 import math
 import os
 import re
@@ -521,6 +522,11 @@ def check_written_paths(settings: Settings, plans: Sequence[Plan]) -> None:
             continue
         if path.is_dir():
             raise BatchgenError(f"{option} {path}: is a folder; name a file in it (e.g. {path / 'report.json'})")
+        kind = _unwritable_kind(path)
+        if kind is not None:
+            raise BatchgenError(
+                f"{option} {path}: {kind}; name a file, a FIFO or a character device (such as a terminal)"
+            )
         target = path.resolve()
         for plan in plans:
             owned = {plan.output_path(row).resolve(): f"row {row.filename}'s output in" for row in plan.rows}
@@ -541,6 +547,27 @@ def check_written_paths(settings: Settings, plans: Sequence[Plan]) -> None:
             f"--batch-dry-run writes nothing, {option} included: leave out one of the two "
             "(a dry run prints each row's freshness and estimated cost instead)"
         )
+
+
+def _unwritable_kind(path: Path) -> str | None:
+    """What ``path`` is when the report cannot be written there (a symlink loop, a socket, a
+    block device), else None. A symlink is followed and a FIFO or character device written
+    (fsutil.write_through): ``--batch-report /dev/stdout`` prints it."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None  # missing, or a symlink to a file not there yet: created
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symlink loop"
+        return f"cannot be reached ({exc.strerror or exc})"
+    if stat.S_ISSOCK(mode):
+        return "is a socket"
+    if stat.S_ISBLK(mode):
+        return "is a block device"
+    return None
 
 
 def _is_a_report(path: Path) -> bool:

@@ -20,7 +20,7 @@ import pytest
 
 from .baseline import Change, changes, freshness_now
 from .freshness import STATES, Freshness
-from .fsutil import atomic_write
+from .fsutil import write_through
 from .pricing import PlanPrices
 from .report import RowReport, totals
 from .settings import redact
@@ -170,5 +170,4 @@ class RunSummaryPlugin:
                 with path.open("a", encoding="utf-8") as fh:
                     fh.write(text)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(path, text)
+                write_through(path, text)  # a symlink followed, a FIFO or device written

@@ -1,0 +1,164 @@
+"""The files a user names for the reports (``--batch-report``, ``--batch-summary``,
+``$GITHUB_STEP_SUMMARY``) and the paths the reports print.
+
+Each test reproduces a finding of a probe: it failed before the fix it is named after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+from pytest_batchgen import fsutil
+
+PLAN = """\
+# Plan
+
+## Format Reference
+out/ref.md
+
+## Output Directory
+out/
+
+## Content Rules
+- Be brief.
+
+## Validation Checklist
+1. Front matter includes term
+
+## Phase 1
+
+| Title | Filename | Model | Status |
+|---|---|---|---|
+| Ref | ref.md | haiku | complete |
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makefile(".md", plan=PLAN)
+    (pytester.path / "out").mkdir()
+    (pytester.path / "out" / "ref.md").write_text("---\nterm: Ref\n---\n\n## Definition\n\nR.\n", encoding="utf-8")
+    return pytester
+
+
+def validate(project: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return project.runpytest("--batch-plan", "plan.md", "--batch-validate-only", *args)
+
+
+def no_traceback(result: pytest.RunResult) -> str:
+    out = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in out and "INTERNALERROR" not in out, out
+    return out
+
+
+# -- the report and summary paths: a symlink is followed, a FIFO or device written, not replaced --
+
+
+def test_write_through_follows_a_symlink_and_keeps_it(tmp_path: Path):
+    real = tmp_path / "artifacts" / "report.json"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "report.json"
+    link.symlink_to(real)
+    fsutil.write_through(link, "new\n")
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_text() == "new\n"
+
+
+def test_write_through_a_dangling_symlink_creates_the_file_it_names(tmp_path: Path):
+    link = tmp_path / "report.json"
+    link.symlink_to("artifacts/report.json")  # relative, to a folder not there yet
+    fsutil.write_through(link, "new\n")
+    assert link.is_symlink()
+    assert (tmp_path / "artifacts" / "report.json").read_text() == "new\n"
+
+
+def test_write_through_a_regular_file_is_atomic_and_keeps_its_mode(tmp_path: Path):
+    path = tmp_path / "report.json"
+    path.write_text("old\n")
+    path.chmod(0o640)
+    before = path.stat().st_ino
+    fsutil.write_through(path, "new\n")
+    assert path.read_text() == "new\n"
+    assert path.stat().st_ino != before  # replaced by a rename, as atomic_write does
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert not [p for p in tmp_path.iterdir() if fsutil.TMP_MARK in p.name]
+
+
+def test_write_through_writes_into_a_fifo(tmp_path: Path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader already there: the write does not wait
+    try:
+        fsutil.write_through(fifo, "through the pipe\n")
+        assert os.read(reader, 1000) == b"through the pipe\n"
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_the_plugins_own_files_still_replace_a_symlink(tmp_path: Path):
+    # an output or a plan that is a link is replaced, never written through (unchanged)
+    real = tmp_path / "real.md"
+    real.write_text("old\n")
+    link = tmp_path / "out.md"
+    link.symlink_to(real)
+    fsutil.atomic_write(link, "new\n")
+    assert not link.is_symlink() and link.read_text() == "new\n"
+    assert real.read_text() == "old\n"
+
+
+def test_a_symlinked_report_and_summary_are_written_through(project: pytest.Pytester):
+    # before: 'report.json' became a regular file and the file it pointed at kept the old report
+    artifacts = project.path / "artifacts"
+    artifacts.mkdir()
+    (artifacts / "report.json").write_text("")  # empty: the checks let a report replace it
+    (project.path / "report.json").symlink_to(artifacts / "report.json")
+    (project.path / "summary.md").symlink_to("artifacts/summary.md")  # dangling: created
+    result = validate(project, "--batch-report", "report.json", "--batch-summary", "summary.md")
+    assert result.ret == pytest.ExitCode.OK, no_traceback(result)
+    assert (project.path / "report.json").is_symlink() and (project.path / "summary.md").is_symlink()
+    assert json.loads((artifacts / "report.json").read_text())["plans"][0]["plan"] == "plan.md"
+    assert (artifacts / "summary.md").read_text().startswith("## pytest-batchgen\n")
+
+
+def test_a_report_to_a_fifo_reaches_its_reader(project: pytest.Pytester):
+    # before: the FIFO was replaced by a regular file and its reader got nothing
+    fifo = project.path / "report.pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        result = validate(project, "--batch-report", "report.pipe")
+        assert result.ret == pytest.ExitCode.OK, no_traceback(result)
+        received = b""
+        while chunk := os.read(reader, 65536):
+            received += chunk
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert json.loads(received)["plans"][0]["plan"] == "plan.md"
+
+
+def test_a_report_path_that_is_a_symlink_loop_or_a_socket_is_a_usage_error(project: pytest.Pytester):
+    (project.path / "a.json").symlink_to("b.json")
+    (project.path / "b.json").symlink_to("a.json")
+    result = validate(project, "--batch-report", "a.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, no_traceback(result)
+    assert "a.json: is a symlink loop" in no_traceback(result)
+
+    # a short name: a socket's path is limited to about 100 bytes
+    sock_path = Path(os.path.relpath(project.path / "s.sock"))
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        result = validate(project, "--batch-summary", "s.sock")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, no_traceback(result)
+    assert "s.sock: is a socket" in no_traceback(result)
+    assert stat.S_ISSOCK(os.lstat(project.path / "s.sock").st_mode)
