@@ -39,7 +39,13 @@ class JsonReportPlugin:
             why = next((m for p, m in self.tally.not_recorded.items() if self._rel(p) == entry["plan"]), None)
             if why is not None:
                 entry["not_updated"] = why
-        write_json(self.path, document, settings.secrets, user_file=True)
+        try:
+            write_json(self.path, document, settings.secrets, user_file=True)
+        except OSError as exc:  # checked up front, but a disk can fill or a folder go read-only
+            self.state.end_warnings.append(
+                f"--batch-report {self.path}: the report was not written ({exc.strerror or exc}); "
+                "the run's result is unchanged"
+            )
 
     def _rel(self, path: Path) -> str:
         run = next(r for r in self.state.runs if r.plan.path == path)

@@ -7,7 +7,7 @@ what they need as arguments.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -49,6 +49,9 @@ class BatchState:
     freshness: FreshnessBook | None = None  # each row's freshness, read once (freshness.book_of)
     sender: SenderProcess | None = None  # the forked process that sends this run's requests (sender.py)
     sent_from: str = ""  # where this run's requests are sent from, and why (the report header)
+    #: what went wrong at the very end (a report file that could not be written): warning lines
+    #: of the terminal summary, which comes after every ``pytest_sessionfinish``
+    end_warnings: list[str] = field(default_factory=list)
 
     @property
     def several_plans(self) -> bool:

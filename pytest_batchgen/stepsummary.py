@@ -166,8 +166,14 @@ class RunSummaryPlugin:
         }
         text = redact(markdown(reports, fresh, changed, state.prices), settings.secrets)  # (the diffs, errors)
         for path, append in targets:
-            if append:
-                with path.open("a", encoding="utf-8") as fh:
-                    fh.write(text)
-            else:
-                write_through(path, text)  # a symlink followed, a FIFO or device written
+            try:
+                if append:
+                    with path.open("a", encoding="utf-8") as fh:
+                        fh.write(text)
+                else:
+                    write_through(path, text)  # a symlink followed, a FIFO or device written
+            except OSError as exc:  # a bad $GITHUB_STEP_SUMMARY fails no run whose tests passed
+                name = "$GITHUB_STEP_SUMMARY" if append else "--batch-summary"
+                state.end_warnings.append(
+                    f"{name} {path}: the summary was not written ({exc.strerror or exc}); the run's result is unchanged"
+                )

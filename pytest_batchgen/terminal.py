@@ -61,6 +61,8 @@ class TerminalPlugin:
             tr.write_sep("-", "pytest-batchgen: freshness")
             for line in lines:
                 tr.write_line(line)
+        for line in state.end_warnings:  # last: the line a reader of a CI log sees
+            tr.write_line(f"WARNING: {line}", yellow=True, bold=True)
 
 
 def progress_line(config: pytest.Config) -> Progress | None:

@@ -162,3 +162,53 @@ def test_a_report_path_that_is_a_symlink_loop_or_a_socket_is_a_usage_error(proje
     assert result.ret == pytest.ExitCode.USAGE_ERROR, no_traceback(result)
     assert "s.sock: is a socket" in no_traceback(result)
     assert stat.S_ISSOCK(os.lstat(project.path / "s.sock").st_mode)
+
+
+# -- a summary or report that cannot be written at the end: a warning, not a traceback -------------
+
+
+@pytest.mark.parametrize("where", ["missing folder", "a folder"])
+def test_a_bad_github_step_summary_is_a_warning_and_the_run_passes(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, where: str
+):
+    # before: FileNotFoundError / IsADirectoryError from the end of the run, exit 1 with every
+    # test passed, and no batchgen summary nor pytest's result line
+    step = project.path / "nowhere" / "step.md" if where == "missing folder" else project.path / "out"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    result = validate(project, "--batch-report", "r.json")
+    out = no_traceback(result)
+    assert result.ret == pytest.ExitCode.OK, out
+    reason = "No such file or directory" if where == "missing folder" else "Is a directory"
+    result.stdout.fnmatch_lines(
+        [
+            "*pytest-batchgen*",
+            f"WARNING: $GITHUB_STEP_SUMMARY {step}: the summary was not written ({reason}); the run's result is unchanged",
+            "*1 passed*",
+        ]
+    )
+    assert json.loads((project.path / "r.json").read_text())["plans"]  # the rest was written
+
+
+def test_a_report_that_cannot_be_written_at_the_end_is_a_warning(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
+    # the paths are checked up front, but a disk can fill: that was a traceback at the very end
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("pytest_batchgen.jsonreport.write_json", full)
+    monkeypatch.setattr("pytest_batchgen.stepsummary.write_through", full)
+    result = validate(project, "--batch-report", "r.json", "--batch-summary", "s.md")
+    assert result.ret == pytest.ExitCode.OK, no_traceback(result)
+    result.stdout.fnmatch_lines(
+        [
+            "WARNING: --batch-report *r.json: the report was not written (No space left on device); *",
+            "WARNING: --batch-summary *s.md: the summary was not written (No space left on device); *",
+            "*1 passed*",
+        ]
+    )
+
+
+def test_a_report_path_below_a_file_is_a_usage_error(project: pytest.Pytester):
+    # 'plan.md/r.json' cannot be made: said up front, not after the run
+    result = validate(project, "--batch-report", "plan.md/r.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, no_traceback(result)
+    assert "r.json: cannot be reached (Not a directory)" in no_traceback(result)
