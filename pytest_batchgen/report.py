@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
@@ -367,18 +368,43 @@ def _escape_property(text: str) -> str:
 ANNOTATION_DETAIL = 10
 
 
-def github_annotations(reports: Iterable[RowReport]) -> list[str]:
-    """One ``::error`` workflow command per failing check, at the output file and line."""
+def annotation_path(shown: str, rootdir: Path | None, workspace: Path | None) -> str:
+    """A file as an annotation names it: relative to the repository's checkout (``workspace``,
+    ``$GITHUB_WORKSPACE``) when the file lies in it, since GitHub attaches an annotation to the
+    diff by that path; else as shown (relative to pytest's rootdir). In a monorepo whose rootdir
+    is ``docs/``, ``output/quorum.md`` is ``docs/output/quorum.md``."""
+    if workspace is None or rootdir is None:
+        return shown
+    path = rootdir / shown  # an absolute 'shown' (outside the rootdir) stays itself
+    for base, full in ((workspace, path), (Path(os.path.realpath(workspace)), Path(os.path.realpath(path)))):
+        try:
+            return full.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return shown
+
+
+def github_workspace() -> Path | None:
+    """``$GITHUB_WORKSPACE`` as an absolute folder, or None when it is unset or relative."""
+    value = os.environ.get("GITHUB_WORKSPACE", "")
+    return Path(value) if value and os.path.isabs(value) else None
+
+
+def github_annotations(
+    reports: Iterable[RowReport], rootdir: Path | None = None, workspace: Path | None = None
+) -> list[str]:
+    """One ``::error`` workflow command per failing check, at the output file and line (paths
+    relative to ``workspace`` when given: see :func:`annotation_path`)."""
     lines = []
     for r in reports:
         for f in r.failures:
             props = []
             if f.output:
-                props.append(f"file={_escape_property(f.output)}")
+                props.append(f"file={_escape_property(annotation_path(f.output, rootdir, workspace))}")
                 if f.output_line:
                     props.append(f"line={f.output_line}")
             else:
-                props.append(f"file={_escape_property(r.plan)}")
+                props.append(f"file={_escape_property(annotation_path(r.plan, rootdir, workspace))}")
                 props.append(f"line={r.row.line}")
             props.append(f"title={_escape_property(f'batchgen {r.row.filename}: {f.check}')}")
             # a linter's findings under its exit status: the annotation is what a reviewer reads

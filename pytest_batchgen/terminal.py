@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from .report import Progress, github_annotations, summary_lines
+from .report import Progress, github_annotations, github_workspace, summary_lines
 from .state import BatchState
 from .tally import TallyPlugin
 
@@ -52,7 +52,8 @@ class TerminalPlugin:
                 action = "plan updated" if self.tally.recorded.get(run.plan.path) else "plan unchanged"
             tr.write_line(f"{run.plan.rel(run.plan.path)}: {action}")
         if os.environ.get("GITHUB_ACTIONS") == "true":
-            for line in github_annotations(reports):
+            # relative to the checkout, not the rootdir: GitHub attaches them to the diff by that path
+            for line in github_annotations(reports, state.settings.rootdir, github_workspace()):
                 tr.write_line(line)
         from .baseline import summary_lines as change_lines  # freshness and regenerated rows
 

@@ -212,3 +212,39 @@ def test_a_report_path_below_a_file_is_a_usage_error(project: pytest.Pytester):
     result = validate(project, "--batch-report", "plan.md/r.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR, no_traceback(result)
     assert "r.json: cannot be reached (Not a directory)" in no_traceback(result)
+
+
+# -- GitHub annotations name files relative to the checkout, not to pytest's rootdir ----------------
+
+
+def test_annotation_paths_are_relative_to_the_github_workspace(tmp_path: Path):
+    from pytest_batchgen.report import annotation_path
+
+    repo = tmp_path / "repo"
+    docs = repo / "docs"
+    assert annotation_path("output/quorum.md", docs, repo) == "docs/output/quorum.md"
+    assert annotation_path("output/quorum.md", docs, None) == "output/quorum.md"  # not on GitHub
+    assert annotation_path("output/quorum.md", docs, tmp_path / "other") == "output/quorum.md"  # not in it
+    assert annotation_path(str(repo / "shared" / "a.md"), docs, repo) == "shared/a.md"  # outside the rootdir
+    link = tmp_path / "link"
+    repo.mkdir()
+    link.symlink_to(repo)  # the workspace spelled through a link
+    assert annotation_path("output/quorum.md", docs, link) == "docs/output/quorum.md"
+
+
+def test_annotations_in_a_monorepo_name_the_file_from_the_repository_root(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+):
+    # before: 'file=out/ref.md' for docs/out/ref.md: GitHub could not attach it to the diff
+    docs = pytester.path / "docs"
+    (docs / "out").mkdir(parents=True)
+    (docs / "plan.md").write_text(PLAN, encoding="utf-8")
+    (docs / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    (docs / "out" / "ref.md").write_text("---\ntitle: no term\n---\n\n## Definition\n\nR.\n", encoding="utf-8")
+    monkeypatch.chdir(docs)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(pytester.path))
+    result = pytester.runpytest("--batch-plan", "plan.md", "--batch-validate-only")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, no_traceback(result)
+    annotations = [line for line in result.stdout.lines if line.startswith("::error")]
+    assert annotations and all(a.startswith("::error file=docs/out/ref.md,") for a in annotations), annotations
