@@ -927,17 +927,47 @@ def _resolve_below(base: Path, pure: Path, what: str, plan_path: Path, line: int
     return _resolve(base / pure, what, plan_path, line) if stat.S_ISLNK(mode) else candidate
 
 
+#: the control characters (Unicode category Cc): C0, DEL and C1
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _check_filename(
     filename: str, output_dir: Path, plan_path: Path, line: int, parents: dict[Path, Path] | None = None
 ) -> Path:
     """Refuse names that would write outside the output directory (``..``, absolute, links);
     return the resolved path the row writes, one spelling per file.
 
-    ``output_dir`` is resolved; ``parents`` caches the resolved folders across a table's rows."""
+    ``output_dir`` is resolved; ``parents`` caches the resolved folders across a table's rows.
+
+    Also refused: a control character (an invalid ``--junitxml``, a name no terminal shows),
+    ``::`` (a row's node id, ``plan.md::FILENAME::check``, is split there: it could not be passed
+    back to pytest, nor matched by ``--lf``) and a leading drive letter (``d:e.md`` is a
+    Windows path relative to drive D's current folder, outside the output directory there)."""
+    control = _CONTROL_RE.search(filename)
+    if control is not None:
+        raise PlanError(
+            f"filename {filename!r} contains a control character (U+{ord(control.group()):04X}); remove it",
+            plan_path,
+            line,
+        )
+    if "::" in filename:
+        raise PlanError(
+            f"filename {filename!r} contains '::', which separates the parts of a pytest node id "
+            "(plan.md::FILENAME::check); rename the file (e.g. one ':' or '-')",
+            plan_path,
+            line,
+        )
     pure = Path(filename)
-    if pure.is_absolute() or filename.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", filename):
+    if pure.is_absolute() or filename.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[/\\]", filename):
         raise PlanError(
             f"filename {filename!r} is absolute; write it relative to the output directory",
+            plan_path,
+            line,
+        )
+    if re.match(r"^[A-Za-z]:", filename):
+        raise PlanError(
+            f"filename {filename!r} begins with a drive letter ({filename[:2]!r}): on Windows it names a "
+            f"file outside the output directory; rename it (e.g. {filename[0] + '-' + filename[2:]!r})",
             plan_path,
             line,
         )

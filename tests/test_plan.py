@@ -530,6 +530,14 @@ def test_a_heading_inside_a_blockquote_or_a_list_does_not_start_a_section(tmp_pa
         ("| beta.md | haiku | pending |", "| sub/../../x.md | haiku | pending |", "| 2 | Beta |", "leaves"),
         ("| beta.md | haiku | pending |", "| /etc/x.md | haiku | pending |", "| 2 | Beta |", "absolute"),
         ("| beta.md | haiku | pending |", "| C:/x.md | haiku | pending |", "| 2 | Beta |", "absolute"),
+        # a legal name on Linux, but on Windows a path on drive D (it was said to be 'absolute')
+        ("| beta.md | haiku | pending |", "| d:e.md | haiku | pending |", "| 2 | Beta |",
+         "'d:e.md' begins with a drive letter ('d:'): on Windows it names a file outside the output directory"),
+        # its node id 'plan.md::ab::cd.md::check' could not be passed back ('has no row with Filename ab')
+        ("| beta.md | haiku | pending |", "| ab::cd.md | haiku | pending |", "| 2 | Beta |", "'ab::cd.md' contains '::'"),
+        # made --junitxml invalid XML
+        ("| beta.md | haiku | pending |", "| b\x02c.md | haiku | pending |", "| 2 | Beta |", "control character (U+0002)"),
+        ("| beta.md | haiku | pending |", "| b\x85c.md | haiku | pending |", "| 2 | Beta |", "control character (U+0085)"),
         ("| beta.md | haiku | pending |", "|  | haiku | pending |", "| 2 | Beta |", "empty Filename"),
         ("| beta.md | haiku | pending |", "| . | haiku | pending |", "| 2 | Beta |", "output directory itself"),
         ("| # | Title | Filename | Model | Status |", "| # | Title | Filename | Model | State |", "| # | Title", "Status column"),
