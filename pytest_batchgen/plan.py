@@ -36,6 +36,8 @@ DEFAULT_MODELS: Mapping[str, str] = MappingProxyType(
 
 STATUSES = ("pending", "complete")
 REQUIRED_COLUMNS = ("title", "filename", "model", "status")
+#: the folder below the output directory where drafts wait (see :meth:`Plan.draft_path`)
+DRAFTS_FOLDER = ".batchgen-drafts"
 REQUIRED_SECTIONS = ("format reference", "output directory", "content rules", "validation checklist")
 NOTES_SECTION = "batchgen notes"
 
@@ -432,7 +434,12 @@ class Plan:
 
     def draft_path(self, row: Row) -> Path:
         """Where a new draft goes while the row's output passes: it never replaces a good output."""
-        return self.output_dir / ".batchgen-drafts" / row.filename
+        return self.drafts_dir / row.filename
+
+    @property
+    def drafts_dir(self) -> Path:
+        """The plan's drafts: ``<output directory>/.batchgen-drafts/``."""
+        return self.output_dir / DRAFTS_FOLDER
 
     def cassette_path(self, row: Row) -> Path:
         """The row's recording: ``<plan folder>/cassettes/<plan name>/<filename>.yaml``."""
@@ -983,6 +990,21 @@ def _check_filename(
         )
     if target == output_dir:
         raise PlanError(f"filename {filename!r} names the output directory itself", plan_path, line)
+    if target == plan_path:
+        # a generated draft would replace the plan, and a check run reads the plan as an output
+        raise PlanError(
+            f"filename {filename!r} is the plan itself; name another file in the output directory",
+            plan_path,
+            line,
+        )
+    if str(target).startswith(f"{output_dir}{os.sep}{DRAFTS_FOLDER}{os.sep}"):  # no Path made per row
+        # the plugin keeps the rows' drafts there: another row's draft would land on this output
+        raise PlanError(
+            f"filename {filename!r} lies in {DRAFTS_FOLDER}/, the folder where the plugin keeps the rows' "
+            "drafts; name a file outside it",
+            plan_path,
+            line,
+        )
     return target
 
 
@@ -990,15 +1012,24 @@ def check_shared_outputs(plans: Sequence[Plan]) -> None:
     """Two plans of one run whose rows write the same output file: each plan checks its own
     rows for a duplicate filename, so across plans the second row's output overwrote the
     first's, and both rows became complete over one plan's content. A :class:`PlanError` at
-    the second row, naming the first. One plan has nothing to compare: its rows are not
-    resolved again (a path resolve a row, every run)."""
+    the second row, naming the first. So is a row whose output is another plan of the run (a
+    draft would replace that plan; its own plan is refused by :func:`load_plan`). One plan has
+    nothing to compare: its rows are not resolved again (a path resolve a row, every run)."""
     if len(plans) < 2:
         return
     seen: dict[Path, tuple[Plan, Row]] = {}
+    plan_paths = {plan.path for plan in plans}
     for plan in plans:
         for row in plan.rows:
             target = plan.output_path(row).resolve()
             first = seen.setdefault(target, (plan, row))
+            if target in plan_paths:
+                raise PlanError(
+                    f"{row.filename!r} writes {plan.rel(target)}, which is a plan of this run; name another "
+                    "file in the output directory",
+                    plan.path,
+                    row.line,
+                )
             if first[0] is not plan:
                 other, other_row = first
                 raise PlanError(

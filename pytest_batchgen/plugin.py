@@ -121,6 +121,7 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
     from .judge import JudgeService, JudgeSettings
     from .plan import check_shared_outputs, load_plan
     from .pricing import Prices
+    from .rules import check_tracking_files
     from .run import PlanRun
 
     forms = collect_forms(config.hook.pytest_batchgen_checklist_forms())
@@ -135,6 +136,7 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
         rows = _select(plan, settings.phases)
         runs.append(PlanRun(plan=plan, rules=rules, rows=rows, docs=docs, readonly=settings.readonly))
     check_shared_outputs([run.plan for run in runs])
+    check_tracking_files([(run.plan, run.rules) for run in runs])
     # one table per plan: a plan's ## Prices price its own rows, not the other plans' (see Prices)
     prices = Prices.of_plans(settings.prices, (run.plan for run in runs))
     judge.prices = prices

@@ -15,17 +15,28 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from filelock import Timeout as FileLockTimeout
 
-from .checklist import CheckContext, ChecklistForm, CheckSkipped, CompileContext, Failure, parse_count, split_list
+from .checklist import (
+    CheckContext,
+    ChecklistForm,
+    CheckSkipped,
+    CompileContext,
+    Failure,
+    Rule,
+    parse_count,
+    split_list,
+)
 from .document import OutputDocument
+from .errors import ChecklistError
 from .fsutil import failed_file, signature
 from .judge import JUDGE_FORM
+from .plan import Plan, Row
 from .tracking import TrackingError, is_registered, register, retitle
 
 DEFAULT_LINTER_TIMEOUT = 60.0
@@ -577,6 +588,9 @@ def _build_registered(m: re.Match, ctx: CompileContext):
         raise ctx.error(f"tracking file {raw!r} must be a Markdown file (.md): the plugin appends links to it")
 
     order = tuple(ctx.plan.output_path(row).resolve() for row in ctx.plan.rows)
+    taken = _taken_by(tracking, ctx.plan, dict(zip(order, ctx.plan.rows, strict=True)), own=True)
+    if taken is not None:
+        raise ctx.error(_taken_message(raw, taken))
     #: set once its lock could not be had: another process holds it, and every later row of
     #: this run would wait the whole lock timeout again (a minute each)
     held_elsewhere: list[str] = []
@@ -636,7 +650,60 @@ def _build_registered(m: re.Match, ctx: CompileContext):
                 f"{raw} writable (the plugin writes a lock file and a temporary beside it), then run again"
             )
 
+    check.tracking_file = (tracking, raw)  # type: ignore[attr-defined]  # see check_tracking_files
     return check
+
+
+def _taken_by(tracking: Path, plan: Plan, outputs: Mapping[Path, Row], own: bool) -> str | None:
+    """What ``tracking`` (resolved) already is to ``plan``, if the plugin writes or reads it as
+    something else: a row's output (checked, then changed by the links appended to it), a file
+    of the drafts or cassette folder, and, for another plan of the run (``own`` False), the plan
+    or its format reference (the builder names those of its own plan itself)."""
+    where = "" if own else f" of {plan.rel(plan.path)}"
+    if not own and tracking == plan.path:
+        return f"the plan {plan.rel(plan.path)}, another plan of this run"
+    if not own and tracking == plan.format_reference:
+        return f"the format reference of {plan.rel(plan.path)} (line {plan.format_reference_line})"
+    row = outputs.get(tracking)
+    if row is not None:
+        return f"the output of row {row.filename!r}{where} (line {row.line})"
+    for folder, what in ((plan.drafts_dir, "drafts"), (plan.cassette_dir, "cassette")):
+        folder = folder.resolve()
+        if folder in tracking.parents:
+            return f"a file in {plan.rel(folder)}/, the {what} folder{where}"
+    return None
+
+
+def _taken_message(raw: str, taken: str) -> str:
+    return (
+        f"the tracking file {raw!r} is {taken}: the plugin appends a link to it for every passing "
+        "output; name another file, e.g. an INDEX.md in the output directory"
+    )
+
+
+def check_tracking_files(plans: Sequence[tuple[Plan, Sequence[Rule]]]) -> None:
+    """Across the plans of one run: a tracking file that is another plan, its format reference,
+    a row's output or a file of its drafts or cassette folder. Each plan's builder refuses
+    these of its own plan; here the others (links were appended to the other plan, under its
+    last table). A :class:`ChecklistError` at the checklist line naming the tracking file."""
+    if len(plans) < 2:
+        return
+    named = [
+        (plan, rule, rule.check.tracking_file)
+        for plan, rules in plans
+        for rule in rules
+        if hasattr(rule.check, "tracking_file")
+    ]
+    if not named:
+        return
+    outputs = {plan.path: {plan.output_path(row).resolve(): row for row in plan.rows} for plan, _ in plans}
+    for plan, rule, (tracking, raw) in named:
+        for other, _ in plans:
+            if other is plan:
+                continue
+            taken = _taken_by(tracking, other, outputs[other.path], own=False)
+            if taken is not None:
+                raise ChecklistError(_taken_message(raw, taken), plan.path, rule.line)
 
 
 BUILTIN_FORMS: tuple[ChecklistForm, ...] = (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from genhelpers import rows_for, rows_plan_text
+from genhelpers import draft, rows_for, rows_plan_text
 from harness import Project
 from planfactory import HEAD, PHASE_1, PHASE_2, line_of, plan_text
 
@@ -32,6 +32,7 @@ def _link_outside(root: Path) -> None:
 
 
 _DUPLICATE = plan_text(PHASE_1, PHASE_2.replace("gamma.md", "alpha.md"))
+_TRACKS_A_ROW = plan_text(head=HEAD + "2. Output registered in `out/alpha.md`\n")
 _MARKER = "<!-- Written by pytest-batchgen: one entry per row whose last check run failed. -->"
 _TWO_NOTES = plan_text(
     tail=f"## Batchgen Notes\n\n{_MARKER}\n\n- `beta.md`: old\n\n## batchgen notes\n\n{_MARKER}\n\n- `alpha.md`: old\n"
@@ -86,6 +87,38 @@ CASES = {
     ),
     "empty-model-no-default": Case(
         plan_text(PHASE_1.replace("| beta.md | haiku |", "| beta.md |  |")), "| beta.md |", ("no model",)
+    ),
+    # the links appended to a row's output changed it after it was checked (in validate-only runs too)
+    "tracking-file-is-a-row-output": Case(
+        _TRACKS_A_ROW,
+        "2. Output registered",
+        (
+            f"the tracking file 'out/alpha.md' is the output of row 'alpha.md' (line {line_of(_TRACKS_A_ROW, '| alpha.md')})",
+            "name another file",
+        ),
+    ),
+    "tracking-file-in-the-drafts-folder": Case(
+        plan_text(head=HEAD + "2. Output registered in `out/.batchgen-drafts/INDEX.md`\n"),
+        "2. Output registered",
+        ("is a file in out/.batchgen-drafts/, the drafts folder",),
+    ),
+    "tracking-file-in-the-cassette-folder": Case(
+        plan_text(head=HEAD + "2. Output registered in `cassettes/plan/INDEX.md`\n"),
+        "2. Output registered",
+        ("is a file in cassettes/plan/, the cassette folder",),
+    ),
+    # a draft would have replaced the plan
+    "filename-is-the-plan": Case(
+        plan_text(head=HEAD.replace("## Output Directory\nout/", "## Output Directory\n./")).replace(
+            "| beta.md |", "| plan.md |"
+        ),
+        "| plan.md |",
+        ("filename 'plan.md' is the plan itself",),
+    ),
+    "filename-in-the-drafts-folder": Case(
+        plan_text(PHASE_1.replace("| beta.md |", "| .batchgen-drafts/alpha.md |")),
+        "| .batchgen-drafts/alpha.md |",
+        ("lies in .batchgen-drafts/, the folder where the plugin keeps the rows' drafts",),
     ),
     "unknown-phase": Case(plan_text(), None, ("--batch-phase 7", "no such phase", "1, 2"), args=("--batch-phase", "7")),
     "bad-checklist-line": Case(
@@ -162,6 +195,47 @@ def test_two_plans_whose_rows_write_one_output_is_a_plan_error(project: Project)
     result.stderr.fnmatch_lines([
         f"ERROR: sensing.md:{line}: 'quorum.md' writes output/quorum.md, which row 'quorum.md' of plan.md "
         "(line *) writes too; each output has one row in one plan"
+    ])
+    assert project.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "tracking, what",
+    [
+        # links were appended to the other plan, under its last table
+        ("sensing.md", "the plan sensing.md, another plan of this run"),
+        ("output/beta.md", "the output of row 'beta.md' of sensing.md (line *)"),
+        ("cassettes/sensing/INDEX.md", "a file in cassettes/sensing/, the cassette folder of sensing.md"),
+    ],
+)
+def test_a_tracking_file_that_another_plan_of_the_run_owns_is_a_plan_error(project: Project, tracking, what):
+    project.write_rows(rows_for("quorum"))
+    project.edit("plan.md", "\n## Phase 1", f"5. Output registered in `{tracking}`\n\n## Phase 1")
+    project.write("sensing.md", rows_plan_text(rows_for("beta")))
+    project.write("output/quorum.md", draft("Quorum"))  # it passes: its link would be appended
+    before = project.snapshot()
+
+    result = project.pytest("--batch-plan", "plan.md", "--batch-plan", "sensing.md", "--batch-validate-only")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    line = line_of(project.read("plan.md"), "5. Output registered")
+    result.stderr.fnmatch_lines([f"ERROR: plan.md:{line}: the tracking file '{tracking}' is {what}: *; name another file*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert project.snapshot() == before
+
+
+def test_a_row_whose_output_is_another_plan_of_the_run_is_a_plan_error(project: Project):
+    # a draft would have replaced the other plan
+    project.write_rows(rows_for("quorum", "sensing"))
+    project.write("output/sensing.md", rows_plan_text(rows_for("beta")))
+    before = project.snapshot()
+
+    result = project.pytest("--batch-plan", "plan.md", "--batch-plan", "output/sensing.md", "--batch-validate-only")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    line = line_of(project.read("plan.md"), "| sensing.md |")
+    result.stderr.fnmatch_lines([
+        f"ERROR: plan.md:{line}: 'sensing.md' writes output/sensing.md, which is a plan of this run; name another file*"
     ])
     assert project.snapshot() == before
 
