@@ -251,6 +251,20 @@ def write_problem(folder: Path) -> str | None:
     return None
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file (not a folder) at ``folder`` or at the nearest of its parents that exists, if
+    any: a folder there cannot be made. ``folder`` is resolved."""
+    for path in (folder, *folder.parents):
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:  # not this function's to judge: a write says why, naming the folder
+            return None
+        return None if stat.S_ISDIR(mode) else path
+    return None
+
+
 def failed_file(exc: OSError) -> Path | None:
     """The file an OSError of a write is about, as the user knows it: a temporary of
     :func:`atomic_write` (``.name.batchgen-tmp-XXXXXXXX``, gone once the write failed) is shown

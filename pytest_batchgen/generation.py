@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
-from .fsutil import write_problem
+from .fsutil import file_in_the_way, write_problem
 from .plan import Row
 from .pricing import PlanPrices
 from .rowid import plan_option
@@ -171,7 +171,14 @@ def check_writable(settings: Settings, rows: Sequence[tuple[PlanRun, Row]]) -> N
     problems = []
     for folder, (run, what) in folders.items():
         why = write_problem(folder)
-        if why is not None:
+        blocking = None if why is None else file_in_the_way(folder.resolve())
+        if blocking is not None:  # "File exists": no permission would fix it
+            problems.append(
+                f"{run.plan.rel(run.plan.path)}: the {what} folder {run.plan.rel(folder)}/ cannot be made: "
+                f"{run.plan.rel(blocking)} is a file, not a folder; move or rename it before generating "
+                "(nothing was sent), or check the outputs with --batch-validate-only"
+            )
+        elif why is not None:
             problems.append(
                 f"{run.plan.rel(run.plan.path)}: the {what} folder {run.plan.rel(folder)}/ cannot be written ({why}): "
                 "make it writable before generating (nothing was sent), or check the outputs with --batch-validate-only"

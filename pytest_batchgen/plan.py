@@ -21,6 +21,7 @@ from markdown_it.token import Token
 
 from .errors import BatchgenError, PlanError
 from .fasttable import ROW_TOKEN
+from .fsutil import file_in_the_way
 from .mdparse import plan_parser
 from .pricing import Price, parse_price_line
 
@@ -602,6 +603,15 @@ def load_plan(
     out_item = _section_value(by_key["output directory"], plan_path, "output folder")
     format_reference = _inside_rootdir(ref_item, root, plan_path, "format reference")
     output_dir = _inside_rootdir(out_item, root, plan_path, "output directory")
+    blocking = file_in_the_way(output_dir)
+    if blocking is not None:
+        # found only when the first output was written: after the whole session had run
+        what = "is a file" if blocking == output_dir else f"cannot be made: {_shown(blocking, root)} is a file"
+        raise PlanError(
+            f"the output directory {out_item.text!r} {what}, not a folder; name a folder (it is made if missing)",
+            plan_path,
+            out_item.line,
+        )
     try:
         is_file = format_reference.is_file()
     except OSError as exc:  # e.g. a name over 255 bytes (ENAMETOOLONG): is_file only hides ENOENT
@@ -810,6 +820,11 @@ def _inside_rootdir(item: ListItem, root: Path, plan_path: Path, what: str) -> P
             item.line,
         )
     return target
+
+
+def _shown(path: Path, root: Path) -> str:
+    """``path`` relative to the rootdir when it lies below it, as the messages name paths."""
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
 def _resolve(path: Path, what: str, plan_path: Path, line: int) -> Path:

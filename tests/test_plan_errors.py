@@ -120,6 +120,17 @@ CASES = {
         "| .batchgen-drafts/alpha.md |",
         ("lies in .batchgen-drafts/, the folder where the plugin keeps the rows' drafts",),
     ),
+    # found when the first output was written: after the whole session and its summary, exit 4
+    "output-directory-is-a-file": Case(
+        plan_text(head=HEAD.replace("## Output Directory\nout/", "## Output Directory\npytest.ini")),
+        "pytest.ini",
+        ("the output directory 'pytest.ini' is a file, not a folder", "name a folder"),
+    ),
+    "output-directory-below-a-file": Case(
+        plan_text(head=HEAD.replace("## Output Directory\nout/", "## Output Directory\npytest.ini/sub/")),
+        "pytest.ini/sub/",
+        ("the output directory 'pytest.ini/sub/' cannot be made: pytest.ini is a file, not a folder",),
+    ),
     "unknown-phase": Case(plan_text(), None, ("--batch-phase 7", "no such phase", "1, 2"), args=("--batch-phase", "7")),
     "bad-checklist-line": Case(
         plan_text().replace("1. Front matter includes", "1. Sparkles on every line of\n2. Front matter includes"),

@@ -936,8 +936,10 @@ def test_a_folder_that_cannot_be_written_is_a_usage_error_before_anything_is_sen
     assert fake.messages_requests() == []
     result.stderr.fnmatch_lines(
         [
-            "ERROR: plan.md: the cassette folder cassettes/plan/ cannot be written (File exists): make it writable "
-            "before generating (nothing was sent), or check the outputs with --batch-validate-only"
+            # not "cannot be written (File exists): make it writable": no permission fixes it
+            "ERROR: plan.md: the cassette folder cassettes/plan/ cannot be made: cassettes/plan is a file, not a "
+            "folder; move or rename it before generating (nothing was sent), or check the outputs with "
+            "--batch-validate-only"
         ]
     )
     assert project.statuses() == {"one.md": "pending", "two.md": "pending"}
