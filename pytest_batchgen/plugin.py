@@ -50,11 +50,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
-    """``--batch-readonly`` writes nothing, pytest's own files included: before any plugin is
-    configured, block the cache plugin (as ``-p no:cacheprovider`` does) and stop bytecode
-    files of the custom checks and conftests (as ``PYTHONDONTWRITEBYTECODE`` does). ``args``
-    already holds the ini file's and ``PYTEST_ADDOPTS``' options."""
-    if "--batch-readonly" in args:
+    """``--batch-readonly`` and ``--batch-dry-run`` write nothing, pytest's own files included:
+    before any plugin is configured, block the cache plugin (as ``-p no:cacheprovider`` does)
+    and stop bytecode files of the custom checks and conftests (as ``PYTHONDONTWRITEBYTECODE``
+    does). ``args`` already holds the ini file's and ``PYTEST_ADDOPTS``' options."""
+    if "--batch-readonly" in args or "--batch-dry-run" in args:
         early_config.pluginmanager.consider_pluginarg("no:cacheprovider")  # stepwise goes too
         sys.dont_write_bytecode = True
 

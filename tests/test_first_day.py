@@ -165,6 +165,33 @@ def test_readonly_writes_no_file_not_even_pytests_cache(project, pytester):
     assert tree() == before
 
 
+def test_dry_run_writes_no_file_not_even_pytests_cache(project, pytester):
+    # PRODUCT and README: a dry run sends nothing and writes nothing; it wrote .pytest_cache
+    project.write_rows([*rows_for("good"), *rows_for("new", model="sonnet")])
+    project.ini("batchgen_checks = checks/test_custom.py\n")  # no "-p no:cacheprovider": the cache plugin is on
+    project.write("output/good.md", draft("Good"))
+    project.write("checks/test_custom.py", CUSTOM_CHECK)
+    project.write("conftest.py", "")
+
+    def tree() -> dict[str, tuple[int, bytes]]:
+        """Every path below the project, with its mtime and content (pytester's own files aside)."""
+        found = {}
+        for path in project.path.rglob("*"):
+            rel = path.relative_to(project.path).as_posix()
+            if rel.startswith("runpytest-") or rel in ("stdout", "stderr"):
+                continue
+            found[rel] = (path.lstat().st_mtime_ns, path.read_bytes() if path.is_file() else b"")
+        return found
+
+    before = tree()
+
+    result = pytester.runpytest_subprocess("--batch-plan", "plan.md", "--batch-dry-run")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert "<title>New</title>" in result.stdout.str()  # the pending rows' prompts were shown
+    assert tree() == before
+
+
 def registered(project: Project) -> list[str]:
     return [line for line in project.read("output/INDEX.md").splitlines() if line.startswith("- ")]
 
