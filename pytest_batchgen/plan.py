@@ -19,6 +19,7 @@ from types import MappingProxyType
 
 from markdown_it.token import Token
 
+from .defaults import DEFAULT_MAX_BYTES
 from .errors import BatchgenError, PlanError
 from .fasttable import ROW_TOKEN
 from .fsutil import file_in_the_way
@@ -552,11 +553,13 @@ def load_plan(
     path: Path | str,
     rootdir: Path | str,
     models: Mapping[str, str] | None = None,
+    max_reference_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Plan:
     """Read and validate a plan; raise :class:`PlanError` naming the line and the fix.
 
     ``models`` are alias overrides from the ini file; a ``## Models`` section in the plan wins
-    over them, and both win over :data:`DEFAULT_MODELS`.
+    over them, and both win over :data:`DEFAULT_MODELS`. ``max_reference_bytes`` bounds the
+    format reference (``batchgen_max_output_bytes``): every prompt inlines it.
     """
     plan_path = Path(path)
     root = Path(rootdir).resolve()
@@ -624,6 +627,19 @@ def load_plan(
         raise PlanError(
             f"format reference {ref_item.text!r} not found (looked for {format_reference}); "
             "write the hand-made output first, or fix the path",
+            plan_path,
+            ref_item.line,
+        )
+    try:
+        size = format_reference.stat().st_size
+    except OSError:
+        size = 0  # the read below says why
+    if size > max_reference_bytes:
+        # its own row failed as too large, yet every prompt inlined it: 30 MB cost $38 a request
+        raise PlanError(
+            f"format reference {ref_item.text!r} is {size:,} bytes, above the {max_reference_bytes:,}-byte "
+            "limit of an output (batchgen_max_output_bytes): every prompt inlines it, so nothing was sent; "
+            "shorten it, or raise batchgen_max_output_bytes in the ini file",
             plan_path,
             ref_item.line,
         )

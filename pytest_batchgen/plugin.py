@@ -129,7 +129,9 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
     judge = JudgeService(JudgeSettings.from_settings(settings))
     runs: list[PlanRun] = []
     for raw in settings.plans:
-        plan = load_plan(_plan_arg(raw, settings.invocation_dir), settings.rootdir, settings.models)
+        plan = load_plan(
+            _plan_arg(raw, settings.invocation_dir), settings.rootdir, settings.models, settings.max_output_bytes
+        )
         if any(r.plan.path == plan.path for r in runs):
             continue
         rules = compile_checklist(plan, forms, {"linter_timeout": settings.linter_timeout, "judge": judge})

@@ -251,6 +251,32 @@ def test_a_row_whose_output_is_another_plan_of_the_run_is_a_plan_error(project: 
     assert project.snapshot() == before
 
 
+def test_a_format_reference_above_the_output_limit_is_a_plan_error_and_nothing_is_sent(project: Project, fake):
+    # its own row failed as too large, yet every prompt inlined it: a 30 MB reference was sent,
+    # 22,500,581 input tokens and $38.25 a request
+    project.write_rows(rows_for("quorum"), ini_extra="batchgen_max_output_bytes = 4000\n")
+    reference = project.read("output/reference.md")
+    project.write("output/reference.md", reference + "\nMore text.\n" * (4001 // 11))
+    size = len(project.read("output/reference.md").encode())
+    assert size > 4000
+    before = project.snapshot()
+
+    result = project.run()
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    line = line_of(project.read("plan.md"), "output/reference.md")
+    result.stderr.fnmatch_lines([
+        f"ERROR: plan.md:{line}: format reference 'output/reference.md' is {size:,} bytes, above the 4,000-byte "
+        "limit of an output (batchgen_max_output_bytes): every prompt inlines it, so nothing was sent; shorten it, "
+        "or raise batchgen_max_output_bytes in the ini file"
+    ])
+    assert fake.requests == []
+    assert project.snapshot() == before
+    # below the limit it is read as before
+    project.write("output/reference.md", reference)
+    assert project.run("--batch-validate-only").ret != pytest.ExitCode.USAGE_ERROR
+
+
 def test_a_conftest_form_whose_builder_raises_is_a_usage_error_not_an_internalerror(project: Project):
     project.ini()
     text = plan_text().replace("## Phase 1", "4. At most many words\n\n## Phase 1", 1)
