@@ -31,6 +31,7 @@ import sys
 from collections.abc import AsyncIterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
@@ -71,6 +72,22 @@ _CLIENT_HEADERS = frozenset({"host", "user-agent", "accept", "accept-encoding", 
 def _recorded_header(header: str) -> bool:
     h = header.lower()
     return not (_is_secret(h) or h in _CLIENT_HEADERS or h.startswith("x-stainless-"))
+
+
+def recorded_uri(url: str) -> str:
+    """``url`` as a cassette records it: scheme, host, port and path, without the userinfo
+    (``http://user:password@gateway``: the password of an authenticating gateway in
+    ``ANTHROPIC_BASE_URL``), the query or the fragment. The plugin's requests carry no query of
+    their own, so whatever one holds came from the base URL (a gateway's ``?key=...``); a replay
+    matches on the path, so nothing it needs is lost."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # (a malformed IPv6 address): cut by hand
+        scheme, sep, rest = url.partition("://")
+        rest = rest.split("?", 1)[0].split("#", 1)[0]
+        netloc, slash, path = rest.partition("/")
+        return scheme + sep + netloc.rpartition("@")[2] + slash + path
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 #: what recording a reply imports (see :func:`load_vcrpy_soon`)
@@ -317,6 +334,7 @@ class Recorder(Recordings):
             return message
 
     def _scrub_request(self, request: Any) -> Any:
+        request.uri = recorded_uri(request.uri)
         for name in list(request.headers):
             if not _recorded_header(name):  # a secret, or the client's own (see _CLIENT_HEADERS)
                 del request.headers[name]

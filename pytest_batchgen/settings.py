@@ -314,6 +314,27 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
+def url_secrets(url: str | None) -> tuple[str, ...]:
+    """The credentials a URL carries in its userinfo (``http://user:password@host``, an
+    authenticating gateway in ``ANTHROPIC_BASE_URL``): the password, as written and decoded,
+    and the ``Authorization: Basic`` value the SDK's HTTP client makes of it."""
+    if not url or "@" not in url:
+        return ()
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        user, password = parts.username, parts.password
+    except ValueError:
+        return ()
+    if not password:
+        return ()
+    import base64
+
+    basic = base64.b64encode(f"{unquote(user or '')}:{unquote(password)}".encode()).decode("ascii")
+    return tuple(dict.fromkeys((password, unquote(password), basic)))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every option and ini value of the run, validated; built once in ``pytest_configure``."""
@@ -372,8 +393,11 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """The credential values no file the plugin writes may hold (see :func:`redact`): the
-        key and ``ANTHROPIC_AUTH_TOKEN`` (read now), longest first."""
-        found = {v for v in (self.api_key, os.environ.get("ANTHROPIC_AUTH_TOKEN")) if v and len(v) >= MIN_SECRET}
+        key, ``ANTHROPIC_AUTH_TOKEN`` and the password of ``ANTHROPIC_BASE_URL`` (an
+        authenticating gateway's, see :func:`url_secrets`), read now, longest first."""
+        gateway = url_secrets(os.environ.get("ANTHROPIC_BASE_URL"))
+        values = (self.api_key, os.environ.get("ANTHROPIC_AUTH_TOKEN"), *gateway)
+        found = {v for v in values if v and len(v) >= MIN_SECRET}
         return tuple(sorted(found, key=len, reverse=True))
 
     @property

@@ -348,12 +348,14 @@ class Logged:
 
     @property
     def api_key(self) -> str | None:
-        """The credential sent, from ``x-api-key`` or ``Authorization: Bearer``."""
+        """The credential sent, from ``x-api-key`` or ``Authorization: Bearer``; or, as an
+        authenticating gateway takes it, ``Authorization: Basic`` (what the SDK's HTTP client
+        sends, in place of the key, for a base URL with a password: ``http://user:pass@host``)."""
         if self.headers.get("x-api-key"):
             return self.headers["x-api-key"]
         auth = self.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            return auth[7:]
+        if auth.lower().startswith(("bearer ", "basic ")):
+            return auth.split(" ", 1)[1]
         return None
 
     @property

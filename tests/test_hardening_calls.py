@@ -8,6 +8,7 @@ with a front matter check and a tiny linter).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -193,6 +194,60 @@ def test_the_key_is_scrubbed_from_recorded_request_bodies(tmp_path):
     scrubbed = recorder._scrub_request(Request("POST", "http://x/v1/messages", body, {"x-api-key": API_KEY}))
     assert API_KEY.encode() not in scrubbed.body and b"<redacted>" in scrubbed.body
     assert "x-api-key" not in scrubbed.headers
+
+
+GATEWAY_PASSWORD = "gw-PASS-word-7731"
+
+
+def test_a_gateways_password_in_the_base_url_reaches_no_file_and_the_recording_replays(pytester, fake, monkeypatch):
+    """An authenticating gateway in ANTHROPIC_BASE_URL (``http://user:password@host``): the SDK
+    sends the password as ``Authorization: Basic``, a header never recorded, but the cassette's
+    ``uri`` held the URL as it was, password and all."""
+    write_project(pytester.path, ["alpha.md"])
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url.replace("://", f"://gwuser:{GATEWAY_PASSWORD}@", 1))
+
+    result = run(pytester)
+
+    assert result.ret == pytest.ExitCode.OK, text_of(result)
+    assert sent(fake, "alpha.md") == 1
+    recorded = cassette(pytester.path, "alpha.md").read_text(encoding="utf-8")
+    assert f"uri: {fake.base_url}/v1/messages\n" in recorded
+    basic = base64.b64encode(f"gwuser:{GATEWAY_PASSWORD}".encode())
+    leaks = [n for n, data in files_under(pytester.path).items() if GATEWAY_PASSWORD.encode() in data or basic in data]
+    assert leaks == []
+    fake.reset_log()
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    replayed = run(pytester, "--batch-record-mode", "none")  # matched on the path: nothing lost
+    assert replayed.ret == pytest.ExitCode.OK, text_of(replayed)
+    assert fake.messages_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "uri"),
+    [
+        ("http://gwuser:pass%40word@127.0.0.1:8080/v1/messages", "http://127.0.0.1:8080/v1/messages"),
+        ("https://gw.example/anthropic?key=GW-QUERY-SECRET/v1/messages", "https://gw.example/anthropic"),
+        ("https://user:p@ss@[::1]:9/v1/messages#frag", "https://[::1]:9/v1/messages"),
+        ("https://api.anthropic.com/v1/messages", "https://api.anthropic.com/v1/messages"),
+    ],
+)
+def test_a_recorded_uri_keeps_no_userinfo_and_no_query(tmp_path, url, uri):
+    """A query in ANTHROPIC_BASE_URL (a gateway's ``?key=``) ends up in the request's URL too
+    (the SDK appends the path after it); the plugin sends no query of its own."""
+    from pytest_batchgen.recording import Recorder
+
+    path = tmp_path / "k.yaml"
+    recorder = Recorder({"k": path}, "new_episodes", secrets=(API_KEY,))
+    body = json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode()
+    reply = {
+        "status": {"code": 200, "message": "OK"},
+        "headers": {"content-type": ["application/json"]},
+        "body": {"string": json.dumps({"type": "message", "content": [], "usage": {}}).encode()},
+    }
+    recorder.record("k", "POST", url, body, {"content-type": "application/json"}, reply)
+    text = path.read_text(encoding="utf-8")
+    assert f"uri: {uri}\n" in text
+    assert "pass" not in text.replace("passed", "") and "SECRET" not in text and "frag" not in text
 
 
 # -- 11.11: a linter's children die with it at its timeout --------------------------------------
