@@ -65,6 +65,7 @@ from .prompts import (
     normalise_output,
 )
 from .run import PlanRun
+from .settings import redact_json
 
 #: the API's limits for one batch
 MAX_REQUESTS = 100_000
@@ -757,6 +758,8 @@ class BatchDispatcher(BackgroundDispatch):
         assert attempt is not None
         attempt.seconds = time.monotonic() - st.sent_at if st.sent_at else 0.0
         message = result.get("message") if result.get("type") == "succeeded" else None
+        # a credential echoed back is <redacted> in the output as in the recording (see Recorder.redact_reply)
+        message = redact_json(message, self.secrets)
         from .cassettes import is_message_body
 
         if message is not None and is_message_body(message):

@@ -338,16 +338,38 @@ class Recorder(Recordings):
         for name in list(request.headers):
             if not _recorded_header(name):  # a secret, or the client's own (see _CLIENT_HEADERS)
                 del request.headers[name]
+            elif self._secrets:
+                request.headers[name] = self._redact(request.headers[name])
         if self._secrets and request.body:
             request.body = self._redact(request.body)
         return request
 
     def _scrub_response(self, response: dict[str, Any]) -> dict[str, Any]:
-        response["headers"] = {k: v for k, v in response.get("headers", {}).items() if not _is_secret(k)}
+        """The reply as its cassette records it: no header named like a credential, and no
+        credential's value in any other header's values (a server or gateway that echoes the
+        request's ``Authorization``) or in the body."""
+        headers = {k: v for k, v in response.get("headers", {}).items() if not _is_secret(k)}
+        if self._secrets:
+            headers = {
+                k: [self._redact(x) for x in v] if isinstance(v, list) else self._redact(v) for k, v in headers.items()
+            }
+        response["headers"] = headers
         body = response.get("body", {}).get("string")
         if self._secrets and isinstance(body, (bytes, str)):
             response["body"]["string"] = self._redact(body)
         return response
+
+    def redact_reply(self, response: httpx2.Response, content: bytes) -> bytes:
+        """A live reply as the rest of the run sees it: with a credential's value (echoed back by
+        a server or a gateway) ``<redacted>`` in its body and headers, as its recording has it,
+        so that the output written now is the one a replay of that recording writes, and no file
+        holds the key."""
+        if not self._secrets:
+            return content
+        for name, value in response.headers.multi_items():
+            if self._redact(value) != value:
+                response.headers[name] = ", ".join(self._redact(v) for v in response.headers.get_list(name))
+        return self._redact(content)
 
     def transport(self, inner: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
         return _RecordingTransport(self, inner)
@@ -423,6 +445,7 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
             content = b"".join([part async for part in stream])
         finally:
             await stream.aclose()
+        content = r.redact_reply(response, content)  # (the output a replay of its recording writes)
         response.stream = httpx2.ByteStream(content)  # read once, here; the SDK reads it again
         call.live += 1
         if response.is_success and is_message_body(content):

@@ -92,6 +92,22 @@ def test_a_failure_message_holding_the_key_reaches_no_repair_turn_in_a_batch(pro
     assert "env: ANTHROPIC_API_KEY=<redacted> ANTHROPIC_AUTH_TOKEN=<redacted>" in repair
 
 
+def test_a_key_echoed_in_a_batch_result_is_redacted_alike_in_the_output_and_its_recording(project, fake, monkeypatch):
+    rows = rows_for("quorum")
+    project.write_rows(rows, ini_extra=BATCH_INI)
+    router(fake).set("quorum.md", Reply.ok(draft("Quorum", extra=f"Echo: {API_KEY}\n")))
+
+    assert project.run("--batch-api", "batches").ret == 0
+    live = project.output("quorum.md")
+    assert "Echo: <redacted>" in live
+    assert [name for name, data in project.snapshot().items() if API_KEY.encode() in data] == []
+
+    go_offline(fake, monkeypatch)
+    project.reset(rows)
+    assert project.run("--batch-record-mode", "none").ret == 0
+    assert project.output("quorum.md") == live
+
+
 def test_errored_and_expired_results_are_sent_again_then_fail_with_the_api_error(project, fake):
     # given: one row errored then fine, one expired then fine, one errored every time
     project.write_rows(rows_for("quorum", "backpressure", "gossip"), ini_extra=BATCH_INI)

@@ -196,6 +196,22 @@ def test_the_key_is_scrubbed_from_recorded_request_bodies(tmp_path):
     assert "x-api-key" not in scrubbed.headers
 
 
+def test_the_key_is_scrubbed_from_recorded_header_values(tmp_path):
+    """Only header names were filtered: a header named innocently that holds the key (a server
+    echoing the request's Authorization) was recorded as it came."""
+    from vcr.request import Request
+
+    from pytest_batchgen.recording import Recorder
+
+    recorder = Recorder({"k": tmp_path / "k.yaml"}, "new_episodes", secrets=(API_KEY,))
+    request = recorder._scrub_request(Request("POST", "http://x/v1/messages", b"{}", {"x-trace": f"k={API_KEY}"}))
+    assert request.headers["x-trace"] == "k=<redacted>"
+    response = recorder._scrub_response(
+        {"status": {"code": 200}, "headers": {"x-echo": [f"Bearer {API_KEY}", "plain"]}, "body": {"string": b"{}"}}
+    )
+    assert response["headers"] == {"x-echo": ["Bearer <redacted>", "plain"]}
+
+
 GATEWAY_PASSWORD = "gw-PASS-word-7731"
 
 

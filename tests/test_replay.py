@@ -115,6 +115,39 @@ def test_the_key_reaches_no_file(project, fake):
         assert "authorization" not in text and "x-api-key" not in text
 
 
+@pytest.mark.parametrize("credential", ["key", "auth-token"])
+def test_a_credential_echoed_by_the_server_is_redacted_alike_in_the_output_and_its_recording(
+    project, fake, monkeypatch, credential
+):
+    """A server or gateway that echoes the credential back, in a header's value or in the reply's
+    text: the recording kept the header's value as it was (only header names were filtered),
+    and the output held the credential where its recording had <redacted>, so a replay wrote
+    another output than the live run."""
+    secret = API_KEY
+    if credential == "auth-token":  # (beside the key, which a run needs to call the API)
+        monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", secret := AUTH_TOKEN)
+    rows = rows_for("quorum")
+    project.write_rows(rows)
+    echoed = Reply.ok(draft("Quorum", extra=f"Echo: Bearer {secret}\n"), headers={"x-echo": f"Bearer {secret}"})
+    router(fake).set("quorum.md", echoed)
+
+    result = project.run()
+
+    assert result.ret == 0, result.stdout.str()
+    live = project.output("quorum.md")
+    assert "Echo: Bearer <redacted>" in live
+    assert "- Bearer <redacted>" in project.cassette("quorum.md").read_text(encoding="utf-8")
+    assert [name for name, data in project.snapshot().items() if secret.encode() in data] == []
+    # and a replay of that recording writes the output the live run wrote
+    fake.stop()
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    project.reset(rows)
+    replayed = project.run("--batch-record-mode", "none")
+    assert replayed.ret == 0, replayed.stdout.str()
+    assert project.output("quorum.md") == live
+
+
 KEY_IN_A_FORM = """\
 import os
 from pytest_batchgen import ChecklistForm
