@@ -278,7 +278,7 @@ def summary_lines(state: BatchState, reports: Sequence[RowReport]) -> list[str]:
         lines.append(f"  ... and {len(stale) - MAX_NAMED} more stale rows")
     if stale and not state.settings.regenerate_stale:
         plans = dict.fromkeys(runs[r.plan].plan.path for r, _ in stale)
-        command = regenerate_command(plans, state.settings.credential is not None)
+        command = regenerate_command(plans, state.settings.credential is not None, state.settings.command_options())
         lines.append(f"  to regenerate them: {command}")
     for c in changes(state, reports).values():
         kept = ", previous output kept" if c.after["kept_previous"] else ""

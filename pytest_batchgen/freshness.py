@@ -601,11 +601,12 @@ def book_of(state: Any) -> FreshnessBook:
     return book
 
 
-def regenerate_command(plans: Iterable[Path], has_key: bool) -> str:
+def regenerate_command(plans: Iterable[Path], has_key: bool, options: str = "") -> str:
     """The command that regenerates the stale rows of ``plans``: it calls the model, so a run
-    without a credential prints the key's placeholder in front."""
+    without a credential prints the key's placeholder in front; ``options`` are the run's that
+    shape its requests (:meth:`~pytest_batchgen.settings.Settings.command_options`)."""
     key = "" if has_key else KEY_PREFIX
-    return f"{key}pytest " + " ".join(plan_option(p) for p in plans) + " --batch-regenerate-stale"
+    return f"{key}pytest{options} " + " ".join(plan_option(p) for p in plans) + " --batch-regenerate-stale"
 
 
 def regenerates(state: Any, plan: Plan, row: Row) -> bool:

@@ -76,17 +76,19 @@ class PerRow(Mapping[str, T]):
         return len(self._jobs)
 
 
-def rerecord_hint(run: PlanRun, row: Row) -> str:
-    """The command that re-records one row (printed by replay misses)."""
+def rerecord_hint(run: PlanRun, row: Row, options: str = "") -> str:
+    """The command that re-records one row (printed by replay misses), with the run's
+    ``options`` that shape its request (:meth:`~pytest_batchgen.settings.Settings.command_options`)."""
     row_id = run.row_id(row)
-    return f"pytest {plan_option(row_id.plan)} --batch-record-mode all {row_id.command_node()}"
+    return f"pytest{options} {plan_option(row_id.plan)} --batch-record-mode all {row_id.command_node()}"
 
 
 def resume_command(settings: Settings) -> str:
     """The command that collects the Message Batches a stopped run left running."""
     plans = " ".join(f"--batch-plan {shlex.quote(str(p))}" for p in settings.plans)
     phases = "".join(f" --batch-phase {shlex.quote(str(p))}" for p in settings.phases)
-    return f"pytest {plans}{phases} --batch-api batches"
+    options = settings.command_options()
+    return f"pytest{options} {plans}{phases} --batch-api batches"
 
 
 def make_dispatcher(
@@ -107,7 +109,8 @@ def make_dispatcher(
     jobs = [Job(run, row, rerecord=mode == "all" or run.row_id(row).key in afresh) for run, row in rows]
     by_key = {j.key: j for j in jobs}
     paths = PerRow(by_key, lambda j: j.run.plan.cassette_path(j.row))
-    hints = PerRow(by_key, lambda j: rerecord_hint(j.run, j.row))
+    options = settings.command_options()
+    hints = PerRow(by_key, lambda j: rerecord_hint(j.run, j.row, options))
     api_key = settings.api_key
     secrets = settings.secrets  # what no cassette may hold: the key and ANTHROPIC_AUTH_TOKEN
     recorder: Recorder | None = None

@@ -300,6 +300,8 @@ class JudgeSettings:
     credential: str | None = None
     #: what no judge cassette may hold (the key, ANTHROPIC_AUTH_TOKEN): see Settings.secrets
     secrets: tuple[str, ...] = ()
+    #: the run's options that shape its requests, for the commands it prints (Settings.command_options)
+    command_options: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JudgeSettings:
@@ -331,6 +333,7 @@ class JudgeSettings:
             remember_limits=settings.remember_limits,
             credential=settings.credential,
             secrets=settings.secrets,
+            command_options=settings.command_options(),
         )
 
 
@@ -428,7 +431,7 @@ class JudgeService:
 
     def record_command(self, plan: Plan, row: Row, rule: str) -> str:
         row_id = RowId(plan.path, row.filename)
-        return f"pytest {plan_option(plan.path)} {row_id.command_node(rule)}"
+        return f"pytest{self.settings.command_options} {plan_option(plan.path)} {row_id.command_node(rule)}"
 
     def _complete(self, key: str, params: dict[str, Any]) -> Completion:
         assert self._loop is not None

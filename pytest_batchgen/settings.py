@@ -14,6 +14,7 @@ import errno
 import math
 import os
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,9 @@ import pytest
 
 from .defaults import DEFAULT_MAX_BYTES, DEFAULT_MAX_TOKENS, RECORD_MODES
 from .errors import BatchgenError
+
+#: ``--batch-max-attempts``'s default
+DEFAULT_MAX_ATTEMPTS = 2
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -132,7 +136,7 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--batch-max-attempts",
         type=_positive_int,
-        default=2,
+        default=DEFAULT_MAX_ATTEMPTS,
         metavar="N",
         help="attempts per row: the first request plus repairs that re-ask with the failed checks (default: 2).",
     )
@@ -364,7 +368,7 @@ class Settings:
     collect_only: bool = False
     record_mode: RecordMode = "none"
     concurrency: int = 8
-    max_attempts: int = 2
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     report: Path | None = None
     max_cost: float | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
@@ -391,6 +395,39 @@ class Settings:
     pacing: bool = True
     remember_limits: bool = True
     sender: str = "process"
+    #: what a printed command that runs rows again repeats of this run's command line (see
+    #: :meth:`command_options`): the ini overrides (``-o``), the configuration file given
+    #: (``-c``, resolved), the rootdir given (``--rootdir``, resolved)
+    overrides: tuple[str, ...] = ()
+    config_file: Path | None = None
+    rootdir_given: Path | None = None
+
+    def command_options(self) -> str:
+        """This run's options that shape what it sends, as a printed command repeats them: each
+        word after a space, quoted for the shell, paths relative to the current folder (where
+        the user runs what is printed). A command that records or regenerates rows (a replay
+        miss's "To record it", a retry hint, "Regenerate it", the judge's) printed without
+        them sent another request than the run that printed it (``-o batchgen_max_tokens=4096``
+        dropped: it recorded max_tokens 8192 again, and the run missed again). The ini
+        overrides, the configuration file, the rootdir, and the batchgen options that change
+        what is sent, when not their defaults: the attempts (a replay with more needs the repair
+        turns recorded) and the judge's samples. Not the cost cap (``--batch-max-cost 0`` would
+        make the command send nothing) nor ``--batch-api`` (a batch records the Messages request
+        it stands for). The ini's ``addopts`` and ``PYTEST_ADDOPTS`` apply again by themselves."""
+        from .rowid import command_path
+
+        words: list[str] = []
+        if self.config_file is not None:
+            words += ["-c", shlex.quote(command_path(self.config_file))]
+        if self.rootdir_given is not None:
+            words += ["--rootdir", shlex.quote(command_path(self.rootdir_given))]
+        for override in self.overrides:
+            words += ["-o", shlex.quote(override)]
+        if self.max_attempts != DEFAULT_MAX_ATTEMPTS:
+            words += ["--batch-max-attempts", str(self.max_attempts)]
+        if self.judge_samples != 1:
+            words += ["--batch-judge-samples", str(self.judge_samples)]
+        return "".join(" " + w for w in words)
 
     @property
     def credential(self) -> str | None:
@@ -473,6 +510,9 @@ class Settings:
             pacing=not config.getoption("batch_no_pacing"),
             remember_limits=_ini_bool(config, "batchgen_remember_limits"),
             sender=_ini_choice(config, "batchgen_sender", ("process", "thread")),
+            overrides=tuple(str(o) for o in (config.getoption("override_ini", None) or ())),
+            config_file=Path(config.inipath) if config.getoption("inifilename", None) and config.inipath else None,
+            rootdir_given=Path(config.rootpath) if config.getoption("rootdir", None) else None,
         )
 
 

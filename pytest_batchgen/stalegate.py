@@ -30,7 +30,7 @@ class StaleOutput(Exception):
     batchgen_check = "fresh"
 
 
-def stale_message(plan: Path, freshness: Freshness, has_key: bool = True) -> str:
+def stale_message(plan: Path, freshness: Freshness, has_key: bool = True, options: str = "") -> str:
     changed = [r for r in freshness.reasons if r != NOT_THE_REPLY]
     if changed:
         why = f"the {', the '.join(changed)} changed since it was generated"
@@ -38,7 +38,7 @@ def stale_message(plan: Path, freshness: Freshness, has_key: bool = True) -> str
         why = "the output is not a reply recorded for today's prompt"
     if freshness.note:
         why += f" ({freshness.note})"
-    return f"stale: {why}. Regenerate it: {regenerate_command([plan], has_key)}"
+    return f"stale: {why}. Regenerate it: {regenerate_command([plan], has_key, options)}"
 
 
 class FreshItem(RowItem):
@@ -56,7 +56,8 @@ class FreshItem(RowItem):
         if found.state == MISSING:
             pytest.skip(f"no output to judge ({plan.rel(self.run.output_path(row))})")
         if found.stale:
-            raise StaleOutput(stale_message(plan.path, found, state.settings.credential is not None))
+            has_key = state.settings.credential is not None
+            raise StaleOutput(stale_message(plan.path, found, has_key, state.settings.command_options()))
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None

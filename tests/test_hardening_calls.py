@@ -618,6 +618,72 @@ def test_a_replay_miss_without_a_key_names_the_key_and_the_command_includes_it(p
     assert "To record it: ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md --batch-record-mode all 'plan.md::alpha.md'" in out
 
 
+@pytest.mark.parametrize("how", ["-o", "-c"])
+def test_the_printed_command_to_record_a_miss_carries_the_options_that_shaped_its_request(pytester, fake, monkeypatch, how):
+    """A replay run with ``-o batchgen_max_tokens=4096`` (or ``-c ci.ini`` saying so) missed the
+    recording of max_tokens 8192, and printed a command without the option: running it as
+    printed paid for a live call that recorded max_tokens 8192 again, and the run missed again."""
+    write_project(pytester.path, ["alpha.md"])
+    assert run(pytester).ret == pytest.ExitCode.OK  # recorded with max_tokens 8192
+
+    def start_over() -> None:  # the plan's row pending again and no output: it is generated (replayed)
+        write_project(pytester.path, ["alpha.md"])
+        (pytester.path / "output" / "alpha.md").unlink()
+
+    start_over()
+    (pytester.path / "ci.ini").write_text(
+        (pytester.path / "pytest.ini").read_text() + "batchgen_max_tokens = 4096\n", encoding="utf-8"
+    )
+    options = ["-o", "batchgen_max_tokens=4096"] if how == "-o" else ["-c", "ci.ini"]
+    fake.reset_log()
+
+    missed = run(pytester, "--batch-record-mode", "none", *options)
+
+    out = text_of(missed)
+    assert missed.ret == pytest.ExitCode.TESTS_FAILED and "max_tokens" in out
+    found = re.search(r"To record it: (pytest .*?'plan\.md::alpha\.md')", out)
+    assert found, out
+    command = shlex.split(found.group(1))
+    assert " ".join(options) in " ".join(command), found.group(1)
+    # run as printed, it records the request the run asked for...
+    assert pytester.runpytest(*command[1:]).ret == pytest.ExitCode.OK
+    assert [e.body["max_tokens"] for e in fake.messages_requests()] == [4096]
+    # ...and the first command now replays it
+    fake.reset_log()
+    start_over()
+    assert run(pytester, "--batch-record-mode", "none", *options).ret == pytest.ExitCode.OK
+    assert fake.messages_requests() == []
+
+
+def test_printed_commands_repeat_the_runs_options_quoted_and_relative_to_the_current_folder(tmp_path, monkeypatch):
+    from pytest_batchgen.freshness import regenerate_command
+    from pytest_batchgen.settings import Role, Settings
+
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    settings = Settings(
+        plans=("plan.md",),
+        rootdir=tmp_path,
+        invocation_dir=tmp_path,
+        role=Role.PLAIN,
+        overrides=("batchgen_models=haiku: it's claude", "batchgen_max_tokens=4096"),
+        config_file=tmp_path / "my ci.ini",
+        rootdir_given=tmp_path,
+        max_attempts=3,
+        judge_samples=3,
+        max_cost=0.0,  # (not repeated: the command would send nothing)
+        api="batches",  # (not repeated: a batch records the Messages request it stands for)
+    )
+    options = settings.command_options()
+    assert options == (
+        " -c '../my ci.ini' --rootdir .. -o 'batchgen_models=haiku: it'\"'\"'s claude' -o batchgen_max_tokens=4096"
+        " --batch-max-attempts 3 --batch-judge-samples 3"
+    )
+    assert shlex.split(options)[1] == "../my ci.ini" and shlex.split(options)[5] == "batchgen_models=haiku: it's claude"
+    assert Settings(plans=(), rootdir=tmp_path, invocation_dir=tmp_path, role=Role.PLAIN).command_options() == ""
+    assert regenerate_command([tmp_path / "plan.md"], True, options).startswith(f"pytest{options} --batch-plan ../plan.md")
+
+
 def _plan_with_line(root: Path, line: str):
     write_project(root, ["alpha.md"])
     plan = root / "plan.md"
