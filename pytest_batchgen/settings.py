@@ -517,14 +517,16 @@ class Settings:
 
 
 def default_record_mode(given: str | None) -> RecordMode:
-    """The command line wins; else ``new_episodes`` with a key outside CI, else ``none``.
+    """The command line wins; else ``new_episodes`` with a credential outside CI, else ``none``.
 
-    Outside CI with a key the user means to generate; in CI (``CI`` set and not false) a run
-    must never spend money by surprise, so it only replays unless told otherwise."""
+    Outside CI with a credential (``ANTHROPIC_API_KEY``, or ``ANTHROPIC_AUTH_TOKEN``, which the
+    SDK sends when there is no key) the user means to generate; in CI (``CI`` set and not false)
+    a run must never spend money by surprise, so it only replays unless told otherwise."""
     if given:
         return cast(RecordMode, given)
     in_ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-    return "new_episodes" if os.environ.get("ANTHROPIC_API_KEY") and not in_ci else "none"
+    credential = os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")
+    return "new_episodes" if credential and not in_ci else "none"
 
 
 def _check_no_call_options(config: pytest.Config, readonly: bool) -> None:

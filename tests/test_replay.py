@@ -338,6 +338,21 @@ def test_a_changed_format_reference_replays_for_no_row(project, fake, monkeypatc
 # -- record modes ---------------------------------------------------------------------------
 
 
+def test_an_auth_token_without_a_key_generates_by_default(project, fake, monkeypatch):
+    # the SDK authenticates with ANTHROPIC_AUTH_TOKEN when there is no key, but the default
+    # record mode looked at the key alone: the run was 'none' and every row failed as a miss
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", "sk-ant-token-for-this-test")
+    project.write_rows(rows_for("quorum"))
+
+    result = project.run()
+
+    assert result.ret == 0, result.stdout.str()
+    assert [row_of(e) for e in fake.messages_requests()] == ["quorum.md"]
+    assert project.statuses() == {"quorum.md": "complete"}
+    assert b"sk-ant-token-for-this-test" not in b"".join(project.cassettes().values())
+
+
 def test_new_episodes_records_only_the_rows_without_a_recording(project, fake, monkeypatch):
     first = rows_for("quorum", "backpressure")
     project.write_rows(first)
