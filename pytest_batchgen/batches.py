@@ -760,9 +760,10 @@ class BatchDispatcher(BackgroundDispatch):
         message = result.get("message") if result.get("type") == "succeeded" else None
         # a credential echoed back is <redacted> in the output as in the recording (see Recorder.redact_reply)
         message = redact_json(message, self.secrets)
-        from .cassettes import is_message_body
+        from .cassettes import body_problem
 
-        if message is not None and is_message_body(message):
+        problem = body_problem(message) if message is not None else None
+        if message is not None and problem is None:
             try:
                 self._file(st, message, entry, cid)  # on disk before the next result is read
             except OSError as exc:  # a read-only cassette folder, a full disk: the reply is still paid for
@@ -776,7 +777,7 @@ class BatchDispatcher(BackgroundDispatch):
             except Exception as exc:  # noqa: BLE001  (a reply the checks cannot take: this row only)
                 self._unfiled(st, entry, exc, recorded=True)
             return True
-        error = _describe(result) if message is None else "Message Batches: the result is not a message"
+        error = _describe(result) if message is None else f"Message Batches: the result is not a message: {problem}"
         attempt.error = error
         if len(st.result.attempts) >= self.max_attempts:
             self._end(st, Outcome.ERROR, error)

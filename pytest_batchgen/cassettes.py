@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from .client import NO_KEY_REFUSAL, Completion, ModelCallError, completion_from_body
+from .client import NO_KEY_REFUSAL, Completion, ModelCallError, completion_from_body, message_problem
 from .defaults import RECORD_MODES
 from .prompts import prompt_parts
 
@@ -131,19 +131,22 @@ class CorruptCassette(Exception):
         self.why = why
 
 
-def is_message_body(body: Any) -> bool:
-    """Whether a reply body has the shape of a Messages API message (what the SDK can use)."""
+def body_problem(body: Any) -> str | None:
+    """Why a reply body (bytes, text or parsed JSON) is not a message the plugin can use, or None
+    (:func:`~pytest_batchgen.client.message_problem`: the same rule for live and recorded replies)."""
     if isinstance(body, (bytes, str)):
         try:
             body = json.loads(body)
-        except ValueError:
-            return False
-    return (
-        isinstance(body, dict)
-        and body.get("type") == "message"
-        and isinstance(body.get("content"), list)
-        and isinstance(body.get("usage"), dict)
-    )
+        except ValueError as exc:
+            return f"it is not JSON ({exc})"
+    if not isinstance(body, dict):
+        return f"it is {type(body).__name__}, not a JSON object"
+    return message_problem(body)
+
+
+def is_message_body(body: Any) -> bool:
+    """Whether a reply body has the shape of a Messages API message (what the plugin can use)."""
+    return body_problem(body) is None
 
 
 def _first_values(headers: Mapping[str, Any]) -> dict[str, str]:
@@ -315,8 +318,10 @@ def read_cassette(path: Path) -> tuple[Interaction, ...] | None:
             # retry's reply follows it, and is what a replay plays
             refused.append(code)
             continue
-        if not (isinstance(code, int) and 200 <= code < 300 and is_message_body(body)):
-            raise CorruptCassette(path, f"has a reply that is not a message (interaction {n}, HTTP {code})") from None
+        problem = body_problem(body) if isinstance(code, int) and 200 <= code < 300 else ""
+        if problem is not None:
+            why = f"has a reply that is not a message (interaction {n}, HTTP {code})"
+            raise CorruptCassette(path, f"{why}: {problem}" if problem else why) from None
         kept.append(interaction)
     if refused and not kept:
         codes = ", ".join(str(c) for c in sorted(set(refused)))

@@ -374,7 +374,7 @@ class ModelClient:
             ) from None
         finally:
             current_call.reset(token)
-        problem = _not_a_message(message)
+        problem = message_problem(message)
         if problem:
             info.pending = []  # never recorded: it would be replayed, and fail, forever
             raise ModelCallError("InvalidReply", f"the API's reply is not a message: {problem}")
@@ -443,16 +443,69 @@ def completion_from_body(body: dict[str, Any], *, replayed: bool, opens_recordin
     )
 
 
-def _not_a_message(message: Any) -> str | None:
-    """Why an SDK result is not a usable message (None when it is)."""
-    if isinstance(message, (str, bytes)) or not hasattr(message, "content"):
+#: the usage fields a reply states; the first two every reply states, the cache ones may be null
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+#: no reply counts more tokens than this (a hundred times the largest context window): a larger
+#: count is not one, and it would be summed into the run's tokens and cost
+MAX_TOKEN_COUNT = 100_000_000
+
+#: what a content block cannot be (the SDK leaves a value it could not make a block of as it came)
+_NOT_BLOCKS = (str, bytes, int, float, list, tuple, type(None))
+
+
+def _field(value: Any, name: str) -> Any:
+    """``value[name]`` of a reply's JSON, or the attribute of the SDK's parsed message (None if absent)."""
+    if isinstance(value, dict):
+        return value.get(name)
+    return getattr(value, name, None)
+
+
+def message_problem(message: Any) -> str | None:
+    """Why a reply is not a message this plugin can use, or None when it is: the reply's JSON
+    body, or the message the SDK parsed from it (the SDK does not check what it parses).
+
+    One rule for every reply, live (not used, never recorded) and recorded (a corrupt
+    recording): its ``type`` is ``message``; its ``content`` a list of blocks, each with a
+    string ``type``, a text block with a string ``text``; its ``stop_reason`` a string or null;
+    its ``usage`` states ``input_tokens`` and ``output_tokens``, and each count it states is a
+    whole number from 0 to :data:`MAX_TOKEN_COUNT` (a string, a float, a negative or a trillion
+    tokens broke the sums of the summary and the report, or showed a 300-digit cost)."""
+    if isinstance(message, _NOT_BLOCKS) or not (isinstance(message, dict) or hasattr(message, "content")):
         return f"got {type(message).__name__} {str(message)[:80]!r}"
-    if getattr(message, "type", None) != "message":
-        return f"type is {getattr(message, 'type', None)!r}, not 'message'"
-    if not isinstance(message.content, list):
-        return f"content is {type(message.content).__name__}, not a list"
-    if getattr(message, "usage", None) is None:
+    kind = _field(message, "type")
+    if kind != "message":
+        return f"type is {kind!r}, not 'message'"
+    content = _field(message, "content")
+    if not isinstance(content, list):
+        return f"content is {type(content).__name__}, not a list"
+    for n, block in enumerate(content):
+        if isinstance(block, _NOT_BLOCKS):
+            return f"content[{n}] is {type(block).__name__} {str(block)[:40]!r}, not a content block"
+        kind = _field(block, "type")
+        if not isinstance(kind, str):
+            return f"content[{n}] has no type"
+        text = _field(block, "text")
+        if kind == "text" and not isinstance(text, str):
+            return f"content[{n}] is a text block whose text is {type(text).__name__}, not a string"
+    stop = _field(message, "stop_reason")
+    if stop is not None and not isinstance(stop, str):
+        return f"stop_reason is {stop!r}, not a string"
+    usage = _field(message, "usage")
+    if usage is None:
         return "it has no usage"
+    if isinstance(usage, _NOT_BLOCKS):
+        return f"usage is {type(usage).__name__}, not an object"
+    for name in USAGE_FIELDS:
+        count = _field(usage, name)
+        if count is None:
+            if name in USAGE_FIELDS[:2]:
+                return f"usage.{name} is missing"
+            continue
+        if isinstance(count, bool) or not isinstance(count, int):
+            return f"usage.{name} is {repr(count)[:40]}, not a whole number of tokens"
+        if not 0 <= count <= MAX_TOKEN_COUNT:
+            return f"usage.{name} is {count}, not a token count (0 to {MAX_TOKEN_COUNT:,})"
     return None
 
 

@@ -132,6 +132,29 @@ def test_errored_and_expired_results_are_sent_again_then_fail_with_the_api_error
     assert [a["batch"] for a in rows["quorum.md"]["attempts"]] == [True, True]
 
 
+def test_a_batch_result_with_impossible_usage_is_not_a_message_and_is_sent_again(project, fake):
+    """A succeeded result whose usage is not a token count was filed, then broke the sums of the
+    summary and the report; it is a result that is not a message, sent again like an errored one."""
+    project.write_rows(rows_for("quorum", "gossip"), ini_extra=BATCH_INI)
+    router(fake).set("quorum.md", Reply.ok(draft("Quorum"), usage={"input_tokens": 10**12}), Reply.ok(draft("Quorum")))
+    router(fake).set("gossip.md", Reply.ok(draft("Gossip"), usage={"output_tokens": -7}))
+
+    result = project.run("--batch-api", "batches", "--batch-report", "report.json")
+
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == 1 and "Traceback" not in out and "INTERNALERROR" not in out
+    assert project.statuses() == {"quorum.md": "complete", "gossip.md": "pending"}
+    message = "Message Batches: the result is not a message: usage.output_tokens is -7, not a token count"
+    assert message in result.failure("gossip.md::generate")
+    report = json.loads(project.read("report.json"))
+    rows = {r["filename"]: r for r in report["plans"][0]["rows"]}
+    assert rows["quorum.md"]["attempts"][0]["error"] == (
+        "Message Batches: the result is not a message: usage.input_tokens is 1000000000000, not a token count "
+        "(0 to 100,000,000)"
+    )
+    assert "1000000000000" not in project.cassette("quorum.md").read_text(encoding="utf-8")  # not filed
+
+
 def test_custom_ids_are_valid_and_collision_free_for_any_filename():
     taken: set[str] = set()
     names = ["quorum.md", "quorum_md", "a" * 300, "ünïcode/päth.md", "x.md"]

@@ -117,10 +117,13 @@ def _recorded(tmp_path: Path) -> Path:
         (lambda b: b.replace(b"    method: POST\n", b""), "is not a vcrpy cassette (TypeError"),
         (lambda b: b.replace(b"code: 200", b"code: 429"), "holds only refused requests (HTTP 429): no reply to replay"),
         (lambda b: b.replace(b'"type": "message"', b'"type": "error"'), "has a reply that is not a message (interaction 1, HTTP 200)"),
+        (lambda b: b.replace(b'"input_tokens": 3', b'"input_tokens": -3'), "(interaction 1, HTTP 200): usage.input_tokens is -3, not a token count"),
+        (lambda b: b.replace(b'"output_tokens": 2', b'"output_tokens": 2.5'), "(interaction 1, HTTP 200): usage.output_tokens is 2.5, not a whole number"),
         (lambda b: b"- request: {}\n", "is not a vcrpy cassette"),
         (lambda b: b"just text\n", "is not a vcrpy cassette"),
     ],
-    ids=["not-utf8", "conflict", "truncated", "no-interactions", "request-keys", "a-429", "not-a-message", "list", "scalar"],
+    ids=["not-utf8", "conflict", "truncated", "no-interactions", "request-keys", "a-429", "not-a-message",
+         "negative-usage", "float-usage", "list", "scalar"],
 )
 def test_a_broken_cassette_says_what_is_wrong_with_it(tmp_path, corrupt, says):
     path = _recorded(tmp_path)

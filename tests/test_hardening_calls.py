@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fakeapi import FakeAnthropic, Reply
@@ -370,6 +371,95 @@ def test_a_2xx_reply_that_is_not_a_message_is_not_recorded(pytester, fake, reply
     assert second.ret == pytest.ExitCode.OK, text_of(second)
     assert sent(fake, "alpha.md") == 2  # sent again, not replayed
     assert statuses(pytester.path) == {"alpha.md": "complete"}
+
+
+def _odd(usage: dict | None = None, content: list | None = None) -> Reply:
+    body = {**_NULL_CONTENT, "content": [{"type": "text", "text": good("Alpha")}]}
+    if usage is not None:
+        body["usage"] = usage
+    if content is not None:
+        body["content"] = content
+    return Reply.raw(json.dumps(body))
+
+
+ODD_REPLIES = [
+    pytest.param(_odd({"input_tokens": "12", "output_tokens": 3.7}), "usage.input_tokens is '12'", id="string-usage"),
+    pytest.param(_odd({"input_tokens": 12, "output_tokens": 3.7}), "usage.output_tokens is 3.7", id="float-usage"),
+    pytest.param(_odd({"input_tokens": -5000000, "output_tokens": 10**12}), "usage.input_tokens is -5000000", id="negative"),
+    pytest.param(_odd({"input_tokens": 12, "output_tokens": 10**12}), "usage.output_tokens is 1000000000000", id="absurd"),
+    pytest.param(_odd({"input_tokens": 12.5, "output_tokens": 1e300}), "usage.input_tokens is 12.5", id="1e300"),
+    pytest.param(_odd({"input_tokens": True, "output_tokens": 1}), "usage.input_tokens is True", id="bool-usage"),
+    pytest.param(_odd({"output_tokens": 1}), "usage.input_tokens is missing", id="no-input-tokens"),
+    pytest.param(_odd(content=["str", None, 5]), "content[0] is str 'str', not a content block", id="not-blocks"),
+    pytest.param(_odd(content=[{"type": "text", "text": 12345}]), "content[0] is a text block whose text is int", id="int-text"),
+    pytest.param(_odd(content=[{"text": "x"}]), "content[0] has no type", id="untyped-block"),
+]
+
+
+@pytest.mark.parametrize("reply, says", ODD_REPLIES)
+def test_a_reply_with_impossible_usage_or_content_is_refused_and_never_recorded(pytester, fake, reply, says):
+    """A 200 message whose usage is not a token count (a string, a float, negative, a trillion)
+    or whose content is not a list of blocks was accepted: recorded, then a TypeError in
+    Usage.__add__ cut the summary and the report, in this run and in every replay; or negative
+    tokens and a 300-digit cost were reported. It is refused as not a message, and not recorded."""
+    write_project(pytester.path, ["alpha.md"])
+    fake.default.set("alpha.md", reply)
+
+    first = run(pytester, "--batch-report", "report.json")
+
+    out = text_of(first)
+    assert first.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+    assert "the API's reply is not a message: " + says in out
+    assert "total: 1 rows" in out  # the summary is whole
+    assert generation_of(pytester.path, "alpha.md")["outcome"] == "error"
+    assert statuses(pytester.path) == {"alpha.md": "pending"}
+    assert not cassette(pytester.path, "alpha.md").exists()
+
+    fake.default.set("alpha.md", Reply.ok(good("Alpha")))
+    second = run(pytester)
+
+    assert second.ret == pytest.ExitCode.OK, text_of(second)
+    assert sent(fake, "alpha.md") == 2  # sent again, not replayed
+    assert statuses(pytester.path) == {"alpha.md": "complete"}
+
+
+@pytest.mark.parametrize("mode_args", [("--batch-record-mode", "none"), ()], ids=["none", "new_episodes"])
+def test_a_recording_with_impossible_usage_fails_its_row_clearly(pytester, fake, mode_args):
+    """A cassette whose reply states usage that is not a token count (edited by hand, or recorded
+    before such replies were refused) crashed every run with a TypeError in Usage.__add__. It is
+    a corrupt recording: named with its fix where the run may not record, set aside and recorded
+    again where it may."""
+    write_project(pytester.path, ["alpha.md"])
+    assert run(pytester).ret == pytest.ExitCode.OK
+    path = cassette(pytester.path, "alpha.md")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    response = data["interactions"][0]["response"]
+    body = json.loads(response["body"]["string"])
+    body["usage"]["input_tokens"] = "12"
+    response["body"]["string"] = json.dumps(body)
+    edited = yaml.safe_dump(data)
+    path.write_text(edited, encoding="utf-8")
+    (pytester.path / "output" / "alpha.md").unlink()
+    write_project(pytester.path, ["alpha.md"])  # pending again
+    fake.reset_log()
+
+    result = run(pytester, "--batch-report", "report.json", *mode_args)
+
+    out = text_of(result)
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+    assert "total: 1 rows" in out and (pytester.path / "report.json").exists()
+    if mode_args:
+        assert result.ret == pytest.ExitCode.TESTS_FAILED and fake.messages_requests() == []
+        assert (
+            "the recording cassettes/plan/alpha.md.yaml cannot be read: it has a reply that is not a message "
+            "(interaction 1, HTTP 200): usage.input_tokens is '12', not a whole number of tokens" in out
+        ), out
+        assert "then record it again: pytest --batch-plan plan.md --batch-record-mode all 'plan.md::alpha.md'" in out
+    else:
+        assert result.ret == pytest.ExitCode.OK, out
+        assert sent(fake, "alpha.md") == 1  # recorded again
+        assert path.with_name("alpha.md.yaml.corrupt").read_text(encoding="utf-8") == edited
 
 
 def test_a_parsed_reply_is_on_disk_before_the_run_goes_on(tmp_path, fake):
