@@ -40,8 +40,11 @@ from .dispatch import (
     Job,
     RowResult,
     _discard_draft,
+    empty_ending,
+    empty_reply,
     repair_turn,
     repairable_failures,
+    truncated,
     unwritable,
 )
 from .errors import BatchgenError
@@ -819,7 +822,7 @@ class BatchDispatcher(BackgroundDispatch):
         run, attempt = st.job.run, st.attempt
         assert attempt is not None
         text = self._count(st, message, replayed=False)
-        if attempt.stop_reason != "refusal":
+        if attempt.stop_reason != "refusal" and text.strip():
             with contextlib.suppress(OSError):
                 atomic_write(st.path, text, sync=False)
                 run.docs.forget(st.path)
@@ -870,6 +873,14 @@ class BatchDispatcher(BackgroundDispatch):
             attempt.error = "the model refused to write this output"
             self._end_or_afresh(st, Outcome.REFUSED, attempt.error)
             return
+        if not text.strip() and attempt.stop_reason != "max_tokens":
+            # never written nor pasted into a repair turn (Dispatcher): the same request goes
+            # into the next round's batch while attempts remain
+            attempt.error = empty_reply(attempt.stop_reason)
+            if len(st.result.attempts) >= self.max_attempts:
+                ending = empty_ending(st.job.run, st.path, st.result, attempt.stop_reason)
+                self._end_or_afresh(st, Outcome.ERROR, ending)
+            return
         try:
             self._check(st, text)
         except OSError as exc:
@@ -882,14 +893,13 @@ class BatchDispatcher(BackgroundDispatch):
         run, row = st.job.run, st.job.row
         attempt = st.attempt
         assert attempt is not None
-        atomic_write(st.path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
-        run.docs.forget(st.path)
-        st.result.wrote = True
+        empty = not text.strip()  # (only when cut off: an empty reply is not checked, see _judge)
+        if not empty:
+            atomic_write(st.path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
+            run.docs.forget(st.path)
+            st.result.wrote = True
         if attempt.stop_reason == "max_tokens":
-            error = (
-                f"the reply was cut off at max_tokens ({st.prompt.max_tokens}); the partial draft is in "
-                f"{run.plan.rel(st.path)}. Raise batchgen_max_tokens or shorten the format reference"
-            )
+            error = truncated(st.prompt.max_tokens, None if empty else run.plan.rel(st.path))
             attempt.error = error
             self._end(st, Outcome.TRUNCATED, error)
             return

@@ -61,6 +61,49 @@ def repairable_failures(failures: list[tuple[Any, Failure]]) -> list[tuple[Any, 
     return [(rule, f) for rule, f in failures if f.repairable]
 
 
+#: how an attempt whose reply held no text ends (:func:`empty_reply`); both dispatchers know a
+#: row that ended so by it (:func:`ended_empty`)
+EMPTY_REPLY = "the model's reply was empty"
+
+
+def empty_reply(stop_reason: str | None) -> str:
+    """An attempt whose reply holds no text (no content, an empty text block, only a tool_use
+    block): nothing to write, nothing to check, nothing to paste into a repair turn (the API
+    refuses an empty assistant turn: "messages.1: all messages must have non-empty content
+    except for the optional final assistant message"). Both dispatchers send the same request
+    again while attempts remain."""
+    return f"{EMPTY_REPLY} (no text, stop_reason {stop_reason}): nothing was written"
+
+
+def empty_ending(run: PlanRun, path: Path, result: RowResult, stop_reason: str | None) -> str:
+    """The row's error when its last attempt's reply was empty."""
+    attempts = len(result.attempts)
+    empty = sum(1 for a in result.attempts if (a.error or "").startswith(EMPTY_REPLY))
+    if attempts == 1:
+        times = "its only attempt"
+    elif empty == attempts:
+        times = f"all {attempts} attempts"
+    else:
+        times = f"the last attempt ({empty} of {attempts} were empty)"
+    kept = f"; {run.plan.rel(path)} holds an earlier attempt's draft" if result.wrote else ""
+    return f"{EMPTY_REPLY} (no text, stop_reason {stop_reason}) in {times}: nothing was written{kept}"
+
+
+def ended_empty(result: RowResult) -> bool:
+    """The row ended because its last reply was empty (generated again live when replayed, as
+    a failed or refused row is)."""
+    return result.outcome == Outcome.ERROR and (result.error or "").startswith(EMPTY_REPLY)
+
+
+def truncated(max_tokens: int, draft: str | None) -> str:
+    """A reply cut off at ``max_tokens``: where its partial draft is, or that it had no text."""
+    where = f"the partial draft is in {draft}" if draft else "it had no text yet, and nothing was written"
+    return (
+        f"the reply was cut off at max_tokens ({max_tokens}); {where}. "
+        "Raise batchgen_max_tokens or shorten the format reference"
+    )
+
+
 def unwritable(run: PlanRun, exc: OSError, how: str = "written to") -> str:
     """One line naming the file a paid reply could not be written to (or recorded in), why, and
     the fix; both dispatchers end such a row with it, its attempts (and their cost) kept."""
@@ -409,7 +452,8 @@ class Dispatcher(BackgroundDispatch):
     async def _row(self, client: CompletionClient, sem: Pacer, job: Job) -> None:
         try:
             result = await self._generate(client, sem, job)
-            if result.outcome in ("failed", "refused") and result.attempts and all(a.replayed for a in result.attempts):
+            failed = result.outcome in ("failed", "refused") or ended_empty(result)
+            if failed and result.attempts and all(a.replayed for a in result.attempts):
                 # its recording ended in failure: generate it again, live, where the run may record
                 if client.start_afresh(job.key) and not self._stop.is_set():
                     result = await self._generate(client, sem, job)
@@ -484,7 +528,7 @@ class Dispatcher(BackgroundDispatch):
             if unrecorded is not None:
                 # no later run could replay it: keep its text where the row's checks find it, so
                 # that a rerun keeps an output that passes rather than paying for it again
-                if completion.stop_reason != "refusal":
+                if completion.stop_reason != "refusal" and text.strip():
                     with contextlib.suppress(OSError):
                         await self.checks.draft(run, row, path, text, False)
                         result.wrote = True
@@ -496,15 +540,24 @@ class Dispatcher(BackgroundDispatch):
                 result.outcome, result.error = Outcome.REFUSED, "the model refused to write this output"
                 attempt.error = result.error
                 return result
-            # write the draft and check it (not when it was cut off)
-            failures = await self.checks.draft(run, row, path, text, completion.stop_reason != "max_tokens")
-            result.wrote = True
+            empty = not text.strip()
+            if empty and completion.stop_reason != "max_tokens":
+                # never written (over a draft, or an output) nor pasted into a repair turn: the same
+                # request again while attempts remain (this one is counted: it was paid for)
+                attempt.error = empty_reply(completion.stop_reason)
+                if number < self.max_attempts:
+                    continue
+                result.outcome = Outcome.ERROR
+                result.error = empty_ending(run, path, result, completion.stop_reason)
+                return result
+            # write the draft and check it (not when it was cut off; nothing when it is empty)
+            failures = []
+            if not empty:
+                failures = await self.checks.draft(run, row, path, text, completion.stop_reason != "max_tokens")
+                result.wrote = True
             if completion.stop_reason == "max_tokens":
                 result.outcome = Outcome.TRUNCATED
-                result.error = (
-                    f"the reply was cut off at max_tokens ({prompt.max_tokens}); the partial draft is in "
-                    f"{run.plan.rel(path)}. Raise batchgen_max_tokens or shorten the format reference"
-                )
+                result.error = truncated(prompt.max_tokens, None if empty else run.plan.rel(path))
                 attempt.error = result.error
                 return result
             attempt.failures = [f"{rule.name}: {f.message}" for rule, f in failures]

@@ -34,7 +34,10 @@ Like the real API, every ``/v1`` request must carry credentials (``x-api-key``
 or ``Authorization: Bearer ...``; note that the 2.x SDK sends an ``api_key`` as
 ``Authorization: Bearer <key>``, not as ``x-api-key``) and an
 ``anthropic-version`` header, and ``/v1/messages`` bodies must have ``model``,
-``max_tokens`` and a non-empty ``messages`` list; otherwise 401 / 400.
+``max_tokens`` and a non-empty ``messages`` list; otherwise 401 / 400.  As the
+real API, a message with empty content (``""``, ``[]``, only empty text blocks)
+is refused with ``400 invalid_request_error`` ("messages.N: all messages must
+have non-empty content except for the optional final assistant message").
 Streaming (``"stream": true``) is not implemented and answers a 400.
 
 Retries: the SDK retries 408, 409, 429 and every status >= 500 by status code
@@ -228,6 +231,17 @@ class Reply:
     @classmethod
     def invalid_request(cls, message: str = "invalid request", **kw: Any) -> Reply:
         return cls.error(400, "invalid_request_error", message, **kw)
+
+
+def _empty_content(content: Any) -> bool:
+    """Whether a request message's content is empty as the API sees it: ``""``, ``[]``, or text
+    blocks that are all empty (the API refuses such a message unless it is the final assistant
+    turn, a prefill; a repair turn that pasted an empty draft was refused so)."""
+    if content == "" or content == []:
+        return True
+    return isinstance(content, list) and all(
+        isinstance(block, dict) and block.get("type") == "text" and not block.get("text") for block in content
+    )
 
 
 def _default_reply(body: dict) -> Reply:
@@ -894,6 +908,17 @@ class FakeAnthropic:
             raise _HttpError(400, "invalid_request_error", "max_tokens: must be greater than or equal to 1")
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             raise _HttpError(400, "invalid_request_error", "messages: at least one message is required")
+        messages = body["messages"]
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict) or (index == len(messages) - 1 and message.get("role") == "assistant"):
+                continue
+            if _empty_content(message.get("content")):
+                raise _HttpError(
+                    400,
+                    "invalid_request_error",
+                    f"messages.{index}: all messages must have non-empty content except for the optional final "
+                    "assistant message",
+                )
         if body.get("stream"):
             raise _HttpError(400, "invalid_request_error", "stream: streaming is not implemented by FakeAnthropic")
 

@@ -155,6 +155,29 @@ def test_a_batch_result_with_impossible_usage_is_not_a_message_and_is_sent_again
     assert "1000000000000" not in project.cassette("quorum.md").read_text(encoding="utf-8")  # not filed
 
 
+def test_an_empty_batch_result_is_sent_again_as_it_was_and_never_pasted_into_a_repair(project, fake):
+    """An empty result (end_turn, no text) was written as an empty draft and pasted into the
+    follow-up batch's repair turn as an empty assistant turn, which the API refuses ("messages.1:
+    all messages must have non-empty content except for the optional final assistant message")."""
+    project.write_rows(rows_for("quorum", "gossip"), ini_extra=BATCH_INI)
+    router(fake).set("quorum.md", Reply.ok(""), Reply.ok(draft("Quorum")))
+    router(fake).set("gossip.md", Reply.ok(""))
+
+    result = project.run("--batch-api", "batches")
+
+    batches = batch_requests(fake)
+    assert [rows_in(b) for b in batches] == [["gossip.md", "quorum.md"], ["gossip.md", "quorum.md"]]
+    first = {row_of(r["params"]): r["params"] for r in batches[0]}
+    second = {row_of(r["params"]): r["params"] for r in batches[1]}
+    assert first == second  # the same requests again, not repairs
+    assert project.statuses() == {"quorum.md": "complete", "gossip.md": "pending"}
+    assert (
+        "the model's reply was empty (no text, stop_reason end_turn) in all 2 attempts: nothing was written"
+        in result.failure("gossip.md::generate")
+    )
+    assert not (project.path / "output" / "gossip.md").exists()
+
+
 def test_custom_ids_are_valid_and_collision_free_for_any_filename():
     taken: set[str] = set()
     names = ["quorum.md", "quorum_md", "a" * 300, "ünïcode/päth.md", "x.md"]

@@ -300,6 +300,29 @@ def test_validation_errors_like_the_api(fake):
     assert status == 401 and json.loads(body)["error"]["type"] == "authentication_error"
 
 
+EMPTY_TURN = "all messages must have non-empty content except for the optional final assistant message"
+
+
+@pytest.mark.parametrize(
+    "empty", ["", [], [{"type": "text", "text": ""}]], ids=["empty-string", "no-blocks", "empty-text-block"]
+)
+def test_an_empty_turn_before_the_last_is_refused_like_the_api(fake, empty):
+    """A repair request that pastes an empty draft as the assistant turn is refused, as the
+    real API refuses it; an empty final assistant turn (a prefill) is not."""
+    c = client(fake, max_retries=0)
+    turns = [
+        {"role": "user", "content": "write it"},
+        {"role": "assistant", "content": empty},
+        {"role": "user", "content": "fix it"},
+    ]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        c.messages.create(model=MODEL, max_tokens=10, messages=turns)
+    assert info.value.status_code == 400
+    assert info.value.body["error"] == {"type": "invalid_request_error", "message": f"messages.1: {EMPTY_TURN}"}
+    assert ask(c, "fine").content  # a message with content is answered
+    c.messages.create(model=MODEL, max_tokens=10, messages=turns[:1] + [{"role": "assistant", "content": ""}])
+
+
 def test_unknown_path_is_404_json(fake):
     status, headers, body = raw_http(fake, "GET", "/v2/nothing")
     assert status == 404

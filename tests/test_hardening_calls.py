@@ -894,3 +894,100 @@ def test_front_matter_lines_read_the_same_whatever_their_whitespace():
         assert got[1:] == ((count, list_key) if count else (None, None))
 
     prop()
+
+
+# -- an empty reply is asked again, never written, never pasted into a repair turn ---------------
+
+
+def _reply_with(content: list) -> Reply:
+    return Reply.raw(json.dumps({**_NULL_CONTENT, "content": content}))
+
+
+EMPTY_REPLIES = [
+    pytest.param(Reply.ok(""), id="no-content"),
+    pytest.param(_reply_with([{"type": "text", "text": ""}]), id="empty-text-block"),
+    pytest.param(Reply.ok("  \n\n"), id="whitespace"),
+    pytest.param(_reply_with([{"type": "tool_use", "id": "toolu_1", "name": "x", "input": {}}]), id="only-tool-use"),
+]
+
+
+def report_of(root: Path, filename: str) -> dict:
+    report = json.loads((root / "report.json").read_text(encoding="utf-8"))
+    return next(r for p in report["plans"] for r in p["rows"] if r["filename"] == filename)
+
+
+@pytest.mark.parametrize("empty", EMPTY_REPLIES)
+def test_an_empty_reply_is_asked_again_and_never_pasted_into_a_repair_turn(pytester, fake, empty):
+    """An empty reply (end_turn, no text) was written as a 1-byte draft, failed its checks, and
+    was pasted into a repair request as {"role": "assistant", "content": ""}, which the API
+    refuses: the row failed with "HTTP 400 invalid_request_error: messages.1: all messages must
+    have non-empty content except for the optional final assistant message", after paying."""
+    write_project(pytester.path, ["alpha.md"])
+    fake.default.set("alpha.md", empty, Reply.ok(good("Alpha")))
+
+    result = run(pytester, "--batch-report", "report.json")
+
+    assert result.ret == pytest.ExitCode.OK, text_of(result)
+    first, second = [e.body for e in fake.messages_requests()]
+    assert second == first  # the same request again, not a repair
+    attempts = report_of(pytester.path, "alpha.md")["attempts"]
+    assert [a["call"] for a in attempts] == ["live", "live"]  # both counted: both were paid for
+    assert attempts[0]["error"].startswith("the model's reply was empty (no text, stop_reason end_turn)")
+    assert statuses(pytester.path) == {"alpha.md": "complete"}
+
+    fake.reset_log()
+    (pytester.path / "output" / "alpha.md").unlink()
+    write_project(pytester.path, ["alpha.md"])
+    replayed = run(pytester, "--batch-record-mode", "none")
+    assert replayed.ret == pytest.ExitCode.OK, text_of(replayed)  # the empty reply, then the good one
+    assert fake.messages_requests() == []
+
+
+def test_a_row_whose_every_reply_is_empty_fails_clearly_and_keeps_its_output(pytester, fake):
+    write_project(pytester.path, ["alpha.md"])
+    output = pytester.path / "output" / "alpha.md"
+    output.write_text(lint_bad("Alpha"), encoding="utf-8")  # a failing output of an earlier run
+    fake.default.set("alpha.md", Reply.ok(""))
+
+    result = run(pytester, "--batch-report", "report.json")
+
+    out = text_of(result)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert (
+        "generation failed: error: the model's reply was empty (no text, stop_reason end_turn) in all 2 attempts: "
+        "nothing was written" in out
+    ), out
+    assert "HTTP 400" not in out and "Traceback" not in out
+    assert output.read_text(encoding="utf-8") == lint_bad("Alpha")  # not overwritten by an empty one
+    bodies = [e.body for e in fake.messages_requests()]
+    assert len(bodies) == 2 and bodies[0] == bodies[1]
+    assert [a["cost_usd"] > 0 for a in report_of(pytester.path, "alpha.md")["attempts"]] == [True, True]
+
+    fake.default.set("alpha.md", Reply.ok(good("Alpha")))  # the recording ended empty: asked again
+    again = run(pytester)
+    assert again.ret == pytest.ExitCode.OK, text_of(again)
+    assert sent(fake, "alpha.md") == 3  # the two empty replies replayed, then one live request
+    assert statuses(pytester.path) == {"alpha.md": "complete"}
+
+
+def test_an_empty_reply_to_a_repair_is_asked_again_and_the_draft_stays(pytester, fake):
+    write_project(pytester.path, ["alpha.md"])
+    fake.default.set("alpha.md", Reply.ok(lint_bad("Alpha")), Reply.ok(""))
+
+    result = run(pytester)
+
+    out = text_of(result)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert (
+        "the model's reply was empty (no text, stop_reason end_turn) in the last attempt (1 of 2 were empty): "
+        "nothing was written; output/alpha.md holds an earlier attempt's draft" in out
+    ), out
+    assert (pytester.path / "output" / "alpha.md").read_text(encoding="utf-8") == lint_bad("Alpha")
+
+    fake.reset_log()
+    fake.default.set("alpha.md", Reply.ok(lint_bad("Alpha")), Reply.ok(""), Reply.ok(good("Alpha")))
+    (pytester.path / "output" / "alpha.md").unlink()
+    cassette(pytester.path, "alpha.md").unlink()
+    assert run(pytester, "--batch-max-attempts", "3").ret == pytest.ExitCode.OK
+    first, repair, again = [e.body for e in fake.messages_requests()]
+    assert [m["role"] for m in repair["messages"]] == ["user", "assistant", "user"] and again == repair
