@@ -3,6 +3,9 @@ model and resolved prompt; run and write nothing."""
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import pytest
 
 from .freshness import freshness_table
@@ -24,7 +27,7 @@ class DryRunPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         state = self.state
-        tw = self.config.get_terminal_writer()
+        tw = terminal_writer(self.config)
         shown: set[RowId] = set()
         judged = False  # the judge prompts are shown for one row (they differ only in the output)
         # under xdist the controller has no items: then every selected row is shown
@@ -62,3 +65,13 @@ class DryRunPlugin:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
             session.exitstatus = pytest.ExitCode.OK  # a dry run runs no test by design (xdist)
+
+
+def terminal_writer(config: pytest.Config) -> Any:
+    """pytest's terminal writer; without its terminal reporter (``-p no:terminal``) a plain one
+    on stdout: what a dry run prints is all it does (``config.get_terminal_writer()`` asserts)."""
+    if config.pluginmanager.get_plugin("terminalreporter") is not None:
+        return config.get_terminal_writer()
+    from _pytest._io import TerminalWriter
+
+    return TerminalWriter(sys.stdout)

@@ -636,6 +636,22 @@ def test_dry_run_prints_the_prompts_and_sends_and_writes_nothing(project, fake):
     assert not (project.path / "cassettes").exists()
 
 
+
+@pytest.mark.parametrize("api", [[], ["--batch-api", "batches"]], ids=["messages", "batches"])
+def test_dry_run_without_pytest_terminal_reporter_still_prints_the_prompts(pytester, project, fake, api):
+    # -p no:terminal: pytest's config.get_terminal_writer() asserts there is a terminal reporter;
+    # the dry run ended in "INTERNALERROR> AssertionError" (exit 3). (pytester directly: the
+    # harness's -rfEs is an option of the terminal plugin)
+    project.write_rows(rows_for("quorum"))
+
+    result = pytester.runpytest("-p", "no:cacheprovider", "--batch-plan", "plan.md", "--batch-dry-run", "-p", "no:terminal", *api)
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    assert fake.requests == []
+    out = result.stdout.str()
+    assert "<title>Quorum</title>" in out
+    assert "dry run: 1 pending row(s)" in out
+
 # -- stopping early sends nothing more ---------------------------------------------------------
 
 
