@@ -107,6 +107,7 @@ class Totals:
     rows: int = 0
     complete: int = 0
     failed: int = 0
+    not_run: int = 0  # no item of the row ran (deselected, or the run stopped before it)
     attempts: int = 0
     live: int = 0
     replayed: int = 0
@@ -137,6 +138,7 @@ def totals(reports: Iterable[RowReport], prices: PlanPrices) -> Totals:
         t.rows += 1
         t.complete += r.verdict == Verdict.COMPLETE  # by this run's verdict, as "failed" is
         t.failed += r.verdict == Verdict.FAILED
+        t.not_run += r.verdict == Verdict.NOT_RUN
         for a in r.attempts:
             t.attempts += 1
             if a.replayed:
@@ -173,6 +175,11 @@ def _unanswered(n: int) -> str:
     return f", {n} without a reply" if n else ""
 
 
+def plural(n: int, word: str) -> str:
+    """``1 call``, ``2 calls``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _money(x: float) -> str:
     return f"${x:.4f}"
 
@@ -184,6 +191,9 @@ def summary_lines(reports: Sequence[RowReport], prices: PlanPrices, budget_note:
     several = len({r.plan for r in reports}) > 1  # two plans may hold the same filename
     for r in reports:
         gen = r.generation
+        not_run = r.verdict == Verdict.NOT_RUN
+        if not_run and gen is None and not r.judge:
+            continue  # deselected (-k, a node id) or never reached (-x): counted in the totals
         attempts = str(len(r.attempts)) if gen is not None else "-"
         if (r.attempts or r.judge) and all(a.replayed for a in r.attempts) and all(j.replayed for j in r.judge):
             cost = "replayed"
@@ -197,7 +207,7 @@ def summary_lines(reports: Sequence[RowReport], prices: PlanPrices, budget_note:
                 r.row.phase,
                 f"{r.plan}::{r.row.filename}" if several else r.row.filename,
                 r.row.model,
-                f"{r.status_before} -> {r.status_after}",
+                f"{r.status_before} -> {r.status_after}" + (" (not run)" if not_run else ""),
                 attempts,
                 _tokens(r.usage) if gen is not None or r.judge else "-",
                 cost,
@@ -207,13 +217,15 @@ def summary_lines(reports: Sequence[RowReport], prices: PlanPrices, budget_note:
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in table
-    ]
+    ] if len(table) > 1 else []
     t = totals(reports, prices)
     lines.append(
-        f"total: {t.rows} rows, {t.complete} complete, {t.failed} failed; {t.attempts} calls "
+        f"total: {plural(t.rows, 'row')}, {t.complete} complete, {t.failed} failed"
+        + (f", {t.not_run} not run" if t.not_run else "")
+        + f"; {plural(t.attempts, 'call')} "
         f"({t.live} live, {t.replayed} replayed{_unanswered(t.unanswered)}); "
         + (
-            f"{t.judge_calls} judge calls ({t.judge_live} live, {t.judge_replayed} replayed"
+            f"{plural(t.judge_calls, 'judge call')} ({t.judge_live} live, {t.judge_replayed} replayed"
             f"{_unanswered(t.judge_unanswered)}); "
             if t.judge_calls
             else ""

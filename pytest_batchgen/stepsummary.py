@@ -22,7 +22,7 @@ from .baseline import Change, changes, freshness_now
 from .freshness import STATES, Freshness
 from .fsutil import write_through
 from .pricing import PlanPrices
-from .report import RowReport, totals
+from .report import RowReport, plural, totals
 from .settings import redact
 from .state import BatchState
 from .tally import TallyPlugin
@@ -57,8 +57,9 @@ def markdown(
         states[f.state] = states.get(f.state, 0) + 1
     regressions = [c for c in changed if c.regression]
     lines.append(
-        f"**{t.rows} rows**: {t.complete} complete, {t.failed} failed; "
-        f"{t.attempts} calls ({t.live} live, {t.replayed} replayed); estimated cost **${t.cost:.4f}**"
+        f"**{plural(t.rows, 'row')}**: {t.complete} complete, {t.failed} failed"
+        + (f", {t.not_run} not run" if t.not_run else "")
+        + f"; {plural(t.attempts, 'call')} ({t.live} live, {t.replayed} replayed); estimated cost **${t.cost:.4f}**"
     )
     lines.append("")
     lines.append("Freshness: " + ", ".join(f"{n} {s}" for s, n in states.items() if n) + ".")

@@ -429,7 +429,7 @@ def test_judge_tokens_and_cost_count_in_the_row_and_the_totals(project, fake):
     totals = report["totals"]
     assert totals["judge_calls"] == 1 and totals["judge_cost_usd"] == attempt["cost_usd"]
     assert totals["calls"] == len(row["attempts"])  # generation calls, apart from judge calls
-    result.stdout.fnmatch_lines(["*1 judge calls (1 live, 0 replayed)*"])
+    result.stdout.fnmatch_lines(["*1 judge call (1 live, 0 replayed)*"])
 
 
 def test_a_judge_call_is_priced_as_its_rows_plan_prices_it(project, fake):

@@ -378,6 +378,30 @@ def test_summary_lines_one_row_each_then_totals():
     assert summary_lines(reports, PriceTable(), budget_note="stopped dispatching: x")[-1] == "stopped dispatching: x"
 
 
+
+def test_the_summary_leaves_out_the_rows_that_did_not_run_and_counts_them():
+    # rows deselected (-k, a node id) or never reached (-x) were listed as "complete -> complete",
+    # like passing rows, under "total: 3 rows, 0 complete, 1 failed"; the JSON said "not run"
+    failed = RowReport("plan.md", make_row("alpha.md", line=20), "complete", "complete", "failed", None)
+    idle = RowReport("plan.md", make_row("beta.md", line=21), "complete", "complete", "not run", None)
+    # stopped by -x after its request was sent: what it cost is shown, and that it did not run
+    sent = RowReport("plan.md", make_row("gamma.md", line=22), "pending", "pending", "not run",
+                     RowResult("k", "passed", [attempt(1, U1)], wrote=True))
+    lines = summary_lines([failed, idle, sent], PriceTable())
+    files = [report_cells(line)[1] for line in lines[1:3]]
+    assert files == ["alpha.md", "gamma.md"]
+    assert report_cells(lines[2])[3] == "pending -> pending (not run)"
+    assert lines[3].startswith("total: 3 rows, 0 complete, 1 failed, 2 not run; 1 call (1 live, 0 replayed);")
+    assert json_report([failed, idle, sent], PriceTable(), meta={})["plans"][0]["rows"][1]["verdict"] == "not run"
+
+
+def test_the_summary_of_a_run_of_no_row_has_no_table_and_says_one_row_in_the_singular():
+    idle = RowReport("plan.md", make_row("beta.md", line=21), "complete", "complete", "not run", None)
+    assert summary_lines([idle], PriceTable()) == [
+        "total: 1 row, 0 complete, 0 failed, 1 not run; 0 calls (0 live, 0 replayed); tokens 0/0/0/0 "
+        "(in/out/cache write/cache read); estimated cost $0.0000"
+    ]
+
 @pytest.mark.parametrize(
     ("usage", "line"),
     [

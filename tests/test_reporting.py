@@ -288,6 +288,27 @@ def test_summary_has_one_row_per_plan_row_and_exact_totals(project, fake):
     assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete", "gamma.md": "pending", "done.md": "complete"}
 
 
+@pytest.mark.parametrize(
+    ("selection", "shown"),
+    [(["-k", "alpha"], ["alpha.md"]), (["plan.md::gamma.md"], ["gamma.md"]), (["-k", "nothingmatches"], [])],
+    ids=["-k", "node id", "nothing"],
+)
+def test_the_summary_leaves_out_the_rows_that_did_not_run(project, fake, selection, shown):
+    # a row deselected by -k or a node id was listed as "complete -> complete", like a row that
+    # passed, and "-k nothingmatches" printed the whole plan for 0 items
+    mixed_project(project)
+    script_mixed(fake)
+
+    result = project.run("--batch-report", "report.json", *selection)
+
+    assert [name for name in table(result) if name != "file"] == shown
+    if not shown:
+        assert "file" not in table(result)  # no header over an empty table
+    not_run = 4 - len(shown)
+    assert re.match(rf"total: 4 rows, \d complete, \d failed, {not_run} not run; ", total_line(result)), total_line(result)
+    verdicts = {r["filename"]: r["verdict"] for r in load_report(project)["plans"][0]["rows"]}
+    assert sorted(name for name, verdict in verdicts.items() if verdict != "not run") == sorted(shown)
+
 def test_json_report_counts_every_attempt_and_its_cost(project, fake):
     # given: a row that passes, one repaired, one still wrong after its repair, one complete
     mixed_project(project)
@@ -804,7 +825,7 @@ def test_calls_without_a_reply_are_counted_apart_from_live_and_replayed(project,
 
     replay = project.run("--batch-record-mode", "none", "--batch-report", "replay.json")  # alpha has no recording
 
-    assert total_line(replay).startswith("total: 2 rows, 1 complete, 1 failed; 1 calls (0 live, 0 replayed, 1 without a reply);")
+    assert total_line(replay).startswith("total: 2 rows, 1 complete, 1 failed; 1 call (0 live, 0 replayed, 1 without a reply);")
     assert load_report(project, "replay.json")["totals"]["calls_without_reply"] == 1
 
 
@@ -889,7 +910,7 @@ def test_a_reply_that_cannot_be_recorded_is_counted_and_kept(project, fake):
     )
     assert row["generation"]["error"] == message and row["attempts"][0]["usage"] == CENT
     assert message in result.failure(f"{first}::generate")
-    result.stdout.fnmatch_lines(["total: 2 rows, 0 complete, * 1 calls (1 live, 0 replayed)*estimated cost $0.0100*"])
+    result.stdout.fnmatch_lines(["total: 2 rows, 0 complete, * 1 call (1 live, 0 replayed)*estimated cost $0.0100*"])
     assert project.output(first) == draft(Path(first).stem.title())
 
     # a rerun that may record keeps the output it paid for, and sends only the other row
@@ -915,7 +936,7 @@ def test_a_reply_that_cannot_be_written_is_counted_and_replayed_next_time(projec
     message = "the reply could not be written to output/one.md: Permission denied; make output/ writable, then run again"
     assert row["generation"]["error"] == message and row["attempts"][0]["usage"] == CENT
     assert message in result.failure("one.md::generate") and "Traceback" not in result.failure("one.md::generate")
-    result.stdout.fnmatch_lines(["total: 1 rows, 0 complete, * 1 calls (1 live, 0 replayed)*estimated cost $0.0100*"])
+    result.stdout.fnmatch_lines(["total: 1 row, 0 complete, * 1 call (1 live, 0 replayed)*estimated cost $0.0100*"])
 
     # the reply was recorded: the rerun replays it, and pays nothing
     (project.path / "conftest.py").unlink()

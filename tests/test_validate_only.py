@@ -540,4 +540,4 @@ def test_the_judges_recorded_verdict_replays_without_the_sdk_or_vcrpy(glossary: 
     out = result.stdout.str()
     assert result.ret == 0, out
     assert "HEAVY: none" in out
-    assert "1 judge calls (0 live, 1 replayed)" in out, out[-2000:]
+    assert "1 judge call (0 live, 1 replayed)" in out, out[-2000:]
