@@ -87,8 +87,10 @@ def progress_line(config: pytest.Config) -> Progress | None:
         return call
 
     def write(text: str) -> None:
-        tr.ensure_newline()
-        tr.write_line(text)
+        # on a line of its own: after -q's dots too (ensure_newline() acts only after a path)
+        if tr._tw.width_of_current_line:
+            tr._tw.line()
+        tr._tw.line(text)
         tr.currentfspath = None  # pytest starts a fresh line for the next results
 
     def rewrite(text: str) -> None:

@@ -857,6 +857,26 @@ def test_progress_lines_when_the_output_is_not_a_terminal(project, fake):
     assert len(progress) <= 3
 
 
+@pytest.mark.parametrize("verbosity", ["-q", "-v", "-qq"])
+def test_progress_lines_start_a_line_of_their_own_at_every_verbosity(project, fake, verbosity):
+    # with -q pytest writes its dots with no path before them, and ensure_newline() acts only
+    # after a path: the line was glued to the dots (".....[batchgen] 1/8 rows done, ..."), and a
+    # CI log's grep for ^\[batchgen\] missed it
+    project.write_rows([PlanRow("Done", "done.md", "haiku", "complete"), *rows_for("quick", "slow")])
+    project.write("output/done.md", draft("Done"))
+    r = router(fake)
+    r.set("quick.md", Reply.ok(draft("Quick"), usage=CENT))
+    r.set("slow.md", Reply.ok(draft("Slow"), usage=CENT, delay=1.0))
+
+    result = project.run(verbosity, "-p", "no:randomly")
+
+    assert result.ret == 0, result.stdout.str()
+    out = result.stdout.str()
+    assert out.count("[batchgen]") >= 1
+    lines = result.stdout.lines
+    assert out.count("[batchgen]") == len([line for line in lines if line.startswith("[batchgen]")]), out
+    assert not any(line.startswith("[batchgen]") and not lines[i - 1].strip() for i, line in enumerate(lines)), out
+
 def test_budget_note_with_xdist(project, fake):
     # with pytest-xdist the controller generates before the workers start (a subprocess run:
     # xdist's workers cannot start in-process)
