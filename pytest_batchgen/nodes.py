@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr, Traceback
+from _pytest.outcomes import Skipped
 
 from . import checklist
 from .checklist import CheckSkipped, Failure, Rule
@@ -93,6 +94,21 @@ class CheckFailed(Exception):
         self.hint = hint  # how to try again when the row's failure was replayed
 
 
+class PlanSkip(Skipped):
+    """A skip reported at a line of the plan (the row's, or the checklist line's) instead of the
+    plugin's line that raised it: the tally's ``pytest_runtest_makereport`` puts it in the
+    report, where ``-rs`` reads it (``SKIPPED [3] plans/glossary.md:27: not checked: ...``)."""
+
+    def __init__(self, msg: str, path: Path, line: int) -> None:
+        super().__init__(msg)
+        self.plan_location = (str(path), line)
+
+
+def skip_at(path: Path, line: int, msg: str) -> NoReturn:
+    """``pytest.skip(msg)``, reported at ``path:line`` (a line of the plan)."""
+    raise PlanSkip(msg, path, line)
+
+
 class GenerationFailed(Exception):
     """The row's generation failed for good (API error, truncated, refused)."""
 
@@ -137,14 +153,16 @@ class CheckItem(RowItem):
             if result.outcome.generation_failed and not state.settings.generates_here:
                 # an xdist worker: no generate item of this row here to carry the failure
                 raise CheckFailed(Failure(f"generation failed: {result.outcome}: {result.error}"))
-            skip_unwritten(result)
+            skip_unwritten(result, self.run, self.row)
+        plan = self.run.plan
         path = self.run.output_path(self.row)
         if state.settings.validate_only and not self.row.complete and not path.exists():
-            pytest.skip(f"pending row without an output ({self.run.plan.rel(path)}); validate-only makes no model call")
+            why = f"pending row without an output ({plan.rel(path)}); validate-only makes no model call"
+            skip_at(plan.path, self.row.line, why)
         try:
             failure = self.run.evaluate(self.row, self.rule)
         except CheckSkipped as exc:  # a judge rule with no verdict on this output
-            pytest.skip(str(exc))
+            skip_at(plan.path, self.rule.line, str(exc))
         if failure is not None:
             raise CheckFailed(failure, result.hint if result is not None else None)
 
@@ -203,10 +221,11 @@ class GenerateItem(RowItem):
 
     def runtest(self) -> None:
         result = self.generation_result()
+        where = self.run.plan.path, self.row.line
         if result is None:
-            pytest.skip("not dispatched in this run")
+            skip_at(*where, "not dispatched in this run")
         if result.outcome == Outcome.SKIPPED:
-            pytest.skip(result.error or "not sent")
+            skip_at(*where, result.error or "not sent")
         if result.outcome.generation_failed:
             hint = f"; {result.hint}" if result.hint else ""
             raise GenerationFailed(f"{result.outcome}: {result.error}{hint}")
@@ -239,11 +258,11 @@ class GenerateItem(RowItem):
         return self.run.plan.path, self.row.line - 1, f"{self.row.filename}: generate with {self.row.model}"
 
 
-def skip_unwritten(result: RowResult) -> None:
-    """Skip a check when the row's generation wrote nothing to check, saying why."""
+def skip_unwritten(result: RowResult, run: PlanRun, row: Row) -> None:
+    """Skip a check when the row's generation wrote nothing to check, saying why (at the row's line)."""
     if not result.wrote and result.outcome in (Outcome.ERROR, Outcome.REFUSED, Outcome.SKIPPED):
         why = f"{result.outcome}: {result.error}" if result.error else str(result.outcome)
-        pytest.skip(f"not checked: generation wrote no output ({why})")
+        skip_at(run.plan.path, row.line, f"not checked: generation wrote no output ({why})")
 
 
 def record_properties(item: pytest.Item, run: PlanRun, row: Row, result: RowResult | None) -> None:

@@ -20,7 +20,7 @@ import pytest
 from _pytest._code.code import TerminalRepr
 
 from .freshness import MISSING, NOT_THE_REPLY, Freshness, book_of, regenerate_command
-from .nodes import RowItem, _state
+from .nodes import RowItem, _state, skip_at
 
 
 class StaleOutput(Exception):
@@ -54,7 +54,7 @@ class FreshItem(RowItem):
         found = book.of(plan, row)
         self.user_properties.append(("batchgen_freshness", found.state))
         if found.state == MISSING:
-            pytest.skip(f"no output to judge ({plan.rel(self.run.output_path(row))})")
+            skip_at(plan.path, row.line, f"no output to judge ({plan.rel(self.run.output_path(row))})")
         if found.stale:
             has_key = state.settings.credential is not None
             raise StaleOutput(stale_message(plan.path, found, has_key, state.settings.command_options()))

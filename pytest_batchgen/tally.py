@@ -16,7 +16,7 @@ from typing import Any, TypedDict
 import pytest
 
 from .fsutil import failed_file
-from .nodes import CheckFailed, CheckItem, GenerateItem, RowItem, row_of
+from .nodes import CheckFailed, CheckItem, GenerateItem, PlanSkip, RowItem, row_of
 from .plan import Row
 from .planedit import apply_updates
 from .report import RowReport, build_rows
@@ -111,6 +111,9 @@ class TallyPlugin:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
+        skip = call.excinfo.value if call.excinfo is not None else None
+        if isinstance(skip, PlanSkip) and report.skipped and isinstance(report.longrepr, tuple):
+            report.longrepr = (*skip.plan_location, f"Skipped: {skip.msg}")  # at the plan's line
         # a passing setup or teardown counts for nothing: no payload (fewer bytes per item,
         # retained by pytest's reports and sent across xdist)
         if report.when != "call" and report.passed:

@@ -569,6 +569,30 @@ def test_no_annotations_off_github_actions(project, fake, monkeypatch):
 # -- JUnit XML properties -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_skips_are_reported_at_the_plan_rows_line(project, fake, pytester, xdist):
+    # pytest reports a skip where it was raised: every reason pointed into the plugin
+    # ("SKIPPED [3] .../pytest_batchgen/nodes.py:246: not checked: generation wrote no output ...")
+    project.write_rows(rows_for("fine", "unsent", "other"))
+    pytester.makepyfile(test_custom="def test_term(batch_output):\n    assert batch_output.metadata['term']\n")
+
+    result = project.run("-p", "no:randomly", "-rs", "test_custom.py", "--batch-max-cost", "0.000001",
+                         "--batch-concurrency", "1", *xdist)
+
+    skipped = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
+    assert skipped, result.stdout.str()
+    assert not any("pytest_batchgen" in line for line in skipped), skipped
+    plan = project.read().splitlines()
+    for line in skipped:
+        where = re.match(r"SKIPPED \[\d+\] plan\.md:(\d+): ", line)
+        assert where, line
+        row = plan[int(where.group(1)) - 1]
+        assert row.startswith("|") and ".md |" in row, (line, row)  # a row of the plan's table
+    # a row's checks, its custom test included, fold into one line per reason
+    assert any(re.match(r"SKIPPED \[5\] plan\.md:\d+: not checked: generation wrote no output", line) for line in skipped)
+    if not xdist:  # (under xdist the controller generates: the workers have no generate items)
+        assert result.skip_reasons()["unsent.md::generate"].startswith("Skipped: not sent: ")
+
 def test_junitxml_items_carry_the_rows_filename_model_attempts_and_cost(project, fake):
     mixed_project(project)
     script_mixed(fake)
