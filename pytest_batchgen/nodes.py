@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
-from _pytest._code.code import ExceptionInfo, TerminalRepr, Traceback
+from _pytest._code.code import (
+    ExceptionInfo,
+    ReprExceptionInfo,
+    ReprFileLocation,
+    ReprTracebackNative,
+    TerminalRepr,
+    Traceback,
+)
 from _pytest.outcomes import Skipped
 
 from . import checklist
@@ -169,8 +176,14 @@ class CheckItem(RowItem):
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
     ) -> str | TerminalRepr:
+        plan = self.run.plan
+        output = plan.rel(self.run.output_path(self.row))
         if isinstance(excinfo.value, CheckFailed):
-            return format_failure(self.run, self.row, self.rule, excinfo.value.failure, excinfo.value.hint)
+            failure = excinfo.value.failure
+            text = format_failure(self.run, self.row, self.rule, failure, excinfo.value.hint)
+            if failure.line:  # at the output's line; else at the checklist line, naming the output
+                return located(self, text, output, failure.line, failure.message)
+            return located(self, text, plan.rel(plan.path), self.rule.line, f"{output}: {failure.message}")
         # the check raised: a bug in the check, shown as its traceback (cut to the check's own
         # frames by _traceback_filter) under the lines saying which check and row it was
         exc = excinfo.value
@@ -178,7 +191,8 @@ class CheckItem(RowItem):
         crash = Failure(f"the check raised {type(exc).__name__}" + (f": {what}" if what else ""))
         header = format_failure(self.run, self.row, self.rule, crash)
         header += "\n  (a bug in the check, not in the output: no new draft can fix it; its traceback follows)"
-        return CheckCrashRepr(header, super().repr_failure(excinfo, style=style))
+        where = ReprFileLocation(plan.rel(plan.path), self.rule.line, f"{output}: {crash.message}")
+        return CheckCrashRepr(header, super().repr_failure(excinfo, style=style), where)
 
     def _traceback_filter(self, excinfo: ExceptionInfo[BaseException]) -> Traceback:
         """The frames of the check itself: those below :meth:`Rule.run`'s call of the check.
@@ -201,9 +215,10 @@ def _is_rule_run(entry: Any) -> bool:
 class CheckCrashRepr(TerminalRepr):
     """A check that raised: the check and row it ran on, then its traceback."""
 
-    def __init__(self, header: str, traceback: str | TerminalRepr) -> None:
+    def __init__(self, header: str, traceback: str | TerminalRepr, reprcrash: ReprFileLocation) -> None:
         self.header = header
         self.traceback = traceback
+        self.reprcrash = reprcrash  # what --tb=line and the short summary show
 
     def toterminal(self, tw: Any) -> None:
         for line in self.header.splitlines():
@@ -248,14 +263,22 @@ class GenerateItem(RowItem):
     ) -> str | TerminalRepr:
         if isinstance(excinfo.value, GenerationFailed):
             plan = self.run.plan
-            return (
-                f"{plan.rel(self.run.output_path(self.row))}: generation failed: {excinfo.value}\n"
-                f"  row: {plan.rel(plan.path)}:{self.row.line}: {self.row.title} ({self.row.model})"
-            )
+            first = f"{plan.rel(self.run.output_path(self.row))}: generation failed: {excinfo.value}"
+            text = f"{first}\n  row: {plan.rel(plan.path)}:{self.row.line}: {self.row.title} ({self.row.model})"
+            return located(self, text, plan.rel(plan.path), self.row.line, first)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.run.plan.path, self.row.line - 1, f"{self.row.filename}: generate with {self.row.model}"
+
+
+def located(item: pytest.Item, text: str, path: str, line: int, message: str) -> ReprExceptionInfo:
+    """A failure's ``text`` with its location, ``path:line: message``, as pytest's own failures
+    carry it: ``--tb=line`` prints it (from a plain string it printed the text's first 50
+    characters), the short summary shows its message, and it crosses xdist as is. With
+    ``--tb=line`` the location is all there is (pytest 9 prints the text above it)."""
+    lines = [] if item.config.getoption("tbstyle", "auto") == "line" else [ln + "\n" for ln in text.splitlines()]
+    return ReprExceptionInfo(reprtraceback=ReprTracebackNative(lines), reprcrash=ReprFileLocation(path, line, message))
 
 
 def skip_unwritten(result: RowResult, run: PlanRun, row: Row) -> None:

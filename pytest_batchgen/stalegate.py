@@ -20,7 +20,7 @@ import pytest
 from _pytest._code.code import TerminalRepr
 
 from .freshness import MISSING, NOT_THE_REPLY, Freshness, book_of, regenerate_command
-from .nodes import RowItem, _state, skip_at
+from .nodes import RowItem, _state, located, skip_at
 
 
 class StaleOutput(Exception):
@@ -64,11 +64,9 @@ class FreshItem(RowItem):
     ) -> str | TerminalRepr:
         if isinstance(excinfo.value, StaleOutput):
             plan = self.run.plan
-            output = plan.rel(self.run.output_path(self.row))
-            return (
-                f"{output}: {excinfo.value}\n"
-                f"  row: {plan.rel(plan.path)}:{self.row.line}: {self.row.title} ({self.row.model})"
-            )
+            first = f"{plan.rel(self.run.output_path(self.row))}: {excinfo.value}"
+            text = f"{first}\n  row: {plan.rel(plan.path)}:{self.row.line}: {self.row.title} ({self.row.model})"
+            return located(self, text, plan.rel(plan.path), self.row.line, first)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int, str]:

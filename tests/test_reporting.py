@@ -32,6 +32,7 @@ from genhelpers import (
     draft,
     go_offline,
     lint_bad,
+    missing_section,
     requests_by_row,
     router,
     row_of,
@@ -592,6 +593,40 @@ def test_skips_are_reported_at_the_plan_rows_line(project, fake, pytester, xdist
     assert any(re.match(r"SKIPPED \[5\] plan\.md:\d+: not checked: generation wrote no output", line) for line in skipped)
     if not xdist:  # (under xdist the controller generates: the workers have no generate items)
         assert result.skip_reasons()["unsent.md::generate"].startswith("Skipped: not sent: ")
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_tb_line_prints_each_failure_whole_at_its_location(project, fake, xdist):
+    # repr_failure returned a plain string, so --tb=line printed its first 50 characters
+    # ("output/quorum.md:3: category is 'Consistent', expe" on pytest 8.3)
+    project.write_rows(rows_for("gamma", "sections", "broken"), max_retries=0)
+    r = router(fake)
+    r.set("gamma.md", Reply.ok(bad_value("Gamma")))
+    r.set("sections.md", Reply.ok(missing_section("Sections")))
+    r.set("broken.md", Reply.server_error())
+
+    lined = project.run("--tb=line", "--batch-max-attempts", "1", "-p", "no:randomly", *xdist)
+
+    assert lined.ret == pytest.ExitCode.TESTS_FAILED
+    plan = project.read().splitlines()
+    at = {name: next(i for i, line in enumerate(plan, 1) if text in line) for name, text in (
+        ("sections", "Definition, Details, and Related Terms sections present"), ("broken", "| broken.md |"))}
+    out = lined.stdout.lines
+    category = next(line for line in out if line.startswith("output/gamma.md:"))
+    assert re.fullmatch(r"output/gamma\.md:\d+: category is 'Z', expected one of: A, B, C", category), category
+    # a failure with no line of the output: at the checklist line, naming the output
+    assert any(re.fullmatch(rf"plan\.md:{at['sections']}: output/sections\.md: missing section .*\)", line) for line in out), out
+    # (under xdist the workers' checks of the row say it; the controller generated it)
+    broken = r"plan\.md:\d+: output/broken\.md: generation failed: error: InternalServerError: HTTP 500 .*"
+    assert any(re.fullmatch(broken, line) for line in out), out
+    if not xdist:
+        assert f"plan.md:{at['broken']}: output/broken.md: generation failed: error: InternalServerError" in lined.stdout.str()
+    assert not any(line.startswith(("  check: ", "  row: ")) for line in out)  # the location only
+
+    full = project.run("--batch-max-attempts", "1", "-p", "no:randomly", "-rf", *xdist)
+
+    out = full.stdout.lines
+    assert any(line.startswith("  check: plan.md:") for line in out)  # the whole text, as before
+    assert any(re.match(r"FAILED plan\.md::gamma\.md::category-value - category is 'Z'", line) for line in out), out
 
 def test_junitxml_items_carry_the_rows_filename_model_attempts_and_cost(project, fake):
     mixed_project(project)
