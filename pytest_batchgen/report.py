@@ -450,10 +450,12 @@ class Counted(Protocol):
 class Progress:
     """The live line while generating: rows done / in flight / failed, replies, tokens, cost.
 
-    On a terminal it is redrawn in place whenever it changes; elsewhere (CI logs) a plain line
-    is written when another tenth of the rows is done or ``plain_every`` seconds passed with a
-    change, and always when generation ends. Replies are counted apart from rows: a row whose
-    draft is being repaired is not done, but its first reply's tokens are already spent.
+    On a terminal ``rewrite`` redraws it in place at every update (it draws only what changed,
+    see :class:`~pytest_batchgen.terminal.LiveLine`) and the final count is a plain line;
+    elsewhere (CI logs) a plain line is written when another tenth of the rows is done or
+    ``plain_every`` seconds passed with a change, and always when generation ends. Replies are
+    counted apart from rows: a row whose draft is being repaired is not done, but its first
+    reply's tokens are already spent.
     """
 
     def __init__(self, write: Callable[[str], None], rewrite: Callable[[str], None] | None, plain_every: float = 15.0):
@@ -483,10 +485,11 @@ class Progress:
         total = len(dispatcher.jobs)
         done = dispatcher.done == total
         if self._rewrite is not None:
+            # every time: the line is not drawn again when nothing changed, but it may have
+            # been taken down by pytest's output since; the final count is a plain line
             text = self.text(dispatcher)
-            if text != self._last_text:
-                self._rewrite(text)
-                self._last_text = text
+            (self._write if done else self._rewrite)(text)
+            self._last_text = text
         else:
             now = time.monotonic()
             step = max(1, -(-total // 10))  # a tenth of the rows, rounded up

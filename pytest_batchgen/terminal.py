@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -70,7 +71,8 @@ def progress_line(config: pytest.Config) -> Progress | None:
     """The live line while generating, drawn outside pytest's output capture.
 
     The line is drawn while a test waits, i.e. while pytest captures output, so it steps
-    outside the capture; on a terminal it is redrawn in place on a line of its own."""
+    outside the capture. On a terminal it is a :class:`LiveLine`, redrawn in place on a line of
+    its own, and the final count a plain line; elsewhere every line is a plain line."""
     tr = config.pluginmanager.get_plugin("terminalreporter")
     if tr is None:
         return None
@@ -86,16 +88,89 @@ def progress_line(config: pytest.Config) -> Progress | None:
 
         return call
 
+    # pytest 8 has isatty as a bool, pytest 9 as a bool that may be called
+    live = LiveLine(tr._tw) if bool(tr.isatty) and os.environ.get("TERM") != "dumb" else None
+    if live is not None:
+        config.add_cleanup(live.close)
+
     def write(text: str) -> None:
+        if live is not None:
+            live.close()  # the final count: pytest's writes go straight to the terminal again
         # on a line of its own: after -q's dots too (ensure_newline() acts only after a path)
         if tr._tw.width_of_current_line:
             tr._tw.line()
         tr._tw.line(text)
         tr.currentfspath = None  # pytest starts a fresh line for the next results
 
-    def rewrite(text: str) -> None:
-        tr.ensure_newline()  # leave the results line as it is; draw on a line of its own
-        tr.rewrite(text, erase=True)
-        tr.currentfspath = None
+    return Progress(uncaptured(write), uncaptured(live.draw) if live is not None else None)
 
-    return Progress(uncaptured(write), uncaptured(rewrite) if tr.isatty() else None)
+
+#: ANSI: erase to the end of the line; the cursor one line up; to column n (from 1)
+ERASE, UP, COLUMN = "\x1b[K", "\x1b[A", "\x1b[{}G"
+
+
+class LiveLine:
+    """The progress line on a terminal, redrawn in place under pytest's own line.
+
+    pytest's current line (``plan.md ....``, or the item's id with ``-v``) goes on growing
+    while the line is shown: it is drawn on the next line (on the current one when that is
+    empty), cut to the terminal's width, and the cursor stays at its end. Every write of pytest's
+    terminal writer first takes it down (erases it and puts the cursor back where pytest left
+    it), so no result is written over it and none is split; the next update draws it again."""
+
+    def __init__(self, tw: Any) -> None:
+        self.tw = tw
+        self.file = tw._file  # the terminal; pytest's writer writes through a _Guard until close()
+        self.shown = False
+        self.text = ""
+        self.below = False  # drawn on the line under pytest's
+        self.column = 0  # where pytest's cursor was
+        self.closed = False
+        tw._file = _Guard(self.file, self)
+
+    def draw(self, text: str) -> None:
+        width = self.tw.fullwidth
+        text = text[: max(width - 1, 1)]  # never wrapped: the last column is left free
+        if self.shown:
+            if text != self.text:
+                self.file.write("\r" + text + ERASE)
+                self.file.flush()
+                self.text = text
+            return
+        if self.closed:
+            return
+        used = self.tw.width_of_current_line
+        if used < 0 or (used and used % width == 0):
+            return  # pytest's line ends in the last column: its cursor could not be put back
+        self.below, self.column = used > 0, used % width
+        self.file.write(("\n" if self.below else "\r") + text + ERASE)
+        self.file.flush()
+        self.shown, self.text = True, text
+
+    def take_down(self) -> None:
+        if not self.shown:
+            return
+        self.shown = False
+        back = UP + COLUMN.format(self.column + 1) if self.below else ""
+        self.file.write("\r" + ERASE + back)
+
+    def close(self) -> None:
+        self.take_down()
+        self.closed = True
+        if isinstance(self.tw._file, _Guard):
+            self.tw._file = self.file
+
+
+class _Guard:
+    """pytest's terminal stream, taking the live line down before anything is written."""
+
+    def __init__(self, file: Any, line: LiveLine) -> None:
+        self._file = file
+        self._line = line
+
+    def write(self, text: str) -> int:
+        self._line.take_down()
+        return int(self._file.write(text) or 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)

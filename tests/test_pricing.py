@@ -590,22 +590,42 @@ def test_progress_on_a_terminal_redraws_in_place(clock):
     p = Progress(written.append, drawn.append, plain_every=15)
     d = dispatcher(total=3, in_flight=3)
     p.update(d)
-    p.update(d)  # nothing changed: not redrawn
+    p.update(d)  # nothing changed: offered again (pytest's output may have taken the line down)
     d.done, d.in_flight, d.tokens, d.spent, d.replies = 1, 2, 500, 0.01, 1
     clock.now += 0.25  # no throttling on a terminal
     p.update(d)
     assert drawn == [
         "[batchgen] 0/3 rows done, 3 in flight, 0 failed; 0 replies, 0 tokens, $0.0000 so far",
+        "[batchgen] 0/3 rows done, 3 in flight, 0 failed; 0 replies, 0 tokens, $0.0000 so far",
         "[batchgen] 1/3 rows done, 2 in flight, 0 failed; 1 reply, 500 tokens, $0.0100 so far",
     ]
-    assert written == []  # in place: never a plain line on a terminal
+    assert written == []  # in place until the end
     d.done, d.in_flight, d.failed = 3, 0, 1
     p.update(d)
-    assert drawn[-1] == "[batchgen] 3/3 rows done, 0 in flight, 1 failed; 1 reply, 500 tokens, $0.0100 so far"
+    # the final count stays: a plain line
+    assert written == ["[batchgen] 3/3 rows done, 0 in flight, 1 failed; 1 reply, 500 tokens, $0.0100 so far"]
     assert p.finished
     p.update(dispatcher(done=0, total=3))  # finished: never drawn again
-    assert len(drawn) == 3
+    assert len(drawn) == 3 and len(written) == 1
 
+
+def test_the_progress_line_takes_pytest_8s_isatty_a_plain_bool():
+    # pytest 8's TerminalReporter.isatty is a bool (pytest 9's a bool that may be called): every
+    # generating run on pytest 8.3 ended in "INTERNALERROR> TypeError: 'bool' object is not callable"
+    from pytest_batchgen.terminal import progress_line
+
+    class Reporter:
+        isatty = False
+
+    class Plugins:
+        def get_plugin(self, name):
+            return Reporter() if name == "terminalreporter" else None
+
+    class Config:
+        pluginmanager = Plugins()
+
+    progress = progress_line(Config())  # type: ignore[arg-type]
+    assert progress is not None and progress._rewrite is None  # plain lines
 
 def test_progress_off_a_terminal_writes_plain_lines_at_most_every_plain_every_seconds(clock):
     written = []

@@ -936,6 +936,141 @@ def test_progress_lines_start_a_line_of_their_own_at_every_verbosity(project, fa
     assert out.count("[batchgen]") == len([line for line in lines if line.startswith("[batchgen]")]), out
     assert not any(line.startswith("[batchgen]") and not lines[i - 1].strip() for i, line in enumerate(lines)), out
 
+#: a project's conftest.py: pytest's terminal is a terminal (pytester's stdout is not), and what
+#: is written to it is copied, byte for byte, to tty.out (pytester's lines are split at \r too)
+FORCED_TERMINAL = """
+import pytest
+
+
+class Tee:
+    def __init__(self, file, path):
+        self.file = file
+        self.copy = open(path, "w", encoding="utf-8")
+
+    def write(self, text):
+        self.copy.write(text)
+        return self.file.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+class Yes:  # pytest 9's isatty: a bool that may be called
+    def __bool__(self):
+        return True
+
+    def __call__(self):
+        return True
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    tr.isatty = Yes()
+    tr._tw._file = Tee(tr._tw._file, "tty.out")
+
+
+def pytest_unconfigure(config):
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    file = tr._tw._file
+    while not isinstance(file, Tee):
+        file = file._file
+    file.copy.close()
+"""
+
+SEQUENCE = re.compile(r"(\x1b\[[0-9;]*[A-Za-z]|\r|\n)")
+
+
+def render(raw: str, cols: int) -> list[str]:
+    """What a terminal ``cols`` wide shows for ``raw``: text wrapping at the right edge, CR, LF
+    (a new line, as the terminal driver makes of it), and the ANSI sequences pytest and the live
+    line write (colours, erase to the end of the line, a line up, to a column)."""
+    screen: list[list[str]] = [[]]
+    row = col = 0
+    wrap = False  # the last column was written: the next character goes on the next line
+    for token in SEQUENCE.split(raw):
+        if token == "\r":
+            col, wrap = 0, False
+        elif token == "\n":
+            row, col, wrap = row + 1, 0, False
+        elif token.startswith("\x1b["):
+            code, arg = token[-1], token[2:-1]
+            if code == "K":
+                del screen[row][col:]
+            elif code == "A":
+                row, wrap = max(0, row - int(arg or 1)), False
+            elif code == "G":
+                col, wrap = min(int(arg or 1), cols) - 1, False
+            else:
+                assert code == "m", f"a sequence the test does not know: {token!r}"
+        else:
+            for char in token:
+                if wrap:
+                    row, col, wrap = row + 1, 0, False
+                while len(screen) <= row:
+                    screen.append([])
+                line = screen[row]
+                line.extend(" " * (col + 1 - len(line)))
+                line[col] = char
+                if col == cols - 1:
+                    wrap = True
+                else:
+                    col += 1
+        while len(screen) <= row:
+            screen.append([])
+    return ["".join(line).rstrip() for line in screen]
+
+
+def test_render_knows_what_a_terminal_does():
+    assert render("abc\rX", 10) == ["Xbc"]
+    assert render("abcdef", 4) == ["abcd", "ef"]
+    assert render("ab\ncd\x1b[K\x1b[A\x1b[3Gz\x1b[1mq\x1b[0m", 10) == ["abzq", "cd"]
+    assert render("plan.md ..\nlive text\r\x1b[K\x1b[A\x1b[11G.", 20) == ["plan.md ...", ""]
+
+
+@pytest.mark.parametrize("verbosity", [[], ["-v"], ["-q"]], ids=["default", "-v", "-q"])
+def test_progress_on_a_terminal_is_redrawn_in_place_under_pytests_line(project, fake, monkeypatch, verbosity):
+    # the line was redrawn with pytest's rewrite after ending pytest's line (ensure_newline, and
+    # currentfspath = None): each redraw between results split pytest's line in two ("plan.md"
+    # again under a "[batchgen] ..." line, 42 of them for 60 rows), and at 80 columns the line,
+    # 86 characters, wrapped: rewrite's padding was negative and left the wrapped part behind
+    cols = 80
+    monkeypatch.setenv("COLUMNS", str(cols))
+    monkeypatch.setenv("TERM", "xterm")
+    names = [f"row-{i}" for i in range(8)]
+    project.write_rows(rows_for(*names))
+    project.write("conftest.py", FORCED_TERMINAL)
+    r = router(fake)
+    for name in names:
+        r.set(f"{name}.md", Reply.ok(draft(name.title()), usage=CENT, delay=0.2))
+
+    result = project.run("--color=yes", "--batch-concurrency", "2", "-p", "no:randomly", *verbosity)
+
+    assert result.ret == 0, result.stdout.str()
+    with open(project.path / "tty.out", encoding="utf-8", newline="") as f:  # the \r kept
+        raw = f.read()
+    # drawn in place several times, each time cut to the terminal's width
+    drawn = re.findall(r"[\r\n](\[batchgen\] [^\r\n\x1b]*)\x1b\[K", raw)
+    assert len(set(drawn)) >= 2, raw
+    assert all(len(text) < cols for text in drawn), drawn
+    screen = render(raw, cols)
+    start = next((i for i, line in enumerate(screen) if line.startswith("collected ")), -1)  # none with -q
+    end = next(i for i, line in enumerate(screen) if "pytest-batchgen" in line)
+    shown = [line for line in screen[start + 1 : end] if line]
+    # the final count is the one progress line left, whole (it may wrap: a plain line)
+    final = [i for i, line in enumerate(shown) if "[batchgen]" in line]
+    assert len(final) == 1, "\n".join(shown)
+    text = shown[final[0]] + (shown[final[0] + 1] if not shown[final[0]].endswith("so far") else "")
+    assert text == "[batchgen] 8/8 rows done, 0 in flight, 0 failed; 8 replies, 19,200 tokens, $0.0800 so far"
+    results = [line for i, line in enumerate(shown) if i not in (final[0], final[0] + 1) or line.startswith("plan.md")]
+    if verbosity == ["-v"]:  # each item on its line, whole
+        assert all(re.fullmatch(r"plan\.md::row-\d\.md::[a-z-]+ PASSED +\[ *\d+%\]", line) for line in results), results
+        assert len(results) == 40
+    else:  # pytest's dots, every one of them, on lines pytest started (one split: the final count)
+        assert len(results) <= 2 + len(verbosity), results
+        dots = "".join(re.sub(r"^plan\.md |\s*\[ *\d+%\]$", "", line) for line in results)
+        assert dots == "." * 40, results
+
 def test_budget_note_with_xdist(project, fake):
     # with pytest-xdist the controller generates before the workers start (a subprocess run:
     # xdist's workers cannot start in-process)
