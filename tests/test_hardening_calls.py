@@ -411,7 +411,7 @@ def test_a_reply_with_impossible_usage_or_content_is_refused_and_never_recorded(
     assert first.ret == pytest.ExitCode.TESTS_FAILED, out
     assert "Traceback" not in out and "INTERNALERROR" not in out
     assert "the API's reply is not a message: " + says in out
-    assert "total: 1 rows" in out  # the summary is whole
+    assert "total: 1 row," in out  # the summary is whole
     assert generation_of(pytester.path, "alpha.md")["outcome"] == "error"
     assert statuses(pytester.path) == {"alpha.md": "pending"}
     assert not cassette(pytester.path, "alpha.md").exists()
@@ -448,7 +448,7 @@ def test_a_recording_with_impossible_usage_fails_its_row_clearly(pytester, fake,
 
     out = text_of(result)
     assert "Traceback" not in out and "INTERNALERROR" not in out
-    assert "total: 1 rows" in out and (pytester.path / "report.json").exists()
+    assert "total: 1 row," in out and (pytester.path / "report.json").exists()
     if mode_args:
         assert result.ret == pytest.ExitCode.TESTS_FAILED and fake.messages_requests() == []
         assert (
