@@ -65,6 +65,38 @@ Alpha.
 """
 
 
+#: the smallest runnable plan: one complete row, ``ref.md``, which is also its format reference
+#: (:func:`lay_out_small_plan` writes it); tests add rows after the last line
+SMALL_PLAN = """\
+# Plan
+
+## Format Reference
+out/ref.md
+
+## Output Directory
+out/
+
+## Content Rules
+- Be brief.
+
+## Validation Checklist
+1. Front matter includes term
+
+## Phase 1
+
+| Title | Filename | Model | Status |
+|---|---|---|---|
+| Ref | ref.md | haiku | complete |
+"""
+
+
+def lay_out_small_plan(folder: Path, plan: str = SMALL_PLAN) -> None:
+    """Write ``plan`` as ``folder/plan.md`` and its format reference ``out/ref.md``, which passes."""
+    (folder / "plan.md").write_text(plan, encoding="utf-8")
+    (folder / "out").mkdir(exist_ok=True)
+    (folder / "out" / "ref.md").write_text("---\nterm: Ref\n---\n\n## Definition\n\nR.\n", encoding="utf-8")
+
+
 def plan_text(*phases: str, head: str = HEAD, tail: str = "") -> str:
     """A plan: ``head``, then the phase sections (default: two phases), then ``tail``."""
     if not phases:

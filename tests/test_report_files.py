@@ -14,36 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from planfactory import SMALL_PLAN as PLAN
+from planfactory import lay_out_small_plan
+
 from pytest_batchgen import fsutil
-
-PLAN = """\
-# Plan
-
-## Format Reference
-out/ref.md
-
-## Output Directory
-out/
-
-## Content Rules
-- Be brief.
-
-## Validation Checklist
-1. Front matter includes term
-
-## Phase 1
-
-| Title | Filename | Model | Status |
-|---|---|---|---|
-| Ref | ref.md | haiku | complete |
-"""
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makefile(".md", plan=PLAN)
-    (pytester.path / "out").mkdir()
-    (pytester.path / "out" / "ref.md").write_text("---\nterm: Ref\n---\n\n## Definition\n\nR.\n", encoding="utf-8")
+    lay_out_small_plan(pytester.path, PLAN)
     return pytester
 
 

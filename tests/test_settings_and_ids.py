@@ -8,6 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from planfactory import SMALL_PLAN, lay_out_small_plan
+
 from pytest_batchgen.dispatch import Attempt, RowResult, RowResults
 from pytest_batchgen.outcomes import Outcome, Verdict
 from pytest_batchgen.report import RowReport, totals
@@ -17,35 +19,12 @@ from pytest_batchgen.rowid import RowId
 from pytest_batchgen.settings import Role
 from pytest_batchgen.state import state_of
 
-PLAN = """\
-# Plan
-
-## Format Reference
-out/ref.md
-
-## Output Directory
-out/
-
-## Content Rules
-- Be brief.
-
-## Validation Checklist
-1. Front matter includes term
-
-## Phase 1
-
-| Title | Filename | Model | Status |
-|---|---|---|---|
-| Ref | ref.md | haiku | complete |
-| Next | next.md | haiku | pending |
-"""
+PLAN = SMALL_PLAN + "| Next | next.md | haiku | pending |\n"
 
 
 @pytest.fixture
 def plan_project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makefile(".md", plan=PLAN)
-    (pytester.path / "out").mkdir()
-    (pytester.path / "out" / "ref.md").write_text("---\nterm: Ref\n---\n\n## Definition\n\nR.\n", encoding="utf-8")
+    lay_out_small_plan(pytester.path, PLAN)
     return pytester
 
 
