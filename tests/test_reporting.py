@@ -1064,10 +1064,16 @@ def test_progress_on_a_terminal_is_redrawn_in_place_under_pytests_line(project, 
     assert text == "[batchgen] 8/8 rows done, 0 in flight, 0 failed; 8 replies, 19,200 tokens, $0.0800 so far"
     results = [line for i, line in enumerate(shown) if i not in (final[0], final[0] + 1) or line.startswith("plan.md")]
     if verbosity == ["-v"]:  # each item on its line, whole
+        # (the final count is drawn when the last row ends, which may be while an item waits
+        # for it: pytest's line is then split there, and pytest writes the item's id again)
+        split = [line for line in results if re.fullmatch(r"plan\.md::row-\d\.md::[a-z-]+", line)]
+        assert len(split) <= 1 and all(shown[final[0] - 1] == line for line in split), shown
+        results = [line for line in results if line not in split]
         assert all(re.fullmatch(r"plan\.md::row-\d\.md::[a-z-]+ PASSED +\[ *\d+%\]", line) for line in results), results
         assert len(results) == 40
-    else:  # pytest's dots, every one of them, on lines pytest started (one split: the final count)
-        assert len(results) <= 2 + len(verbosity), results
+    else:  # pytest's dots, every one of them, on lines pytest started (one split: the final count,
+        # and, seen once in a hundred runs on a loaded machine, a dot on a line of its own by it)
+        assert len(results) <= 3 + len(verbosity), results
         dots = "".join(re.sub(r"^plan\.md |\s*\[ *\d+%\]$", "", line) for line in results)
         assert dots == "." * 40, results
 
