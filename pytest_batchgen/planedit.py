@@ -9,6 +9,7 @@ write, under a cross-process lock, through a temporary file and a rename.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from .fsutil import atomic_write, lock_for
 from .plan import NOTES_SECTION, Section, phase_tables, scan, split_lines, unquote, unquoted_span
 
 NOTES_HEADING = "## Batchgen Notes"
+#: an ATX heading line (a sub-heading the user put in the notes section)
+_HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]|\r?\n|\r|$)")
 NOTES_MARKER = (
     "<!-- Written by pytest-batchgen: one entry per row whose last check run failed. "
     "Entries are replaced on the next run. -->"
@@ -236,7 +239,10 @@ def find_notes(text: str, lines: list[str] | None = None) -> Notes:
             marker = _marker_below_text(section, lines, body, end)
             if marker is not None:
                 start, body, end = marker, marker, _notes_end(lines, marker, section.end_line)
-            strays = _entries_below_text(section, lines, end)
+            # (only below an empty block: entries above the user's text are the plugin's, and a
+            # list the user wrote after them, in the same shape, is the user's)
+            block_entries = any(_entry(_body(line)) for line in lines[body:end])
+            strays = () if block_entries else _entries_below_text(section, lines, end)
             entries = _read_entries(lines[body:end] + [line for a, b in strays for line in ["\n", *lines[a:b]]])
             if marker is not None:
                 return Notes(marker, end, entries, user_text=True, heading_lines=0, strays=strays)
@@ -277,15 +283,22 @@ def _entries_below_text(section: Section, lines: list[str], end: int) -> tuple[t
 
     The plugin's lines ended at that text, so the entries after it were never read: a passing
     row's entry stayed for ever, and a changed one was written a second time above the text.
-    Only top-level list items that read as entries count (an entry quoted in a code block or
-    a blockquote is the user's text)."""
-    runs: list[tuple[int, int]] = []
-    for item in section.items:
-        first = item.line - 1
-        if first < end or (runs and first < runs[-1][1]) or _entry(_body(lines[first])) is None:
-            continue
-        runs.append((first, _notes_end(lines, first, section.end_line)))
-    return tuple(runs)
+    Only the first list after that text counts, and only when every item of it reads as an
+    entry and no heading comes before it (a ``### History`` of the user's own, in the same
+    shape, stays theirs); an entry quoted in a code block or a blockquote is the user's text."""
+    first = next((item.line - 1 for item in section.items if item.line - 1 >= end), None)
+    if first is None or _entry(_body(lines[first])) is None:
+        return ()
+    if any(_HEADING.match(line) for line in lines[end:first]):
+        return ()
+    run_end = _notes_end(lines, first, section.end_line)
+    last = run_end
+    while last > first and not lines[last - 1].strip():
+        last -= 1
+    after = next((item.line - 1 for item in section.items if item.line - 1 >= last), None)
+    if after is not None and not any(line.strip() for line in lines[last:after]):
+        return ()  # the list goes on with an item that is no entry: a list of the user's
+    return ((first, run_end),)
 
 
 def _without_strays(lines: list[str], strays: tuple[tuple[int, int], ...], offset: int) -> list[str]:

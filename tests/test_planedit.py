@@ -330,6 +330,26 @@ def test_entries_below_the_users_text_under_the_marker_are_read_and_moved_up(aft
     assert read_notes(removed) == {}
 
 
+@pytest.mark.parametrize("between", ["### History\n\n", "Renames we did:\n\n"], ids=["sub-heading", "paragraph"])
+def test_a_list_of_the_users_below_the_entries_stays_theirs(between):
+    # read as entries below the user's text (3bb015d), it was moved up into the plugin's lines,
+    # then deleted with beta's note
+    head = f"{NOTES_HEADING}\n\n{NOTES_MARKER}\n\n- `alpha.md`: 1 check failed\n\n"
+    users = f"{between}- `beta.md`: renamed from b.md in March\n"
+    text = plan_text(tail=head + users)
+    assert read_notes(text) == {"alpha.md": "1 check failed"}
+    changed = edit_text(text, {"alpha.md": RowUpdate(note=""), "beta.md": RowUpdate(note="")})
+    assert changed == plan_text(tail=f"{NOTES_HEADING}\n\n{users}")
+
+
+def test_a_list_of_the_users_that_only_starts_with_an_entry_stays_theirs():
+    head = f"{NOTES_HEADING}\n\n{NOTES_MARKER}\n\nMy remark.\n\n"
+    users = "- `beta.md`: renamed from b.md\n- and the links updated\n"
+    text = plan_text(tail=head + users)
+    assert read_notes(text) == {}
+    assert edit_text(text, {"beta.md": RowUpdate(note="")}) == text
+
+
 def test_an_indented_paragraph_between_the_marker_and_the_entries_is_the_users():
     # it was taken into the plugin's lines: removing the last note deleted it with them
     head = f"{NOTES_HEADING}\n\n{NOTES_MARKER}\n\n"
