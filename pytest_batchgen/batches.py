@@ -770,8 +770,7 @@ class BatchDispatcher(BackgroundDispatch):
             try:
                 self._file(st, message, entry, cid)  # on disk before the next result is read
             except OSError as exc:  # a read-only cassette folder, a full disk: the reply is still paid for
-                self._unrecorded(st, message, exc)
-                return st.result.wrote  # its text is kept in the output: a rerun goes on from it
+                return self._unrecorded(st, message, exc)  # kept in the output: a rerun goes on from it
             except Exception as exc:  # noqa: BLE001  (a bug, a library's surprise: this row only)
                 self._unfiled(st, entry, exc, recorded=False)
                 return False
@@ -814,22 +813,27 @@ class BatchDispatcher(BackgroundDispatch):
         }
         self.recorder.record(st.key, "POST", self.RECORDED_URL, st.body(), self.RECORDED_HEADERS, response)
 
-    def _unrecorded(self, st: RowState, message: dict[str, Any], error: OSError) -> None:
+    def _unrecorded(self, st: RowState, message: dict[str, Any], error: OSError) -> bool:
         """A result whose recording could not be written: it is paid for, so it is counted (and
         toward --batch-max-cost); no later run could replay it, so its text is kept in the row's
         output, where a rerun keeps it if it passes; the row ends in error naming the cassette.
-        The other rows of the batch go on (the messages path does the same: Dispatcher)."""
+        The other rows of the batch go on (the messages path does the same: Dispatcher).
+
+        True when this result's text was kept. (``st.result.wrote`` may be an earlier attempt's
+        draft: a refusal or an empty repair, or a failed write, kept nothing, and such a result
+        left the journal all the same, to be paid for again.)"""
         run, attempt = st.job.run, st.attempt
         assert attempt is not None
         text = self._count(st, message, replayed=False)
+        kept = False
         if attempt.stop_reason != "refusal" and text.strip():
             with contextlib.suppress(OSError):
                 atomic_write(st.path, text, sync=False)
                 run.docs.forget(st.path)
-                st.result.wrote = True
-        kept = f"; its text is kept in {run.plan.rel(st.path)}" if st.result.wrote else ""
-        attempt.error = unwritable(run, error, "recorded in") + kept
+                st.result.wrote = kept = True
+        attempt.error = unwritable(run, error, "recorded in") + (f"; its text is kept in {run.plan.rel(st.path)}" if kept else "")
         self._end(st, Outcome.ERROR, attempt.error)
+        return kept
 
     def _count(self, st: RowState, message: dict[str, Any], *, replayed: bool) -> str:
         """Count the reply in the row's attempt and the run's totals (before anything that may

@@ -566,6 +566,44 @@ def pytest_unconfigure(config):
 """
 
 
+#: the second recording of one file (the repair's result) cannot be written: a full disk
+FAIL_SECOND_RECORDING = """
+from pytest_batchgen import recording
+
+real = recording.atomic_write
+seen = []
+
+def full(path, *args, **kwargs):
+    if path.name == {name!r}:
+        seen.append(path)
+        if len(seen) > 1:
+            raise OSError(28, "No space left on device")
+    return real(path, *args, **kwargs)
+
+recording.atomic_write = full
+
+def pytest_unconfigure(config):
+    recording.atomic_write = real
+"""
+
+
+def test_a_paid_repair_result_kept_nowhere_stays_in_the_journal(project, fake):
+    """The first draft was written (it failed a check), then the repair's result, a refusal,
+    could not be recorded: nothing of it was kept, yet the earlier draft's ``wrote`` let it
+    leave the journal, and the next run paid for the repair again."""
+    project.write_rows(rows_for("one"), ini_extra=BATCH_INI)
+    router(fake).set("one.md", Reply.ok(bad_value("One")), Reply.refused())
+    project.write("conftest.py", FAIL_SECOND_RECORDING.format(name="one.md.yaml"))
+    journal_file = project.cassette_dir() / "batches-journal.json"
+
+    result = project.run("--batch-api", "batches")
+
+    failure = result.failure("one.md::generate")
+    assert "No space left on device" in failure and "its text is kept" not in failure, failure
+    (entry,) = json.loads(journal_file.read_text())["batches"]
+    assert entry["id"] == list(fake.batches)[1] and [r["row"] for r in entry["requests"].values()] == ["one.md"]
+
+
 def test_a_paid_result_that_was_not_recorded_stays_in_the_journal_and_is_not_paid_again(project, fake):
     """A RuntimeError while recording a result stopped the dispatcher ("batch dispatcher
     stopped: RuntimeError"); caught per row, the result must still not leave the journal: the
