@@ -235,6 +235,8 @@ class BatchDispatcher(BackgroundDispatch):
         self.journal_note = ""
         #: said at the end when rows were left to another live run of their plan
         self.elsewhere_note = ""
+        #: (plan, filename) of the rows another live run of their plan generates (see _register)
+        self._elsewhere: set[tuple[str, str]] = set()
         #: this run, as the journals name it: the batches it begins or adopts are its own
         self.owner = Owner.current()
         self._beating = threading.Event()
@@ -320,6 +322,7 @@ class BatchDispatcher(BackgroundDispatch):
             except OSError:  # a journal that cannot be written: nothing of it can be sent either
                 continue
             left = [st for st in self._states.values() if str(st.job.run.plan.path) == key and st.filename in taken]
+            self._elsewhere.update((key, st.filename) for st in left)
             for st in left:
                 by = describe(taken[st.filename])
                 self._end(
@@ -731,7 +734,11 @@ class BatchDispatcher(BackgroundDispatch):
         # this run's rows are done with the batch: filed now, replayed from their cassettes, kept
         # (their output passes), or asking something else since (a changed prompt); only the
         # results of rows outside this run stay
-        ours = {job.row.filename for job in self.jobs if self._journal(job.run) is journal}  # kept ones too
+        ours = {  # kept ones too; not the rows another live run generates (its requests are its own)
+            job.row.filename
+            for job in self.jobs
+            if self._journal(job.run) is journal and (str(job.run.plan.path), job.row.filename) not in self._elsewhere
+        }
         sync_deferred()  # the filed outputs and recordings are on disk before the journal lets go
         done = filed | {cid for cid, req in entry.requests.items() if req["row"] in ours}
         journal.collected(entry, done - unrecorded)
@@ -831,7 +838,8 @@ class BatchDispatcher(BackgroundDispatch):
                 atomic_write(st.path, text, sync=False)
                 run.docs.forget(st.path)
                 st.result.wrote = kept = True
-        attempt.error = unwritable(run, error, "recorded in") + (f"; its text is kept in {run.plan.rel(st.path)}" if kept else "")
+        where = f"; its text is kept in {run.plan.rel(st.path)}" if kept else ""
+        attempt.error = unwritable(run, error, "recorded in") + where
         self._end(st, Outcome.ERROR, attempt.error)
         return kept
 

@@ -408,3 +408,45 @@ def test_two_runs_of_the_same_rows_started_at_once_send_them_once(project, fake,
     assert sum("another run of the plan is generating them" in out for out in outs) == 1, outs
     assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "complete"}
     assert not (project.cassette_dir() / "batches-journal.json").exists()
+
+
+def test_a_run_leaves_the_requests_of_rows_another_live_run_generates_in_that_runs_batch(project, fake, monkeypatch):
+    # given: a batch of two rows whose run died, and a live run C (a process that is alive)
+    # now owning the record and generating one of the rows, backpressure
+    import subprocess
+
+    from pytest_batchgen import journal as journal_module
+
+    project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
+    fake.batch_polls_until_ended = 10**9
+    journal_file = project.cassette_dir() / "batches-journal.json"
+    monkeypatch.setattr(project, "forks", None)
+    a = project.start("--batch-plan", project.plan, "--batch-api", "batches", output=False)
+    while not fake.batches and a.poll() is None:
+        time.sleep(0.02)
+    (batch,) = fake.batches.values()
+    while not _journal_lists(journal_file, batch.id) and a.poll() is None:
+        time.sleep(0.02)
+    a.kill()
+    a.wait()
+    holder = subprocess.Popen(["sleep", "600"])
+    try:
+        data = json.loads(journal_file.read_text())
+        (record,) = data["runs"]
+        record["owner"]["pid"] = holder.pid
+        record["owner"]["started"] = journal_module._proc_stat(holder.pid)[1]
+        record["rows"] = ["backpressure.md"]
+        journal_file.write_text(json.dumps(data))
+        batch.polls_until_ended = batch.polls + 1
+
+        # when: run B of both rows skips backpressure (C's) and files quorum from C's batch
+        result = project.run("--batch-api", "batches")
+
+        # then: C's entry keeps backpressure's request (B collected it, so once C was gone the
+        # next run sent backpressure again: paid twice)
+        assert project.statuses() == {"quorum.md": "complete", "backpressure.md": "pending"}, result.stdout.str()
+        entries = json.loads(journal_file.read_text())["batches"]
+        assert [[r["row"] for r in e["requests"].values()] for e in entries] == [["backpressure.md"]]
+    finally:
+        holder.kill()
+        holder.wait()
