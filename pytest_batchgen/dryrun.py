@@ -59,6 +59,10 @@ class DryRunPlugin:
             picked = {run.row_id(row): (run, row) for run, row in candidates if run.row_id(row) in shown}
             for line in batch_lines(list(picked.values()), state.prices, state.settings.max_tokens):
                 tw.line(line)
+        files = (("--batch-report", state.settings.report), ("--batch-summary", state.settings.summary))
+        unwritten = [f"{option} {path}" for option, path in files if path]  # (from addopts: see settings)
+        if unwritten:
+            tw.line(f"not written (a dry run writes nothing): {', '.join(unwritten)}")
         tw.sep("-", f"dry run: {len(shown)} pending row(s); nothing sent, nothing written")
         return True
 

@@ -388,6 +388,8 @@ class Settings:
     regenerate_stale: bool = False
     fail_on_regression: bool = False
     summary: Path | None = None
+    #: the file options of those two given on the command line itself (not from ``addopts``)
+    typed_outputs: tuple[str, ...] = ()
     api: BatchApi = "messages"
     batch_cancel: bool = False
     batch_poll_start: float = 5.0
@@ -503,6 +505,7 @@ class Settings:
             regenerate_stale=bool(config.getoption("batch_regenerate_stale")),
             fail_on_regression=bool(config.getoption("batch_fail_on_regression")),
             summary=invocation_dir / summary if summary else None,
+            typed_outputs=_typed(config, ("--batch-report", "--batch-summary")),
             api=cast(BatchApi, config.getoption("batch_api")),
             batch_cancel=bool(config.getoption("batch_cancel")),
             batch_poll_start=_ini_number(config, "batchgen_batch_poll_start"),
@@ -594,8 +597,9 @@ def check_written_paths(settings: Settings, plans: Sequence[Plan]) -> None:
     """``--batch-report`` and ``--batch-summary`` name files the run writes at its very end: a
     folder, or a file of the plans, was found only then (a traceback after the whole run, the
     report lost), or overwritten (a plan replaced by JSON, in a ``--batch-readonly`` run too).
-    Refused up front, before anything is sent; and so are both in a dry run, which writes
-    nothing (it wrote no report without a word)."""
+    Refused up front, before anything is sent; and so are both when typed with
+    ``--batch-dry-run``, which writes nothing (it wrote no report without a word; from
+    ``addopts`` they are left unwritten, and the dry run says so)."""
     for option, path in (("--batch-report", settings.report), ("--batch-summary", settings.summary)):
         if path is None:
             continue
@@ -620,12 +624,18 @@ def check_written_paths(settings: Settings, plans: Sequence[Plan]) -> None:
                 f"--batch-report {path}: the file exists and is not a pytest-batchgen JSON report; "
                 "name another file (the report replaces the file)"
             )
-    if settings.dry_run and (settings.report is not None or settings.summary is not None):
-        option = "--batch-report" if settings.report is not None else "--batch-summary"
+    if settings.dry_run and settings.typed_outputs:
         raise BatchgenError(
-            f"--batch-dry-run writes nothing, {option} included: leave out one of the two "
+            f"--batch-dry-run writes nothing, {settings.typed_outputs[0]} included: leave out one of the two "
             "(a dry run prints each row's freshness and estimated cost instead)"
         )
+
+
+def _typed(config: pytest.Config, options: Sequence[str]) -> tuple[str, ...]:
+    """Which of ``options`` were typed on the command line, rather than come from ``addopts``
+    (a project's report in its ini is no reason to refuse a dry run: it just writes none)."""
+    args = [str(a) for a in config.invocation_params.args]
+    return tuple(o for o in options if any(a == o or a.startswith(o + "=") for a in args))
 
 
 def _unwritable_kind(path: Path) -> str | None:

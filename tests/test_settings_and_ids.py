@@ -109,6 +109,16 @@ def test_a_bad_value_is_a_usage_error_naming_it(plan_project: pytest.Pytester, a
     assert_usage_error(plan_project.runpytest("--batch-plan", "plan.md", "--batch-dry-run", *args), *needles)
 
 
+def test_a_report_in_addopts_does_not_stop_a_dry_run(plan_project: pytest.Pytester) -> None:
+    # typed with --batch-dry-run, --batch-report is a usage error; from the project's addopts
+    # it stopped every dry run of the project, which then had to clear addopts to run one
+    plan_project.makeini("[pytest]\naddopts = --batch-report r.json --batch-summary s.md\n")
+    result = plan_project.runpytest("--batch-plan", "plan.md", "--batch-dry-run")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["not written (a dry run writes nothing): --batch-report *r.json, --batch-summary *s.md"])
+    assert not (plan_project.path / "r.json").exists() and not (plan_project.path / "s.md").exists()
+
+
 def test_a_report_path_holding_another_file_is_refused_and_an_old_report_is_replaced(
     plan_project: pytest.Pytester,
 ) -> None:
