@@ -967,6 +967,9 @@ def _resolve_below(base: Path, pure: Path, what: str, plan_path: Path, line: int
 
 #: the control characters (Unicode category Cc): C0, DEL and C1
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: a Windows drive letter, and a path from a drive's root (compiled once: checked for every row)
+_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+_DRIVE_ROOT_RE = re.compile(r"^[A-Za-z]:[/\\]")
 
 
 def _check_filename(
@@ -996,13 +999,13 @@ def _check_filename(
             line,
         )
     pure = Path(filename)
-    if pure.is_absolute() or filename.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[/\\]", filename):
+    if pure.is_absolute() or filename.startswith(("/", "\\")) or _DRIVE_ROOT_RE.match(filename):
         raise PlanError(
             f"filename {filename!r} is absolute; write it relative to the output directory",
             plan_path,
             line,
         )
-    if re.match(r"^[A-Za-z]:", filename):
+    if _DRIVE_RE.match(filename):
         raise PlanError(
             f"filename {filename!r} begins with a drive letter ({filename[:2]!r}): on Windows it names a "
             f"file outside the output directory; rename it (e.g. {filename[0] + '-' + filename[2:]!r})",
