@@ -92,7 +92,7 @@ def markdown(
                     str(r.verdict),
                     state,
                     calls,
-                    _cost(r.cost) if r.generation is not None else "-",
+                    _cost(r.cost) if r.generation is not None or r.judge else "-",  # a judge's calls too
                     failed,
                 )
             )

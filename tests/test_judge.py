@@ -432,6 +432,22 @@ def test_judge_tokens_and_cost_count_in_the_row_and_the_totals(project, fake):
     result.stdout.fnmatch_lines(["*1 judge call (1 live, 0 replayed)*"])
 
 
+def test_a_row_only_judged_shows_its_judge_cost_in_the_run_summary(project, fake):
+    # the run summary's cost cell was "-" for a row not generated in the run, though its judge
+    # call was paid for and the bold total counted it
+    install(fake)
+    given_rows_with_a_judge(project, "alpha")
+    project.run()
+    project.edit("output/alpha.md", "Alpha: details text.", "Alpha: details text, edited.")  # judged afresh
+
+    project.run("--batch-report", "r.json", "--batch-summary", "s.md")
+
+    row = json.loads(project.read("r.json"))["plans"][0]["rows"][0]
+    assert row["attempts"] == [] and row["cost_usd"] > 0
+    (line,) = [ln for ln in project.read("s.md").splitlines() if "| alpha.md |" in ln]
+    assert f"${row['cost_usd']:.4f}" in line, line
+
+
 def test_a_judge_call_is_priced_as_its_rows_plan_prices_it(project, fake):
     # given: two plans with the same judge line; only plan.md prices sonnet (the judge) at $100/$100
     install(fake)
