@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .document import OutputDocument
@@ -149,14 +149,50 @@ class Rule:
         if result is None or result is True:
             return None
         if isinstance(result, Failure):
-            return result
+            return _checked(result)
         if isinstance(result, str) and result.strip():
-            return Failure(result)
-        # False, 42, "": a failure all the same, saying what the check gave and what it may give
-        return Failure(
-            f"the check returned {result!r}: it fails the output; return None to pass, "
-            "or a message or a Failure(message, line=...) saying what is wrong"
+            return Failure(_bounded(result))
+        return _returned(result)
+
+
+#: how long a check's own message may be (a user's check returned 200,000 characters, which
+#: went whole into the plan's notes and would go into a repair prompt)
+MAX_MESSAGE_CHARS = 2000
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[:MAX_MESSAGE_CHARS] + f"… ({len(text) - MAX_MESSAGE_CHARS:,} more characters)"
+
+
+def _returned(result: object) -> Failure:
+    """False, 42, "": a failure all the same, saying what the check gave and what it may give."""
+    shown = repr(result)
+    shown = shown if len(shown) <= 200 else shown[:200] + "…"
+    return Failure(
+        f"the check returned {shown}: it fails the output; return None to pass, "
+        "or a message or a Failure(message, line=...) saying what is wrong"
+    )
+
+
+def _checked(failure: Failure) -> Failure:
+    """A :class:`Failure` a check made, as the rest of the plugin can take it: its message a
+    text (``Failure(404)`` crashed the end of the run, in the plan's notes and the terminal),
+    its line a line of the output or None (``line=-3`` and ``2.5`` reached GitHub's
+    annotations), its detail a text or None."""
+    message = failure.message
+    if not isinstance(message, str) or not message.strip():
+        return _returned(failure)
+    line = failure.line
+    bad_line = line is not None and (isinstance(line, bool) or not isinstance(line, int) or line < 1)
+    detail = failure.detail if failure.detail is None or isinstance(failure.detail, str) else repr(failure.detail)
+    if bad_line or len(message) > MAX_MESSAGE_CHARS or detail is not failure.detail:
+        note = f" (the check gave line={line!r}, not a line of the output)" if bad_line else ""
+        return replace(
+            failure, message=_bounded(message) + note, line=None if bad_line else line, detail=detail
         )
+    return failure
 
 
 def compile_checklist(

@@ -856,6 +856,14 @@ def test_a_hook_returning_one_form_is_taken_and_one_returning_something_else_is_
         (False, "the check returned False: it fails the output; return None to pass"),
         (42, "the check returned 42: it fails the output"),
         ("  ", "the check returned '  ': it fails the output"),
+        # a Failure whose message is no text crashed the end of the run (its note), or, in a
+        # generating run, with an INTERNALERROR; a line that is no line reached the annotations
+        (Failure(404), "the check returned Failure(message=404"),  # type: ignore[arg-type]
+        (Failure(""), "the check returned Failure(message=''"),
+        (Failure("bad", line=-3), "bad (the check gave line=-3, not a line of the output)"),
+        (Failure("bad", line=2.5), "bad (the check gave line=2.5, not a line of the output)"),  # type: ignore[arg-type]
+        (Failure("bad", line=True), "bad (the check gave line=True"),
+        ("x" * 200_000, "x" * 2000 + "… (198,000 more characters)"),
     ],
 )
 def test_what_a_users_check_returns_reads_as_a_failure(project: Project, returned, message):
@@ -866,6 +874,8 @@ def test_what_a_users_check_returns_reads_as_a_failure(project: Project, returne
     row = plan.row("entry.md")
     failure = rule.run(CheckContext(doc=load_document(plan.output_path(row)), row=row, plan=plan))
     assert failure is not None and failure.message.startswith(message)
+    assert isinstance(failure.message, str) and len(failure.message) < 2100
+    assert failure.line is None or (type(failure.line) is int and failure.line >= 1)
 
 
 def test_user_form_compiles_lines_and_may_shadow_a_builtin(project: Project):
