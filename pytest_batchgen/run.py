@@ -108,6 +108,8 @@ class PlanRun:
                     return False
             except CheckSkipped:
                 unknown = True
+            except Exception:  # a user's check that raised fails its own item; here, the row fails
+                return False  # (it was raised again as the asking rule's own failure: registration's)
         return None if unknown else True
 
     def mechanical_failures(self, row: Row, path: Path | None = None) -> list[tuple[Rule, Failure]]:

@@ -330,6 +330,30 @@ def test_a_check_that_raises_shows_its_own_frames_and_the_check_and_row(project:
     assert len(report.splitlines()) < 80
 
 
+def test_a_check_that_raises_fails_its_own_item_not_the_registration(project: Project):
+    # the registration asked whether the row's other checks pass and got the exception: its item
+    # failed with "the check raised ValueError ..." under the registration's checklist line, and
+    # the plan's note blamed the registration
+    project.ini()
+    text = plan_text(PHASE_1).replace("## Phase 1", "2. Never fine\n3. Output registered in `out/INDEX.md`\n\n## Phase 1", 1)
+    project.write_plan(text)
+    project.write(
+        "conftest.py",
+        "from pytest_batchgen import ChecklistForm\n"
+        "def pytest_batchgen_checklist_forms():\n"
+        "    def boom(ctx):\n"
+        "        raise ValueError('boom in check')\n"
+        "    return [ChecklistForm(name='never-fine', pattern=r'never fine', check=boom)]\n",
+    )
+    project.write("out/beta.md", "---\nterm: Beta\ncategory: Beta\ntags: [one, two]\n---\n\n## Definition\n\nB.\n")
+    result = project.run("--batch-validate-only", "-k", "beta")
+    outcomes = result.outcomes()
+    assert outcomes["beta.md::front-matter"] == "passed"
+    assert outcomes["beta.md::never-fine"] == "failed"
+    assert "ValueError: boom in check" in result.failure("beta.md::never-fine")
+    assert outcomes["beta.md::registered"] != "failed" or "boom" not in result.failure("beta.md::registered")
+
+
 def test_without_batch_plan_an_ordinary_run_is_untouched(pytester: pytest.Pytester, project: Project):
     project.ini()
     project.write_plan(plan_text())  # a plan lying around is not picked up
