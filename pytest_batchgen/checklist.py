@@ -195,6 +195,10 @@ def _checked(failure: Failure) -> Failure:
     return failure
 
 
+#: the items a row has besides its rules (nodes.RowNode): no rule takes their names
+ROW_ITEM_NAMES = ("generate", "fresh")
+
+
 def compile_checklist(
     plan: Plan, forms: Sequence[ChecklistForm], options: dict | None = None
 ) -> tuple[Rule, ...]:
@@ -206,7 +210,9 @@ def compile_checklist(
             plan.checklist_line,
         )
     rules: list[Rule] = []
-    used: dict[str, int] = {}
+    # the names of a row's own items are taken: a form named "generate" made a second
+    # plan.md::row.md::generate, and failures of the two read as one
+    used: dict[str, int] = dict.fromkeys(ROW_ITEM_NAMES, 1)
     for item in plan.checklist:
         text = item.text.strip().rstrip(".").strip()
         for form in forms:

@@ -878,6 +878,14 @@ def test_what_a_users_check_returns_reads_as_a_failure(project: Project, returne
     assert failure.line is None or (type(failure.line) is int and failure.line >= 1)
 
 
+@pytest.mark.parametrize("name", ["generate", "fresh"])
+def test_a_form_named_as_a_rows_own_item_gets_another_name(project: Project, name):
+    # its rule made a second plan.md::row.md::generate item, and failures of the two read as one
+    form = ChecklistForm(name=name, pattern=r"odd check", check=lambda c: None)
+    (rule,) = compile_checklist(project.plan("Odd check"), [form])
+    assert rule.name == f"{name}-2"
+
+
 def test_user_form_compiles_lines_and_may_shadow_a_builtin(project: Project):
     calls = []
 
