@@ -126,8 +126,8 @@ class ChecklistForm:
         groups = {k: (v or "") for k, v in match.groupdict().items()}
         try:
             name = self.name.format(**groups)
-        except (KeyError, IndexError):
-            name = self.name
+        except (KeyError, IndexError, AttributeError, ValueError, TypeError):
+            name = self.name  # ("{k.x}", "{k!z}", "{": a name, not a template; INTERNALERROR before)
         return re.sub(r"[^A-Za-z0-9_.\-]+", "-", name.strip().lower()).strip("-") or "check"
 
 

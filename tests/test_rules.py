@@ -878,6 +878,14 @@ def test_what_a_users_check_returns_reads_as_a_failure(project: Project, returne
     assert failure.line is None or (type(failure.line) is int and failure.line >= 1)
 
 
+@pytest.mark.parametrize(("name", "id"), [("{k.x}", "k.x"), ("{k!z}", "k-z"), ("{oops", "oops"), ("{0}", "0")])
+def test_a_form_name_that_is_no_template_is_its_name(project: Project, name, id):
+    # str.format raised AttributeError or ValueError out of collection: an INTERNALERROR
+    form = ChecklistForm(name=name, pattern=r"odd (?P<k>check)", check=lambda c: None)
+    (rule,) = compile_checklist(project.plan("Odd check"), [form])
+    assert rule.name == id
+
+
 @pytest.mark.parametrize("name", ["generate", "fresh"])
 def test_a_form_named_as_a_rows_own_item_gets_another_name(project: Project, name):
     # its rule made a second plan.md::row.md::generate item, and failures of the two read as one
