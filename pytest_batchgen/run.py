@@ -34,6 +34,8 @@ class PlanRun:
     #: rows (by filename) a test outside the checklist failed for in this process (a custom test
     #: using ``batch_output``): their output fails its other checks too (see :meth:`others_pass`)
     tests_failed: set[str] = field(default_factory=set)
+    #: rows (by filename) a custom test of was deselected in this process: not registered
+    tests_deselected: set[str] = field(default_factory=set)
 
     @property
     def quick_checks(self) -> bool:
@@ -96,9 +98,12 @@ class PlanRun:
         """Whether every other rule (judge rules included) passes: True, False when one fails,
         None when none fails but one has no verdict (a judge rule in a run that may not call the
         model, on an output edited since its verdict was recorded). A custom test of the row that
-        failed counts: run-last rules run after every other item (tally.py sorts them last)."""
+        failed counts: run-last rules run after every other item (tally.py sorts them last); one
+        deselected skips the caller (the output is not known to pass)."""
         if row.filename in self.tests_failed:
             return False
+        if row.filename in self.tests_deselected:
+            raise CheckSkipped("not registered: not every custom test of the row ran in this session")
         unknown = False
         for other in self.rules:
             if other is rule or other.form.runs_last:

@@ -7,6 +7,11 @@ items and leave the custom tests out, so the row would pass on a subset. Instead
 plan is collected whole (with the ``batchgen_checks`` files), and the items outside the named
 rows or items are deselected through ``pytest_deselected``, which marks a row that lost some
 of its items as partial: it is not marked complete.
+
+A node id inside a ``batchgen_checks`` file (``checks/test_glossary.py::test_ok``) selects the
+rows of the custom tests it names, in the same way: the check files are collected whole, so the
+custom tests it does not name are deselected (their rows are partial), and the items of the
+rows it does not select are deselected (none of them is generated).
 """
 
 from __future__ import annotations
@@ -43,12 +48,24 @@ class Selection:
     args: tuple[str, ...]
     filters: tuple[NodeFilter, ...] = ()
     filtered_plans: frozenset[Path] = field(default_factory=frozenset)
+    #: custom tests named by node id in a ``batchgen_checks`` path: its file, what follows ``::``
+    #: and the argument as given
+    check_nodes: tuple[tuple[Path, str, str], ...] = ()
+    checks: tuple[Path, ...] = ()  # the ``batchgen_checks`` paths, resolved
 
     def keeps(self, row: RowId, item_name: str | None) -> bool:
         """Whether an item of ``row`` stays selected (``item_name`` None: a custom test)."""
         if row.plan not in self.filtered_plans:
             return True
         return any(f.row == row and (f.item is None or f.item == item_name) for f in self.filters)
+
+    def in_checks(self, path: Path) -> bool:
+        return any(path == c or c in path.parents for c in self.checks)
+
+    def named_by(self, path: Path, nodeid: str) -> list[str]:
+        """The arguments that name a test of a check file (its resolved file, its node id)."""
+        tail = nodeid.partition("::")[2]
+        return [a for p, t, a in self.check_nodes if path == p and (tail == t or tail.startswith((t + "::", t + "[")))]
 
 
 def select(
@@ -64,9 +81,14 @@ def select(
     filters: list[NodeFilter] = []
     whole: set[Path] = set()
     named: set[Path] = set()
+    resolved_checks = tuple(c.resolve() for c in checks)
+    check_nodes: list[tuple[Path, str, str]] = []
     for arg in args:
         path_part, sep, rest = arg.partition("::")
         target = (invocation_dir / path_part).resolve()
+        if sep and target not in plans and any(target == c or c in target.parents for c in resolved_checks):
+            check_nodes.append((target, rest, arg))  # its check file or folder is collected whole
+            continue
         if target not in plans:
             out.append(arg)
             continue
@@ -77,14 +99,21 @@ def select(
         filename, _, item = rest.partition("::")
         filters.append(NodeFilter(RowId(target, filename), item.split("[")[0] or None, arg))
     out += [collection_arg(p, invocation_dir) for p in plans]  # each plan once, collected whole
-    covered = [(invocation_dir / a.partition("::")[0]).resolve() for a in args]
-    for check in checks:
-        resolved = check.resolve()
+    # a path covers a check file or folder; a node id inside one does not: the file is
+    # collected whole, so that its custom tests not named are deselected (and their rows partial)
+    covered = [(invocation_dir / a).resolve() for a in args if "::" not in a]
+    for check, resolved in zip(checks, resolved_checks, strict=True):
         if not any(resolved == c or c in resolved.parents for c in covered):
             out.append(collection_arg(check, invocation_dir))
     filtered = frozenset(p for p in named if p not in whole)
-    unnamed = frozenset(p for p in plans if p not in named) if named else frozenset()
-    return Selection(tuple(out), tuple(f for f in filters if f.row.plan in filtered), filtered | unnamed)
+    unnamed = frozenset(p for p in plans if p not in named) if named or check_nodes else frozenset()
+    return Selection(
+        tuple(out),
+        tuple(f for f in filters if f.row.plan in filtered),
+        filtered | unnamed,
+        tuple(check_nodes),
+        resolved_checks,
+    )
 
 
 def collection_arg(path: Path, invocation_dir: Path) -> str:

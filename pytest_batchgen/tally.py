@@ -82,11 +82,37 @@ class TallyPlugin:
         deselect theirs), count each row's items, and put run-last rules after the others."""
         selection = self.state.selection
         if selection is not None and (selection.filters or selection.filtered_plans):
+            # with a custom test named by node id, the tests of the batchgen_checks paths are
+            # collected whole: those it names stay, with the items of their rows
+            in_checks: dict[pytest.Item, bool] = {}  # such a test -> whether it is named
+            named_rows: set[RowId] = set()
+            if selection.check_nodes:
+                found_args: set[str] = set()
+                for item in items:
+                    if not isinstance(item, RowItem):
+                        path = Path(item.path).resolve()
+                        if selection.in_checks(path):
+                            named_by = selection.named_by(path, item.nodeid)
+                            found_args.update(named_by)
+                            in_checks[item] = bool(named_by)
+                            found = row_of(item)
+                            if named_by and found is not None:
+                                named_rows.add(found[0].row_id(found[1]))
+                missing = [a for _, _, a in selection.check_nodes if a not in found_args]
+                if missing:  # as pytest says it of a node id that matches nothing
+                    raise pytest.UsageError("\n".join(f"not found: {a}" for a in missing))
             kept, dropped = [], []
             for item in items:
                 found = row_of(item)
                 name = item.name if isinstance(item, RowItem) else None  # a rule's name, generate, fresh
-                if found is None or selection.keeps(found[0].row_id(found[1]), name):
+                if item in in_checks:  # named, or a custom test of a row named in its plan
+                    keep = in_checks[item] or (found is not None and selection.keeps(found[0].row_id(found[1]), None))
+                elif found is None:
+                    keep = True
+                else:
+                    row_id = found[0].row_id(found[1])
+                    keep = selection.keeps(row_id, name) or row_id in named_rows
+                if keep:
                     kept.append(item)
                 else:
                     dropped.append(item)
@@ -105,6 +131,8 @@ class TallyPlugin:
             found = row_of(item)
             if found:
                 self.partial.add(found[0].row_id(found[1]))
+                if not isinstance(item, RowItem):  # a custom test: the output is not registered
+                    found[0].tests_deselected.add(found[1].filename)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from genhelpers import Reply, bad_value, draft, lint_bad, requests_by_row, router, rows_for
+from genhelpers import Reply, bad_value, checklist_lines, draft, lint_bad, requests_by_row, router, rows_for
 from harness import Project
 
 CUSTOM_CHECK = '''\
@@ -52,6 +52,54 @@ def test_naming_one_item_of_a_row_does_not_mark_the_row_complete(project):
     assert result.ret == pytest.ExitCode.OK
     assert list(result.outcomes()) == ["alpha.md::front-matter"]
     assert project.statuses() == {"alpha.md": "pending"}  # the other checks did not run
+
+
+TWO_CUSTOM_CHECKS = CUSTOM_CHECK + '''
+
+def test_not_beta(batch_output):
+    assert batch_output.row.filename != "beta.md", "beta fails this custom check"
+'''
+
+
+def test_naming_one_custom_test_neither_completes_nor_registers_the_rows(project):
+    """A node id inside a batchgen_checks file runs that test only: the rows' other custom
+    tests did not run, so no row is marked complete nor registered."""
+    given_a_project_with_a_custom_check(project, "alpha", "beta")
+    project.write("checks/test_custom.py", TWO_CUSTOM_CHECKS)
+    registered = f"{len(checklist_lines()) + 1}. Output registered in `output/INDEX.md`\n"
+    project.write("plan.md", project.read().replace("\n## Phase 1", registered + "\n## Phase 1", 1))
+    project.write("output/alpha.md", draft("Alpha"))
+    project.write("output/beta.md", draft("Beta"))
+    project.write("output/INDEX.md", "")
+
+    result = project.run("--batch-validate-only", "checks/test_custom.py::test_no_forbidden_word")
+
+    outcomes = result.outcomes()
+    assert outcomes["test_no_forbidden_word[beta.md]"] == "passed"
+    assert not any(key.startswith("test_not_beta") for key in outcomes)  # not named: deselected
+    assert outcomes["beta.md::registered"] == "skipped"
+    assert project.statuses() == {"alpha.md": "pending", "beta.md": "pending"}
+    assert project.read("output/INDEX.md") == ""
+
+
+def test_naming_one_custom_test_of_a_row_generates_no_other_row(project, fake):
+    given_a_project_with_a_custom_check(project, "alpha", "beta")
+
+    result = project.run("checks/test_custom.py::test_no_forbidden_word[beta.md]")
+
+    assert list(requests_by_row(fake)) == ["beta.md"]  # the row the test belongs to, only
+    assert result.outcomes()["test_no_forbidden_word[beta.md]"] == "passed"
+    # the row's items ran with it, and this is its only custom test: every item of it passed
+    assert project.statuses() == {"alpha.md": "pending", "beta.md": "complete"}
+
+
+def test_a_custom_test_node_that_names_nothing_is_a_usage_error(project):
+    given_a_project_with_a_custom_check(project, "alpha")
+
+    result = project.run("--batch-validate-only", "checks/test_custom.py::test_no_such_test")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "not found: checks/test_custom.py::test_no_such_test" in result.stderr.str()
 
 
 def test_naming_a_row_with_every_check_passing_marks_it_complete(project):
