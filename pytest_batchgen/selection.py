@@ -60,7 +60,7 @@ class Selection:
         return any(f.row == row and (f.item is None or f.item == item_name) for f in self.filters)
 
     def in_checks(self, path: Path) -> bool:
-        return any(path == c or c in path.parents for c in self.checks)
+        return _under(path, self.checks)
 
     def named_by(self, path: Path, nodeid: str) -> list[str]:
         """The arguments that name a test of a check file (its resolved file, its node id)."""
@@ -86,7 +86,7 @@ def select(
     for arg in args:
         path_part, sep, rest = arg.partition("::")
         target = (invocation_dir / path_part).resolve()
-        if sep and target not in plans and any(target == c or c in target.parents for c in resolved_checks):
+        if sep and target not in plans and _under(target, resolved_checks):
             check_nodes.append((target, rest, arg))  # its check file or folder is collected whole
             continue
         if target not in plans:
@@ -103,7 +103,7 @@ def select(
     # collected whole, so that its custom tests not named are deselected (and their rows partial)
     covered = [(invocation_dir / a).resolve() for a in args if "::" not in a]
     for check, resolved in zip(checks, resolved_checks, strict=True):
-        if not any(resolved == c or c in resolved.parents for c in covered):
+        if not _under(resolved, covered):
             out.append(collection_arg(check, invocation_dir))
     filtered = frozenset(p for p in named if p not in whole)
     unnamed = frozenset(p for p in plans if p not in named) if named or check_nodes else frozenset()
@@ -114,6 +114,11 @@ def select(
         tuple(check_nodes),
         resolved_checks,
     )
+
+
+def _under(path: Path, roots: Sequence[Path]) -> bool:
+    """Whether ``path`` (resolved) is one of ``roots`` or inside one."""
+    return any(path == root or root in path.parents for root in roots)
 
 
 def collection_arg(path: Path, invocation_dir: Path) -> str:
