@@ -454,10 +454,7 @@ class Plan:
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the rootdir when it lies below it (for messages and prompts)."""
-        try:
-            return path.relative_to(self.rootdir).as_posix()
-        except ValueError:
-            return str(path)
+        return _shown(path, self.rootdir)
 
 
 def _section_value(section: Section, plan_path: Path, what: str) -> ListItem:
@@ -839,8 +836,12 @@ def _inside_rootdir(item: ListItem, root: Path, plan_path: Path, what: str) -> P
 
 
 def _shown(path: Path, root: Path) -> str:
-    """``path`` relative to the rootdir when it lies below it, as the messages name paths."""
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+    """``path`` relative to the rootdir ``root`` when it lies below it, as messages name paths
+    (:meth:`Plan.rel`, and :func:`load_plan` before there is a plan)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _resolve(path: Path, what: str, plan_path: Path, line: int) -> Path:
