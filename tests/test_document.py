@@ -21,6 +21,8 @@ from timing import time_ratio
 from pytest_batchgen.document import (
     MAX_HEADINGS,
     MAX_RENDERED_HEADING_CHARS,
+    _INLINE_MARKUP,
+    _rendered,
     BatchOutput,
     DocumentCache,
     Heading,
@@ -226,13 +228,19 @@ def test_a_plain_heading_has_no_separate_source():
     assert doc.headings[0].source is None
 
 
-@given(st.text(st.sampled_from("ab &*_`[]<>!\\#~:;-|()\t\xa0é"), min_size=1, max_size=12))
-def test_only_headings_with_markup_characters_are_rendered(source):
-    """The fast path (no inline pass for a heading without a markup character) changes nothing."""
-    from pytest_batchgen.document import _INLINE_MARKUP, _rendered
+#: heading characters, markup ones included, and those the fast path leaves to the text as is
+HEADING_CHARS = "ab &*_`[]<>!\\#~:;-|()\t\xa0é"
+PLAIN_HEADING_CHARS = [c for c in HEADING_CHARS if not _INLINE_MARKUP.search(c)]
 
+
+@given(st.text(st.sampled_from(PLAIN_HEADING_CHARS), min_size=1, max_size=12))
+def test_only_headings_with_markup_characters_are_rendered(source):
+    """The fast path (no inline pass for a heading without a markup character) changes nothing.
+    (Drawn from the characters without markup: from all of them, most texts held one and were
+    filtered out, and Hypothesis's filter_too_much health check failed the test in CI.)"""
     source = source.strip()
-    assume(source and not _INLINE_MARKUP.search(source))
+    assume(source)
+    assert not _INLINE_MARKUP.search(source)
     assert _rendered(source, {}) == source
 
 
