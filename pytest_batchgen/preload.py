@@ -186,11 +186,14 @@ def tls_context_soon() -> None:
 
 def take_tls_context() -> Any:
     """What to pass as the transport's ``verify``: the context :func:`tls_context_soon` made
-    (once; it waits for it), or True, httpx2's default, to make one now (also when making it
-    failed: the transport then fails where it would have)."""
-    global _tls
+    (it waits for it), or True, httpx2's default, to make one now (also when making it failed:
+    the transport then fails where it would have).
+
+    One context serves every client of the process (an SSL context is made to be shared): the
+    judge's client and the generation client of a run, each run of a process that runs pytest
+    more than once (pytester), and a sending process forked after it was made."""
     with _soon_lock:
-        future, _tls = _tls, None
+        future = _tls
     if future is None:
         return True
     try:

@@ -443,15 +443,16 @@ own = httpx2.create_ssl_context()
 same = isinstance(made, ssl.SSLContext) and all(
     getattr(made, a) == getattr(own, a) for a in ("verify_mode", "check_hostname", "options", "minimum_version")
 ) and made.cert_store_stats() == own.cert_store_stats()
-print(json.dumps({"made": type(made).__name__, "again": again, "left": left, "same": same, "started": started}))
+print(json.dumps({"made": type(made).__name__, "again": again is made, "left": left is made, "same": same, "started": started}))
 """
 
 
 def test_the_tls_context_is_made_while_the_sdk_imports_and_is_httpx2s_own() -> None:
     """Reading the CA bundle for the HTTP transport (50 ms, the interpreter lock released) is done
     on a thread while the SDK imports, not after it on the way to the first request. The context
-    is the one httpx2 would make, taken once: the client's transport takes it, and a second
-    client makes its own (True: httpx2's default). The thread starts once httpx2's transport is
+    is the one httpx2 would make, made once a process: the client's transport takes it, and a
+    second client shares it (each pytester run of a test process made its own: 5% of this
+    suite's CPU, reading the same CA bundle again). The thread starts once httpx2's transport is
     imported: started before, it imported httpcore2 itself while the SDK's import went on (a
     second thread importing at once), which is all the time it was meant to save."""
     import json
@@ -480,6 +481,34 @@ def test_a_tls_context_that_could_not_be_made_leaves_the_transport_to_make_its_o
     preload.tls_context_soon()
     assert preload.take_tls_context() is True
     assert preload.take_tls_context() is True  # and nothing is left waiting
+
+
+def test_a_process_that_froze_its_own_objects_has_them_counted_once(monkeypatch) -> None:
+    """``gc.get_freeze_count`` walks every frozen object (15 ms in this test process), and a
+    process that froze its objects keeps them so: the plugin counts once, not in every run
+    (in this suite's in-process runs, 4% of its CPU). A process where only its own runs froze
+    objects is still asked each time (another freeze could come later)."""
+    import gc
+
+    from pytest_batchgen import plugin
+
+    counted: list[int] = []
+
+    def frozen(count: int):
+        def spy() -> int:
+            counted.append(count)
+            return count
+
+        return spy
+
+    monkeypatch.setattr(plugin, "_frozen_by_a_run", False)
+    monkeypatch.setattr(plugin, "_frozen_by_others", False, raising=False)
+    monkeypatch.setattr(gc, "get_freeze_count", frozen(0))
+    assert plugin._collector_is_ours() and plugin._collector_is_ours()
+    assert counted == [0, 0]
+    monkeypatch.setattr(gc, "get_freeze_count", frozen(5))
+    assert not plugin._collector_is_ours() and not plugin._collector_is_ours()
+    assert counted == [0, 0, 5]
 
 
 # -- per-item work: one marker per row, payloads only on the reports that count ---------------
@@ -784,6 +813,7 @@ def test_the_runs_objects_stay_frozen_to_its_exit_and_the_next_run_hands_them_ba
     from pytest_batchgen import plugin
 
     monkeypatch.setattr(plugin, "_frozen_by_a_run", False)
+    monkeypatch.setattr(plugin, "_frozen_by_others", False)  # as a fresh process: nothing seen frozen
     names = ["a-one", "b-two"]
     project.write_rows(rows_for(*names))
     for name in names:
