@@ -20,7 +20,9 @@ False and the callers start ``python -m pytest`` as before.
 
 Protocol, one JSON object a line: the caller writes ``{"args", "cwd", "env", "stdout",
 "stderr"}``; the server forks and answers ``{"pid"}``, then ``{"pid", "returncode"}`` once the
-child is gone (``-signal`` when a signal ended it, as :mod:`subprocess` says it).
+child is gone (``-signal`` when a signal ended it, as :mod:`subprocess` says it). Several
+children may run at once (two runs of one plan started together), so an end can come before
+the answer to a later start.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class Child:
         self._stderr = stderr
         self.returncode: int | None = None
 
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:  # the server reaps an ended child at once: its pid may be reused
             with contextlib.suppress(ProcessLookupError):
@@ -106,7 +111,7 @@ class Child:
 
 
 class ForkServer:
-    """The caller's side: start the server process and ask it for runs (one at a time)."""
+    """The caller's side: start the server process and ask it for runs (several may run at once)."""
 
     def __init__(self) -> None:
         self._proc = subprocess.Popen(
@@ -118,7 +123,7 @@ class ForkServer:
         self._lock = threading.Lock()
         self._buffer = b""  # what was read from the server and not yet a whole line
         self._ended: dict[int, int] = {}
-        self._running: int | None = None
+        self._running: set[int] = set()
 
     def start(self, args: list[str], *, cwd: Path, stdout: Path, stderr: Path, env: dict[str, str]) -> Child:
         """Fork a run of ``pytest args`` in ``cwd`` with ``env``, its output going to the two files.
@@ -127,20 +132,27 @@ class ForkServer:
         that are pytest plugins too (anyio, which the SDK imports): a fresh interpreter would
         not, so forked runs ignore that warning."""
         with self._lock:
-            self._end_leftover()
             args = ["-W", "ignore::pytest.PytestAssertRewriteWarning", *args]
             request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
-            reply = self._send(request)
-            assert reply is not None
-            pid = reply["pid"]
-            self._running = pid
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self._proc.stdin.flush()
+            while True:  # the answer, after the ends of other children that came first
+                message = self._read()
+                assert message is not None
+                if not self._took_end(message):
+                    break
+            pid = message["pid"]
+            self._running.add(pid)
         return Child(self, pid, stdout, stderr)
 
-    def _send(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps(request).encode() + b"\n")
-        self._proc.stdin.flush()
-        return self._read()
+    def _took_end(self, message: dict[str, Any]) -> bool:
+        """Whether ``message`` says a child ended (then it is recorded), not that one started."""
+        if "returncode" not in message:
+            return False
+        self._ended[message["pid"]] = message["returncode"]
+        self._running.discard(message["pid"])
+        return True
 
     def _read(self, block: bool = True) -> dict[str, Any] | None:
         """The server's next message; None when ``block`` is false and no whole line is there."""
@@ -159,31 +171,23 @@ class ForkServer:
     def _poll(self, pid: int) -> int | None:
         """The child's return code, or None while it runs (the server reports it when it ends)."""
         with self._lock:
-            if pid in self._ended:
-                return self._ended[pid]
-            message = self._read(block=False) if self._running == pid else None
-            if message is None:
-                return None
-            self._ended[message["pid"]] = message["returncode"]
-            self._running = None
+            while pid not in self._ended and (message := self._read(block=False)) is not None:
+                self._took_end(message)
             return self._ended.get(pid)
 
-    def _end_leftover(self) -> None:
-        """A run a failed test never waited for: killed, and its end read, so the next starts."""
-        pid = self._running
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        while self._running is not None:
-            message = self._read()
-            assert message is not None
-            self._ended[message["pid"]] = message["returncode"]
-            self._running = None
+    def end_all(self) -> None:
+        """Kill the runs still going (a failed test never waited for them) and read their ends."""
+        with self._lock:
+            for pid in self._running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            while self._running:
+                message = self._read()
+                assert message is not None
+                self._took_end(message)
 
     def close(self) -> None:
-        with self._lock:
-            self._end_leftover()
+        self.end_all()
         for pipe in (self._proc.stdin, self._proc.stdout):
             if pipe is not None:
                 pipe.close()
@@ -200,20 +204,35 @@ def serve() -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     gc.freeze()  # as the plugin's preloader does: the children's collections skip what is loaded
-    channel_in, channel_out = sys.stdin.buffer, os.dup(1)
+    channel_in, channel_out = sys.stdin.fileno(), os.dup(1)
     os.dup2(2, 1)  # a stray print of the server's goes to stderr, not into the protocol
     assert threading.active_count() == 1, "forking needs a process with one thread"
-    for line in channel_in:
-        request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _child(request, channel_out)  # exits
-            finally:
-                os._exit(70)  # the child failed before pytest could run: never back into this loop
-        os.write(channel_out, (json.dumps({"pid": pid}) + "\n").encode())
-        _, status = os.waitpid(pid, 0)
-        os.write(channel_out, (json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}) + "\n").encode())
+    running: set[int] = set()
+    buffer, closed = b"", False
+    while not closed or running:
+        # a new request, or (every 10 ms while children run) an end to report
+        if not closed and select.select([channel_in], [], [], 0.01 if running else None)[0]:
+            data = os.read(channel_in, 65536)
+            closed = not data
+            buffer += data
+        elif closed:
+            time.sleep(0.01)
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    _child(json.loads(line), channel_out)  # exits
+                finally:
+                    os._exit(70)  # the child failed before pytest could run: never back into this loop
+            running.add(pid)
+            os.write(channel_out, (json.dumps({"pid": pid}) + "\n").encode())
+        for pid in list(running):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                running.discard(pid)
+                ended = {"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}
+                os.write(channel_out, (json.dumps(ended) + "\n").encode())
 
 
 def _child(request: dict[str, Any], channel_out: int) -> None:

@@ -45,9 +45,11 @@ DATA = Path(__file__).resolve().parent / "data"
 CHANGELOG = "plans/changelog.md"
 
 #: Options of every run: no cache folder in the project, failures and skips in the short
-#: summary, and no hypothesis plugin inside (pytester restores ``sys.modules`` after each
-#: in-process run, so it would import and rewrite hypothesis again every time, a second a run).
-RUN_OPTIONS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-rfEs")
+#: summary, and neither the hypothesis plugin nor anyio's inside (pytester restores
+#: ``sys.modules`` after each in-process run, so hypothesis was imported and rewritten again
+#: every time, a second a run; anyio's plugin imports trio to list its backends, 6% of the
+#: suite's CPU). A batchgen run uses neither.
+RUN_OPTIONS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", "-rfEs")
 
 
 class Run:

@@ -83,9 +83,12 @@ KILL_POINTS = ["before-create", "after-create", "polling", "results-stream", "ca
 
 @pytest.fixture
 def project(project, forks):
-    """The project, its subprocess runs forked (see the module docstring)."""
+    """The project, its subprocess runs forked (see the module docstring); a run a failed test
+    left going is killed when the test ends."""
     project.forks = forks
-    return project
+    yield project
+    if forks is not None:
+        forks.end_all()
 
 
 def sent_requests(fake: FakeAnthropic) -> Counter:
@@ -294,7 +297,6 @@ def test_two_runs_of_one_plan_at_once_each_keep_their_batch_in_the_journal(proje
     monkeypatch.setenv("BATCHGEN_LOADED_IN", str(tmp_path / "loaded"))
     fake.batch_polls_until_ended = 10**9
     journal_file = project.cassette_dir() / "batches-journal.json"
-    monkeypatch.setattr(project, "forks", None)  # two at once: fresh interpreters (the fork server runs one)
     a = project.start("--batch-plan", project.plan, "--batch-api", "batches", "-k", "quorum")
     b = project.start("--batch-plan", project.plan, "--batch-api", "batches", "-k", "backpressure")
     while len(fake.batches) < 2 and a.poll() is None and b.poll() is None:
@@ -347,7 +349,6 @@ def test_a_run_started_while_another_is_live_leaves_its_rows_and_its_batch_alone
     project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
     fake.batch_polls_until_ended = 10**9
     journal_file = project.cassette_dir() / "batches-journal.json"
-    monkeypatch.setattr(project, "forks", None)  # two at once: fresh interpreters (the fork server runs one)
     a = project.start("--batch-plan", project.plan, "--batch-api", "batches")
     while not fake.batches and a.poll() is None:
         time.sleep(0.02)
@@ -393,7 +394,6 @@ def test_two_runs_of_the_same_rows_started_at_once_send_them_once(project, fake,
     (tmp_path / "loaded").mkdir()
     monkeypatch.setenv("BATCHGEN_LOADED_IN", str(tmp_path / "loaded"))
     fake.batch_polls_until_ended = 3
-    monkeypatch.setattr(project, "forks", None)
     runs = [project.start("--batch-plan", project.plan, "--batch-api", "batches") for _ in range(2)]
 
     # when both end
@@ -420,7 +420,6 @@ def test_a_run_leaves_the_requests_of_rows_another_live_run_generates_in_that_ru
     project.write_rows(rows_for("quorum", "backpressure"), ini_extra=BATCH_INI)
     fake.batch_polls_until_ended = 10**9
     journal_file = project.cassette_dir() / "batches-journal.json"
-    monkeypatch.setattr(project, "forks", None)
     a = project.start("--batch-plan", project.plan, "--batch-api", "batches", output=False)
     while not fake.batches and a.poll() is None:
         time.sleep(0.02)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pytest_batchgen.checklist import compile_checklist
 from pytest_batchgen.errors import BatchgenError, ChecklistError, PlanError
 from pytest_batchgen.plan import load_plan, scan
+from harness import RUN_OPTIONS
 from planfactory import NOTE_ROWS, plan_text, user_notes_sections
 from pytest_batchgen.planedit import NOTES_HEADING, NOTES_MARKER, RowUpdate, apply_updates, edit_text, read_notes
 from pytest_batchgen.rules import BUILTIN_FORMS
@@ -448,7 +449,7 @@ def test_the_users_notes_section_keeps_its_shape_over_several_runs(section, data
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--batch-plan", "plan.md", *args)
+    return pytester.runpytest(*RUN_OPTIONS, "--batch-plan", "plan.md", *args)
 
 
 @pytest.mark.parametrize(

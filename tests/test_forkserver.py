@@ -63,3 +63,29 @@ def test_a_forked_run_killed_reports_the_signal_as_subprocess_does(forks, tmp_pa
     again = forks.start(["-q", "-p", "no:cacheprovider"], cwd=tmp_path, env=dict(os.environ),
                         stdout=tmp_path / "out", stderr=tmp_path / "err")
     assert again.wait() == 0 and again.pid != child.pid
+
+
+TOGETHER = '''
+import os, pathlib, time
+
+
+def test_together():
+    pathlib.Path(os.environ["PROBE_NAME"]).touch()
+    deadline = time.monotonic() + 30
+    while not all(pathlib.Path(name).exists() for name in ("a", "b")):
+        assert time.monotonic() < deadline, "the other run never started"
+        time.sleep(0.01)
+'''
+
+
+def test_forked_runs_go_at_once(forks, tmp_path):
+    """Two runs of one plan started together (the crash tests of runs at once): each waits for
+    the other to have started, so one run at a time would never end."""
+    (tmp_path / "test_together.py").write_text(TOGETHER)
+    runs = [
+        forks.start(["-q", "-p", "no:cacheprovider"], cwd=tmp_path, env={**os.environ, "PROBE_NAME": name},
+                    stdout=tmp_path / f"out-{name}", stderr=tmp_path / f"err-{name}")
+        for name in ("a", "b")
+    ]
+    assert [run.wait(timeout=60) for run in runs] == [0, 0], [run.output() for run in runs]
+    assert len({run.pid for run in runs}) == 2

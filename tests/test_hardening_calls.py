@@ -73,7 +73,7 @@ def write_project(root: Path, filenames: list[str], *, extra_ini: str = "") -> N
         encoding="utf-8",
     )
     (root / "pytest.ini").write_text(
-        "[pytest]\naddopts = -p no:cacheprovider -p no:hypothesispytest\n"
+        "[pytest]\naddopts = -p no:cacheprovider -p no:hypothesispytest -p no:anyio\n"
         "filterwarnings = ignore::pytest.PytestAssertRewriteWarning\n"
         f"batchgen_max_retries = 0\n{extra_ini}",
         encoding="utf-8",
