@@ -97,7 +97,7 @@ def project(pytester: pytest.Pytester) -> Project:
 
 
 @pytest.fixture(scope="session")
-def forks() -> Iterator[ForkServer | None]:
+def _fork_server() -> Iterator[ForkServer | None]:
     """This test process's fork server (see ``forkserver.py``), or None where processes cannot fork."""
     if not forkserver.available():
         yield None
@@ -105,3 +105,12 @@ def forks() -> Iterator[ForkServer | None]:
     server = ForkServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def forks(_fork_server: ForkServer | None) -> Iterator[ForkServer | None]:
+    """The fork server, for one test: a run the test left going (it failed before waiting for
+    it) is killed when the test ends."""
+    yield _fork_server
+    if _fork_server is not None:
+        _fork_server.end_all()

@@ -83,12 +83,9 @@ KILL_POINTS = ["before-create", "after-create", "polling", "results-stream", "ca
 
 @pytest.fixture
 def project(project, forks):
-    """The project, its subprocess runs forked (see the module docstring); a run a failed test
-    left going is killed when the test ends."""
+    """The project, its subprocess runs forked (see the module docstring)."""
     project.forks = forks
-    yield project
-    if forks is not None:
-        forks.end_all()
+    return project
 
 
 def sent_requests(fake: FakeAnthropic) -> Counter:
@@ -410,7 +407,7 @@ def test_two_runs_of_the_same_rows_started_at_once_send_them_once(project, fake,
     assert not (project.cassette_dir() / "batches-journal.json").exists()
 
 
-def test_a_run_leaves_the_requests_of_rows_another_live_run_generates_in_that_runs_batch(project, fake, monkeypatch):
+def test_a_run_leaves_the_requests_of_rows_another_live_run_generates_in_that_runs_batch(project, fake):
     # given: a batch of two rows whose run died, and a live run C (a process that is alive)
     # now owning the record and generating one of the rows, backpressure
     import subprocess

@@ -57,12 +57,16 @@ def test_a_forked_run_killed_reports_the_signal_as_subprocess_does(forks, tmp_pa
     child.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
     child.send_signal(signal.SIGKILL)  # ended and reaped: nothing is sent to its pid again
-    # and a run left running by a failed test does not stop the next one
-    forks.start(["-q", "-p", "no:cacheprovider"], cwd=tmp_path, env={**os.environ, "PROBE_SLEEP": "1"},
-                stdout=tmp_path / "out", stderr=tmp_path / "err")
+    # and a run left running by a failed test does not stop the next one, and is killed when
+    # the test ends (the forks fixture's end_all)
+    left = forks.start(["-q", "-p", "no:cacheprovider"], cwd=tmp_path, env={**os.environ, "PROBE_SLEEP": "1"},
+                       stdout=tmp_path / "out-left", stderr=tmp_path / "err-left")
     again = forks.start(["-q", "-p", "no:cacheprovider"], cwd=tmp_path, env=dict(os.environ),
                         stdout=tmp_path / "out", stderr=tmp_path / "err")
     assert again.wait() == 0 and again.pid != child.pid
+    assert left.poll() is None
+    forks.end_all()
+    assert left.poll() == -signal.SIGKILL
 
 
 TOGETHER = '''
