@@ -31,10 +31,10 @@ KEPT_LOADED = ("anthropic", "httpx2", "httpcore2", "vcr", "vcr.stubs.httpx_stubs
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: a worker more than there are cores. A quarter of this suite's time is spent
-    waiting (on the processes its runs fork and start, on the loopback server's slow replies,
-    on Ctrl-C and kill tests): with a worker a core, a core idles through every wait (2 cores:
-    2 workers 161 to 185 s, 3 workers 139 s, 4 workers 143 s)."""
+    """``-n auto``: a worker more than there are cores. A fifth to a quarter of this suite's
+    time is spent waiting (on the processes its runs fork and start, on the loopback server's
+    slow replies, on Ctrl-C and kill tests): with a worker a core, a core idles through every
+    wait (2 cores: 2 workers 161 to 185 s, 3 workers 139 s, 4 workers 143 s)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return cores + 1
 
