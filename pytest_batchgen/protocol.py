@@ -21,7 +21,7 @@ It falls back to pytest's own protocol, item by item, whenever that could differ
 
 - the item's check is a form from a ``conftest.py`` or another plugin (its code may print or
   log, and its output belongs in the report's captured sections);
-- the item carries a ``skip``, ``skipif`` or ``xfail`` mark (someone added one);
+- the item carries a ``skip``, ``skipif``, ``xfail`` or ``benchmark`` mark (someone added one);
 - a plugin or ``conftest.py`` other than pytest's own implements ``pytest_runtest_setup``,
   ``pytest_runtest_call`` or ``pytest_runtest_teardown`` for the plan's directory, or runs
   items its own way (a ``pytest_runtest_protocol`` that is not a wrapper: pytest-rerunfailures,
@@ -45,16 +45,19 @@ import pytest
 #: the plugins whose per-phase hooks an item of ours can do without: pytest's own (the runner,
 #: whose work the lean protocol does itself; capture and logging, which have nothing to catch;
 #: skipping, whose marks make an item fall back; the thread and unraisable exception plugins,
-#: which report at the next phase of another item or at the session's end) and Hypothesis's,
-#: whose call wrapper passes items that are not Python functions through untouched
+#: which report at the next phase of another item or at the session's end), Hypothesis's,
+#: whose call wrapper passes items that are not Python functions through untouched, and
+#: pytest-benchmark's, whose setup hook only checks the arguments of its own ``benchmark`` mark
+#: (installed in many environments, it would otherwise cost every plan item the lean protocol)
 KNOWN_PHASE_PLUGINS = frozenset({
     "runner", "capturemanager", "logging-plugin", "skipping", "threadexception", "unraisableexception",
-    "hypothesispytest",
+    "hypothesispytest", "benchmark",
 })
 PHASE_HOOKS = ("pytest_runtest_setup", "pytest_runtest_call", "pytest_runtest_teardown")
 #: the plugins that may run an item's whole protocol (not as a wrapper): pytest's runner and this
 PROTOCOL_PLUGINS = frozenset({"runner", "batchgen-protocol"})
-SKIPPING_MARKS = frozenset({"skip", "skipif", "xfail"})
+#: marks that a known plugin's per-phase hooks act on: an item carrying one runs pytest's protocol
+FALLBACK_MARKS = frozenset({"skip", "skipif", "xfail", "benchmark"})
 #: options under which an item's phases are shown or debugged: pytest's protocol does that
 FULL_PROTOCOL_OPTIONS = ("setupshow", "setuponly", "setupplan", "usepdb", "trace")
 
@@ -85,7 +88,7 @@ class ItemProtocol:
         quiet = self._paths.get(item.path)
         if quiet is None:
             quiet = self._paths[item.path] = only_known_phase_hooks(item)
-        return quiet and not any(mark.name in SKIPPING_MARKS for mark in item.iter_markers())
+        return quiet and not any(mark.name in FALLBACK_MARKS for mark in item.iter_markers())
 
 
 def only_known_phase_hooks(item: pytest.Item) -> bool:

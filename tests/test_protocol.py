@@ -135,6 +135,43 @@ def pytest_collection_modifyitems(items):
     result.stdout.fnmatch_lines(["*XFAIL*v1.2.0.md::category-value*known bad category*"])
 
 
+#: pytest-benchmark's per-phase hook, as it is (``pytest_benchmark.plugin``): it checks its own
+#: mark's arguments at setup. The real plugin when installed, else this stand-in under its name.
+BENCHMARK_PLUGIN = """
+import pytest
+
+class StandIn:
+    def pytest_runtest_setup(self, item):
+        marker = item.get_closest_marker("benchmark")
+        if marker and marker.args:
+            raise ValueError("benchmark mark can't have positional arguments.")
+
+def pytest_configure(config):
+    if not config.pluginmanager.has_plugin("benchmark"):
+        config.pluginmanager.register(StandIn(), "benchmark")
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.nodeid.endswith("v1.1.0.md::sections"):
+            item.add_marker(pytest.mark.benchmark(group="plan"))
+"""
+
+
+def test_pytest_benchmarks_setup_hook_leaves_plan_items_lean_unless_its_mark_is_on_one(changelog: Project):
+    # given: pytest-benchmark's plugin loaded (many environments install it) and its mark on one
+    # plan item
+    changelog.write("conftest.py", OBSERVER + BENCHMARK_PLUGIN)
+
+    # when
+    result = changelog.run("--batch-validate-only", "-k", "v1.1.0")
+
+    # then: the marked item ran pytest's protocol, so the plugin saw its mark; the others the lean one
+    hooks = phase_hooks(result)
+    assert hooks.pop("v1.1.0.md::sections") is True
+    assert len(hooks) == 5 and not any(hooks.values()), hooks
+    assert result.counts()["passed"] == 6
+
+
 def test_a_plugin_that_runs_the_protocol_itself_keeps_every_item(changelog: Project):
     # a plugin's own pytest_runtest_protocol (not a wrapper) sees every plan item, and pytest's
     # protocol runs them
