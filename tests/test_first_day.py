@@ -194,7 +194,15 @@ def test_a_linter_failure_note_carries_the_linters_first_lines(project):
     assert "X001 forbidden marker LINT-BAD" in note, note
 
 
-def test_readonly_writes_no_file_not_even_pytests_cache(project, pytester):
+def without_shared_bytecode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytecode is written beside the sources in the runs that follow, as on most machines, so
+    that a ``__pycache__`` left in the project would show (see ``pytest_configure`` in conftest.py)."""
+    monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+
+
+def test_readonly_writes_no_file_not_even_pytests_cache(project, pytester, monkeypatch):
+    without_shared_bytecode(monkeypatch)
     project.write_rows(rows_for("good"))
     project.ini()  # no "-p no:cacheprovider" here: the cache plugin is on
     project.write("output/good.md", draft("Good"))
@@ -213,8 +221,9 @@ def test_readonly_writes_no_file_not_even_pytests_cache(project, pytester):
     assert tree() == before
 
 
-def test_dry_run_writes_no_file_not_even_pytests_cache(project, pytester):
+def test_dry_run_writes_no_file_not_even_pytests_cache(project, pytester, monkeypatch):
     # PRODUCT and README: a dry run sends nothing and writes nothing; it wrote .pytest_cache
+    without_shared_bytecode(monkeypatch)
     project.write_rows([*rows_for("good"), *rows_for("new", model="sonnet")])
     project.ini("batchgen_checks = checks/test_custom.py\n")  # no "-p no:cacheprovider": the cache plugin is on
     project.write("output/good.md", draft("Good"))
