@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from harness import Project
 from planfactory import HEAD, PHASE_1, SHIPPED_EXAMPLE, generated_plans, line_of, plan_text
-from pytest_batchgen import fsutil
+from pytest_batchgen import fsutil, planedit
 from pytest_batchgen.plan import load_plan, scan
 from pytest_batchgen.planedit import (
     NOTES_HEADING,
@@ -436,6 +436,42 @@ def test_apply_updates_without_a_change_does_not_write(tmp_path):
     assert apply_updates(path, {"gone.md": RowUpdate(status="complete", note="")}) is False
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_apply_updates_edits_the_plan_once_when_no_other_process_wrote_it(tmp_path, monkeypatch):
+    # the edit made before locking is written: a 10,000-row plan's edit is a tenth of a second
+    path = Project(tmp_path).write_plan(EXAMPLE)
+    edits = []
+
+    def counted(text, updates):
+        edits.append(len(updates))
+        return edit_text(text, updates)
+
+    monkeypatch.setattr(planedit, "edit_text", counted)
+    assert apply_updates(path, {"quorum.md": RowUpdate(status="complete")}) is True
+    assert edits == [1]
+    assert "| 2 | Quorum | quorum.md | haiku | complete |" in path.read_text(encoding="utf-8")
+
+
+def test_apply_updates_edits_what_another_process_wrote_while_it_waited_for_the_lock(tmp_path, monkeypatch):
+    # given: another run marks a row complete between this run's first read and its lock
+    path = Project(tmp_path).write_plan(EXAMPLE)
+    real_lock = planedit.lock_for
+
+    def lock_after_another_run(target):
+        other = edit_text(path.read_text(encoding="utf-8"), {"quorum.md": RowUpdate(status="complete")})
+        path.write_text(other, encoding="utf-8")
+        return real_lock(target)
+
+    monkeypatch.setattr(planedit, "lock_for", lock_after_another_run)
+
+    # when
+    assert apply_updates(path, {"backpressure.md": RowUpdate(status="complete", note="")}) is True
+
+    # then: both edits are in the plan, and nothing else changed
+    both = {"quorum.md": RowUpdate(status="complete"), "backpressure.md": RowUpdate(status="complete", note="")}
+    assert path.read_text(encoding="utf-8") == edit_text(EXAMPLE, both)
+    assert "| quorum.md | haiku | complete |" in path.read_text(encoding="utf-8")
 
 
 def test_apply_updates_keeps_crlf_bytes(tmp_path):
