@@ -49,15 +49,7 @@ CHANGELOG = "plans/changelog.md"
 #: ``sys.modules`` after each in-process run, so hypothesis was imported and rewritten again
 #: every time, a second a run; anyio's plugin imports trio to list its backends, 6% of the
 #: suite's CPU). A batchgen run uses neither.
-#:
-#: The two plugins a run here needs, this one and xdist, are named rather than found: finding
-#: them reads every installed distribution's metadata twice a session (its entry points, then
-#: its files, to mark them for assertion rewriting), 58 ms a session and some 10% of the suite's
-#: CPU over its hundreds of in-process sessions. The runs of ``test_init.py``,
-#: ``test_first_day.py``, ``test_plugin_load.py`` and ``test_settings_and_ids.py``, and CI's run of
-#: the example, still find the plugin by its entry point, as a user's pytest does.
-PLUGINS = ("--disable-plugin-autoload", "-p", "pytest_batchgen.plugin", "-p", "xdist.plugin")
-RUN_OPTIONS = (*PLUGINS, "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", "-rfEs")
+RUN_OPTIONS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", "-rfEs")
 
 
 class Run:

@@ -23,7 +23,6 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fakeapi import FakeAnthropic, Reply
 from genhelpers import loopback_api
-from harness import PLUGINS
 
 # imported before any in-process run, so that pytester's module snapshot keeps them loaded
 import pytest_batchgen.client
@@ -74,7 +73,7 @@ def write_project(root: Path, filenames: list[str], *, extra_ini: str = "") -> N
         encoding="utf-8",
     )
     (root / "pytest.ini").write_text(
-        f"[pytest]\naddopts = {' '.join(PLUGINS)} -p no:cacheprovider -p no:hypothesispytest -p no:anyio\n"
+        "[pytest]\naddopts = -p no:cacheprovider -p no:hypothesispytest -p no:anyio\n"
         "filterwarnings = ignore::pytest.PytestAssertRewriteWarning\n"
         f"batchgen_max_retries = 0\n{extra_ini}",
         encoding="utf-8",
