@@ -208,14 +208,16 @@ def freshness_now(state: BatchState, reports: Sequence[RowReport]) -> dict[str, 
 def judge_generated(state: BatchState, run: PlanRun, row: Row, result: RowResult | None = None) -> None:
     """Judge again, once, the freshness of a row this run generated: its output and recording
     are final once its generation ended. Called as each row's ``generate`` item ends, so that
-    the summary finds them judged (0.12 s at 1,000 rows, on the run's tail, before). A row whose
-    recording opens with the request this run sent (``result.recorded_as_sent``) needs no read."""
+    the summary finds them judged (0.12 s at 1,000 rows, on the run's tail, before). A row that
+    passed, whose recording opens with the request this run sent (``result.recorded_as_sent``),
+    needs no read: its output is one of that request's replies. A row that did not pass is read:
+    its draft may wait aside while an older output stays (``freshness.NOT_THE_REPLY``)."""
     book = book_of(state)
     plan = run.plan.rel(run.plan.path)
     if row.filename not in book.rejudged.get(plan, ()):
         book.forget(run.plan, row)
         book.rejudged.setdefault(plan, set()).add(row.filename)
-        if result is not None and result.recorded_as_sent:
+        if result is not None and result.recorded_as_sent and result.outcome is Outcome.PASSED:
             book.sent_as_recorded(run.plan, row)
         else:
             book.of(run.plan, row)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:  # recording imports httpx2: only where a recorder is built
@@ -69,8 +69,10 @@ class Completion:
     replayed: bool = False
     #: the input of the reply's first ``tool_use`` block (a judge's structured verdict), if any
     tool_input: Any = None
-    #: replayed, and the recording's first reply, for the row's first request in this run
-    #: (:class:`~pytest_batchgen.cassettes.Played`)
+    #: the row's recording opens with this reply to the request as sent: replayed as the
+    #: recording's first reply, for the row's first request in this run
+    #: (:class:`~pytest_batchgen.cassettes.Played`), or recorded as the first of a new file
+    #: (:meth:`~pytest_batchgen.recording.Recorder.record`)
     opens_recording: bool = False
 
 
@@ -403,9 +405,11 @@ class ModelClient:
             if unusable is not None and unusable(completion):
                 info.pending = []
             try:
-                self.recorder.commit(info)  # written before the run goes on (fsynced at its end)
+                opens = self.recorder.commit(info)  # written before the run goes on (fsynced at its end)
             except OSError as exc:  # a read-only cassette folder, a full disk: the reply is still paid for
                 raise RecordingFailed(completion, exc) from None
+            if opens:
+                completion = replace(completion, opens_recording=True)
         return completion
 
     def release(self, key: str) -> None:

@@ -193,8 +193,9 @@ class RowResult:
     hint: str | None = None  # how to try again (a replayed failure that this run may not re-record)
     reserved_usd: float = 0.0  # batch mode: the worst case reserved against --batch-max-cost
     #: the row's recording opens with the request this run sent first: its first reply was
-    #: replayed for it (``Completion.opens_recording``). Its freshness is then known without
-    #: reading the cassette again (``freshness.FreshnessBook.sent_as_recorded``).
+    #: replayed for it, or recorded as the first of a new file (``Completion.opens_recording``).
+    #: Its freshness is then known without reading the cassette again, once the row passed
+    #: (``freshness.FreshnessBook.sent_as_recorded``).
     recorded_as_sent: bool = False
     #: its items' user_properties, made once when the first item asks (nodes.row_properties)
     properties: tuple[tuple[str, str], ...] | None = field(default=None, compare=False, repr=False)

@@ -374,9 +374,11 @@ class Recorder(Recordings):
     def transport(self, inner: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
         return _RecordingTransport(self, inner)
 
-    def record(self, key: str, method: str, url: str, body: bytes, headers: Mapping[str, str], response: dict) -> None:
+    def record(self, key: str, method: str, url: str, body: bytes, headers: Mapping[str, str], response: dict) -> bool:
         """Add one interaction (``response`` in vcrpy's serialised form) to the row's cassette and
-        save it now (without an fsync: fsutil.sync_deferred makes it durable)."""
+        save it now (without an fsync: fsutil.sync_deferred makes it durable). True when the file
+        now opens with this request as it was sent: a new file (no interaction kept or held
+        ahead of it) and a body that held no secret to redact."""
         need_vcrpy()
         from vcr.request import Request as VcrRequest
 
@@ -387,20 +389,30 @@ class Recorder(Recordings):
             cassette = self._cassette(key)
             cassette.append(request, response)
             cassette._save()  # vcrpy private API (9.4.2): persist now
+            return (
+                isinstance(cassette, _NewCassette)
+                and not cassette.held_requests
+                and len(cassette.requests) == 1
+                and self._redact(body) == body
+            )
 
-    def commit(self, call: CallInfo) -> None:
+    def commit(self, call: CallInfo) -> bool:
         """Save the replies of ``call`` that the SDK parsed into a message, before the run goes
         on. Called on the event loop: the save is a YAML dump and a write without an fsync,
-        which costs less than a thread hop would."""
+        which costs less than a thread hop would. True when the row's recording now opens with
+        the call's request (:meth:`record`): the row's freshness is then known without reading
+        the file back (``RowResult.recorded_as_sent``)."""
         pending, call.pending = call.pending, []
         if not pending:
-            return
+            return False
         need_vcrpy()
         from vcr.stubs.httpx_stubs import _serialize_response  # vcrpy private API (9.4.2)
 
+        opens = False
         for request, body, response, content in pending:
             reply = _serialize_response(response, content)
-            self.record(call.key, request.method, str(request.url), body, request.headers, reply)
+            opens = self.record(call.key, request.method, str(request.url), body, request.headers, reply)
+        return opens and len(pending) == 1
 
 
 def _replayed_response(recorded: Mapping[str, Any]) -> httpx2.Response:

@@ -371,6 +371,28 @@ def _record(recorder, key: str, title: str, text: str) -> None:
     recorder.record(key, "POST", URL, json.dumps(params(title)).encode(), JSON, reply(text))
 
 
+def test_record_says_whether_the_file_now_opens_with_the_request_as_sent(tmp_path):
+    """``Recorder.record`` is True only for the first request of a new file whose body held no
+    secret: then the row's freshness needs no read of the file (``RowResult.recorded_as_sent``).
+    Not for a second request, a reply added to an older file, nor a body a secret was redacted from."""
+    from pytest_batchgen.recording import Recorder
+
+    secret = "sk-ant-secret-0123"
+    older = _recorded(tmp_path)
+    recorder = Recorder({"new": tmp_path / "new.yaml", "old": older, "secret": tmp_path / "s.yaml"}, "new_episodes", secrets=(secret,))
+    recorder.load_all()
+
+    def record(key: str, title: str) -> bool:
+        return recorder.record(key, "POST", URL, json.dumps(params(title)).encode(), JSON, reply(title))
+
+    assert record("new", "Alpha") is True
+    assert record("new", "Alpha again") is False
+    assert record("old", "Beta") is False
+    assert record("secret", f"Gamma {secret}") is False
+    first = read_cassette(tmp_path / "new.yaml")
+    assert first is not None and json.loads(first[0].request["body"]) == params("Alpha")
+
+
 @pytest.mark.parametrize(
     "mode, kept",
     [("new_episodes", ["old", "new"]), ("all", ["new"])],

@@ -499,21 +499,28 @@ def test_generated_rows_are_judged_as_they_end_and_the_summary_finds_them_judged
 ):
     """Issue 12: the summary's freshness line judged every generated row again at the end of the
     session (its recording read back: 0.12 s at 1,000 rows, on the run's tail). Each is judged
-    once its ``generate`` item ended, its files final; the summary finds them judged."""
+    once its ``generate`` item ended, its files final (read back, or known from the request it
+    recorded first: see the next test); the summary finds them judged."""
     from pytest_batchgen import baseline, freshness
 
     events: list[str] = []
     real_assess, real_lines = freshness.assess, baseline.summary_lines
+    real_sent = freshness.FreshnessBook.sent_as_recorded
 
     def assess(plan, row, prompt):
         events.append(row.filename)
         return real_assess(plan, row, prompt)
+
+    def sent_as_recorded(book, plan, row):
+        events.append(row.filename)
+        return real_sent(book, plan, row)
 
     def summary_lines(state, reports):
         events.append("summary")
         return real_lines(state, reports)
 
     monkeypatch.setattr(freshness, "assess", assess)
+    monkeypatch.setattr(freshness.FreshnessBook, "sent_as_recorded", sent_as_recorded)
     monkeypatch.setattr(baseline, "summary_lines", summary_lines)
     names = ["a-one", "b-two", "c-three"]
     project.write_rows(rows_for(*names))
@@ -525,6 +532,54 @@ def test_generated_rows_are_judged_as_they_end_and_the_summary_finds_them_judged
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["*freshness: 3 fresh*"])
     assert events[-1] == "summary" and sorted(events[:-1]) == [f"{n}.md" for n in names], events
+
+
+def test_a_row_recorded_afresh_is_judged_without_reading_its_new_recording(
+    project: Project, fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue 12: a generating run wrote each row's new cassette, then read it back to judge the
+    row's freshness (83 of the pytest process's 1,054 samples at 1,000 rows). A row that passed,
+    whose new recording opens with the request just sent, is fresh with nothing read. Read still:
+    a row whose reply was added to an older recording (record mode ``new_episodes``), and a row
+    that failed (its draft may wait aside while an older output stays). What the run says must be
+    what reading every recording says."""
+    from pytest_batchgen import freshness
+    from pytest_batchgen.plan import load_plan
+    from pytest_batchgen.settings import DEFAULT_MAX_TOKENS
+
+    project.write_rows(ROWS)
+    recorded(project, fake)
+    # beta's recording holds only an older prompt's request: its new reply is appended to it
+    cassette = project.cassette("beta.md")
+    data = yaml.safe_load(cassette.read_text())
+    older = json.loads(data["interactions"][0]["request"]["body"])
+    older["max_tokens"] = older["max_tokens"] + 1
+    data["interactions"][0]["request"]["body"] = json.dumps(older)
+    cassette.write_text(yaml.safe_dump(data))
+    project.cassette("alpha.md").unlink()
+    project.cassette("gamma.md").unlink()
+    project.reset(ROWS)
+    router(fake).set("gamma.md", Reply.ok(bad_value("Gamma")))  # fails every attempt
+    read: list[str] = []
+    real = freshness.read_first_interaction
+
+    def read_first_interaction(path):
+        read.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(freshness, "read_first_interaction", read_first_interaction)
+
+    result = project.run("--batch-report", "report.json", "--batch-summary", "summary.md")
+
+    assert result.ret == 1, result.stdout.str()
+    assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete", "gamma.md": "pending"}
+    assert len(project.interactions("beta.md")) == 2 and len(project.interactions("alpha.md")) == 1
+    assert sorted(read) == ["beta.md.yaml", "gamma.md.yaml"]
+    rows = {r["filename"]: r["freshness"] for p in json.loads(project.read("report.json"))["plans"] for r in p["rows"]}
+    plan = load_plan(project.path / "plan.md", project.path)
+    book = freshness.FreshnessBook(DEFAULT_MAX_TOKENS)
+    assert rows == {r.filename: book.of(plan, r).as_dict() for r in plan.rows}
+    assert rows["alpha.md"] == {"state": "fresh", "reasons": [], "recording": "matches"}
 
 
 def test_a_replayed_row_is_judged_without_reading_its_recording_again(
