@@ -8,9 +8,11 @@ rule's check. The built-in forms (:mod:`pytest_batchgen.rules`) and users' forms
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .document import OutputDocument
 from .errors import BatchgenError, ChecklistError
@@ -328,6 +330,34 @@ def parse_count(word: str) -> int | None:
     if word.isdigit():
         return int(word)
     return _NUMBER_WORDS.get(word)
+
+
+HOOK = "pytest_batchgen_checklist_forms"
+
+
+def call_forms_hook(hook: Callable[[], Iterable[Any]]) -> list[Any]:
+    """Call the forms hook; a hook that raises is a :class:`ChecklistError` at its own line.
+
+    The hook runs users' conftest code while the plugin is configured, where an exception
+    would end the run in an INTERNALERROR and a page of pluggy's frames. The error names the
+    implementation's file and line, and where it raised when that is elsewhere (a helper)."""
+    try:
+        return list(hook())
+    except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        impl = next((f for f in reversed(frames) if f.name == HOOK), frames[-1] if frames else None)
+        raised = frames[-1] if frames else None
+        where = ""
+        if raised is not None and impl is not None and (raised.filename, raised.lineno) != (impl.filename, impl.lineno):
+            at = f"line {raised.lineno}" if raised.filename == impl.filename else f"{raised.filename}:{raised.lineno}"
+            where = f" (at {at}, in {raised.name})"
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise ChecklistError(
+            f"{HOOK} raised {what}{where}; fix the hook: the checklist's forms are read from it "
+            "before any plan is compiled",
+            impl.filename if impl is not None else None,
+            impl.lineno if impl is not None else None,
+        ) from None
 
 
 def collect_forms(results: Iterable[Iterable[ChecklistForm] | ChecklistForm]) -> list[ChecklistForm]:

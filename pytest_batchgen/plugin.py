@@ -121,7 +121,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
-    from .checklist import collect_forms, compile_checklist
+    from .checklist import call_forms_hook, collect_forms, compile_checklist
     from .document import DocumentCache
     from .judge import JudgeService, JudgeSettings
     from .plan import check_shared_outputs, load_plan
@@ -129,7 +129,7 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
     from .rules import check_tracking_files
     from .run import PlanRun
 
-    forms = collect_forms(config.hook.pytest_batchgen_checklist_forms())
+    forms = collect_forms(call_forms_hook(config.hook.pytest_batchgen_checklist_forms))
     docs = DocumentCache(settings.max_output_bytes)
     judge = JudgeService(JudgeSettings.from_settings(settings))
     runs: list[PlanRun] = []

@@ -298,6 +298,36 @@ def test_a_conftest_form_whose_builder_raises_is_a_usage_error_not_an_internaler
     assert f"plan.md:{line}: the checklist form 'max-words' failed to build a check for this line: ValueError" in message
 
 
+@pytest.mark.parametrize(
+    ("conftest", "says"),
+    [
+        (
+            "def pytest_batchgen_checklist_forms():\n    raise RuntimeError('no forms today')\n",
+            "conftest.py:2: pytest_batchgen_checklist_forms raised RuntimeError: no forms today; fix the hook",
+        ),
+        (
+            "def helper():\n    return {}['x']\n\ndef pytest_batchgen_checklist_forms():\n    return helper()\n",
+            "conftest.py:5: pytest_batchgen_checklist_forms raised KeyError: 'x' (at line 2, in helper); fix the hook",
+        ),
+    ],
+    ids=["raises", "a-helper-raises"],
+)
+def test_a_forms_hook_that_raises_is_a_usage_error_at_its_line_not_an_internalerror(
+    project: Project, conftest: str, says: str
+):
+    # the hook runs while the plugin is configured: this was an INTERNALERROR and pluggy's frames
+    project.ini()
+    project.write_plan(plan_text())
+    project.write("conftest.py", conftest)
+
+    result = project.run("--batch-validate-only")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    (message,) = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
+    assert message.startswith(f"ERROR: {says}"), message
+
+
 @pytest.mark.parametrize("xdist", [False, True])
 def test_a_check_that_raises_shows_its_own_frames_and_the_check_and_row(project: Project, xdist: bool):
     """The README's no_todo example on a missing output: the report names the checklist line and
