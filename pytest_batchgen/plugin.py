@@ -48,14 +48,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+#: plugins that write a file in every run, whatever it runs: pytest's cache (its stepwise goes
+#: with it), and pytest-benchmark's storage folder (``.benchmarks/``, made when it is configured)
+WRITING_PLUGINS = ("cacheprovider", "benchmark")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
     """``--batch-readonly`` and ``--batch-dry-run`` write nothing, pytest's own files included:
-    before any plugin is configured, block the cache plugin (as ``-p no:cacheprovider`` does)
-    and stop bytecode files of the custom checks and conftests (as ``PYTHONDONTWRITEBYTECODE``
-    does). ``args`` already holds the ini file's and ``PYTEST_ADDOPTS``' options."""
+    before any plugin is configured, block the plugins that write in every run (as
+    ``-p no:cacheprovider`` does; one already loaded is unregistered) and stop bytecode files of
+    the custom checks and conftests (as ``PYTHONDONTWRITEBYTECODE`` does). ``args`` already
+    holds the ini file's and ``PYTEST_ADDOPTS``' options."""
     if "--batch-readonly" in args or "--batch-dry-run" in args:
-        early_config.pluginmanager.consider_pluginarg("no:cacheprovider")  # stepwise goes too
+        for name in WRITING_PLUGINS:
+            early_config.pluginmanager.consider_pluginarg(f"no:{name}")
         sys.dont_write_bytecode = True
 
 

@@ -49,7 +49,10 @@ CHANGELOG = "plans/changelog.md"
 #: ``sys.modules`` after each in-process run, so hypothesis was imported and rewritten again
 #: every time, a second a run; anyio's plugin imports trio to list its backends, 6% of the
 #: suite's CPU). A batchgen run uses neither.
-RUN_OPTIONS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", "-rfEs")
+#: every run's options. pytest-benchmark, where it is installed, makes ``.benchmarks/`` in each
+#: run's folder, which the tests that compare a project's files before and after a run would
+#: see (82 assertions failed): blocked, unless a test lets it load (:meth:`Project.allow_plugin`).
+RUN_OPTIONS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", "-p", "no:benchmark", "-rfEs")
 
 
 class Run:
@@ -129,6 +132,13 @@ class Project:
         self._pytester = pytester
         #: set (see ``forks`` in conftest.py): subprocess runs are forked from it, not started afresh
         self.forks: ForkServer | None = None
+        self.options: tuple[str, ...] = RUN_OPTIONS
+
+    def allow_plugin(self, name: str) -> None:
+        """Let the plugin ``name``, blocked in :data:`RUN_OPTIONS`, load in this project's runs."""
+        blocked = ("-p", f"no:{name}")
+        i = next(i for i in range(len(self.options) - 1) if self.options[i : i + 2] == blocked)
+        self.options = self.options[:i] + self.options[i + 2 :]
 
     # -- given ----------------------------------------------------------------------------
 
@@ -216,13 +226,13 @@ class Project:
             out, err = child.output()
             return Run(pytest.RunResult(ret, out.splitlines(), err.splitlines(), time.monotonic() - started))
         run = self._pytester.runpytest_subprocess if subprocess else self._pytester.runpytest
-        return Run(run(*RUN_OPTIONS, *args))
+        return Run(run(*self.options, *args))
 
     def start(self, *args: str, output: bool = True) -> Child | subprocess.Popen[str]:
         """Start pytest with ``args`` in a process of its own and return at once (stdout and
         stderr of a fresh interpreter together, as text, on its ``stdout``; nowhere without
         ``output``, for a caller that never reads it)."""
-        command = [*RUN_OPTIONS, f"--basetemp={tempfile.mkdtemp(prefix='runpytest-', dir=self.path)}", *args]
+        command = [*self.options, f"--basetemp={tempfile.mkdtemp(prefix='runpytest-', dir=self.path)}", *args]
         # as pytester starts a subprocess run: the working folder first on PYTHONPATH
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(self.path), os.environ.get("PYTHONPATH")]))}
         if self.forks is not None:

@@ -249,6 +249,34 @@ def test_dry_run_writes_no_file_not_even_pytests_cache(project, pytester, monkey
     assert tree() == before
 
 
+#: a plugin under pytest-benchmark's name that, like it, makes its storage folder when it is
+#: configured, in every run (the real one may be installed too: this one, named by ``-p``, takes
+#: its name first)
+WRITES_AT_CONFIGURE = """
+import pathlib
+
+def pytest_configure(config):
+    pathlib.Path(".benchmarks").mkdir(exist_ok=True)
+"""
+
+
+@pytest.mark.parametrize("option", ["--batch-readonly", "--batch-dry-run"])
+def test_readonly_and_dry_runs_turn_off_a_plugin_that_writes_in_every_run(project, pytester, option):
+    # pytest-benchmark, installed in many environments, makes .benchmarks/ in every run
+    project.write_rows(rows_for("good"))
+    project.ini()
+    project.write("output/good.md", draft("Good"))
+    project.write("benchmark.py", WRITES_AT_CONFIGURE)
+
+    result = pytester.runpytest_subprocess("-p", "benchmark", "--batch-plan", "plan.md", option)
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert not (project.path / ".benchmarks").exists()
+    # an ordinary run keeps it: the plugin is named as the real one is
+    assert pytester.runpytest_subprocess("-p", "benchmark", "--batch-plan", "plan.md", "--batch-validate-only").ret == 0
+    assert (project.path / ".benchmarks").is_dir()
+
+
 def registered(project: Project) -> list[str]:
     return [line for line in project.read("output/INDEX.md").splitlines() if line.startswith("- ")]
 
