@@ -260,20 +260,21 @@ def pytest_configure(config):
 """
 
 
-@pytest.mark.parametrize("option", ["--batch-readonly", "--batch-dry-run"])
-def test_readonly_and_dry_runs_turn_off_a_plugin_that_writes_in_every_run(project, pytester, option):
+def test_readonly_and_dry_runs_turn_off_a_plugin_that_writes_in_every_run(project, forks):
     # pytest-benchmark, installed in many environments, makes .benchmarks/ in every run
+    project.forks = forks  # each run a process of its own (the plugin blocks bytecode in it)
+    project.allow_plugin("benchmark")
     project.write_rows(rows_for("good"))
     project.ini()
     project.write("output/good.md", draft("Good"))
     project.write("benchmark.py", WRITES_AT_CONFIGURE)
 
-    result = pytester.runpytest_subprocess("-p", "benchmark", "--batch-plan", "plan.md", option)
-
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    assert not (project.path / ".benchmarks").exists()
+    for option in ("--batch-readonly", "--batch-dry-run"):
+        result = project.run("-p", "benchmark", option, subprocess=True)
+        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+        assert not (project.path / ".benchmarks").exists(), option
     # an ordinary run keeps it: the plugin is named as the real one is
-    assert pytester.runpytest_subprocess("-p", "benchmark", "--batch-plan", "plan.md", "--batch-validate-only").ret == 0
+    assert project.run("-p", "benchmark", "--batch-validate-only", subprocess=True).ret == pytest.ExitCode.OK
     assert (project.path / ".benchmarks").is_dir()
 
 
