@@ -153,9 +153,16 @@ def _styled(word: str, style: str) -> str:
     return {"lower": word.lower(), "upper": word.upper(), "title": word.capitalize()}[style]
 
 
+_STATUS_CELLS = st.builds(
+    _styled, st.sampled_from(("pending", "complete")), st.sampled_from(("lower", "upper", "title"))
+)
+
+
 def status_cells() -> st.SearchStrategy[str]:
-    """A status word as a Status cell may spell it: pending, COMPLETE, Pending, ..."""
-    return st.builds(_styled, st.sampled_from(["pending", "complete"]), st.sampled_from(["lower", "upper", "title"]))
+    """A status word as a Status cell may spell it: pending, COMPLETE, Pending, ... (one strategy,
+    built once: Hypothesis validates each strategy object at its first draw, and building them
+    again for every draw made validating them a sixth of the plan properties' time)"""
+    return _STATUS_CELLS
 
 
 _TITLE_MIDDLE = st.characters(
@@ -175,6 +182,9 @@ def titles(draw) -> str:
     return (first + middle + last).strip()
 
 
+_TITLES = titles()
+
+
 @st.composite
 def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> GenPlan:
     """A valid plan with 1-3 phases; each table has its own column order, extra columns,
@@ -184,20 +194,20 @@ def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> G
 
     ``ending=True`` also varies how the file ends (no final newline, trailing blank lines).
     """
-    newline = draw(st.sampled_from(["\n", "\r\n"])) if allow_crlf else "\n"
+    newline = draw(st.sampled_from(("\n", "\r\n"))) if allow_crlf else "\n"
     # padding widths (0-3 spaces each side of every cell) come from a seeded generator: many
     # cheap draws, and shrinking them would not make a failure any clearer than the seed does
     pads = random.Random(draw(st.integers(0, 2**32 - 1)))
     has_default = draw(st.booleans())
-    default_alias = draw(st.sampled_from(["haiku", "sonnet", "opus"]))
+    default_alias = draw(st.sampled_from(("haiku", "sonnet", "opus")))
     lines: list[str] = [
         "# Generated plan",
         "",
-        *draw(st.sampled_from([[], ["> ## Batchgen Notes", "> - `row-1.md`: quoted, not a note", ""]])),
-        draw(st.sampled_from(["## Format Reference", "## FORMAT REFERENCE", "## format reference"])),
-        draw(st.sampled_from(["out/ref.md", "`out/ref.md`"])),
+        *draw(st.sampled_from(([], ["> ## Batchgen Notes", "> - `row-1.md`: quoted, not a note", ""]))),
+        draw(st.sampled_from(("## Format Reference", "## FORMAT REFERENCE", "## format reference"))),
+        draw(st.sampled_from(("out/ref.md", "`out/ref.md`"))),
         "",
-        draw(st.sampled_from(["## Output Directory", "## output directory"])),
+        draw(st.sampled_from(("## Output Directory", "## output directory"))),
         "out/",
         "",
         "## Content Rules",
@@ -212,14 +222,14 @@ def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> G
     phase_lines: list[int] = []
     counter = 0
     for number in range(1, draw(st.integers(1, 3)) + 1):
-        heading = draw(st.sampled_from(["Phase", "PHASE", "phase"])) + f" {number}"
-        heading += draw(st.sampled_from(["", ": Comparisons", " - singles", " (synthesis)"]))
+        heading = draw(st.sampled_from(("Phase", "PHASE", "phase"))) + f" {number}"
+        heading += draw(st.sampled_from(("", ": Comparisons", " - singles", " (synthesis)")))
         lines.append("## " + heading)
         phase_lines.append(len(lines))
         extras = draw(st.lists(st.sampled_from(EXTRA_NAMES), unique=True, max_size=2))
         columns = draw(st.permutations([*REQUIRED, *extras]))
         header_names = {
-            c: (c if c in extras else draw(st.sampled_from([c, c.capitalize(), c.upper()]))) for c in columns
+            c: (c if c in extras else draw(st.sampled_from((c, c.capitalize(), c.upper())))) for c in columns
         }
         outer = draw(st.booleans())
         n_rows = draw(st.integers(1, 4))
@@ -229,12 +239,12 @@ def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> G
             model_choices = ["haiku", "Sonnet", "opus", "claude-x-9-1"] + ([""] if has_default else [])
             backticked = draw(st.booleans())
             row = GenRow(
-                title=draw(titles()),
+                title=draw(_TITLES),
                 filename=f"row-{counter}.md",
-                model=draw(st.sampled_from(model_choices)),
+                model=draw(st.sampled_from(tuple(model_choices))),
                 status=draw(status_cells()),
                 extras={e: draw(st.text(_EXTRA_CHARS, min_size=1, max_size=6)) for e in extras},
-                quote=draw(st.sampled_from(["", "", "`", '"'])),
+                quote=draw(st.sampled_from(("", "", "`", '"'))),
             )
             row.extras["_filename_cell"] = f"`{row.filename}`" if backticked else row.filename
             table_rows.append(row)
@@ -258,7 +268,7 @@ def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> G
             outer = True
 
         # a tab before the first cell of a line without an outer pipe would make it code
-        pad = draw(st.sampled_from([" ", " ", "\t"])) if outer else " "
+        pad = draw(st.sampled_from((" ", " ", "\t"))) if outer else " "
 
         def render(cells: list[str]) -> str:
             padded = [pad * pads.randint(0, 3) + c + pad * pads.randint(0, 3) for c in cells]
@@ -268,7 +278,7 @@ def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> G
         lines.append(render([header_names[c] for c in columns]))
         # without outer pipes, "- |" would start a list: no single-dash delimiter then
         delimiters = ["---", ":--", "--:", ":-:"] + (["-"] if outer else [])
-        lines.append(render([draw(st.sampled_from(delimiters)) for _ in columns]))
+        lines.append(render([draw(st.sampled_from(tuple(delimiters))) for _ in columns]))
         for row in table_rows:
             lines.append(render([cell_text(row, c) for c in columns]))
             row.line = len(lines)
@@ -279,7 +289,7 @@ def generated_plans(draw, *, allow_crlf: bool = True, ending: bool = False) -> G
         lines += ["## Model Selection Rules", f"- Default: {default_alias} for single terms", ""]
     text = newline.join(lines)  # ends with exactly one newline (the last line is blank)
     if ending:
-        choice = draw(st.sampled_from(["one", "none", "blank"]))
+        choice = draw(st.sampled_from(("one", "none", "blank")))
         if choice == "none":
             text = text[: -len(newline)]
         elif choice == "blank":
@@ -319,10 +329,10 @@ def user_notes_sections(draw) -> GenNotes:
     from pytest_batchgen.planedit import NOTES_MARKER, code_span
 
     heading = draw(st.sampled_from([["## Batchgen Notes"], ["Batchgen Notes", "--------------"], ["## batchgen notes"]]))
-    before = draw(st.sampled_from([[], ["My remark about these notes."]]))
-    after = draw(st.sampled_from([[], ["Ask Dana."], ["  Dana: alpha needs a source."], ["### Appendix", "Sources."]]))
+    before = draw(st.sampled_from(([], ["My remark about these notes."])))
+    after = draw(st.sampled_from(([], ["Ask Dana."], ["  Dana: alpha needs a source."], ["### Appendix", "Sources."])))
     names = draw(st.lists(st.sampled_from(NOTE_ROWS), unique=True, min_size=1, max_size=3))
-    entries = {n: draw(st.sampled_from(["1 check failed", "2 checks failed\n- lint: MD058"])) for n in names}
+    entries = {n: draw(st.sampled_from(("1 check failed", "2 checks failed\n- lint: MD058"))) for n in names}
     lines = [*heading, ""]
     if before:
         lines += [*before, ""]

@@ -604,11 +604,17 @@ def note_lines(draw) -> str:
     return (draw(_ALNUM) + draw(_NOTE_TEXT)).strip()
 
 
+_NOTE_LINE = note_lines()
+_MORE_NOTE_LINES = st.lists(st.one_of(_NOTE_LINE, _NOTE_LINE.map(lambda s: "- " + s)), max_size=3)
+
+
 @st.composite
 def notes(draw) -> str:
-    first = draw(note_lines())
-    rest = draw(st.lists(st.one_of(note_lines(), note_lines().map(lambda s: "- " + s)), max_size=3))
-    return "\n".join([first, *rest])
+    # (strategies built once: Hypothesis validates each new strategy object at its first draw)
+    return "\n".join([draw(_NOTE_LINE), *draw(_MORE_NOTE_LINES)])
+
+
+_NOTES = notes()
 
 
 @st.composite
@@ -616,7 +622,7 @@ def plans_and_notes(draw):
     gen = draw(generated_plans(ending=True))
     names = [r.filename for r in gen.rows] + ["not-a-row.md"]
     chosen = draw(st.lists(st.sampled_from(names), unique=True, min_size=1))
-    return gen, {f: draw(notes()) for f in chosen}
+    return gen, {f: draw(_NOTES) for f in chosen}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
