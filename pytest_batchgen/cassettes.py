@@ -99,6 +99,38 @@ def _construct(node: yaml.Node, seen: set[int]) -> Any:
     raise _Unusual
 
 
+def represent_cassette(data: Any, seen: set[int]) -> yaml.Node:
+    """The node PyYAML's representer makes of ``data`` for ``yaml.dump`` (``sort_keys``, block
+    style), built directly for the values a cassette holds (text, integers, booleans, None,
+    mappings with text keys, lists); the inverse of :func:`_construct`.
+
+    The representer dispatches on every value in pure Python (``represent_data``, alias
+    bookkeeping): 0.1 of the 0.4 ms vcrpy's serializer took a cassette. The emitter, in C,
+    writes the same bytes from the same nodes. Anything else (bytes, floats, another type, a
+    list or mapping met twice, which PyYAML would write as an alias) raises :class:`_Unusual`."""
+    kind = type(data)
+    if kind is str:
+        return yaml.ScalarNode(_TAG + "str", data)
+    if kind is int:
+        return yaml.ScalarNode(_TAG + "int", str(data))
+    if kind is bool:
+        return yaml.ScalarNode(_TAG + "bool", "true" if data else "false")
+    if data is None:
+        return yaml.ScalarNode(_TAG + "null", "null")
+    if kind is not dict and kind is not list or id(data) in seen:
+        raise _Unusual
+    seen.add(id(data))
+    if kind is list:
+        return yaml.SequenceNode(_TAG + "seq", [represent_cassette(item, seen) for item in data], flow_style=False)
+    if not all(type(key) is str for key in data):
+        raise _Unusual
+    return yaml.MappingNode(
+        _TAG + "map",
+        [(yaml.ScalarNode(_TAG + "str", key), represent_cassette(value, seen)) for key, value in sorted(data.items())],
+        flow_style=False,
+    )
+
+
 def load_cassette_yaml(text: str) -> Any:
     """``yaml.load(text, Loader=CassetteLoader)``, the same value, built faster for the nodes a
     cassette holds (:func:`_construct`); raises ``yaml.YAMLError`` as that call does."""

@@ -41,8 +41,10 @@ from .cassettes import (
     Interaction,
     Recordings,
     ReplayClient,
+    _Unusual,
     is_message_body,
     read_cassette,
+    represent_cassette,
 )
 from .client import CallInfo, current_call
 from .fsutil import atomic_write
@@ -160,14 +162,49 @@ class _AtomicPersister:
         atomic_write(Path(cassette_path), serialize(cassette_dict, serializer), sync=False)  # see fsutil
 
 
+class _CassetteYaml:
+    """vcrpy's YAML serializer (``vcr.serializers.yamlserializer``), for the cassettes the
+    recorder writes itself: its dumper's emitter, given the nodes its representer would make
+    (:func:`~pytest_batchgen.cassettes.represent_cassette`), so the file is the same, byte for
+    byte; a value that function does not know goes through vcrpy's serializer whole."""
+
+    @staticmethod
+    def serialize(data: dict[str, Any]) -> str:
+        import io
+
+        from vcr.serializers import yamlserializer
+
+        try:
+            node = represent_cassette(data, set())
+        except _Unusual:
+            return cast(str, yamlserializer.serialize(data))
+        stream = io.StringIO()
+        # vcrpy private API (9.4.2); yaml.dump's defaults, which yamlserializer.serialize passes
+        dumper = yamlserializer._CassetteDumper(stream, default_flow_style=False, sort_keys=True)
+        try:
+            dumper.open()
+            dumper.serialize(node)
+            dumper.close()
+        finally:
+            dumper.dispose()
+        return stream.getvalue()
+
+    @staticmethod
+    def deserialize(text: str) -> Any:
+        from vcr.serializers import yamlserializer
+
+        return yamlserializer.deserialize(text)
+
+
 class _NewCassette:
     """A row's cassette that starts empty (record mode ``all``, a file being replaced, or no file
     yet), with the two methods of vcrpy's ``Cassette`` that :meth:`Recorder.record` calls.
 
     With nothing loaded, a vcrpy cassette saves every interaction appended, in order, through
     its persister and its YAML serializer; this one does the same with the same functions
-    (``vcr.serialize``, ``yamlserializer``), so the file is vcrpy's, byte for byte
-    (tests/test_cassettes.py holds it to one). It leaves out what a cassette does per reply
+    (``vcr.serialize``, and ``yamlserializer``'s dumper given the nodes its representer would
+    make: :class:`_CassetteYaml`), so the file is vcrpy's, byte for byte (tests/test_cassettes.py
+    holds it to one). It leaves out what a cassette does per reply
     that this recorder does not need: a deep copy of each reply before the filters (the reply
     is made for it and no one else holds it), the record-mode bookkeeping, and making a cassette
     with its matchers and options per row. A cassette that has interactions to keep (record
@@ -205,13 +242,11 @@ class _NewCassette:
         return written
 
     def _save(self) -> None:
-        from vcr.serializers import yamlserializer
-
         interactions = {
             "requests": self.held_requests + self.requests,
             "responses": self.held_responses + self.responses,
         }
-        _AtomicPersister.save_cassette(self.path, interactions, yamlserializer)
+        _AtomicPersister.save_cassette(self.path, interactions, _CassetteYaml)
 
 
 class Recorder(Recordings):
