@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -226,8 +227,9 @@ class Job:
     row: Row
     rerecord: bool = False  # regenerate even when the output passes (record mode "all")
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
+        """Made once: the dispatcher names the job by it seven times a row."""
         return self.run.row_id(self.row).key
 
 

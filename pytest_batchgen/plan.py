@@ -13,7 +13,7 @@ import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from types import MappingProxyType
 
@@ -447,9 +447,10 @@ class Plan:
         """The row's recording: ``<plan folder>/cassettes/<plan name>/<filename>.yaml``."""
         return self.cassette_dir / f"{row.filename}.yaml"
 
-    @property
+    @cached_property
     def cassette_dir(self) -> Path:
-        """The plan's recordings: ``<plan folder>/cassettes/<plan name>/``."""
+        """The plan's recordings: ``<plan folder>/cassettes/<plan name>/`` (made once: each row's
+        cassette path is made from it at every turn of the row, three joins each)."""
         return self.path.parent / "cassettes" / self.name
 
     def rel(self, path: Path) -> str:
