@@ -6,7 +6,8 @@ transport under the SDK's HTTP client; each request carries its row (a context v
 :class:`~pytest_batchgen.client.ModelClient`), and the transport answers it from that row's
 recording (:mod:`pytest_batchgen.cassettes`: read and matched as vcrpy matches, without vcrpy)
 or sends it and records the reply through the row's own vcrpy :class:`~vcr.cassette.Cassette`.
-vcrpy still writes every cassette: its record modes, its layout and serialisation.
+vcrpy still writes every cassette: its record modes, its layout and its YAML (a new file's
+nodes are built as its representer builds them, see :class:`_CassetteYaml`).
 
 vcrpy is not on the way to the first request: the transport starts importing it on a thread
 once that request's body is on the wire (:func:`_load_vcrpy_once_sent`), so that it is loaded by
