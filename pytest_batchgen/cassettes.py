@@ -105,9 +105,10 @@ def represent_cassette(data: Any, seen: set[int]) -> yaml.Node:
     mappings with text keys, lists); the inverse of :func:`_construct`.
 
     The representer dispatches on every value in pure Python (``represent_data``, alias
-    bookkeeping): 0.1 of the 0.4 ms vcrpy's serializer took a cassette. The emitter, in C,
-    writes the same bytes from the same nodes. Anything else (bytes, floats, another type, a
-    list or mapping met twice, which PyYAML would write as an alias) raises :class:`_Unusual`."""
+    bookkeeping): vcrpy's serializer took 1.68 M instructions a recorded cassette, 1.17 M from
+    these nodes (cachegrind). The emitter, in C, writes the same bytes from the same nodes.
+    Anything else (bytes, floats, another type, a list or mapping met twice, which PyYAML would
+    write as an alias) raises :class:`_Unusual`."""
     kind = type(data)
     if kind is str:
         return yaml.ScalarNode(_TAG + "str", data)

@@ -205,9 +205,9 @@ class _NewCassette:
     its persister and its YAML serializer; this one does the same with the same functions
     (``vcr.serialize``, and ``yamlserializer``'s dumper given the nodes its representer would
     make: :class:`_CassetteYaml`), so the file is vcrpy's, byte for byte (tests/test_cassettes.py
-    holds it to one). It leaves out what a cassette does per reply
-    that this recorder does not need: a deep copy of each reply before the filters (the reply
-    is made for it and no one else holds it), the record-mode bookkeeping, and making a cassette
+    holds it to one). It leaves out what a cassette does per reply that this recorder does not
+    need: a deep copy of each reply before the filters (the reply is made for it and no one
+    else holds it), the record-mode bookkeeping, and making a cassette
     with its matchers and options per row. A cassette that has interactions to keep (record
     mode ``new_episodes`` on an existing file) is still vcrpy's own. The one exception: the
     interactions :meth:`Recorder.hold_previous` holds, which it writes ahead of the new ones, as
