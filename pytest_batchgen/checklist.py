@@ -342,7 +342,8 @@ def call_forms_hook(hook: Callable[[], Iterable[Any]]) -> list[Any]:
     would end the run in an INTERNALERROR and a page of pluggy's frames. The error names the
     implementation's file and line, and where it raised when that is elsewhere (a helper)."""
     try:
-        return list(hook())
+        # a generator's body (a hook that yields its forms) runs here too, where its error is caught
+        return [_materialised(group) for group in hook()]
     except Exception as exc:
         frames = traceback.extract_tb(exc.__traceback__)
         impl = next((f for f in reversed(frames) if f.name == HOOK), frames[-1] if frames else None)
@@ -360,16 +361,30 @@ def call_forms_hook(hook: Callable[[], Iterable[Any]]) -> list[Any]:
         ) from None
 
 
+def _materialised(group: Any) -> Any:
+    """One implementation's result, with an iterable of forms made a list (what is not one is
+    left for :func:`collect_forms` to name)."""
+    if group is None or isinstance(group, (ChecklistForm, str, bytes)) or not isinstance(group, Iterable):
+        return group
+    return list(group)
+
+
 def collect_forms(results: Iterable[Iterable[ChecklistForm] | ChecklistForm]) -> list[ChecklistForm]:
     """Flatten the hook's results (users' conftest forms come before the built-ins). A hook that
-    returns one form rather than a list is taken at its word; anything else is an error that
-    names what it returned."""
+    returns one form rather than a list is taken at its word, and one that returns None gives
+    none; anything else is an error that names what it returned."""
     forms: list[ChecklistForm] = []
     for group in results:
-        for form in [group] if isinstance(group, ChecklistForm) else (group or ()):
+        if isinstance(group, ChecklistForm):
+            group = [group]
+        elif group is None:
+            group = []
+        elif isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
+            group = [group]  # named below, whole (a text, not its first character)
+        for form in group:
             if not isinstance(form, ChecklistForm):
                 raise ChecklistError(
-                    f"pytest_batchgen_checklist_forms returned {type(form).__name__} {form!r:.60}; "
+                    f"{HOOK} returned {type(form).__name__} {form!r:.60}; "
                     "it must return a list of pytest_batchgen.ChecklistForm"
                 )
             forms.append(form)

@@ -309,8 +309,15 @@ def test_a_conftest_form_whose_builder_raises_is_a_usage_error_not_an_internaler
             "def helper():\n    return {}['x']\n\ndef pytest_batchgen_checklist_forms():\n    return helper()\n",
             "conftest.py:5: pytest_batchgen_checklist_forms raised KeyError: 'x' (at line 2, in helper); fix the hook",
         ),
+        (
+            "from pytest_batchgen import ChecklistForm\n"
+            "def pytest_batchgen_checklist_forms():\n"
+            "    yield ChecklistForm(name='x', pattern='x', check=lambda c: None)\n"
+            "    raise ValueError('the second form')\n",
+            "conftest.py:4: pytest_batchgen_checklist_forms raised ValueError: the second form; fix the hook",
+        ),
     ],
-    ids=["raises", "a-helper-raises"],
+    ids=["raises", "a-helper-raises", "a-generator-raises"],
 )
 def test_a_forms_hook_that_raises_is_a_usage_error_at_its_line_not_an_internalerror(
     project: Project, conftest: str, says: str

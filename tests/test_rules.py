@@ -847,6 +847,12 @@ def test_a_hook_returning_one_form_is_taken_and_one_returning_something_else_is_
     assert collect_forms([form, [form], None]) == [form, form]
     with pytest.raises(ChecklistError, match="returned str 'x'; it must return a list of"):
         collect_forms([["x"]])
+    # what is not a list of forms is named whole: a TypeError (an INTERNALERROR) before, and a
+    # text was named by its first character
+    with pytest.raises(ChecklistError, match="returned int 42; it must return a list of"):
+        collect_forms([42])
+    with pytest.raises(ChecklistError, match="returned str 'no-todo'; it must return a list of"):
+        collect_forms(["no-todo"])
 
 
 @pytest.mark.parametrize(
