@@ -240,12 +240,25 @@ def compile_checklist(
 
 
 def _form_regex(form: ChecklistForm, plan: Plan, item: ListItem) -> re.Pattern:
+    """The form's pattern, compiled; a form a user defined wrongly (a pattern that is no regular
+    expression or no text, a name that is no text) is an error at the line being compiled."""
+    fix = "fix it where the form is defined (a conftest's pytest_batchgen_checklist_forms)"
+    if not isinstance(form.name, str):
+        raise ChecklistError(
+            f"a checklist form has the name {form.name!r}, not a text; {fix}", plan.path, item.line
+        )
+    if not isinstance(form.pattern, (str, re.Pattern)):
+        raise ChecklistError(
+            f"the checklist form {form.name!r} has the pattern {form.pattern!r:.40}, not a text or a compiled "
+            f"regular expression; {fix}",
+            plan.path,
+            item.line,
+        )
     try:
         return form.regex()
     except re.error as exc:
         raise ChecklistError(
-            f"the checklist form {form.name!r} has a pattern that is not a regular expression ({exc}); "
-            "fix it where the form is defined (a conftest's pytest_batchgen_checklist_forms)",
+            f"the checklist form {form.name!r} has a pattern that is not a regular expression ({exc}); {fix}",
             plan.path,
             item.line,
         ) from None

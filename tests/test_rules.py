@@ -830,8 +830,11 @@ def _raising_builder(match, ctx):
         (ChecklistForm(name="words", pattern=r"at most (\d+ words", check=lambda c: None), "not a regular expression"),
         (ChecklistForm(name="words", pattern=r"at most \w+ words", build=_raising_builder), "failed to build a check"),
         (ChecklistForm(name="words", pattern=r"at most \w+ words", build=lambda m, c: 42), "built int 42, not a check"),
+        # a TypeError from re.compile or str.strip: INTERNALERROR tracebacks before
+        (ChecklistForm(name="words", pattern=None, check=lambda c: None), "pattern None, not a text"),  # type: ignore[arg-type]
+        (ChecklistForm(name=("words",), pattern=r".*", check=lambda c: None), "name ('words',), not a text"),  # type: ignore[arg-type]
     ],
-    ids=["bad-regex", "builder-raises", "builder-returns-no-function"],
+    ids=["bad-regex", "builder-raises", "builder-returns-no-function", "pattern-none", "name-not-text"],
 )
 def test_a_broken_user_form_is_an_error_naming_the_form_and_the_line(project: Project, form, says):
     # these were INTERNALERROR tracebacks, or a TypeError in every row's item
