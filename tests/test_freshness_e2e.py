@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml  # (also: in-process generations, see tests/test_init.py)
@@ -534,6 +535,43 @@ def test_generated_rows_are_judged_as_they_end_and_the_summary_finds_them_judged
     assert events[-1] == "summary" and sorted(events[:-1]) == [f"{n}.md" for n in names], events
 
 
+def with_an_older_request(project: Project, filename: str, *, keep_its_own: bool) -> tuple[Path, dict]:
+    """The row's recording opens with an older prompt's request (``max_tokens`` one more): put
+    ahead of its own interaction, or in its place. The cassette's path and its data as written."""
+    cassette = project.cassette(filename)
+    data = yaml.safe_load(cassette.read_text())
+    own = data["interactions"][0]
+    older = json.loads(own["request"]["body"])
+    older["max_tokens"] = older["max_tokens"] + 1
+    first = {**own, "request": {**own["request"], "body": json.dumps(older)}}
+    if keep_its_own:
+        data["interactions"].insert(0, first)
+    else:
+        data["interactions"][0] = first
+    cassette.write_text(yaml.safe_dump(data))
+    return cassette, data
+
+
+def recordings_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the recordings the run reads to judge freshness, in order."""
+    from pytest_batchgen import freshness
+
+    read: list[str] = []
+    real = freshness.read_first_interaction
+
+    def read_first_interaction(path):
+        read.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(freshness, "read_first_interaction", read_first_interaction)
+    return read
+
+
+def reported_freshness(project: Project) -> dict[str, dict]:
+    """Each row's freshness as the run's JSON report (report.json) gives it."""
+    return {r["filename"]: r["freshness"] for p in json.loads(project.read("report.json"))["plans"] for r in p["rows"]}
+
+
 def test_a_row_recorded_afresh_is_judged_without_reading_its_new_recording(
     project: Project, fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
 ):
@@ -550,24 +588,12 @@ def test_a_row_recorded_afresh_is_judged_without_reading_its_new_recording(
     project.write_rows(ROWS)
     recorded(project, fake)
     # beta's recording holds only an older prompt's request: its new reply is appended to it
-    cassette = project.cassette("beta.md")
-    data = yaml.safe_load(cassette.read_text())
-    older = json.loads(data["interactions"][0]["request"]["body"])
-    older["max_tokens"] = older["max_tokens"] + 1
-    data["interactions"][0]["request"]["body"] = json.dumps(older)
-    cassette.write_text(yaml.safe_dump(data))
+    with_an_older_request(project, "beta.md", keep_its_own=False)
     project.cassette("alpha.md").unlink()
     project.cassette("gamma.md").unlink()
     project.reset(ROWS)
     router(fake).set("gamma.md", Reply.ok(bad_value("Gamma")))  # fails every attempt
-    read: list[str] = []
-    real = freshness.read_first_interaction
-
-    def read_first_interaction(path):
-        read.append(path.name)
-        return real(path)
-
-    monkeypatch.setattr(freshness, "read_first_interaction", read_first_interaction)
+    read = recordings_read(monkeypatch)
 
     result = project.run("--batch-report", "report.json", "--batch-summary", "summary.md")
 
@@ -575,7 +601,7 @@ def test_a_row_recorded_afresh_is_judged_without_reading_its_new_recording(
     assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete", "gamma.md": "pending"}
     assert len(project.interactions("beta.md")) == 2 and len(project.interactions("alpha.md")) == 1
     assert sorted(read) == ["beta.md.yaml", "gamma.md.yaml"]
-    rows = {r["filename"]: r["freshness"] for p in json.loads(project.read("report.json"))["plans"] for r in p["rows"]}
+    rows = reported_freshness(project)
     plan = load_plan(project.path / "plan.md", project.path)
     book = freshness.FreshnessBook(DEFAULT_MAX_TOKENS)
     assert rows == {r.filename: book.of(plan, r).as_dict() for r in plan.rows}
@@ -598,22 +624,9 @@ def test_a_replayed_row_is_judged_without_reading_its_recording_again(
     recorded(project, fake)
     # beta's recording now opens with another request (its own comes second), as an older
     # prompt recorded first would
-    cassette = project.cassette("beta.md")
-    data = yaml.safe_load(cassette.read_text())
-    older = json.loads(data["interactions"][0]["request"]["body"])
-    older["max_tokens"] = older["max_tokens"] + 1
-    first = {**data["interactions"][0], "request": {**data["interactions"][0]["request"], "body": json.dumps(older)}}
-    data["interactions"].insert(0, first)
-    cassette.write_text(yaml.safe_dump(data))
+    cassette, data = with_an_older_request(project, "beta.md", keep_its_own=True)
     project.reset(ROWS)
-    read: list[str] = []
-    real = freshness.read_first_interaction
-
-    def read_first_interaction(path):
-        read.append(path.name)
-        return real(path)
-
-    monkeypatch.setattr(freshness, "read_first_interaction", read_first_interaction)
+    read = recordings_read(monkeypatch)
 
     # (a step summary: the JSON report then carries each row's freshness)
     result = project.run("--batch-record-mode", "none", "--batch-report", "report.json", "--batch-summary", "summary.md")
@@ -621,7 +634,7 @@ def test_a_replayed_row_is_judged_without_reading_its_recording_again(
     assert result.ret == 0, result.stdout.str()
     assert read == ["beta.md.yaml"]
     result.stdout.fnmatch_lines(["*freshness: 3 fresh*"])  # beta's own request follows the older one
-    rows = {r["filename"]: r["freshness"] for p in json.loads(project.read("report.json"))["plans"] for r in p["rows"]}
+    rows = reported_freshness(project)
     # what reading every recording says now, as a later run would judge them
     plan = load_plan(project.path / "plan.md", project.path)
     book = freshness.FreshnessBook(DEFAULT_MAX_TOKENS)
