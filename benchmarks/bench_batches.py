@@ -39,7 +39,19 @@ MEASURE = (
 
 
 def run(folder: Path, env: dict[str, str], *args: str) -> tuple[float, int, str]:
-    cmd = [sys.executable, "-c", MEASURE, "-q", "-p", "no:cacheprovider", "--batch-plan", "plan.md", "--rootdir", str(folder), *args]
+    cmd = [
+        sys.executable,
+        "-c",
+        MEASURE,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--batch-plan",
+        "plan.md",
+        "--rootdir",
+        str(folder),
+        *args,
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -73,9 +85,13 @@ def main() -> None:
     print(f"rows={args.rows}: {created} batch(es), {sent} requests, {cassettes} cassettes")
     print(f"batch mode run:        {batch_time:7.2f}s wall, peak RSS {batch_peak / 1024:7.1f} MB")
     print(f"validate-only (same):  {check_time:7.2f}s wall, peak RSS {check_peak / 1024:7.1f} MB")
-    print(f"batch path adds:       {batch_time - check_time:7.2f}s = {(batch_time - check_time) / args.rows * 1000:.2f} ms a row, "
-          f"{(batch_peak - check_peak) / 1024:.1f} MB")
-    print(f"estimated cost {report['totals']['cost_usd']:.4f} USD; Message Batches saved {report['totals'].get('batch_saved_usd', 0):.4f} USD")
+    print(
+        f"batch path adds:       {batch_time - check_time:7.2f}s = {(batch_time - check_time) / args.rows * 1000:.2f} ms a row, "
+        f"{(batch_peak - check_peak) / 1024:.1f} MB"
+    )
+    print(
+        f"estimated cost {report['totals']['cost_usd']:.4f} USD; Message Batches saved {report['totals'].get('batch_saved_usd', 0):.4f} USD"
+    )
 
 
 if __name__ == "__main__":

@@ -48,11 +48,25 @@ def main() -> None:
         folder = Path(tmp)
         write_plan(folder, 1)
         server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
-        env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "bench",
-               "XDG_CACHE_HOME": str(folder / "user-cache")}
+        env = {
+            **os.environ,
+            "ANTHROPIC_BASE_URL": server.base_url,
+            "ANTHROPIC_API_KEY": "bench",
+            "XDG_CACHE_HOME": str(folder / "user-cache"),
+        }
         env.pop("CI", None)
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--batch-plan", "plan.md",
-               "--rootdir", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--batch-plan",
+            "plan.md",
+            "--rootdir",
+            tmp,
+        ]
         subprocess.run(cmd, cwd=folder, env=env, capture_output=True, check=False)
         (recorded,) = folder.glob("cassettes/**/*.yaml")
         sent = {k: v for k, v in server.messages_requests()[0].headers.items() if k.lower() != "x-api-key"}
@@ -63,7 +77,10 @@ def main() -> None:
         with_client = folder / "with-client-headers.yaml"
         with_client.write_text(yamlserializer.serialize(full), encoding="utf-8")
         print(f"request headers recorded: {', '.join(kept)}; the SDK sent {len(sent)}")
-        for label, path, cassette in (("as recorded", recorded, data), ("with the client's headers", with_client, full)):
+        for label, path, cassette in (
+            ("as recorded", recorded, data),
+            ("with the client's headers", with_client, full),
+        ):
             dump = per_call_ms(lambda c=cassette: yamlserializer.serialize(c), args.repeat)
             load = per_call_ms(lambda p=path: read_cassette(p), args.repeat)
             print(f"{label}: {path.stat().st_size} bytes, dump {dump:.3f} ms, read {load:.3f} ms")

@@ -63,8 +63,22 @@ def timed_run(rows: int, concurrency: int, latency: float) -> float:
         server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
         env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "bench"}
         env.pop("CI", None)
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--batch-plan", "plan.md",
-               "--batch-concurrency", str(concurrency), "--batch-record-mode", "all", "--rootdir", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--batch-plan",
+            "plan.md",
+            "--batch-concurrency",
+            str(concurrency),
+            "--batch-record-mode",
+            "all",
+            "--rootdir",
+            tmp,
+        ]
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
         elapsed = time.perf_counter() - start

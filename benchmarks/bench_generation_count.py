@@ -97,7 +97,9 @@ VARIANTS = ("bare", "bare + cassette", "pytest alone", "ours")
 
 def counts(stderr: str) -> list[int]:
     """Each process's ``I refs``, in pid order (a parent's pid is below its fork's)."""
-    found = sorted((int(pid), int(n.replace(",", ""))) for pid, n in re.findall(r"==(\d+)== I\s+refs:\s+([\d,]+)", stderr))
+    found = sorted(
+        (int(pid), int(n.replace(",", ""))) for pid, n in re.findall(r"==(\d+)== I\s+refs:\s+([\d,]+)", stderr)
+    )
     if not found:
         raise ValueError(f"no instruction count in valgrind's report: {stderr[-500:]!r}")
     return [n for _, n in found]
@@ -114,7 +116,10 @@ def count(variant: str, rows: int, root: Path, valgrind: str) -> list[int]:
                 folder = Path(tmp)
                 write_plan(folder, rows)
                 if variant == "ours":
-                    cmd = cachegrind(valgrind, *pytest_cmd("--batch-plan", "plan.md", "--batch-concurrency", "8", "--rootdir", tmp)[1:])
+                    cmd = cachegrind(
+                        valgrind,
+                        *pytest_cmd("--batch-plan", "plan.md", "--batch-concurrency", "8", "--rootdir", tmp)[1:],
+                    )
                 elif variant == "pytest alone":
                     (folder / "test_items.py").write_text(TRIVIAL)
                     cmd = cachegrind(valgrind, *pytest_cmd("test_items.py", "-p", "no:batchgen", "--rootdir", tmp)[1:])

@@ -65,8 +65,11 @@ def main() -> None:
     for variant in VARIANTS:
         a, b = count(variant, small, valgrind), count(variant, large, valgrind)
         per_item[variant] = (b - a) / ((large - small) * RULES_A_ROW)
-        print(f"{variant}: {per_item[variant] / 1e6:.2f} M instructions an item "
-              f"({small} and {large} rows, {RULES_A_ROW} items a row; {b / 1e9:.2f} G at {large})", flush=True)
+        print(
+            f"{variant}: {per_item[variant] / 1e6:.2f} M instructions an item "
+            f"({small} and {large} rows, {RULES_A_ROW} items a row; {b / 1e9:.2f} G at {large})",
+            flush=True,
+        )
     lean, full = per_item["lean"], per_item["pytest's protocol"]
     print(f"RATIO lean / pytest's protocol, an item: {lean / full:.2f} ({(full - lean) / 1e6:.2f} M less)")
 

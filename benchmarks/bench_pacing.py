@@ -61,11 +61,33 @@ def one_run(
         folder = Path(tmp)
         write_plan(folder, args.rows)
         server.default = lambda body: Reply.ok(REFERENCE.replace("Reference", "Generated"))
-        env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "bench", "XDG_CACHE_HOME": cache}
+        env = {
+            **os.environ,
+            "ANTHROPIC_BASE_URL": server.base_url,
+            "ANTHROPIC_API_KEY": "bench",
+            "XDG_CACHE_HOME": cache,
+        }
         env.pop("CI", None)
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-               "--batch-plan", "plan.md", "--batch-concurrency", str(args.concurrency),
-               "--batch-record-mode", "all", "--batch-report", "report.json", "--rootdir", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            "--batch-plan",
+            "plan.md",
+            "--batch-concurrency",
+            str(args.concurrency),
+            "--batch-record-mode",
+            "all",
+            "--batch-report",
+            "report.json",
+            "--rootdir",
+            tmp,
+        ]
         if not pacing:
             cmd.append("--batch-no-pacing")
         start = time.perf_counter()
@@ -118,8 +140,10 @@ def main() -> None:
         # a row's prompt counts about 41 input tokens once the shared prefix is cached
         limits = RateLimits(requests=10_000, input_tokens=args.rpm * 41, output_tokens=10_000_000, window=args.window)
     rate = {k: v / args.window for k, v in limits.kinds().items()}
-    print(f"rows={args.rows} concurrency={args.concurrency} latency={args.latency}s; the server's 'minute' is "
-          f"{args.window:g}s; limits per minute: {limits.kinds()} (per second: {rate})")
+    print(
+        f"rows={args.rows} concurrency={args.concurrency} latency={args.latency}s; the server's 'minute' is "
+        f"{args.window:g}s; limits per minute: {limits.kinds()} (per second: {rate})"
+    )
     print(f"unpaced, the server could take {args.concurrency / args.latency:.0f} requests/s")
     with FakeAnthropic(latency=args.latency) as server, tempfile.TemporaryDirectory() as cache:
         # the first run on this account sends its first wave blind; the second starts from the

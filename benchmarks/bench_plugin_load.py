@@ -85,7 +85,9 @@ def main() -> None:
             others = sorted({m.split(".")[0] for m in added} - {"pytest_batchgen"})
             print(f"  and from other packages: {', '.join(others) or 'none'}")
             if valgrind:
-                counted = {w: [run(folder, root, args.items, w, valgrind)[1] for _ in range(2)][-1] for w in (False, True)}
+                counted = {
+                    w: [run(folder, root, args.items, w, valgrind)[1] for _ in range(2)][-1] for w in (False, True)
+                }
                 with_it, without_it = counted[False], counted[True]
                 assert with_it is not None and without_it is not None
                 print(

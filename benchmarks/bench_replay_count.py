@@ -125,8 +125,14 @@ def find_valgrind() -> str:
 def cachegrind(valgrind: str, *args: str) -> list[str]:
     """The command running Python with ``args`` under cachegrind: the interpreter itself, not a
     shell shim such as pyenv's (valgrind counts what it runs)."""
-    return [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            os.path.realpath(sys.executable), *args]
+    return [
+        valgrind,
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        os.path.realpath(sys.executable),
+        *args,
+    ]
 
 
 def run_checked(name: str, cmd: list[str], folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -206,7 +212,9 @@ def main() -> None:
                     f"{per_row / 1e6:6.2f} M a row ({per_row / per_row_base:.2f} x)",
                     flush=True,
                 )
-            print(f"RATIO replay/validate-only {large} rows, instructions: {counts['replay', large] / base:.3f} (target <= 1.3)")
+            print(
+                f"RATIO replay/validate-only {large} rows, instructions: {counts['replay', large] / base:.3f} (target <= 1.3)"
+            )
 
 
 if __name__ == "__main__":

@@ -356,7 +356,9 @@ def main() -> None:
     ap.add_argument("--concurrencies", default="8,64")
     ap.add_argument("--sizes", default="100,1000,5000", help="row counts of the per-row overhead series")
     ap.add_argument("--replay-sizes", default="1000,5000")
-    ap.add_argument("--replay-pairs", type=int, default=1, help="replay and validate-only runs per size; the median is kept")
+    ap.add_argument(
+        "--replay-pairs", type=int, default=1, help="replay and validate-only runs per size; the median is kept"
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs per figure; the best is kept")
     ap.add_argument("--all-plugins", action="store_true", help=f"keep {', '.join(OTHER_PLUGINS)} loaded")
     ap.add_argument("--sender", choices=("process", "thread"), help="batchgen_sender of our runs (default: the ini's)")

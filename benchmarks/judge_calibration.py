@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     tokens_out = sum(a.usage.output_tokens for a in attempts)
     errors = sum(a.error is not None for a in attempts)
     where = "loopback server (scripted verdicts)" if server is not None else "Anthropic API"
-    print(f"{len(attempts)} judge calls to the {where}, {errors} failed; tokens {tokens_in} in / {tokens_out} out; "
-          f"estimated cost ${cost:.4f}")
+    print(
+        f"{len(attempts)} judge calls to the {where}, {errors} failed; tokens {tokens_in} in / {tokens_out} out; "
+        f"estimated cost ${cost:.4f}"
+    )
     return 0
 
 

@@ -47,7 +47,11 @@ Parts = tuple[tuple[str, tuple[Mark, ...], bool], ...]
 #: Each sample counts once, for the first part in this order that one of its frames marks, so
 #: what the main thread does inside the other parts' frames is theirs.
 PARTS: Parts = (
-    ("importing the SDK (the sending process, or the preload thread)", (("run_here", "pytest_batchgen/preload.py"),), True),
+    (
+        "importing the SDK (the sending process, or the preload thread)",
+        (("run_here", "pytest_batchgen/preload.py"),),
+        True,
+    ),
     (
         "importing vcrpy (its own thread, at the first reply)",
         (("_import_quietly", "pytest_batchgen/preload.py"),),
@@ -129,7 +133,21 @@ def budget(raw: Path, parts: Parts = PARTS, rest: str = REST) -> Counter[tuple[s
 
 def spy(spy_bin: str, rate: int, raw: Path, cmd: list[str], folder: Path, env: dict[str, str]) -> Ran:
     """Run ``cmd`` under ``py-spy record --gil``, its samples into ``raw``."""
-    spied = [spy_bin, "record", "-r", str(rate), "-f", "raw", "--gil", "--threads", "--subprocesses", "-o", str(raw), "--", *cmd]
+    spied = [
+        spy_bin,
+        "record",
+        "-r",
+        str(rate),
+        "-f",
+        "raw",
+        "--gil",
+        "--threads",
+        "--subprocesses",
+        "-o",
+        str(raw),
+        "--",
+        *cmd,
+    ]
     return run_process(spied, folder, env)
 
 

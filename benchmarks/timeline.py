@@ -36,7 +36,7 @@ from fakeapi import FakeAnthropic, Reply  # noqa: E402
 
 #: the probe: stamps (name, wall clock) lines into $BATCHGEN_TIMELINE. It wraps the plugin's
 #: preloader (the SDK's import, in the sending process or on the pytest process's thread)
-PROBE = '''
+PROBE = """
 import atexit, os, time
 import pytest
 from pytest_batchgen import preload
@@ -57,7 +57,7 @@ def pytest_sessionfinish(session):
     stamp("session-end")
 
 atexit.register(stamp, "exit-handlers")  # registered first: the last handler to run
-'''
+"""
 
 #: the intervals printed: (label, from, to); "start" is the process's start, "exit" its end
 INTERVALS = (
@@ -84,7 +84,9 @@ def one_run(root: Path, rows: int, concurrency: int, probe_dir: Path) -> dict[st
         env["BATCHGEN_TIMELINE"] = str(stamps)
         cmd = pytest_cmd("--batch-plan", "plan.md", "--batch-concurrency", str(concurrency), "--rootdir", tmp)
         wall, mono = time.time(), time.monotonic()
-        done = subprocess.run([*cmd, "-p", "batchgen_timeline_probe"], cwd=folder, env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [*cmd, "-p", "batchgen_timeline_probe"], cwd=folder, env=env, capture_output=True, text=True
+        )
         ended = time.monotonic() - mono
         if done.returncode != 0:
             raise SystemExit(f"the run failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")

@@ -110,7 +110,7 @@ class ChecklistForm:
         """The form as a user writes it: its example (a raw regex helps nobody reword a line)."""
         if self.example:
             return self.example
-        return f"(a line for the {self.name!r} form, which has no example: give its ChecklistForm example=\"...\")"
+        return f'(a line for the {self.name!r} form, which has no example: give its ChecklistForm example="...")'
 
     def regex(self) -> re.Pattern:
         if isinstance(self.pattern, re.Pattern):
@@ -191,9 +191,7 @@ def _checked(failure: Failure) -> Failure:
     detail = failure.detail if failure.detail is None or isinstance(failure.detail, str) else repr(failure.detail)
     if bad_line or len(message) > MAX_MESSAGE_CHARS or detail is not failure.detail:
         note = f" (the check gave line={line!r}, not a line of the output)" if bad_line else ""
-        return replace(
-            failure, message=_bounded(message) + note, line=None if bad_line else line, detail=detail
-        )
+        return replace(failure, message=_bounded(message) + note, line=None if bad_line else line, detail=detail)
     return failure
 
 
@@ -201,9 +199,7 @@ def _checked(failure: Failure) -> Failure:
 ROW_ITEM_NAMES = ("generate", "fresh")
 
 
-def compile_checklist(
-    plan: Plan, forms: Sequence[ChecklistForm], options: dict | None = None
-) -> tuple[Rule, ...]:
+def compile_checklist(plan: Plan, forms: Sequence[ChecklistForm], options: dict | None = None) -> tuple[Rule, ...]:
     """Compile every checklist line; raise :class:`ChecklistError` for the first bad line."""
     if not plan.checklist:
         raise ChecklistError(
@@ -244,9 +240,7 @@ def _form_regex(form: ChecklistForm, plan: Plan, item: ListItem) -> re.Pattern:
     expression or no text, a name that is no text) is an error at the line being compiled."""
     fix = "fix it where the form is defined (a conftest's pytest_batchgen_checklist_forms)"
     if not isinstance(form.name, str):
-        raise ChecklistError(
-            f"a checklist form has the name {form.name!r}, not a text; {fix}", plan.path, item.line
-        )
+        raise ChecklistError(f"a checklist form has the name {form.name!r}, not a text; {fix}", plan.path, item.line)
     if not isinstance(form.pattern, (str, re.Pattern)):
         raise ChecklistError(
             f"the checklist form {form.name!r} has the pattern {form.pattern!r:.40}, not a text or a compiled "
@@ -332,8 +326,19 @@ def split_list(text: str, alternatives: bool = False) -> list[str]:
 
 
 _NUMBER_WORDS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
+    "zero": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
 }
 
 

@@ -173,8 +173,7 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         has_fm = True
         opening = text.split("\n", 1)[0].rstrip()
         fm_error = (
-            f"the front matter opened by {opening!r} on line 1 is never closed: "
-            "add a '---' line after its last key"
+            f"the front matter opened by {opening!r} on line 1 is never closed: add a '---' line after its last key"
         )
     elif len(parts) == 3:
         _, fm, body = parts
@@ -322,12 +321,11 @@ def _nesting_depth(fm: str) -> int:
 # a block indicator: a sequence entry, a complex key or a value, before a blank or the line's end
 _BLOCK_INDICATOR = re.compile(r"[-?:](?=[ \t]|$)")
 
+
 def parse_bytes(path: Path, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> OutputDocument:
     """Decode and parse; binary, oversized or non-UTF-8 content gives an ``error``."""
     if len(data) > max_bytes:
-        return OutputDocument(
-            path=path, error=f"the output is {len(data):,} bytes, above the {max_bytes:,}-byte limit"
-        )
+        return OutputDocument(path=path, error=f"the output is {len(data):,} bytes, above the {max_bytes:,}-byte limit")
     if b"\x00" in data:
         return OutputDocument(path=path, error="the output is binary (it contains NUL bytes), not Markdown text")
     try:
@@ -344,9 +342,7 @@ def load_document(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> OutputDocum
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            return OutputDocument(
-                path=path, error=f"the output is {size:,} bytes, above the {max_bytes:,}-byte limit"
-            )
+            return OutputDocument(path=path, error=f"the output is {size:,} bytes, above the {max_bytes:,}-byte limit")
         data = path.read_bytes()
     except FileNotFoundError:
         return OutputDocument(path=path, error="the output file does not exist")

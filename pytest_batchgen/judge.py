@@ -94,8 +94,25 @@ _PLAN_WORD = re.compile(r"\bplan\b", re.IGNORECASE)
 
 _STOP_WORDS = frozenset(
     [
-        "a", "an", "and", "are", "be", "has", "have", "in", "is", "it",
-        "its", "of", "on", "or", "the", "this", "that", "to", "with",
+        "a",
+        "an",
+        "and",
+        "are",
+        "be",
+        "has",
+        "have",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "the",
+        "this",
+        "that",
+        "to",
+        "with",
     ]
 )
 _FULL_ID = re.compile(r"^claude-[A-Za-z0-9_.\-@:]+$")
@@ -190,8 +207,12 @@ def parse_sample(data: Any) -> Sample:
     line = data.get("line")
     if isinstance(line, bool) or not isinstance(line, (int, float)) or int(line) < 1:
         line = None
-    return Sample(verdict, str(data.get("reason") or "").strip(), int(line) if line is not None else None,
-                  str(data.get("quote") or "").strip())
+    return Sample(
+        verdict,
+        str(data.get("reason") or "").strip(),
+        int(line) if line is not None else None,
+        str(data.get("quote") or "").strip(),
+    )
 
 
 def read_sample(completion: Completion) -> Sample:
@@ -707,8 +728,15 @@ def dry_run_lines(plan: Plan, row: Row, rules: Sequence[Any]) -> list[str]:
         if info is None:
             continue
         criterion, model = info
-        lines += [f"judge {rule.name} -> {model} (forced tool {VERDICT_TOOL['name']}):",
-                  "system:", JUDGE_INSTRUCTIONS, "", "user:", judge_message(plan, row, criterion, text), ""]
+        lines += [
+            f"judge {rule.name} -> {model} (forced tool {VERDICT_TOOL['name']}):",
+            "system:",
+            JUDGE_INSTRUCTIONS,
+            "",
+            "user:",
+            judge_message(plan, row, criterion, text),
+            "",
+        ]
     return lines
 
 

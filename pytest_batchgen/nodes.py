@@ -173,9 +173,7 @@ class CheckItem(RowItem):
         if failure is not None:
             raise CheckFailed(failure, result.hint if result is not None else None)
 
-    def repr_failure(
-        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
-    ) -> str | TerminalRepr:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         plan = self.run.plan
         output = plan.rel(self.run.output_path(self.row))
         if isinstance(excinfo.value, CheckFailed):
@@ -258,9 +256,7 @@ class GenerateItem(RowItem):
 
             judge_generated(state, self.run, self.row, result)
 
-    def repr_failure(
-        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
-    ) -> str | TerminalRepr:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, GenerationFailed):
             plan = self.run.plan
             first = f"{plan.rel(self.run.output_path(self.row))}: generation failed: {excinfo.value}"

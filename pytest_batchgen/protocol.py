@@ -49,10 +49,18 @@ import pytest
 #: whose call wrapper passes items that are not Python functions through untouched, and
 #: pytest-benchmark's, whose setup hook only checks the arguments of its own ``benchmark`` mark
 #: (installed in many environments, it would otherwise cost every plan item the lean protocol)
-KNOWN_PHASE_PLUGINS = frozenset({
-    "runner", "capturemanager", "logging-plugin", "skipping", "threadexception", "unraisableexception",
-    "hypothesispytest", "benchmark",
-})
+KNOWN_PHASE_PLUGINS = frozenset(
+    {
+        "runner",
+        "capturemanager",
+        "logging-plugin",
+        "skipping",
+        "threadexception",
+        "unraisableexception",
+        "hypothesispytest",
+        "benchmark",
+    }
+)
 PHASE_HOOKS = ("pytest_runtest_setup", "pytest_runtest_call", "pytest_runtest_teardown")
 #: the plugins that may run an item's whole protocol (not as a wrapper): pytest's runner and this
 PROTOCOL_PLUGINS = frozenset({"runner", "batchgen-protocol"})

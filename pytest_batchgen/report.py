@@ -215,9 +215,11 @@ def summary_lines(reports: Sequence[RowReport], prices: PlanPrices, budget_note:
             )
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in table
-    ] if len(table) > 1 else []
+    lines = (
+        ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in table]
+        if len(table) > 1
+        else []
+    )
     t = totals(reports, prices)
     lines.append(
         f"total: {plural(t.rows, 'row')}, {t.complete} complete, {t.failed} failed"

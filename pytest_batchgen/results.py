@@ -77,6 +77,7 @@ def note_for(tally: RowTally) -> str:
     # one line per failing check, except that a failed generation (seen by every check of the
     # row on an xdist worker) is one line naming them all
     groups: dict[object, list[ItemFailure]] = {}
+
     # generation first, then checklist order, then custom tests, whatever order the reports
     # came in (xdist): notes stay stable from run to run
     def order(f: ItemFailure) -> tuple[int, int, str]:

@@ -351,7 +351,15 @@ def resolve_command(name: str) -> str:
 
 #: words in an environment variable's name that mark it as a credential a linter must not see
 _SECRET_NAME_WORDS = (
-    "API_KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE_KEY", "ACCESS_KEY"
+    "API_KEY",
+    "APIKEY",
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "CREDENTIAL",
+    "PRIVATE_KEY",
+    "ACCESS_KEY",
 )
 
 
@@ -560,8 +568,11 @@ class LinterBatch:
                 detail = "\n".join(named[name])
                 self._verdicts[name] = (
                     sig,
-                    Failure(f"linter exited {code}: {_shown(args[:at] + [safe_path(name)] + args[at + len(files):])}",
-                            _first_line(detail, name, str(path.resolve())), detail=detail),
+                    Failure(
+                        f"linter exited {code}: {_shown(args[:at] + [safe_path(name)] + args[at + len(files) :])}",
+                        _first_line(detail, name, str(path.resolve())),
+                        detail=detail,
+                    ),
                 )
             else:
                 self._verdicts[name] = (sig, None)
@@ -627,9 +638,7 @@ def _build_registered(m: re.Match, ctx: CompileContext):
                     return write(lambda: register(tracking, output, title, order))
                 return None if listed else Failure(f"{raw} has no Markdown link to {rel}")
             if listed:
-                return Failure(
-                    f"{raw} lists {rel}, which fails its other checks: fix the output, or remove its entry"
-                )
+                return Failure(f"{raw} lists {rel}, which fails its other checks: fix the output, or remove its entry")
             if c.readonly or c.doc.error:
                 return Failure(f"{raw} has no Markdown link to {rel}")
             return Failure(f"not registered in {raw}: the output is registered once its other checks pass")

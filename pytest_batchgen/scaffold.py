@@ -197,20 +197,23 @@ for each new one.
 - [pathlib]($reference)
 """)
 
-LINTER = json.dumps(
-    {
-        "mode": {"strict-config": True},
-        "extensions": {"front-matter": {"enabled": True}, "markdown-tables": {"enabled": True}},
-        "plugins": {
-            "md013": {"enabled": False},
-            "md060": {"enabled": False},
-            "md058": {"enabled": True},
-            "md041": {"front_matter_title": "title"},
-            "md025": {"front_matter_title": "title"},
+LINTER = (
+    json.dumps(
+        {
+            "mode": {"strict-config": True},
+            "extensions": {"front-matter": {"enabled": True}, "markdown-tables": {"enabled": True}},
+            "plugins": {
+                "md013": {"enabled": False},
+                "md060": {"enabled": False},
+                "md058": {"enabled": True},
+                "md041": {"front_matter_title": "title"},
+                "md025": {"front_matter_title": "title"},
+            },
         },
-    },
-    indent=2,
-) + "\n"
+        indent=2,
+    )
+    + "\n"
+)
 
 CHECKS = Template('''\
 """Custom checks for plans/$name.md: plain pytest tests, run for every row of the plan.

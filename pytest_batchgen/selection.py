@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from .run import PlanRun
 
 
-
 @dataclass(frozen=True)
 class NodeFilter:
     """A row named on the command line, or one item of it (``item`` is the rule's name)."""
@@ -68,9 +67,7 @@ class Selection:
         return [a for p, t, a in self.check_nodes if path == p and (tail == t or tail.startswith((t + "::", t + "[")))]
 
 
-def select(
-    args: Sequence[str], invocation_dir: Path, plans: Sequence[Path], checks: Sequence[Path]
-) -> Selection:
+def select(args: Sequence[str], invocation_dir: Path, plans: Sequence[Path], checks: Sequence[Path]) -> Selection:
     """Rewrite explicit command-line ``args``: a node of a plan becomes its plan plus a filter;
     plans not named are added (collected, so that custom tests find their rows) and, when the
     arguments name a plan or a node of one, deselected whole: ``pytest --batch-plan a.md
@@ -128,9 +125,7 @@ def collection_arg(path: Path, invocation_dir: Path) -> str:
     ``site [draft]``; a ``[`` in the path below it cannot be passed at all."""
     arg = os.path.relpath(path, invocation_dir)
     if "[" in arg:
-        raise BatchgenError(
-            f"{arg}: pytest takes no path with '[' on its command line; rename the folder or file"
-        )
+        raise BatchgenError(f"{arg}: pytest takes no path with '[' on its command line; rename the folder or file")
     return arg
 
 

@@ -367,7 +367,6 @@ class AskChecks(DraftChecks):
             loop.call_soon_threadsafe(answer.set_result, named)
 
 
-
 def _child(state: BatchState, modules: tuple[str, ...], inbox: Connection, outbox: Connection) -> None:
     """The forked process: import, wait for the rows, generate them, report, exit.
 

@@ -59,9 +59,7 @@ class FreshItem(RowItem):
             has_key = state.settings.credential is not None
             raise StaleOutput(stale_message(plan.path, found, has_key, state.settings.command_options()))
 
-    def repr_failure(
-        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
-    ) -> str | TerminalRepr:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, StaleOutput):
             plan = self.run.plan
             first = f"{plan.rel(self.run.output_path(self.row))}: {excinfo.value}"

@@ -179,9 +179,7 @@ class TallyPlugin:
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         exc = excinfo.value
-        self._stopped_at_failure = type(exc).__module__.startswith("xdist") and str(exc).startswith(
-            "stopping after"
-        )
+        self._stopped_at_failure = type(exc).__module__.startswith("xdist") and str(exc).startswith("stopping after")
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """Record into the plans: after the generation finished (its ``tryfirst`` hook)."""

@@ -55,8 +55,7 @@ class XdistController:
         rows = [
             (run, row)
             for run, row in state.selected()
-            if wants(state, run, row)
-            and any(run.row_id(row).matches(nodeid, rootdir, several) for nodeid in ids)
+            if wants(state, run, row) and any(run.row_id(row).matches(nodeid, rootdir, several) for nodeid in ids)
         ]
         if not rows:
             return

@@ -195,9 +195,7 @@ class Reply:
         delay: float = 0.0,
         **kw: Any,
     ) -> Reply:
-        return cls(
-            text=message, status=status, error_type=error_type, retry_after=retry_after, delay=delay, **kw
-        )
+        return cls(text=message, status=status, error_type=error_type, retry_after=retry_after, delay=delay, **kw)
 
     @classmethod
     def rate_limited(cls, retry_after: float | None = 0, delay: float = 0.0, **kw: Any) -> Reply:
@@ -872,9 +870,7 @@ class FakeAnthropic:
             if rest == [] and method == "DELETE":
                 with self._lock:
                     if not batch.ended:
-                        raise _HttpError(
-                            400, "invalid_request_error", f"Message Batch {batch.id} is still in progress"
-                        )
+                        raise _HttpError(400, "invalid_request_error", f"Message Batch {batch.id} is still in progress")
                     batch.deleted = True
                 return self._json({"id": batch.id, "type": "message_batch_deleted"}, request_id)
             if rest == ["cancel"] and method == "POST":

@@ -234,7 +234,10 @@ class Project:
         ``output``, for a caller that never reads it)."""
         command = [*self.options, f"--basetemp={tempfile.mkdtemp(prefix='runpytest-', dir=self.path)}", *args]
         # as pytester starts a subprocess run: the working folder first on PYTHONPATH
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(self.path), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(self.path), os.environ.get("PYTHONPATH")])),
+        }
         if self.forks is not None:
             streams = tempfile.mkdtemp(prefix="runpytest-output-", dir=self.path)
             return self.forks.start(

@@ -37,8 +37,14 @@ def criterion_of(body: dict) -> str:
     return m.group(1) if m else ""
 
 
-def verdict_reply(verdict: str = "pass", reason: str = "meets the criterion", line: int = 1, quote: str = "",
-                  model: str = "claude-sonnet-5-5", usage: dict | None = None) -> Reply:
+def verdict_reply(
+    verdict: str = "pass",
+    reason: str = "meets the criterion",
+    line: int = 1,
+    quote: str = "",
+    model: str = "claude-sonnet-5-5",
+    usage: dict | None = None,
+) -> Reply:
     """A Messages API reply whose only block is a ``record_verdict`` tool call."""
     message = {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
@@ -55,8 +61,8 @@ def verdict_reply(verdict: str = "pass", reason: str = "meets the criterion", li
         ],
         "stop_reason": "tool_use",
         "stop_sequence": None,
-        "usage": usage or {"input_tokens": 400, "output_tokens": 60, "cache_creation_input_tokens": 0,
-                           "cache_read_input_tokens": 0},
+        "usage": usage
+        or {"input_tokens": 400, "output_tokens": 60, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
     }
     return Reply.raw(json.dumps(message))
 

@@ -328,7 +328,9 @@ def user_notes_sections(draw) -> GenNotes:
     marker, entries, and maybe text after them (a paragraph, an indented one, a ``###``)."""
     from pytest_batchgen.planedit import NOTES_MARKER, code_span
 
-    heading = draw(st.sampled_from([["## Batchgen Notes"], ["Batchgen Notes", "--------------"], ["## batchgen notes"]]))
+    heading = draw(
+        st.sampled_from([["## Batchgen Notes"], ["Batchgen Notes", "--------------"], ["## batchgen notes"]])
+    )
     before = draw(st.sampled_from(([], ["My remark about these notes."])))
     after = draw(st.sampled_from(([], ["Ask Dana."], ["  Dana: alpha needs a source."], ["### Appendix", "Sources."])))
     names = draw(st.lists(st.sampled_from(NOTE_ROWS), unique=True, min_size=1, max_size=3))

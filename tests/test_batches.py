@@ -58,7 +58,10 @@ def test_rows_pass_fail_and_are_repaired_in_a_follow_up_batch(project, fake):
 
     # then: two batches, the second holding only the repairs, with the failing checks in them
     batches = batch_requests(fake)
-    assert [rows_in(b) for b in batches] == [["backpressure.md", "gossip.md", "quorum.md"], ["backpressure.md", "gossip.md"]]
+    assert [rows_in(b) for b in batches] == [
+        ["backpressure.md", "gossip.md", "quorum.md"],
+        ["backpressure.md", "gossip.md"],
+    ]
     repair = next(r for r in batches[1] if row_of(r["params"]) == "backpressure.md")["params"]
     assert [m["role"] for m in repair["messages"]] == ["user", "assistant", "user"]
     assert "category" in repair["messages"][2]["content"]
@@ -120,7 +123,10 @@ def test_errored_and_expired_results_are_sent_again_then_fail_with_the_api_error
 
     # then: the second batch resends exactly the failed requests, and no more than the attempts
     batches = batch_requests(fake)
-    assert [rows_in(b) for b in batches] == [["backpressure.md", "gossip.md", "quorum.md"], ["backpressure.md", "gossip.md", "quorum.md"]]
+    assert [rows_in(b) for b in batches] == [
+        ["backpressure.md", "gossip.md", "quorum.md"],
+        ["backpressure.md", "gossip.md", "quorum.md"],
+    ]
     first = {row_of(r["params"]): r["params"] for r in batches[0]}
     second = {row_of(r["params"]): r["params"] for r in batches[1]}
     assert first == second  # the same request again, not a repair
@@ -358,9 +364,23 @@ def test_batch_calls_cost_half_the_list_price_with_one_hour_cache_writes(project
     for row in report["plans"][0]["rows"]:
         (attempt,) = row["attempts"]
         u = attempt["usage"]
-        half = 0.5 * (u["input_tokens"] * 1 + u["output_tokens"] * 5 + u["cache_creation_input_tokens"] * 2 + u["cache_read_input_tokens"] * 0.1) / 1e6
+        half = (
+            0.5
+            * (
+                u["input_tokens"] * 1
+                + u["output_tokens"] * 5
+                + u["cache_creation_input_tokens"] * 2
+                + u["cache_read_input_tokens"] * 0.1
+            )
+            / 1e6
+        )
         assert attempt["batch"] is True and abs(attempt["cost_usd"] - half) < 1e-6
-        full += (u["input_tokens"] * 1 + u["output_tokens"] * 5 + u["cache_creation_input_tokens"] * 1.25 + u["cache_read_input_tokens"] * 0.1) / 1e6
+        full += (
+            u["input_tokens"] * 1
+            + u["output_tokens"] * 5
+            + u["cache_creation_input_tokens"] * 1.25
+            + u["cache_read_input_tokens"] * 0.1
+        ) / 1e6
     totals = report["totals"]
     assert totals["usage"]["cache_creation_input_tokens"] > 0
     assert abs(totals["batch_saved_usd"] - (full - totals["cost_usd"])) < 1e-6
@@ -370,7 +390,6 @@ def test_batch_calls_cost_half_the_list_price_with_one_hour_cache_writes(project
     saved = 0.5 * (u["cache_read_input_tokens"] * 0.9 - u["cache_creation_input_tokens"] * 1.0) / 1e6
     assert u["cache_read_input_tokens"] > 0 and saved != 0
     assert totals["caching_saved_usd"] == pytest.approx(saved, abs=1e-6)
-
 
 
 def test_a_round_is_split_at_the_api_limits(project, fake, monkeypatch):

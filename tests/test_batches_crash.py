@@ -91,7 +91,9 @@ def project(project, forks):
 def sent_requests(fake: FakeAnthropic) -> Counter:
     """How many times each distinct request of each row reached the server in a batch."""
     return Counter(
-        (row_of(r["params"]), json.dumps(r["params"], sort_keys=True)) for b in fake.batches.values() for r in b.requests
+        (row_of(r["params"]), json.dumps(r["params"], sort_keys=True))
+        for b in fake.batches.values()
+        for r in b.requests
     )
 
 
@@ -188,7 +190,9 @@ def test_a_batch_past_its_retention_is_a_clear_error_and_leaves_the_journal(proj
     # then: the row fails naming the batch, why, and what happens next; the journal no longer lists it
     assert result.ret == 1
     result.stdout.fnmatch_lines(
-        [f"*Message Batch {batch.id}*is no longer on the API: its results were kept 29 days and are gone*next run sends this row again*"]
+        [
+            f"*Message Batch {batch.id}*is no longer on the API: its results were kept 29 days and are gone*next run sends this row again*"
+        ]
     )
     assert not (project.cassette_dir() / "batches-journal.json").exists()
     assert len(fake.batches) == 1
@@ -240,7 +244,9 @@ def test_requests_the_plan_no_longer_sends_leave_the_journal_and_the_summary_say
     assert len(fake.batches) == 2
     assert not journal_file.exists()
     result.stdout.fnmatch_lines(
-        [f"dropped from the batch journal the requests the plan no longer sends, in {old.id} (backpressure.md, gossip.md, quorum.md)*"]
+        [
+            f"dropped from the batch journal the requests the plan no longer sends, in {old.id} (backpressure.md, gossip.md, quorum.md)*"
+        ]
     )
 
 

@@ -116,14 +116,34 @@ def _recorded(tmp_path: Path) -> Path:
         (lambda b: b.replace(b"interactions:", b"interactionz:"), "is not a vcrpy cassette (KeyError"),
         (lambda b: b.replace(b"    method: POST\n", b""), "is not a vcrpy cassette (TypeError"),
         (lambda b: b.replace(b"code: 200", b"code: 429"), "holds only refused requests (HTTP 429): no reply to replay"),
-        (lambda b: b.replace(b'"type": "message"', b'"type": "error"'), "has a reply that is not a message (interaction 1, HTTP 200)"),
-        (lambda b: b.replace(b'"input_tokens": 3', b'"input_tokens": -3'), "(interaction 1, HTTP 200): usage.input_tokens is -3, not a token count"),
-        (lambda b: b.replace(b'"output_tokens": 2', b'"output_tokens": 2.5'), "(interaction 1, HTTP 200): usage.output_tokens is 2.5, not a whole number"),
+        (
+            lambda b: b.replace(b'"type": "message"', b'"type": "error"'),
+            "has a reply that is not a message (interaction 1, HTTP 200)",
+        ),
+        (
+            lambda b: b.replace(b'"input_tokens": 3', b'"input_tokens": -3'),
+            "(interaction 1, HTTP 200): usage.input_tokens is -3, not a token count",
+        ),
+        (
+            lambda b: b.replace(b'"output_tokens": 2', b'"output_tokens": 2.5'),
+            "(interaction 1, HTTP 200): usage.output_tokens is 2.5, not a whole number",
+        ),
         (lambda b: b"- request: {}\n", "is not a vcrpy cassette"),
         (lambda b: b"just text\n", "is not a vcrpy cassette"),
     ],
-    ids=["not-utf8", "conflict", "truncated", "no-interactions", "request-keys", "a-429", "not-a-message",
-         "negative-usage", "float-usage", "list", "scalar"],
+    ids=[
+        "not-utf8",
+        "conflict",
+        "truncated",
+        "no-interactions",
+        "request-keys",
+        "a-429",
+        "not-a-message",
+        "negative-usage",
+        "float-usage",
+        "list",
+        "scalar",
+    ],
 )
 def test_a_broken_cassette_says_what_is_wrong_with_it(tmp_path, corrupt, says):
     path = _recorded(tmp_path)
@@ -141,17 +161,24 @@ def test_a_corrupt_cassette_is_noted_and_named_with_its_fix(tmp_path):
     recordings.live_refusal = "ANTHROPIC_API_KEY is not set, so this run can only replay"
     recordings.load("k")
     message = recordings.corrupt_message("k")
-    assert message is not None and message.startswith("the recording cassettes/row.yaml cannot be read: it is not valid YAML")
-    assert "restore it from version control or delete it, then record it again: ANTHROPIC_API_KEY=sk-ant-... pytest" in message
+    assert message is not None and message.startswith(
+        "the recording cassettes/row.yaml cannot be read: it is not valid YAML"
+    )
+    assert (
+        "restore it from version control or delete it, then record it again: ANTHROPIC_API_KEY=sk-ant-... pytest"
+        in message
+    )
     assert path.read_bytes() == b"interactions: [\n"  # a run that cannot record leaves it alone
 
 
 # -- loading: the same values as PyYAML's own constructor ---------------------------------------
 
-SCALARS = st.one_of(
-    st.text(), st.integers(), st.none(), st.booleans(), st.binary(), st.floats(allow_nan=False)
+SCALARS = st.one_of(st.text(), st.integers(), st.none(), st.booleans(), st.binary(), st.floats(allow_nan=False))
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
 )
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
 
 
 def _loaded(text: str):
@@ -270,7 +297,9 @@ def test_a_reply_opens_the_recording_only_when_it_is_the_first_played_for_the_ro
 
     # the row's first request matched the second recorded one: the recording opens with another
     other = tmp_path / "other.yaml"
-    write_with_vcrpy(other, [("POST", URL, json.dumps(params("Beta")).encode(), JSON, "b"), ("POST", URL, body, JSON, "a")])
+    write_with_vcrpy(
+        other, [("POST", URL, json.dumps(params("Beta")).encode(), JSON, "b"), ("POST", URL, body, JSON, "a")]
+    )
     recordings = Recordings({"k": other}, "none")
     found = recordings.replay_directly("k", URL, params("Alpha"))
     assert found is not None and found.body["content"][0]["text"] == "a" and not found.opens_recording
@@ -349,7 +378,9 @@ HEADERS = [
     {"content-type": "text/xml", "user-agent": "xmlrpc-client/1.0"},
 ]
 URIS = [URL, "http://127.0.0.1:1234/v1/messages", "https://api.anthropic.com/v1/messages/batches", "https://x"]
-REQUEST = st.tuples(st.sampled_from(["POST", "GET"]), st.sampled_from(URIS), st.sampled_from(BODIES), st.sampled_from(HEADERS))
+REQUEST = st.tuples(
+    st.sampled_from(["POST", "GET"]), st.sampled_from(URIS), st.sampled_from(BODIES), st.sampled_from(HEADERS)
+)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -393,7 +424,9 @@ def test_record_says_whether_the_file_now_opens_with_the_request_as_sent(tmp_pat
 
     secret = "sk-ant-secret-0123"
     older = _recorded(tmp_path)
-    recorder = Recorder({"new": tmp_path / "new.yaml", "old": older, "secret": tmp_path / "s.yaml"}, "new_episodes", secrets=(secret,))
+    recorder = Recorder(
+        {"new": tmp_path / "new.yaml", "old": older, "secret": tmp_path / "s.yaml"}, "new_episodes", secrets=(secret,)
+    )
     recorder.load_all()
 
     def record(key: str, title: str) -> bool:
@@ -436,9 +469,9 @@ def test_a_row_started_afresh_replaces_its_file_and_a_reply_recorded_now_is_not_
     _record(recorder, "k", "Alpha", "new")
     assert recorder.replay_directly("k", URL, params("Alpha")) is None  # recorded in this run
     on_disk = read_cassette(path)
-    assert on_disk is not None and [json.loads(i.response["body"]["string"])["content"][0]["text"] for i in on_disk] == [
-        "new"
-    ]
+    assert on_disk is not None and [
+        json.loads(i.response["body"]["string"])["content"][0]["text"] for i in on_disk
+    ] == ["new"]
     fresh = Recordings({"k": path}, "none")  # the next run replays it
     assert fresh.replay_directly("k", URL, params("Alpha")) is not None
 

@@ -48,4 +48,3 @@ def test_two_processes_update_different_rows(tmp_path):
     assert [new[i] for i in range(len(old)) if i not in rows] == [old[i] for i in range(len(old)) if i not in rows]
     assert new[line_of(text, "| beta.md |") - 1] == "| 2 | Beta | beta.md | haiku | pending  |\n"
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-

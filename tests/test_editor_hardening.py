@@ -103,10 +103,7 @@ def test_each_line_keeps_its_own_ending_and_added_notes_use_the_usual_one(tmp_pa
 
 
 QUOTED = HEAD + (
-    "## Phase 1\n\n"
-    "> | Title | Filename | Model | Status |\n"
-    "> |---|---|---|---|\n"
-    "> | A | a.md | haiku | pending |\n"
+    "## Phase 1\n\n> | Title | Filename | Model | Status |\n> |---|---|---|---|\n> | A | a.md | haiku | pending |\n"
 )
 
 
@@ -264,7 +261,9 @@ _NAME_CHARS = st.sampled_from(list("ab`_-*$é ") + ["\\", "<", "#"])
 NAMES = st.text(_NAME_CHARS, min_size=1, max_size=8).map(lambda s: f"f{s}.md")
 TITLES = st.text(st.sampled_from(list("Tx `*_é")), max_size=6)
 STATUS_WORDS = st.sampled_from(["pending", "complete", "Pending", "COMPLETE"])
-NOTES = st.lists(st.text(st.sampled_from(list("ab:-1 ")), min_size=1, max_size=8).map(str.strip).filter(bool), min_size=1, max_size=3).map("\n".join)
+NOTES = st.lists(
+    st.text(st.sampled_from(list("ab:-1 ")), min_size=1, max_size=8).map(str.strip).filter(bool), min_size=1, max_size=3
+).map("\n".join)
 
 
 @st.composite

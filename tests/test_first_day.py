@@ -12,10 +12,10 @@ import pytest
 from genhelpers import Reply, bad_value, checklist_lines, draft, lint_bad, requests_by_row, router, rows_for
 from harness import Project
 
-CUSTOM_CHECK = '''\
+CUSTOM_CHECK = """\
 def test_no_forbidden_word(batch_output):
     assert "forbidden" not in batch_output.text, f"{batch_output.path.name} says forbidden"
-'''
+"""
 
 
 def given_a_project_with_a_custom_check(project: Project, *names: str) -> None:
@@ -54,11 +54,14 @@ def test_naming_one_item_of_a_row_does_not_mark_the_row_complete(project):
     assert project.statuses() == {"alpha.md": "pending"}  # the other checks did not run
 
 
-TWO_CUSTOM_CHECKS = CUSTOM_CHECK + '''
+TWO_CUSTOM_CHECKS = (
+    CUSTOM_CHECK
+    + """
 
 def test_not_beta(batch_output):
     assert batch_output.row.filename != "beta.md", "beta fails this custom check"
-'''
+"""
+)
 
 
 def test_naming_one_custom_test_neither_completes_nor_registers_the_rows(project):

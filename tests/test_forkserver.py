@@ -13,7 +13,7 @@ import forkserver
 
 pytestmark = pytest.mark.skipif(not forkserver.available(), reason="needs os.fork")
 
-PROBE = '''
+PROBE = """
 import json, os, sys, threading, time
 
 
@@ -29,14 +29,15 @@ def test_probe():
     print("probe ran")
     if os.environ.get("PROBE_SLEEP"):
         time.sleep(30)
-'''
+"""
 
 
 def test_a_forked_run_has_its_own_process_the_callers_folder_and_environment(forks, tmp_path):
     (tmp_path / "test_probe.py").write_text(PROBE)
     env = {**os.environ, "PROBE_VALUE": "from the caller"}
-    child = forks.start(["-q", "-s", "-p", "no:cacheprovider"], cwd=tmp_path, env=env,
-                        stdout=tmp_path / "out", stderr=tmp_path / "err")
+    child = forks.start(
+        ["-q", "-s", "-p", "no:cacheprovider"], cwd=tmp_path, env=env, stdout=tmp_path / "out", stderr=tmp_path / "err"
+    )
     assert child.wait() == 0
     out, _ = child.output()
     assert "probe ran" in out and "1 passed" in out, out
@@ -49,8 +50,13 @@ def test_a_forked_run_has_its_own_process_the_callers_folder_and_environment(for
 
 def test_a_forked_run_killed_reports_the_signal_as_subprocess_does(forks, tmp_path):
     (tmp_path / "test_probe.py").write_text(PROBE)
-    child = forks.start(["-q", "-p", "no:cacheprovider"], cwd=tmp_path, env={**os.environ, "PROBE_SLEEP": "1"},
-                        stdout=tmp_path / "out", stderr=tmp_path / "err")
+    child = forks.start(
+        ["-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env={**os.environ, "PROBE_SLEEP": "1"},
+        stdout=tmp_path / "out",
+        stderr=tmp_path / "err",
+    )
     while not (tmp_path / "probe.json").exists():
         assert child.poll() is None
         time.sleep(0.01)
@@ -59,17 +65,27 @@ def test_a_forked_run_killed_reports_the_signal_as_subprocess_does(forks, tmp_pa
     child.send_signal(signal.SIGKILL)  # ended and reaped: nothing is sent to its pid again
     # and a run left running by a failed test does not stop the next one, and is killed when
     # the test ends (the forks fixture's end_all)
-    left = forks.start(["-q", "-p", "no:cacheprovider"], cwd=tmp_path, env={**os.environ, "PROBE_SLEEP": "1"},
-                       stdout=tmp_path / "out-left", stderr=tmp_path / "err-left")
-    again = forks.start(["-q", "-p", "no:cacheprovider"], cwd=tmp_path, env=dict(os.environ),
-                        stdout=tmp_path / "out", stderr=tmp_path / "err")
+    left = forks.start(
+        ["-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env={**os.environ, "PROBE_SLEEP": "1"},
+        stdout=tmp_path / "out-left",
+        stderr=tmp_path / "err-left",
+    )
+    again = forks.start(
+        ["-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        stdout=tmp_path / "out",
+        stderr=tmp_path / "err",
+    )
     assert again.wait() == 0 and again.pid != child.pid
     assert left.poll() is None
     forks.end_all()
     assert left.poll() == -signal.SIGKILL
 
 
-TOGETHER = '''
+TOGETHER = """
 import os, pathlib, time
 
 
@@ -79,7 +95,7 @@ def test_together():
     while not all(pathlib.Path(name).exists() for name in ("a", "b")):
         assert time.monotonic() < deadline, "the other run never started"
         time.sleep(0.01)
-'''
+"""
 
 
 def test_forked_runs_go_at_once(forks, tmp_path):
@@ -87,8 +103,13 @@ def test_forked_runs_go_at_once(forks, tmp_path):
     the other to have started, so one run at a time would never end."""
     (tmp_path / "test_together.py").write_text(TOGETHER)
     runs = [
-        forks.start(["-q", "-p", "no:cacheprovider"], cwd=tmp_path, env={**os.environ, "PROBE_NAME": name},
-                    stdout=tmp_path / f"out-{name}", stderr=tmp_path / f"err-{name}")
+        forks.start(
+            ["-q", "-p", "no:cacheprovider"],
+            cwd=tmp_path,
+            env={**os.environ, "PROBE_NAME": name},
+            stdout=tmp_path / f"out-{name}",
+            stderr=tmp_path / f"err-{name}",
+        )
         for name in ("a", "b")
     ]
     assert [run.wait(timeout=60) for run in runs] == [0, 0], [run.output() for run in runs]

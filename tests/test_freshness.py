@@ -107,7 +107,12 @@ def record(project: Project, max_tokens: int = MAX_TOKENS) -> None:
             "type": "message",
             "role": "assistant",
             "content": [{"type": "text", "text": "x"}],
-            "usage": {"input_tokens": 40, "output_tokens": 300, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 200},
+            "usage": {
+                "input_tokens": 40,
+                "output_tokens": 300,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 200,
+            },
         }
         cassette = {
             "interactions": [
@@ -273,17 +278,32 @@ NEUTRAL: dict[str, Callable[[Project], None]] = {
     "an extra column's cell": edit_plan("| ann |", "| anne |"),
     "an extra column added": lambda p: p.write(
         "plan.md",
-        p.read("plan.md").replace("| Owner |\n|---|-------|----------|-------|--------|-------|", "| Owner | Due |\n|---|-------|----------|-------|--------|-------|-----|")
-        .replace("| ann |", "| ann | May |").replace("| bob |", "| bob | May |").replace("| cy |", "| cy | May |"),
+        p.read("plan.md")
+        .replace(
+            "| Owner |\n|---|-------|----------|-------|--------|-------|",
+            "| Owner | Due |\n|---|-------|----------|-------|--------|-------|-----|",
+        )
+        .replace("| ann |", "| ann | May |")
+        .replace("| bob |", "| bob | May |")
+        .replace("| cy |", "| cy | May |"),
     ),
     "the # column": edit_plan("| 2 | Beta |", "| 7 | Beta |"),
-    "the Model Selection Rules prose": edit_plan("- Use sonnet for any task that compares two terms", "- Use sonnet to compare"),
+    "the Model Selection Rules prose": edit_plan(
+        "- Use sonnet for any task that compares two terms", "- Use sonnet to compare"
+    ),
     "the validation checklist": edit_plan("2. Definition and Details", "2. The Definition and Details"),
     "the plan's title": edit_plan("# Freshness plan", "# Freshness plan, revised"),
-    "a new row": edit_plan("| 3 | Gamma | gamma.md |  | complete | cy |\n", "| 3 | Gamma | gamma.md |  | complete | cy |\n| 5 | Eps | eps.md | haiku | pending | ed |\n"),
+    "a new row": edit_plan(
+        "| 3 | Gamma | gamma.md |  | complete | cy |\n",
+        "| 3 | Gamma | gamma.md |  | complete | cy |\n| 5 | Eps | eps.md | haiku | pending | ed |\n",
+    ),
     "blank lines between sections": lambda p: p.write("plan.md", p.read("plan.md").replace("\n## ", "\n\n\n## ")),
-    "spaces around table cells": edit_plan("| 1 | Alpha | alpha.md | haiku |", "|  1  |   Alpha   |  alpha.md  |  haiku  |"),
-    "trailing spaces on list lines": edit_plan("- category must be one of: A, B\n", "- category must be one of: A, B   \n"),
+    "spaces around table cells": edit_plan(
+        "| 1 | Alpha | alpha.md | haiku |", "|  1  |   Alpha   |  alpha.md  |  haiku  |"
+    ),
+    "trailing spaces on list lines": edit_plan(
+        "- category must be one of: A, B\n", "- category must be one of: A, B   \n"
+    ),
     "CRLF line endings in the plan": lambda p: p.write("plan.md", p.read("plan.md").replace("\n", "\r\n")),
     "trailing blank lines of the format reference": lambda p: p.write("out/ref.md", REFERENCE + "\n\n\n"),
     "an output's content": lambda p: p.write("out/alpha.md", "rewritten by hand\n"),
@@ -304,7 +324,13 @@ def test_another_row_s_change_leaves_this_row_fresh(recorded: Project):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(title=st.text(st.characters(blacklist_characters="|\\`\r\n", blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=40))
+@given(
+    title=st.text(
+        st.characters(blacklist_characters="|\\`\r\n", blacklist_categories=("Cs", "Cc", "Zl", "Zp")),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_any_title_change_names_the_title_and_nothing_else(recorded: Project, title: str):
     title = " ".join(title.split())
     plan = load_plan(recorded.path / "plan.md", recorded.path)
@@ -346,7 +372,13 @@ def test_unrecorded_and_missing(recorded: Project):
 
 @pytest.mark.parametrize(
     "content",
-    [b"interactions: [\n  - {", b"<<<<<<< HEAD\ninteractions: []\n", b"\xff\xfe", b"interactions: []\n", b"just text\n"],
+    [
+        b"interactions: [\n  - {",
+        b"<<<<<<< HEAD\ninteractions: []\n",
+        b"\xff\xfe",
+        b"interactions: []\n",
+        b"just text\n",
+    ],
     ids=["truncated", "conflict", "binary", "empty-list", "not-a-cassette"],
 )
 def test_an_unreadable_recording_is_named_and_never_stale(recorded: Project, content: bytes):
@@ -437,7 +469,16 @@ def test_validate_only_with_the_gate_imports_neither_the_sdk_nor_vcrpy(project: 
     record(project)
     project.edit("plan.md", "| Beta |", "| Beta Prime |")
     project.write("conftest.py", IMPORT_PROBE)
-    result = project.run("--batch-readonly", "--batch-fail-stale", "--batch-report", "r.json", "--batch-summary", "s.md", "-s", subprocess=True)
+    result = project.run(
+        "--batch-readonly",
+        "--batch-fail-stale",
+        "--batch-report",
+        "r.json",
+        "--batch-summary",
+        "s.md",
+        "-s",
+        subprocess=True,
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # beta is stale (and the outputs fail their checks)
     result.stdout.fnmatch_lines(["*HEAVY-IMPORTS: none*"])
     result.stdout.fnmatch_lines(["FAILED plan.md::beta.md::fresh - *stale: the title changed*"])
@@ -458,7 +499,14 @@ def test_the_summary_folds_diffs_in_a_fence_longer_than_any_in_them():
         plan="plan.md",
         filename="x.md",
         before={"verdict": "passed", "failed_checks": [], "usage": None, "cost_usd": 0.01},
-        after={"verdict": "failed", "failed_checks": ["lint|x"], "outcome": "failed", "usage": {}, "cost_usd": 0.02, "kept_previous": True},
+        after={
+            "verdict": "failed",
+            "failed_checks": ["lint|x"],
+            "outcome": "failed",
+            "usage": {},
+            "cost_usd": 0.02,
+            "kept_previous": True,
+        },
         diff=diff,
         regression=True,
         freshness_before=Freshness(STALE, ("title",), "differs"),
@@ -466,4 +514,7 @@ def test_the_summary_folds_diffs_in_a_fence_longer_than_any_in_them():
     text = markdown([], {}, [change], PriceTable())
     assert "`````diff\n" + diff + "`````\n</details>" in text
     assert "- `plan.md::x.md`: passed before, fails now (lint\\|x)" in text
-    assert "<summary>plan.md::x.md: passed → failed (new draft set aside; previous output kept); stale: title; cost $0.0100 → $0.0200</summary>" in text
+    assert (
+        "<summary>plan.md::x.md: passed → failed (new draft set aside; previous output kept); stale: title; cost $0.0100 → $0.0200</summary>"
+        in text
+    )

@@ -89,7 +89,9 @@ def test_a_row_generated_again_after_its_old_recording_is_fresh(stale_project, f
     # old one: the output was made by the latest, which is today's request
     project = stale_project
     alpha = next(r for r in ROWS if r.filename == "alpha.md")
-    project.edit("plan.md", f"| {alpha.title} | alpha.md | haiku | complete |", "| Alpha Two | alpha.md | haiku | pending |")
+    project.edit(
+        "plan.md", f"| {alpha.title} | alpha.md | haiku | complete |", "| Alpha Two | alpha.md | haiku | pending |"
+    )
     (project.path / "output" / "alpha.md").unlink()  # so the pending row is sent again
     router(fake).set("alpha.md", Reply.ok(draft("Alpha Two"), usage=SCRIPTED))
 
@@ -132,7 +134,9 @@ def test_the_gate_fails_every_stale_row_with_its_reasons_and_writes_nothing(stal
     message = gate.failure("alpha.md::fresh")
     assert "output/alpha.md: stale: the format reference changed since it was generated" in message
     assert "--batch-regenerate-stale" in message
-    gate.stdout.fnmatch_lines(["*pytest-batchgen: freshness*", "freshness: 3 stale", "  stale: plan.md::alpha.md (format reference)"])
+    gate.stdout.fnmatch_lines(
+        ["*pytest-batchgen: freshness*", "freshness: 3 stale", "  stale: plan.md::alpha.md (format reference)"]
+    )
     assert project.snapshot() == {**before, "gate.json": project.snapshot()["gate.json"]}
     doc = json.loads(project.read("gate.json"))
     rows = {r["filename"]: r for r in doc["plans"][0]["rows"]}
@@ -156,7 +160,13 @@ def test_regenerating_the_stale_rows_costs_what_the_dry_run_said_and_reports_bef
     for r in ROWS:
         router(fake).set(r.filename, Reply.ok(draft(r.title, extra="Regenerated.\n"), usage=SCRIPTED))
     run = project.run(
-        "--batch-regenerate-stale", "--batch-concurrency", "1", "--batch-report", "report.json", "--batch-summary", "summary.md"
+        "--batch-regenerate-stale",
+        "--batch-concurrency",
+        "1",
+        "--batch-report",
+        "report.json",
+        "--batch-summary",
+        "summary.md",
     )
     assert run.ret == 0, run.stdout.str()
     assert {k: len(v) for k, v in requests_by_row(fake).items()} == dict.fromkeys(NAMES, 1)
@@ -175,7 +185,9 @@ def test_regenerating_the_stale_rows_costs_what_the_dry_run_said_and_reports_bef
     assert base["before"]["usage"]["output_tokens"] == 1500 and base["after"]["usage"]["output_tokens"] == 1500
     assert base["before"]["cost_usd"] > 0 and base["after"]["cost_usd"] > 0
     assert base["regression"] is False
-    assert "+Regenerated.\n" in base["diff"] and base["diff"].startswith("--- a/output/alpha.md\n+++ b/output/alpha.md\n")
+    assert "+Regenerated.\n" in base["diff"] and base["diff"].startswith(
+        "--- a/output/alpha.md\n+++ b/output/alpha.md\n"
+    )
     assert project.output("alpha.md") == draft("Alpha", extra="Regenerated.\n") != old_alpha
     assert doc["totals"]["regressions"] == []
 
@@ -210,7 +222,9 @@ def test_a_regenerated_row_that_now_fails_is_a_regression(stale_project: Project
     # the passing output was kept (drafts aside): its checks pass, the regression fails the run
     assert project.output("beta.md") == old_beta
     assert all(v == "passed" for v in run.outcomes().values())
-    run.stdout.fnmatch_lines(["REGRESSION: plan.md::beta.md: passed -> failed, previous output kept (failed: category-value)"])
+    run.stdout.fnmatch_lines(
+        ["REGRESSION: plan.md::beta.md: passed -> failed, previous output kept (failed: category-value)"]
+    )
     doc = json.loads(project.read("report.json"))
     beta = {r["filename"]: r for r in doc["plans"][0]["rows"]}["beta.md"]["baseline"]
     assert beta["regression"] is True
@@ -277,7 +291,10 @@ def test_an_output_kept_over_a_failed_regeneration_appended_after_it_is_stale(st
     ) in gate.failure("beta.md::fresh")
     # and once the output is that generation's reply, the row is fresh
     project.write("output/beta.md", bad_value("Beta"))
-    assert project.run("--batch-fail-stale", "--batch-readonly", "plan.md::beta.md").outcomes()["beta.md::fresh"] == "passed"
+    assert (
+        project.run("--batch-fail-stale", "--batch-readonly", "plan.md::beta.md").outcomes()["beta.md::fresh"]
+        == "passed"
+    )
 
 
 def test_an_edited_output_kept_over_a_failed_re_recording_is_stale_while_the_draft_waits(
@@ -413,7 +430,9 @@ def test_a_stale_row_whose_regeneration_wrote_nothing_is_not_a_regression(stale_
 
     assert project.output("beta.md") == old_beta
     assert run.outcomes()["beta.md::generate"] == "failed"
-    run.stdout.fnmatch_lines(["not regenerated: plan.md::beta.md: passed -> failed, the output is as it was (failed: generate)"])
+    run.stdout.fnmatch_lines(
+        ["not regenerated: plan.md::beta.md: passed -> failed, the output is as it was (failed: generate)"]
+    )
     assert "REGRESSION" not in run.stdout.str()
 
 
@@ -463,7 +482,9 @@ def test_a_failing_output_regenerated_is_an_improvement_not_a_regression(project
     project.write("output/alpha.md", bad_value("Alpha"))  # hand-written, pending, failing
     run = project.run("--batch-fail-on-regression", "--batch-report", "report.json")
     assert run.ret == 0
-    base = {r["filename"]: r for r in json.loads(project.read("report.json"))["plans"][0]["rows"]}["alpha.md"]["baseline"]
+    base = {r["filename"]: r for r in json.loads(project.read("report.json"))["plans"][0]["rows"]}["alpha.md"][
+        "baseline"
+    ]
     assert base["freshness_before"]["state"] == "unrecorded"
     assert base["before"] == {"verdict": "failed", "failed_checks": ["category-value"], "usage": None, "cost_usd": None}
     assert base["after"]["verdict"] == "passed" and base["regression"] is False
@@ -629,7 +650,9 @@ def test_a_replayed_row_is_judged_without_reading_its_recording_again(
     read = recordings_read(monkeypatch)
 
     # (a step summary: the JSON report then carries each row's freshness)
-    result = project.run("--batch-record-mode", "none", "--batch-report", "report.json", "--batch-summary", "summary.md")
+    result = project.run(
+        "--batch-record-mode", "none", "--batch-report", "report.json", "--batch-summary", "summary.md"
+    )
 
     assert result.ret == 0, result.stdout.str()
     assert read == ["beta.md.yaml"]

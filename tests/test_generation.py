@@ -187,9 +187,7 @@ def test_mixed_batch_ends_with_exact_statuses_notes_and_a_failing_exit_code(proj
 
     # then
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert project.statuses() == {
-        f"{name}.md": "complete" if name in MIXED_COMPLETE else "pending" for name in MIXED
-    }
+    assert project.statuses() == {f"{name}.md": "complete" if name in MIXED_COMPLETE else "pending" for name in MIXED}
     assert_mixed_notes(project.notes())
     assert_mixed_items(result)
     assert_mixed_requests(fake)
@@ -272,8 +270,9 @@ def assert_mixed_requests(fake) -> None:
         "down.md": 2,  # the first try and batchgen_max_retries = 1 retry
     }
     statuses_seen = {
-        name: [e.status for e in reqs] for name, reqs in requests_by_row(fake).items() if name in (
-            "rate-limited.md", "overloaded.md", "server-error.md", "down.md")
+        name: [e.status for e in reqs]
+        for name, reqs in requests_by_row(fake).items()
+        if name in ("rate-limited.md", "overloaded.md", "server-error.md", "down.md")
     }
     assert statuses_seen == {
         "rate-limited.md": [429, 200],
@@ -636,7 +635,6 @@ def test_dry_run_prints_the_prompts_and_sends_and_writes_nothing(project, fake):
     assert not (project.path / "cassettes").exists()
 
 
-
 @pytest.mark.parametrize("api", [[], ["--batch-api", "batches"]], ids=["messages", "batches"])
 def test_dry_run_without_pytest_terminal_reporter_still_prints_the_prompts(pytester, project, fake, api):
     # -p no:terminal: pytest's config.get_terminal_writer() asserts there is a terminal reporter;
@@ -644,13 +642,16 @@ def test_dry_run_without_pytest_terminal_reporter_still_prints_the_prompts(pytes
     # harness's -rfEs is an option of the terminal plugin)
     project.write_rows(rows_for("quorum"))
 
-    result = pytester.runpytest("-p", "no:cacheprovider", "--batch-plan", "plan.md", "--batch-dry-run", "-p", "no:terminal", *api)
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--batch-plan", "plan.md", "--batch-dry-run", "-p", "no:terminal", *api
+    )
 
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     assert fake.requests == []
     out = result.stdout.str()
     assert "<title>Quorum</title>" in out
     assert "dry run: 1 pending row(s)" in out
+
 
 # -- stopping early sends nothing more ---------------------------------------------------------
 
@@ -726,8 +727,11 @@ def test_collect_only_sends_nothing_and_writes_nothing(project, fake, xdist, mon
 
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
-@pytest.mark.parametrize(("named", "sent"), [("other.md::gamma.md", {"gamma.md"}), ("other.md", {"gamma.md", "delta.md"})],
-                         ids=["a row", "a whole plan"])
+@pytest.mark.parametrize(
+    ("named", "sent"),
+    [("other.md::gamma.md", {"gamma.md"}), ("other.md", {"gamma.md", "delta.md"})],
+    ids=["a row", "a whole plan"],
+)
 def test_naming_a_row_of_one_plan_generates_nothing_of_the_other_plans(project, fake, xdist, named, sent):
     # with several plans (in addopts, say), the plans not named were collected whole: naming one
     # row's node (or a whole plan) generated, and paid for, every pending row of the other plans too

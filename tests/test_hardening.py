@@ -41,13 +41,17 @@ def test_a_format_reference_that_is_not_utf8_is_a_usage_error(project):
     assert_clean_usage_error(run(project), "plan.md:", "format reference", "not UTF-8")
 
 
-@pytest.mark.parametrize("option", ["batchgen_max_tokens", "batchgen_timeout", "batchgen_max_retries", "batchgen_linter_timeout"])
+@pytest.mark.parametrize(
+    "option", ["batchgen_max_tokens", "batchgen_timeout", "batchgen_max_retries", "batchgen_linter_timeout"]
+)
 def test_a_non_numeric_ini_option_is_a_usage_error(project, option):
     project.write_plan(plan_text())
     assert_clean_usage_error(run(project, "-o", f"{option}=lots"), option, "'lots' is not a")
 
 
-@pytest.mark.parametrize("value, says", [("nan", "is not a"), ("inf", "is not a"), ("0", "more than zero"), ("-1", "more than zero")])
+@pytest.mark.parametrize(
+    "value, says", [("nan", "is not a"), ("inf", "is not a"), ("0", "more than zero"), ("-1", "more than zero")]
+)
 def test_ini_timeouts_must_be_finite_and_positive(project, value, says):
     project.write_plan(plan_text())
     assert_clean_usage_error(run(project, "-o", f"batchgen_linter_timeout={value}"), "batchgen_linter_timeout", says)

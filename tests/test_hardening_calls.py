@@ -283,7 +283,7 @@ def test_a_linters_children_are_killed_at_its_timeout(tmp_path):
     import time
 
     (tmp_path / "a.md").write_text("x\n")
-    argv = ["sh", "-c", 'sleep 93 >/dev/null 2>&1 & echo $! > child.pid; wait', "sh"]
+    argv = ["sh", "-c", "sleep 93 >/dev/null 2>&1 & echo $! > child.pid; wait", "sh"]
     failure = run_linter(argv, "a.md", tmp_path, 1.0)
     assert failure is not None and "timed out" in failure.message
     pid = int((tmp_path / "child.pid").read_text())
@@ -385,13 +385,19 @@ def _odd(usage: dict | None = None, content: list | None = None) -> Reply:
 ODD_REPLIES = [
     pytest.param(_odd({"input_tokens": "12", "output_tokens": 3.7}), "usage.input_tokens is '12'", id="string-usage"),
     pytest.param(_odd({"input_tokens": 12, "output_tokens": 3.7}), "usage.output_tokens is 3.7", id="float-usage"),
-    pytest.param(_odd({"input_tokens": -5000000, "output_tokens": 10**12}), "usage.input_tokens is -5000000", id="negative"),
-    pytest.param(_odd({"input_tokens": 12, "output_tokens": 10**12}), "usage.output_tokens is 1000000000000", id="absurd"),
+    pytest.param(
+        _odd({"input_tokens": -5000000, "output_tokens": 10**12}), "usage.input_tokens is -5000000", id="negative"
+    ),
+    pytest.param(
+        _odd({"input_tokens": 12, "output_tokens": 10**12}), "usage.output_tokens is 1000000000000", id="absurd"
+    ),
     pytest.param(_odd({"input_tokens": 12.5, "output_tokens": 1e300}), "usage.input_tokens is 12.5", id="1e300"),
     pytest.param(_odd({"input_tokens": True, "output_tokens": 1}), "usage.input_tokens is True", id="bool-usage"),
     pytest.param(_odd({"output_tokens": 1}), "usage.input_tokens is missing", id="no-input-tokens"),
     pytest.param(_odd(content=["str", None, 5]), "content[0] is str 'str', not a content block", id="not-blocks"),
-    pytest.param(_odd(content=[{"type": "text", "text": 12345}]), "content[0] is a text block whose text is int", id="int-text"),
+    pytest.param(
+        _odd(content=[{"type": "text", "text": 12345}]), "content[0] is a text block whose text is int", id="int-text"
+    ),
     pytest.param(_odd(content=[{"text": "x"}]), "content[0] has no type", id="untyped-block"),
 ]
 
@@ -705,11 +711,16 @@ def test_a_replay_miss_without_a_key_names_the_key_and_the_command_includes_it(p
     out = text_of(result)
     assert result.ret == pytest.ExitCode.TESTS_FAILED and fake.messages_requests() == []
     assert "ANTHROPIC_API_KEY is not set" in out
-    assert "To record it: ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md --batch-record-mode all 'plan.md::alpha.md'" in out
+    assert (
+        "To record it: ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md --batch-record-mode all 'plan.md::alpha.md'"
+        in out
+    )
 
 
 @pytest.mark.parametrize("how", ["-o", "-c"])
-def test_the_printed_command_to_record_a_miss_carries_the_options_that_shaped_its_request(pytester, fake, monkeypatch, how):
+def test_the_printed_command_to_record_a_miss_carries_the_options_that_shaped_its_request(
+    pytester, fake, monkeypatch, how
+):
     """A replay run with ``-o batchgen_max_tokens=4096`` (or ``-c ci.ini`` saying so) missed the
     recording of max_tokens 8192, and printed a command without the option: running it as
     printed paid for a live call that recorded max_tokens 8192 again, and the run missed again."""
@@ -771,7 +782,9 @@ def test_printed_commands_repeat_the_runs_options_quoted_and_relative_to_the_cur
     )
     assert shlex.split(options)[1] == "../my ci.ini" and shlex.split(options)[5] == "batchgen_models=haiku: it's claude"
     assert Settings(plans=(), rootdir=tmp_path, invocation_dir=tmp_path, role=Role.PLAIN).command_options() == ""
-    assert regenerate_command([tmp_path / "plan.md"], True, options).startswith(f"pytest{options} --batch-plan ../plan.md")
+    assert regenerate_command([tmp_path / "plan.md"], True, options).startswith(
+        f"pytest{options} --batch-plan ../plan.md"
+    )
 
 
 def _plan_with_line(root: Path, line: str):
@@ -784,7 +797,9 @@ def _plan_with_line(root: Path, line: str):
 def test_a_line_matching_no_form_shows_each_forms_example_not_its_regex(tmp_path):
     plan = _plan_with_line(tmp_path, "Sounds friendly")
     custom = [
-        ChecklistForm(name="word-count", pattern=r"at most (?P<n>\d+) words", check=lambda c: None, example="At most 300 words"),
+        ChecklistForm(
+            name="word-count", pattern=r"at most (?P<n>\d+) words", check=lambda c: None, example="At most 300 words"
+        ),
         ChecklistForm(name="shouty", pattern=r"(?P<x>LOUD+) (?:\w+ )*line", check=lambda c: None),
     ]
     with pytest.raises(ChecklistError) as err:
@@ -878,7 +893,12 @@ def test_front_matter_lines_read_the_same_whatever_their_whitespace():
     gap = st.text(alphabet=" \t", min_size=1, max_size=30)
 
     @settings(max_examples=150, deadline=None)
-    @given(keys=st.lists(word, min_size=0, max_size=5), count=st.sampled_from([None, "2", "three"]), list_key=word, gaps=st.lists(gap, min_size=12, max_size=12))
+    @given(
+        keys=st.lists(word, min_size=0, max_size=5),
+        count=st.sampled_from([None, "2", "three"]),
+        list_key=word,
+        gaps=st.lists(gap, min_size=12, max_size=12),
+    )
     def prop(keys, count, list_key, gaps):
         tokens = []
         for i, k in enumerate(keys):

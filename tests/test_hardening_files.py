@@ -247,7 +247,9 @@ def test_validate_only_reports_unclosed_and_oversized_front_matter(pytester: pyt
     text = result.stdout.str()
     assert "output/unclosed.md:1: the front matter opened by '---' on line 1 is never closed" in text
     assert "no YAML front matter" not in text
-    assert re.search(rf"output/big.md:1: the front matter is [\d,]+ bytes, above the {MAX_FRONT_MATTER_BYTES:,}-byte limit", text)
+    assert re.search(
+        rf"output/big.md:1: the front matter is [\d,]+ bytes, above the {MAX_FRONT_MATTER_BYTES:,}-byte limit", text
+    )
 
 
 # -- issue 10: a renamed title updates its link; a failing output can be unlisted ----------------
@@ -317,8 +319,6 @@ def test_register_places_entries_in_plan_order_whatever_order_they_come_in(tmp_p
     assert tracking.read_text().endswith("Written by hand.\n- [Z](z.md)\n")
 
 
-
-
 def test_deferred_writes_are_atomic_at_once_and_fsynced_in_one_pass(tmp_path, monkeypatch):
     """Outputs and cassettes are written with ``sync=False`` (one fsync per file was a tenth of
     a 1,000-row run): the rename happens at once, and :func:`sync_deferred` fsyncs each file
@@ -366,7 +366,7 @@ def test_what_is_left_unsynced_at_exit_is_fsynced_without_a_thread_pool(tmp_path
 
 #: a project conftest that makes every write of the plan ``plan.md`` fail as a read-only folder
 #: makes it (only while the session ends: the outer test process keeps the real function)
-REFUSE_PLAN_WRITES = '''
+REFUSE_PLAN_WRITES = """
 import errno
 import pytest
 from pytest_batchgen import planedit
@@ -384,7 +384,7 @@ def pytest_sessionfinish(session):
         return (yield)
     finally:
         planedit.atomic_write = real
-'''
+"""
 
 
 def test_a_plan_that_cannot_be_written_is_named_and_the_other_plans_and_reports_are_written(project):
@@ -424,7 +424,7 @@ def test_a_plan_that_cannot_be_written_is_named_and_the_other_plans_and_reports_
 
 
 #: a project conftest that makes the tracking file's lock fail as a read-only folder makes it
-REFUSE_TRACKING_LOCK = '''
+REFUSE_TRACKING_LOCK = """
 import errno
 from pytest_batchgen import fsutil, tracking
 
@@ -438,7 +438,7 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     tracking.lock_for = real
-'''
+"""
 
 
 def test_a_tracking_file_that_cannot_be_written_fails_registered_with_one_line(project):
@@ -464,13 +464,13 @@ def test_a_tracking_file_that_cannot_be_written_fails_registered_with_one_line(p
 
 
 #: a project conftest that re-saves the plan in Latin-1 once collected, as an editor might
-RESAVE_PLAN_LATIN1 = '''
+RESAVE_PLAN_LATIN1 = """
 from pathlib import Path
 
 def pytest_collection_finish(session):
     plan = Path("plan.md")
     plan.write_bytes(plan.read_bytes() + "\\n<!-- revu par Andr\\u00e9 -->\\n".encode("latin-1"))
-'''
+"""
 
 
 def test_a_plan_saved_in_another_encoding_during_the_run_is_named_and_the_other_plans_recorded(project):
@@ -492,8 +492,11 @@ def test_a_plan_saved_in_another_encoding_during_the_run_is_named_and_the_other_
 
     assert "Traceback" not in "\n".join(result.result.outlines + result.result.errlines)
     result.stdout.fnmatch_lines(
-        ["plan.md: plan not updated: it is no longer UTF-8 text (invalid continuation byte at byte *); "
-         "save it as UTF-8, then run again", "other.md: plan updated"]
+        [
+            "plan.md: plan not updated: it is no longer UTF-8 text (invalid continuation byte at byte *); "
+            "save it as UTF-8, then run again",
+            "other.md: plan updated",
+        ]
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert project.statuses("other.md") == {"fencing-token.md": "complete"}
@@ -519,14 +522,21 @@ def test_locks_another_process_holds_are_named_as_such_and_waited_for_once(proje
             monkeypatch.setattr(module, "lock_for", short)
     project.write_rows(rows_for("quorum", "backpressure"))
     line = len([x for x in project.read().split("## Phase 1")[0].splitlines() if x[:1].isdigit()]) + 1
-    project.write("plan.md", project.read().replace(
-        "\n## Phase 1", f"{line}. Output registered in `output/INDEX.md`\n\n## Phase 1", 1))
+    project.write(
+        "plan.md",
+        project.read().replace("\n## Phase 1", f"{line}. Output registered in `output/INDEX.md`\n\n## Phase 1", 1),
+    )
     project.write("output/quorum.md", draft("Quorum"))
     project.write("output/backpressure.md", draft("Backpressure"))
     project.write("output/vector-clock.md", draft("Vector Clock", category="Z"))  # fails: takes no lock
-    project.write("plan.md", project.read().replace(
-        "| backpressure.md | haiku | pending |", "| backpressure.md | haiku | pending |\n"
-        "| Vector Clock | vector-clock.md | haiku | pending |", 1))
+    project.write(
+        "plan.md",
+        project.read().replace(
+            "| backpressure.md | haiku | pending |",
+            "| backpressure.md | haiku | pending |\n| Vector Clock | vector-clock.md | haiku | pending |",
+            1,
+        ),
+    )
     held = [real(project.path / "plan.md"), real(project.path / "output" / "INDEX.md")]
     for lock in held:
         lock.acquire()

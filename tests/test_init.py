@@ -121,9 +121,7 @@ def test_init_in_an_empty_folder_then_validate_only_passes_and_dry_run_shows_pro
     assert snapshot(pytester.path) == written
 
 
-def test_python_m_pytest_batchgen_init_into_a_new_folder_imports_neither_pytest_nor_the_sdk(
-    pytester, monkeypatch
-):
+def test_python_m_pytest_batchgen_init_into_a_new_folder_imports_neither_pytest_nor_the_sdk(pytester, monkeypatch):
     result = pytester.run(
         sys.executable, "-X", "importtime", "-m", "pytest_batchgen", "init", "--name", "recipes", "project"
     )
@@ -141,7 +139,9 @@ def test_python_m_pytest_batchgen_init_into_a_new_folder_imports_neither_pytest_
             ".gitignore",
         ]
     )
-    result.stdout.fnmatch_lines(["Next:", "  cd project", "  pytest --batch-plan plans/recipes.md --batch-validate-only"])
+    result.stdout.fnmatch_lines(
+        ["Next:", "  cd project", "  pytest --batch-plan plans/recipes.md --batch-validate-only"]
+    )
     imported = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)", result.stderr.str(), re.MULTILINE))
     assert "pytest_batchgen.scaffold" in imported  # the parse works
     assert not {m for m in imported if m.split(".")[0] in HEAVY}
@@ -227,7 +227,9 @@ def test_init_beside_a_pytest_config_prints_the_ini_line_and_appends_to_gitignor
     assert pytester.path.joinpath("pyproject.toml").read_text() == pyproject
     line = 'batchgen_checks = ["checks/test_cheatsheets.py"]'
     assert "pytest's settings are in pyproject.toml, so no pytest.ini was written" in out
-    assert f"under [tool.pytest.ini_options] there (or add the path to batchgen_checks if it is set):\n  {line}\n" in out
+    assert (
+        f"under [tool.pytest.ini_options] there (or add the path to batchgen_checks if it is set):\n  {line}\n" in out
+    )
     assert re.search(r"^  appended to\s+\.gitignore\s", out, re.MULTILINE)
     gitignore = pytester.path.joinpath(".gitignore").read_text()
     assert gitignore.startswith("build/\n#")
@@ -404,6 +406,8 @@ def test_the_next_steps_cd_into_a_folder_named_like_an_option(pytester, capsys, 
 def test_python_m_pytest_batchgen_cli_is_the_batchgen_command_too(tmp_path):
     import subprocess
 
-    ran = subprocess.run([sys.executable, "-m", "pytest_batchgen.cli", "init", "demo"], cwd=tmp_path, capture_output=True, text=True)
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest_batchgen.cli", "init", "demo"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert ran.returncode == 0, ran.stderr
     assert (tmp_path / "demo" / "plans" / "cheatsheets.md").exists()  # it did nothing, silently, before

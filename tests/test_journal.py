@@ -152,8 +152,14 @@ def test_a_run_adopts_only_the_batches_of_runs_that_are_gone(tmp_path):
     started(path, owner_like(me, started="1"), "reused.md", "batch_reused")
     started(path, owner_like(me), "ended.md", "batch_ended").release()
     data = json.loads(path.read_text())
-    data["batches"].append({"local": "old", "id": "batch_old", "created": "2026-01-01T00:00:00+00:00",
-                            "requests": {"c-old": {"row": "old.md", "digest": "d"}}})
+    data["batches"].append(
+        {
+            "local": "old",
+            "id": "batch_old",
+            "created": "2026-01-01T00:00:00+00:00",
+            "requests": {"c-old": {"row": "old.md", "digest": "d"}},
+        }
+    )
     path.write_text(json.dumps(data))
 
     # when: a new run registers for every row

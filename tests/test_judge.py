@@ -112,7 +112,9 @@ def test_the_plan_wide_judge_model_comes_from_models_or_the_ini(project, fake):
     project.run()
     assert [b["model"] for b in judge.judge_calls()] == ["claude-opus-5-5"]
 
-    given_rows_with_a_judge(project, "beta", line=f"5. Judge: {CRITERION}\n", ini_extra="batchgen_judge_model = haiku\n")
+    given_rows_with_a_judge(
+        project, "beta", line=f"5. Judge: {CRITERION}\n", ini_extra="batchgen_judge_model = haiku\n"
+    )
     project.run()
     assert judge.judge_calls("beta.md")[0]["model"] == "claude-haiku-5-5"
 
@@ -162,8 +164,10 @@ def test_a_failing_verdict_reaches_the_item_the_note_the_report_and_the_repair_t
     assert any("circular" in f["message"] and f["output_line"] == 9 for f in row["failures"])
     # the repaired draft came back word for word: its request is the same, so is its verdict
     assert [a["check"] for a in row["judge_attempts"]] == [RULE]
-    assert any(a == [f"{RULE}: judge (claude-sonnet-5-5): the Definition defines Alpha as alpha: circular"]
-               for a in (x["failed_checks"] for x in row["attempts"]))
+    assert any(
+        a == [f"{RULE}: judge (claude-sonnet-5-5): the Definition defines Alpha as alpha: circular"]
+        for a in (x["failed_checks"] for x in row["attempts"])
+    )
     result.stdout.fnmatch_lines([f"::error file=output/alpha.md,line=9,title=batchgen alpha.md%3A {RULE}::*circular*"])
     assert project.statuses() == {"alpha.md": "pending"}
 
@@ -188,18 +192,29 @@ def _text_reply(text: str, stop_reason: str = "end_turn", tool_input: dict | Non
     content: list[dict] = [{"type": "text", "text": text}]
     if tool_input is not None:
         content = [{"type": "tool_use", "id": "toolu_x", "name": "record_verdict", "input": tool_input}]
-    body = {"id": "msg_x", "type": "message", "role": "assistant", "model": "claude-sonnet-5-5",
-            "content": content, "stop_reason": stop_reason, "stop_sequence": None,
-            "usage": {"input_tokens": 400, "output_tokens": 60}}
+    body = {
+        "id": "msg_x",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-5-5",
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 400, "output_tokens": 60},
+    }
     return Reply.raw(json.dumps(body))
 
 
-@pytest.mark.parametrize(("answer", "why"), [
-    (Reply.error(400, "invalid_request_error", "prompt is too long"), "the judge's call failed: BadRequestError"),
-    (Reply.error(500, "api_error", "internal error"), "the judge's call failed: InternalServerError"),
-    (_text_reply("PASS"), "the judge gave no usable verdict (the judge did not call record_verdict)"),
-    (_text_reply("", stop_reason="refusal"), "the judge gave no usable verdict (the judge refused to answer)"),
-], ids=["400", "500", "no tool call", "refusal"])
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (Reply.error(400, "invalid_request_error", "prompt is too long"), "the judge's call failed: BadRequestError"),
+        (Reply.error(500, "api_error", "internal error"), "the judge's call failed: InternalServerError"),
+        (_text_reply("PASS"), "the judge gave no usable verdict (the judge did not call record_verdict)"),
+        (_text_reply("", stop_reason="refusal"), "the judge gave no usable verdict (the judge refused to answer)"),
+    ],
+    ids=["400", "500", "no tool call", "refusal"],
+)
 def test_a_judge_call_that_gives_no_verdict_fails_the_row_and_pays_for_no_repair(project, fake, answer, why):
     # README: "API errors are never pasted into a repair"; a new draft cannot fix the judge's
     # failure, so none is paid for (the row stays pending, and the next run asks the judge again)
@@ -250,14 +265,18 @@ def test_a_judge_verdict_that_cannot_be_recorded_is_counted_and_fails_its_check(
     judge = install(fake)
     given_rows_with_a_judge(project, "alpha")
     project.write("output/alpha.md", draft("Alpha"))
-    project.write("plan.md", project.read().replace("| alpha.md | haiku | pending |", "| alpha.md | haiku | complete |"))
+    project.write(
+        "plan.md", project.read().replace("| alpha.md | haiku | pending |", "| alpha.md | haiku | complete |")
+    )
     project.write("conftest.py", REFUSE_WRITES_IN.format(folder=str(project.cassette_dir().resolve())))
 
     result = project.run("--batch-report", "report.json")
 
     assert len(judge.judge_calls("alpha.md")) == 1
     assert result.outcomes()[item("alpha.md")] == "failed"
-    assert "the judge's verdict could not be recorded in cassettes/plan/alpha.md.judge.yaml" in result.failure(item("alpha.md"))
+    assert "the judge's verdict could not be recorded in cassettes/plan/alpha.md.judge.yaml" in result.failure(
+        item("alpha.md")
+    )
     totals = json.loads(project.read("report.json"))["totals"]
     assert totals["judge_calls_live"] == 1 and totals["judge_cost_usd"] > 0
 
@@ -363,7 +382,9 @@ def test_validate_only_replays_a_recorded_verdict_and_skips_without_one(project,
     reason = result.skip_reasons()[item("beta.md")]
     assert "no recorded verdict for the output as it is in cassettes/plan/beta.md.judge.yaml" in reason
     assert "--batch-validate-only makes no model call" in reason
-    assert f"To record it: ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md 'plan.md::beta.md::{RULE}'" in reason
+    assert (
+        f"To record it: ANTHROPIC_API_KEY=sk-ant-... pytest --batch-plan plan.md 'plan.md::beta.md::{RULE}'" in reason
+    )
     assert project.statuses()["beta.md"] == "pending"  # a skipped judge keeps the row pending
 
     before = project.snapshot()
@@ -407,7 +428,9 @@ def test_k_samples_take_the_majority(project, fake, script, outcome, agreement):
     assert result.outcomes()[item("alpha.md")] == outcome
     assert len(judge.judge_calls()) == 3
     if agreement:
-        assert f"judge (claude-sonnet-5-5, {agreement} samples agree): sample says fail" in result.failure(item("alpha.md"))
+        assert f"judge (claude-sonnet-5-5, {agreement} samples agree): sample says fail" in result.failure(
+            item("alpha.md")
+        )
     row = json.loads(project.read("r.json"))["plans"][0]["rows"][0]
     assert [a["verdict"] for a in row["judge_attempts"]] == list(script)
     assert {(a["majority"], a["agreement"]) for a in row["judge_attempts"]} == {(outcome[:4], "2/3")}
@@ -496,8 +519,9 @@ def test_a_zero_budget_still_replays_recorded_verdicts(project, fake, monkeypatc
     assert result.outcomes()[item("beta.md")] == "failed"
     assert "Beta is defined by Beta" in result.failure(item("beta.md"))
     assert result.outcomes()[item("gamma.md")] == "skipped"
-    assert "not judged: the estimated spend ($0.0000) reached --batch-max-cost $0" in (
-        result.skip_reasons()[item("gamma.md")]
+    assert (
+        "not judged: the estimated spend ($0.0000) reached --batch-max-cost $0"
+        in (result.skip_reasons()[item("gamma.md")])
     )
     report = json.loads(project.read("r.json"))
     calls = {r["filename"]: [a["call"] for a in r.get("judge_attempts", [])] for r in report["plans"][0]["rows"]}
@@ -546,7 +570,9 @@ def test_a_sample_without_a_verdict_is_no_answer_not_a_flip():
 def test_an_item_cut_short_by_a_failed_call_is_counted_apart_and_in_no_figure():
     labels = {
         "criteria": {"c": "criterion"},
-        "outputs": [{"file": f, "labels": {"c": {"verdict": v}}} for f, v in [("a", "pass"), ("b", "fail"), ("e", "pass")]],
+        "outputs": [
+            {"file": f, "labels": {"c": {"verdict": v}}} for f, v in [("a", "pass"), ("b", "fail"), ("e", "pass")]
+        ],
     }
     # e's first sample said fail (against its label), then its next call failed
     verdicts = {("a", "c"): ["pass", "pass"], ("b", "c"): ["fail", "fail"], ("e", "c"): ["fail"]}
@@ -585,18 +611,30 @@ def test_the_calibration_command_prints_accuracy_kappa_and_flip_rate(tmp_path, c
         "criteria": {k: full["criteria"][k] for k in ("not-circular", "compares")},
         "outputs": [
             {**e, "labels": {k: e["labels"][k] for k in ("not-circular", "compares")}}
-            for e in full["outputs"] if e["file"] in keep
+            for e in full["outputs"]
+            if e["file"] in keep
         ],
     }
     shutil.copytree(JUDGE_DATA / "outputs", tmp_path / "set" / "outputs")
     shutil.copy(JUDGE_DATA / "plan.md", tmp_path / "set" / "plan.md")
     (tmp_path / "set" / "labels.yaml").write_text(yaml.safe_dump(small), "utf-8")
     (tmp_path / "answers.yaml").write_text(
-        "quorum.fault.md: {compares: [pass, pass, fail]}\nbackpressure.good.md: {compares: [fail, fail, pass]}\n", "utf-8"
+        "quorum.fault.md: {compares: [pass, pass, fail]}\nbackpressure.good.md: {compares: [fail, fail, pass]}\n",
+        "utf-8",
     )
 
-    code = calibration.main(["--labels", str(tmp_path / "set" / "labels.yaml"), "--samples", "3",
-                             "--loopback", str(tmp_path / "answers.yaml"), "--workers", "2"])
+    code = calibration.main(
+        [
+            "--labels",
+            str(tmp_path / "set" / "labels.yaml"),
+            "--samples",
+            "3",
+            "--loopback",
+            str(tmp_path / "answers.yaml"),
+            "--workers",
+            "2",
+        ]
+    )
 
     out = capsys.readouterr().out.splitlines()
     assert code == 0
@@ -615,15 +653,27 @@ def test_a_failed_judge_call_cuts_its_item_short_and_is_no_flip(tmp_path, capsys
     small = {
         "plan": "plan.md",
         "criteria": {"not-circular": full["criteria"]["not-circular"]},
-        "outputs": [{**e, "labels": {"not-circular": e["labels"]["not-circular"]}} for e in full["outputs"] if e["file"] in keep],
+        "outputs": [
+            {**e, "labels": {"not-circular": e["labels"]["not-circular"]}} for e in full["outputs"] if e["file"] in keep
+        ],
     }
     shutil.copytree(JUDGE_DATA / "outputs", tmp_path / "set" / "outputs")
     shutil.copy(JUDGE_DATA / "plan.md", tmp_path / "set" / "plan.md")
     (tmp_path / "set" / "labels.yaml").write_text(yaml.safe_dump(small), "utf-8")
     (tmp_path / "answers.yaml").write_text("quorum.good.md: {not-circular: [pass, error]}\n", "utf-8")
 
-    code = calibration.main(["--labels", str(tmp_path / "set" / "labels.yaml"), "--samples", "3",
-                             "--loopback", str(tmp_path / "answers.yaml"), "--workers", "2"])
+    code = calibration.main(
+        [
+            "--labels",
+            str(tmp_path / "set" / "labels.yaml"),
+            "--samples",
+            "3",
+            "--loopback",
+            str(tmp_path / "answers.yaml"),
+            "--workers",
+            "2",
+        ]
+    )
 
     out = capsys.readouterr().out.splitlines()
     assert code == 0

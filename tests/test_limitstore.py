@@ -71,7 +71,9 @@ def test_a_level_is_topped_up_by_the_refill_since_and_never_above_the_limit():
         b'{"accounts": {"ACCOUNT": {"budgets": {"requests": {"limit": 5, "rate": NaN, "level": 1, "at": 0}}}}}',
         b'{"accounts": {"ACCOUNT": {"budgets": {"requests": {"limit": 5, "level": 1, "at": 0}}}}}',
         b'{"accounts": {"ACCOUNT": {"budgets": []}}}',
-        b'{"accounts": {"ACCOUNT": {"budgets": {"requests": {"limit": 1' + b"0" * 400 + b', "rate": 1, "level": 1, "at": 0}}}}}',
+        b'{"accounts": {"ACCOUNT": {"budgets": {"requests": {"limit": 1'
+        + b"0" * 400
+        + b', "rate": 1, "level": 1, "at": 0}}}}}',
     ],
 )
 def test_a_file_or_entry_that_cannot_be_used_is_ignored(tmp_path, content):
@@ -88,8 +90,12 @@ def test_a_file_or_entry_that_cannot_be_used_is_ignored(tmp_path, content):
 def test_a_level_above_the_limit_or_below_zero_is_clamped(tmp_path):
     path = tmp_path / "limits.json"
     account = account_id(None, "key")
-    entry = {"budgets": {"requests": {"limit": 5, "rate": 1, "level": 9, "at": T0},
-                         "output_tokens": {"limit": 5, "rate": 1, "level": -3, "at": T0}}}
+    entry = {
+        "budgets": {
+            "requests": {"limit": 5, "rate": 1, "level": 9, "at": T0},
+            "output_tokens": {"limit": 5, "rate": 1, "level": -3, "at": T0},
+        }
+    }
     path.write_text(json.dumps({"accounts": {account: entry}}))
     assert [(b.kind, b.level) for b in recall(account, path)] == [("requests", 5), ("output_tokens", 0)]
 

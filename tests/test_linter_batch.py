@@ -80,7 +80,9 @@ def test_many_files_are_linted_in_one_run_and_failures_go_to_their_own_file(tmp_
 @pytest.mark.parametrize("outdir", [".", "out"])
 def test_a_path_inside_another_files_path_is_not_blamed_for_its_lines(tmp_path, outdir):
     # with the outputs in the rootdir, the linter's "data.md:8: BAD found" contains "a.md"
-    run = make(tmp_path, {"a.md": GOOD, "data.md": GOOD + "BAD\n", "b.md": GOOD + "BAD\n", "xb.md": GOOD}, outdir=outdir)
+    run = make(
+        tmp_path, {"a.md": GOOD, "data.md": GOOD + "BAD\n", "b.md": GOOD + "BAD\n", "xb.md": GOOD}, outdir=outdir
+    )
     got = verdicts(run)
     assert len(invocations(tmp_path)) == 1
     assert got["a.md"] is None and got["xb.md"] is None

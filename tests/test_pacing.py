@@ -216,7 +216,9 @@ def test_before_any_reply_only_the_window_holds_requests_back():
 def test_the_tightest_budget_decides_the_wait():
     clock = Clock()
     p = Pacer(64, clock=clock, wall=clock.wall)
-    p.observe(200, headers(clock, requests=(100, 90, 6), input_tokens=(10_000, 9_000, 6), output_tokens=(6_000, 1_000, 30)))
+    p.observe(
+        200, headers(clock, requests=(100, 90, 6), input_tokens=(10_000, 9_000, 6), output_tokens=(6_000, 1_000, 30))
+    )
     assert p.buckets["output_tokens"].rate == pytest.approx(RATE_MARGIN * 4_999 / 30)
     wait, why = p.delay(Cost(1, 100, 2_000))
     assert why == "output_tokens" and wait == pytest.approx(1_000 / (RATE_MARGIN * 4_999 / 30))
@@ -228,11 +230,15 @@ def test_the_tightest_budget_decides_the_wait():
 def test_an_admitted_request_takes_its_cost_and_its_reply_gives_back_what_it_did_not_use():
     clock = Clock()
     p = Pacer(8, clock=clock, wall=clock.wall)
-    p.observe(200, headers(clock, requests=(100, 100, 0), input_tokens=(10_000, 10_000, 0), output_tokens=(8_000, 8_000, 0)))
+    p.observe(
+        200, headers(clock, requests=(100, 100, 0), input_tokens=(10_000, 10_000, 0), output_tokens=(8_000, 8_000, 0))
+    )
     cost = Cost(1, 400, 2_000, raw_input=400)
     charged = p.admit(cost)
     assert p.buckets["output_tokens"].level_at(clock.now) == 6_000
-    p.settle(cost, Usage(input_tokens=50, output_tokens=300, cache_read_input_tokens=350), replayed=False, charged=charged)
+    p.settle(
+        cost, Usage(input_tokens=50, output_tokens=300, cache_read_input_tokens=350), replayed=False, charged=charged
+    )
     assert p.buckets["output_tokens"].level_at(clock.now) == 7_700
     assert p.buckets["input_tokens"].level_at(clock.now) == 9_950  # cache reads do not count
     assert p.buckets["requests"].level_at(clock.now) == 99
@@ -373,7 +379,9 @@ def test_the_progress_line_says_which_limit_paces_the_run():
     clock = Clock()
     p = Pacer(8, clock=clock, wall=clock.wall)
     p.paced_by = "output_tokens"
-    d = SimpleNamespace(jobs=[1, 2, 3], done=1, in_flight=2, failed=0, tokens=10, spent=0.0, replies=1, note="", pacer=p)
+    d = SimpleNamespace(
+        jobs=[1, 2, 3], done=1, in_flight=2, failed=0, tokens=10, spent=0.0, replies=1, note="", pacer=p
+    )
     assert Progress.text(d) == (
         "[batchgen] 1/3 rows done, 2 in flight (paced by output tokens/min), 0 failed; "
         "1 reply, 10 tokens, $0.0000 so far"
@@ -680,11 +688,14 @@ def test_what_a_run_knows_at_its_end_seeds_the_next():
     clock = Clock()
     first = Pacer(8, clock=clock, wall=clock.wall)
     assert first.known() == ()  # no reply told the budgets
-    first.observe(200, {
-        "anthropic-ratelimit-requests-limit": "60",
-        "anthropic-ratelimit-requests-remaining": "20",
-        "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
-    })
+    first.observe(
+        200,
+        {
+            "anthropic-ratelimit-requests-limit": "60",
+            "anthropic-ratelimit-requests-remaining": "20",
+            "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
+        },
+    )
     (known,) = first.known()
     assert (known.kind, known.limit, known.level, known.at) == ("requests", 60, 20, clock.wall())
     clock.now += 30
@@ -698,11 +709,14 @@ def test_a_reply_corrects_a_seeded_budget_that_was_too_generous():
     clock = Clock()
     p = Pacer(8, clock=clock, wall=clock.wall)
     p.seed([KnownBudget("requests", 100, 100 / 60, 100, clock.wall())])
-    p.observe(200, {
-        "anthropic-ratelimit-requests-limit": "40",
-        "anthropic-ratelimit-requests-remaining": "3",
-        "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
-    })
+    p.observe(
+        200,
+        {
+            "anthropic-ratelimit-requests-limit": "40",
+            "anthropic-ratelimit-requests-remaining": "3",
+            "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
+        },
+    )
     bucket = p.buckets["requests"]
     assert bucket.capacity == 40 and bucket.level_at(clock.now) == 3
 
@@ -713,11 +727,14 @@ def test_a_higher_limit_than_the_seeded_one_rescales_the_refill():
     clock = Clock()
     p = Pacer(8, clock=clock, wall=clock.wall)
     p.seed([KnownBudget("requests", 50, 50 / 60, 50, clock.wall(), True)])
-    p.observe(200, {
-        "anthropic-ratelimit-requests-limit": "4000",
-        "anthropic-ratelimit-requests-remaining": "3990",
-        "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
-    })
+    p.observe(
+        200,
+        {
+            "anthropic-ratelimit-requests-limit": "4000",
+            "anthropic-ratelimit-requests-remaining": "3990",
+            "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:00Z",
+        },
+    )
     bucket = p.buckets["requests"]
     assert bucket.capacity == 4000 and bucket.rate == pytest.approx(4000 / 60)
     clock.now += 60
@@ -924,7 +941,9 @@ def test_judge_calls_are_paced_against_their_models_budgets(project, fake):
     names = NAMES[:12]
     project.write_rows(rows_for(*names), max_retries=2)
     anchor = "\n## Phase 1"
-    project.write("plan.md", project.read().replace(anchor, "5. Judge (sonnet): the definition is accurate\n" + anchor, 1))
+    project.write(
+        "plan.md", project.read().replace(anchor, "5. Judge (sonnet): the definition is accurate\n" + anchor, 1)
+    )
     for name in names:
         router(fake).set(f"{name}.md", Reply.ok(draft(name.replace("-", " ").title()), delay=0.05))
     install(fake)

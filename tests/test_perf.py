@@ -22,10 +22,39 @@ from pytest_batchgen.errors import PlanError
 # -- cold parse: one token per table row gives the same sections as markdown-it's own rule ----
 
 _PIECES = [
-    "| a | b | c |", "|---|:-:|--|", "| x | y |", "| 1 | 2 | 3 | 4 |", "a | b", "x \\| y | z", "",
-    "> quote", "- item", "## H", "    code", "|", "| |", "```", "text", "|-|-|", "\t| t |", "<div>",
-    "***", "  | a |", "| a `|` b |", "> | a | b |", "> |---|---|", "1. | a |", "   |-|", "# h1",
-    "[x]: /url", "Title | F", "--- | ---", "===", "  - | a |", "|  |  |", "| é | \u2028 |",
+    "| a | b | c |",
+    "|---|:-:|--|",
+    "| x | y |",
+    "| 1 | 2 | 3 | 4 |",
+    "a | b",
+    "x \\| y | z",
+    "",
+    "> quote",
+    "- item",
+    "## H",
+    "    code",
+    "|",
+    "| |",
+    "```",
+    "text",
+    "|-|-|",
+    "\t| t |",
+    "<div>",
+    "***",
+    "  | a |",
+    "| a `|` b |",
+    "> | a | b |",
+    "> |---|---|",
+    "1. | a |",
+    "   |-|",
+    "# h1",
+    "[x]: /url",
+    "Title | F",
+    "--- | ---",
+    "===",
+    "  - | a |",
+    "|  |  |",
+    "| é | \u2028 |",
 ]
 
 
@@ -42,7 +71,9 @@ def _scan_with(md: MarkdownIt, text: str):
 
 @settings(max_examples=400, deadline=None)
 @given(
-    st.lists(st.one_of(st.sampled_from(_PIECES), st.text(alphabet="|-: \\`ab\t>", max_size=12)), min_size=1, max_size=14),
+    st.lists(
+        st.one_of(st.sampled_from(_PIECES), st.text(alphabet="|-: \\`ab\t>", max_size=12)), min_size=1, max_size=14
+    ),
     st.sampled_from(["", "\n", "\r\n", "\r"]),
 )
 def test_compact_table_rule_scans_like_markdown_its_own(lines: list[str], ending: str) -> None:
@@ -72,7 +103,9 @@ def _resolve_both(tmp_path: Path, name: str):
     return fast, (out / name).resolve()
 
 
-@pytest.mark.parametrize("name", ["a.md", "sub/a.md", "sub/deeper/b.md", "./c.md", "link.md", "linkdir/x.md", "file.md/x.md", "../up.md"])
+@pytest.mark.parametrize(
+    "name", ["a.md", "sub/a.md", "sub/deeper/b.md", "./c.md", "link.md", "linkdir/x.md", "file.md/x.md", "../up.md"]
+)
 def test_resolve_below_matches_path_resolve(tmp_path: Path, name: str) -> None:
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)
@@ -571,7 +604,9 @@ def test_one_marker_per_row_shared_properties_and_no_payload_on_passing_setup_or
 # -- replay fast path: recorded replies answered from the cassette without the SDK -----------
 
 
-def test_replay_answers_recorded_calls_without_the_sdk_and_leaves_what_the_sdk_path_left(project, fake, monkeypatch) -> None:
+def test_replay_answers_recorded_calls_without_the_sdk_and_leaves_what_the_sdk_path_left(
+    project, fake, monkeypatch
+) -> None:
     from genhelpers import bad_value, draft, go_offline, router, rows_for
     from fakeapi import Reply
     from pytest_batchgen import recording
@@ -736,7 +771,17 @@ def test_a_run_at_the_repositorys_root_loads_no_heavy_module_through_the_tests_c
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
     env.pop("PYTEST_ADDOPTS", None)
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "heavyprobe", "-s", "--batch-plan", "plans/glossary.md", "--batch-readonly"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "heavyprobe",
+            "-s",
+            "--batch-plan",
+            "plans/glossary.md",
+            "--batch-readonly",
+        ],
         cwd=REPOSITORY,
         env=env,
         capture_output=True,

@@ -87,7 +87,9 @@ def test_example_sections_and_their_lines(example):
     assert example.output_dir_line == 7
     assert example.content_rules_line == 9
     assert [i.line for i in example.content_rules] == [10, 11, 12, 13]
-    assert example.content_rules[1].text == "category must be one of: Consistency, Concurrency, Scalability, Reliability"
+    assert (
+        example.content_rules[1].text == "category must be one of: Consistency, Concurrency, Scalability, Reliability"
+    )
     assert example.checklist_line == 15
     assert [i.line for i in example.checklist] == [16, 17, 18, 19, 20, 21]
     assert example.checklist[3].text == "Linter passes: `pymarkdown --config .pymarkdown.json scan {path}`"
@@ -157,10 +159,14 @@ def test_a_row_with_fewer_cells_gets_empty_extras(tmp_path):
 
 
 def test_headings_match_case_insensitively(tmp_path):
-    head = HEAD.replace("## Format Reference", "## format reference").replace(
-        "## Output Directory", "## OUTPUT   DIRECTORY"
-    ).replace("## Validation Checklist", "## validation CHECKLIST")
-    text = plan_text(PHASE_1.replace("## Phase 1", "## PHASE 1"), PHASE_2.replace("## Phase 2", "## phase 2"), head=head)
+    head = (
+        HEAD.replace("## Format Reference", "## format reference")
+        .replace("## Output Directory", "## OUTPUT   DIRECTORY")
+        .replace("## Validation Checklist", "## validation CHECKLIST")
+    )
+    text = plan_text(
+        PHASE_1.replace("## Phase 1", "## PHASE 1"), PHASE_2.replace("## Phase 2", "## phase 2"), head=head
+    )
     plan = load(tmp_path, text)
     assert [p.number for p in plan.phases] == ["1", "2"]
     assert [p.title for p in plan.phases] == ["PHASE 1", "phase 2"]
@@ -495,7 +501,10 @@ def test_rows_left_out_in_an_html_comment_or_a_fence_are_the_users_text(tmp_path
 def test_an_h1_ends_the_section(tmp_path):
     # the table under '# Appendix' is no second table of Phase 1 (a table of outputs there is
     # refused as in no phase: test_a_table_of_outputs_in_no_section_is_a_plan_error)
-    text = plan_text(PHASE_1, tail="# Appendix\n\n| Title | Filename | Model | Notes |\n|---|---|---|---|\n| Z | z.md | haiku | x |\n")
+    text = plan_text(
+        PHASE_1,
+        tail="# Appendix\n\n| Title | Filename | Model | Notes |\n|---|---|---|---|\n| Z | z.md | haiku | x |\n",
+    )
     plan = load(tmp_path, text)
     assert [r.filename for r in plan.rows] == ["alpha.md", "beta.md"]
 
@@ -526,21 +535,50 @@ def test_a_heading_inside_a_blockquote_or_a_list_does_not_start_a_section(tmp_pa
     [
         ("| beta.md | haiku | pending |", "| alpha.md | haiku | pending |", "| 2 | Beta | alpha.md", "duplicate"),
         ("| beta.md | haiku | pending |", "| beta.md | haiku | done |", "| 2 | Beta |", "unknown status"),
-        ("| beta.md | haiku | pending |", "| ../x.md | haiku | pending |", "| 2 | Beta |", "leaves the output directory"),
+        (
+            "| beta.md | haiku | pending |",
+            "| ../x.md | haiku | pending |",
+            "| 2 | Beta |",
+            "leaves the output directory",
+        ),
         ("| beta.md | haiku | pending |", "| sub/../../x.md | haiku | pending |", "| 2 | Beta |", "leaves"),
         ("| beta.md | haiku | pending |", "| /etc/x.md | haiku | pending |", "| 2 | Beta |", "absolute"),
         ("| beta.md | haiku | pending |", "| C:/x.md | haiku | pending |", "| 2 | Beta |", "absolute"),
         # a legal name on Linux, but on Windows a path on drive D (it was said to be 'absolute')
-        ("| beta.md | haiku | pending |", "| d:e.md | haiku | pending |", "| 2 | Beta |",
-         "'d:e.md' begins with a drive letter ('d:'): on Windows it names a file outside the output directory"),
+        (
+            "| beta.md | haiku | pending |",
+            "| d:e.md | haiku | pending |",
+            "| 2 | Beta |",
+            "'d:e.md' begins with a drive letter ('d:'): on Windows it names a file outside the output directory",
+        ),
         # its node id 'plan.md::ab::cd.md::check' could not be passed back ('has no row with Filename ab')
-        ("| beta.md | haiku | pending |", "| ab::cd.md | haiku | pending |", "| 2 | Beta |", "'ab::cd.md' contains '::'"),
+        (
+            "| beta.md | haiku | pending |",
+            "| ab::cd.md | haiku | pending |",
+            "| 2 | Beta |",
+            "'ab::cd.md' contains '::'",
+        ),
         # made --junitxml invalid XML
-        ("| beta.md | haiku | pending |", "| b\x02c.md | haiku | pending |", "| 2 | Beta |", "control character (U+0002)"),
-        ("| beta.md | haiku | pending |", "| b\x85c.md | haiku | pending |", "| 2 | Beta |", "control character (U+0085)"),
+        (
+            "| beta.md | haiku | pending |",
+            "| b\x02c.md | haiku | pending |",
+            "| 2 | Beta |",
+            "control character (U+0002)",
+        ),
+        (
+            "| beta.md | haiku | pending |",
+            "| b\x85c.md | haiku | pending |",
+            "| 2 | Beta |",
+            "control character (U+0085)",
+        ),
         ("| beta.md | haiku | pending |", "|  | haiku | pending |", "| 2 | Beta |", "empty Filename"),
         ("| beta.md | haiku | pending |", "| . | haiku | pending |", "| 2 | Beta |", "output directory itself"),
-        ("| # | Title | Filename | Model | Status |", "| # | Title | Filename | Model | State |", "| # | Title", "Status column"),
+        (
+            "| # | Title | Filename | Model | Status |",
+            "| # | Title | Filename | Model | State |",
+            "| # | Title",
+            "Status column",
+        ),
     ],
 )
 def test_row_errors_name_the_line(tmp_path, old, new, needle, words):
@@ -670,6 +708,7 @@ def test_the_frozen_copy_is_the_example_as_shipped_but_for_statuses_and_notes():
     live = EXAMPLE_PLAN.read_text(encoding="utf-8")
     rows = load_plan(SHIPPED_EXAMPLE, REPO).rows
     shipped_state = {r.filename: RowUpdate(status=r.status, note="") for r in rows}
+
     def squeezed(text: str) -> str:  # "| complete |" back to "| pending  |" keeps the width
         return re.sub(r" +", " ", text)
 

@@ -46,15 +46,15 @@ CASES = {
         plan_text(PHASE_1, PHASE_2.replace("## Phase 2", "## Phase2")), "## Phase2", ("'## Phase2'", "'## Phase N'")
     ),
     "phase-heading-level-1": Case(
-        plan_text(PHASE_1, PHASE_2.replace("## Phase 2", "# Phase 2")), "# Phase 2", ("'# Phase 2' is a level-1 heading",)
+        plan_text(PHASE_1, PHASE_2.replace("## Phase 2", "# Phase 2")),
+        "# Phase 2",
+        ("'# Phase 2' is a level-1 heading",),
     ),
     "phase-without-table": Case(plan_text("## Phase 1\nTo do.\n"), "## Phase 1", ("has no table",)),
     "missing-column": Case(
         plan_text(PHASE_1.replace("| Model |", "| Engine |")), "| # | Title | Filename | Engine", ("no Model column",)
     ),
-    "missing-section": Case(
-        plan_text().replace("## Content Rules", "## Rules"), None, ("'## Content Rules'",)
-    ),
+    "missing-section": Case(plan_text().replace("## Content Rules", "## Rules"), None, ("'## Content Rules'",)),
     "duplicate-filename": Case(
         _DUPLICATE,
         "| 3 | Gamma | alpha.md",
@@ -71,7 +71,9 @@ CASES = {
         ("unknown status 'in progress'",),
     ),
     "dotdot-filename": Case(
-        plan_text(PHASE_1.replace("| beta.md |", "| ../x.md |")), "| ../x.md |", ("'../x.md'", "leaves the output directory")
+        plan_text(PHASE_1.replace("| beta.md |", "| ../x.md |")),
+        "| ../x.md |",
+        ("'../x.md'", "leaves the output directory"),
     ),
     "absolute-filename": Case(
         plan_text(PHASE_1.replace("| beta.md |", "| /tmp/x.md |")), "| /tmp/x.md |", ("'/tmp/x.md'", "absolute")
@@ -83,7 +85,11 @@ CASES = {
         setup=_link_outside,
     ),
     "missing-format-reference": Case(
-        plan_text(), "out/ref.md", ("format reference 'out/ref.md' not found",), reference=False, names_path="out/ref.md"
+        plan_text(),
+        "out/ref.md",
+        ("format reference 'out/ref.md' not found",),
+        reference=False,
+        names_path="out/ref.md",
     ),
     "empty-model-no-default": Case(
         plan_text(PHASE_1.replace("| beta.md | haiku |", "| beta.md |  |")), "| beta.md |", ("no model",)
@@ -203,10 +209,12 @@ def test_two_plans_whose_rows_write_one_output_is_a_plan_error(project: Project)
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     line = line_of(project.read("sensing.md"), "| quorum.md |")
-    result.stderr.fnmatch_lines([
-        f"ERROR: sensing.md:{line}: 'quorum.md' writes output/quorum.md, which row 'quorum.md' of plan.md "
-        "(line *) writes too; each output has one row in one plan"
-    ])
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: sensing.md:{line}: 'quorum.md' writes output/quorum.md, which row 'quorum.md' of plan.md "
+            "(line *) writes too; each output has one row in one plan"
+        ]
+    )
     assert project.snapshot() == before
 
 
@@ -230,7 +238,9 @@ def test_a_tracking_file_that_another_plan_of_the_run_owns_is_a_plan_error(proje
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     line = line_of(project.read("plan.md"), "5. Output registered")
-    result.stderr.fnmatch_lines([f"ERROR: plan.md:{line}: the tracking file '{tracking}' is {what}: *; name another file*"])
+    result.stderr.fnmatch_lines(
+        [f"ERROR: plan.md:{line}: the tracking file '{tracking}' is {what}: *; name another file*"]
+    )
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     assert project.snapshot() == before
 
@@ -245,9 +255,11 @@ def test_a_row_whose_output_is_another_plan_of_the_run_is_a_plan_error(project: 
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     line = line_of(project.read("plan.md"), "| sensing.md |")
-    result.stderr.fnmatch_lines([
-        f"ERROR: plan.md:{line}: 'sensing.md' writes output/sensing.md, which is a plan of this run; name another file*"
-    ])
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: plan.md:{line}: 'sensing.md' writes output/sensing.md, which is a plan of this run; name another file*"
+        ]
+    )
     assert project.snapshot() == before
 
 
@@ -265,11 +277,13 @@ def test_a_format_reference_above_the_output_limit_is_a_plan_error_and_nothing_i
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     line = line_of(project.read("plan.md"), "output/reference.md")
-    result.stderr.fnmatch_lines([
-        f"ERROR: plan.md:{line}: format reference 'output/reference.md' is {size:,} bytes, above the 4,000-byte "
-        "limit of an output (batchgen_max_output_bytes): every prompt inlines it, so nothing was sent; shorten it, "
-        "or raise batchgen_max_output_bytes in the ini file"
-    ])
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: plan.md:{line}: format reference 'output/reference.md' is {size:,} bytes, above the 4,000-byte "
+            "limit of an output (batchgen_max_output_bytes): every prompt inlines it, so nothing was sent; shorten it, "
+            "or raise batchgen_max_output_bytes in the ini file"
+        ]
+    )
     assert fake.requests == []
     assert project.snapshot() == before
     # below the limit it is read as before
@@ -295,7 +309,9 @@ def test_a_conftest_form_whose_builder_raises_is_a_usage_error_not_an_internaler
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     (message,) = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
     line = next(n for n, t in enumerate(text.splitlines(), 1) if "At most many words" in t)
-    assert f"plan.md:{line}: the checklist form 'max-words' failed to build a check for this line: ValueError" in message
+    assert (
+        f"plan.md:{line}: the checklist form 'max-words' failed to build a check for this line: ValueError" in message
+    )
 
 
 @pytest.mark.parametrize(
@@ -372,7 +388,9 @@ def test_a_check_that_raises_fails_its_own_item_not_the_registration(project: Pr
     # failed with "the check raised ValueError ..." under the registration's checklist line, and
     # the plan's note blamed the registration
     project.ini()
-    text = plan_text(PHASE_1).replace("## Phase 1", "2. Never fine\n3. Output registered in `out/INDEX.md`\n\n## Phase 1", 1)
+    text = plan_text(PHASE_1).replace(
+        "## Phase 1", "2. Never fine\n3. Output registered in `out/INDEX.md`\n\n## Phase 1", 1
+    )
     project.write_plan(text)
     project.write(
         "conftest.py",

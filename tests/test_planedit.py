@@ -72,7 +72,7 @@ _ROW_CHARS = st.text(st.sampled_from(["a", "b", " ", "\\", "|", "`", "é"]), max
 @given(body=_ROW_CHARS, outer=st.booleans(), ending=st.sampled_from(["\n", "\r\n"]))
 def test_cell_spans_agree_with_the_parser(body, outer, ending):
     """The editor's cells are the parser's cells, whatever mix of pipes and backslashes."""
-    row = ("|" + body if outer else "a" + body)
+    row = "|" + body if outer else "a" + body
     text = "## Phase 1\n| A | B | C | D |\n|---|---|---|---|\n" + row + ending
     sections = scan(text)
     rows = sections[0].tables[0].rows if sections[0].tables else ()
@@ -111,7 +111,9 @@ def test_replace_cell_word(line, word, expected):
 
 
 def test_edit_example_changes_only_the_rows_status_cells():
-    new = edit_text(EXAMPLE, {"quorum.md": RowUpdate(status="complete"), "cap-theorem.md": RowUpdate(status="complete")})
+    new = edit_text(
+        EXAMPLE, {"quorum.md": RowUpdate(status="complete"), "cap-theorem.md": RowUpdate(status="complete")}
+    )
     changes = changed_lines(EXAMPLE, new)
     quorum, cap = line_of(EXAMPLE, "| quorum.md |"), line_of(EXAMPLE, "| cap-theorem.md |")
     assert set(changes) == {quorum, cap}
@@ -237,7 +239,9 @@ def test_notes_section_followed_by_other_sections_stays_in_place():
 def test_a_quoted_notes_heading_is_the_users_text():
     # '> ## Batchgen Notes' quoted in the preamble was taken for the notes section: the first
     # note overwrote the quote and the user's paragraph after it
-    preamble = f"When a row fails, the plugin writes:\n\n> {NOTES_HEADING}\n> - `x.md`: 1 check failed\n\nAsk Dana first.\n"
+    preamble = (
+        f"When a row fails, the plugin writes:\n\n> {NOTES_HEADING}\n> - `x.md`: 1 check failed\n\nAsk Dana first.\n"
+    )
     text = plan_text(head=preamble + "\n" + HEAD)
     assert read_notes(text) == {}
     new = edit_text(text, {"beta.md": RowUpdate(note="1 check failed")})
@@ -276,7 +280,9 @@ def test_a_notes_section_the_user_wrote_keeps_its_heading_and_text():
     )
 
 
-@pytest.mark.parametrize("heading", ["Batchgen Notes\n--------------", "Batchgen\nNotes\n---"], ids=["setext", "two-lines"])
+@pytest.mark.parametrize(
+    "heading", ["Batchgen Notes\n--------------", "Batchgen\nNotes\n---"], ids=["setext", "two-lines"]
+)
 def test_a_setext_notes_heading_is_kept_with_its_underline(heading):
     # the editor took the heading's first line for all of it: it read no entries and wrote the
     # notes between the text and its underline, unmaking the heading, so the old entries stayed
@@ -302,7 +308,9 @@ def test_the_users_text_between_the_notes_heading_and_the_marker_is_kept(after):
     text = plan_text(tail=f"{remark}{NOTES_MARKER}\n\n- `alpha.md`: 1 check failed\n{after}")
     assert read_notes(text) == {"alpha.md": "1 check failed"}
     changed = edit_text(text, {"alpha.md": RowUpdate(note="2 checks failed"), "beta.md": RowUpdate(note="x")})
-    assert changed == plan_text(tail=f"{remark}{NOTES_MARKER}\n\n- `alpha.md`: 2 checks failed\n- `beta.md`: x\n{after}")
+    assert changed == plan_text(
+        tail=f"{remark}{NOTES_MARKER}\n\n- `alpha.md`: 2 checks failed\n- `beta.md`: x\n{after}"
+    )
     assert changed.count(NOTES_MARKER) == 1
     removed = edit_text(changed, {"alpha.md": RowUpdate(note=""), "beta.md": RowUpdate(note="")})
     assert removed == plan_text(tail=remark.rstrip("\n") + "\n" + after)
@@ -319,7 +327,9 @@ def test_entries_below_the_users_text_under_the_marker_are_read_and_moved_up(aft
     text = plan_text(tail=f"{head}{remark}- `alpha.md`: 1 check failed\n  - lint\n- `beta.md`: x\n{after}")
     assert read_notes(text) == {"alpha.md": "1 check failed\n- lint", "beta.md": "x"}
     changed = edit_text(text, {"alpha.md": RowUpdate(note="2 checks failed")})
-    assert changed == plan_text(tail=f"{head}- `alpha.md`: 2 checks failed\n- `beta.md`: x\n\n{remark.rstrip()}\n{after}")
+    assert changed == plan_text(
+        tail=f"{head}- `alpha.md`: 2 checks failed\n- `beta.md`: x\n\n{remark.rstrip()}\n{after}"
+    )
     assert read_notes(changed) == {"alpha.md": "2 checks failed", "beta.md": "x"}
     assert edit_text(changed, {"alpha.md": RowUpdate(note="2 checks failed")}) == changed
     # a passing row's entry goes where it is, and the remark stays when the last one goes
@@ -385,7 +395,9 @@ def test_an_indented_paragraph_after_the_last_entry_is_the_users():
     text = plan_text(tail=notes + "  Dana: alpha needs a source.\n")
     assert read_notes(text) == {"alpha.md": "1 check failed"}
     changed = edit_text(text, {"alpha.md": RowUpdate(note="2 checks failed\n- lint")})
-    assert changed == plan_text(tail=notes.replace("1 check failed", "2 checks failed\n  - lint") + "  Dana: alpha needs a source.\n")
+    assert changed == plan_text(
+        tail=notes.replace("1 check failed", "2 checks failed\n  - lint") + "  Dana: alpha needs a source.\n"
+    )
     removed = edit_text(changed, {"alpha.md": RowUpdate(note="")})
     assert removed == plan_text(tail=f"{NOTES_HEADING}\n\n  Dana: alpha needs a source.\n")
 
@@ -424,7 +436,10 @@ def test_apply_updates_writes_in_place(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert "| 2 | Quorum | quorum.md | haiku | complete |" in text
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".batchgen-lock")) == ["out", "plan.md"]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".batchgen-lock")) == [
+        "out",
+        "plan.md",
+    ]  # no temporary left
     assert text == EXAMPLE.replace("| quorum.md | haiku | pending |", "| quorum.md | haiku | complete |")
 
 
@@ -552,9 +567,7 @@ def test_status_edits_touch_only_their_cells(case, tmp_path_factory):
     assert len(old_lines) == len(new_lines)
 
     # (a) only the lines of rows whose status really changes differ
-    expected_changed = {
-        gen.row(f).line for f, s in edits.items() if gen.row(f).status.lower() != s
-    }
+    expected_changed = {gen.row(f).line for f, s in edits.items() if gen.row(f).status.lower() != s}
     assert {i + 1 for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b} == expected_changed
 
     # (c) on an edited line, everything outside the status cell is byte for byte the same

@@ -46,7 +46,9 @@ HAIKU = DEFAULT_PRICES["claude-haiku"]
 
 def test_cost_is_each_kind_of_token_at_its_own_rate_per_million():
     price = Price(input=3.0, output=15.0, cache_write=3.75, cache_read=0.30)
-    usage = Usage(input_tokens=1_000, output_tokens=2_000, cache_creation_input_tokens=4_000, cache_read_input_tokens=10_000)
+    usage = Usage(
+        input_tokens=1_000, output_tokens=2_000, cache_creation_input_tokens=4_000, cache_read_input_tokens=10_000
+    )
     # 1000*3 + 2000*15 + 4000*3.75 + 10000*0.3 = 3000 + 30000 + 15000 + 3000 = 51000 per million
     assert price.cost(usage) == pytest.approx(0.051)
     assert price.cost(usage, batch=True) == pytest.approx(0.051 * BATCH_DISCOUNT)
@@ -239,7 +241,9 @@ def test_each_plan_has_its_own_table_defaults_then_ini_then_its_own_prices(tmp_p
     from pytest_batchgen.pricing import Prices
 
     ini = {"haiku": Price(4, 20, 5, 0.4), "claude-opus": Price(1, 1, 1, 1)}
-    a = SimpleNamespace(path=tmp_path / "a.md", models={"haiku": "claude-haiku-5-5"}, prices={"haiku": Price(9, 9, 9, 9)})
+    a = SimpleNamespace(
+        path=tmp_path / "a.md", models={"haiku": "claude-haiku-5-5"}, prices={"haiku": Price(9, 9, 9, 9)}
+    )
     b = SimpleNamespace(path=tmp_path / "b.md", models={"haiku": "claude-haiku-4-5"}, prices={})
     prices = Prices.of_plans(ini, [a, b])
     # a: its own price wins over the ini's; b: the ini's, through b's own alias
@@ -298,7 +302,9 @@ def sample_reports() -> list[RowReport]:
     gamma = make_row("gamma.md", line=22)
     done = make_row("done.md", status="complete", line=23)
     return [
-        RowReport("plan.md", alpha, "pending", "complete", "complete", RowResult("k1", "passed", [attempt(1, U1)], wrote=True)),
+        RowReport(
+            "plan.md", alpha, "pending", "complete", "complete", RowResult("k1", "passed", [attempt(1, U1)], wrote=True)
+        ),
         RowReport(
             "plan.md",
             beta,
@@ -359,9 +365,25 @@ def test_summary_lines_one_row_each_then_totals():
     lines = summary_lines(reports, PriceTable(), budget_note="")
     cells = [report_cells(line) for line in lines[:5]]
     assert cells[0] == ["phase", "file", "model", "status", "att", "tokens in/out/cw/cr", "cost", "failed checks"]
-    assert cells[1] == ["1", "alpha.md", "claude-haiku-5-5", "pending -> complete", "1", "1000/200/3000/0", money(HAIKU.cost(U1)), "-"]
+    assert cells[1] == [
+        "1",
+        "alpha.md",
+        "claude-haiku-5-5",
+        "pending -> complete",
+        "1",
+        "1000/200/3000/0",
+        money(HAIKU.cost(U1)),
+        "-",
+    ]
     assert cells[2] == [
-        "1", "beta.md", "claude-haiku-5-5", "pending -> complete", "2", "900/220/0/6000", money(HAIKU.cost(U2) + HAIKU.cost(U3)), "-"
+        "1",
+        "beta.md",
+        "claude-haiku-5-5",
+        "pending -> complete",
+        "2",
+        "900/220/0/6000",
+        money(HAIKU.cost(U2) + HAIKU.cost(U3)),
+        "-",
     ]
     # each failing check once, in the order they failed
     assert cells[3][-1] == "category-value, lint"
@@ -378,15 +400,20 @@ def test_summary_lines_one_row_each_then_totals():
     assert summary_lines(reports, PriceTable(), budget_note="stopped dispatching: x")[-1] == "stopped dispatching: x"
 
 
-
 def test_the_summary_leaves_out_the_rows_that_did_not_run_and_counts_them():
     # rows deselected (-k, a node id) or never reached (-x) were listed as "complete -> complete",
     # like passing rows, under "total: 3 rows, 0 complete, 1 failed"; the JSON said "not run"
     failed = RowReport("plan.md", make_row("alpha.md", line=20), "complete", "complete", "failed", None)
     idle = RowReport("plan.md", make_row("beta.md", line=21), "complete", "complete", "not run", None)
     # stopped by -x after its request was sent: what it cost is shown, and that it did not run
-    sent = RowReport("plan.md", make_row("gamma.md", line=22), "pending", "pending", "not run",
-                     RowResult("k", "passed", [attempt(1, U1)], wrote=True))
+    sent = RowReport(
+        "plan.md",
+        make_row("gamma.md", line=22),
+        "pending",
+        "pending",
+        "not run",
+        RowResult("k", "passed", [attempt(1, U1)], wrote=True),
+    )
     lines = summary_lines([failed, idle, sent], PriceTable())
     files = [report_cells(line)[1] for line in lines[1:3]]
     assert files == ["alpha.md", "gamma.md"]
@@ -401,6 +428,7 @@ def test_the_summary_of_a_run_of_no_row_has_no_table_and_says_one_row_in_the_sin
         "total: 1 row, 0 complete, 0 failed, 1 not run; 0 calls (0 live, 0 replayed); tokens 0/0/0/0 "
         "(in/out/cache write/cache read); estimated cost $0.0000"
     ]
+
 
 @pytest.mark.parametrize(
     ("usage", "line"),
@@ -480,7 +508,9 @@ def test_json_report_document():
     assert [a["call"] for a in beta["attempts"]] == ["live", "live"]
     assert beta["usage"] == (U2 + U3).as_dict()
     assert rows["alpha.md"]["repairs"] == 0
-    assert rows["done.md"]["generation"] is None and rows["done.md"]["attempts"] == [] and rows["done.md"]["repairs"] == 0
+    assert (
+        rows["done.md"]["generation"] is None and rows["done.md"]["attempts"] == [] and rows["done.md"]["repairs"] == 0
+    )
     assert rows["gamma.md"]["failures"][0] == {
         "check": "category-value",
         "message": "category is 'Z', expected one of: A, B, C",
@@ -581,7 +611,9 @@ def test_progress_text():
 
 def test_progress_text_says_replies_so_tokens_before_any_row_is_done_make_sense():
     d = dispatcher(done=0, total=8, in_flight=8, tokens=8130, spent=0.01, replies=8)
-    assert Progress.text(d) == "[batchgen] 0/8 rows done, 8 in flight, 0 failed; 8 replies, 8,130 tokens, $0.0100 so far"
+    assert (
+        Progress.text(d) == "[batchgen] 0/8 rows done, 8 in flight, 0 failed; 8 replies, 8,130 tokens, $0.0100 so far"
+    )
     assert "1 reply," in Progress.text(dispatcher(replies=1))
 
 
@@ -626,6 +658,7 @@ def test_the_progress_line_takes_pytest_8s_isatty_a_plain_bool():
 
     progress = progress_line(Config())  # type: ignore[arg-type]
     assert progress is not None and progress._rewrite is None  # plain lines
+
 
 def test_progress_off_a_terminal_writes_plain_lines_at_most_every_plain_every_seconds(clock):
     written = []

@@ -37,8 +37,17 @@ def changelog(project: Project) -> Project:
 def what_users_read(run: Run) -> list[tuple]:
     """Every report as a reader of reports sees it, in order (durations aside)."""
     return [
-        (rep.nodeid, rep.when, rep.outcome, rep.location, rep.longreprtext, rep.user_properties,
-         sorted(rep.keywords), rep.sections, rep.current_test)
+        (
+            rep.nodeid,
+            rep.when,
+            rep.outcome,
+            rep.location,
+            rep.longreprtext,
+            rep.user_properties,
+            sorted(rep.keywords),
+            rep.sections,
+            rep.current_test,
+        )
         for rep in run._reports()
     ]
 

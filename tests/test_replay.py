@@ -67,9 +67,7 @@ def test_replay_offline_without_a_key_reproduces_the_recorded_run(project, fake,
     recorded_plan = (project.path / "plan.md").read_bytes()
     recorded_outputs = project.outputs()
     recorded_statuses = project.statuses()
-    assert recorded_statuses == {
-        f"{n}.md": "pending" if n in ("stays-wrong", "down") else "complete" for n in RECORDED
-    }
+    assert recorded_statuses == {f"{n}.md": "pending" if n in ("stays-wrong", "down") else "complete" for n in RECORDED}
     # a row whose API failed for good has nothing recorded: errors are never replayed
     assert sorted(project.cassettes()) == sorted(f"{n}.md.yaml" for n in RECORDED if n != "down")
     sent = len(fake.messages_requests())
@@ -307,7 +305,7 @@ def test_the_printed_rerecord_command_runs_as_printed_from_a_subfolder(project, 
     missed = project.pytest("--batch-plan", "../plan.md", "--batch-record-mode", "none")
 
     message = missed.failure("quorum.md::generate")
-    command = message[message.index("pytest --batch-plan"):].splitlines()[0]
+    command = message[message.index("pytest --batch-plan") :].splitlines()[0]
     assert command == "pytest --batch-plan ../plan.md --batch-record-mode all '../plan.md::quorum.md'"
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     again = project.pytest(*shlex.split(command)[1:])

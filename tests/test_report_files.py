@@ -168,7 +168,9 @@ def test_a_bad_github_step_summary_is_a_warning_and_the_run_passes(
     assert json.loads((project.path / "r.json").read_text())["plans"]  # the rest was written
 
 
-def test_a_report_that_cannot_be_written_at_the_end_is_a_warning(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
+def test_a_report_that_cannot_be_written_at_the_end_is_a_warning(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+):
     # the paths are checked up front, but a disk can fill: that was a traceback at the very end
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")

@@ -261,12 +261,34 @@ def test_summary_has_one_row_per_plan_row_and_exact_totals(project, fake):
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     rows = table(result)
     assert rows["file"] == ["phase", "file", "model", "status", "att", "tokens in/out/cw/cr", "cost", "failed checks"]
-    assert rows["alpha.md"] == ["1", "alpha.md", "claude-haiku-5-5", "pending -> complete", "1", tokens(A1), money(cost(A1)), "-"]
+    assert rows["alpha.md"] == [
+        "1",
+        "alpha.md",
+        "claude-haiku-5-5",
+        "pending -> complete",
+        "1",
+        tokens(A1),
+        money(cost(A1)),
+        "-",
+    ]
     assert rows["beta.md"] == [
-        "1", "beta.md", "claude-haiku-5-5", "pending -> complete", "2", tokens(add(B1, B2)), money(cost(B1) + cost(B2)), "-"
+        "1",
+        "beta.md",
+        "claude-haiku-5-5",
+        "pending -> complete",
+        "2",
+        tokens(add(B1, B2)),
+        money(cost(B1) + cost(B2)),
+        "-",
     ]
     assert rows["gamma.md"] == [
-        "1", "gamma.md", "claude-haiku-5-5", "pending -> pending", "2", tokens(add(G1, G2)), money(cost(G1) + cost(G2)),
+        "1",
+        "gamma.md",
+        "claude-haiku-5-5",
+        "pending -> pending",
+        "2",
+        tokens(add(G1, G2)),
+        money(cost(G1) + cost(G2)),
         "category-value",
     ]
     # a complete row: validated, nothing generated
@@ -286,7 +308,12 @@ def test_summary_has_one_row_per_plan_row_and_exact_totals(project, fake):
     assert not any(line.startswith(("replay saved", "every call", "stopped dispatching")) for line in lines)
     assert "plan.md: plan updated" in lines
     assert not any(line.startswith("::error") for line in lines)  # not on GitHub Actions
-    assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete", "gamma.md": "pending", "done.md": "complete"}
+    assert project.statuses() == {
+        "alpha.md": "complete",
+        "beta.md": "complete",
+        "gamma.md": "pending",
+        "done.md": "complete",
+    }
 
 
 @pytest.mark.parametrize(
@@ -306,9 +333,12 @@ def test_the_summary_leaves_out_the_rows_that_did_not_run(project, fake, selecti
     if not shown:
         assert "file" not in table(result)  # no header over an empty table
     not_run = 4 - len(shown)
-    assert re.match(rf"total: 4 rows, \d complete, \d failed, {not_run} not run; ", total_line(result)), total_line(result)
+    assert re.match(rf"total: 4 rows, \d complete, \d failed, {not_run} not run; ", total_line(result)), total_line(
+        result
+    )
     verdicts = {r["filename"]: r["verdict"] for r in load_report(project)["plans"][0]["rows"]}
     assert sorted(name for name, verdict in verdicts.items() if verdict != "not run") == sorted(shown)
+
 
 def test_json_report_counts_every_attempt_and_its_cost(project, fake):
     # given: a row that passes, one repaired, one still wrong after its repair, one complete
@@ -322,7 +352,12 @@ def test_json_report_counts_every_attempt_and_its_cost(project, fake):
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     doc = load_report(project)
     assert doc["schema"] == "pytest-batchgen-report" and doc["version"] == 1
-    assert (doc["record_mode"], doc["validate_only"], doc["readonly"], doc["exit_status"]) == ("new_episodes", False, False, 1)
+    assert (doc["record_mode"], doc["validate_only"], doc["readonly"], doc["exit_status"]) == (
+        "new_episodes",
+        False,
+        False,
+        1,
+    )
     assert [p["plan"] for p in doc["plans"]] == ["plan.md"]
     rows = rows_of(doc)
     assert list(rows) == ["alpha.md", "beta.md", "gamma.md", "done.md"]
@@ -577,8 +612,9 @@ def test_skips_are_reported_at_the_plan_rows_line(project, fake, pytester, xdist
     project.write_rows(rows_for("fine", "unsent", "other"))
     pytester.makepyfile(test_custom="def test_term(batch_output):\n    assert batch_output.metadata['term']\n")
 
-    result = project.run("-p", "no:randomly", "-rs", "test_custom.py", "--batch-max-cost", "0.000001",
-                         "--batch-concurrency", "1", *xdist)
+    result = project.run(
+        "-p", "no:randomly", "-rs", "test_custom.py", "--batch-max-cost", "0.000001", "--batch-concurrency", "1", *xdist
+    )
 
     skipped = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
     assert skipped, result.stdout.str()
@@ -590,9 +626,12 @@ def test_skips_are_reported_at_the_plan_rows_line(project, fake, pytester, xdist
         row = plan[int(where.group(1)) - 1]
         assert row.startswith("|") and ".md |" in row, (line, row)  # a row of the plan's table
     # a row's checks, its custom test included, fold into one line per reason
-    assert any(re.match(r"SKIPPED \[5\] plan\.md:\d+: not checked: generation wrote no output", line) for line in skipped)
+    assert any(
+        re.match(r"SKIPPED \[5\] plan\.md:\d+: not checked: generation wrote no output", line) for line in skipped
+    )
     if not xdist:  # (under xdist the controller generates: the workers have no generate items)
         assert result.skip_reasons()["unsent.md::generate"].startswith("Skipped: not sent: ")
+
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
 def test_tb_line_prints_each_failure_whole_at_its_location(project, fake, xdist):
@@ -608,18 +647,28 @@ def test_tb_line_prints_each_failure_whole_at_its_location(project, fake, xdist)
 
     assert lined.ret == pytest.ExitCode.TESTS_FAILED
     plan = project.read().splitlines()
-    at = {name: next(i for i, line in enumerate(plan, 1) if text in line) for name, text in (
-        ("sections", "Definition, Details, and Related Terms sections present"), ("broken", "| broken.md |"))}
+    at = {
+        name: next(i for i, line in enumerate(plan, 1) if text in line)
+        for name, text in (
+            ("sections", "Definition, Details, and Related Terms sections present"),
+            ("broken", "| broken.md |"),
+        )
+    }
     out = lined.stdout.lines
     category = next(line for line in out if line.startswith("output/gamma.md:"))
     assert re.fullmatch(r"output/gamma\.md:\d+: category is 'Z', expected one of: A, B, C", category), category
     # a failure with no line of the output: at the checklist line, naming the output
-    assert any(re.fullmatch(rf"plan\.md:{at['sections']}: output/sections\.md: missing section .*\)", line) for line in out), out
+    assert any(
+        re.fullmatch(rf"plan\.md:{at['sections']}: output/sections\.md: missing section .*\)", line) for line in out
+    ), out
     # (under xdist the workers' checks of the row say it; the controller generated it)
     broken = r"plan\.md:\d+: output/broken\.md: generation failed: error: InternalServerError: HTTP 500 .*"
     assert any(re.fullmatch(broken, line) for line in out), out
     if not xdist:
-        assert f"plan.md:{at['broken']}: output/broken.md: generation failed: error: InternalServerError" in lined.stdout.str()
+        assert (
+            f"plan.md:{at['broken']}: output/broken.md: generation failed: error: InternalServerError"
+            in lined.stdout.str()
+        )
     assert not any(line.startswith(("  check: ", "  row: ")) for line in out)  # the location only
 
     full = project.run("--batch-max-attempts", "1", "-p", "no:randomly", "-rf", *xdist)
@@ -627,6 +676,7 @@ def test_tb_line_prints_each_failure_whole_at_its_location(project, fake, xdist)
     out = full.stdout.lines
     assert any(line.startswith("  check: plan.md:") for line in out)  # the whole text, as before
     assert any(re.match(r"FAILED plan\.md::gamma\.md::category-value - category is 'Z'", line) for line in out), out
+
 
 def test_junitxml_items_carry_the_rows_filename_model_attempts_and_cost(project, fake):
     mixed_project(project)
@@ -877,14 +927,18 @@ def test_calls_without_a_reply_are_counted_apart_from_live_and_replayed(project,
 
     live = project.run("--batch-report", "live.json")
 
-    assert total_line(live).startswith("total: 2 rows, 1 complete, 1 failed; 2 calls (1 live, 0 replayed, 1 without a reply);")
+    assert total_line(live).startswith(
+        "total: 2 rows, 1 complete, 1 failed; 2 calls (1 live, 0 replayed, 1 without a reply);"
+    )
     t = load_report(project, "live.json")["totals"]
     assert (t["calls"], t["calls_live"], t["calls_replayed"], t["calls_without_reply"]) == (2, 1, 0, 1)
     go_offline(fake, monkeypatch)
 
     replay = project.run("--batch-record-mode", "none", "--batch-report", "replay.json")  # alpha has no recording
 
-    assert total_line(replay).startswith("total: 2 rows, 1 complete, 1 failed; 1 call (0 live, 0 replayed, 1 without a reply);")
+    assert total_line(replay).startswith(
+        "total: 2 rows, 1 complete, 1 failed; 1 call (0 live, 0 replayed, 1 without a reply);"
+    )
     assert load_report(project, "replay.json")["totals"]["calls_without_reply"] == 1
 
 
@@ -935,6 +989,7 @@ def test_progress_lines_start_a_line_of_their_own_at_every_verbosity(project, fa
     lines = result.stdout.lines
     assert out.count("[batchgen]") == len([line for line in lines if line.startswith("[batchgen]")]), out
     assert not any(line.startswith("[batchgen]") and not lines[i - 1].strip() for i, line in enumerate(lines)), out
+
 
 #: a project's conftest.py: pytest's terminal is a terminal (pytester's stdout is not), and what
 #: is written to it is copied, byte for byte, to tty.out (pytester's lines are split at \r too)
@@ -1077,6 +1132,7 @@ def test_progress_on_a_terminal_is_redrawn_in_place_under_pytests_line(project, 
         dots = "".join(re.sub(r"^plan\.md |\s*\[ *\d+%\]$", "", line) for line in results)
         assert dots == "." * 40, results
 
+
 def test_budget_note_with_xdist(project, fake):
     # with pytest-xdist the controller generates before the workers start (a subprocess run:
     # xdist's workers cannot start in-process)
@@ -1086,7 +1142,14 @@ def test_budget_note_with_xdist(project, fake):
         router(fake).set(f"{name}.md", Reply.ok(draft(name.title()), usage=CENT))
 
     result = project.run(
-        "-n", "2", "--batch-concurrency", "1", "--batch-max-cost", "0.015", "--batch-report", "report.json",
+        "-n",
+        "2",
+        "--batch-concurrency",
+        "1",
+        "--batch-max-cost",
+        "0.015",
+        "--batch-report",
+        "report.json",
         subprocess=True,
     )
 
@@ -1102,7 +1165,6 @@ def test_budget_note_with_xdist(project, fake):
 
 
 # -- a reply that cannot be written or recorded is still counted, and kept ---------------------
-
 
 
 def test_a_reply_that_cannot_be_recorded_is_counted_and_kept(project, fake):
@@ -1153,7 +1215,9 @@ def test_a_reply_that_cannot_be_written_is_counted_and_replayed_next_time(projec
     report = load_report(project)
     assert report["totals"]["calls_live"] == 1 and report["totals"]["cost_usd"] == pytest.approx(0.01)
     [row] = report["plans"][0]["rows"]
-    message = "the reply could not be written to output/one.md: Permission denied; make output/ writable, then run again"
+    message = (
+        "the reply could not be written to output/one.md: Permission denied; make output/ writable, then run again"
+    )
     assert row["generation"]["error"] == message and row["attempts"][0]["usage"] == CENT
     assert message in result.failure("one.md::generate") and "Traceback" not in result.failure("one.md::generate")
     result.stdout.fnmatch_lines(["total: 1 row, 0 complete, * 1 call (1 live, 0 replayed)*estimated cost $0.0100*"])

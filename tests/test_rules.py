@@ -122,46 +122,119 @@ def project(tmp_path: Path) -> Project:
 
 # (checklist line, rule name, a variant of GOOD that the rule must reject, text in its failure)
 VARIANTS = [
-    ("Front matter includes term and category", "front-matter",
-     GOOD.replace("category: Consistency\n", ""), "missing key category"),
-    ("Front matter includes title, status, category and at least 1 tags", "front-matter",
-     GOOD.replace("tags: [replication, consensus]", 'tags: [""]'), "tags has 0 non-blank items"),
-    ("Front matter includes term, category, and at least 2 tags", "front-matter",
-     GOOD.replace("tags: [replication, consensus]", "tags: [replication]"), "tags has 1 non-blank item"),
-    ("Front-matter has `term`, `category` and at least two tags.", "front-matter",
-     GOOD.replace("term: Quorum", "term: ''"), "term is blank"),
-    ("front matter contains status", "front-matter",
-     GOOD.replace("status: draft\n", ""), "missing key status"),
-    ("Front matter includes at least 2 tags", "front-matter",
-     GOOD.replace("tags: [replication, consensus]\n", ""), "missing key tags"),
-    ("Front matter includes `term`, `category`, and at least 2 `tags`", "front-matter",
-     GOOD.replace("tags: [replication, consensus]", "tags: []"), "tags has 0 non-blank items"),
-    ("Front matter includes term and at least 2 \"tags\"", "front-matter",
-     GOOD.replace("tags: [replication, consensus]", "tags: [a]"), "tags has 1 non-blank item"),
-    ("category is one of the 4 values listed in Content Rules", "category-value",
-     GOOD.replace("Consistency", "Consistent"), "expected one of: " + ", ".join(CATEGORIES)),
-    ("category is one of the four values listed in Content Rules", "category-value",
-     GOOD.replace("Consistency", "Consistent"), "'Consistent'"),
-    ("category must be one of the values listed in Content Rules", "category-value",
-     GOOD.replace("Consistency", "Durability"), "'Durability'"),
-    ("category is one of the allowed values listed in Content Rules", "category-value",
-     GOOD.replace("Consistency", "Durability"), "'Durability'"),
-    ("`category` is one of the 4 allowed values listed in content rules", "category-value",
-     GOOD.replace("Consistency", "Durability"), "'Durability'"),
-    ("status is one of: draft, review, published", "status-value",
-     GOOD.replace("status: draft", "status: final"), "status is 'final', expected one of: draft, review, published"),
-    ("status must be one of: draft, review and published", "status-value",
-     GOOD.replace("status: draft", "status: final"), "expected one of: draft, review, published"),
-    ("status is one of: `draft`, \"review\", 'published'", "status-value",
-     GOOD.replace("status: draft", "status: final"), "expected one of: draft, review, published"),
-    ("`Pros and Cons`, Summary sections present", "sections",
-     GOOD.replace("## Pros and Cons", "## Pros"), "missing section 'Pros and Cons'"),
-    ("Summary and `Pros and Cons` sections present, in that order", "sections",
-     GOOD.replace("## Summary", "## TEMP").replace("## Pros and Cons", "## Summary").replace("## TEMP", "## Pros and Cons"),
-     "sections out of order"),
-    ("Summary, \"Pros and Cons\" sections are present in this order", "sections",
-     GOOD.replace("## Summary", "## TEMP").replace("## Pros and Cons", "## Summary").replace("## TEMP", "## Pros and Cons"),
-     "expected Summary, Pros and Cons"),
+    (
+        "Front matter includes term and category",
+        "front-matter",
+        GOOD.replace("category: Consistency\n", ""),
+        "missing key category",
+    ),
+    (
+        "Front matter includes title, status, category and at least 1 tags",
+        "front-matter",
+        GOOD.replace("tags: [replication, consensus]", 'tags: [""]'),
+        "tags has 0 non-blank items",
+    ),
+    (
+        "Front matter includes term, category, and at least 2 tags",
+        "front-matter",
+        GOOD.replace("tags: [replication, consensus]", "tags: [replication]"),
+        "tags has 1 non-blank item",
+    ),
+    (
+        "Front-matter has `term`, `category` and at least two tags.",
+        "front-matter",
+        GOOD.replace("term: Quorum", "term: ''"),
+        "term is blank",
+    ),
+    ("front matter contains status", "front-matter", GOOD.replace("status: draft\n", ""), "missing key status"),
+    (
+        "Front matter includes at least 2 tags",
+        "front-matter",
+        GOOD.replace("tags: [replication, consensus]\n", ""),
+        "missing key tags",
+    ),
+    (
+        "Front matter includes `term`, `category`, and at least 2 `tags`",
+        "front-matter",
+        GOOD.replace("tags: [replication, consensus]", "tags: []"),
+        "tags has 0 non-blank items",
+    ),
+    (
+        'Front matter includes term and at least 2 "tags"',
+        "front-matter",
+        GOOD.replace("tags: [replication, consensus]", "tags: [a]"),
+        "tags has 1 non-blank item",
+    ),
+    (
+        "category is one of the 4 values listed in Content Rules",
+        "category-value",
+        GOOD.replace("Consistency", "Consistent"),
+        "expected one of: " + ", ".join(CATEGORIES),
+    ),
+    (
+        "category is one of the four values listed in Content Rules",
+        "category-value",
+        GOOD.replace("Consistency", "Consistent"),
+        "'Consistent'",
+    ),
+    (
+        "category must be one of the values listed in Content Rules",
+        "category-value",
+        GOOD.replace("Consistency", "Durability"),
+        "'Durability'",
+    ),
+    (
+        "category is one of the allowed values listed in Content Rules",
+        "category-value",
+        GOOD.replace("Consistency", "Durability"),
+        "'Durability'",
+    ),
+    (
+        "`category` is one of the 4 allowed values listed in content rules",
+        "category-value",
+        GOOD.replace("Consistency", "Durability"),
+        "'Durability'",
+    ),
+    (
+        "status is one of: draft, review, published",
+        "status-value",
+        GOOD.replace("status: draft", "status: final"),
+        "status is 'final', expected one of: draft, review, published",
+    ),
+    (
+        "status must be one of: draft, review and published",
+        "status-value",
+        GOOD.replace("status: draft", "status: final"),
+        "expected one of: draft, review, published",
+    ),
+    (
+        "status is one of: `draft`, \"review\", 'published'",
+        "status-value",
+        GOOD.replace("status: draft", "status: final"),
+        "expected one of: draft, review, published",
+    ),
+    (
+        "`Pros and Cons`, Summary sections present",
+        "sections",
+        GOOD.replace("## Pros and Cons", "## Pros"),
+        "missing section 'Pros and Cons'",
+    ),
+    (
+        "Summary and `Pros and Cons` sections present, in that order",
+        "sections",
+        GOOD.replace("## Summary", "## TEMP")
+        .replace("## Pros and Cons", "## Summary")
+        .replace("## TEMP", "## Pros and Cons"),
+        "sections out of order",
+    ),
+    (
+        'Summary, "Pros and Cons" sections are present in this order',
+        "sections",
+        GOOD.replace("## Summary", "## TEMP")
+        .replace("## Pros and Cons", "## Summary")
+        .replace("## TEMP", "## Pros and Cons"),
+        "expected Summary, Pros and Cons",
+    ),
     ("Summary section present.", "sections", GOOD.replace("## Summary", "## Overview"), "missing section 'Summary'"),
 ]
 
@@ -458,7 +531,7 @@ def test_missing_key_fails_one_of(project: Project):
 
 
 def test_inline_values_with_commas_in_backticks(project: Project):
-    line = "license is one of: `MIT, with notice`, Apache-2.0 and \"BSD, 3 clause\""
+    line = 'license is one of: `MIT, with notice`, Apache-2.0 and "BSD, 3 clause"'
     assert project.verdict(line, with_front_matter("license: 'BSD, 3 clause'")) is None
     failure = project.verdict(line, with_front_matter("license: MIT"))
     assert failure is not None
@@ -511,7 +584,10 @@ def test_order_is_checked_and_the_misplaced_heading_is_pointed_at(project: Proje
 
 def test_a_heading_counts_as_the_text_it_renders_as(project: Project):
     marked = body("## **Summary**", "## `Pros and Cons`", "## Verdict &amp; Score")
-    assert project.verdict("Summary, `Pros and Cons` and `Verdict & Score` sections present, in that order", marked) is None
+    assert (
+        project.verdict("Summary, `Pros and Cons` and `Verdict & Score` sections present, in that order", marked)
+        is None
+    )
     assert project.verdict("Pros & Cons section present", body("## Pros \\& Cons")) is None
     out_of_order = body("## [Verdict](#v)", "## _Summary_", "## Pros and Cons")
     failure = project.verdict(SECTIONS, out_of_order)
@@ -728,7 +804,9 @@ def test_registration_is_atomic(tmp_path: Path, monkeypatch):
         register(tracking, output, "B")
     monkeypatch.undo()
     assert tracking.read_text() == "- [A](a.md)\n"
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".batchgen-lock")) == ["INDEX.md"]  # no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".batchgen-lock")) == [
+        "INDEX.md"
+    ]  # no temporary file left
 
 
 def test_concurrent_registrations_lose_nothing_and_add_nothing_twice(tmp_path: Path):

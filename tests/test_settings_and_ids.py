@@ -95,17 +95,23 @@ def test_a_float_spelled_max_tokens_reaches_the_dry_run_and_the_request(plan_pro
         (["--batch-report", "out/next.md"], ["out/next.md: is row next.md's output in plan.md"]),
         (["--batch-report", "cassettes/plan/x.json"], ["is a file in the cassette folder of plan.md"]),
         # options of a run that calls the model, in one that makes no call: silently ignored
-        (["--batch-validate-only", "--batch-record-mode", "all"],
-         ["--batch-record-mode all records model calls; --batch-validate-only makes no model call"]),
-        (["--batch-readonly", "--batch-api", "batches"],
-         ["--batch-api batches sends Message Batches; --batch-readonly makes no model call"]),
+        (
+            ["--batch-validate-only", "--batch-record-mode", "all"],
+            ["--batch-record-mode all records model calls; --batch-validate-only makes no model call"],
+        ),
+        (
+            ["--batch-readonly", "--batch-api", "batches"],
+            ["--batch-api batches sends Message Batches; --batch-readonly makes no model call"],
+        ),
         (["--batch-cancel"], ["--batch-cancel cancels Message Batches: it needs --batch-api batches"]),
         # a dry run wrote no report, without a word
         (["--batch-report", "r.json"], ["--batch-dry-run writes nothing, --batch-report included"]),
         (["--batch-summary", "s.md"], ["--batch-dry-run writes nothing, --batch-summary included"]),
     ],
 )
-def test_a_bad_value_is_a_usage_error_naming_it(plan_project: pytest.Pytester, args: list[str], needles: list[str]) -> None:
+def test_a_bad_value_is_a_usage_error_naming_it(
+    plan_project: pytest.Pytester, args: list[str], needles: list[str]
+) -> None:
     assert_usage_error(plan_project.runpytest("--batch-plan", "plan.md", "--batch-dry-run", *args), *needles)
 
 
@@ -115,7 +121,9 @@ def test_a_report_in_addopts_does_not_stop_a_dry_run(plan_project: pytest.Pytest
     plan_project.makeini("[pytest]\naddopts = --batch-report r.json --batch-summary s.md\n")
     result = plan_project.runpytest("--batch-plan", "plan.md", "--batch-dry-run")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    result.stdout.fnmatch_lines(["not written (a dry run writes nothing): --batch-report *r.json, --batch-summary *s.md"])
+    result.stdout.fnmatch_lines(
+        ["not written (a dry run writes nothing): --batch-report *r.json, --batch-summary *s.md"]
+    )
     assert not (plan_project.path / "r.json").exists() and not (plan_project.path / "s.md").exists()
 
 
@@ -312,4 +320,11 @@ def test_the_rerecord_command_survives_a_plan_path_with_a_space_and_a_quote_in_a
     run = PlanRun(plan=plan, rules=compile_checklist(plan, BUILTIN_FORMS), rows=plan.rows, docs=DocumentCache())
     monkeypatch.chdir(tmp_path)  # a printed command names paths from where it is run
     words = shlex.split(rerecord_hint(run, plan.rows[0]))
-    assert words == ["pytest", "--batch-plan", "my plans/p.md", "--batch-record-mode", "all", "my plans/p.md::o'neil.md"]
+    assert words == [
+        "pytest",
+        "--batch-plan",
+        "my plans/p.md",
+        "--batch-record-mode",
+        "all",
+        "my plans/p.md::o'neil.md",
+    ]

@@ -51,7 +51,9 @@ def glossary(project: Project) -> Project:
     # the example as shipped, even after the Quick start ran in this checkout: only the format
     # reference complete and registered, no notes
     rows = load_plan(project.path / GLOSSARY, project.path).rows
-    updates = {r.filename: RowUpdate(status="complete" if r.filename == "idempotency.md" else "pending", note="") for r in rows}
+    updates = {
+        r.filename: RowUpdate(status="complete" if r.filename == "idempotency.md" else "pending", note="") for r in rows
+    }
     project.write(GLOSSARY, edit_text(project.read(), updates))
     project.write("output/INDEX.md", "- [Idempotency](idempotency.md)\n")
     return project
@@ -86,15 +88,21 @@ def test_example_plan_idempotency_passes_and_pending_rows_are_skipped(glossary: 
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["plans/glossary.md::quorom.md"],
-         "ERROR: not found: plans/glossary.md::quorom.md: plans/glossary.md has no row with Filename quorom.md "
-         "(did you mean 'plans/glossary.md::quorum.md'?)"),
-        (["--batch-phase", "1", "plans/glossary.md::cap-theorem.md"],
-         "ERROR: not found: plans/glossary.md::cap-theorem.md: row cap-theorem.md is in phase 2, and "
-         "--batch-phase selects 1; add --batch-phase 2 or leave the option out"),
-        (["plans/glossary.md::quorum.md::front-mater"],
-         "ERROR: not found: plans/glossary.md::quorum.md::front-mater: row quorum.md has no item front-mater "
-         "(did you mean front-matter? its items: front-matter, category-value, *"),
+        (
+            ["plans/glossary.md::quorom.md"],
+            "ERROR: not found: plans/glossary.md::quorom.md: plans/glossary.md has no row with Filename quorom.md "
+            "(did you mean 'plans/glossary.md::quorum.md'?)",
+        ),
+        (
+            ["--batch-phase", "1", "plans/glossary.md::cap-theorem.md"],
+            "ERROR: not found: plans/glossary.md::cap-theorem.md: row cap-theorem.md is in phase 2, and "
+            "--batch-phase selects 1; add --batch-phase 2 or leave the option out",
+        ),
+        (
+            ["plans/glossary.md::quorum.md::front-mater"],
+            "ERROR: not found: plans/glossary.md::quorum.md::front-mater: row quorum.md has no item front-mater "
+            "(did you mean front-matter? its items: front-matter, category-value, *",
+        ),
     ],
     ids=["no such row", "outside --batch-phase", "no such item"],
 )
@@ -113,8 +121,12 @@ def test_naming_the_generate_item_of_a_complete_row_is_a_usage_error(glossary: P
     result = glossary.run("--batch-record-mode", "none", "plans/glossary.md::idempotency.md::generate")
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: not found: plans/glossary.md::idempotency.md::generate: row idempotency.md "
-                                 "has no item generate (its items: front-matter, *, registered)"])
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: not found: plans/glossary.md::idempotency.md::generate: row idempotency.md "
+            "has no item generate (its items: front-matter, *, registered)"
+        ]
+    )
 
 
 def test_example_plan_selects_a_row_or_a_check_with_k(glossary: Project):
@@ -133,7 +145,9 @@ def test_example_plan_selects_a_row_or_a_check_with_k(glossary: Project):
         ]
     )
     result.stdout.fnmatch_lines(
-        ["output/quorum.md:3: category is 'Consistent', expected one of: Consistency, Concurrency, Scalability, Reliability"]
+        [
+            "output/quorum.md:3: category is 'Consistent', expected one of: Consistency, Concurrency, Scalability, Reliability"
+        ]
     )
     assert "backpressure" not in glossary.read("output/INDEX.md")
     note = glossary.notes()["quorum.md"]
@@ -458,8 +472,7 @@ def test_conftest_forms_become_items_and_their_failures_are_reported(pytester: p
     project.write("plans/recipes.md", HOOK_PLAN)
     project.write("recipes/pancakes.md", "---\ntitle: Pancakes\nserves: 4\n---\n\nMix.\n")
     project.write(
-        "recipes/shakshuka.md",
-        "---\ntitle: Shakshuka\nserves: 2\n---\n\nSimmer the tomatoes.\nTODO: how many eggs?\n"
+        "recipes/shakshuka.md", "---\ntitle: Shakshuka\nserves: 2\n---\n\nSimmer the tomatoes.\nTODO: how many eggs?\n"
     )
     pytester.makeconftest(HOOK_CONFTEST)
     result = project.run("--batch-validate-only", "-v")

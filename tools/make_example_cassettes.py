@@ -47,7 +47,7 @@ def judge_verdict(body: dict) -> Reply:
     first = quote.split(". ")[0]
     return verdict_reply(
         "pass",
-        f"The Definition explains the term in other words (line {line}: \"{first[:80]}...\"); "
+        f'The Definition explains the term in other words (line {line}: "{first[:80]}..."); '
         "it does not define it by itself.",
         line,
         quote,
@@ -80,9 +80,22 @@ def main() -> int:
         env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "sk-ant-offline-demo"}
         env.pop("CI", None)
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--batch-plan", "plans/glossary.md",
-             "--batch-record-mode", "all", "-q", "-o", "testpaths="],
-            cwd=work, env=env,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "--batch-plan",
+                "plans/glossary.md",
+                "--batch-record-mode",
+                "all",
+                "-q",
+                "-o",
+                "testpaths=",
+            ],
+            cwd=work,
+            env=env,
         )
     if proc.returncode != 0:
         print("recording run failed; cassettes not copied", file=sys.stderr)
