@@ -598,43 +598,36 @@ def test_the_labelled_set_has_every_fault_kind_with_reasons():
         assert len(fails) == 6
 
 
+def calibrate_four_outputs(tmp_path: Path, criteria: tuple[str, ...], answers: str) -> int:
+    """The calibration command on four of the labelled outputs and ``criteria``, three samples
+    each, against the loopback judge scripted with ``answers`` (YAML); its exit code."""
+    full = yaml.safe_load((JUDGE_DATA / "labels.yaml").read_text(encoding="utf-8"))
+    keep = ("quorum.good.md", "quorum.fault.md", "backpressure.good.md", "backpressure.fault.md")
+    small = {
+        "plan": "plan.md",
+        "criteria": {k: full["criteria"][k] for k in criteria},
+        "outputs": [
+            {**e, "labels": {k: e["labels"][k] for k in criteria}} for e in full["outputs"] if e["file"] in keep
+        ],
+    }
+    shutil.copytree(JUDGE_DATA / "outputs", tmp_path / "set" / "outputs")
+    shutil.copy(JUDGE_DATA / "plan.md", tmp_path / "set" / "plan.md")
+    labels = tmp_path / "set" / "labels.yaml"
+    labels.write_text(yaml.safe_dump(small), "utf-8")
+    (tmp_path / "answers.yaml").write_text(answers, "utf-8")
+    args = ["--labels", str(labels), "--samples", "3", "--loopback", str(tmp_path / "answers.yaml"), "--workers", "2"]
+    return calibration.main(args)
+
+
 def test_the_calibration_command_prints_accuracy_kappa_and_flip_rate(tmp_path, capsys, monkeypatch):
     """Four outputs, two criteria, three samples; the loopback judge is scripted to get two
     'compares' items wrong, both by a 2-1 vote. By hand for 'compares': labels P F P P, judge
     P P F P: accuracy 0.5, pe = 3/4*3/4 + 1/4*1/4 = 0.625, kappa = (0.5 - 0.625) / 0.375 = -1/3,
     flip rate 2/4."""
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    full = yaml.safe_load((JUDGE_DATA / "labels.yaml").read_text(encoding="utf-8"))
-    keep = ("quorum.good.md", "quorum.fault.md", "backpressure.good.md", "backpressure.fault.md")
-    small = {
-        "plan": "plan.md",
-        "criteria": {k: full["criteria"][k] for k in ("not-circular", "compares")},
-        "outputs": [
-            {**e, "labels": {k: e["labels"][k] for k in ("not-circular", "compares")}}
-            for e in full["outputs"]
-            if e["file"] in keep
-        ],
-    }
-    shutil.copytree(JUDGE_DATA / "outputs", tmp_path / "set" / "outputs")
-    shutil.copy(JUDGE_DATA / "plan.md", tmp_path / "set" / "plan.md")
-    (tmp_path / "set" / "labels.yaml").write_text(yaml.safe_dump(small), "utf-8")
-    (tmp_path / "answers.yaml").write_text(
-        "quorum.fault.md: {compares: [pass, pass, fail]}\nbackpressure.good.md: {compares: [fail, fail, pass]}\n",
-        "utf-8",
-    )
+    answers = "quorum.fault.md: {compares: [pass, pass, fail]}\nbackpressure.good.md: {compares: [fail, fail, pass]}\n"
 
-    code = calibration.main(
-        [
-            "--labels",
-            str(tmp_path / "set" / "labels.yaml"),
-            "--samples",
-            "3",
-            "--loopback",
-            str(tmp_path / "answers.yaml"),
-            "--workers",
-            "2",
-        ]
-    )
+    code = calibrate_four_outputs(tmp_path, ("not-circular", "compares"), answers)
 
     out = capsys.readouterr().out.splitlines()
     assert code == 0
@@ -648,32 +641,8 @@ def test_a_failed_judge_call_cuts_its_item_short_and_is_no_flip(tmp_path, capsys
     """The judge always agrees with the labels, but one item's second sample fails for good
     (HTTP 400): that item is not scored (not a flip, not an answer) and is listed with its error."""
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    full = yaml.safe_load((JUDGE_DATA / "labels.yaml").read_text(encoding="utf-8"))
-    keep = ("quorum.good.md", "quorum.fault.md", "backpressure.good.md", "backpressure.fault.md")
-    small = {
-        "plan": "plan.md",
-        "criteria": {"not-circular": full["criteria"]["not-circular"]},
-        "outputs": [
-            {**e, "labels": {"not-circular": e["labels"]["not-circular"]}} for e in full["outputs"] if e["file"] in keep
-        ],
-    }
-    shutil.copytree(JUDGE_DATA / "outputs", tmp_path / "set" / "outputs")
-    shutil.copy(JUDGE_DATA / "plan.md", tmp_path / "set" / "plan.md")
-    (tmp_path / "set" / "labels.yaml").write_text(yaml.safe_dump(small), "utf-8")
-    (tmp_path / "answers.yaml").write_text("quorum.good.md: {not-circular: [pass, error]}\n", "utf-8")
 
-    code = calibration.main(
-        [
-            "--labels",
-            str(tmp_path / "set" / "labels.yaml"),
-            "--samples",
-            "3",
-            "--loopback",
-            str(tmp_path / "answers.yaml"),
-            "--workers",
-            "2",
-        ]
-    )
+    code = calibrate_four_outputs(tmp_path, ("not-circular",), "quorum.good.md: {not-circular: [pass, error]}\n")
 
     out = capsys.readouterr().out.splitlines()
     assert code == 0
