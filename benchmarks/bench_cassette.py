@@ -3,8 +3,9 @@
 One row is recorded by the plugin through the real SDK against the loopback server
 (tests/fakeapi.py). The cassette it writes keeps only the request headers that say what was
 asked; the server's log shows every header the SDK sent (user agent, ``x-stainless-*``, host,
-transport). The script puts those back into a copy and times, for both, vcrpy's YAML dump (what
-recording a reply costs) and ``cassettes.read_cassette`` (what a replay reads per row); then
+transport). The script puts those back into a copy and times, for both, vcrpy's YAML dump and
+the recorder's own (``recording._CassetteYaml``, the same text: what recording a reply costs) and
+``cassettes.read_cassette`` (what a replay reads per row); then
 the recorder's whole step per reply, ``Recorder.record`` into a new cassette.
 
     python benchmarks/bench_cassette.py [--repeat 500]
@@ -43,6 +44,7 @@ def main() -> None:
     from vcr.serializers import yamlserializer
 
     from pytest_batchgen.cassettes import CassetteLoader, read_cassette
+    from pytest_batchgen.recording import _CassetteYaml
 
     with tempfile.TemporaryDirectory() as tmp, FakeAnthropic() as server:
         folder = Path(tmp)
@@ -82,8 +84,13 @@ def main() -> None:
             ("with the client's headers", with_client, full),
         ):
             dump = per_call_ms(lambda c=cassette: yamlserializer.serialize(c), args.repeat)
+            ours = per_call_ms(lambda c=cassette: _CassetteYaml.serialize(c), args.repeat)
             load = per_call_ms(lambda p=path: read_cassette(p), args.repeat)
-            print(f"{label}: {path.stat().st_size} bytes, dump {dump:.3f} ms, read {load:.3f} ms")
+            assert _CassetteYaml.serialize(cassette) == yamlserializer.serialize(cassette)
+            print(
+                f"{label}: {path.stat().st_size} bytes, vcrpy's dump {dump:.3f} ms, the recorder's "
+                f"(the same text) {ours:.3f} ms, read {load:.3f} ms"
+            )
         print(f"record: {record_ms(folder, data, sent, args.repeat):.3f} ms a reply into a new cassette")
 
 
