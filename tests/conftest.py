@@ -15,12 +15,15 @@ import os
 import pkgutil
 import shutil
 import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 import pytest_batchgen
+import bytecode_folder
 import forkserver
 from fakeapi import FakeAnthropic
 from forkserver import ForkServer
@@ -51,17 +54,26 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin's 16,000 lines again (a quarter of a second) and the workers their test modules. The
     folder (``PYTHONPYCACHEPREFIX``) is a temporary one, removed when the suite ends: nothing is
     written beside the sources, as the variable asked. The tests of what a read-only run writes
-    take the prefix away again, so that bytecode beside the project's files would show. Only the
-    suite's own process decides; a ``pytest --batch-plan`` run at the repository's root, which
-    loads this conftest too, is left as it is."""
+    take the prefix away again, so that bytecode beside the project's files would show. The
+    folder starts with links to the installed packages' bytecode, in memory where there is
+    room, and the test modules' rewritten bytecode is written while the workers start (see
+    ``bytecode_folder.py``). Only the suite's own process decides; a ``pytest --batch-plan`` run
+    at the repository's root, which loads this conftest too, is left as it is."""
     if hasattr(config, "workerinput") or config.getoption("batch_plan", None):
         return
-    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
-        return
-    prefix = tempfile.mkdtemp(prefix="batchgen-tests-pycache-")
-    atexit.register(shutil.rmtree, prefix, ignore_errors=True)
-    os.environ["PYTHONPYCACHEPREFIX"] = prefix
-    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        prefix = tempfile.mkdtemp(prefix="batchgen-tests-pycache-", dir=bytecode_folder.memory_folder())
+        atexit.register(shutil.rmtree, prefix, ignore_errors=True)
+        bytecode_folder.link_installed(prefix)
+        os.environ["PYTHONPYCACHEPREFIX"] = prefix
+        del os.environ["PYTHONDONTWRITEBYTECODE"]
+        sys.pycache_prefix = prefix  # where this process's rewriting below writes, as its workers will read
+    elif sys.dont_write_bytecode:
+        return  # the workers write no bytecode either: nothing to write for them
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses", None):
+        threading.Thread(
+            target=bytecode_folder.rewrite_ahead, args=(config,), name="rewrite-ahead", daemon=True
+        ).start()
 
 
 @pytest.fixture(scope="session", autouse=True)
