@@ -8,7 +8,7 @@ start from: in memory where there is room (:func:`memory_folder`), holding the b
 installed packages already have (:func:`link_installed`), and the test modules' rewritten
 bytecode written while the xdist workers start (:func:`rewrite_ahead`). Measured on the
 2-core machine, from ``pytest -n auto`` to the workers' collections done (``-k`` matching no
-test): 20 to 26 s and 33 to 46 s of CPU before, 11.7 to 12.0 s and 21 s of CPU after.
+test): 20 to 26 s and 33 to 48 s of CPU before, 11.7 to 12.0 s and 21 s of CPU after.
 """
 
 from __future__ import annotations
