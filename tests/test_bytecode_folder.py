@@ -77,10 +77,16 @@ def test_the_test_modules_rewritten_ahead_are_what_pytest_then_loads(
     monkeypatch.setattr(sys, "pycache_prefix", str(prefix))
     config = pytester.parseconfig()
 
-    bytecode_folder.rewrite_ahead(config)
+    def written(folder: Path) -> list[str]:
+        """The modules of ``folder`` (and below) with bytecode in the folder ``prefix``."""
+        return sorted(p.name.split(".")[0] for p in (prefix / folder.relative_to(folder.anchor)).rglob("*.pyc"))
 
-    written = sorted(p.name.split(".")[0] for p in prefix.rglob("*.pyc"))
-    assert written == ["conftest", "test_a"]
+    # this module, which pytest's hook loaded (as it loads a plugin's modules), and json, which it did not
+    bytecode_folder.rewrite_ahead(config, loaded=[sys.modules[__name__], json.decoder])
+
+    assert written(Path(__file__).parent) == [Path(__file__).stem]
+    assert written(Path(json.decoder.__file__).parent) == []
+    assert written(pytester.path) == ["conftest", "test_a"]
     (pyc,) = prefix.rglob("test_a.*.pyc")
     before = pyc.stat()
     monkeypatch.setattr(sys, "dont_write_bytecode", False)  # pytest would write a pyc it made itself
@@ -88,4 +94,4 @@ def test_the_test_modules_rewritten_ahead_are_what_pytest_then_loads(
     result.stdout.fnmatch_lines(["*assert 1 == 2*"])  # the asserts rewritten
     after = pyc.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # read, not written again
-    assert sorted(p.name.split(".")[0] for p in prefix.rglob("*.pyc")) == written  # and none written beside it
+    assert written(pytester.path) == ["conftest", "test_a"]  # and none written beside it
