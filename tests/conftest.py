@@ -56,9 +56,10 @@ def pytest_configure(config: pytest.Config) -> None:
     written beside the sources, as the variable asked. The tests of what a read-only run writes
     take the prefix away again, so that bytecode beside the project's files would show. The
     folder starts with links to the installed packages' bytecode, in memory where there is
-    room, and the test modules' rewritten bytecode is written while the workers start (see
-    ``bytecode_folder.py``). Only the suite's own process decides; a ``pytest --batch-plan`` run
-    at the repository's root, which loads this conftest too, is left as it is."""
+    room, and the plugins' and test modules' rewritten bytecode is written while the workers
+    start (see ``bytecode_folder.py``). Only the suite's own process decides; a
+    ``pytest --batch-plan`` run at the repository's root, which loads this conftest too, is
+    left as it is."""
     if hasattr(config, "workerinput") or config.getoption("batch_plan", None):
         return
     if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
