@@ -13,8 +13,8 @@ for the replay):
 
 - ``validate``: ``--batch-validate-only`` of the recorded outputs, the issue's reference;
 - ``replay``: ``--batch-record-mode none``, offline, no key;
-- the floor of a replay, two runs of validate-only with one item more per row, collected from a
-  ``conftest.py`` of this script's: ``+ item`` runs a trivial item (pytest's own cost of one
+- the floor of a replay, two runs of validate-only with one item more per row, collected from the
+  ``conftest.py`` of ``replay_floor.py`` (shared with ``bench_whole_run.py``, which times them): ``+ item`` runs a trivial item (pytest's own cost of one
   item more, the ``generate`` item's share; run as the checkout runs its own items, through
   ``pytest_batchgen.protocol`` where the checkout has it), ``+ item, read, write`` reads the row's cassette
   with PyYAML's C loader and writes its reply to a file, which is the least a replay must do.
@@ -50,60 +50,7 @@ from bench_generation import REFERENCE, write_plan  # noqa: E402
 from bench_validate_only import run_process  # noqa: E402
 from bench_whole_run import base_env, offline_env, pytest_cmd  # noqa: E402
 from fakeapi import FakeAnthropic, Reply  # noqa: E402
-
-#: the floor's items, collected from ``floor.txt`` beside the plan: one per recorded cassette
-FLOOR_CONFTEST = '''\
-import json, os
-from pathlib import Path
-
-import pytest
-import yaml
-
-
-class RowFloor(pytest.Item):
-    """One row's least replay: read its cassette, write its reply (or nothing: trivial)."""
-
-    def __init__(self, *, cassette, out, **kwargs):
-        super().__init__(**kwargs)
-        self.cassette, self.out = cassette, out
-
-    def runtest(self):
-        if self.out is None:
-            return
-        data = yaml.load(self.cassette.read_bytes(), Loader=yaml.CSafeLoader)
-        reply = json.loads(data["interactions"][0]["response"]["body"]["string"])
-        self.out.write_text(reply["content"][0]["text"], encoding="utf-8")
-
-    def reportinfo(self):
-        return self.path, None, self.name
-
-
-class FloorFile(pytest.File):
-    def collect(self):
-        trivial = os.environ["BATCHGEN_FLOOR"] == "item"
-        scratch = self.path.parent / "floor-out"
-        scratch.mkdir(exist_ok=True)
-        for cassette in sorted((self.path.parent / "cassettes" / "plan").glob("*.yaml")):
-            out = None if trivial else scratch / cassette.stem
-            yield RowFloor.from_parent(self, name=cassette.name, cassette=cassette, out=out)
-
-
-def pytest_collect_file(file_path, parent):
-    if file_path.name == "floor.txt" and os.environ.get("BATCHGEN_FLOOR"):
-        return FloorFile.from_parent(parent, path=file_path)
-
-
-try:  # run as the checkout runs its own items, where it has a way of its own (protocol.py)
-    from pytest_batchgen.protocol import ItemProtocol
-except ImportError:  # a checkout from before it: pytest's protocol, as its items
-    ItemProtocol = None
-
-if ItemProtocol is not None:
-    # through the plugin's own hook: a pytest_runtest_protocol of this conftest's would make
-    # every item of the run fall back to pytest's protocol (a plugin that runs items its own way)
-    _lean = ItemProtocol.lean
-    ItemProtocol.lean = lambda self, item: isinstance(item, RowFloor) or _lean(self, item)
-'''
+from replay_floor import add_floor  # noqa: E402
 
 #: what each counted run adds to ``pytest --batch-plan plan.md``
 RUNS = {
@@ -161,8 +108,7 @@ def record(folder: Path, rows: int) -> None:
             folder,
             base_env(server),
         )
-    (folder / "conftest.py").write_text(FLOOR_CONFTEST)
-    (folder / "floor.txt").write_text("")
+    add_floor(folder)
 
 
 def count(recorded: Path, rows: int, name: str, root: Path, valgrind: str) -> int:

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_generation import REFERENCE, write_plan  # noqa: E402
 from bench_validate_only import run_process, write_trivial_tests  # noqa: E402
 from fakeapi import FakeAnthropic, Reply  # noqa: E402
+from replay_floor import add_floor, clear_floor_output  # noqa: E402
 
 PROMPTFOO_VERSION = "0.118.17"
 PROMPTFOO_CACHE = Path(os.environ.get("BATCHGEN_BENCH_CACHE", Path.home() / ".cache" / "pytest-batchgen-bench"))
@@ -281,11 +282,24 @@ def promptfoo(rows: int, concurrency: int, latency: float) -> Timing:
 # -- replay ------------------------------------------------------------------------------------
 
 
-def replay_vs_validate(rows: int, pairs: int = 1) -> list[tuple[Timing, Timing]]:
+@dataclass
+class ReplayPair:
+    """One pair of runs on the same outputs, and the floor's two runs beside it."""
+
+    replay: Timing
+    validate: Timing
+    item: Timing  # validate-only with a trivial item more a row (replay_floor.py)
+    read_write: Timing  # the same, the item reading the row's cassette and writing its reply
+
+
+def replay_vs_validate(rows: int, pairs: int = 1) -> list[ReplayPair]:
     """Record ``rows`` rows once, then ``pairs`` times (a) replay them offline from scratch
     (outputs deleted, plan pending, no key, record mode none) and (b) validate-only the same
-    outputs. On a shared VM one pair is one draw: the ratio of a pair moved from 1.2 to 2.35 x
-    over 15 pairs on one folder, so ``--replay-pairs`` prints their median too."""
+    outputs, then the floor of a replay (``replay_floor.py``): validate-only with a trivial item
+    more a row (a replay's item count: no replay runs fewer), and with that item reading the
+    row's cassette and writing its reply (the least work a replay does). On a shared VM one pair
+    is one draw: the ratio of a pair moved from 1.2 to 2.35 x over 15 pairs on one folder, so
+    ``--replay-pairs`` prints their median too."""
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -298,20 +312,76 @@ def replay_vs_validate(rows: int, pairs: int = 1) -> list[tuple[Timing, Timing]]
                 base_env(server),
             )
         offline = offline_env()
+
+        def timed(*extra: str, env: dict[str, str] = offline) -> Timing:
+            ran = run_process(pytest_cmd("--batch-plan", "plan.md", *extra, "--rootdir", tmp), folder, env)
+            return Timing(ran.wall, peak_mb=ran.peak_kib / 1024, cpu=ran.cpu, note=ran.text)
+
         for _ in range(pairs):
             for i in range(rows):
                 (folder / "out" / f"term-{i}.md").unlink()
             write_plan(folder, rows)  # every row pending again
-            ran = run_process(
-                pytest_cmd("--batch-plan", "plan.md", "--batch-record-mode", "none", "--rootdir", tmp), folder, offline
-            )
-            replay = Timing(ran.wall, peak_mb=ran.peak_kib / 1024, cpu=ran.cpu)
-            assert (folder / "plan.md").read_text().count("| complete |") == rows, ran.text[-2000:]
-            ran = run_process(
-                pytest_cmd("--batch-plan", "plan.md", "--batch-validate-only", "--rootdir", tmp), folder, offline
-            )
-            out.append((replay, Timing(ran.wall, peak_mb=ran.peak_kib / 1024, cpu=ran.cpu)))
+            replay = timed("--batch-record-mode", "none")
+            assert (folder / "plan.md").read_text().count("| complete |") == rows, replay.note[-2000:]
+            validate = timed("--batch-validate-only")
+            add_floor(folder)  # only for the floor's runs: the pair above ran without its conftest
+            clear_floor_output(folder)
+            item = timed("--batch-validate-only", "floor.txt", env={**offline, "BATCHGEN_FLOOR": "item"})
+            read_write = timed("--batch-validate-only", "floor.txt", env={**offline, "BATCHGEN_FLOOR": "read-write"})
+            if len(list((folder / "floor-out").iterdir())) != rows:
+                raise SystemExit(f"the floor's run wrote {len(list((folder / 'floor-out').iterdir()))} of {rows} files")
+            for name in ("conftest.py", "floor.txt"):
+                (folder / name).unlink()
+            clear_floor_output(folder)
+            out.append(ReplayPair(replay, validate, item, read_write))
     return out
+
+
+def plugin_start(runs: int = 5) -> tuple[float, float, float]:
+    """When, after its process starts, pytest first runs a plugin's code, against when a bare
+    interpreter runs its first line: medians of ``runs`` starts each, interleaved, as
+    (a plugin module imported, its ``pytest_configure`` called, the interpreter's first line).
+
+    No pytest plugin can start importing the SDK before pytest imports it, nor know that the
+    run was given ``--batch-plan`` before its options are parsed (``pytest_configure``), while a
+    bare script imports the SDK from its first line: the difference is the least by which a
+    plugin's first request can follow the bare script's (both then import the same SDK and send
+    the same request). The probe is loaded with ``-p``, which pytest imports before the plugins
+    it finds installed (this one among them), and ends the process at its ``pytest_configure``,
+    which runs first of every plugin's."""
+    probe = (
+        "import os, time\n"
+        "import pytest\n"
+        "def _stamp(name):\n"
+        "    with open(os.environ['BATCHGEN_START_STAMPS'], 'a') as out:\n"
+        "        out.write(f'{name} {time.time()!r}\\n')\n"
+        "_stamp('imported')\n"
+        "@pytest.hookimpl(tryfirst=True)\n"
+        "def pytest_configure(config):\n"
+        "    _stamp('configure')\n"
+        "    os._exit(0)\n"
+    )
+    first_line = (
+        "import os, time; open(os.environ['BATCHGEN_START_STAMPS'], 'a').write(f'first-line {time.time()!r}\\n')"
+    )
+    found: dict[str, list[float]] = {"imported": [], "configure": [], "first-line": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_plan(folder, 48)
+        (folder / "batchgen_start_probe.py").write_text(probe)
+        stamps = folder / "stamps.txt"
+        env = {**offline_env(), "BATCHGEN_START_STAMPS": str(stamps)}
+        env["PYTHONPATH"] = os.pathsep.join([tmp, env["PYTHONPATH"]])
+        plugin = pytest_cmd("-p", "batchgen_start_probe", "--batch-plan", "plan.md", "--rootdir", tmp)
+        for _ in range(runs):
+            for cmd in (plugin, [sys.executable, "-c", first_line]):
+                stamps.unlink(missing_ok=True)
+                started = time.time()
+                subprocess.run(cmd, cwd=folder, env=env, check=True, capture_output=True)
+                for line in stamps.read_text().splitlines():
+                    name, at = line.split()
+                    found[name].append(float(at) - started)
+    return tuple(statistics.median(found[name]) for name in ("imported", "configure", "first-line"))  # type: ignore[return-value]
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -335,6 +405,22 @@ def file_creation_cost(files: int = 1000) -> tuple[float, str]:
             os.close(fd)
             os.replace(temporary, os.path.join(tmp, f"out-{i}.md"))
         return (time.process_time() - started) / files, os.path.dirname(tmp)
+
+
+_START_FLOOR: list[str] = []  # printed once a run, by whichever section comes first
+
+
+def print_start_floor() -> None:
+    """The floor of "first request, ours - bare" (:func:`plugin_start`), measured once a run."""
+    if not _START_FLOOR:
+        imported, configured, first_line = plugin_start()
+        _START_FLOOR.append(
+            f"pytest's own start: a plugin imported {imported:.2f}s and configured {configured:.2f}s after its "
+            f"process starts; a bare interpreter's first line {first_line:.2f}s after (medians of 5)\n"
+            f"FLOOR first request ours - bare (s): {configured - first_line:.2f} (from a plugin's configure hook, "
+            f"where it learns it generates; {imported - first_line:.2f} from its import)"
+        )
+    print(_START_FLOOR[0], flush=True)
 
 
 def ratio_line(name: str, value: float, target: str) -> None:
@@ -407,6 +493,7 @@ def main() -> None:
                 f"{ref.first_request:.2f}s) = {ref.wall / theirs.wall:.2f} x promptfoo",
                 flush=True,
             )
+        print_start_floor()
 
     if "bare" in only:
         firsts = []
@@ -464,22 +551,31 @@ def main() -> None:
         ref_first = min(f for _, f in firsts)
         print(f"first request: ours {mine_first:.2f}s, bare {ref_first:.2f}s after process start")
         ratio_line("first request ours - bare (s)", mine_first - ref_first, "target <= 0.30")
+        print_start_floor()
 
     if "replay" in only:
         for n in (int(x) for x in args.replay_sizes.split(",")):
             timings = replay_vs_validate(n, args.replay_pairs)
-            for replay, validate in timings:
+            for t in timings:
+                replay, validate = t.replay, t.validate
                 print(
                     f"replay: {n} rows offline {replay.wall:.2f}s {replay.peak_mb:.0f} MB {replay.cpu:.2f}s CPU; "
                     f"validate-only {validate.wall:.2f}s {validate.peak_mb:.0f} MB {validate.cpu:.2f}s CPU "
-                    f"(time {replay.wall / validate.wall:.2f} x, CPU {replay.cpu / validate.cpu:.2f} x)",
+                    f"(time {replay.wall / validate.wall:.2f} x, CPU {replay.cpu / validate.cpu:.2f} x); "
+                    f"its floor: a trivial item more a row {t.item.wall:.2f}s ({t.item.wall / validate.wall:.2f} x), "
+                    f"that item reading the cassette and writing the reply {t.read_write.wall:.2f}s "
+                    f"({t.read_write.wall / validate.wall:.2f} x)",
                     flush=True,
                 )
             of = f" (median of {len(timings)} pairs)" if len(timings) > 1 else ""
-            time_ratio = statistics.median(r.wall / v.wall for r, v in timings)
-            memory_ratio = statistics.median(r.peak_mb / v.peak_mb for r, v in timings)
+            time_ratio = statistics.median(t.replay.wall / t.validate.wall for t in timings)
+            memory_ratio = statistics.median(t.replay.peak_mb / t.validate.peak_mb for t in timings)
             ratio_line(f"replay/validate-only time {n} rows{of}", time_ratio, "target <= 1.3")
             ratio_line(f"replay/validate-only peak memory {n} rows{of}", memory_ratio, "target <= 1.3")
+            floors = (("a trivial item more a row", "item"), ("that item reading and writing", "read_write"))
+            for label, floor in floors:
+                value = statistics.median(getattr(t, floor).wall / t.validate.wall for t in timings)
+                print(f"FLOOR replay/validate-only time {n} rows{of}, {label}: {value:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""benchmarks/bench_replay_count.py: what it counts, and the floor items it compares a replay to."""
+"""benchmarks/bench_replay_count.py: what it counts; replay_floor.py: the floor items it (and
+bench_whole_run.py) compare a replay to."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from bench_replay_count import FLOOR_CONFTEST, instructions  # noqa: E402
+from bench_replay_count import instructions  # noqa: E402
+from replay_floor import FLOOR_CONFTEST  # noqa: E402
 
 CACHEGRIND = """\
 ==4242== Cachegrind, a cache and branch-prediction profiler
