@@ -18,5 +18,5 @@ def test_the_start_probe_stamps_a_plugins_import_then_its_configure_and_a_bare_f
     and stamps from the wrong process would not come in this order."""
     imported, configured, first_line = plugin_start(runs=1)
 
-    assert 0 < first_line
+    assert first_line > 0
     assert 0 < imported <= configured
