@@ -8,11 +8,11 @@ then: a row builds it as it starts, before it waits for the pacer."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from genhelpers import FORMAT_REFERENCE, draft
 
 from pytest_batchgen import dispatch
 from pytest_batchgen.checklist import compile_checklist
@@ -24,22 +24,21 @@ from pytest_batchgen.plan import load_plan
 from pytest_batchgen.rules import BUILTIN_FORMS
 from pytest_batchgen.run import PlanRun
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from bench_generation import REFERENCE, write_plan  # noqa: E402
+
 
 def plan_run(folder: Path, rows: int) -> PlanRun:
-    """A plan of ``rows`` pending rows, checked by two built-in lines (no linter: no process)."""
-    (folder / "output").mkdir()
-    (folder / "output" / "reference.md").write_text(FORMAT_REFERENCE, encoding="utf-8")
-    table = "".join(f"| Term {i} | term-{i}.md | haiku | pending |\n" for i in range(rows))
-    (folder / "plan.md").write_text(
-        "## Format Reference\noutput/reference.md\n\n## Output Directory\noutput/\n\n"
-        "## Content Rules\n- category must be one of: A, B, C\n\n"
-        "## Validation Checklist\n1. Front matter includes term, category, and at least 2 tags\n"
-        "2. Definition, Details, and Related Terms sections present, in that order\n\n"
-        f"## Phase 1\n| Title | Filename | Model | Status |\n|---|---|---|---|\n{table}",
-        encoding="utf-8",
-    )
+    """The benchmarks' plan of ``rows`` pending rows (three built-in lines, no linter)."""
+    write_plan(folder, rows)
     plan = load_plan(folder / "plan.md", folder)
     return PlanRun(plan=plan, rules=compile_checklist(plan, BUILTIN_FORMS), rows=plan.rows, docs=DocumentCache())
+
+
+def passing(title: str) -> str:
+    """A draft of the row ``title`` that passes the benchmarks' checklist."""
+    return REFERENCE.replace("Reference", title)
 
 
 class ConnectingClient:
@@ -64,7 +63,7 @@ class ConnectingClient:
             if self.at_first_send is None:
                 self.at_first_send = self.started
             title = params["messages"][0]["content"].split("<title>")[1].split("</title>")[0]
-            return Completion(draft(title), "end_turn", Usage(input_tokens=10, output_tokens=20), params["model"])
+            return Completion(passing(title), "end_turn", Usage(input_tokens=10, output_tokens=20), params["model"])
         finally:
             self.in_flight -= 1
 
@@ -104,4 +103,4 @@ def test_the_first_request_leaves_before_more_rows_than_the_lanes_are_started(tm
     results = dispatcher.results()
     assert {r.outcome for r in results.values()} == {Outcome.PASSED}
     assert len(results) == 200
-    assert (tmp_path / "output" / "term-199.md").read_text(encoding="utf-8") == draft("Term 199")
+    assert (tmp_path / "out" / "term-199.md").read_text(encoding="utf-8") == passing("Term 199")
