@@ -14,6 +14,13 @@ Issue 12's targets, each printed as one ratio line (``RATIO name: value (target 
 4. replay of 1,000 and 5,000 recorded rows (offline, no key) against validate-only of the same
    outputs: time and peak RSS (target <= 1.3x each).
 
+Beside three of them it prints their floors, measured in the same run (``FLOOR name: value``,
+and the bare script against promptfoo): what the fastest runner built on the same SDK takes
+(the bare script); how long pytest itself takes to run a plugin's ``pytest_configure``, against
+a bare interpreter's first line (:func:`plugin_start`: no plugin starts importing the SDK
+sooner); and validate-only with a replay's extra item a row, trivial, then reading the row's
+cassette and writing its reply (``replay_floor.py``).
+
 Every run is a fresh process against the same loopback server (tests/fakeapi.py, in this
 process). Figures are wall-clock and noisy on a shared machine: re-run on a quiet one.
 
@@ -328,8 +335,9 @@ def replay_vs_validate(rows: int, pairs: int = 1) -> list[ReplayPair]:
             clear_floor_output(folder)
             item = timed("--batch-validate-only", "floor.txt", env={**offline, "BATCHGEN_FLOOR": "item"})
             read_write = timed("--batch-validate-only", "floor.txt", env={**offline, "BATCHGEN_FLOOR": "read-write"})
-            if len(list((folder / "floor-out").iterdir())) != rows:
-                raise SystemExit(f"the floor's run wrote {len(list((folder / 'floor-out').iterdir()))} of {rows} files")
+            written = len(list((folder / "floor-out").iterdir()))
+            if written != rows:
+                raise SystemExit(f"the floor's run wrote {written} of {rows} files")
             for name in ("conftest.py", "floor.txt"):
                 (folder / name).unlink()
             clear_floor_output(folder)
