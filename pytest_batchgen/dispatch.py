@@ -400,7 +400,8 @@ class Dispatcher(BackgroundDispatch):
     event loop then ran every other row up to the pacer, building its prompt, before that
     request left: 0.4 to 0.9 s at 5,000 rows (``benchmarks/timeline.py``). With a lane per slot,
     a slot would idle while its lane's row waits for its draft's checks or a repair's turn;
-    eight keep the pacer's queue full, and the requests in flight are still the pacer's to bound.
+    with eight, rows still queue at the pacer while a few wait so, and the requests in flight
+    are still the pacer's to bound.
     """
 
     def __init__(
