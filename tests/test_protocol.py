@@ -90,8 +90,8 @@ def test_plan_items_skip_the_phase_hooks_and_every_report_and_file_stays_the_sam
     # though an item's three reports hold one keywords mapping under the lean protocol, where
     # pytest's makes one a report (the terminal keeps every report to the session's end: at
     # 40,000 items the copies were 21 MB of a 296 MB peak)
-    assert {n for n in mappings(lean).values()} == {(3, 1)}
-    assert {n for n in mappings(full).values()} == {(3, 3)}
+    assert set(mappings(lean).values()) == {(3, 1)}
+    assert set(mappings(full).values()) == {(3, 3)}
     written = changelog.snapshot()
     assert written.pop("conftest.py") != after_lean.pop("conftest.py")
     assert written == after_lean
