@@ -12,7 +12,12 @@ process), then counts, each run in a fresh copy of that folder (plan pending, ou
 for the replay):
 
 - ``validate``: ``--batch-validate-only`` of the recorded outputs, the issue's reference;
-- ``replay``: ``--batch-record-mode none``, offline, no key;
+- ``replay``: ``--batch-record-mode none``, offline, no key, in the pytest process
+  (``batchgen_sender = thread``): a run that forks replays in its sending process, whose count
+  would start with everything the pytest process did before the fork (cachegrind copies its
+  counters into the child), so its work is counted where it is all in one process. The fork's
+  own price (a message a draft each way, and the result) shows in ``bench_whole_run.py``'s
+  times, not here;
 - the floor of a replay, two runs of validate-only with one item more per row, collected from the
   ``conftest.py`` of ``replay_floor.py`` (shared with ``bench_whole_run.py``, which times them): ``+ item`` runs a trivial item (pytest's own cost of one
   item more, the ``generate`` item's share; run as the checkout runs its own items, through
@@ -55,7 +60,9 @@ from replay_floor import add_floor  # noqa: E402
 #: what each counted run adds to ``pytest --batch-plan plan.md``
 RUNS = {
     "validate": (["--batch-validate-only"], {}),
-    "replay": (["--batch-record-mode", "none"], {}),
+    # in the pytest process: where it forks, the child's count starts with all the parent did
+    # before the fork (valgrind's counters are copied with it), so the two could not be summed
+    "replay": (["--batch-record-mode", "none", "-o", "batchgen_sender=thread"], {}),
     "+ item": (["--batch-validate-only", "floor.txt"], {"BATCHGEN_FLOOR": "item"}),
     "+ item, read, write": (["--batch-validate-only", "floor.txt"], {"BATCHGEN_FLOOR": "read-write"}),
 }

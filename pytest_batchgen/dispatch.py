@@ -669,8 +669,10 @@ def _uncancel() -> None:
 
 
 class InlineReplay(Dispatcher):
-    """A replay-only run (record mode ``none``): each row is generated when a test first asks
-    for it, on the asking thread, from its recording; no background thread.
+    """A replay-only run (record mode ``none``) in the pytest process: each row is generated
+    when a test first asks for it, on the asking thread, from its recording; no background
+    thread. (Where the run forks, the sending process replays the rows ahead instead, on the
+    other core: :func:`pytest_batchgen.sender.why_not`.)
 
     Replayed calls never wait on the network, so generating ahead in a thread bought nothing
     and cost thread hand-offs under the GIL: a 1,000-row replay took 5.7 s of CPU and 26,000

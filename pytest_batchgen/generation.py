@@ -92,9 +92,19 @@ def resume_command(settings: Settings) -> str:
 
 
 def make_dispatcher(
-    settings: Settings, prices: PlanPrices, rows: Sequence[tuple[PlanRun, Row]], afresh: Collection[str] = ()
+    settings: Settings,
+    prices: PlanPrices,
+    rows: Sequence[tuple[PlanRun, Row]],
+    afresh: Collection[str] = (),
+    *,
+    replay_ahead: bool = False,
 ) -> Dispatcher:
     """Build the dispatcher, its client and its recorder for ``rows``.
+
+    A replay-only run (record mode ``none``) replays each row when its first test asks, on the
+    asking thread (:class:`~pytest_batchgen.dispatch.InlineReplay`); with ``replay_ahead`` (the
+    sending process, whose rows no test asks for) the rows are replayed on the dispatcher's
+    lanes, several drafts waiting for the pytest process's verdicts at once.
 
     The rows keyed in ``afresh`` (stale ones, ``--batch-regenerate-stale``) are re-recorded as
     record mode ``all`` re-records a row: their old recording is not replayed, and a new draft
@@ -147,7 +157,7 @@ def make_dispatcher(
             concurrency=settings.concurrency,
         )
         client_factory = lambda: ModelClient(client_settings, recorder, pacer)  # noqa: E731
-    kind = InlineReplay if mode == "none" else Dispatcher  # replay: each row at its test's turn
+    kind = InlineReplay if mode == "none" and not replay_ahead else Dispatcher
     return kind(
         jobs,
         client_factory,

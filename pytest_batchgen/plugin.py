@@ -183,16 +183,24 @@ def _start_preload(config: pytest.Config, state: BatchState) -> None:
             # reach. A collection in either process writes to the header of every object it
             # walks, and the kernel copies each page written while the other shares it.
             _freeze(config)
-            state.sender = SenderProcess.fork(state)  # it imports the SDK; this process only to judge
+            state.sender = SenderProcess.fork(state)  # it imports the SDK (a replay: the cassette reader)
             config.add_cleanup(state.sender.close)
-            state.sent_from = f"requests are sent from a process of their own (pid {state.sender.pid})"
+            if settings.record_mode == "none":
+                state.sent_from = (
+                    f"record mode none: nothing is sent; the rows are replayed from a process of their own "
+                    f"(pid {state.sender.pid})"
+                )
+            else:
+                state.sent_from = f"requests are sent from a process of their own (pid {state.sender.pid})"
             if not _judges_live(state):
                 return
             # the drafts are judged here, as they arrive: the judge's first call would wait for
             # the SDK's import (2 s) while the sending process went on generating, past a
             # --batch-max-cost the verdicts' spend would have reached
         elif settings.record_mode == "none":
-            state.sent_from = "record mode none: nothing is sent; each row is replayed when its first test runs"
+            state.sent_from = (
+                f"record mode none: nothing is sent; each row is replayed when its first test runs ({why})"
+            )
         else:
             state.sent_from = f"requests are sent from a thread of this process ({why})"
     preloader = Preloader(modules_for(settings)).start()

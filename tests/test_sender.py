@@ -128,7 +128,14 @@ def test_the_header_says_why_a_run_keeps_the_thread_and_a_bad_sender_is_a_usage_
     assert "batchgen: requests" not in project.run("--batch-validate-only").stdout.str()
     replay = project.run("--batch-record-mode", "none")
     replay.stdout.fnmatch_lines(
-        ["batchgen: record mode none: nothing is sent; each row is replayed when its first test runs"]
+        ["batchgen: record mode none: nothing is sent; the rows are replayed from a process of their own (pid *)"]
+    )
+    inline = project.run("--batch-record-mode", "none", "-o", "batchgen_sender=thread")
+    inline.stdout.fnmatch_lines(
+        [
+            "batchgen: record mode none: nothing is sent; each row is replayed when its first test runs "
+            "(batchgen_sender = thread)"
+        ]
     )
     result = project.run("-o", "batchgen_sender=fork")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -147,7 +154,7 @@ def run_settings(**kw) -> Settings:
         ({"sender": "thread"}, "batchgen_sender = thread"),
         ({"role": Role.CONTROLLER}, "pytest-xdist: the workers run the tests"),
         ({"api": "batches"}, "Message Batches"),
-        ({"record_mode": "none"}, "replay only: each row is read from its recording when its test runs"),
+        ({"record_mode": "none"}, None),  # a replay forks too: the child reads and writes ahead
     ],
 )
 def test_why_a_run_keeps_the_thread(given, why):
