@@ -20,10 +20,9 @@ A replay-only run (record mode ``none``) forks too: the child reads the recordin
 the outputs, and imports neither the SDK nor vcrpy. Forked only where that is safe and pays
 (:func:`why_not`); elsewhere the dispatcher runs on a thread of the pytest process as before.
 
-The child ignores Ctrl-C: the parent decides, and
-tells it to send nothing more, and what is in flight is finished and recorded. A parent that
-dies (``kill -9``, a second Ctrl-C) closes the pipe, and the child exits at once, as the
-parent's own thread would have died with it.
+The child ignores Ctrl-C: the parent decides, and tells it to send nothing more, and what is in
+flight is finished and recorded. A parent that dies (``kill -9``, a second Ctrl-C) closes the
+pipe, and the child exits at once, as the parent's own thread would have died with it.
 
 Messages (pickled, over two pipes). To the child: ``start`` (the rows), ``checked`` (a verdict
 and the parent's own spend), ``cancel``. To the parent: ``check`` (a draft written),

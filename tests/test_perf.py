@@ -747,7 +747,7 @@ def _replay_with_a_corrupt_recording(project, fake, monkeypatch, *args: str) -> 
     return [(name, thread, int(pid)) for name, thread, pid in (line.split() for line in log.read_text().splitlines())]
 
 
-ROWS = ["a-one.md", "b-two.md", "c-three.md"]
+REPLAYED_ROWS = ["a-one.md", "b-two.md", "c-three.md"]
 
 
 def test_a_replay_in_this_process_generates_each_row_on_the_main_thread_when_its_test_asks(
@@ -758,7 +758,7 @@ def test_a_replay_in_this_process_generates_each_row_on_the_main_thread_when_its
     thread hand-off per row cost a second of system time at 1,000 rows); each row is replayed
     when its first test runs, in plan order."""
     replayed = _replay_with_a_corrupt_recording(project, fake, monkeypatch, "-o", "batchgen_sender=thread")
-    assert replayed == [(name, "MainThread", os.getpid()) for name in ROWS]
+    assert replayed == [(name, "MainThread", os.getpid()) for name in REPLAYED_ROWS]
 
 
 def test_a_replay_is_read_and_written_ahead_by_the_sending_process(project, fake, monkeypatch) -> None:
@@ -768,7 +768,7 @@ def test_a_replay_is_read_and_written_ahead_by_the_sending_process(project, fake
     main thread at each test's turn). One process, not this one, replays the rows in plan order,
     on the dispatcher's lanes."""
     replayed = _replay_with_a_corrupt_recording(project, fake, monkeypatch)
-    assert [name for name, _, _ in replayed] == ROWS
+    assert [name for name, _, _ in replayed] == REPLAYED_ROWS
     assert {thread for _, thread, _ in replayed} == {"batchgen-dispatch"}
     pids = {pid for _, _, pid in replayed}
     assert len(pids) == 1 and os.getpid() not in pids
