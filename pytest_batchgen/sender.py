@@ -9,12 +9,12 @@ runs the ordinary :class:`~pytest_batchgen.dispatch.Dispatcher` (pacing, recordi
 :class:`~pytest_batchgen.dispatch.RowResult` back as it ends. The parent runs pytest and never
 imports the SDK.
 
-The child writes each draft; the parent checks it (:class:`AskChecks`). The parent parses and
-checks every output anyway, for its items, which then find the parse and the verdicts made:
-no output is parsed or linted twice, the conftests' checklist forms and a judge run in one
-process, and the child is left the requests and the recordings. A fork, not a new
-interpreter: the child inherits the parsed plans and settings, and starts importing the SDK
-at once.
+The parent writes each draft of a live run the child sends it, and checks it (:class:`AskChecks`;
+in a replay the child writes its drafts). The parent parses and checks every output anyway, for
+its items, which then find the parse and the verdicts made: no output is parsed or linted twice,
+the conftests' checklist forms and a judge run in one process, and the child is left the
+requests and the recordings. A fork, not a new interpreter: the child inherits the parsed plans
+and settings, and starts importing the SDK at once.
 
 A replay-only run (record mode ``none``) forks too: the child reads the recordings and writes
 the outputs, and imports neither the SDK nor vcrpy. Forked only where that is safe and pays
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checklist import Failure
-from .dispatch import DraftChecks, RowResults
+from .dispatch import DraftChecks, RowResults, _write_draft
 from .fsutil import atomic_write
 from .outcomes import Outcome
 from .plan import Row
@@ -275,20 +275,28 @@ class RemoteDispatch:
             self.sender.wait()
             self._finished.set()
 
-    def _check(self, number: int, key: str, path: Path | None) -> None:
-        """The child wrote a draft (or found an output) and asks for its failing checks. This
-        process parses and checks every output anyway, for its items, which then reuse the parse
-        and the verdicts: quick checks here on the reading thread, others (a linter, a judge) on
-        a worker thread, several at once, as the dispatcher would run them."""
+    def _check(self, number: int, key: str, path: Path | None, text: str | None = None) -> None:
+        """The child asks for the failing checks of a draft (or of an output it found); with
+        ``text``, a draft to write at ``path`` first (see :class:`AskChecks`). This process
+        parses and checks every output anyway, for its items, which then reuse the parse and
+        the verdicts: quick checks here on the reading thread, others (a linter, a judge) on a
+        worker thread, several at once, as the dispatcher would run them."""
         run, row = self._rows[key]
         if run.quick_checks:
-            self._answer(number, run, row, path)
+            self._answer(number, run, row, path, text)
         else:
-            self._checking.submit(self._answer, number, run, row, path)
+            self._checking.submit(self._answer, number, run, row, path, text)
 
-    def _answer(self, number: int, run: PlanRun, row: Row, path: Path | None) -> None:
+    def _answer(self, number: int, run: PlanRun, row: Row, path: Path | None, text: str | None = None) -> None:
         try:
-            failures = [(rule.name, failure) for rule, failure in run.draft_failures(row, path)]
+            if text is not None and path is not None:
+                checked = _write_draft(run, row, path, text, True)
+            else:
+                checked = run.draft_failures(row, path)
+            failures = [(rule.name, failure) for rule, failure in checked]
+        except OSError as exc:  # the draft could not be written: the child reports it as its own write
+            self.sender.send(("checked", number, None, exc, self.extra_spent()))
+            return
         except Exception as exc:  # a bug must fail the row, not leave it waiting
             self.sender.send(("checked", number, None, f"{type(exc).__name__}: {exc}", self.extra_spent()))
             return
@@ -334,12 +342,21 @@ def _error(key: str, why: str) -> RowResult:
 
 
 class AskChecks(DraftChecks):
-    """The sending process's :class:`~pytest_batchgen.dispatch.DraftChecks`: it writes each
-    draft, and the pytest process checks it (see :meth:`RemoteDispatch._check`), which leaves
-    this process the requests and the recordings, and parses each output once in the run."""
+    """The sending process's :class:`~pytest_batchgen.dispatch.DraftChecks`: the pytest process
+    checks each draft (see :meth:`RemoteDispatch._check`), which leaves this process the
+    requests and the recordings, and parses each output once in the run.
 
-    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+    With ``parent_writes`` (a live run), the draft goes with the question and the pytest process
+    writes it too: in a live run this process, which sends, parses and records every reply, is
+    the one the run waits for, while the pytest process idles half the time. A new file costs
+    tens of microseconds to a millisecond of CPU in the kernel here, and at 1,000 rows, zero
+    latency, concurrency 8, this process took 1.6 to 2.2 s less CPU and the run 12 to 13% less
+    time (two interleaved pairs, a probe of each process's CPU). A replay writes its drafts
+    here: there the pytest process, which runs every item, is the one the run waits for."""
+
+    def __init__(self, send: Callable[[tuple[Any, ...]], None], *, parent_writes: bool = False) -> None:
         self._send = send
+        self.parent_writes = parent_writes
         self._numbers = itertools.count()
         self._waiting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
         self._lock = threading.Lock()
@@ -350,26 +367,35 @@ class AskChecks(DraftChecks):
         return await self._ask(run, row, None)
 
     async def draft(self, run: PlanRun, row: Row, path: Path, text: str, check: bool) -> list[tuple[Any, Failure]]:
+        if check and self.parent_writes:
+            return await self._ask(run, row, path, text)
         atomic_write(path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
         return await self._ask(run, row, path) if check else []
 
-    async def _ask(self, run: PlanRun, row: Row, path: Path | None) -> list[tuple[Any, Failure]]:
+    async def _ask(
+        self, run: PlanRun, row: Row, path: Path | None, text: str | None = None
+    ) -> list[tuple[Any, Failure]]:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         with self._lock:
             number = next(self._numbers)
             self._waiting[number] = (loop, answer)
-        self._send(("check", number, run.row_id(row).key, path))
+        self._send(("check", number, run.row_id(row).key, path, text))
         named = await answer
         rules = {rule.name: rule for rule in run.rules}
         return [(rules[name], failure) for name, failure in named]
 
-    def answered(self, number: int, named: list[tuple[str, Failure]] | None, error: str | None, spent: float) -> None:
-        """The pytest process's verdict (on the thread that reads its messages)."""
+    def answered(
+        self, number: int, named: list[tuple[str, Failure]] | None, error: str | OSError | None, spent: float
+    ) -> None:
+        """The pytest process's verdict (on the thread that reads its messages). An ``OSError``
+        is its write of the draft failing: raised here as this process's own write would be."""
         self.parent_spent = spent
         with self._lock:
             loop, answer = self._waiting.pop(number)
-        if error is not None:
+        if isinstance(error, OSError):
+            loop.call_soon_threadsafe(answer.set_exception, error)
+        elif error is not None:
             loop.call_soon_threadsafe(answer.set_exception, RuntimeError(f"checking the draft failed: {error}"))
         else:
             loop.call_soon_threadsafe(answer.set_result, named)
@@ -427,7 +453,8 @@ def _generate(
 
     by_key = {run.row_id(row).key: (run, row) for run, row in state.selected()}
     dispatcher = make_dispatcher(state.settings, state.prices, [by_key[k] for k in keys], afresh, replay_ahead=True)
-    checks = dispatcher.checks = AskChecks(send)
+    # the pytest process writes a live run's drafts (this process is the one the run waits for)
+    checks = dispatcher.checks = AskChecks(send, parent_writes=state.settings.record_mode != "none")
     dispatcher.extra_spent = lambda: checks.parent_spent
     dispatcher.on_result(lambda result: send(("result", result, _counters(dispatcher))))
 

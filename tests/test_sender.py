@@ -198,6 +198,55 @@ def pytest_batchgen_checklist_forms():
 """
 
 
+def test_a_live_runs_drafts_are_written_by_the_pytest_process_and_a_replays_by_the_child(project, fake, monkeypatch):
+    """Issue 12: the process the run waits for writes nothing it need not. In a live run that
+    is the sending process (it sends, parses and records every reply), so the pytest process
+    writes each draft it is asked to check, a repair's draft included; in a replay it is the
+    pytest process (it runs every item), so the child writes. Whichever process writes an
+    output fsyncs it (its ``sync_deferred``, before the plan says the row is complete)."""
+    from genhelpers import go_offline
+    from pytest_batchgen import fsutil
+
+    log = project.path / "written-by.log"
+    synced = project.path / "synced-by.log"
+    real, real_fsync = fsutil._create_temporary, fsutil._fsync
+
+    def spy(path):
+        if path.parent.name == "output":
+            with log.open("a") as out:
+                out.write(f"{path.name} {os.getpid()}\n")
+        return real(path)
+
+    def fsync_spy(path):
+        if path.parent.name == "output" and path.suffix == ".md":
+            with synced.open("a") as out:
+                out.write(f"{path.name} {os.getpid()}\n")
+        return real_fsync(path)
+
+    monkeypatch.setattr(fsutil, "_create_temporary", spy)  # the fork inherits them
+    monkeypatch.setattr(fsutil, "_fsync", fsync_spy)
+    rows = rows_for("a-one", "b-two")
+    project.write_rows(rows)
+    router(fake).set("b-two.md", Reply.ok(missing_section("B Two")), Reply.ok(draft("B Two")))  # repaired once
+
+    def writers(path: Path = log) -> list[tuple[str, bool]]:
+        lines = path.read_text().splitlines()
+        path.unlink()
+        return sorted({(name, int(pid) == os.getpid()) for name, pid in (line.split() for line in lines)})
+
+    live = project.run()
+    assert live.ret == 0, live.stdout.str()
+    live.stdout.fnmatch_lines([FORKED])
+    assert sorted(line.split()[0] for line in log.read_text().splitlines()) == ["a-one.md", "b-two.md", "b-two.md"]
+    assert writers() == writers(synced) == [("a-one.md", True), ("b-two.md", True)]
+    go_offline(fake, monkeypatch)
+    project.reset(rows)
+    assert project.run("--batch-record-mode", "none").ret == 0
+    assert sorted(line.split()[0] for line in log.read_text().splitlines()) == ["a-one.md", "b-two.md", "b-two.md"]
+    assert writers() == writers(synced) == [("a-one.md", False), ("b-two.md", False)]
+    assert project.statuses() == {"a-one.md": "complete", "b-two.md": "complete"}
+
+
 @pytest.mark.parametrize("linter", [True, False], ids=["with-a-linter", "quick-checks-only"])
 @pytest.mark.parametrize("where", ["process", "thread"])
 def test_every_check_runs_in_the_pytest_process_once_per_version_of_a_file(project, fake, where, linter):
