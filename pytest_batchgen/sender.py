@@ -25,7 +25,7 @@ flight is finished and recorded. A parent that dies (``kill -9``, a second Ctrl-
 pipe, and the child exits at once, as the parent's own thread would have died with it.
 
 Messages (pickled, over two pipes). To the child: ``start`` (the rows), ``checked`` (a verdict
-and the parent's own spend), ``cancel``. To the parent: ``check`` (a draft written),
+and the parent's own spend), ``cancel``. To the parent: ``check`` (a draft, written or to write),
 ``result`` (a row ended), ``status`` (the counters, while nothing ends), ``finished`` or
 ``crashed``.
 """
@@ -349,10 +349,11 @@ class AskChecks(DraftChecks):
     With ``parent_writes`` (a live run), the draft goes with the question and the pytest process
     writes it too: in a live run this process, which sends, parses and records every reply, is
     the one the run waits for, while the pytest process idles half the time. A new file costs
-    tens of microseconds to a millisecond of CPU in the kernel here, and at 1,000 rows, zero
-    latency, concurrency 8, this process took 1.6 to 2.2 s less CPU and the run 12 to 13% less
-    time (two interleaved pairs, a probe of each process's CPU). A replay writes its drafts
-    here: there the pytest process, which runs every item, is the one the run waits for."""
+    tens of microseconds to a millisecond of CPU in the kernel here: at 1,000 rows, zero
+    latency, concurrency 8, the run took 1.31 x the bare SDK script's time, against 1.66 x with
+    this process writing (``benchmarks/bench_whole_run.py --only bare``, medians of three runs
+    alternating), and this process 1.6 to 2.2 s less CPU. A replay writes its drafts here: there
+    the pytest process, which runs every item, is the one the run waits for."""
 
     def __init__(self, send: Callable[[tuple[Any, ...]], None], *, parent_writes: bool = False) -> None:
         self._send = send
