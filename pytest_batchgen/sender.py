@@ -288,15 +288,14 @@ class RemoteDispatch:
             self._checking.submit(self._answer, number, run, row, path, text)
 
     def _answer(self, number: int, run: PlanRun, row: Row, path: Path | None, text: str | None = None) -> None:
+        if text is not None and path is not None:
+            try:
+                _write_draft(run, row, path, text, False)  # written here; checked below
+            except OSError as exc:  # raised in the child as its own write would be
+                self.sender.send(("checked", number, None, exc, self.extra_spent()))
+                return
         try:
-            if text is not None and path is not None:
-                checked = _write_draft(run, row, path, text, True)
-            else:
-                checked = run.draft_failures(row, path)
-            failures = [(rule.name, failure) for rule, failure in checked]
-        except OSError as exc:  # the draft could not be written: the child reports it as its own write
-            self.sender.send(("checked", number, None, exc, self.extra_spent()))
-            return
+            failures = [(rule.name, failure) for rule, failure in run.draft_failures(row, path)]
         except Exception as exc:  # a bug must fail the row, not leave it waiting
             self.sender.send(("checked", number, None, f"{type(exc).__name__}: {exc}", self.extra_spent()))
             return
