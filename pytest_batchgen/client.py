@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:  # recording imports httpx2: only where a recorder is built
@@ -34,6 +35,16 @@ class CallInfo:
     pending: list = field(default_factory=list)
     #: the call's ``batchgen_total_timeout`` (an ``asyncio.Timeout``; None on Python 3.10)
     deadline: Any = None
+
+
+@dataclass(frozen=True)
+class Unwritten:
+    """A reply's recording, its cassette's whole text, not yet written: the sending process
+    hands it to the pytest process, which writes it before the draft (see
+    :attr:`~pytest_batchgen.recording.Recorder.hand_over`)."""
+
+    path: Path
+    text: str
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,9 @@ class Completion:
     #: (:class:`~pytest_batchgen.cassettes.Played`), or recorded as the first of a new file
     #: (:meth:`~pytest_batchgen.recording.Recorder.record`)
     opens_recording: bool = False
+    #: the reply's recording, when the recorder hands it over instead of writing it: whoever
+    #: takes the completion writes it before the run goes on (``Dispatcher._attempts``)
+    unwritten: Unwritten | None = None
 
 
 class ModelCallError(Exception):
@@ -408,8 +422,9 @@ class ModelClient:
                 opens = self.recorder.commit(info)  # written before the run goes on (fsynced at its end)
             except OSError as exc:  # a read-only cassette folder, a full disk: the reply is still paid for
                 raise RecordingFailed(completion, exc) from None
-            if opens:
-                completion = replace(completion, opens_recording=True)
+            unwritten = self.recorder.take_unwritten(info.key)
+            if opens or unwritten is not None:
+                completion = replace(completion, opens_recording=opens, unwritten=unwritten)
         return completion
 
     def release(self, key: str) -> None:

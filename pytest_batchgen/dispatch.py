@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .checklist import Failure
-from .client import Completion, ModelCallError, RecordingFailed, Usage
+from .client import Completion, ModelCallError, RecordingFailed, Unwritten, Usage
 from .fsutil import atomic_write, failed_file
 from .outcomes import Outcome
 from .pacing import Pacer, SendingStopped
@@ -130,18 +130,45 @@ def _write_draft(run: PlanRun, row: Row, path: Path, text: str, check: bool) -> 
     return run.draft_failures(row, path) if check else []
 
 
+class RecordingNotWritten(Exception):
+    """The recording handed over with a draft (:attr:`DraftChecks.takes_recordings`) could not be
+    written: the row ends as one whose recording failed in the client (``RecordingFailed``)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def write_recording(recording: Unwritten | None) -> None:
+    """Write a recording handed over with a draft, ahead of the draft; its error as a
+    :class:`RecordingNotWritten`."""
+    if recording is None:
+        return
+    try:
+        atomic_write(recording.path, recording.text, sync=False)  # fsynced at the end of the run
+    except OSError as exc:
+        raise RecordingNotWritten(exc) from None
+
+
 class DraftChecks:
     """How the dispatcher writes a draft and learns its failing checks: here, in this process
     (the sending process asks the pytest process instead: :class:`pytest_batchgen.sender.AskChecks`)."""
+
+    #: :meth:`draft` also writes, first, the reply's recording when the recorder handed it over
+    #: (``Completion.unwritten``); else the dispatcher writes it as soon as the reply is parsed
+    takes_recordings = False
 
     async def existing(self, run: PlanRun, row: Row) -> list[tuple[Any, Failure]]:
         """The failing checks of the row's output as it is before anything is sent."""
         return await asyncio.get_running_loop().run_in_executor(None, run.draft_failures, row)
 
-    async def draft(self, run: PlanRun, row: Row, path: Path, text: str, check: bool) -> list[tuple[Any, Failure]]:
+    async def draft(
+        self, run: PlanRun, row: Row, path: Path, text: str, check: bool, recording: Unwritten | None = None
+    ) -> list[tuple[Any, Failure]]:
         """Write ``text`` to ``path``, then (when ``check``) its failing checks: on the loop when
         every check is quick (the write is not fsynced: fsutil.sync_deferred), else in one
         executor trip."""
+        write_recording(recording)
         if run.quick_checks:
             return _write_draft(run, row, path, text, check)
         return await asyncio.get_running_loop().run_in_executor(None, _write_draft, run, row, path, text, check)
@@ -548,22 +575,23 @@ class Dispatcher(BackgroundDispatch):
             u = completion.usage
             self.tokens += u.input_tokens + u.output_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens
             text = normalise_output(completion.text)
+            empty = not text.strip()
+            # a recording handed over goes with the draft when the draft is checked, and is
+            # written here, before the run goes on, when it is not
+            recording = completion.unwritten
+            checked = not empty and completion.stop_reason not in ("refusal", "max_tokens")
+            if recording is not None and not (checked and self.checks.takes_recordings):
+                try:
+                    write_recording(recording)
+                except RecordingNotWritten as exc:
+                    unrecorded = exc.error
+                recording = None
             if unrecorded is not None:
-                # no later run could replay it: keep its text where the row's checks find it, so
-                # that a rerun keeps an output that passes rather than paying for it again
-                if completion.stop_reason != "refusal" and text.strip():
-                    with contextlib.suppress(OSError):
-                        await self.checks.draft(run, row, path, text, False)
-                        result.wrote = True
-                result.outcome = Outcome.ERROR
-                kept = f"; its text is kept in {run.plan.rel(path)}" if result.wrote else ""
-                result.error = attempt.error = unwritable(run, unrecorded, "recorded in") + kept
-                return result
+                return await self._unrecorded(run, row, path, text, completion, result, attempt, unrecorded)
             if completion.stop_reason == "refusal":
                 result.outcome, result.error = Outcome.REFUSED, "the model refused to write this output"
                 attempt.error = result.error
                 return result
-            empty = not text.strip()
             if empty and completion.stop_reason != "max_tokens":
                 # never written (over a draft, or an output) nor pasted into a repair turn: the same
                 # request again while attempts remain (this one is counted: it was paid for)
@@ -575,7 +603,13 @@ class Dispatcher(BackgroundDispatch):
                 return result
             # write the draft and check it (not when it was cut off; nothing when it is empty)
             failures = []
-            if not empty:
+            if checked and recording is not None:
+                try:
+                    failures = await self.checks.draft(run, row, path, text, True, recording)
+                except RecordingNotWritten as exc:
+                    return await self._unrecorded(run, row, path, text, completion, result, attempt, exc.error)
+                result.wrote = True
+            elif not empty:
                 failures = await self.checks.draft(run, row, path, text, completion.stop_reason != "max_tokens")
                 result.wrote = True
             if completion.stop_reason == "max_tokens":
@@ -599,6 +633,29 @@ class Dispatcher(BackgroundDispatch):
                     repair_turn(repairable, self.secrets),
                 ]
         result.outcome = Outcome.FAILED
+        return result
+
+    async def _unrecorded(
+        self,
+        run: PlanRun,
+        row: Row,
+        path: Path,
+        text: str,
+        completion: Completion,
+        result: RowResult,
+        attempt: Attempt,
+        error: OSError,
+    ) -> RowResult:
+        """The reply came and is paid for, but its recording could not be written: no later run
+        could replay it, so its text is kept where the row's checks find it (a rerun then keeps
+        an output that passes rather than paying for it again), and the row ends in error."""
+        if completion.stop_reason != "refusal" and text.strip():
+            with contextlib.suppress(OSError):
+                await self.checks.draft(run, row, path, text, False)
+                result.wrote = True
+        result.outcome = Outcome.ERROR
+        kept = f"; its text is kept in {run.plan.rel(path)}" if result.wrote else ""
+        result.error = attempt.error = unwritable(run, error, "recorded in") + kept
         return result
 
     async def _send(

@@ -98,13 +98,17 @@ def make_dispatcher(
     afresh: Collection[str] = (),
     *,
     replay_ahead: bool = False,
+    hand_over_recordings: bool = False,
 ) -> Dispatcher:
     """Build the dispatcher, its client and its recorder for ``rows``.
 
     A replay-only run (record mode ``none``) replays each row when its first test asks, on the
     asking thread (:class:`~pytest_batchgen.dispatch.InlineReplay`); with ``replay_ahead`` (the
     sending process, whose rows no test asks for) the rows are replayed on the dispatcher's
-    lanes, several drafts waiting for the pytest process's verdicts at once.
+    lanes, several drafts waiting for the pytest process's verdicts at once. With
+    ``hand_over_recordings`` (the sending process of a live run) the recorder writes no new
+    file: each reply's recording goes with its draft to the pytest process, which writes both
+    (:attr:`~pytest_batchgen.recording.Recorder.hand_over`).
 
     The rows keyed in ``afresh`` (stale ones, ``--batch-regenerate-stale``) are re-recorded as
     record mode ``all`` re-records a row: their old recording is not replayed, and a new draft
@@ -139,6 +143,8 @@ def make_dispatcher(
         from .batches import make_batch_dispatcher
 
         return make_batch_dispatcher(settings, prices, jobs, recorder, resume_command(settings))  # type: ignore[return-value]
+    if recorder is not None:
+        recorder.hand_over = hand_over_recordings
     pacer = Pacer(settings.concurrency, enabled=settings.pacing)
     if recorder is not None and settings.pacing and settings.remember_limits:  # a run that may call the API
         from .limitstore import seed_pacer

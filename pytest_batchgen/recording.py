@@ -17,7 +17,8 @@ request.
 
 Every reply the SDK parsed into a message is saved to its cassette before the run goes on (the
 client calls :meth:`Recorder.commit` right after the parse; the file is fsynced with the run's
-other writes at its end, see :mod:`pytest_batchgen.fsutil`), so a crash never makes the user
+other writes at its end, see :mod:`pytest_batchgen.fsutil`; a live run's sending process hands
+the file's text to the pytest process, which writes it before the row's draft), so a crash never makes the user
 pay for that reply twice; a 2xx reply that is not a message (malformed JSON, an HTML page, a
 wrong schema) is never saved, so it cannot be replayed forever. Cassettes are read before any
 request: a corrupt one is a clear error naming the file, or, in a mode that may record and with
@@ -47,7 +48,7 @@ from .cassettes import (
     read_cassette,
     represent_cassette,
 )
-from .client import CallInfo, current_call
+from .client import CallInfo, Unwritten, current_call
 from .fsutil import atomic_write
 from .preload import import_now, import_soon
 
@@ -242,17 +243,30 @@ class _NewCassette:
         self.held_requests, self.held_responses = [], []
         return written
 
-    def _save(self) -> None:
+    def text(self) -> str:
+        """The file's whole text, as vcrpy's persister would write it."""
+        from vcr.serialize import serialize
+
         interactions = {
             "requests": self.held_requests + self.requests,
             "responses": self.held_responses + self.responses,
         }
-        _AtomicPersister.save_cassette(self.path, interactions, _CassetteYaml)
+        return cast(str, serialize(interactions, _CassetteYaml))
+
+    def _save(self) -> None:
+        atomic_write(Path(self.path), self.text(), sync=False)  # (as _AtomicPersister.save_cassette)
 
 
 class Recorder(Recordings):
     """The run's recorder: the rows' recordings (:class:`~pytest_batchgen.cassettes.Recordings`),
     and a vcrpy cassette for each row that records a reply, made at its first."""
+
+    #: Hand a new file's text over (:meth:`take_unwritten`) instead of writing it: set in the
+    #: sending process of a live run, whose pytest process writes each recording with its draft
+    #: (:class:`~pytest_batchgen.sender.AskChecks`): the sending process is the one such a run
+    #: waits for (the figures are there). A file vcrpy loaded to add to (record mode
+    #: ``new_episodes``) is still written here.
+    hand_over = False
 
     def __init__(
         self,
@@ -268,6 +282,8 @@ class Recorder(Recordings):
         #: rows whose file is replaced, but whose earlier interactions stay ahead of the new ones
         #: until the row's output is replaced (see :meth:`hold_previous`)
         self._held: dict[str, tuple[Interaction, ...]] = {}
+        #: key -> its recording's text, recorded but not written (see :attr:`hand_over`)
+        self._unwritten: dict[str, Unwritten] = {}
 
     def _options(self, key: str) -> dict[str, Any]:
         need_vcrpy()
@@ -424,7 +440,10 @@ class Recorder(Recordings):
         with self._lock:
             cassette = self._cassette(key)
             cassette.append(request, response)
-            cassette._save()  # vcrpy private API (9.4.2): persist now
+            if self.hand_over and isinstance(cassette, _NewCassette):
+                self._unwritten[key] = Unwritten(Path(cassette.path), cassette.text())
+            else:
+                cassette._save()  # vcrpy private API (9.4.2): persist now
             return (
                 isinstance(cassette, _NewCassette)
                 and not cassette.held_requests
@@ -432,10 +451,17 @@ class Recorder(Recordings):
                 and self._redact(body) == body
             )
 
+    def take_unwritten(self, key: str) -> Unwritten | None:
+        """The row's recording as :meth:`commit` left it unwritten (:attr:`hand_over`): the
+        caller writes it before the run goes on."""
+        with self._lock:
+            return self._unwritten.pop(key, None)
+
     def commit(self, call: CallInfo) -> bool:
         """Save the replies of ``call`` that the SDK parsed into a message, before the run goes
-        on. Called on the event loop: the save is a YAML dump and a write without an fsync,
-        which costs less than a thread hop would. True when the row's recording now opens with
+        on (or, with :attr:`hand_over`, serialise them for the caller to write). Called on the
+        event loop: the save is a YAML dump and a write without an fsync, which costs less than
+        a thread hop would. True when the row's recording now opens with
         the call's request (:meth:`record`): the row's freshness is then known without reading
         the file back (``RowResult.recorded_as_sent``)."""
         pending, call.pending = call.pending, []

@@ -9,12 +9,13 @@ runs the ordinary :class:`~pytest_batchgen.dispatch.Dispatcher` (pacing, recordi
 :class:`~pytest_batchgen.dispatch.RowResult` back as it ends. The parent runs pytest and never
 imports the SDK.
 
-The parent writes each draft of a live run the child sends it, and checks it (:class:`AskChecks`;
-in a replay the child writes its drafts). The parent parses and checks every output anyway, for
-its items, which then find the parse and the verdicts made: no output is parsed or linted twice,
-the conftests' checklist forms and a judge run in one process, and the child is left the
-requests and the recordings. A fork, not a new interpreter: the child inherits the parsed plans
-and settings, and starts importing the SDK at once.
+The parent writes each draft of a live run the child sends it, and before it the reply's
+recording, then checks it (:class:`AskChecks`; in a replay the child writes its drafts). The
+parent parses and checks every output anyway, for its items, which then find the parse and the
+verdicts made: no output is parsed or linted twice, the conftests' checklist forms and a judge
+run in one process, and the child is left the requests and the recordings' YAML. A fork, not
+a new interpreter: the child inherits the parsed plans and settings, and starts importing the
+SDK at once.
 
 A replay-only run (record mode ``none``) forks too: the child reads the recordings and writes
 the outputs, and imports neither the SDK nor vcrpy. Forked only where that is safe and pays
@@ -25,9 +26,9 @@ flight is finished and recorded. A parent that dies (``kill -9``, a second Ctrl-
 pipe, and the child exits at once, as the parent's own thread would have died with it.
 
 Messages (pickled, over two pipes). To the child: ``start`` (the rows), ``checked`` (a verdict
-and the parent's own spend), ``cancel``. To the parent: ``check`` (a draft, written or to write),
-``result`` (a row ended), ``status`` (the counters, while nothing ends), ``finished`` or
-``crashed``.
+and the parent's own spend), ``cancel``. To the parent: ``check`` (a draft, written or to write,
+and its recording to write first), ``result`` (a row ended), ``status`` (the counters, while
+nothing ends), ``finished`` or ``crashed``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checklist import Failure
-from .dispatch import DraftChecks, RowResults, _write_draft
+from .dispatch import DraftChecks, RecordingNotWritten, RowResults, _write_draft, write_recording
 from .fsutil import atomic_write
 from .outcomes import Outcome
 from .plan import Row
@@ -56,6 +57,7 @@ from .run import PlanRun
 from .settings import Role, Settings
 
 if TYPE_CHECKING:
+    from .client import Unwritten
     from .dispatch import RowResult
     from .state import BatchState
 
@@ -275,19 +277,35 @@ class RemoteDispatch:
             self.sender.wait()
             self._finished.set()
 
-    def _check(self, number: int, key: str, path: Path | None, text: str | None = None) -> None:
+    def _check(
+        self, number: int, key: str, path: Path | None, text: str | None = None, recording: Unwritten | None = None
+    ) -> None:
         """The child asks for the failing checks of a draft (or of an output it found); with
-        ``text``, a draft to write at ``path`` first (see :class:`AskChecks`). This process
-        parses and checks every output anyway, for its items, which then reuse the parse and
-        the verdicts: quick checks here on the reading thread, others (a linter, a judge) on a
-        worker thread, several at once, as the dispatcher would run them."""
+        ``text``, a draft to write at ``path`` first, and before it the reply's ``recording``
+        (see :class:`AskChecks`). This process parses and checks every output anyway, for its
+        items, which then reuse the parse and the verdicts: quick checks here on the reading
+        thread, others (a linter, a judge) on a worker thread, several at once, as the
+        dispatcher would run them."""
         run, row = self._rows[key]
         if run.quick_checks:
-            self._answer(number, run, row, path, text)
+            self._answer(number, run, row, path, text, recording)
         else:
-            self._checking.submit(self._answer, number, run, row, path, text)
+            self._checking.submit(self._answer, number, run, row, path, text, recording)
 
-    def _answer(self, number: int, run: PlanRun, row: Row, path: Path | None, text: str | None = None) -> None:
+    def _answer(
+        self,
+        number: int,
+        run: PlanRun,
+        row: Row,
+        path: Path | None,
+        text: str | None = None,
+        recording: Unwritten | None = None,
+    ) -> None:
+        try:
+            write_recording(recording)
+        except RecordingNotWritten as exc:  # the row ends as one whose recording failed in the child
+            self.sender.send(("checked", number, None, exc, self.extra_spent()))
+            return
         if text is not None and path is not None:
             try:
                 _write_draft(run, row, path, text, False)  # written here; checked below
@@ -346,17 +364,22 @@ class AskChecks(DraftChecks):
     requests and the recordings, and parses each output once in the run.
 
     With ``parent_writes`` (a live run), the draft goes with the question and the pytest process
-    writes it too: in a live run this process, which sends, parses and records every reply, is
-    the one the run waits for, while the pytest process idles half the time. A new file costs
-    tens of microseconds to a millisecond of CPU in the kernel here: at 1,000 rows, zero
-    latency, concurrency 8, the run took 1.31 x the bare SDK script's time, against 1.66 x with
-    this process writing (``benchmarks/bench_whole_run.py --only bare``, medians of three runs
-    alternating), and this process 1.6 to 2.2 s less CPU. A replay writes its drafts here: there
-    the pytest process, which runs every item, is the one the run waits for."""
+    writes it too, and before it the reply's recording (:attr:`takes_recordings`; the recorder
+    serialises it here and hands it over, see ``Recorder.hand_over``): in a live run this
+    process, which sends, parses and records every reply, is the one the run waits for, while
+    the pytest process idles half the time. A new file costs tens of microseconds to a
+    millisecond of CPU in the kernel here, and the interpreter lock is handed back and forth
+    around each. At 1,000 rows, zero latency, concurrency 8, the run took 1.31 x the bare SDK
+    script's time with the drafts written there, against 1.66 x with this process writing them
+    (``benchmarks/bench_whole_run.py --only bare``, medians of three runs alternating); the
+    recordings written there too took the span from the first request to the last reply from
+    5.82 to 5.12 s (concurrency 8, medians of 8 runs alternating) and from 5.91 to 5.28 s
+    (concurrency 64, 6 runs; ``benchmarks/timeline.py --roots``). A replay writes its drafts
+    here: there the pytest process, which runs every item, is the one the run waits for."""
 
     def __init__(self, send: Callable[[tuple[Any, ...]], None], *, parent_writes: bool = False) -> None:
         self._send = send
-        self.parent_writes = parent_writes
+        self.parent_writes = self.takes_recordings = parent_writes
         self._numbers = itertools.count()
         self._waiting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
         self._lock = threading.Lock()
@@ -366,34 +389,47 @@ class AskChecks(DraftChecks):
     async def existing(self, run: PlanRun, row: Row) -> list[tuple[Any, Failure]]:
         return await self._ask(run, row, None)
 
-    async def draft(self, run: PlanRun, row: Row, path: Path, text: str, check: bool) -> list[tuple[Any, Failure]]:
+    async def draft(
+        self, run: PlanRun, row: Row, path: Path, text: str, check: bool, recording: Unwritten | None = None
+    ) -> list[tuple[Any, Failure]]:
         if check and self.parent_writes:
-            return await self._ask(run, row, path, text)
+            return await self._ask(run, row, path, text, recording)
+        write_recording(recording)  # (the dispatcher hands none over without a check)
         atomic_write(path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
         return await self._ask(run, row, path) if check else []
 
     async def _ask(
-        self, run: PlanRun, row: Row, path: Path | None, text: str | None = None
+        self,
+        run: PlanRun,
+        row: Row,
+        path: Path | None,
+        text: str | None = None,
+        recording: Unwritten | None = None,
     ) -> list[tuple[Any, Failure]]:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         with self._lock:
             number = next(self._numbers)
             self._waiting[number] = (loop, answer)
-        self._send(("check", number, run.row_id(row).key, path, text))
+        self._send(("check", number, run.row_id(row).key, path, text, recording))
         named = await answer
         rules = {rule.name: rule for rule in run.rules}
         return [(rules[name], failure) for name, failure in named]
 
     def answered(
-        self, number: int, named: list[tuple[str, Failure]] | None, error: str | OSError | None, spent: float
+        self,
+        number: int,
+        named: list[tuple[str, Failure]] | None,
+        error: str | OSError | RecordingNotWritten | None,
+        spent: float,
     ) -> None:
         """The pytest process's verdict (on the thread that reads its messages). An ``OSError``
-        is its write of the draft failing: raised here as this process's own write would be."""
+        is its write of the draft failing: raised here as this process's own write would be; a
+        :class:`~pytest_batchgen.dispatch.RecordingNotWritten`, its write of the recording."""
         self.parent_spent = spent
         with self._lock:
             loop, answer = self._waiting.pop(number)
-        if isinstance(error, OSError):
+        if isinstance(error, (OSError, RecordingNotWritten)):
             loop.call_soon_threadsafe(answer.set_exception, error)
         elif error is not None:
             loop.call_soon_threadsafe(answer.set_exception, RuntimeError(f"checking the draft failed: {error}"))
@@ -452,9 +488,14 @@ def _generate(
     from .generation import make_dispatcher, remember_limits
 
     by_key = {run.row_id(row).key: (run, row) for run, row in state.selected()}
-    dispatcher = make_dispatcher(state.settings, state.prices, [by_key[k] for k in keys], afresh, replay_ahead=True)
-    # the pytest process writes a live run's drafts (this process is the one the run waits for)
-    checks = dispatcher.checks = AskChecks(send, parent_writes=state.settings.record_mode != "none")
+    # the pytest process writes a live run's drafts and recordings (this process is the one the
+    # run waits for)
+    live = state.settings.record_mode != "none"
+    rows = [by_key[k] for k in keys]
+    dispatcher = make_dispatcher(
+        state.settings, state.prices, rows, afresh, replay_ahead=True, hand_over_recordings=live
+    )
+    checks = dispatcher.checks = AskChecks(send, parent_writes=live)
     dispatcher.extra_spent = lambda: checks.parent_spent
     dispatcher.on_result(lambda result: send(("result", result, _counters(dispatcher))))
 

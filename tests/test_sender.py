@@ -10,6 +10,7 @@ dies, and that no process is left behind.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from fakeapi import Reply
 from genhelpers import (
     IMPORT_PROBE,
     LINT_SCRIPT,
+    REFUSE_WRITES_IN,
     PlanRow,
     draft,
     lint_bad,
@@ -198,36 +200,45 @@ def pytest_batchgen_checklist_forms():
 """
 
 
-def test_a_live_runs_drafts_are_written_by_the_pytest_process_and_a_replays_by_the_child(project, fake, monkeypatch):
+def test_a_live_runs_drafts_and_recordings_are_written_by_the_pytest_process_and_a_replays_by_the_child(
+    project, fake, monkeypatch
+):
     """Issue 12: the process the run waits for writes nothing it need not. In a live run that
     is the sending process (it sends, parses and records every reply), so the pytest process
-    writes each draft it is asked to check, a repair's draft included; in a replay it is the
-    pytest process (it runs every item), so the child writes. Whichever process writes an
-    output fsyncs it (its ``sync_deferred``, before the plan says the row is complete)."""
+    writes each draft it is asked to check, a repair's draft included, and before it the reply's
+    recording, which the child hands over with the draft; a reply whose draft is not checked (cut
+    off at max_tokens) is recorded and written by the child, as before. In a replay the pytest
+    process (it runs every item) is the one waited for, so the child writes. Whichever process
+    writes a file fsyncs it (its ``sync_deferred``, before the plan says the row is complete)."""
     from genhelpers import go_offline
     from pytest_batchgen import fsutil
 
     log = project.path / "written-by.log"
     synced = project.path / "synced-by.log"
     real, real_fsync = fsutil._create_temporary, fsutil._fsync
+    watched = {"output", "plan"}  # output/*.md, cassettes/plan/*.yaml
 
     def spy(path):
-        if path.parent.name == "output":
+        if path.parent.name in watched:
             with log.open("a") as out:
                 out.write(f"{path.name} {os.getpid()}\n")
         return real(path)
 
     def fsync_spy(path):
-        if path.parent.name == "output" and path.suffix == ".md":
+        if path.parent.name in watched and path.suffix in (".md", ".yaml"):
             with synced.open("a") as out:
                 out.write(f"{path.name} {os.getpid()}\n")
         return real_fsync(path)
 
     monkeypatch.setattr(fsutil, "_create_temporary", spy)  # the fork inherits them
     monkeypatch.setattr(fsutil, "_fsync", fsync_spy)
-    rows = rows_for("a-one", "b-two")
+    rows = rows_for("a-one", "b-two", "c-cut")
     project.write_rows(rows)
     router(fake).set("b-two.md", Reply.ok(missing_section("B Two")), Reply.ok(draft("B Two")))  # repaired once
+    router(fake).set("c-cut.md", Reply.truncated(draft("C Cut")[:40]))
+
+    def writes(path: Path = log) -> list[str]:
+        return sorted(line.split()[0] for line in path.read_text().splitlines())
 
     def writers(path: Path = log) -> list[tuple[str, bool]]:
         lines = path.read_text().splitlines()
@@ -235,16 +246,58 @@ def test_a_live_runs_drafts_are_written_by_the_pytest_process_and_a_replays_by_t
         return sorted({(name, int(pid) == os.getpid()) for name, pid in (line.split() for line in lines)})
 
     live = project.run()
-    assert live.ret == 0, live.stdout.str()
+    assert live.ret == 1, live.stdout.str()  # c-cut was cut off
     live.stdout.fnmatch_lines([FORKED])
-    assert sorted(line.split()[0] for line in log.read_text().splitlines()) == ["a-one.md", "b-two.md", "b-two.md"]
-    assert writers() == writers(synced) == [("a-one.md", True), ("b-two.md", True)]
+    # b-two's recording is written twice: with its first reply, then with both
+    assert writes() == ["a-one.md", "a-one.md.yaml", "b-two.md", "b-two.md", "b-two.md.yaml", "b-two.md.yaml"] + [
+        "c-cut.md",
+        "c-cut.md.yaml",
+    ]
+    expected = [
+        ("a-one.md", True),
+        ("a-one.md.yaml", True),
+        ("b-two.md", True),
+        ("b-two.md.yaml", True),
+        ("c-cut.md", False),
+        ("c-cut.md.yaml", False),
+    ]
+    assert writers() == writers(synced) == expected
     go_offline(fake, monkeypatch)
-    project.reset(rows)
+    project.reset(rows[:2])
     assert project.run("--batch-record-mode", "none").ret == 0
-    assert sorted(line.split()[0] for line in log.read_text().splitlines()) == ["a-one.md", "b-two.md", "b-two.md"]
+    assert writes() == ["a-one.md", "b-two.md", "b-two.md"]  # no recording is written in a replay
     assert writers() == writers(synced) == [("a-one.md", False), ("b-two.md", False)]
     assert project.statuses() == {"a-one.md": "complete", "b-two.md": "complete"}
+
+
+def test_a_recording_the_pytest_process_cannot_write_ends_the_row_as_in_the_child(project, fake):
+    """The recording handed over with a draft: when the pytest process cannot write it, the row
+    ends as it does when the sending process cannot (a reply paid for, its text kept, the fix
+    named), and the draft is not checked; the other rows go on."""
+    project.write_rows(rows_for("one", "two"))
+    router(fake).set("one.md", Reply.ok(draft("One")))
+    project.write(
+        "conftest.py",
+        REFUSE_WRITES_IN.format(folder=str(project.cassette_dir().resolve()))
+        + "\nimport os\nPARENT = os.getpid()\n_refused = refused\n"
+        "def refused(path):\n"
+        "    return _refused(path) if os.getpid() == PARENT and path.name.startswith('one') else real(path)\n"
+        "fsutil._create_temporary = refused\n",
+    )
+    result = project.run("--batch-report", "report.json")
+    result.stdout.fnmatch_lines([FORKED])
+    message = (
+        "the reply could not be recorded in cassettes/plan/one.md.yaml: Permission denied; "
+        "make cassettes/plan/ writable, then run again; its text is kept in output/one.md"
+    )
+    row = {r["filename"]: r for r in json.loads(project.read("report.json"))["plans"][0]["rows"]}
+    assert row["one.md"]["generation"]["error"] == message
+    assert row["one.md"]["attempts"][0]["usage"]["output_tokens"] > 0  # paid for: counted
+    assert message in result.failure("one.md::generate")
+    assert project.output("one.md") == draft("One")
+    assert not (project.cassette_dir() / "one.md.yaml").exists()
+    assert (project.cassette_dir() / "two.md.yaml").exists()
+    assert project.statuses() == {"one.md": "pending", "two.md": "complete"}
 
 
 @pytest.mark.parametrize("linter", [True, False], ids=["with-a-linter", "quick-checks-only"])
