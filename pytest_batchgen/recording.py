@@ -17,12 +17,14 @@ request.
 
 Every reply the SDK parsed into a message is saved to its cassette before the run goes on (the
 client calls :meth:`Recorder.commit` right after the parse; the file is fsynced with the run's
-other writes at its end, see :mod:`pytest_batchgen.fsutil`; a live run's sending process hands
-the file's text to the pytest process, which writes it before the row's draft), so a crash never makes the user
-pay for that reply twice; a 2xx reply that is not a message (malformed JSON, an HTML page, a
-wrong schema) is never saved, so it cannot be replayed forever. Cassettes are read before any
-request: a corrupt one is a clear error naming the file, or, in a mode that may record and with
-a key, is set aside as ``<name>.corrupt`` and recorded again.
+other writes at its end, see :mod:`pytest_batchgen.fsutil`), so a crash never makes the user
+pay for that reply twice. A live run's sending process hands the file's text to the pytest
+process, which writes it before the row's draft (:attr:`Recorder.hand_over`): a ``kill -9`` of
+the pytest process loses the texts it had not written yet, as it loses the replies in flight.
+A 2xx reply that is not a message (malformed JSON, an HTML page, a wrong schema) is never saved,
+so it cannot be replayed forever. Cassettes are read before any request: a corrupt one is a
+clear error naming the file, or, in a mode that may record and with a key, is set aside as
+``<name>.corrupt`` and recorded again.
 """
 
 from __future__ import annotations
@@ -461,9 +463,9 @@ class Recorder(Recordings):
         """Save the replies of ``call`` that the SDK parsed into a message, before the run goes
         on (or, with :attr:`hand_over`, serialise them for the caller to write). Called on the
         event loop: the save is a YAML dump and a write without an fsync, which costs less than
-        a thread hop would. True when the row's recording now opens with
-        the call's request (:meth:`record`): the row's freshness is then known without reading
-        the file back (``RowResult.recorded_as_sent``)."""
+        a thread hop would. True when the row's recording now opens with the call's request
+        (:meth:`record`): the row's freshness is then known without reading the file back
+        (``RowResult.recorded_as_sent``)."""
         pending, call.pending = call.pending, []
         if not pending:
             return False
