@@ -287,25 +287,18 @@ class RemoteDispatch:
         thread, others (a linter, a judge) on a worker thread, several at once, as the
         dispatcher would run them."""
         run, row = self._rows[key]
-        if run.quick_checks:
-            self._answer(number, run, row, path, text, recording)
-        else:
-            self._checking.submit(self._answer, number, run, row, path, text, recording)
-
-    def _answer(
-        self,
-        number: int,
-        run: PlanRun,
-        row: Row,
-        path: Path | None,
-        text: str | None = None,
-        recording: Unwritten | None = None,
-    ) -> None:
         try:
+            # here, before a slow check queues it: a reply is on disk as soon as this process has it
             write_recording(recording)
         except RecordingNotWritten as exc:  # the row ends as one whose recording failed in the child
             self.sender.send(("checked", number, None, exc, self.extra_spent()))
             return
+        if run.quick_checks:
+            self._answer(number, run, row, path, text)
+        else:
+            self._checking.submit(self._answer, number, run, row, path, text)
+
+    def _answer(self, number: int, run: PlanRun, row: Row, path: Path | None, text: str | None = None) -> None:
         if text is not None and path is not None:
             try:
                 _write_draft(run, row, path, text, False)  # written here; checked below
