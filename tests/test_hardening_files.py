@@ -346,6 +346,49 @@ def test_deferred_writes_are_atomic_at_once_and_fsynced_in_one_pass(tmp_path, mo
     assert len(synced) == 4 and a.read_text() == "three"
 
 
+def _many_deferred(folders: list[Path], each: int) -> list[Path]:
+    fsutil.sync_deferred()  # what earlier tests in this process left
+    paths = [folder / f"f{i}.md" for folder in folders for i in range(each)]
+    for path in paths:
+        fsutil.atomic_write(path, "x", sync=False)
+    return paths
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="syncfs is Linux's")
+def test_a_runs_many_deferred_writes_are_synced_a_file_system_at_a_time(tmp_path, monkeypatch):
+    """From ``SYNCFS_FROM`` files on (a run's outputs and recordings), each file system they
+    are on is synced once (``syncfs``: every file and rename on it durable in one journal
+    commit), not each file: 2,000 files took 0.03 s so, against 0.36 to 0.39 s one by one."""
+    real = fsutil._syncfs()
+    assert real is not None  # glibc and musl have it
+    synced: list[str] = []
+    paths = _many_deferred([tmp_path / "out", tmp_path / "cassettes"], fsutil.SYNCFS_FROM)
+
+    def syncfs(fd: int) -> int:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    one_by_one: list[Path] = []
+    monkeypatch.setattr(fsutil, "_syncfs", lambda: syncfs)
+    monkeypatch.setattr(fsutil, "_fsync", one_by_one.append)
+    assert fsutil.sync_deferred() == len(paths)
+    assert len(synced) == 1 and synced[0] in (str(tmp_path / "out"), str(tmp_path / "cassettes"))
+    assert one_by_one == []  # the two folders share tmp_path's file system: one sync did both
+    assert fsutil.sync_deferred() == 0
+
+
+@pytest.mark.parametrize("syncfs", ["missing", "failing"])
+def test_without_a_working_syncfs_each_file_and_folder_is_fsynced(tmp_path, monkeypatch, syncfs):
+    """Where there is no ``syncfs`` (macOS, Windows), or it fails (an I/O error), the files
+    are fsynced one by one, and their folders, as for a few files."""
+    paths = _many_deferred([tmp_path / "out"], fsutil.SYNCFS_FROM)
+    one_by_one: list[Path] = []
+    monkeypatch.setattr(fsutil, "_syncfs", lambda: None if syncfs == "missing" else (lambda fd: -1))
+    monkeypatch.setattr(fsutil, "_fsync", one_by_one.append)
+    assert fsutil.sync_deferred() == len(paths)
+    assert sorted(one_by_one) == sorted([*paths, tmp_path / "out"])
+
+
 def test_what_is_left_unsynced_at_exit_is_fsynced_without_a_thread_pool(tmp_path):
     """At interpreter exit no new thread may start (concurrent.futures refuses), so the exit
     pass fsyncs one by one; a process that exits with deferred writes prints no error."""
