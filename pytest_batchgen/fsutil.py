@@ -203,6 +203,13 @@ def defer_sync(path: Path) -> None:
 #: from how many files :func:`sync_deferred` syncs each file system once (``syncfs``) rather
 #: than each file: a run's outputs and recordings, not a file or two
 SYNCFS_FROM = 32
+#: ``syncfs`` writes back every dirty page of the file system, other programs' too (1 GB written
+#: by another process and not yet on disk: 0.6 s here, where fsyncing the run's files one by one
+#: waited for none of it). With more than this much dirty data beyond the run's own files (a
+#: download, a build), the files are fsynced one by one
+SYNCFS_OTHERS_LIMIT = 64 << 20
+#: what a new small file may hold dirty: its data page, its inode's and its folder's share
+DIRTY_PER_FILE = 8 << 10
 
 
 def sync_deferred(*, parallel: bool = True) -> int:
@@ -214,7 +221,9 @@ def sync_deferred(*, parallel: bool = True) -> int:
     system they are on is synced once instead, which makes all of them durable, renames
     included, in one journal commit: 2,000 files (a 1,000-row run's outputs and recordings)
     took 0.03 s so, against 0.36 to 0.39 s one by one, eight at a time, at the end of every
-    generating run. A file system whose sync fails has its files fsynced one by one."""
+    generating run. A file system whose sync fails has its files fsynced one by one, and so do
+    all of them while other programs have much data waiting to be written
+    (:data:`SYNCFS_OTHERS_LIMIT`)."""
     with _unsynced_lock:
         paths = list(_unsynced)
         _unsynced.clear()
@@ -250,11 +259,23 @@ def _syncfs() -> Callable[[int], int] | None:
     return cast("Callable[[int], int]", function)
 
 
+def _dirty_bytes() -> int | None:
+    """The page cache's data not yet on disk, in the whole system (``/proc/meminfo``), or None."""
+    try:
+        with open("/proc/meminfo", "rb") as meminfo:
+            lines = [line.split() for line in meminfo if line.startswith((b"Dirty:", b"Writeback:"))]
+        return sum(int(line[1]) * 1024 for line in lines) if len(lines) == 2 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _sync_file_systems(paths: list[Path], folders: set[Path]) -> tuple[list[Path], set[Path]]:
     """Sync, once each, the file systems that ``folders`` are on; the paths and folders on those
-    that could not be synced (all of them where there is no ``syncfs``), to fsync one by one."""
+    that could not be synced (all of them where there is no ``syncfs``, or much dirty data that
+    is not the run's: :data:`SYNCFS_OTHERS_LIMIT`), to fsync one by one."""
     syncfs = _syncfs()
-    if syncfs is None:
+    dirty = _dirty_bytes()
+    if syncfs is None or dirty is None or dirty - DIRTY_PER_FILE * len(paths) > SYNCFS_OTHERS_LIMIT:
         return paths, folders
     by_device: dict[int, list[Path]] = {}
     for folder in folders:

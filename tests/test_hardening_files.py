@@ -371,19 +371,27 @@ def test_a_runs_many_deferred_writes_are_synced_a_file_system_at_a_time(tmp_path
     one_by_one: list[Path] = []
     monkeypatch.setattr(fsutil, "_syncfs", lambda: syncfs)
     monkeypatch.setattr(fsutil, "_fsync", one_by_one.append)
+    # the run's own files' pages count for nothing against the limit (a large run's, not yet written back)
+    ours = fsutil.DIRTY_PER_FILE * len(paths)
+    monkeypatch.setattr(fsutil, "_dirty_bytes", lambda: ours + fsutil.SYNCFS_OTHERS_LIMIT)
     assert fsutil.sync_deferred() == len(paths)
     assert len(synced) == 1 and synced[0] in (str(tmp_path / "out"), str(tmp_path / "cassettes"))
     assert one_by_one == []  # the two folders share tmp_path's file system: one sync did both
     assert fsutil.sync_deferred() == 0
 
 
-@pytest.mark.parametrize("syncfs", ["missing", "failing"])
+@pytest.mark.parametrize("syncfs", ["missing", "failing", "others-dirty", "dirty-unknown"])
 def test_without_a_working_syncfs_each_file_and_folder_is_fsynced(tmp_path, monkeypatch, syncfs):
-    """Where there is no ``syncfs`` (macOS, Windows), or it fails (an I/O error), the files
-    are fsynced one by one, and their folders, as for a few files."""
+    """Where there is no ``syncfs`` (macOS, Windows), or it fails (an I/O error), or other
+    programs have much written that is not on disk yet (``syncfs`` would wait for all of it),
+    or that is not known, the files are fsynced one by one, and their folders, as for a few."""
     paths = _many_deferred([tmp_path / "out"], fsutil.SYNCFS_FROM)
     one_by_one: list[Path] = []
-    monkeypatch.setattr(fsutil, "_syncfs", lambda: None if syncfs == "missing" else (lambda fd: -1))
+    works = {"missing": None, "failing": lambda fd: -1}.get(syncfs, lambda fd: 0)
+    others = fsutil.DIRTY_PER_FILE * len(paths) + fsutil.SYNCFS_OTHERS_LIMIT + 1
+    dirty = {"others-dirty": others, "dirty-unknown": None}.get(syncfs, 0)
+    monkeypatch.setattr(fsutil, "_syncfs", lambda: works)
+    monkeypatch.setattr(fsutil, "_dirty_bytes", lambda: dirty)
     monkeypatch.setattr(fsutil, "_fsync", one_by_one.append)
     assert fsutil.sync_deferred() == len(paths)
     assert sorted(one_by_one) == sorted([*paths, tmp_path / "out"])
