@@ -213,6 +213,7 @@ def test_a_live_runs_drafts_and_recordings_are_written_by_the_pytest_process_and
     from genhelpers import go_offline
     from pytest_batchgen import fsutil
 
+    fsutil.sync_deferred()  # what earlier tests in this process left (a fork would inherit it)
     log = project.path / "written-by.log"
     synced = project.path / "synced-by.log"
     real, real_fsync = fsutil._create_temporary, fsutil._fsync
