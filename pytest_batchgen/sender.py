@@ -372,7 +372,8 @@ class AskChecks(DraftChecks):
 
     def __init__(self, send: Callable[[tuple[Any, ...]], None], *, parent_writes: bool = False) -> None:
         self._send = send
-        self.parent_writes = self.takes_recordings = parent_writes
+        #: the pytest process writes each checked draft, and so the reply's recording before it
+        self.takes_recordings = parent_writes
         self._numbers = itertools.count()
         self._waiting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
         self._lock = threading.Lock()
@@ -385,7 +386,7 @@ class AskChecks(DraftChecks):
     async def draft(
         self, run: PlanRun, row: Row, path: Path, text: str, check: bool, recording: Unwritten | None = None
     ) -> list[tuple[Any, Failure]]:
-        if check and self.parent_writes:
+        if check and self.takes_recordings:
             return await self._ask(run, row, path, text, recording)
         write_recording(recording)  # (the dispatcher hands none over without a check)
         atomic_write(path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
