@@ -204,9 +204,9 @@ def defer_sync(path: Path) -> None:
 #: than each file: a run's outputs and recordings, not a file or two
 SYNCFS_FROM = 32
 #: ``syncfs`` writes back every dirty page of the file system, other programs' too (1 GB written
-#: by another process and not yet on disk: 0.6 s here, where fsyncing the run's files one by one
-#: waited for none of it). With more than this much dirty data beyond the run's own files (a
-#: download, a build), the files are fsynced one by one
+#: by another process and not yet on disk: 0.4 to 0.6 s here, where fsyncing the run's files one
+#: by one waited for none of it; ``benchmarks/bench_sync.py``). With more than this much dirty
+#: data beyond the run's own files (a download, a build), the files are fsynced one by one
 SYNCFS_OTHERS_LIMIT = 64 << 20
 #: what a new small file may hold dirty: its data page, its inode's and its folder's share
 DIRTY_PER_FILE = 8 << 10
