@@ -80,6 +80,42 @@ def pytest_configure(config: pytest.Config) -> None:
         ).start()
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remove the temporary folders of the sessions before the last three now, on a thread,
+    rather than when this session ends, as pytest does.
+
+    pytest keeps the ``pytest-N`` folders of the last three sessions (``tmp_path_retention_count``)
+    and removes the older ones as a session ends, after its last test: the suite's own folder
+    holds some 14,000 files (56 MB), which took 2.0 to 2.7 s to remove here (0.8 s of it CPU, the
+    rest the disk), added to the end of every suite run that followed three others (CI's, on one
+    machine). Here the same removal (pytest's own function, with the same arguments) runs while
+    the first tests do, once the bytecode is written ahead, and the end finds nothing to do.
+    Only the suite's own process; it uses pytest's private helpers, and does nothing should
+    they change."""
+    config = session.config
+    if hasattr(config, "workerinput") or config.getoption("batch_plan", None):
+        return
+    try:
+        from _pytest.pathlib import LOCK_TIMEOUT, cleanup_numbered_dir
+
+        factory = config._tmp_path_factory  # type: ignore[attr-defined]
+        if factory._given_basetemp is not None or factory._retention_policy == "none":
+            return
+        basetemp = factory.getbasetemp()  # this session's folder (xdist's controller makes it anyway)
+        keep = int(config.getini("tmp_path_retention_count"))
+        dead_before = basetemp.stat().st_mtime - LOCK_TIMEOUT
+    except Exception:  # noqa: BLE001 - only a head start: pytest removes them at the end otherwise
+        return
+    first = [thread for thread in threading.enumerate() if thread.name == "rewrite-ahead"]
+
+    def remove() -> None:
+        for thread in first:  # the workers' bytecode first: it is on their way, this is not
+            thread.join()
+        cleanup_numbered_dir(basetemp.parent, "pytest-", keep, dead_before)
+
+    threading.Thread(target=remove, name="old-temporary-folders", daemon=True).start()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _ctrl_c_as_from_a_terminal() -> None:
     """Ctrl-C for the runs the tests start, as a terminal's ``pytest`` has it, however this
