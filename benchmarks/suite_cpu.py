@@ -139,20 +139,19 @@ def main() -> None:
         pid, ppid, forked, cpu, cmdline = json.loads(line)
         processes[pid] = (ppid, forked, cpu, cmdline)
     top = os.getpid()
+    kinds = {pid: kind(pid, processes, top) for pid in processes}
     totals: collections.Counter[str] = collections.Counter()
     counts: collections.Counter[str] = collections.Counter()
-    for pid, (_, _, cpu, _) in processes.items():
-        name = kind(pid, processes, top)
-        totals[name] += cpu
-        counts[name] += 1
+    others: collections.Counter[str] = collections.Counter()  # the other interpreters, by script
+    for pid, (_, _, cpu, cmdline) in processes.items():
+        totals[kinds[pid]] += cpu
+        counts[kinds[pid]] += 1
+        if kinds[pid].startswith("other fresh"):
+            others[_script(cmdline)] += cpu
     logged = sum(totals.values())
     print(f"wall {wall:.1f} s; CPU of the processes logged {logged:.1f} s ({len(processes)} processes)")
     for name, cpu in totals.most_common():
         print(f"  {cpu:7.1f} s  {100 * cpu / logged:4.1f}%  {counts[name]:4d} x  {name}")
-    others: collections.Counter[str] = collections.Counter()
-    for pid, (_, _, cpu, cmdline) in processes.items():
-        if kind(pid, processes, top).startswith("other fresh"):
-            others[_script(cmdline)] += cpu
     if others:
         print(
             "  of the other fresh interpreters: "
