@@ -35,22 +35,34 @@ from bench_whole_run import base_env, pytest_cmd  # noqa: E402
 from fakeapi import FakeAnthropic, Reply  # noqa: E402
 
 #: the probe: stamps (name, wall clock) lines into $BATCHGEN_TIMELINE. It wraps the plugin's
-#: preloader (the SDK's import, in the sending process or on the pytest process's thread)
+#: preloader (the SDK's import, in the sending process or on the pytest process's thread), and
+#: stamps pytest's configure and the fork of the sending process (the first fork: a process the
+#: sending process forks in turn would stamp again, and ``one_run`` keeps the first of a name)
 PROBE = """
 import atexit, os, time
 import pytest
-from pytest_batchgen import preload
 
 def stamp(name):
     with open(os.environ["BATCHGEN_TIMELINE"], "a") as out:
         out.write(f"{name} {time.time()!r}\\n")
 
-_run_here = preload.Preloader.run_here
-def run_here(self):
-    _run_here(self)
-    if "anthropic" in self.modules:
-        stamp("imported")
-preload.Preloader.run_here = run_here
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    stamp("configure")  # before the plugin's own configure, which forks the sending process
+    # imported here, not with this module: the plugin imports its core in its configure, and a
+    # probe importing it earlier would move that time out of "configure -> forked"
+    from pytest_batchgen import preload
+
+    _run_here = preload.Preloader.run_here
+
+    def run_here(self):
+        _run_here(self)
+        if "anthropic" in self.modules:
+            stamp("imported")
+
+    preload.Preloader.run_here = run_here
+
+os.register_at_fork(after_in_child=lambda: stamp("forked"))  # in the sending process, as it starts
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session):
@@ -61,6 +73,9 @@ atexit.register(stamp, "exit-handlers")  # registered first: the last handler to
 
 #: the intervals printed: (label, from, to); "start" is the process's start, "exit" its end
 INTERVALS = (
+    ("start -> pytest's configure", "start", "configure"),
+    ("pytest's configure -> the sending process forked", "configure", "forked"),
+    ("the sending process forked -> the SDK imported", "forked", "imported"),
     ("start -> the SDK imported (in the sending process)", "start", "imported"),
     ("the SDK imported -> the first request at the server", "imported", "first-request"),
     ("start -> the first request", "start", "first-request"),

@@ -18,7 +18,17 @@ def test_a_runs_timeline_has_every_step_in_order(tmp_path: Path) -> None:
 
     found = one_run(ROOT, rows=4, concurrency=2, probe_dir=tmp_path)
 
-    order = ["start", "imported", "first-request", "last-reply", "session-end", "exit-handlers", "exit"]
+    order = [
+        "start",
+        "configure",
+        "forked",
+        "imported",
+        "first-request",
+        "last-reply",
+        "session-end",
+        "exit-handlers",
+        "exit",
+    ]
     assert set(order) <= set(found), found
     at = [found[name] for name in order]
     assert at == sorted(at), dict(zip(order, at))
