@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,30 +72,41 @@ os._exit = _logged_exit
 """
 
 
-def kind(pid: int, processes: dict[int, tuple[int, bool, float, str]], top: int) -> str:
+class Process(NamedTuple):
+    """One logged process."""
+
+    ppid: int
+    forked: bool
+    cpu: float
+    cmdline: str
+
+
+def kind(pid: int, processes: dict[int, Process], top: int) -> str:
     """What the process ``pid`` is, from its parent, whether it was forked, and its command line
     (a forked process keeps its parent's). ``top`` is this script's pid."""
-    ppid, forked, _, cmdline = processes[pid]
-    parent = processes.get(ppid)
+    me = processes[pid]
+    parent = processes.get(me.ppid)
 
-    def is_worker(p: tuple[int, bool, float, str] | None) -> bool:  # an exec'd child of the test process
-        return p is not None and not p[1] and processes.get(p[0], (0,))[0] == top
+    def is_worker(p: Process | None) -> bool:
+        """An exec'd child of the test process (whose parent is this script)."""
+        test_process = processes.get(p.ppid) if p is not None else None
+        return p is not None and not p.forked and test_process is not None and test_process.ppid == top
 
-    if ppid == top:
+    if me.ppid == top:
         return "the test process (xdist's controller)"
-    if is_worker(processes[pid]):
+    if is_worker(me):
         return "its xdist workers"
-    if forked:
+    if me.forked:
         if is_worker(parent):
             return "sending processes forked by the workers' in-process runs"
-        if parent is not None and not parent[1] and "forkserver" in parent[3]:
+        if parent is not None and not parent.forked and "forkserver" in parent.cmdline:
             return "runs forked by the fork servers"
         return "other forked processes (the sending processes of runs in a process of their own)"
-    if "forkserver" in cmdline:
+    if "forkserver" in me.cmdline:
         return "fork servers"
-    if "exec(eval(sys.stdin.readline()))" in cmdline:
+    if "exec(eval(sys.stdin.readline()))" in me.cmdline:
         return "xdist workers of the runs the tests start (-n 2)"
-    if " -m pytest" in cmdline or " -mpytest" in cmdline:
+    if " -m pytest" in me.cmdline or " -mpytest" in me.cmdline:
         return "pytest in a fresh interpreter (runpytest_subprocess)"
     return "other fresh interpreters (linters, scripts)"
 
@@ -108,6 +120,10 @@ def _script(cmdline: str) -> str:
         if not word.startswith("-"):
             return Path(word).name
     return words[0] if words else "?"
+
+
+def _largest(cpu: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(cpu.items(), key=lambda item: -item[1])
 
 
 def main() -> None:
@@ -134,28 +150,28 @@ def main() -> None:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         lines = log.read_text().splitlines() if log.exists() else []
     print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else f"pytest exited {done.returncode}")
-    processes = {}
+    processes: dict[int, Process] = {}
     for line in lines:
-        pid, ppid, forked, cpu, cmdline = json.loads(line)
-        processes[pid] = (ppid, forked, cpu, cmdline)
+        pid, *fields = json.loads(line)
+        processes[pid] = Process(*fields)
     top = os.getpid()
     kinds = {pid: kind(pid, processes, top) for pid in processes}
-    totals: collections.Counter[str] = collections.Counter()
+    totals: dict[str, float] = collections.defaultdict(float)
     counts: collections.Counter[str] = collections.Counter()
-    others: collections.Counter[str] = collections.Counter()  # the other interpreters, by script
-    for pid, (_, _, cpu, cmdline) in processes.items():
-        totals[kinds[pid]] += cpu
+    others: dict[str, float] = collections.defaultdict(float)  # the other interpreters, by script
+    for pid, process in processes.items():
+        totals[kinds[pid]] += process.cpu
         counts[kinds[pid]] += 1
         if kinds[pid].startswith("other fresh"):
-            others[_script(cmdline)] += cpu
+            others[_script(process.cmdline)] += process.cpu
     logged = sum(totals.values())
     print(f"wall {wall:.1f} s; CPU of the processes logged {logged:.1f} s ({len(processes)} processes)")
-    for name, cpu in totals.most_common():
+    for name, cpu in _largest(totals):
         print(f"  {cpu:7.1f} s  {100 * cpu / logged:4.1f}%  {counts[name]:4d} x  {name}")
     if others:
         print(
             "  of the other fresh interpreters: "
-            + ", ".join(f"{name} {cpu:.1f} s" for name, cpu in others.most_common(5))
+            + ", ".join(f"{name} {cpu:.1f} s" for name, cpu in _largest(others)[:5])
         )
     everything = children.ru_utime + children.ru_stime
     print(f"every process the suite left, as the kernel counts them: {everything:.1f} s of CPU")

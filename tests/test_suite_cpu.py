@@ -7,22 +7,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from suite_cpu import _script, kind  # noqa: E402
+from suite_cpu import Process, _script, kind  # noqa: E402
 
 PY = "/venv/bin/python"
 TOP = 1  # the script's own pid
 #: pid -> (ppid, forked, cpu, command line), as the probe logs them
 PROCESSES = {
-    10: (TOP, False, 10.0, f"{PY} -m pytest -n auto -q"),
-    11: (10, False, 40.0, f"{PY} -u -c import sys;exec(eval(sys.stdin.readline()))"),
-    12: (11, True, 0.1, f"{PY} -u -c import sys;exec(eval(sys.stdin.readline()))"),
-    13: (11, False, 3.4, f"{PY} -c import forkserver; forkserver.serve()"),
-    14: (13, True, 0.4, f"{PY} -c import forkserver; forkserver.serve()"),
-    15: (14, True, 0.1, f"{PY} -c import forkserver; forkserver.serve()"),
-    16: (11, False, 0.6, f"{PY} -u -c import sys;exec(eval(sys.stdin.readline()))"),
-    17: (11, False, 0.9, f"{PY} -mpytest --basetemp=/tmp/pytest-of-root/pytest-3/t0 -p no:cacheprovider"),
-    18: (11, False, 0.1, f"{PY} /tmp/pytest-of-root/pytest-3/t1/tools/lint_entry.py out/a.md"),
-    19: (17, False, 0.6, f"{PY} -u -c import sys;exec(eval(sys.stdin.readline()))"),
+    10: Process(TOP, False, 10.0, f"{PY} -m pytest -n auto -q"),
+    11: Process(10, False, 40.0, f"{PY} -u -c import sys;exec(eval(sys.stdin.readline()))"),
+    12: Process(11, True, 0.1, f"{PY} -u -c import sys;exec(eval(sys.stdin.readline()))"),
+    13: Process(11, False, 3.4, f"{PY} -c import forkserver; forkserver.serve()"),
+    14: Process(13, True, 0.4, f"{PY} -c import forkserver; forkserver.serve()"),
+    15: Process(14, True, 0.1, f"{PY} -c import forkserver; forkserver.serve()"),
+    16: Process(11, False, 0.6, f"{PY} -u -c import sys;exec(eval(sys.stdin.readline()))"),
+    17: Process(11, False, 0.9, f"{PY} -mpytest --basetemp=/tmp/pytest-of-root/pytest-3/t0 -p no:cacheprovider"),
+    18: Process(11, False, 0.1, f"{PY} /tmp/pytest-of-root/pytest-3/t1/tools/lint_entry.py out/a.md"),
+    19: Process(17, False, 0.6, f"{PY} -u -c import sys;exec(eval(sys.stdin.readline()))"),
 }
 
 
@@ -43,7 +43,7 @@ def test_each_process_is_counted_under_what_it_is():
 
 
 def test_the_others_are_told_apart_by_the_script_they_run():
-    assert _script(PROCESSES[18][3]) == "lint_entry.py"
+    assert _script(PROCESSES[18].cmdline) == "lint_entry.py"
     assert _script(f"{PY} -c import kept, edited") == "-c import"
     assert _script(f"{PY} -I -S lint.py out/a.md") == "lint.py"
     assert _script(f"{PY} /venv/bin/pymarkdown scan out") == "pymarkdown"
