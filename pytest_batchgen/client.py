@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +32,7 @@ class CallInfo:
     key: str
     replayed: int = 0
     live: int = 0
-    #: a live reply waiting for the SDK's parse before it is recorded (see Recorder.commit)
+    #: a live reply waiting for the client's check before it is recorded (see Recorder.commit)
     pending: list = field(default_factory=list)
     #: the call's ``batchgen_total_timeout`` (an ``asyncio.Timeout``; None on Python 3.10)
     deadline: Any = None
@@ -369,8 +370,12 @@ class ModelClient:
         info = CallInfo(key)
         token = current_call.set(info)
         try:
-            create = self._client.messages.create(**params)
-            message = await (_within(create, self.settings.total, info) if self.settings.total else create)
+            # the reply's JSON, not the SDK's model of it: the plugin reads a few fields, which
+            # it checks itself (message_problem); building the SDK's pydantic objects was an
+            # eighth of the sending process's work a reply
+            create = self._client.messages.with_raw_response.create(**params)
+            raw = await (_within(create, self.settings.total, info) if self.settings.total else create)
+            content = await raw.read()
         except asyncio.TimeoutError:
             raise ModelCallError(
                 "Timeout", f"no reply within {self.settings.total:g}s (one request, the SDK's retries included)"
@@ -384,37 +389,19 @@ class ModelClient:
         except self._anthropic.AnthropicError as exc:
             miss = getattr(exc, "replay_miss", False)
             raise ModelCallError(type(exc).__name__, str(exc), replay_miss=miss) from None
-        except ValueError as exc:  # a 2xx body the SDK could not parse (JSONDecodeError)
-            raise ModelCallError(
-                "InvalidReply", f"the API's reply is not a message: {type(exc).__name__}: {exc}"
-            ) from None
         finally:
             current_call.reset(token)
-        problem = message_problem(message)
+        problem: str | None
+        try:
+            body = json.loads(content)
+        except ValueError as exc:  # a 2xx body that is not JSON
+            problem = f"{type(exc).__name__}: {exc}"
+        else:
+            problem = message_problem(body)
         if problem:
             info.pending = []  # never recorded: it would be replayed, and fail, forever
             raise ModelCallError("InvalidReply", f"the API's reply is not a message: {problem}")
-        text = "".join(
-            getattr(block, "text", "") or "" for block in message.content if getattr(block, "type", None) == "text"
-        )
-        u = message.usage
-        usage = Usage(
-            u.input_tokens or 0,
-            u.output_tokens or 0,
-            getattr(u, "cache_creation_input_tokens", 0) or 0,
-            getattr(u, "cache_read_input_tokens", 0) or 0,
-        )
-        tool_input = next(
-            (getattr(b, "input", None) for b in message.content if getattr(b, "type", None) == "tool_use"), None
-        )
-        completion = Completion(
-            text,
-            message.stop_reason,
-            usage,
-            message.model,
-            replayed=info.live == 0 and info.replayed > 0,
-            tool_input=tool_input,
-        )
+        completion = completion_from_body(body, replayed=info.live == 0 and info.replayed > 0)
         if self.recorder is not None:
             if unusable is not None and unusable(completion):
                 info.pending = []
@@ -469,20 +456,11 @@ USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", 
 #: count is not one, and it would be summed into the run's tokens and cost
 MAX_TOKEN_COUNT = 100_000_000
 
-#: what a content block cannot be (the SDK leaves a value it could not make a block of as it came)
-_NOT_BLOCKS = (str, bytes, int, float, list, tuple, type(None))
-
-
-def _field(value: Any, name: str) -> Any:
-    """``value[name]`` of a reply's JSON, or the attribute of the SDK's parsed message (None if absent)."""
-    if isinstance(value, dict):
-        return value.get(name)
-    return getattr(value, name, None)
-
 
 def message_problem(message: Any) -> str | None:
-    """Why a reply is not a message this plugin can use, or None when it is: the reply's JSON
-    body, or the message the SDK parsed from it (the SDK does not check what it parses).
+    """Why a reply's JSON body is not a message this plugin can use, or None when it is (the
+    plugin reads the replies' JSON itself, not the SDK's models of them, which the SDK builds
+    without checking them).
 
     One rule for every reply, live (not used, never recorded) and recorded (a corrupt
     recording): its ``type`` is ``message``; its ``content`` a list of blocks, each with a
@@ -490,33 +468,33 @@ def message_problem(message: Any) -> str | None:
     its ``usage`` states ``input_tokens`` and ``output_tokens``, and each count it states is a
     whole number from 0 to :data:`MAX_TOKEN_COUNT` (a string, a float, a negative or a trillion
     tokens broke the sums of the summary and the report, or showed a 300-digit cost)."""
-    if isinstance(message, _NOT_BLOCKS) or not (isinstance(message, dict) or hasattr(message, "content")):
+    if not isinstance(message, dict):
         return f"got {type(message).__name__} {str(message)[:80]!r}"
-    kind = _field(message, "type")
+    kind = message.get("type")
     if kind != "message":
         return f"type is {kind!r}, not 'message'"
-    content = _field(message, "content")
+    content = message.get("content")
     if not isinstance(content, list):
         return f"content is {type(content).__name__}, not a list"
     for n, block in enumerate(content):
-        if isinstance(block, _NOT_BLOCKS):
+        if not isinstance(block, dict):
             return f"content[{n}] is {type(block).__name__} {str(block)[:40]!r}, not a content block"
-        kind = _field(block, "type")
+        kind = block.get("type")
         if not isinstance(kind, str):
             return f"content[{n}] has no type"
-        text = _field(block, "text")
+        text = block.get("text")
         if kind == "text" and not isinstance(text, str):
             return f"content[{n}] is a text block whose text is {type(text).__name__}, not a string"
-    stop = _field(message, "stop_reason")
+    stop = message.get("stop_reason")
     if stop is not None and not isinstance(stop, str):
         return f"stop_reason is {stop!r}, not a string"
-    usage = _field(message, "usage")
+    usage = message.get("usage")
     if usage is None:
         return "it has no usage"
-    if isinstance(usage, _NOT_BLOCKS):
+    if not isinstance(usage, dict):
         return f"usage is {type(usage).__name__}, not an object"
     for name in USAGE_FIELDS:
-        count = _field(usage, name)
+        count = usage.get(name)
         if count is None:
             if name in USAGE_FIELDS[:2]:
                 return f"usage.{name} is missing"

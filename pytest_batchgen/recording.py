@@ -15,10 +15,10 @@ the time the first reply is recorded. Importing vcrpy imports every HTTP library
 (a third of a second with requests and botocore installed), which had delayed every run's first
 request.
 
-Every reply the SDK parsed into a message is saved to its cassette before the run goes on (the
-client calls :meth:`Recorder.commit` right after the parse; the file is fsynced with the run's
-other writes at its end, see :mod:`pytest_batchgen.fsutil`), so a crash never makes the user
-pay for that reply twice. A live run's sending process hands the file's text to the pytest
+Every reply that is a message is saved to its cassette before the run goes on (the client
+calls :meth:`Recorder.commit` once it has read the reply and the run may use it; the file is
+fsynced with the run's other writes at its end, see :mod:`pytest_batchgen.fsutil`), so a crash
+never makes the user pay for that reply twice. A live run's sending process hands the file's text to the pytest
 process, which writes it before the row's draft (:attr:`Recorder.hand_over`): a ``kill -9`` of
 the pytest process loses the texts it had not written yet, as it loses the replies in flight.
 A 2xx reply that is not a message (malformed JSON, an HTML page, a wrong schema) is never saved,
@@ -460,7 +460,7 @@ class Recorder(Recordings):
             return self._unwritten.pop(key, None)
 
     def commit(self, call: CallInfo) -> bool:
-        """Save the replies of ``call`` that the SDK parsed into a message, before the run goes
+        """Save the replies of ``call`` that are messages the run may use, before the run goes
         on (or, with :attr:`hand_over`, serialise them for the caller to write). Called on the
         event loop: the save is a YAML dump and a write without an fsync, which costs less than
         a thread hop would. True when the row's recording now opens with the call's request
@@ -522,11 +522,11 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
         finally:
             await stream.aclose()
         content = r.redact_reply(response, content)  # (the output a replay of its recording writes)
-        response.stream = httpx2.ByteStream(content)  # read once, here; the SDK reads it again
+        response.stream = httpx2.ByteStream(content)  # read once, here; the client reads it again
         call.live += 1
         if response.is_success and is_message_body(content):
             # Only messages are kept: a recorded 429/529/5xx, HTML page or malformed body would be
-            # replayed, and fail, forever. The client commits it once the SDK parsed it.
+            # replayed, and fail, forever. The client commits it once it has read it.
             call.pending = [(request, body, response, content)]
         return response
 

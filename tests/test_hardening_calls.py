@@ -565,6 +565,35 @@ def test_a_corrupt_cassette_is_set_aside_and_recorded_again_when_the_run_may_rec
     assert b"interactions:" in path.read_bytes() and statuses(pytester.path) == {"alpha.md": "complete"}
 
 
+def test_a_live_reply_is_read_from_its_json_and_the_sdk_builds_no_model_of_it(fake, monkeypatch):
+    """The client reads the fields it uses from the reply's JSON, checked by its own rule
+    (``message_problem``), not from the SDK's pydantic model of the reply: building that model
+    was 1.1 M instructions of the sending process's 8.4 M a reply
+    (``benchmarks/bench_generation_count.py``). The completion is the reply's all the same."""
+    import anthropic._base_client as sdk_client
+
+    from pytest_batchgen.client import ClientSettings, Completion, Usage
+
+    built: list[object] = []
+    construct = sdk_client.construct_type
+
+    def counted(*, type_, value):
+        built.append(type_)
+        return construct(type_=type_, value=value)
+
+    monkeypatch.setattr(sdk_client, "construct_type", counted)
+    reply = good("Alpha")
+    fake.default.set("alpha.md", Reply.ok(reply, usage={"input_tokens": 41, "output_tokens": 17}))
+
+    outcome = _complete(ClientSettings(max_retries=0, api_key=API_KEY))
+
+    assert isinstance(outcome, Completion), outcome
+    assert (outcome.text, outcome.stop_reason, outcome.replayed) == (reply, "end_turn", False)
+    assert outcome.usage == Usage(41, 17)
+    assert outcome.model == "claude-haiku-4-5"
+    assert built == []
+
+
 # -- 11.19: a body that stalls half-way, and a total per request ------------------------------
 
 
