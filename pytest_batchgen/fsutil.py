@@ -33,9 +33,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from filelock import FileLock
+if TYPE_CHECKING:
+    from filelock import FileLock, Timeout
 
 #: (size, mtime_ns, inode): changes whenever the file does (atomic writes make a new inode)
 Signature = tuple[int, int, int]
@@ -381,6 +382,16 @@ def lock_for(path: Path, timeout: float = 60.0) -> FileLock:
     The lock file stays after release: deleting it would let a process that opened the old one
     and a process that creates a new one both hold "the" lock.
     """
+    from filelock import FileLock  # (17 ms to import: only once a run edits a shared file)
+
     lock = lock_path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(lock), timeout=timeout)
+
+
+def lock_timeout() -> type[Timeout]:
+    """The error of a :func:`lock_for` lock another process held past its timeout (filelock's
+    ``Timeout``, a ``TimeoutError``), for an ``except`` clause: imported only once one is raised."""
+    from filelock import Timeout
+
+    return Timeout

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from filelock import Timeout as FileLockTimeout
 
 from .checklist import (
     CheckContext,
@@ -34,7 +33,7 @@ from .checklist import (
 )
 from .document import OutputDocument
 from .errors import ChecklistError
-from .fsutil import failed_file, signature
+from .fsutil import failed_file, lock_timeout, signature
 from .judge import JUDGE_FORM
 from .plan import Plan, Row
 from .tracking import TrackingError, is_registered, register, retitle
@@ -644,7 +643,7 @@ def _build_registered(m: re.Match, ctx: CompileContext):
             return Failure(f"not registered in {raw}: the output is registered once its other checks pass")
         except TrackingError as exc:
             return Failure(f"tracking file: {exc}")
-        except FileLockTimeout as exc:  # not a permission: another process holds the lock
+        except lock_timeout() as exc:  # not a permission: another process holds the lock
             held_elsewhere.append(
                 f"tracking file {raw} not updated: another process holds its lock ({c.plan.rel(Path(exc.lock_file))}: "
                 "a run still going, or stopped?); run again once it ends"
