@@ -394,8 +394,8 @@ class ModelClient:
         problem: str | None
         try:
             body = json.loads(content)
-        except ValueError as exc:  # a 2xx body that is not JSON
-            problem = f"{type(exc).__name__}: {exc}"
+        except ValueError as exc:  # a 2xx body that is not JSON: a gateway's page, a cut-off body
+            problem = f"it is not JSON ({exc}): {content[:80].decode('utf-8', 'replace')!r}"
         else:
             problem = message_problem(body)
         if problem:

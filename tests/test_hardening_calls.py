@@ -594,6 +594,21 @@ def test_a_live_reply_is_read_from_its_json_and_the_sdk_builds_no_model_of_it(fa
     assert built == []
 
 
+def test_a_2xx_reply_that_is_not_json_is_named_with_the_start_of_its_body(fake):
+    """A gateway's HTML page served with status 200 is no message; the error says what came."""
+    from pytest_batchgen.client import ClientSettings, ModelCallError
+
+    fake.default.set("alpha.md", Reply.raw("<html><body>Gateway says hi</body></html>", content_type="text/html"))
+
+    outcome = _complete(ClientSettings(max_retries=0, api_key=API_KEY))
+
+    assert isinstance(outcome, ModelCallError) and outcome.kind == "InvalidReply", outcome
+    assert outcome.message == (
+        "the API's reply is not a message: it is not JSON (Expecting value: line 1 column 1 (char 0)): "
+        "'<html><body>Gateway says hi</body></html>'"
+    )
+
+
 # -- 11.19: a body that stalls half-way, and a total per request ------------------------------
 
 
