@@ -65,7 +65,7 @@ PARTS: Parts = (
     (
         "writing each draft, parsing it and checking it (in the pytest process when the child asks)",
         (
-            ("_write_draft", "pytest_batchgen/dispatch.py"),
+            ("write_draft", "pytest_batchgen/dispatch.py"),
             ("draft", "pytest_batchgen/sender.py"),
             ("_answer", "pytest_batchgen/sender.py"),
         ),

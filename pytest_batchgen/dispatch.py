@@ -123,8 +123,10 @@ def _discard_draft(path: Path) -> None:
         path.parent.rmdir()  # only when empty
 
 
-def _write_draft(run: PlanRun, row: Row, path: Path, text: str, check: bool) -> list[tuple[Any, Failure]]:
-    """Write a draft, then (when ``check``) its failing checks: one executor trip, not two."""
+def write_draft(run: PlanRun, row: Row, path: Path, text: str, check: bool) -> list[tuple[Any, Failure]]:
+    """Write a draft, then (when ``check``) its failing checks: one executor trip, not two. The
+    pytest process of a forked run writes the drafts the sending process hands it the same way
+    (``sender.RemoteDispatch._check``)."""
     atomic_write(path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
     run.docs.forget(path)
     return run.draft_failures(row, path) if check else []
@@ -170,8 +172,8 @@ class DraftChecks:
         executor trip."""
         write_recording(recording)
         if run.quick_checks:
-            return _write_draft(run, row, path, text, check)
-        return await asyncio.get_running_loop().run_in_executor(None, _write_draft, run, row, path, text, check)
+            return write_draft(run, row, path, text, check)
+        return await asyncio.get_running_loop().run_in_executor(None, write_draft, run, row, path, text, check)
 
 
 def _nothing(key: str) -> None:

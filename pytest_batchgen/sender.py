@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checklist import Failure
-from .dispatch import DraftChecks, RecordingNotWritten, RowResults, _write_draft, write_recording
+from .dispatch import DraftChecks, RecordingNotWritten, RowResults, write_draft, write_recording
 from .fsutil import atomic_write
 from .outcomes import Outcome
 from .plan import Row
@@ -301,7 +301,7 @@ class RemoteDispatch:
     def _answer(self, number: int, run: PlanRun, row: Row, path: Path | None, text: str | None = None) -> None:
         if text is not None and path is not None:
             try:
-                _write_draft(run, row, path, text, False)  # written here; checked below
+                write_draft(run, row, path, text, False)  # written here; checked below
             except OSError as exc:  # raised in the child as its own write would be
                 self.sender.send(("checked", number, None, exc, self.extra_spent()))
                 return

@@ -203,7 +203,7 @@ def test_cassettes_are_saved_unsynced_before_the_row_goes_on_and_released(projec
         real_write(path, data, **kw)
 
     on_disk_when_checked: list[tuple[str, int]] = []
-    real_draft = dispatch._write_draft
+    real_draft = dispatch.write_draft
 
     def spy_draft(run, row, path, text, check):
         # the draft comes after the reply: its recording is already on disk, with this attempt
@@ -220,7 +220,7 @@ def test_cassettes_are_saved_unsynced_before_the_row_goes_on_and_released(projec
         released.append(key)
 
     monkeypatch.setattr(recording, "atomic_write", spy_write)
-    monkeypatch.setattr(dispatch, "_write_draft", spy_draft)
+    monkeypatch.setattr(dispatch, "write_draft", spy_draft)
     monkeypatch.setattr(recording.Recorder, "release", spy_release)
 
     result = project.run("--batch-concurrency", "4", "-o", "batchgen_sender=thread")  # spies see this process
@@ -695,13 +695,13 @@ def test_drafts_are_checked_on_the_loop_only_when_every_check_is_quick(project, 
     from pytest_batchgen import dispatch
 
     checked_on: list[str] = []
-    real = dispatch._write_draft
+    real = dispatch.write_draft
 
     def spy(*args):
         checked_on.append(threading.current_thread().name)
         return real(*args)
 
-    monkeypatch.setattr(dispatch, "_write_draft", spy)
+    monkeypatch.setattr(dispatch, "write_draft", spy)
     project.write_rows(rows_for("a-one", "b-two"), ini_extra="batchgen_sender = thread\n")
     assert project.run().ret == 0
     assert len(checked_on) == 2 and not any(t == "batchgen-dispatch" for t in checked_on), checked_on

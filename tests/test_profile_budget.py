@@ -21,7 +21,7 @@ thread (9): batchgen-preload;{Thread.run} (threading.py:982);{Preloader.run_here
 thread (10): batchgen-import;{Thread.run} (threading.py:982);_import_quietly (pytest_batchgen/preload.py:110) 3
 thread (8): batchgen-dispatch;{Handle._run} (asyncio/events.py:80);{AsyncMessages.create} (anthropic/resources/messages/messages.py:900);{_RecordingTransport.handle_async_request} (pytest_batchgen/recording.py:300) 11
 thread (8): batchgen-dispatch;{Dispatcher._generate} (pytest_batchgen/dispatch.py:336);{ModelClient.complete} (pytest_batchgen/client.py:200);{Recorder.commit} (pytest_batchgen/recording.py:250);{Recorder.record} (pytest_batchgen/recording.py:260) 6
-thread (8): batchgen-dispatch;{Dispatcher._generate} (pytest_batchgen/dispatch.py:336);_write_draft (pytest_batchgen/dispatch.py:51) 4
+thread (8): batchgen-dispatch;{Dispatcher._generate} (pytest_batchgen/dispatch.py:336);write_draft (pytest_batchgen/dispatch.py:51) 4
 thread (8): batchgen-dispatch;{BaseEventLoop._run_once} (asyncio/base_events.py:1922) 3
 thread (7): MainThread 1
 thread (7);_run_finalizers (multiprocessing/util.py:300) 2
