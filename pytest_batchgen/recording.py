@@ -18,9 +18,10 @@ request.
 Every reply that is a message is saved to its cassette before the run goes on (the client
 calls :meth:`Recorder.commit` once it has read the reply and the run may use it; the file is
 fsynced with the run's other writes at its end, see :mod:`pytest_batchgen.fsutil`), so a crash
-never makes the user pay for that reply twice. A live run's sending process hands the file's text to the pytest
-process, which writes it before the row's draft (:attr:`Recorder.hand_over`): a ``kill -9`` of
-the pytest process loses the texts it had not written yet, as it loses the replies in flight.
+never makes the user pay for that reply twice. A live run's sending process hands the file's
+text to the pytest process, which writes it before the row's draft (:attr:`Recorder.hand_over`):
+a ``kill -9`` of the pytest process loses the texts it had not written yet, as it loses the
+replies in flight.
 A 2xx reply that is not a message (malformed JSON, an HTML page, a wrong schema) is never saved,
 so it cannot be replayed forever. Cassettes are read before any request: a corrupt one is a
 clear error naming the file, or, in a mode that may record and with a key, is set aside as
