@@ -7,7 +7,7 @@ so this rule lets markdown-it's own rule validate the header and delimiter lines
 header's tokens, then reads the body lines exactly as that rule does (same terminators, same
 cell split, same trimming, same cap on autocompleted cells) into one ``tr_compact`` token per
 row: ``map`` is the row's line, ``meta["cells"]`` its cell texts, padded or cut to the header's
-column count as markdown-it pads or cuts them.
+column count as markdown-it pads or cuts them, and ``meta["overflow"]`` the cells cut.
 """
 
 from __future__ import annotations
@@ -69,7 +69,10 @@ def compact_table(state: StateBlock, startLine: int, endLine: int, silent: bool)
         token = state.push(ROW_TOKEN, "tr", 0)
         token.map = [line, line + 1]
         token.meta = {
-            "cells": tuple((mdTrim(c) if c else "") for c in cells[:columns]) + ("",) * (columns - len(cells))
+            "cells": tuple((mdTrim(c) if c else "") for c in cells[:columns]) + ("",) * (columns - len(cells)),
+            # the cells markdown-it drops past the header's count (GFM ignores them): a '|' inside
+            # a cell splits it even in a code span, and the parser must say so (plan._read_phase)
+            "overflow": tuple(mdTrim(c) for c in cells[columns:]),
         }
         line += 1
     state.level -= 1

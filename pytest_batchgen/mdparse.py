@@ -38,13 +38,22 @@ def heading_parser() -> MarkdownIt:
     return MarkdownIt("commonmark").disable("inline")
 
 
+#: how deep a plan's blocks may nest (lists and quotes inside one another; a list item counts
+#: two levels): CommonMark's preset reads 20 and skips the rest of the document past that, which
+#: a list ten items deep reached. Each level is a few frames of Python's stack, well within its
+#: limit; deeper is refused (``pytest_batchgen.plan``: ``Scan.too_deep``)
+PLAN_MAX_NESTING = 100
+
+
 @lru_cache(maxsize=1)
 def plan_parser() -> MarkdownIt:
     """:func:`block_parser` whose table rule makes one token per body row (see
-    :mod:`pytest_batchgen.fasttable`): a 10,000-row phase table is 140,000 tokens otherwise."""
+    :mod:`pytest_batchgen.fasttable`): a 10,000-row phase table is 140,000 tokens otherwise.
+    Nesting to :data:`PLAN_MAX_NESTING`."""
     from .fasttable import use_compact_tables
 
-    return use_compact_tables(MarkdownIt("commonmark").enable("table").disable("inline"))
+    md = MarkdownIt("commonmark", {"maxNesting": PLAN_MAX_NESTING}).enable("table").disable("inline")
+    return use_compact_tables(md)
 
 
 @lru_cache(maxsize=1)

@@ -66,6 +66,22 @@ def split_lines(text: str) -> list[str]:
 
 _markdown = plan_parser  # block structure, one token per table row (see mdparse, fasttable)
 
+#: a code span (its backtick runs matched), and a ``|`` not escaped: see :func:`reads_as_row`
+_CODE_SPAN_RE = re.compile(r"(`+)(?:(?!\1).)+?\1")
+_UNESCAPED_PIPE_RE = re.compile(r"(?<!\\)\|")
+
+
+def reads_as_row(line: str) -> bool:
+    """Whether a line outside any table reads as a row of one: it starts with ``|``, or, outside
+    its code spans, it has the three unescaped ``|`` of a four-column row written without outer
+    pipes (GFM allows both spellings of a table, so a row split from either must be found)."""
+    stripped = line.strip()
+    if stripped.startswith("|"):
+        return True
+    if stripped.count("|") < 3:
+        return False
+    return len(_UNESCAPED_PIPE_RE.findall(_CODE_SPAN_RE.sub("", stripped))) >= 3
+
 
 @dataclass(frozen=True)
 class ListItem:
@@ -81,6 +97,8 @@ class TableRow:
 
     cells: tuple[str, ...]
     line: int
+    #: the cells past the header's count, which markdown-it drops (see ``fasttable``)
+    overflow: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,11 +151,28 @@ class LooseTable:
 
 
 @dataclass(frozen=True)
+class Unclosed:
+    """A code fence or HTML comment at the top level that is never closed, so that everything
+    after it is code to markdown-it (and to a renderer), and the heading it hides there."""
+
+    kind: str  # "code fence" or "HTML comment"
+    line: int
+    closer: str  # what closes it: the fence's markup, or "-->"
+    heading: str
+    heading_line: int
+
+
+@dataclass(frozen=True)
 class Scan:
     """A plan's level-2 sections, and the tables outside them (which :func:`load_plan` judges)."""
 
     sections: tuple[Section, ...]
     loose_tables: tuple[LooseTable, ...]
+    #: fences and comments never closed that hide a heading the plugin reads (see :class:`Unclosed`)
+    unclosed: tuple[Unclosed, ...] = ()
+    #: a line where blocks are nested as deep as the parser reads: past it markdown-it skips
+    #: the rest of the document (its ``maxNesting``); ``None`` when no block is that deep
+    too_deep: int | None = None
 
 
 def scan(text: str) -> tuple[Section, ...]:
@@ -159,8 +194,12 @@ def scan_plan(text: str) -> Scan:
     # a UTF-8 BOM is not text: markdown-it would make it part of the first line, hiding a
     # heading there; dropping it moves no line
     text = text[1:] if text.startswith(BOM) else text
-    tokens = _markdown().parse(text)
+    md = _markdown()
+    tokens = md.parse(text)
     lines = split_lines(text)
+    unclosed: list[Unclosed] = []
+    deepest = md.options["maxNesting"] - 1
+    too_deep = next((t.map[0] + 1 for t in tokens if t.level >= deepest and t.map), None)
     n_lines = len(lines)
     sections: list[dict] = []
     current: dict | None = None
@@ -194,6 +233,10 @@ def scan_plan(text: str) -> Scan:
                 current["end_line"] = tok.map[0] if tok.map else current["line"]
                 current = None
             h1 = (" ".join(tokens[i + 1].content.split()), tok.map[0] + 1 if tok.map else 0)
+        if tok.level == 0 and tok.map and tok.type in ("fence", "html_block"):
+            hidden = _unclosed(tok, lines)
+            if hidden is not None:
+                unclosed.append(hidden)
         if current is None:
             if tok.type == "table_open":  # at any depth: a list item or quote is in no section either
                 table, i = _read_table(tokens, i)
@@ -206,7 +249,7 @@ def scan_plan(text: str) -> Scan:
             current["tables"].append(table)
             continue
         if tok.type == "list_item_open":
-            i = _read_list_item(tokens, i, current["items"], current["list_tables"])
+            i = _read_list_item(tokens, i, current["items"], current["list_tables"], current["stray_rows"])
             continue
         if tok.type == "html_block" and tok.map and tok.level == 0 and tok.content.lstrip().startswith("<!--"):
             current["comments"].append(tok.map[0] + 1)
@@ -215,19 +258,54 @@ def scan_plan(text: str) -> Scan:
             # (``<div>``) runs on over the rows after it: either hides rows from the table (an
             # HTML comment is the user's way to leave rows out on purpose, and stays allowed)
             for number in range(tok.map[0], tok.map[1]):
-                if lines[number].strip().startswith("|"):
+                if reads_as_row(lines[number]):
                     current["stray_rows"].append(number + 1)
         if tok.type == "paragraph_open":
             inline = tokens[i + 1]
             # split as markdown-it counted (str.splitlines also breaks on \f, \x1c, \u2028...)
             first_line = tok.map[0] + 1 if tok.map else 0
             for offset, line in enumerate(inline.content.split("\n")):
-                if line.strip().startswith("|"):
+                if reads_as_row(line):
                     current["stray_rows"].append(first_line + offset)
                 if line.strip() and tok.level == 0:
                     current["paragraphs"].append(ListItem(line.strip(), first_line + offset))
         i += 1
-    return Scan(tuple(_section(s) for s in sections), tuple(loose))
+    return Scan(tuple(_section(s) for s in sections), tuple(loose), tuple(unclosed), too_deep)
+
+
+#: a heading line as code holds it (``## Phase 2``, up to three spaces before it)
+_HEADING_LINE_RE = re.compile(r"^ {0,3}#{1,6}[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+#: the sections the plugin reads, besides the phases
+_READ_SECTIONS = (*REQUIRED_SECTIONS, "models", "prices", "model selection rules")
+
+
+def _unclosed(tok: Token, lines: list[str]) -> Unclosed | None:
+    """The heading a never-closed fence or HTML comment hides, if it hides one the plugin reads.
+
+    A renderer shows the rest of the plan as code, and markdown-it gives no token for what is
+    in it: a ``## Phase 2`` there lost its rows without a word. Only a heading of a phase or a
+    section the plugin reads counts; the notes section the plugin appends after a plan that
+    ends inside an open fence stays the user's text (the README says so), and so does a closed
+    fence quoting a plan."""
+    assert tok.map is not None
+    start, end = tok.map
+    if tok.type == "fence":
+        last = lines[end - 1].strip() if end - start >= 2 else ""
+        if last and set(last) == {tok.markup[0]} and len(last) >= len(tok.markup):
+            return None  # closed
+        kind, closer = "code fence", tok.markup
+    elif tok.content.lstrip().startswith("<!--") and "-->" not in tok.content:
+        kind, closer = "HTML comment", "-->"
+    else:
+        return None
+    for number in range(start + 1, end):
+        m = _HEADING_LINE_RE.match(lines[number].rstrip("\r\n"))
+        if m is None:
+            continue
+        title = m.group(1).strip()
+        if _PHASE_WORD_RE.match(title) or " ".join(title.lower().split()) in _READ_SECTIONS:
+            return Unclosed(kind, start + 1, closer, title, number + 1)
+    return None
 
 
 def _section(s: dict) -> Section:
@@ -245,28 +323,37 @@ def _section(s: dict) -> Section:
     )
 
 
-def _read_list_item(tokens: list[Token], i: int, out: list[ListItem], tables: list[Table]) -> int:
-    """Take a list item's first paragraph (its text joined on one line); skip nested blocks,
-    but note their tables in ``tables`` (a table of outputs there would be skipped silently)."""
+def _read_list_item(tokens: list[Token], i: int, out: list[ListItem], tables: list[Table], stray: list[int]) -> int:
+    """Take a list item's first paragraph (its text joined on one line), then each item nested in
+    it as an item of its own, in the plan's order: a checklist line or content rule written under
+    another was skipped, so its check never ran (or the prompt never had it). Other nested
+    blocks are skipped, but their tables noted in ``tables`` (a table of outputs there would be
+    skipped silently) and their lines that read as table rows in ``stray`` (``- | Z | z.md |``)."""
     start = tokens[i]
-    depth = 0
-    j = i
+    slot = len(out)
     text = None
+    j = i + 1
     while j < len(tokens):
         t = tokens[j]
+        if t.type == "list_item_close":
+            break
         if t.type == "list_item_open":
-            depth += 1
-        elif t.type == "list_item_close":
-            depth -= 1
-            if depth == 0:
-                break
-        elif t.type == "inline" and text is None and depth == 1:
-            text = " ".join(part.strip() for part in t.content.split("\n"))
-        elif t.type == "table_open":
-            tables.append(_read_table(tokens, j)[0])  # read, not skipped: the item's text stays as it was
+            j = _read_list_item(tokens, j, out, tables, stray)
+            continue
+        if t.type == "table_open":
+            table, j = _read_table(tokens, j)
+            tables.append(table)  # read, not skipped: the item's text stays as it was
+            continue
+        if t.type == "inline":
+            if text is None:
+                text = " ".join(part.strip() for part in t.content.split("\n"))
+            first = t.map[0] + 1 if t.map else 0
+            stray.extend(first + n for n, line in enumerate(t.content.split("\n")) if reads_as_row(line))
+        elif t.type == "code_block" and t.map:
+            stray.extend(t.map[0] + 1 + n for n, line in enumerate(t.content.split("\n")) if reads_as_row(line))
         j += 1
     if text is not None:
-        out.append(ListItem(text.strip(), start.map[0] + 1 if start.map else 0))
+        out.insert(slot, ListItem(text.strip(), start.map[0] + 1 if start.map else 0))
     return j + 1
 
 
@@ -291,7 +378,8 @@ def _read_table(tokens: list[Token], i: int) -> tuple[Table, int]:
             cells = []
             row_line = t.map[0] + 1 if t.map else 0
         elif t.type == ROW_TOKEN:
-            rows.append(TableRow(tuple(c.strip() for c in t.meta["cells"]), t.map[0] + 1 if t.map else 0))
+            compact = tuple(c.strip() for c in t.meta["cells"])
+            rows.append(TableRow(compact, t.map[0] + 1 if t.map else 0, t.meta.get("overflow", ())))
         elif t.type == "inline":
             cells.append(t.content.strip())
         elif t.type == "tr_close":
@@ -312,6 +400,13 @@ def unquoted_span(text: str) -> tuple[int, int]:
     """
     start = len(text) - len(text.lstrip())
     end = len(text.rstrip())
+    value = text[start:end]
+    ticks = len(value) - len(value.lstrip("`"))
+    if ticks > 1 and len(value) > 2 * ticks and value.endswith("`" * ticks) and value[-ticks - 1] != "`":
+        # a code span of several backticks (``` ``a`b.md`` ```), as a renderer reads it
+        inner = value[ticks:-ticks]
+        word_start = start + ticks + len(inner) - len(inner.lstrip())
+        return word_start, max(word_start, end - ticks - (len(inner) - len(inner.rstrip())))
     for q in ("`", '"', "'"):
         if end - start >= 2 and text[start] == q and text[end - 1] == q:
             inner = text[start + 1 : end - 1]
@@ -580,7 +675,12 @@ def load_plan(
             "Content Rules, Validation Checklist and at least one '## Phase N' table",
             plan_path,
         )
+    nul = text.find("\x00")
+    if nul >= 0:
+        # markdown-it reads it as U+FFFD: a filename with one passed the control-character check
+        raise PlanError("plan contains a NUL byte; remove it", plan_path, len(split_lines(text[: nul + 1])))
     scanned = scan_plan(text)
+    _refuse_hidden_headings(scanned, plan_path)
     sections = scanned.sections
     by_key: dict[str, Section] = {}
     for s in sections:
@@ -723,6 +823,26 @@ def load_plan(
         content_rules_line=rules.line,
         prices=MappingProxyType(parse_prices(by_key.get("prices"), plan_path)),
     )
+
+
+def _refuse_hidden_headings(scanned: Scan, plan_path: Path) -> None:
+    """Raise where markdown-it stops reading what follows: a fence or comment never closed
+    that hides a heading the plugin reads, or blocks nested past the parser's limit."""
+    for block in scanned.unclosed:
+        raise PlanError(
+            f"this {block.kind} is never closed, so everything after it is code, the heading "
+            f"'{block.heading}' on line {block.heading_line} included, and the plugin would leave it out; "
+            f"close it with '{block.closer}' where it ends",
+            plan_path,
+            block.line,
+        )
+    if scanned.too_deep is not None:
+        raise PlanError(
+            "blocks here are nested as deep as the Markdown parser reads (lists or quotes inside one "
+            "another): it skips the rest of the plan after them, so its rows would be left out; nest less deep",
+            plan_path,
+            scanned.too_deep,
+        )
 
 
 def _refuse_unread_rows(section: Section, plan_path: Path) -> None:
@@ -887,6 +1007,15 @@ def _read_phase(
     rows: list[Row] = []
     parents: dict[Path, Path] = {}  # resolved folders of the filenames, one resolve per folder
     for tr in table.rows:
+        if any(tr.overflow):
+            lost = ", ".join(repr(c) for c in tr.overflow if c)
+            raise PlanError(
+                f"this row has {len(tr.cells) + len(tr.overflow)} cells but its table {len(header)} columns, so "
+                f"{lost} would be left out and the cells before it read shifted: a '|' splits a cell even inside "
+                "backticks; write it as '\\|' (or add a column to the header)",
+                plan_path,
+                tr.line,
+            )
         cells = tuple(tr.cells) + ("",) * (len(header) - len(tr.cells))
 
         def cell(name: str, cells: tuple[str, ...] = cells) -> str:

@@ -492,6 +492,136 @@ def test_rows_a_phase_would_leave_out_are_a_plan_error_naming_their_line(tmp_pat
     assert info.value.line == line_of(text, needle, occurrence=2 if "second" in words else 1)
 
 
+PIPED = "| Title | Filename | Model | Status |\n|---|---|---|---|\n| A | a.md | haiku | pending |\n"
+PIPELESS = "Title | Filename | Model | Status\n---|---|---|---\nA | a.md | haiku | pending\n"
+
+
+@pytest.mark.parametrize(
+    ("phase", "after", "needle"),
+    [
+        # a table may be written without its outer pipes (GFM): a row split from it is one too
+        (PIPELESS, "\nZ | z.md | haiku | complete\n", "Z | z.md"),
+        (PIPELESS, "    Z | z.md | haiku | complete\n", "Z | z.md"),
+        (PIPELESS, "> Z | z.md | haiku | complete\n", "Z | z.md"),
+        # behind a list marker (the list item's text was never looked at)
+        (PIPED, "- | Z | z.md | haiku | complete |\n", "| Z | z.md"),
+        (PIPELESS, "- Z | z.md | haiku | complete\n", "Z | z.md"),
+        (PIPED, "\n1. Also:\n   | Z | z.md | haiku | complete |\n", "| Z | z.md"),
+    ],
+    ids=[
+        "pipeless-after-a-blank-line",
+        "pipeless-indented",
+        "pipeless-quoted",
+        "behind-a-bullet",
+        "pipeless-behind-a-bullet",
+        "in-a-list-item",
+    ],
+)
+def test_rows_split_from_a_table_without_outer_pipes_or_behind_a_list_marker_are_a_plan_error(
+    tmp_path, phase, after, needle
+):
+    # each was read as text: the run passed without ever reading the row (an outside probe)
+    text = plan_text("## Phase 1\n\n" + phase + after)
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert "reads as a table row but is in no table" in str(info.value)
+    assert info.value.line == line_of(text, needle)
+
+
+def test_text_with_a_pipe_or_two_in_a_phase_section_is_no_row(tmp_path):
+    text = plan_text(PHASE_1 + "\nUse `a | b` for either, or a|b|c.\n\n- see x | y\n")
+    assert [r.filename for r in load(tmp_path, text).rows] == ["alpha.md", "beta.md"]
+
+
+@pytest.mark.parametrize(
+    ("opener", "closer"),
+    [("```bash\n", "```\n"), ("~~~\n", "~~~\n"), ("<!-- to do:\n", "-->\n")],
+    ids=["backtick-fence", "tilde-fence", "html-comment"],
+)
+def test_a_fence_or_comment_never_closed_that_hides_a_phase_is_a_plan_error(tmp_path, opener, closer):
+    # everything after it is code to markdown-it (and to a renderer): phase 2's rows vanished
+    # and the run passed
+    opened = plan_text(PHASE_1 + "\nRun it:\n\n" + opener + "pytest\n\n", PHASE_2)
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, opened)
+    assert info.value.line == line_of(opened, opener.strip())
+    assert f"line {line_of(opened, '## Phase 2')}" in str(info.value)
+    assert "never closed" in str(info.value)
+    closed = plan_text(PHASE_1 + "\nRun it:\n\n" + opener + "pytest\n" + closer, PHASE_2)
+    assert [r.filename for r in load(tmp_path / "closed", closed).rows] == ["alpha.md", "beta.md", "gamma.md"]
+
+
+def test_a_fence_never_closed_at_the_end_of_the_plan_is_the_users_text(tmp_path):
+    # the README's case: the plugin appends its notes after it and still finds them
+    text = plan_text(PHASE_1, PHASE_2, tail="```\nleft open\n\n## Batchgen Notes\n\n- `beta.md`: old\n")
+    assert [r.filename for r in load(tmp_path, text).rows] == ["alpha.md", "beta.md", "gamma.md"]
+
+
+def test_a_cell_split_by_a_pipe_in_a_code_span_is_a_plan_error(tmp_path):
+    # GFM splits cells on every unescaped '|', inside backticks too: the Filename column then
+    # read "b` operator" and the model "pipe.md", and the last cell was dropped without a word
+    row = "| The `a | b` operator | pipe.md | haiku | pending |"
+    text = plan_text(PHASE_1.replace("| 2 | Beta | beta.md | haiku | pending |", "| 2 " + row))
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert info.value.line == line_of(text, "pipe.md")
+    assert "6 cells" in str(info.value) and "5 columns" in str(info.value)
+    assert "'pending'" in str(info.value) and "\\|" in str(info.value)
+    escaped = plan_text(PHASE_1.replace("| 2 | Beta | beta.md |", "| 2 | The `a \\| b` operator | beta.md |"))
+    assert [r.filename for r in load(tmp_path / "escaped", escaped).rows] == ["alpha.md", "beta.md"]
+
+
+def test_an_empty_cell_past_the_header_is_no_error(tmp_path):
+    text = plan_text(PHASE_1.replace("| beta.md | haiku | pending |", "| beta.md | haiku | pending | |"))
+    assert [r.status for r in load(tmp_path, text).rows] == ["complete", "pending"]
+
+
+def test_a_filename_in_a_code_span_of_two_backticks_is_read_without_them(tmp_path):
+    text = plan_text(PHASE_1.replace("| beta.md |", "| ``beta.md`` |").replace("| alpha.md |", "| `` `a`.md `` |"))
+    assert [r.filename for r in load(tmp_path, text).rows] == ["`a`.md", "beta.md"]
+
+
+def test_checklist_and_content_rule_lines_nested_under_another_are_read(tmp_path):
+    # a nested line was skipped: its check never ran and the row became complete (an outside
+    # probe); a nested content rule never reached the prompt
+    text = plan_text(
+        head=HEAD.replace(
+            "- category must be one of: Alpha, Beta\n",
+            "- category must be one of: Alpha, Beta\n  - Keep it short\n",
+        )
+        + "   - Every output has an Overview section\n"
+    )
+    plan = load(tmp_path, text)
+    assert [i.text for i in plan.checklist] == [
+        "Front matter includes term, category, and at least 2 tags",
+        "Every output has an Overview section",
+    ]
+    assert plan.checklist[1].line == line_of(text, "- Every output has")
+    assert [i.text for i in plan.content_rules][-1] == "Keep it short"
+
+
+def test_a_list_nested_past_the_parsers_limit_is_a_plan_error_not_the_end_of_the_plan(tmp_path):
+    # markdown-it stops reading at its nesting limit: the rest of the plan, phase 2 included,
+    # was silently gone
+    deep = "".join("  " * i + "- level\n" for i in range(60))
+    text = plan_text(PHASE_1 + "\n" + deep, PHASE_2)
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert "nested" in str(info.value)
+    assert info.value.line is not None and line_of(text, "- level") <= info.value.line
+    fine = plan_text(PHASE_1 + "\n" + "".join("  " * i + "- level\n" for i in range(12)), PHASE_2)
+    assert [r.filename for r in load(tmp_path / "fine", fine).rows] == ["alpha.md", "beta.md", "gamma.md"]
+
+
+def test_a_nul_byte_in_the_plan_is_a_plan_error_naming_its_line(tmp_path):
+    # markdown-it reads NUL as U+FFFD: a filename 'a\x00.md' passed the control-character check
+    text = plan_text(PHASE_1.replace("| beta.md |", "| be\x00ta.md |"))
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert "NUL" in str(info.value)
+    assert info.value.line == line_of(text, "| be\x00ta.md |")
+
+
 def test_rows_left_out_in_an_html_comment_or_a_fence_are_the_users_text(tmp_path):
     after = "<!--\n| Z | z.md | haiku | complete |\n-->\n\n```\n| Y | y.md | haiku | complete |\n```\n"
     plan = load(tmp_path, plan_text(PHASE_1 + after, PHASE_2))
