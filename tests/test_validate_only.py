@@ -422,6 +422,29 @@ def test_custom_test_note_keeps_the_assertion_message(pytester: pytest.Pytester,
     assert "title does not start with the version: Order search" in note
 
 
+def test_a_custom_tests_note_carries_no_memory_address_so_a_second_run_changes_nothing(
+    pytester: pytest.Pytester, changelog: Project
+):
+    # pytest's assertion rewriting explains ``meta.get("title")`` with the bound method's repr,
+    # whose address changes from process to process
+    pytester.makepyfile(
+        test_titles="""
+        def test_name_is_the_title(batch_output):
+            assert batch_output.metadata.get("name") == batch_output.row.title
+        """
+    )
+    changelog.run("--batch-validate-only", "test_titles.py", "-k", "v1.1.0")
+    first = changelog.read()
+    note = changelog.notes()["v1.1.0.md"]
+    assert "test_name_is_the_title[v1.1.0.md]: AssertionError: assert None == 'v1.1.0: Order search'" in note
+    assert "where None = <built-in method get of mappingproxy object>('name')" in note
+    assert "0x" not in note
+
+    changelog.run("--batch-validate-only", "test_titles.py", "-k", "v1.1.0")
+
+    assert changelog.read() == first
+
+
 # -- users' checklist forms through the hook -------------------------------------------------------
 
 HOOK_PLAN = """\
