@@ -85,6 +85,24 @@ def test_example_plan_idempotency_passes_and_pending_rows_are_skipped(glossary: 
     assert glossary.statuses()["quorum.md"] == "pending"
 
 
+@pytest.mark.parametrize("mode", ["--batch-validate-only", "--batch-readonly"])
+def test_a_pending_rows_skipped_checks_and_custom_tests_fold_into_one_line(
+    pytester: pytest.Pytester, glossary: Project, mode: str
+):
+    # the custom tests were skipped without "; validate-only makes no model call": two lines a row
+    pytester.makepyfile(test_terms="def test_term(batch_output):\n    assert batch_output.metadata['term']\n")
+
+    result = glossary.run(mode, "-rs", "test_terms.py")
+
+    assert result.ret == pytest.ExitCode.OK
+    skipped = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
+    assert len(skipped) == 8, skipped  # one line per pending row
+    assert (
+        "SKIPPED [7] plans/glossary.md:27: pending row without an output (output/quorum.md); "
+        "validate-only makes no model call"
+    ) in skipped
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
