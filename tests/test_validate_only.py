@@ -221,6 +221,36 @@ def test_example_plan_real_linter_failure_is_shown_and_noted(glossary: Project):
     assert glossary.statuses()["fencing-token.md"] == "pending"
 
 
+@pytest.mark.parametrize(
+    ("content", "options"),
+    [
+        (b"", []),
+        (b"---\nterm: Backpressure\n---\n\0\0\0", []),
+        ("---\nterm: Backpressure\n---\n\n## Definition\n\nCaf\u00e9\n".encode("latin-1"), []),
+        (FENCING_TOKEN.encode() * 8, ["-o", "batchgen_max_output_bytes=2000"]),  # the reference is 1,533
+    ],
+    ids=["empty", "binary", "not UTF-8", "over the size limit"],
+)
+@pytest.mark.parametrize("mode", ["--batch-validate-only", "--batch-readonly"])
+def test_an_unreadable_output_is_not_registered_until_its_other_checks_pass(
+    glossary: Project, content: bytes, options: list[str], mode: str
+):
+    # it said "output/INDEX.md has no Markdown link to output/backpressure.md", as if the link were the fix
+    glossary.write("output/backpressure.md", content)
+
+    result = glossary.run(mode, "--tb=line", "-k", "backpressure", *options)
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.outcomes()["backpressure.md::registered"] == "failed"
+    result.stdout.fnmatch_lines(
+        [
+            "plans/glossary.md:21: output/backpressure.md: not registered in output/INDEX.md: "
+            "the output is registered once its other checks pass"
+        ]
+    )
+    assert "has no Markdown link" not in result.stdout.str()
+
+
 # -- the changelog project: statuses, notes, registration ------------------------------------------
 
 EXPECTED_FAILURES = {
