@@ -566,6 +566,27 @@ def test_conftest_forms_become_items_and_their_failures_are_reported(pytester: p
     }
 
 
+def test_a_conftest_form_whose_pattern_is_no_regex_is_an_error_where_the_form_is_defined(
+    pytester: pytest.Pytester, project: Project
+):
+    # it was an error at the plan's first checklist line, which the form was never meant for: a
+    # pattern that does not compile matches no line, so the form's own line is the one to name
+    project.plan = "plans/recipes.md"
+    project.write("plans/recipes.md", HOOK_PLAN)
+    project.write("recipes/pancakes.md", "---\ntitle: Pancakes\nserves: 4\n---\n\nMix.\n")
+    conftest = pytester.makeconftest(HOOK_CONFTEST.replace("no todo (?:markers )?left", "no todo (markers left"))
+    line = next(n for n, text in enumerate(conftest.read_text().splitlines(), 1) if 'name="no-todo"' in text)
+
+    result = project.run("--batch-validate-only")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        f"ERROR: conftest.py:{line}: the checklist form 'no-todo' has a pattern that is not a regular expression "
+        "(missing ), unterminated subpattern at position 8); fix it where the form is defined (a conftest's "
+        "pytest_batchgen_checklist_forms)"
+    )
+
+
 # -- errors in the plan's checklist stop the run before anything is written -------------------------
 
 
