@@ -8,6 +8,7 @@ rule's check. The built-in forms (:mod:`pytest_batchgen.rules`) and users' forms
 from __future__ import annotations
 
 import re
+import sys
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -105,6 +106,13 @@ class ChecklistForm:
     model_graded: bool = False
     #: reads only the parsed document: cheap enough to run on the dispatcher's event loop
     quick: bool = False
+    #: the file and line that made the form (a conftest's ``ChecklistForm(...)``): where an error
+    #: about the form itself points, a pattern that is no regular expression matching no line
+    defined_at: tuple[str, int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        caller = sys._getframe(2)  # above the dataclass's __init__
+        object.__setattr__(self, "defined_at", (caller.f_code.co_filename, caller.f_lineno))
 
     def describe(self) -> str:
         """The form as a user writes it: its example (a raw regex helps nobody reword a line)."""
@@ -214,7 +222,7 @@ def compile_checklist(plan: Plan, forms: Sequence[ChecklistForm], options: dict 
     for item in plan.checklist:
         text = item.text.strip().rstrip(".").strip()
         for form in forms:
-            m = _form_regex(form, plan, item).fullmatch(text)
+            m = _form_regex(form).fullmatch(text)
             if m is None:
                 continue
             check = _built(form, m, CompileContext(plan, item, options or {}))
@@ -235,26 +243,28 @@ def compile_checklist(plan: Plan, forms: Sequence[ChecklistForm], options: dict 
     return tuple(sorted(rules, key=lambda r: (r.form.runs_last, r.form.model_graded)))
 
 
-def _form_regex(form: ChecklistForm, plan: Plan, item: ListItem) -> re.Pattern:
+def _form_regex(form: ChecklistForm) -> re.Pattern:
     """The form's pattern, compiled; a form a user defined wrongly (a pattern that is no regular
-    expression or no text, a name that is no text) is an error at the line being compiled."""
+    expression or no text, a name that is no text) is an error at the line that made the form:
+    not at the checklist line being compiled, which the form may never have been meant for."""
     fix = "fix it where the form is defined (a conftest's pytest_batchgen_checklist_forms)"
+    path, line = form.defined_at or (None, None)
     if not isinstance(form.name, str):
-        raise ChecklistError(f"a checklist form has the name {form.name!r}, not a text; {fix}", plan.path, item.line)
+        raise ChecklistError(f"a checklist form has the name {form.name!r}, not a text; {fix}", path, line)
     if not isinstance(form.pattern, (str, re.Pattern)):
         raise ChecklistError(
             f"the checklist form {form.name!r} has the pattern {form.pattern!r:.40}, not a text or a compiled "
             f"regular expression; {fix}",
-            plan.path,
-            item.line,
+            path,
+            line,
         )
     try:
         return form.regex()
     except re.error as exc:
         raise ChecklistError(
             f"the checklist form {form.name!r} has a pattern that is not a regular expression ({exc}); {fix}",
-            plan.path,
-            item.line,
+            path,
+            line,
         ) from None
 
 

@@ -161,15 +161,12 @@ class CheckItem(RowItem):
                 # an xdist worker: no generate item of this row here to carry the failure
                 raise CheckFailed(Failure(f"generation failed: {result.outcome}: {result.error}"))
             skip_unwritten(result, self.run, self.row)
-        plan = self.run.plan
-        path = self.run.output_path(self.row)
-        if state.settings.validate_only and not self.row.complete and not path.exists():
-            why = f"pending row without an output ({plan.rel(path)}); validate-only makes no model call"
-            skip_at(plan.path, self.row.line, why)
+        if state.settings.validate_only:
+            skip_without_output(self.run, self.row, validate_only=True)
         try:
             failure = self.run.evaluate(self.row, self.rule)
         except CheckSkipped as exc:  # a judge rule with no verdict on this output
-            skip_at(plan.path, self.rule.line, str(exc))
+            skip_at(self.run.plan.path, self.rule.line, str(exc))
         if failure is not None:
             raise CheckFailed(failure, result.hint if result is not None else None)
 
@@ -282,6 +279,17 @@ def skip_unwritten(result: RowResult, run: PlanRun, row: Row) -> None:
     if not result.wrote and result.outcome in (Outcome.ERROR, Outcome.REFUSED, Outcome.SKIPPED):
         why = f"{result.outcome}: {result.error}" if result.error else str(result.outcome)
         skip_at(run.plan.path, row.line, f"not checked: generation wrote no output ({why})")
+
+
+def skip_without_output(run: PlanRun, row: Row, *, validate_only: bool) -> None:
+    """Skip an item of a pending row whose output does not exist, at the row's line: its
+    checklist items and its custom tests (``batch_output``) give the same reason, so ``-rs``
+    folds them into one line."""
+    path = run.output_path(row)
+    if row.complete or path.exists():
+        return
+    why = f"pending row without an output ({run.plan.rel(path)})"
+    skip_at(run.plan.path, row.line, why + ("; validate-only makes no model call" if validate_only else ""))
 
 
 def record_properties(item: pytest.Item, run: PlanRun, row: Row, result: RowResult | None) -> None:

@@ -362,16 +362,14 @@ def batch_output(request: pytest.FixtureRequest, _batchgen_param: tuple[PlanRun,
     if state is None or _batchgen_param is None:
         pytest.skip("batch_output needs --batch-plan")
     from .document import BatchOutput
-    from .nodes import skip_at, skip_unwritten
+    from .nodes import skip_unwritten, skip_without_output
 
     run, row = _batchgen_param
-    path = run.output_path(row)
     result = state.result(run, row)
     if result is not None:
         skip_unwritten(result, run, row)
-    if not row.complete and not path.exists():
-        skip_at(run.plan.path, row.line, f"pending row without an output ({run.plan.rel(path)})")
-    return BatchOutput(row=row, path=path, document=run.document(row))
+    skip_without_output(run, row, validate_only=state.settings.validate_only)
+    return BatchOutput(row=row, path=run.output_path(row), document=run.document(row))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -7,6 +7,7 @@ this session and passed; a row with any failure keeps its status and gets a note
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -64,6 +65,17 @@ class RowTally:
 #: at most this many lines of a check's own output (a linter's report) go into the plan's note
 NOTE_DETAIL_LINES = 5
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+(?=>)")
+
+
+def without_addresses(text: str) -> str:
+    """``text`` with the memory addresses of Python's default reprs taken out
+    (``<built-in method get of mappingproxy object at 0x7f...>`` becomes ``<built-in method get of
+    mappingproxy object>``): pytest's assertion explanations and a check's message may hold
+    them, and they change from process to process, so a note holding one would change the plan
+    on every run with the same results."""
+    return _ADDRESS.sub("", text)
+
 
 def note_for(tally: RowTally) -> str:
     n = len(tally.failures)
@@ -93,9 +105,10 @@ def note_for(tally: RowTally) -> str:
         first = same[0]
         if len(same) > 1:
             first = ItemFailure(", ".join(f.check for f in same), first.message, None, first.output, first.output_line)
-        lines.append(f"- {first.describe()}")
+        lines.append(f"- {without_addresses(first.describe())}")
         if first.detail:
-            lines.extend(f"  {line}" for line in first.detail.splitlines()[:NOTE_DETAIL_LINES] if line.strip())
+            detail = without_addresses(first.detail).splitlines()[:NOTE_DETAIL_LINES]
+            lines.extend(f"  {line}" for line in detail if line.strip())
     return "\n".join([head] + lines)
 
 

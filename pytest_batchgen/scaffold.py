@@ -225,7 +225,8 @@ counts toward each row's completion: a row becomes complete only when these pass
 
 
 def test_title_is_the_rows_title(batch_output):
-    assert batch_output.metadata.get("title") == batch_output.row.title
+    title, expected = batch_output.metadata.get("title"), batch_output.row.title
+    assert title == expected, f"front matter title {title!r}, expected the row's title {expected!r}"
 
 
 def test_examples_hold_python_code(batch_output):

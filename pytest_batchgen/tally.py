@@ -20,7 +20,7 @@ from .nodes import CheckFailed, CheckItem, GenerateItem, PlanSkip, RowItem, row_
 from .plan import Row
 from .planedit import apply_updates
 from .report import RowReport, build_rows
-from .results import ItemFailure, RowTally, plan_updates
+from .results import ItemFailure, RowTally, plan_updates, without_addresses
 from .rowid import RowId
 from .run import PlanRun
 from .settings import Role, redact
@@ -300,7 +300,8 @@ def _failure(
     else:
         lines = report.longreprtext.strip().splitlines()
         message = lines[-1] if lines else "failed"
-    failure: FailurePayload = {"check": item.name, "message": " ".join(message.split())[:300]}
+    # addresses out before the cut, so that the cut falls at the same place on every run
+    failure: FailurePayload = {"check": item.name, "message": " ".join(without_addresses(message).split())[:300]}
     if isinstance(item, CheckItem):  # its check raised: still a checklist line's failure, on its output
         failure["check"] = item.rule.name
         failure["checklist_line"] = item.rule.line

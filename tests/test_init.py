@@ -20,6 +20,7 @@ from genhelpers import loopback_api
 from pytest_batchgen.checklist import compile_checklist
 from pytest_batchgen.cli import main
 from pytest_batchgen.plan import DEFAULT_MODELS, load_plan
+from pytest_batchgen.planedit import read_notes
 from pytest_batchgen.rules import BUILTIN_FORMS
 from pytest_batchgen.scaffold import ScaffoldError, plan_scaffold, write_scaffold
 
@@ -314,6 +315,23 @@ def test_the_plan_loads_and_its_checklist_uses_every_builtin_form(pytester, caps
     assert {r.filename: r.model for r in plan.rows if not r.complete} == {
         name: DEFAULT_MODELS[alias] for name, alias in PENDING.items()
     }
+
+
+def test_the_scaffolds_title_check_fails_with_a_plain_message(pytester, capsys):
+    assert init(capsys)[0] == 0
+    reference = (pytester.path / "cheatsheets" / REFERENCE).read_text()
+    # a sheet written by hand whose front matter has no title
+    (pytester.path / "cheatsheets" / "datetime.md").write_text(reference.replace("title: pathlib\n", ""))
+
+    result = pytester.runpytest("--batch-plan", PLAN, "--batch-validate-only", "-k", "datetime", *NO_CACHE)
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    note = read_notes((pytester.path / PLAN).read_text())["datetime.md"]
+    line = next(x for x in note.splitlines() if x.startswith("- test_title_is_the_rows_title"))
+    assert line == (
+        "- test_title_is_the_rows_title[datetime.md]: AssertionError: front matter title None, expected "
+        "the row's title 'datetime' assert None == 'datetime'"
+    )
 
 
 # -- generating the pending rows against the loopback API --------------------------------------------

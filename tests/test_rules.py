@@ -862,7 +862,9 @@ def test_registered_rule_in_readonly_mode_writes_nothing(project: Project):
 def test_registered_rule_never_registers_a_missing_output(project: Project):
     plan, rule = project.rule(REGISTERED)
     failure = project.check(plan, rule, None)
-    assert failure is not None and "has no Markdown link" in failure.message
+    assert failure is not None
+    # its other checks fail ("the output file does not exist"): a link is not the fix
+    assert failure.message == "not registered in out/INDEX.md: the output is registered once its other checks pass"
     assert not (project.root / "out" / "INDEX.md").exists()
 
 
@@ -920,7 +922,22 @@ def test_a_broken_user_form_is_an_error_naming_the_form_and_the_line(project: Pr
     with pytest.raises(ChecklistError) as info:
         compile_checklist(plan, [form, *BUILTIN_FORMS])
     assert says in info.value.message and "'words'" in info.value.message
-    assert info.value.line == plan.checklist[0].line
+    if form.build is not None:  # the builder failed on the line it was building a check for
+        assert (info.value.path, info.value.line) == (plan.path, plan.checklist[0].line)
+    else:  # the form itself is wrong, whatever the line: at the line that made it (above, in this file)
+        assert info.value.path == Path(__file__)
+
+
+def test_a_form_whose_pattern_is_no_regex_is_an_error_at_the_line_that_made_it(project: Project):
+    # it was an error at the first checklist line compiled, which the form was never meant for
+    plan = project.plan("Summary section present", "No TODO left")
+    line = sys._getframe().f_lineno + 1
+    form = ChecklistForm(name="no-todo", pattern=r"no TODO (left", check=lambda c: None)
+
+    with pytest.raises(ChecklistError) as info:
+        compile_checklist(plan, [form, *BUILTIN_FORMS])
+
+    assert (info.value.path, info.value.line) == (Path(__file__), line)
 
 
 def test_a_hook_returning_one_form_is_taken_and_one_returning_something_else_is_named():

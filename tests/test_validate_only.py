@@ -85,6 +85,24 @@ def test_example_plan_idempotency_passes_and_pending_rows_are_skipped(glossary: 
     assert glossary.statuses()["quorum.md"] == "pending"
 
 
+@pytest.mark.parametrize("mode", ["--batch-validate-only", "--batch-readonly"])
+def test_a_pending_rows_skipped_checks_and_custom_tests_fold_into_one_line(
+    pytester: pytest.Pytester, glossary: Project, mode: str
+):
+    # the custom tests were skipped without "; validate-only makes no model call": two lines a row
+    pytester.makepyfile(test_terms="def test_term(batch_output):\n    assert batch_output.metadata['term']\n")
+
+    result = glossary.run(mode, "-rs", "test_terms.py")
+
+    assert result.ret == pytest.ExitCode.OK
+    skipped = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
+    assert len(skipped) == 8, skipped  # one line per pending row
+    assert (
+        "SKIPPED [7] plans/glossary.md:27: pending row without an output (output/quorum.md); "
+        "validate-only makes no model call"
+    ) in skipped
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -201,6 +219,36 @@ def test_example_plan_real_linter_failure_is_shown_and_noted(glossary: Project):
     note = glossary.notes()["fencing-token.md"]
     assert note.splitlines()[1].startswith("- lint (plan line 19): output/fencing-token.md:11: linter exited 1: ")
     assert glossary.statuses()["fencing-token.md"] == "pending"
+
+
+@pytest.mark.parametrize(
+    ("content", "options"),
+    [
+        (b"", []),
+        (b"---\nterm: Backpressure\n---\n\0\0\0", []),
+        ("---\nterm: Backpressure\n---\n\n## Definition\n\nCaf\u00e9\n".encode("latin-1"), []),
+        (FENCING_TOKEN.encode() * 8, ["-o", "batchgen_max_output_bytes=2000"]),  # the reference is 1,533
+    ],
+    ids=["empty", "binary", "not UTF-8", "over the size limit"],
+)
+@pytest.mark.parametrize("mode", ["--batch-validate-only", "--batch-readonly"])
+def test_an_unreadable_output_is_not_registered_until_its_other_checks_pass(
+    glossary: Project, content: bytes, options: list[str], mode: str
+):
+    # it said "output/INDEX.md has no Markdown link to output/backpressure.md", as if the link were the fix
+    glossary.write("output/backpressure.md", content)
+
+    result = glossary.run(mode, "--tb=line", "-k", "backpressure", *options)
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.outcomes()["backpressure.md::registered"] == "failed"
+    result.stdout.fnmatch_lines(
+        [
+            "plans/glossary.md:21: output/backpressure.md: not registered in output/INDEX.md: "
+            "the output is registered once its other checks pass"
+        ]
+    )
+    assert "has no Markdown link" not in result.stdout.str()
 
 
 # -- the changelog project: statuses, notes, registration ------------------------------------------
@@ -422,6 +470,29 @@ def test_custom_test_note_keeps_the_assertion_message(pytester: pytest.Pytester,
     assert "title does not start with the version: Order search" in note
 
 
+def test_a_custom_tests_note_carries_no_memory_address_so_a_second_run_changes_nothing(
+    pytester: pytest.Pytester, changelog: Project
+):
+    # pytest's assertion rewriting explains ``meta.get("title")`` with the bound method's repr,
+    # whose address changes from process to process
+    pytester.makepyfile(
+        test_titles="""
+        def test_name_is_the_title(batch_output):
+            assert batch_output.metadata.get("name") == batch_output.row.title
+        """
+    )
+    changelog.run("--batch-validate-only", "test_titles.py", "-k", "v1.1.0")
+    first = changelog.read()
+    note = changelog.notes()["v1.1.0.md"]
+    assert "test_name_is_the_title[v1.1.0.md]: AssertionError: assert None == 'v1.1.0: Order search'" in note
+    assert "where None = <built-in method get of mappingproxy object>('name')" in note
+    assert "0x" not in note
+
+    changelog.run("--batch-validate-only", "test_titles.py", "-k", "v1.1.0")
+
+    assert changelog.read() == first
+
+
 # -- users' checklist forms through the hook -------------------------------------------------------
 
 HOOK_PLAN = """\
@@ -493,6 +564,27 @@ def test_conftest_forms_become_items_and_their_failures_are_reported(pytester: p
         "shakshuka.md": "1 check failed\n- no-todo (plan line 15): recipes/shakshuka.md:7: "
         "the output still contains TODO: TODO: how many eggs?"
     }
+
+
+def test_a_conftest_form_whose_pattern_is_no_regex_is_an_error_where_the_form_is_defined(
+    pytester: pytest.Pytester, project: Project
+):
+    # it was an error at the plan's first checklist line, which the form was never meant for: a
+    # pattern that does not compile matches no line, so the form's own line is the one to name
+    project.plan = "plans/recipes.md"
+    project.write("plans/recipes.md", HOOK_PLAN)
+    project.write("recipes/pancakes.md", "---\ntitle: Pancakes\nserves: 4\n---\n\nMix.\n")
+    conftest = pytester.makeconftest(HOOK_CONFTEST.replace("no todo (?:markers )?left", "no todo (markers left"))
+    line = next(n for n, text in enumerate(conftest.read_text().splitlines(), 1) if 'name="no-todo"' in text)
+
+    result = project.run("--batch-validate-only")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        f"ERROR: conftest.py:{line}: the checklist form 'no-todo' has a pattern that is not a regular expression "
+        "(missing ), unterminated subpattern at position 8); fix it where the form is defined (a conftest's "
+        "pytest_batchgen_checklist_forms)"
+    )
 
 
 # -- errors in the plan's checklist stop the run before anything is written -------------------------
