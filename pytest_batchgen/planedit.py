@@ -221,6 +221,22 @@ def _body(line: str) -> str:
     return line.rstrip("\r\n")
 
 
+def _is_marker(line: str) -> bool:
+    """The notes marker, whatever spaces an editor left after it (else a second one was added)."""
+    return line.rstrip() == NOTES_MARKER
+
+
+#: how a note's sub-line starts: the plugin's two spaces, or a tab an editor turned them into
+#: (Markdown reads either as more of the entry above)
+_SUB_LINE = ("  ", "\t")
+
+
+def _sub_line(line: str) -> str:
+    """A sub-line's text without its indent (see :data:`_SUB_LINE`)."""
+    body = _body(line)
+    return body[1:] if body.startswith("\t") else body[2:]
+
+
 def find_notes(text: str, lines: list[str] | None = None) -> Notes:
     """The plugin's notes section in ``text``: the one reader of notes, for the editor and tools.
 
@@ -272,9 +288,9 @@ def _marker_below_text(section: Section, lines: list[str], body: int, end: int) 
     remark above the entries) ended them before the marker, so the entries were never read, a
     passing row's entry stayed, and a new failure put a second marker and list above the text.
     """
-    if any(_body(line) == NOTES_MARKER for line in lines[body:end]):
+    if any(_is_marker(line) for line in lines[body:end]):
         return None
-    return next((n - 1 for n in section.comments if n - 1 >= end and _body(lines[n - 1]) == NOTES_MARKER), None)
+    return next((n - 1 for n in section.comments if n - 1 >= end and _is_marker(lines[n - 1])), None)
 
 
 def _entries_below_text(section: Section, lines: list[str], end: int) -> tuple[tuple[int, int], ...]:
@@ -318,7 +334,7 @@ def _swallowed_notes_start(text: str, lines: list[str]) -> int | None:
     """The last notes heading (with its marker) after the last heading the scan can see."""
     last_visible = max((s.line - 1 for s in scan(text)), default=-1)
     for i in range(len(lines) - 3, last_visible, -1):
-        if _body(lines[i]) == NOTES_HEADING and not lines[i + 1].strip() and _body(lines[i + 2]) == NOTES_MARKER:
+        if _body(lines[i]) == NOTES_HEADING and not lines[i + 1].strip() and _is_marker(lines[i + 2]):
             return i
     return None
 
@@ -344,9 +360,9 @@ def _notes_end(lines: list[str], start: int, stop: int) -> int:
         entry = _entry(_body(line)) is not None
         if not line.strip():
             attached = False
-        elif entry or _body(line) == NOTES_MARKER:
+        elif entry or _is_marker(line):
             attached, last = entry, end + 1
-        elif attached and line.startswith("  "):
+        elif attached and line.startswith(_SUB_LINE):
             last = end + 1
         else:
             break
@@ -371,8 +387,8 @@ def _read_entries(section_lines: list[str]) -> dict[str, str]:
         if entry:
             current = entries.setdefault(entry[0], [])
             current.append(entry[1])
-        elif current is not None and raw.startswith("  ") and raw.strip():
-            current.append(_body(raw)[2:])
+        elif current is not None and raw.startswith(_SUB_LINE) and raw.strip():
+            current.append(_sub_line(raw))
         else:
             current = None
     return {k: "\n".join(v) for k, v in entries.items()}

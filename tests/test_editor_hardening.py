@@ -512,3 +512,21 @@ PLAN_HEAD_FOR_CR = (
     "## Validation Checklist\n1. Front matter includes term\n\n## Phase 1\n\n"
     "|Title|Filename|Model|Status\n|---|---|---|---\n"
 )
+
+
+def test_a_notes_sub_line_indented_by_a_tab_goes_with_its_entry():
+    # an editor that turns indents into tabs left "\t- lint: x" behind when a.md's entry went:
+    # it then read as part of b.md's entry, for good (an outside probe)
+    text = PLAN + f"\n{NOTES_HEADING}\n\n{NOTES_MARKER}\n\n- `a.md`: 1 check failed\n\t- lint: x\n"
+    assert read_notes(text) == {"a.md": "1 check failed\n- lint: x"}
+    edited = edit_text(text, {"a.md": RowUpdate(status="complete", note=""), "b.md": RowUpdate(note="2 failed")})
+    assert "lint: x" not in edited
+    assert read_notes(edited) == {"b.md": "2 failed"}
+
+
+def test_a_notes_marker_with_trailing_spaces_is_still_the_marker():
+    # an editor's trailing spaces made the plugin add a second marker above the first
+    text = PLAN + f"\n{NOTES_HEADING}\n\n{NOTES_MARKER}  \n\n- `a.md`: old\n"
+    edited = edit_text(text, {"b.md": RowUpdate(note="new")})
+    assert edited.count("<!-- Written by pytest-batchgen") == 1
+    assert read_notes(edited) == {"a.md": "old", "b.md": "new"}
