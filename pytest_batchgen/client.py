@@ -467,7 +467,8 @@ def message_problem(message: Any) -> str | None:
     string ``type``, a text block with a string ``text``; its ``stop_reason`` a string or null;
     its ``usage`` states ``input_tokens`` and ``output_tokens``, and each count it states is a
     whole number from 0 to :data:`MAX_TOKEN_COUNT` (a string, a float, a negative or a trillion
-    tokens broke the sums of the summary and the report, or showed a 300-digit cost)."""
+    tokens broke the sums of the summary and the report, or showed a 300-digit cost); and every
+    string it holds is text (see :func:`_not_text`)."""
     if not isinstance(message, dict):
         return f"got {type(message).__name__} {str(message)[:80]!r}"
     kind = message.get("type")
@@ -503,6 +504,42 @@ def message_problem(message: Any) -> str | None:
             return f"usage.{name} is {repr(count)[:40]}, not a whole number of tokens"
         if not 0 <= count <= MAX_TOKEN_COUNT:
             return f"usage.{name} is {count}, not a token count (0 to {MAX_TOKEN_COUNT:,})"
+    return _not_text(message)
+
+
+def _not_text(message: dict[str, Any]) -> str | None:
+    """Where a reply holds a string that is not text, or None: a lone surrogate (the JSON escape
+    ``\\ud800``, or the bytes of one, which ``json.loads`` lets through), which no UTF-8 file can
+    hold. Such a reply's draft, its recording or a note quoting it could not be written: the
+    pytest process's thread that was to write the draft died, and the run waited for it for
+    ever. (A surrogate pair, an emoji as ``json.dumps`` escapes it, decodes to one character: it
+    is text.)"""
+    stack: list[tuple[str, Any]] = [("", message)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            bad = _unencodable(value)
+            if bad is not None:
+                return f"{where or 'it'} holds a lone surrogate ({bad!r}), which is not text"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                bad = _unencodable(key) if isinstance(key, str) else None
+                if bad is not None:
+                    return f"{where or 'it'} has a key holding a lone surrogate ({bad!r}), which is not text"
+                stack.append((f"{where}.{key}" if where else str(key), item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{n}]", item) for n, item in enumerate(value))
+    return None
+
+
+def _unencodable(text: str) -> str | None:
+    """The first character of ``text`` that UTF-8 cannot encode (a lone surrogate), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return text[exc.start]
     return None
 
 
