@@ -11,12 +11,14 @@ bodies no API would send).
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import pytest
 
 from fakeapi import Reply
 from genhelpers import draft, requests_by_row, router, rows_for
+from pytest_batchgen import sender
 
 #: a lone surrogate: ``json.dumps`` writes it as the escape ``\ud800``, valid JSON that decodes
 #: to a string no UTF-8 file can hold
@@ -84,3 +86,73 @@ def test_a_reply_holding_a_lone_surrogate_is_invalid_never_recorded_and_sent_aga
     assert again.ret == pytest.ExitCode.OK, text_of(again)
     assert len(requests_by_row(fake)["alpha.md"]) == 2  # sent again, not replayed
     assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete"}
+
+
+def _remote(monkeypatch, *, quick: bool = True, received: list[tuple] | None = None):
+    """A :class:`~pytest_batchgen.sender.RemoteDispatch` of one row ``k`` whose messages to the
+    sending process are kept in ``sent``, instead of going down a pipe, and whose messages from
+    it are ``received`` (then the pipe is closed)."""
+    sent: list[tuple] = []
+    inbox = list(received or [])
+
+    def receive() -> tuple:
+        if not inbox:
+            raise EOFError
+        return inbox.pop(0)
+
+    child = types.SimpleNamespace(
+        send=lambda m: sent.append(m) or True, receive=receive, wait=lambda block=True: 0, started=False
+    )
+    row = object()
+    run = types.SimpleNamespace(
+        row_id=lambda r: types.SimpleNamespace(key="k"),
+        quick_checks=quick,
+        draft_failures=lambda r, p: [],
+    )
+    remote = sender.RemoteDispatch(child, [(run, row)], [])  # type: ignore[arg-type]
+    return remote, sent
+
+
+@pytest.mark.parametrize("quick", [True, False], ids=["on-the-reading-thread", "on-a-pool-thread"])
+def test_whatever_fails_in_the_pytest_processs_check_answers_the_sending_process(monkeypatch, quick):
+    """The sending process waits for the pytest process's verdict on each draft. Only an
+    OSError writing the draft was answered: any other exception (the UnicodeEncodeError of a
+    reply the client let through) killed the thread that was to answer, and the run waited for
+    ever. Whatever fails, writing the recording, the draft or checking it, is an answer: the row
+    ends in error there."""
+    remote, sent = _remote(monkeypatch, quick=quick)
+
+    def refuse(*args):
+        raise UnicodeEncodeError("utf-8", LONE, 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(sender, "write_draft", refuse)
+    remote._check(1, "k", Path("out.md"), "text")
+    monkeypatch.setattr(sender, "write_recording", lambda recording: 1 / 0)
+    remote._check(2, "k", Path("out.md"), "text", recording=object())  # type: ignore[arg-type]
+    remote._checking.shutdown(wait=True)
+
+    assert sorted(sent) == [
+        (
+            "checked",
+            1,
+            None,
+            "UnicodeEncodeError: 'utf-8' codec can't encode character '\\ud800' in position 0: surrogates not allowed",
+            0.0,
+        ),
+        ("checked", 2, None, "ZeroDivisionError: division by zero", 0.0),
+    ]
+
+
+def test_a_message_the_pytest_process_cannot_read_ends_the_rows_not_answered_yet():
+    """An exception on the thread reading the child's messages left every row not answered
+    yet waiting for its result, and the session with it. They end in error, naming it."""
+    remote, sent = _remote(None, received=[("result", None, sender._Counters())])
+
+    remote.start()
+
+    assert remote.join(10)
+    result = remote.result("k", 0)
+    assert result is not None and result.outcome == "error"
+    assert result.error == (
+        "reading the sending process's messages failed: AttributeError: 'NoneType' object has no attribute 'key'"
+    )
