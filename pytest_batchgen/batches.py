@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .client import Usage
+from .client import Usage, server_text
 from .dispatch import (
     Attempt,
     BackgroundDispatch,
@@ -131,13 +131,16 @@ def _describe(result: dict[str, Any]) -> str:
     """An ``errored``, ``expired`` or ``canceled`` result as the row's error."""
     kind = result.get("type")
     if kind == "errored":
-        err = (result.get("error") or {}).get("error") or {}
-        return f"Message Batches errored: {err.get('type', 'error')}: {err.get('message', '')}".rstrip(": ")
+        outer = result.get("error")
+        err = outer.get("error") if isinstance(outer, dict) else None
+        err = err if isinstance(err, dict) else {}
+        said = server_text(f"{err.get('type', 'error')}: {err.get('message', '')}".rstrip(": "))
+        return f"Message Batches errored: {said}"
     if kind == "expired":
         return "Message Batches expired: the request was not processed before its batch expired (24 h)"
     if kind == "canceled":
         return "Message Batches canceled: the batch was canceled before this request was processed"
-    return f"Message Batches: unknown result type {kind!r}"
+    return f"Message Batches: unknown result type {server_text(repr(kind), 80)}"
 
 
 @dataclass

@@ -385,7 +385,7 @@ class ModelClient:
         except self._anthropic.APIError as exc:
             cause = exc.__cause__
             detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
-            raise ModelCallError(type(exc).__name__, f"{exc}{detail}") from None
+            raise ModelCallError(type(exc).__name__, server_text(f"{exc}{detail}")) from None
         except self._anthropic.AnthropicError as exc:
             miss = getattr(exc, "replay_miss", False)
             raise ModelCallError(type(exc).__name__, str(exc), replay_miss=miss) from None
@@ -460,7 +460,8 @@ MAX_TOKEN_COUNT = 100_000_000
 def message_problem(message: Any) -> str | None:
     """Why a reply's JSON body is not a message this plugin can use, or None when it is (the
     plugin reads the replies' JSON itself, not the SDK's models of them, which the SDK builds
-    without checking them).
+    without checking them). The reason quotes the reply, so it is made safe to show
+    (:func:`server_text`).
 
     One rule for every reply, live (not used, never recorded) and recorded (a corrupt
     recording): its ``type`` is ``message``; its ``content`` a list of blocks, each with a
@@ -469,6 +470,11 @@ def message_problem(message: Any) -> str | None:
     whole number from 0 to :data:`MAX_TOKEN_COUNT` (a string, a float, a negative or a trillion
     tokens broke the sums of the summary and the report, or showed a 300-digit cost); and every
     string it holds is text (see :func:`_not_text`)."""
+    problem = _problem(message)
+    return None if problem is None else server_text(problem)
+
+
+def _problem(message: Any) -> str | None:
     if not isinstance(message, dict):
         return f"got {type(message).__name__} {str(message)[:80]!r}"
     kind = message.get("type")
@@ -544,9 +550,49 @@ def _unencodable(text: str) -> str | None:
 
 
 def _status_message(exc: Any) -> str:
+    """An API error as the row's error: its status, then what the server said of it (made safe
+    by :func:`server_text`): the error's type and message, or a body that is not the API's
+    JSON error (an HTML page, bytes) as it came, not the SDK's message around it."""
+    status = getattr(exc, "status_code", "?")
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and err.get("message"):
-            return f"HTTP {exc.status_code} {err.get('type', '')}: {err['message']}".replace("  ", " ")
-    return f"HTTP {getattr(exc, 'status_code', '?')}: {exc}"
+            said = server_text(f"{err.get('type', '')}: {err['message']}")
+            return f"HTTP {status} {said}".replace("  ", " ")
+    said = body if isinstance(body, str) and body else str(exc)
+    return f"HTTP {status}: {server_text(said)}"
+
+
+#: how much of a server's text a row's error keeps (:func:`server_text`)
+SERVER_TEXT_LIMIT = 400
+
+#: the escapes ``repr`` writes for these, rather than their code
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def server_text(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
+    """Text a server sent (an error's message, a body), as the plugin keeps it in a row's error
+    and so in the plan's notes, the terminal, the report: the characters that are not printable
+    escaped as ``repr`` escapes them (control characters, a NUL, an escape sequence's ESC, a
+    newline, a lone surrogate that no UTF-8 file can hold), the rest as it came; its first
+    ``limit`` characters, then an ellipsis and its whole length. A 404's bytes put a NUL in the
+    plan, a 400's escape sequences reached the terminal, a 401's 100 KB page the notes, and a
+    lone surrogate ended the session in a traceback writing them."""
+    if len(text) <= limit and text.isprintable():
+        return text
+    kept: list[str] = []
+    size = 0
+    for char in text:
+        if size >= limit:
+            return "".join(kept) + f"… ({len(text):,} characters)"
+        if not char.isprintable():
+            char = _ESCAPES.get(char) or _escape(char)
+        kept.append(char)
+        size += len(char)
+    return "".join(kept)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

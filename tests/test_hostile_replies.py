@@ -156,3 +156,98 @@ def test_a_message_the_pytest_process_cannot_read_ends_the_rows_not_answered_yet
     assert result.error == (
         "reading the sending process's messages failed: AttributeError: 'NoneType' object has no attribute 'key'"
     )
+
+
+# -- 2 and 4. a server's error text: made safe, and bounded, where it becomes the row's error -----
+
+
+def test_an_api_error_holding_a_lone_surrogate_fails_its_row_and_the_rest_is_recorded(project, fake):
+    """A 400 whose message holds a lone surrogate became the row's error as it came: the session
+    ended in a traceback writing the plan's notes (UnicodeEncodeError), and the other rows'
+    statuses and the report were lost. The error is escaped where it is made."""
+    project.write_rows(rows_for("alpha", "beta"))
+    router(fake).set("alpha.md", Reply.invalid_request(f"bad {LONE} thing"))
+
+    result = project.run("--batch-report", "report.json")
+
+    out = text_of(result)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+    says = "BadRequestError: HTTP 400 invalid_request_error: bad \\ud800 thing"
+    assert says in result.failure("alpha.md::generate")
+    assert says in project.notes()["alpha.md"]
+    assert report_row(project, "alpha.md")["generation"]["error"] == says
+    assert project.statuses() == {"alpha.md": "pending", "beta.md": "complete"}
+
+
+INJECTED = (
+    "bad\n\n## Phase 7\n\n| Title | Filename | Model | Status |\n|---|---|---|---|\n"
+    "| Evil | evil.md | opus | pending |\n\x1b[2J\x1b]0;pwned\x07 done"
+)
+
+ERROR_BODIES = [
+    pytest.param(
+        Reply.raw(b"\xff\xfe\x00garbage", status=404, content_type="text/plain"),
+        "NotFoundError: HTTP 404: \ufffd\ufffd\\x00garbage",
+        id="404-binary",
+    ),
+    pytest.param(
+        Reply.invalid_request(INJECTED),
+        "BadRequestError: HTTP 400 invalid_request_error: bad\\n\\n## Phase 7\\n\\n| Title | Filename | Model | "
+        "Status |\\n|---|---|---|---|\\n| Evil | evil.md | opus | pending |\\n\\x1b[2J\\x1b]0;pwned\\x07 done",
+        id="400-escapes",
+    ),
+    pytest.param(
+        Reply.raw("<html>" + "x" * 100_000 + "</html>", status=401, content_type="text/html"),
+        "AuthenticationError: HTTP 401: <html>" + "x" * 394 + "… (100,013 characters)",
+        id="401-100kb-html",
+    ),
+]
+
+
+@pytest.mark.parametrize("reply, says", ERROR_BODIES)
+def test_an_api_errors_text_is_kept_bounded_and_with_its_control_characters_escaped(project, fake, reply, says):
+    """An error's body went raw and whole into the row's error, and so into the plan's notes,
+    the terminal and the report: a NUL byte in plan.md, escape sequences that cleared the
+    terminal, 100 KB of HTML in the notes. The row's error keeps the server's text to a few
+    hundred characters, with its length, control characters escaped as ``repr`` does."""
+    project.write_rows(rows_for("alpha"))
+    router(fake).set("alpha.md", reply)
+
+    result = project.run("--batch-report", "report.json")
+
+    out = text_of(result)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert report_row(project, "alpha.md")["generation"]["error"] == says
+    assert says in project.notes()["alpha.md"]
+    assert says in result.failure("alpha.md::generate")
+    plan = (project.path / "plan.md").read_bytes().decode("utf-8")
+    report = json.loads((project.path / "report.json").read_bytes().decode("utf-8"))
+    for where, text in (
+        ("the plan", plan),
+        ("the terminal", out),
+        ("the report", json.dumps(report, ensure_ascii=False)),
+    ):
+        assert not [c for c in RAW_CONTROLS if c in text], where
+    assert len(plan) < 5_000  # the 100 KB page is not in it
+    assert project.statuses() == {"alpha.md": "pending"}  # and no row the error wrote in
+
+
+def test_a_servers_text_is_kept_escaped_and_bounded():
+    from pytest_batchgen.client import server_text
+
+    assert server_text("plain words: é, ü, 😀, C:\\path") == "plain words: é, ü, 😀, C:\\path"
+    assert server_text(f"a\x00b\x1b[31mc\x07\nd\te\r\u202e{LONE}\x85") == (
+        "a\\x00b\\x1b[31mc\\x07\\nd\\te\\r\\u202e\\ud800\\x85"
+    )
+    assert server_text("x" * 100_000) == "x" * 400 + "… (100,000 characters)"
+    assert server_text("\x00" * 1_000) == "\\x00" * 100 + "… (1,000 characters)"
+    assert server_text("y" * 400) == "y" * 400
+
+
+def test_a_batch_results_error_is_kept_bounded_and_escaped():
+    from pytest_batchgen.batches import _describe
+
+    errored = {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": "x\x1b" * 300}}}
+
+    assert _describe(errored) == "Message Batches errored: api_error: " + "x\\x1b" * 78 + "… (611 characters)"
