@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .client import Usage, server_text
+from .client import CUT_OFF, FINISHED, Usage, server_text
 from .dispatch import (
     Attempt,
     BackgroundDispatch,
@@ -888,7 +888,7 @@ class BatchDispatcher(BackgroundDispatch):
             attempt.error = "the model refused to write this output"
             self._end_or_afresh(st, Outcome.REFUSED, attempt.error)
             return
-        if not text.strip() and attempt.stop_reason != "max_tokens":
+        if not text.strip() and attempt.stop_reason not in CUT_OFF:
             # never written nor pasted into a repair turn (Dispatcher): the same request goes
             # into the next round's batch while attempts remain
             attempt.error = empty_reply(attempt.stop_reason)
@@ -913,8 +913,8 @@ class BatchDispatcher(BackgroundDispatch):
             atomic_write(st.path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
             run.docs.forget(st.path)
             st.result.wrote = True
-        if attempt.stop_reason == "max_tokens":
-            error = truncated(st.prompt.max_tokens, None if empty else run.plan.rel(st.path))
+        if attempt.stop_reason not in FINISHED:  # cut off, or it may be unfinished: not checked
+            error = truncated(st.prompt.max_tokens, None if empty else run.plan.rel(st.path), attempt.stop_reason)
             attempt.error = error
             self._end(st, Outcome.TRUNCATED, error)
             return

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -449,6 +450,18 @@ def completion_from_body(body: dict[str, Any], *, replayed: bool, opens_recordin
     )
 
 
+#: the stop reasons of a reply the model finished: its draft is checked (null: a reply that
+#: states none, as a message recorded by hand may)
+FINISHED = frozenset({None, "end_turn", "stop_sequence"})
+
+#: the stop reasons of a reply a limit cut off: its draft is partial, written and not checked;
+#: every other one but ``refusal`` (``pause_turn``, ``tool_use`` where no tool was offered, one
+#: the API adds later) is handled so too, as a reply that may be unfinished
+CUT_OFF = ("max_tokens", "model_context_window_exceeded")
+
+#: what a stop reason looks like: a word such as ``end_turn``
+_STOP_REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
 #: the usage fields a reply states; the first two every reply states, the cache ones may be null
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
@@ -465,7 +478,8 @@ def message_problem(message: Any) -> str | None:
 
     One rule for every reply, live (not used, never recorded) and recorded (a corrupt
     recording): its ``type`` is ``message``; its ``content`` a list of blocks, each with a
-    string ``type``, a text block with a string ``text``; its ``stop_reason`` a string or null;
+    string ``type``, a text block with a string ``text``; its ``stop_reason`` null or a word
+    such as ``end_turn`` (what it means is the dispatcher's: :data:`FINISHED`, :data:`CUT_OFF`);
     its ``usage`` states ``input_tokens`` and ``output_tokens``, and each count it states is a
     whole number from 0 to :data:`MAX_TOKEN_COUNT` (a string, a float, a negative or a trillion
     tokens broke the sums of the summary and the report, or showed a 300-digit cost); and every
@@ -494,7 +508,9 @@ def _problem(message: Any) -> str | None:
             return f"content[{n}] is a text block whose text is {type(text).__name__}, not a string"
     stop = message.get("stop_reason")
     if stop is not None and not isinstance(stop, str):
-        return f"stop_reason is {stop!r}, not a string"
+        return f"stop_reason is {repr(stop)[:40]}, not a string"
+    if stop is not None and not _STOP_REASON.fullmatch(stop):
+        return f"stop_reason is {repr(stop)[:40]}, not a stop reason (a word such as 'end_turn')"
     usage = message.get("usage")
     if usage is None:
         return "it has no usage"

@@ -251,3 +251,101 @@ def test_a_batch_results_error_is_kept_bounded_and_escaped():
     errored = {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": "x\x1b" * 300}}}
 
     assert _describe(errored) == "Message Batches errored: api_error: " + "x\\x1b" * 78 + "… (611 characters)"
+
+
+# -- 3. a stop_reason that does not say the reply is finished ---------------------------------
+
+
+@pytest.mark.parametrize("api", ["messages", "batches"])
+def test_a_reply_cut_off_by_the_context_window_is_truncated_and_not_complete(project, fake, api):
+    """``model_context_window_exceeded`` (the API's: the prompt and the reply filled the model's
+    context window) was taken for a finished reply: a cut-off draft that passed its checks was
+    marked complete. It is a truncation, as ``max_tokens`` is: the partial draft is written for
+    you to read, not checked nor repaired, and the row stays pending."""
+    project.write_rows(rows_for("cut", "fine"))
+    router(fake).set("cut.md", Reply.ok(draft("Cut"), stop_reason="model_context_window_exceeded"))
+
+    result = project.run("--batch-api", api, "--batch-report", "report.json")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, text_of(result)
+    says = (
+        "the reply was cut off by the model's context window (its prompt and reply fill it); the partial draft "
+        "is in output/cut.md. Shorten the format reference or the content rules, or use a model with a larger "
+        "context window"
+    )
+    generation = report_row(project, "cut.md")["generation"]
+    assert (generation["outcome"], generation["error"]) == ("truncated", says)
+    assert f"truncated: {says}" in result.failure("cut.md::generate")
+    assert project.output("cut.md") == draft("Cut")
+    assert len(report_row(project, "cut.md")["attempts"]) == 1  # a cut-off reply is not repaired
+    assert project.statuses() == {"cut.md": "pending", "fine.md": "complete"}
+
+
+@pytest.mark.parametrize("api", ["messages", "batches"])
+@pytest.mark.parametrize("stop_reason", ["banana", "pause_turn", "tool_use"])
+def test_a_reply_whose_stop_reason_is_not_a_finished_ones_is_not_taken_for_finished(project, fake, stop_reason, api):
+    """Only ``end_turn`` and ``stop_sequence`` say the model finished its reply; a refusal is one.
+    Any other stop_reason (``pause_turn``, which asks for the turn to be continued, ``tool_use`` in
+    a request that offers no tool, or one this plugin does not know) was taken for ``end_turn``,
+    and a draft that may be unfinished was marked complete. Such a reply is counted and recorded
+    (it is a message), and handled as a truncated one: its draft written, not checked, the row
+    pending, the stop_reason named."""
+    project.write_rows(rows_for("odd"))
+    router(fake).set("odd.md", Reply.ok(draft("Odd"), stop_reason=stop_reason))
+
+    result = project.run("--batch-api", api, "--batch-report", "report.json")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, text_of(result)
+    says = (
+        f"the reply ended with stop_reason '{stop_reason}', not end_turn: it may be unfinished, so it was not "
+        "checked; the partial draft is in output/odd.md"
+    )
+    generation = report_row(project, "odd.md")["generation"]
+    assert (generation["outcome"], generation["error"]) == ("truncated", says)
+    assert [a["cost_usd"] > 0 for a in report_row(project, "odd.md")["attempts"]] == [True]  # counted, not repaired
+    assert project.output("odd.md") == draft("Odd")
+    assert project.statuses() == {"odd.md": "pending"}
+    assert project.cassette("odd.md").exists()
+
+
+@pytest.mark.parametrize(
+    "stop_reason, shown",
+    [
+        pytest.param(f"weird{LONE}", "'weird\\ud800'", id="lone-surrogate"),
+        pytest.param("\x1b[2Jend_turn", "'\\x1b[2Jend_turn'", id="escape-sequence"),
+        pytest.param("end_turn " * 100, "'end_turn end_turn ", id="long"),
+        pytest.param("", "''", id="empty"),
+    ],
+)
+def test_a_stop_reason_that_is_not_a_word_makes_the_reply_invalid(project, fake, stop_reason, shown):
+    """A stop_reason holding a lone surrogate in a reply with no content was pasted into the
+    row's error ("the model's reply was empty (no text, stop_reason ...)"), and the session
+    ended in a traceback writing the plan's notes. The API's stop reasons are words such as
+    ``end_turn``: anything else is not a message, as other garbage 200s are (not recorded)."""
+    project.write_rows(rows_for("alpha", "beta"))
+    router(fake).set("alpha.md", message(stop_reason=stop_reason, content=[]))
+
+    result = project.run("--batch-report", "report.json")
+
+    out = text_of(result)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+    says = f"InvalidReply: the API's reply is not a message: stop_reason is {shown}"
+    assert says in result.failure("alpha.md::generate")
+    assert len(report_row(project, "alpha.md")["generation"]["error"]) < 600
+    assert says in project.notes()["alpha.md"]
+    assert not project.cassette("alpha.md").exists()
+    assert project.statuses() == {"alpha.md": "pending", "beta.md": "complete"}
+
+
+def test_a_judges_answer_cut_off_by_the_context_window_is_no_verdict():
+    """As one cut off at max_tokens: its tool input may hold half a verdict, whatever it holds."""
+    from pytest_batchgen.client import Completion, Usage
+    from pytest_batchgen.judge import read_sample
+
+    verdict = {"verdict": "pass", "reason": "fine", "line": 1, "quote": ""}
+    cut = Completion("", "model_context_window_exceeded", Usage(), "m", tool_input=verdict)
+
+    assert read_sample(cut).verdict is None
+    assert read_sample(cut).reason == "the judge's answer was cut off by the model's context window"
+    assert read_sample(Completion("", "tool_use", Usage(), "m", tool_input=verdict)).verdict == "pass"
