@@ -88,6 +88,33 @@ def test_a_reply_holding_a_lone_surrogate_is_invalid_never_recorded_and_sent_aga
     assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete"}
 
 
+def test_a_recording_holding_a_lone_surrogate_is_set_aside_and_recorded_again(project, fake):
+    """A cassette recorded before such replies were refused replayed the hang in every run.
+    Its reply is not a message: the recording is corrupt, set aside where the run may record,
+    and the row is sent again."""
+    import yaml
+
+    project.write_rows(rows_for("alpha"))
+    assert project.run().ret == pytest.ExitCode.OK
+    path = project.cassette("alpha.md")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    response = data["interactions"][0]["response"]
+    body = json.loads(response["body"]["string"])
+    body["content"][0]["text"] += f"A lone {LONE} surrogate."
+    response["body"]["string"] = json.dumps(body)
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    project.reset(rows_for("alpha"))
+    fake.reset_log()
+
+    result = project.run()
+
+    assert result.ret == pytest.ExitCode.OK, text_of(result)
+    assert len(requests_by_row(fake)["alpha.md"]) == 1  # recorded again
+    assert "\\ud800" not in path.read_text(encoding="utf-8")  # the new reply
+    assert "\\ud800" in path.with_name("alpha.md.yaml.corrupt").read_text(encoding="utf-8")
+    assert project.output("alpha.md") == draft("Alpha")
+
+
 def _remote(monkeypatch, *, quick: bool = True, received: list[tuple] | None = None):
     """A :class:`~pytest_batchgen.sender.RemoteDispatch` of one row ``k`` whose messages to the
     sending process are kept in ``sent``, instead of going down a pipe, and whose messages from
