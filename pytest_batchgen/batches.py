@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .client import Usage
+from .client import CUT_OFF, FINISHED, Usage, server_text
 from .dispatch import (
     Attempt,
     BackgroundDispatch,
@@ -131,13 +131,16 @@ def _describe(result: dict[str, Any]) -> str:
     """An ``errored``, ``expired`` or ``canceled`` result as the row's error."""
     kind = result.get("type")
     if kind == "errored":
-        err = (result.get("error") or {}).get("error") or {}
-        return f"Message Batches errored: {err.get('type', 'error')}: {err.get('message', '')}".rstrip(": ")
+        outer = result.get("error")
+        err = outer.get("error") if isinstance(outer, dict) else None
+        err = err if isinstance(err, dict) else {}
+        said = server_text(f"{err.get('type', 'error')}: {err.get('message', '')}".rstrip(": "))
+        return f"Message Batches errored: {said}"
     if kind == "expired":
         return "Message Batches expired: the request was not processed before its batch expired (24 h)"
     if kind == "canceled":
         return "Message Batches canceled: the batch was canceled before this request was processed"
-    return f"Message Batches: unknown result type {kind!r}"
+    return f"Message Batches: unknown result type {server_text(repr(kind), 80)}"
 
 
 @dataclass
@@ -885,7 +888,7 @@ class BatchDispatcher(BackgroundDispatch):
             attempt.error = "the model refused to write this output"
             self._end_or_afresh(st, Outcome.REFUSED, attempt.error)
             return
-        if not text.strip() and attempt.stop_reason != "max_tokens":
+        if not text.strip() and attempt.stop_reason not in CUT_OFF:
             # never written nor pasted into a repair turn (Dispatcher): the same request goes
             # into the next round's batch while attempts remain
             attempt.error = empty_reply(attempt.stop_reason)
@@ -910,8 +913,8 @@ class BatchDispatcher(BackgroundDispatch):
             atomic_write(st.path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
             run.docs.forget(st.path)
             st.result.wrote = True
-        if attempt.stop_reason == "max_tokens":
-            error = truncated(st.prompt.max_tokens, None if empty else run.plan.rel(st.path))
+        if attempt.stop_reason not in FINISHED:  # cut off, or it may be unfinished: not checked
+            error = truncated(st.prompt.max_tokens, None if empty else run.plan.rel(st.path), attempt.stop_reason)
             attempt.error = error
             self._end(st, Outcome.TRUNCATED, error)
             return

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -385,7 +386,7 @@ class ModelClient:
         except self._anthropic.APIError as exc:
             cause = exc.__cause__
             detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
-            raise ModelCallError(type(exc).__name__, f"{exc}{detail}") from None
+            raise ModelCallError(type(exc).__name__, server_text(f"{exc}{detail}")) from None
         except self._anthropic.AnthropicError as exc:
             miss = getattr(exc, "replay_miss", False)
             raise ModelCallError(type(exc).__name__, str(exc), replay_miss=miss) from None
@@ -449,6 +450,18 @@ def completion_from_body(body: dict[str, Any], *, replayed: bool, opens_recordin
     )
 
 
+#: the stop reasons of a reply the model finished: its draft is checked (null: a reply that
+#: states none, as a message recorded by hand may)
+FINISHED = frozenset({None, "end_turn", "stop_sequence"})
+
+#: the stop reasons of a reply a limit cut off: its draft is partial, written and not checked;
+#: every other one but ``refusal`` (``pause_turn``, ``tool_use`` where no tool was offered, one
+#: the API adds later) is handled so too, as a reply that may be unfinished
+CUT_OFF = ("max_tokens", "model_context_window_exceeded")
+
+#: what a stop reason looks like: a word such as ``end_turn``
+_STOP_REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
 #: the usage fields a reply states; the first two every reply states, the cache ones may be null
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
@@ -460,14 +473,22 @@ MAX_TOKEN_COUNT = 100_000_000
 def message_problem(message: Any) -> str | None:
     """Why a reply's JSON body is not a message this plugin can use, or None when it is (the
     plugin reads the replies' JSON itself, not the SDK's models of them, which the SDK builds
-    without checking them).
+    without checking them). The reason quotes the reply, so it is made safe to show
+    (:func:`server_text`).
 
     One rule for every reply, live (not used, never recorded) and recorded (a corrupt
     recording): its ``type`` is ``message``; its ``content`` a list of blocks, each with a
-    string ``type``, a text block with a string ``text``; its ``stop_reason`` a string or null;
+    string ``type``, a text block with a string ``text``; its ``stop_reason`` null or a word
+    such as ``end_turn`` (what it means is the dispatcher's: :data:`FINISHED`, :data:`CUT_OFF`);
     its ``usage`` states ``input_tokens`` and ``output_tokens``, and each count it states is a
     whole number from 0 to :data:`MAX_TOKEN_COUNT` (a string, a float, a negative or a trillion
-    tokens broke the sums of the summary and the report, or showed a 300-digit cost)."""
+    tokens broke the sums of the summary and the report, or showed a 300-digit cost); and every
+    string it holds is text (see :func:`_not_text`)."""
+    problem = _problem(message)
+    return None if problem is None else server_text(problem)
+
+
+def _problem(message: Any) -> str | None:
     if not isinstance(message, dict):
         return f"got {type(message).__name__} {str(message)[:80]!r}"
     kind = message.get("type")
@@ -487,7 +508,9 @@ def message_problem(message: Any) -> str | None:
             return f"content[{n}] is a text block whose text is {type(text).__name__}, not a string"
     stop = message.get("stop_reason")
     if stop is not None and not isinstance(stop, str):
-        return f"stop_reason is {stop!r}, not a string"
+        return f"stop_reason is {repr(stop)[:40]}, not a string"
+    if stop is not None and not _STOP_REASON.fullmatch(stop):
+        return f"stop_reason is {repr(stop)[:40]}, not a stop reason (a word such as 'end_turn')"
     usage = message.get("usage")
     if usage is None:
         return "it has no usage"
@@ -503,13 +526,89 @@ def message_problem(message: Any) -> str | None:
             return f"usage.{name} is {repr(count)[:40]}, not a whole number of tokens"
         if not 0 <= count <= MAX_TOKEN_COUNT:
             return f"usage.{name} is {count}, not a token count (0 to {MAX_TOKEN_COUNT:,})"
+    return _not_text(message)
+
+
+def _not_text(message: dict[str, Any]) -> str | None:
+    """Where a reply holds a string that is not text, or None: a lone surrogate (the JSON escape
+    ``\\ud800``, or the bytes of one, which ``json.loads`` lets through), which no UTF-8 file can
+    hold. Such a reply's draft, its recording or a note quoting it could not be written: the
+    pytest process's thread that was to write the draft died, and the run waited for it for
+    ever. (A surrogate pair, an emoji as ``json.dumps`` escapes it, decodes to one character: it
+    is text.)"""
+    stack: list[tuple[str, Any]] = [("", message)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            bad = _unencodable(value)
+            if bad is not None:
+                return f"{where or 'it'} holds a lone surrogate ({bad!r}), which is not text"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                bad = _unencodable(key) if isinstance(key, str) else None
+                if bad is not None:
+                    return f"{where or 'it'} has a key holding a lone surrogate ({bad!r}), which is not text"
+                stack.append((f"{where}.{key}" if where else str(key), item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{n}]", item) for n, item in enumerate(value))
+    return None
+
+
+def _unencodable(text: str) -> str | None:
+    """The first character of ``text`` that UTF-8 cannot encode (a lone surrogate), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return text[exc.start]
     return None
 
 
 def _status_message(exc: Any) -> str:
+    """An API error as the row's error: its status, then what the server said of it (made safe
+    by :func:`server_text`): the error's type and message, or a body that is not the API's
+    JSON error (an HTML page, bytes) as it came, not the SDK's message around it."""
+    status = getattr(exc, "status_code", "?")
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and err.get("message"):
-            return f"HTTP {exc.status_code} {err.get('type', '')}: {err['message']}".replace("  ", " ")
-    return f"HTTP {getattr(exc, 'status_code', '?')}: {exc}"
+            said = server_text(f"{err.get('type', '')}: {err['message']}")
+            return f"HTTP {status} {said}".replace("  ", " ")
+    said = body if isinstance(body, str) and body else str(exc)
+    return f"HTTP {status}: {server_text(said)}"
+
+
+#: how much of a server's text a row's error keeps (:func:`server_text`)
+SERVER_TEXT_LIMIT = 400
+
+#: the escapes ``repr`` writes for these, rather than their code
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def server_text(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
+    """Text a server sent (an error's message, a body), as the plugin keeps it in a row's error
+    and so in the plan's notes, the terminal, the report: the characters that are not printable
+    escaped as ``repr`` escapes them (control characters, a NUL, an escape sequence's ESC, a
+    newline, a lone surrogate that no UTF-8 file can hold), the rest as it came; its first
+    ``limit`` characters, then an ellipsis and its whole length. A 404's bytes put a NUL in the
+    plan, a 400's escape sequences reached the terminal, a 401's 100 KB page the notes, and a
+    lone surrogate ended the session in a traceback writing them."""
+    if len(text) <= limit and text.isprintable():
+        return text
+    kept: list[str] = []
+    size = 0
+    for char in text:
+        if size >= limit:
+            return "".join(kept) + f"… ({len(text):,} characters)"
+        if not char.isprintable():
+            char = _ESCAPES.get(char) or _escape(char)
+        kept.append(char)
+        size += len(char)
+    return "".join(kept)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .checklist import Failure
-from .client import Completion, ModelCallError, RecordingFailed, Unwritten, Usage
+from .client import CUT_OFF, FINISHED, Completion, ModelCallError, RecordingFailed, Unwritten, Usage
 from .fsutil import atomic_write, failed_file
 from .outcomes import Outcome
 from .pacing import Pacer, SendingStopped
@@ -96,12 +96,27 @@ def ended_empty(result: RowResult) -> bool:
     return result.outcome == Outcome.ERROR and (result.error or "").startswith(EMPTY_REPLY)
 
 
-def truncated(max_tokens: int, draft: str | None) -> str:
-    """A reply cut off at ``max_tokens``: where its partial draft is, or that it had no text."""
+def truncated(max_tokens: int, draft: str | None, stop_reason: str | None = "max_tokens") -> str:
+    """A reply that did not finish (its ``stop_reason`` is not in
+    :data:`~pytest_batchgen.client.FINISHED`): why, where its partial draft is, or that it had
+    no text. Cut off at ``max_tokens`` or by the model's context window, or ended by a stop
+    reason that does not say the reply is finished (``pause_turn``, one the API adds later):
+    both dispatchers handle each as a truncation, so that no draft that may be unfinished is
+    checked, repaired or marked complete."""
     where = f"the partial draft is in {draft}" if draft else "it had no text yet, and nothing was written"
+    if stop_reason == "max_tokens":
+        return (
+            f"the reply was cut off at max_tokens ({max_tokens}); {where}. "
+            "Raise batchgen_max_tokens or shorten the format reference"
+        )
+    if stop_reason == "model_context_window_exceeded":
+        return (
+            f"the reply was cut off by the model's context window (its prompt and reply fill it); {where}. "
+            "Shorten the format reference or the content rules, or use a model with a larger context window"
+        )
     return (
-        f"the reply was cut off at max_tokens ({max_tokens}); {where}. "
-        "Raise batchgen_max_tokens or shorten the format reference"
+        f"the reply ended with stop_reason {stop_reason!r}, not end_turn: it may be unfinished, "
+        f"so it was not checked; {where}"
     )
 
 
@@ -581,7 +596,8 @@ class Dispatcher(BackgroundDispatch):
             # a recording handed over goes with the draft when the draft is checked, and is
             # written here, before the run goes on, when it is not
             recording = completion.unwritten
-            checked = not empty and completion.stop_reason not in ("refusal", "max_tokens")
+            finished = completion.stop_reason in FINISHED
+            checked = not empty and finished
             if recording is not None and not (checked and self.checks.takes_recordings):
                 try:
                     write_recording(recording)
@@ -594,7 +610,7 @@ class Dispatcher(BackgroundDispatch):
                 result.outcome, result.error = Outcome.REFUSED, "the model refused to write this output"
                 attempt.error = result.error
                 return result
-            if empty and completion.stop_reason != "max_tokens":
+            if empty and completion.stop_reason not in CUT_OFF:
                 # never written (over a draft, or an output) nor pasted into a repair turn: the same
                 # request again while attempts remain (this one is counted: it was paid for)
                 attempt.error = empty_reply(completion.stop_reason)
@@ -612,11 +628,13 @@ class Dispatcher(BackgroundDispatch):
                     return await self._unrecorded(run, row, path, text, completion, result, attempt, exc.error)
                 result.wrote = True
             elif not empty:
-                failures = await self.checks.draft(run, row, path, text, completion.stop_reason != "max_tokens")
+                failures = await self.checks.draft(run, row, path, text, checked)
                 result.wrote = True
-            if completion.stop_reason == "max_tokens":
+            if not finished:  # cut off, or it may be unfinished: its draft is not checked
                 result.outcome = Outcome.TRUNCATED
-                result.error = truncated(prompt.max_tokens, None if empty else run.plan.rel(path))
+                result.error = truncated(
+                    prompt.max_tokens, None if empty else run.plan.rel(path), completion.stop_reason
+                )
                 attempt.error = result.error
                 return result
             attempt.failures = [f"{rule.name}: {f.message}" for rule, f in failures]

@@ -216,10 +216,13 @@ def parse_sample(data: Any) -> Sample:
 
 
 def read_sample(completion: Completion) -> Sample:
-    """A judge reply as a :class:`Sample`: an answer cut off at ``max_tokens`` (its tool input
-    may lack the reason, or hold half a verdict) or a refusal is no verdict, whatever it holds."""
+    """A judge reply as a :class:`Sample`: an answer cut off at ``max_tokens`` or by the context
+    window (its tool input may lack the reason, or hold half a verdict) or a refusal is no
+    verdict, whatever it holds."""
     if completion.stop_reason == "max_tokens":
         return Sample(None, "the judge's answer was cut off at max_tokens")
+    if completion.stop_reason == "model_context_window_exceeded":
+        return Sample(None, "the judge's answer was cut off by the model's context window")
     if completion.stop_reason == "refusal":
         return Sample(None, "the judge refused to answer")
     return parse_sample(completion.tool_input)

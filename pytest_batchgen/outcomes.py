@@ -20,7 +20,7 @@ class Outcome(_StrEnum):
 
     PASSED = "passed"  # the last draft passed its checks
     FAILED = "failed"  # a draft was written but failed its checks after every attempt
-    TRUNCATED = "truncated"  # the reply stopped at max_tokens
+    TRUNCATED = "truncated"  # the reply was cut off (max_tokens, the context window) or may be unfinished
     REFUSED = "refused"  # the model refused
     ERROR = "error"  # the API failed for good, or a replay missed
     KEPT = "kept"  # the existing output already passed; nothing was sent

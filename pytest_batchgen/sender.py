@@ -272,6 +272,8 @@ class RemoteDispatch:
                     return self._ended()  # every row has its result already
                 elif kind == "crashed":
                     return self._ended(message[1])
+        except Exception as exc:  # a bug: the rows not answered yet end in error, not in a hang
+            self._ended(f"reading the sending process's messages failed: {type(exc).__name__}: {exc}")
         finally:
             self._checking.shutdown(wait=True)
             self.sender.wait()
@@ -285,32 +287,39 @@ class RemoteDispatch:
         (see :class:`AskChecks`). This process parses and checks every output anyway, for its
         items, which then reuse the parse and the verdicts: quick checks here on the reading
         thread, others (a linter, a judge) on a worker thread, several at once, as the
-        dispatcher would run them."""
-        run, row = self._rows[key]
+        dispatcher would run them.
+
+        Whatever fails here is an answer, and the row ends in error in the child: an exception
+        left unanswered (a draft that could not be encoded killed the thread writing it) left
+        the child waiting for the verdict, and the run for the child, for ever."""
         try:
+            run, row = self._rows[key]
             # here, before a slow check queues it: a reply is on disk as soon as this process has it
             write_recording(recording)
         except RecordingNotWritten as exc:  # the row ends as one whose recording failed in the child
-            self.sender.send(("checked", number, None, exc, self.extra_spent()))
-            return
+            return self._reply(number, None, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must fail the row, not leave it waiting
+            return self._reply(number, None, f"{type(exc).__name__}: {exc}")
         if run.quick_checks:
             self._answer(number, run, row, path, text)
         else:
             self._checking.submit(self._answer, number, run, row, path, text)
 
     def _answer(self, number: int, run: PlanRun, row: Row, path: Path | None, text: str | None = None) -> None:
-        if text is not None and path is not None:
-            try:
-                write_draft(run, row, path, text, False)  # written here; checked below
-            except OSError as exc:  # raised in the child as its own write would be
-                self.sender.send(("checked", number, None, exc, self.extra_spent()))
-                return
         try:
+            if text is not None and path is not None:
+                try:
+                    write_draft(run, row, path, text, False)  # written here; checked below
+                except OSError as exc:  # raised in the child as its own write would be
+                    return self._reply(number, None, exc)
             failures = [(rule.name, failure) for rule, failure in run.draft_failures(row, path)]
-        except Exception as exc:  # a bug must fail the row, not leave it waiting
-            self.sender.send(("checked", number, None, f"{type(exc).__name__}: {exc}", self.extra_spent()))
-            return
-        self.sender.send(("checked", number, failures, None, self.extra_spent()))
+            self._reply(number, failures, None)
+        except Exception as exc:  # noqa: BLE001 - a bug must fail the row, not leave it waiting
+            self._reply(number, None, f"{type(exc).__name__}: {exc}")
+
+    def _reply(self, number: int, failures: list[tuple[str, Failure]] | None, error: Any) -> None:
+        """The verdict on the child's question ``number``: the failing checks, or why there are none."""
+        self.sender.send(("checked", number, failures, error, self.extra_spent()))
 
     def _set(self, counters: _Counters) -> None:
         self._counters = counters
