@@ -7,6 +7,7 @@ the figures); these tests pin what the fast paths must not change.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,21 @@ def _scan_with(md: MarkdownIt, text: str):
 def test_compact_table_rule_scans_like_markdown_its_own(lines: list[str], ending: str) -> None:
     stock = MarkdownIt("commonmark").enable("table").disable("inline")
     text = "## S\n" + "\n".join(lines) + ending
-    assert _scan_with(plan_mod._markdown(), text) == _scan_with(stock, text)
+    # the same scan, but for the cells past a header, which the compact rule keeps and the
+    # stock one drops (they make a row an error: plan._read_phase)
+    assert _without_overflow(_scan_with(plan_mod._markdown(), text)) == _scan_with(stock, text)
+
+
+def _without_overflow(scan: plan_mod.Scan) -> plan_mod.Scan:
+    def table(t: plan_mod.Table) -> plan_mod.Table:
+        return replace(t, rows=tuple(replace(r, overflow=()) for r in t.rows))
+
+    sections = tuple(
+        replace(s, tables=tuple(map(table, s.tables)), list_tables=tuple(map(table, s.list_tables)))
+        for s in scan.sections
+    )
+    loose = tuple(replace(lt, table=table(lt.table)) for lt in scan.loose_tables)
+    return replace(scan, sections=sections, loose_tables=loose)
 
 
 def test_compact_table_rule_keeps_rows_cells_and_lines() -> None:
@@ -91,6 +106,7 @@ def test_compact_table_rule_keeps_rows_cells_and_lines() -> None:
     assert table.rows[0].cells == ("A", "a.md", "haiku", "pending")
     assert table.rows[1].cells == ("B | b", "b.md", "", "")  # padded as markdown-it pads
     assert table.rows[2].cells == ("C", "c.md", "sonnet", "complete")  # cut to the header
+    assert [r.overflow for r in table.rows] == [(), (), ("extra",)]  # and what was cut kept apart
     assert section.paragraphs[-1].text == "after"
 
 
