@@ -42,7 +42,8 @@ answers a few requests with 429s, which the SDK retries once the pacer lets them
 replies' headers gate every request). A 429 or 529 halves the window, at most once per round
 trip; after that it grows by one per good reply up to the halved value (slow start), then by
 one per window's worth of good replies. A 429 or 529 with ``retry-after`` also holds every new
-request until then.
+request until then, for :data:`RETRY_AFTER_CAP` (a minute) at most; the SDK's own wait before its
+retry is held to that too (:func:`cap_retry_after`).
 
 The SDK keeps its retries (``batchgen_max_retries``, honouring ``retry-after``), and the pacer
 sees each HTTP attempt through the client's transport (:meth:`Pacer.before_send`,
@@ -68,7 +69,7 @@ import contextvars
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -102,6 +103,14 @@ RATE_MARGIN = 0.98
 
 #: a reply's deficit must be at least this fraction of the limit to teach the refill rate
 RATE_MIN_DEFICIT = 0.25
+
+#: The longest a ``retry-after`` holds the run, in seconds: the pacer's hold on new requests and
+#: retries, and the SDK's sleep before its retry (:func:`cap_retry_after`). The API asks for
+#: seconds; a server or gateway that asks for more than a minute (``retry-after: 999999``, an
+#: HTTP date next year) held every unsent row for that long, and the SDK 2.x sleeps for any
+#: value up to 49 days (older SDKs ignored one over 60 s, and fell back to their backoff). A
+#: minute is what those SDKs honoured at most, and what the README promises.
+RETRY_AFTER_CAP = 60.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,22 @@ def parse_retry_after(headers: Mapping[str, str], now_wall: float | None = None)
         return None
     now = time.time() if now_wall is None else now_wall
     return max(0.0, when.timestamp() - now)
+
+
+def cap_retry_after(headers: MutableMapping[str, str], now_wall: float | None = None) -> None:
+    """Hold the ``retry-after`` of a refused reply to :data:`RETRY_AFTER_CAP`, in place: the SDK
+    reads the reply's headers after the pacer (:meth:`Pacer.observe`), and sleeps before its
+    retry for what they say. One that asks for longer says the cap instead (``retry-after-ms``,
+    which the SDK reads first, goes); one of a minute or less is left as the server sent it."""
+    asked = [parse_retry_after(headers, now_wall) or 0.0]
+    for name, per_second in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        with contextlib.suppress(TypeError, ValueError):  # (what the SDK reads and the pacer does not: "inf")
+            asked.append(float(headers.get(name)) / per_second)  # type: ignore[arg-type]
+    if not max(asked) > RETRY_AFTER_CAP:
+        return
+    for name in [name for name in headers if name.lower() in ("retry-after", "retry-after-ms")]:
+        del headers[name]
+    headers["retry-after"] = f"{RETRY_AFTER_CAP:g}"
 
 
 def parse_headers(headers: Mapping[str, str], now_wall: float | None = None) -> RateLimitInfo:
@@ -518,7 +543,12 @@ class Pacer:
         self, status: int, headers: Mapping[str, str], sent_at: float | None = None, model: str | None = None
     ) -> None:
         """A live reply's status and headers (each HTTP attempt, the SDK's retries included), for
-        ``model``'s budgets (by default the model of the request this task is sending)."""
+        ``model``'s budgets (by default the model of the request this task is sending).
+
+        A refused reply's ``retry-after`` is held to :data:`RETRY_AFTER_CAP` in ``headers``
+        themselves (:func:`cap_retry_after`), paced or not: the SDK reads them next."""
+        if status >= 400 and isinstance(headers, MutableMapping):
+            cap_retry_after(headers, self.wall())
         if not self.enabled:
             return
         if model is None:
@@ -577,7 +607,7 @@ class Pacer:
             self.window = self.threshold
             self.last_backoff = now
         if info.retry_after:
-            st.paused_until = max(st.paused_until, now + info.retry_after)
+            st.paused_until = max(st.paused_until, now + min(info.retry_after, RETRY_AFTER_CAP))
         exhausted = [b for b in info.budgets if b.remaining < 1]
         st.paused_by = exhausted[0].kind if exhausted else ("overloaded" if status == 529 else None)
 

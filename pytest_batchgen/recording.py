@@ -23,7 +23,9 @@ text to the pytest process, which writes it before the row's draft (:attr:`Recor
 a ``kill -9`` of the pytest process loses the texts it had not written yet, as it loses the
 replies in flight.
 A 2xx reply that is not a message (malformed JSON, an HTML page, a wrong schema) is never saved,
-so it cannot be replayed forever. Cassettes are read before any request: a corrupt one is a
+so it cannot be replayed forever. A compressed reply (a gateway's ``content-encoding: gzip``) is
+checked, redacted and recorded decoded, as vcrpy's ``decode_compressed_response`` records it
+(:func:`_decoded`). Cassettes are read before any request: a corrupt one is a
 clear error naming the file, or, in a mode that may record and with a key, is set aside as
 ``<name>.corrupt`` and recorded again.
 """
@@ -424,7 +426,10 @@ class Recorder(Recordings):
         for name, value in response.headers.multi_items():
             if self._redact(value) != value:
                 response.headers[name] = ", ".join(self._redact(v) for v in response.headers.get_list(name))
-        return self._redact(content)
+        redacted = self._redact(content)
+        if len(redacted) != len(content) and "content-length" in response.headers:
+            response.headers["content-length"] = str(len(redacted))  # (the body's, as recorded)
+        return redacted
 
     def transport(self, inner: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
         return _RecordingTransport(self, inner)
@@ -480,6 +485,28 @@ class Recorder(Recordings):
         return opens and len(pending) == 1
 
 
+def _decoded(response: httpx2.Response, content: bytes) -> bytes:
+    """A live reply's body as httpx2 decodes it for the client, from the ``content-encoding`` a
+    compressing gateway or proxy sent (the SDK accepts ``gzip, deflate``), with that header gone
+    and ``content-length`` the decoded body's: what vcrpy records with its
+    ``decode_compressed_response`` option (``vcr.filters.decode_response``). So the recording
+    holds the message itself, checked, redacted, matched and replayed as a reply sent plain, and
+    the client reads the body as its recording has it. (Kept compressed, it was not taken for a
+    message and never recorded, and a credential echoed in it reached the output.) A body that
+    does not decode is left as it came, header and all: httpx2 fails on it in the client as
+    before, and it is never recorded."""
+    coding = response.headers.get("content-encoding")
+    if coding is None:
+        return content
+    try:  # (httpx2's own decoders, through a response of its own: the codings it knows, in order)
+        decoded = httpx2.Response(response.status_code, headers=[("content-encoding", coding)], content=content).content
+    except httpx2.DecodingError:
+        return content
+    del response.headers["content-encoding"]
+    response.headers["content-length"] = str(len(decoded))
+    return decoded
+
+
 def _replayed_response(recorded: Mapping[str, Any]) -> httpx2.Response:
     """A recorded reply as the httpx response it was (what vcrpy's httpx stub builds)."""
     message = recorded["status"].get("message")
@@ -522,7 +549,7 @@ class _RecordingTransport(httpx2.AsyncBaseTransport):
             content = b"".join([part async for part in stream])
         finally:
             await stream.aclose()
-        content = r.redact_reply(response, content)  # (the output a replay of its recording writes)
+        content = r.redact_reply(response, _decoded(response, content))  # (what a replay of its recording writes)
         response.stream = httpx2.ByteStream(content)  # read once, here; the client reads it again
         call.live += 1
         if response.is_success and is_message_body(content):

@@ -84,10 +84,17 @@ counts the 429s the limits caused and ``fake.admitted`` logs (time, charge) of
 every admitted request: what it took, less what was given back once answered.
 ``fake.limit_model(model, RateLimits(...))`` gives one model buckets of its own
 (the API limits each model class apart); its replies' headers tell those.
+
+Compression (off by default): ``Reply(content_encoding="gzip")`` (or ``"deflate"``) answers as a
+compressing gateway or proxy in front of the API does (nginx's ``gzip on``, LiteLLM): the body
+compressed, with ``content-encoding``, when the request's ``accept-encoding`` lists that coding
+(the SDK sends ``gzip, deflate``), and as it is otherwise. ``Logged.response_headers`` shows
+what was sent.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
@@ -95,6 +102,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -137,6 +145,9 @@ class Reply:
     ``content_type``; see :meth:`raw`); ``stall_after`` sends the headers (with the full
     ``content-length``) and only that many bytes of the body, then holds the connection open
     without a byte more until the server stops (see :meth:`stalled`).
+
+    ``content_encoding`` (``"gzip"`` or ``"deflate"``) compresses the body as a gateway does, when
+    the request accepts that coding (see the module docstring's "Compression").
     """
 
     text: str = "ok"
@@ -150,6 +161,7 @@ class Reply:
     raw_body: bytes | None = None
     content_type: str = "application/json"
     stall_after: int | None = None
+    content_encoding: str | None = None
     #: in a batch only: the request ends with this result type ("expired" or "canceled")
     batch_result: str | None = None
 
@@ -353,6 +365,8 @@ class Logged:
     finished: float | None = None
     status: int | None = None
     reply: Reply | None = None
+    #: the response's headers as written (None until then)
+    response_headers: dict[str, str] | None = None
 
     @property
     def duration(self) -> float | None:
@@ -412,6 +426,24 @@ def _raw_usage(raw: bytes | str) -> dict:
     except (ValueError, AttributeError):
         return {}
     return usage if isinstance(usage, dict) else {}
+
+
+#: a coding (``content-encoding``) -> how a gateway compresses a body with it: ``deflate`` is the
+#: zlib format (RFC 9110 section 8.4.1.2), ``gzip`` the gzip file format
+_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.compress, "deflate": zlib.compress}
+
+
+def _compressed(coding: str | None, accepted: str, headers: dict[str, str], payload: bytes) -> bytes:
+    """``payload`` as a compressing gateway sends it: with ``coding`` when the request's
+    ``accept-encoding`` (``accepted``) lists it (``content-encoding`` set in ``headers``), else
+    as it is."""
+    if coding is None:
+        return payload
+    offered = {part.split(";")[0].strip().lower() for part in accepted.split(",")}
+    if coding not in offered:
+        return payload
+    headers["content-encoding"] = coding
+    return _COMPRESSORS[coding](payload)
 
 
 def _new_id(prefix: str) -> str:
@@ -597,6 +629,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake._arrive(entry)
         try:
             status, headers, payload = fake._handle(entry)
+            coding = entry.reply.content_encoding if entry.reply is not None else None
+            payload = _compressed(coding, entry.headers.get("accept-encoding", ""), headers, payload)
             entry.status = status
             reason = "Overloaded" if status == 529 else self.responses.get(status, ("",))[0]
             out = [f"{self.protocol_version} {status} {reason}".encode("latin-1")]
@@ -608,6 +642,7 @@ class _Handler(BaseHTTPRequestHandler):
             }
             if self.close_connection:
                 headers["connection"] = "close"
+            entry.response_headers = headers
             out += [f"{k}: {v}".encode("latin-1") for k, v in headers.items()]
             stall = entry.reply.stall_after if entry.reply is not None else None
             if stall is not None:  # half the body, then silence on an open connection

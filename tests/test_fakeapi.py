@@ -248,6 +248,30 @@ def test_retry_after_ms_header_is_preferred(fake):
     assert second.started - first.started < 0.35  # the 30 s retry-after was not used
 
 
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_a_compressing_gateway_compresses_what_the_request_accepts(fake, coding):
+    """The SDK sends ``accept-encoding: gzip, deflate``; the body comes compressed, which httpx
+    decodes; a request that accepts no coding gets the body as it is."""
+    fake.default = lambda body: Reply.ok("# Quorum", content_encoding=coding)
+    raw = client(fake).messages.with_raw_response.create(
+        model=MODEL, max_tokens=256, messages=[{"role": "user", "content": "Quorum"}]
+    )
+    assert raw.headers["content-encoding"] == coding
+    assert raw.parse().content[0].text == "# Quorum"
+    fake.wait_idle()
+    sent = fake.requests[0]
+    assert sent.headers["accept-encoding"] == "gzip, deflate"
+    assert sent.response_headers is not None and sent.response_headers["content-encoding"] == coding
+    assert int(sent.response_headers["content-length"]) < len(raw.http_response.content)  # (compressed)
+
+    body = json.dumps({"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}).encode()
+    status, headers, plain = raw_http(
+        fake, "POST", "/v1/messages", body, {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    )
+    assert status == 200 and "Content-Encoding" not in headers
+    assert json.loads(plain)["content"][0]["text"] == "# Quorum"
+
+
 def test_stop_reasons_max_tokens_and_refusal(fake):
     fake.script("long", Reply.truncated("half of the ans"))
     fake.script("nope", Reply.refused())

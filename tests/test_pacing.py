@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import subprocess
 from collections import deque
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -312,6 +313,65 @@ def test_a_429_halves_the_window_once_per_round_trip_and_holds_every_request_for
     clock.now += 2
     p.observe(429, refused, sent_at=clock.now)  # sent after it: halves again
     assert p.window == 16
+
+
+#: a retry-after no server means (a hostile server's 999999 s), in each form the SDK reads: seconds,
+#: milliseconds, an HTTP date
+HUGE_RETRY_AFTERS = [
+    {"retry-after": "999999"},
+    {"retry-after-ms": "999999000"},
+    {"retry-after": "Sat, 29 Nov 2036 18:00:00 GMT"},
+    {"retry-after": "inf"},  # (not a number of seconds to the pacer; 49 days to the SDK)
+]
+
+
+@pytest.mark.parametrize("status", [429, 529])
+@pytest.mark.parametrize("asked", HUGE_RETRY_AFTERS)
+def test_a_retry_after_of_days_holds_new_requests_and_retries_for_a_minute_at_most(status, asked):
+    """A 429 or 529 asking for days held every unsent row, and every retry, for that long."""
+    clock = Clock()
+    p = Pacer(4, clock=clock, wall=clock.wall)
+    p.observe(status, {**headers(clock, requests=(50, 0, 10)), **asked}, sent_at=clock.now)
+    assert p.delay(Cost(1, 1, 1)) == (60.0, "backoff")  # a request waiting for its first turn
+    assert p.delay(Cost(1, 1, 1), retry=True) == (60.0, "backoff")  # the refused one's retry
+    clock.now += 60
+    assert p.delay(Cost(1, 1, 1))[0] == 0
+    assert not p.status.startswith("backing off")
+
+
+@pytest.mark.parametrize("status", [429, 529, 503])
+@pytest.mark.parametrize("asked", HUGE_RETRY_AFTERS)
+def test_the_sdk_is_told_to_wait_a_minute_at_most_too(status, asked):
+    """The SDK (2.x) sleeps for whatever ``retry-after`` says before its retry (up to 49 days),
+    holding the request's place in flight and, past ``batchgen_total_timeout``, failing it as
+    a timeout: the reply's header, which the SDK reads after the pacer, says a minute at most."""
+    import httpx2
+
+    clock = Clock()
+    reply = httpx2.Headers(asked)
+    Pacer(4, clock=clock, wall=clock.wall).observe(status, reply)
+    assert parse_retry_after(reply, clock.wall()) == 60.0
+    assert reply.get("retry-after") == "60" and "retry-after-ms" not in reply
+
+
+@pytest.mark.parametrize(
+    "asked", [{"retry-after": "0.01"}, {"retry-after-ms": "1500", "retry-after": "9"}, {"retry-after": "60"}]
+)
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_retry_after_of_a_minute_or_less_is_left_as_the_server_sent_it(asked, enabled):
+    import httpx2
+
+    reply = httpx2.Headers(asked)
+    Pacer(4, enabled=enabled).observe(429, reply)
+    assert dict(reply) == asked
+
+
+def test_without_pacing_the_sdk_still_waits_a_minute_at_most():
+    import httpx2
+
+    reply = httpx2.Headers({"retry-after": "999999"})
+    Pacer(4, enabled=False).observe(429, reply)
+    assert reply["retry-after"] == "60"
 
 
 def test_a_429_to_the_first_wave_sent_blind_keeps_the_window_and_the_retry_after():
@@ -830,6 +890,43 @@ def test_a_retry_waiting_for_the_budgets_does_not_count_against_the_total_timeou
     assert result.ret == 0, result.stdout.str()
     assert fake.limited == 2  # the blind first wave's
     assert set(project.statuses().values()) == {"complete"}
+
+
+#: a project conftest that makes the pacer's cap on a retry-after 1 s, not a minute: it runs in the
+#: process that sends (a run's conftest is imported before the sending process forks)
+SHORT_RETRY_AFTER_CAP = """
+from pytest_batchgen import pacing
+pacing.RETRY_AFTER_CAP = 1.0
+"""
+
+
+@pytest.mark.parametrize("refusal", [Reply.rate_limited, Reply.overloaded])
+def test_a_retry_after_of_days_holds_the_run_only_as_long_as_the_cap(project, fake, forks, refusal):
+    """A server's 429 or 529 asking for 999999 s: the refused row's retry slept for it (its
+    ``batchgen_total_timeout`` then failed it as "no reply within"), and the rows after it
+    waited for ever. Both wait the cap (1 s here, a minute in a real run), then every row
+    completes. (Run in a process of its own: a run that stalls is killed, not waited for.)"""
+    names = ["quorum", "raft", "paxos"]
+    project.write_rows(rows_for(*names), ini_extra="batchgen_total_timeout = 30\n")
+    project.write("conftest.py", SHORT_RETRY_AFTER_CAP)
+    router(fake).set("quorum.md", refusal(retry_after=999999), Reply.ok(draft("Quorum")))
+    project.forks = forks
+
+    run = project.start("--batch-plan", project.plan, "--batch-concurrency", "1")
+    try:
+        ret = run.wait(timeout=120)
+    except (TimeoutError, subprocess.TimeoutExpired):
+        run.kill()
+        pytest.fail(f"the run was still held after 120 s: {len(fake.messages_requests())} requests sent")
+    out = run.communicate()[0]
+
+    assert ret == 0, out
+    assert project.statuses() == dict.fromkeys([f"{name}.md" for name in names], "complete")
+    refused, retried, *others = sorted(fake.messages_requests(), key=lambda e: e.started)
+    assert (refused.status, refused.headers["x-stainless-retry-count"]) == (refusal().status, "0")
+    assert (retried.status, retried.headers["x-stainless-retry-count"]) == (200, "1")
+    assert [e.status for e in others] == [200, 200]
+    assert refused.finished is not None and retried.started - refused.finished >= 0.9  # the hold: the cap
 
 
 def _refused_after_the_first_window(fake) -> list:

@@ -8,6 +8,7 @@ connection of the process refused, and compare what the two runs left behind.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable
@@ -144,6 +145,56 @@ def test_a_credential_echoed_by_the_server_is_redacted_alike_in_the_output_and_i
     replayed = project.run("--batch-record-mode", "none")
     assert replayed.ret == 0, replayed.stdout.str()
     assert project.output("quorum.md") == live
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_a_compressed_reply_is_recorded_decoded_and_a_key_echoed_in_it_is_redacted(project, fake, monkeypatch, coding):
+    """A gateway or proxy that compresses (the SDK accepts ``gzip, deflate``): the recorder
+    looked at the compressed bytes, so the reply was used (the row complete) but not recorded
+    ("freshness: 1 unrecorded", paid again by the next run), and a key it echoed reached the
+    output. It is recorded decoded, as vcrpy's ``decode_compressed_response`` records it: no
+    ``content-encoding``, the body's own length."""
+    rows = rows_for("quorum")
+    project.write_rows(rows)
+    echoed = Reply.ok(draft("Quorum", extra=f"Echo: Bearer {API_KEY}\n"), content_encoding=coding)
+    router(fake).set("quorum.md", echoed)
+
+    result = project.run()
+
+    assert result.ret == 0, result.stdout.str()
+    (sent,) = fake.messages_requests()
+    assert sent.response_headers is not None and sent.response_headers["content-encoding"] == coding
+    live = project.output("quorum.md")
+    assert "Echo: Bearer <redacted>" in live
+    (interaction,) = project.interactions("quorum.md")
+    response = interaction["response"]
+    assert "content-encoding" not in response["headers"]
+    body = response["body"]["string"]
+    assert json.loads(body)["content"][0]["text"] == live
+    assert response["headers"]["content-length"] == [str(len(body.encode("utf-8")))]
+    assert [name for name, data in project.snapshot().items() if API_KEY.encode() in data] == []
+    result.stdout.no_fnmatch_line("*unrecorded*")
+    # and a replay of that recording writes the output the live run wrote
+    fake.stop()
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    project.reset(rows)
+    replayed = project.run("--batch-record-mode", "none")
+    assert replayed.ret == 0, replayed.stdout.str()
+    assert project.output("quorum.md") == live
+
+
+def test_a_body_that_does_not_decode_fails_its_row_and_is_not_recorded(project, fake):
+    """A reply that says ``content-encoding: gzip`` and is not: left to httpx2, which fails on
+    it, as it did before the recorder decoded compressed replies; nothing is recorded."""
+    project.write_rows(rows_for("quorum"))
+    router(fake).set("quorum.md", Reply.raw(b"this is not gzip at all", headers={"content-encoding": "gzip"}))
+
+    result = project.run()
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "DecodingError" in result.failure("quorum.md::generate")
+    assert not project.cassette("quorum.md").exists()
 
 
 KEY_IN_A_FORM = """\
