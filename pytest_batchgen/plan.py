@@ -659,6 +659,10 @@ def load_plan(
     if not plan_path.is_absolute():
         plan_path = root / plan_path
     plan_path = plan_path.resolve()  # one spelling of the path, whatever '..' or links the user wrote
+    if plan_path.is_dir():
+        plans = sorted(p.name for p in plan_path.glob("*.md"))[:5]
+        hint = f" (it holds {', '.join(plans)})" if plans else ""
+        raise PlanError(f"the plan is a folder{hint}; pass the path of a plan file to --batch-plan", plan_path)
     if not plan_path.is_file():
         raise PlanError(
             "plan file not found; pass the path of an existing plan to --batch-plan "

@@ -77,7 +77,7 @@ def _dollars(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of dollars") from None
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: --batch-max-cost must be zero or more (dollars)")
+        raise argparse.ArgumentTypeError(f"{text!r}: must be zero or more (dollars)")
     return value
 
 

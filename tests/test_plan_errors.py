@@ -25,6 +25,13 @@ class Case:
     names_path: str | None = None  # a path below the project the message must name in full
 
 
+def _plan_folder(root: Path) -> None:
+    # it said "plan file not found" of a folder that is there
+    (root / "plan.md").mkdir()
+    for name in ("b.md", "a.md"):
+        (root / "plan.md" / name).touch()
+
+
 def _link_outside(root: Path) -> None:
     outside = root.parent / f"{root.name}-outside"
     outside.mkdir()
@@ -40,6 +47,10 @@ _TWO_NOTES = plan_text(
 
 CASES = {
     "missing-plan": Case(None, None, ("plan file not found",)),
+    # it said "plan file not found" of a folder that is there
+    "plan-is-a-folder": Case(
+        None, None, ("the plan is a folder (it holds a.md, b.md); pass the path of a plan file",), setup=_plan_folder
+    ),
     "empty-plan": Case("\n   \n", None, ("plan is empty",)),
     "no-phase-table": Case(HEAD + "\n## Model Selection Rules\n- Default: haiku\n", None, ("no phase table",)),
     "phase-heading-without-number": Case(

@@ -859,7 +859,9 @@ def test_a_negative_budget_is_a_usage_error(project, fake):
     project.write_rows(rows_for("one"))
     result = project.run("--batch-max-cost", "-1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "--batch-max-cost must be zero or more" in result.stderr.str()
+    err = result.stderr.str()
+    assert "argument --batch-max-cost: '-1': must be zero or more (dollars)" in err
+    assert err.count("--batch-max-cost") == 1  # the option is named once, by argparse
 
 
 # -- a replayed run costs nothing -----------------------------------------------------------------

@@ -83,8 +83,8 @@ def test_a_float_spelled_max_tokens_reaches_the_dry_run_and_the_request(plan_pro
         (["--batch-concurrency", "0"], ["--batch-concurrency", "at least 1"]),
         (["--batch-concurrency", "2.5"], ["--batch-concurrency", "not a whole number"]),
         (["--batch-max-attempts", "many"], ["--batch-max-attempts", "not a whole number"]),
-        (["--batch-max-cost", "-1"], ["--batch-max-cost must be zero or more"]),
-        (["--batch-max-cost", "nan"], ["--batch-max-cost must be zero or more"]),
+        (["--batch-max-cost", "-1"], ["argument --batch-max-cost: '-1': must be zero or more (dollars)"]),
+        (["--batch-max-cost", "nan"], ["argument --batch-max-cost: 'nan': must be zero or more (dollars)"]),
         (["--batch-max-cost", "cheap"], ["--batch-max-cost", "not a number"]),
         # pytest's own bool conversion raised a ValueError: an INTERNALERROR
         (["-o", "batchgen_remember_limits=maybe"], ["batchgen_remember_limits = 'maybe' is not true or false"]),
