@@ -115,6 +115,14 @@ def _front_matter_parts(rest: str) -> tuple[str, str | None, str | None]:
     return rest, count, list_key
 
 
+def _case_hint(missing: list[str], meta: Mapping[str, Any]) -> str:
+    """The missing keys present under another case (``Title:`` for ``title``): keys are
+    case-sensitive, and a bare "missing key title" sent the user looking for a key that is there."""
+    present = {str(k).lower(): str(k) for k in meta}
+    near = [f"{present[k.lower()]!r} for {k!r}" for k in missing if k.lower() in present]
+    return f" (keys are case-sensitive: found {', '.join(near)})" if near else ""
+
+
 def _build_front_matter(m: re.Match, ctx: CompileContext):
     keys_text, count_word, list_key = _front_matter_parts(m.group("rest"))
     keys = split_list(keys_text) if keys_text else []
@@ -150,7 +158,9 @@ def _build_front_matter(m: re.Match, ctx: CompileContext):
         msgs = []
         line = None
         if missing:
-            msgs.append("missing key" + ("s " if len(missing) > 1 else " ") + ", ".join(missing))
+            msgs.append(
+                "missing key" + ("s " if len(missing) > 1 else " ") + ", ".join(missing) + _case_hint(missing, meta)
+            )
             line = 1
         if blank:
             msgs.append(", ".join(f"{k} is blank ({_show(meta[k])})" for k in blank))

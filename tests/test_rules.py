@@ -452,6 +452,17 @@ def test_yaml_1_1_words_and_numbers_are_keys_as_written(project: Project):
     assert failure is not None and failure.message == "front matter: missing key off"
 
 
+def test_a_missing_key_present_under_another_case_is_named(project: Project):
+    # "missing keys title, category" of an entry that has 'Title:' (a CNCF glossary entry) sent
+    # the user looking for a key that is there
+    failure = project.verdict("Front matter includes title and category", with_front_matter("Title: Quorum"))
+    assert failure is not None
+    assert (
+        failure.message
+        == "front matter: missing keys title, category (keys are case-sensitive: found 'Title' for 'title')"
+    )
+
+
 def test_missing_keys_are_all_named(project: Project):
     failure = project.verdict(FM_LINE, with_front_matter("title: Quorum"))
     assert failure is not None
