@@ -7,6 +7,7 @@ editor (:mod:`pytest_batchgen.planedit`) looks at raw bytes, and only on the lin
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -1097,7 +1098,31 @@ def _resolve_below(base: Path, pure: Path, what: str, plan_path: Path, line: int
         return candidate
     except OSError:
         return _resolve(base / pure, what, plan_path, line)
-    return _resolve(base / pure, what, plan_path, line) if stat.S_ISLNK(mode) else candidate
+    if stat.S_ISLNK(mode):
+        resolved = _resolve(base / pure, what, plan_path, line)
+        with contextlib.suppress(OSError):
+            _refuse_special_file(resolved, os.stat(resolved).st_mode, what, plan_path, line)
+        return resolved
+    _refuse_special_file(candidate, mode, what, plan_path, line)
+    return candidate
+
+
+#: what a path that is neither a file nor a folder is, by its mode
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def _refuse_special_file(path: Path, mode: int, what: str, plan_path: Path, line: int) -> None:
+    """Raise for an output that is a named pipe, a socket or a device: reading it waits for a
+    writer that may never come (a FIFO hung the run for good), or never ends (a device). Found
+    here, by the ``lstat`` the row's path takes anyway, before anything reads it."""
+    kind = next((name for test, name in _SPECIAL_FILES if test(mode)), None)
+    if kind is not None:
+        raise PlanError(f"{what} is {kind}, not a file: reading it could wait for ever; remove it", plan_path, line)
 
 
 #: the control characters (Unicode category Cc): C0, DEL and C1

@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 import threading
 from collections.abc import Sequence, Set
 from dataclasses import dataclass
@@ -131,6 +132,9 @@ def _parse(tracking: Path, text: str) -> _Index:
 
 def _read(tracking: Path) -> str:
     try:
+        if not stat.S_ISREG(mode := tracking.stat().st_mode) and not stat.S_ISDIR(mode):
+            # a named pipe or a device: reading it waited for a writer for good (the run hung)
+            raise TrackingError(f"{tracking} is not a file (a named pipe, a socket or a device); remove it")
         return tracking.read_bytes().decode("utf-8")  # not read_text: its newline translation would rewrite "\r\n"
     except FileNotFoundError:
         return ""

@@ -605,3 +605,13 @@ def test_locks_another_process_holds_are_named_as_such_and_waited_for_once(proje
     assert waits.count("INDEX.md") == 1  # the second row did not wait again
     # a row that would not write keeps its own message
     assert "the output is registered once its other checks pass" in result.failure("vector-clock.md::registered")
+
+
+def test_a_tracking_file_that_is_a_named_pipe_is_an_error_not_a_hang(tmp_path):
+    # reading it waited for a writer for good: the run hung at the registration check
+    from pytest_batchgen.tracking import TrackingError, is_registered
+
+    fifo = tmp_path / "INDEX.md"
+    os.mkfifo(fifo)
+    with pytest.raises(TrackingError, match="is not a file"):
+        is_registered(fifo, tmp_path / "a.md")

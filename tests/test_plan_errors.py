@@ -3,6 +3,7 @@ the line, no traceback, and not one byte written to the plan or the output folde
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,11 @@ def _plan_folder(root: Path) -> None:
     (root / "plan.md").mkdir()
     for name in ("b.md", "a.md"):
         (root / "plan.md" / name).touch()
+
+
+def _fifo_output(root: Path) -> None:
+    # reading it waited for a writer for good: the run hung (an outside probe)
+    os.mkfifo(root / "out" / "beta.md")
 
 
 def _link_outside(root: Path) -> None:
@@ -88,6 +94,12 @@ CASES = {
     ),
     "absolute-filename": Case(
         plan_text(PHASE_1.replace("| beta.md |", "| /tmp/x.md |")), "| /tmp/x.md |", ("'/tmp/x.md'", "absolute")
+    ),
+    "output-is-a-named-pipe": Case(
+        plan_text(PHASE_1),
+        "| 2 | Beta | beta.md",
+        ("filename 'beta.md' is a named pipe, not a file: reading it could wait for ever; remove it",),
+        setup=_fifo_output,
     ),
     "symlink-outside": Case(
         plan_text(PHASE_1.replace("| beta.md |", "| link/x.md |")),
