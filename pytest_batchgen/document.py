@@ -29,7 +29,7 @@ from markdown_it.token import Token
 
 from .defaults import DEFAULT_MAX_BYTES
 from .fsutil import Signature, signature
-from .mdparse import block_parser, heading_parser, inline_parser
+from .mdparse import block_parser, deep_heading_parser, heading_parser, inline_parser
 
 #: YAML parsing of a 4.8 MB front matter list took 37 s and 867 MB; a batch file's front matter
 #: is a few keys, so 64 KiB is generous and parses in a fraction of a second
@@ -152,6 +152,22 @@ def _too_big(body: str) -> str | None:
     return None
 
 
+#: an output nested as deep as the default parser reads is parsed again nesting deeper when it
+#: is at most this long (a real document so nested is short; 4 MB of ``- - -`` took 22 s so)
+MAX_DEEP_REPARSE = 256 * 1024
+_TOO_DEEP = (
+    "the output's blocks (lists or quotes inside one another) are nested deeper than the Markdown "
+    "parser reads, so the rest of it could not be read; nest less deep"
+)
+
+
+def _maybe_cut(tokens: list[Any], md: Any) -> bool:
+    """Whether a block reached the parser's nesting limit, past which markdown-it skips the
+    rest of the document: a list ten items deep hid every heading after it."""
+    deepest = md.options["maxNesting"] - 1
+    return any(t.level >= deepest for t in tokens)
+
+
 def parse_text(path: Path, text: str) -> OutputDocument:
     """Parse decoded text; never raises."""
     if not text.strip():
@@ -191,6 +207,14 @@ def parse_text(path: Path, text: str) -> OutputDocument:
     try:
         env: dict[str, Any] = {}  # the link reference definitions, for links in headings
         tokens = heading_parser().parse(body, env)
+        if _maybe_cut(tokens, heading_parser()):
+            # nested as deep as the parser reads: it may have skipped the rest (and its headings)
+            if len(body) > MAX_DEEP_REPARSE:
+                return OutputDocument(path=path, error=_TOO_DEEP)
+            env = {}
+            tokens = deep_heading_parser().parse(body, env)
+            if _maybe_cut(tokens, deep_heading_parser()):
+                return OutputDocument(path=path, error=_TOO_DEEP)
         budget = MAX_RENDERED_HEADING_CHARS
         table_budget = _MAX_TABLE_CHECK  # for the whole document: each check parses its span
         body_lines: list[str] | None = None

@@ -38,6 +38,15 @@ def heading_parser() -> MarkdownIt:
     return MarkdownIt("commonmark").disable("inline")
 
 
+@lru_cache(maxsize=1)
+def deep_heading_parser() -> MarkdownIt:
+    """:func:`heading_parser` nesting to :data:`PLAN_MAX_NESTING`: for an output whose blocks
+    reach CommonMark's 20 levels (a list ten items deep), past which markdown-it skips the rest
+    of the document and its headings with it. Not the default: on pathological input of the
+    size limit (4 MB of ``- - - ...``) it is four to eight times slower."""
+    return MarkdownIt("commonmark", {"maxNesting": PLAN_MAX_NESTING}).disable("inline")
+
+
 #: how deep a plan's blocks may nest (lists and quotes inside one another; a list item counts
 #: two levels): CommonMark's preset reads 20 and skips the rest of the document past that, which
 #: a list ten items deep reached. Each level is a few frames of Python's stack, well within its

@@ -395,3 +395,20 @@ def test_an_output_with_other_line_endings_parses_as_with_newlines(ending):
 
     assert other.headings == unix.headings == (Heading(1, "Title", 4), Heading(2, "Definition", 11))
     assert other.metadata == unix.metadata == {"term": "Quorum"} and other.key_lines == unix.key_lines
+
+
+def test_headings_after_a_list_ten_items_deep_are_read():
+    # markdown-it's default nesting limit (20 levels) skipped the rest of the document: the
+    # 'Details' section after such a list was reported missing (an outside probe)
+    deep = "".join("  " * i + "- item\n" for i in range(10))
+    doc = parse_bytes(P, ("## Summary\n\n" + deep + "\n## Details\n\nText.\n").encode())
+    assert doc.error is None
+    assert [(h.text, h.line) for h in doc.headings] == [("Summary", 1), ("Details", 14)]
+
+
+@pytest.mark.parametrize("pad", [0, 300_000], ids=["past-the-deeper-limit", "too-long-to-parse-deeper"])
+def test_an_output_nested_past_what_the_parser_reads_is_an_error_not_missing_sections(pad):
+    levels = 60 if pad == 0 else 10
+    deep = "".join("  " * i + "- item\n" for i in range(levels))
+    doc = parse_bytes(P, ("## Summary\n\n" + deep + "\n## Details\n" + "x" * pad + "\n").encode())
+    assert doc.error is not None and "nested deeper than the Markdown parser reads" in doc.error
