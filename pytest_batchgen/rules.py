@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,24 @@ def _shown_headings(headings: list) -> str:
     return shown + (f", … and {more:,} more" if more > 0 else "")
 
 
+def _as_rendered(text: str) -> str:
+    """A section name as a reader sees it: whitespace runs (two spaces, a tab, a line break in a
+    setext heading, a no-break space) as one space, and composed characters (NFC: ``e`` and a
+    combining accent are ``é``). ``## Related  Terms`` and ``## Cafe\u0301`` render as the names
+    they were compared with, and were reported missing."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+#: the typographic quotes a heading may hold for the straight ones a checklist line has
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+
+
+def _loosely(text: str) -> str:
+    """A section name for the "close but not the same" hint: as rendered, in lower case, with
+    typographic quotes straight (``What’s new`` for ``What's new``)."""
+    return _as_rendered(text).lower().translate(_QUOTES)
+
+
 def _build_sections(m: re.Match, ctx: CompileContext):
     wanted = split_list(m.group("sections"))
     ordered = bool(m.group("order"))
@@ -291,13 +310,13 @@ def _build_sections(m: re.Match, ctx: CompileContext):
         h2 = [h for h in doc.headings if h.level == 2]
         first: dict[str, int] = {}
         for idx, h in enumerate(h2):
-            first.setdefault(h.text, idx)
-        missing = [s for s in wanted if s.strip() not in first]
+            first.setdefault(_as_rendered(h.text), idx)
+        missing = [s for s in wanted if _as_rendered(s) not in first]
         if missing:
             found = _shown_headings(h2)
             hints = []
             for s in missing:
-                near = [h for h in doc.headings if h.text.strip().lower() == s.strip().lower()]
+                near = [h for h in doc.headings if _loosely(h.text) == _loosely(s)]
                 if near:
                     h = near[0]
                     written = f" (written {_show(h.source)})" if h.source is not None else ""
@@ -310,9 +329,9 @@ def _build_sections(m: re.Match, ctx: CompileContext):
                 None,
             )
         if ordered:
-            positions = [first[s.strip()] for s in wanted]
+            positions = [first[_as_rendered(s)] for s in wanted]
             if positions != sorted(positions):
-                actual = sorted(wanted, key=lambda s: first[s.strip()])
+                actual = sorted(wanted, key=lambda s: first[_as_rendered(s)])
                 bad = next(i for i in range(1, len(positions)) if positions[i] < positions[i - 1])
                 return Failure(
                     "sections out of order: found " + ", ".join(actual) + "; expected " + ", ".join(wanted),

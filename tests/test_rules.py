@@ -606,6 +606,25 @@ def test_a_heading_counts_as_the_text_it_renders_as(project: Project):
     assert failure.message.startswith("sections out of order: found Verdict, Summary")
 
 
+@pytest.mark.parametrize(
+    "heading",
+    ["## Related  Terms", "## Related\tTerms", "## Related&nbsp;Terms", "Related\nTerms\n---", "## Related Terms"],
+    ids=["two-spaces", "a-tab", "a-no-break-space", "a-setext-heading-of-two-lines", "as-written"],
+)
+def test_a_heading_that_renders_as_the_section_name_is_that_section(project: Project, heading: str):
+    # each rendered as "Related Terms" and was reported missing (an outside probe)
+    assert project.verdict("Related Terms section present", body(heading)) is None
+
+
+def test_a_heading_in_composed_or_decomposed_characters_is_the_same_section(project: Project):
+    assert project.verdict("Café section present", body("## Cafe\u0301")) is None
+
+
+def test_a_heading_with_typographic_quotes_is_named_close_but_not_the_same(project: Project):
+    failure = project.verdict("What's new section present", body("## What\u2019s new"))
+    assert failure is not None and "is close but not the same" in failure.message
+
+
 def test_a_missing_section_lists_rendered_headings_and_shows_the_source_of_a_near_one(project: Project):
     failure = project.verdict(SECTIONS, body("## **summary**", "## Pros *and* Cons", "## Verdict"))
     assert failure is not None
