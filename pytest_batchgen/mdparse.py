@@ -35,7 +35,11 @@ def heading_parser() -> MarkdownIt:
     Without the inline pass a heading's token holds its source (``**Definition**``); the few
     headings with inline markup are rendered one by one with :func:`inline_parser`.
     """
-    return MarkdownIt("commonmark").disable("inline")
+    return MarkdownIt("commonmark", {"maxNesting": HEADING_MAX_NESTING}).disable("inline")
+
+
+#: how deep an output's blocks nest for :func:`heading_parser`: CommonMark's preset, stated
+HEADING_MAX_NESTING = 20
 
 
 @lru_cache(maxsize=1)
