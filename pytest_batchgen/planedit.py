@@ -110,7 +110,7 @@ def replace_cell_word(line: str, cell: int, word: str) -> str:
     spans = cell_spans(line)
     start, end = spans[cell]
     raw = line[start:end]
-    content_end = len(raw.rstrip())
+    content_end = len(raw.rstrip(" \t"))  # Markdown's padding: not a no-break space, which strip() takes
     trail = len(raw) - content_end
     word_start, word_end = unquoted_span(raw)
     old = raw[word_start:word_end]

@@ -530,3 +530,16 @@ def test_a_notes_marker_with_trailing_spaces_is_still_the_marker():
     edited = edit_text(text, {"b.md": RowUpdate(note="new")})
     assert edited.count("<!-- Written by pytest-batchgen") == 1
     assert read_notes(edited) == {"a.md": "old", "b.md": "new"}
+
+
+@pytest.mark.parametrize(
+    "space", ["\xa0", "\u3000", "\x1f"], ids=["no-break-space", "ideographic-space", "unit-separator"]
+)
+def test_a_status_edit_keeps_a_character_python_strips_but_markdown_does_not(space):
+    # Python's strip() took these for padding and the editor deleted them when the longer word
+    # needed room (an outside probe); Markdown trims only spaces and tabs around a cell
+    table = (
+        f"| Title | Filename | Model | Status | X |\n|---|---|---|---|---|\n| A | a.md | haiku | pending{space} | x |\n"
+    )
+    edited = edit_text(HEAD + "## Phase 1\n\n" + table, {"a.md": RowUpdate(status="complete")})
+    assert edited.endswith(f"| A | a.md | haiku | complete{space} | x |\n")
