@@ -6,6 +6,7 @@ so a user's form can shadow one of these simply by matching first.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import reprlib
@@ -195,6 +196,20 @@ def _build_front_matter(m: re.Match, ctx: CompileContext):
 # -- K is one of ... ------------------------------------------------------------------------
 
 
+def _yaml_kind(value: object) -> str | None:
+    """What YAML made of an unquoted scalar that is not text (``1``, ``yes``, ``2024-01-01``), or
+    None for a list or a mapping: "category is a int (1), not a single value" was false of them."""
+    if value is None:
+        return "null (empty)"
+    if isinstance(value, bool):
+        return "a boolean (yes, no, on, off, true and false are)"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return "a date"
+    return None
+
+
 def _one_of_check(key: str, allowed: list[str]):
     def check(c: CheckContext):
         doc = c.doc
@@ -207,7 +222,16 @@ def _one_of_check(key: str, allowed: list[str]):
         value = doc.metadata[key]
         line = doc.line_of(key)
         if not isinstance(value, str):
-            return Failure(f"{key} is a {type(value).__name__} ({_show(value)}), not a single value; {expected}", line)
+            kind = _yaml_kind(value)
+            if kind is None:
+                return Failure(
+                    f"{key} is a {type(value).__name__} ({_show(value)}), not a single value; {expected}", line
+                )
+            return Failure(
+                f"{key} is {_show(value)}, which YAML reads as {kind}, not text; {expected} (quote the value in the "
+                f'front matter to make it text: {key}: "...")',
+                line,
+            )
         if value in allowed:
             return None
         hint = ""
@@ -223,13 +247,24 @@ def _one_of_check(key: str, allowed: list[str]):
 _RULE_LIST_RE = r"^`?(?P<key>{key})`?\s+(?:must be|is) one of\s*(?::\s*)?(?P<values>\S.*)$"
 
 
+#: prose after the last value of a Content Rules list, which is written for the model: a remark
+#: in parentheses with a space in it (``(pick one)``; ``Go (lang)`` stays a value), a ``;``
+_TRAILING_PROSE_RE = re.compile(r"(?:\s+\([^()]*\s[^()]*\))?\s*[.;,:]?\s*$")
+
+
+def _without_trailing_prose(values: str) -> str:
+    """The values of a Content Rules list without a remark after the last one: "Consistency,
+    Concurrency (pick one)" allowed 'Concurrency (pick one)', and every output failed."""
+    return _TRAILING_PROSE_RE.sub("", values, count=1)
+
+
 def _build_one_of_listed(m: re.Match, ctx: CompileContext):
     key = m.group("key")
     pattern = re.compile(_RULE_LIST_RE.format(key=re.escape(key)), re.IGNORECASE)
     for rule in ctx.plan.content_rules:
         found = pattern.match(rule.text.strip())
         if found:
-            values = split_list(found.group("values"), alternatives=True)
+            values = split_list(_without_trailing_prose(found.group("values")), alternatives=True)
             if found.group("key") != key:
                 # found case-insensitively, but front matter keys are case-sensitive: every output
                 # would fail "front matter has no Category" while writing the key as the rules say

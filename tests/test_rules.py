@@ -109,7 +109,7 @@ class Project:
         return rule.run(ctx)
 
     def verdict(self, line: str, text: str | bytes | None, **kw):
-        plan, rule = self.rule(line, options=kw.pop("options", None))
+        plan, rule = self.rule(line, options=kw.pop("options", None), rules=kw.pop("rules", CONTENT_RULES))
         return self.check(plan, rule, text, **kw)
 
 
@@ -339,6 +339,35 @@ def test_count_that_agrees_compiles(project: Project, count):
     assert rule.name == "category-value"
 
 
+@pytest.mark.parametrize("tail", [" (pick one)", ";", " (pick exactly one).", "."])
+def test_a_remark_after_the_last_content_rules_value_is_not_part_of_it(project: Project, tail):
+    # "Concurrency (pick one)" was the allowed value, and every output said 'Concurrency' failed
+    rules = (f"- category must be one of: Consistency, Concurrency{tail}",)
+    line = "category is one of the values listed in Content Rules"
+    text = GOOD.replace("category: Consistency", "category: Concurrency")
+    assert project.verdict(line, text, rules=rules) is None
+
+
+def test_a_value_in_parentheses_without_a_space_stays_a_value(project: Project):
+    rules = ("- category must be one of: Consistency, Go (lang)",)
+    text = GOOD.replace("category: Consistency", "category: Go (lang)")
+    assert project.verdict("category is one of the values listed in Content Rules", text, rules=rules) is None
+
+
+@pytest.mark.parametrize(
+    ("written", "kind"),
+    [("1", "a number"), ("yes", "a boolean"), ("2024-01-01", "a date"), ("", "null (empty)")],
+    ids=["number", "boolean", "date", "empty"],
+)
+def test_an_unquoted_value_yaml_reads_as_no_text_is_named_so(project: Project, written, kind):
+    # it said "category is a int (1), not a single value", which is false, and gave no fix
+    text = GOOD.replace("category: Consistency", f"category: {written}")
+    failure = project.verdict("category is one of: 1, yes, 2024-01-01", text)
+    assert failure is not None
+    assert f"which YAML reads as {kind}" in failure.message and "not a single value" not in failure.message
+    assert 'quote the value in the front matter to make it text: category: "..."' in failure.message
+
+
 def test_listed_in_content_rules_without_such_a_line_is_an_error(project: Project):
     plan = project.plan("tier is one of the values listed in Content Rules")
     with pytest.raises(ChecklistError) as err:
@@ -525,8 +554,8 @@ def test_unknown_value_lists_the_allowed_ones_without_a_hint(project: Project):
     "value, message",
     [
         ("[Consistency]", "category is a list (['Consistency']), not a single value"),
-        ("42", "category is a int (42), not a single value"),
-        ("", "category is a NoneType (None), not a single value"),
+        ("42", "category is 42, which YAML reads as a number, not text"),
+        ("", "category is None, which YAML reads as null (empty), not text"),
         ("'Consistency '", "category is 'Consistency '"),
     ],
 )
