@@ -492,6 +492,18 @@ def test_a_missing_key_present_under_another_case_is_named(project: Project):
     )
 
 
+def test_a_remark_in_parentheses_is_no_front_matter_key(project: Project):
+    # "tags (at least 2)" compiled to a key no output has: every row failed "missing key tags (at least 2)"
+    plan = project.plan("Front matter includes term, category, tags (at least 2)")
+    with pytest.raises(ChecklistError) as err:
+        compile_checklist(plan, BUILTIN_FORMS)
+    assert "cannot read 'tags (at least 2)' as a front matter key" in str(err.value)
+    assert err.value.line == plan.checklist[0].line
+    text = GOOD.replace("term: Quorum", "term: Quorum\n'a (b)': x")
+    assert text != GOOD
+    assert project.verdict("Front matter includes term and `a (b)`", text) is None
+
+
 def test_missing_keys_are_all_named(project: Project):
     failure = project.verdict(FM_LINE, with_front_matter("title: Quorum"))
     assert failure is not None
