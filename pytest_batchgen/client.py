@@ -583,9 +583,6 @@ def _status_message(exc: Any) -> str:
 #: how much of a server's text a row's error keeps (:func:`server_text`)
 SERVER_TEXT_LIMIT = 400
 
-#: the escapes ``repr`` writes for these, rather than their code
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
 
 def server_text(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
     """Text a server sent (an error's message, a body), as the plugin keeps it in a row's error
@@ -603,12 +600,7 @@ def server_text(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
         if size >= limit:
             return "".join(kept) + f"… ({len(text):,} characters)"
         if not char.isprintable():
-            char = _ESCAPES.get(char) or _escape(char)
+            char = repr(char)[1:-1]  # a printable one never gets here, a quote included
         kept.append(char)
         size += len(char)
     return "".join(kept)
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

@@ -30,12 +30,13 @@ from markdown_it.token import Token
 from .defaults import DEFAULT_MAX_BYTES
 from .fsutil import Signature, signature
 from .mdparse import (
+    DEEP_MAX_NESTING,
     HEADING_MAX_NESTING,
-    PLAN_MAX_NESTING,
     block_parser,
     deep_heading_parser,
     heading_parser,
     inline_parser,
+    nesting_limit_reached,
 )
 
 #: YAML parsing of a 4.8 MB front matter list took 37 s and 867 MB; a batch file's front matter
@@ -168,12 +169,6 @@ _TOO_DEEP = (
 )
 
 
-def _maybe_cut(tokens: list[Any], max_nesting: int) -> bool:
-    """Whether a block reached the parser's nesting limit, past which markdown-it skips the
-    rest of the document: a list ten items deep hid every heading after it."""
-    return any(t.level >= max_nesting - 1 for t in tokens)
-
-
 def parse_text(path: Path, text: str) -> OutputDocument:
     """Parse decoded text; never raises."""
     if not text.strip():
@@ -213,13 +208,13 @@ def parse_text(path: Path, text: str) -> OutputDocument:
     try:
         env: dict[str, Any] = {}  # the link reference definitions, for links in headings
         tokens = heading_parser().parse(body, env)
-        if _maybe_cut(tokens, HEADING_MAX_NESTING):
-            # nested as deep as the parser reads: it may have skipped the rest (and its headings)
+        if nesting_limit_reached(tokens, HEADING_MAX_NESTING):
+            # it may have skipped the rest, and its headings: a list ten items deep hid them
             if len(body) > MAX_DEEP_REPARSE:
                 return OutputDocument(path=path, error=_TOO_DEEP)
             env = {}
             tokens = deep_heading_parser().parse(body, env)
-            if _maybe_cut(tokens, PLAN_MAX_NESTING):
+            if nesting_limit_reached(tokens, DEEP_MAX_NESTING):
                 return OutputDocument(path=path, error=_TOO_DEEP)
         budget = MAX_RENDERED_HEADING_CHARS
         table_budget = _MAX_TABLE_CHECK  # for the whole document: each check parses its span

@@ -333,6 +333,22 @@ def write_problem(folder: Path) -> str | None:
     return None
 
 
+#: what a path that is neither a file nor a folder is, by its mode (see :func:`special_kind`)
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def special_kind(mode: int) -> str | None:
+    """What a file of ``mode`` is when it is a named pipe, a socket or a device, else None.
+    Reading one waits for a writer that may never come (a FIFO hung a run for good) or never
+    ends (a device): an output or a tracking file that is one is refused, never read."""
+    return next((name for test, name in _SPECIAL_KINDS if test(mode)), None)
+
+
 def file_in_the_way(folder: Path) -> Path | None:
     """The file (not a folder) at ``folder`` or at the nearest of its parents that exists, if
     any: a folder there cannot be made. ``folder`` is resolved."""

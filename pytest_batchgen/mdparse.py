@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 
 @lru_cache(maxsize=1)
@@ -44,28 +45,37 @@ HEADING_MAX_NESTING = 20
 
 @lru_cache(maxsize=1)
 def deep_heading_parser() -> MarkdownIt:
-    """:func:`heading_parser` nesting to :data:`PLAN_MAX_NESTING`: for an output whose blocks
+    """:func:`heading_parser` nesting to :data:`DEEP_MAX_NESTING`: for an output whose blocks
     reach CommonMark's 20 levels (a list ten items deep), past which markdown-it skips the rest
     of the document and its headings with it. Not the default: on pathological input of the
     size limit (4 MB of ``- - - ...``) it is four to eight times slower."""
-    return MarkdownIt("commonmark", {"maxNesting": PLAN_MAX_NESTING}).disable("inline")
+    return MarkdownIt("commonmark", {"maxNesting": DEEP_MAX_NESTING}).disable("inline")
 
 
 #: how deep a plan's blocks may nest (lists and quotes inside one another; a list item counts
-#: two levels): CommonMark's preset reads 20 and skips the rest of the document past that, which
-#: a list ten items deep reached. Each level is a few frames of Python's stack, well within its
-#: limit; deeper is refused (``pytest_batchgen.plan``: ``Scan.too_deep``)
-PLAN_MAX_NESTING = 100
+#: two levels), and an output's when it reaches :data:`HEADING_MAX_NESTING`: CommonMark's preset
+#: reads 20 and skips the rest of the document past that, which a list ten items deep reached.
+#: Each level is a few frames of Python's stack, well within its limit; deeper is refused
+#: (:func:`nesting_limit_reached`)
+DEEP_MAX_NESTING = 100
+
+
+def nesting_limit_reached(tokens: list[Token], max_nesting: int) -> Token | None:
+    """The first token as deep as a parser of ``max_nesting`` reads, or None: past that depth
+    markdown-it skips the rest of the document, and what is there (a plan's phases, an
+    output's headings) is gone without a word. (A block exactly that deep, with nothing
+    skipped, is taken for one cut too: no such plan or output is written on purpose.)"""
+    return next((t for t in tokens if t.level >= max_nesting - 1), None)
 
 
 @lru_cache(maxsize=1)
 def plan_parser() -> MarkdownIt:
     """:func:`block_parser` whose table rule makes one token per body row (see
     :mod:`pytest_batchgen.fasttable`): a 10,000-row phase table is 140,000 tokens otherwise.
-    Nesting to :data:`PLAN_MAX_NESTING`."""
+    Nesting to :data:`DEEP_MAX_NESTING`."""
     from .fasttable import use_compact_tables
 
-    md = MarkdownIt("commonmark", {"maxNesting": PLAN_MAX_NESTING}).enable("table").disable("inline")
+    md = MarkdownIt("commonmark", {"maxNesting": DEEP_MAX_NESTING}).enable("table").disable("inline")
     return use_compact_tables(md)
 
 

@@ -23,8 +23,8 @@ from markdown_it.token import Token
 from .defaults import DEFAULT_MAX_BYTES
 from .errors import BatchgenError, PlanError
 from .fasttable import ROW_TOKEN
-from .fsutil import file_in_the_way
-from .mdparse import plan_parser
+from .fsutil import file_in_the_way, special_kind
+from .mdparse import nesting_limit_reached, plan_parser
 from .pricing import Price, parse_price_line
 
 #: Aliases mapped to current model ids; override with a ``## Models`` section or the
@@ -199,8 +199,8 @@ def scan_plan(text: str) -> Scan:
     tokens = md.parse(text)
     lines = split_lines(text)
     unclosed: list[Unclosed] = []
-    deepest = md.options["maxNesting"] - 1
-    too_deep = next((t.map[0] + 1 for t in tokens if t.level >= deepest and t.map), None)
+    deepest = nesting_limit_reached(tokens, md.options["maxNesting"])
+    too_deep = deepest.map[0] + 1 if deepest is not None and deepest.map else None
     n_lines = len(lines)
     sections: list[dict] = []
     current: dict | None = None
@@ -833,7 +833,8 @@ def load_plan(
 def _refuse_hidden_headings(scanned: Scan, plan_path: Path) -> None:
     """Raise where markdown-it stops reading what follows: a fence or comment never closed
     that hides a heading the plugin reads, or blocks nested past the parser's limit."""
-    for block in scanned.unclosed:
+    if scanned.unclosed:
+        block = scanned.unclosed[0]
         raise PlanError(
             f"this {block.kind} is never closed, so everything after it is code, the heading "
             f"'{block.heading}' on line {block.heading_line} included, and the plugin would leave it out; "
@@ -1101,26 +1102,16 @@ def _resolve_below(base: Path, pure: Path, what: str, plan_path: Path, line: int
     if stat.S_ISLNK(mode):
         resolved = _resolve(base / pure, what, plan_path, line)
         with contextlib.suppress(OSError):
-            _refuse_special_file(resolved, os.stat(resolved).st_mode, what, plan_path, line)
+            _refuse_special_file(os.stat(resolved).st_mode, what, plan_path, line)
         return resolved
-    _refuse_special_file(candidate, mode, what, plan_path, line)
+    _refuse_special_file(mode, what, plan_path, line)
     return candidate
 
 
-#: what a path that is neither a file nor a folder is, by its mode
-_SPECIAL_FILES = (
-    (stat.S_ISFIFO, "a named pipe"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a device"),
-    (stat.S_ISBLK, "a device"),
-)
-
-
-def _refuse_special_file(path: Path, mode: int, what: str, plan_path: Path, line: int) -> None:
-    """Raise for an output that is a named pipe, a socket or a device: reading it waits for a
-    writer that may never come (a FIFO hung the run for good), or never ends (a device). Found
-    here, by the ``lstat`` the row's path takes anyway, before anything reads it."""
-    kind = next((name for test, name in _SPECIAL_FILES if test(mode)), None)
+def _refuse_special_file(mode: int, what: str, plan_path: Path, line: int) -> None:
+    """Raise for an output that is a named pipe, a socket or a device (:func:`special_kind`),
+    found by the ``lstat`` the row's path takes anyway, before anything reads it."""
+    kind = special_kind(mode)
     if kind is not None:
         raise PlanError(f"{what} is {kind}, not a file: reading it could wait for ever; remove it", plan_path, line)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import stat
 import threading
 from collections.abc import Sequence, Set
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 from markdown_it.helpers import parseLinkLabel
 from markdown_it.rules_inline import StateInline
 
-from .fsutil import Signature, atomic_write, defer_sync, lock_for, signature
+from .fsutil import Signature, atomic_write, defer_sync, lock_for, signature, special_kind
 from .mdparse import inline_parser
 
 _HREF_UNSAFE = frozenset(' ()<>#?%&:\\"\x7f')
@@ -132,9 +131,9 @@ def _parse(tracking: Path, text: str) -> _Index:
 
 def _read(tracking: Path) -> str:
     try:
-        if not stat.S_ISREG(mode := tracking.stat().st_mode) and not stat.S_ISDIR(mode):
-            # a named pipe or a device: reading it waited for a writer for good (the run hung)
-            raise TrackingError(f"{tracking} is not a file (a named pipe, a socket or a device); remove it")
+        kind = special_kind(tracking.stat().st_mode)
+        if kind is not None:
+            raise TrackingError(f"{tracking} is {kind}, not a file: reading it could wait for ever; remove it")
         return tracking.read_bytes().decode("utf-8")  # not read_text: its newline translation would rewrite "\r\n"
     except FileNotFoundError:
         return ""

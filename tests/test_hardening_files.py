@@ -613,5 +613,5 @@ def test_a_tracking_file_that_is_a_named_pipe_is_an_error_not_a_hang(tmp_path):
 
     fifo = tmp_path / "INDEX.md"
     os.mkfifo(fifo)
-    with pytest.raises(TrackingError, match="is not a file"):
+    with pytest.raises(TrackingError, match="is a named pipe, not a file: reading it could wait for ever"):
         is_registered(fifo, tmp_path / "a.md")
