@@ -342,6 +342,7 @@ def _loosely(text: str) -> str:
 
 def _build_sections(m: re.Match, ctx: CompileContext):
     wanted = split_list(m.group("sections"))
+    names = [_as_rendered(s) for s in wanted]  # as compared: once, not once per output
     ordered = bool(m.group("order"))
     if not wanted:
         raise ctx.error("name the sections, e.g. 'Definition, Details and Related Terms sections present'")
@@ -354,7 +355,7 @@ def _build_sections(m: re.Match, ctx: CompileContext):
         first: dict[str, int] = {}
         for idx, h in enumerate(h2):
             first.setdefault(_as_rendered(h.text), idx)
-        missing = [s for s in wanted if _as_rendered(s) not in first]
+        missing = [s for s, name in zip(wanted, names, strict=True) if name not in first]
         if missing:
             found = _shown_headings(h2)
             hints = []
@@ -372,9 +373,9 @@ def _build_sections(m: re.Match, ctx: CompileContext):
                 None,
             )
         if ordered:
-            positions = [first[_as_rendered(s)] for s in wanted]
+            positions = [first[name] for name in names]
             if positions != sorted(positions):
-                actual = sorted(wanted, key=lambda s: first[_as_rendered(s)])
+                actual = [s for _, s in sorted(zip(positions, wanted, strict=True))]
                 bad = next(i for i in range(1, len(positions)) if positions[i] < positions[i - 1])
                 return Failure(
                     "sections out of order: found " + ", ".join(actual) + "; expected " + ", ".join(wanted),
