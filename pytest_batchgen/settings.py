@@ -71,6 +71,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: the most samples ``--batch-judge-samples`` takes: each is a paid call per row and ``Judge:``
+#: line, asked one after another, and past a few dozen a majority no longer moves
+MAX_JUDGE_SAMPLES = 25
+
+
+def _judge_samples(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_JUDGE_SAMPLES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: at most {MAX_JUDGE_SAMPLES} (each sample is a paid call per row and Judge: line; "
+            "an odd number such as 3 or 5 avoids ties, which fail)"
+        )
+    return value
+
+
 def _dollars(text: str) -> float:
     try:
         value = float(text)
@@ -207,7 +222,7 @@ def add_options(parser: pytest.Parser) -> None:
     # -- judge rules (pytest_batchgen/judge.py) --
     group.addoption(
         "--batch-judge-samples",
-        type=_positive_int,
+        type=_judge_samples,
         default=1,
         metavar="K",
         help="ask the judge of each 'Judge:' checklist line K times and take the majority (default: 1).",

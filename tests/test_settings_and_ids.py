@@ -83,6 +83,9 @@ def test_a_float_spelled_max_tokens_reaches_the_dry_run_and_the_request(plan_pro
         (["--batch-concurrency", "0"], ["--batch-concurrency", "at least 1"]),
         (["--batch-concurrency", "2.5"], ["--batch-concurrency", "not a whole number"]),
         (["--batch-max-attempts", "many"], ["--batch-max-attempts", "not a whole number"]),
+        # each sample is a paid call a row and Judge: line, asked one after another
+        (["--batch-judge-samples", "0"], ["--batch-judge-samples", "at least 1"]),
+        (["--batch-judge-samples", "1000"], ["--batch-judge-samples", "'1000': at most 25", "avoids ties"]),
         (["--batch-max-cost", "-1"], ["argument --batch-max-cost: '-1': must be zero or more (dollars)"]),
         (["--batch-max-cost", "nan"], ["argument --batch-max-cost: 'nan': must be zero or more (dollars)"]),
         (["--batch-max-cost", "cheap"], ["--batch-max-cost", "not a number"]),
