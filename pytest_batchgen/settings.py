@@ -225,7 +225,7 @@ def add_options(parser: pytest.Parser) -> None:
         type=_judge_samples,
         default=1,
         metavar="K",
-        help="ask the judge of each 'Judge:' checklist line K times and take the majority (default: 1).",
+        help="ask the judge of each 'Judge:' checklist line K times and take the majority (default: 1, at most 25).",
     )
     group.addoption(
         "--batch-judge-required",
