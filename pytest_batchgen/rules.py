@@ -140,13 +140,24 @@ def _build_front_matter(m: re.Match, ctx: CompileContext):
             f"cannot read {stray!r} as a front matter key: write 'at least N KEY' last, with KEY one word "
             "(e.g. 'Front matter includes title and at least 2 tags')"
         )
-    # a remark in parentheses ("tags (at least 2)") became part of a key no output has; a key
-    # that really holds one is written in backticks or quotes
-    remark = next((k for k in keys if "(" in k and not any(f"{q}{k}{q}" in keys_text for q in "`\"'")), None)
+
+    # a remark in parentheses ("tags (at least 2)") or words around a key ("2 or more tags",
+    # "term & category") became a key no output has, failed by every row; a key that really
+    # holds a space or '(' is written in backticks or quotes
+    def quoted(key: str) -> bool:
+        return any(f"{a}{key}{b}" in keys_text for a, b in ("``", '""', "''", "“”"))
+
+    remark = next((k for k in keys if "(" in k and not quoted(k)), None)
     if remark is not None:
         raise ctx.error(
             f"cannot read {remark!r} as a front matter key: a remark in parentheses is not part of a key; "
             "ask for a list as 'and at least 2 tags', or write a key that holds '(' in backticks"
+        )
+    phrase = next((k for k in keys if k != "".join(k.split()) and not quoted(k)), None)
+    if phrase is not None:
+        raise ctx.error(
+            f"cannot read {phrase!r} as a front matter key: keys are separated by commas and 'and', "
+            "and a list is asked for as 'and at least 2 tags'; write a key that holds a space in backticks"
         )
     count = 0  # the list's least length, read only when the line names a list (list_key)
     if list_key and count_word is not None:  # _front_matter_parts finds the two together

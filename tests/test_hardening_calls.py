@@ -880,10 +880,13 @@ def _check(plan, rule, text: str):
 
 
 def test_a_front_matter_line_with_a_long_run_of_spaces_compiles_to_its_keys(tmp_path):
-    plan, rule = _compile_one(tmp_path, "Front matter includes term" + SPACES + "x")
+    plan, rule = _compile_one(tmp_path, "Front matter includes term," + SPACES + "x")
     assert rule.name == "front-matter"
     failure = _check(plan, rule, "---\nterm: a\n---\n\n## A\n")
-    assert failure is not None and failure.message == "front matter: missing key term x"
+    assert failure is not None and failure.message == "front matter: missing key x"
+    # without the comma the run of spaces is one space in a key, which must be quoted
+    with pytest.raises(ChecklistError, match="cannot read 'term x' as a front matter key"):
+        _compile_one(tmp_path, "Front matter includes term" + SPACES + "x")
 
 
 def test_a_front_matter_line_with_spaces_before_at_least_keeps_its_count(tmp_path):

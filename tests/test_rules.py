@@ -504,6 +504,34 @@ def test_a_remark_in_parentheses_is_no_front_matter_key(project: Project):
     assert project.verdict("Front matter includes term and `a (b)`", text) is None
 
 
+@pytest.mark.parametrize(
+    "line, key",
+    [
+        ("Front matter includes term, category, and 2 or more tags", "2 or more tags"),
+        ("Front matter includes term & category", "term & category"),
+        ("Front matter includes a title and a date", "a title"),
+    ],
+)
+def test_a_key_with_a_space_not_quoted_is_refused(project: Project, line, key):
+    # each compiled to a key no output has: every row failed "missing key 2 or more tags" on its
+    # first run, and the line looked right
+    plan = project.plan(line)
+    with pytest.raises(ChecklistError) as err:
+        compile_checklist(plan, BUILTIN_FORMS)
+    assert f"cannot read {key!r} as a front matter key" in str(err.value)
+    assert "backticks" in str(err.value) and "'and at least 2 tags'" in str(err.value)
+    assert err.value.line == plan.checklist[0].line
+
+
+def test_a_quoted_key_with_a_space_is_a_key(project: Project):
+    text = GOOD.replace("term: Quorum", "term: Quorum\nsee also: x")
+    assert text != GOOD
+    assert project.verdict("Front matter includes term and `see also`", text) is None
+    assert project.verdict('Front matter includes term and "see also"', text) is None
+    failure = project.verdict("Front matter includes term and `see also`", GOOD)
+    assert failure is not None and failure.message == "front matter: missing key see also"
+
+
 def test_missing_keys_are_all_named(project: Project):
     failure = project.verdict(FM_LINE, with_front_matter("title: Quorum"))
     assert failure is not None
