@@ -21,6 +21,7 @@ import pytest
 from .baseline import Change, changes, freshness_now
 from .freshness import STATES, Freshness
 from .fsutil import write_through
+from .planedit import code_span
 from .pricing import PlanPrices
 from .report import RowReport, plural, totals
 from .settings import redact
@@ -69,7 +70,7 @@ def markdown(
         lines.append("")
         for c in regressions:
             failed = ", ".join(c.after["failed_checks"]) or c.after["outcome"]
-            lines.append(f"- `{c.plan}::{c.filename}`: passed before, fails now ({_cell(failed)})")
+            lines.append(f"- {code_span(f'{c.plan}::{c.filename}')}: passed before, fails now ({_cell(failed)})")
         lines.append("")
     lines += [
         "| plan | file | model | status | verdict | freshness | calls | cost | failed checks |",

@@ -518,3 +518,8 @@ def test_the_summary_folds_diffs_in_a_fence_longer_than_any_in_them():
         "<summary>plan.md::x.md: passed → failed (new draft set aside; previous output kept); stale: title; cost $0.0100 → $0.0200</summary>"
         in text
     )
+    # a backtick in a filename (the plan allows one) closed the code span halfway
+    from dataclasses import replace
+
+    text = markdown([], {}, [replace(change, filename="a`b.md")], PriceTable())
+    assert "- ``plan.md::a`b.md``: passed before, fails now" in text
