@@ -74,12 +74,18 @@ class Heading:
     section names are compared with: escapes and entities resolved, emphasis, link and code
     markup dropped (a link's text, a code span's and an image's alt text kept), surrounding
     whitespace stripped. ``source`` is the Markdown as written when it differs from ``text``
-    (``**Definition**``), else None, so a failure can show both."""
+    (``**Definition**``), else None, so a failure can show both.
+
+    ``container`` is the outermost block the heading sits in, ``"blockquote"`` or ``"list item"``
+    (``> ## Definition``, ``- ## Definition``, a heading in a list item's body), or None for a
+    heading of the document itself: a renderer shows a nested heading inside its quote or list,
+    so it heads no section of the document (see :attr:`OutputDocument.sections`)."""
 
     level: int
     text: str
     line: int
     source: str | None = None
+    container: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,12 @@ class OutputDocument:
 
     def line_of(self, key: str) -> int | None:
         return self.key_lines.get(key)
+
+    @property
+    def sections(self) -> tuple[Heading, ...]:
+        """The headings of the document itself, those that head its sections: every heading but
+        those nested in a blockquote or a list item, which a renderer shows inside it."""
+        return tuple(h for h in self.headings if h.container is None)
 
 
 _YAML = YAMLHandler()
@@ -219,8 +231,13 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         budget = MAX_RENDERED_HEADING_CHARS
         table_budget = _MAX_TABLE_CHECK  # for the whole document: each check parses its span
         body_lines: list[str] | None = None
+        containers: list[str] = []  # the blocks the current token sits in, outermost first
         for i, tok in enumerate(tokens):
-            if tok.type == "heading_open" and i + 1 < len(tokens):
+            if tok.type in _CONTAINERS:
+                containers.append(_CONTAINERS[tok.type])
+            elif tok.type in _CONTAINER_ENDS and containers:
+                containers.pop()
+            elif tok.type == "heading_open" and i + 1 < len(tokens):
                 content = tokens[i + 1].content
                 if tok.markup in ("-", "=") and "|" in content and tok.map:
                     # a setext heading that may be a table with a ---/=== line under it
@@ -235,7 +252,15 @@ def parse_text(path: Path, text: str) -> OutputDocument:
                 if len(source) <= budget and _INLINE_MARKUP.search(source):
                     budget -= len(source)
                     text = _rendered(source, env)
-                headings.append(Heading(int(tok.tag[1:]), text, line, None if text == source else source))
+                headings.append(
+                    Heading(
+                        int(tok.tag[1:]),
+                        text,
+                        line,
+                        None if text == source else source,
+                        containers[0] if containers else None,
+                    )
+                )
     except Exception as exc:  # markdown-it is total on str input; guard anyway, never crash a run
         return OutputDocument(path=path, error=f"the Markdown could not be parsed: {exc}")
     return OutputDocument(
@@ -249,6 +274,11 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         front_matter_end=front_matter_end,
     )
 
+
+#: the blocks a heading may sit in, by their opening token (CommonMark has no other container
+#: blocks; a table or an HTML block holds no heading), and their closing tokens
+_CONTAINERS = {"blockquote_open": "blockquote", "list_item_open": "list item"}
+_CONTAINER_ENDS = frozenset({"blockquote_close", "list_item_close"})
 
 #: setext headings holding a ``|`` are checked for being a table, up to this many characters of
 #: their lines per document; past that, they are taken for tables without parsing them as one

@@ -194,9 +194,26 @@ def test_load_document_reports_missing_folder_and_too_large(tmp_path: Path):
 def test_headings_are_markdown_headings_only():
     text = "```\n## Not a heading\n```\n\n    ## indented code\n\n> ## Quoted\n\nSetext\n------\n\n#NoSpace\n"
     doc = parse_bytes(P, text.encode())
-    # a heading inside a blockquote is still a heading; code is not; '#NoSpace' is a paragraph
-    assert doc.headings == (Heading(2, "Quoted", 7), Heading(2, "Setext", 9))
+    # a heading inside a blockquote is still a heading (of no section: its container says so);
+    # code is not; '#NoSpace' is a paragraph
+    assert doc.headings == (Heading(2, "Quoted", 7, container="blockquote"), Heading(2, "Setext", 9))
+    assert doc.sections == (Heading(2, "Setext", 9),)
 
+
+
+def test_a_heading_nested_in_a_blockquote_or_a_list_item_names_its_container_and_is_no_section():
+    text = "# Top\n\n> ## Quoted\n\n- ## Listed\n\n- item\n\n  ### In a body\n\n> - ## Both\n\n## Section\n"
+    # 1 Top, 3 Quoted, 5 Listed, 9 In a body, 11 Both, 13 Section
+    doc = parse_bytes(P, text.encode())
+    assert doc.headings == (
+        Heading(1, "Top", 1),
+        Heading(2, "Quoted", 3, container="blockquote"),
+        Heading(2, "Listed", 5, container="list item"),
+        Heading(3, "In a body", 9, container="list item"),
+        Heading(2, "Both", 11, container="blockquote"),  # the outermost container
+        Heading(2, "Section", 13),
+    )
+    assert doc.sections == (Heading(1, "Top", 1), Heading(2, "Section", 13))
 
 # -- a heading's text is what it renders as, not its Markdown source ----------------------------
 
