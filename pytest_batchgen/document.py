@@ -93,7 +93,9 @@ class OutputDocument:
     """What the rules need to know about one output file.
 
     ``error`` is set when the file could not be read as text at all (missing, binary, too
-    large); ``front_matter_error`` when it has front matter that is not a YAML mapping.
+    large); ``front_matter_error`` when it has front matter that is not a YAML mapping, or one
+    that writes a key twice in a mapping (``metadata`` is then still what YAML loads, the last
+    value winning: a custom check may read it, the front matter rules fail on the error).
     """
 
     path: Path
@@ -121,6 +123,7 @@ _YAML = YAMLHandler()
 # python-frontmatter's own loader: libyaml's where PyYAML has it
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _KeysAsWritten(_BaseLoader):
@@ -135,23 +138,51 @@ class _KeysAsWritten(_BaseLoader):
 
     _top: Any = None
 
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        #: each key written more than once in one mapping: its source text and the marks of its keys
+        self.duplicates: list[tuple[str, list[Any]]] = []
+
     def construct_document(self, node: Any) -> Any:
         self._top = node
         return super().construct_document(node)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        if node is self._top:
-            self.flatten_mapping(node)  # merge keys (``<<: *base``) first: the merged keys are plain too
-            node.value = [
-                (
-                    yaml.ScalarNode(_STR_TAG, key.value, key.start_mark, key.end_mark)
-                    if isinstance(key, yaml.ScalarNode) and not key.style
-                    else key,
-                    value,
-                )
-                for key, value in node.value
-            ]
+        if isinstance(node, yaml.MappingNode):
+            own = sum(1 for key, _ in node.value if key.tag != _MERGE_TAG)
+            # merge keys (``<<: *base``) first: the merged keys are plain too, and come first
+            self.flatten_mapping(node)
+            if node is self._top:
+                node.value = [
+                    (
+                        yaml.ScalarNode(_STR_TAG, key.value, key.start_mark, key.end_mark)
+                        if isinstance(key, yaml.ScalarNode) and not key.style
+                        else key,
+                        value,
+                    )
+                    for key, value in node.value
+                ]
+            self._note_duplicates(node.value[len(node.value) - own :])
         return super().construct_mapping(node, deep=deep)
+
+    def _note_duplicates(self, pairs: list[tuple[Any, Any]]) -> None:
+        """Record the keys written more than once among a mapping's own ``pairs``: PyYAML keeps
+        the last value without a word (``category: A`` then ``category: B`` reads as B), so the
+        output says one thing to a reader and another to the checks. A key a merge (``<<``)
+        brought in is not among them: overriding it is what a merge is for. Keys compare as
+        loaded (``a`` and ``'a'`` are one key; at the top, ``on`` and ``true`` are as written)."""
+        seen: dict[Any, list[Any]] = {}
+        for key_node, _ in pairs:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a list or mapping as a key: rare, and unhashable to YAML anyway
+            key = self.construct_object(key_node)
+            try:
+                seen.setdefault(key, []).append(key_node)
+            except TypeError:
+                continue
+        for nodes in seen.values():
+            if len(nodes) > 1:
+                self.duplicates.append((nodes[0].value, [n.start_mark for n in nodes]))
 
 
 def _too_big(body: str) -> str | None:
@@ -208,11 +239,7 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         _, fm, body = parts
         has_fm = True
         body_line = front_matter_end = 1 + fm.count("\n")
-        loaded = _load_front_matter(fm, key_lines)
-        if isinstance(loaded, tuple):
-            fm_error, fm_error_line = loaded
-        else:
-            metadata = loaded
+        metadata, fm_error, fm_error_line = _load_front_matter(fm, key_lines)
     too_big = _too_big(body)
     if too_big:
         return OutputDocument(path=path, error=too_big)
@@ -318,13 +345,18 @@ def _plain(tokens: list[Token]) -> list[str]:
     return parts
 
 
-def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[str, Any] | tuple[str, int]:
-    """The front matter's mapping, or why it has none and the file line that is about (the YAML
-    error's own line, so the failure's location agrees with its message); fills ``key_lines``
-    (key -> file line).
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
-    A key written twice points at its last line: YAML loading keeps the last value, so that is
-    the line whose value a failure is about."""
+
+def _load_front_matter(fm: str, key_lines: dict[str, int]) -> tuple[Mapping[str, Any], str | None, int]:
+    """The front matter's mapping, what is wrong with it (or None) and the file line that is
+    about (the YAML error's own line, so the failure's location agrees with its message); fills
+    ``key_lines`` (key -> file line).
+
+    A key written twice (in any mapping) is an error, as invalid YAML is: every front matter
+    rule fails on it, whichever key it reads. The mapping is still the one YAML loads (the last
+    value wins), for a custom check that reads it. A key written twice points at its last line:
+    that is the line whose value YAML keeps."""
     for i, line in enumerate(fm.split("\n")):  # linear, so done whatever the size
         m = _KEY_RE.match(line)
         if m and i > 0:
@@ -332,28 +364,75 @@ def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[s
     size = len(fm.encode("utf-8"))
     if size > MAX_FRONT_MATTER_BYTES:
         return (
+            _NO_METADATA,
             f"the front matter is {size:,} bytes, above the {MAX_FRONT_MATTER_BYTES:,}-byte limit for parsing; "
-            "keep long content in the body"
-        ), 1
+            "keep long content in the body",
+            1,
+        )
     depth = _nesting_depth(fm)
     if depth > MAX_FRONT_MATTER_DEPTH:
         return (
+            _NO_METADATA,
             f"the front matter nests more than {MAX_FRONT_MATTER_DEPTH} levels deep, the limit for parsing; "
-            "keep nested content in the body"
-        ), 1
+            "keep nested content in the body",
+            1,
+        )
+    loaders: list[_KeysAsWritten] = []  # the one the handler makes, for the duplicates it found
+
+    def loader(stream: str) -> _KeysAsWritten:
+        loaders.append(_KeysAsWritten(stream))
+        return loaders[-1]
+
     try:
-        loaded = _YAML.load(fm, Loader=_KeysAsWritten)
+        loaded = _YAML.load(fm, Loader=loader)
     except Exception as exc:  # yaml raises many error types; all mean "invalid YAML"
         mark = getattr(exc, "problem_mark", None)
         at: int = mark.line + 1 if mark is not None else 1  # fm line 0 is the opening --- line
         where = f" at line {at}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return f"front matter is not valid YAML{where}: {problem}", at
+        return _NO_METADATA, f"front matter is not valid YAML{where}: {problem}", at
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
-        return f"front matter is a YAML {type(loaded).__name__}, not a mapping of keys to values", 1
-    return MappingProxyType({str(k): v for k, v in loaded.items()})
+        return _NO_METADATA, f"front matter is a YAML {type(loaded).__name__}, not a mapping of keys to values", 1
+    metadata = MappingProxyType({str(k): v for k, v in loaded.items()})
+    duplicates = loaders[0].duplicates
+    if duplicates:
+        error, at = _duplicate_key_error(duplicates, [[m.line + 1 for m in marks] for _, marks in duplicates])
+        return metadata, error, at
+    return metadata, None, 1
+
+
+def _duplicate_key_error(duplicates: list[tuple[str, list[Any]]], lines: list[list[int]]) -> tuple[str, int]:
+    """The message for the first key written twice (the one whose repeat comes first in the
+    file; ``lines`` are each duplicate's file lines), and the line of its last occurrence, the
+    value YAML kept."""
+    first = min(range(len(duplicates)), key=lambda i: lines[i][-1])
+    key, at = duplicates[first][0], lines[first]
+    shown = repr(key) if len(key) <= 60 else repr(key[:57] + "...")
+    times = "twice" if len(at) == 2 else f"{len(at)} times"
+    values = "value" if len(at) == 2 else "values"
+    if len(set(at)) == 1:
+        where, lost = f"on line {at[0]}", f"the earlier {values}"
+    else:
+        where = f"(lines {_and(at)})"
+        lost = f"the {values} on line{'s' if len(at) > 2 else ''} {_and(at[:-1])}"
+    more = len(duplicates) - 1
+    others = (
+        f" ({more} more key{'s' if more > 1 else ''} of the front matter appear{'' if more > 1 else 's'} twice or more)"
+        if more
+        else ""
+    )
+    return (
+        f"front matter key {shown} appears {times} {where}; YAML keeps the last, so {lost} "
+        f"{'is' if len(at) == 2 else 'are'} lost: keep one{others}",
+        at[-1],
+    )
+
+
+def _and(numbers: list[int]) -> str:
+    """``[2, 3, 4]`` -> ``"2, 3 and 4"``."""
+    return ", ".join(map(str, numbers[:-1])) + " and " + str(numbers[-1]) if len(numbers) > 1 else str(numbers[0])
 
 
 def _nesting_depth(fm: str) -> int:

@@ -82,6 +82,45 @@ def test_a_key_written_twice_points_at_the_line_whose_value_is_kept():
     assert doc.line_of("category") == 5  # ...so a failure about it points at line 5, not 3
 
 
+DUPLICATES = [
+    # (front matter lines after the opening '---', the message, the line it points at)
+    (
+        "title: A\ncategory: A\ntags: [x]\ncategory: Z\n",
+        "front matter key 'category' appears twice (lines 3 and 5); YAML keeps the last",
+        5,
+    ),
+    ("a: 1\n'a': 2\n", "front matter key 'a' appears twice (lines 2 and 3)", 3),  # quoted or not, one key
+    ("k: 1\nk: 2\nk: 3\n", "front matter key 'k' appears 3 times (lines 2, 3 and 4); YAML keeps the last", 4),
+    ("meta:\n  author: A\n  year: 1\n  author: B\n", "front matter key 'author' appears twice (lines 3 and 5)", 5),
+    ("list:\n  - {x: 1, x: 2}\n", "front matter key 'x' appears twice on line 3", 3),  # a flow mapping
+    ("late: 1\nnested: {b: 1, b: 2}\nlate: 2\n", "front matter key 'b' appears twice on line 3", 3),
+]
+
+
+@pytest.mark.parametrize("front_matter, message, line", DUPLICATES)
+def test_a_duplicate_front_matter_key_is_a_front_matter_error_naming_both_lines(front_matter, message, line):
+    # PyYAML kept the last value without a word: 'category: A' then 'category: B' read as B
+    doc = parse_bytes(P, f"---\n{front_matter}---\n\n## Definition\n".encode())
+    assert doc.error is None and doc.front_matter_error is not None
+    assert doc.front_matter_error.startswith(message)
+    assert doc.front_matter_error_line == line
+    assert doc.headings == (Heading(2, "Definition", 4 + front_matter.count("\n")),)
+
+
+@pytest.mark.parametrize(
+    "front_matter",
+    [
+        "base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\n",  # a merge key's value is overridden on purpose
+        "<<: {title: A}\ntitle: B\n",
+        "on: 1\nyes: 2\n'true': 3\nTrue: 4\n",  # keys as written: four keys
+        "a: {k: 1}\nb: {k: 2}\n",  # the same key in two mappings
+    ],
+)
+def test_keys_that_only_look_alike_are_no_duplicates(front_matter):
+    doc = parse_bytes(P, f"---\n{front_matter}---\n".encode())
+    assert doc.front_matter_error is None
+
+
 def test_front_matter_keys_are_the_strings_written():
     # YAML 1.1 reads these plain keys as True, False, None and numbers: 'on' became 'True', and
     # 'on' and 'yes' one key
@@ -200,7 +239,6 @@ def test_headings_are_markdown_headings_only():
     assert doc.sections == (Heading(2, "Setext", 9),)
 
 
-
 def test_a_heading_nested_in_a_blockquote_or_a_list_item_names_its_container_and_is_no_section():
     text = "# Top\n\n> ## Quoted\n\n- ## Listed\n\n- item\n\n  ### In a body\n\n> - ## Both\n\n## Section\n"
     # 1 Top, 3 Quoted, 5 Listed, 9 In a body, 11 Both, 13 Section
@@ -214,6 +252,7 @@ def test_a_heading_nested_in_a_blockquote_or_a_list_item_names_its_container_and
         Heading(2, "Section", 13),
     )
     assert doc.sections == (Heading(1, "Top", 1), Heading(2, "Section", 13))
+
 
 # -- a heading's text is what it renders as, not its Markdown source ----------------------------
 

@@ -530,6 +530,18 @@ def test_unparseable_outputs_fail_with_a_message(project: Project, text, message
         assert failure is not None and message in failure.message
 
 
+def test_a_duplicate_front_matter_key_fails_every_front_matter_rule_naming_both_lines(project: Project):
+    text = with_front_matter("term: x\ncategory: Consistency\ntags: [a, b]\ncategory: Nonsense")
+    message = (
+        "front matter key 'category' appears twice (lines 3 and 5); YAML keeps the last, so the value on "
+        "line 3 is lost: keep one"
+    )
+    for line in (FM_LINE, LISTED, "term is one of: x, y"):  # whichever key the rule reads
+        failure = project.verdict(line, text)
+        assert failure is not None and failure.message == message and failure.line == 5
+    assert project.verdict(SECTIONS_ANY_ORDER.replace(", `Pros and Cons` and Verdict", ""), text) is None
+
+
 def test_missing_output_fails(project: Project):
     failure = project.verdict(FM_LINE, None)
     assert failure is not None and "does not exist" in failure.message
