@@ -387,10 +387,11 @@ def _load_front_matter(fm: str, key_lines: dict[str, int]) -> tuple[Mapping[str,
         loaded = _YAML.load(fm, Loader=loader)
     except Exception as exc:  # yaml raises many error types; all mean "invalid YAML"
         mark = getattr(exc, "problem_mark", None)
-        at: int = mark.line + 1 if mark is not None else 1  # fm line 0 is the opening --- line
+        at: int = _file_line(fm, mark.line) if mark is not None else 1
         where = f" at line {at}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return _NO_METADATA, f"front matter is not valid YAML{where}: {problem}", at
+        hint = _break_hint(fm, at) if mark is not None else ""
+        return _NO_METADATA, f"front matter is not valid YAML{where}: {problem}{hint}", at
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
@@ -398,9 +399,54 @@ def _load_front_matter(fm: str, key_lines: dict[str, int]) -> tuple[Mapping[str,
     metadata = MappingProxyType({str(k): v for k, v in loaded.items()})
     duplicates = loaders[0].duplicates
     if duplicates:
-        error, at = _duplicate_key_error(duplicates, [[m.line + 1 for m in marks] for _, marks in duplicates])
+        error, at = _duplicate_key_error(
+            duplicates, [[_file_line(fm, m.line) for m in marks] for _, marks in duplicates]
+        )
         return metadata, error, at
     return metadata, None, 1
+
+
+#: what YAML counts as a line break, and of those what the file's lines do not (U+0085 NEL,
+#: U+2028 LS, U+2029 PS: an editor shows them inside a line, and so do our line numbers, which
+#: count "\n" only; a "\r" is a "\n" by the time YAML reads the text)
+_YAML_BREAK = re.compile("[\n\x85\u2028\u2029]")
+_YAML_ONLY_BREAKS = {
+    "\x85": "U+0085 (next line)",
+    "\u2028": "U+2028 (line separator)",
+    "\u2029": "U+2029 (paragraph separator)",
+}
+_YAML_ONLY_BREAK = re.compile("[\x85\u2028\u2029]")
+
+
+def _file_line(fm: str, yaml_line: int) -> int:
+    """The file line of YAML's (0-based) line ``yaml_line`` of the front matter ``fm``, whose
+    line 0 is the rest of the opening ``---`` line, the file's line 1.
+
+    YAML ends a line at U+0085, U+2028 and U+2029 too, so past one of them its line numbers ran
+    ahead of the file's: an error was reported lines below the one an editor shows. Linear."""
+    if not _YAML_ONLY_BREAK.search(fm):
+        return yaml_line + 1
+    start = 0  # where YAML's line yaml_line starts in fm
+    for n, brk in enumerate(_YAML_BREAK.finditer(fm), 1):
+        if n > yaml_line:
+            break
+        start = brk.end()
+    return 1 + fm.count("\n", 0, start)
+
+
+def _break_hint(fm: str, line: int) -> str:
+    """A note on a U+0085, U+2028 or U+2029 on the file ``line`` of a YAML error or the line
+    before it: YAML broke the line there, so its error is about a line break the user cannot
+    see (``term: a<NEL>b`` is ``term: a`` and a line ``b`` to YAML)."""
+    lines = fm.split("\n")  # fm line i is file line i + 1
+    for at in (line - 1, line):
+        found = _YAML_ONLY_BREAK.search(lines[at - 1]) if 1 <= at <= len(lines) else None
+        if found:
+            return (
+                f" (line {at} holds a {_YAML_ONLY_BREAKS[found.group()]} character, which YAML reads as a "
+                "line break: remove it)"
+            )
+    return ""
 
 
 def _duplicate_key_error(duplicates: list[tuple[str, list[Any]]], lines: list[list[int]]) -> tuple[str, int]:

@@ -192,6 +192,34 @@ def test_bad_front_matter_gives_an_error_not_an_exception(text, message):
     assert doc.metadata == {}
 
 
+@pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029"], ids=["NEL", "LS", "PS"])
+def test_a_yaml_error_after_a_unicode_line_break_names_the_line_an_editor_shows(char):
+    # YAML counts U+0085, U+2028 and U+2029 as line breaks, the file's lines (and every other
+    # line number of a failure) do not: the error was reported a line too low for each
+    text = f"---\nterm: 'a{char}b'\nnote: \"c{char}d{char}e\"\ncategory: X\nc: d: e\n---\n\n## H\n"
+    # 1 '---', 2 term, 3 note, 4 category, 5 'c: d: e', 6 '---', 8 H
+    doc = parse_bytes(P, text.encode())
+    assert doc.front_matter_error is not None
+    assert doc.front_matter_error.startswith("front matter is not valid YAML at line 5: mapping values are not allowed")
+    assert doc.front_matter_error_line == 5
+    assert doc.headings == (Heading(2, "H", 8),)
+    # a key written twice is named at its lines too
+    doc = parse_bytes(P, f"---\nterm: 'a{char}b'\ncategory: A\ncategory: B\n---\n".encode())
+    assert doc.front_matter_error is not None and "appears twice (lines 3 and 4)" in doc.front_matter_error
+    assert doc.front_matter_error_line == 4
+
+
+def test_a_unicode_line_break_that_breaks_the_yaml_is_named():
+    # unquoted, 'a<NEL>b' is 'a' then a line 'b' to YAML: its error is about a line the editor
+    # does not show, so the failure names the character
+    doc = parse_bytes(P, "---\nterm: a\x85b\ncategory: X\n---\n".encode())
+    assert doc.front_matter_error is not None
+    assert doc.front_matter_error.startswith("front matter is not valid YAML at line 3: ")
+    assert doc.front_matter_error.endswith(
+        "(line 2 holds a U+0085 (next line) character, which YAML reads as a line break: remove it)"
+    )
+    assert doc.front_matter_error_line == 3
+
 def test_yaml_keys_of_other_types_become_strings():
     doc = parse_bytes(P, b"---\n1: one\n2020-01-01: day\n3.5: half\n---\n")
     assert set(doc.metadata) == {"1", "2020-01-01", "3.5"}
