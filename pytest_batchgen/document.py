@@ -17,7 +17,7 @@ message naming the limit, instead of taking seconds to minutes and hundreds of m
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -387,7 +387,7 @@ def _load_front_matter(fm: str, key_lines: dict[str, int]) -> tuple[Mapping[str,
         loaded = _YAML.load(fm, Loader=loader)
     except Exception as exc:  # yaml raises many error types; all mean "invalid YAML"
         mark = getattr(exc, "problem_mark", None)
-        at: int = _file_line(fm, mark.line) if mark is not None else 1
+        at: int = _file_lines(fm)(mark.line) if mark is not None else 1
         where = f" at line {at}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         hint = _break_hint(fm, at) if mark is not None else ""
@@ -399,9 +399,10 @@ def _load_front_matter(fm: str, key_lines: dict[str, int]) -> tuple[Mapping[str,
     metadata = MappingProxyType({str(k): v for k, v in loaded.items()})
     duplicates = loaders[0].duplicates
     if duplicates:
-        error, at = _duplicate_key_error(
-            duplicates, [[_file_line(fm, m.line) for m in marks] for _, marks in duplicates]
-        )
+        # the key repeated first in the file (YAML's lines run in the file's order)
+        key, marks = min(duplicates, key=lambda d: (d[1][1].line, d[1][1].column))
+        file_line = _file_lines(fm)
+        error, at = _duplicate_key_error(key, [file_line(m.line) for m in marks], len(duplicates) - 1)
         return metadata, error, at
     return metadata, None, 1
 
@@ -418,20 +419,19 @@ _YAML_ONLY_BREAKS = {
 _YAML_ONLY_BREAK = re.compile("[\x85\u2028\u2029]")
 
 
-def _file_line(fm: str, yaml_line: int) -> int:
-    """The file line of YAML's (0-based) line ``yaml_line`` of the front matter ``fm``, whose
-    line 0 is the rest of the opening ``---`` line, the file's line 1.
+def _file_lines(fm: str) -> Callable[[int], int]:
+    """The file line of each of YAML's (0-based) lines of the front matter ``fm``, whose line 0
+    is the rest of the opening ``---`` line, the file's line 1.
 
     YAML ends a line at U+0085, U+2028 and U+2029 too, so past one of them its line numbers ran
-    ahead of the file's: an error was reported lines below the one an editor shows. Linear."""
+    ahead of the file's: an error was reported lines below the one an editor shows. The map is
+    made in one linear pass, and only for front matter holding such a character."""
     if not _YAML_ONLY_BREAK.search(fm):
-        return yaml_line + 1
-    start = 0  # where YAML's line yaml_line starts in fm
-    for n, brk in enumerate(_YAML_BREAK.finditer(fm), 1):
-        if n > yaml_line:
-            break
-        start = brk.end()
-    return 1 + fm.count("\n", 0, start)
+        return lambda yaml_line: yaml_line + 1
+    starts = [1]  # the file line each YAML line starts on
+    for brk in _YAML_BREAK.finditer(fm):
+        starts.append(starts[-1] + (brk.group() == "\n"))
+    return lambda yaml_line: starts[min(yaml_line, len(starts) - 1)]
 
 
 def _break_hint(fm: str, line: int) -> str:
@@ -449,36 +449,36 @@ def _break_hint(fm: str, line: int) -> str:
     return ""
 
 
-def _duplicate_key_error(duplicates: list[tuple[str, list[Any]]], lines: list[list[int]]) -> tuple[str, int]:
-    """The message for the first key written twice (the one whose repeat comes first in the
-    file; ``lines`` are each duplicate's file lines), and the line of its last occurrence, the
-    value YAML kept."""
-    first = min(range(len(duplicates)), key=lambda i: lines[i][-1])
-    key, at = duplicates[first][0], lines[first]
+def _duplicate_key_error(key: str, lines: list[int], more: int) -> tuple[str, int]:
+    """The message for a ``key`` written on each of the file ``lines`` of one mapping, ``more``
+    other keys being written twice too, and the line of its last occurrence (the value YAML
+    kept). Bounded: a key may be written thousands of times, and the message goes into the
+    plan's notes and repair prompts."""
     shown = repr(key) if len(key) <= 60 else repr(key[:57] + "...")
-    times = "twice" if len(at) == 2 else f"{len(at)} times"
-    values = "value" if len(at) == 2 else "values"
-    if len(set(at)) == 1:
-        where, lost = f"on line {at[0]}", f"the earlier {values}"
+    two = len(lines) == 2
+    times = "twice" if two else f"{len(lines):,} times"
+    if len(set(lines)) == 1:
+        where, lost = f"on line {lines[0]}", "the earlier value" + ("" if two else "s")
     else:
-        where = f"(lines {_and(at)})"
-        lost = f"the {values} on line{'s' if len(at) > 2 else ''} {_and(at[:-1])}"
-    more = len(duplicates) - 1
-    others = (
-        f" ({more} more key{'s' if more > 1 else ''} of the front matter appear{'' if more > 1 else 's'} twice or more)"
-        if more
-        else ""
-    )
+        where = f"(lines {_and(lines)})"
+        lost = f"the value on line {lines[0]}" if two else f"the values on lines {_and(lines[:-1])}"
+    others = ""
+    if more:
+        keys = "1 more key appears" if more == 1 else f"{more:,} more keys appear"
+        others = f" ({keys} twice or more)"
     return (
         f"front matter key {shown} appears {times} {where}; YAML keeps the last, so {lost} "
-        f"{'is' if len(at) == 2 else 'are'} lost: keep one{others}",
-        at[-1],
+        f"{'is' if two else 'are'} lost: keep one{others}",
+        lines[-1],
     )
 
 
-def _and(numbers: list[int]) -> str:
-    """``[2, 3, 4]`` -> ``"2, 3 and 4"``."""
-    return ", ".join(map(str, numbers[:-1])) + " and " + str(numbers[-1]) if len(numbers) > 1 else str(numbers[0])
+def _and(numbers: list[int], most: int = 5) -> str:
+    """``[2, 3, 4]`` -> ``"2, 3 and 4"``; past ``most`` numbers, the first few, an ellipsis and the last."""
+    if len(numbers) == 1:
+        return str(numbers[0])
+    head = numbers[:-1] if len(numbers) <= most else [*numbers[: most - 1], "…"]
+    return ", ".join(map(str, head)) + " and " + str(numbers[-1])
 
 
 def _nesting_depth(fm: str) -> int:

@@ -94,6 +94,18 @@ DUPLICATES = [
     ("meta:\n  author: A\n  year: 1\n  author: B\n", "front matter key 'author' appears twice (lines 3 and 5)", 5),
     ("list:\n  - {x: 1, x: 2}\n", "front matter key 'x' appears twice on line 3", 3),  # a flow mapping
     ("late: 1\nnested: {b: 1, b: 2}\nlate: 2\n", "front matter key 'b' appears twice on line 3", 3),
+    (
+        "a: 1\nb: 1\nb: 2\na: 2\n",  # the key repeated first is named, the others counted
+        "front matter key 'b' appears twice (lines 3 and 4); YAML keeps the last, so the value on line 3 is lost: "
+        "keep one (1 more key appears twice or more)",
+        4,
+    ),
+    (
+        "k: 1\n" * 1000,  # bounded: the message goes into the plan's notes
+        "front matter key 'k' appears 1,000 times (lines 2, 3, 4, 5, … and 1001); YAML keeps the last, so the "
+        "values on lines 2, 3, 4, 5, … and 1000 are lost: keep one",
+        1001,
+    ),
 ]
 
 
@@ -219,6 +231,7 @@ def test_a_unicode_line_break_that_breaks_the_yaml_is_named():
         "(line 2 holds a U+0085 (next line) character, which YAML reads as a line break: remove it)"
     )
     assert doc.front_matter_error_line == 3
+
 
 def test_yaml_keys_of_other_types_become_strings():
     doc = parse_bytes(P, b"---\n1: one\n2020-01-01: day\n3.5: half\n---\n")
