@@ -17,7 +17,7 @@ message naming the limit, instead of taking seconds to minutes and hundreds of m
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -74,12 +74,18 @@ class Heading:
     section names are compared with: escapes and entities resolved, emphasis, link and code
     markup dropped (a link's text, a code span's and an image's alt text kept), surrounding
     whitespace stripped. ``source`` is the Markdown as written when it differs from ``text``
-    (``**Definition**``), else None, so a failure can show both."""
+    (``**Definition**``), else None, so a failure can show both.
+
+    ``container`` is the outermost block the heading sits in, ``"blockquote"`` or ``"list item"``
+    (``> ## Definition``, ``- ## Definition``, a heading in a list item's body), or None for a
+    heading of the document itself: a renderer shows a nested heading inside its quote or list,
+    so it heads no section of the document (see :attr:`OutputDocument.sections`)."""
 
     level: int
     text: str
     line: int
     source: str | None = None
+    container: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,9 @@ class OutputDocument:
     """What the rules need to know about one output file.
 
     ``error`` is set when the file could not be read as text at all (missing, binary, too
-    large); ``front_matter_error`` when it has front matter that is not a YAML mapping.
+    large); ``front_matter_error`` when it has front matter that is not a YAML mapping, or one
+    that writes a key twice in a mapping (``metadata`` is then still what YAML loads, the last
+    value winning: a custom check may read it, the front matter rules fail on the error).
     """
 
     path: Path
@@ -104,11 +112,18 @@ class OutputDocument:
     def line_of(self, key: str) -> int | None:
         return self.key_lines.get(key)
 
+    @property
+    def sections(self) -> tuple[Heading, ...]:
+        """The headings of the document itself, those that head its sections: every heading but
+        those nested in a blockquote or a list item, which a renderer shows inside it."""
+        return tuple(h for h in self.headings if h.container is None)
+
 
 _YAML = YAMLHandler()
 # python-frontmatter's own loader: libyaml's where PyYAML has it
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _KeysAsWritten(_BaseLoader):
@@ -123,23 +138,51 @@ class _KeysAsWritten(_BaseLoader):
 
     _top: Any = None
 
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        #: each key written more than once in one mapping: its source text and the marks of its keys
+        self.duplicates: list[tuple[str, list[Any]]] = []
+
     def construct_document(self, node: Any) -> Any:
         self._top = node
         return super().construct_document(node)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        if node is self._top:
-            self.flatten_mapping(node)  # merge keys (``<<: *base``) first: the merged keys are plain too
-            node.value = [
-                (
-                    yaml.ScalarNode(_STR_TAG, key.value, key.start_mark, key.end_mark)
-                    if isinstance(key, yaml.ScalarNode) and not key.style
-                    else key,
-                    value,
-                )
-                for key, value in node.value
-            ]
+        if isinstance(node, yaml.MappingNode):
+            own = sum(1 for key, _ in node.value if key.tag != _MERGE_TAG)
+            # merge keys (``<<: *base``) first: the merged keys are plain too, and come first
+            self.flatten_mapping(node)
+            if node is self._top:
+                node.value = [
+                    (
+                        yaml.ScalarNode(_STR_TAG, key.value, key.start_mark, key.end_mark)
+                        if isinstance(key, yaml.ScalarNode) and not key.style
+                        else key,
+                        value,
+                    )
+                    for key, value in node.value
+                ]
+            self._note_duplicates(node.value[len(node.value) - own :])
         return super().construct_mapping(node, deep=deep)
+
+    def _note_duplicates(self, pairs: list[tuple[Any, Any]]) -> None:
+        """Record the keys written more than once among a mapping's own ``pairs``: PyYAML keeps
+        the last value without a word (``category: A`` then ``category: B`` reads as B), so the
+        output says one thing to a reader and another to the checks. A key a merge (``<<``)
+        brought in is not among them: overriding it is what a merge is for. Keys compare as
+        loaded (``a`` and ``'a'`` are one key; at the top, ``on`` and ``true`` are as written)."""
+        seen: dict[Any, list[Any]] = {}
+        for key_node, _ in pairs:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a list or mapping as a key: rare, and unhashable to YAML anyway
+            key = self.construct_object(key_node)
+            try:
+                seen.setdefault(key, []).append(key_node)
+            except TypeError:
+                continue
+        for nodes in seen.values():
+            if len(nodes) > 1:
+                self.duplicates.append((nodes[0].value, [n.start_mark for n in nodes]))
 
 
 def _too_big(body: str) -> str | None:
@@ -196,11 +239,7 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         _, fm, body = parts
         has_fm = True
         body_line = front_matter_end = 1 + fm.count("\n")
-        loaded = _load_front_matter(fm, key_lines)
-        if isinstance(loaded, tuple):
-            fm_error, fm_error_line = loaded
-        else:
-            metadata = loaded
+        metadata, fm_error, fm_error_line = _load_front_matter(fm, key_lines)
     too_big = _too_big(body)
     if too_big:
         return OutputDocument(path=path, error=too_big)
@@ -219,8 +258,13 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         budget = MAX_RENDERED_HEADING_CHARS
         table_budget = _MAX_TABLE_CHECK  # for the whole document: each check parses its span
         body_lines: list[str] | None = None
+        containers: list[str] = []  # the blocks the current token sits in, outermost first
         for i, tok in enumerate(tokens):
-            if tok.type == "heading_open" and i + 1 < len(tokens):
+            if tok.type in _CONTAINERS:
+                containers.append(_CONTAINERS[tok.type])
+            elif tok.type in _CONTAINER_ENDS and containers:
+                containers.pop()
+            elif tok.type == "heading_open" and i + 1 < len(tokens):
                 content = tokens[i + 1].content
                 if tok.markup in ("-", "=") and "|" in content and tok.map:
                     # a setext heading that may be a table with a ---/=== line under it
@@ -235,7 +279,15 @@ def parse_text(path: Path, text: str) -> OutputDocument:
                 if len(source) <= budget and _INLINE_MARKUP.search(source):
                     budget -= len(source)
                     text = _rendered(source, env)
-                headings.append(Heading(int(tok.tag[1:]), text, line, None if text == source else source))
+                headings.append(
+                    Heading(
+                        int(tok.tag[1:]),
+                        text,
+                        line,
+                        None if text == source else source,
+                        containers[0] if containers else None,
+                    )
+                )
     except Exception as exc:  # markdown-it is total on str input; guard anyway, never crash a run
         return OutputDocument(path=path, error=f"the Markdown could not be parsed: {exc}")
     return OutputDocument(
@@ -249,6 +301,11 @@ def parse_text(path: Path, text: str) -> OutputDocument:
         front_matter_end=front_matter_end,
     )
 
+
+#: the blocks a heading may sit in, by their opening token (CommonMark has no other container
+#: blocks; a table or an HTML block holds no heading), and their closing tokens
+_CONTAINERS = {"blockquote_open": "blockquote", "list_item_open": "list item"}
+_CONTAINER_ENDS = frozenset({"blockquote_close", "list_item_close"})
 
 #: setext headings holding a ``|`` are checked for being a table, up to this many characters of
 #: their lines per document; past that, they are taken for tables without parsing them as one
@@ -288,13 +345,18 @@ def _plain(tokens: list[Token]) -> list[str]:
     return parts
 
 
-def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[str, Any] | tuple[str, int]:
-    """The front matter's mapping, or why it has none and the file line that is about (the YAML
-    error's own line, so the failure's location agrees with its message); fills ``key_lines``
-    (key -> file line).
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
-    A key written twice points at its last line: YAML loading keeps the last value, so that is
-    the line whose value a failure is about."""
+
+def _load_front_matter(fm: str, key_lines: dict[str, int]) -> tuple[Mapping[str, Any], str | None, int]:
+    """The front matter's mapping, what is wrong with it (or None) and the file line that is
+    about (the YAML error's own line, so the failure's location agrees with its message); fills
+    ``key_lines`` (key -> file line).
+
+    A key written twice (in any mapping) is an error, as invalid YAML is: every front matter
+    rule fails on it, whichever key it reads. The mapping is still the one YAML loads (the last
+    value wins), for a custom check that reads it. A key written twice points at its last line:
+    that is the line whose value YAML keeps."""
     for i, line in enumerate(fm.split("\n")):  # linear, so done whatever the size
         m = _KEY_RE.match(line)
         if m and i > 0:
@@ -302,28 +364,121 @@ def _load_front_matter(fm: str, key_lines: dict[str, int]) -> MappingProxyType[s
     size = len(fm.encode("utf-8"))
     if size > MAX_FRONT_MATTER_BYTES:
         return (
+            _NO_METADATA,
             f"the front matter is {size:,} bytes, above the {MAX_FRONT_MATTER_BYTES:,}-byte limit for parsing; "
-            "keep long content in the body"
-        ), 1
+            "keep long content in the body",
+            1,
+        )
     depth = _nesting_depth(fm)
     if depth > MAX_FRONT_MATTER_DEPTH:
         return (
+            _NO_METADATA,
             f"the front matter nests more than {MAX_FRONT_MATTER_DEPTH} levels deep, the limit for parsing; "
-            "keep nested content in the body"
-        ), 1
+            "keep nested content in the body",
+            1,
+        )
+    loaders: list[_KeysAsWritten] = []  # the one the handler makes, for the duplicates it found
+
+    def loader(stream: str) -> _KeysAsWritten:
+        loaders.append(_KeysAsWritten(stream))
+        return loaders[-1]
+
     try:
-        loaded = _YAML.load(fm, Loader=_KeysAsWritten)
+        loaded = _YAML.load(fm, Loader=loader)
     except Exception as exc:  # yaml raises many error types; all mean "invalid YAML"
         mark = getattr(exc, "problem_mark", None)
-        at: int = mark.line + 1 if mark is not None else 1  # fm line 0 is the opening --- line
+        at: int = _file_lines(fm)(mark.line) if mark is not None else 1
         where = f" at line {at}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return f"front matter is not valid YAML{where}: {problem}", at
+        hint = _break_hint(fm, at) if mark is not None else ""
+        return _NO_METADATA, f"front matter is not valid YAML{where}: {problem}{hint}", at
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
-        return f"front matter is a YAML {type(loaded).__name__}, not a mapping of keys to values", 1
-    return MappingProxyType({str(k): v for k, v in loaded.items()})
+        return _NO_METADATA, f"front matter is a YAML {type(loaded).__name__}, not a mapping of keys to values", 1
+    metadata = MappingProxyType({str(k): v for k, v in loaded.items()})
+    duplicates = loaders[0].duplicates
+    if duplicates:
+        # the key repeated first in the file (YAML's lines run in the file's order)
+        key, marks = min(duplicates, key=lambda d: (d[1][1].line, d[1][1].column))
+        file_line = _file_lines(fm)
+        error, at = _duplicate_key_error(key, [file_line(m.line) for m in marks], len(duplicates) - 1)
+        return metadata, error, at
+    return metadata, None, 1
+
+
+#: what YAML counts as a line break, and of those what the file's lines do not (U+0085 NEL,
+#: U+2028 LS, U+2029 PS: an editor shows them inside a line, and so do our line numbers, which
+#: count "\n" only; a "\r" is a "\n" by the time YAML reads the text)
+_YAML_BREAK = re.compile("[\n\x85\u2028\u2029]")
+_YAML_ONLY_BREAKS = {
+    "\x85": "U+0085 (next line)",
+    "\u2028": "U+2028 (line separator)",
+    "\u2029": "U+2029 (paragraph separator)",
+}
+_YAML_ONLY_BREAK = re.compile("[\x85\u2028\u2029]")
+
+
+def _file_lines(fm: str) -> Callable[[int], int]:
+    """The file line of each of YAML's (0-based) lines of the front matter ``fm``, whose line 0
+    is the rest of the opening ``---`` line, the file's line 1.
+
+    YAML ends a line at U+0085, U+2028 and U+2029 too, so past one of them its line numbers ran
+    ahead of the file's: an error was reported lines below the one an editor shows. The map is
+    made in one linear pass, and only for front matter holding such a character."""
+    if not _YAML_ONLY_BREAK.search(fm):
+        return lambda yaml_line: yaml_line + 1
+    starts = [1]  # the file line each YAML line starts on
+    for brk in _YAML_BREAK.finditer(fm):
+        starts.append(starts[-1] + (brk.group() == "\n"))
+    return lambda yaml_line: starts[min(yaml_line, len(starts) - 1)]
+
+
+def _break_hint(fm: str, line: int) -> str:
+    """A note on a U+0085, U+2028 or U+2029 on the file ``line`` of a YAML error or the line
+    before it: YAML broke the line there, so its error is about a line break the user cannot
+    see (``term: a<NEL>b`` is ``term: a`` and a line ``b`` to YAML)."""
+    lines = fm.split("\n")  # fm line i is file line i + 1
+    for at in (line - 1, line):
+        found = _YAML_ONLY_BREAK.search(lines[at - 1]) if 1 <= at <= len(lines) else None
+        if found:
+            return (
+                f" (line {at} holds a {_YAML_ONLY_BREAKS[found.group()]} character, which YAML reads as a "
+                "line break: remove it)"
+            )
+    return ""
+
+
+def _duplicate_key_error(key: str, lines: list[int], more: int) -> tuple[str, int]:
+    """The message for a ``key`` written on each of the file ``lines`` of one mapping, ``more``
+    other keys being written twice too, and the line of its last occurrence (the value YAML
+    kept). Bounded: a key may be written thousands of times, and the message goes into the
+    plan's notes and repair prompts."""
+    shown = repr(key) if len(key) <= 60 else repr(key[:57] + "...")
+    two = len(lines) == 2
+    times = "twice" if two else f"{len(lines):,} times"
+    if len(set(lines)) == 1:
+        where, lost = f"on line {lines[0]}", "the earlier value" + ("" if two else "s")
+    else:
+        where = f"(lines {_and(lines)})"
+        lost = f"the value on line {lines[0]}" if two else f"the values on lines {_and(lines[:-1])}"
+    others = ""
+    if more:
+        keys = "1 more key appears" if more == 1 else f"{more:,} more keys appear"
+        others = f" ({keys} twice or more)"
+    return (
+        f"front matter key {shown} appears {times} {where}; YAML keeps the last, so {lost} "
+        f"{'is' if two else 'are'} lost: keep one{others}",
+        lines[-1],
+    )
+
+
+def _and(numbers: list[int], most: int = 5) -> str:
+    """``[2, 3, 4]`` -> ``"2, 3 and 4"``; past ``most`` numbers, the first few, an ellipsis and the last."""
+    if len(numbers) == 1:
+        return str(numbers[0])
+    head = numbers[:-1] if len(numbers) <= most else [*numbers[: most - 1], "…"]
+    return ", ".join(map(str, head)) + " and " + str(numbers[-1])
 
 
 def _nesting_depth(fm: str) -> int:

@@ -351,6 +351,33 @@ def _loosely(text: str) -> str:
     return _as_rendered(text).lower().translate(_QUOTES)
 
 
+def _near(doc: OutputDocument, section: str, name: str) -> str | None:
+    """What the output has instead of the missing ``section`` (``name`` as compared), if
+    anything: a level-2 heading of that text nested in a blockquote or a list item (a renderer
+    shows it inside the quote or the list, so it heads no section; the user wants to know why the
+    heading they see does not count), else a heading close to it, nested or not."""
+    for h in doc.headings:
+        if h.level == 2 and h.container is not None and _as_rendered(h.text) == name:
+            return (
+                f"{section!r} is a heading inside a {h.container} at line {h.line}, not a section: "
+                f"write it at the start of a line, {_UNNEST.get(h.container, 'outside it')}"
+            )
+    close = [h for h in doc.headings if _loosely(h.text) == _loosely(section)]
+    if not close:
+        return None
+    h = min(close, key=lambda h: h.container is not None)  # the document's own heading first
+    written = f" (written {_show(h.source)})" if h.source is not None else ""
+    inside = f", inside a {h.container}," if h.container else ""
+    return f"{'#' * h.level} {h.text!r}{written} at line {h.line}{inside} is close but not the same"
+
+
+#: how a nested heading is made a section, by its container
+_UNNEST = {
+    "blockquote": "without the '>' before it",
+    "list item": "outside the list (not after a list marker, nor indented under an item)",
+}
+
+
 def _build_sections(m: re.Match, ctx: CompileContext):
     wanted = split_list(m.group("sections"))
     names = [_as_rendered(s) for s in wanted]  # as compared: once, not once per output
@@ -362,20 +389,20 @@ def _build_sections(m: re.Match, ctx: CompileContext):
         doc = c.doc
         if doc.error:
             return Failure(doc.error)
-        h2 = [h for h in doc.headings if h.level == 2]
+        # a heading nested in a blockquote or a list item heads no section (see Heading.container)
+        h2 = [h for h in doc.sections if h.level == 2]
         first: dict[str, int] = {}
         for idx, h in enumerate(h2):
             first.setdefault(_as_rendered(h.text), idx)
         missing = [s for s, name in zip(wanted, names, strict=True) if name not in first]
         if missing:
             found = _shown_headings(h2)
-            hints = []
-            for s in missing:
-                near = [h for h in doc.headings if _loosely(h.text) == _loosely(s)]
-                if near:
-                    h = near[0]
-                    written = f" (written {_show(h.source)})" if h.source is not None else ""
-                    hints.append(f"{'#' * h.level} {h.text!r}{written} at line {h.line} is close but not the same")
+            hints = [
+                hint
+                for s, name in zip(wanted, names, strict=True)
+                if name not in first
+                if (hint := _near(doc, s, name))
+            ]
             hint = ("; " + "; ".join(hints)) if hints else ""
             return Failure(
                 f"missing section{'s' if len(missing) > 1 else ''} "

@@ -82,6 +82,57 @@ def test_a_key_written_twice_points_at_the_line_whose_value_is_kept():
     assert doc.line_of("category") == 5  # ...so a failure about it points at line 5, not 3
 
 
+DUPLICATES = [
+    # (front matter lines after the opening '---', the message, the line it points at)
+    (
+        "title: A\ncategory: A\ntags: [x]\ncategory: Z\n",
+        "front matter key 'category' appears twice (lines 3 and 5); YAML keeps the last",
+        5,
+    ),
+    ("a: 1\n'a': 2\n", "front matter key 'a' appears twice (lines 2 and 3)", 3),  # quoted or not, one key
+    ("k: 1\nk: 2\nk: 3\n", "front matter key 'k' appears 3 times (lines 2, 3 and 4); YAML keeps the last", 4),
+    ("meta:\n  author: A\n  year: 1\n  author: B\n", "front matter key 'author' appears twice (lines 3 and 5)", 5),
+    ("list:\n  - {x: 1, x: 2}\n", "front matter key 'x' appears twice on line 3", 3),  # a flow mapping
+    ("late: 1\nnested: {b: 1, b: 2}\nlate: 2\n", "front matter key 'b' appears twice on line 3", 3),
+    (
+        "a: 1\nb: 1\nb: 2\na: 2\n",  # the key repeated first is named, the others counted
+        "front matter key 'b' appears twice (lines 3 and 4); YAML keeps the last, so the value on line 3 is lost: "
+        "keep one (1 more key appears twice or more)",
+        4,
+    ),
+    (
+        "k: 1\n" * 1000,  # bounded: the message goes into the plan's notes
+        "front matter key 'k' appears 1,000 times (lines 2, 3, 4, 5, … and 1001); YAML keeps the last, so the "
+        "values on lines 2, 3, 4, 5, … and 1000 are lost: keep one",
+        1001,
+    ),
+]
+
+
+@pytest.mark.parametrize("front_matter, message, line", DUPLICATES)
+def test_a_duplicate_front_matter_key_is_a_front_matter_error_naming_both_lines(front_matter, message, line):
+    # PyYAML kept the last value without a word: 'category: A' then 'category: B' read as B
+    doc = parse_bytes(P, f"---\n{front_matter}---\n\n## Definition\n".encode())
+    assert doc.error is None and doc.front_matter_error is not None
+    assert doc.front_matter_error.startswith(message)
+    assert doc.front_matter_error_line == line
+    assert doc.headings == (Heading(2, "Definition", 4 + front_matter.count("\n")),)
+
+
+@pytest.mark.parametrize(
+    "front_matter",
+    [
+        "base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\n",  # a merge key's value is overridden on purpose
+        "<<: {title: A}\ntitle: B\n",
+        "on: 1\nyes: 2\n'true': 3\nTrue: 4\n",  # keys as written: four keys
+        "a: {k: 1}\nb: {k: 2}\n",  # the same key in two mappings
+    ],
+)
+def test_keys_that_only_look_alike_are_no_duplicates(front_matter):
+    doc = parse_bytes(P, f"---\n{front_matter}---\n".encode())
+    assert doc.front_matter_error is None
+
+
 def test_front_matter_keys_are_the_strings_written():
     # YAML 1.1 reads these plain keys as True, False, None and numbers: 'on' became 'True', and
     # 'on' and 'yes' one key
@@ -153,6 +204,35 @@ def test_bad_front_matter_gives_an_error_not_an_exception(text, message):
     assert doc.metadata == {}
 
 
+@pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029"], ids=["NEL", "LS", "PS"])
+def test_a_yaml_error_after_a_unicode_line_break_names_the_line_an_editor_shows(char):
+    # YAML counts U+0085, U+2028 and U+2029 as line breaks, the file's lines (and every other
+    # line number of a failure) do not: the error was reported a line too low for each
+    text = f"---\nterm: 'a{char}b'\nnote: \"c{char}d{char}e\"\ncategory: X\nc: d: e\n---\n\n## H\n"
+    # 1 '---', 2 term, 3 note, 4 category, 5 'c: d: e', 6 '---', 8 H
+    doc = parse_bytes(P, text.encode())
+    assert doc.front_matter_error is not None
+    assert doc.front_matter_error.startswith("front matter is not valid YAML at line 5: mapping values are not allowed")
+    assert doc.front_matter_error_line == 5
+    assert doc.headings == (Heading(2, "H", 8),)
+    # a key written twice is named at its lines too
+    doc = parse_bytes(P, f"---\nterm: 'a{char}b'\ncategory: A\ncategory: B\n---\n".encode())
+    assert doc.front_matter_error is not None and "appears twice (lines 3 and 4)" in doc.front_matter_error
+    assert doc.front_matter_error_line == 4
+
+
+def test_a_unicode_line_break_that_breaks_the_yaml_is_named():
+    # unquoted, 'a<NEL>b' is 'a' then a line 'b' to YAML: its error is about a line the editor
+    # does not show, so the failure names the character
+    doc = parse_bytes(P, "---\nterm: a\x85b\ncategory: X\n---\n".encode())
+    assert doc.front_matter_error is not None
+    assert doc.front_matter_error.startswith("front matter is not valid YAML at line 3: ")
+    assert doc.front_matter_error.endswith(
+        "(line 2 holds a U+0085 (next line) character, which YAML reads as a line break: remove it)"
+    )
+    assert doc.front_matter_error_line == 3
+
+
 def test_yaml_keys_of_other_types_become_strings():
     doc = parse_bytes(P, b"---\n1: one\n2020-01-01: day\n3.5: half\n---\n")
     assert set(doc.metadata) == {"1", "2020-01-01", "3.5"}
@@ -194,8 +274,25 @@ def test_load_document_reports_missing_folder_and_too_large(tmp_path: Path):
 def test_headings_are_markdown_headings_only():
     text = "```\n## Not a heading\n```\n\n    ## indented code\n\n> ## Quoted\n\nSetext\n------\n\n#NoSpace\n"
     doc = parse_bytes(P, text.encode())
-    # a heading inside a blockquote is still a heading; code is not; '#NoSpace' is a paragraph
-    assert doc.headings == (Heading(2, "Quoted", 7), Heading(2, "Setext", 9))
+    # a heading inside a blockquote is still a heading (of no section: its container says so);
+    # code is not; '#NoSpace' is a paragraph
+    assert doc.headings == (Heading(2, "Quoted", 7, container="blockquote"), Heading(2, "Setext", 9))
+    assert doc.sections == (Heading(2, "Setext", 9),)
+
+
+def test_a_heading_nested_in_a_blockquote_or_a_list_item_names_its_container_and_is_no_section():
+    text = "# Top\n\n> ## Quoted\n\n- ## Listed\n\n- item\n\n  ### In a body\n\n> - ## Both\n\n## Section\n"
+    # 1 Top, 3 Quoted, 5 Listed, 9 In a body, 11 Both, 13 Section
+    doc = parse_bytes(P, text.encode())
+    assert doc.headings == (
+        Heading(1, "Top", 1),
+        Heading(2, "Quoted", 3, container="blockquote"),
+        Heading(2, "Listed", 5, container="list item"),
+        Heading(3, "In a body", 9, container="list item"),
+        Heading(2, "Both", 11, container="blockquote"),  # the outermost container
+        Heading(2, "Section", 13),
+    )
+    assert doc.sections == (Heading(1, "Top", 1), Heading(2, "Section", 13))
 
 
 # -- a heading's text is what it renders as, not its Markdown source ----------------------------

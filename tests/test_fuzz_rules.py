@@ -92,6 +92,14 @@ FRAGMENTS = [
     "\r",
     "\r\n",
     "\u2028",
+    "\u2029",
+    "\x85",
+    "term: a\x85b",
+    "term: 'a\u2028b'",
+    "<<: {term: Quorum}",
+    "  term: nested",
+    "- ## Summary",
+    "  ## Pros and Cons",
     "\ud800",
 ]
 
@@ -168,8 +176,11 @@ def _run_all(plan, rules, data: bytes, *, lint: bool, readonly: bool, others: bo
 @given(data=datas, limit=st.integers(min_value=0, max_value=600))
 @example(data=b"---\n" + b"tags: " + b"[" * 900 + b"]" * 900 + b"\n---\n", limit=10_000)
 @example(data=b"\x00", limit=10)
+@example(data="---\na: '\x85\x85\x85\x85'\nc: d: e\n---\n".encode(), limit=100)  # YAML's lines ran ahead
 def test_parse_bytes_never_raises(data: bytes, limit: int):
     doc = parse_bytes(Path("entry.md"), data, max_bytes=limit)
+    file_lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
+    assert 1 <= doc.front_matter_error_line <= file_lines  # a line of the file, as an editor counts
     assert isinstance(doc, OutputDocument)
     if len(data) > limit:
         assert doc.error is not None and "limit" in doc.error

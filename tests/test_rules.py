@@ -558,6 +558,18 @@ def test_unparseable_outputs_fail_with_a_message(project: Project, text, message
         assert failure is not None and message in failure.message
 
 
+def test_a_duplicate_front_matter_key_fails_every_front_matter_rule_naming_both_lines(project: Project):
+    text = with_front_matter("term: x\ncategory: Consistency\ntags: [a, b]\ncategory: Nonsense")
+    message = (
+        "front matter key 'category' appears twice (lines 3 and 5); YAML keeps the last, so the value on "
+        "line 3 is lost: keep one"
+    )
+    for line in (FM_LINE, LISTED, "term is one of: x, y"):  # whichever key the rule reads
+        failure = project.verdict(line, text)
+        assert failure is not None and failure.message == message and failure.line == 5
+    assert project.verdict(SECTIONS_ANY_ORDER.replace(", `Pros and Cons` and Verdict", ""), text) is None
+
+
 def test_missing_output_fails(project: Project):
     failure = project.verdict(FM_LINE, None)
     assert failure is not None and "does not exist" in failure.message
@@ -710,6 +722,46 @@ def test_only_real_headings_count(project: Project):
     assert failure is not None and "missing section 'Summary'" in failure.message
     setext = "Summary\n-------\n\n" + body("## Pros and Cons", "## Verdict")
     assert project.verdict(SECTIONS, setext) is None
+
+
+NESTED_SUMMARY = [
+    ("> ## Summary", "a blockquote"),
+    ("- ## Summary", "a list item"),
+    ("1. ## Summary", "a list item"),
+    ("- Intro.\n\n  ## Summary", "a list item"),  # in the body of a list item
+    ("> - ## Summary", "a blockquote"),  # the outermost container is named
+    ("- > ## Summary", "a list item"),
+]
+
+
+@pytest.mark.parametrize("nested, container", NESTED_SUMMARY)
+def test_a_heading_inside_a_blockquote_or_a_list_item_is_no_section(project: Project, nested, container):
+    # '> ## Summary' and '- ## Summary' satisfied the rule: a renderer shows them inside a quote
+    # or a list, not as a section of the document
+    text = nested + "\n\n" + body("## Pros and Cons", "## Verdict")
+    failure = project.verdict(SECTIONS, text)
+    assert failure is not None
+    assert failure.message.startswith(
+        "missing section 'Summary' (level-2 headings found: 'Pros and Cons', 'Verdict'); "
+        f"'Summary' is a heading inside {container} at line {nested.count(chr(10)) + 1}, not a section"
+    )
+    assert project.verdict(SECTIONS_ANY_ORDER, text) is not None
+    assert project.verdict(SECTIONS, "## Summary\n\n" + text) is None  # beside a section of its own, it passes
+
+
+def test_a_nested_heading_does_not_count_for_the_order_either(project: Project):
+    # the quoted 'Verdict' came first, and the sections were reported out of order
+    text = "> ## Verdict\n\n" + body("## Summary", "## Pros and Cons", "## Verdict")
+    assert project.verdict(SECTIONS, text) is None
+
+
+def test_a_nested_heading_close_to_a_missing_section_is_named_with_its_container(project: Project):
+    failure = project.verdict(SECTIONS, "> ## **summary**\n\n" + body("## Pros and Cons", "## Verdict"))
+    assert failure is not None
+    assert (
+        "## 'summary' (written '**summary**') at line 1, inside a blockquote, is close but not the same"
+        in failure.message
+    )
 
 
 def test_sections_do_not_need_front_matter_but_need_text(project: Project):
