@@ -40,10 +40,12 @@ from .dispatch import (
     Job,
     RowResult,
     _discard_draft,
+    discard_partial,
     empty_ending,
     empty_reply,
     repair_turn,
     repairable_failures,
+    reply_path,
     truncated,
     unwritable,
 )
@@ -836,12 +838,13 @@ class BatchDispatcher(BackgroundDispatch):
         assert attempt is not None
         text = self._count(st, message, replayed=False)
         kept = False
+        path = reply_path(run, st.job.row, attempt.stop_reason, st.path)  # an unfinished one: aside
         if attempt.stop_reason != "refusal" and text.strip():
             with contextlib.suppress(OSError):
-                atomic_write(st.path, text, sync=False)
-                run.docs.forget(st.path)
+                atomic_write(path, text, sync=False)
+                run.docs.forget(path)
                 st.result.wrote = kept = True
-        where = f"; its text is kept in {run.plan.rel(st.path)}" if kept else ""
+        where = f"; its text is kept in {run.plan.rel(path)}" if kept else ""
         attempt.error = unwritable(run, error, "recorded in") + where
         self._end(st, Outcome.ERROR, attempt.error)
         return kept
@@ -910,11 +913,16 @@ class BatchDispatcher(BackgroundDispatch):
         assert attempt is not None
         empty = not text.strip()  # (only when cut off: an empty reply is not checked, see _judge)
         if not empty:
-            atomic_write(st.path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
-            run.docs.forget(st.path)
+            # an unfinished reply's text waits aside, never at the output (dispatch.reply_path)
+            path = reply_path(run, row, attempt.stop_reason, st.path)
+            atomic_write(path, text, sync=False)  # fsynced at the end of the run (fsutil.sync_deferred)
+            run.docs.forget(path)
             st.result.wrote = True
+            if path == st.output:
+                discard_partial(run, row)
         if attempt.stop_reason not in FINISHED:  # cut off, or it may be unfinished: not checked
-            error = truncated(st.prompt.max_tokens, None if empty else run.plan.rel(st.path), attempt.stop_reason)
+            draft = None if empty else run.plan.rel(run.plan.draft_path(row))
+            error = truncated(st.prompt.max_tokens, draft, attempt.stop_reason)
             attempt.error = error
             self._end(st, Outcome.TRUNCATED, error)
             return

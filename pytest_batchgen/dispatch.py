@@ -138,6 +138,29 @@ def _discard_draft(path: Path) -> None:
         path.parent.rmdir()  # only when empty
 
 
+def reply_path(run: PlanRun, row: Row, stop_reason: str | None, path: Path) -> Path:
+    """Where a reply's text goes: ``path`` (the output, or the draft of a re-recorded row) for a
+    finished reply; the plan's drafts folder (``Plan.draft_path``) for the partial draft of one
+    that may be unfinished (:func:`truncated`). A cut-off text written to the output was checked by the next run like
+    any output, and one that passed every check made the row complete: aside, it is no output,
+    and the output keeps what it held (nothing, or an earlier attempt's draft)."""
+    return path if stop_reason in FINISHED else run.plan.draft_path(row)
+
+
+def discard_partial(run: PlanRun, row: Row) -> None:
+    """A finished draft was written to the row's output: the partial draft an unfinished reply
+    left aside (:func:`reply_path`) is no longer the row's latest reply, and goes (the
+    baseline would show it as the new draft of a later run that wrote nothing). One system call
+    when there is none."""
+    draft = run.plan.draft_path(row)
+    try:
+        draft.unlink()
+    except OSError:  # none (or, best effort, one that cannot go: it is only a file to read)
+        return
+    with contextlib.suppress(OSError):
+        draft.parent.rmdir()  # only when empty
+
+
 def write_draft(run: PlanRun, row: Row, path: Path, text: str, check: bool) -> list[tuple[Any, Failure]]:
     """Write a draft, then (when ``check``) its failing checks: one executor trip, not two. The
     pytest process of a forked run writes the drafts the sending process hands it the same way
@@ -621,19 +644,25 @@ class Dispatcher(BackgroundDispatch):
                 return result
             # write the draft and check it (not when it was cut off; nothing when it is empty)
             failures = []
+            written: Path | None = None
             if checked and recording is not None:
                 try:
                     failures = await self.checks.draft(run, row, path, text, True, recording)
                 except RecordingNotWritten as exc:
                     return await self._unrecorded(run, row, path, text, completion, result, attempt, exc.error)
-                result.wrote = True
+                written = path
             elif not empty:
-                failures = await self.checks.draft(run, row, path, text, checked)
+                # an unfinished reply's text waits aside, never at the output (reply_path)
+                written = reply_path(run, row, completion.stop_reason, path)
+                failures = await self.checks.draft(run, row, written, text, checked)
+            if written is not None:
                 result.wrote = True
+                if written == output:
+                    discard_partial(run, row)
             if not finished:  # cut off, or it may be unfinished: its draft is not checked
                 result.outcome = Outcome.TRUNCATED
                 result.error = truncated(
-                    prompt.max_tokens, None if empty else run.plan.rel(path), completion.stop_reason
+                    prompt.max_tokens, None if empty else run.plan.rel(run.plan.draft_path(row)), completion.stop_reason
                 )
                 attempt.error = result.error
                 return result
@@ -668,7 +697,9 @@ class Dispatcher(BackgroundDispatch):
     ) -> RowResult:
         """The reply came and is paid for, but its recording could not be written: no later run
         could replay it, so its text is kept where the row's checks find it (a rerun then keeps
-        an output that passes rather than paying for it again), and the row ends in error."""
+        an output that passes rather than paying for it again), and the row ends in error. An
+        unfinished reply's text is kept in the drafts folder (:func:`reply_path`): no output."""
+        path = reply_path(run, row, completion.stop_reason, path)
         if completion.stop_reason != "refusal" and text.strip():
             with contextlib.suppress(OSError):
                 await self.checks.draft(run, row, path, text, False)

@@ -275,8 +275,13 @@ def located(item: pytest.Item, text: str, path: str, line: int, message: str) ->
 
 
 def skip_unwritten(result: RowResult, run: PlanRun, row: Row) -> None:
-    """Skip a check when the row's generation wrote nothing to check, saying why (at the row's line)."""
-    if not result.wrote and result.outcome in (Outcome.ERROR, Outcome.REFUSED, Outcome.SKIPPED):
+    """Skip a check when the row's generation wrote nothing to check, saying why (at the row's line).
+
+    A cut-off reply's partial draft waits in the drafts folder and is no output (see
+    ``dispatch.reply_path``): a failed row without an output has nothing to check either (its
+    checks failed on a missing file); one with an earlier attempt's draft is checked on it."""
+    unwritten = not result.wrote and result.outcome in (Outcome.ERROR, Outcome.REFUSED, Outcome.SKIPPED)
+    if unwritten or (result.outcome.generation_failed and not run.output_path(row).exists()):
         why = f"{result.outcome}: {result.error}" if result.error else str(result.outcome)
         skip_at(run.plan.path, row.line, f"not checked: generation wrote no output ({why})")
 

@@ -245,7 +245,7 @@ batchgen_checks = $checks
 HIDDEN_IGNORES = (".*.batchgen-lock", ".*.batchgen-tmp-*")
 
 GITIGNORE = f"""\
-# pytest-batchgen: new drafts of outputs that already pass, kept until one passes too
+# pytest-batchgen: drafts that are no output (of an output that passes, until one passes too; cut-off replies)
 {DRAFTS_IGNORE}
 # pytest-batchgen: its lock files and interrupted writes, hidden beside the files they serve
 {HIDDEN_IGNORES[0]}

@@ -187,10 +187,13 @@ class Project:
         return self
 
     def reset(self, rows: Iterable[PlanRow]) -> None:
-        """Back to before a run of :meth:`write_rows`' project: the plan with ``rows`` as given, no outputs."""
+        """Back to before a run of :meth:`write_rows`' project: the plan with ``rows`` as given, no
+        outputs (nor drafts: a folder, such as ``.batchgen-drafts/``, goes with what it holds)."""
         self.write("plan.md", rows_plan_text(rows))
         for path in (self.path / "output").iterdir():
-            if path.name != "reference.md":
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.name != "reference.md":
                 path.unlink()
 
     def copy(self, source: Path, rel: str = ".") -> Path:

@@ -287,7 +287,9 @@ def assert_mixed_outputs(project: Project) -> None:
     assert project.output("fenced.md") == draft("Fenced")
     assert project.output("repaired.md") == draft("Repaired")
     assert project.output("wrong-value.md") == bad_value("Wrong Value")
-    assert project.output("truncated.md") == draft("Truncated")[:40] + "\n"
+    # a cut-off reply's partial draft waits in the drafts folder: it is no output
+    assert project.output(".batchgen-drafts/truncated.md") == draft("Truncated")[:40] + "\n"
+    assert not (project.path / "output" / "truncated.md").exists()
     assert not (project.path / "output" / "refused.md").exists()
     assert not (project.path / "output" / "down.md").exists()
 
@@ -453,8 +455,11 @@ def test_truncated_and_refused_replies_fail_generation_and_are_not_repaired(proj
     truncated = result.failure("truncated.md::generate")
     assert "truncated" in truncated and "max_tokens" in truncated
     assert "refused" in result.failure("refused.md::generate")
-    # a truncated draft stays readable; a refusal's text is not an output
-    assert project.output("truncated.md") == draft("Truncated")
+    # a truncated draft stays readable, in the drafts folder (never the output); a refusal's text
+    # is not an output
+    assert project.output(".batchgen-drafts/truncated.md") == draft("Truncated")
+    assert "the partial draft is in output/.batchgen-drafts/truncated.md" in truncated
+    assert not (project.path / "output" / "truncated.md").exists()
     assert not (project.path / "output" / "refused.md").exists()
     # even though every check passes on the cut-off draft, the row is not complete
     assert project.statuses() == {"truncated.md": "pending", "refused.md": "pending", "fine.md": "complete"}

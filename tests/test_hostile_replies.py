@@ -288,7 +288,8 @@ def test_a_reply_cut_off_by_the_context_window_is_truncated_and_not_complete(pro
     """``model_context_window_exceeded`` (the API's: the prompt and the reply filled the model's
     context window) was taken for a finished reply: a cut-off draft that passed its checks was
     marked complete. It is a truncation, as ``max_tokens`` is: the partial draft is written for
-    you to read, not checked nor repaired, and the row stays pending."""
+    you to read, in the drafts folder (never the output), not checked nor repaired, and the row
+    stays pending."""
     project.write_rows(rows_for("cut", "fine"))
     router(fake).set("cut.md", Reply.ok(draft("Cut"), stop_reason="model_context_window_exceeded"))
 
@@ -297,13 +298,15 @@ def test_a_reply_cut_off_by_the_context_window_is_truncated_and_not_complete(pro
     assert result.ret == pytest.ExitCode.TESTS_FAILED, text_of(result)
     says = (
         "the reply was cut off by the model's context window (its prompt and reply fill it); the partial draft "
-        "is in output/cut.md. Shorten the format reference or the content rules, or use a model with a larger "
+        "is in output/.batchgen-drafts/cut.md. Shorten the format reference or the content rules, or use a model "
+        "with a larger "
         "context window"
     )
     generation = report_row(project, "cut.md")["generation"]
     assert (generation["outcome"], generation["error"]) == ("truncated", says)
     assert f"truncated: {says}" in result.failure("cut.md::generate")
-    assert project.output("cut.md") == draft("Cut")
+    assert project.output(".batchgen-drafts/cut.md") == draft("Cut")
+    assert not (project.path / "output" / "cut.md").exists()
     assert len(report_row(project, "cut.md")["attempts"]) == 1  # a cut-off reply is not repaired
     assert project.statuses() == {"cut.md": "pending", "fine.md": "complete"}
 
@@ -315,8 +318,8 @@ def test_a_reply_whose_stop_reason_is_not_a_finished_ones_is_not_taken_for_finis
     Any other stop_reason (``pause_turn``, which asks for the turn to be continued, ``tool_use`` in
     a request that offers no tool, or one this plugin does not know) was taken for ``end_turn``,
     and a draft that may be unfinished was marked complete. Such a reply is counted and recorded
-    (it is a message), and handled as a truncated one: its draft written, not checked, the row
-    pending, the stop_reason named."""
+    (it is a message), and handled as a truncated one: its draft written (in the drafts folder,
+    never the output), not checked, the row pending, the stop_reason named."""
     project.write_rows(rows_for("odd"))
     router(fake).set("odd.md", Reply.ok(draft("Odd"), stop_reason=stop_reason))
 
@@ -325,12 +328,13 @@ def test_a_reply_whose_stop_reason_is_not_a_finished_ones_is_not_taken_for_finis
     assert result.ret == pytest.ExitCode.TESTS_FAILED, text_of(result)
     says = (
         f"the reply ended with stop_reason '{stop_reason}', not end_turn: it may be unfinished, so it was not "
-        "checked; the partial draft is in output/odd.md"
+        "checked; the partial draft is in output/.batchgen-drafts/odd.md"
     )
     generation = report_row(project, "odd.md")["generation"]
     assert (generation["outcome"], generation["error"]) == ("truncated", says)
     assert [a["cost_usd"] > 0 for a in report_row(project, "odd.md")["attempts"]] == [True]  # counted, not repaired
-    assert project.output("odd.md") == draft("Odd")
+    assert project.output(".batchgen-drafts/odd.md") == draft("Odd")
+    assert not (project.path / "output" / "odd.md").exists()
     assert project.statuses() == {"odd.md": "pending"}
     assert project.cassette("odd.md").exists()
 

@@ -226,7 +226,8 @@ def test_a_live_runs_drafts_and_recordings_are_written_by_the_pytest_process_and
     is the sending process (it sends, parses and records every reply), so the pytest process
     writes each draft it is asked to check, a repair's draft included, and before it the reply's
     recording, which the child hands over with the draft; a reply whose draft is not checked (cut
-    off at max_tokens) is recorded and written by the child, as before. In a replay the pytest
+    off at max_tokens, its partial draft in the drafts folder) is recorded and written by the
+    child, as before. In a replay the pytest
     process (it runs every item) is the one waited for, so the child writes. Whichever process
     writes a file fsyncs it (its ``sync_deferred``, before the plan says the row is complete)."""
     from genhelpers import go_offline
@@ -236,13 +237,14 @@ def test_a_live_runs_drafts_and_recordings_are_written_by_the_pytest_process_and
     log = project.path / "written-by.log"
     synced = project.path / "synced-by.log"
     real, real_fsync = fsutil._create_temporary, fsutil._fsync
-    watched = {"output", "plan"}  # output/*.md, cassettes/plan/*.yaml
+    watched = {"output", ".batchgen-drafts", "plan"}  # output/*.md, its drafts, cassettes/plan/*.yaml
 
     def spy(path):
+        made = real(path)  # first: a write into a folder not made yet tries once before making it
         if path.parent.name in watched:
             with log.open("a") as out:
                 out.write(f"{path.name} {os.getpid()}\n")
-        return real(path)
+        return made
 
     def fsync_spy(path):
         if path.parent.name in watched and path.suffix in (".md", ".yaml"):
