@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -530,15 +531,21 @@ def _problem(message: Any) -> str | None:
 
 
 def _not_text(message: dict[str, Any]) -> str | None:
-    """Where a reply holds a string that is not text, or None: a lone surrogate (the JSON escape
-    ``\\ud800``, or the bytes of one, which ``json.loads`` lets through), which no UTF-8 file can
-    hold. Such a reply's draft, its recording or a note quoting it could not be written: the
-    pytest process's thread that was to write the draft died, and the run waited for it for
-    ever. (A surrogate pair, an emoji as ``json.dumps`` escapes it, decodes to one character: it
-    is text.)"""
+    """Where a reply holds a string that is not text, or a number that is not JSON, or None.
+
+    A lone surrogate (the JSON escape ``\\ud800``, or the bytes of one, which ``json.loads``
+    lets through) no UTF-8 file can hold. Such a reply's draft, its recording or a note quoting
+    it could not be written: the pytest process's thread that was to write the draft died, and
+    the run waited for it for ever. (A surrogate pair, an emoji as ``json.dumps`` escapes it,
+    decodes to one character: it is text.) ``NaN``, ``Infinity`` and ``-Infinity``, which
+    ``json.loads`` reads too, are in no JSON: a judge's ``"line": Infinity`` raised out of its
+    check, and again in every replay of its recording."""
     stack: list[tuple[str, Any]] = [("", message)]
     while stack:
         where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            shown = "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+            return f"{where or 'it'} is {shown}, which is no JSON number"
         if isinstance(value, str):
             bad = _unencodable(value)
             if bad is not None:

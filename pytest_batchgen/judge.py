@@ -204,15 +204,23 @@ def parse_sample(data: Any) -> Sample:
     verdict = str(data.get("verdict", "")).strip().lower()
     if verdict not in ("pass", "fail"):
         return Sample(None, f"the judge's verdict {data.get('verdict')!r} is neither pass nor fail")
-    line = data.get("line")
-    if isinstance(line, bool) or not isinstance(line, (int, float)) or int(line) < 1:
-        line = None
     return Sample(
         verdict,
         str(data.get("reason") or "").strip(),
-        int(line) if line is not None else None,
+        _line_number(data.get("line")),
         str(data.get("quote") or "").strip(),
     )
+
+
+def _line_number(value: Any) -> int | None:
+    """The judge's ``line`` as a line number, or None: a whole number from 1 (``3.0`` is 3; a
+    boolean, a string, ``2.5`` and a float that is not finite are none, which ``int`` turned
+    into an exception out of the check)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not value.is_integer():  # NaN and the infinities too
+        return None
+    return int(value) if value >= 1 else None
 
 
 def read_sample(completion: Completion) -> Sample:

@@ -31,7 +31,7 @@ class ItemFailure:
         if self.output:
             where = f"{self.output}:{self.output_line}: " if self.output_line else f"{self.output}: "
         origin = f" (plan line {self.checklist_line})" if self.checklist_line else ""
-        first = self.message.strip().splitlines()[0] if self.message.strip() else "failed"
+        first = shown_lines(self.message.strip())[0] if self.message.strip() else "failed"
         return f"{self.check}{origin}: {where}{first}"
 
 
@@ -66,6 +66,22 @@ class RowTally:
 NOTE_DETAIL_LINES = 5
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+(?=>)")
+
+#: what a note never holds as it came: the control characters but the tab and the newline, DEL,
+#: U+2028 and U+2029, and lone surrogates. A message is anyone's text (a linter's colours under
+#: FORCE_COLOR, a check's message, a judge's reason): a NUL in the notes made the next run refuse
+#: the plan, an escape sequence landed in plan.md, and a CR, NEL or U+2028 split a line where
+#: the plan's reader does not
+_UNSHOWN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def shown_lines(text: str) -> list[str]:
+    """``text``'s lines as a note holds them (split at newlines, CRLF included), each character
+    of :data:`_UNSHOWN` escaped as ``repr`` escapes it (``\\x1b``, ``\\x00``, ``\\r``)."""
+    text = text.replace("\r\n", "\n")
+    if _UNSHOWN.search(text):
+        text = _UNSHOWN.sub(lambda m: repr(m.group())[1:-1], text)
+    return text.split("\n")
 
 
 def without_addresses(text: str) -> str:
@@ -107,7 +123,7 @@ def note_for(tally: RowTally) -> str:
             first = ItemFailure(", ".join(f.check for f in same), first.message, None, first.output, first.output_line)
         lines.append(f"- {without_addresses(first.describe())}")
         if first.detail:
-            detail = without_addresses(first.detail).splitlines()[:NOTE_DETAIL_LINES]
+            detail = shown_lines(without_addresses(first.detail))[:NOTE_DETAIL_LINES]
             lines.extend(f"  {line}" for line in detail if line.strip())
     return "\n".join([head] + lines)
 

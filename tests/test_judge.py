@@ -82,6 +82,14 @@ def test_a_reply_without_the_tool_call_is_no_verdict():
     assert parse_sample({"verdict": "pass", "line": True}).line is None
 
 
+def test_a_line_that_is_no_line_of_the_file_is_none():
+    # float("inf") and float("nan") (JSON's Infinity and NaN, which json.loads reads) raised
+    # OverflowError and ValueError out of the check
+    for line in (float("inf"), float("-inf"), float("nan"), 2.5, 0, -3, "3", None):
+        assert parse_sample({"verdict": "fail", "line": line, "reason": "r"}) == Sample("fail", "r", None, "")
+    assert parse_sample({"verdict": "fail", "line": 3.0}).line == 3
+
+
 def test_the_plan_titles_go_only_to_criteria_that_mention_the_plan():
     assert sends_titles("Related Terms name another term of this plan")
     assert not sends_titles("the Definition is not circular")
@@ -245,6 +253,47 @@ def test_an_answer_without_a_verdict_is_not_recorded_and_the_next_run_asks_again
     assert project.statuses() == {"alpha.md": "complete"}
     assert len(judge.judge_calls("alpha.md")) == 2
     assert len(judge_cassette(project, "alpha.md")) == 1  # the usable verdict only
+
+
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN"])
+def test_a_reply_holding_a_number_json_has_not_is_invalid_and_never_recorded(project, fake, number):
+    # json.loads reads Infinity and NaN, which no JSON has: the check raised OverflowError with
+    # its traceback, and the recorded reply raised again in every later replay
+    body = json.loads(
+        _text_reply("", stop_reason="tool_use", tool_input={"verdict": "fail", "line": 1}).raw_body or b""
+    )
+    text = json.dumps(body).replace('"line": 1', f'"line": {number}')
+    judge = install(fake)
+    judge.set("alpha.md", Reply.raw(text), passes())
+    given_rows_with_a_judge(project, "alpha", max_retries=0)
+
+    first = project.run()
+
+    assert first.outcomes()[item("alpha.md")] == "failed"
+    failure = first.failure(item("alpha.md"))
+    assert "the judge's call failed: InvalidReply" in failure
+    assert f"content[0].input.line is {number}, which is no JSON number" in failure
+    assert "Error: cannot convert" not in first.stdout.str()
+    assert not (project.cassette_dir() / "alpha.md.judge.yaml").exists() or judge_cassette(project, "alpha.md") == []
+
+    second = project.run()  # asked again, and the usable verdict recorded
+
+    assert second.outcomes()[item("alpha.md")] == "passed", second.stdout.str()
+    assert len(judge_cassette(project, "alpha.md")) == 1
+
+
+def test_control_characters_in_a_judges_reason_are_escaped_in_the_note(project, fake):
+    judge = install(fake)
+    judge.set("alpha.md", fails("esc \x1b[2J nul \x00 bell \x07 nel \x85 end", 3))
+    given_rows_with_a_judge(project, "alpha")
+
+    project.run()
+
+    text = project.read()
+    assert not any(c in text for c in "\x00\x1b\x07\x85")
+    assert "esc \\x1b[2J nul \\x00 bell \\x07 nel \\x85 end" in project.notes()["alpha.md"]
+    assert project.run("--batch-validate-only").outcomes()[item("alpha.md")] == "failed"  # the plan reads
+    assert project.read() == text
 
 
 def test_a_judge_answer_cut_off_at_max_tokens_is_no_verdict(project, fake):

@@ -493,6 +493,31 @@ def test_a_custom_tests_note_carries_no_memory_address_so_a_second_run_changes_n
     assert changelog.read() == first
 
 
+def test_control_characters_in_a_failure_reach_the_note_escaped_and_the_plan_stays_readable(
+    pytester: pytest.Pytester, changelog: Project
+):
+    # a linter's colours (FORCE_COLOR in CI), a check's or a judge's message: a NUL written into
+    # the notes made the next run refuse the plan ("plan contains a NUL byte"), and an escape
+    # sequence or a lone CR landed in plan.md as it came
+    pytester.makepyfile(
+        test_titles="""
+        def test_title(batch_output):
+            assert False, "colour \\x1b[31mred\\x1b[0m nul \\x00 bell \\x07 del \\x7f end"
+        """
+    )
+    changelog.run("--batch-validate-only", "test_titles.py", "-k", "v1.1.0")
+    text = changelog.read()
+    assert not any(c in text for c in "\x00\x1b\x07\x7f")
+    note = changelog.notes()["v1.1.0.md"]
+    assert "colour \\x1b[31mred\\x1b[0m nul \\x00 bell \\x07 del \\x7f end" in note
+
+    again = changelog.run("--batch-validate-only", "test_titles.py", "-k", "v1.1.0")
+
+    assert "NUL" not in again.stdout.str() + again.stderr.str()
+    assert again.ret == pytest.ExitCode.TESTS_FAILED  # the plan read: only the custom test fails
+    assert changelog.read() == text
+
+
 # -- users' checklist forms through the hook -------------------------------------------------------
 
 HOOK_PLAN = """\
