@@ -401,7 +401,8 @@ def _latest_generation(
     older generation (then that one's reasons, in any checkout), or is none of the recorded
     drafts while a new draft waits beside it (:data:`NOT_THE_REPLY`). An output that is no
     recorded draft and has none waiting was edited by hand: an edit never makes a row stale.
-    ``output`` None (no output yet): the latest generation's reasons."""
+    When no generation is of today's request, the reasons are those of the latest generation
+    the output is a reply of, else the latest generation's (``output`` None: no output yet)."""
     try:
         recording = read_recording(cassette)
     except UnreadableRecording:
@@ -410,11 +411,15 @@ def _latest_generation(
         return reasons, ""
     found = [changes(request, params) for request in recording.openers]
     today = [i for i, r in enumerate(found) if not r]
+    text = _output_text(output) if output is not None else None
     if not today:
-        return found[-1], ""
+        # every generation differs from today's request (a second plan change after a failed
+        # regeneration): the reasons are those of the generation the output is a reply of, which
+        # is not the latest when its draft failed; the latest's alone would drop what changed first
+        made = [r for r, drafts in zip(found, recording.drafts, strict=True) if text is not None and text in drafts]
+        return (made or found)[-1], ""
     if output is None:
         return (), ""
-    text = _output_text(output)
     if text is None or any(text in recording.drafts[i] for i in today):
         return (), ""  # (an output that cannot be read is the checks' to fail, not freshness's)
     made_it = [r for r, drafts in zip(found, recording.drafts, strict=True) if r and text in drafts]

@@ -668,3 +668,27 @@ def test_a_replayed_row_is_judged_without_reading_its_recording_again(
     cassette.write_text(yaml.safe_dump(data))
     later = freshness.FreshnessBook(DEFAULT_MAX_TOKENS).of(plan, plan.row("beta.md"))
     assert later.as_dict() == {"state": "stale", "reasons": ["max_tokens"], "recording": "differs"}
+
+
+def test_a_second_plan_change_after_a_failed_regeneration_keeps_the_first_reason(
+    stale_project: Project, fake: FakeAnthropic
+):
+    # The output kept over a failed regeneration is the old generation's reply. A second plan
+    # change (here max_tokens) makes every recorded generation differ from today's request, and
+    # the reasons were then the latest generation's alone: 'max_tokens', dropping the format
+    # reference the output was never regenerated for.
+    project = stale_project
+    old_beta = project.output("beta.md")
+    change_reference(project)
+    router(fake).set("beta.md", Reply.ok(bad_value("Beta")))
+    project.run("--batch-regenerate-stale", "--batch-concurrency", "1")
+    assert project.output("beta.md") == old_beta
+    assert len(project.cassette_bodies("beta.md")) == 3  # the old generation, today's draft and its repair
+
+    gate = project.run("-o", "batchgen_max_tokens=4096", "--batch-fail-stale", "--batch-readonly")
+
+    failure = gate.failure("beta.md::fresh")
+    assert "format reference" in failure, failure
+    assert "max_tokens" in failure, failure
+    # the rows whose new draft replaced the output differ in max_tokens alone
+    assert "format reference" not in gate.failure("alpha.md::fresh")
