@@ -111,7 +111,10 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         settings = Settings.from_config(config)
         state = _build_state(config, settings)
-        check_written_paths(settings, [run.plan for run in state.runs])
+        from .rules import tracking_files
+
+        tracking = [(run.plan, path) for run in state.runs for path in tracking_files(run.rules)]
+        check_written_paths(settings, [run.plan for run in state.runs], tracking)
     except BatchgenError as exc:
         raise pytest.UsageError(_shown_error(exc, Path(config.rootpath))) from None
     config.stash[state_key] = state
