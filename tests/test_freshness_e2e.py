@@ -692,3 +692,24 @@ def test_a_second_plan_change_after_a_failed_regeneration_keeps_the_first_reason
     assert "max_tokens" in failure, failure
     # the rows whose new draft replaced the output differ in max_tokens alone
     assert "format reference" not in gate.failure("alpha.md::fresh")
+
+
+def test_the_estimate_of_a_row_kept_over_a_failed_regeneration_is_one_generation(
+    stale_project: Project, fake: FakeAnthropic
+):
+    # The cassette of an output kept over a failed regeneration holds two generations: the old
+    # one (its reply is the output) and today's draft with its repair. The dry run's estimate
+    # of regenerating the row summed both: the old generation's 1,500 output tokens on top of
+    # what one regeneration costs.
+    project = stale_project
+    change_reference(project)
+    router(fake).set("beta.md", Reply.ok(bad_value("Beta"), usage={"output_tokens": 700}))
+    project.run("--batch-regenerate-stale", "--batch-concurrency", "1")
+    assert len(project.cassette_bodies("beta.md")) == 3  # the old generation, today's draft and its repair
+    project.edit("output/reference.md", "A longer reference now.", "A longer, changed reference now.")
+
+    rows = table_rows(project.run("--batch-dry-run"))
+
+    assert rows["beta.md"][2:4] == ["stale", "format reference"]
+    assert rows["beta.md"][5].endswith("/1400"), rows["beta.md"]  # the draft and its repair: 700 each
+    assert rows["gamma.md"][5].endswith("/1500"), rows["gamma.md"]  # one generation, as recorded
