@@ -131,7 +131,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
-    from .checklist import call_forms_hook, collect_forms, compile_checklist
+    from .checklist import compile_checklist, forms_from_hook
     from .document import DocumentCache
     from .judge import JudgeService, JudgeSettings
     from .plan import check_shared_outputs, load_plan
@@ -139,7 +139,7 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
     from .rules import check_tracking_files
     from .run import PlanRun
 
-    forms = collect_forms(call_forms_hook(config.hook.pytest_batchgen_checklist_forms))
+    forms = forms_from_hook(config.hook.pytest_batchgen_checklist_forms)
     docs = DocumentCache(settings.max_output_bytes)
     judge = JudgeService(JudgeSettings.from_settings(settings))
     runs: list[PlanRun] = []
