@@ -139,7 +139,7 @@ def read_recording(path: Path) -> Recording | None:
         raise UnreadableRecording("holds no recorded request")
     try:
         first = json.loads(interactions[0].body or b"")
-        calls = []
+        calls: list[tuple[str, Usage]] = []
         openers = []
         drafts: list[set[str]] = []
         latest_from = 0

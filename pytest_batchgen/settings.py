@@ -609,7 +609,10 @@ def _ini_number(config: pytest.Config, name: str, *, whole: bool = False, zero_o
 
 
 #: what each option writes, and the file name a folder given to it is told to use
-_WRITTEN = {"--batch-report": ("report", "report.json", "JSON report"), "--batch-summary": ("summary", "summary.md", "summary")}
+_WRITTEN = {
+    "--batch-report": ("report", "report.json", "JSON report"),
+    "--batch-summary": ("summary", "summary.md", "summary"),
+}
 
 
 def check_written_paths(
