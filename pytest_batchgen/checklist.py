@@ -389,6 +389,40 @@ def call_forms_hook(hook: Callable[[], Iterable[Any]]) -> list[Any]:
         ) from None
 
 
+def forms_from_hook(hook: Callable[[], Iterable[Any]]) -> list[ChecklistForm]:
+    """Every implementation's forms, flattened (:func:`call_forms_hook`, :func:`collect_forms`).
+
+    A result that is no form is named at the line of the implementation that returned it, as a
+    hook that raises is: with a conftest in each of several folders, "returned str 'x'" left the
+    user to find which. pluggy gives the results without their implementations, so on that
+    error path only each implementation is asked again, alone (a hook's forms are pure data)."""
+    results = call_forms_hook(hook)
+    try:
+        return collect_forms(results)
+    except ChecklistError as exc:
+        where = None if exc.path is not None else _implementation_returning_no_form(hook)
+        if where is None:
+            raise
+        raise ChecklistError(exc.message, *where) from None
+
+
+def _implementation_returning_no_form(hook: Any) -> tuple[str, int] | None:
+    """The file and ``def`` line of the first implementation of ``hook`` whose result alone is
+    refused by :func:`collect_forms`; None when none is found so (or ``hook`` is no pluggy hook)."""
+    get_impls = getattr(hook, "get_hookimpls", None)
+    if get_impls is None:
+        return None
+    for impl in reversed(get_impls()):  # pluggy's call order
+        try:
+            collect_forms([_materialised(impl.function())])
+        except ChecklistError:
+            code = getattr(impl.function, "__code__", None)
+            return (code.co_filename, code.co_firstlineno) if code is not None else None
+        except Exception:
+            continue
+    return None
+
+
 def _materialised(group: Any) -> Any:
     """One implementation's result, with an iterable of forms made a list (what is not one is
     left for :func:`collect_forms` to name)."""

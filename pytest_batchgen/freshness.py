@@ -81,10 +81,28 @@ class Recording:
     #: each opener's drafts: the texts its replies (repairs included) wrote, as outputs are
     #: written (``prompts.normalise_output``); a refusal wrote none
     drafts: tuple[frozenset[str], ...] = ()
+    #: the index in ``calls`` of the latest generation's first call (its opener)
+    latest_from: int = 0
 
     @property
     def prompt_chars(self) -> int:
         system, user = _texts(self.first)
+        return len(system) + len(user)
+
+    @property
+    def latest_usage(self) -> Usage:
+        """The usage of the latest generation, its repairs included: what generating the row
+        again costs, where :attr:`usage` also counts the older generations an output kept over
+        a failed regeneration leaves ahead of it."""
+        total = Usage()
+        for _, u in self.calls[self.latest_from :]:
+            total = total + u
+        return total
+
+    @property
+    def latest_prompt_chars(self) -> int:
+        """The characters of the latest generation's prompt, which :attr:`latest_usage` is of."""
+        system, user = _texts(self.openers[-1] if self.openers else self.first)
         return len(system) + len(user)
 
 
@@ -121,14 +139,16 @@ def read_recording(path: Path) -> Recording | None:
         raise UnreadableRecording("holds no recorded request")
     try:
         first = json.loads(interactions[0].body or b"")
-        calls = []
+        calls: list[tuple[str, Usage]] = []
         openers = []
         drafts: list[set[str]] = []
+        latest_from = 0
         for interaction in interactions:
             request = json.loads(interaction.body or b"")
             if isinstance(request, dict) and len(request.get("messages") or ()) == 1:
                 openers.append(request)
                 drafts.append(set())
+                latest_from = len(calls)
             reply = json.loads(interaction.response["body"]["string"])
             if drafts and reply.get("stop_reason") != "refusal":
                 drafts[-1].add(_reply_text(reply))
@@ -152,7 +172,12 @@ def read_recording(path: Path) -> Recording | None:
     for _, u in calls:
         total = total + u
     return Recording(
-        first=first, usage=total, calls=tuple(calls), openers=tuple(openers), drafts=tuple(frozenset(d) for d in drafts)
+        first=first,
+        usage=total,
+        calls=tuple(calls),
+        openers=tuple(openers),
+        drafts=tuple(frozenset(d) for d in drafts),
+        latest_from=latest_from,
     )
 
 
@@ -401,7 +426,8 @@ def _latest_generation(
     older generation (then that one's reasons, in any checkout), or is none of the recorded
     drafts while a new draft waits beside it (:data:`NOT_THE_REPLY`). An output that is no
     recorded draft and has none waiting was edited by hand: an edit never makes a row stale.
-    ``output`` None (no output yet): the latest generation's reasons."""
+    When no generation is of today's request, the reasons are those of the latest generation
+    the output is a reply of, else the latest generation's (``output`` None: no output yet)."""
     try:
         recording = read_recording(cassette)
     except UnreadableRecording:
@@ -410,11 +436,15 @@ def _latest_generation(
         return reasons, ""
     found = [changes(request, params) for request in recording.openers]
     today = [i for i, r in enumerate(found) if not r]
+    text = _output_text(output) if output is not None else None
     if not today:
-        return found[-1], ""
+        # every generation differs from today's request (a second plan change after a failed
+        # regeneration): the reasons are those of the generation the output is a reply of, which
+        # is not the latest when its draft failed; the latest's alone would drop what changed first
+        made = [r for r, drafts in zip(found, recording.drafts, strict=True) if text is not None and text in drafts]
+        return (made or found)[-1], ""
     if output is None:
         return (), ""
-    text = _output_text(output)
     if text is None or any(text in recording.drafts[i] for i in today):
         return (), ""  # (an output that cannot be read is the checks' to fail, not freshness's)
     made_it = [r for r, drafts in zip(found, recording.drafts, strict=True) if r and text in drafts]
@@ -519,7 +549,7 @@ class Estimator:
     def average_output(self, plan: Plan, recordings: Iterable[Recording]) -> int:
         found = self._average.get(plan.path)
         if found is None:
-            outs = [r.usage.output_tokens for r in recordings]
+            outs = [r.latest_usage.output_tokens for r in recordings]
             found = round(sum(outs) / len(outs)) if outs else max(1, len(plan.format_reference_text) // CHARS_PER_TOKEN)
             self._average[plan.path] = found
         return found
@@ -528,8 +558,9 @@ class Estimator:
         self, plan: Plan, row: Row, prompt: Prompt, freshness: Freshness, average_output: int, rec: Recording | None
     ) -> Estimate:
         if rec is not None:
-            scale = (len(prompt.system) + len(prompt.user)) / max(1, rec.prompt_chars)
-            u = rec.usage
+            # one generation's usage: the latest's, not the older ones kept ahead of it
+            scale = (len(prompt.system) + len(prompt.user)) / max(1, rec.latest_prompt_chars)
+            u = rec.latest_usage
             usage = Usage(
                 round(u.input_tokens * scale),
                 u.output_tokens,

@@ -111,7 +111,10 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         settings = Settings.from_config(config)
         state = _build_state(config, settings)
-        check_written_paths(settings, [run.plan for run in state.runs])
+        from .rules import tracking_files
+
+        tracking = [(run.plan, path) for run in state.runs for path in tracking_files(run.rules)]
+        check_written_paths(settings, [run.plan for run in state.runs], tracking)
     except BatchgenError as exc:
         raise pytest.UsageError(_shown_error(exc, Path(config.rootpath))) from None
     config.stash[state_key] = state
@@ -128,7 +131,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
-    from .checklist import call_forms_hook, collect_forms, compile_checklist
+    from .checklist import compile_checklist, forms_from_hook
     from .document import DocumentCache
     from .judge import JudgeService, JudgeSettings
     from .plan import check_shared_outputs, load_plan
@@ -136,7 +139,7 @@ def _build_state(config: pytest.Config, settings: Settings) -> BatchState:
     from .rules import check_tracking_files
     from .run import PlanRun
 
-    forms = collect_forms(call_forms_hook(config.hook.pytest_batchgen_checklist_forms))
+    forms = forms_from_hook(config.hook.pytest_batchgen_checklist_forms)
     docs = DocumentCache(settings.max_output_bytes)
     judge = JudgeService(JudgeSettings.from_settings(settings))
     runs: list[PlanRun] = []

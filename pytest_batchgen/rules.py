@@ -799,6 +799,12 @@ def _taken_message(raw: str, taken: str) -> str:
     )
 
 
+def tracking_files(rules: Sequence[Rule]) -> list[Path]:
+    """The tracking files the ``Output registered in`` rules of one plan name: files of the plan,
+    which ``--batch-report`` and ``--batch-summary`` may not replace."""
+    return [rule.check.tracking_file[0] for rule in rules if hasattr(rule.check, "tracking_file")]
+
+
 def check_tracking_files(plans: Sequence[tuple[Plan, Sequence[Rule]]]) -> None:
     """Across the plans of one run: a tracking file that is another plan, its format reference,
     a row's output or a file of its drafts or cassette folder. Each plan's builder refuses

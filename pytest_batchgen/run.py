@@ -36,6 +36,9 @@ class PlanRun:
     tests_failed: set[str] = field(default_factory=set)
     #: rows (by filename) a custom test of was deselected in this process: not registered
     tests_deselected: set[str] = field(default_factory=set)
+    #: rows (by filename) a custom test of skipped (or xfailed) for in this process, and why: the
+    #: row stays pending (not every item passed), so its output is not registered either
+    tests_skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def quick_checks(self) -> bool:
@@ -99,11 +102,15 @@ class PlanRun:
         None when none fails but one has no verdict (a judge rule in a run that may not call the
         model, on an output edited since its verdict was recorded). A custom test of the row that
         failed counts: run-last rules run after every other item (tally.py sorts them last); one
-        deselected skips the caller (the output is not known to pass)."""
+        deselected or skipped skips the caller (the output is not known to pass, and the row stays
+        pending: a skipped test listed a pending row in the tracking file)."""
         if row.filename in self.tests_failed:
             return False
         if row.filename in self.tests_deselected:
             raise CheckSkipped("not registered: not every custom test of the row ran in this session")
+        skipped = self.tests_skipped.get(row.filename)
+        if skipped is not None:
+            raise CheckSkipped(f"not registered: {skipped}")
         unknown = False
         for other in self.rules:
             if other is rule or other.form.runs_last:

@@ -608,18 +608,30 @@ def _ini_number(config: pytest.Config, name: str, *, whole: bool = False, zero_o
     return value
 
 
-def check_written_paths(settings: Settings, plans: Sequence[Plan]) -> None:
+#: what each option writes, and the file name a folder given to it is told to use
+_WRITTEN = {
+    "--batch-report": ("report", "report.json", "JSON report"),
+    "--batch-summary": ("summary", "summary.md", "summary"),
+}
+
+
+def check_written_paths(
+    settings: Settings, plans: Sequence[Plan], tracking_files: Sequence[tuple[Plan, Path]] = ()
+) -> None:
     """``--batch-report`` and ``--batch-summary`` name files the run writes at its very end: a
     folder, or a file of the plans, was found only then (a traceback after the whole run, the
-    report lost), or overwritten (a plan replaced by JSON, in a ``--batch-readonly`` run too).
-    Refused up front, before anything is sent; and so are both when typed with
-    ``--batch-dry-run``, which writes nothing (it wrote no report without a word; from
-    ``addopts`` they are left unwritten, and the dry run says so)."""
+    report lost), or overwritten (a plan replaced by JSON, in a ``--batch-readonly`` run too; a
+    tracking file, of ``tracking_files``, replaced by the summary, every entry lost). An existing
+    file that is not an earlier report (or summary) is refused too: ``--batch-summary pytest.ini``
+    replaced pytest's configuration. Refused up front, before anything is sent; and so are both
+    when typed with ``--batch-dry-run``, which writes nothing (it wrote no report without a word;
+    from ``addopts`` they are left unwritten, and the dry run says so)."""
     for option, path in (("--batch-report", settings.report), ("--batch-summary", settings.summary)):
         if path is None:
             continue
+        _, example, kind_of_file = _WRITTEN[option]
         if path.is_dir():
-            raise BatchgenError(f"{option} {path}: is a folder; name a file in it (e.g. {path / 'report.json'})")
+            raise BatchgenError(f"{option} {path}: is a folder; name a file in it (e.g. {path / example})")
         kind = _unwritable_kind(path)
         if kind is not None:
             raise BatchgenError(
@@ -629,15 +641,16 @@ def check_written_paths(settings: Settings, plans: Sequence[Plan]) -> None:
         for plan in plans:
             owned = {plan.output_path(row).resolve(): f"row {row.filename}'s output in" for row in plan.rows}
             owned.update({plan.path.resolve(): "the plan", plan.format_reference.resolve(): "the format reference of"})
+            owned.update({tracking.resolve(): "the tracking file of" for of, tracking in tracking_files if of is plan})
             what = owned.get(target)
             if what is None and plan.cassette_dir.resolve() in target.parents:
                 what = "a file in the cassette folder of"
             if what is not None:
                 raise BatchgenError(f"{option} {path}: is {what} {plan.rel(plan.path)}; name another file")
-        if option == "--batch-report" and path.is_file() and not _is_a_report(path):
+        if path.is_file() and not (_is_a_report(path) if option == "--batch-report" else _is_a_summary(path)):
             raise BatchgenError(
-                f"--batch-report {path}: the file exists and is not a pytest-batchgen JSON report; "
-                "name another file (the report replaces the file)"
+                f"{option} {path}: the file exists and is not a pytest-batchgen {kind_of_file}; "
+                f"name another file (the {_WRITTEN[option][0]} replaces the file)"
             )
     if settings.dry_run and settings.typed_outputs:
         raise BatchgenError(
@@ -672,6 +685,17 @@ def _unwritable_kind(path: Path) -> str | None:
     if stat.S_ISBLK(mode):
         return "is a block device"
     return None
+
+
+def _is_a_summary(path: Path) -> bool:
+    """Whether ``path`` holds a summary of an earlier run (or nothing): safe to replace. A summary
+    opens with its heading, ``## pytest-batchgen`` (:func:`pytest_batchgen.stepsummary.markdown`)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    return not head.strip() or head.startswith(b"## pytest-batchgen\n")
 
 
 def _is_a_report(path: Path) -> bool:

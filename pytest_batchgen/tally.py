@@ -151,6 +151,8 @@ class TallyPlugin:
             report.batchgen = self._payload(item, call, report, *found)  # type: ignore[attr-defined]
             if report.failed and not isinstance(item, RowItem):  # a custom test of the row
                 found[0].tests_failed.add(found[1].filename)
+            elif report.skipped and not isinstance(item, RowItem):
+                found[0].tests_skipped.setdefault(found[1].filename, _skipped_test(item.name, report))
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -242,6 +244,18 @@ class TallyPlugin:
             if judged:
                 info["judge"] = judged
         return info
+
+
+def _skipped_test(name: str, report: pytest.TestReport) -> str:
+    """Why a custom test of a row did not pass, for its ``registered`` item: its skip reason, or
+    its xfail's."""
+    if hasattr(report, "wasxfail"):
+        why = f"expected to fail{': ' + report.wasxfail if report.wasxfail else ''}"
+        return f"the custom test {name} xfailed ({why})"
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+    reason = reason.removeprefix("Skipped: ")
+    return f"the custom test {name} was skipped" + (f" ({reason})" if reason else "")
 
 
 def _scrubbed(failure: ItemFailure, secrets: tuple[str, ...]) -> ItemFailure:

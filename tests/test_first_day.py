@@ -85,6 +85,41 @@ def test_naming_one_custom_test_neither_completes_nor_registers_the_rows(project
     assert project.read("output/INDEX.md") == ""
 
 
+SKIPPING_CHECK = """\
+import pytest
+
+
+def test_comparisons_only(batch_output):
+    if batch_output.row.filename == "beta.md":
+        pytest.skip("beta is no comparison")
+"""
+
+
+def test_a_custom_test_that_skips_keeps_the_output_out_of_the_tracking_file(project):
+    """A skipped custom test keeps its row pending (not every item passed), and the tracking
+    file lists the outputs that pass: beta was registered all the same, a pending row in the
+    published index, its ``registered`` item passing."""
+    given_a_project_with_a_custom_check(project, "alpha", "beta")
+    project.write("checks/test_custom.py", CUSTOM_CHECK + "\n\n" + SKIPPING_CHECK)
+    registered = f"{len(checklist_lines()) + 1}. Output registered in `output/INDEX.md`\n"
+    project.write("plan.md", project.read().replace("\n## Phase 1", registered + "\n## Phase 1", 1))
+    project.write("output/alpha.md", draft("Alpha"))
+    project.write("output/beta.md", draft("Beta"))
+    project.write("output/INDEX.md", "")
+
+    result = project.run("--batch-validate-only", "-rs")
+
+    outcomes = result.outcomes()
+    assert outcomes["test_comparisons_only[beta.md]"] == "skipped"
+    assert outcomes["beta.md::registered"] == "skipped"
+    assert outcomes["alpha.md::registered"] == "passed"
+    assert project.statuses() == {"alpha.md": "complete", "beta.md": "pending"}
+    assert project.read("output/INDEX.md") == "- [Alpha](alpha.md)\n"
+    result.stdout.fnmatch_lines(
+        ["*not registered: the custom test test_comparisons_only[[]beta.md[]] was skipped (beta is no comparison)*"]
+    )
+
+
 def test_naming_one_custom_test_of_a_row_generates_no_other_row(project, fake):
     given_a_project_with_a_custom_check(project, "alpha", "beta")
 

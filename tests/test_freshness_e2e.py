@@ -668,3 +668,48 @@ def test_a_replayed_row_is_judged_without_reading_its_recording_again(
     cassette.write_text(yaml.safe_dump(data))
     later = freshness.FreshnessBook(DEFAULT_MAX_TOKENS).of(plan, plan.row("beta.md"))
     assert later.as_dict() == {"state": "stale", "reasons": ["max_tokens"], "recording": "differs"}
+
+
+def test_a_second_plan_change_after_a_failed_regeneration_keeps_the_first_reason(
+    stale_project: Project, fake: FakeAnthropic
+):
+    # The output kept over a failed regeneration is the old generation's reply. A second plan
+    # change (here max_tokens) makes every recorded generation differ from today's request, and
+    # the reasons were then the latest generation's alone: 'max_tokens', dropping the format
+    # reference the output was never regenerated for.
+    project = stale_project
+    old_beta = project.output("beta.md")
+    change_reference(project)
+    router(fake).set("beta.md", Reply.ok(bad_value("Beta")))
+    project.run("--batch-regenerate-stale", "--batch-concurrency", "1")
+    assert project.output("beta.md") == old_beta
+    assert len(project.cassette_bodies("beta.md")) == 3  # the old generation, today's draft and its repair
+
+    gate = project.run("-o", "batchgen_max_tokens=4096", "--batch-fail-stale", "--batch-readonly")
+
+    failure = gate.failure("beta.md::fresh")
+    assert "format reference" in failure, failure
+    assert "max_tokens" in failure, failure
+    # the rows whose new draft replaced the output differ in max_tokens alone
+    assert "format reference" not in gate.failure("alpha.md::fresh")
+
+
+def test_the_estimate_of_a_row_kept_over_a_failed_regeneration_is_one_generation(
+    stale_project: Project, fake: FakeAnthropic
+):
+    # The cassette of an output kept over a failed regeneration holds two generations: the old
+    # one (its reply is the output) and today's draft with its repair. The dry run's estimate
+    # of regenerating the row summed both: the old generation's 1,500 output tokens on top of
+    # what one regeneration costs.
+    project = stale_project
+    change_reference(project)
+    router(fake).set("beta.md", Reply.ok(bad_value("Beta"), usage={"output_tokens": 700}))
+    project.run("--batch-regenerate-stale", "--batch-concurrency", "1")
+    assert len(project.cassette_bodies("beta.md")) == 3  # the old generation, today's draft and its repair
+    project.edit("output/reference.md", "A longer reference now.", "A longer, changed reference now.")
+
+    rows = table_rows(project.run("--batch-dry-run"))
+
+    assert rows["beta.md"][2:4] == ["stale", "format reference"]
+    assert rows["beta.md"][5].endswith("/1400"), rows["beta.md"]  # the draft and its repair: 700 each
+    assert rows["gamma.md"][5].endswith("/1500"), rows["gamma.md"]  # one generation, as recorded

@@ -374,6 +374,37 @@ def test_a_forms_hook_that_raises_is_a_usage_error_at_its_line_not_an_internaler
     assert message.startswith(f"ERROR: {says}"), message
 
 
+@pytest.mark.parametrize(
+    ("conftest", "says"),
+    [
+        (
+            "def pytest_batchgen_checklist_forms():\n    return ['no-todo']\n",
+            "conftest.py:1: pytest_batchgen_checklist_forms returned str 'no-todo'; it must return a list of "
+            "pytest_batchgen.ChecklistForm",
+        ),
+        (
+            "from pytest_batchgen import ChecklistForm\n\n\n"
+            "def pytest_batchgen_checklist_forms():\n    return [ChecklistForm(name='x', pattern='x', check=None), 42]\n",
+            "conftest.py:4: pytest_batchgen_checklist_forms returned int 42; it must return a list of",
+        ),
+    ],
+    ids=["a-text", "a-number-after-a-form"],
+)
+def test_a_forms_hook_that_returns_no_form_is_named_at_its_line(project: Project, conftest: str, says: str):
+    # a hook that raises was named at its line; one that returns something else was named by
+    # what it returned only, with no file to look in when several conftests implement the hook
+    project.ini()
+    project.write_plan(plan_text())
+    project.write("conftest.py", conftest)
+
+    result = project.run("--batch-validate-only")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    (message,) = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
+    assert message.startswith(f"ERROR: {says}"), message
+
+
 @pytest.mark.parametrize("xdist", [False, True])
 def test_a_check_that_raises_shows_its_own_frames_and_the_check_and_row(project: Project, xdist: bool):
     """The README's no_todo example on a missing output: the report names the checklist line and

@@ -195,6 +195,49 @@ def test_a_report_path_below_a_file_is_a_usage_error(project: pytest.Pytester):
     assert "r.json: cannot be reached (Not a directory)" in no_traceback(result)
 
 
+# -- the summary never replaces a file of the project: the tracking file, pytest.ini, a README ---------
+
+TRACKED_PLAN = PLAN.replace(
+    "1. Front matter includes term\n", "1. Front matter includes term\n2. Output registered in `out/INDEX.md`\n"
+)
+INDEX = "# Index\n\n- [Ref](ref.md)\n"
+
+
+def test_the_summary_is_refused_on_the_tracking_file(pytester: pytest.Pytester):
+    # the tracking file is a file of the plan: the summary replaced it, every entry lost, and the
+    # next run's registered items skipped or failed
+    lay_out_small_plan(pytester.path, TRACKED_PLAN)
+    (pytester.path / "out" / "INDEX.md").write_text(INDEX, encoding="utf-8")
+    for option in ("--batch-summary", "--batch-report"):
+        result = validate(pytester, option, "out/INDEX.md")
+        out = no_traceback(result)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+        assert f"{option} {pytester.path / 'out' / 'INDEX.md'}: is the tracking file of plan.md" in out, out
+        assert (pytester.path / "out" / "INDEX.md").read_text(encoding="utf-8") == INDEX
+
+
+def test_the_summary_is_refused_on_a_file_that_is_no_summary_and_replaces_its_own(project: pytest.Pytester):
+    # as the report: `--batch-summary pytest.ini` replaced pytest's configuration with Markdown
+    # (the next run stopped at "pytest.ini:7: unexpected line"), `--batch-summary README.md` a README
+    ini = "[pytest]\n"
+    (project.path / "pytest.ini").write_text(ini, encoding="utf-8")
+    result = validate(project, "--batch-summary", "pytest.ini")
+    out = no_traceback(result)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "pytest.ini: the file exists and is not a pytest-batchgen summary; name another file" in out, out
+    assert (project.path / "pytest.ini").read_text(encoding="utf-8") == ini
+    for _ in range(2):  # the second run replaces the first one's summary
+        result = validate(project, "--batch-summary", "summary.md")
+        assert result.ret == pytest.ExitCode.OK, no_traceback(result)
+        assert (project.path / "summary.md").read_text(encoding="utf-8").startswith("## pytest-batchgen")
+
+
+def test_a_summary_path_that_is_a_folder_suggests_a_markdown_file(project: pytest.Pytester):
+    (project.path / "reports").mkdir()
+    out = no_traceback(validate(project, "--batch-summary", "reports"))
+    assert f"is a folder; name a file in it (e.g. {project.path / 'reports' / 'summary.md'})" in out, out
+
+
 # -- GitHub annotations name files relative to the checkout, not to pytest's rootdir ----------------
 
 
