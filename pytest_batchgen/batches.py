@@ -590,7 +590,7 @@ class BatchDispatcher(BackgroundDispatch):
             except anthropic.APIStatusError as exc:  # refused (after the SDK's retries): nothing was made
                 journal.forget(entry)
                 self.reserved = max(0.0, self.reserved - reserved)
-                error = f"creating the Message Batch failed: {type(exc).__name__}: {exc}"
+                error = f"creating the Message Batch failed: {type(exc).__name__}: {server_text(str(exc))}"
                 for st, _, _ in chunk:
                     st.attempt.error = error  # type: ignore[union-attr]
                     self._end(st, Outcome.ERROR, error)
@@ -667,7 +667,7 @@ class BatchDispatcher(BackgroundDispatch):
                 self._fail_waiting(
                     journal,
                     entry,
-                    f"{what} failed {MAX_POLL_FAILURES} times: {exc}; "
+                    f"{what} failed {MAX_POLL_FAILURES} times: {server_text(str(exc))}; "
                     f"it stays in the journal, rerun to collect it: {self.resume_command}",
                 )
                 live.remove((journal, entry))
@@ -1048,7 +1048,7 @@ class BatchDispatcher(BackgroundDispatch):
                 try:
                     self.client.messages.batches.cancel(entry.id)
                 except anthropic.APIError as exc:
-                    failed.append(f"{entry.id} ({type(exc).__name__}: {exc})")
+                    failed.append(f"{entry.id} ({type(exc).__name__}: {server_text(str(exc))})")
             self.resume_note = (
                 f"canceled {len(left) - len(failed)} Message Batch(es) (--batch-cancel); "
                 f"what they finished is collected by the next run: {self.resume_command}"

@@ -254,3 +254,39 @@ def test_a_batch_id_that_is_not_one_is_never_put_in_a_url(project, fake, bad_id)
     journal = json.loads((project.cassette_dir() / JOURNAL).read_text())
     assert [b["id"] for b in journal["batches"]] == [None]
     assert "\x1b" not in project.read("plan.md")
+
+
+# -- 5. an error's text ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind, status, says",
+    [
+        pytest.param("retrieve", 529, "polling batch msgbatch_", id="poll"),
+        pytest.param("results", 500, "reading the results of batch msgbatch_", id="results"),
+        pytest.param("create", 400, "creating the Message Batch failed", id="create"),
+    ],
+)
+def test_an_error_answer_reaches_the_terminal_and_the_plan_escaped(project, fake, kind, status, says):
+    """An error body's message went into the row's error as it came: its escape sequence reached
+    the terminal (and a NUL the plan's notes), unlike the messages path's errors."""
+    project.write_rows(rows_for("alpha"), ini_extra=BATCH_INI)
+    message = "\x1b[31mbusy\x00\x07"
+    body = {"type": "error", "error": {"type": "overloaded_error", "message": message}}
+
+    def failing(k: str, batch: Batch, answer: Answer) -> Answer:
+        if k != kind:
+            return answer
+        return status, {"content-type": "application/json", "retry-after": "0.01"}, json.dumps(body).encode()
+
+    fake.batch_tamper = failing
+
+    result = project.run("--batch-api", "batches")
+
+    out = text_of(result)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    failure = result.failure("alpha.md::generate")
+    assert says in failure and "\\x1b[31mbusy\\x00\\x07" in failure
+    for raw in ("\x1b", "\x00", "\x07"):
+        assert raw not in out and raw not in failure
+        assert raw not in project.read("plan.md")
