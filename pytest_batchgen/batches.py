@@ -1070,7 +1070,17 @@ def make_batch_dispatcher(
     def client() -> Any:
         import anthropic
 
-        return anthropic.Anthropic(api_key=settings.api_key, max_retries=settings.max_retries, timeout=settings.timeout)
+        from .pacing import cap_retry_after
+
+        def capped(response: Any) -> None:
+            # a retry-after of days (999999 s) held the poll, and the run, that long in the SDK's
+            # sleep before its retry: held to the pacer's cap, as on the messages path
+            cap_retry_after(response.headers)
+
+        http = anthropic.DefaultHttpxClient(event_hooks={"response": [capped]})
+        return anthropic.Anthropic(
+            api_key=settings.api_key, max_retries=settings.max_retries, timeout=settings.timeout, http_client=http
+        )
 
     return BatchDispatcher(
         jobs,

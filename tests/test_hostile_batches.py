@@ -17,6 +17,7 @@ without content, with non-text blocks, a lone surrogate or ``max_tokens`` (none 
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -290,3 +291,43 @@ def test_an_error_answer_reaches_the_terminal_and_the_plan_escaped(project, fake
     for raw in ("\x1b", "\x00", "\x07"):
         assert raw not in out and raw not in failure
         assert raw not in project.read("plan.md")
+
+
+# -- 6. a retry-after of days ----------------------------------------------------------------------
+
+#: a project conftest that makes the cap on a retry-after 1 s, not a minute (as in test_pacing)
+SHORT_RETRY_AFTER_CAP = """
+from pytest_batchgen import pacing
+pacing.RETRY_AFTER_CAP = 1.0
+"""
+
+
+def test_a_poll_refused_with_a_retry_after_of_days_waits_only_the_cap(project, fake, forks):
+    """The batch client's SDK slept for whatever a 429's ``retry-after`` asked (999999 s: the
+    run hung, polling nothing, until Ctrl-C); the messages path holds it to the pacer's cap, and
+    so does the batch client now. (Run in a process of its own: a run that stalls is killed.)"""
+    project.write_rows(rows_for("alpha"), ini_extra=BATCH_INI)
+    project.write("conftest.py", SHORT_RETRY_AFTER_CAP)
+    refused = {"n": 0}
+
+    def once(kind: str, batch: Batch, answer: Answer) -> Answer:
+        if kind != "retrieve" or refused["n"]:
+            return answer
+        refused["n"] += 1
+        body = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
+        return 429, {"content-type": "application/json", "retry-after": "999999"}, json.dumps(body).encode()
+
+    fake.batch_tamper = once
+    project.forks = forks
+
+    run = project.start("--batch-plan", project.plan, "--batch-api", "batches")
+    try:
+        ret = run.wait(timeout=120)
+    except (TimeoutError, subprocess.TimeoutExpired):
+        run.kill()
+        pytest.fail("the run was still waiting after 120 s on a retry-after of 999999 s")
+    out = run.communicate()[0]
+
+    assert ret == 0, out
+    assert refused["n"] == 1
+    assert project.statuses() == {"alpha.md": "complete"}
