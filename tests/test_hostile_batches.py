@@ -1,17 +1,19 @@
 """What a Message Batches server sends is not trusted either (``--batch-api batches``).
 
 Found by an outside tester's hostile server (``FakeAnthropic.batch_tamper`` rewrites the answers
-of the batch endpoints); each test failed on the code before its fix: a ``results_url`` on
-another host got the API key and its 404 made the run forget a paid batch; one line of a
-results stream that was not a result, or a poll answered with HTML, a list, counts that are not
-numbers or an unknown status, stopped the dispatcher (every pending row failed with a bare
-``JSONDecodeError``, ``TypeError`` or ``AttributeError``), or polled for ever; a batch id with
-path characters ended the run in a ``ValueError``.
+of the batch endpoints); each test failed on the code before its fix (except where a case says
+it passed already): a ``results_url`` on another host got the API key, and its 404 made the run
+forget a paid batch; one line of a results stream that was not a result, or a poll answered
+with HTML, a list or counts that are not numbers, stopped the dispatcher (every pending row
+failed with a bare ``JSONDecodeError``, ``TypeError`` or ``AttributeError``); an unknown
+status, a results read that always failed, or a ``retry-after`` of days, held the run for ever;
+a batch id with path characters ended in the SDK's ``ValueError``; an error body's escape
+sequence reached the terminal.
 
-What was tried and is fine is in ``tests/test_batches.py`` style elsewhere: results for an
-unknown custom_id or a custom_id twice (the first is filed, the rest counted as orphans), a
-missing result (sent again), ``errored``/``expired``/``canceled`` with odd bodies, a message
-without content, with non-text blocks, a lone surrogate or ``max_tokens`` (none complete).
+Tried and fine before: results for an unknown custom_id or a custom_id twice (the first is
+filed, the others counted as orphans), a missing result (sent again), ``errored``, ``expired``
+and ``canceled`` results with odd or missing error bodies, a message without content, with only
+non-text blocks, with a lone surrogate or cut off at ``max_tokens`` (none marked complete).
 """
 
 from __future__ import annotations
