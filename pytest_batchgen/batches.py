@@ -28,11 +28,12 @@ import datetime as _dt
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .batchwire import BATCH_ID_RE, BadBatch, BatchStatus, check_batch_id, parse_batch, parse_result, results_url
 from .client import CUT_OFF, FINISHED, Usage, server_text
 from .dispatch import (
     Attempt,
@@ -248,6 +249,8 @@ class BatchDispatcher(BackgroundDispatch):
         self._swept = False
         self.batches_created: list[str] = []
         self.orphans = 0
+        #: the lines of results streams that were not results (why, and of which batch)
+        self.unreadable: list[str] = []
 
     # -- the thread ---------------------------------------------------------------------------
 
@@ -454,14 +457,22 @@ class BatchDispatcher(BackgroundDispatch):
         for rows in to_send.values():
             for entry in self._submit(rows):
                 waits[entry.local] = (self._journal(rows[0].job.run), entry)
+        unread = len(self.unreadable)
         if waits:
             self._collect(list(waits.values()))
+        unread_now = self.unreadable[unread:]
         # a row whose request got no result from its batch (never happens with the real API)
         for st in pending:
             if self._awaits(st) and st.attempt is not None:
                 if self._stop.is_set():
                     return
-                error = st.attempt.error = "its batch ended without a result for this request"
+                error = "its batch ended without a result for this request"
+                if unread_now:
+                    error += (
+                        f"; {len(unread_now)} line(s) of the results were not results "
+                        f"({unread_now[0]}{', ...' if len(unread_now) > 1 else ''})"
+                    )
+                st.attempt.error = error
                 if len(st.result.attempts) >= self.max_attempts:
                     self._end(st, Outcome.ERROR, error)
 
@@ -581,13 +592,24 @@ class BatchDispatcher(BackgroundDispatch):
             except anthropic.APIStatusError as exc:  # refused (after the SDK's retries): nothing was made
                 journal.forget(entry)
                 self.reserved = max(0.0, self.reserved - reserved)
-                error = f"creating the Message Batch failed: {type(exc).__name__}: {exc}"
+                error = f"creating the Message Batch failed: {type(exc).__name__}: {server_text(str(exc))}"
                 for st, _, _ in chunk:
                     st.attempt.error = error  # type: ignore[union-attr]
                     self._end(st, Outcome.ERROR, error)
                 continue
-            journal.created(entry, batch.id)
-            self.batches_created.append(batch.id)
+            try:
+                batch_id = check_batch_id(getattr(batch, "id", None))
+            except BadBatch as exc:  # made, perhaps: the next run looks for it (_reconcile)
+                error = (
+                    f"the answer to creating a Message Batch is not one: {exc}; it stays in {journal.path.name} "
+                    f"without an id, and the next run looks for the batch before sending these rows again"
+                )
+                for st, _, _ in chunk:
+                    st.attempt.error = error  # type: ignore[union-attr]
+                    self._end(st, Outcome.ERROR, error)
+                continue
+            journal.created(entry, batch_id)
+            self.batches_created.append(batch_id)
             self.in_flight += len(chunk)
             entries.append(entry)
         return entries
@@ -611,33 +633,43 @@ class BatchDispatcher(BackgroundDispatch):
         known = set().union(*(j.ids() for j in self._journals.values()))
         since = entry.created_at - _dt.timedelta(minutes=5)
         for batch in self.client.messages.batches.list(limit=100):
-            if batch.created_at < since:
-                break  # newest first
-            counts = batch.request_counts
-            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
-            if batch.id not in known and total == len(entry.requests):
-                return str(batch.id)
+            try:
+                if batch.created_at < since:
+                    break  # newest first
+                counts = batch.request_counts
+                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+            except (AttributeError, TypeError):  # not a batch (a server's junk): not this one
+                continue
+            batch_id = getattr(batch, "id", None)
+            if not isinstance(batch_id, str) or not BATCH_ID_RE.match(batch_id):
+                continue  # no id this run can poll
+            if batch_id not in known and total == len(entry.requests):
+                return batch_id
         return None
 
     # -- polling and results ------------------------------------------------------------------
 
     def _collect(self, waits: list[tuple[Journal, BatchEntry]]) -> None:
         import anthropic
+        import httpx2
 
         live = list(waits)
         delay = self.poll_start
-        failures: dict[str, int] = {}
+        failures: dict[tuple[str, str], int] = {}  # (entry, "poll" or "read") -> failures in a row
         counts: dict[str, Any] = {}
 
-        def failed(journal: Journal, entry: BatchEntry, what: str, exc: Exception) -> None:
+        def failed(journal: Journal, entry: BatchEntry, what: str, exc: Exception | str, kind: str = "poll") -> None:
             """One more failure of ``what`` for the batch; at the last one its rows fail (the
-            batch stays in the journal for a rerun to collect)."""
-            failures[entry.local] = failures.get(entry.local, 0) + 1
-            if failures[entry.local] >= MAX_POLL_FAILURES:
+            batch stays in the journal for a rerun to collect). Polls and reads of the results
+            are counted apart: a good poll before each broken read kept the count at one, and
+            the batch was polled and read for ever."""
+            key = (entry.local, kind)
+            failures[key] = failures.get(key, 0) + 1
+            if failures[key] >= MAX_POLL_FAILURES:
                 self._fail_waiting(
                     journal,
                     entry,
-                    f"{what} failed {MAX_POLL_FAILURES} times: {exc}; "
+                    f"{what} failed {MAX_POLL_FAILURES} times: {server_text(str(exc))}; "
                     f"it stays in the journal, rerun to collect it: {self.resume_command}",
                 )
                 live.remove((journal, entry))
@@ -647,7 +679,7 @@ class BatchDispatcher(BackgroundDispatch):
                 if self._stop.is_set():
                     return
                 try:
-                    batch = self.client.messages.batches.retrieve(entry.id)
+                    batch = self._poll(entry)
                 except anthropic.NotFoundError:
                     self._gone(journal, entry)
                     live.remove((journal, entry))
@@ -655,26 +687,42 @@ class BatchDispatcher(BackgroundDispatch):
                 except anthropic.APIError as exc:
                     failed(journal, entry, f"polling batch {entry.id}", exc)
                     continue
-                failures.pop(entry.local, None)
-                counts[entry.local] = batch.request_counts
+                except BadBatch as exc:  # an answer that is not this batch: a failed poll, never trusted
+                    failed(journal, entry, f"polling batch {entry.id}", f"the answer is not a Message Batch: {exc}")
+                    continue
+                failures.pop((entry.local, "poll"), None)
+                counts[entry.local] = batch.counts
                 self._show(counts, len(live))
-                if batch.processing_status == "ended":
+                if batch.ended:
                     try:
-                        self._results(journal, entry)
-                    except (anthropic.APIConnectionError, anthropic.APIStatusError) as exc:
+                        self._results(journal, entry, batch)
+                    except (anthropic.APIConnectionError, anthropic.APIStatusError, httpx2.TransportError) as exc:
                         # the stream broke: what was filed stays filed; the rest is read again
-                        failed(journal, entry, f"reading the results of batch {entry.id}", exc)
+                        failed(journal, entry, f"reading the results of batch {entry.id}", exc, "read")
+                        continue
+                    except BadBatch as exc:  # a results_url elsewhere: not followed
+                        failed(journal, entry, f"reading the results of batch {entry.id}", f"the batch: {exc}", "read")
                         continue
                     live.remove((journal, entry))
             if live and self._stop.wait(delay):
                 return
             delay = min(delay * 2, self.poll_max)
 
-    def _show(self, counts: dict[str, Any], live: int) -> None:
+    def _poll(self, entry: BatchEntry) -> BatchStatus:
+        """The batch as the API says it is now, read from the raw answer and checked (the SDK's
+        object is built without validation): :class:`BadBatch` when it is not this batch."""
+        batch_id = check_batch_id(entry.id)  # a journal's id, edited by hand perhaps: never a path
+        raw = self.client.messages.batches.with_raw_response.retrieve(batch_id)
+        batch = parse_batch(raw.http_response.content)
+        if batch.id != batch_id:
+            raise BadBatch(f"it is batch {batch.id}, not {batch_id}")
+        return batch
+
+    def _show(self, counts: dict[str, dict[str, int]], live: int) -> None:
         total = {"processing": 0, "succeeded": 0, "errored": 0, "expired": 0, "canceled": 0}
         for c in counts.values():
             for k in total:
-                total[k] += getattr(c, k, 0) or 0
+                total[k] += c.get(k, 0)
         self.note = f"{live} batch(es): " + ", ".join(f"{v} {k}" for k, v in total.items() if v or k == "processing")
 
     @staticmethod
@@ -693,9 +741,14 @@ class BatchDispatcher(BackgroundDispatch):
                 out[cid] = st
         return out
 
-    def _results(self, journal: Journal, entry: BatchEntry) -> None:
-        """Stream the batch's results; each is filed and judged before the next is read."""
+    def _results(self, journal: Journal, entry: BatchEntry, batch: BatchStatus) -> None:
+        """Stream the batch's results; each is filed and judged before the next is read.
+
+        Read from the raw stream, line by line: a line that is not a result (not JSON, not an
+        object, no custom_id) is counted in :attr:`unreadable` and skipped, never the end of
+        the others; its request has no result, so it is sent again (see :meth:`_round`)."""
         import anthropic
+        import httpx2
 
         waiting = self._waiting(journal, entry)
         # Filing a result costs two writes (cassette, output) and its checks: a few workers do
@@ -713,11 +766,20 @@ class BatchDispatcher(BackgroundDispatch):
             finally:
                 ahead.release()
 
+        url = results_url(batch, str(self.client.base_url))  # BadBatch: elsewhere, not followed
         try:
-            stream = self.client.messages.batches.results(entry.id)
-            for item in stream:
-                data = item.to_dict(mode="json")
-                cid = str(data.get("custom_id"))
+            response = self.client.get(
+                url, cast_to=httpx2.Response, options={"headers": {"Accept": "application/binary"}}, stream=True
+            )
+            for line in _lines(response):
+                if not line.strip():
+                    continue  # a blank line holds no result
+                parsed = parse_result(line)
+                if isinstance(parsed, str):
+                    with self._lock:
+                        self.unreadable.append(f"batch {entry.id}: {parsed}")
+                    continue
+                cid, result = parsed
                 st = waiting.pop(cid, None)
                 if st is None:
                     self.orphans += 1  # a row outside this run, or already settled
@@ -726,7 +788,7 @@ class BatchDispatcher(BackgroundDispatch):
                     self.in_flight = max(0, self.in_flight - 1)
                 ahead.acquire()
                 filed.add(cid)
-                settling.append(self._pool.submit(settle, st, data.get("result") or {}, cid))
+                settling.append(self._pool.submit(settle, st, result, cid))
         except anthropic.NotFoundError:
             concurrent.futures.wait(settling)
             self._gone(journal, entry)
@@ -994,7 +1056,7 @@ class BatchDispatcher(BackgroundDispatch):
                 try:
                     self.client.messages.batches.cancel(entry.id)
                 except anthropic.APIError as exc:
-                    failed.append(f"{entry.id} ({type(exc).__name__}: {exc})")
+                    failed.append(f"{entry.id} ({type(exc).__name__}: {server_text(str(exc))})")
             self.resume_note = (
                 f"canceled {len(left) - len(failed)} Message Batch(es) (--batch-cancel); "
                 f"what they finished is collected by the next run: {self.resume_command}"
@@ -1016,7 +1078,17 @@ def make_batch_dispatcher(
     def client() -> Any:
         import anthropic
 
-        return anthropic.Anthropic(api_key=settings.api_key, max_retries=settings.max_retries, timeout=settings.timeout)
+        from .pacing import cap_retry_after
+
+        def capped(response: Any) -> None:
+            # a retry-after of days (999999 s) held the poll, and the run, that long in the SDK's
+            # sleep before its retry: held to the pacer's cap, as on the messages path
+            cap_retry_after(response.headers)
+
+        http = anthropic.DefaultHttpxClient(event_hooks={"response": [capped]})
+        return anthropic.Anthropic(
+            api_key=settings.api_key, max_retries=settings.max_retries, timeout=settings.timeout, http_client=http
+        )
 
     return BatchDispatcher(
         jobs,
@@ -1068,3 +1140,18 @@ def dry_run_lines(rows: Sequence[tuple[PlanRun, Any]], prices: PlanPrices, max_t
         f"worst case (what --batch-max-cost reserves): ${worst:.4f}"
     )
     return lines
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    """The lines of a streamed response, as bytes (a JSON line is UTF-8, checked when parsed);
+    the last one even without its newline. The response is closed at the end."""
+    buffer = b""
+    try:
+        for chunk in response.iter_bytes():
+            buffer += chunk
+            *whole, buffer = buffer.split(b"\n")
+            yield from whole
+        if buffer:
+            yield buffer
+    finally:
+        response.close()

@@ -688,6 +688,11 @@ class FakeAnthropic:
         self.latency = latency
         self.batch_polls_until_ended = batch_polls_until_ended
         self.batch_poll_error: int | None = None
+        #: (kind, batch, (status, headers, body)) -> what is sent instead; kind is "create",
+        #: "retrieve", "results", "cancel" or "other": the answers of a hostile server
+        self.batch_tamper: (
+            Callable[[str, Batch, tuple[int, dict[str, str], bytes]], tuple[int, dict[str, str], bytes]] | None
+        ) = None
         self.min_cacheable_tokens = 0
         self.default: Callable[[dict], Reply] = _default_reply
         self.requests: list[Logged] = []
@@ -888,41 +893,58 @@ class FakeAnthropic:
             return self._messages(entry, request_id)
         if parts == ["v1", "messages", "batches"]:
             if method == "POST":
-                return self._json(self._batch_json(self._create_batch(entry.body)), request_id)
+                created = self._create_batch(entry.body)
+                return self._tampered("create", created, self._json(self._batch_json(created), request_id))
             if method == "GET":
                 return self._list_batches(request_id)
         if len(parts) >= 4 and parts[:3] == ["v1", "messages", "batches"]:
             batch = self._get_batch(parts[3])
             rest = parts[4:]
-            if rest == [] and method == "GET":
-                if self.batch_poll_error is not None:
-                    raise _HttpError(self.batch_poll_error, "invalid_request_error", "retrieve refused (test)")
-                with self._lock:
-                    batch.polls += 1
-                    if not batch.ended and batch.polls >= batch.polls_until_ended:
-                        batch.ended_at = datetime.now(timezone.utc)
-                return self._json(self._batch_json(batch), request_id)
-            if rest == [] and method == "DELETE":
-                with self._lock:
-                    if not batch.ended:
-                        raise _HttpError(400, "invalid_request_error", f"Message Batch {batch.id} is still in progress")
-                    batch.deleted = True
-                return self._json({"id": batch.id, "type": "message_batch_deleted"}, request_id)
-            if rest == ["cancel"] and method == "POST":
-                with self._lock:
-                    if not batch.ended and batch.cancel_initiated_at is None:
-                        batch.cancel_initiated_at = datetime.now(timezone.utc)
-                        for result in batch.results:
-                            result["result"] = {"type": "canceled"}
-                return self._json(self._batch_json(batch), request_id)
-            if rest == ["results"] and method == "GET":
-                with self._lock:
-                    if not batch.ended:
-                        raise _HttpError(
-                            400, "invalid_request_error", f"Message Batch {batch.id} has not finished processing"
-                        )
-                    lines = b"".join(json.dumps(r).encode() + b"\n" for r in batch.results)
-                return 200, {"content-type": "application/binary", "request-id": request_id}, lines
+            kind = {(): "retrieve", ("results",): "results", ("cancel",): "cancel"}.get(tuple(rest), "other")
+            return self._tampered(kind, batch, self._batch_route(entry, request_id, batch, rest))
+        raise _HttpError(404, "not_found_error", f"Not found: {method} {path}")
+
+    def _tampered(
+        self, kind: str, batch: Batch, response: tuple[int, dict[str, str], bytes]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The answer to a batch endpoint as :attr:`batch_tamper` rewrites it (a hostile server)."""
+        if self.batch_tamper is None:
+            return response
+        return self.batch_tamper(kind, batch, response)
+
+    def _batch_route(
+        self, entry: Logged, request_id: str, batch: Batch, rest: list[str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        method, path = entry.method, urlsplit(entry.path).path
+        if rest == [] and method == "GET":
+            if self.batch_poll_error is not None:
+                raise _HttpError(self.batch_poll_error, "invalid_request_error", "retrieve refused (test)")
+            with self._lock:
+                batch.polls += 1
+                if not batch.ended and batch.polls >= batch.polls_until_ended:
+                    batch.ended_at = datetime.now(timezone.utc)
+            return self._json(self._batch_json(batch), request_id)
+        if rest == [] and method == "DELETE":
+            with self._lock:
+                if not batch.ended:
+                    raise _HttpError(400, "invalid_request_error", f"Message Batch {batch.id} is still in progress")
+                batch.deleted = True
+            return self._json({"id": batch.id, "type": "message_batch_deleted"}, request_id)
+        if rest == ["cancel"] and method == "POST":
+            with self._lock:
+                if not batch.ended and batch.cancel_initiated_at is None:
+                    batch.cancel_initiated_at = datetime.now(timezone.utc)
+                    for result in batch.results:
+                        result["result"] = {"type": "canceled"}
+            return self._json(self._batch_json(batch), request_id)
+        if rest == ["results"] and method == "GET":
+            with self._lock:
+                if not batch.ended:
+                    raise _HttpError(
+                        400, "invalid_request_error", f"Message Batch {batch.id} has not finished processing"
+                    )
+                lines = b"".join(json.dumps(r).encode() + b"\n" for r in batch.results)
+            return 200, {"content-type": "application/binary", "request-id": request_id}, lines
         raise _HttpError(404, "not_found_error", f"Not found: {method} {path}")
 
     # ---- messages
