@@ -700,9 +700,6 @@ class BatchDispatcher(BackgroundDispatch):
                         # the stream broke: what was filed stays filed; the rest is read again
                         failed(journal, entry, f"reading the results of batch {entry.id}", exc, "read")
                         continue
-                    except BadBatch as exc:  # a results_url elsewhere: not followed
-                        failed(journal, entry, f"reading the results of batch {entry.id}", f"the batch: {exc}", "read")
-                        continue
                     live.remove((journal, entry))
             if live and self._stop.wait(delay):
                 return
@@ -766,7 +763,7 @@ class BatchDispatcher(BackgroundDispatch):
             finally:
                 ahead.release()
 
-        url = results_url(batch, str(self.client.base_url))  # BadBatch: elsewhere, not followed
+        url = results_url(batch, str(self.client.base_url))  # on the API's host only
         try:
             response = self.client.get(
                 url, cast_to=httpx2.Response, options={"headers": {"Accept": "application/binary"}}, stream=True

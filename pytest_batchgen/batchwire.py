@@ -9,7 +9,8 @@ another host was followed with the API key, and a 404 from that host made the ru
 batch (paid for again by the next run). So the batch dispatcher reads the raw bytes and asks
 this module: a :class:`BatchStatus` or a :class:`BadBatch` naming what is wrong (the server's
 text escaped, see :func:`~pytest_batchgen.client.server_text`); a result line or the reason
-it is not one; the URL of the results, on the API's own host only.
+it is not one; the URL of the results, on the API's own host only (a ``results_url`` elsewhere
+is read there, at the API's own path).
 """
 
 from __future__ import annotations
@@ -84,22 +85,23 @@ def parse_batch(body: bytes) -> BatchStatus:
 
 def results_url(batch: BatchStatus, base_url: str) -> str:
     """Where the batch's results are read: its ``results_url`` when it is on the API's host
-    (scheme, host and port of ``base_url``), the API's own path when it names none; a URL
-    elsewhere is :class:`BadBatch`, never followed (the request would carry the API key)."""
-    base = urlsplit(base_url)
+    (scheme, host and port of ``base_url``), else the API's own path for them on that host.
+
+    A URL elsewhere is never followed: the request would carry the API key (and a 404 from that
+    host read as "the batch was deleted", so the run forgot a paid batch). Nor is it an error:
+    behind a gateway (``ANTHROPIC_BASE_URL``), the API's answer names its own host, where the
+    results are read through the gateway all the same."""
+    own = f"{base_url.rstrip('/')}/v1/messages/batches/{quote(batch.id, safe='')}/results"
     if batch.results_url is None:
-        return f"{base_url.rstrip('/')}/v1/messages/batches/{quote(batch.id, safe='')}/results"
+        return own
     url = urlsplit(batch.results_url)
-    if (url.scheme, url.hostname, url.port or _port(url.scheme)) != (
+    base = urlsplit(base_url)
+    same_host = (url.scheme, url.hostname, url.port or _port(url.scheme)) == (
         base.scheme,
         base.hostname,
         base.port or _port(base.scheme),
-    ):
-        raise BadBatch(
-            f"its results_url {server_text(batch.results_url, 200)} is not on the API's host "
-            f"({base.scheme}://{base.netloc}); not followed: the request would carry the API key"
-        )
-    return batch.results_url
+    )
+    return batch.results_url if same_host else own
 
 
 def _port(scheme: str) -> int | None:

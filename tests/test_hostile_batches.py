@@ -74,9 +74,11 @@ def journal_rows(project) -> list[str]:
 # -- 1. a results_url on another host ---------------------------------------------------------------
 
 
-def test_a_results_url_on_another_host_is_never_followed_and_the_batch_is_kept(project, fake):
+def test_a_results_url_on_another_host_is_never_followed_and_the_results_are_read_from_the_api(project, fake):
     """The SDK followed it with the API key; the other host's 404 then read as "the batch was
-    deleted": the run forgot the paid batch and the next run sent (and paid for) every row again."""
+    deleted": the run forgot the paid batch and the next run sent (and paid for) every row again.
+    The results are read at the API's own path instead, as behind a gateway, whose answers name
+    the API's host."""
     project.write_rows(rows_for("alpha", "beta"), ini_extra=BATCH_INI)
     with FakeAnthropic() as elsewhere:
 
@@ -89,19 +91,10 @@ def test_a_results_url_on_another_host_is_never_followed_and_the_batch_is_kept(p
 
         assert elsewhere.requests == []  # nothing, and so no key, went to the other host
     out = text_of(result)
-    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
-    assert "Traceback" not in out
-    failure = result.failure("alpha.md::generate")
-    assert f"is not on the API's host ({fake.base_url}); not followed" in failure
-    assert "it stays in the journal, rerun to collect it" in failure
-    assert journal_rows(project) == ["alpha.md", "beta.md"]  # kept: a rerun collects, nothing is paid twice
-    assert project.statuses() == {"alpha.md": "pending", "beta.md": "pending"}
-
-    # a rerun against an honest server collects the same batch
-    fake.batch_tamper = None
-    assert project.run("--batch-api", "batches").ret == 0
+    assert result.ret == 0, out
     assert len(fake.batches) == 1
     assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete"}
+    assert journal_rows(project) == []  # collected: nothing left for a rerun to pay for again
 
 
 # -- 2. results streams with lines that are not results ---------------------------------------------
