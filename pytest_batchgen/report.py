@@ -108,6 +108,8 @@ class Totals:
     complete: int = 0
     failed: int = 0
     not_run: int = 0  # no item of the row ran (deselected, or the run stopped before it)
+    skipped: int = 0  # every item of the row that ran was skipped (no output in validate-only)
+    incomplete: int = 0  # some items ran and passed, others did not run or were skipped
     attempts: int = 0
     live: int = 0
     replayed: int = 0
@@ -121,6 +123,13 @@ class Totals:
     judge_replayed: int = 0
     batch_saved: float = 0.0  # Message Batches: the list price of the batch calls less what they cost
     reserved: float = 0.0  # Message Batches: the worst case reserved against --batch-max-cost
+
+    def verdicts(self) -> str:
+        """``N complete, N failed`` and the other verdicts that some rows have: every row
+        counted once, so that the numbers add up to the rows (skipped and incomplete rows were
+        left out: "7 rows, 3 complete, 1 failed")."""
+        others = (("skipped", self.skipped), ("incomplete", self.incomplete), ("not run", self.not_run))
+        return f"{self.complete} complete, {self.failed} failed" + "".join(f", {n} {w}" for w, n in others if n)
 
     @property
     def unanswered(self) -> int:
@@ -139,6 +148,8 @@ def totals(reports: Iterable[RowReport], prices: PlanPrices) -> Totals:
         t.complete += r.verdict == Verdict.COMPLETE  # by this run's verdict, as "failed" is
         t.failed += r.verdict == Verdict.FAILED
         t.not_run += r.verdict == Verdict.NOT_RUN
+        t.skipped += r.verdict == Verdict.SKIPPED
+        t.incomplete += r.verdict == Verdict.INCOMPLETE
         for a in r.attempts:
             t.attempts += 1
             if a.replayed:
@@ -222,9 +233,7 @@ def summary_lines(reports: Sequence[RowReport], prices: PlanPrices, budget_note:
     )
     t = totals(reports, prices)
     lines.append(
-        f"total: {plural(t.rows, 'row')}, {t.complete} complete, {t.failed} failed"
-        + (f", {t.not_run} not run" if t.not_run else "")
-        + f"; {plural(t.attempts, 'call')} "
+        f"total: {plural(t.rows, 'row')}, {t.verdicts()}; {plural(t.attempts, 'call')} "
         f"({t.live} live, {t.replayed} replayed{_unanswered(t.unanswered)}); "
         + (
             f"{plural(t.judge_calls, 'judge call')} ({t.judge_live} live, {t.judge_replayed} replayed"
@@ -326,6 +335,9 @@ def json_report(
             "rows": t.rows,
             "complete": t.complete,
             "failed": t.failed,
+            "skipped": t.skipped,
+            "incomplete": t.incomplete,
+            "not_run": t.not_run,
             "calls": t.attempts,
             "calls_live": t.live,
             "calls_replayed": t.replayed,

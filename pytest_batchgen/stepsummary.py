@@ -58,8 +58,7 @@ def markdown(
         states[f.state] = states.get(f.state, 0) + 1
     regressions = [c for c in changed if c.regression]
     lines.append(
-        f"**{plural(t.rows, 'row')}**: {t.complete} complete, {t.failed} failed"
-        + (f", {t.not_run} not run" if t.not_run else "")
+        f"**{plural(t.rows, 'row')}**: {t.verdicts()}"
         + f"; {plural(t.attempts, 'call')} ({t.live} live, {t.replayed} replayed); estimated cost **${t.cost:.4f}**"
     )
     lines.append("")

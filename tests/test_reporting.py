@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genhelpers import (
     FAST_RETRY,
@@ -177,6 +177,9 @@ class TotalsV1(Strict):
     rows: int
     complete: int
     failed: int
+    skipped: int = Field(ge=0)
+    incomplete: int = Field(ge=0)
+    not_run: int = Field(ge=0)
     calls: int
     calls_live: int
     calls_replayed: int
@@ -188,6 +191,12 @@ class TotalsV1(Strict):
     caching_saved_usd: float
     skipped_by_budget: int = Field(ge=0)
     budget_note: str | None
+
+    @model_validator(mode="after")
+    def _rows_add_up(self) -> TotalsV1:
+        # every row counted once, by its verdict ("7 rows, 3 complete, 1 failed" left 3 out)
+        assert self.rows == self.complete + self.failed + self.skipped + self.incomplete + self.not_run
+        return self
 
 
 class ReportV1(Strict):
@@ -804,7 +813,7 @@ def assert_budget_summary(result: Run, sent: list[str], not_sent: list[str]) -> 
         assert rows[filename][3:7] == ["pending -> pending", "0", "0/0/0/0", "skipped"]
     for filename in sent:
         assert rows[filename][3:7] == ["pending -> complete", "1", tokens(CENT), "$0.0100"]
-    assert total_line(result).startswith("total: 5 rows, 2 complete, 0 failed; 2 calls (2 live, 0 replayed)")
+    assert total_line(result).startswith("total: 5 rows, 2 complete, 0 failed, 3 skipped; 2 calls (2 live, 0 replayed)")
     assert total_line(result).endswith("estimated cost $0.0200")
 
 
