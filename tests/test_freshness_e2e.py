@@ -242,17 +242,23 @@ def test_a_regenerated_row_that_now_fails_is_a_regression(stale_project: Project
     assert ":x: 1 regression(s)" in project.read("summary.md")
 
 
+def keep_beta_over_a_failed_regeneration(project: Project, fake: FakeAnthropic) -> None:
+    """Change the format reference and regenerate the stale rows; beta's new draft (and its
+    repair) fail their checks, so beta's output stays the old generation's reply."""
+    old_beta = project.output("beta.md")
+    change_reference(project)
+    router(fake).set("beta.md", Reply.ok(bad_value("Beta")))
+    project.run("--batch-regenerate-stale", "--batch-concurrency", "1")
+    assert project.output("beta.md") == old_beta
+
+
 def test_an_output_kept_over_a_failed_regeneration_stays_stale(stale_project: Project, fake: FakeAnthropic):
     # today's generation is recorded, its draft failed its checks and waits in .batchgen-drafts/:
     # the output is still the old format's. Before, the row was fresh (its recording opened with
     # today's request) and the gate passed it. The old generation stays ahead of today's (see
     # the fresh checkout's test below), and names what changed.
     project = stale_project
-    old_beta = project.output("beta.md")
-    change_reference(project)
-    router(fake).set("beta.md", Reply.ok(bad_value("Beta")))
-    project.run("--batch-regenerate-stale", "--batch-concurrency", "1")
-    assert project.output("beta.md") == old_beta
+    keep_beta_over_a_failed_regeneration(project, fake)
     assert len(project.cassette_bodies("beta.md")) == 3  # the old request, today's and its repair
 
     gate = project.run("--batch-fail-stale", "--batch-readonly")
@@ -678,11 +684,7 @@ def test_a_second_plan_change_after_a_failed_regeneration_keeps_the_first_reason
     # the reasons were then the latest generation's alone: 'max_tokens', dropping the format
     # reference the output was never regenerated for.
     project = stale_project
-    old_beta = project.output("beta.md")
-    change_reference(project)
-    router(fake).set("beta.md", Reply.ok(bad_value("Beta")))
-    project.run("--batch-regenerate-stale", "--batch-concurrency", "1")
-    assert project.output("beta.md") == old_beta
+    keep_beta_over_a_failed_regeneration(project, fake)
     assert len(project.cassette_bodies("beta.md")) == 3  # the old generation, today's draft and its repair
 
     gate = project.run("-o", "batchgen_max_tokens=4096", "--batch-fail-stale", "--batch-readonly")

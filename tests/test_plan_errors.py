@@ -355,28 +355,8 @@ def test_a_conftest_form_whose_builder_raises_is_a_usage_error_not_an_internaler
             "    raise ValueError('the second form')\n",
             "conftest.py:4: pytest_batchgen_checklist_forms raised ValueError: the second form; fix the hook",
         ),
-    ],
-    ids=["raises", "a-helper-raises", "a-generator-raises"],
-)
-def test_a_forms_hook_that_raises_is_a_usage_error_at_its_line_not_an_internalerror(
-    project: Project, conftest: str, says: str
-):
-    # the hook runs while the plugin is configured: this was an INTERNALERROR and pluggy's frames
-    project.ini()
-    project.write_plan(plan_text())
-    project.write("conftest.py", conftest)
-
-    result = project.run("--batch-validate-only")
-
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
-    (message,) = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
-    assert message.startswith(f"ERROR: {says}"), message
-
-
-@pytest.mark.parametrize(
-    ("conftest", "says"),
-    [
+        # one that returns something else was named by what it returned only, with no file to
+        # look in when several conftests implement the hook
         (
             "def pytest_batchgen_checklist_forms():\n    return ['no-todo']\n",
             "conftest.py:1: pytest_batchgen_checklist_forms returned str 'no-todo'; it must return a list of "
@@ -388,11 +368,12 @@ def test_a_forms_hook_that_raises_is_a_usage_error_at_its_line_not_an_internaler
             "conftest.py:4: pytest_batchgen_checklist_forms returned int 42; it must return a list of",
         ),
     ],
-    ids=["a-text", "a-number-after-a-form"],
+    ids=["raises", "a-helper-raises", "a-generator-raises", "returns-a-text", "returns-a-number-after-a-form"],
 )
-def test_a_forms_hook_that_returns_no_form_is_named_at_its_line(project: Project, conftest: str, says: str):
-    # a hook that raises was named at its line; one that returns something else was named by
-    # what it returned only, with no file to look in when several conftests implement the hook
+def test_a_forms_hook_that_fails_is_a_usage_error_at_its_line_not_an_internalerror(
+    project: Project, conftest: str, says: str
+):
+    # the hook runs while the plugin is configured: this was an INTERNALERROR and pluggy's frames
     project.ini()
     project.write_plan(plan_text())
     project.write("conftest.py", conftest)
