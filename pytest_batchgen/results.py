@@ -29,10 +29,11 @@ class ItemFailure:
     def describe(self) -> str:
         where = ""
         if self.output:
-            where = f"{self.output}:{self.output_line}: " if self.output_line else f"{self.output}: "
+            output = shown(self.output)
+            where = f"{output}:{self.output_line}: " if self.output_line else f"{output}: "
         origin = f" (plan line {self.checklist_line})" if self.checklist_line else ""
         first = shown_lines(self.message.strip())[0] if self.message.strip() else "failed"
-        return f"{self.check}{origin}: {where}{first}"
+        return f"{shown(self.check)}{origin}: {where}{first}"
 
 
 @dataclass
@@ -73,6 +74,11 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+(?=>)")
 #: the plan, an escape sequence landed in plan.md, and a CR, NEL or U+2028 split a line where
 #: the plan's reader does not
 _UNSHOWN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def shown(text: str) -> str:
+    """``text`` on one line of a note: :func:`shown_lines`' escapes, the newline's included."""
+    return "\\n".join(shown_lines(text))
 
 
 def shown_lines(text: str) -> list[str]:

@@ -9,6 +9,7 @@ found (mixed line endings, BOMs, blockquotes, fences, comments, odd filenames).
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -543,3 +544,44 @@ def test_a_status_edit_keeps_a_character_python_strips_but_markdown_does_not(spa
     )
     edited = edit_text(HEAD + "## Phase 1\n\n" + table, {"a.md": RowUpdate(status="complete")})
     assert edited.endswith(f"| A | a.md | haiku | complete{space} | x |\n")
+
+
+# -- any failure's text, through the note, leaves a plan that reads the same -----------------------
+
+#: any text a check, a linter, a judge or a server may put in a failure: control characters,
+#: line breaks of every kind, lone surrogates, the notes' own syntax
+_FAILURE_TEXT = st.lists(
+    st.one_of(
+        st.characters(codec=None),
+        st.sampled_from(["\x00", "\x1b[31m", "\r", "\r\n", "\x85", "\u2028", "\x0c", "`", "- `a.md`: ", "<!--", "|"]),
+    ),
+    max_size=30,
+).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(message=_FAILURE_TEXT, detail=st.one_of(st.none(), _FAILURE_TEXT), check=_FAILURE_TEXT)
+def test_a_note_of_any_failure_leaves_a_plan_that_reads_the_same(message, detail, check, tmp_path_factory):
+    # a NUL in a judge's reason went into the notes as it came, and the next run refused the plan
+    from pytest_batchgen.results import ItemFailure, RowTally, note_for
+
+    tally = RowTally("a.md", "pending", failures=[ItemFailure(check, message, 3, "out/a.md", 2, detail)])
+    note = note_for(tally)
+    edited = edit_text(PLAN, {"a.md": RowUpdate(note=note)})
+
+    assert edited.startswith(PLAN)  # nothing before the notes moves
+    unshown = [
+        c for c in edited[len(PLAN) :] if c not in "\n\t" and unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")
+    ]
+    assert unshown == [], repr(edited)
+    edited.encode("utf-8")  # no lone surrogate: the plan can be written
+    root = tmp_path_factory.mktemp("note")
+    rows = load_plan(write(root, edited), root).rows  # no "plan contains a NUL byte"
+    plain = tmp_path_factory.mktemp("plain")
+    assert [(r.filename, r.status, r.line) for r in rows] == [
+        (r.filename, r.status, r.line) for r in load_plan(write(plain, PLAN), plain).rows
+    ]
+    assert read_notes(edited) == {"a.md": "\n".join(line.rstrip() for line in note.split("\n"))}
+    assert "plan line 3" in note  # the first line kept whole, whatever the check's name holds
+    assert edit_text(edited, {"a.md": RowUpdate(note=note)}) == edited  # the next run's same note: no change
+    assert edit_text(edited, {"a.md": RowUpdate(note="")}) == PLAN
