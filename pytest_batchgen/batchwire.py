@@ -90,17 +90,19 @@ def results_url(batch: BatchStatus, base_url: str) -> str:
     A URL elsewhere is never followed: the request would carry the API key (and a 404 from that
     host read as "the batch was deleted", so the run forgot a paid batch). Nor is it an error:
     behind a gateway (``ANTHROPIC_BASE_URL``), the API's answer names its own host, where the
-    results are read through the gateway all the same."""
+    results are read through the gateway all the same. A ``results_url`` that cannot be split
+    (a port that is no number or out of range, a broken ``[`` host: ``urllib`` raises
+    ``ValueError``, which stopped the dispatcher) is on no host known to be the API's: the same."""
     own = f"{base_url.rstrip('/')}/v1/messages/batches/{quote(batch.id, safe='')}/results"
     if batch.results_url is None:
         return own
-    url = urlsplit(batch.results_url)
+    try:
+        url = urlsplit(batch.results_url)
+        where = (url.scheme, url.hostname, url.port or _port(url.scheme))
+    except ValueError:
+        return own
     base = urlsplit(base_url)
-    same_host = (url.scheme, url.hostname, url.port or _port(url.scheme)) == (
-        base.scheme,
-        base.hostname,
-        base.port or _port(base.scheme),
-    )
+    same_host = where == (base.scheme, base.hostname, base.port or _port(base.scheme))
     return batch.results_url if same_host else own
 
 

@@ -326,3 +326,30 @@ def test_a_poll_refused_with_a_retry_after_of_days_waits_only_the_cap(project, f
     assert ret == 0, out
     assert refused["n"] == 1
     assert project.statuses() == {"alpha.md": "complete"}
+
+
+# -- a results_url that is no URL (review round) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("http://127.0.0.1:notaport/results", id="port-not-a-number"),
+        pytest.param("http://127.0.0.1:99999/results", id="port-out-of-range"),
+        pytest.param("http://[::1/results", id="bad-ipv6-host"),
+    ],
+)
+def test_a_results_url_that_urllib_cannot_split_is_read_at_the_api_path(project, fake, url):
+    """``urlsplit(...).port`` raised ``ValueError`` out of the results reader: the dispatcher
+    stopped and every pending row failed. A URL that cannot be read is no URL on the API's host:
+    the results are read at the API's own path, as for a URL elsewhere."""
+    project.write_rows(rows_for("alpha", "beta"), ini_extra=BATCH_INI)
+    fake.batch_tamper = polls(lambda batch: {**batch, "results_url": batch["results_url"] and url})
+
+    result = project.run("--batch-api", "batches")
+
+    out = text_of(result)
+    assert result.ret == 0, out
+    assert "dispatcher stopped" not in out and "Traceback" not in out
+    assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete"}
+    assert journal_rows(project) == []
