@@ -696,8 +696,10 @@ class BatchDispatcher(BackgroundDispatch):
                 if batch.ended:
                     try:
                         self._results(journal, entry, batch)
-                    except (anthropic.APIConnectionError, anthropic.APIStatusError, httpx2.TransportError) as exc:
-                        # the stream broke: what was filed stays filed; the rest is read again
+                    except (anthropic.APIConnectionError, anthropic.APIStatusError, httpx2.RequestError) as exc:
+                        # the stream broke (its bytes are read after the SDK returned it, so httpx's
+                        # own errors, a dropped connection or a body its Content-Encoding cannot
+                        # decode, come as they are): what was filed stays filed; the rest is read again
                         failed(journal, entry, f"reading the results of batch {entry.id}", exc, "read")
                         continue
                     live.remove((journal, entry))

@@ -353,3 +353,31 @@ def test_a_results_url_that_urllib_cannot_split_is_read_at_the_api_path(project,
     assert "dispatcher stopped" not in out and "Traceback" not in out
     assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete"}
     assert journal_rows(project) == []
+
+
+def test_a_results_stream_whose_encoding_cannot_be_decoded_is_a_failed_read(project, fake):
+    """A results stream saying ``Content-Encoding: gzip`` over bytes that are not gzip raised
+    httpx's ``DecodingError`` while it was read (no ``TransportError``, nor an SDK error: the
+    stream is read after the SDK returned it), and the dispatcher stopped with every pending row
+    of every plan. It is a failed read like a broken stream: the batch stays in the journal."""
+    project.write_rows(rows_for("alpha", "beta"), ini_extra=BATCH_INI)
+
+    def garbled(kind: str, batch: Batch, answer: Answer) -> Answer:
+        if kind != "results":
+            return answer
+        status, headers, _ = answer
+        return status, {**headers, "content-encoding": "gzip"}, b"this is not gzip\n" * 4
+
+    fake.batch_tamper = garbled
+
+    result = project.run("--batch-api", "batches")
+
+    out = text_of(result)
+    assert "dispatcher stopped" not in out and "Traceback" not in out
+    assert "failed 5 times" in out
+    assert journal_rows(project) == ["alpha.md", "beta.md"]  # kept for a rerun to collect
+    fake.batch_tamper = None
+    again = project.run("--batch-api", "batches")
+    assert again.ret == 0, text_of(again)
+    assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete"}
+    assert len(fake.batches) == 1  # collected, not sent again
