@@ -61,7 +61,7 @@ def parse_batch(body: bytes) -> BatchStatus:
     """A batch object's JSON (the answer to create, retrieve or cancel), or :class:`BadBatch`."""
     try:
         data = json.loads(body)
-    except ValueError as exc:  # not JSON (an HTML page), or not UTF-8
+    except (ValueError, RecursionError) as exc:  # not JSON (an HTML page), not UTF-8, or nested past the stack
         raise BadBatch(f"it is not JSON ({exc}): {server_text(body.decode('utf-8', 'replace'), 120)}") from None
     if not isinstance(data, dict):
         raise BadBatch(f"it is a JSON {type(data).__name__}, not an object")
@@ -114,7 +114,7 @@ def parse_result(line: bytes) -> tuple[str, dict[str, Any]] | str:
     """One line of a batch's results: (custom_id, result object), or why it is not one."""
     try:
         data = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: ``[[[...`` nested 100,000 deep
         return f"not JSON ({exc})"
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not a result object"

@@ -109,6 +109,7 @@ def test_a_results_url_on_another_host_is_never_followed_and_the_results_are_rea
         pytest.param(b'{"custom_id": "ALPHA", "result": "boom"}\n', id="result-not-an-object"),
         pytest.param(b'{"custom_id": 7, "result": {}}\n', id="custom-id-not-a-string"),
         pytest.param(b"\xff\xfe\n", id="not-utf8"),
+        pytest.param(b"[" * 100_000 + b"\n", id="nested-past-the-recursion-limit"),  # review round
     ],
 )
 def test_a_results_line_that_is_not_a_result_is_skipped_and_the_others_are_filed(project, fake, junk):
@@ -193,6 +194,7 @@ def test_a_results_stream_that_always_fails_ends_its_rows_and_keeps_the_batch(pr
             "its processing_status '\\x1b[2Jdone' is none of in_progress, canceling, ended",
             id="unknown-status",
         ),
+        pytest.param(lambda b: b"[" * 100_000, "it is not JSON", id="nested-past-the-recursion-limit"),  # review round
     ],
 )
 def test_a_poll_answer_that_is_not_a_batch_fails_its_rows_and_keeps_the_batch(project, fake, rewrite, says):
