@@ -158,3 +158,25 @@ def test_a_cut_off_reply_that_cannot_be_recorded_keeps_its_text_in_the_drafts_fo
     (project.path / "conftest.py").unlink()
     project.run("--batch-validate-only")
     assert project.statuses() == {"cut.md": "pending"}
+
+
+def test_an_output_finished_by_hand_after_a_cut_off_reply_is_fresh_not_stale(project, fake):
+    """Review round: the partial draft now waits in the drafts folder, where freshness took any
+    waiting file for the failed draft of today's prompt: an output written by hand beside it
+    (the partial text finished, say) was called stale ("the draft of today's prompt failed its
+    checks"), and ``--batch-fail-stale`` failed it. A hand edit never makes a row stale; a cut-off
+    reply is no draft that could have replaced the output."""
+    options = given_rows(project, ("messages", "thread"), "cut", "fine")
+    router(fake).set("cut.md", Reply.truncated(draft("Cut")))
+    first = project.run(*options)
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    assert (project.path / DRAFT).exists()
+
+    # when: the user finishes the output by hand, and the outputs are gated on freshness
+    (project.path / "output" / "cut.md").write_text(draft("Cut by hand"), encoding="utf-8")
+    gate = project.run("--batch-validate-only", "--batch-fail-stale")
+
+    # then
+    out = gate.stdout.str()
+    assert gate.ret == 0, out
+    assert "stale" not in out.split("pytest-batchgen: freshness")[-1], out
