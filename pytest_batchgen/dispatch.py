@@ -256,6 +256,8 @@ class RowResult:
     outcome: Outcome
     attempts: list[Attempt] = field(default_factory=list)
     error: str | None = None
+    #: a reply of this generation was written: to the output (or a re-recorded row's draft), or,
+    #: when it did not finish, to the drafts folder (:func:`reply_path`): not always an output
     wrote: bool = False
     budget_skipped: bool = False  # not sent because --batch-max-cost was reached
     hint: str | None = None  # how to try again (a replayed failure that this run may not re-record)
