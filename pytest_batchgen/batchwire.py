@@ -29,7 +29,9 @@ STATUSES = ("in_progress", "canceling", "ended")
 COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 #: a batch id this plugin puts in a URL and the journal (the API's are ``msgbatch_`` + letters and
 #: digits): no ``/``, ``..``, ``?``, space or control character can change the path it names
-BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+#: (``\Z``, not ``$``, which lets a final newline through: such an id was polled, answered 404,
+#: and the run forgot its paid batch)
+BATCH_ID_RE = re.compile(r"\A[A-Za-z0-9_-]{1,200}\Z")
 
 
 class BadBatch(ValueError):

@@ -225,7 +225,15 @@ def test_a_poll_answer_that_is_not_a_batch_fails_its_rows_and_keeps_the_batch(pr
 # -- 4. a batch id with path characters ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad_id", ["../../v1/messages", "msgbatch_1?x=1 y", "msgbatch_\x1b[31m"])
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "../../v1/messages",
+        "msgbatch_1?x=1 y",
+        "msgbatch_\x1b[31m",
+        "msgbatch_1\n",  # review round: the id check's ``$`` let a final newline through
+    ],
+)
 def test_a_batch_id_that_is_not_one_is_never_put_in_a_url(project, fake, bad_id):
     """``../`` ended the run in the SDK's ValueError (the dispatcher stopped); ``?`` and a space
     went into the URL and the journal as they came. The create's answer is not a batch: its
