@@ -8,7 +8,10 @@ with HTML, a list or counts that are not numbers, stopped the dispatcher (every 
 failed with a bare ``JSONDecodeError``, ``TypeError`` or ``AttributeError``); an unknown
 status, a results read that always failed, or a ``retry-after`` of days, held the run for ever;
 a batch id with path characters ended in the SDK's ``ValueError``; an error body's escape
-sequence reached the terminal.
+sequence reached the terminal. Found in the review round after: a ``results_url`` that
+``urllib`` cannot split, a results body its ``Content-Encoding`` cannot decode, and JSON nested
+past the recursion limit (in a poll or a results line) still stopped the dispatcher; a batch id
+with a final newline passed the id check, was polled, and its 404 made the run forget the batch.
 
 Tried and fine before: results for an unknown custom_id or a custom_id twice (the first is
 filed, the others counted as orphans), a missing result (sent again), ``errored``, ``expired``
