@@ -696,8 +696,10 @@ class BatchDispatcher(BackgroundDispatch):
                 if batch.ended:
                     try:
                         self._results(journal, entry, batch)
-                    except (anthropic.APIConnectionError, anthropic.APIStatusError, httpx2.TransportError) as exc:
-                        # the stream broke: what was filed stays filed; the rest is read again
+                    except (anthropic.APIConnectionError, anthropic.APIStatusError, httpx2.RequestError) as exc:
+                        # the stream broke (its bytes are read after the SDK returned it, so httpx's
+                        # own errors, a dropped connection or a body its Content-Encoding cannot
+                        # decode, come as they are): what was filed stays filed; the rest is read again
                         failed(journal, entry, f"reading the results of batch {entry.id}", exc, "read")
                         continue
                     live.remove((journal, entry))
@@ -887,7 +889,8 @@ class BatchDispatcher(BackgroundDispatch):
     def _unrecorded(self, st: RowState, message: dict[str, Any], error: OSError) -> bool:
         """A result whose recording could not be written: it is paid for, so it is counted (and
         toward --batch-max-cost); no later run could replay it, so its text is kept in the row's
-        output, where a rerun keeps it if it passes; the row ends in error naming the cassette.
+        output, where a rerun keeps it if it passes (a reply that did not finish: in the drafts
+        folder, :func:`~pytest_batchgen.dispatch.reply_path`); the row ends in error naming the cassette.
         The other rows of the batch go on (the messages path does the same: Dispatcher).
 
         True when this result's text was kept. (``st.result.wrote`` may be an earlier attempt's

@@ -29,7 +29,9 @@ STATUSES = ("in_progress", "canceling", "ended")
 COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 #: a batch id this plugin puts in a URL and the journal (the API's are ``msgbatch_`` + letters and
 #: digits): no ``/``, ``..``, ``?``, space or control character can change the path it names
-BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+#: (``\Z``, not ``$``, which lets a final newline through: such an id was polled, answered 404,
+#: and the run forgot its paid batch)
+BATCH_ID_RE = re.compile(r"\A[A-Za-z0-9_-]{1,200}\Z")
 
 
 class BadBatch(ValueError):
@@ -61,7 +63,7 @@ def parse_batch(body: bytes) -> BatchStatus:
     """A batch object's JSON (the answer to create, retrieve or cancel), or :class:`BadBatch`."""
     try:
         data = json.loads(body)
-    except ValueError as exc:  # not JSON (an HTML page), or not UTF-8
+    except (ValueError, RecursionError) as exc:  # not JSON (an HTML page), not UTF-8, or nested past the stack
         raise BadBatch(f"it is not JSON ({exc}): {server_text(body.decode('utf-8', 'replace'), 120)}") from None
     if not isinstance(data, dict):
         raise BadBatch(f"it is a JSON {type(data).__name__}, not an object")
@@ -90,17 +92,19 @@ def results_url(batch: BatchStatus, base_url: str) -> str:
     A URL elsewhere is never followed: the request would carry the API key (and a 404 from that
     host read as "the batch was deleted", so the run forgot a paid batch). Nor is it an error:
     behind a gateway (``ANTHROPIC_BASE_URL``), the API's answer names its own host, where the
-    results are read through the gateway all the same."""
+    results are read through the gateway all the same. A ``results_url`` that cannot be split
+    (a port that is no number or out of range, a broken ``[`` host: ``urllib`` raises
+    ``ValueError``, which stopped the dispatcher) is on no host known to be the API's: the same."""
     own = f"{base_url.rstrip('/')}/v1/messages/batches/{quote(batch.id, safe='')}/results"
     if batch.results_url is None:
         return own
-    url = urlsplit(batch.results_url)
+    try:
+        url = urlsplit(batch.results_url)
+        where = (url.scheme, url.hostname, url.port or _port(url.scheme))
+    except ValueError:
+        return own
     base = urlsplit(base_url)
-    same_host = (url.scheme, url.hostname, url.port or _port(url.scheme)) == (
-        base.scheme,
-        base.hostname,
-        base.port or _port(base.scheme),
-    )
+    same_host = where == (base.scheme, base.hostname, base.port or _port(base.scheme))
     return batch.results_url if same_host else own
 
 
@@ -112,7 +116,7 @@ def parse_result(line: bytes) -> tuple[str, dict[str, Any]] | str:
     """One line of a batch's results: (custom_id, result object), or why it is not one."""
     try:
         data = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: ``[[[...`` nested 100,000 deep
         return f"not JSON ({exc})"
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not a result object"

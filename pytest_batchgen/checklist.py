@@ -408,11 +408,14 @@ def forms_from_hook(hook: Callable[[], Iterable[Any]]) -> list[ChecklistForm]:
 
 def _implementation_returning_no_form(hook: Any) -> tuple[str, int] | None:
     """The file and ``def`` line of the first implementation of ``hook`` whose result alone is
-    refused by :func:`collect_forms`; None when none is found so (or ``hook`` is no pluggy hook)."""
+    refused by :func:`collect_forms`; None when none is found so (or ``hook`` is no pluggy hook).
+    Wrappers are not called: they pass on what the others return."""
     get_impls = getattr(hook, "get_hookimpls", None)
     if get_impls is None:
         return None
     for impl in reversed(get_impls()):  # pluggy's call order
+        if getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False):
+            continue  # a wrapper returns no forms of its own (alone, its generator gives None)
         try:
             collect_forms([_materialised(impl.function())])
         except ChecklistError:

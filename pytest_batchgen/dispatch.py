@@ -256,6 +256,8 @@ class RowResult:
     outcome: Outcome
     attempts: list[Attempt] = field(default_factory=list)
     error: str | None = None
+    #: a reply of this generation was written: to the output (or a re-recorded row's draft), or,
+    #: when it did not finish, to the drafts folder (:func:`reply_path`): not always an output
     wrote: bool = False
     budget_skipped: bool = False  # not sent because --batch-max-cost was reached
     hint: str | None = None  # how to try again (a replayed failure that this run may not re-record)
@@ -700,13 +702,14 @@ class Dispatcher(BackgroundDispatch):
         an output that passes rather than paying for it again), and the row ends in error. An
         unfinished reply's text is kept in the drafts folder (:func:`reply_path`): no output."""
         path = reply_path(run, row, completion.stop_reason, path)
+        kept = False  # this reply's text (``result.wrote`` may be an earlier attempt's draft)
         if completion.stop_reason != "refusal" and text.strip():
             with contextlib.suppress(OSError):
                 await self.checks.draft(run, row, path, text, False)
-                result.wrote = True
+                result.wrote = kept = True
         result.outcome = Outcome.ERROR
-        kept = f"; its text is kept in {run.plan.rel(path)}" if result.wrote else ""
-        result.error = attempt.error = unwritable(run, error, "recorded in") + kept
+        where = f"; its text is kept in {run.plan.rel(path)}" if kept else ""
+        result.error = attempt.error = unwritable(run, error, "recorded in") + where
         return result
 
     async def _send(

@@ -142,16 +142,24 @@ class _KeysAsWritten(_BaseLoader):
         super().__init__(stream)
         #: each key written more than once in one mapping: its source text and the marks of its keys
         self.duplicates: list[tuple[str, list[Any]]] = []
+        #: how many pairs each mapping node (by id) has of its own, counted before its merge keys
+        #: are flattened: a merge (``<<: *b``) flattens the mapping it brings in, which may be
+        #: constructed later, its merged keys then standing ahead of its own
+        self._own: dict[int, int] = {}
 
     def construct_document(self, node: Any) -> Any:
         self._top = node
         return super().construct_document(node)
 
+    def flatten_mapping(self, node: Any) -> None:
+        self._own.setdefault(id(node), sum(1 for key, _ in node.value if key.tag != _MERGE_TAG))
+        super().flatten_mapping(node)
+
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, yaml.MappingNode):
-            own = sum(1 for key, _ in node.value if key.tag != _MERGE_TAG)
             # merge keys (``<<: *base``) first: the merged keys are plain too, and come first
             self.flatten_mapping(node)
+            own = self._own[id(node)]
             if node is self._top:
                 node.value = [
                     (

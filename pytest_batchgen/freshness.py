@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from .cassettes import KEY_PREFIX, CassetteLoader, CorruptCassette, read_cassette
-from .client import Usage
+from .client import FINISHED, Usage
 from .plan import Plan, Row
 from .pricing import PlanPrices, PriceTable
 from .prompts import Prompt, build_prompt, normalise_output, render_system, render_user, shared_prefix
@@ -81,6 +81,10 @@ class Recording:
     #: each opener's drafts: the texts its replies (repairs included) wrote, as outputs are
     #: written (``prompts.normalise_output``); a refusal wrote none
     drafts: tuple[frozenset[str], ...] = ()
+    #: each opener's partial drafts: the texts of its replies that did not finish (cut off at
+    #: ``max_tokens``, say), which wait in the drafts folder and never replace an output
+    #: (``dispatch.reply_path``)
+    partials: tuple[frozenset[str], ...] = ()
     #: the index in ``calls`` of the latest generation's first call (its opener)
     latest_from: int = 0
 
@@ -142,16 +146,20 @@ def read_recording(path: Path) -> Recording | None:
         calls: list[tuple[str, Usage]] = []
         openers = []
         drafts: list[set[str]] = []
+        partials: list[set[str]] = []
         latest_from = 0
         for interaction in interactions:
             request = json.loads(interaction.body or b"")
             if isinstance(request, dict) and len(request.get("messages") or ()) == 1:
                 openers.append(request)
                 drafts.append(set())
+                partials.append(set())
                 latest_from = len(calls)
             reply = json.loads(interaction.response["body"]["string"])
             if drafts and reply.get("stop_reason") != "refusal":
                 drafts[-1].add(_reply_text(reply))
+                if reply.get("stop_reason") not in FINISHED:
+                    partials[-1].add(_reply_text(reply))
             u = reply.get("usage") or {}
             calls.append(
                 (
@@ -177,6 +185,7 @@ def read_recording(path: Path) -> Recording | None:
         calls=tuple(calls),
         openers=tuple(openers),
         drafts=tuple(frozenset(d) for d in drafts),
+        partials=tuple(frozenset(d) for d in partials),
         latest_from=latest_from,
     )
 
@@ -425,7 +434,8 @@ def _latest_generation(
     a generation of today's request makes the row fresh unless the output is the draft of an
     older generation (then that one's reasons, in any checkout), or is none of the recorded
     drafts while a new draft waits beside it (:data:`NOT_THE_REPLY`). An output that is no
-    recorded draft and has none waiting was edited by hand: an edit never makes a row stale.
+    recorded draft and has none waiting (or only the partial draft of a reply that did not
+    finish, which could not have replaced it) was edited by hand: an edit never makes a row stale.
     When no generation is of today's request, the reasons are those of the latest generation
     the output is a reply of, else the latest generation's (``output`` None: no output yet)."""
     try:
@@ -450,9 +460,20 @@ def _latest_generation(
     made_it = [r for r, drafts in zip(found, recording.drafts, strict=True) if r and text in drafts]
     if made_it:
         return made_it[-1], KEPT_NOTE
-    if draft is not None and draft.exists():
+    if draft is not None and draft.exists() and not _partial(draft, [recording.partials[i] for i in today]):
         return (NOT_THE_REPLY,), ""
     return (), ""
+
+
+def _partial(draft: Path, partials: Sequence[frozenset[str]]) -> bool:
+    """Whether the file waiting in the drafts folder is the partial draft of a reply that did not
+    finish (one of ``partials``): such a draft never replaces an output, so the output beside it
+    is no older reply kept over today's (an output written by hand after a cut-off reply was
+    called stale). Read only when some reply of today's request did not finish."""
+    if not any(partials):
+        return False
+    text = _output_text(draft)
+    return text is not None and any(text in p for p in partials)
 
 
 def _output_text(output: Path) -> str | None:

@@ -133,9 +133,18 @@ def atomic_write(path: Path, data: bytes | str, *, sync: bool = True) -> None:
         _sweep_once(path.parent)
         fd, tmp = _create_temporary(path)
     except FileNotFoundError:  # the folder does not exist yet: made on the first write only
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _sweep_once(path.parent)
-        fd, tmp = _create_temporary(path)
+        for tries_left in reversed(range(3)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _sweep_once(path.parent)
+            try:
+                fd, tmp = _create_temporary(path)
+                break
+            except FileNotFoundError:
+                # another thread removed the folder as it emptied it (the drafts folder, when a
+                # finished draft's write removes the last partial one: dispatch.discard_partial)
+                # between the mkdir and the create: made again
+                if not tries_left:
+                    raise
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -126,6 +126,10 @@ def test_a_duplicate_front_matter_key_is_a_front_matter_error_naming_both_lines(
         "<<: {title: A}\ntitle: B\n",
         "on: 1\nyes: 2\n'true': 3\nTrue: 4\n",  # keys as written: four keys
         "a: {k: 1}\nb: {k: 2}\n",  # the same key in two mappings
+        # review round: a mapping that overrides its own merge, merged into a mapping built before
+        # it (``top2`` comes first: ``inner`` is nested deeper), was flattened by that merge first,
+        # and its merged key was then taken for one of its own, written twice
+        "outer:\n  inner: &b\n    <<: {x: 1}\n    x: 2\ntop2:\n  <<: *b\n",
     ],
 )
 def test_keys_that_only_look_alike_are_no_duplicates(front_matter):

@@ -615,3 +615,27 @@ def test_a_tracking_file_that_is_a_named_pipe_is_an_error_not_a_hang(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(TrackingError, match="is a named pipe, not a file: reading it could wait for ever"):
         is_registered(fifo, tmp_path / "a.md")
+
+
+def test_a_write_into_a_folder_another_thread_removes_as_it_empties_still_lands(tmp_path, monkeypatch):
+    """Review round: a finished draft's write removes the row's partial draft and then the
+    drafts folder when it is empty (``dispatch.discard_partial``), on another thread than a
+    cut-off reply's write of its partial draft into that folder (batch results are filed by a
+    pool; the messages path writes in executor threads). Between this write's ``mkdir`` and its
+    temporary's creation the folder could go: the paid reply was lost, its row in error."""
+    path = tmp_path / ".batchgen-drafts" / "cut.md"
+    real = fsutil._create_temporary
+    calls = []
+
+    def racing(target: Path):
+        calls.append(target)
+        if len(calls) == 2 and target.parent.exists():
+            target.parent.rmdir()  # the other thread: the folder was empty, it goes
+        return real(target)
+
+    monkeypatch.setattr(fsutil, "_create_temporary", racing)
+
+    fsutil.atomic_write(path, "partial\n", sync=False)
+
+    assert path.read_text() == "partial\n"
+    assert len(calls) >= 3  # missing, made and removed at once, made again

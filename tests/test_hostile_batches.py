@@ -8,7 +8,10 @@ with HTML, a list or counts that are not numbers, stopped the dispatcher (every 
 failed with a bare ``JSONDecodeError``, ``TypeError`` or ``AttributeError``); an unknown
 status, a results read that always failed, or a ``retry-after`` of days, held the run for ever;
 a batch id with path characters ended in the SDK's ``ValueError``; an error body's escape
-sequence reached the terminal.
+sequence reached the terminal. Found in the review round after: a ``results_url`` that
+``urllib`` cannot split, a results body its ``Content-Encoding`` cannot decode, and JSON nested
+past the recursion limit (in a poll or a results line) still stopped the dispatcher; a batch id
+with a final newline passed the id check, was polled, and its 404 made the run forget the batch.
 
 Tried and fine before: results for an unknown custom_id or a custom_id twice (the first is
 filed, the others counted as orphans), a missing result (sent again), ``errored``, ``expired``
@@ -109,6 +112,7 @@ def test_a_results_url_on_another_host_is_never_followed_and_the_results_are_rea
         pytest.param(b'{"custom_id": "ALPHA", "result": "boom"}\n', id="result-not-an-object"),
         pytest.param(b'{"custom_id": 7, "result": {}}\n', id="custom-id-not-a-string"),
         pytest.param(b"\xff\xfe\n", id="not-utf8"),
+        pytest.param(b"[" * 100_000 + b"\n", id="nested-past-the-recursion-limit"),  # review round
     ],
 )
 def test_a_results_line_that_is_not_a_result_is_skipped_and_the_others_are_filed(project, fake, junk):
@@ -193,6 +197,7 @@ def test_a_results_stream_that_always_fails_ends_its_rows_and_keeps_the_batch(pr
             "its processing_status '\\x1b[2Jdone' is none of in_progress, canceling, ended",
             id="unknown-status",
         ),
+        pytest.param(lambda b: b"[" * 100_000, "it is not JSON", id="nested-past-the-recursion-limit"),  # review round
     ],
 )
 def test_a_poll_answer_that_is_not_a_batch_fails_its_rows_and_keeps_the_batch(project, fake, rewrite, says):
@@ -223,7 +228,15 @@ def test_a_poll_answer_that_is_not_a_batch_fails_its_rows_and_keeps_the_batch(pr
 # -- 4. a batch id with path characters ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad_id", ["../../v1/messages", "msgbatch_1?x=1 y", "msgbatch_\x1b[31m"])
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "../../v1/messages",
+        "msgbatch_1?x=1 y",
+        "msgbatch_\x1b[31m",
+        "msgbatch_1\n",  # review round: the id check's ``$`` let a final newline through
+    ],
+)
 def test_a_batch_id_that_is_not_one_is_never_put_in_a_url(project, fake, bad_id):
     """``../`` ended the run in the SDK's ValueError (the dispatcher stopped); ``?`` and a space
     went into the URL and the journal as they came. The create's answer is not a batch: its
@@ -326,3 +339,58 @@ def test_a_poll_refused_with_a_retry_after_of_days_waits_only_the_cap(project, f
     assert ret == 0, out
     assert refused["n"] == 1
     assert project.statuses() == {"alpha.md": "complete"}
+
+
+# -- a results_url that is no URL (review round) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("http://127.0.0.1:notaport/results", id="port-not-a-number"),
+        pytest.param("http://127.0.0.1:99999/results", id="port-out-of-range"),
+        pytest.param("http://[::1/results", id="bad-ipv6-host"),
+    ],
+)
+def test_a_results_url_that_urllib_cannot_split_is_read_at_the_api_path(project, fake, url):
+    """``urlsplit(...).port`` raised ``ValueError`` out of the results reader: the dispatcher
+    stopped and every pending row failed. A URL that cannot be read is no URL on the API's host:
+    the results are read at the API's own path, as for a URL elsewhere."""
+    project.write_rows(rows_for("alpha", "beta"), ini_extra=BATCH_INI)
+    fake.batch_tamper = polls(lambda batch: {**batch, "results_url": batch["results_url"] and url})
+
+    result = project.run("--batch-api", "batches")
+
+    out = text_of(result)
+    assert result.ret == 0, out
+    assert "dispatcher stopped" not in out and "Traceback" not in out
+    assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete"}
+    assert journal_rows(project) == []
+
+
+def test_a_results_stream_whose_encoding_cannot_be_decoded_is_a_failed_read(project, fake):
+    """A results stream saying ``Content-Encoding: gzip`` over bytes that are not gzip raised
+    httpx's ``DecodingError`` while it was read (no ``TransportError``, nor an SDK error: the
+    stream is read after the SDK returned it), and the dispatcher stopped with every pending row
+    of every plan. It is a failed read like a broken stream: the batch stays in the journal."""
+    project.write_rows(rows_for("alpha", "beta"), ini_extra=BATCH_INI)
+
+    def garbled(kind: str, batch: Batch, answer: Answer) -> Answer:
+        if kind != "results":
+            return answer
+        status, headers, _ = answer
+        return status, {**headers, "content-encoding": "gzip"}, b"this is not gzip\n" * 4
+
+    fake.batch_tamper = garbled
+
+    result = project.run("--batch-api", "batches")
+
+    out = text_of(result)
+    assert "dispatcher stopped" not in out and "Traceback" not in out
+    assert "failed 5 times" in out
+    assert journal_rows(project) == ["alpha.md", "beta.md"]  # kept for a rerun to collect
+    fake.batch_tamper = None
+    again = project.run("--batch-api", "batches")
+    assert again.ret == 0, text_of(again)
+    assert project.statuses() == {"alpha.md": "complete", "beta.md": "complete"}
+    assert len(fake.batches) == 1  # collected, not sent again

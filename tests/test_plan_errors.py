@@ -494,3 +494,28 @@ def test_unreadable_ini_model_line_is_a_usage_error(project: Project):
     assert "batchgen_models" in result.stderr.str() and "'just-a-word'" in result.stderr.str()
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     assert project.snapshot() == before
+
+
+def test_a_forms_hook_returning_no_form_is_named_past_a_wrapper_of_the_hook(project: Project):
+    """Review round: to find the implementation that returned no form, each one was called again
+    alone, wrappers too: a wrapper's generator, run on its own, gave ``None`` and was named
+    instead of the implementation at fault (its code run once more besides)."""
+    project.ini()
+    project.write_plan(plan_text())
+    project.write(
+        "wrapmod.py",
+        "import pytest\n\n\n"
+        "@pytest.hookimpl(wrapper=True)\n"
+        "def pytest_batchgen_checklist_forms():\n"
+        "    return (yield)\n",
+    )
+    project.write(
+        "conftest.py",
+        "pytest_plugins = ['wrapmod']\n\n\ndef pytest_batchgen_checklist_forms():\n    return ['no-todo']\n",
+    )
+
+    result = project.run("--batch-validate-only")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    (message,) = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
+    assert message.startswith("ERROR: conftest.py:4: pytest_batchgen_checklist_forms returned str 'no-todo'"), message

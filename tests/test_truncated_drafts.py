@@ -158,3 +158,71 @@ def test_a_cut_off_reply_that_cannot_be_recorded_keeps_its_text_in_the_drafts_fo
     (project.path / "conftest.py").unlink()
     project.run("--batch-validate-only")
     assert project.statuses() == {"cut.md": "pending"}
+
+
+def test_an_output_finished_by_hand_after_a_cut_off_reply_is_fresh_not_stale(project, fake):
+    """Review round: the partial draft now waits in the drafts folder, where freshness took any
+    waiting file for the failed draft of today's prompt: an output written by hand beside it
+    (the partial text finished, say) was called stale ("the draft of today's prompt failed its
+    checks"), and ``--batch-fail-stale`` failed it. A hand edit never makes a row stale; a cut-off
+    reply is no draft that could have replaced the output."""
+    options = given_rows(project, ("messages", "thread"), "cut", "fine")
+    router(fake).set("cut.md", Reply.truncated(draft("Cut")))
+    first = project.run(*options)
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    assert (project.path / DRAFT).exists()
+
+    # when: the user finishes the output by hand, and the outputs are gated on freshness
+    (project.path / "output" / "cut.md").write_text(draft("Cut by hand"), encoding="utf-8")
+    gate = project.run("--batch-validate-only", "--batch-fail-stale")
+
+    # then
+    out = gate.stdout.str()
+    assert gate.ret == 0, out
+    assert "stale" not in out.split("pytest-batchgen: freshness")[-1], out
+
+
+REFUSE_SECOND_RECORDING = """
+import errno
+from pathlib import Path
+from pytest_batchgen import fsutil
+
+real = fsutil._create_temporary
+FOLDER = Path({folder!r})
+seen = []
+
+def refused(path):
+    if path.parent.resolve() == FOLDER and path.name == "cut.md.yaml":
+        seen.append(path)
+        if len(seen) > 1:
+            tmp = path.with_name("." + path.name + fsutil.TMP_MARK + "0123abcd")
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+    return real(path)
+
+fsutil._create_temporary = refused
+
+def pytest_unconfigure(config):
+    fsutil._create_temporary = real
+"""
+
+
+@pytest.mark.parametrize(
+    "repair",
+    [pytest.param(Reply.refused(), id="refused"), pytest.param(Reply.truncated(""), id="cut-off-empty")],
+)
+def test_an_unrecorded_repair_that_kept_no_text_names_no_file_it_was_kept_in(project, fake, repair):
+    """Review round: a repair whose recording could not be written and whose own text was not
+    kept (a refusal, an empty cut-off reply) said "its text is kept in
+    output/.batchgen-drafts/cut.md", a file never written, because an earlier attempt had
+    written the output (``result.wrote``). The batch path already went by what this reply kept."""
+    options = given_rows(project, ("messages", "thread"), "cut")
+    router(fake).set("cut.md", Reply.ok(bad_value("Cut")), repair)
+    project.write("conftest.py", REFUSE_SECOND_RECORDING.format(folder=str(project.cassette_dir().resolve())))
+
+    result = project.run(*options)
+
+    failure = result.failure("cut.md::generate")
+    assert "the reply could not be recorded in cassettes/plan/cut.md.yaml: Permission denied" in failure
+    assert "its text is kept in" not in failure
+    assert not (project.path / DRAFT).exists()
+    assert project.output("cut.md") == bad_value("Cut")  # the first attempt's draft, as it was
