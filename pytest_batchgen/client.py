@@ -398,6 +398,8 @@ class ModelClient:
             body = json.loads(content)
         except ValueError as exc:  # a 2xx body that is not JSON: a gateway's page, a cut-off body
             problem = f"it is not JSON ({exc}): {content[:80].decode('utf-8', 'replace')!r}"
+        except RecursionError:  # ``[[[...`` deeper than the interpreter's stack: no message either
+            problem = f"it is not JSON (nested too deep to read): {content[:80].decode('utf-8', 'replace')!r}"
         else:
             problem = message_problem(body)
         if problem:

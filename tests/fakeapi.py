@@ -423,7 +423,7 @@ def _raw_usage(raw: bytes | str) -> dict:
     """The ``usage`` a scripted raw body states ({} when it states none, or is not JSON)."""
     try:
         usage = json.loads(raw).get("usage")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # a body nested too deep for json
         return {}
     return usage if isinstance(usage, dict) else {}
 

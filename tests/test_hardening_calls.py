@@ -609,6 +609,19 @@ def test_a_2xx_reply_that_is_not_json_is_named_with_the_start_of_its_body(fake):
     )
 
 
+def test_a_2xx_reply_nested_past_the_recursion_limit_is_not_json(fake):
+    """``json.loads`` raises RecursionError, not ValueError, on ``[[[...`` 100,000 deep: the
+    row ended in an error naming RecursionError instead of saying what came."""
+    from pytest_batchgen.client import ClientSettings, ModelCallError
+
+    fake.default.set("alpha.md", Reply.raw("[" * 100_000 + "]" * 100_000))
+
+    outcome = _complete(ClientSettings(max_retries=0, api_key=API_KEY))
+
+    assert isinstance(outcome, ModelCallError) and outcome.kind == "InvalidReply", outcome
+    assert outcome.message.startswith("the API's reply is not a message: it is not JSON (nested too deep"), outcome
+
+
 # -- 11.19: a body that stalls half-way, and a total per request ------------------------------
 
 
