@@ -623,7 +623,8 @@ def check_written_paths(
     report lost), or overwritten (a plan replaced by JSON, in a ``--batch-readonly`` run too; a
     tracking file, of ``tracking_files``, replaced by the summary, every entry lost). An existing
     file that is not an earlier report (or summary) is refused too: ``--batch-summary pytest.ini``
-    replaced pytest's configuration. Refused up front, before anything is sent; and so are both
+    replaced pytest's configuration; and so is one file named by both (the report was lost under
+    the summary). Refused up front, before anything is sent; and so are both
     when typed with ``--batch-dry-run``, which writes nothing (it wrote no report without a word;
     from ``addopts`` they are left unwritten, and the dry run says so)."""
     for option, path in (("--batch-report", settings.report), ("--batch-summary", settings.summary)):
@@ -652,6 +653,13 @@ def check_written_paths(
                 f"{option} {path}: the file exists and is not a pytest-batchgen {kind_of_file}; "
                 f"name another file (the {_WRITTEN[option][0]} replaces the file)"
             )
+    report, summary = settings.report, settings.summary
+    same = report is not None and summary is not None and report.resolve() == summary.resolve()
+    if same and summary is not None and (not summary.exists() or summary.is_file()):  # a FIFO takes both
+        raise BatchgenError(
+            f"--batch-summary {summary}: is the file --batch-report writes too, and the one written last "
+            "would replace the other; name another file"
+        )
     if settings.dry_run and settings.typed_outputs:
         raise BatchgenError(
             f"--batch-dry-run writes nothing, {settings.typed_outputs[0]} included: leave out one of the two "

@@ -97,6 +97,10 @@ def test_a_float_spelled_max_tokens_reaches_the_dry_run_and_the_request(plan_pro
         (["--batch-summary", "out/ref.md"], ["--batch-summary", "out/ref.md: is the format reference of plan.md"]),
         (["--batch-report", "out/next.md"], ["out/next.md: is row next.md's output in plan.md"]),
         (["--batch-report", "cassettes/plan/x.json"], ["is a file in the cassette folder of plan.md"]),
+        (
+            ["--batch-report", "run.out", "--batch-summary", "./run.out"],
+            ["--batch-summary", "run.out: is the file --batch-report writes too"],
+        ),
         # options of a run that calls the model, in one that makes no call: silently ignored
         (
             ["--batch-validate-only", "--batch-record-mode", "all"],
