@@ -269,13 +269,13 @@ def register(tracking: Path, output: Path, title: str, order: Sequence[Path] = (
         entry = _Entry(at, f"{label}({href})", prefix, ending)
         with _cache_lock:
             appending = tracking in _written
-        if beside is not None and appending and at == known.n_lines:
-            _append(tracking, f"{prefix}{entry.content}{ending}".encode(), known.newline.encode())
-        else:
+        line = f"{prefix}{entry.content}{ending}"
+        appended = beside is not None and appending and at == known.n_lines and _append(tracking, line, known.newline)
+        if not appended:
             lines = _lines(_read(tracking))
             if lines and not _ending(lines[-1]):
                 lines[-1] += known.newline
-            lines.insert(at, f"{prefix}{entry.content}{ending}")
+            lines.insert(at, line)
             new = "".join(lines)
             if beside is None:
                 # at the end, after whatever the user's file ends with: a block opened earlier and
@@ -328,17 +328,23 @@ _SWALLOWING = {"fence": "a code block", "code_block": "a code block", "html_bloc
 _written: set[Path] = set()
 
 
-def _append(tracking: Path, line: bytes, newline: bytes) -> None:
+def _append(tracking: Path, text: str, newline: str) -> bool:
     """Append a whole line with one write (after a line ending when the file lacks its last
-    one); on a failed or short write, cut the file back to its old length."""
+    one); on a failed or short write, cut the file back to its old length. False when the file
+    may not be opened for writing (a read-only file in a writable folder): the caller rewrites
+    it through a rename, as the first registration did, so every row of the run is registered
+    (appends refused after a first registration succeeded registered one row per run)."""
+    line, end = text.encode(), newline.encode()
     try:
         fd = os.open(tracking, os.O_RDWR | os.O_APPEND)
+    except PermissionError:
+        return False
     except OSError as exc:
         raise TrackingError(f"{tracking} cannot be written: {exc.strerror or exc}") from None
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) not in (b"\n", b"\r"):
-            line = newline + line
+            line = end + line
         try:
             if os.write(fd, line) != len(line):
                 raise OSError(errno.ENOSPC, "short write")
@@ -348,6 +354,7 @@ def _append(tracking: Path, line: bytes, newline: bytes) -> None:
     finally:
         os.close(fd)
     defer_sync(tracking)  # fsynced once with the run's other deferred writes, not once per row
+    return True
 
 
 def _split_entry(line: str, entry: _Entry) -> tuple[str, str] | None:

@@ -462,6 +462,29 @@ def tracking_lines(data: bytes) -> list[bytes]:
     return re.findall(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z", data)
 
 
+def test_a_read_only_tracking_file_gets_every_registration_not_only_the_first(tmp_path: Path, monkeypatch):
+    """A read-only tracking file in a writable folder: the first registration of a run rewrites
+    it through a rename, as every write of the plugin (the mode stays), but the appends after it
+    were refused (``O_APPEND`` needs write permission), so a run registered one row and failed
+    the others. They rewrite it too now. (Simulated: this suite may run as root, whom a mode
+    does not stop.)"""
+    tracking, a, b = entry_files(tmp_path)
+    tracking.write_bytes(b"# Index\r\n")
+    tracking.chmod(0o444)
+    real_open = os.open
+
+    def refuse_appends(path, flags, *args, **kwargs):
+        if flags & os.O_APPEND and Path(path) == tracking:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(tracking_module.os, "open", refuse_appends)
+    order = (a.resolve(), b.resolve())
+    assert register(tracking, a, "A", order) and register(tracking, b, "B", order)
+    assert tracking.read_bytes() == b"# Index\r\n- [A](a.md)\r\n- [B](b.md)\r\n"
+    assert stat.S_IMODE(tracking.stat().st_mode) == 0o444
+
+
 def test_deferred_writes_are_atomic_at_once_and_fsynced_in_one_pass(tmp_path, monkeypatch):
     """Outputs and cassettes are written with ``sync=False`` (one fsync per file was a tenth of
     a 1,000-row run): the rename happens at once, and :func:`sync_deferred` fsyncs each file
