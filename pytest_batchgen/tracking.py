@@ -106,6 +106,9 @@ _ENTRY_SHAPE = ["list_item_open", "paragraph_open", "inline", "paragraph_close",
 
 def _parse(tracking: Path, text: str) -> _Index:
     """Every link's resolved target, and the entries (sole-link list items) by target."""
+    # a BOM is no text (a renderer drops it): read, it made an entry on the first line a
+    # paragraph, and a file of a BOM alone a line to add the entries after
+    text = text.removeprefix("\ufeff")
     tokens = inline_parser().parse(text)
     lines = _lines(text)
     targets: set[Path] = set()
@@ -272,11 +275,13 @@ def register(tracking: Path, output: Path, title: str, order: Sequence[Path] = (
         line = f"{prefix}{entry.content}{ending}"
         appended = beside is not None and appending and at == known.n_lines and _append(tracking, line, known.newline)
         if not appended:
-            lines = _lines(_read(tracking))
+            text = _read(tracking)
+            bom = "\ufeff" if text.startswith("\ufeff") else ""  # it stays first, before an entry put on line 1
+            lines = _lines(text.removeprefix(bom))
             if lines and not _ending(lines[-1]):
                 lines[-1] += known.newline
             lines.insert(at, line)
-            new = "".join(lines)
+            new = bom + "".join(lines)
             if beside is None:
                 # at the end, after whatever the user's file ends with: a block opened earlier and
                 # never closed (a code fence, an HTML block or comment) would swallow the line,

@@ -422,6 +422,7 @@ _INDEX_FRAGMENTS = [
     registrations=st.permutations(range(4)),
 )
 @example(lines=["# Index", "```"], endings=["\n"] * 14, bom=False, final=True, registrations=[0, 1, 2, 3])
+@example(lines=["* [C](./c.md)"], endings=["\n"] * 14, bom=True, final=True, registrations=[0, 1, 2, 3])
 def test_registration_keeps_every_byte_of_the_users_lines(lines, endings, bom, final, registrations):
     """Whatever a hand-kept index holds (any line endings, mixed; a BOM; no final newline),
     registering outputs only adds whole lines: the user's lines stay, in order, byte for byte
@@ -449,7 +450,11 @@ def test_registration_keeps_every_byte_of_the_users_lines(lines, endings, bom, f
                 assert is_registered(tracking, outputs[i])
         after = tracking.read_bytes()
         assert after.startswith(b"\xef\xbb\xbf") == data.startswith(b"\xef\xbb\xbf")
-        old, new = tracking_lines(data), tracking_lines(after)
+        # (compared after the BOM, which stays first, ahead of an entry put before the first line)
+        old, new = (
+            tracking_lines(data.removeprefix(b"\xef\xbb\xbf")),
+            tracking_lines(after.removeprefix(b"\xef\xbb\xbf")),
+        )
         assert len(new) == len(old) + added
         rest = iter(new)
         for n, line in enumerate(old, 1):  # a subsequence; the last line may have gained its ending
@@ -460,6 +465,17 @@ def test_registration_keeps_every_byte_of_the_users_lines(lines, endings, bom, f
 def tracking_lines(data: bytes) -> list[bytes]:
     """A file's lines with their endings, as markdown-it and the tracking module count them."""
     return re.findall(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z", data)
+
+
+def test_an_entry_on_the_first_line_after_a_bom_is_an_entry(tmp_path: Path):
+    """A BOM (an editor's) before a first line that is an entry: a renderer shows a list item,
+    but the parser read a paragraph, so the entry was never retitled and new entries were not
+    placed beside it. The BOM stays where it is, and out of the lines added."""
+    tracking, a, b = entry_files(tmp_path)
+    tracking.write_bytes(b"\xef\xbb\xbf* [Old A](a.md)\r\n\r\nKept by hand.\r\n")
+    assert retitle(tracking, a, "A") is True
+    assert register(tracking, b, "B", (a.resolve(), b.resolve()))
+    assert tracking.read_bytes() == b"\xef\xbb\xbf* [A](a.md)\r\n* [B](b.md)\r\n\r\nKept by hand.\r\n"
 
 
 def test_a_read_only_tracking_file_gets_every_registration_not_only_the_first(tmp_path: Path, monkeypatch):
