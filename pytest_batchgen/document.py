@@ -445,16 +445,37 @@ def _file_lines(fm: str) -> Callable[[int], int]:
 def _break_hint(fm: str, line: int) -> str:
     """A note on a U+0085, U+2028 or U+2029 on the file ``line`` of a YAML error or the line
     before it: YAML broke the line there, so its error is about a line break the user cannot
-    see (``term: a<NEL>b`` is ``term: a`` and a line ``b`` to YAML)."""
+    see (``term: a<NEL>b`` is ``term: a`` and a line ``b`` to YAML). Or on a key whose colon a
+    no-break space follows (``category:<NBSP>A``, from a word processor or a web page): an
+    editor shows a key, YAML reads one plain word, and its error is about the next line."""
     lines = fm.split("\n")  # fm line i is file line i + 1
     for at in (line - 1, line):
-        found = _YAML_ONLY_BREAK.search(lines[at - 1]) if 1 <= at <= len(lines) else None
+        text = lines[at - 1] if 1 <= at <= len(lines) else ""
+        found = _YAML_ONLY_BREAK.search(text)
         if found:
             return (
                 f" (line {at} holds a {_YAML_ONLY_BREAKS[found.group()]} character, which YAML reads as a "
                 "line break: remove it)"
             )
+        key = _KEY_THEN_OTHER_SPACE.match(text)
+        if key:
+            space = key.group(2)
+            return (
+                f" (line {at} has a U+{ord(space):04X} ({_OTHER_SPACES[space]}) after {key.group(1)!r}, "
+                "where YAML needs an ordinary space: replace it)"
+            )
     return ""
+
+
+#: spaces that look like one in an editor but are no separator to YAML
+_OTHER_SPACES = {
+    "\u00a0": "no-break space",
+    "\u2007": "figure space",
+    "\u202f": "narrow no-break space",
+    "\u3000": "ideographic space",
+}
+#: a line that starts as a key (``name:``) followed by one of them
+_KEY_THEN_OTHER_SPACE = re.compile(r"\s*(?:- )?([^\s:#'\"][^:]*:)([\u00a0\u2007\u202f\u3000])")
 
 
 def _duplicate_key_error(key: str, lines: list[int], more: int) -> tuple[str, int]:

@@ -747,7 +747,10 @@ def load_plan(
             ref_item.line,
         )
     try:
-        reference_text = format_reference.read_text(encoding="utf-8")
+        # "utf-8-sig": a BOM (an editor's, invisible) is no text for the model, and saving one
+        # must not make every row's prompt differ (freshness would call all of them stale);
+        # read_text's newline translation does the same for a checkout's "\r\n"
+        reference_text = format_reference.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise PlanError(
             f"format reference {ref_item.text!r} is not UTF-8 text ({exc.reason} at byte {exc.start})",

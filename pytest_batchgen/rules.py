@@ -751,8 +751,8 @@ def _build_registered(m: re.Match, ctx: CompileContext):
                 return Failure(f"{raw} lists {rel}, which fails its other checks: fix the output, or remove its entry")
             # an unreadable output (doc.error) and a read-only run included: a link is not the fix
             return Failure(f"not registered in {raw}: the output is registered once its other checks pass")
-        except TrackingError as exc:
-            return Failure(f"tracking file: {exc}")
+        except TrackingError as exc:  # named as the checklist names it, so its file:line opens in an editor
+            return Failure(f"tracking file: {str(exc).replace(str(tracking), raw)}")
         except lock_timeout() as exc:  # not a permission: another process holds the lock
             held_elsewhere.append(
                 f"tracking file {raw} not updated: another process holds its lock ({c.plan.rel(Path(exc.lock_file))}: "

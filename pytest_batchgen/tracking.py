@@ -56,6 +56,11 @@ class _Entry:
 
     line: int  # 0-based line of the item's text
     content: str  # the item's raw inline text, e.g. ``[Title](path)``
+    #: what precedes the text on its line (blockquote marks, indent, list marker: ``> 1. ``) and
+    #: the line's ending ("" for a last line without one): a new entry beside it copies both, so
+    #: it joins the same list (a ``- `` line at the margin would end a quote or an outer list)
+    prefix: str = "- "
+    ending: str = ""
 
     def reads(self, label: str) -> bool:
         """Whether the link text is ``label``, or cannot be changed (a reference link's text is
@@ -74,6 +79,7 @@ class _Index:
     entries: dict[Path, tuple[_Entry, ...]]
     n_lines: int = 0  # a last line without its ending counts
     newline: str = "\n"
+    last: _Entry | None = None  # the entry on the file's last line, if that line is one
 
 
 _index_cache: dict[Path, tuple[Signature, _Index]] = {}
@@ -100,7 +106,11 @@ _ENTRY_SHAPE = ["list_item_open", "paragraph_open", "inline", "paragraph_close",
 
 def _parse(tracking: Path, text: str) -> _Index:
     """Every link's resolved target, and the entries (sole-link list items) by target."""
+    # a BOM is no text (a renderer drops it): read, it made an entry on the first line a
+    # paragraph, and a file of a BOM alone a line to add the entries after
+    text = text.removeprefix("\ufeff")
     tokens = inline_parser().parse(text)
+    lines = _lines(text)
     targets: set[Path] = set()
     entries: dict[Path, list[_Entry]] = {}
     for i, tok in enumerate(tokens):
@@ -123,10 +133,13 @@ def _parse(tracking: Path, text: str) -> _Index:
             and tok.children[0].type == "link_open"
             and tok.children[-1].type == "link_close"
         ):
-            entries.setdefault(first, []).append(_Entry(para.map[0], tok.content))
-    lines = _lines(text)
+            line = lines[para.map[0]]
+            parts = _split_entry(line, _Entry(para.map[0], tok.content))
+            prefix = parts[0] if parts is not None else "- "
+            entries.setdefault(first, []).append(_Entry(para.map[0], tok.content, prefix, _ending(line)))
     newline = (_ending(lines[0]) if lines else "") or "\n"  # the file's own line ending
-    return _Index(targets, {k: tuple(v) for k, v in entries.items()}, len(lines), newline)
+    last = next((e for found in entries.values() for e in found if e.line == len(lines) - 1), None)
+    return _Index(targets, {k: tuple(v) for k, v in entries.items()}, len(lines), newline, last)
 
 
 def _read(tracking: Path) -> str:
@@ -193,25 +206,31 @@ def _href(tracking: Path, output: Path) -> str:
 
 
 def _insertion_line(index: _Index, target: Path, order: Sequence[Path], n_lines: int) -> int:
+    """The line :func:`_insertion_place` finds."""
+    return _insertion_place(index, target, order, n_lines)[0]
+
+
+def _insertion_place(index: _Index, target: Path, order: Sequence[Path], n_lines: int) -> tuple[int, _Entry | None]:
     """Where a new entry goes so the plugin's entries follow ``order`` (the plan's rows):
     after the entry of the nearest earlier output, else before that of the nearest later one,
-    else at the end. Registration order then does not depend on which xdist worker ran first.
+    else at the end; and that neighbouring entry (None at the end), whose form the new one takes.
+    Registration order then does not depend on which xdist worker ran first.
 
     The row's place comes from a position map, and the neighbours are looked at one by one
     from it (usually the previous row is the one): ``order.index`` and a slice per row made
     10,000 registrations quadratic (31 s of a 58 s run)."""
     at = _positions(order).get(target)
     if at is None:
-        return n_lines
+        return n_lines, None
     for i in range(at - 1, -1, -1):
         found = index.entries.get(order[i])
         if found:
-            return found[-1].line + 1
+            return found[-1].line + 1, found[-1]
     for i in range(at + 1, len(order)):
         found = index.entries.get(order[i])
         if found:
-            return found[0].line
-    return n_lines
+            return found[0].line, found[0]
+    return n_lines, None
 
 
 #: the position map of each plan order seen (a tuple: built once per plan); the order itself is
@@ -245,45 +264,92 @@ def register(tracking: Path, output: Path, title: str, order: Sequence[Path] = (
         if target in known.targets:
             return False
         label, href = _label(title), _href(tracking, output)
-        entry = _Entry(0, f"{label}({href})")
-        at = _insertion_line(known, target, order, known.n_lines)
+        at, beside = _insertion_place(known, target, order, known.n_lines)
+        if beside is None and at == known.n_lines:
+            beside = known.last  # at the end, after an entry: one more of that list
+        # written as the entry it goes beside is (its quote marks, indent, marker, line ending)
+        prefix, ending = (beside.prefix, beside.ending or known.newline) if beside else ("- ", known.newline)
+        entry = _Entry(at, f"{label}({href})", prefix, ending)
         with _cache_lock:
             appending = tracking in _written
-        if appending and at == known.n_lines and known.n_lines:
-            _append(tracking, f"- {entry.content}{known.newline}".encode(), known.newline.encode())
-        else:
-            lines = _lines(_read(tracking))
+        line = f"{prefix}{entry.content}{ending}"
+        appended = beside is not None and appending and at == known.n_lines and _append(tracking, line, known.newline)
+        if not appended:
+            text = _read(tracking)
+            bom = "\ufeff" if text.startswith("\ufeff") else ""  # it stays first, before an entry put on line 1
+            lines = _lines(text.removeprefix(bom))
             if lines and not _ending(lines[-1]):
                 lines[-1] += known.newline
-            lines.insert(at, f"- {entry.content}{known.newline}")
-            atomic_write(tracking, "".join(lines))
+            lines.insert(at, line)
+            new = bom + "".join(lines)
+            if beside is None:
+                # at the end, after whatever the user's file ends with: a block opened earlier and
+                # never closed (a code fence, an HTML block or comment) would swallow the line,
+                # and every run would append it again. Beside an entry, it is one of that list.
+                parsed = _parse(tracking, new)
+                if target not in parsed.targets:
+                    raise TrackingError(_swallowed(tracking, new, at))
+            atomic_write(tracking, new)
             for t, found in known.entries.items():  # the entries below move down a line
-                known.entries[t] = tuple(e if e.line < at else _Entry(e.line + 1, e.content) for e in found)
+                known.entries[t] = tuple(e if e.line < at else _moved(e) for e in found)
+            if known.last is not None and known.last.line >= at:
+                known.last = _moved(known.last)
         # this process knows what the new version links to: no re-parse when the next row registers
         known.targets.add(target)
-        known.entries[target] = (*known.entries.get(target, ()), _Entry(at, entry.content))
+        known.entries[target] = (*known.entries.get(target, ()), entry)
         known.n_lines += 1
+        if at == known.n_lines - 1:
+            known.last = entry
         _remember(tracking, known)
         with _cache_lock:
             _written.add(tracking)
         return True
 
 
+def _moved(entry: _Entry) -> _Entry:
+    """``entry`` a line further down (a line was inserted above it)."""
+    return _Entry(entry.line + 1, entry.content, entry.prefix, entry.ending)
+
+
+def _swallowed(tracking: Path, text: str, at: int) -> str:
+    """Why a link put on line ``at`` (0-based) of ``text`` is not read as one: the block around it."""
+    for token in inline_parser().parse(text):
+        if token.map and token.map[0] <= at < token.map[1] and token.type in _SWALLOWING:
+            return (
+                f"{tracking}:{token.map[0] + 1}: this line opens {_SWALLOWING[token.type]} that nothing "
+                f"closes, so a link added at the end (line {at + 1}) is not read as a link; close it "
+                "(or add the link yourself), then run again"
+            )
+    return (
+        f"{tracking}:{at + 1}: a link added here is not read as a link (what the file ends with takes it in); "
+        "close what the file ends with (or add the link yourself), then run again"
+    )
+
+
+#: the blocks that take in the lines after them until closed, by token type
+_SWALLOWING = {"fence": "a code block", "code_block": "a code block", "html_block": "an HTML block (or a comment)"}
+
 #: tracking files this process has written (later registrations at the end append)
 _written: set[Path] = set()
 
 
-def _append(tracking: Path, line: bytes, newline: bytes) -> None:
+def _append(tracking: Path, text: str, newline: str) -> bool:
     """Append a whole line with one write (after a line ending when the file lacks its last
-    one); on a failed or short write, cut the file back to its old length."""
+    one); on a failed or short write, cut the file back to its old length. False when the file
+    may not be opened for writing (a read-only file in a writable folder): the caller rewrites
+    it through a rename, as the first registration did, so every row of the run is registered
+    (appends refused after a first registration succeeded registered one row per run)."""
+    line, end = text.encode(), newline.encode()
     try:
         fd = os.open(tracking, os.O_RDWR | os.O_APPEND)
+    except PermissionError:
+        return False
     except OSError as exc:
         raise TrackingError(f"{tracking} cannot be written: {exc.strerror or exc}") from None
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) not in (b"\n", b"\r"):
-            line = newline + line
+            line = end + line
         try:
             if os.write(fd, line) != len(line):
                 raise OSError(errno.ENOSPC, "short write")
@@ -293,6 +359,7 @@ def _append(tracking: Path, line: bytes, newline: bytes) -> None:
     finally:
         os.close(fd)
     defer_sync(tracking)  # fsynced once with the run's other deferred writes, not once per row
+    return True
 
 
 def _split_entry(line: str, entry: _Entry) -> tuple[str, str] | None:

@@ -237,6 +237,24 @@ def test_a_unicode_line_break_that_breaks_the_yaml_is_named():
     assert doc.front_matter_error_line == 3
 
 
+@pytest.mark.parametrize(
+    ("space", "name"),
+    [("\u00a0", "no-break space"), ("\u202f", "narrow no-break space"), ("\u3000", "ideographic space")],
+    ids=["NBSP", "narrow-NBSP", "ideographic"],
+)
+@pytest.mark.parametrize("after", ["\ntags: [a, b]\n", "\n"], ids=["key-after", "last-key"])
+def test_a_no_break_space_after_a_key_s_colon_is_named(space, name, after):
+    # 'category:<NBSP>A' looks like a key to an editor, but YAML needs an ordinary space after
+    # the colon: to it the line is one plain word, and its error ("could not find expected
+    # ':'") is about a later line; the failure names the line and the character
+    doc = parse_bytes(P, f"---\nterm: X\ncategory:{space}A{after}---\n".encode())
+    assert doc.front_matter_error is not None
+    assert doc.front_matter_error.startswith("front matter is not valid YAML at line ")
+    assert doc.front_matter_error.endswith(
+        f"(line 3 has a U+{ord(space):04X} ({name}) after 'category:', where YAML needs an ordinary space: replace it)"
+    ), doc.front_matter_error
+
+
 def test_yaml_keys_of_other_types_become_strings():
     doc = parse_bytes(P, b"---\n1: one\n2020-01-01: day\n3.5: half\n---\n")
     assert set(doc.metadata) == {"1", "2020-01-01", "3.5"}

@@ -346,3 +346,30 @@ def test_a_renamed_title_updates_its_entry_in_the_tracking_file(project):
     assert project.run("--batch-validate-only").ret == pytest.ExitCode.OK
 
     assert registered(project) == ["- [Alpha, renamed](alpha.md)", "- [Bravo](bravo.md)"]
+
+
+def test_a_hand_kept_index_keeps_its_form_and_an_unclosed_block_fails_the_run(project):
+    """A tracking file from the wild (a BOM, CRLF, the list in a blockquote): the new entry
+    joins the quoted list in its form, every other byte stays. One that ends in a code fence
+    never closed: a link appended there is code, so the output stayed unregistered and every
+    run appended it again while passing; now the run fails, naming the fence, and the file
+    is left as it is."""
+    given_rows_with_passing_outputs(project, "alpha", "bravo")
+    quoted = b"\xef\xbb\xbf# Index\r\n\r\n> Published:\r\n>\r\n> - [Bravo](bravo.md)\r\n\r\nKept by hand.\r\n"
+    project.write("output/INDEX.md", quoted)
+    assert project.run("--batch-validate-only").ret == pytest.ExitCode.OK
+    assert (project.path / "output/INDEX.md").read_bytes() == quoted.replace(
+        b"> - [Bravo]", b"> - [Alpha](alpha.md)\r\n> - [Bravo]"
+    )
+
+    fenced = b"# Index\n\nExample:\n\n```sh\nls output/\n"
+    project.write("output/INDEX.md", fenced)
+    for _ in range(2):
+        result = project.run("--batch-validate-only")
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        assert result.outcomes()["alpha.md::registered"] == "failed"
+        result.stdout.fnmatch_lines(
+            ["*tracking file: output/INDEX.md:5: this line opens a code block that nothing closes*close it*"]
+        )
+        assert (project.path / "output/INDEX.md").read_bytes() == fenced
+    assert set(project.notes()) == {"alpha.md", "bravo.md"}  # (complete rows stay so, with a note)

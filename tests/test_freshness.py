@@ -306,6 +306,9 @@ NEUTRAL: dict[str, Callable[[Project], None]] = {
     ),
     "CRLF line endings in the plan": lambda p: p.write("plan.md", p.read("plan.md").replace("\n", "\r\n")),
     "trailing blank lines of the format reference": lambda p: p.write("out/ref.md", REFERENCE + "\n\n\n"),
+    # a checkout with core.autocrlf, and an editor that saves a BOM: the same text to the model
+    "CRLF line endings in the format reference": lambda p: p.write("out/ref.md", REFERENCE.replace("\n", "\r\n")),
+    "a BOM at the start of the format reference": lambda p: p.write("out/ref.md", "\ufeff" + REFERENCE),
     "an output's content": lambda p: p.write("out/alpha.md", "rewritten by hand\n"),
 }
 

@@ -11,16 +11,20 @@ import re
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 from filelock import Timeout
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from pytest_batchgen import document, fsutil
+from pytest_batchgen import tracking as tracking_module
 from pytest_batchgen.document import MAX_FRONT_MATTER_BYTES, MAX_HEADINGS, parse_bytes
-from pytest_batchgen.tracking import is_registered, register, retitle
+from pytest_batchgen.tracking import TrackingError, is_registered, register, retitle
 
 GITIGNORE = (".*.batchgen-tmp-*", ".*.batchgen-lock")
 
@@ -317,6 +321,184 @@ def test_register_places_entries_in_plan_order_whatever_order_they_come_in(tmp_p
     )
     register(tracking, tmp_path / "z.md", "Z", [p.resolve() for p in outputs])  # not in the plan: at the end
     assert tracking.read_text().endswith("Written by hand.\n- [Z](z.md)\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # in a blockquote: a bare "- " line would end the quote, splitting the list in two
+        (
+            b"> Outputs:\n>\n> - [A](a.md)\n> - [C](c.md)\n",
+            b"> - [A](a.md)\n> - [B](b.md)\n> - [C](c.md)\n> - [D](d.md)\n",
+        ),
+        # nested below a group item: at the left margin, C would become a child of B
+        (
+            b"- Group\n  - [A](a.md)\n  - [C](c.md)\n\nText\n",
+            b"  - [A](a.md)\n  - [B](b.md)\n  - [C](c.md)\n  - [D](d.md)\n",
+        ),
+        # a numbered list: a "- " item between would cut it in two lists
+        (b"1. [A](a.md)\n2. [C](c.md)\n", b"1. [A](a.md)\n1. [B](b.md)\n2. [C](c.md)\n2. [D](d.md)\n"),
+        # a tab after the marker, and the line endings of the list (not of the heading) in a mixed file
+        (b"# I\r\n\n*\t[A](a.md)\n*\t[C](c.md)\n", b"*\t[A](a.md)\n*\t[B](b.md)\n*\t[C](c.md)\n*\t[D](d.md)\n"),
+    ],
+    ids=["blockquote", "nested", "numbered", "tab-mixed-endings"],
+)
+def test_a_new_entry_takes_the_list_marker_and_line_ending_of_its_neighbour(tmp_path: Path, text, expected):
+    """A new entry goes beside the entry of the nearest row, written as that entry is (its
+    blockquote marks, indent, list marker, line ending): a ``- `` line at the left margin would
+    have ended the user's quote or list, changing how the lines around it read."""
+    tracking = tmp_path / "INDEX.md"
+    outputs = [tmp_path / f"{name}.md" for name in "abcd"]
+    tracking.write_bytes(text)
+    order = tuple(p.resolve() for p in outputs)
+    assert register(tracking, outputs[1], "B", order) and register(tracking, outputs[3], "D", order)
+    got = tracking.read_bytes()
+    assert expected in got
+    for line in text.splitlines(keepends=True):  # every line of the user's is still there
+        assert line in got.splitlines(keepends=True)
+    assert all(is_registered(tracking, p) for p in outputs)
+
+
+@pytest.mark.parametrize(
+    ("text", "opened"),
+    [
+        (b"# Index\n\n```\nsome code\n", "3: this line opens a code block"),
+        (b"# Index\r\n\r\n<!-- to do\r\n", "3: this line opens an HTML block"),
+        (b"<details>\n<summary>More</summary>", "1: this line opens an HTML block"),
+    ],
+    ids=["open-fence", "open-comment", "html-block"],
+)
+def test_a_link_that_would_land_in_an_unclosed_block_is_refused_not_appended_every_run(tmp_path: Path, text, opened):
+    """A file that ends inside a code block, a comment or an HTML block opened earlier: a line
+    appended there is not a link, so the output stayed unregistered and every run appended the
+    same line again. The file is left as it is and the error names the line to close."""
+    tracking, a, b = entry_files(tmp_path)
+    tracking.write_bytes(text)
+    with pytest.raises(TrackingError, match=rf"INDEX\.md:{opened} .*not read as a link; close it"):
+        register(tracking, a, "A")
+    assert tracking.read_bytes() == text
+    assert not is_registered(tracking, a)
+
+
+#: lines a hand-kept index holds: entries in every container, links of other forms, and the
+#: blocks that take in what follows them (unclosed fences, HTML, comments)
+_INDEX_FRAGMENTS = [
+    "# Index",
+    "",
+    "Prose with [a link](a.md) in it.",
+    "- [A](a.md)",
+    "* [C](./c.md)",
+    "  - [A](<a.md>)",
+    "> - [C](c.md)",
+    ">",
+    "> quoted",
+    "1. [D](d.md)",
+    "3) [X](x.md)",
+    "-\t[Tab](t.md)",
+    "- [NBSP](n.md)\u00a0",
+    "- [Ref][a]",
+    "[a]: a.md",
+    '- [T ] | ` title](c.md "a ] | ` title")',
+    "| Title | Link |",
+    "|---|---|",
+    "| A | [A](a.md) |",
+    "```",
+    "    indented code",
+    "<!-- a comment",
+    "-->",
+    "<details>",
+    "- Group",
+    "  text",
+    "\ufeff- [B](b.md)",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(st.one_of(st.sampled_from(_INDEX_FRAGMENTS), st.text(max_size=12)), max_size=14),
+    endings=st.lists(st.sampled_from(["\n", "\r\n", "\r"]), min_size=14, max_size=14),
+    bom=st.booleans(),
+    final=st.booleans(),
+    registrations=st.permutations(range(4)),
+)
+@example(lines=["# Index", "```"], endings=["\n"] * 14, bom=False, final=True, registrations=[0, 1, 2, 3])
+@example(lines=["* [C](./c.md)"], endings=["\n"] * 14, bom=True, final=True, registrations=[0, 1, 2, 3])
+def test_registration_keeps_every_byte_of_the_users_lines(lines, endings, bom, final, registrations):
+    """Whatever a hand-kept index holds (any line endings, mixed; a BOM; no final newline),
+    registering outputs only adds whole lines: the user's lines stay, in order, byte for byte
+    (the last one gains a line ending if it had none); each added output then reads as
+    registered, or the registration is refused (a :class:`TrackingError`) with the file as it was."""
+    lines = [line.replace("\r", "").replace("\n", "") for line in lines]
+    text = "".join(line + ending for line, ending in zip(lines, endings, strict=False))
+    if not final and text:
+        text = text.rstrip("\r\n")
+    data = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8", "surrogatepass")
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        tracking = root / "INDEX.md"
+        outputs = [(root / name).resolve() for name in ("a.md", "b.md", "c.md", "d.md")]
+        tracking.write_bytes(data)
+        added = 0
+        for i in registrations:
+            before = tracking.read_bytes()
+            try:
+                added += register(tracking, outputs[i], f"Row {i}", tuple(outputs))
+            except TrackingError:
+                assert tracking.read_bytes() == before
+            else:
+                tracking_module._index_cache.clear()  # read as the next run does, not as this one wrote it
+                assert is_registered(tracking, outputs[i])
+        after = tracking.read_bytes()
+        assert after.startswith(b"\xef\xbb\xbf") == data.startswith(b"\xef\xbb\xbf")
+        # (compared after the BOM, which stays first, ahead of an entry put before the first line)
+        old, new = (
+            tracking_lines(data.removeprefix(b"\xef\xbb\xbf")),
+            tracking_lines(after.removeprefix(b"\xef\xbb\xbf")),
+        )
+        assert len(new) == len(old) + added
+        rest = iter(new)
+        for n, line in enumerate(old, 1):  # a subsequence; the last line may have gained its ending
+            unended = n == len(old) and line == line.rstrip(b"\r\n")
+            assert any(got == line or (unended and got.rstrip(b"\r\n") == line) for got in rest), (data, after)
+
+
+def tracking_lines(data: bytes) -> list[bytes]:
+    """A file's lines with their endings, as markdown-it and the tracking module count them."""
+    return re.findall(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z", data)
+
+
+def test_an_entry_on_the_first_line_after_a_bom_is_an_entry(tmp_path: Path):
+    """A BOM (an editor's) before a first line that is an entry: a renderer shows a list item,
+    but the parser read a paragraph, so the entry was never retitled and new entries were not
+    placed beside it. The BOM stays where it is, and out of the lines added."""
+    tracking, a, b = entry_files(tmp_path)
+    tracking.write_bytes(b"\xef\xbb\xbf* [Old A](a.md)\r\n\r\nKept by hand.\r\n")
+    assert retitle(tracking, a, "A") is True
+    assert register(tracking, b, "B", (a.resolve(), b.resolve()))
+    assert tracking.read_bytes() == b"\xef\xbb\xbf* [A](a.md)\r\n* [B](b.md)\r\n\r\nKept by hand.\r\n"
+
+
+def test_a_read_only_tracking_file_gets_every_registration_not_only_the_first(tmp_path: Path, monkeypatch):
+    """A read-only tracking file in a writable folder: the first registration of a run rewrites
+    it through a rename, as every write of the plugin (the mode stays), but the appends after it
+    were refused (``O_APPEND`` needs write permission), so a run registered one row and failed
+    the others. They rewrite it too now. (Simulated: this suite may run as root, whom a mode
+    does not stop.)"""
+    tracking, a, b = entry_files(tmp_path)
+    tracking.write_bytes(b"# Index\r\n")
+    tracking.chmod(0o444)
+    real_open = os.open
+
+    def refuse_appends(path, flags, *args, **kwargs):
+        if flags & os.O_APPEND and Path(path) == tracking:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(tracking_module.os, "open", refuse_appends)
+    order = (a.resolve(), b.resolve())
+    assert register(tracking, a, "A", order) and register(tracking, b, "B", order)
+    assert tracking.read_bytes() == b"# Index\r\n- [A](a.md)\r\n- [B](b.md)\r\n"
+    assert stat.S_IMODE(tracking.stat().st_mode) == 0o444
 
 
 def test_deferred_writes_are_atomic_at_once_and_fsynced_in_one_pass(tmp_path, monkeypatch):
