@@ -777,6 +777,7 @@ def load_plan(
 
     phases: list[Phase] = []
     seen: dict[Path, tuple[str, int]] = {}  # output path -> (filename as written, its line)
+    seen_lower: dict[str, tuple[str, int]] = {}  # the same by the path in lower case
     tables = {id(t.section): t for t in phase_tables(sections)}
     for s in sections:
         _refuse_list_tables(s, plan_path)
@@ -804,7 +805,7 @@ def load_plan(
                 plan_path,
                 s.stray_rows[0],
             )
-        phases.append(_read_phase(tables[id(s)], plan_path, output_dir, alias_map, default_model, seen))
+        phases.append(_read_phase(tables[id(s)], plan_path, output_dir, alias_map, default_model, seen, seen_lower))
     _refuse_loose_tables(scanned.loose_tables, plan_path)
     if not phases:
         raise PlanError(
@@ -994,6 +995,7 @@ def _read_phase(
     alias_map: Mapping[str, str],
     default_model: str | None,
     seen: dict[Path, tuple[str, int]],
+    seen_lower: dict[str, tuple[str, int]],
 ) -> Phase:
     section, number, table, header = phase.section, phase.number, phase.table, phase.header
     if table.nested:
@@ -1046,6 +1048,17 @@ def _read_phase(
                 tr.line,
             )
         seen[target] = (filename, tr.line)
+        # one file where names are compared without case (macOS, Windows): both rows would write it
+        lower = str(target).lower()
+        if lower in seen_lower:
+            first, first_line = seen_lower[lower]
+            raise PlanError(
+                f"filename {filename!r} differs from {first!r} (line {first_line}) only in case: on macOS and "
+                "Windows they are one file, which both rows would write; rename one",
+                plan_path,
+                tr.line,
+            )
+        seen_lower[lower] = (filename, tr.line)
         status = cell("status").lower()
         if status not in STATUSES:
             raise PlanError(

@@ -738,6 +738,21 @@ def test_two_spellings_of_one_output_file_are_a_duplicate(tmp_path, first, secon
     )
 
 
+@pytest.mark.parametrize("first, second", [("beta.md", "Beta.md"), ("sub/c.md", "SUB/c.md"), ("é.md", "É.md")])
+def test_two_filenames_that_differ_only_in_case_are_a_duplicate(tmp_path, first, second):
+    # accepted on Linux, they are one file on macOS and Windows: one row's output and cassette
+    # overwrote the other's there, and the statuses of both rows followed the last one
+    phase = PHASE_1.replace("| beta.md |", f"| {first} |") + f"| 3 | Gamma | {second} | haiku | pending |\n"
+    text = plan_text(phase)
+    with pytest.raises(PlanError) as info:
+        load(tmp_path, text)
+    assert info.value.line == line_of(text, "| 3 | Gamma |")
+    assert info.value.message == (
+        f"filename {second!r} differs from {first!r} (line {line_of(text, '| 2 | Beta |')}) only in case: "
+        "on macOS and Windows they are one file, which both rows would write; rename one"
+    )
+
+
 def test_a_dot_slash_filename_writes_and_records_where_the_plain_one_would(tmp_path):
     plan = load(tmp_path, plan_text(PHASE_1.replace("| beta.md |", "| ./beta.md |")))
     row = plan.row("./beta.md")
