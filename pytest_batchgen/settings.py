@@ -703,7 +703,9 @@ def _is_a_summary(path: Path) -> bool:
             head = f.read(64)
     except OSError:
         return False
-    return not head.strip() or head.startswith(b"## pytest-batchgen\n")
+    # (as checked out with CRLF, or saved by an editor with a BOM: still the summary)
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    return not head.strip() or head.startswith((b"## pytest-batchgen\n", b"## pytest-batchgen\r\n"))
 
 
 def _is_a_report(path: Path) -> bool:

@@ -230,6 +230,13 @@ def test_the_summary_is_refused_on_a_file_that_is_no_summary_and_replaces_its_ow
         result = validate(project, "--batch-summary", "summary.md")
         assert result.ret == pytest.ExitCode.OK, no_traceback(result)
         assert (project.path / "summary.md").read_text(encoding="utf-8").startswith("## pytest-batchgen")
+    # one committed and checked out with CRLF (core.autocrlf), or saved by an editor with a BOM
+    summary = project.path / "summary.md"
+    for altered in (summary.read_bytes().replace(b"\n", b"\r\n"), b"\xef\xbb\xbf" + summary.read_bytes()):
+        summary.write_bytes(altered)
+        result = validate(project, "--batch-summary", "summary.md")
+        assert result.ret == pytest.ExitCode.OK, no_traceback(result)
+        assert summary.read_bytes().startswith(b"## pytest-batchgen\n")
 
 
 def test_a_summary_path_that_is_a_folder_suggests_a_markdown_file(project: pytest.Pytester):
