@@ -776,8 +776,8 @@ def load_plan(
                 break
 
     phases: list[Phase] = []
-    seen: dict[Path, tuple[str, int]] = {}  # output path -> (filename as written, its line)
-    seen_lower: dict[str, tuple[str, int]] = {}  # the same by the path in lower case
+    #: each output path in lower case -> (the path, the filename as written, its line)
+    seen: dict[str, tuple[Path, str, int]] = {}
     tables = {id(t.section): t for t in phase_tables(sections)}
     for s in sections:
         _refuse_list_tables(s, plan_path)
@@ -805,7 +805,7 @@ def load_plan(
                 plan_path,
                 s.stray_rows[0],
             )
-        phases.append(_read_phase(tables[id(s)], plan_path, output_dir, alias_map, default_model, seen, seen_lower))
+        phases.append(_read_phase(tables[id(s)], plan_path, output_dir, alias_map, default_model, seen))
     _refuse_loose_tables(scanned.loose_tables, plan_path)
     if not phases:
         raise PlanError(
@@ -994,8 +994,7 @@ def _read_phase(
     output_dir: Path,
     alias_map: Mapping[str, str],
     default_model: str | None,
-    seen: dict[Path, tuple[str, int]],
-    seen_lower: dict[str, tuple[str, int]],
+    seen: dict[str, tuple[Path, str, int]],
 ) -> Phase:
     section, number, table, header = phase.section, phase.number, phase.table, phase.header
     if table.nested:
@@ -1036,29 +1035,22 @@ def _read_phase(
         if not filename:
             raise PlanError("row has an empty Filename cell; name the output file", plan_path, tr.line)
         # two spellings of one file ('a.md', './a.md', 'sub//a.md') are one output: compared
-        # by the path the row writes, named as the user spelled them
+        # by the path the row writes, named as the user spelled them; and in lower case, since
+        # where names are compared without case (macOS, Windows) 'a.md' and 'A.md' are one file
         target = _check_filename(filename, output_dir, plan_path, tr.line, parents)
-        if target in seen:
-            first, first_line = seen[target]
-            alias = "" if first == filename else f", as {first!r}"
-            raise PlanError(
-                f"duplicate filename {filename!r} (first used on line {first_line}{alias}); "
-                "each row must write its own file",
-                plan_path,
-                tr.line,
-            )
-        seen[target] = (filename, tr.line)
-        # one file where names are compared without case (macOS, Windows): both rows would write it
-        lower = str(target).lower()
-        if lower in seen_lower:
-            first, first_line = seen_lower[lower]
-            raise PlanError(
-                f"filename {filename!r} differs from {first!r} (line {first_line}) only in case: on macOS and "
-                "Windows they are one file, which both rows would write; rename one",
-                plan_path,
-                tr.line,
-            )
-        seen_lower[lower] = (filename, tr.line)
+        earlier = seen.setdefault(str(target).lower(), (target, filename, tr.line))
+        if earlier[2] != tr.line:
+            first_target, first, first_line = earlier
+            if first_target == target:
+                alias = "" if first == filename else f", as {first!r}"
+                message = f"duplicate filename {filename!r} (first used on line {first_line}{alias}); "
+                message += "each row must write its own file"
+            else:
+                message = (
+                    f"filename {filename!r} differs from {first!r} (line {first_line}) only in case: on macOS "
+                    "and Windows they are one file, which both rows would write; rename one"
+                )
+            raise PlanError(message, plan_path, tr.line)
         status = cell("status").lower()
         if status not in STATUSES:
             raise PlanError(
