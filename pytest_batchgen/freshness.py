@@ -89,11 +89,6 @@ class Recording:
     latest_from: int = 0
 
     @property
-    def prompt_chars(self) -> int:
-        system, user = _texts(self.first)
-        return len(system) + len(user)
-
-    @property
     def latest_usage(self) -> Usage:
         """The usage of the latest generation, its repairs included: what generating the row
         again costs, where :attr:`usage` also counts the older generations an output kept over

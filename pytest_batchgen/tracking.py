@@ -205,11 +205,6 @@ def _href(tracking: Path, output: Path) -> str:
     return "".join(f"%{ord(ch):02X}" if ch in _HREF_UNSAFE or ord(ch) < 0x20 else ch for ch in rel)
 
 
-def _insertion_line(index: _Index, target: Path, order: Sequence[Path], n_lines: int) -> int:
-    """The line :func:`_insertion_place` finds."""
-    return _insertion_place(index, target, order, n_lines)[0]
-
-
 def _insertion_place(index: _Index, target: Path, order: Sequence[Path], n_lines: int) -> tuple[int, _Entry | None]:
     """Where a new entry goes so the plugin's entries follow ``order`` (the plan's rows):
     after the entry of the nearest earlier output, else before that of the nearest later one,

@@ -409,7 +409,7 @@ def test_the_estimate_scales_the_recorded_usage_to_today_s_prompt(recorded: Proj
     (alpha_f, alpha_e), *_ = estimates(book, [(plan, plan.row("alpha.md"))], PriceTable())
     prompt = book.prompt(plan, plan.row("alpha.md"))
     recording = read_recording(alpha_f.cassette)
-    scale = (len(prompt.system) + len(prompt.user)) / recording.prompt_chars
+    scale = (len(prompt.system) + len(prompt.user)) / recording.latest_prompt_chars
     assert scale > 2
     assert alpha_e.basis == "recorded"
     assert alpha_e.usage.output_tokens == 300

@@ -799,13 +799,13 @@ def test_the_insertion_place_comes_from_a_position_map_built_once_per_plan_order
     outs = [(tmp_path / f"o{i}.md").resolve() for i in range(6)]
     order = tuple(outs)
     index = tracking._Index(set(), {outs[1]: (tracking._Entry(4, "x"),), outs[4]: (tracking._Entry(7, "y"),)}, 9)
-    assert tracking._insertion_line(index, outs[2], order, 9) == 5  # after o1's entry
-    assert tracking._insertion_line(index, outs[0], order, 9) == 4  # before o1's entry
-    assert tracking._insertion_line(index, outs[5], order, 9) == 8  # after o4's entry
-    assert tracking._insertion_line(index, tmp_path / "elsewhere.md", order, 9) == 9  # not in the plan
+    assert tracking._insertion_place(index, outs[2], order, 9)[0] == 5  # after o1's entry
+    assert tracking._insertion_place(index, outs[0], order, 9)[0] == 4  # before o1's entry
+    assert tracking._insertion_place(index, outs[5], order, 9)[0] == 8  # after o4's entry
+    assert tracking._insertion_place(index, tmp_path / "elsewhere.md", order, 9)[0] == 9  # not in the plan
     assert tracking._positions(order) is tracking._positions(order)  # built once
     listed = list(outs)
-    assert tracking._insertion_line(index, outs[2], listed, 9) == 5  # a list works, uncached
+    assert tracking._insertion_place(index, outs[2], listed, 9)[0] == 5  # a list works, uncached
 
 
 REPOSITORY = Path(__file__).resolve().parent.parent
