@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .batchwire import BATCH_ID_RE, BadBatch, BatchStatus, check_batch_id, parse_batch, parse_result, results_url
+from .batchwire import BadBatch, BatchStatus, check_batch_id, parse_batch, parse_result, results_url
 from .client import CUT_OFF, FINISHED, Usage, server_text
 from .dispatch import (
     Attempt,
@@ -640,8 +640,9 @@ class BatchDispatcher(BackgroundDispatch):
                 total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
             except (AttributeError, TypeError):  # not a batch (a server's junk): not this one
                 continue
-            batch_id = getattr(batch, "id", None)
-            if not isinstance(batch_id, str) or not BATCH_ID_RE.match(batch_id):
+            try:
+                batch_id = check_batch_id(getattr(batch, "id", None))
+            except BadBatch:
                 continue  # no id this run can poll
             if batch_id not in known and total == len(entry.requests):
                 return batch_id
