@@ -139,13 +139,14 @@ def test_a_new_tracking_file_gets_the_umask_mode(tmp_path: Path, umask):
     assert stat.S_IMODE((tmp_path / "INDEX.md").stat().st_mode) == 0o644
 
 
-def test_an_existing_file_keeps_its_mode(tmp_path: Path, umask):
+@pytest.mark.parametrize("mode", [0o600, 0o444])  # 0o444: a read-only plan in a writable folder (README)
+def test_an_existing_file_keeps_its_mode(tmp_path: Path, umask, mode):
     umask(0o022)
     path = tmp_path / "plan.md"
     path.write_text("old\n")
-    os.chmod(path, 0o600)
+    os.chmod(path, mode)
     fsutil.atomic_write(path, "new\n")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "new\n"
+    assert stat.S_IMODE(path.stat().st_mode) == mode and path.read_text() == "new\n"
 
 
 # -- issue 11 item 18: outputs too large to parse fail at once, naming the limit -----------------
